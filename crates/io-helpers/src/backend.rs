@@ -1,0 +1,296 @@
+//! `FileBackend`: positioned I/O on one file, and `OsFile`, its implementation for real files.
+//!
+//! Every layer of bob does its file I/O through this trait, so tests can put `SimDisk` (the
+//! fault-injecting backend behind the `testing` feature) where a real file would be.
+
+use std::fs::File;
+use std::io::{self, IoSlice};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::{Error, Result};
+
+/// The most buffers passed to one `pwritev` (Linux's `IOV_MAX`).
+const MAX_IOVECS: usize = 1024;
+
+/// Positioned I/O on one file.
+///
+/// Reads and writes are whole: `read_at` fills the buffer or fails, `write_at` writes every
+/// byte or fails; implementations retry short transfers and `Interrupted` errors themselves.
+/// After an error the file's contents in the affected range are unknown.
+pub trait FileBackend: Send + Sync {
+    /// Fills `buf` with the bytes at `offset`; `UnexpectedEof` if the file ends first.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+
+    /// Writes all of `buf` at `offset`, growing the file if the write ends past its end
+    /// (a gap before `offset` reads as zeros).
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+
+    /// Writes `bufs`, laid end to end, starting at `offset`, with as few system calls as the
+    /// backend can manage. The default writes each buffer with `write_at`.
+    fn write_vectored_at(&self, bufs: &[IoSlice<'_>], offset: u64) -> io::Result<()> {
+        let mut position = offset;
+        for buf in bufs {
+            self.write_at(buf, position)?;
+            position += buf.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// The file's current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+
+    /// Whether the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Truncates or extends (with zeros) the file to `len` bytes.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+
+    /// Makes the file's data, and the metadata needed to read it back, durable (`fdatasync`).
+    fn sync_data(&self) -> io::Result<()>;
+
+    /// Makes the file's data and all its metadata durable (`fsync`).
+    fn sync_all(&self) -> io::Result<()>;
+}
+
+macro_rules! forward_backend {
+    ($($ty:ty),*) => {$(
+        impl<B: FileBackend + ?Sized> FileBackend for $ty {
+            fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+                (**self).read_at(buf, offset)
+            }
+            fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+                (**self).write_at(buf, offset)
+            }
+            fn write_vectored_at(&self, bufs: &[IoSlice<'_>], offset: u64) -> io::Result<()> {
+                (**self).write_vectored_at(bufs, offset)
+            }
+            fn len(&self) -> io::Result<u64> {
+                (**self).len()
+            }
+            fn set_len(&self, len: u64) -> io::Result<()> {
+                (**self).set_len(len)
+            }
+            fn sync_data(&self) -> io::Result<()> {
+                (**self).sync_data()
+            }
+            fn sync_all(&self) -> io::Result<()> {
+                (**self).sync_all()
+            }
+        }
+    )*};
+}
+
+forward_backend!(&B, Box<B>, Arc<B>);
+
+/// A real file, through `pread`/`pwrite`/`pwritev`.
+#[derive(Debug)]
+pub struct OsFile {
+    file: File,
+}
+
+impl OsFile {
+    /// Wraps an open file; it must have been opened for reading and writing.
+    pub fn new(file: File) -> Self {
+        Self { file }
+    }
+
+    /// Opens an existing file for reading and writing.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|source| Error::File { action: "open", path: path.to_owned(), source })?;
+        Ok(Self { file })
+    }
+
+    /// Creates a new file (failing if it exists) and makes its directory entry durable.
+    pub fn create_new(path: &Path) -> Result<Self> {
+        crate::fs::create_new_durable(path).map(Self::new)
+    }
+
+    /// The underlying file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Unwraps the underlying file.
+    pub fn into_inner(self) -> File {
+        self.file
+    }
+}
+
+impl FileBackend for OsFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        // `read_exact_at` retries short reads and `Interrupted`.
+        self.file.read_exact_at(buf, offset)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        // `write_all_at` retries short writes and `Interrupted`.
+        self.file.write_all_at(buf, offset)
+    }
+
+    fn write_vectored_at(&self, bufs: &[IoSlice<'_>], offset: u64) -> io::Result<()> {
+        write_all_vectored_with(bufs, offset, |chunk, position| {
+            rustix::io::pwritev(&self.file, chunk, position).map_err(io::Error::from)
+        })
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn sync_all(&self) -> io::Result<()> {
+        self.file.sync_all()
+    }
+}
+
+/// Writes every byte of `bufs` starting at `offset` through `write`, a vectored positioned
+/// write that may transfer fewer bytes than asked. Short writes continue where they stopped,
+/// `Interrupted` is retried, and at most [`MAX_IOVECS`] buffers go to one call.
+pub(crate) fn write_all_vectored_with(
+    bufs: &[IoSlice<'_>],
+    offset: u64,
+    mut write: impl FnMut(&[IoSlice<'_>], u64) -> io::Result<usize>,
+) -> io::Result<()> {
+    let mut owned: Vec<IoSlice<'_>> = bufs.to_vec();
+    let mut remaining_slices: &mut [IoSlice<'_>] = &mut owned;
+    IoSlice::advance_slices(&mut remaining_slices, 0);
+    let mut remaining_bytes: u64 = remaining_slices.iter().map(|b| b.len() as u64).sum();
+    let mut position = offset;
+    while !remaining_slices.is_empty() {
+        let chunk = &remaining_slices[..remaining_slices.len().min(MAX_IOVECS)];
+        match write(chunk, position) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "vectored write wrote 0 bytes",
+                ));
+            }
+            Ok(written) => {
+                let written_u64 = written as u64;
+                if written_u64 > remaining_bytes {
+                    return Err(io::Error::other("vectored write reported more bytes than given"));
+                }
+                IoSlice::advance_slices(&mut remaining_slices, written);
+                remaining_bytes -= written_u64;
+                position += written_u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake `pwritev` into a Vec that writes at most `step` bytes a call and fails every
+    /// third call with `Interrupted`.
+    fn stuttering_writer(
+        image: &mut Vec<u8>,
+        step: usize,
+    ) -> impl FnMut(&[IoSlice<'_>], u64) -> io::Result<usize> + '_ {
+        let mut calls = 0;
+        move |bufs, position| {
+            calls += 1;
+            if calls % 3 == 0 {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            let flat: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            let n = flat.len().min(step);
+            let start = position as usize;
+            if image.len() < start + n {
+                image.resize(start + n, 0);
+            }
+            image[start..start + n].copy_from_slice(&flat[..n]);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn vectored_write_survives_short_writes_and_interrupts() {
+        let parts: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i + 1; 7 + i as usize * 3]).collect();
+        let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+        let expected: Vec<u8> = parts.concat();
+        for step in [1, 2, 5, 13, 1000] {
+            let mut image = vec![0u8; 3];
+            write_all_vectored_with(&slices, 3, stuttering_writer(&mut image, step)).unwrap();
+            assert_eq!(&image[3..], &expected[..], "step {step}");
+        }
+    }
+
+    #[test]
+    fn vectored_write_reports_a_zero_write() {
+        let data = [1u8; 4];
+        let err = write_all_vectored_with(&[IoSlice::new(&data)], 0, |_, _| Ok(0)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WriteZero);
+    }
+
+    #[test]
+    fn vectored_write_rejects_an_overlong_count() {
+        let data = [1u8; 4];
+        let err = write_all_vectored_with(&[IoSlice::new(&data)], 0, |_, _| Ok(9)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::Other);
+    }
+
+    #[test]
+    fn vectored_write_skips_empty_buffers_and_splits_at_iov_max() {
+        let one = [7u8; 1];
+        let slices: Vec<IoSlice<'_>> = (0..MAX_IOVECS * 2 + 3)
+            .map(|i| IoSlice::new(if i % 2 == 0 { &one } else { &[] }))
+            .collect();
+        let mut calls = Vec::new();
+        write_all_vectored_with(&slices, 0, |chunk, _| {
+            assert!(chunk.len() <= MAX_IOVECS);
+            calls.push(chunk.len());
+            Ok(chunk.iter().map(|b| b.len()).sum())
+        })
+        .unwrap();
+        assert!(calls.len() >= 2, "{calls:?}");
+    }
+
+    #[test]
+    fn os_file_round_trips_and_reports_eof() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = OsFile::create_new(&dir.path().join("f")).unwrap();
+        let a = [1u8; 10];
+        let b = [2u8; 20];
+        file.write_vectored_at(&[IoSlice::new(&a), IoSlice::new(&b)], 5).unwrap();
+        assert_eq!(file.len().unwrap(), 35);
+        let mut back = [0u8; 35];
+        file.read_at(&mut back, 0).unwrap();
+        assert_eq!(&back[..5], &[0; 5]);
+        assert_eq!(&back[5..15], &a);
+        assert_eq!(&back[15..], &b);
+        let mut past = [0u8; 4];
+        assert_eq!(file.read_at(&mut past, 33).unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        file.set_len(8).unwrap();
+        file.sync_data().unwrap();
+        file.sync_all().unwrap();
+        assert_eq!(file.len().unwrap(), 8);
+        assert!(!file.is_empty().unwrap());
+    }
+
+    #[test]
+    fn open_missing_file_names_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = OsFile::open(&dir.path().join("missing")).unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
+    }
+}
