@@ -58,7 +58,8 @@ impl fmt::Debug for DiskTokenManager {
 crate::sync::thread_local! {
     /// For each manager this thread holds tokens from: (manager address, tokens held).
     /// A manager cannot move or drop while a token borrows it, so its address is a stable key.
-    static HELD: RefCell<Vec<(usize, usize)>> = const { RefCell::new(Vec::new()) };
+    #[allow(clippy::missing_const_for_thread_local, reason = "loom's thread_local! takes no const")]
+    static HELD: RefCell<Vec<(usize, usize)>> = RefCell::new(Vec::new());
 }
 
 impl DiskTokenManager {

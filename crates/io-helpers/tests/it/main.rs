@@ -1,1 +1,4 @@
-//! Integration tests for bob-io-helpers.
+//! Integration tests for bob-io-helpers: one binary (house style: link time on 2 cores).
+
+mod batch;
+mod sim;
