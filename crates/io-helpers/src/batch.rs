@@ -50,13 +50,13 @@ pub fn write_batched_sections<B: FileBackend + ?Sized>(
     backend: &B,
     sections: &[Section<'_>],
 ) -> Result<BatchReport> {
-    let runs = plan_runs(sections)?;
-    let mut report = BatchReport { sections: 0, runs: runs.len(), bytes: 0 };
+    let sorted = sorted_disjoint(sections)?;
+    let mut report = BatchReport { sections: sorted.len(), runs: 0, bytes: 0 };
     let mut slices: Vec<IoSlice<'_>> = Vec::new();
-    for run in &runs {
-        report.sections += run.len();
+    for run in sorted.chunk_by(|a, b| a.offset + a.len() == b.offset) {
+        report.runs += 1;
         report.bytes += run.iter().map(Section::len).sum::<u64>();
-        if let [single] = run.as_slice() {
+        if let [single] = run {
             backend.write_at(single.data, single.offset)?;
         } else {
             slices.clear();
@@ -67,32 +67,25 @@ pub fn write_batched_sections<B: FileBackend + ?Sized>(
     Ok(report)
 }
 
-/// Sorts the non-empty sections by offset and groups exactly contiguous ones into runs.
-fn plan_runs<'s, 'a>(sections: &'s [Section<'a>]) -> Result<Vec<Vec<Section<'a>>>> {
+/// The non-empty sections sorted by offset, after checking that none passes the largest
+/// offset and no two overlap.
+fn sorted_disjoint<'a>(sections: &[Section<'a>]) -> Result<Vec<Section<'a>>> {
     let mut sorted: Vec<Section<'a>> =
         sections.iter().copied().filter(|s| !s.data.is_empty()).collect();
     for section in &sorted {
         checked_end(section.offset, section.len())?;
     }
-    sorted.sort_by_key(|s| s.offset);
-    let mut runs: Vec<Vec<Section<'a>>> = Vec::new();
-    let mut run_end = 0u64;
-    for section in sorted {
-        match runs.last_mut() {
-            Some(run) if section.offset < run_end => {
-                let previous = run.last().copied().unwrap_or(section);
-                return Err(Error::OverlappingSections {
-                    first_offset: previous.offset,
-                    first_len: previous.len(),
-                    second_offset: section.offset,
-                });
-            }
-            Some(run) if section.offset == run_end => run.push(section),
-            _ => runs.push(vec![section]),
+    sorted.sort_unstable_by_key(|s| s.offset);
+    for pair in sorted.windows(2) {
+        if pair[1].offset < pair[0].offset + pair[0].len() {
+            return Err(Error::OverlappingSections {
+                first_offset: pair[0].offset,
+                first_len: pair[0].len(),
+                second_offset: pair[1].offset,
+            });
         }
-        run_end = section.offset + section.len();
     }
-    Ok(runs)
+    Ok(sorted)
 }
 
 /// Writes `len` zero bytes at `offset`, in chunks of 64 KiB.
