@@ -164,7 +164,7 @@ impl DiskTokenManager {
 /// Permission to do disk I/O, returned to its [`DiskTokenManager`] when dropped.
 ///
 /// Not `Send`: a token is dropped on the thread that took it. A token passed to
-/// `std::mem::forget` keeps its thread's slot until the thread exits.
+/// `std::mem::forget` never returns its slot.
 #[must_use = "a token is released as soon as it is dropped"]
 pub struct DiskToken<'a> {
     manager: &'a DiskTokenManager,
