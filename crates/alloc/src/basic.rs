@@ -1,0 +1,413 @@
+//! `BasicAllocator`: extents of any size, best fit over coalesced holes.
+//!
+//! Free space is kept twice: by offset (to find neighbours on free) and by `(len, offset)` (to
+//! find the smallest hole that fits, lowest offset first). Live extents are tracked exactly, so
+//! a double free or a free with the wrong length is an error, not silent corruption.
+//!
+//! Invariants (checked by `verify`): live and free extents tile `[start, file_end)` exactly;
+//! no two free extents touch (they coalesce); no free extent ends at `file_end` (freeing the
+//! last extent shrinks the end); the two free indexes agree; the counters match the sums.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::codec::{self, Kind, Reader, Writer};
+use crate::extent::sorted_disjoint;
+use crate::{AllocStats, Allocator, Error, Extent, Result, Run, RunAllocator};
+
+/// The default largest file end: 2^62 bytes, far past any real file, small enough that sums
+/// of offsets and lengths never overflow.
+pub const DEFAULT_LIMIT: u64 = 1 << 62;
+
+/// An allocator for extents of any size; see the module docs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasicAllocator {
+    start: u64,
+    end: u64,
+    limit: u64,
+    free_by_offset: BTreeMap<u64, u64>,
+    free_by_size: BTreeSet<(u64, u64)>,
+    live: BTreeMap<u64, u64>,
+    bytes_in_use: u64,
+    bytes_free: u64,
+}
+
+impl BasicAllocator {
+    /// An empty allocator handing out space from `start` (bytes before it, a file header say,
+    /// are never touched), with the default limit.
+    pub fn new(start: u64) -> Self {
+        Self::with_limit(start, DEFAULT_LIMIT.max(start))
+    }
+
+    /// An empty allocator whose file end may not pass `limit` (which must be at least `start`).
+    pub fn with_limit(start: u64, limit: u64) -> Self {
+        let limit = limit.max(start);
+        Self {
+            start,
+            end: start,
+            limit,
+            free_by_offset: BTreeMap::new(),
+            free_by_size: BTreeSet::new(),
+            live: BTreeMap::new(),
+            bytes_in_use: 0,
+            bytes_free: 0,
+        }
+    }
+
+    /// An allocator whose live extents are exactly `extents` and every other byte between
+    /// `start` and the end of the last extent is free.
+    pub fn rebuild_from(
+        start: u64,
+        limit: u64,
+        extents: impl IntoIterator<Item = Extent>,
+    ) -> Result<Self> {
+        let limit = limit.max(start);
+        let extents = sorted_disjoint(extents.into_iter().collect(), start, limit)?;
+        let mut allocator = Self::with_limit(start, limit);
+        for extent in extents {
+            if extent.offset > allocator.end {
+                allocator.insert_free(allocator.end, extent.offset - allocator.end);
+            }
+            allocator.live.insert(extent.offset, extent.len);
+            allocator.bytes_in_use += extent.len;
+            allocator.end = extent.end();
+        }
+        Ok(allocator)
+    }
+
+    /// Decodes state written by [`Allocator::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let mut reader = codec::open(bytes, Kind::Basic)?;
+        let allocator = Self::decode_body(&mut reader)?;
+        reader.finish()?;
+        Ok(allocator)
+    }
+
+    pub(crate) fn encode_body(&self, writer: &mut Writer) {
+        writer.put_u64(self.start);
+        writer.put_u64(self.end);
+        writer.put_u64(self.limit);
+        writer.put_u64(self.live.len() as u64);
+        for (&offset, &len) in &self.live {
+            writer.put_extent(Extent::new(offset, len));
+        }
+    }
+
+    fn decode_body(reader: &mut Reader<'_>) -> Result<Self> {
+        let start = reader.u64("start")?;
+        let end = reader.u64("file end")?;
+        let limit = reader.u64("limit")?;
+        if start > limit || end < start || end > limit {
+            return Err(Error::Corrupt(format!(
+                "start {start}, file end {end} and limit {limit} are out of order"
+            )));
+        }
+        let count = reader.count("live extent count", 16)?;
+        let mut extents = Vec::with_capacity(count);
+        for _ in 0..count {
+            extents.push(reader.extent("live extent")?);
+        }
+        let allocator = Self::rebuild_from(start, limit, extents)
+            .map_err(|e| Error::Corrupt(format!("live extents: {e}")))?;
+        if allocator.end != end {
+            return Err(Error::Corrupt(format!(
+                "file end {end} is not the end {} of the last live extent",
+                allocator.end
+            )));
+        }
+        Ok(allocator)
+    }
+
+    /// Where allocation starts.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// The largest file end allowed.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// The free extents (holes below the file end), in offset order.
+    pub fn free_extents(&self) -> impl Iterator<Item = Extent> + '_ {
+        self.free_by_offset.iter().map(|(&offset, &len)| Extent::new(offset, len))
+    }
+
+    /// Whether `extent` is live exactly as given.
+    pub fn is_live(&self, extent: Extent) -> bool {
+        self.live.get(&extent.offset) == Some(&extent.len)
+    }
+
+    fn insert_free(&mut self, offset: u64, len: u64) {
+        self.free_by_offset.insert(offset, len);
+        self.free_by_size.insert((len, offset));
+        self.bytes_free += len;
+    }
+
+    fn remove_free(&mut self, offset: u64, len: u64) {
+        self.free_by_offset.remove(&offset);
+        self.free_by_size.remove(&(len, offset));
+        self.bytes_free -= len;
+    }
+
+    /// Takes `total` bytes from the smallest hole that fits, or from the end; returns the
+    /// offset. Registers nothing as live.
+    fn carve(&mut self, total: u64) -> Result<u64> {
+        if let Some(&(hole_len, hole_offset)) = self.free_by_size.range((total, 0)..).next() {
+            self.remove_free(hole_offset, hole_len);
+            if hole_len > total {
+                self.insert_free(hole_offset + total, hole_len - total);
+            }
+            return Ok(hole_offset);
+        }
+        match self.end.checked_add(total).filter(|&new_end| new_end <= self.limit) {
+            Some(new_end) => {
+                let offset = self.end;
+                self.end = new_end;
+                Ok(offset)
+            }
+            None => Err(Error::OutOfSpace { len: total, file_end: self.end, limit: self.limit }),
+        }
+    }
+
+    fn add_live(&mut self, offset: u64, len: u64) {
+        self.live.insert(offset, len);
+        self.bytes_in_use += len;
+    }
+
+    fn check_tiling(&self) -> Result<()> {
+        let mut pieces: Vec<(u64, u64, bool)> = self
+            .live
+            .iter()
+            .map(|(&o, &l)| (o, l, false))
+            .chain(self.free_by_offset.iter().map(|(&o, &l)| (o, l, true)))
+            .collect();
+        pieces.sort_unstable();
+        let mut cursor = self.start;
+        let mut previous_free = false;
+        for &(offset, len, free) in &pieces {
+            if offset != cursor || len == 0 {
+                return Err(Error::Invariant(format!(
+                    "extent at {offset} ({len} bytes, free: {free}) does not start at {cursor}"
+                )));
+            }
+            if free && previous_free {
+                return Err(Error::Invariant(format!("free extents touch at {offset}")));
+            }
+            previous_free = free;
+            cursor = offset + len;
+        }
+        if cursor != self.end || previous_free {
+            return Err(Error::Invariant(format!(
+                "extents end at {cursor} (last free: {previous_free}), file end is {}",
+                self.end
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Allocator for BasicAllocator {
+    fn allocate(&mut self, len: u64) -> Result<Extent> {
+        if len == 0 {
+            return Err(Error::ZeroLength);
+        }
+        let offset = self.carve(len)?;
+        self.add_live(offset, len);
+        Ok(Extent::new(offset, len))
+    }
+
+    fn free(&mut self, extent: Extent) -> Result<()> {
+        if !self.is_live(extent) {
+            return Err(Error::NotAllocated(extent));
+        }
+        self.live.remove(&extent.offset);
+        self.bytes_in_use -= extent.len;
+        let (mut offset, mut len) = (extent.offset, extent.len);
+        if let Some((&before, &before_len)) = self.free_by_offset.range(..offset).next_back() {
+            if before + before_len == offset {
+                self.remove_free(before, before_len);
+                offset = before;
+                len += before_len;
+            }
+        }
+        if let Some(&after_len) = self.free_by_offset.get(&(offset + len)) {
+            self.remove_free(offset + len, after_len);
+            len += after_len;
+        }
+        if offset + len == self.end {
+            self.end = offset; // the freed space was the tail: the file shrinks
+        } else {
+            self.insert_free(offset, len);
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> AllocStats {
+        AllocStats {
+            live_extents: self.live.len() as u64,
+            bytes_in_use: self.bytes_in_use,
+            bytes_free: self.bytes_free,
+            largest_free: self.free_by_size.last().map_or(0, |&(len, _)| len),
+            file_end: self.end,
+        }
+    }
+
+    fn live_extents(&self) -> Vec<Extent> {
+        self.live.iter().map(|(&offset, &len)| Extent::new(offset, len)).collect()
+    }
+
+    fn file_end(&self) -> u64 {
+        self.end
+    }
+
+    fn verify(&self) -> Result<()> {
+        if self.free_by_offset.len() != self.free_by_size.len()
+            || self.free_by_size.iter().any(|&(l, o)| self.free_by_offset.get(&o) != Some(&l))
+        {
+            return Err(Error::Invariant("the free indexes by offset and by size differ".into()));
+        }
+        let in_use: u64 = self.live.values().sum();
+        let free: u64 = self.free_by_offset.values().sum();
+        if (in_use, free) != (self.bytes_in_use, self.bytes_free) {
+            return Err(Error::Invariant(format!(
+                "counters say {} in use and {} free; the extents sum to {in_use} and {free}",
+                self.bytes_in_use, self.bytes_free
+            )));
+        }
+        if self.end > self.limit || self.start > self.end {
+            return Err(Error::Invariant(format!(
+                "start {}, end {}, limit {} out of order",
+                self.start, self.end, self.limit
+            )));
+        }
+        self.check_tiling()
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        codec::seal(Kind::Basic, |writer| self.encode_body(writer))
+    }
+}
+
+impl RunAllocator for BasicAllocator {
+    /// Carves the run from the smallest hole that holds all of it, or from the end of the
+    /// file. Fails only when neither fits under the limit; `longest` is then the most
+    /// extents one hole or the room before the limit could hold.
+    fn allocate_run(&mut self, count: u64, len: u64) -> Result<Run> {
+        if len == 0 || count == 0 {
+            return Err(Error::ZeroLength);
+        }
+        let total =
+            count.checked_mul(len).ok_or(Error::TooLarge { len: u64::MAX, max: self.limit })?;
+        let offset = match self.carve(total) {
+            Ok(offset) => offset,
+            Err(Error::OutOfSpace { .. }) => {
+                let room = self.stats().largest_free.max(self.limit - self.end);
+                return Err(Error::NoRun { count, len, longest: room / len });
+            }
+            Err(other) => return Err(other),
+        };
+        let run = Run { offset, len, count };
+        for extent in run.extents() {
+            self.add_live(extent.offset, extent.len);
+        }
+        Ok(run)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn freeing_a_middle_extent_and_allocating_the_same_size_reuses_its_offset() {
+        let mut a = BasicAllocator::new(100);
+        let first = a.allocate(10).unwrap();
+        let middle = a.allocate(20).unwrap();
+        let _last = a.allocate(30).unwrap();
+        assert_eq!(first.offset, 100);
+        a.free(middle).unwrap();
+        assert_eq!(a.allocate(20).unwrap(), middle);
+        a.verify().unwrap();
+    }
+
+    #[test]
+    fn adjacent_frees_coalesce() {
+        let mut a = BasicAllocator::new(0);
+        let e: Vec<_> = (0..4).map(|_| a.allocate(8).unwrap()).collect();
+        a.free(e[1]).unwrap();
+        a.free(e[2]).unwrap();
+        assert_eq!(a.free_extents().collect::<Vec<_>>(), vec![Extent::new(8, 16)]);
+        a.free(e[0]).unwrap();
+        assert_eq!(a.free_extents().collect::<Vec<_>>(), vec![Extent::new(0, 24)]);
+        assert_eq!(a.allocate(24).unwrap(), Extent::new(0, 24));
+        a.verify().unwrap();
+    }
+
+    #[test]
+    fn freeing_the_last_extent_truncates_through_earlier_holes() {
+        let mut a = BasicAllocator::new(0);
+        let e: Vec<_> = (0..3).map(|_| a.allocate(8).unwrap()).collect();
+        a.free(e[1]).unwrap();
+        assert_eq!(a.file_end(), 24);
+        a.free(e[2]).unwrap();
+        assert_eq!(a.file_end(), 8, "the hole before the last extent goes too");
+        assert_eq!(a.free_extents().count(), 0);
+        a.free(e[0]).unwrap();
+        assert_eq!(a.file_end(), 0);
+        a.verify().unwrap();
+    }
+
+    #[test]
+    fn best_fit_prefers_the_smallest_hole() {
+        let mut a = BasicAllocator::new(0);
+        let e: Vec<_> = [50, 1, 10, 1, 20, 1].iter().map(|&l| a.allocate(l).unwrap()).collect();
+        a.free(e[0]).unwrap();
+        a.free(e[2]).unwrap();
+        a.free(e[4]).unwrap();
+        assert_eq!(a.allocate(9).unwrap().offset, e[2].offset);
+        assert_eq!(a.allocate(15).unwrap().offset, e[4].offset);
+    }
+
+    #[test]
+    fn double_and_wrong_length_frees_are_refused() {
+        let mut a = BasicAllocator::new(0);
+        let e = a.allocate(10).unwrap();
+        let _keep = a.allocate(10).unwrap();
+        assert_eq!(a.free(Extent::new(0, 5)), Err(Error::NotAllocated(Extent::new(0, 5))));
+        a.free(e).unwrap();
+        assert_eq!(a.free(e), Err(Error::NotAllocated(e)));
+        a.verify().unwrap();
+    }
+
+    #[test]
+    fn the_limit_is_enforced_and_zero_is_refused() {
+        let mut a = BasicAllocator::with_limit(0, 100);
+        assert_eq!(a.allocate(0), Err(Error::ZeroLength));
+        a.allocate(60).unwrap();
+        assert!(matches!(
+            a.allocate(41),
+            Err(Error::OutOfSpace { len: 41, file_end: 60, limit: 100 })
+        ));
+        a.allocate(40).unwrap();
+        assert!(matches!(a.allocate_run(2, 1), Err(Error::NoRun { longest: 0, .. })));
+        assert!(matches!(a.allocate(u64::MAX), Err(Error::OutOfSpace { .. })));
+    }
+
+    #[test]
+    fn runs_come_from_one_hole_or_the_end() {
+        let mut a = BasicAllocator::new(0);
+        let e: Vec<_> = (0..10).map(|_| a.allocate(10).unwrap()).collect();
+        for extent in &e[2..7] {
+            a.free(*extent).unwrap();
+        }
+        let run = a.allocate_run(4, 10).unwrap();
+        assert_eq!(run, Run { offset: 20, len: 10, count: 4 });
+        let bigger = a.allocate_run(3, 10).unwrap();
+        assert_eq!(bigger.offset, 100, "the 10-byte hole left cannot hold 30 bytes");
+        for extent in run.extents().chain(bigger.extents()) {
+            assert!(a.is_live(extent));
+        }
+        a.free(Extent::new(30, 10)).unwrap(); // run members free one by one
+        a.verify().unwrap();
+    }
+}

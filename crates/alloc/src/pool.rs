@@ -1,0 +1,308 @@
+//! `BlockPool`: one slot size over many blocks taken from a parent `BasicAllocator`.
+//!
+//! The logic behind `MultiBlockAllocator` (one pool, its own parent) and
+//! `OmniBlockAllocator` (a pool per size class, one shared parent). The parent is passed to
+//! each call rather than owned, so pools can share it.
+//!
+//! Growth: a new block has as many slots as the pool has already (so capacity doubles), at
+//! least [`MIN_BLOCK_SLOTS`] and at most [`MAX_BLOCK_BYTES`] worth (but never fewer than the
+//! minimum), or fewer when only a smaller hole is free, so holes are reused before the file
+//! grows. The next size is derived from the state, so nothing extra is persisted. A block
+//! that becomes empty goes back to the parent at once, so the pool never holds idle space.
+//! Allocation takes the lowest free slot of the lowest block with one, keeping data dense
+//! toward the start of the file.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::block::{BlockAllocator, MAX_BLOCK_SLOTS};
+use crate::codec::{Reader, Writer};
+use crate::{Allocator, BasicAllocator, Error, Extent, Result, Run};
+
+/// Slots in a pool's first block.
+pub const MIN_BLOCK_SLOTS: u64 = 8;
+/// Blocks grow (by doubling) until they reach this many bytes (or `MIN_BLOCK_SLOTS` slots).
+pub const MAX_BLOCK_BYTES: u64 = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BlockPool {
+    slot_size: u64,
+    blocks: BTreeMap<u64, BlockAllocator>,
+    nonfull: BTreeSet<u64>,
+    total_slots: u64,
+    used_slots: u64,
+}
+
+impl BlockPool {
+    pub(crate) fn new(slot_size: u64) -> Self {
+        Self {
+            slot_size,
+            blocks: BTreeMap::new(),
+            nonfull: BTreeSet::new(),
+            total_slots: 0,
+            used_slots: 0,
+        }
+    }
+
+    pub(crate) fn slot_size(&self) -> u64 {
+        self.slot_size
+    }
+
+    pub(crate) fn used_slots(&self) -> u64 {
+        self.used_slots
+    }
+
+    pub(crate) fn block_count(&self) -> usize {
+        self.blocks.len()
+    }
+
+    pub(crate) fn free_slot_bytes(&self) -> u64 {
+        (self.total_slots - self.used_slots) * self.slot_size
+    }
+
+    pub(crate) fn has_free_slot(&self) -> bool {
+        !self.nonfull.is_empty()
+    }
+
+    pub(crate) fn block_extents(&self) -> impl Iterator<Item = Extent> + '_ {
+        self.blocks.values().map(BlockAllocator::extent)
+    }
+
+    pub(crate) fn live_slots(&self) -> impl Iterator<Item = Extent> + '_ {
+        self.blocks.values().flat_map(BlockAllocator::live_slots)
+    }
+
+    fn cap_slots(&self) -> u64 {
+        (MAX_BLOCK_BYTES / self.slot_size).clamp(MIN_BLOCK_SLOTS, MAX_BLOCK_SLOTS)
+    }
+
+    fn next_block_slots(&self) -> u64 {
+        self.total_slots.clamp(MIN_BLOCK_SLOTS, self.cap_slots())
+    }
+
+    fn insert_block(&mut self, block: BlockAllocator) {
+        let base = block.base();
+        self.total_slots += block.slot_count();
+        self.used_slots += block.used_slots();
+        if !block.is_full() {
+            self.nonfull.insert(base);
+        }
+        self.blocks.insert(base, block);
+    }
+
+    fn add_block(&mut self, parent: &mut BasicAllocator, slots: u64) -> Result<u64> {
+        let extent = parent.allocate(slots * self.slot_size)?;
+        let block = BlockAllocator::new(extent.offset, self.slot_size, slots)?;
+        self.insert_block(block);
+        Ok(extent.offset)
+    }
+
+    /// Slots for a new single-slot-driven block: the doubling size if some hole holds it or
+    /// no hole holds even one slot; otherwise as many as the largest hole holds, so holes are
+    /// reused before the file grows.
+    fn growth_slots(&self, parent: &BasicAllocator) -> u64 {
+        let wanted = self.next_block_slots();
+        let hole_slots = parent.stats().largest_free / self.slot_size;
+        if hole_slots == 0 || hole_slots >= wanted { wanted } else { hole_slots }
+    }
+
+    pub(crate) fn allocate(&mut self, parent: &mut BasicAllocator) -> Result<Extent> {
+        let base = match self.nonfull.first() {
+            Some(&base) => base,
+            None => self.add_block(parent, self.growth_slots(parent))?,
+        };
+        let block = self.blocks.get_mut(&base).ok_or_else(|| missing_block(base))?;
+        let slot = block.take_slot().ok_or_else(|| {
+            Error::Invariant(format!("block at {base} is listed as not full but has no free slot"))
+        })?;
+        if block.is_full() {
+            self.nonfull.remove(&base);
+        }
+        self.used_slots += 1;
+        Ok(Extent::new(base + slot * self.slot_size, self.slot_size))
+    }
+
+    pub(crate) fn free(&mut self, parent: &mut BasicAllocator, extent: Extent) -> Result<()> {
+        let Some((&base, block)) = self.blocks.range_mut(..=extent.offset).next_back() else {
+            return Err(Error::NotAllocated(extent));
+        };
+        block.release(extent)?;
+        self.used_slots -= 1;
+        if block.is_empty() {
+            let block_extent = block.extent();
+            self.total_slots -= block.slot_count();
+            self.blocks.remove(&base);
+            self.nonfull.remove(&base);
+            parent.free(block_extent).map_err(|e| {
+                Error::Invariant(format!("returning an empty block to the parent failed: {e}"))
+            })?;
+        } else {
+            self.nonfull.insert(base);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn longest_run(&self) -> u64 {
+        self.nonfull
+            .iter()
+            .filter_map(|b| self.blocks.get(b))
+            .map(|b| b.longest_free_run())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// `count` contiguous slots: the lowest fitting run in an existing block, or a new block.
+    pub(crate) fn allocate_run(&mut self, parent: &mut BasicAllocator, count: u64) -> Result<Run> {
+        let slot_size = self.slot_size;
+        let no_run = |longest| Error::NoRun { count, len: slot_size, longest };
+        if count > MAX_BLOCK_SLOTS {
+            return Err(no_run(MAX_BLOCK_SLOTS));
+        }
+        let found = self.nonfull.iter().find_map(|&base| {
+            let block = self.blocks.get(&base)?;
+            (block.longest_free_run() >= count).then_some(base)
+        });
+        let base = match found {
+            Some(base) => base,
+            None => match self.add_block(parent, self.next_block_slots().max(count)) {
+                Ok(base) => base,
+                Err(Error::OutOfSpace { .. }) => return Err(no_run(self.longest_run())),
+                Err(other) => return Err(other),
+            },
+        };
+        let block = self.blocks.get_mut(&base).ok_or_else(|| missing_block(base))?;
+        let first = block.take_run(count).ok_or_else(|| {
+            Error::Invariant(format!("block at {base} lost a free run of {count} slots"))
+        })?;
+        let run = block.run_at(first, count);
+        if block.is_full() {
+            self.nonfull.remove(&base);
+        }
+        self.used_slots += count;
+        Ok(run)
+    }
+
+    /// Checks every block, the counters and the not-full index, and that each block is live
+    /// in `parent`.
+    pub(crate) fn verify(&self, parent: &BasicAllocator) -> Result<()> {
+        let (mut total, mut used) = (0, 0);
+        for (&base, block) in &self.blocks {
+            block.check()?;
+            if block.base() != base || block.slot_size() != self.slot_size {
+                return Err(Error::Invariant(format!("block at {base} is filed wrongly")));
+            }
+            if block.is_empty() {
+                return Err(Error::Invariant(format!("empty block at {base} was kept")));
+            }
+            if self.nonfull.contains(&base) == block.is_full() {
+                return Err(Error::Invariant(format!("not-full index is wrong for block {base}")));
+            }
+            if !parent.is_live(block.extent()) {
+                return Err(Error::Invariant(format!("block at {base} is not live in the parent")));
+            }
+            total += block.slot_count();
+            used += block.used_slots();
+        }
+        if self.nonfull.len() > self.blocks.len()
+            || (total, used) != (self.total_slots, self.used_slots)
+        {
+            return Err(Error::Invariant(format!(
+                "pool of {}-byte slots counts {}/{} slots, its blocks {used}/{total}",
+                self.slot_size, self.used_slots, self.total_slots
+            )));
+        }
+        Ok(())
+    }
+
+    /// `block_count: u64`, then per block `offset: u64` and the block's slots encoding.
+    pub(crate) fn encode_into(&self, writer: &mut Writer) {
+        writer.put_u64(self.blocks.len() as u64);
+        for block in self.blocks.values() {
+            writer.put_u64(block.base());
+            block.encode_slots(writer);
+        }
+    }
+
+    pub(crate) fn decode_from(reader: &mut Reader<'_>, slot_size: u64) -> Result<Self> {
+        let mut pool = Self::new(slot_size);
+        let count = reader.count("block count", 24)?;
+        for _ in 0..count {
+            let base = reader.u64("block offset")?;
+            let block = BlockAllocator::decode_slots(reader, base, slot_size)?;
+            if block.is_empty() {
+                return Err(Error::Corrupt(format!("the block at {base} holds no live slot")));
+            }
+            if pool.blocks.contains_key(&base) {
+                return Err(Error::Corrupt(format!("two blocks at offset {base}")));
+            }
+            pool.insert_block(block);
+        }
+        Ok(pool)
+    }
+}
+
+fn missing_block(base: u64) -> Error {
+    Error::Invariant(format!("block at {base} is indexed but missing"))
+}
+
+/// Pools for `classes` (ascending slot sizes) holding exactly the given live extents, and the
+/// extents larger than every class. Each maximal group of same-class extents that are adjacent
+/// in offset order, spaced by whole slots, becomes one block (split at the largest block size);
+/// the whole slots between them become free slots. Block boundaries can thus differ from the
+/// allocator the extents came from; the live extents and the free space below them do not.
+pub(crate) fn rebuild_pools(
+    classes: &[u64],
+    extents: &[Extent],
+) -> Result<(Vec<BlockPool>, Vec<Extent>)> {
+    let mut pools: Vec<BlockPool> = classes.iter().map(|&size| BlockPool::new(size)).collect();
+    let largest_class = classes.last().copied().unwrap_or(0);
+    let mut large = Vec::new();
+    // The group being built: class, first offset, live slot extents.
+    let mut group: Option<(usize, u64, Vec<Extent>)> = None;
+    for &extent in extents {
+        if extent.len > largest_class {
+            close_group(group.take(), &mut pools)?;
+            large.push(extent);
+            continue;
+        }
+        let class = classes.partition_point(|&size| size < extent.len);
+        if classes.get(class) != Some(&extent.len) {
+            return Err(Error::InvalidExtent {
+                extent,
+                reason: "its length is no class's slot size",
+            });
+        }
+        let slot = extent.len;
+        let joins = match &group {
+            Some((c, first, live)) => {
+                let last_end = live.last().map_or(*first, Extent::end);
+                *c == class
+                    && (extent.offset - last_end) % slot == 0
+                    && (extent.end() - first) / slot <= pools[class].cap_slots()
+            }
+            None => false,
+        };
+        if !joins {
+            close_group(group.take(), &mut pools)?;
+            group = Some((class, extent.offset, Vec::new()));
+        }
+        if let Some((_, _, live)) = &mut group {
+            live.push(extent);
+        }
+    }
+    close_group(group.take(), &mut pools)?;
+    Ok((pools, large))
+}
+
+fn close_group(group: Option<(usize, u64, Vec<Extent>)>, pools: &mut [BlockPool]) -> Result<()> {
+    let Some((class, first, live)) = group else { return Ok(()) };
+    let pool = &mut pools[class];
+    let slot = pool.slot_size;
+    let end = live.last().map_or(first, Extent::end);
+    let mut block = BlockAllocator::new(first, slot, (end - first) / slot)?;
+    for extent in &live {
+        let index = (extent.offset - first) / slot;
+        block.mark_used(index);
+    }
+    pool.insert_block(block);
+    Ok(())
+}
