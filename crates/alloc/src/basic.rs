@@ -1,17 +1,17 @@
 //! `BasicAllocator`: extents of any size, best fit over coalesced holes.
 //!
-//! Free space is kept twice: by offset (to find neighbours on free) and by `(len, offset)` (to
-//! find the smallest hole that fits, lowest offset first). Live extents are tracked exactly, so
-//! a double free or a free with the wrong length is an error, not silent corruption.
+//! Free space lives in a `FreeSpace` index: O(1) neighbour lookup for coalescing and a
+//! segregated-fit size index that always finds a fitting hole if one exists (see
+//! `free_space.rs` for the search order). Live extents are tracked exactly in a hash map, so a
+//! double free or a free with the wrong length is an error, not silent corruption.
 //!
 //! Invariants (checked by `verify`): live and free extents tile `[start, file_end)` exactly;
 //! no two free extents touch (they coalesce); no free extent ends at `file_end` (freeing the
-//! last extent shrinks the end); the two free indexes agree; the counters match the sums.
-
-use std::collections::{BTreeMap, BTreeSet};
+//! last extent shrinks the end); the free indexes agree; the counters match the sums.
 
 use crate::codec::{self, Kind, Reader, Writer};
 use crate::extent::sorted_disjoint;
+use crate::free_space::{FreeSpace, Map};
 use crate::{AllocStats, Allocator, Error, Extent, Result, Run, RunAllocator};
 
 /// The default largest file end: 2^62 bytes, far past any real file, small enough that sums
@@ -24,11 +24,9 @@ pub struct BasicAllocator {
     start: u64,
     end: u64,
     limit: u64,
-    free_by_offset: BTreeMap<u64, u64>,
-    free_by_size: BTreeSet<(u64, u64)>,
-    live: BTreeMap<u64, u64>,
+    free: FreeSpace,
+    live: Map<u64, u64>,
     bytes_in_use: u64,
-    bytes_free: u64,
 }
 
 impl BasicAllocator {
@@ -45,11 +43,9 @@ impl BasicAllocator {
             start,
             end: start,
             limit,
-            free_by_offset: BTreeMap::new(),
-            free_by_size: BTreeSet::new(),
-            live: BTreeMap::new(),
+            free: FreeSpace::default(),
+            live: Map::default(),
             bytes_in_use: 0,
-            bytes_free: 0,
         }
     }
 
@@ -65,7 +61,7 @@ impl BasicAllocator {
         let mut allocator = Self::with_limit(start, limit);
         for extent in extents {
             if extent.offset > allocator.end {
-                allocator.insert_free(allocator.end, extent.offset - allocator.end);
+                allocator.free.insert(allocator.end, extent.offset - allocator.end);
             }
             allocator.live.insert(extent.offset, extent.len);
             allocator.bytes_in_use += extent.len;
@@ -86,9 +82,10 @@ impl BasicAllocator {
         writer.put_u64(self.start);
         writer.put_u64(self.end);
         writer.put_u64(self.limit);
-        writer.put_u64(self.live.len() as u64);
-        for (&offset, &len) in &self.live {
-            writer.put_extent(Extent::new(offset, len));
+        let live = self.live_extents();
+        writer.put_u64(live.len() as u64);
+        for extent in live {
+            writer.put_extent(extent);
         }
     }
 
@@ -128,8 +125,8 @@ impl BasicAllocator {
     }
 
     /// The free extents (holes below the file end), in offset order.
-    pub fn free_extents(&self) -> impl Iterator<Item = Extent> + '_ {
-        self.free_by_offset.iter().map(|(&offset, &len)| Extent::new(offset, len))
+    pub fn free_extents(&self) -> Vec<Extent> {
+        self.free.sorted()
     }
 
     /// Whether `extent` is live exactly as given.
@@ -137,27 +134,11 @@ impl BasicAllocator {
         self.live.get(&extent.offset) == Some(&extent.len)
     }
 
-    fn insert_free(&mut self, offset: u64, len: u64) {
-        self.free_by_offset.insert(offset, len);
-        self.free_by_size.insert((len, offset));
-        self.bytes_free += len;
-    }
-
-    fn remove_free(&mut self, offset: u64, len: u64) {
-        self.free_by_offset.remove(&offset);
-        self.free_by_size.remove(&(len, offset));
-        self.bytes_free -= len;
-    }
-
-    /// Takes `total` bytes from the smallest hole that fits, or from the end; returns the
+    /// Takes `total` bytes from the front of a hole that fits, or from the end; returns the
     /// offset. Registers nothing as live.
     fn carve(&mut self, total: u64) -> Result<u64> {
-        if let Some(&(hole_len, hole_offset)) = self.free_by_size.range((total, 0)..).next() {
-            self.remove_free(hole_offset, hole_len);
-            if hole_len > total {
-                self.insert_free(hole_offset + total, hole_len - total);
-            }
-            return Ok(hole_offset);
+        if let Some(offset) = self.free.carve(total) {
+            return Ok(offset);
         }
         match self.end.checked_add(total).filter(|&new_end| new_end <= self.limit) {
             Some(new_end) => {
@@ -179,7 +160,7 @@ impl BasicAllocator {
             .live
             .iter()
             .map(|(&o, &l)| (o, l, false))
-            .chain(self.free_by_offset.iter().map(|(&o, &l)| (o, l, true)))
+            .chain(self.free.sorted().into_iter().map(|e| (e.offset, e.len, true)))
             .collect();
         pieces.sort_unstable();
         let mut cursor = self.start;
@@ -222,22 +203,24 @@ impl Allocator for BasicAllocator {
         }
         self.live.remove(&extent.offset);
         self.bytes_in_use -= extent.len;
-        let (mut offset, mut len) = (extent.offset, extent.len);
-        if let Some((&before, &before_len)) = self.free_by_offset.range(..offset).next_back() {
-            if before + before_len == offset {
-                self.remove_free(before, before_len);
-                offset = before;
-                len += before_len;
+        // Coalesce with the holes on either side. A hole never ends at the file end, so only
+        // a freed extent with no hole after it can be the tail, which shrinks the file.
+        let end = extent.end();
+        match (self.free.ending_at(extent.offset), self.free.starting_at(end)) {
+            (None, None) if end == self.end => self.end = extent.offset,
+            (None, None) => self.free.insert(extent.offset, extent.len),
+            (Some(before), None) if end == self.end => {
+                self.free.remove(before);
+                self.end = before;
             }
-        }
-        if let Some(&after_len) = self.free_by_offset.get(&(offset + len)) {
-            self.remove_free(offset + len, after_len);
-            len += after_len;
-        }
-        if offset + len == self.end {
-            self.end = offset; // the freed space was the tail: the file shrinks
-        } else {
-            self.insert_free(offset, len);
+            (Some(before), None) => self.free.replace(before, before, end - before),
+            (None, Some(after_len)) => {
+                self.free.replace(end, extent.offset, extent.len + after_len);
+            }
+            (Some(before), Some(after_len)) => {
+                self.free.remove(end);
+                self.free.replace(before, before, end + after_len - before);
+            }
         }
         Ok(())
     }
@@ -246,14 +229,17 @@ impl Allocator for BasicAllocator {
         AllocStats {
             live_extents: self.live.len() as u64,
             bytes_in_use: self.bytes_in_use,
-            bytes_free: self.bytes_free,
-            largest_free: self.free_by_size.last().map_or(0, |&(len, _)| len),
+            bytes_free: self.free.bytes(),
+            largest_free: self.free.largest(),
             file_end: self.end,
         }
     }
 
     fn live_extents(&self) -> Vec<Extent> {
-        self.live.iter().map(|(&offset, &len)| Extent::new(offset, len)).collect()
+        let mut live: Vec<Extent> =
+            self.live.iter().map(|(&offset, &len)| Extent::new(offset, len)).collect();
+        live.sort_unstable();
+        live
     }
 
     fn file_end(&self) -> u64 {
@@ -261,17 +247,12 @@ impl Allocator for BasicAllocator {
     }
 
     fn verify(&self) -> Result<()> {
-        if self.free_by_offset.len() != self.free_by_size.len()
-            || self.free_by_size.iter().any(|&(l, o)| self.free_by_offset.get(&o) != Some(&l))
-        {
-            return Err(Error::Invariant("the free indexes by offset and by size differ".into()));
-        }
+        self.free.check().map_err(Error::Invariant)?;
         let in_use: u64 = self.live.values().sum();
-        let free: u64 = self.free_by_offset.values().sum();
-        if (in_use, free) != (self.bytes_in_use, self.bytes_free) {
+        if in_use != self.bytes_in_use {
             return Err(Error::Invariant(format!(
-                "counters say {} in use and {} free; the extents sum to {in_use} and {free}",
-                self.bytes_in_use, self.bytes_free
+                "the in-use counter says {}; the live extents sum to {in_use}",
+                self.bytes_in_use
             )));
         }
         if self.end > self.limit || self.start > self.end {
@@ -336,9 +317,9 @@ mod tests {
         let e: Vec<_> = (0..4).map(|_| a.allocate(8).unwrap()).collect();
         a.free(e[1]).unwrap();
         a.free(e[2]).unwrap();
-        assert_eq!(a.free_extents().collect::<Vec<_>>(), vec![Extent::new(8, 16)]);
+        assert_eq!(a.free_extents(), vec![Extent::new(8, 16)]);
         a.free(e[0]).unwrap();
-        assert_eq!(a.free_extents().collect::<Vec<_>>(), vec![Extent::new(0, 24)]);
+        assert_eq!(a.free_extents(), vec![Extent::new(0, 24)]);
         assert_eq!(a.allocate(24).unwrap(), Extent::new(0, 24));
         a.verify().unwrap();
     }
@@ -351,7 +332,7 @@ mod tests {
         assert_eq!(a.file_end(), 24);
         a.free(e[2]).unwrap();
         assert_eq!(a.file_end(), 8, "the hole before the last extent goes too");
-        assert_eq!(a.free_extents().count(), 0);
+        assert!(a.free_extents().is_empty());
         a.free(e[0]).unwrap();
         assert_eq!(a.file_end(), 0);
         a.verify().unwrap();

@@ -5,8 +5,8 @@
 //! extents, `verify`, `encode`) and has inherent `decode` and `rebuild_from` constructors;
 //! [`RunAllocator`] adds `allocate_run`, extents laid end to end for batched writes.
 //!
-//! - [`BasicAllocator`]: any size; best fit over coalesced holes; the file end shrinks when
-//!   the last extent is freed.
+//! - [`BasicAllocator`]: any size; segregated fit over coalesced holes (a fitting hole is
+//!   always reused before the file grows); the file end shrinks when the last extent is freed.
 //! - [`BlockAllocator`]: fixed-size slots in one block, a two-level bitmap.
 //! - [`MultiBlockAllocator`]: one slot size over blocks from a parent `BasicAllocator`,
 //!   growing by doubling from [`MIN_BLOCK_SLOTS`] slots; empty blocks go back to the parent.
@@ -62,6 +62,7 @@ mod block;
 mod codec;
 mod error;
 mod extent;
+mod free_space;
 mod multi;
 mod omni;
 mod pool;

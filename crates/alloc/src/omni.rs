@@ -44,6 +44,12 @@ pub const MAX_CLASSES: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OmniBlockAllocator {
     parent: BasicAllocator,
+    /// The slot size of each pool, dense, for the class search.
+    class_sizes: Vec<u64>,
+    /// Class lookup: `class_table[ceil(len / granule)]` is the class of `len` (classes are
+    /// multiples of `granule`); empty when the table would be too large.
+    class_table: Vec<u8>,
+    granule: u64,
     pools: Vec<BlockPool>,
     /// Extents above the largest class, allocated straight from the parent.
     large: BTreeMap<u64, u64>,
@@ -60,6 +66,26 @@ fn check_classes(classes: &[u64]) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The most entries in an omni allocator's class lookup table.
+const MAX_CLASS_TABLE: u64 = 8192;
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// The class lookup table for `classes` (see `OmniBlockAllocator::class_table`).
+fn class_table(classes: &[u64]) -> (u64, Vec<u8>) {
+    let granule = classes.iter().fold(0, |g, &size| gcd(g, size)).max(1);
+    let largest = classes.last().copied().unwrap_or(0);
+    if largest / granule >= MAX_CLASS_TABLE {
+        return (granule, Vec::new());
+    }
+    let table = (0..=largest / granule)
+        .map(|index| classes.partition_point(|&size| size < index * granule) as u8)
+        .collect();
+    (granule, table)
 }
 
 /// The parent of a decoded block allocator: live extents exactly `extents`, ending at `end`.
@@ -94,7 +120,18 @@ impl OmniBlockAllocator {
 
     fn empty(parent: BasicAllocator, classes: &[u64]) -> Self {
         let pools = classes.iter().map(|&size| BlockPool::new(size)).collect();
-        Self { parent, pools, large: BTreeMap::new(), large_bytes: 0 }
+        Self::assemble(parent, classes.to_vec(), pools, BTreeMap::new())
+    }
+
+    fn assemble(
+        parent: BasicAllocator,
+        class_sizes: Vec<u64>,
+        pools: Vec<BlockPool>,
+        large: BTreeMap<u64, u64>,
+    ) -> Self {
+        let (granule, class_table) = class_table(&class_sizes);
+        let large_bytes = large.values().sum();
+        Self { parent, class_sizes, class_table, granule, pools, large, large_bytes }
     }
 
     /// An allocator whose live extents are exactly `extents`: each either a class's slot size
@@ -114,9 +151,8 @@ impl OmniBlockAllocator {
             limit,
             pools.iter().flat_map(BlockPool::block_extents).chain(large.iter().copied()),
         )?;
-        let large_bytes = large.iter().map(|e| e.len).sum();
         let large = large.into_iter().map(|e| (e.offset, e.len)).collect();
-        Ok(Self { parent, pools, large, large_bytes })
+        Ok(Self::assemble(parent, classes.to_vec(), pools, large))
     }
 
     /// Decodes state written by [`Allocator::encode`].
@@ -133,7 +169,6 @@ impl OmniBlockAllocator {
         check_classes(&classes).map_err(|e| Error::Corrupt(e.to_string()))?;
         let large_count = reader.count("large extent count", 16)?;
         let mut large = BTreeMap::new();
-        let mut large_bytes = 0u64;
         for _ in 0..large_count {
             let extent = reader.extent("large extent")?;
             if extent.len <= classes[classes.len() - 1] {
@@ -142,8 +177,10 @@ impl OmniBlockAllocator {
                     extent.offset, extent.len
                 )));
             }
+            if extent.checked_end().is_none() {
+                return Err(Error::Corrupt(format!("large extent at {} overflows", extent.offset)));
+            }
             large.insert(extent.offset, extent.len);
-            large_bytes = large_bytes.saturating_add(extent.len);
         }
         if large.len() != large_count {
             return Err(Error::Corrupt("two large extents share an offset".into()));
@@ -162,12 +199,12 @@ impl OmniBlockAllocator {
                 .flat_map(BlockPool::block_extents)
                 .chain(large.iter().map(|(&o, &l)| Extent::new(o, l))),
         )?;
-        Ok(Self { parent, pools, large, large_bytes })
+        Ok(Self::assemble(parent, classes, pools, large))
     }
 
     /// The size classes, ascending.
     pub fn classes(&self) -> Vec<u64> {
-        self.pools.iter().map(BlockPool::slot_size).collect()
+        self.class_sizes.clone()
     }
 
     /// The slot size a request of `len` bytes gets, or `None` if it goes to the parent.
@@ -181,8 +218,11 @@ impl OmniBlockAllocator {
     }
 
     fn class_of(&self, len: u64) -> Option<usize> {
-        let class = self.pools.partition_point(|pool| pool.slot_size() < len);
-        (class < self.pools.len()).then_some(class)
+        if let Some(&class) = self.class_table.get(len.div_ceil(self.granule) as usize) {
+            return Some(usize::from(class));
+        }
+        let class = self.class_sizes.partition_point(|&size| size < len);
+        (class < self.class_sizes.len()).then_some(class)
     }
 }
 
@@ -206,7 +246,7 @@ impl Allocator for OmniBlockAllocator {
 
     fn free(&mut self, extent: Extent) -> Result<()> {
         match self.class_of(extent.len) {
-            Some(class) if self.pools[class].slot_size() == extent.len => {
+            Some(class) if self.class_sizes[class] == extent.len => {
                 self.pools[class].free(&mut self.parent, extent)
             }
             Some(_) => Err(Error::NotAllocated(extent)),
@@ -352,6 +392,18 @@ mod tests {
         assert!(omni.free(big).is_err());
         assert!(omni.free(Extent::new(0, 100)).is_err(), "not a slot size");
         omni.verify().unwrap();
+    }
+
+    #[test]
+    fn the_class_table_agrees_with_a_search() {
+        for classes in [&DEFAULT_CLASSES[..], &[8, 24, 100], &[3, 1 << 20]] {
+            let omni = OmniBlockAllocator::with_classes(0, u64::MAX, classes).unwrap();
+            for len in (1..70_000).chain([1 << 20, (1 << 20) + 1]) {
+                let searched = classes.partition_point(|&size| size < len);
+                let expected = (searched < classes.len()).then_some(searched);
+                assert_eq!(omni.class_of(len), expected, "{classes:?} len {len}");
+            }
+        }
     }
 
     #[test]

@@ -12,8 +12,6 @@
 //! Allocation takes the lowest free slot of the lowest block with one, keeping data dense
 //! toward the start of the file.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use crate::block::{BlockAllocator, MAX_BLOCK_SLOTS};
 use crate::codec::{Reader, Writer};
 use crate::{Allocator, BasicAllocator, Error, Extent, Result, Run};
@@ -23,11 +21,16 @@ pub const MIN_BLOCK_SLOTS: u64 = 8;
 /// Blocks grow (by doubling) until they reach this many bytes (or `MIN_BLOCK_SLOTS` slots).
 pub const MAX_BLOCK_BYTES: u64 = 1 << 20;
 
+/// Blocks are kept in offset order in a vector (with their bases in a second, dense vector
+/// for the binary search that finds a freed slot's block) and a bitmap over block indices
+/// marks the blocks with a free slot. Adding or removing a block is O(blocks); allocating and
+/// freeing a slot are O(log blocks) plus a bitmap scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct BlockPool {
     slot_size: u64,
-    blocks: BTreeMap<u64, BlockAllocator>,
-    nonfull: BTreeSet<u64>,
+    bases: Vec<u64>,
+    blocks: Vec<BlockAllocator>,
+    nonfull: Vec<u64>,
     total_slots: u64,
     used_slots: u64,
 }
@@ -36,11 +39,52 @@ impl BlockPool {
     pub(crate) fn new(slot_size: u64) -> Self {
         Self {
             slot_size,
-            blocks: BTreeMap::new(),
-            nonfull: BTreeSet::new(),
+            bases: Vec::new(),
+            blocks: Vec::new(),
+            nonfull: Vec::new(),
             total_slots: 0,
             used_slots: 0,
         }
+    }
+
+    fn set_nonfull(&mut self, index: usize, nonfull: bool) {
+        let bit = 1u64 << (index % 64);
+        if nonfull {
+            self.nonfull[index / 64] |= bit;
+        } else {
+            self.nonfull[index / 64] &= !bit;
+        }
+    }
+
+    fn is_nonfull(&self, index: usize) -> bool {
+        self.nonfull[index / 64] & (1 << (index % 64)) != 0
+    }
+
+    /// Indices of the blocks with a free slot, ascending.
+    fn nonfull_indices(&self) -> impl Iterator<Item = usize> + '_ {
+        self.nonfull.iter().enumerate().flat_map(|(word, &bits)| {
+            let mut bits = bits;
+            std::iter::from_fn(move || {
+                (bits != 0).then(|| {
+                    let index = word * 64 + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    index
+                })
+            })
+        })
+    }
+
+    fn rebuild_nonfull(&mut self) {
+        self.nonfull = vec![0; self.blocks.len().div_ceil(64)];
+        for index in 0..self.blocks.len() {
+            let nonfull = !self.blocks[index].is_full();
+            self.set_nonfull(index, nonfull);
+        }
+    }
+
+    /// The block that would hold `offset`: the last one starting at or before it.
+    fn block_index(&self, offset: u64) -> Option<usize> {
+        self.bases.partition_point(|&base| base <= offset).checked_sub(1)
     }
 
     pub(crate) fn slot_size(&self) -> u64 {
@@ -60,15 +104,15 @@ impl BlockPool {
     }
 
     pub(crate) fn has_free_slot(&self) -> bool {
-        !self.nonfull.is_empty()
+        self.total_slots > self.used_slots
     }
 
     pub(crate) fn block_extents(&self) -> impl Iterator<Item = Extent> + '_ {
-        self.blocks.values().map(BlockAllocator::extent)
+        self.blocks.iter().map(BlockAllocator::extent)
     }
 
     pub(crate) fn live_slots(&self) -> impl Iterator<Item = Extent> + '_ {
-        self.blocks.values().flat_map(BlockAllocator::live_slots)
+        self.blocks.iter().flat_map(BlockAllocator::live_slots)
     }
 
     fn cap_slots(&self) -> u64 {
@@ -79,21 +123,30 @@ impl BlockPool {
         self.total_slots.clamp(MIN_BLOCK_SLOTS, self.cap_slots())
     }
 
-    fn insert_block(&mut self, block: BlockAllocator) {
-        let base = block.base();
+    /// Files `block` in offset order; returns its index. The caller ensures no overlap.
+    fn insert_block(&mut self, block: BlockAllocator) -> usize {
+        let index = self.bases.partition_point(|&base| base < block.base());
         self.total_slots += block.slot_count();
         self.used_slots += block.used_slots();
-        if !block.is_full() {
-            self.nonfull.insert(base);
-        }
-        self.blocks.insert(base, block);
+        self.bases.insert(index, block.base());
+        self.blocks.insert(index, block);
+        self.rebuild_nonfull();
+        index
     }
 
-    fn add_block(&mut self, parent: &mut BasicAllocator, slots: u64) -> Result<u64> {
+    fn remove_block(&mut self, index: usize) -> BlockAllocator {
+        self.bases.remove(index);
+        let block = self.blocks.remove(index);
+        self.total_slots -= block.slot_count();
+        self.used_slots -= block.used_slots();
+        self.rebuild_nonfull();
+        block
+    }
+
+    fn add_block(&mut self, parent: &mut BasicAllocator, slots: u64) -> Result<usize> {
         let extent = parent.allocate(slots * self.slot_size)?;
         let block = BlockAllocator::new(extent.offset, self.slot_size, slots)?;
-        self.insert_block(block);
-        Ok(extent.offset)
+        Ok(self.insert_block(block))
     }
 
     /// Slots for a new single-slot-driven block: the doubling size if some hole holds it or
@@ -106,48 +159,42 @@ impl BlockPool {
     }
 
     pub(crate) fn allocate(&mut self, parent: &mut BasicAllocator) -> Result<Extent> {
-        let base = match self.nonfull.first() {
-            Some(&base) => base,
+        let first_nonfull = self.nonfull_indices().next();
+        let index = match first_nonfull {
+            Some(index) => index,
             None => self.add_block(parent, self.growth_slots(parent))?,
         };
-        let block = self.blocks.get_mut(&base).ok_or_else(|| missing_block(base))?;
+        let block = &mut self.blocks[index];
+        let base = block.base();
         let slot = block.take_slot().ok_or_else(|| {
             Error::Invariant(format!("block at {base} is listed as not full but has no free slot"))
         })?;
         if block.is_full() {
-            self.nonfull.remove(&base);
+            self.set_nonfull(index, false);
         }
         self.used_slots += 1;
         Ok(Extent::new(base + slot * self.slot_size, self.slot_size))
     }
 
     pub(crate) fn free(&mut self, parent: &mut BasicAllocator, extent: Extent) -> Result<()> {
-        let Some((&base, block)) = self.blocks.range_mut(..=extent.offset).next_back() else {
+        let Some(index) = self.block_index(extent.offset) else {
             return Err(Error::NotAllocated(extent));
         };
-        block.release(extent)?;
+        self.blocks[index].release(extent)?;
         self.used_slots -= 1;
-        if block.is_empty() {
-            let block_extent = block.extent();
-            self.total_slots -= block.slot_count();
-            self.blocks.remove(&base);
-            self.nonfull.remove(&base);
-            parent.free(block_extent).map_err(|e| {
+        if self.blocks[index].is_empty() {
+            let block = self.remove_block(index);
+            parent.free(block.extent()).map_err(|e| {
                 Error::Invariant(format!("returning an empty block to the parent failed: {e}"))
             })?;
         } else {
-            self.nonfull.insert(base);
+            self.set_nonfull(index, true);
         }
         Ok(())
     }
 
     pub(crate) fn longest_run(&self) -> u64 {
-        self.nonfull
-            .iter()
-            .filter_map(|b| self.blocks.get(b))
-            .map(|b| b.longest_free_run())
-            .max()
-            .unwrap_or(0)
+        self.nonfull_indices().map(|i| self.blocks[i].longest_free_run()).max().unwrap_or(0)
     }
 
     /// `count` contiguous slots: the lowest fitting run in an existing block, or a new block.
@@ -157,25 +204,23 @@ impl BlockPool {
         if count > MAX_BLOCK_SLOTS {
             return Err(no_run(MAX_BLOCK_SLOTS));
         }
-        let found = self.nonfull.iter().find_map(|&base| {
-            let block = self.blocks.get(&base)?;
-            (block.longest_free_run() >= count).then_some(base)
-        });
-        let base = match found {
-            Some(base) => base,
+        let found: Option<usize> =
+            self.nonfull_indices().find(|&i| self.blocks[i].longest_free_run() >= count);
+        let index = match found {
+            Some(index) => index,
             None => match self.add_block(parent, self.next_block_slots().max(count)) {
-                Ok(base) => base,
+                Ok(index) => index,
                 Err(Error::OutOfSpace { .. }) => return Err(no_run(self.longest_run())),
                 Err(other) => return Err(other),
             },
         };
-        let block = self.blocks.get_mut(&base).ok_or_else(|| missing_block(base))?;
+        let block = &mut self.blocks[index];
         let first = block.take_run(count).ok_or_else(|| {
-            Error::Invariant(format!("block at {base} lost a free run of {count} slots"))
+            Error::Invariant(format!("block at {} lost a free run of {count} slots", block.base()))
         })?;
         let run = block.run_at(first, count);
         if block.is_full() {
-            self.nonfull.remove(&base);
+            self.set_nonfull(index, false);
         }
         self.used_slots += count;
         Ok(run)
@@ -185,15 +230,22 @@ impl BlockPool {
     /// in `parent`.
     pub(crate) fn verify(&self, parent: &BasicAllocator) -> Result<()> {
         let (mut total, mut used) = (0, 0);
-        for (&base, block) in &self.blocks {
+        if self.bases.len() != self.blocks.len()
+            || self.nonfull.len() != self.blocks.len().div_ceil(64)
+        {
+            return Err(Error::Invariant("block indexes differ in length".into()));
+        }
+        for (index, block) in self.blocks.iter().enumerate() {
+            let base = self.bases[index];
             block.check()?;
-            if block.base() != base || block.slot_size() != self.slot_size {
+            let ordered = index == 0 || self.blocks[index - 1].extent().end() <= base;
+            if block.base() != base || block.slot_size() != self.slot_size || !ordered {
                 return Err(Error::Invariant(format!("block at {base} is filed wrongly")));
             }
             if block.is_empty() {
                 return Err(Error::Invariant(format!("empty block at {base} was kept")));
             }
-            if self.nonfull.contains(&base) == block.is_full() {
+            if self.is_nonfull(index) == block.is_full() {
                 return Err(Error::Invariant(format!("not-full index is wrong for block {base}")));
             }
             if !parent.is_live(block.extent()) {
@@ -216,7 +268,7 @@ impl BlockPool {
     /// `block_count: u64`, then per block `offset: u64` and the block's slots encoding.
     pub(crate) fn encode_into(&self, writer: &mut Writer) {
         writer.put_u64(self.blocks.len() as u64);
-        for block in self.blocks.values() {
+        for block in &self.blocks {
             writer.put_u64(block.base());
             block.encode_slots(writer);
         }
@@ -231,17 +283,17 @@ impl BlockPool {
             if block.is_empty() {
                 return Err(Error::Corrupt(format!("the block at {base} holds no live slot")));
             }
-            if pool.blocks.contains_key(&base) {
-                return Err(Error::Corrupt(format!("two blocks at offset {base}")));
+            if pool.bases.last().is_some_and(|&last| last >= base) {
+                return Err(Error::Corrupt(format!("block at offset {base} is out of order")));
             }
-            pool.insert_block(block);
+            pool.bases.push(base);
+            pool.total_slots += block.slot_count();
+            pool.used_slots += block.used_slots();
+            pool.blocks.push(block);
         }
+        pool.rebuild_nonfull();
         Ok(pool)
     }
-}
-
-fn missing_block(base: u64) -> Error {
-    Error::Invariant(format!("block at {base} is indexed but missing"))
 }
 
 /// Pools for `classes` (ascending slot sizes) holding exactly the given live extents, and the
@@ -303,6 +355,11 @@ fn close_group(group: Option<(usize, u64, Vec<Extent>)>, pools: &mut [BlockPool]
         let index = (extent.offset - first) / slot;
         block.mark_used(index);
     }
-    pool.insert_block(block);
+    // Groups close in offset order, so the block goes last.
+    pool.bases.push(block.base());
+    pool.total_slots += block.slot_count();
+    pool.used_slots += block.used_slots();
+    pool.blocks.push(block);
+    pool.rebuild_nonfull();
     Ok(())
 }
