@@ -47,6 +47,10 @@ trait Harness: Allocator + RunAllocator + Sized + PartialEq + std::fmt::Debug {
     /// Whether a request of `len` bytes must be met without growing the file, judged from
     /// the model's live extents.
     fn must_fit(&self, model: &Model, len: u64) -> bool;
+    /// Checks particular to the kind.
+    fn check_more(&self, _model: &Model) -> Result<(), TestCaseError> {
+        Ok(())
+    }
 }
 
 impl Harness for BasicAllocator {
@@ -58,6 +62,14 @@ impl Harness for BasicAllocator {
     }
     fn must_fit(&self, model: &Model, len: u64) -> bool {
         model.gaps(self.file_end()).iter().any(|gap| gap.len >= len)
+    }
+    /// Free space is exactly the gaps between live extents, each gap one coalesced extent,
+    /// and nothing free at the end.
+    fn check_more(&self, model: &Model) -> Result<(), TestCaseError> {
+        prop_assert_eq!(self.free_extents(), model.gaps(self.file_end()));
+        let last_live_end = model.live.values().last().map_or(START, |e| e.end());
+        prop_assert_eq!(self.file_end(), last_live_end, "the file ends at the last live extent");
+        Ok(())
     }
 }
 
@@ -163,7 +175,7 @@ fn check<A: Harness>(a: &A, model: &Model) -> Result<(), TestCaseError> {
     if let Some(last) = live.last() {
         prop_assert!(last.end() <= a.file_end() && live[0].offset >= START);
     }
-    Ok(())
+    a.check_more(model)
 }
 
 fn allocate_checked<A: Harness>(
