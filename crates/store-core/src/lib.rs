@@ -1,9 +1,200 @@
-//! bob's single-file object store: the `Storer` traits and `BaseStore`.
+//! bob's single-file object store: the [`Storer`] traits, the generic [`Store`], and
+//! [`BaseStore`] (the store over `BasicAllocator`).
 //!
-//! This crate will own the object store at the heart of bob: an `ObjectId` is a stable handle to a
-//! blob, written and read whole or streamed through RAII guards, deleted with its space reused.
-//! `commit()` is atomic and crash-safe (two checksummed header slots, copy-on-write object table,
-//! see `../shared/design/object-store-commit.md` and `docs/format.md`), and every read is
-//! checksum-verified, so corruption is reported, never returned as data.
+//! An [`ObjectId`] is a stable handle to a blob of bytes (not a file offset: objects move
+//! under copy-on-write and compaction). Objects are written and read whole
+//! ([`Storer::write_new_obj_from_bytes`], [`Storer::read_bytes_from_obj`]) or streamed through
+//! guards ([`Storer::late_write_new_obj`], [`Storer::write_to_obj`], [`Storer::late_read_obj`])
+//! that release what they hold when dropped. Optional capabilities are separate traits a
+//! wrapper can forward: [`ObjectInfoStorer`], [`BatchStorer`] (`allocate_run`,
+//! `write_batched_objs`) and [`PrimeStorer`] (the object with the fixed id 0 where upper layers
+//! keep their roots).
 //!
-//! Not built yet: issue #4 builds it.
+//! # Guarantees
+//! - **Atomic, durable commits.** [`Storer::commit`] is the durability point: when it returns
+//!   `Ok`, everything written or deleted before it survives a process crash or a power loss
+//!   (on a device that honours `fdatasync`). A crash at any moment leaves a file that opens to
+//!   exactly one commit, never older than the last acknowledged one. `close` commits.
+//!   Dropping a store without `close` does no I/O and loses what was done since the last
+//!   commit.
+//! - **Committed bytes are never overwritten** until a newer commit that no longer needs them is
+//!   durable: rewrites of committed objects are copy-on-write, and freed space is reused only
+//!   after the commit that freed it.
+//! - **Every read is checked**: each object's xxh3-64 checksum is in the object table, whose
+//!   pages are checksummed by the root, whose checksum is in the header slot. A mismatch is
+//!   [`Error::ChecksumMismatch`] or [`Error::Corrupt`], never data.
+//! - **No leaks, no double allocation**: at open, free space is derived from what the commit
+//!   reaches.
+//! - **Failures latch**: after an I/O error in a write path, the store refuses writes
+//!   ([`Error::Failed`]) until reopened, which recovers the last commit.
+//!
+//! The commit costs two `fdatasync`s (data, then header). The format is in `docs/format.md`,
+//! "Object store".
+//!
+//! # Example
+//! ```
+//! use std::io::{Read, Write};
+//! use bob_store_core::{BaseStore, ObjectWrite, StoreOptions, Storer};
+//!
+//! # fn main() -> bob_store_core::Result<()> {
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("blobs.bob");
+//! let mut store = BaseStore::create(&path, StoreOptions::default())?;
+//! let greeting = store.write_new_obj_from_bytes(b"hello")?;
+//! let (streamed, mut writer) = store.late_write_new_obj(6)?;
+//! writer.write_all(b"world!")?;
+//! writer.finish()?;
+//! store.close()?;
+//!
+//! let store = BaseStore::open(&path, StoreOptions::default())?;
+//! assert_eq!(store.read_bytes_from_obj(greeting)?, b"hello");
+//! let mut text = String::new();
+//! store.late_read_obj(streamed)?.read_to_string(&mut text)?;
+//! assert_eq!(text, "world!");
+//! assert!(store.verify()?.is_clean());
+//! # Ok(())
+//! # }
+//! ```
+
+mod error;
+mod format;
+mod maintenance;
+mod objects;
+mod space;
+mod store;
+
+use std::fmt;
+use std::io::{Read, Write};
+
+pub use bob_io_helpers::{FileBackend, OsFile};
+pub use error::{Error, Result};
+pub use format::{FORMAT_VERSION, HEADER_REGION, MAX_OBJECTS};
+pub use maintenance::{CompactReport, VerifyReport};
+pub use objects::{ObjectReader, ObjectWriter};
+pub use space::SpaceAllocator;
+pub use store::{Store, StoreOptions};
+
+/// The store over `BasicAllocator`: extents of exactly the object's size, best reuse of holes.
+pub type BaseStore<B = OsFile> = Store<bob_alloc::BasicAllocator, B>;
+
+/// A stable handle to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectId(pub u64);
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// The id of the prime object ([`PrimeStorer::prime_object`]).
+pub const PRIME_OBJECT_ID: ObjectId = ObjectId(0);
+
+/// An object's sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Bytes a read returns.
+    pub len: u64,
+    /// Bytes of file space it holds (a whole slot in a size-classed store).
+    pub allocated_len: u64,
+}
+
+/// A streaming writer into one object.
+pub trait ObjectWrite: Write {
+    /// Completes the object (bytes not written are zeros for a new object, or keep their old
+    /// values for a rewrite) and records it. Dropping the writer does the same, but cannot
+    /// report an error (the store then refuses writes until reopened).
+    fn finish(self) -> Result<()>;
+
+    /// Bytes written so far.
+    fn position(&self) -> u64;
+
+    /// The object's length.
+    fn len(&self) -> u64;
+
+    /// Whether the object is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// An object store: object lifecycle, streaming reads and writes, and commits.
+pub trait Storer {
+    /// The guard returned by [`late_read_obj`](Self::late_read_obj).
+    type Reader<'a>: Read
+    where
+        Self: 'a;
+    /// The guard returned by [`late_write_new_obj`](Self::late_write_new_obj) and
+    /// [`write_to_obj`](Self::write_to_obj).
+    type Writer<'a>: ObjectWrite
+    where
+        Self: 'a;
+
+    /// A new object of `size` zero bytes.
+    fn new_obj(&mut self, size: u64) -> Result<ObjectId>;
+
+    /// Deletes an object; its space is reused after the next commit.
+    fn delete_obj(&mut self, id: ObjectId) -> Result<()>;
+
+    /// A reader over the object's bytes; the checksum is checked by the final read.
+    fn late_read_obj(&self, id: ObjectId) -> Result<Self::Reader<'_>>;
+
+    /// A new object of `size` bytes and a writer filling it.
+    fn late_write_new_obj(&mut self, size: u64) -> Result<(ObjectId, Self::Writer<'_>)>;
+
+    /// A writer over an existing object, from its first byte; writing past its end fails.
+    fn write_to_obj(&mut self, id: ObjectId) -> Result<Self::Writer<'_>>;
+
+    /// Makes everything done so far durable, atomically.
+    fn commit(&mut self) -> Result<()>;
+
+    /// Commits and closes the store.
+    fn close(self) -> Result<()>
+    where
+        Self: Sized;
+
+    /// The whole object.
+    fn read_bytes_from_obj(&self, id: ObjectId) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        self.late_read_obj(id)?.read_to_end(&mut bytes).map_err(Error::from_io)?;
+        Ok(bytes)
+    }
+
+    /// A new object holding `bytes`.
+    fn write_new_obj_from_bytes(&mut self, bytes: &[u8]) -> Result<ObjectId> {
+        let (id, mut writer) = self.late_write_new_obj(bytes.len() as u64)?;
+        writer.write_all(bytes).map_err(Error::from_io)?;
+        writer.finish()?;
+        Ok(id)
+    }
+
+    /// Replaces the first `bytes.len()` bytes of an object.
+    fn write_bytes_to_obj(&mut self, id: ObjectId, bytes: &[u8]) -> Result<()> {
+        let mut writer = self.write_to_obj(id)?;
+        writer.write_all(bytes).map_err(Error::from_io)?;
+        writer.finish()
+    }
+}
+
+/// Stores that report an object's sizes.
+pub trait ObjectInfoStorer: Storer {
+    /// The object's logical and allocated lengths.
+    fn object_info(&self, id: ObjectId) -> Result<ObjectInfo>;
+}
+
+/// Stores that lay objects end to end and write them with one positioned write.
+pub trait BatchStorer: Storer {
+    /// `count` new, empty objects whose space (`size` bytes each) is contiguous, in id order
+    /// of the returned vector.
+    fn allocate_run(&mut self, count: u64, size: u64) -> Result<Vec<ObjectId>>;
+
+    /// Writes each object's bytes (at most its allocated length), objects made since the
+    /// last commit only, with one positioned write per run of adjacent objects.
+    fn write_batched_objs(&mut self, objects: &[(ObjectId, &[u8])]) -> Result<()>;
+}
+
+/// Stores with a prime object: id 0, reserved, where upper layers keep their roots.
+pub trait PrimeStorer: Storer {
+    /// The prime object's id, creating it with `size` zero bytes if it does not exist.
+    fn prime_object(&mut self, size: u64) -> Result<ObjectId>;
+}

@@ -1,0 +1,348 @@
+//! The store's on-disk structures: header slots, the table root and table pages
+//! (`docs/format.md`, "Object store"). Encoders and decoders only; no I/O.
+//!
+//! Decoders bound every field by the file length and the format's limits and return
+//! `Error::Corrupt`; they never panic.
+
+use bob_alloc::Extent;
+use bob_io_helpers::checksum;
+
+use crate::{Error, ObjectId, Result};
+
+/// Bytes reserved at the start of the file for the two header slots.
+pub const HEADER_REGION: u64 = 4096;
+/// Each header slot is one 512-byte sector, so a torn write damages at most one slot.
+pub(crate) const SLOT_BYTES: usize = 512;
+/// Offsets of the two header slots.
+pub(crate) const SLOT_OFFSETS: [u64; 2] = [0, 512];
+
+pub(crate) const HEADER_MAGIC: [u8; 8] = *b"BOBSTORE";
+/// The store format version this build reads and writes.
+pub const FORMAT_VERSION: u16 = 1;
+
+const H_MAGIC: usize = 0;
+const H_VERSION: usize = H_MAGIC + 8;
+const H_KIND: usize = H_VERSION + 2;
+const H_RESERVED: usize = H_KIND + 2;
+const H_GENERATION: usize = H_RESERVED + 4;
+const H_ROOT_OFFSET: usize = H_GENERATION + 8;
+const H_ROOT_LEN: usize = H_ROOT_OFFSET + 8;
+const H_ROOT_ALLOC_LEN: usize = H_ROOT_LEN + 8;
+const H_ROOT_CHECKSUM: usize = H_ROOT_ALLOC_LEN + 8;
+const H_NEXT_ID: usize = H_ROOT_CHECKSUM + 8;
+const H_OBJECT_COUNT: usize = H_NEXT_ID + 8;
+const H_FILE_END: usize = H_OBJECT_COUNT + 8;
+const H_CHECKSUM: usize = H_FILE_END + 8;
+/// Bytes of a header slot that carry data (the rest of the sector is zero).
+pub(crate) const HEADER_LEN: usize = H_CHECKSUM + 8;
+
+/// Bytes of a table page.
+pub(crate) const PAGE_BYTES: usize = 4096;
+/// Object table entries per page.
+pub(crate) const ENTRIES_PER_PAGE: u64 = 127;
+const P_MAGIC: usize = 0;
+const P_VERSION: usize = P_MAGIC + 4;
+const P_RESERVED: usize = P_VERSION + 2;
+const P_INDEX: usize = P_RESERVED + 2;
+const P_PRESENT: usize = P_INDEX + 8;
+const P_ENTRIES: usize = P_PRESENT + 16;
+const ENTRY_BYTES: usize = 32;
+const _: () = assert!(P_ENTRIES + ENTRIES_PER_PAGE as usize * ENTRY_BYTES == PAGE_BYTES);
+const PAGE_MAGIC: [u8; 4] = *b"BOBT";
+
+const ROOT_MAGIC: [u8; 4] = *b"BOBR";
+const R_HEADER: usize = 16;
+const PAGE_REF_BYTES: usize = 16;
+
+/// The most objects a store holds (ids below this); bounds the root and the table.
+pub const MAX_OBJECTS: u64 = 1 << 40;
+
+fn put_u16(out: &mut [u8], at: usize, value: u16) {
+    out[at..at + 2].copy_from_slice(&value.to_le_bytes());
+}
+
+fn put_u64(out: &mut [u8], at: usize, value: u64) {
+    out[at..at + 8].copy_from_slice(&value.to_le_bytes());
+}
+
+/// Reads a little-endian u64 at `at`; the caller has checked `bytes` is long enough.
+fn get_u64(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
+}
+
+fn get_u16(bytes: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([bytes[at], bytes[at + 1]])
+}
+
+/// One committed state, as a header slot names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub(crate) kind: u16,
+    pub(crate) generation: u64,
+    /// The root's allocated extent.
+    pub(crate) root: Extent,
+    /// The root's logical length (at most `root.len`).
+    pub(crate) root_len: u64,
+    pub(crate) root_checksum: u64,
+    pub(crate) next_id: u64,
+    pub(crate) object_count: u64,
+    pub(crate) file_end: u64,
+}
+
+impl Header {
+    pub(crate) fn encode(&self) -> [u8; SLOT_BYTES] {
+        let mut slot = [0u8; SLOT_BYTES];
+        slot[H_MAGIC..H_VERSION].copy_from_slice(&HEADER_MAGIC);
+        put_u16(&mut slot, H_VERSION, FORMAT_VERSION);
+        put_u16(&mut slot, H_KIND, self.kind);
+        put_u64(&mut slot, H_GENERATION, self.generation);
+        put_u64(&mut slot, H_ROOT_OFFSET, self.root.offset);
+        put_u64(&mut slot, H_ROOT_LEN, self.root_len);
+        put_u64(&mut slot, H_ROOT_ALLOC_LEN, self.root.len);
+        put_u64(&mut slot, H_ROOT_CHECKSUM, self.root_checksum);
+        put_u64(&mut slot, H_NEXT_ID, self.next_id);
+        put_u64(&mut slot, H_OBJECT_COUNT, self.object_count);
+        put_u64(&mut slot, H_FILE_END, self.file_end);
+        let sum = checksum(&slot[..H_CHECKSUM]);
+        put_u64(&mut slot, H_CHECKSUM, sum);
+        slot
+    }
+
+    /// Decodes one slot. `Ok(None)` for a slot that is not valid (torn, never written,
+    /// checksum wrong); `Err` only when the slot is valid but for a format this build cannot
+    /// read (a newer version), which must not be silently skipped.
+    pub(crate) fn decode(slot: &[u8]) -> Result<Option<Header>> {
+        if slot.len() < HEADER_LEN || slot[H_MAGIC..H_VERSION] != HEADER_MAGIC {
+            return Ok(None);
+        }
+        if checksum(&slot[..H_CHECKSUM]) != get_u64(slot, H_CHECKSUM) {
+            return Ok(None);
+        }
+        let version = get_u16(slot, H_VERSION);
+        if version != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
+        }
+        Ok(Some(Header {
+            kind: get_u16(slot, H_KIND),
+            generation: get_u64(slot, H_GENERATION),
+            root: Extent::new(get_u64(slot, H_ROOT_OFFSET), get_u64(slot, H_ROOT_ALLOC_LEN)),
+            root_len: get_u64(slot, H_ROOT_LEN),
+            root_checksum: get_u64(slot, H_ROOT_CHECKSUM),
+            next_id: get_u64(slot, H_NEXT_ID),
+            object_count: get_u64(slot, H_OBJECT_COUNT),
+            file_end: get_u64(slot, H_FILE_END),
+        }))
+    }
+}
+
+/// Where one object lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Entry {
+    /// Allocated space (offset 0 and length 0 for an object of 0 bytes).
+    pub(crate) extent: Extent,
+    /// Logical length: the bytes a read returns.
+    pub(crate) len: u64,
+    /// xxh3-64 of the logical bytes.
+    pub(crate) checksum: u64,
+}
+
+/// The location and checksum of one table page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PageRef {
+    pub(crate) offset: u64,
+    pub(crate) checksum: u64,
+}
+
+/// Page `index`'s bytes from its entries (`None` = no object with that id).
+pub(crate) fn encode_page(index: u64, entries: &[Option<Entry>]) -> Vec<u8> {
+    debug_assert!(entries.len() as u64 <= ENTRIES_PER_PAGE);
+    let mut page = vec![0u8; PAGE_BYTES];
+    page[P_MAGIC..P_VERSION].copy_from_slice(&PAGE_MAGIC);
+    put_u16(&mut page, P_VERSION, FORMAT_VERSION);
+    put_u64(&mut page, P_INDEX, index);
+    let mut present = [0u64; 2];
+    for (slot, entry) in entries.iter().enumerate() {
+        let Some(entry) = entry else { continue };
+        present[slot / 64] |= 1 << (slot % 64);
+        let at = P_ENTRIES + slot * ENTRY_BYTES;
+        put_u64(&mut page, at, entry.extent.offset);
+        put_u64(&mut page, at + 8, entry.len);
+        put_u64(&mut page, at + 16, entry.extent.len);
+        put_u64(&mut page, at + 24, entry.checksum);
+    }
+    put_u64(&mut page, P_PRESENT, present[0]);
+    put_u64(&mut page, P_PRESENT + 8, present[1]);
+    page
+}
+
+/// Decodes page `index`, checking every entry lies inside `file_len` past the header region.
+pub(crate) fn decode_page(index: u64, page: &[u8], file_len: u64) -> Result<Vec<Option<Entry>>> {
+    let corrupt = |what: String| Error::Corrupt(format!("table page {index}: {what}"));
+    if page.len() != PAGE_BYTES || page[P_MAGIC..P_VERSION] != PAGE_MAGIC {
+        return Err(corrupt("bad magic or length".into()));
+    }
+    if get_u16(page, P_VERSION) != FORMAT_VERSION || get_u64(page, P_INDEX) != index {
+        return Err(corrupt(format!(
+            "holds page {} of version {}",
+            get_u64(page, P_INDEX),
+            get_u16(page, P_VERSION)
+        )));
+    }
+    let present = [get_u64(page, P_PRESENT), get_u64(page, P_PRESENT + 8)];
+    if present[1] >> (ENTRIES_PER_PAGE - 64) != 0 {
+        return Err(corrupt("presence bits past the last entry".into()));
+    }
+    let mut entries = Vec::with_capacity(ENTRIES_PER_PAGE as usize);
+    for slot in 0..ENTRIES_PER_PAGE as usize {
+        let at = P_ENTRIES + slot * ENTRY_BYTES;
+        if present[slot / 64] & (1 << (slot % 64)) == 0 {
+            if page[at..at + ENTRY_BYTES].iter().any(|&b| b != 0) {
+                return Err(corrupt(format!("absent entry {slot} is not zero")));
+            }
+            entries.push(None);
+            continue;
+        }
+        let entry = Entry {
+            extent: Extent::new(get_u64(page, at), get_u64(page, at + 16)),
+            len: get_u64(page, at + 8),
+            checksum: get_u64(page, at + 24),
+        };
+        check_entry(&entry, file_len).map_err(|why| corrupt(format!("entry {slot}: {why}")))?;
+        entries.push(Some(entry));
+    }
+    Ok(entries)
+}
+
+fn check_entry(entry: &Entry, file_len: u64) -> std::result::Result<(), String> {
+    let extent = entry.extent;
+    if extent.len == 0 {
+        return if entry.len == 0 && extent.offset == 0 {
+            Ok(())
+        } else {
+            Err("an empty extent holds bytes".into())
+        };
+    }
+    if entry.len > extent.len {
+        return Err(format!("logical length {} exceeds allocated {}", entry.len, extent.len));
+    }
+    match extent.checked_end() {
+        Some(end) if extent.offset >= HEADER_REGION && end <= file_len => Ok(()),
+        _ => Err(format!(
+            "extent at {} ({} bytes) lies outside the file of {file_len} bytes",
+            extent.offset, extent.len
+        )),
+    }
+}
+
+/// The root: where each table page lives. Absent pages have offset 0.
+pub(crate) fn encode_root(pages: &[Option<PageRef>]) -> Vec<u8> {
+    let mut root = vec![0u8; R_HEADER + pages.len() * PAGE_REF_BYTES];
+    root[..4].copy_from_slice(&ROOT_MAGIC);
+    put_u16(&mut root, 4, FORMAT_VERSION);
+    put_u64(&mut root, 8, pages.len() as u64);
+    for (index, page) in pages.iter().enumerate() {
+        if let Some(page) = page {
+            let at = R_HEADER + index * PAGE_REF_BYTES;
+            put_u64(&mut root, at, page.offset);
+            put_u64(&mut root, at + 8, page.checksum);
+        }
+    }
+    root
+}
+
+pub(crate) fn decode_root(root: &[u8], file_len: u64) -> Result<Vec<Option<PageRef>>> {
+    let corrupt = |what: String| Error::Corrupt(format!("table root: {what}"));
+    if root.len() < R_HEADER || root[..4] != ROOT_MAGIC || get_u16(root, 4) != FORMAT_VERSION {
+        return Err(corrupt("bad magic, version or length".into()));
+    }
+    let count = get_u64(root, 8);
+    if count.checked_mul(PAGE_REF_BYTES as u64).and_then(|n| n.checked_add(R_HEADER as u64))
+        != Some(root.len() as u64)
+    {
+        return Err(corrupt(format!("{count} pages do not fill {} bytes", root.len())));
+    }
+    let mut pages = Vec::with_capacity(count as usize);
+    for index in 0..count as usize {
+        let at = R_HEADER + index * PAGE_REF_BYTES;
+        let (offset, sum) = (get_u64(root, at), get_u64(root, at + 8));
+        if offset == 0 {
+            if sum != 0 {
+                return Err(corrupt(format!("absent page {index} has a checksum")));
+            }
+            pages.push(None);
+        } else if offset < HEADER_REGION
+            || offset.checked_add(PAGE_BYTES as u64).is_none_or(|end| end > file_len)
+        {
+            return Err(corrupt(format!("page {index} at {offset} lies outside the file")));
+        } else {
+            pages.push(Some(PageRef { offset, checksum: sum }));
+        }
+    }
+    Ok(pages)
+}
+
+/// The page holding `id`, and the slot in it.
+pub(crate) fn page_of(id: ObjectId) -> (u64, usize) {
+    (id.0 / ENTRIES_PER_PAGE, (id.0 % ENTRIES_PER_PAGE) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> Header {
+        Header {
+            kind: 1,
+            generation: 7,
+            root: Extent::new(8192, 64),
+            root_len: 48,
+            root_checksum: 0xABCD,
+            next_id: 300,
+            object_count: 12,
+            file_end: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn header_round_trips_and_rejects_any_flip() {
+        let slot = header().encode();
+        assert_eq!(Header::decode(&slot).unwrap(), Some(header()));
+        for byte in 0..HEADER_LEN {
+            let mut bad = slot;
+            bad[byte] ^= 0x10;
+            assert_eq!(Header::decode(&bad).unwrap(), None, "flip at {byte}");
+        }
+        assert_eq!(Header::decode(&[0u8; SLOT_BYTES]).unwrap(), None);
+    }
+
+    #[test]
+    fn a_newer_version_is_an_error_not_a_skip() {
+        let mut slot = header().encode();
+        put_u16(&mut slot, H_VERSION, FORMAT_VERSION + 1);
+        let sum = checksum(&slot[..H_CHECKSUM]);
+        put_u64(&mut slot, H_CHECKSUM, sum);
+        assert!(matches!(Header::decode(&slot), Err(Error::UnsupportedVersion { .. })));
+    }
+
+    #[test]
+    fn pages_round_trip_and_check_bounds() {
+        let mut entries = vec![None; ENTRIES_PER_PAGE as usize];
+        entries[0] = Some(Entry { extent: Extent::new(4096, 100), len: 90, checksum: 5 });
+        entries[126] = Some(Entry { extent: Extent::new(0, 0), len: 0, checksum: 9 });
+        let page = encode_page(3, &entries);
+        assert_eq!(decode_page(3, &page, 10_000).unwrap(), entries);
+        assert!(decode_page(4, &page, 10_000).is_err(), "misdirected page");
+        assert!(decode_page(3, &page, 4100).is_err(), "extent past the file end");
+    }
+
+    #[test]
+    fn roots_round_trip() {
+        let pages = vec![Some(PageRef { offset: 4096, checksum: 1 }), None];
+        let root = encode_root(&pages);
+        assert_eq!(decode_root(&root, 8192).unwrap(), pages);
+        assert!(decode_root(&root[..root.len() - 1], 8192).is_err());
+        assert!(decode_root(&root, 4096).is_err());
+    }
+}

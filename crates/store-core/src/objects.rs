@@ -1,0 +1,414 @@
+//! Object operations of `Store`: the `Storer` traits, and the streaming read and write guards.
+
+use std::io::{self, Read, Write};
+
+use bob_alloc::Extent;
+use bob_io_helpers::{
+    FileBackend, Section, StreamingChecksum, checksum, write_batched_sections, write_zeros,
+};
+
+use crate::format::Entry;
+use crate::space::SpaceAllocator;
+use crate::store::{Slot, Store};
+use crate::{
+    BatchStorer, Error, ObjectId, ObjectInfo, ObjectInfoStorer, ObjectWrite, PRIME_OBJECT_ID,
+    PrimeStorer, Result, Storer,
+};
+
+/// Bytes moved per call when a writer fills or copies the rest of an object.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// Adds `len` zero bytes to `sum`.
+fn hash_zeros(sum: &mut StreamingChecksum, len: u64) {
+    static ZEROS: [u8; CHUNK_BYTES] = [0; CHUNK_BYTES];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(CHUNK_BYTES as u64) as usize;
+        sum.update(&ZEROS[..n]);
+        left -= n as u64;
+    }
+}
+
+impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
+    /// Space for a new object and an id for it (the space goes back if no id is left).
+    fn reserve_new(&mut self, size: u64) -> Result<(ObjectId, Extent)> {
+        let extent = self.reserve(size)?;
+        match self.take_id() {
+            Ok(id) => Ok((id, extent)),
+            Err(e) => {
+                self.release(extent, self.pending_generation())?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Creates object `id` holding `size` zero bytes in `extent`.
+    fn create_zeroed(&mut self, id: ObjectId, extent: Extent, size: u64) -> Result<()> {
+        write_zeros(&self.backend, extent.offset, size)?;
+        let mut sum = StreamingChecksum::new();
+        hash_zeros(&mut sum, size);
+        let born = self.pending_generation();
+        self.put(id, Entry { extent, len: size, checksum: sum.finish() }, born);
+        Ok(())
+    }
+}
+
+impl<A: SpaceAllocator, B: FileBackend> Storer for Store<A, B> {
+    type Reader<'a>
+        = ObjectReader<'a, B>
+    where
+        Self: 'a;
+    type Writer<'a>
+        = ObjectWriter<'a, A, B>
+    where
+        Self: 'a;
+
+    /// A new object of `size` zero bytes.
+    fn new_obj(&mut self, size: u64) -> Result<ObjectId> {
+        self.guarded(|store| {
+            let (id, extent) = store.reserve_new(size)?;
+            store.create_zeroed(id, extent, size)?;
+            Ok(id)
+        })
+    }
+
+    fn delete_obj(&mut self, id: ObjectId) -> Result<()> {
+        self.guarded(|store| {
+            let slot = store.remove(id)?;
+            store.release(slot.entry.extent, slot.born)
+        })
+    }
+
+    fn late_read_obj(&self, id: ObjectId) -> Result<ObjectReader<'_, B>> {
+        let slot = self.slot(id)?;
+        Ok(ObjectReader {
+            backend: &self.backend,
+            id,
+            entry: slot.entry,
+            position: 0,
+            sum: StreamingChecksum::new(),
+            verified: false,
+        })
+    }
+
+    /// A writer for a new object of `size` bytes. The object appears when the writer is
+    /// finished or dropped; bytes not written by then are zeros.
+    fn late_write_new_obj(&mut self, size: u64) -> Result<(ObjectId, ObjectWriter<'_, A, B>)> {
+        self.check_writable()?;
+        let (id, target) = self.guarded(|store| store.reserve_new(size))?;
+        let writer = ObjectWriter::new(self, id, target, size, Mode::New);
+        Ok((id, writer))
+    }
+
+    /// A writer over object `id` from its first byte. A committed object is rewritten
+    /// copy-on-write (the committed bytes stay intact until the next commit); one created since
+    /// the last commit is rewritten in place. Bytes not written keep their old values.
+    fn write_to_obj(&mut self, id: ObjectId) -> Result<ObjectWriter<'_, A, B>> {
+        self.check_writable()?;
+        let old = self.slot(id)?;
+        let in_place = old.born == self.pending_generation();
+        let target = if in_place {
+            old.entry.extent
+        } else {
+            self.guarded(|store| store.reserve(old.entry.len))?
+        };
+        let len = old.entry.len;
+        Ok(ObjectWriter::new(self, id, target, len, Mode::Rewrite { old, in_place }))
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        self.commit_now()
+    }
+
+    fn close(mut self) -> Result<()> {
+        self.commit_now()
+    }
+
+    /// Reads the whole object with one positioned read and checks its checksum.
+    fn read_bytes_from_obj(&self, id: ObjectId) -> Result<Vec<u8>> {
+        let entry = self.slot(id)?.entry;
+        let mut bytes = vec![0u8; entry.len as usize];
+        self.backend.read_at(&mut bytes, entry.extent.offset)?;
+        let computed = checksum(&bytes);
+        if computed != entry.checksum {
+            return Err(Error::ChecksumMismatch { id, stored: entry.checksum, computed });
+        }
+        Ok(bytes)
+    }
+
+    /// Writes a new object with one positioned write.
+    fn write_new_obj_from_bytes(&mut self, bytes: &[u8]) -> Result<ObjectId> {
+        self.guarded(|store| {
+            let (id, extent) = store.reserve_new(bytes.len() as u64)?;
+            store.backend.write_at(bytes, extent.offset)?;
+            let born = store.pending_generation();
+            let entry = Entry { extent, len: bytes.len() as u64, checksum: checksum(bytes) };
+            store.put(id, entry, born);
+            Ok(id)
+        })
+    }
+}
+
+impl<A: SpaceAllocator, B: FileBackend> ObjectInfoStorer for Store<A, B> {
+    fn object_info(&self, id: ObjectId) -> Result<ObjectInfo> {
+        let entry = self.slot(id)?.entry;
+        Ok(ObjectInfo { len: entry.len, allocated_len: entry.extent.len })
+    }
+}
+
+impl<A: SpaceAllocator, B: FileBackend> PrimeStorer for Store<A, B> {
+    /// The prime object (id 0), created with `size` zero bytes if it does not exist.
+    fn prime_object(&mut self, size: u64) -> Result<ObjectId> {
+        if self.slot(PRIME_OBJECT_ID).is_ok() {
+            return Ok(PRIME_OBJECT_ID);
+        }
+        self.guarded(|store| {
+            let extent = store.reserve(size)?;
+            store.create_zeroed(PRIME_OBJECT_ID, extent, size)
+        })?;
+        Ok(PRIME_OBJECT_ID)
+    }
+}
+
+impl<A: SpaceAllocator, B: FileBackend> BatchStorer for Store<A, B> {
+    /// `count` empty objects whose space (`size` bytes each, a whole slot in a size-classed
+    /// store) is laid end to end; fill them with `write_batched_objs`.
+    fn allocate_run(&mut self, count: u64, size: u64) -> Result<Vec<ObjectId>> {
+        if size == 0 || count == 0 {
+            return Err(Error::InvalidArgument("a run needs a non-zero count and size".into()));
+        }
+        self.guarded(|store| {
+            let run = store.reserve_run(count, size)?;
+            let born = store.pending_generation();
+            let mut ids = Vec::with_capacity(count as usize);
+            for extent in run.extents() {
+                let id = store.take_id()?;
+                store.put(id, Entry { extent, len: 0, checksum: checksum(&[]) }, born);
+                ids.push(id);
+            }
+            Ok(ids)
+        })
+    }
+
+    /// Fills objects made since the last commit (by `allocate_run` or otherwise) with one
+    /// positioned write per run of adjacent objects; each object's length becomes its data's.
+    fn write_batched_objs(&mut self, objects: &[(ObjectId, &[u8])]) -> Result<()> {
+        let pending = self.pending_generation();
+        let mut sections = Vec::with_capacity(objects.len());
+        let mut ids: Vec<u64> = objects.iter().map(|(id, _)| id.0).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return Err(Error::InvalidArgument("an object appears twice in one batch".into()));
+        }
+        for &(id, data) in objects {
+            let slot = self.slot(id)?;
+            if slot.born != pending {
+                return Err(Error::InvalidArgument(format!(
+                    "object {id} is committed; batched writes fill objects made since the last commit"
+                )));
+            }
+            if data.len() as u64 > slot.entry.extent.len {
+                return Err(Error::WriteOutOfBounds {
+                    id,
+                    position: 0,
+                    len: data.len() as u64,
+                    object_len: slot.entry.extent.len,
+                });
+            }
+            sections.push(Section::new(slot.entry.extent.offset, data));
+        }
+        self.guarded(|store| {
+            write_batched_sections(&store.backend, &sections)?;
+            for &(id, data) in objects {
+                let extent = store.slot(id)?.entry.extent;
+                let entry = Entry { extent, len: data.len() as u64, checksum: checksum(data) };
+                store.put(id, entry, pending);
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Streams one object's bytes; the checksum is checked by the read that returns the last
+/// byte (or by the next read, for an empty object), which fails with `InvalidData` carrying
+/// [`Error::ChecksumMismatch`] instead of returning the bytes.
+#[derive(Debug)]
+pub struct ObjectReader<'a, B> {
+    backend: &'a B,
+    id: ObjectId,
+    entry: Entry,
+    position: u64,
+    sum: StreamingChecksum,
+    verified: bool,
+}
+
+impl<B: FileBackend> ObjectReader<'_, B> {
+    /// The object's length in bytes.
+    pub fn len(&self) -> u64 {
+        self.entry.len
+    }
+
+    /// Whether the object is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entry.len == 0
+    }
+
+    fn verify(&mut self) -> io::Result<()> {
+        self.verified = true;
+        let computed = self.sum.finish();
+        if computed != self.entry.checksum {
+            let error =
+                Error::ChecksumMismatch { id: self.id, stored: self.entry.checksum, computed };
+            return Err(error.into_io());
+        }
+        Ok(())
+    }
+}
+
+impl<B: FileBackend> Read for ObjectReader<'_, B> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.entry.len - self.position;
+        if left == 0 {
+            if !self.verified {
+                self.verify()?;
+            }
+            return Ok(0);
+        }
+        let n = (left.min(buf.len() as u64)) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        self.backend.read_at(&mut buf[..n], self.entry.extent.offset + self.position)?;
+        self.sum.update(&buf[..n]);
+        self.position += n as u64;
+        if self.position == self.entry.len {
+            self.verify()?;
+        }
+        Ok(n)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    New,
+    Rewrite { old: Slot, in_place: bool },
+}
+
+/// Streams bytes into one object. Finishing (explicitly, or by dropping the writer) records
+/// the object; an I/O error while finishing in `drop` leaves the store refusing writes, so it
+/// surfaces at the next write or commit.
+#[derive(Debug)]
+pub struct ObjectWriter<'a, A: SpaceAllocator, B: FileBackend> {
+    store: &'a mut Store<A, B>,
+    id: ObjectId,
+    target: Extent,
+    len: u64,
+    position: u64,
+    sum: StreamingChecksum,
+    mode: Mode,
+    done: bool,
+}
+
+impl<'a, A: SpaceAllocator, B: FileBackend> ObjectWriter<'a, A, B> {
+    fn new(store: &'a mut Store<A, B>, id: ObjectId, target: Extent, len: u64, mode: Mode) -> Self {
+        Self {
+            store,
+            id,
+            target,
+            len,
+            position: 0,
+            sum: StreamingChecksum::new(),
+            mode,
+            done: false,
+        }
+    }
+
+    /// The object being written.
+    pub fn id(&self) -> ObjectId {
+        self.id
+    }
+
+    /// Writes the rest of the object (zeros, or the old bytes) and records it.
+    fn complete(&mut self) -> Result<()> {
+        self.done = true;
+        let (store, sum) = (&mut *self.store, &mut self.sum);
+        let (id, target, len, position, mode) =
+            (self.id, self.target, self.len, self.position, self.mode);
+        store.guarded(|store| {
+            match mode {
+                Mode::New => {
+                    write_zeros(&store.backend, target.offset + position, len - position)?;
+                    hash_zeros(sum, len - position);
+                }
+                Mode::Rewrite { old, in_place } => {
+                    let mut chunk = vec![0u8; CHUNK_BYTES.min((len - position) as usize)];
+                    let mut at = position;
+                    while at < len {
+                        let n = ((len - at) as usize).min(chunk.len());
+                        store.backend.read_at(&mut chunk[..n], old.entry.extent.offset + at)?;
+                        if !in_place {
+                            store.backend.write_at(&chunk[..n], target.offset + at)?;
+                        }
+                        sum.update(&chunk[..n]);
+                        at += n as u64;
+                    }
+                }
+            }
+            let pending = store.pending_generation();
+            store.put(id, Entry { extent: target, len, checksum: sum.finish() }, pending);
+            if let Mode::Rewrite { old, in_place: false } = mode {
+                store.release(old.entry.extent, old.born)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl<A: SpaceAllocator, B: FileBackend> ObjectWrite for ObjectWriter<'_, A, B> {
+    fn finish(mut self) -> Result<()> {
+        self.complete()
+    }
+
+    fn position(&self) -> u64 {
+        self.position
+    }
+
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+impl<A: SpaceAllocator, B: FileBackend> Write for ObjectWriter<'_, A, B> {
+    /// Writes all of `buf` or, if it would pass the object's end, nothing (an error).
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.len() as u64 > self.len - self.position {
+            let error = Error::WriteOutOfBounds {
+                id: self.id,
+                position: self.position,
+                len: buf.len() as u64,
+                object_len: self.len,
+            };
+            return Err(error.into_io());
+        }
+        let (offset, target) = (self.position, self.target);
+        self.store
+            .guarded(|store| Ok(store.backend.write_at(buf, target.offset + offset)?))
+            .map_err(Error::into_io)?;
+        self.sum.update(buf);
+        self.position += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<A: SpaceAllocator, B: FileBackend> Drop for ObjectWriter<'_, A, B> {
+    fn drop(&mut self) {
+        if !self.done {
+            // An error is latched in the store by `guarded`; `Drop` cannot report it.
+            let _ = self.complete();
+        }
+    }
+}

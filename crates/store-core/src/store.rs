@@ -1,0 +1,443 @@
+//! `Store<A, B>`: the object store over allocator `A` and backend `B`: its state, creation,
+//! opening, and the commit protocol (`docs/format.md`, "Object store").
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use bob_alloc::{Extent, Run};
+use bob_io_helpers::{FileBackend, OsFile, Section, checksum, write_batched_sections};
+
+use crate::format::{
+    self, ENTRIES_PER_PAGE, Entry, HEADER_REGION, Header, MAX_OBJECTS, PAGE_BYTES, PageRef,
+    SLOT_BYTES, SLOT_OFFSETS,
+};
+use crate::space::SpaceAllocator;
+use crate::{Error, ObjectId, Result};
+
+/// Options for creating or opening a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// The largest the file may grow, in bytes; allocations past it fail with `OutOfSpace`.
+    pub max_file_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { max_file_bytes: bob_alloc::DEFAULT_LIMIT }
+    }
+}
+
+/// One object as the store tracks it in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Slot {
+    pub(crate) entry: Entry,
+    /// The generation whose commit first made this extent durable; an extent born in the
+    /// pending generation is referenced by no commit and may be rewritten in place.
+    pub(crate) born: u64,
+}
+
+/// A single-file object store; see the crate docs for the guarantees.
+///
+/// Dropping a store without [`close`](crate::Storer::close) or a last `commit` loses what was
+/// done since the last commit (the file opens to that commit); it does no I/O.
+#[derive(Debug)]
+pub struct Store<A: SpaceAllocator, B: FileBackend> {
+    pub(crate) backend: B,
+    pub(crate) alloc: A,
+    /// Indexed by id; ids `0..next_id`.
+    pub(crate) table: Vec<Option<Slot>>,
+    pub(crate) object_count: u64,
+    /// Ids below `next_id` with no object, free for reuse (never 0, the prime id).
+    pub(crate) free_ids: BTreeSet<u64>,
+    /// Ids freed in the pending generation: reused only after the next commit.
+    pub(crate) pending_free_ids: Vec<u64>,
+    /// Extents the last commit references but the pending generation no longer needs:
+    /// returned to the allocator only once the next commit is durable.
+    pub(crate) pending_free: Vec<Extent>,
+    pub(crate) dirty_pages: BTreeSet<u64>,
+    /// Where each table page of the last commit lives.
+    pub(crate) pages: Vec<Option<PageRef>>,
+    /// The last durable commit.
+    pub(crate) header: Header,
+    pub(crate) active_slot: usize,
+    /// Whether anything changed since the last commit.
+    pub(crate) dirty: bool,
+    /// Set by a failed write path: the store refuses writes until reopened.
+    pub(crate) failed: Option<String>,
+}
+
+impl<A: SpaceAllocator> Store<A, OsFile> {
+    /// Creates a new store file at `path` (failing if it exists) and makes it durable.
+    pub fn create(path: &Path, options: StoreOptions) -> Result<Self> {
+        Self::create_with(OsFile::create_new(path)?, options)
+    }
+
+    /// Opens the store file at `path`, recovering its last commit.
+    pub fn open(path: &Path, options: StoreOptions) -> Result<Self> {
+        Self::open_with(OsFile::open(path)?, options)
+    }
+}
+
+impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
+    /// Creates a store on an empty backend and commits its empty state.
+    pub fn create_with(backend: B, options: StoreOptions) -> Result<Self> {
+        if backend.len()? != 0 {
+            return Err(Error::InvalidArgument("a new store needs an empty file".into()));
+        }
+        backend.set_len(HEADER_REGION)?;
+        let header = Header {
+            kind: A::KIND,
+            generation: 0,
+            root: Extent::new(0, 0),
+            root_len: 0,
+            root_checksum: 0,
+            next_id: 1,
+            object_count: 0,
+            file_end: HEADER_REGION,
+        };
+        let mut store = Self {
+            backend,
+            alloc: A::empty(HEADER_REGION, options.max_file_bytes),
+            table: vec![None],
+            object_count: 0,
+            free_ids: BTreeSet::new(),
+            pending_free_ids: Vec::new(),
+            pending_free: Vec::new(),
+            dirty_pages: BTreeSet::new(),
+            pages: Vec::new(),
+            header,
+            active_slot: 1, // so the first commit writes slot 0
+            dirty: true,
+            failed: None,
+        };
+        store.commit_now()?;
+        Ok(store)
+    }
+
+    /// Opens a store on `backend`: the newest header slot whose whole table checks out.
+    pub fn open_with(backend: B, options: StoreOptions) -> Result<Self> {
+        let file_len = backend.len()?;
+        if file_len < HEADER_REGION {
+            return Err(Error::NotAStore(format!(
+                "the file is {file_len} bytes, shorter than a store header"
+            )));
+        }
+        let mut slots = [0u8; 2 * SLOT_BYTES];
+        backend.read_at(&mut slots, 0)?;
+        let mut candidates = Vec::new();
+        for (index, bytes) in slots.chunks(SLOT_BYTES).enumerate() {
+            if let Some(header) = Header::decode(bytes)? {
+                candidates.push((header, index));
+            }
+        }
+        if candidates.is_empty() {
+            let magic = slots.chunks(SLOT_BYTES).any(|s| s[..8] == format::HEADER_MAGIC);
+            return Err(if magic {
+                Error::Corrupt("neither header slot is intact".into())
+            } else {
+                Error::NotAStore("no header slot carries bob's magic".into())
+            });
+        }
+        candidates.sort_by_key(|(header, _)| std::cmp::Reverse(header.generation));
+        let mut first_error = None;
+        for (header, slot) in candidates {
+            if header.kind != A::KIND {
+                return Err(Error::WrongKind { found: header.kind, expected: A::KIND });
+            }
+            match Self::load(&backend, header, slot, file_len, options) {
+                Ok(state) => return Ok(state.into_store(backend)),
+                Err(e @ (Error::Corrupt(_) | Error::Alloc(_))) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Err(first_error.unwrap_or_else(|| Error::Corrupt("no loadable commit".into())))
+    }
+
+    fn load(
+        backend: &B,
+        header: Header,
+        slot: usize,
+        file_len: u64,
+        options: StoreOptions,
+    ) -> Result<Loaded<A>> {
+        let root = header.root;
+        let root_fits = root.offset >= HEADER_REGION
+            && header.root_len <= root.len
+            && root.checked_end().is_some_and(|end| end <= file_len);
+        if !root_fits {
+            return Err(Error::Corrupt(format!(
+                "the root ({} bytes at {}) lies outside the file of {file_len} bytes",
+                root.len, root.offset
+            )));
+        }
+        let mut root_bytes = vec![0u8; header.root_len as usize];
+        backend.read_at(&mut root_bytes, root.offset)?;
+        if checksum(&root_bytes) != header.root_checksum {
+            return Err(Error::Corrupt("the table root's checksum does not match".into()));
+        }
+        let pages = format::decode_root(&root_bytes, file_len)?;
+        let capacity = pages.len() as u64 * ENTRIES_PER_PAGE;
+        if header.next_id == 0 || header.next_id > capacity.max(1) || header.next_id > MAX_OBJECTS {
+            return Err(Error::Corrupt(format!(
+                "next id {} does not fit {} table pages",
+                header.next_id,
+                pages.len()
+            )));
+        }
+        let mut table: Vec<Option<Slot>> = vec![None; header.next_id as usize];
+        let mut extents = vec![root];
+        let mut page_bytes = vec![0u8; PAGE_BYTES];
+        for (index, page) in pages.iter().enumerate() {
+            let Some(page) = page else { continue };
+            backend.read_at(&mut page_bytes, page.offset)?;
+            if checksum(&page_bytes) != page.checksum {
+                return Err(Error::Corrupt(format!("table page {index} fails its checksum")));
+            }
+            extents.push(Extent::new(page.offset, PAGE_BYTES as u64));
+            let entries = format::decode_page(index as u64, &page_bytes, file_len)?;
+            for (i, entry) in entries.into_iter().enumerate() {
+                let id = index as u64 * ENTRIES_PER_PAGE + i as u64;
+                let Some(entry) = entry else { continue };
+                let Some(cell) = table.get_mut(id as usize) else {
+                    return Err(Error::Corrupt(format!("object {id} is past the next id")));
+                };
+                if entry.extent.len > 0 {
+                    extents.push(entry.extent);
+                }
+                *cell = Some(Slot { entry, born: 0 });
+            }
+        }
+        let object_count = table.iter().filter(|s| s.is_some()).count() as u64;
+        if object_count != header.object_count {
+            return Err(Error::Corrupt(format!(
+                "the header counts {} objects, the table {object_count}",
+                header.object_count
+            )));
+        }
+        let alloc = A::rebuild(HEADER_REGION, options.max_file_bytes, extents)
+            .map_err(|e| Error::Corrupt(format!("extents in the table: {e}")))?;
+        Ok(Loaded { header, slot, table, object_count, pages, alloc })
+    }
+
+    /// The generation being built: extents born in it are referenced by no commit.
+    pub(crate) fn pending_generation(&self) -> u64 {
+        self.header.generation + 1
+    }
+
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        match &self.failed {
+            Some(why) => Err(Error::Failed(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs a mutating step; an I/O error latches the store as failed.
+    pub(crate) fn guarded<T>(&mut self, step: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.check_writable()?;
+        let result = step(self);
+        if let Err(e @ (Error::Io(_) | Error::Helpers(bob_io_helpers::Error::Io(_)))) = &result {
+            self.failed = Some(e.to_string());
+        }
+        result
+    }
+
+    /// Makes everything done since the last commit durable (two syncs); see the crate docs.
+    pub fn commit_now(&mut self) -> Result<()> {
+        self.check_writable()?;
+        if !self.dirty {
+            return Ok(());
+        }
+        let result = self.commit_inner();
+        if let Err(e) = &result {
+            // Whatever failed, memory now disagrees with the file: trust only a reopen.
+            self.failed = Some(e.to_string());
+        }
+        result
+    }
+
+    fn commit_inner(&mut self) -> Result<()> {
+        // Trailing free ids are dropped, so the last id lives on a stored page and the next id
+        // is bounded by the pages at open.
+        while self.table.len() > 1 && self.table.last() == Some(&None) {
+            self.table.pop();
+        }
+        let next_id = self.table.len() as u64;
+        self.free_ids.retain(|&id| id < next_id);
+        self.pending_free_ids.retain(|&id| id < next_id);
+        let mut freed_by_commit = Vec::new();
+        let page_count = self.table.len().div_ceil(ENTRIES_PER_PAGE as usize);
+        let highest_dirty = self.dirty_pages.last().map_or(0, |&p| p as usize + 1);
+        self.pages.resize(page_count.max(self.pages.len()).max(highest_dirty), None);
+        // 1. Dirty table pages, copy-on-write, into fresh space.
+        let mut writes: Vec<(u64, Vec<u8>)> = Vec::new();
+        for &page in &self.dirty_pages {
+            let first = (page * ENTRIES_PER_PAGE) as usize;
+            let last = (first + ENTRIES_PER_PAGE as usize).min(self.table.len());
+            let entries: Vec<Option<Entry>> = self
+                .table
+                .get(first..last)
+                .unwrap_or_default()
+                .iter()
+                .map(|s| s.map(|s| s.entry))
+                .collect();
+            if let Some(old) = self.pages[page as usize].take() {
+                freed_by_commit.push(Extent::new(old.offset, PAGE_BYTES as u64));
+            }
+            if entries.iter().all(Option::is_none) {
+                continue; // an empty page is not stored
+            }
+            let bytes = format::encode_page(page, &entries);
+            let extent = self.alloc.allocate(PAGE_BYTES as u64)?;
+            self.pages[page as usize] =
+                Some(PageRef { offset: extent.offset, checksum: checksum(&bytes) });
+            writes.push((extent.offset, bytes));
+        }
+        while self.pages.last() == Some(&None) && self.pages.len() > page_count {
+            self.pages.pop();
+        }
+        // 2. A new root naming every page.
+        let root_bytes = format::encode_root(&self.pages);
+        let root = self.alloc.allocate(root_bytes.len() as u64)?;
+        if self.header.root.len > 0 {
+            freed_by_commit.push(self.header.root);
+        }
+        writes.push((root.offset, root_bytes.clone()));
+        let sections: Vec<Section<'_>> = writes.iter().map(|(o, b)| Section::new(*o, b)).collect();
+        write_batched_sections(&self.backend, &sections)?;
+        // 3. Barrier: every object and table byte of this generation is durable.
+        self.backend.sync_data()?;
+        // 4. The inactive header slot names the new state; barrier: the commit is durable.
+        let header = Header {
+            kind: A::KIND,
+            generation: self.pending_generation(),
+            root,
+            root_len: root_bytes.len() as u64,
+            root_checksum: checksum(&root_bytes),
+            next_id: self.table.len() as u64,
+            object_count: self.object_count,
+            file_end: self.alloc.file_end(),
+        };
+        let slot = 1 - self.active_slot;
+        self.backend.write_at(&header.encode(), SLOT_OFFSETS[slot])?;
+        self.backend.sync_data()?;
+        // 5. Durable: what the previous commit needed and this one does not is free now.
+        self.header = header;
+        self.active_slot = slot;
+        for extent in self.pending_free.drain(..).chain(freed_by_commit) {
+            self.alloc.free(extent).map_err(|e| Error::Corrupt(format!("releasing space: {e}")))?;
+        }
+        self.free_ids.extend(self.pending_free_ids.drain(..));
+        self.dirty_pages.clear();
+        self.dirty = false;
+        // The space past the allocator's end is referenced by no commit: give it back.
+        let end = self.alloc.file_end().max(HEADER_REGION);
+        if self.backend.len()? > end {
+            self.backend.set_len(end)?;
+        }
+        Ok(())
+    }
+
+    /// A fresh id: the lowest one freed by an earlier commit, or the next new one.
+    pub(crate) fn take_id(&mut self) -> Result<ObjectId> {
+        if let Some(id) = self.free_ids.pop_first() {
+            return Ok(ObjectId(id));
+        }
+        let id = self.table.len() as u64;
+        if id >= MAX_OBJECTS {
+            return Err(Error::InvalidArgument(format!(
+                "the store holds its maximum of {MAX_OBJECTS} objects"
+            )));
+        }
+        self.table.push(None);
+        Ok(ObjectId(id))
+    }
+
+    /// Space for `len` bytes (nothing for 0 bytes).
+    pub(crate) fn reserve(&mut self, len: u64) -> Result<Extent> {
+        if len == 0 {
+            return Ok(Extent::new(0, 0));
+        }
+        Ok(self.alloc.allocate(len)?)
+    }
+
+    /// Space for `count` objects of `len` bytes laid end to end.
+    pub(crate) fn reserve_run(&mut self, count: u64, len: u64) -> Result<Run> {
+        Ok(self.alloc.allocate_run(count, len)?)
+    }
+
+    pub(crate) fn slot(&self, id: ObjectId) -> Result<Slot> {
+        self.table.get(id.0 as usize).copied().flatten().ok_or(Error::NotFound(id))
+    }
+
+    /// Records `entry` as object `id`, born in the pending generation if `fresh`.
+    pub(crate) fn put(&mut self, id: ObjectId, entry: Entry, born: u64) {
+        let cell = &mut self.table[id.0 as usize];
+        if cell.is_none() {
+            self.object_count += 1;
+        }
+        *cell = Some(Slot { entry, born });
+        self.dirty_pages.insert(format::page_of(id).0);
+        self.dirty = true;
+    }
+
+    /// Gives back an extent no longer needed: at once if no commit references it, else after
+    /// the next commit.
+    pub(crate) fn release(&mut self, extent: Extent, born: u64) -> Result<()> {
+        if extent.len == 0 {
+            return Ok(());
+        }
+        if born == self.pending_generation() {
+            self.alloc.free(extent).map_err(|e| Error::Corrupt(format!("releasing space: {e}")))?;
+        } else {
+            self.pending_free.push(extent);
+        }
+        Ok(())
+    }
+
+    /// Removes object `id` from the table; its id is reused after the next commit.
+    pub(crate) fn remove(&mut self, id: ObjectId) -> Result<Slot> {
+        let slot = self.slot(id)?;
+        self.table[id.0 as usize] = None;
+        self.object_count -= 1;
+        self.dirty_pages.insert(format::page_of(id).0);
+        self.dirty = true;
+        if id.0 != 0 {
+            self.pending_free_ids.push(id.0);
+        }
+        Ok(slot)
+    }
+}
+
+/// A commit read from disk, before it becomes a store.
+struct Loaded<A> {
+    header: Header,
+    slot: usize,
+    table: Vec<Option<Slot>>,
+    object_count: u64,
+    pages: Vec<Option<PageRef>>,
+    alloc: A,
+}
+
+impl<A: SpaceAllocator> Loaded<A> {
+    fn into_store<B: FileBackend>(self, backend: B) -> Store<A, B> {
+        let free_ids =
+            (1..self.table.len() as u64).filter(|&id| self.table[id as usize].is_none()).collect();
+        Store {
+            backend,
+            alloc: self.alloc,
+            table: self.table,
+            object_count: self.object_count,
+            free_ids,
+            pending_free_ids: Vec::new(),
+            pending_free: Vec::new(),
+            dirty_pages: BTreeSet::new(),
+            pages: self.pages,
+            header: self.header,
+            active_slot: self.slot,
+            dirty: false,
+            failed: None,
+        }
+    }
+}
