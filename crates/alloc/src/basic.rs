@@ -129,6 +129,21 @@ impl BasicAllocator {
         self.free.sorted()
     }
 
+    /// Allocates exactly `extent`, which must begin a free extent (one of
+    /// [`free_extents`](Self::free_extents), or what is left of one after an earlier
+    /// `allocate_at` at its start) and fit inside it. For compaction, which picks where
+    /// objects go; O(1).
+    pub fn allocate_at(&mut self, extent: Extent) -> Result<()> {
+        match self.free.starting_at(extent.offset) {
+            Some(hole_len) if extent.len > 0 && extent.len <= hole_len => {
+                self.free.carve_at(extent.offset, extent.len);
+                self.add_live(extent.offset, extent.len);
+                Ok(())
+            }
+            _ => Err(Error::InvalidExtent { extent, reason: "it does not begin a free extent that holds it" }),
+        }
+    }
+
     /// Whether `extent` is live exactly as given.
     pub fn is_live(&self, extent: Extent) -> bool {
         self.live.get(&extent.offset) == Some(&extent.len)

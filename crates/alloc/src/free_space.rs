@@ -193,13 +193,21 @@ impl FreeSpace {
     /// Takes `len` bytes from the front of a hole that fits (see the module docs for the
     /// order), leaving the rest of the hole free; returns the start.
     pub(crate) fn carve(&mut self, len: u64) -> Option<u64> {
-        let (start, hole_len) = self.find_fit(len)?;
-        if hole_len == len {
-            self.remove(start);
-        } else {
-            self.replace(start, start + len, hole_len - len);
-        }
+        let (start, _) = self.find_fit(len)?;
+        self.carve_at(start, len);
         Some(start)
+    }
+
+    /// Takes `len` bytes from the front of the hole starting at `start` (the caller checked it
+    /// exists and holds them).
+    pub(crate) fn carve_at(&mut self, start: u64, len: u64) {
+        match self.starting_at(start) {
+            Some(hole_len) if hole_len == len => {
+                self.remove(start);
+            }
+            Some(hole_len) => self.replace(start, start + len, hole_len - len),
+            None => {}
+        }
     }
 
     /// A hole of at least `len` bytes, as `(start, hole length)`.

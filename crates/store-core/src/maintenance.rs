@@ -4,7 +4,7 @@ use bob_alloc::Extent;
 use bob_io_helpers::{FileBackend, checksum};
 
 use crate::format::{
-    self, ENTRIES_PER_PAGE, HEADER_REGION, Header, PAGE_BYTES, SLOT_BYTES, SLOT_OFFSETS,
+    self, ENTRIES_PER_PAGE, Entry, Header, PAGE_BYTES, SLOT_BYTES, SLOT_OFFSETS,
 };
 use crate::space::SpaceAllocator;
 use crate::store::Store;
@@ -150,11 +150,13 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
                 expected.len()
             ));
         }
-        if self.alloc.file_end() > report.file_len.max(HEADER_REGION) {
+        // The allocator's end may pass the file's (a block's unwritten slots), but nothing the
+        // store references may.
+        let referenced = expected.iter().filter(|e| !self.pending_free.contains(e));
+        if let Some(outside) = referenced.filter(|e| e.end() > report.file_len).max() {
             report.problems.push(format!(
-                "space is allocated up to {} but the file is {} bytes",
-                self.alloc.file_end(),
-                report.file_len
+                "an extent at {} ({} bytes) ends past the file's {} bytes",
+                outside.offset, outside.len, report.file_len
             ));
         }
     }
@@ -167,63 +169,82 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             CompactReport { file_len_before: self.backend.len()?, ..Default::default() };
         for _ in 0..MAX_COMPACT_PASSES {
             let moved = self.guarded(|store| store.compact_pass())?;
-            // Commit even when nothing moved: the table and root move into holes too.
-            self.dirty = true;
-            self.commit_now()?;
             report.moved += moved;
             if moved == 0 {
                 break;
             }
+            self.commit_now()?;
         }
+        // Rewrite every table page (and the root) now that the space the objects left is
+        // free, so the metadata moves down too and the file can shrink past it.
+        self.dirty_pages.extend(0..self.pages.len() as u64);
+        self.dirty = true;
+        self.commit_now()?;
         report.file_len_after = self.backend.len()?;
         Ok(report)
     }
 
-    /// One pass: each object, from the end of the file backwards, moves if the allocator
-    /// offers space below it. The old space is freed by the next commit.
+    /// One pass: each object, from the end of the file backwards, moves to space below it:
+    /// the lowest free extent that holds it where the allocator can be told where to allocate
+    /// (first fit, O(objects × holes)), or wherever `allocate` puts it if that is lower. The
+    /// old space is freed by the next commit.
     fn compact_pass(&mut self) -> Result<u64> {
         let mut order: Vec<(u64, u64)> = self
             .table
             .iter()
             .enumerate()
-            .filter_map(|(id, s)| {
-                s.filter(|s| s.entry.extent.len > 0).map(|s| (s.entry.extent.offset, id as u64))
-            })
+            .filter_map(|(id, s)| s.filter(|s| s.entry.extent.len > 0).map(|s| (s.entry.extent.offset, id as u64)))
             .collect();
         order.sort_unstable_by(|a, b| b.cmp(a));
-        let pending = self.pending_generation();
+        let mut holes = self.alloc.claimable();
         let mut moved = 0;
         let mut buffer = Vec::new();
         for (offset, id) in order {
             let slot = self.slot(ObjectId(id))?;
-            let target = self.alloc.allocate(slot.entry.extent.len)?;
-            if target.offset >= offset {
-                self.alloc
-                    .free(target)
-                    .map_err(|e| Error::Corrupt(format!("undoing a move: {e}")))?;
-                continue;
+            let len = slot.entry.extent.len;
+            let Some(target) = self.place_lower(&mut holes, offset, len)? else { continue };
+            if let Err(e) = self.move_object(ObjectId(id), target, &mut buffer) {
+                self.alloc.free(target).map_err(|e| Error::Corrupt(format!("undoing a move: {e}")))?;
+                return Err(e);
             }
-            buffer.resize(slot.entry.len as usize, 0);
-            self.backend.read_at(&mut buffer, offset)?;
-            let computed = checksum(&buffer);
-            if computed != slot.entry.checksum {
-                self.alloc
-                    .free(target)
-                    .map_err(|e| Error::Corrupt(format!("undoing a move: {e}")))?;
-                return Err(Error::ChecksumMismatch {
-                    id: ObjectId(id),
-                    stored: slot.entry.checksum,
-                    computed,
-                });
-            }
-            self.backend.write_at(&buffer, target.offset)?;
-            let mut entry = slot.entry;
-            entry.extent = target;
-            self.put(ObjectId(id), entry, pending);
-            self.release(slot.entry.extent, slot.born)?;
             moved += 1;
         }
         Ok(moved)
+    }
+
+    /// Space for `len` bytes ending at or before `below`, if there is any.
+    fn place_lower(&mut self, holes: &mut [Extent], below: u64, len: u64) -> Result<Option<Extent>> {
+        if !holes.is_empty() {
+            let fit = holes.iter_mut().take_while(|h| h.offset + len <= below).find(|h| h.len >= len);
+            let Some(hole) = fit else { return Ok(None) };
+            let target = Extent::new(hole.offset, len);
+            self.alloc.claim(target).map_err(|e| Error::Corrupt(format!("claiming a hole: {e}")))?;
+            hole.offset += len;
+            hole.len -= len;
+            return Ok(Some(target));
+        }
+        let target = self.alloc.allocate(len)?;
+        if target.offset + len <= below {
+            Ok(Some(target))
+        } else {
+            self.alloc.free(target).map_err(|e| Error::Corrupt(format!("undoing a move: {e}")))?;
+            Ok(None)
+        }
+    }
+
+    /// Copies object `id` (checking its checksum) into `target` and records the move.
+    fn move_object(&mut self, id: ObjectId, target: Extent, buffer: &mut Vec<u8>) -> Result<()> {
+        let slot = self.slot(id)?;
+        buffer.resize(slot.entry.len as usize, 0);
+        self.backend.read_at(buffer, slot.entry.extent.offset)?;
+        let computed = checksum(buffer);
+        if computed != slot.entry.checksum {
+            return Err(Error::ChecksumMismatch { id, stored: slot.entry.checksum, computed });
+        }
+        self.backend.write_at(buffer, target.offset)?;
+        let pending = self.pending_generation();
+        self.put(id, Entry { extent: target, ..slot.entry }, pending);
+        self.release(slot.entry.extent, slot.born)
     }
 
     /// Objects in the store.
@@ -261,3 +282,4 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         &self.backend
     }
 }
+

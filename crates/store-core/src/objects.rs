@@ -18,13 +18,14 @@ use crate::{
 /// Bytes moved per call when a writer fills or copies the rest of an object.
 const CHUNK_BYTES: usize = 64 * 1024;
 
+static ZERO_CHUNK: [u8; CHUNK_BYTES] = [0; CHUNK_BYTES];
+
 /// Adds `len` zero bytes to `sum`.
 fn hash_zeros(sum: &mut StreamingChecksum, len: u64) {
-    static ZEROS: [u8; CHUNK_BYTES] = [0; CHUNK_BYTES];
     let mut left = len;
     while left > 0 {
         let n = left.min(CHUNK_BYTES as u64) as usize;
-        sum.update(&ZEROS[..n]);
+        sum.update(&ZERO_CHUNK[..n]);
         left -= n as u64;
     }
 }
@@ -215,7 +216,18 @@ impl<A: SpaceAllocator, B: FileBackend> BatchStorer for Store<A, B> {
                     object_len: slot.entry.extent.len,
                 });
             }
+            // Pad each object to its allocated length (its own space), so objects laid end
+            // to end form one contiguous run: one positioned write.
+            let padding = (slot.entry.extent.len - data.len() as u64) as usize;
             sections.push(Section::new(slot.entry.extent.offset, data));
+            let mut pad_at = slot.entry.extent.offset + data.len() as u64;
+            let mut left = padding;
+            while left > 0 {
+                let n = left.min(CHUNK_BYTES);
+                sections.push(Section::new(pad_at, &ZERO_CHUNK[..n]));
+                pad_at += n as u64;
+                left -= n;
+            }
         }
         self.guarded(|store| {
             write_batched_sections(&store.backend, &sections)?;

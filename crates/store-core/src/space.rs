@@ -14,6 +14,18 @@ pub trait SpaceAllocator: RunAllocator + Send + Sized {
 
     /// An allocator whose live extents are exactly `extents`.
     fn rebuild(start: u64, limit: u64, extents: Vec<Extent>) -> bob_alloc::Result<Self>;
+
+    /// Free extents, ascending, from whose fronts [`claim`](Self::claim) can take space; empty
+    /// when the allocator cannot be told where to allocate (compaction then asks `allocate`
+    /// and keeps what lands lower).
+    fn claimable(&self) -> Vec<Extent> {
+        Vec::new()
+    }
+
+    /// Allocates exactly `extent`, the front of a claimable extent.
+    fn claim(&mut self, extent: Extent) -> bob_alloc::Result<()> {
+        Err(bob_alloc::Error::InvalidExtent { extent, reason: "this allocator cannot claim" })
+    }
 }
 
 impl SpaceAllocator for BasicAllocator {
@@ -25,6 +37,14 @@ impl SpaceAllocator for BasicAllocator {
 
     fn rebuild(start: u64, limit: u64, extents: Vec<Extent>) -> bob_alloc::Result<Self> {
         BasicAllocator::rebuild_from(start, limit, extents)
+    }
+
+    fn claimable(&self) -> Vec<Extent> {
+        self.free_extents()
+    }
+
+    fn claim(&mut self, extent: Extent) -> bob_alloc::Result<()> {
+        self.allocate_at(extent)
     }
 }
 

@@ -306,6 +306,12 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         writes.push((root.offset, root_bytes.clone()));
         let sections: Vec<Section<'_>> = writes.iter().map(|(o, b)| Section::new(*o, b)).collect();
         write_batched_sections(&self.backend, &sections)?;
+        // Space allocated but never written (a block's tail, an empty object from
+        // `allocate_run`) may lie past the file's end; open requires every referenced extent
+        // inside the file, so the file covers the allocator's end before the barrier.
+        if self.backend.len()? < self.alloc.file_end() {
+            self.backend.set_len(self.alloc.file_end())?;
+        }
         // 3. Barrier: every object and table byte of this generation is durable.
         self.backend.sync_data()?;
         // 4. The inactive header slot names the new state; barrier: the commit is durable.

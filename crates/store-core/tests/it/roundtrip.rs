@@ -1,0 +1,383 @@
+//! Round trips through close and reopen, and the behaviours the issue names.
+
+use std::io::Write;
+
+use bob_alloc::OmniBlockAllocator;
+use bob_io_helpers::testing::SimDisk;
+use bob_io_helpers::{FileBackend, OsFile};
+use bob_store_core::{
+    BaseStore, BatchStorer, Error, ObjectId, ObjectInfoStorer, ObjectWrite, PRIME_OBJECT_ID,
+    PrimeStorer, SpaceAllocator, Store, Storer,
+};
+
+use crate::{bytes, contents, options, put};
+
+type Multi<B = OsFile> = Store<OmniBlockAllocator, B>;
+
+const SIZES: [usize; 24] = [
+    0, 1, 2, 3, 5, 7, 8, 15, 16, 17, 31, 64, 100, 255, 256, 1000, 4095, 4096, 4097, 16 * 1024,
+    65_539, 200_000, 1 << 20, 4 << 20,
+];
+
+fn every_size_round_trips<A: SpaceAllocator>() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let mut store = Store::<A, OsFile>::create(&path, options()).unwrap();
+    let ids: Vec<(ObjectId, Vec<u8>)> = SIZES
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| {
+            let data = bytes(i as u64, len);
+            (put(&mut store, &data), data)
+        })
+        .collect();
+    for (id, data) in &ids {
+        assert_eq!(&store.read_bytes_from_obj(*id).unwrap(), data, "before commit");
+    }
+    store.close().unwrap();
+    let store = Store::<A, OsFile>::open(&path, options()).unwrap();
+    for (id, data) in &ids {
+        assert_eq!(&store.read_bytes_from_obj(*id).unwrap(), data, "len {}", data.len());
+        assert_eq!(store.object_info(*id).unwrap().len, data.len() as u64);
+    }
+    assert!(store.verify().unwrap().is_clean());
+}
+
+#[test]
+fn every_size_round_trips_through_close_and_reopen() {
+    every_size_round_trips::<bob_alloc::BasicAllocator>();
+    every_size_round_trips::<OmniBlockAllocator>();
+}
+
+fn four_sessions<A: SpaceAllocator>() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    Store::<A, OsFile>::create(&path, options()).unwrap().close().unwrap();
+    let mut expected = crate::Contents::new();
+    let mut deleted = Vec::new();
+    for session in 0..4u64 {
+        let mut store = Store::<A, OsFile>::open(&path, options()).unwrap();
+        assert_eq!(contents(&store).unwrap(), expected, "session {session} sees the earlier ones");
+        for id in &deleted {
+            assert!(matches!(store.read_bytes_from_obj(*id), Err(Error::NotFound(_))));
+        }
+        for i in 0..10 {
+            let data = bytes(session * 100 + i, (i as usize * 997) % 5000);
+            expected.insert(put(&mut store, &data), data);
+        }
+        let victims: Vec<ObjectId> = expected.keys().copied().step_by(3).take(3).collect();
+        for id in victims {
+            store.delete_obj(id).unwrap();
+            expected.remove(&id);
+            deleted.retain(|d| *d != id);
+            deleted.push(id);
+        }
+        store.close().unwrap();
+    }
+    let store = Store::<A, OsFile>::open(&path, options()).unwrap();
+    assert_eq!(contents(&store).unwrap(), expected);
+}
+
+#[test]
+fn four_sessions_each_verify_add_and_delete() {
+    four_sessions::<bob_alloc::BasicAllocator>();
+    four_sessions::<OmniBlockAllocator>();
+}
+
+#[test]
+fn in_place_update_five_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let mut store = BaseStore::create(&path, options()).unwrap();
+    let id = put(&mut store, &[0u8; 64]);
+    for round in 1..=5u8 {
+        store.write_bytes_to_obj(id, &[round; 40]).unwrap();
+        let mut expected = vec![round; 40];
+        expected.extend_from_slice(&[0u8; 24]);
+        assert_eq!(store.read_bytes_from_obj(id).unwrap(), expected);
+        if round % 2 == 0 {
+            store.commit().unwrap();
+        }
+    }
+    store.close().unwrap();
+    let store = BaseStore::open(&path, options()).unwrap();
+    let mut expected = vec![5u8; 40];
+    expected.extend_from_slice(&[0u8; 24]);
+    assert_eq!(store.read_bytes_from_obj(id).unwrap(), expected);
+    assert!(store.verify().unwrap().is_clean());
+}
+
+#[test]
+fn a_write_past_the_end_fails_and_writes_nothing() {
+    let mut store = BaseStore::create_with(SimDisk::new(), options()).unwrap();
+    let id = put(&mut store, b"abcdef");
+    let mut writer = store.write_to_obj(id).unwrap();
+    writer.write_all(b"XY").unwrap();
+    let err = writer.write(b"12345").unwrap_err();
+    assert!(matches!(Error::from_io(err), Error::WriteOutOfBounds { position: 2, len: 5, .. }));
+    writer.finish().unwrap();
+    assert_eq!(store.read_bytes_from_obj(id).unwrap(), b"XYcdef");
+    let empty = put(&mut store, b"");
+    assert!(store.write_bytes_to_obj(empty, b"x").is_err());
+    assert!(!store.is_failed(), "a refused write is not a failure");
+}
+
+fn size_after_cycles<A: SpaceAllocator>() -> (u64, u64) {
+    let mut store = Store::<A, SimDisk>::create_with(SimDisk::new(), options()).unwrap();
+    let mut sizes = Vec::new();
+    for cycle in 0..3u64 {
+        let ids: Vec<ObjectId> =
+            (0..200).map(|i| put(&mut store, &bytes(cycle * 1000 + i, 100 + (i as usize * 37) % 3000))).collect();
+        store.commit().unwrap();
+        sizes.push(store.file_len().unwrap());
+        for id in ids {
+            store.delete_obj(id).unwrap();
+        }
+        store.commit().unwrap();
+    }
+    (sizes[0], sizes[2])
+}
+
+#[test]
+fn space_is_reused_over_three_create_and_delete_all_cycles() {
+    for (first, last) in [size_after_cycles::<bob_alloc::BasicAllocator>(), size_after_cycles::<OmniBlockAllocator>()] {
+        assert!(last * 2 < first * 3, "first cycle {first} bytes, third {last}");
+    }
+}
+
+#[test]
+fn empty_open_close_cycles_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let mut store = BaseStore::create(&path, options()).unwrap();
+    for i in 0..5 {
+        put(&mut store, &bytes(i, 500));
+    }
+    store.close().unwrap();
+    let before = std::fs::metadata(&path).unwrap().len();
+    for _ in 0..20 {
+        let store = BaseStore::open(&path, options()).unwrap();
+        assert_eq!(store.object_count(), 5);
+        store.close().unwrap();
+    }
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), before);
+}
+
+#[test]
+fn deleting_a_middle_object_keeps_its_neighbours_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let mut store = BaseStore::create(&path, options()).unwrap();
+    let (a, b, c) = (bytes(1, 4096), bytes(2, 4096), bytes(3, 4096));
+    let (ia, ib, ic) = (put(&mut store, &a), put(&mut store, &b), put(&mut store, &c));
+    store.close().unwrap();
+    let mut store = BaseStore::open(&path, options()).unwrap();
+    store.delete_obj(ib).unwrap();
+    store.close().unwrap();
+    let mut store = BaseStore::open(&path, options()).unwrap();
+    for i in 0..4 {
+        put(&mut store, &bytes(10 + i, 4096));
+    }
+    assert_eq!(store.read_bytes_from_obj(ia).unwrap(), a);
+    assert_eq!(store.read_bytes_from_obj(ic).unwrap(), c);
+    store.close().unwrap();
+    let store = BaseStore::open(&path, options()).unwrap();
+    assert_eq!(store.read_bytes_from_obj(ia).unwrap(), a);
+    assert_eq!(store.read_bytes_from_obj(ic).unwrap(), c);
+    assert!(store.verify().unwrap().is_clean());
+}
+
+#[test]
+fn unknown_and_deleted_ids_are_not_found() {
+    let mut store = BaseStore::create_with(SimDisk::new(), options()).unwrap();
+    assert!(matches!(store.read_bytes_from_obj(ObjectId(42)), Err(Error::NotFound(ObjectId(42)))));
+    let id = put(&mut store, b"x");
+    store.delete_obj(id).unwrap();
+    assert!(matches!(store.read_bytes_from_obj(id), Err(Error::NotFound(_))));
+    assert!(matches!(store.delete_obj(id), Err(Error::NotFound(_))));
+    assert!(matches!(store.write_to_obj(id).map(|_| ()), Err(Error::NotFound(_))));
+    assert!(matches!(store.late_read_obj(id).map(|_| ()), Err(Error::NotFound(_))));
+}
+
+#[test]
+fn files_that_are_not_stores_are_refused() {
+    let empty = SimDisk::new();
+    assert!(matches!(BaseStore::open_with(empty, options()), Err(Error::NotAStore(_))));
+    let text = SimDisk::from_image(b"hello world, this is not a store".repeat(200));
+    assert!(matches!(BaseStore::open_with(text, options()), Err(Error::NotAStore(_))));
+    let disk = SimDisk::new();
+    BaseStore::create_with(disk.clone(), options()).unwrap().close().unwrap();
+    assert!(matches!(
+        Multi::<SimDisk>::open_with(disk.clone(), options()),
+        Err(Error::WrongKind { found: 1, expected: 2 })
+    ));
+    assert!(BaseStore::create_with(disk, options()).is_err(), "create refuses a non-empty file");
+}
+
+#[test]
+fn a_truncated_store_is_refused_or_opens_to_a_valid_state() {
+    let disk = SimDisk::new();
+    let mut store = BaseStore::create_with(disk.clone(), options()).unwrap();
+    let objects: Vec<_> = (0..6).map(|i| { let d = bytes(i, 3000); (put(&mut store, &d), d) }).collect();
+    store.close().unwrap();
+    let image = disk.live_image();
+    for cut in (0..image.len()).step_by(97).chain([image.len() - 1]) {
+        let truncated = SimDisk::from_image(image[..cut].to_vec());
+        if let Ok(store) = BaseStore::open_with(truncated, options()) {
+            for (id, data) in &objects {
+                if let Ok(read) = store.read_bytes_from_obj(*id) {
+                    assert_eq!(&read, data, "cut at {cut}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_prime_object_is_reserved_and_survives_reopen() {
+    let disk = SimDisk::new();
+    let mut store = BaseStore::create_with(disk.clone(), options()).unwrap();
+    let first = put(&mut store, b"first");
+    assert_ne!(first, PRIME_OBJECT_ID);
+    assert_eq!(store.prime_object(16).unwrap(), PRIME_OBJECT_ID);
+    assert_eq!(store.read_bytes_from_obj(PRIME_OBJECT_ID).unwrap(), vec![0; 16]);
+    store.write_bytes_to_obj(PRIME_OBJECT_ID, b"root=7").unwrap();
+    store.close().unwrap();
+    let mut store = BaseStore::open_with(disk, options()).unwrap();
+    assert_eq!(store.prime_object(99).unwrap(), PRIME_OBJECT_ID, "exists: size ignored");
+    assert_eq!(&store.read_bytes_from_obj(PRIME_OBJECT_ID).unwrap()[..6], b"root=7");
+}
+
+#[test]
+fn object_info_reports_logical_and_allocated_lengths() {
+    let mut base = BaseStore::create_with(SimDisk::new(), options()).unwrap();
+    let id = put(&mut base, &[1; 100]);
+    let info = base.object_info(id).unwrap();
+    assert_eq!((info.len, info.allocated_len), (100, 100));
+    let mut multi = Multi::<SimDisk>::create_with(SimDisk::new(), options()).unwrap();
+    let id = put(&mut multi, &[1; 100]);
+    let info = multi.object_info(id).unwrap();
+    assert_eq!((info.len, info.allocated_len), (100, 112));
+}
+
+fn batched<A: SpaceAllocator>() {
+    let disk = SimDisk::new();
+    let mut store = Store::<A, SimDisk>::create_with(disk.clone(), options()).unwrap();
+    let ids = store.allocate_run(50, 64).unwrap();
+    assert_eq!(ids.len(), 50);
+    let data: Vec<Vec<u8>> = (0..50).map(|i| bytes(i, 60)).collect();
+    let batch: Vec<(ObjectId, &[u8])> = ids.iter().copied().zip(data.iter().map(Vec::as_slice)).collect();
+    let writes_before = disk.op_counts().writes;
+    store.write_batched_objs(&batch).unwrap();
+    assert_eq!(disk.op_counts().writes - writes_before, 1, "one positioned write for the run");
+    store.close().unwrap();
+    let store = Store::<A, SimDisk>::open_with(disk, options()).unwrap();
+    for (id, d) in ids.iter().zip(&data) {
+        assert_eq!(&store.read_bytes_from_obj(*id).unwrap(), d);
+    }
+}
+
+#[test]
+fn allocate_run_and_one_batched_write_work_on_both_stores() {
+    batched::<bob_alloc::BasicAllocator>();
+    batched::<OmniBlockAllocator>();
+}
+
+#[test]
+fn batched_writes_refuse_committed_objects_and_duplicates() {
+    let mut store = BaseStore::create_with(SimDisk::new(), options()).unwrap();
+    let ids = store.allocate_run(2, 8).unwrap();
+    assert!(store.write_batched_objs(&[(ids[0], b"a"), (ids[0], b"b")]).is_err());
+    assert!(store.write_batched_objs(&[(ids[0], b"123456789")]).is_err(), "past the slot");
+    store.commit().unwrap();
+    assert!(store.write_batched_objs(&[(ids[1], b"a")]).is_err());
+}
+
+/// `expect_halving`: whether the file must shrink by half. A basic store compacts into the
+/// lowest holes; a size-classed store moves objects into lower slots, but its file shrinks
+/// only as far as its last block (often the table pages' block) allows.
+fn compaction<A: SpaceAllocator>(expect_halving: bool) {
+    let disk = SimDisk::new();
+    let mut store = Store::<A, SimDisk>::create_with(disk.clone(), options()).unwrap();
+    let ids: Vec<ObjectId> = (0..300).map(|i| put(&mut store, &bytes(i, 1000 + i as usize % 7))).collect();
+    store.commit().unwrap();
+    let mut kept = crate::Contents::new();
+    for (i, id) in ids.iter().enumerate() {
+        if i % 4 == 0 {
+            kept.insert(*id, store.read_bytes_from_obj(*id).unwrap());
+        } else {
+            store.delete_obj(*id).unwrap();
+        }
+    }
+    store.commit().unwrap();
+    let report = store.compact().unwrap();
+    assert!(report.moved > 0);
+    assert!(report.file_len_after <= report.file_len_before, "{report:?}");
+    if expect_halving {
+        assert!(report.file_len_after * 2 < report.file_len_before, "{report:?}");
+    }
+    assert_eq!(contents(&store).unwrap(), kept, "ids and bytes unchanged");
+    let verify = store.verify().unwrap();
+    assert!(verify.is_clean(), "{:?}", verify.problems);
+    drop(store);
+    let store = Store::<A, SimDisk>::open_with(disk, options()).unwrap();
+    assert_eq!(contents(&store).unwrap(), kept);
+}
+
+#[test]
+fn compaction_moves_objects_down_and_shrinks_the_file() {
+    compaction::<bob_alloc::BasicAllocator>(true);
+    compaction::<OmniBlockAllocator>(false);
+}
+
+#[test]
+fn a_streaming_read_reports_corruption_by_its_final_read() {
+    use std::io::Read;
+    let disk = SimDisk::new();
+    let mut store = BaseStore::create_with(disk.clone(), options()).unwrap();
+    let id = put(&mut store, &bytes(5, 10_000));
+    store.close().unwrap();
+    let mut image = disk.live_image();
+    // The object is the only data past the header region and the table; find it and flip it.
+    let at = image.windows(16).position(|w| w == &bytes(5, 10_000)[..16]).unwrap();
+    image[at + 5000] ^= 1;
+    let store = BaseStore::open_with(SimDisk::from_image(image), options()).unwrap();
+    let mut reader = store.late_read_obj(id).unwrap();
+    let mut buf = vec![0u8; 4096];
+    assert_eq!(reader.read(&mut buf).unwrap(), 4096);
+    assert_eq!(reader.read(&mut buf).unwrap(), 4096);
+    let err = reader.read(&mut buf).unwrap_err();
+    assert!(matches!(Error::from_io(err), Error::ChecksumMismatch { .. }));
+    assert!(matches!(store.read_bytes_from_obj(id), Err(Error::ChecksumMismatch { .. })));
+    assert!(!store.verify().unwrap().is_clean());
+}
+
+#[test]
+fn a_dropped_writer_finishes_its_object() {
+    let mut store = BaseStore::create_with(SimDisk::new(), options()).unwrap();
+    let (id, mut writer) = store.late_write_new_obj(10).unwrap();
+    writer.write_all(b"abc").unwrap();
+    drop(writer);
+    assert_eq!(store.read_bytes_from_obj(id).unwrap(), b"abc\0\0\0\0\0\0\0");
+    let new = store.new_obj(5).unwrap();
+    assert_eq!(store.read_bytes_from_obj(new).unwrap(), vec![0; 5]);
+}
+
+#[test]
+fn ids_freed_by_a_commit_are_reused_after_it() {
+    let mut store = BaseStore::create_with(SimDisk::new(), options()).unwrap();
+    let a = put(&mut store, b"a");
+    let _b = put(&mut store, b"b");
+    store.delete_obj(a).unwrap();
+    let c = put(&mut store, b"c");
+    assert_ne!(c, a, "not reused before the delete is committed");
+    store.commit().unwrap();
+    assert_eq!(put(&mut store, b"d"), a);
+}
+
+#[test]
+fn the_backend_is_a_file_backend() {
+    fn takes_backend<B: FileBackend>(_: &B) {}
+    let store = BaseStore::create_with(SimDisk::new(), options()).unwrap();
+    takes_backend(store.backend());
+}
