@@ -140,7 +140,10 @@ impl BasicAllocator {
                 self.add_live(extent.offset, extent.len);
                 Ok(())
             }
-            _ => Err(Error::InvalidExtent { extent, reason: "it does not begin a free extent that holds it" }),
+            _ => Err(Error::InvalidExtent {
+                extent,
+                reason: "it does not begin a free extent that holds it",
+            }),
         }
     }
 

@@ -3,9 +3,7 @@
 use bob_alloc::Extent;
 use bob_io_helpers::{FileBackend, checksum};
 
-use crate::format::{
-    self, ENTRIES_PER_PAGE, Entry, Header, PAGE_BYTES, SLOT_BYTES, SLOT_OFFSETS,
-};
+use crate::format::{self, ENTRIES_PER_PAGE, Entry, Header, PAGE_BYTES, SLOT_BYTES, SLOT_OFFSETS};
 use crate::space::SpaceAllocator;
 use crate::store::Store;
 use crate::{Error, ObjectId, Result};
@@ -150,10 +148,14 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
                 expected.len()
             ));
         }
-        // The allocator's end may pass the file's (a block's unwritten slots), but nothing the
-        // store references may.
-        let referenced = expected.iter().filter(|e| !self.pending_free.contains(e));
-        if let Some(outside) = referenced.filter(|e| e.end() > report.file_len).max() {
+        // The allocator's end may pass the file's (a block's unwritten slots, which the next
+        // commit covers), but no object's bytes and no committed table page or root may.
+        let object_data =
+            self.table.iter().flatten().map(|s| Extent::new(s.entry.extent.offset, s.entry.len));
+        let metadata =
+            self.pages.iter().flatten().map(|p| Extent::new(p.offset, PAGE_BYTES as u64));
+        let mut referenced = object_data.chain(metadata).chain(std::iter::once(self.header.root));
+        if let Some(outside) = referenced.find(|e| e.end() > report.file_len) {
             report.problems.push(format!(
                 "an extent at {} ({} bytes) ends past the file's {} bytes",
                 outside.offset, outside.len, report.file_len
@@ -164,6 +166,15 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// Moves live objects into holes nearer the start of the file and shrinks it; ids do
     /// not change. Commits first and after each pass (so everything it moved is durable).
     pub fn compact(&mut self) -> Result<CompactReport> {
+        self.check_writable()?;
+        let result = self.compact_inner();
+        if let Err(e @ (Error::Io(_) | Error::Helpers(_))) = &result {
+            self.failed.get_or_insert_with(|| e.to_string());
+        }
+        result
+    }
+
+    fn compact_inner(&mut self) -> Result<CompactReport> {
         self.commit_now()?;
         let mut report =
             CompactReport { file_len_before: self.backend.len()?, ..Default::default() };
@@ -193,7 +204,9 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             .table
             .iter()
             .enumerate()
-            .filter_map(|(id, s)| s.filter(|s| s.entry.extent.len > 0).map(|s| (s.entry.extent.offset, id as u64)))
+            .filter_map(|(id, s)| {
+                s.filter(|s| s.entry.extent.len > 0).map(|s| (s.entry.extent.offset, id as u64))
+            })
             .collect();
         order.sort_unstable_by(|a, b| b.cmp(a));
         let mut holes = self.alloc.claimable();
@@ -204,7 +217,9 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             let len = slot.entry.extent.len;
             let Some(target) = self.place_lower(&mut holes, offset, len)? else { continue };
             if let Err(e) = self.move_object(ObjectId(id), target, &mut buffer) {
-                self.alloc.free(target).map_err(|e| Error::Corrupt(format!("undoing a move: {e}")))?;
+                self.alloc
+                    .free(target)
+                    .map_err(|e| Error::Corrupt(format!("undoing a move: {e}")))?;
                 return Err(e);
             }
             moved += 1;
@@ -213,12 +228,20 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     }
 
     /// Space for `len` bytes ending at or before `below`, if there is any.
-    fn place_lower(&mut self, holes: &mut [Extent], below: u64, len: u64) -> Result<Option<Extent>> {
+    fn place_lower(
+        &mut self,
+        holes: &mut [Extent],
+        below: u64,
+        len: u64,
+    ) -> Result<Option<Extent>> {
         if !holes.is_empty() {
-            let fit = holes.iter_mut().take_while(|h| h.offset + len <= below).find(|h| h.len >= len);
+            let fit =
+                holes.iter_mut().take_while(|h| h.offset + len <= below).find(|h| h.len >= len);
             let Some(hole) = fit else { return Ok(None) };
             let target = Extent::new(hole.offset, len);
-            self.alloc.claim(target).map_err(|e| Error::Corrupt(format!("claiming a hole: {e}")))?;
+            self.alloc
+                .claim(target)
+                .map_err(|e| Error::Corrupt(format!("claiming a hole: {e}")))?;
             hole.offset += len;
             hole.len -= len;
             return Ok(Some(target));
@@ -272,6 +295,13 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         Ok(self.backend.len()?)
     }
 
+    /// Why open skipped the newest commit and recovered the previous one, if it did (the
+    /// newest header slot was intact but what it names failed its checks; a torn header
+    /// write is not reported here, it simply never became a commit).
+    pub fn opened_from_fallback(&self) -> Option<&str> {
+        self.fallback.as_deref()
+    }
+
     /// Whether an earlier failure makes the store refuse writes until reopened.
     pub fn is_failed(&self) -> bool {
         self.failed.is_some()
@@ -282,4 +312,3 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         &self.backend
     }
 }
-

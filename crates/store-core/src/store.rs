@@ -64,6 +64,8 @@ pub struct Store<A: SpaceAllocator, B: FileBackend> {
     pub(crate) dirty: bool,
     /// Set by a failed write path: the store refuses writes until reopened.
     pub(crate) failed: Option<String>,
+    /// Why open skipped the newest header slot, if it did.
+    pub(crate) fallback: Option<String>,
 }
 
 impl<A: SpaceAllocator> Store<A, OsFile> {
@@ -109,6 +111,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             active_slot: 1, // so the first commit writes slot 0
             dirty: true,
             failed: None,
+            fallback: None,
         };
         store.commit_now()?;
         Ok(store)
@@ -145,7 +148,11 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
                 return Err(Error::WrongKind { found: header.kind, expected: A::KIND });
             }
             match Self::load(&backend, header, slot, file_len, options) {
-                Ok(state) => return Ok(state.into_store(backend)),
+                Ok(state) => {
+                    let mut store = state.into_store(backend);
+                    store.fallback = first_error.map(|e: Error| e.to_string());
+                    return Ok(store);
+                }
                 Err(e @ (Error::Corrupt(_) | Error::Alloc(_))) => {
                     first_error.get_or_insert(e);
                 }
@@ -444,6 +451,7 @@ impl<A: SpaceAllocator> Loaded<A> {
             active_slot: self.slot,
             dirty: false,
             failed: None,
+            fallback: None,
         }
     }
 }

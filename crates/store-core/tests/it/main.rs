@@ -9,8 +9,8 @@ mod roundtrip;
 
 use std::collections::BTreeMap;
 
-use bob_store_core::{ObjectId, Result, SpaceAllocator, Store, StoreOptions, Storer};
 use bob_io_helpers::FileBackend;
+use bob_store_core::{ObjectId, Result, SpaceAllocator, Store, StoreOptions, Storer};
 
 /// Every object's bytes, by id.
 pub(crate) type Contents = BTreeMap<ObjectId, Vec<u8>>;

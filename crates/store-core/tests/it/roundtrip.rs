@@ -15,8 +15,30 @@ use crate::{bytes, contents, options, put};
 type Multi<B = OsFile> = Store<OmniBlockAllocator, B>;
 
 const SIZES: [usize; 24] = [
-    0, 1, 2, 3, 5, 7, 8, 15, 16, 17, 31, 64, 100, 255, 256, 1000, 4095, 4096, 4097, 16 * 1024,
-    65_539, 200_000, 1 << 20, 4 << 20,
+    0,
+    1,
+    2,
+    3,
+    5,
+    7,
+    8,
+    15,
+    16,
+    17,
+    31,
+    64,
+    100,
+    255,
+    256,
+    1000,
+    4095,
+    4096,
+    4097,
+    16 * 1024,
+    65_539,
+    200_000,
+    1 << 20,
+    4 << 20,
 ];
 
 fn every_size_round_trips<A: SpaceAllocator>() {
@@ -126,8 +148,9 @@ fn size_after_cycles<A: SpaceAllocator>() -> (u64, u64) {
     let mut store = Store::<A, SimDisk>::create_with(SimDisk::new(), options()).unwrap();
     let mut sizes = Vec::new();
     for cycle in 0..3u64 {
-        let ids: Vec<ObjectId> =
-            (0..200).map(|i| put(&mut store, &bytes(cycle * 1000 + i, 100 + (i as usize * 37) % 3000))).collect();
+        let ids: Vec<ObjectId> = (0..200)
+            .map(|i| put(&mut store, &bytes(cycle * 1000 + i, 100 + (i as usize * 37) % 3000)))
+            .collect();
         store.commit().unwrap();
         sizes.push(store.file_len().unwrap());
         for id in ids {
@@ -140,7 +163,10 @@ fn size_after_cycles<A: SpaceAllocator>() -> (u64, u64) {
 
 #[test]
 fn space_is_reused_over_three_create_and_delete_all_cycles() {
-    for (first, last) in [size_after_cycles::<bob_alloc::BasicAllocator>(), size_after_cycles::<OmniBlockAllocator>()] {
+    for (first, last) in [
+        size_after_cycles::<bob_alloc::BasicAllocator>(),
+        size_after_cycles::<OmniBlockAllocator>(),
+    ] {
         assert!(last * 2 < first * 3, "first cycle {first} bytes, third {last}");
     }
 }
@@ -218,7 +244,12 @@ fn files_that_are_not_stores_are_refused() {
 fn a_truncated_store_is_refused_or_opens_to_a_valid_state() {
     let disk = SimDisk::new();
     let mut store = BaseStore::create_with(disk.clone(), options()).unwrap();
-    let objects: Vec<_> = (0..6).map(|i| { let d = bytes(i, 3000); (put(&mut store, &d), d) }).collect();
+    let objects: Vec<_> = (0..6)
+        .map(|i| {
+            let d = bytes(i, 3000);
+            (put(&mut store, &d), d)
+        })
+        .collect();
     store.close().unwrap();
     let image = disk.live_image();
     for cut in (0..image.len()).step_by(97).chain([image.len() - 1]) {
@@ -266,7 +297,8 @@ fn batched<A: SpaceAllocator>() {
     let ids = store.allocate_run(50, 64).unwrap();
     assert_eq!(ids.len(), 50);
     let data: Vec<Vec<u8>> = (0..50).map(|i| bytes(i, 60)).collect();
-    let batch: Vec<(ObjectId, &[u8])> = ids.iter().copied().zip(data.iter().map(Vec::as_slice)).collect();
+    let batch: Vec<(ObjectId, &[u8])> =
+        ids.iter().copied().zip(data.iter().map(Vec::as_slice)).collect();
     let writes_before = disk.op_counts().writes;
     store.write_batched_objs(&batch).unwrap();
     assert_eq!(disk.op_counts().writes - writes_before, 1, "one positioned write for the run");
@@ -299,7 +331,8 @@ fn batched_writes_refuse_committed_objects_and_duplicates() {
 fn compaction<A: SpaceAllocator>(expect_halving: bool) {
     let disk = SimDisk::new();
     let mut store = Store::<A, SimDisk>::create_with(disk.clone(), options()).unwrap();
-    let ids: Vec<ObjectId> = (0..300).map(|i| put(&mut store, &bytes(i, 1000 + i as usize % 7))).collect();
+    let ids: Vec<ObjectId> =
+        (0..300).map(|i| put(&mut store, &bytes(i, 1000 + i as usize % 7))).collect();
     store.commit().unwrap();
     let mut kept = crate::Contents::new();
     for (i, id) in ids.iter().enumerate() {
