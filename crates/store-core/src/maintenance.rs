@@ -54,8 +54,14 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         self.verify_metadata(&mut report)?;
         for (id, slot) in self.table.iter().enumerate() {
             let Some(slot) = slot else { continue };
-            let mut bytes = vec![0u8; slot.entry.len as usize];
-            self.backend.read_at(&mut bytes, slot.entry.extent.offset)?;
+            let bytes = match self.staged_at(slot.entry.extent.offset) {
+                Some(staged) => staged.to_vec(),
+                None => {
+                    let mut bytes = vec![0u8; slot.entry.len as usize];
+                    self.backend.read_at(&mut bytes, slot.entry.extent.offset)?;
+                    bytes
+                }
+            };
             report.objects += 1;
             report.object_bytes += slot.entry.len;
             let computed = checksum(&bytes);
@@ -150,8 +156,12 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         }
         // The allocator's end may pass the file's (a block's unwritten slots, which the next
         // commit covers), but no object's bytes and no committed table page or root may.
-        let object_data =
-            self.table.iter().flatten().map(|s| Extent::new(s.entry.extent.offset, s.entry.len));
+        let object_data = self
+            .table
+            .iter()
+            .flatten()
+            .filter(|s| self.staged_at(s.entry.extent.offset).is_none())
+            .map(|s| Extent::new(s.entry.extent.offset, s.entry.len));
         let metadata =
             self.pages.iter().flatten().map(|p| Extent::new(p.offset, PAGE_BYTES as u64));
         let mut referenced = object_data.chain(metadata).chain(std::iter::once(self.header.root));

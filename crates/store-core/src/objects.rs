@@ -76,6 +76,7 @@ impl<A: SpaceAllocator, B: FileBackend> Storer for Store<A, B> {
     fn delete_obj(&mut self, id: ObjectId) -> Result<()> {
         self.guarded(|store| {
             let slot = store.remove(id)?;
+            store.unstage(slot.entry.extent.offset);
             store.release(slot.entry.extent, slot.born)
         })
     }
@@ -84,6 +85,7 @@ impl<A: SpaceAllocator, B: FileBackend> Storer for Store<A, B> {
         let slot = self.slot(id)?;
         Ok(ObjectReader {
             backend: &self.backend,
+            staged: self.staged_at(slot.entry.extent.offset),
             id,
             entry: slot.entry,
             position: 0,
@@ -108,6 +110,7 @@ impl<A: SpaceAllocator, B: FileBackend> Storer for Store<A, B> {
         self.check_writable()?;
         let old = self.slot(id)?;
         let in_place = old.born == self.pending_generation();
+        self.guarded(|store| store.flush_one(old.entry.extent.offset))?;
         let target = if in_place {
             old.entry.extent
         } else {
@@ -128,8 +131,14 @@ impl<A: SpaceAllocator, B: FileBackend> Storer for Store<A, B> {
     /// Reads the whole object with one positioned read and checks its checksum.
     fn read_bytes_from_obj(&self, id: ObjectId) -> Result<Vec<u8>> {
         let entry = self.slot(id)?.entry;
-        let mut bytes = vec![0u8; entry.len as usize];
-        self.backend.read_at(&mut bytes, entry.extent.offset)?;
+        let bytes = match self.staged_at(entry.extent.offset) {
+            Some(staged) => staged.to_vec(),
+            None => {
+                let mut bytes = vec![0u8; entry.len as usize];
+                self.backend.read_at(&mut bytes, entry.extent.offset)?;
+                bytes
+            }
+        };
         let computed = checksum(&bytes);
         if computed != entry.checksum {
             return Err(Error::ChecksumMismatch { id, stored: entry.checksum, computed });
@@ -141,7 +150,7 @@ impl<A: SpaceAllocator, B: FileBackend> Storer for Store<A, B> {
     fn write_new_obj_from_bytes(&mut self, bytes: &[u8]) -> Result<ObjectId> {
         self.guarded(|store| {
             let (id, extent) = store.reserve_new(bytes.len() as u64)?;
-            store.backend.write_at(bytes, extent.offset)?;
+            store.stage_or_write(extent.offset, bytes)?;
             let born = store.pending_generation();
             let entry = Entry { extent, len: bytes.len() as u64, checksum: checksum(bytes) };
             store.put(id, entry, born);
@@ -230,6 +239,10 @@ impl<A: SpaceAllocator, B: FileBackend> BatchStorer for Store<A, B> {
             }
         }
         self.guarded(|store| {
+            for &(id, _) in objects {
+                let offset = store.slot(id)?.entry.extent.offset;
+                store.unstage(offset); // the batch replaces what was buffered
+            }
             write_batched_sections(&store.backend, &sections)?;
             for &(id, data) in objects {
                 let extent = store.slot(id)?.entry.extent;
@@ -247,6 +260,8 @@ impl<A: SpaceAllocator, B: FileBackend> BatchStorer for Store<A, B> {
 #[derive(Debug)]
 pub struct ObjectReader<'a, B> {
     backend: &'a B,
+    /// The object's bytes when they are still in the write buffer.
+    staged: Option<&'a [u8]>,
     id: ObjectId,
     entry: Entry,
     position: u64,
@@ -290,7 +305,15 @@ impl<B: FileBackend> Read for ObjectReader<'_, B> {
         if n == 0 {
             return Ok(0);
         }
-        self.backend.read_at(&mut buf[..n], self.entry.extent.offset + self.position)?;
+        match self.staged {
+            Some(staged) => {
+                let start = self.position as usize;
+                buf[..n].copy_from_slice(&staged[start..start + n]);
+            }
+            None => {
+                self.backend.read_at(&mut buf[..n], self.entry.extent.offset + self.position)?
+            }
+        }
         self.sum.update(&buf[..n]);
         self.position += n as u64;
         if self.position == self.entry.len {

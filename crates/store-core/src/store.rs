@@ -1,7 +1,7 @@
 //! `Store<A, B>`: the object store over allocator `A` and backend `B`: its state, creation,
 //! opening, and the commit protocol (`docs/format.md`, "Object store").
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use bob_alloc::{Extent, Run};
@@ -14,16 +14,24 @@ use crate::format::{
 use crate::space::SpaceAllocator;
 use crate::{Error, ObjectId, Result};
 
+/// Objects larger than this are never staged in the write buffer.
+pub(crate) const MAX_STAGED_OBJECT: usize = 64 * 1024;
+
 /// Options for creating or opening a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreOptions {
     /// The largest the file may grow, in bytes; allocations past it fail with `OutOfSpace`.
     pub max_file_bytes: u64,
+    /// Bytes of new objects (each at most 64 KiB) `write_new_obj_from_bytes` may hold in
+    /// memory until the next commit, or until the buffer fills, when they are written with as
+    /// few positioned writes as their layout allows. 0 writes every object at once. Buffered
+    /// objects are read from memory; like any uncommitted write, they are lost in a crash.
+    pub write_buffer_bytes: usize,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { max_file_bytes: bob_alloc::DEFAULT_LIMIT }
+        Self { max_file_bytes: bob_alloc::DEFAULT_LIMIT, write_buffer_bytes: 4 << 20 }
     }
 }
 
@@ -66,6 +74,11 @@ pub struct Store<A: SpaceAllocator, B: FileBackend> {
     pub(crate) failed: Option<String>,
     /// Why open skipped the newest header slot, if it did.
     pub(crate) fallback: Option<String>,
+    /// New objects' bytes not yet written, by offset (all in extents born in the pending
+    /// generation).
+    pub(crate) staged: BTreeMap<u64, Vec<u8>>,
+    pub(crate) staged_bytes: usize,
+    pub(crate) write_buffer_bytes: usize,
 }
 
 impl<A: SpaceAllocator> Store<A, OsFile> {
@@ -112,6 +125,9 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             dirty: true,
             failed: None,
             fallback: None,
+            staged: BTreeMap::new(),
+            staged_bytes: 0,
+            write_buffer_bytes: options.write_buffer_bytes,
         };
         store.commit_now()?;
         Ok(store)
@@ -149,7 +165,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             }
             match Self::load(&backend, header, slot, file_len, options) {
                 Ok(state) => {
-                    let mut store = state.into_store(backend);
+                    let mut store = state.into_store(backend, options);
                     store.fallback = first_error.map(|e: Error| e.to_string());
                     return Ok(store);
                 }
@@ -277,7 +293,8 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         let page_count = self.table.len().div_ceil(ENTRIES_PER_PAGE as usize);
         let highest_dirty = self.dirty_pages.last().map_or(0, |&p| p as usize + 1);
         self.pages.resize(page_count.max(self.pages.len()).max(highest_dirty), None);
-        // 1. Dirty table pages, copy-on-write, into fresh space.
+        // 1. Buffered objects, then dirty table pages, copy-on-write, into fresh space.
+        self.flush_staged()?;
         let mut writes: Vec<(u64, Vec<u8>)> = Vec::new();
         for &page in &self.dirty_pages {
             let first = (page * ENTRIES_PER_PAGE) as usize;
@@ -350,6 +367,57 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             self.backend.set_len(end)?;
         }
         Ok(())
+    }
+
+    /// Writes `bytes` at `offset` (a fresh extent), or keeps them in the write buffer.
+    pub(crate) fn stage_or_write(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if bytes.len() > MAX_STAGED_OBJECT || bytes.len() > self.write_buffer_bytes {
+            self.backend.write_at(bytes, offset)?;
+            return Ok(());
+        }
+        if self.staged_bytes + bytes.len() > self.write_buffer_bytes {
+            self.flush_staged()?;
+        }
+        self.staged_bytes += bytes.len();
+        self.staged.insert(offset, bytes.to_vec());
+        Ok(())
+    }
+
+    /// Writes every buffered object, coalescing neighbours into single writes.
+    pub(crate) fn flush_staged(&mut self) -> Result<()> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        let sections: Vec<Section<'_>> =
+            self.staged.iter().map(|(&offset, bytes)| Section::new(offset, bytes)).collect();
+        write_batched_sections(&self.backend, &sections)?;
+        self.staged.clear();
+        self.staged_bytes = 0;
+        Ok(())
+    }
+
+    /// Drops the buffered bytes of the object at `offset`, if any, returning them.
+    pub(crate) fn unstage(&mut self, offset: u64) -> Option<Vec<u8>> {
+        let bytes = self.staged.remove(&offset)?;
+        self.staged_bytes -= bytes.len();
+        Some(bytes)
+    }
+
+    /// Writes the buffered bytes of the object at `offset` now, if any (before its extent is
+    /// read from disk or rewritten in place).
+    pub(crate) fn flush_one(&mut self, offset: u64) -> Result<()> {
+        if let Some(bytes) = self.unstage(offset) {
+            self.backend.write_at(&bytes, offset)?;
+        }
+        Ok(())
+    }
+
+    /// The buffered bytes of the object at `offset`, if any.
+    pub(crate) fn staged_at(&self, offset: u64) -> Option<&[u8]> {
+        self.staged.get(&offset).map(Vec::as_slice)
     }
 
     /// A fresh id: the lowest one freed by an earlier commit, or the next new one.
@@ -434,7 +502,7 @@ struct Loaded<A> {
 }
 
 impl<A: SpaceAllocator> Loaded<A> {
-    fn into_store<B: FileBackend>(self, backend: B) -> Store<A, B> {
+    fn into_store<B: FileBackend>(self, backend: B, options: StoreOptions) -> Store<A, B> {
         let free_ids =
             (1..self.table.len() as u64).filter(|&id| self.table[id as usize].is_none()).collect();
         Store {
@@ -452,6 +520,9 @@ impl<A: SpaceAllocator> Loaded<A> {
             dirty: false,
             failed: None,
             fallback: None,
+            staged: BTreeMap::new(),
+            staged_bytes: 0,
+            write_buffer_bytes: options.write_buffer_bytes,
         }
     }
 }

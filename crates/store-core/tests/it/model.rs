@@ -3,10 +3,10 @@
 
 use bob_alloc::{BasicAllocator, OmniBlockAllocator};
 use bob_io_helpers::testing::{CrashMode, SimDisk};
-use bob_store_core::{BatchStorer, ObjectId, SpaceAllocator, Store, Storer};
+use bob_store_core::{BatchStorer, ObjectId, SpaceAllocator, Store, StoreOptions, Storer};
 use proptest::prelude::*;
 
-use crate::{Contents, bytes, contents, options};
+use crate::{Contents, bytes, contents};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -33,11 +33,17 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// No write buffer, one that fills after a few objects, and the default.
+fn write_buffer() -> impl Strategy<Value = usize> {
+    prop_oneof![Just(0usize), Just(5000), Just(4 << 20)]
+}
+
 fn nth(model: &Contents, index: usize) -> Option<ObjectId> {
     (!model.is_empty()).then(|| *model.keys().nth(index % model.len()).unwrap_or(&ObjectId(0)))
 }
 
-fn run<A: SpaceAllocator>(ops: Vec<Op>) -> Result<(), TestCaseError> {
+fn run<A: SpaceAllocator>(ops: Vec<Op>, write_buffer_bytes: usize) -> Result<(), TestCaseError> {
+    let options = || StoreOptions { write_buffer_bytes, ..crate::options() };
     let mut disk = SimDisk::new();
     let mut store = Store::<A, SimDisk>::create_with(disk.clone(), options()).unwrap();
     let mut current = Contents::new();
@@ -106,12 +112,12 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
-    fn base_store_matches_the_model_through_commits_reopens_and_crashes(ops in prop::collection::vec(op(), 1..60)) {
-        run::<BasicAllocator>(ops)?;
+    fn base_store_matches_the_model_through_commits_reopens_and_crashes(ops in prop::collection::vec(op(), 1..60), buffer in write_buffer()) {
+        run::<BasicAllocator>(ops, buffer)?;
     }
 
     #[test]
-    fn multi_store_matches_the_model_through_commits_reopens_and_crashes(ops in prop::collection::vec(op(), 1..60)) {
-        run::<OmniBlockAllocator>(ops)?;
+    fn multi_store_matches_the_model_through_commits_reopens_and_crashes(ops in prop::collection::vec(op(), 1..60), buffer in write_buffer()) {
+        run::<OmniBlockAllocator>(ops, buffer)?;
     }
 }
