@@ -59,6 +59,7 @@ impl BasicAllocator {
         let limit = limit.max(start);
         let extents = sorted_disjoint(extents.into_iter().collect(), start, limit)?;
         let mut allocator = Self::with_limit(start, limit);
+        allocator.live.reserve(extents.len());
         for extent in extents {
             if extent.offset > allocator.end {
                 allocator.free.insert(allocator.end, extent.offset - allocator.end);

@@ -64,7 +64,7 @@ impl BlockAllocator {
         let mut block = Self::new(base, slot_size, slot_count)?;
         for extent in extents {
             match block.slot_of(extent) {
-                Some(slot) if !block.is_used(slot) => block.mark_used(slot),
+                Some(slot) if !block.is_used(slot) => block.set_range(slot, 1, true),
                 Some(_) => {
                     return Err(Error::InvalidExtent { extent, reason: "it is given twice" });
                 }
@@ -207,10 +207,24 @@ impl BlockAllocator {
         Some(slot)
     }
 
-    /// Marks slot `index` live (for rebuilding; the slot must be free).
-    pub(crate) fn mark_used(&mut self, index: u64) {
-        debug_assert!(!self.is_used(index));
-        self.set_range(index, 1, true);
+    /// A block with exactly the slots `used` (distinct, below `slot_count`) live, built in
+    /// one pass over the bitmap.
+    pub(crate) fn with_used(
+        base: u64,
+        slot_size: u64,
+        slot_count: u64,
+        used: impl IntoIterator<Item = u64>,
+    ) -> Result<Self> {
+        let mut block = Self::new(base, slot_size, slot_count)?;
+        for slot in used {
+            debug_assert!(slot < slot_count && !block.is_used(slot));
+            block.used[(slot / 64) as usize] |= 1 << (slot % 64);
+            block.used_slots += 1;
+        }
+        for word in 0..block.used.len() {
+            block.update_summary(word);
+        }
+        Ok(block)
     }
 
     /// Frees `extent` if it is a live slot of this block.

@@ -308,53 +308,65 @@ pub(crate) fn rebuild_pools(
     let mut pools: Vec<BlockPool> = classes.iter().map(|&size| BlockPool::new(size)).collect();
     let largest_class = classes.last().copied().unwrap_or(0);
     let mut large = Vec::new();
-    // The group being built: class, first offset, live slot extents.
-    let mut group: Option<(usize, u64, Vec<Extent>)> = None;
-    for &extent in extents {
+    // The group being built: its class and the index of its first extent; its extents are
+    // `extents[first..i]`. Runs of one size are common, so the last class found is reused.
+    let mut group: Option<(usize, usize)> = None;
+    let mut last_class: Option<(u64, usize)> = None;
+    for (i, &extent) in extents.iter().enumerate() {
         if extent.len > largest_class {
-            close_group(group.take(), &mut pools)?;
+            close_group(group.take(), extents, i, &mut pools)?;
             large.push(extent);
             continue;
         }
-        let class = classes.partition_point(|&size| size < extent.len);
-        if classes.get(class) != Some(&extent.len) {
-            return Err(Error::InvalidExtent {
-                extent,
-                reason: "its length is no class's slot size",
-            });
-        }
-        let slot = extent.len;
-        let joins = match &group {
-            Some((c, first, live)) => {
-                let last_end = live.last().map_or(*first, Extent::end);
-                *c == class
-                    && (extent.offset - last_end) % slot == 0
-                    && (extent.end() - first) / slot <= pools[class].cap_slots()
+        let class = match last_class {
+            Some((len, class)) if len == extent.len => class,
+            _ => {
+                let class = classes.partition_point(|&size| size < extent.len);
+                if classes.get(class) != Some(&extent.len) {
+                    return Err(Error::InvalidExtent {
+                        extent,
+                        reason: "its length is no class's slot size",
+                    });
+                }
+                last_class = Some((extent.len, class));
+                class
             }
-            None => false,
         };
+        let slot = extent.len;
+        let joins = group.is_some_and(|(c, first)| {
+            let start = extents[first].offset;
+            c == class
+                && (extent.offset - extents[i - 1].end()) % slot == 0
+                && (extent.end() - start) / slot <= pools[class].cap_slots()
+        });
         if !joins {
-            close_group(group.take(), &mut pools)?;
-            group = Some((class, extent.offset, Vec::new()));
-        }
-        if let Some((_, _, live)) = &mut group {
-            live.push(extent);
+            close_group(group.take(), extents, i, &mut pools)?;
+            group = Some((class, i));
         }
     }
-    close_group(group.take(), &mut pools)?;
+    close_group(group.take(), extents, extents.len(), &mut pools)?;
     Ok((pools, large))
 }
 
-fn close_group(group: Option<(usize, u64, Vec<Extent>)>, pools: &mut [BlockPool]) -> Result<()> {
-    let Some((class, first, live)) = group else { return Ok(()) };
+/// Turns the group `extents[first..end]` (all slots of one class) into one block.
+fn close_group(
+    group: Option<(usize, usize)>,
+    extents: &[Extent],
+    end: usize,
+    pools: &mut [BlockPool],
+) -> Result<()> {
+    let Some((class, first)) = group else { return Ok(()) };
     let pool = &mut pools[class];
     let slot = pool.slot_size;
-    let end = live.last().map_or(first, Extent::end);
-    let mut block = BlockAllocator::new(first, slot, (end - first) / slot)?;
-    for extent in &live {
-        let index = (extent.offset - first) / slot;
-        block.mark_used(index);
-    }
+    let live = &extents[first..end];
+    let base = live[0].offset;
+    let block_end = live[live.len() - 1].end();
+    let block = BlockAllocator::with_used(
+        base,
+        slot,
+        (block_end - base) / slot,
+        live.iter().map(|e| (e.offset - base) / slot),
+    )?;
     // Groups close in offset order, so the block goes last.
     pool.bases.push(block.base());
     pool.total_slots += block.slot_count();

@@ -179,6 +179,19 @@ pub(crate) fn encode_page(index: u64, entries: &[Option<Entry>]) -> Vec<u8> {
 
 /// Decodes page `index`, checking every entry lies inside `file_len` past the header region.
 pub(crate) fn decode_page(index: u64, page: &[u8], file_len: u64) -> Result<Vec<Option<Entry>>> {
+    let mut entries = vec![None; ENTRIES_PER_PAGE as usize];
+    decode_page_with(index, page, file_len, |slot, entry| entries[slot] = Some(entry))?;
+    Ok(entries)
+}
+
+/// Decodes page `index`, calling `each(slot, entry)` for every present entry. On an error,
+/// some entries may already have been passed on.
+pub(crate) fn decode_page_with(
+    index: u64,
+    page: &[u8],
+    file_len: u64,
+    mut each: impl FnMut(usize, Entry),
+) -> Result<()> {
     let corrupt = |what: String| Error::Corrupt(format!("table page {index}: {what}"));
     if page.len() != PAGE_BYTES || page[P_MAGIC..P_VERSION] != PAGE_MAGIC {
         return Err(corrupt("bad magic or length".into()));
@@ -194,14 +207,12 @@ pub(crate) fn decode_page(index: u64, page: &[u8], file_len: u64) -> Result<Vec<
     if present[1] >> (ENTRIES_PER_PAGE - 64) != 0 {
         return Err(corrupt("presence bits past the last entry".into()));
     }
-    let mut entries = Vec::with_capacity(ENTRIES_PER_PAGE as usize);
     for slot in 0..ENTRIES_PER_PAGE as usize {
         let at = P_ENTRIES + slot * ENTRY_BYTES;
         if present[slot / 64] & (1 << (slot % 64)) == 0 {
             if page[at..at + ENTRY_BYTES].iter().any(|&b| b != 0) {
                 return Err(corrupt(format!("absent entry {slot} is not zero")));
             }
-            entries.push(None);
             continue;
         }
         let entry = Entry {
@@ -210,9 +221,9 @@ pub(crate) fn decode_page(index: u64, page: &[u8], file_len: u64) -> Result<Vec<
             checksum: get_u64(page, at + 24),
         };
         check_entry(&entry, file_len).map_err(|why| corrupt(format!("entry {slot}: {why}")))?;
-        entries.push(Some(entry));
+        each(slot, entry);
     }
-    Ok(entries)
+    Ok(())
 }
 
 fn check_entry(entry: &Entry, file_len: u64) -> std::result::Result<(), String> {

@@ -414,3 +414,23 @@ fn the_backend_is_a_file_backend() {
     let store = BaseStore::create_with(SimDisk::new(), options()).unwrap();
     takes_backend(store.backend());
 }
+
+#[test]
+fn a_commit_costs_two_syncs_and_an_empty_one_none() {
+    let disk = SimDisk::new();
+    let mut store = BaseStore::create_with(disk.clone(), options()).unwrap();
+    for round in 0..5u64 {
+        for i in 0..100 {
+            put(&mut store, &bytes(round * 1000 + i, 300));
+        }
+        let before = disk.op_counts();
+        store.commit().unwrap();
+        let after = disk.op_counts();
+        assert_eq!(after.syncs - before.syncs, 2, "round {round}");
+        // The 100 buffered objects, the table page and the root go out together.
+        assert!(after.writes - before.writes <= 3, "{} writes", after.writes - before.writes);
+    }
+    let before = disk.op_counts();
+    store.commit().unwrap();
+    assert_eq!(disk.op_counts(), before, "nothing changed: nothing written, nothing synced");
+}
