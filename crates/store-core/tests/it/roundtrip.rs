@@ -427,8 +427,9 @@ fn a_commit_costs_two_syncs_and_an_empty_one_none() {
         store.commit().unwrap();
         let after = disk.op_counts();
         assert_eq!(after.syncs - before.syncs, 2, "round {round}");
-        // The 100 buffered objects, the table page and the root go out together.
-        assert!(after.writes - before.writes <= 3, "{} writes", after.writes - before.writes);
+        // The 100 buffered objects go out in a few coalesced writes (holes left by the last
+        // commit's table split them into runs), then the page, the root and the header.
+        assert!(after.writes - before.writes <= 8, "{} writes", after.writes - before.writes);
     }
     let before = disk.op_counts();
     store.commit().unwrap();
