@@ -138,10 +138,17 @@ fn bench_read_random(c: &mut Criterion) {
             raw.read_exact_at(&mut buf, (page * OBJECT_BYTES) as u64).expect("pread");
         })
     });
-    group.bench_function(BenchmarkId::new("base_store", &id), |b| {
+    group.bench_function(BenchmarkId::new("base_store/read_bytes_from_obj", &id), |b| {
         b.iter(|| {
             next = (next + 1) % order.len();
             store.read_bytes_from_obj(ids[order[next]]).expect("read")
+        })
+    });
+    group.bench_function(BenchmarkId::new("base_store/read_obj_into", &id), |b| {
+        let mut buf = Vec::new();
+        b.iter(|| {
+            next = (next + 1) % order.len();
+            store.read_obj_into(ids[order[next]], &mut buf).expect("read");
         })
     });
     group.finish();

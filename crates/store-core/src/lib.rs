@@ -160,6 +160,14 @@ pub trait Storer {
         Ok(bytes)
     }
 
+    /// Reads the whole object into `buf` (replacing its contents), so a caller reading many
+    /// objects can reuse one buffer.
+    fn read_obj_into(&self, id: ObjectId, buf: &mut Vec<u8>) -> Result<()> {
+        buf.clear();
+        self.late_read_obj(id)?.read_to_end(buf).map_err(Error::from_io)?;
+        Ok(())
+    }
+
     /// A new object holding `bytes`.
     fn write_new_obj_from_bytes(&mut self, bytes: &[u8]) -> Result<ObjectId> {
         let (id, mut writer) = self.late_write_new_obj(bytes.len() as u64)?;

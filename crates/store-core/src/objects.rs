@@ -130,20 +130,29 @@ impl<A: SpaceAllocator, B: FileBackend> Storer for Store<A, B> {
 
     /// Reads the whole object with one positioned read and checks its checksum.
     fn read_bytes_from_obj(&self, id: ObjectId) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        self.read_obj_into(id, &mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Reads the whole object into `buf` with one positioned read and checks its checksum;
+    /// on an error `buf` holds no object bytes.
+    fn read_obj_into(&self, id: ObjectId, buf: &mut Vec<u8>) -> Result<()> {
         let entry = self.slot(id)?.entry;
-        let bytes = match self.staged_at(entry.extent.offset) {
-            Some(staged) => staged.to_vec(),
+        buf.clear();
+        match self.staged_at(entry.extent.offset) {
+            Some(staged) => buf.extend_from_slice(staged),
             None => {
-                let mut bytes = vec![0u8; entry.len as usize];
-                self.backend.read_at(&mut bytes, entry.extent.offset)?;
-                bytes
+                buf.resize(entry.len as usize, 0);
+                self.backend.read_at(buf, entry.extent.offset)?;
             }
-        };
-        let computed = checksum(&bytes);
+        }
+        let computed = checksum(buf);
         if computed != entry.checksum {
+            buf.clear();
             return Err(Error::ChecksumMismatch { id, stored: entry.checksum, computed });
         }
-        Ok(bytes)
+        Ok(())
     }
 
     /// Writes a new object with one positioned write.

@@ -321,7 +321,10 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         }
         // 2. A new root naming every page.
         let root_bytes = format::encode_root(&self.pages);
-        let root = self.alloc.allocate(root_bytes.len() as u64)?;
+        // Whole pages, so the root never shifts page-sized objects and table pages allocated
+        // after it off page boundaries (a 4 KiB read then touches one page-cache page, not two).
+        let root_alloc = (root_bytes.len() as u64).next_multiple_of(PAGE_BYTES as u64);
+        let root = self.alloc.allocate(root_alloc)?;
         if self.header.root.len > 0 {
             freed_by_commit.push(self.header.root);
         }

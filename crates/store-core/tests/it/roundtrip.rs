@@ -435,3 +435,23 @@ fn a_commit_costs_two_syncs_and_an_empty_one_none() {
     store.commit().unwrap();
     assert_eq!(disk.op_counts(), before, "nothing changed: nothing written, nothing synced");
 }
+
+#[test]
+fn read_obj_into_reuses_the_buffer_and_clears_it_on_corruption() {
+    let disk = SimDisk::new();
+    let mut store = BaseStore::create_with(disk.clone(), options()).unwrap();
+    let (a, b) = (bytes(1, 3000), bytes(2, 10));
+    let (ia, ib) = (put(&mut store, &a), put(&mut store, &b));
+    let mut buf = Vec::new();
+    store.read_obj_into(ia, &mut buf).unwrap(); // from the write buffer
+    assert_eq!(buf, a);
+    store.close().unwrap();
+    let mut image = disk.live_image();
+    let at = image.windows(16).position(|w| w == &a[..16]).unwrap();
+    image[at + 100] ^= 1;
+    let store = BaseStore::open_with(SimDisk::from_image(image), options()).unwrap();
+    store.read_obj_into(ib, &mut buf).unwrap(); // from disk
+    assert_eq!(buf, b);
+    assert!(matches!(store.read_obj_into(ia, &mut buf), Err(Error::ChecksumMismatch { .. })));
+    assert!(buf.is_empty(), "no corrupt bytes are left behind");
+}
