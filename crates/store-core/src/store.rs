@@ -213,6 +213,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         let mut extents = Vec::with_capacity(table.len() + pages.len() + 1);
         let mut metadata = vec![root];
         let mut past_next_id = None;
+        let mut object_count = 0u64;
         for_each_page(backend, &pages, |index, page_bytes| {
             metadata.push(Extent::new(pages[index].map_or(0, |p| p.offset), PAGE_BYTES as u64));
             format::decode_page_with(index as u64, page_bytes, file_len, |i, entry| {
@@ -221,6 +222,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
                     Some(cell) => *cell = Some(Slot { entry, born: 0 }),
                     None => past_next_id = Some(id),
                 }
+                object_count += 1;
                 if entry.extent.len > 0 {
                     extents.push(entry.extent);
                 }
@@ -230,7 +232,6 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             return Err(Error::Corrupt(format!("object {id} is past the next id")));
         }
         extents.append(&mut metadata);
-        let object_count = table.iter().filter(|s| s.is_some()).count() as u64;
         if object_count != header.object_count {
             return Err(Error::Corrupt(format!(
                 "the header counts {} objects, the table {object_count}",
