@@ -61,6 +61,7 @@ mod format;
 mod maintenance;
 mod objects;
 mod space;
+mod split;
 mod store;
 
 use std::fmt;
@@ -72,6 +73,7 @@ pub use format::{FORMAT_VERSION, HEADER_REGION, MAX_OBJECTS};
 pub use maintenance::{CompactReport, VerifyReport};
 pub use objects::{ObjectReader, ObjectWriter};
 pub use space::SpaceAllocator;
+pub use split::{Located, SplitStore};
 pub use store::{Store, StoreOptions};
 
 /// The store over `BasicAllocator`: extents of exactly the object's size, best reuse of holes.

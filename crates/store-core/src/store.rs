@@ -59,6 +59,9 @@ pub struct Store<A: SpaceAllocator, B: FileBackend> {
     pub(crate) free_ids: BTreeSet<u64>,
     /// Ids freed in the pending generation: reused only after the next commit.
     pub(crate) pending_free_ids: Vec<u64>,
+    /// Ids handed out by `SplitStore::begin_new` and not yet published or abandoned: never
+    /// trimmed by a commit, never handed out again.
+    pub(crate) reserved_ids: BTreeSet<u64>,
     /// Extents the last commit references but the pending generation no longer needs:
     /// returned to the allocator only once the next commit is durable.
     pub(crate) pending_free: Vec<Extent>,
@@ -117,6 +120,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             object_count: 0,
             free_ids: BTreeSet::new(),
             pending_free_ids: Vec::new(),
+            reserved_ids: BTreeSet::new(),
             pending_free: Vec::new(),
             dirty_pages: BTreeSet::new(),
             pages: Vec::new(),
@@ -282,7 +286,10 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     fn commit_inner(&mut self) -> Result<()> {
         // Trailing free ids are dropped, so the last id lives on a stored page and the next id
         // is bounded by the pages at open.
-        while self.table.len() > 1 && self.table.last() == Some(&None) {
+        while self.table.len() > 1
+            && self.table.last() == Some(&None)
+            && !self.reserved_ids.contains(&(self.table.len() as u64 - 1))
+        {
             self.table.pop();
         }
         let next_id = self.table.len() as u64;
@@ -554,6 +561,7 @@ impl<A: SpaceAllocator> Loaded<A> {
             object_count: self.object_count,
             free_ids,
             pending_free_ids: Vec::new(),
+            reserved_ids: BTreeSet::new(),
             pending_free: Vec::new(),
             dirty_pages: BTreeSet::new(),
             pages: self.pages,

@@ -1,0 +1,250 @@
+//! Stress tests of `ConcurrentStore` on real files (one binary, house style).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+use bob_store_concurrent::ConcurrentStore;
+use bob_store_core::{Error, ObjectId, StoreOptions};
+
+fn opts() -> StoreOptions {
+    StoreOptions::default()
+}
+
+fn assert_send_sync<T: Send + Sync>() {}
+
+#[test]
+fn the_wrappers_are_send_and_sync() {
+    assert_send_sync::<
+        ConcurrentStore<
+            bob_store_core::Store<bob_alloc::BasicAllocator, Arc<bob_io_helpers::OsFile>>,
+        >,
+    >();
+    assert_send_sync::<
+        ConcurrentStore<
+            bob_store_core::Store<bob_alloc::OmniBlockAllocator, Arc<bob_io_helpers::OsFile>>,
+        >,
+    >();
+}
+
+fn own_bytes(thread: usize, object: usize) -> Vec<u8> {
+    let len = 1 + (thread * 131 + object * 17) % 3000;
+    (0..len).map(|i| (thread * 7 + object * 3 + i) as u8).collect()
+}
+
+/// 20 threads × 50 objects: unique ids, every object reads back its own bytes, before and
+/// after reopen.
+#[test]
+fn twenty_threads_write_their_own_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let store = Arc::new(ConcurrentStore::create_multi(&path, opts(), 0).unwrap());
+    let workers: Vec<_> = (0..20)
+        .map(|t| {
+            let store = store.clone();
+            thread::spawn(move || {
+                (0..50)
+                    .map(|o| (store.write_new_obj_from_bytes(&own_bytes(t, o)).unwrap(), t, o))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let written: Vec<(ObjectId, usize, usize)> =
+        workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    let ids: HashSet<ObjectId> = written.iter().map(|w| w.0).collect();
+    assert_eq!(ids.len(), 1000, "ids are unique");
+    for &(id, t, o) in &written {
+        assert_eq!(store.read_bytes_from_obj(id).unwrap(), own_bytes(t, o));
+    }
+    store.close().unwrap();
+    let store = ConcurrentStore::open_multi(&path, opts(), 0).unwrap();
+    for &(id, t, o) in &written {
+        assert_eq!(store.read_bytes_from_obj(id).unwrap(), own_bytes(t, o));
+    }
+    assert!(store.verify().unwrap().is_clean());
+    assert_eq!(store.locks_held(), 0);
+}
+
+/// 10 readers and 5 writers on 10 shared objects whose bytes are all one value: a reader
+/// never sees two values in one read.
+#[test]
+fn readers_never_see_a_torn_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(ConcurrentStore::create_base(&dir.path().join("s"), opts(), 0).unwrap());
+    let ids: Vec<ObjectId> =
+        (0..10).map(|i| store.write_new_obj_from_bytes(&[i as u8; 5000]).unwrap()).collect();
+    store.commit().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for w in 0..5u8 {
+        let (store, ids, stop) = (store.clone(), ids.clone(), stop.clone());
+        handles.push(thread::spawn(move || {
+            let mut round = 0u8;
+            while !stop.load(Ordering::Relaxed) {
+                round = round.wrapping_add(1);
+                let id = ids[(round as usize + w as usize) % ids.len()];
+                store.write_bytes_to_obj(id, &[round ^ (w << 5); 5000]).unwrap();
+                if round % 16 == 0 {
+                    store.commit().unwrap();
+                }
+            }
+        }));
+    }
+    for r in 0..10 {
+        let (store, ids, stop, reads) = (store.clone(), ids.clone(), stop.clone(), reads.clone());
+        handles.push(thread::spawn(move || {
+            let mut i = r;
+            while !stop.load(Ordering::Relaxed) {
+                let bytes = store.read_bytes_from_obj(ids[i % ids.len()]).unwrap();
+                assert_eq!(bytes.len(), 5000);
+                assert!(bytes.iter().all(|&b| b == bytes[0]), "torn read");
+                reads.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        }));
+    }
+    thread::sleep(std::time::Duration::from_millis(400));
+    stop.store(true, Ordering::Relaxed);
+    for handle in handles {
+        handle.join().unwrap();
+    }
+    assert!(reads.load(Ordering::Relaxed) > 100);
+    assert!(store.verify().unwrap().is_clean());
+}
+
+/// 20 threads through 2 disk tokens: never more than 2 backend calls in flight.
+#[test]
+fn two_disk_tokens_bound_twenty_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(ConcurrentStore::create_base(&dir.path().join("s"), opts(), 2).unwrap());
+    let start = Arc::new(Barrier::new(20));
+    let workers: Vec<_> = (0..20)
+        .map(|t| {
+            let (store, start) = (store.clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                for o in 0..20 {
+                    let id = store.write_new_obj_from_bytes(&own_bytes(t, o)).unwrap();
+                    assert_eq!(store.read_bytes_from_obj(id).unwrap(), own_bytes(t, o));
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let peak = store.disk_tokens().peak();
+    assert!((1..=2).contains(&peak), "peak {peak}");
+    assert_eq!(store.disk_tokens().in_use(), 0);
+}
+
+/// Creators and deleters (a delete for every third object): verify is clean at the end and
+/// the lock table is empty.
+#[test]
+fn mixed_creates_and_deletes_leave_a_clean_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let store = Arc::new(ConcurrentStore::create_base(&path, opts(), 4).unwrap());
+    let workers: Vec<_> = (0..8)
+        .map(|t| {
+            let store = store.clone();
+            thread::spawn(move || {
+                let mut kept = Vec::new();
+                for o in 0..60 {
+                    let id = store.write_new_obj_from_bytes(&own_bytes(t, o)).unwrap();
+                    if o % 3 == 2 {
+                        store.delete_obj(id).unwrap();
+                        // Another worker's commit may free the id for reuse at once: a stale id
+                        // can name a newer object, but never the deleted one's bytes.
+                        match store.read_bytes_from_obj(id) {
+                            Err(Error::NotFound(_)) => {}
+                            Ok(bytes) => assert_ne!(bytes, own_bytes(t, o)),
+                            Err(other) => panic!("{other}"),
+                        }
+                    } else {
+                        kept.push((id, t, o));
+                    }
+                    if o % 20 == 0 {
+                        store.commit().unwrap();
+                    }
+                }
+                kept
+            })
+        })
+        .collect();
+    let kept: Vec<_> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    assert_eq!(store.locks_held(), 0);
+    let report = store.verify().unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert_eq!(report.objects, kept.len() as u64);
+    store.close().unwrap();
+    let store = ConcurrentStore::open_base(&path, opts(), 0).unwrap();
+    for (id, t, o) in kept {
+        assert_eq!(store.read_bytes_from_obj(id).unwrap(), own_bytes(t, o));
+    }
+}
+
+/// A delete racing readers of the same object: each read returns the old bytes or
+/// `NotFound`, never anything else.
+#[test]
+fn a_delete_racing_readers_gives_old_bytes_or_not_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(ConcurrentStore::create_base(&dir.path().join("s"), opts(), 0).unwrap());
+    for round in 0..30u8 {
+        let id = store.write_new_obj_from_bytes(&[round; 20_000]).unwrap();
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let store = store.clone();
+                thread::spawn(move || match store.read_bytes_from_obj(id) {
+                    Ok(bytes) => assert_eq!(bytes, vec![round; 20_000]),
+                    Err(Error::NotFound(_)) => {}
+                    Err(other) => panic!("{other}"),
+                })
+            })
+            .collect();
+        store.delete_obj(id).unwrap();
+        // Reuse the space at once: a reader still running would see it change.
+        store.write_new_obj_from_bytes(&[255; 20_000]).unwrap();
+        for reader in readers {
+            reader.join().unwrap();
+        }
+    }
+}
+
+/// Closing while workers run: no panic; afterwards every operation says `Closed`.
+#[test]
+fn close_while_workers_are_active() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let store = Arc::new(ConcurrentStore::create_base(&path, opts(), 0).unwrap());
+    let workers: Vec<_> = (0..6)
+        .map(|t| {
+            let store = store.clone();
+            thread::spawn(move || {
+                let mut errors = 0;
+                for o in 0..200 {
+                    match store.write_new_obj_from_bytes(&own_bytes(t, o)) {
+                        Ok(id) => {
+                            let _ = store.read_bytes_from_obj(id);
+                        }
+                        Err(Error::Closed) => errors += 1,
+                        Err(other) => panic!("{other}"),
+                    }
+                }
+                errors
+            })
+        })
+        .collect();
+    thread::sleep(std::time::Duration::from_millis(5));
+    store.close().unwrap();
+    let refused: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert!(matches!(store.write_new_obj_from_bytes(b"late"), Err(Error::Closed)));
+    assert!(matches!(store.commit(), Err(Error::Closed)));
+    assert!(matches!(store.close(), Err(Error::Closed)));
+    let _ = refused;
+    drop(store);
+    let reopened = ConcurrentStore::open_base(&path, opts(), 0).unwrap();
+    assert!(reopened.verify().unwrap().is_clean());
+}
