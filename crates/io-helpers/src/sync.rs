@@ -88,6 +88,11 @@ mod imp {
         pub fn write(&self) -> RwLockWriteGuard<'_, T> {
             self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner())
         }
+
+        /// Consumes the lock and returns the value.
+        pub fn into_inner(self) -> T {
+            self.0.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner())
+        }
     }
 
     /// A condition variable paired with [`Mutex`] (loom's, under `cfg(loom)`).

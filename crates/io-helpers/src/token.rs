@@ -16,13 +16,8 @@ use std::cell::RefCell;
 use std::fmt;
 use std::marker::PhantomData;
 
+use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::{Condvar, Mutex};
-
-#[derive(Debug, Default)]
-struct Counts {
-    in_use: usize,
-    peak: usize,
-}
 
 /// Bounds how many threads do disk I/O at once; see the module docs for the protocol.
 ///
@@ -40,17 +35,21 @@ struct Counts {
 /// ```
 pub struct DiskTokenManager {
     limit: usize,
-    counts: Mutex<Counts>,
+    /// Threads holding a slot. With a limit it changes only under `waiters`' lock; without
+    /// one it is a plain counter and no lock is taken.
+    in_use: AtomicUsize,
+    peak: AtomicUsize,
+    /// Guards waiting for a slot (limited managers only).
+    waiters: Mutex<()>,
     freed: Condvar,
 }
 
 impl fmt::Debug for DiskTokenManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let counts = self.counts.lock();
         f.debug_struct("DiskTokenManager")
             .field("limit", &self.limit)
-            .field("in_use", &counts.in_use)
-            .field("peak", &counts.peak)
+            .field("in_use", &self.in_use())
+            .field("peak", &self.peak())
             .finish()
     }
 }
@@ -65,7 +64,13 @@ crate::sync::thread_local! {
 impl DiskTokenManager {
     /// Creates a manager letting at most `limit` threads hold tokens at once; 0 means unlimited.
     pub fn new(limit: usize) -> Self {
-        Self { limit, counts: Mutex::new(Counts::default()), freed: Condvar::new() }
+        Self {
+            limit,
+            in_use: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            waiters: Mutex::new(()),
+            freed: Condvar::new(),
+        }
     }
 
     /// Creates a manager with no bound (tokens are still counted).
@@ -80,22 +85,26 @@ impl DiskTokenManager {
 
     /// Threads holding tokens now.
     pub fn in_use(&self) -> usize {
-        self.counts.lock().in_use
+        self.in_use.load(Ordering::SeqCst)
     }
 
     /// The highest number of threads that ever held tokens at once.
     pub fn peak(&self) -> usize {
-        self.counts.lock().peak
+        self.peak.load(Ordering::SeqCst)
     }
 
     /// Takes a token, waiting for a free slot unless this thread already holds one.
     pub fn acquire(&self) -> DiskToken<'_> {
         if !self.enter_nested() {
-            let mut counts = self.counts.lock();
-            while self.limit != 0 && counts.in_use >= self.limit {
-                counts = self.freed.wait(counts);
+            if self.limit == 0 {
+                self.take_slot();
+            } else {
+                let mut guard = self.waiters.lock();
+                while self.in_use.load(Ordering::SeqCst) >= self.limit {
+                    guard = self.freed.wait(guard);
+                }
+                self.take_slot();
             }
-            self.take_slot(&mut counts);
         }
         DiskToken { manager: self, _not_send: PhantomData }
     }
@@ -103,11 +112,15 @@ impl DiskTokenManager {
     /// Takes a token if one is available without waiting.
     pub fn try_acquire(&self) -> Option<DiskToken<'_>> {
         if !self.enter_nested() {
-            let mut counts = self.counts.lock();
-            if self.limit != 0 && counts.in_use >= self.limit {
-                return None;
+            if self.limit == 0 {
+                self.take_slot();
+            } else {
+                let _guard = self.waiters.lock();
+                if self.in_use.load(Ordering::SeqCst) >= self.limit {
+                    return None;
+                }
+                self.take_slot();
             }
-            self.take_slot(&mut counts);
         }
         Some(DiskToken { manager: self, _not_send: PhantomData })
     }
@@ -131,9 +144,10 @@ impl DiskTokenManager {
         })
     }
 
-    fn take_slot(&self, counts: &mut Counts) {
-        counts.in_use += 1;
-        counts.peak = counts.peak.max(counts.in_use);
+    /// Counts this thread in (for a limited manager, under `waiters`' lock).
+    fn take_slot(&self) {
+        let now = self.in_use.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
         HELD.with(|held| held.borrow_mut().push((self.key(), 1)));
     }
 
@@ -153,10 +167,15 @@ impl DiskTokenManager {
             }
         });
         if last {
-            let mut counts = self.counts.lock();
-            counts.in_use -= 1;
-            drop(counts);
-            self.freed.notify_one();
+            if self.limit == 0 {
+                self.in_use.fetch_sub(1, Ordering::SeqCst);
+            } else {
+                // Under the lock, so a waiter between its check and its wait cannot miss it.
+                let guard = self.waiters.lock();
+                self.in_use.fetch_sub(1, Ordering::SeqCst);
+                drop(guard);
+                self.freed.notify_one();
+            }
         }
     }
 }

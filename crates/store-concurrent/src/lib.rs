@@ -54,7 +54,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bob_alloc::{BasicAllocator, Extent, OmniBlockAllocator};
-use bob_io_helpers::sync::Mutex;
+use bob_io_helpers::sync::RwLock;
 use bob_io_helpers::sync::atomic::{AtomicBool, Ordering};
 use bob_io_helpers::{DiskTokenManager, FileBackend, OsFile, StreamingChecksum, write_zeros};
 use bob_store_core::{
@@ -70,7 +70,7 @@ const CHUNK_BYTES: usize = 64 * 1024;
 
 /// A thread-safe store over `S`; see the crate docs.
 pub struct ConcurrentStore<S: SplitStore> {
-    inner: Mutex<S>,
+    inner: RwLock<S>,
     io: S::Io,
     locks: LockTable,
     tokens: DiskTokenManager,
@@ -126,7 +126,7 @@ impl<S: SplitStore> ConcurrentStore<S> {
     pub fn new(store: S, max_disk_tokens: usize) -> Self {
         Self {
             io: store.io(),
-            inner: Mutex::new(store),
+            inner: RwLock::new(store),
             locks: LockTable::default(),
             tokens: DiskTokenManager::new(max_disk_tokens),
             closed: AtomicBool::new(false),
@@ -148,6 +148,12 @@ impl<S: SplitStore> ConcurrentStore<S> {
         self.inner.into_inner()
     }
 
+    /// A disk token for one backend call; none when there is no limit (so unlimited stores
+    /// touch no shared counter per call, and `disk_tokens()` then reports no use).
+    fn token(&self) -> Option<bob_io_helpers::DiskToken<'_>> {
+        (self.tokens.limit() != 0).then(|| self.tokens.acquire())
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) { Err(Error::Closed) } else { Ok(()) }
     }
@@ -155,18 +161,25 @@ impl<S: SplitStore> ConcurrentStore<S> {
     /// Runs `step` on the store under the global lock.
     fn with_store<T>(&self, step: impl FnOnce(&mut S) -> Result<T>) -> Result<T> {
         self.check_open()?;
-        let mut store = self.inner.lock();
+        let mut store = self.inner.write();
         step(&mut store)
+    }
+
+    /// Runs a read-only `step` on the store under the global lock, shared.
+    fn with_store_shared<T>(&self, step: impl FnOnce(&S) -> Result<T>) -> Result<T> {
+        self.check_open()?;
+        let store = self.inner.read();
+        step(&store)
     }
 
     /// One backend call with a disk token; an error marks the store failed.
     fn io_call<T>(&self, call: impl FnOnce(&S::Io) -> io::Result<T>) -> Result<T> {
         let result = {
-            let _token = self.tokens.acquire();
+            let _token = self.token();
             call(&self.io)
         };
         result.map_err(|e| {
-            self.inner.lock().fail(e.to_string());
+            self.inner.write().fail(e.to_string());
             Error::Io(e)
         })
     }
@@ -178,7 +191,7 @@ impl<S: SplitStore> ConcurrentStore<S> {
             None => {
                 buf.resize(located.len as usize, 0);
                 let offset = located.extent.offset;
-                let _token = self.tokens.acquire();
+                let _token = self.token();
                 self.io.read_at(buf, offset)?;
             }
         }
@@ -199,9 +212,20 @@ impl<S: SplitStore> ConcurrentStore<S> {
     /// The whole object into `buf`, checksum checked.
     pub fn read_obj_into(&self, id: ObjectId, buf: &mut Vec<u8>) -> Result<()> {
         self.check_open()?;
-        let _shared = self.locks.shared(id.0);
-        let located = self.with_store(|store| store.locate(id))?;
+        let (_shared, cached) = self.locks.shared_and_cached(id.0);
+        let located = self.locate(id, cached)?;
         self.read_located(id, &located, buf)
+    }
+
+    /// Where `id` is, for a caller holding its shared lock: the lock table's cached location,
+    /// or the store's (then cached).
+    fn locate(&self, id: ObjectId, cached: Option<Located>) -> Result<Located> {
+        if let Some(located) = cached {
+            return Ok(located);
+        }
+        let located = self.with_store_shared(|store| store.locate(id))?;
+        self.locks.remember(id.0, &located);
+        Ok(located)
     }
 
     /// A new object holding `bytes`.
@@ -225,14 +249,15 @@ impl<S: SplitStore> ConcurrentStore<S> {
     pub fn delete_obj(&self, id: ObjectId) -> Result<()> {
         self.check_open()?;
         let _exclusive = self.locks.exclusive(&[id.0]);
+        self.locks.forget(id.0);
         self.with_store(|store| store.delete_obj(id))
     }
 
     /// A reader over one object; it holds the object's shared lock until dropped.
     pub fn late_read_obj(&self, id: ObjectId) -> Result<ConcurrentReader<'_, S>> {
         self.check_open()?;
-        let lock = self.locks.shared(id.0);
-        let located = self.with_store(|store| store.locate(id))?;
+        let (lock, cached) = self.locks.shared_and_cached(id.0);
+        let located = self.locate(id, cached)?;
         Ok(ConcurrentReader {
             store: self,
             _lock: lock,
@@ -255,6 +280,7 @@ impl<S: SplitStore> ConcurrentStore<S> {
     pub fn write_to_obj(&self, id: ObjectId) -> Result<ConcurrentWriter<'_, S>> {
         self.check_open()?;
         let lock = self.locks.exclusive(&[id.0]);
+        self.locks.forget(id.0);
         let (old, target) = self.with_store(|store| store.begin_rewrite(id))?;
         let len = old.len;
         Ok(ConcurrentWriter::new(self, Some(lock), id, target, len, Some(old)))
@@ -274,7 +300,7 @@ impl<S: SplitStore> ConcurrentStore<S> {
 
     /// Commits, then refuses every later operation with `Error::Closed`.
     pub fn close(&self) -> Result<()> {
-        let mut store = self.inner.lock();
+        let mut store = self.inner.write();
         if self.closed.swap(true, Ordering::AcqRel) {
             return Err(Error::Closed);
         }
@@ -285,7 +311,7 @@ impl<S: SplitStore> ConcurrentStore<S> {
 impl<S: SplitStore + ObjectInfoStorer> ConcurrentStore<S> {
     /// The object's logical and allocated lengths.
     pub fn object_info(&self, id: ObjectId) -> Result<ObjectInfo> {
-        self.with_store(|store| store.object_info(id))
+        self.with_store_shared(|store| store.object_info(id))
     }
 }
 
@@ -294,6 +320,7 @@ impl<S: SplitStore + PrimeStorer> ConcurrentStore<S> {
     pub fn prime_object(&self, size: u64) -> Result<ObjectId> {
         self.check_open()?;
         let _exclusive = self.locks.exclusive(&[bob_store_core::PRIME_OBJECT_ID.0]);
+        self.locks.forget(bob_store_core::PRIME_OBJECT_ID.0);
         self.with_store(|store| store.prime_object(size))
     }
 }
@@ -310,7 +337,10 @@ impl<S: SplitStore + BatchStorer> ConcurrentStore<S> {
         self.check_open()?;
         let ids: Vec<u64> = objects.iter().map(|(id, _)| id.0).collect();
         let _exclusive = self.locks.exclusive(&ids);
-        let _token = self.tokens.acquire();
+        for &id in &ids {
+            self.locks.forget(id);
+        }
+        let _token = self.token();
         self.with_store(|store| store.write_batched_objs(objects))
     }
 }
@@ -322,13 +352,14 @@ impl<A: bob_store_core::SpaceAllocator, B: FileBackend + Clone + 'static>
     pub fn verify(&self) -> Result<VerifyReport> {
         self.check_open()?;
         let _all = self.locks.all();
-        self.with_store(|store| store.verify())
+        self.with_store_shared(|store| store.verify())
     }
 
     /// Compacts the store (see `Store::compact`), with every object locked.
     pub fn compact(&self) -> Result<CompactReport> {
         self.check_open()?;
         let _all = self.locks.all();
+        self.locks.forget_all();
         self.with_store(|store| store.compact())
     }
 }
@@ -393,7 +424,7 @@ impl<S: SplitStore> Read for ConcurrentReader<'_, S> {
         match &self.located.staged {
             Some(bytes) => buf[..n].copy_from_slice(&bytes[start..start + n]),
             None => {
-                let _token = self.store.tokens.acquire();
+                let _token = self.store.token();
                 self.store.io.read_at(&mut buf[..n], self.located.extent.offset + self.position)?;
             }
         }
@@ -487,7 +518,8 @@ impl<'a, S: SplitStore> ConcurrentWriter<'a, S> {
         let published = store.with_store(|inner| inner.publish(id, target, len, sum, old.as_ref()));
         if published.is_err() {
             // Closed, deleted meanwhile, or failed: the reserved space is not published.
-            let _ = store.inner.lock().abandon(if old.is_none() { Some(id) } else { None }, target);
+            let _ =
+                store.inner.write().abandon(if old.is_none() { Some(id) } else { None }, target);
         }
         published
     }
@@ -560,6 +592,36 @@ mod loom_tests {
         });
     }
 
+    /// An allocation, a delete and a read race on one id: the new object never takes the
+    /// deleted id (ids are reused only after a commit), the reader gets the old bytes or
+    /// `NotFound`, and the new object reads back whole.
+    #[test]
+    fn loom_allocation_delete_and_read_of_one_id() {
+        loom::model(|| {
+            let disk = SimDisk::new();
+            let store = bob_io_helpers::sync::Arc::new(new_store(&disk));
+            let id = store.write_new_obj_from_bytes(b"old").unwrap();
+            let allocator = {
+                let store = store.clone();
+                thread::spawn(move || store.write_new_obj_from_bytes(b"new").unwrap())
+            };
+            let deleter = {
+                let store = store.clone();
+                thread::spawn(move || store.delete_obj(id).unwrap())
+            };
+            match store.read_bytes_from_obj(id) {
+                Ok(bytes) => assert_eq!(bytes, b"old"),
+                Err(Error::NotFound(_)) => {}
+                Err(other) => panic!("{other}"),
+            }
+            let fresh = allocator.join().unwrap();
+            deleter.join().unwrap();
+            assert_ne!(fresh, id);
+            assert_eq!(store.read_bytes_from_obj(fresh).unwrap(), b"new");
+            assert!(matches!(store.read_bytes_from_obj(id), Err(Error::NotFound(_))));
+        });
+    }
+
     /// A delete and a read of one object race: the reader gets the bytes or `NotFound`.
     #[test]
     fn loom_delete_racing_a_reader() {
@@ -579,5 +641,93 @@ mod loom_tests {
             reader.join().unwrap();
             assert_eq!(store.locks_held(), 0);
         });
+    }
+}
+
+/// The generic `Storer` API, for code written against it (each call takes the shared path).
+impl<S: SplitStore> bob_store_core::Storer for ConcurrentStore<S> {
+    type Reader<'a>
+        = ConcurrentReader<'a, S>
+    where
+        Self: 'a;
+    type Writer<'a>
+        = ConcurrentWriter<'a, S>
+    where
+        Self: 'a;
+
+    fn new_obj(&mut self, size: u64) -> Result<ObjectId> {
+        ConcurrentStore::new_obj(self, size)
+    }
+
+    fn delete_obj(&mut self, id: ObjectId) -> Result<()> {
+        ConcurrentStore::delete_obj(self, id)
+    }
+
+    fn late_read_obj(&self, id: ObjectId) -> Result<ConcurrentReader<'_, S>> {
+        ConcurrentStore::late_read_obj(self, id)
+    }
+
+    fn late_write_new_obj(&mut self, size: u64) -> Result<(ObjectId, ConcurrentWriter<'_, S>)> {
+        ConcurrentStore::late_write_new_obj(self, size)
+    }
+
+    fn write_to_obj(&mut self, id: ObjectId) -> Result<ConcurrentWriter<'_, S>> {
+        ConcurrentStore::write_to_obj(self, id)
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        ConcurrentStore::commit(self)
+    }
+
+    fn close(self) -> Result<()> {
+        ConcurrentStore::close(&self)
+    }
+
+    fn read_bytes_from_obj(&self, id: ObjectId) -> Result<Vec<u8>> {
+        ConcurrentStore::read_bytes_from_obj(self, id)
+    }
+
+    fn read_obj_into(&self, id: ObjectId, buf: &mut Vec<u8>) -> Result<()> {
+        ConcurrentStore::read_obj_into(self, id, buf)
+    }
+
+    fn write_new_obj_from_bytes(&mut self, bytes: &[u8]) -> Result<ObjectId> {
+        ConcurrentStore::write_new_obj_from_bytes(self, bytes)
+    }
+}
+
+impl<S: SplitStore> bob_store_core::ObjectWrite for ConcurrentWriter<'_, S> {
+    fn finish(self) -> Result<()> {
+        ConcurrentWriter::finish(self)
+    }
+
+    fn position(&self) -> u64 {
+        self.position
+    }
+
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+impl<S: SplitStore + ObjectInfoStorer> ObjectInfoStorer for ConcurrentStore<S> {
+    fn object_info(&self, id: ObjectId) -> Result<ObjectInfo> {
+        ConcurrentStore::object_info(self, id)
+    }
+}
+
+impl<S: SplitStore + BatchStorer> BatchStorer for ConcurrentStore<S> {
+    fn allocate_run(&mut self, count: u64, size: u64) -> Result<Vec<ObjectId>> {
+        ConcurrentStore::allocate_run(self, count, size)
+    }
+
+    fn write_batched_objs(&mut self, objects: &[(ObjectId, &[u8])]) -> Result<()> {
+        ConcurrentStore::write_batched_objs(self, objects)
+    }
+}
+
+impl<S: SplitStore + PrimeStorer> PrimeStorer for ConcurrentStore<S> {
+    fn prime_object(&mut self, size: u64) -> Result<ObjectId> {
+        ConcurrentStore::prime_object(self, size)
     }
 }

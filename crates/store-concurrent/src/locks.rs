@@ -1,18 +1,26 @@
-//! `LockTable`: per-object reader/writer locks, in one table.
+//! `LockTable`: per-object reader/writer locks, in 64 shards.
 //!
-//! One mutex guards a map from object id to `(readers, writer)`; one condition variable wakes
-//! waiters whenever any lock is released. An entry exists only while some thread holds a lock
-//! on that object, so the table never grows past the number of locks held.
+//! Each shard is a mutex over a map from object id to `(readers, writer)` plus a condition
+//! variable; an id lives in shard `id % 64`, so threads working on different objects rarely
+//! touch the same shard. An entry exists only while some thread holds a lock on that object,
+//! so the table never grows past the number of locks held.
 //!
-//! Deadlock freedom: exclusive locks on several objects are taken all at once or not at all
-//! (a batch never holds some ids while waiting for others), and `lock_all` (for compaction)
-//! first stops new lockers, then waits for the table to drain. So a thread waits only for
-//! threads that hold a complete set of locks and wait for nothing but the store's short
-//! global lock and disk tokens, which are never held while waiting for an object lock.
+//! Deadlock freedom: an exclusive lock on several ids is taken all at once or not at all. The
+//! shards involved are locked in ascending order; if any id is busy, every shard is released
+//! before waiting on the busy one, so no thread holds some object locks while waiting for
+//! others. `all` (for compaction and verification) takes every shard at an instant when no
+//! lock is held. A thread therefore waits only for threads that hold a complete set of object
+//! locks and wait for nothing but the store's short global lock and disk tokens, which are
+//! never held while waiting for an object lock.
 
 use std::collections::HashMap;
 
-use bob_io_helpers::sync::{Condvar, Mutex};
+use bob_io_helpers::sync::{Condvar, Mutex, MutexGuard};
+use bob_store_core::Located;
+
+const SHARDS: usize = 64;
+/// Cached object locations per shard; a full shard's cache is emptied.
+const CACHE_PER_SHARD: usize = 4096;
 
 #[derive(Debug, Default, Clone, Copy)]
 struct State {
@@ -23,97 +31,206 @@ struct State {
 #[derive(Debug, Default)]
 struct Table {
     held: HashMap<u64, State>,
-    /// Set while `lock_all` waits or holds: no new lock is granted.
+    /// Set while `all` waits or holds: no new lock is granted in this shard.
     draining: bool,
+    /// Threads waiting on this shard's condition variable: releases notify only if some.
+    waiting: usize,
+    /// Where recently read objects of this shard are. An entry changes only under the
+    /// object's exclusive lock (`forget`), so a reader holding the shared lock may trust it.
+    located: HashMap<u64, Located>,
+}
+
+#[derive(Debug)]
+struct Shard {
+    table: Mutex<Table>,
+    changed: Condvar,
+}
+
+impl Shard {
+    fn wait<'a>(&self, mut table: MutexGuard<'a, Table>) -> MutexGuard<'a, Table> {
+        table.waiting += 1;
+        let mut table = self.changed.wait(table);
+        table.waiting -= 1;
+        table
+    }
+
+    fn notify_if_waited(&self, table: MutexGuard<'_, Table>) {
+        let wake = table.waiting > 0;
+        drop(table);
+        if wake {
+            self.changed.notify_all();
+        }
+    }
 }
 
 /// Per-object reader/writer locks; see the module docs.
 #[derive(Debug)]
 pub(crate) struct LockTable {
-    table: Mutex<Table>,
-    changed: Condvar,
+    shards: Vec<Shard>,
 }
 
 impl Default for LockTable {
     fn default() -> Self {
-        Self { table: Mutex::new(Table::default()), changed: Condvar::new() }
+        let shards = (0..SHARDS)
+            .map(|_| Shard { table: Mutex::new(Table::default()), changed: Condvar::new() })
+            .collect();
+        Self { shards }
     }
+}
+
+fn shard_of(id: u64) -> usize {
+    (id % SHARDS as u64) as usize
 }
 
 impl LockTable {
     /// Shared access to `id`: waits while a writer holds it.
+    #[cfg(test)]
     pub(crate) fn shared(&self, id: u64) -> SharedLock<'_> {
-        let mut table = self.table.lock();
-        loop {
-            let busy = table.draining || table.held.get(&id).is_some_and(|s| s.writer);
-            if !busy {
-                table.held.entry(id).or_default().readers += 1;
-                return SharedLock { locks: self, id };
-            }
-            table = self.changed.wait(table);
+        self.shared_and_cached(id).0
+    }
+
+    /// Shared access to `id` and, in the same visit to its shard, its cached location.
+    pub(crate) fn shared_and_cached(&self, id: u64) -> (SharedLock<'_>, Option<Located>) {
+        let shard = &self.shards[shard_of(id)];
+        let mut table = shard.table.lock();
+        while table.draining || table.held.get(&id).is_some_and(|s| s.writer) {
+            table = shard.wait(table);
         }
+        table.held.entry(id).or_default().readers += 1;
+        let located = table.located.get(&id).cloned();
+        (SharedLock { locks: self, id }, located)
     }
 
     /// Exclusive access to every id in `ids` (duplicates allowed), all at once.
     pub(crate) fn exclusive(&self, ids: &[u64]) -> ExclusiveLock<'_> {
         let mut ids = ids.to_vec();
-        ids.sort_unstable();
+        ids.sort_unstable_by_key(|&id| (shard_of(id), id));
         ids.dedup();
-        let mut table = self.table.lock();
         loop {
-            let busy = table.draining || ids.iter().any(|id| table.held.contains_key(id));
-            if !busy {
-                for &id in &ids {
-                    table.held.insert(id, State { readers: 0, writer: true });
+            match self.try_exclusive(&ids) {
+                Ok(()) => return ExclusiveLock { locks: self, ids },
+                Err(busy) => {
+                    // Holding nothing, wait for the busy shard to change, then retry.
+                    let shard = &self.shards[busy];
+                    let table = shard.table.lock();
+                    let still_busy = table.draining
+                        || ids
+                            .iter()
+                            .any(|&id| shard_of(id) == busy && table.held.contains_key(&id));
+                    if still_busy {
+                        drop(shard.wait(table));
+                    }
                 }
-                return ExclusiveLock { locks: self, ids };
             }
-            table = self.changed.wait(table);
         }
     }
 
-    /// Every object, exclusively: stops new lockers, then waits for all locks to go.
+    /// Takes every id in `ids` (sorted by shard) if all are free; else the first busy shard.
+    fn try_exclusive(&self, ids: &[u64]) -> Result<(), usize> {
+        let mut guards: Vec<(usize, MutexGuard<'_, Table>)> = Vec::new();
+        for &id in ids {
+            let shard = shard_of(id);
+            if guards.last().is_none_or(|(s, _)| *s != shard) {
+                guards.push((shard, self.shards[shard].table.lock()));
+            }
+            let table = &guards.last().expect("just pushed").1;
+            if table.draining || table.held.contains_key(&id) {
+                return Err(shard);
+            }
+        }
+        let mut guards = guards.into_iter().peekable();
+        for &id in ids {
+            while guards.peek().is_some_and(|(s, _)| *s != shard_of(id)) {
+                guards.next();
+            }
+            if let Some((_, table)) = guards.peek_mut() {
+                table.held.insert(id, State { readers: 0, writer: true });
+            }
+        }
+        Ok(())
+    }
+
+    /// Every object, exclusively. With every shard locked (in order) it checks that no lock
+    /// is held and only then marks every shard draining, so no thread that already holds a
+    /// guard can be left waiting behind it (a reader opening a second guard is safe). Under
+    /// load that never leaves a quiet instant it waits.
     pub(crate) fn all(&self) -> AllLock<'_> {
-        let mut table = self.table.lock();
-        while table.draining {
-            table = self.changed.wait(table);
+        loop {
+            let mut guards: Vec<MutexGuard<'_, Table>> =
+                self.shards.iter().map(|s| s.table.lock()).collect();
+            match guards.iter().position(|t| t.draining || !t.held.is_empty()) {
+                None => {
+                    for table in &mut guards {
+                        table.draining = true;
+                    }
+                    return AllLock { locks: self };
+                }
+                Some(busy) => {
+                    let table = guards.swap_remove(busy);
+                    drop(guards);
+                    drop(self.shards[busy].wait(table));
+                }
+            }
         }
-        table.draining = true;
-        while !table.held.is_empty() {
-            table = self.changed.wait(table);
+    }
+
+    /// Caches where `id` is, for a reader holding its shared lock (buffered objects are not
+    /// cached: their bytes are in memory, not at their offset yet).
+    pub(crate) fn remember(&self, id: u64, located: &Located) {
+        if located.staged.is_some() {
+            return;
         }
-        AllLock { locks: self }
+        let mut table = self.shards[shard_of(id)].table.lock();
+        if table.located.len() >= CACHE_PER_SHARD {
+            table.located.clear();
+        }
+        table.located.insert(id, located.clone());
+    }
+
+    /// Drops the cached location of `id`; called under its exclusive lock before it moves.
+    pub(crate) fn forget(&self, id: u64) {
+        self.shards[shard_of(id)].table.lock().located.remove(&id);
+    }
+
+    /// Drops every cached location; called under `all` before objects move (compaction).
+    pub(crate) fn forget_all(&self) {
+        for shard in &self.shards {
+            shard.table.lock().located.clear();
+        }
     }
 
     /// Locks held now (one per locked object).
     pub(crate) fn held(&self) -> usize {
-        self.table.lock().held.len()
+        self.shards.iter().map(|s| s.table.lock().held.len()).sum()
     }
 
     fn release_shared(&self, id: u64) {
-        let mut table = self.table.lock();
+        let shard = &self.shards[shard_of(id)];
+        let mut table = shard.table.lock();
         if let Some(state) = table.held.get_mut(&id) {
             state.readers -= 1;
             if state.readers == 0 && !state.writer {
                 table.held.remove(&id);
             }
         }
-        drop(table);
-        self.changed.notify_all();
+        shard.notify_if_waited(table);
     }
 
     fn release_exclusive(&self, ids: &[u64]) {
-        let mut table = self.table.lock();
-        for id in ids {
-            table.held.remove(id);
+        for &id in ids {
+            let shard = &self.shards[shard_of(id)];
+            let mut table = shard.table.lock();
+            table.held.remove(&id);
+            shard.notify_if_waited(table);
         }
-        drop(table);
-        self.changed.notify_all();
     }
 
     fn release_all(&self) {
-        self.table.lock().draining = false;
-        self.changed.notify_all();
+        for shard in &self.shards {
+            let mut table = shard.table.lock();
+            table.draining = false;
+            shard.notify_if_waited(table);
+        }
     }
 }
 
@@ -154,7 +271,6 @@ impl Drop for AllLock<'_> {
         self.locks.release_all();
     }
 }
-
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
@@ -243,10 +359,11 @@ mod loom_tests {
                     inside.fetch_sub(100, Ordering::SeqCst);
                 })
             };
-            let a = batch([1, 2], locks.clone(), inside.clone());
-            let b = batch([2, 1], locks.clone(), inside.clone());
+            // Ids 2 and 66 share a shard; 1 is in another.
+            let a = batch([1, 66], locks.clone(), inside.clone());
+            let b = batch([66, 2], locks.clone(), inside.clone());
             {
-                let _r = locks.shared(2);
+                let _r = locks.shared(66);
                 assert!(inside.fetch_add(1, Ordering::SeqCst) < 100);
                 inside.fetch_sub(1, Ordering::SeqCst);
             }
@@ -254,5 +371,27 @@ mod loom_tests {
             b.join().unwrap();
             assert_eq!(locks.held(), 0);
         });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod nesting_tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// A reader holding one guard opens a second while `all` waits: both finish.
+    #[test]
+    fn a_nested_reader_is_not_stuck_behind_lock_all() {
+        let locks = Arc::new(LockTable::default());
+        let first = locks.shared(1);
+        let waiter = {
+            let locks = locks.clone();
+            std::thread::spawn(move || drop(locks.all()))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let second = locks.shared(2); // would deadlock if `all` drained shard 2 already
+        drop((first, second));
+        waiter.join().unwrap();
+        assert_eq!(locks.held(), 0);
     }
 }

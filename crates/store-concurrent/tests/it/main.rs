@@ -248,3 +248,37 @@ fn close_while_workers_are_active() {
     let reopened = ConcurrentStore::open_base(&path, opts(), 0).unwrap();
     assert!(reopened.verify().unwrap().is_clean());
 }
+
+/// Generic code over the `Storer` traits runs on the wrapper: streams, rewrites, batches and
+/// the prime object behave as on the plain store.
+#[test]
+fn the_storer_traits_work_through_the_wrapper() {
+    use bob_store_core::{BatchStorer, ObjectInfoStorer, ObjectWrite, PrimeStorer, Storer};
+    use std::io::{Read, Write};
+
+    fn exercise<S: Storer + BatchStorer + ObjectInfoStorer + PrimeStorer>(store: &mut S) {
+        let (id, mut writer) = store.late_write_new_obj(8).unwrap();
+        writer.write_all(b"abcd").unwrap();
+        writer.finish().unwrap();
+        assert_eq!(store.read_bytes_from_obj(id).unwrap(), b"abcd\0\0\0\0");
+        store.write_bytes_to_obj(id, b"XY").unwrap();
+        let mut text = Vec::new();
+        store.late_read_obj(id).unwrap().read_to_end(&mut text).unwrap();
+        assert_eq!(text, b"XYcd\0\0\0\0");
+        assert_eq!(store.object_info(id).unwrap().len, 8);
+        let ids = store.allocate_run(3, 16).unwrap();
+        let data = [b"one".as_slice(), b"two", b"three"];
+        let batch: Vec<_> = ids.iter().copied().zip(data).collect();
+        store.write_batched_objs(&batch).unwrap();
+        assert_eq!(store.read_bytes_from_obj(ids[2]).unwrap(), b"three");
+        let prime = store.prime_object(4).unwrap();
+        assert_eq!(store.read_bytes_from_obj(prime).unwrap(), vec![0; 4]);
+        store.commit().unwrap();
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = ConcurrentStore::create_base(&dir.path().join("s"), opts(), 2).unwrap();
+    exercise(&mut store);
+    assert!(store.verify().unwrap().is_clean());
+    assert_eq!(store.locks_held(), 0);
+}
