@@ -340,8 +340,21 @@ impl<S: SplitStore + BatchStorer> ConcurrentStore<S> {
         for &id in &ids {
             self.locks.forget(id);
         }
-        let _token = self.token();
-        self.with_store(|store| store.write_batched_objs(objects))
+        let extents = self.with_store(|store| store.begin_batch(objects))?;
+        let sections = bob_store_core::batch_sections(
+            objects.iter().map(|(_, d)| *d).zip(extents.iter().copied()),
+        );
+        self.io_call(|io| {
+            bob_io_helpers::write_batched_sections(io, &sections).map_err(|e| e.into_io())
+        })?;
+        let published: Vec<(ObjectId, Extent, u64, u64)> = objects
+            .iter()
+            .zip(&extents)
+            .map(|(&(id, data), &extent)| {
+                (id, extent, data.len() as u64, bob_io_helpers::checksum(data))
+            })
+            .collect();
+        self.with_store(|store| store.publish_batch(&published))
     }
 }
 

@@ -213,40 +213,8 @@ impl<A: SpaceAllocator, B: FileBackend> BatchStorer for Store<A, B> {
     /// positioned write per run of adjacent objects; each object's length becomes its data's.
     fn write_batched_objs(&mut self, objects: &[(ObjectId, &[u8])]) -> Result<()> {
         let pending = self.pending_generation();
-        let mut sections = Vec::with_capacity(objects.len());
-        let mut ids: Vec<u64> = objects.iter().map(|(id, _)| id.0).collect();
-        ids.sort_unstable();
-        if ids.windows(2).any(|w| w[0] == w[1]) {
-            return Err(Error::InvalidArgument("an object appears twice in one batch".into()));
-        }
-        for &(id, data) in objects {
-            let slot = self.slot(id)?;
-            if slot.born != pending {
-                return Err(Error::InvalidArgument(format!(
-                    "object {id} is committed; batched writes fill objects made since the last commit"
-                )));
-            }
-            if data.len() as u64 > slot.entry.extent.len {
-                return Err(Error::WriteOutOfBounds {
-                    id,
-                    position: 0,
-                    len: data.len() as u64,
-                    object_len: slot.entry.extent.len,
-                });
-            }
-            // Pad each object to its allocated length (its own space), so objects laid end
-            // to end form one contiguous run: one positioned write.
-            let padding = (slot.entry.extent.len - data.len() as u64) as usize;
-            sections.push(Section::new(slot.entry.extent.offset, data));
-            let mut pad_at = slot.entry.extent.offset + data.len() as u64;
-            let mut left = padding;
-            while left > 0 {
-                let n = left.min(CHUNK_BYTES);
-                sections.push(Section::new(pad_at, &ZERO_CHUNK[..n]));
-                pad_at += n as u64;
-                left -= n;
-            }
-        }
+        let extents = self.check_batch(objects)?;
+        let sections = batch_sections(objects.iter().map(|(_, d)| *d).zip(extents.iter().copied()));
         self.guarded(|store| {
             for &(id, _) in objects {
                 let offset = store.slot(id)?.entry.extent.offset;
@@ -260,6 +228,58 @@ impl<A: SpaceAllocator, B: FileBackend> BatchStorer for Store<A, B> {
             }
             Ok(())
         })
+    }
+}
+
+/// The sections that write each object's bytes into its space, padded with zeros to the
+/// space's end (the object's own space), so objects laid end to end form one contiguous run
+/// that `write_batched_sections` writes with one positioned write.
+pub fn batch_sections<'a>(items: impl IntoIterator<Item = (&'a [u8], Extent)>) -> Vec<Section<'a>> {
+    let mut sections = Vec::new();
+    for (data, extent) in items {
+        sections.push(Section::new(extent.offset, data));
+        let mut pad_at = extent.offset + data.len() as u64;
+        let mut left = extent.len.saturating_sub(data.len() as u64) as usize;
+        while left > 0 {
+            let n = left.min(CHUNK_BYTES);
+            sections.push(Section::new(pad_at, &ZERO_CHUNK[..n]));
+            pad_at += n as u64;
+            left -= n;
+        }
+    }
+    sections
+}
+
+impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
+    /// Checks a batch (no id twice; each object made since the last commit and its bytes
+    /// fitting its space) and returns each object's space, in order.
+    pub(crate) fn check_batch(&self, objects: &[(ObjectId, &[u8])]) -> Result<Vec<Extent>> {
+        let pending = self.pending_generation();
+        let mut ids: Vec<u64> = objects.iter().map(|(id, _)| id.0).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return Err(Error::InvalidArgument("an object appears twice in one batch".into()));
+        }
+        objects
+            .iter()
+            .map(|&(id, data)| {
+                let slot = self.slot(id)?;
+                if slot.born != pending {
+                    return Err(Error::InvalidArgument(format!(
+                        "object {id} is committed; batched writes fill objects made since the last commit"
+                    )));
+                }
+                if data.len() as u64 > slot.entry.extent.len {
+                    return Err(Error::WriteOutOfBounds {
+                        id,
+                        position: 0,
+                        len: data.len() as u64,
+                        object_len: slot.entry.extent.len,
+                    });
+                }
+                Ok(slot.entry.extent)
+            })
+            .collect()
     }
 }
 

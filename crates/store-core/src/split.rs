@@ -70,6 +70,14 @@ pub trait SplitStore: Storer + Send + Sized {
     /// Gives back space (and, for `begin_new`, the id) reserved and never to be published.
     fn abandon(&mut self, id: Option<ObjectId>, extent: Extent) -> Result<()>;
 
+    /// Checks a batch for `write_batched_objs` (objects made since the last commit, each
+    /// fitting its space, no id twice) and returns each object's space, in order.
+    fn begin_batch(&mut self, objects: &[(ObjectId, &[u8])]) -> Result<Vec<Extent>>;
+
+    /// Records each object of a batch written by the caller into the space `begin_batch`
+    /// returned: `(id, extent, len, checksum)`.
+    fn publish_batch(&mut self, objects: &[(ObjectId, Extent, u64, u64)]) -> Result<()>;
+
     /// Whether the store refuses writes after a failure.
     fn is_failed(&self) -> bool;
 
@@ -155,6 +163,28 @@ impl<A: SpaceAllocator, B: FileBackend + Clone + 'static> SplitStore for Store<A
             }
         }
         self.release(extent, self.pending_generation())
+    }
+
+    fn begin_batch(&mut self, objects: &[(ObjectId, &[u8])]) -> Result<Vec<Extent>> {
+        self.check_writable()?;
+        let extents = self.check_batch(objects)?;
+        for extent in &extents {
+            self.unstage(extent.offset); // the batch replaces what was buffered
+        }
+        Ok(extents)
+    }
+
+    fn publish_batch(&mut self, objects: &[(ObjectId, Extent, u64, u64)]) -> Result<()> {
+        self.guarded(|store| {
+            let pending = store.pending_generation();
+            for &(id, extent, len, checksum) in objects {
+                if store.slot(id)?.entry.extent != extent {
+                    return Err(Error::NotFound(id));
+                }
+                store.put(id, Entry { extent, len, checksum }, pending);
+            }
+            Ok(())
+        })
     }
 
     fn is_failed(&self) -> bool {
