@@ -1,8 +1,82 @@
-//! Persistent treaps over a bob store: a set (`PersistentTreap`) and a map
-//! (`PersistentPayloadTreap`).
+//! Persistent treaps over a bob store: a set (`PersistentTreap<K>`) and a map
+//! (`PersistentTreap<K, V>`, also named [`PersistentPayloadTreap`]).
 //!
-//! This crate will own lazily loaded, copy-on-write treap nodes stored as objects, `persist()`
-//! (dirty nodes only, children before parents) and `batch_persist()` (one contiguous run, one
-//! write, falling back to `persist()`), with a bounded in-memory node budget.
+//! Each node is a store object (`docs/format.md`, "Treap node"): key, value, priority, subtree
+//! size and child ids, versioned and checksummed. Nodes load lazily on first touch:
+//! [`PersistentTreap::load`] reads only the root. Priorities are the xxh3 of the key's
+//! encoding, so a key set has one shape whatever the order of inserts.
 //!
-//! Not built yet: issue #6 builds it.
+//! # Persistence and crash safety
+//! [`PersistentTreap::persist`] writes each changed node as a *new* object, children before
+//! parents, and deletes the objects of replaced and deleted nodes. The store frees deleted
+//! objects only with the commit that makes the new root durable, so until that commit, and
+//! after any crash before it, the previously committed tree loads whole. Deleted nodes'
+//! objects are freed, so the object count stays flat over insert/delete/persist rounds.
+//! Where to keep the root id is the caller's choice (the store's prime object, say).
+//!
+//! # Status
+//! This is the first part of the crate: the set and map, lazy loading, `persist`, `load`,
+//! range queries. Still to come: `batch_persist` (one contiguous run and one write), a bounded
+//! node budget with flushing, serde payloads, and benches.
+//!
+//! # Example
+//! ```
+//! use bob_store_core::{BaseStore, StoreOptions, Storer};
+//! use bob_treap::PersistentTreap;
+//!
+//! # fn main() -> bob_treap::Result<()> {
+//! let dir = tempfile::tempdir().map_err(bob_store_core::Error::from)?;
+//! let path = dir.path().join("tree.bob");
+//! let mut store = BaseStore::create(&path, StoreOptions::default())?;
+//! let mut tree: PersistentTreap<u64, String> = PersistentTreap::new();
+//! for i in 0..100 {
+//!     tree.insert(&store, i, format!("value {i}"))?;
+//! }
+//! let root = tree.persist(&mut store)?.expect("not empty");
+//! store.close()?;
+//!
+//! let store = BaseStore::open(&path, StoreOptions::default())?;
+//! let mut tree: PersistentTreap<u64, String> = PersistentTreap::load(&store, root)?;
+//! assert_eq!(tree.len(), 100);
+//! assert_eq!(tree.get(&store, &42)?.as_deref(), Some("value 42"));
+//! assert_eq!(tree.range(&store, 10..13)?.len(), 3);
+//! # Ok(())
+//! # }
+//! ```
+
+mod codec;
+mod node;
+mod treap;
+
+pub use codec::{TreapKey, TreapValue};
+pub use node::MAX_FIELD_BYTES;
+pub use treap::PersistentTreap;
+
+/// A treap map: keys with payloads.
+pub type PersistentPayloadTreap<K, V> = PersistentTreap<K, V>;
+
+/// Everything that can go wrong in `bob-treap`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] bob_store_core::Error),
+    /// A node's bytes are not a valid node.
+    #[error("corrupt treap: {0}")]
+    Corrupt(String),
+    /// A key or value is larger than a node holds.
+    #[error("a key or value of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A treap invariant does not hold (a bug; reported by `check`).
+    #[error("treap invariant violated: {0}")]
+    Invariant(String),
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

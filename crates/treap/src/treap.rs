@@ -1,0 +1,498 @@
+//! `PersistentTreap<K, V>`: the treap, its lazy loading and its persistence.
+
+use std::cmp::Ordering;
+use std::ops::{Bound, RangeBounds};
+
+use bob_store_core::{ObjectId, Storer};
+
+use crate::codec::{TreapKey, TreapValue};
+use crate::node::{ChildRef, RawNode};
+use crate::{Error, Result};
+
+/// How a parent (or the root) reaches a child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Empty,
+    /// In memory, at this arena index.
+    Mem(usize),
+    /// Not loaded yet: the object holding it, and its subtree's size.
+    Stored(ChildRef),
+}
+
+#[derive(Debug, Clone)]
+struct Node<K, V> {
+    key: K,
+    value: V,
+    priority: u64,
+    count: u64,
+    left: Link,
+    right: Link,
+    /// The object holding this node's last persisted version.
+    stored: Option<ObjectId>,
+    /// Changed since it was last persisted (or never persisted).
+    dirty: bool,
+}
+
+/// The priority of a key: its encoding's xxh3, so a key set has one shape whatever the
+/// order of inserts, and reloads and re-persists identically.
+fn priority_of<K: TreapKey>(key: &K) -> u64 {
+    let mut bytes = Vec::new();
+    key.encode(&mut bytes);
+    bob_io_helpers::checksum(&bytes)
+}
+
+/// A treap whose nodes are objects in a store; see the crate docs.
+///
+/// Every call that may visit stored nodes takes the store: nodes load on first touch.
+#[derive(Debug, Clone)]
+pub struct PersistentTreap<K, V = ()> {
+    nodes: Vec<Option<Node<K, V>>>,
+    free: Vec<usize>,
+    root: Link,
+    /// Objects of nodes deleted or rewritten since the last persist: deleted by the next
+    /// persist, so the store frees them with the commit that makes the new root durable.
+    doomed: Vec<ObjectId>,
+}
+
+impl<K: TreapKey, V: TreapValue> Default for PersistentTreap<K, V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
+    /// An empty treap.
+    pub fn new() -> Self {
+        Self { nodes: Vec::new(), free: Vec::new(), root: Link::Empty, doomed: Vec::new() }
+    }
+
+    /// Opens the treap whose root node is object `root`, reading only that node.
+    pub fn load<S: Storer>(store: &S, root: ObjectId) -> Result<Self> {
+        let mut treap = Self::new();
+        let raw = treap.read_node(store, root)?;
+        let node = Self::node_from_raw(root, raw)?;
+        treap.root = Link::Mem(treap.add(node));
+        Ok(treap)
+    }
+
+    /// A node in memory from its stored form, as object `id`.
+    fn node_from_raw(id: ObjectId, raw: RawNode) -> Result<Node<K, V>> {
+        Ok(Node {
+            key: K::decode(&raw.key)?,
+            value: V::decode(&raw.value)?,
+            priority: raw.priority,
+            count: raw.count,
+            left: raw.left.map_or(Link::Empty, Link::Stored),
+            right: raw.right.map_or(Link::Empty, Link::Stored),
+            stored: Some(id),
+            dirty: false,
+        })
+    }
+
+    /// Keys in the treap.
+    pub fn len(&self) -> u64 {
+        self.count_of(self.root)
+    }
+
+    /// Whether the treap is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Nodes held in memory now.
+    pub fn nodes_in_memory(&self) -> usize {
+        self.nodes.len() - self.free.len()
+    }
+
+    fn node(&self, index: usize) -> &Node<K, V> {
+        self.nodes[index].as_ref().expect("a linked arena slot holds a node")
+    }
+
+    fn node_mut(&mut self, index: usize) -> &mut Node<K, V> {
+        self.nodes[index].as_mut().expect("a linked arena slot holds a node")
+    }
+
+    fn count_of(&self, link: Link) -> u64 {
+        match link {
+            Link::Empty => 0,
+            Link::Mem(index) => self.node(index).count,
+            Link::Stored(child) => child.count,
+        }
+    }
+
+    fn add(&mut self, node: Node<K, V>) -> usize {
+        match self.free.pop() {
+            Some(index) => {
+                self.nodes[index] = Some(node);
+                index
+            }
+            None => {
+                self.nodes.push(Some(node));
+                self.nodes.len() - 1
+            }
+        }
+    }
+
+    fn read_node<S: Storer>(&self, store: &S, id: ObjectId) -> Result<RawNode> {
+        RawNode::decode(id, &store.read_bytes_from_obj(id)?)
+    }
+
+    /// The arena index of `link`'s node, loading it if needed.
+    fn resolve<S: Storer>(&mut self, store: &S, link: Link) -> Result<Option<usize>> {
+        match link {
+            Link::Empty => Ok(None),
+            Link::Mem(index) => Ok(Some(index)),
+            Link::Stored(child) => {
+                let raw = self.read_node(store, child.id)?;
+                if raw.count != child.count {
+                    return Err(Error::Corrupt(format!(
+                        "node {} holds {} keys, its parent says {}",
+                        child.id, raw.count, child.count
+                    )));
+                }
+                let node = Self::node_from_raw(child.id, raw)?;
+                Ok(Some(self.add(node)))
+            }
+        }
+    }
+
+    /// The root's node, loaded, with the root link updated.
+    fn root_index<S: Storer>(&mut self, store: &S) -> Result<Option<usize>> {
+        let index = self.resolve(store, self.root)?;
+        if let Some(index) = index {
+            self.root = Link::Mem(index);
+        }
+        Ok(index)
+    }
+
+    /// A child of node `index` (`left` or right), loaded, with the parent's link updated.
+    fn child<S: Storer>(&mut self, store: &S, index: usize, left: bool) -> Result<Option<usize>> {
+        let link = if left { self.node(index).left } else { self.node(index).right };
+        let child = self.resolve(store, link)?;
+        if let Some(child) = child {
+            let node = self.node_mut(index);
+            if left { node.left = Link::Mem(child) } else { node.right = Link::Mem(child) }
+        }
+        Ok(child)
+    }
+
+    fn refresh(&mut self, index: usize) {
+        let (left, right) = (self.node(index).left, self.node(index).right);
+        let count = 1 + self.count_of(left) + self.count_of(right);
+        let node = self.node_mut(index);
+        node.count = count;
+        node.dirty = true;
+    }
+
+    fn rotate_right(&mut self, index: usize) -> usize {
+        let Link::Mem(left) = self.node(index).left else { return index };
+        let moved = self.node(left).right;
+        self.node_mut(index).left = moved;
+        self.node_mut(left).right = Link::Mem(index);
+        self.refresh(index);
+        self.refresh(left);
+        left
+    }
+
+    fn rotate_left(&mut self, index: usize) -> usize {
+        let Link::Mem(right) = self.node(index).right else { return index };
+        let moved = self.node(right).left;
+        self.node_mut(index).right = moved;
+        self.node_mut(right).left = Link::Mem(index);
+        self.refresh(index);
+        self.refresh(right);
+        right
+    }
+
+    /// Inserts `key` with `value`, returning the value it replaces.
+    pub fn insert<S: Storer>(&mut self, store: &S, key: K, value: V) -> Result<Option<V>> {
+        let (root, old) = self.insert_at(store, self.root, key, value)?;
+        self.root = root;
+        Ok(old)
+    }
+
+    fn insert_at<S: Storer>(
+        &mut self,
+        store: &S,
+        link: Link,
+        key: K,
+        value: V,
+    ) -> Result<(Link, Option<V>)> {
+        let Some(index) = self.resolve(store, link)? else {
+            let priority = priority_of(&key);
+            let node = Node {
+                key,
+                value,
+                priority,
+                count: 1,
+                left: Link::Empty,
+                right: Link::Empty,
+                stored: None,
+                dirty: true,
+            };
+            return Ok((Link::Mem(self.add(node)), None));
+        };
+        match key.cmp(&self.node(index).key) {
+            Ordering::Equal => {
+                let node = self.node_mut(index);
+                node.dirty = true;
+                Ok((Link::Mem(index), Some(std::mem::replace(&mut node.value, value))))
+            }
+            Ordering::Less => {
+                let (left, old) = self.insert_at(store, self.node(index).left, key, value)?;
+                self.node_mut(index).left = left;
+                self.refresh(index);
+                let top = match left {
+                    Link::Mem(l) if self.node(l).priority > self.node(index).priority => {
+                        self.rotate_right(index)
+                    }
+                    _ => index,
+                };
+                Ok((Link::Mem(top), old))
+            }
+            Ordering::Greater => {
+                let (right, old) = self.insert_at(store, self.node(index).right, key, value)?;
+                self.node_mut(index).right = right;
+                self.refresh(index);
+                let top = match right {
+                    Link::Mem(r) if self.node(r).priority > self.node(index).priority => {
+                        self.rotate_left(index)
+                    }
+                    _ => index,
+                };
+                Ok((Link::Mem(top), old))
+            }
+        }
+    }
+
+    /// Removes `key`, returning its value.
+    pub fn delete<S: Storer>(&mut self, store: &S, key: &K) -> Result<Option<V>> {
+        let (root, removed) = self.delete_at(store, self.root, key)?;
+        self.root = root;
+        Ok(removed)
+    }
+
+    fn delete_at<S: Storer>(
+        &mut self,
+        store: &S,
+        link: Link,
+        key: &K,
+    ) -> Result<(Link, Option<V>)> {
+        let Some(index) = self.resolve(store, link)? else { return Ok((Link::Empty, None)) };
+        let left_side = match key.cmp(&self.node(index).key) {
+            Ordering::Equal => {
+                let (left, right) = (self.node(index).left, self.node(index).right);
+                let merged = self.merge(store, left, right)?;
+                let node = self.nodes[index].take().expect("a linked arena slot holds a node");
+                self.free.push(index);
+                self.doomed.extend(node.stored);
+                return Ok((merged, Some(node.value)));
+            }
+            Ordering::Less => true,
+            Ordering::Greater => false,
+        };
+        let child = if left_side { self.node(index).left } else { self.node(index).right };
+        let (new_child, removed) = self.delete_at(store, child, key)?;
+        if removed.is_some() {
+            let node = self.node_mut(index);
+            if left_side {
+                node.left = new_child
+            } else {
+                node.right = new_child
+            }
+            self.refresh(index);
+        } else if let Link::Mem(_) = new_child {
+            // Loaded on the way down: keep the loaded link.
+            let node = self.node_mut(index);
+            if left_side { node.left = new_child } else { node.right = new_child }
+        }
+        Ok((Link::Mem(index), removed))
+    }
+
+    /// Joins two treaps whose keys are all ordered `a < b`.
+    fn merge<S: Storer>(&mut self, store: &S, a: Link, b: Link) -> Result<Link> {
+        let (Some(ai), Some(bi)) = (self.resolve(store, a)?, self.resolve(store, b)?) else {
+            return Ok(if a == Link::Empty { b } else { a });
+        };
+        if self.node(ai).priority > self.node(bi).priority {
+            let joined = self.merge(store, self.node(ai).right, Link::Mem(bi))?;
+            self.node_mut(ai).right = joined;
+            self.refresh(ai);
+            Ok(Link::Mem(ai))
+        } else {
+            let joined = self.merge(store, Link::Mem(ai), self.node(bi).left)?;
+            self.node_mut(bi).left = joined;
+            self.refresh(bi);
+            Ok(Link::Mem(bi))
+        }
+    }
+
+    /// The value of `key`.
+    pub fn get<S: Storer>(&mut self, store: &S, key: &K) -> Result<Option<V>> {
+        let mut at = self.root_index(store)?;
+        while let Some(index) = at {
+            at = match key.cmp(&self.node(index).key) {
+                Ordering::Equal => return Ok(Some(self.node(index).value.clone())),
+                Ordering::Less => self.child(store, index, true)?,
+                Ordering::Greater => self.child(store, index, false)?,
+            };
+        }
+        Ok(None)
+    }
+
+    /// Whether `key` is present.
+    pub fn contains<S: Storer>(&mut self, store: &S, key: &K) -> Result<bool> {
+        Ok(self.get(store, key)?.is_some())
+    }
+
+    /// The smallest key and its value.
+    pub fn first<S: Storer>(&mut self, store: &S) -> Result<Option<(K, V)>> {
+        self.edge(store, true)
+    }
+
+    /// The largest key and its value.
+    pub fn last<S: Storer>(&mut self, store: &S) -> Result<Option<(K, V)>> {
+        self.edge(store, false)
+    }
+
+    fn edge<S: Storer>(&mut self, store: &S, leftmost: bool) -> Result<Option<(K, V)>> {
+        let Some(mut index) = self.root_index(store)? else { return Ok(None) };
+        while let Some(next) = self.child(store, index, leftmost)? {
+            index = next;
+        }
+        let node = self.node(index);
+        Ok(Some((node.key.clone(), node.value.clone())))
+    }
+
+    /// Every key and value in order.
+    pub fn to_vec<S: Storer>(&mut self, store: &S) -> Result<Vec<(K, V)>> {
+        self.range(store, ..)
+    }
+
+    /// The keys and values within `bounds`, in order (subtrees outside them are not loaded).
+    pub fn range<S: Storer, R: RangeBounds<K>>(
+        &mut self,
+        store: &S,
+        bounds: R,
+    ) -> Result<Vec<(K, V)>> {
+        let mut out = Vec::new();
+        let mut stack = Vec::new();
+        let mut at = self.root_index(store)?;
+        loop {
+            while let Some(index) = at {
+                let below_start = match bounds.start_bound() {
+                    Bound::Included(s) => self.node(index).key < *s,
+                    Bound::Excluded(s) => self.node(index).key <= *s,
+                    Bound::Unbounded => false,
+                };
+                if below_start {
+                    at = self.child(store, index, false)?;
+                } else {
+                    stack.push(index);
+                    at = self.child(store, index, true)?;
+                }
+            }
+            let Some(index) = stack.pop() else { break };
+            let node = self.node(index);
+            let past_end = match bounds.end_bound() {
+                Bound::Included(e) => node.key > *e,
+                Bound::Excluded(e) => node.key >= *e,
+                Bound::Unbounded => false,
+            };
+            if past_end {
+                break;
+            }
+            out.push((node.key.clone(), node.value.clone()));
+            at = self.child(store, index, false)?;
+        }
+        Ok(out)
+    }
+
+    /// Writes every changed node as a new object, children before parents, deletes the
+    /// objects of replaced and deleted nodes, and returns the root's object (`None` when
+    /// empty). Nothing is durable until the store's next commit, which makes the new tree and
+    /// the frees durable together; until then, and after any crash before it, the previously
+    /// committed tree loads whole.
+    pub fn persist<S: Storer>(&mut self, store: &mut S) -> Result<Option<ObjectId>> {
+        let root = match self.root {
+            Link::Empty => None,
+            Link::Stored(child) => Some(child.id),
+            Link::Mem(index) => Some(self.persist_node(store, index)?.id),
+        };
+        for id in std::mem::take(&mut self.doomed) {
+            store.delete_obj(id)?;
+        }
+        Ok(root)
+    }
+
+    fn child_ref<S: Storer>(&mut self, store: &mut S, link: Link) -> Result<Option<ChildRef>> {
+        match link {
+            Link::Empty => Ok(None),
+            Link::Stored(child) => Ok(Some(child)),
+            Link::Mem(index) => self.persist_node(store, index).map(Some),
+        }
+    }
+
+    fn persist_node<S: Storer>(&mut self, store: &mut S, index: usize) -> Result<ChildRef> {
+        let node = self.node(index);
+        if let (false, Some(id)) = (node.dirty, node.stored) {
+            return Ok(ChildRef { id, count: node.count });
+        }
+        let (left, right) = (node.left, node.right);
+        let left = self.child_ref(store, left)?;
+        let right = self.child_ref(store, right)?;
+        let node = self.node(index);
+        let mut raw = RawNode {
+            priority: node.priority,
+            count: node.count,
+            left,
+            right,
+            key: Vec::new(),
+            value: Vec::new(),
+        };
+        node.key.encode(&mut raw.key);
+        node.value.encode(&mut raw.value);
+        let id = store.write_new_obj_from_bytes(&raw.encode()?)?;
+        let node = self.node_mut(index);
+        if let Some(old) = node.stored.replace(id) {
+            self.doomed.push(old);
+        }
+        self.node_mut(index).dirty = false;
+        Ok(ChildRef { id, count: raw.count })
+    }
+
+    /// Loads the whole tree and checks the treap invariants: keys in order, each node's
+    /// priority at least its children's, counts adding up.
+    pub fn check<S: Storer>(&mut self, store: &S) -> Result<()> {
+        let Some(root) = self.root_index(store)? else { return Ok(()) };
+        self.check_node(store, root, None, None).map(|_| ())
+    }
+
+    fn check_node<S: Storer>(
+        &mut self,
+        store: &S,
+        index: usize,
+        low: Option<&K>,
+        high: Option<&K>,
+    ) -> Result<u64> {
+        let key = self.node(index).key.clone();
+        let priority = self.node(index).priority;
+        if low.is_some_and(|l| key <= *l) || high.is_some_and(|h| key >= *h) {
+            return Err(Error::Invariant("keys out of order".into()));
+        }
+        let mut count = 1;
+        for left in [true, false] {
+            if let Some(child) = self.child(store, index, left)? {
+                if self.node(child).priority > priority {
+                    return Err(Error::Invariant("a child outranks its parent".into()));
+                }
+                let (l, h) = if left { (low, Some(&key)) } else { (Some(&key), high) };
+                count += self.check_node(store, child, l, h)?;
+            }
+        }
+        if count != self.node(index).count {
+            return Err(Error::Invariant("a subtree count is wrong".into()));
+        }
+        Ok(count)
+    }
+}
