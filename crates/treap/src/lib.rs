@@ -50,7 +50,7 @@ mod treap;
 
 pub use codec::{TreapKey, TreapValue};
 pub use node::MAX_FIELD_BYTES;
-pub use treap::PersistentTreap;
+pub use treap::{BatchReport, PersistentTreap};
 
 /// A treap map: keys with payloads.
 pub type PersistentPayloadTreap<K, V> = PersistentTreap<K, V>;

@@ -61,6 +61,11 @@ fn get(bytes: &[u8], at: usize) -> u64 {
 }
 
 impl RawNode {
+    /// Bytes this node encodes to (child ids do not change it: they are fixed-width).
+    pub(crate) fn encoded_len(key_len: usize, value_len: usize) -> usize {
+        HEADER + key_len + value_len + TRAILER
+    }
+
     pub(crate) fn encode(&self) -> Result<Vec<u8>> {
         if self.key.len() > MAX_FIELD_BYTES || self.value.len() > MAX_FIELD_BYTES {
             return Err(Error::TooLarge {

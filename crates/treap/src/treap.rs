@@ -3,7 +3,9 @@
 use std::cmp::Ordering;
 use std::ops::{Bound, RangeBounds};
 
-use bob_store_core::{ObjectId, Storer};
+use std::collections::BTreeMap;
+
+use bob_store_core::{BatchStorer, ObjectId, Storer};
 
 use crate::codec::{TreapKey, TreapValue};
 use crate::node::{ChildRef, RawNode};
@@ -39,6 +41,19 @@ fn priority_of<K: TreapKey>(key: &K) -> u64 {
     let mut bytes = Vec::new();
     key.encode(&mut bytes);
     bob_io_helpers::checksum(&bytes)
+}
+
+/// What [`PersistentTreap::batch_persist`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// The root's object (`None` for an empty treap).
+    pub root: Option<ObjectId>,
+    /// Nodes written.
+    pub nodes: u64,
+    /// Contiguous runs taken (each written with one `write_batched_objs`).
+    pub runs: u64,
+    /// Nodes written one by one because no run was available.
+    pub fallback_nodes: u64,
 }
 
 /// A treap whose nodes are objects in a store; see the crate docs.
@@ -459,6 +474,142 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
         }
         self.node_mut(index).dirty = false;
         Ok(ChildRef { id, count: raw.count })
+    }
+
+    /// Like [`persist`](Self::persist), with as few writes as the store allows: the changed
+    /// nodes are grouped by encoded size, each group takes one contiguous run of objects
+    /// (`allocate_run`), every node is encoded with its children's final ids, and each run is
+    /// written with one `write_batched_objs`. When a group's full run is not available, it
+    /// takes the shorter runs the store can give (grouped batching); when none is, that group
+    /// falls back to one write per node. A uniform tree is one run and one write.
+    pub fn batch_persist<S: BatchStorer>(&mut self, store: &mut S) -> Result<BatchReport> {
+        let mut report = BatchReport::default();
+        let dirty = self.dirty_nodes();
+        // Group by encoded length, keeping post-order inside each group.
+        let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for &index in &dirty {
+            let mut key = Vec::new();
+            let mut value = Vec::new();
+            self.node(index).key.encode(&mut key);
+            self.node(index).value.encode(&mut value);
+            groups.entry(RawNode::encoded_len(key.len(), value.len())).or_default().push(index);
+        }
+        // Ids first: every node's id is known before any parent is encoded.
+        // arena index -> (object id, run number)
+        let mut assigned: std::collections::HashMap<usize, (ObjectId, u64)> =
+            std::collections::HashMap::new();
+        for (&len, members) in &groups {
+            let mut rest = &members[..];
+            while !rest.is_empty() {
+                let take = match store.allocate_run(rest.len() as u64, len as u64) {
+                    Ok(run) => Some((rest.len(), run)),
+                    Err(bob_store_core::Error::Alloc(bob_alloc::Error::NoRun {
+                        longest, ..
+                    })) if longest > 0 => {
+                        let take = (longest as usize).min(rest.len());
+                        Some((take, store.allocate_run(take as u64, len as u64)?))
+                    }
+                    Err(_) => None,
+                };
+                let Some((take, run)) = take else {
+                    report.fallback_nodes += rest.len() as u64;
+                    break;
+                };
+                report.runs += 1;
+                assigned
+                    .extend(rest[..take].iter().zip(run).map(|(&i, id)| (i, (id, report.runs))));
+                rest = &rest[take..];
+            }
+        }
+        // Encode in post-order (children before parents), so fallback nodes get their ids
+        // before their parents are encoded.
+        let mut encoded: BTreeMap<u64, Vec<(ObjectId, Vec<u8>)>> = BTreeMap::new();
+        for &index in &dirty {
+            let raw = self.raw_for_batch(index)?;
+            let bytes = raw.encode()?;
+            let id = match assigned.get(&index) {
+                Some(&(id, run)) => {
+                    encoded.entry(run).or_default().push((id, bytes));
+                    id
+                }
+                None => store.write_new_obj_from_bytes(&bytes)?,
+            };
+            let node = self.node_mut(index);
+            if let Some(old) = node.stored.replace(id) {
+                self.doomed.push(old);
+            }
+            self.node_mut(index).dirty = false;
+        }
+        for batch in encoded.values() {
+            let objects: Vec<(ObjectId, &[u8])> =
+                batch.iter().map(|(id, b)| (*id, b.as_slice())).collect();
+            store.write_batched_objs(&objects)?;
+        }
+        report.nodes = dirty.len() as u64;
+        for id in std::mem::take(&mut self.doomed) {
+            store.delete_obj(id)?;
+        }
+        report.root = match self.root {
+            Link::Empty => None,
+            Link::Stored(child) => Some(child.id),
+            Link::Mem(index) => self.node(index).stored,
+        };
+        Ok(report)
+    }
+
+    /// The changed nodes, children before parents.
+    fn dirty_nodes(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        let Link::Mem(root) = self.root else { return out };
+        // Iterative post-order over in-memory dirty nodes (a clean node's subtree has no
+        // dirty node: changes dirty their whole path).
+        let mut stack = vec![(root, false)];
+        while let Some((index, children_done)) = stack.pop() {
+            let node = self.node(index);
+            if !node.dirty && node.stored.is_some() {
+                continue;
+            }
+            if children_done {
+                out.push(index);
+                continue;
+            }
+            stack.push((index, true));
+            for link in [node.right, node.left] {
+                if let Link::Mem(child) = link {
+                    stack.push((child, false));
+                }
+            }
+        }
+        out
+    }
+
+    /// The stored form of node `index`, whose children already have their objects.
+    fn raw_for_batch(&self, index: usize) -> Result<RawNode> {
+        let node = self.node(index);
+        let child = |link: Link| -> Result<Option<ChildRef>> {
+            match link {
+                Link::Empty => Ok(None),
+                Link::Stored(child) => Ok(Some(child)),
+                Link::Mem(i) => {
+                    let child = self.node(i);
+                    let id = child.stored.ok_or_else(|| {
+                        Error::Invariant("a child was not assigned an object".into())
+                    })?;
+                    Ok(Some(ChildRef { id, count: child.count }))
+                }
+            }
+        };
+        let mut raw = RawNode {
+            priority: node.priority,
+            count: node.count,
+            left: child(node.left)?,
+            right: child(node.right)?,
+            key: Vec::new(),
+            value: Vec::new(),
+        };
+        node.key.encode(&mut raw.key);
+        node.value.encode(&mut raw.value);
+        Ok(raw)
     }
 
     /// Loads the whole tree and checks the treap invariants: keys in order, each node's

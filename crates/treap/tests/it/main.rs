@@ -39,6 +39,7 @@ enum Op {
     Get(u64),
     Range(u64, u64),
     Persist,
+    BatchPersist,
     Save,
     Reopen,
     Crash(bool, u64),
@@ -51,6 +52,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u64..300).prop_map(Op::Get),
         1 => (0u64..300, 0u64..300).prop_map(|(a, b)| Op::Range(a.min(b), a.max(b))),
         2 => Just(Op::Persist),
+        2 => Just(Op::BatchPersist),
         2 => Just(Op::Save),
         1 => Just(Op::Reopen),
         1 => (any::<bool>(), any::<u64>()).prop_map(|(p, s)| Op::Crash(p, s)),
@@ -86,6 +88,10 @@ proptest! {
                 }
                 Op::Persist => {
                     tree.persist(&mut store).unwrap();
+                }
+                Op::BatchPersist => {
+                    let report = tree.batch_persist(&mut store).unwrap();
+                    prop_assert_eq!(report.fallback_nodes, 0);
                 }
                 Op::Save => {
                     save(&mut tree, &mut store);
@@ -240,4 +246,62 @@ fn the_treap_works_over_a_concurrent_store() {
     let mut reloaded: PersistentTreap<String> = PersistentTreap::load(&store, root).unwrap();
     let keys: Vec<String> = reloaded.to_vec(&store).unwrap().into_iter().map(|(k, _)| k).collect();
     assert_eq!(keys, ["apple", "fig", "kiwi", "pear"]);
+}
+
+/// A uniform tree (fixed-size keys, no payload) persists as one run with one write, and
+/// reloads exactly as a per-node persist of the same keys does; on both stores.
+#[test]
+fn batch_persist_of_a_uniform_tree_is_one_run_and_one_write() {
+    fn run<A: bob_store_core::SpaceAllocator>() {
+        let disk = SimDisk::new();
+        let mut store =
+            bob_store_core::Store::<A, SimDisk>::create_with(disk.clone(), StoreOptions::default())
+                .unwrap();
+        let mut batched: PersistentTreap<u64> = PersistentTreap::new();
+        let mut single: PersistentTreap<u64> = PersistentTreap::new();
+        for k in 0..500u64 {
+            batched.insert(&store, k * 7, ()).unwrap();
+            single.insert(&store, k * 7, ()).unwrap();
+        }
+        let writes = disk.op_counts().writes;
+        let report = batched.batch_persist(&mut store).unwrap();
+        assert_eq!((report.nodes, report.runs, report.fallback_nodes), (500, 1, 0));
+        assert_eq!(disk.op_counts().writes - writes, 1, "one positioned write");
+        let single_root = single.persist(&mut store).unwrap().unwrap();
+        store.commit().unwrap();
+        let batched_root = report.root.unwrap();
+        let mut a: PersistentTreap<u64> = PersistentTreap::load(&store, batched_root).unwrap();
+        let mut b: PersistentTreap<u64> = PersistentTreap::load(&store, single_root).unwrap();
+        assert_eq!(a.to_vec(&store).unwrap(), b.to_vec(&store).unwrap());
+        a.check(&store).unwrap();
+        // Changing a few keys re-persists only their paths, still batched.
+        for k in [3u64, 701, 1402] {
+            a.insert(&store, k, ()).unwrap();
+        }
+        let again = a.batch_persist(&mut store).unwrap();
+        assert!(again.nodes < 60 && again.fallback_nodes == 0, "{again:?}");
+        store.commit().unwrap();
+        let mut c: PersistentTreap<u64> =
+            PersistentTreap::load(&store, again.root.unwrap()).unwrap();
+        assert_eq!(c.len(), 503);
+        c.check(&store).unwrap();
+    }
+    run::<bob_alloc::BasicAllocator>();
+    run::<bob_alloc::OmniBlockAllocator>();
+}
+
+/// Nodes of different sizes batch per size (a run each).
+#[test]
+fn batch_persist_groups_variable_sizes() {
+    let mut store = BaseStore::create_with(SimDisk::new(), StoreOptions::default()).unwrap();
+    let mut tree = Tree::new();
+    for k in 0..300u64 {
+        tree.insert(&store, k, value(k, 9)).unwrap(); // 7 payload sizes
+    }
+    let report = tree.batch_persist(&mut store).unwrap();
+    assert_eq!((report.nodes, report.runs, report.fallback_nodes), (300, 7, 0));
+    store.commit().unwrap();
+    let mut loaded = Tree::load(&store, report.root.unwrap()).unwrap();
+    assert_eq!(loaded.len(), 300);
+    loaded.check(&store).unwrap();
 }
