@@ -14,10 +14,17 @@
 //! objects are freed, so the object count stays flat over insert/delete/persist rounds.
 //! Where to keep the root id is the caller's choice (the store's prime object, say).
 //!
+//! [`PersistentTreap::batch_persist`] does the same with as few writes as the store allows:
+//! changed nodes grouped by size, one contiguous run (`allocate_run`) and one
+//! `write_batched_objs` per group, shorter runs when a full one is not available, per-node
+//! writes as the last resort. [`PersistentTreap::flush`] unloads clean subtrees to keep at
+//! most a budget of nodes in memory.
+//!
 //! # Status
-//! This is the first part of the crate: the set and map, lazy loading, `persist`, `load`,
-//! range queries. Still to come: `batch_persist` (one contiguous run and one write), a bounded
-//! node budget with flushing, serde payloads, and benches.
+//! Still to come (issue #6): least-recently-used choice of what to flush and a background
+//! flusher, a lazy iterator that stays correct while nodes are flushed under it (range
+//! queries return a `Vec` for now), serde payloads through postcard, and lower CPU cost per
+//! node in `batch_persist`.
 //!
 //! # Example
 //! ```

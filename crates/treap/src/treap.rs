@@ -612,6 +612,74 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
         Ok(raw)
     }
 
+    /// Unloads clean (persisted, unchanged) subtrees back to stored links until at most
+    /// `budget` nodes stay in memory, or no clean subtree is left; returns the nodes unloaded.
+    /// Subtrees nearest the root go first (they are the largest). Changed nodes and their
+    /// paths stay: a change dirties its whole path, so a clean node heads a clean subtree.
+    pub fn flush(&mut self, budget: usize) -> usize {
+        let mut unloaded = 0;
+        if self.nodes_in_memory() <= budget {
+            return 0;
+        }
+        if let Link::Mem(root) = self.root {
+            if let Some(link) = self.unloadable(root) {
+                unloaded += self.unload(root);
+                self.root = link;
+                return unloaded;
+            }
+        }
+        // Level order from the root: unload clean children of dirty nodes.
+        let mut queue = std::collections::VecDeque::new();
+        if let Link::Mem(root) = self.root {
+            queue.push_back(root);
+        }
+        while let Some(index) = queue.pop_front() {
+            for left in [true, false] {
+                if self.nodes_in_memory() <= budget {
+                    return unloaded;
+                }
+                let link = if left { self.node(index).left } else { self.node(index).right };
+                let Link::Mem(child) = link else { continue };
+                match self.unloadable(child) {
+                    Some(stored) => {
+                        unloaded += self.unload(child);
+                        let node = self.node_mut(index);
+                        if left { node.left = stored } else { node.right = stored }
+                    }
+                    None => queue.push_back(child),
+                }
+            }
+        }
+        unloaded
+    }
+
+    /// The stored link that can replace node `index`, if it heads a clean subtree.
+    fn unloadable(&self, index: usize) -> Option<Link> {
+        let node = self.node(index);
+        match (node.dirty, node.stored) {
+            (false, Some(id)) => Some(Link::Stored(ChildRef { id, count: node.count })),
+            _ => None,
+        }
+    }
+
+    /// Frees the in-memory subtree headed by `index`; returns its size in memory.
+    fn unload(&mut self, index: usize) -> usize {
+        let mut stack = vec![index];
+        let mut freed = 0;
+        while let Some(at) = stack.pop() {
+            if let Some(node) = self.nodes[at].take() {
+                for link in [node.left, node.right] {
+                    if let Link::Mem(child) = link {
+                        stack.push(child);
+                    }
+                }
+                self.free.push(at);
+                freed += 1;
+            }
+        }
+        freed
+    }
+
     /// Loads the whole tree and checks the treap invariants: keys in order, each node's
     /// priority at least its children's, counts adding up.
     pub fn check<S: Storer>(&mut self, store: &S) -> Result<()> {

@@ -40,6 +40,7 @@ enum Op {
     Range(u64, u64),
     Persist,
     BatchPersist,
+    Flush(usize),
     Save,
     Reopen,
     Crash(bool, u64),
@@ -53,6 +54,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u64..300, 0u64..300).prop_map(|(a, b)| Op::Range(a.min(b), a.max(b))),
         2 => Just(Op::Persist),
         2 => Just(Op::BatchPersist),
+        2 => (0usize..40).prop_map(Op::Flush),
         2 => Just(Op::Save),
         1 => Just(Op::Reopen),
         1 => (any::<bool>(), any::<u64>()).prop_map(|(p, s)| Op::Crash(p, s)),
@@ -92,6 +94,9 @@ proptest! {
                 Op::BatchPersist => {
                     let report = tree.batch_persist(&mut store).unwrap();
                     prop_assert_eq!(report.fallback_nodes, 0);
+                }
+                Op::Flush(budget) => {
+                    tree.flush(budget);
                 }
                 Op::Save => {
                     save(&mut tree, &mut store);
@@ -304,4 +309,33 @@ fn batch_persist_groups_variable_sizes() {
     let mut loaded = Tree::load(&store, report.root.unwrap()).unwrap();
     assert_eq!(loaded.len(), 300);
     loaded.check(&store).unwrap();
+}
+
+/// 100,000 keys with a budget of 5,000 nodes: after each flush at most 5,000 nodes stay in
+/// memory, and a full walk yields all 100,000 keys, three times, with flushes between.
+#[test]
+fn a_flush_keeps_memory_within_the_budget() {
+    let mut store = BaseStore::create_with(SimDisk::new(), StoreOptions::default()).unwrap();
+    let mut tree: PersistentTreap<u64> = PersistentTreap::new();
+    for batch in 0..10u64 {
+        for k in batch * 10_000..(batch + 1) * 10_000 {
+            tree.insert(&store, k, ()).unwrap();
+        }
+        tree.batch_persist(&mut store).unwrap();
+        tree.flush(5_000);
+        assert!(tree.nodes_in_memory() <= 5_000, "after batch {batch}: {}", tree.nodes_in_memory());
+    }
+    store.commit().unwrap();
+    for _ in 0..3 {
+        let keys = tree.to_vec(&store).unwrap();
+        assert_eq!(keys.len(), 100_000);
+        assert!(keys.windows(2).all(|w| w[0].0 < w[1].0));
+        tree.flush(5_000);
+        assert!(tree.nodes_in_memory() <= 5_000);
+    }
+    // Unpersisted changes are never flushed away.
+    tree.insert(&store, 1_000_000, ()).unwrap();
+    tree.flush(0);
+    assert_eq!(tree.get(&store, &1_000_000).unwrap(), Some(()));
+    tree.check(&store).unwrap();
 }
