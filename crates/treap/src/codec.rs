@@ -16,8 +16,8 @@ pub trait TreapKey: Ord + Clone {
 
 /// A payload stored beside a key (`()` for sets).
 pub trait TreapValue: Clone {
-    /// Appends the value's bytes.
-    fn encode(&self, out: &mut Vec<u8>);
+    /// Appends the value's bytes; fails if the value cannot be encoded.
+    fn encode(&self, out: &mut Vec<u8>) -> Result<()>;
     /// The value from exactly `bytes`.
     fn decode(bytes: &[u8]) -> Result<Self>;
 }
@@ -39,8 +39,9 @@ macro_rules! unsigned {
             }
         }
         impl TreapValue for $t {
-            fn encode(&self, out: &mut Vec<u8>) {
+            fn encode(&self, out: &mut Vec<u8>) -> Result<()> {
                 out.extend_from_slice(&self.to_le_bytes());
+                Ok(())
             }
             fn decode(bytes: &[u8]) -> Result<Self> {
                 Ok(<$t>::from_le_bytes(fixed(bytes, stringify!($t))?))
@@ -70,8 +71,9 @@ impl TreapKey for Vec<u8> {
 }
 
 impl TreapValue for Vec<u8> {
-    fn encode(&self, out: &mut Vec<u8>) {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<()> {
         out.extend_from_slice(self);
+        Ok(())
     }
     fn decode(bytes: &[u8]) -> Result<Self> {
         Ok(bytes.to_vec())
@@ -89,16 +91,39 @@ impl TreapKey for String {
 }
 
 impl TreapValue for String {
-    fn encode(&self, out: &mut Vec<u8>) {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<()> {
         out.extend_from_slice(self.as_bytes());
+        Ok(())
     }
     fn decode(bytes: &[u8]) -> Result<Self> {
         <String as TreapKey>::decode(bytes)
     }
 }
 
+/// A payload of any serde type, encoded with postcard (compact, stable, and well kept; the
+/// workspace's choice for serde encodings).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Postcard<T>(pub T);
+
+impl<T: serde::Serialize + serde::de::DeserializeOwned + Clone> TreapValue for Postcard<T> {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<()> {
+        let bytes = postcard::to_allocvec(&self.0)
+            .map_err(|e| Error::Encode(format!("postcard cannot encode the payload: {e}")))?;
+        out.extend_from_slice(&bytes);
+        Ok(())
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        postcard::from_bytes(bytes)
+            .map(Postcard)
+            .map_err(|e| Error::Corrupt(format!("a postcard payload does not decode: {e}")))
+    }
+}
+
 impl TreapValue for () {
-    fn encode(&self, _out: &mut Vec<u8>) {}
+    fn encode(&self, _out: &mut Vec<u8>) -> Result<()> {
+        Ok(())
+    }
     fn decode(bytes: &[u8]) -> Result<Self> {
         if bytes.is_empty() {
             Ok(())

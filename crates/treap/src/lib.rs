@@ -23,8 +23,10 @@
 //! # Status
 //! Still to come (issue #6): least-recently-used choice of what to flush and a background
 //! flusher, a lazy iterator that stays correct while nodes are flushed under it (range
-//! queries return a `Vec` for now), serde payloads through postcard, and lower CPU cost per
-//! node in `batch_persist`.
+//! queries return a `Vec` for now), and lower CPU cost per node in `batch_persist`.
+//!
+//! Payloads are any [`TreapValue`]: integers, bytes, strings, or any serde type wrapped in
+//! [`Postcard`].
 //!
 //! # Example
 //! ```
@@ -55,7 +57,7 @@ mod codec;
 mod node;
 mod treap;
 
-pub use codec::{TreapKey, TreapValue};
+pub use codec::{Postcard, TreapKey, TreapValue};
 pub use node::MAX_FIELD_BYTES;
 pub use treap::{BatchReport, PersistentTreap};
 
@@ -72,6 +74,9 @@ pub enum Error {
     /// A node's bytes are not a valid node.
     #[error("corrupt treap: {0}")]
     Corrupt(String),
+    /// A value could not be encoded (a serde type postcard cannot represent).
+    #[error("cannot encode a value: {0}")]
+    Encode(String),
     /// A key or value is larger than a node holds.
     #[error("a key or value of {len} bytes exceeds the {max}-byte limit")]
     TooLarge {

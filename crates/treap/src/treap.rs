@@ -466,7 +466,7 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
             value: Vec::new(),
         };
         node.key.encode(&mut raw.key);
-        node.value.encode(&mut raw.value);
+        node.value.encode(&mut raw.value)?;
         let id = store.write_new_obj_from_bytes(&raw.encode()?)?;
         let node = self.node_mut(index);
         if let Some(old) = node.stored.replace(id) {
@@ -491,7 +491,7 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
             let mut key = Vec::new();
             let mut value = Vec::new();
             self.node(index).key.encode(&mut key);
-            self.node(index).value.encode(&mut value);
+            self.node(index).value.encode(&mut value)?;
             groups.entry(RawNode::encoded_len(key.len(), value.len())).or_default().push(index);
         }
         // Ids first: every node's id is known before any parent is encoded.
@@ -608,7 +608,7 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
             value: Vec::new(),
         };
         node.key.encode(&mut raw.key);
-        node.value.encode(&mut raw.value);
+        node.value.encode(&mut raw.value)?;
         Ok(raw)
     }
 

@@ -339,3 +339,34 @@ fn a_flush_keeps_memory_within_the_budget() {
     assert_eq!(tree.get(&store, &1_000_000).unwrap(), Some(()));
     tree.check(&store).unwrap();
 }
+
+/// A map with serde payloads through postcard round-trips through persist and reload.
+#[test]
+fn serde_payloads_round_trip() {
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Account {
+        owner: String,
+        balance: i64,
+        tags: Vec<String>,
+    }
+    use bob_treap::{PersistentPayloadTreap, Postcard};
+    let mut store = BaseStore::create_with(SimDisk::new(), StoreOptions::default()).unwrap();
+    let mut tree: PersistentPayloadTreap<u64, Postcard<Account>> = PersistentPayloadTreap::new();
+    for id in 0..50u64 {
+        let account = Account {
+            owner: format!("owner {id}"),
+            balance: id as i64 * -3,
+            tags: vec!["a".into(); id as usize % 3],
+        };
+        tree.insert(&store, id, Postcard(account)).unwrap();
+    }
+    let root = tree.batch_persist(&mut store).unwrap().root.unwrap();
+    store.commit().unwrap();
+    let mut loaded: PersistentPayloadTreap<u64, Postcard<Account>> =
+        PersistentPayloadTreap::load(&store, root).unwrap();
+    let Postcard(account) = loaded.get(&store, &17).unwrap().unwrap();
+    assert_eq!(
+        account,
+        Account { owner: "owner 17".into(), balance: -51, tags: vec!["a".into(); 2] }
+    );
+}
