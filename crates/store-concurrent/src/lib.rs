@@ -58,8 +58,8 @@ use bob_io_helpers::sync::RwLock;
 use bob_io_helpers::sync::atomic::{AtomicBool, Ordering};
 use bob_io_helpers::{DiskTokenManager, FileBackend, OsFile, StreamingChecksum, write_zeros};
 use bob_store_core::{
-    BatchStorer, CompactReport, Located, ObjectInfo, ObjectInfoStorer, PrimeStorer, SplitStore,
-    Store, StoreOptions, VerifyReport,
+    BatchStorer, CheckedRead, CompactReport, Located, ObjectInfo, ObjectInfoStorer, PrimeStorer,
+    SplitStore, Store, StoreOptions, VerifyReport,
 };
 pub use bob_store_core::{Error, ObjectId, Result};
 
@@ -258,15 +258,8 @@ impl<S: SplitStore> ConcurrentStore<S> {
         self.check_open()?;
         let (lock, cached) = self.locks.shared_and_cached(id.0);
         let located = self.locate(id, cached)?;
-        Ok(ConcurrentReader {
-            store: self,
-            _lock: lock,
-            id,
-            located,
-            position: 0,
-            sum: StreamingChecksum::new(),
-            verified: false,
-        })
+        let checked = CheckedRead::new(id, located.len, located.checksum);
+        Ok(ConcurrentReader { store: self, _lock: lock, id, located, checked })
     }
 
     /// A new object of `size` bytes and a writer filling it; the object appears when the
@@ -377,23 +370,21 @@ impl<A: bob_store_core::SpaceAllocator, B: FileBackend + Clone + 'static>
     }
 }
 
-/// Streams one object's bytes; holds its shared lock until dropped. The checksum is checked
-/// by the read that returns the last byte.
+/// Streams one object's bytes, checksum checked (see `CheckedRead`); holds its shared lock
+/// until dropped.
 pub struct ConcurrentReader<'a, S: SplitStore> {
     store: &'a ConcurrentStore<S>,
     _lock: SharedLock<'a>,
     id: ObjectId,
     located: Located,
-    position: u64,
-    sum: StreamingChecksum,
-    verified: bool,
+    checked: CheckedRead,
 }
 
 impl<S: SplitStore> std::fmt::Debug for ConcurrentReader<'_, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConcurrentReader")
             .field("id", &self.id)
-            .field("position", &self.position)
+            .field("checked", &self.checked)
             .finish()
     }
 }
@@ -407,46 +398,20 @@ impl<S: SplitStore> std::fmt::Debug for ConcurrentWriter<'_, S> {
     }
 }
 
-impl<S: SplitStore> ConcurrentReader<'_, S> {
-    fn verify(&mut self) -> io::Result<()> {
-        self.verified = true;
-        let computed = self.sum.finish();
-        if computed != self.located.checksum {
-            let error =
-                Error::ChecksumMismatch { id: self.id, stored: self.located.checksum, computed };
-            return Err(error.into_io());
-        }
-        Ok(())
-    }
-}
-
 impl<S: SplitStore> Read for ConcurrentReader<'_, S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.located.len - self.position;
-        if left == 0 {
-            if !self.verified {
-                self.verify()?;
+        let (store, located) = (self.store, &self.located);
+        self.checked.read(buf, |dest, position| match &located.staged {
+            Some(bytes) => {
+                let start = position as usize;
+                dest.copy_from_slice(&bytes[start..start + dest.len()]);
+                Ok(())
             }
-            return Ok(0);
-        }
-        let n = left.min(buf.len() as u64) as usize;
-        if n == 0 {
-            return Ok(0);
-        }
-        let start = self.position as usize;
-        match &self.located.staged {
-            Some(bytes) => buf[..n].copy_from_slice(&bytes[start..start + n]),
             None => {
-                let _token = self.store.token();
-                self.store.io.read_at(&mut buf[..n], self.located.extent.offset + self.position)?;
+                let _token = store.token();
+                store.io.read_at(dest, located.extent.offset + position)
             }
-        }
-        self.sum.update(&buf[..n]);
-        self.position += n as u64;
-        if self.position == self.located.len {
-            self.verify()?;
-        }
-        Ok(n)
+        })
     }
 }
 

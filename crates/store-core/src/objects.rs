@@ -32,7 +32,7 @@ fn hash_zeros(sum: &mut StreamingChecksum, len: u64) {
 
 impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// Space for a new object and an id for it (the space goes back if no id is left).
-    fn reserve_new(&mut self, size: u64) -> Result<(ObjectId, Extent)> {
+    pub(crate) fn reserve_new(&mut self, size: u64) -> Result<(ObjectId, Extent)> {
         let extent = self.reserve(size)?;
         match self.take_id() {
             Ok(id) => Ok((id, extent)),
@@ -82,15 +82,12 @@ impl<A: SpaceAllocator, B: FileBackend> Storer for Store<A, B> {
     }
 
     fn late_read_obj(&self, id: ObjectId) -> Result<ObjectReader<'_, B>> {
-        let slot = self.slot(id)?;
+        let entry = self.slot(id)?.entry;
         Ok(ObjectReader {
             backend: &self.backend,
-            staged: self.staged_at(slot.entry.extent.offset),
-            id,
-            entry: slot.entry,
-            position: 0,
-            sum: StreamingChecksum::new(),
-            verified: false,
+            staged: self.staged_at(entry.extent.offset),
+            offset: entry.extent.offset,
+            checked: CheckedRead::new(id, entry.len, entry.checksum),
         })
     }
 
@@ -283,72 +280,107 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     }
 }
 
-/// Streams one object's bytes; the checksum is checked by the read that returns the last
-/// byte (or by the next read, for an empty object), which fails with `InvalidData` carrying
-/// [`Error::ChecksumMismatch`] instead of returning the bytes.
+/// The bookkeeping of a streaming read that checks an object's checksum: the read that
+/// returns the last byte (or, for an empty object, the first read) fails with `InvalidData`
+/// carrying [`Error::ChecksumMismatch`] instead of returning bytes that do not match. Readers
+/// supply how bytes are fetched; this does the rest.
 #[derive(Debug)]
-pub struct ObjectReader<'a, B> {
-    backend: &'a B,
-    /// The object's bytes when they are still in the write buffer.
-    staged: Option<&'a [u8]>,
+pub struct CheckedRead {
     id: ObjectId,
-    entry: Entry,
+    len: u64,
+    checksum: u64,
     position: u64,
     sum: StreamingChecksum,
     verified: bool,
 }
 
-impl<B: FileBackend> ObjectReader<'_, B> {
-    /// The object's length in bytes.
+impl CheckedRead {
+    /// A read of object `id`, `len` bytes that must hash to `checksum`.
+    pub fn new(id: ObjectId, len: u64, checksum: u64) -> Self {
+        Self { id, len, checksum, position: 0, sum: StreamingChecksum::new(), verified: false }
+    }
+
+    /// The object's length.
     pub fn len(&self) -> u64 {
-        self.entry.len
+        self.len
     }
 
     /// Whether the object is empty.
     pub fn is_empty(&self) -> bool {
-        self.entry.len == 0
+        self.len == 0
     }
 
     fn verify(&mut self) -> io::Result<()> {
         self.verified = true;
         let computed = self.sum.finish();
-        if computed != self.entry.checksum {
-            let error =
-                Error::ChecksumMismatch { id: self.id, stored: self.entry.checksum, computed };
+        if computed != self.checksum {
+            let error = Error::ChecksumMismatch { id: self.id, stored: self.checksum, computed };
             return Err(error.into_io());
         }
         Ok(())
     }
-}
 
-impl<B: FileBackend> Read for ObjectReader<'_, B> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.entry.len - self.position;
+    /// Reads the next bytes into `buf`, fetching them with `fetch(dest, position in the
+    /// object)`, and checks the checksum when the last byte has been read.
+    pub fn read(
+        &mut self,
+        buf: &mut [u8],
+        fetch: impl FnOnce(&mut [u8], u64) -> io::Result<()>,
+    ) -> io::Result<usize> {
+        let left = self.len - self.position;
         if left == 0 {
             if !self.verified {
                 self.verify()?;
             }
             return Ok(0);
         }
-        let n = (left.min(buf.len() as u64)) as usize;
+        let n = left.min(buf.len() as u64) as usize;
         if n == 0 {
             return Ok(0);
         }
-        match self.staged {
-            Some(staged) => {
-                let start = self.position as usize;
-                buf[..n].copy_from_slice(&staged[start..start + n]);
-            }
-            None => {
-                self.backend.read_at(&mut buf[..n], self.entry.extent.offset + self.position)?
-            }
-        }
+        fetch(&mut buf[..n], self.position)?;
         self.sum.update(&buf[..n]);
         self.position += n as u64;
-        if self.position == self.entry.len {
+        if self.position == self.len {
             self.verify()?;
         }
         Ok(n)
+    }
+}
+
+/// Streams one object's bytes, checksum checked (see [`CheckedRead`]).
+#[derive(Debug)]
+pub struct ObjectReader<'a, B> {
+    backend: &'a B,
+    /// The object's bytes when they are still in the write buffer.
+    staged: Option<&'a [u8]>,
+    offset: u64,
+    checked: CheckedRead,
+}
+
+impl<B: FileBackend> ObjectReader<'_, B> {
+    /// The object's length in bytes.
+    pub fn len(&self) -> u64 {
+        self.checked.len()
+    }
+
+    /// Whether the object is empty.
+    pub fn is_empty(&self) -> bool {
+        self.checked.is_empty()
+    }
+}
+
+impl<B: FileBackend> Read for ObjectReader<'_, B> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let (backend, staged, offset) = (self.backend, self.staged, self.offset);
+        self.checked.read(buf, |dest, position| match staged {
+            Some(bytes) => {
+                let start = position as usize;
+                dest.copy_from_slice(&bytes[start..start + dest.len()]);
+                Ok(())
+            }
+            None => backend.read_at(dest, offset + position),
+        })
     }
 }
 

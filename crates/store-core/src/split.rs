@@ -104,17 +104,9 @@ impl<A: SpaceAllocator, B: FileBackend + Clone + 'static> SplitStore for Store<A
 
     fn begin_new(&mut self, len: u64) -> Result<(ObjectId, Extent)> {
         self.guarded(|store| {
-            let extent = store.reserve(len)?;
-            match store.take_id() {
-                Ok(id) => {
-                    store.reserved_ids.insert(id.0);
-                    Ok((id, extent))
-                }
-                Err(e) => {
-                    store.release(extent, store.pending_generation())?;
-                    Err(e)
-                }
-            }
+            let (id, extent) = store.reserve_new(len)?;
+            store.reserved_ids.insert(id.0);
+            Ok((id, extent))
         })
     }
 
