@@ -59,7 +59,7 @@ mod treap;
 
 pub use codec::{Postcard, TreapKey, TreapValue};
 pub use node::MAX_FIELD_BYTES;
-pub use treap::{BatchReport, PersistentTreap};
+pub use treap::{BatchReport, Iter, PersistentTreap};
 
 /// A treap map: keys with payloads.
 pub type PersistentPayloadTreap<K, V> = PersistentTreap<K, V>;

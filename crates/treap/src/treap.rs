@@ -43,6 +43,51 @@ fn priority_of<K: TreapKey>(key: &K) -> u64 {
     bob_io_helpers::checksum(&bytes)
 }
 
+/// An in-order iterator over a treap; see [`PersistentTreap::iter_from`].
+pub struct Iter<'a, K, V, S> {
+    treap: &'a mut PersistentTreap<K, V>,
+    store: &'a S,
+    next_from: Bound<K>,
+    budget: Option<usize>,
+    done: bool,
+}
+
+impl<K: TreapKey, V: TreapValue, S: Storer> Iterator for Iter<'_, K, V, S> {
+    type Item = Result<(K, V)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let found = match &self.next_from {
+            Bound::Unbounded => self.treap.successor(self.store, None),
+            Bound::Excluded(last) => self.treap.successor(self.store, Some(last)),
+            Bound::Included(start) => match self.treap.get(self.store, start) {
+                Ok(Some(value)) => Ok(Some((start.clone(), value))),
+                Ok(None) => self.treap.successor(self.store, Some(start)),
+                Err(e) => Err(e),
+            },
+        };
+        if let Some(budget) = self.budget {
+            self.treap.flush(budget);
+        }
+        match found {
+            Ok(Some((key, value))) => {
+                self.next_from = Bound::Excluded(key.clone());
+                Some(Ok((key, value)))
+            }
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
 /// What [`PersistentTreap::batch_persist`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BatchReport {
@@ -610,6 +655,40 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
         node.key.encode(&mut raw.key);
         node.value.encode(&mut raw.value)?;
         Ok(raw)
+    }
+
+    /// The first key after `after` (or the first key, for `None`) and its value, descending
+    /// from the root and loading nodes on the way.
+    pub fn successor<S: Storer>(&mut self, store: &S, after: Option<&K>) -> Result<Option<(K, V)>> {
+        let mut best = None;
+        let mut at = self.root_index(store)?;
+        while let Some(index) = at {
+            let go_left = after.is_none_or(|a| self.node(index).key > *a);
+            if go_left {
+                best = Some(index);
+            }
+            at = self.child(store, index, go_left)?;
+        }
+        Ok(best.map(|index| (self.node(index).key.clone(), self.node(index).value.clone())))
+    }
+
+    /// An in-order iterator over the keys from `start` (inclusive) on. It holds no position
+    /// in memory, only the last key it returned, and finds each next key from the root, so it
+    /// stays correct whatever is flushed between steps; with `budget`, it flushes to that many
+    /// nodes itself after each step. Each step costs a descent (O(log n)).
+    pub fn iter_from<'a, S: Storer>(
+        &'a mut self,
+        store: &'a S,
+        start: Option<K>,
+        budget: Option<usize>,
+    ) -> Iter<'a, K, V, S> {
+        Iter {
+            treap: self,
+            store,
+            next_from: start.map(Bound::Included).unwrap_or(Bound::Unbounded),
+            budget,
+            done: false,
+        }
     }
 
     /// Unloads clean (persisted, unchanged) subtrees back to stored links until at most
