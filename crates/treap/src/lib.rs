@@ -20,10 +20,13 @@
 //! writes as the last resort. [`PersistentTreap::flush`] unloads clean subtrees to keep at
 //! most a budget of nodes in memory.
 //!
+//! [`PersistentTreap::iter_from`] walks in order holding only the last key, so it stays
+//! correct while nodes are flushed under it; [`PersistentTreap::walk_mut`] changes values in
+//! place.
+//!
 //! # Status
-//! Still to come (issue #6): least-recently-used choice of what to flush and a background
-//! flusher, a lazy iterator that stays correct while nodes are flushed under it (range
-//! queries return a `Vec` for now), and lower CPU cost per node in `batch_persist`.
+//! Still to come (issue #6): a least-recently-used choice of what to flush and a background
+//! flusher, and lower CPU cost per node in `batch_persist`.
 //!
 //! Payloads are any [`TreapValue`]: integers, bytes, strings, or any serde type wrapped in
 //! [`Postcard`].

@@ -691,6 +691,30 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
         }
     }
 
+    /// Calls `visit` on every entry in key order with its value to change; an entry for which
+    /// `visit` returns `true` is written back (its path becomes dirty, persisted by the next
+    /// `persist`). Walks like [`iter_from`](Self::iter_from), flushing to `budget` if given.
+    pub fn walk_mut<S: Storer>(
+        &mut self,
+        store: &S,
+        budget: Option<usize>,
+        mut visit: impl FnMut(&K, &mut V) -> bool,
+    ) -> Result<u64> {
+        let mut changed = 0;
+        let mut last: Option<K> = None;
+        while let Some((key, mut value)) = self.successor(store, last.as_ref())? {
+            if visit(&key, &mut value) {
+                self.insert(store, key.clone(), value)?;
+                changed += 1;
+            }
+            if let Some(budget) = budget {
+                self.flush(budget);
+            }
+            last = Some(key);
+        }
+        Ok(changed)
+    }
+
     /// Unloads clean (persisted, unchanged) subtrees back to stored links until at most
     /// `budget` nodes stay in memory, or no clean subtree is left; returns the nodes unloaded.
     /// Subtrees nearest the root go first (they are the largest). Changed nodes and their

@@ -408,3 +408,33 @@ fn the_iterator_stays_correct_while_it_flushes() {
     assert_eq!(from_present, [8, 10]);
     assert_eq!(tree.iter_from(&store, Some(most + 1), None).count(), 0);
 }
+
+/// A mutable walk changes the values it says it changed, and only those paths are rewritten.
+#[test]
+fn a_mutable_walk_updates_values() {
+    let mut store = BaseStore::create_with(SimDisk::new(), StoreOptions::default()).unwrap();
+    let mut tree: PersistentTreap<u64, u64> = PersistentTreap::new();
+    for k in 0..1000u64 {
+        tree.insert(&store, k, k).unwrap();
+    }
+    tree.batch_persist(&mut store).unwrap();
+    let changed = tree
+        .walk_mut(&store, Some(100), |k, v| {
+            if k % 100 == 0 {
+                *v += 1_000_000;
+                true
+            } else {
+                false
+            }
+        })
+        .unwrap();
+    assert_eq!(changed, 10);
+    let report = tree.batch_persist(&mut store).unwrap();
+    assert!(report.nodes < 200, "only changed paths are written: {report:?}");
+    store.commit().unwrap();
+    let mut loaded: PersistentTreap<u64, u64> =
+        PersistentTreap::load(&store, report.root.unwrap()).unwrap();
+    assert_eq!(loaded.get(&store, &300).unwrap(), Some(1_000_300));
+    assert_eq!(loaded.get(&store, &301).unwrap(), Some(301));
+    loaded.check(&store).unwrap();
+}
