@@ -540,9 +540,8 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
             groups.entry(RawNode::encoded_len(key.len(), value.len())).or_default().push(index);
         }
         // Ids first: every node's id is known before any parent is encoded.
-        // arena index -> (object id, run number)
-        let mut assigned: std::collections::HashMap<usize, (ObjectId, u64)> =
-            std::collections::HashMap::new();
+        // By arena index: (object id, run number) for the nodes given a run.
+        let mut assigned: Vec<Option<(ObjectId, u64)>> = vec![None; self.nodes.len()];
         for (&len, members) in &groups {
             let mut rest = &members[..];
             while !rest.is_empty() {
@@ -561,8 +560,9 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
                     break;
                 };
                 report.runs += 1;
-                assigned
-                    .extend(rest[..take].iter().zip(run).map(|(&i, id)| (i, (id, report.runs))));
+                for (&i, id) in rest[..take].iter().zip(run) {
+                    assigned[i] = Some((id, report.runs));
+                }
                 rest = &rest[take..];
             }
         }
@@ -572,8 +572,8 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
         for &index in &dirty {
             let raw = self.raw_for_batch(index)?;
             let bytes = raw.encode()?;
-            let id = match assigned.get(&index) {
-                Some(&(id, run)) => {
+            let id = match assigned[index] {
+                Some((id, run)) => {
                     encoded.entry(run).or_default().push((id, bytes));
                     id
                 }
