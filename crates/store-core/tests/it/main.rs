@@ -4,6 +4,7 @@
 
 mod corruption;
 mod crash;
+mod fuzz_open;
 mod model;
 mod roundtrip;
 
