@@ -232,6 +232,7 @@ fn reliability(quick: bool) -> TaskResult {
         "crash::",
         "corruption::",
         "model::",
+        "fuzz_open::",
     ]);
     if !quick {
         store.env("PROPTEST_CASES", "1024");
