@@ -470,14 +470,7 @@ impl<'a, S: SplitStore> ConcurrentWriter<'a, S> {
                 store.io_call(|io| {
                     write_zeros(io, self.target.offset + from, to - from).map_err(|e| e.into_io())
                 })?;
-                let mut zeros = vec![0u8; CHUNK_BYTES.min((to - from) as usize)];
-                let mut at = from;
-                while at < to {
-                    let n = ((to - at) as usize).min(zeros.len());
-                    self.sum.update(&zeros[..n]);
-                    at += n as u64;
-                }
-                zeros.clear();
+                bob_store_core::hash_zeros(&mut self.sum, to - from);
             }
             Some(old) => {
                 let mut chunk = vec![0u8; CHUNK_BYTES.min((to - from) as usize)];
@@ -506,15 +499,7 @@ impl<'a, S: SplitStore> ConcurrentWriter<'a, S> {
 impl<S: SplitStore> Write for ConcurrentWriter<'_, S> {
     /// Writes all of `buf` or, if it would pass the object's end, nothing (an error).
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if buf.len() as u64 > self.len - self.position {
-            let error = Error::WriteOutOfBounds {
-                id: self.id,
-                position: self.position,
-                len: buf.len() as u64,
-                object_len: self.len,
-            };
-            return Err(error.into_io());
-        }
+        bob_store_core::check_write_bounds(self.id, self.position, buf.len() as u64, self.len)?;
         let offset = self.target.offset + self.position;
         self.store.io_call(|io| io.write_at(buf, offset)).map_err(Error::into_io)?;
         self.sum.update(buf);

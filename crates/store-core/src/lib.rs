@@ -71,7 +71,9 @@ pub use bob_io_helpers::{FileBackend, OsFile};
 pub use error::{Error, Result};
 pub use format::{FORMAT_VERSION, HEADER_REGION, MAX_OBJECTS};
 pub use maintenance::{CompactReport, VerifyReport};
-pub use objects::{CheckedRead, ObjectReader, ObjectWriter, batch_sections};
+pub use objects::{
+    CheckedRead, ObjectReader, ObjectWriter, batch_sections, check_write_bounds, hash_zeros,
+};
 pub use space::SpaceAllocator;
 pub use split::{Located, SplitStore};
 pub use store::{Store, StoreOptions};

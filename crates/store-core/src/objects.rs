@@ -20,14 +20,28 @@ const CHUNK_BYTES: usize = 64 * 1024;
 
 static ZERO_CHUNK: [u8; CHUNK_BYTES] = [0; CHUNK_BYTES];
 
-/// Adds `len` zero bytes to `sum`.
-fn hash_zeros(sum: &mut StreamingChecksum, len: u64) {
+/// Adds `len` zero bytes to `sum` (the checksum of an object's zero-filled tail).
+pub fn hash_zeros(sum: &mut StreamingChecksum, len: u64) {
     let mut left = len;
     while left > 0 {
         let n = left.min(CHUNK_BYTES as u64) as usize;
         sum.update(&ZERO_CHUNK[..n]);
         left -= n as u64;
     }
+}
+
+/// Refuses a write of `len` bytes at `position` into object `id` of `object_len` bytes if it
+/// would pass the object's end; the error is `WriteOutOfBounds`, as an `io::Error` for `Write`.
+pub fn check_write_bounds(
+    id: ObjectId,
+    position: u64,
+    len: u64,
+    object_len: u64,
+) -> io::Result<()> {
+    if len > object_len.saturating_sub(position) {
+        return Err(Error::WriteOutOfBounds { id, position, len, object_len }.into_io());
+    }
+    Ok(())
 }
 
 impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
@@ -477,15 +491,7 @@ impl<A: SpaceAllocator, B: FileBackend> ObjectWrite for ObjectWriter<'_, A, B> {
 impl<A: SpaceAllocator, B: FileBackend> Write for ObjectWriter<'_, A, B> {
     /// Writes all of `buf` or, if it would pass the object's end, nothing (an error).
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if buf.len() as u64 > self.len - self.position {
-            let error = Error::WriteOutOfBounds {
-                id: self.id,
-                position: self.position,
-                len: buf.len() as u64,
-                object_len: self.len,
-            };
-            return Err(error.into_io());
-        }
+        check_write_bounds(self.id, self.position, buf.len() as u64, self.len)?;
         let (offset, target) = (self.position, self.target);
         self.store
             .guarded(|store| Ok(store.backend.write_at(buf, target.offset + offset)?))
