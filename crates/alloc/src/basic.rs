@@ -307,6 +307,7 @@ impl RunAllocator for BasicAllocator {
             Err(other) => return Err(other),
         };
         let run = Run { offset, len, count };
+        self.live.reserve(count as usize);
         for extent in run.extents() {
             self.add_live(extent.offset, extent.len);
         }

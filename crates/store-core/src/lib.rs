@@ -60,6 +60,7 @@ mod error;
 mod format;
 mod maintenance;
 mod objects;
+mod pageset;
 mod space;
 mod split;
 mod store;

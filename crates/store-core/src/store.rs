@@ -11,6 +11,7 @@ use crate::format::{
     self, ENTRIES_PER_PAGE, Entry, HEADER_REGION, Header, MAX_OBJECTS, PAGE_BYTES, PageRef,
     SLOT_BYTES, SLOT_OFFSETS,
 };
+use crate::pageset::PageSet;
 use crate::space::SpaceAllocator;
 use crate::{Error, ObjectId, Result};
 
@@ -65,7 +66,8 @@ pub struct Store<A: SpaceAllocator, B: FileBackend> {
     /// Extents the last commit references but the pending generation no longer needs:
     /// returned to the allocator only once the next commit is durable.
     pub(crate) pending_free: Vec<Extent>,
-    pub(crate) dirty_pages: BTreeSet<u64>,
+    /// Table pages changed since the last commit.
+    pub(crate) dirty_pages: PageSet,
     /// Where each table page of the last commit lives.
     pub(crate) pages: Vec<Option<PageRef>>,
     /// The last durable commit.
@@ -122,7 +124,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             pending_free_ids: Vec::new(),
             reserved_ids: BTreeSet::new(),
             pending_free: Vec::new(),
-            dirty_pages: BTreeSet::new(),
+            dirty_pages: PageSet::default(),
             pages: Vec::new(),
             header,
             active_slot: 1, // so the first commit writes slot 0
@@ -297,12 +299,12 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         self.pending_free_ids.retain(|&id| id < next_id);
         let mut freed_by_commit = Vec::new();
         let page_count = self.table.len().div_ceil(ENTRIES_PER_PAGE as usize);
-        let highest_dirty = self.dirty_pages.last().map_or(0, |&p| p as usize + 1);
+        let highest_dirty = self.dirty_pages.last().map_or(0, |p| p as usize + 1);
         self.pages.resize(page_count.max(self.pages.len()).max(highest_dirty), None);
         // 1. Buffered objects, then dirty table pages, copy-on-write, into fresh space.
         self.flush_staged()?;
         let mut writes: Vec<(u64, Vec<u8>)> = Vec::new();
-        for &page in &self.dirty_pages {
+        for page in self.dirty_pages.iter() {
             let first = (page * ENTRIES_PER_PAGE) as usize;
             let last = (first + ENTRIES_PER_PAGE as usize).min(self.table.len());
             let entries: Vec<Option<Entry>> = self
@@ -563,7 +565,7 @@ impl<A: SpaceAllocator> Loaded<A> {
             pending_free_ids: Vec::new(),
             reserved_ids: BTreeSet::new(),
             pending_free: Vec::new(),
-            dirty_pages: BTreeSet::new(),
+            dirty_pages: PageSet::default(),
             pages: self.pages,
             header: self.header,
             active_slot: self.slot,

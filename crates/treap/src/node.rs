@@ -60,6 +60,39 @@ fn get(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(word)
 }
 
+/// Appends a node's encoding to `out` (see the layout above).
+pub(crate) fn encode_into(
+    out: &mut Vec<u8>,
+    priority: u64,
+    count: u64,
+    children: [Option<ChildRef>; 2],
+    key: &[u8],
+    value: &[u8],
+) -> Result<()> {
+    if key.len() > MAX_FIELD_BYTES || value.len() > MAX_FIELD_BYTES {
+        return Err(Error::TooLarge { len: key.len().max(value.len()), max: MAX_FIELD_BYTES });
+    }
+    let start = out.len();
+    out.reserve(RawNode::encoded_len(key.len(), value.len()));
+    out.extend_from_slice(&MAGIC);
+    out.push(VERSION);
+    out.push(u8::from(children[0].is_some()) | (u8::from(children[1].is_some()) << 1));
+    out.extend_from_slice(&[0, 0]);
+    put(out, priority);
+    put(out, count);
+    for child in children {
+        put(out, child.map_or(0, |c| c.id.0));
+        put(out, child.map_or(0, |c| c.count));
+    }
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(value);
+    let sum = checksum(&out[start..]);
+    put(out, sum);
+    Ok(())
+}
+
 impl RawNode {
     /// Bytes this node encodes to (child ids do not change it: they are fixed-width).
     pub(crate) fn encoded_len(key_len: usize, value_len: usize) -> usize {
@@ -67,29 +100,15 @@ impl RawNode {
     }
 
     pub(crate) fn encode(&self) -> Result<Vec<u8>> {
-        if self.key.len() > MAX_FIELD_BYTES || self.value.len() > MAX_FIELD_BYTES {
-            return Err(Error::TooLarge {
-                len: self.key.len().max(self.value.len()),
-                max: MAX_FIELD_BYTES,
-            });
-        }
-        let mut out = Vec::with_capacity(HEADER + self.key.len() + self.value.len() + TRAILER);
-        out.extend_from_slice(&MAGIC);
-        out.push(VERSION);
-        out.push(u8::from(self.left.is_some()) | (u8::from(self.right.is_some()) << 1));
-        out.extend_from_slice(&[0, 0]);
-        put(&mut out, self.priority);
-        put(&mut out, self.count);
-        for child in [self.left, self.right] {
-            put(&mut out, child.map_or(0, |c| c.id.0));
-            put(&mut out, child.map_or(0, |c| c.count));
-        }
-        out.extend_from_slice(&(self.key.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(self.value.len() as u32).to_le_bytes());
-        out.extend_from_slice(&self.key);
-        out.extend_from_slice(&self.value);
-        let sum = checksum(&out);
-        put(&mut out, sum);
+        let mut out = Vec::with_capacity(Self::encoded_len(self.key.len(), self.value.len()));
+        encode_into(
+            &mut out,
+            self.priority,
+            self.count,
+            [self.left, self.right],
+            &self.key,
+            &self.value,
+        )?;
         Ok(out)
     }
 

@@ -3,12 +3,10 @@
 use std::cmp::Ordering;
 use std::ops::{Bound, RangeBounds};
 
-use std::collections::BTreeMap;
-
 use bob_store_core::{BatchStorer, ObjectId, Storer};
 
 use crate::codec::{TreapKey, TreapValue};
-use crate::node::{ChildRef, RawNode};
+use crate::node::{ChildRef, RawNode, encode_into};
 use crate::{Error, Result};
 
 /// How a parent (or the root) reaches a child.
@@ -86,6 +84,39 @@ impl<K: TreapKey, V: TreapValue, S: Storer> Iterator for Iter<'_, K, V, S> {
             }
         }
     }
+}
+
+/// A changed node as `batch_persist` encodes it.
+struct Planned {
+    /// Its arena index.
+    index: usize,
+    priority: u64,
+    count: u64,
+    children: [PlannedChild; 2],
+    /// Where its key and value are in the encoded buffer.
+    kv_start: usize,
+    key_len: usize,
+    value_len: usize,
+}
+
+/// How a changed node names a child in `batch_persist`.
+#[derive(Debug, Clone, Copy)]
+enum PlannedChild {
+    None,
+    /// A clean child: its object.
+    Stored(ChildRef),
+    /// A changed child: its position in the plan, and its subtree's size.
+    Dirty {
+        pos: usize,
+        count: u64,
+    },
+}
+
+/// One run's nodes as `batch_persist` writes them: encoded end to end, and each node's
+/// object with where its bytes start.
+struct RunBuffer {
+    bytes: Vec<u8>,
+    starts: Vec<(ObjectId, usize)>,
 }
 
 /// What [`PersistentTreap::batch_persist`] did.
@@ -529,21 +560,22 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
     /// falls back to one write per node. A uniform tree is one run and one write.
     pub fn batch_persist<S: BatchStorer>(&mut self, store: &mut S) -> Result<BatchReport> {
         let mut report = BatchReport::default();
-        let dirty = self.dirty_nodes();
-        // Group by encoded length, keeping post-order inside each group.
-        let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        for &index in &dirty {
-            let mut key = Vec::new();
-            let mut value = Vec::new();
-            self.node(index).key.encode(&mut key);
-            self.node(index).value.encode(&mut value)?;
-            groups.entry(RawNode::encoded_len(key.len(), value.len())).or_default().push(index);
+        let mut kv = Vec::new();
+        let plan = self.plan_batch(&mut kv)?;
+        let len_of = |p: &Planned| RawNode::encoded_len(p.key_len, p.value_len);
+        // Group by encoded length, keeping post-order inside each group (a uniform tree is
+        // one group and needs no sort).
+        let mut order: Vec<usize> = (0..plan.len()).collect();
+        if !plan.windows(2).all(|w| len_of(&w[0]) == len_of(&w[1])) {
+            order.sort_by_key(|&i| len_of(&plan[i]));
         }
         // Ids first: every node's id is known before any parent is encoded.
-        // By arena index: (object id, run number) for the nodes given a run.
-        let mut assigned: Vec<Option<(ObjectId, u64)>> = vec![None; self.nodes.len()];
-        for (&len, members) in &groups {
-            let mut rest = &members[..];
+        // By plan position: (object id, run number) for the nodes given a run.
+        let mut assigned: Vec<Option<(ObjectId, usize)>> = vec![None; plan.len()];
+        let mut runs: Vec<RunBuffer> = Vec::new();
+        for group in order.chunk_by(|&a, &b| len_of(&plan[a]) == len_of(&plan[b])) {
+            let len = len_of(&plan[group[0]]);
+            let mut rest = group;
             while !rest.is_empty() {
                 let take = match store.allocate_run(rest.len() as u64, len as u64) {
                     Ok(run) => Some((rest.len(), run)),
@@ -559,38 +591,78 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
                     report.fallback_nodes += rest.len() as u64;
                     break;
                 };
-                report.runs += 1;
                 for (&i, id) in rest[..take].iter().zip(run) {
-                    assigned[i] = Some((id, report.runs));
+                    assigned[i] = Some((id, runs.len()));
                 }
+                runs.push(RunBuffer {
+                    bytes: Vec::with_capacity(take * len),
+                    starts: Vec::with_capacity(take),
+                });
                 rest = &rest[take..];
             }
         }
-        // Encode in post-order (children before parents), so fallback nodes get their ids
-        // before their parents are encoded.
-        let mut encoded: BTreeMap<u64, Vec<(ObjectId, Vec<u8>)>> = BTreeMap::new();
-        for &index in &dirty {
-            let raw = self.raw_for_batch(index)?;
-            let bytes = raw.encode()?;
-            let id = match assigned[index] {
+        report.runs = runs.len() as u64;
+        // Encode in post-order (children before parents), each node appended to its run's
+        // buffer; a node without a run is written alone, so it too has its id before its
+        // parent is encoded. `ids[i]` is plan node i's object.
+        let mut ids: Vec<ObjectId> = Vec::with_capacity(plan.len());
+        let mut single = Vec::new();
+        for (i, node) in plan.iter().enumerate() {
+            let child = |c: PlannedChild| match c {
+                PlannedChild::None => None,
+                PlannedChild::Stored(child) => Some(child),
+                PlannedChild::Dirty { pos, count } => Some(ChildRef { id: ids[pos], count }),
+            };
+            let children = [child(node.children[0]), child(node.children[1])];
+            let key = &kv[node.kv_start..node.kv_start + node.key_len];
+            let value = &kv[node.kv_start + node.key_len..][..node.value_len];
+            let id = match assigned[i] {
                 Some((id, run)) => {
-                    encoded.entry(run).or_default().push((id, bytes));
+                    let buffer = &mut runs[run];
+                    let at = buffer.bytes.len();
+                    encode_into(
+                        &mut buffer.bytes,
+                        node.priority,
+                        node.count,
+                        children,
+                        key,
+                        value,
+                    )?;
+                    buffer.starts.push((id, at));
                     id
                 }
-                None => store.write_new_obj_from_bytes(&bytes)?,
+                None => {
+                    single.clear();
+                    encode_into(&mut single, node.priority, node.count, children, key, value)?;
+                    store.write_new_obj_from_bytes(&single)?
+                }
             };
-            let node = self.node_mut(index);
-            if let Some(old) = node.stored.replace(id) {
-                self.doomed.push(old);
-            }
-            self.node_mut(index).dirty = false;
+            ids.push(id);
         }
-        for batch in encoded.values() {
-            let objects: Vec<(ObjectId, &[u8])> =
-                batch.iter().map(|(id, b)| (*id, b.as_slice())).collect();
+        let mut objects = Vec::new();
+        for RunBuffer { bytes, starts } in &runs {
+            objects.clear();
+            for (n, &(id, at)) in starts.iter().enumerate() {
+                let end = starts.get(n + 1).map_or(bytes.len(), |next| next.1);
+                objects.push((id, &bytes[at..end]));
+            }
             store.write_batched_objs(&objects)?;
         }
-        report.nodes = dirty.len() as u64;
+        // Only now, with everything written, do the nodes take their new objects: in arena
+        // order, a sequential sweep rather than a random walk of the arena.
+        let mut new_ids: Vec<Option<ObjectId>> = vec![None; self.nodes.len()];
+        for (planned, &id) in plan.iter().zip(&ids) {
+            new_ids[planned.index] = Some(id);
+        }
+        for (slot, id) in self.nodes.iter_mut().zip(new_ids) {
+            if let (Some(node), Some(id)) = (slot.as_mut(), id) {
+                node.dirty = false;
+                if let Some(old) = node.stored.replace(id) {
+                    self.doomed.push(old);
+                }
+            }
+        }
+        report.nodes = plan.len() as u64;
         for id in std::mem::take(&mut self.doomed) {
             store.delete_obj(id)?;
         }
@@ -602,59 +674,57 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
         Ok(report)
     }
 
-    /// The changed nodes, children before parents.
-    fn dirty_nodes(&self) -> Vec<usize> {
-        let mut out = Vec::new();
-        let Link::Mem(root) = self.root else { return out };
-        // Iterative post-order over in-memory dirty nodes (a clean node's subtree has no
-        // dirty node: changes dirty their whole path).
+    /// The changed nodes in post-order (children before parents), each with what its
+    /// encoding needs; keys and values are encoded once, into `kv`. A clean node heads a
+    /// clean subtree (a change dirties its whole path), so clean subtrees are not entered.
+    fn plan_batch(&self, kv: &mut Vec<u8>) -> Result<Vec<Planned>> {
+        let mut plan: Vec<Planned> = Vec::new();
+        let Link::Mem(root) = self.root else { return Ok(plan) };
+        // Frames to visit (index, children done) and the finished children's references.
         let mut stack = vec![(root, false)];
+        let mut done: Vec<PlannedChild> = Vec::new();
         while let Some((index, children_done)) = stack.pop() {
             let node = self.node(index);
-            if !node.dirty && node.stored.is_some() {
-                continue;
-            }
-            if children_done {
-                out.push(index);
-                continue;
-            }
-            stack.push((index, true));
-            for link in [node.right, node.left] {
-                if let Link::Mem(child) = link {
-                    stack.push((child, false));
+            if !children_done {
+                if let (false, Some(id)) = (node.dirty, node.stored) {
+                    done.push(PlannedChild::Stored(ChildRef { id, count: node.count }));
+                    continue;
                 }
+                stack.push((index, true));
+                for link in [node.right, node.left] {
+                    if let Link::Mem(child) = link {
+                        stack.push((child, false));
+                    }
+                }
+                continue;
             }
+            // Children finished first left then right, so right's reference is on top.
+            let mut children = [PlannedChild::None; 2];
+            for (side, link) in [(1, node.right), (0, node.left)] {
+                children[side] = match link {
+                    Link::Empty => PlannedChild::None,
+                    Link::Stored(child) => PlannedChild::Stored(child),
+                    Link::Mem(_) => done
+                        .pop()
+                        .ok_or_else(|| Error::Invariant("post-order lost a child".into()))?,
+                };
+            }
+            let kv_start = kv.len();
+            node.key.encode(kv);
+            let key_len = kv.len() - kv_start;
+            node.value.encode(kv)?;
+            done.push(PlannedChild::Dirty { pos: plan.len(), count: node.count });
+            plan.push(Planned {
+                index,
+                priority: node.priority,
+                count: node.count,
+                children,
+                kv_start,
+                key_len,
+                value_len: kv.len() - kv_start - key_len,
+            });
         }
-        out
-    }
-
-    /// The stored form of node `index`, whose children already have their objects.
-    fn raw_for_batch(&self, index: usize) -> Result<RawNode> {
-        let node = self.node(index);
-        let child = |link: Link| -> Result<Option<ChildRef>> {
-            match link {
-                Link::Empty => Ok(None),
-                Link::Stored(child) => Ok(Some(child)),
-                Link::Mem(i) => {
-                    let child = self.node(i);
-                    let id = child.stored.ok_or_else(|| {
-                        Error::Invariant("a child was not assigned an object".into())
-                    })?;
-                    Ok(Some(ChildRef { id, count: child.count }))
-                }
-            }
-        };
-        let mut raw = RawNode {
-            priority: node.priority,
-            count: node.count,
-            left: child(node.left)?,
-            right: child(node.right)?,
-            key: Vec::new(),
-            value: Vec::new(),
-        };
-        node.key.encode(&mut raw.key);
-        node.value.encode(&mut raw.value)?;
-        Ok(raw)
+        Ok(plan)
     }
 
     /// The first key after `after` (or the first key, for `None`) and its value, descending
