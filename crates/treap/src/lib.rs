@@ -5,6 +5,8 @@
 //! size and child ids, versioned and checksummed. Nodes load lazily on first touch:
 //! [`PersistentTreap::load`] reads only the root. Priorities are the xxh3 of the key's
 //! encoding, so a key set has one shape whatever the order of inserts.
+//! Invariants, checked by [`PersistentTreap::check`]: keys in binary-search-tree order,
+//! priorities a max-heap, every subtree count exact, and a clean node heads a clean subtree.
 //!
 //! # Persistence and crash safety
 //! [`PersistentTreap::persist`] writes each changed node as a *new* object, children before
@@ -17,16 +19,18 @@
 //! [`PersistentTreap::batch_persist`] does the same with as few writes as the store allows:
 //! changed nodes grouped by size, one contiguous run (`allocate_run`) and one
 //! `write_batched_objs` per group, shorter runs when a full one is not available, per-node
-//! writes as the last resort. [`PersistentTreap::flush`] unloads clean subtrees to keep at
-//! most a budget of nodes in memory.
+//! writes as the last resort.
+//!
+//! # Memory
+//! Nodes remember the operation that last touched them. [`PersistentTreap::flush`] unloads
+//! the least recently used clean (persisted, unchanged) nodes back to stored links until at
+//! most a budget of nodes stays in memory; [`PersistentTreap::set_memory_budget`] does that
+//! after every operation, and [`SharedTreap`] does it from a background thread while the
+//! treap is shared behind a lock. Changed nodes stay until persisted.
 //!
 //! [`PersistentTreap::iter_from`] walks in order holding only the last key, so it stays
 //! correct while nodes are flushed under it; [`PersistentTreap::walk_mut`] changes values in
-//! place.
-//!
-//! # Status
-//! Still to come (issue #6): a least-recently-used choice of what to flush and a background
-//! flusher, and lower CPU cost per node in `batch_persist`.
+//! place. [`Treap`] is the same structure without a store, in memory only.
 //!
 //! Payloads are any [`TreapValue`]: integers, bytes, strings, or any serde type wrapped in
 //! [`Postcard`].
@@ -56,13 +60,15 @@
 //! # }
 //! ```
 
+mod background;
 mod codec;
 mod node;
 mod treap;
 
+pub use background::{SharedTreap, TreapGuard};
 pub use codec::{Postcard, TreapKey, TreapValue};
 pub use node::MAX_FIELD_BYTES;
-pub use treap::{BatchReport, Iter, PersistentTreap};
+pub use treap::{BatchReport, Iter, PersistentTreap, Treap};
 
 /// A treap map: keys with payloads.
 pub type PersistentPayloadTreap<K, V> = PersistentTreap<K, V>;

@@ -9,6 +9,28 @@ use crate::codec::{TreapKey, TreapValue};
 use crate::node::{ChildRef, RawNode, encode_into};
 use crate::{Error, Result};
 
+/// Where stored nodes are read from: any store, or nowhere for a treap that lives only in
+/// memory (see [`Treap`]).
+pub(crate) trait NodeSource {
+    /// The bytes of object `id`.
+    fn read_node_bytes(&self, id: ObjectId) -> Result<Vec<u8>>;
+}
+
+impl<S: Storer> NodeSource for S {
+    fn read_node_bytes(&self, id: ObjectId) -> Result<Vec<u8>> {
+        Ok(self.read_bytes_from_obj(id)?)
+    }
+}
+
+/// The source of an in-memory treap: it never has stored nodes to read.
+struct Memory;
+
+impl NodeSource for Memory {
+    fn read_node_bytes(&self, id: ObjectId) -> Result<Vec<u8>> {
+        Err(Error::Invariant(format!("an in-memory treap has no stored node {id}")))
+    }
+}
+
 /// How a parent (or the root) reaches a child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Link {
@@ -31,6 +53,10 @@ struct Node<K, V> {
     stored: Option<ObjectId>,
     /// Changed since it was last persisted (or never persisted).
     dirty: bool,
+    /// The operation that last touched it (the treap's `tick` then): what `flush` unloads
+    /// first is least recently used. A node is touched only through its parent, so a parent
+    /// is never older than its children.
+    used: u64,
 }
 
 /// The priority of a key: its encoding's xxh3, so a key set has one shape whatever the
@@ -67,7 +93,7 @@ impl<K: TreapKey, V: TreapValue, S: Storer> Iterator for Iter<'_, K, V, S> {
             },
         };
         if let Some(budget) = self.budget {
-            self.treap.flush(budget);
+            self.treap.trim(budget);
         }
         match found {
             Ok(Some((key, value))) => {
@@ -143,6 +169,14 @@ pub struct PersistentTreap<K, V = ()> {
     /// Objects of nodes deleted or rewritten since the last persist: deleted by the next
     /// persist, so the store frees them with the commit that makes the new root durable.
     doomed: Vec<ObjectId>,
+    /// Counts operations, for `Node::used`.
+    tick: u64,
+    /// The memory budget kept after every operation, if set.
+    budget: Option<usize>,
+    /// When a flush could not reach the budget (changed nodes cannot be unloaded), the
+    /// next is tried only above this many nodes, so a run of inserts does not walk the
+    /// tree on every operation. Reset by persisting.
+    retry_above: usize,
 }
 
 impl<K: TreapKey, V: TreapValue> Default for PersistentTreap<K, V> {
@@ -154,7 +188,15 @@ impl<K: TreapKey, V: TreapValue> Default for PersistentTreap<K, V> {
 impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
     /// An empty treap.
     pub fn new() -> Self {
-        Self { nodes: Vec::new(), free: Vec::new(), root: Link::Empty, doomed: Vec::new() }
+        Self {
+            nodes: Vec::new(),
+            free: Vec::new(),
+            root: Link::Empty,
+            doomed: Vec::new(),
+            tick: 0,
+            budget: None,
+            retry_above: 0,
+        }
     }
 
     /// Opens the treap whose root node is object `root`, reading only that node.
@@ -177,6 +219,7 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
             right: raw.right.map_or(Link::Empty, Link::Stored),
             stored: Some(id),
             dirty: false,
+            used: 0,
         })
     }
 
@@ -224,15 +267,19 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
         }
     }
 
-    fn read_node<S: Storer>(&self, store: &S, id: ObjectId) -> Result<RawNode> {
-        RawNode::decode(id, &store.read_bytes_from_obj(id)?)
+    fn read_node<S: NodeSource>(&self, store: &S, id: ObjectId) -> Result<RawNode> {
+        RawNode::decode(id, &store.read_node_bytes(id)?)
     }
 
     /// The arena index of `link`'s node, loading it if needed.
-    fn resolve<S: Storer>(&mut self, store: &S, link: Link) -> Result<Option<usize>> {
+    fn resolve<S: NodeSource>(&mut self, store: &S, link: Link) -> Result<Option<usize>> {
         match link {
             Link::Empty => Ok(None),
-            Link::Mem(index) => Ok(Some(index)),
+            Link::Mem(index) => {
+                let tick = self.tick;
+                self.node_mut(index).used = tick;
+                Ok(Some(index))
+            }
             Link::Stored(child) => {
                 let raw = self.read_node(store, child.id)?;
                 if raw.count != child.count {
@@ -241,14 +288,15 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
                         child.id, raw.count, child.count
                     )));
                 }
-                let node = Self::node_from_raw(child.id, raw)?;
+                let mut node = Self::node_from_raw(child.id, raw)?;
+                node.used = self.tick;
                 Ok(Some(self.add(node)))
             }
         }
     }
 
     /// The root's node, loaded, with the root link updated.
-    fn root_index<S: Storer>(&mut self, store: &S) -> Result<Option<usize>> {
+    fn root_index<S: NodeSource>(&mut self, store: &S) -> Result<Option<usize>> {
         let index = self.resolve(store, self.root)?;
         if let Some(index) = index {
             self.root = Link::Mem(index);
@@ -257,7 +305,12 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
     }
 
     /// A child of node `index` (`left` or right), loaded, with the parent's link updated.
-    fn child<S: Storer>(&mut self, store: &S, index: usize, left: bool) -> Result<Option<usize>> {
+    fn child<S: NodeSource>(
+        &mut self,
+        store: &S,
+        index: usize,
+        left: bool,
+    ) -> Result<Option<usize>> {
         let link = if left { self.node(index).left } else { self.node(index).right };
         let child = self.resolve(store, link)?;
         if let Some(child) = child {
@@ -297,12 +350,18 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
 
     /// Inserts `key` with `value`, returning the value it replaces.
     pub fn insert<S: Storer>(&mut self, store: &S, key: K, value: V) -> Result<Option<V>> {
+        let old = self.insert_now(store, key, value);
+        self.after_op();
+        old
+    }
+
+    fn insert_now<S: NodeSource>(&mut self, store: &S, key: K, value: V) -> Result<Option<V>> {
         let (root, old) = self.insert_at(store, self.root, key, value)?;
         self.root = root;
         Ok(old)
     }
 
-    fn insert_at<S: Storer>(
+    fn insert_at<S: NodeSource>(
         &mut self,
         store: &S,
         link: Link,
@@ -320,6 +379,7 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
                 right: Link::Empty,
                 stored: None,
                 dirty: true,
+                used: self.tick,
             };
             return Ok((Link::Mem(self.add(node)), None));
         };
@@ -358,12 +418,18 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
 
     /// Removes `key`, returning its value.
     pub fn delete<S: Storer>(&mut self, store: &S, key: &K) -> Result<Option<V>> {
+        let removed = self.delete_now(store, key);
+        self.after_op();
+        removed
+    }
+
+    fn delete_now<S: NodeSource>(&mut self, store: &S, key: &K) -> Result<Option<V>> {
         let (root, removed) = self.delete_at(store, self.root, key)?;
         self.root = root;
         Ok(removed)
     }
 
-    fn delete_at<S: Storer>(
+    fn delete_at<S: NodeSource>(
         &mut self,
         store: &S,
         link: Link,
@@ -401,7 +467,7 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
     }
 
     /// Joins two treaps whose keys are all ordered `a < b`.
-    fn merge<S: Storer>(&mut self, store: &S, a: Link, b: Link) -> Result<Link> {
+    fn merge<S: NodeSource>(&mut self, store: &S, a: Link, b: Link) -> Result<Link> {
         let (Some(ai), Some(bi)) = (self.resolve(store, a)?, self.resolve(store, b)?) else {
             return Ok(if a == Link::Empty { b } else { a });
         };
@@ -420,6 +486,12 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
 
     /// The value of `key`.
     pub fn get<S: Storer>(&mut self, store: &S, key: &K) -> Result<Option<V>> {
+        let value = self.get_now(store, key);
+        self.after_op();
+        value
+    }
+
+    fn get_now<S: NodeSource>(&mut self, store: &S, key: &K) -> Result<Option<V>> {
         let mut at = self.root_index(store)?;
         while let Some(index) = at {
             at = match key.cmp(&self.node(index).key) {
@@ -436,6 +508,51 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
         Ok(self.get(store, key)?.is_some())
     }
 
+    /// Keeps at most `budget` nodes in memory after every operation (`None`: no bound, the
+    /// default). When an operation leaves more, the least recently used clean subtrees are
+    /// unloaded down to seven eighths of the budget, so the cost of a flush is shared by
+    /// many operations. Changed nodes stay until persisted: a budget smaller than the
+    /// changes pending is exceeded until the next `persist`.
+    pub fn set_memory_budget(&mut self, budget: Option<usize>) {
+        self.budget = budget;
+        self.after_op();
+    }
+
+    /// The memory budget set by [`set_memory_budget`](Self::set_memory_budget).
+    pub fn memory_budget(&self) -> Option<usize> {
+        self.budget
+    }
+
+    /// Ends an operation: the next one touches nodes with a newer tick, and the budget, if
+    /// any, is kept.
+    fn after_op(&mut self) {
+        self.tick += 1;
+        if let Some(budget) = self.budget {
+            self.trim(budget);
+        }
+    }
+
+    /// Flushes to seven eighths of `budget` if a flush is due.
+    fn trim(&mut self, budget: usize) -> usize {
+        if self.trim_due(budget) { self.trim_now(budget) } else { 0 }
+    }
+
+    /// Whether more than `budget` nodes are in memory, and more than a flush that could not
+    /// reach the budget left.
+    pub(crate) fn trim_due(&self, budget: usize) -> bool {
+        let in_memory = self.nodes_in_memory();
+        in_memory > budget && in_memory > self.retry_above
+    }
+
+    /// Flushes to seven eighths of `budget`; if changed nodes keep it above `budget`, the
+    /// next flush is due only after another eighth of the budget is loaded.
+    pub(crate) fn trim_now(&mut self, budget: usize) -> usize {
+        let unloaded = self.flush(budget - budget / 8);
+        let left = self.nodes_in_memory();
+        self.retry_above = if left > budget { left + budget / 8 } else { 0 };
+        unloaded
+    }
+
     /// The smallest key and its value.
     pub fn first<S: Storer>(&mut self, store: &S) -> Result<Option<(K, V)>> {
         self.edge(store, true)
@@ -446,7 +563,13 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
         self.edge(store, false)
     }
 
-    fn edge<S: Storer>(&mut self, store: &S, leftmost: bool) -> Result<Option<(K, V)>> {
+    fn edge<S: NodeSource>(&mut self, store: &S, leftmost: bool) -> Result<Option<(K, V)>> {
+        let found = self.edge_now(store, leftmost);
+        self.after_op();
+        found
+    }
+
+    fn edge_now<S: NodeSource>(&mut self, store: &S, leftmost: bool) -> Result<Option<(K, V)>> {
         let Some(mut index) = self.root_index(store)? else { return Ok(None) };
         while let Some(next) = self.child(store, index, leftmost)? {
             index = next;
@@ -462,6 +585,16 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
 
     /// The keys and values within `bounds`, in order (subtrees outside them are not loaded).
     pub fn range<S: Storer, R: RangeBounds<K>>(
+        &mut self,
+        store: &S,
+        bounds: R,
+    ) -> Result<Vec<(K, V)>> {
+        let found = self.range_now(store, bounds);
+        self.after_op();
+        found
+    }
+
+    fn range_now<S: NodeSource, R: RangeBounds<K>>(
         &mut self,
         store: &S,
         bounds: R,
@@ -505,6 +638,13 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
     /// the frees durable together; until then, and after any crash before it, the previously
     /// committed tree loads whole.
     pub fn persist<S: Storer>(&mut self, store: &mut S) -> Result<Option<ObjectId>> {
+        let root = self.persist_now(store);
+        self.retry_above = 0;
+        self.after_op();
+        root
+    }
+
+    fn persist_now<S: Storer>(&mut self, store: &mut S) -> Result<Option<ObjectId>> {
         let root = match self.root {
             Link::Empty => None,
             Link::Stored(child) => Some(child.id),
@@ -559,6 +699,13 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
     /// takes the shorter runs the store can give (grouped batching); when none is, that group
     /// falls back to one write per node. A uniform tree is one run and one write.
     pub fn batch_persist<S: BatchStorer>(&mut self, store: &mut S) -> Result<BatchReport> {
+        let report = self.batch_persist_now(store);
+        self.retry_above = 0;
+        self.after_op();
+        report
+    }
+
+    fn batch_persist_now<S: BatchStorer>(&mut self, store: &mut S) -> Result<BatchReport> {
         let mut report = BatchReport::default();
         let mut kv = Vec::new();
         let plan = self.plan_batch(&mut kv)?;
@@ -730,6 +877,16 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
     /// The first key after `after` (or the first key, for `None`) and its value, descending
     /// from the root and loading nodes on the way.
     pub fn successor<S: Storer>(&mut self, store: &S, after: Option<&K>) -> Result<Option<(K, V)>> {
+        let found = self.successor_now(store, after);
+        self.after_op();
+        found
+    }
+
+    fn successor_now<S: NodeSource>(
+        &mut self,
+        store: &S,
+        after: Option<&K>,
+    ) -> Result<Option<(K, V)>> {
         let mut best = None;
         let mut at = self.root_index(store)?;
         while let Some(index) = at {
@@ -778,49 +935,55 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
                 changed += 1;
             }
             if let Some(budget) = budget {
-                self.flush(budget);
+                self.trim(budget);
             }
             last = Some(key);
         }
         Ok(changed)
     }
 
-    /// Unloads clean (persisted, unchanged) subtrees back to stored links until at most
-    /// `budget` nodes stay in memory, or no clean subtree is left; returns the nodes unloaded.
-    /// Subtrees nearest the root go first (they are the largest). Changed nodes and their
-    /// paths stay: a change dirties its whole path, so a clean node heads a clean subtree.
+    /// Unloads clean (persisted, unchanged) nodes back to stored links, least recently used
+    /// first, until at most `budget` nodes stay in memory or no clean node is left; returns
+    /// the nodes unloaded. Changed nodes and their paths stay: a change dirties its whole
+    /// path, so a clean node heads a clean subtree, and unloading it unloads that subtree.
+    /// A node is touched only through its parent, so children go before their parents.
     pub fn flush(&mut self, budget: usize) -> usize {
-        let mut unloaded = 0;
+        let Link::Mem(root) = self.root else { return 0 };
         if self.nodes_in_memory() <= budget {
             return 0;
         }
-        if let Link::Mem(root) = self.root {
-            if let Some(link) = self.unloadable(root) {
-                unloaded += self.unload(root);
-                self.root = link;
-                return unloaded;
+        // Each in-memory node's parent (`usize::MAX` for the root) and side, and the clean
+        // nodes by (last use, deeper first).
+        let mut parent = vec![(usize::MAX, false); self.nodes.len()];
+        let mut clean: Vec<(u64, std::cmp::Reverse<u32>, usize)> = Vec::new();
+        let mut stack = vec![(root, 0u32)];
+        while let Some((index, depth)) = stack.pop() {
+            let node = self.node(index);
+            if !node.dirty && node.stored.is_some() {
+                clean.push((node.used, std::cmp::Reverse(depth), index));
+            }
+            for (left, link) in [(true, node.left), (false, node.right)] {
+                if let Link::Mem(child) = link {
+                    parent[child] = (index, left);
+                    stack.push((child, depth + 1));
+                }
             }
         }
-        // Level order from the root: unload clean children of dirty nodes.
-        let mut queue = std::collections::VecDeque::new();
-        if let Link::Mem(root) = self.root {
-            queue.push_back(root);
-        }
-        while let Some(index) = queue.pop_front() {
-            for left in [true, false] {
-                if self.nodes_in_memory() <= budget {
-                    return unloaded;
-                }
-                let link = if left { self.node(index).left } else { self.node(index).right };
-                let Link::Mem(child) = link else { continue };
-                match self.unloadable(child) {
-                    Some(stored) => {
-                        unloaded += self.unload(child);
-                        let node = self.node_mut(index);
-                        if left { node.left = stored } else { node.right = stored }
-                    }
-                    None => queue.push_back(child),
-                }
+        clean.sort_unstable();
+        let mut unloaded = 0;
+        for (_, _, index) in clean {
+            if self.nodes_in_memory() <= budget {
+                break;
+            }
+            // Gone already if an ancestor went first (possible only for equal ticks).
+            let Some(link) = self.nodes[index].as_ref().and_then(|_| self.unloadable(index)) else {
+                continue;
+            };
+            unloaded += self.unload(index);
+            match parent[index] {
+                (usize::MAX, _) => self.root = link,
+                (up, true) => self.node_mut(up).left = link,
+                (up, false) => self.node_mut(up).right = link,
             }
         }
         unloaded
@@ -860,7 +1023,7 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
         self.check_node(store, root, None, None).map(|_| ())
     }
 
-    fn check_node<S: Storer>(
+    fn check_node<S: NodeSource>(
         &mut self,
         store: &S,
         index: usize,
@@ -886,5 +1049,107 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
             return Err(Error::Invariant("a subtree count is wrong".into()));
         }
         Ok(count)
+    }
+}
+
+/// A treap that lives only in memory: an ordered map (a set with `V = ()`) with the same
+/// shape rules as [`PersistentTreap`], for callers that need no store. Turn it into a
+/// persistent one with [`into_persistent`](Self::into_persistent).
+///
+/// ```
+/// let mut set: bob_treap::Treap<u32> = bob_treap::Treap::new();
+/// for k in [5, 1, 3] {
+///     set.insert(k, ());
+/// }
+/// assert!(set.contains(&3));
+/// assert_eq!(set.keys(), vec![1, 3, 5]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Treap<K, V = ()> {
+    inner: PersistentTreap<K, V>,
+}
+
+impl<K: TreapKey, V: TreapValue> Default for Treap<K, V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Operations on a treap without stored nodes reach no store, so they cannot fail.
+fn in_memory<T>(result: Result<T>) -> T {
+    result.unwrap_or_else(|e| unreachable!("an in-memory treap reads no store: {e}"))
+}
+
+impl<K: TreapKey, V: TreapValue> Treap<K, V> {
+    /// An empty treap.
+    pub fn new() -> Self {
+        Self { inner: PersistentTreap::new() }
+    }
+
+    /// Inserts `key` with `value`, returning the value it replaces.
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        in_memory(self.inner.insert_now(&Memory, key, value))
+    }
+
+    /// Removes `key`, returning its value.
+    pub fn delete(&mut self, key: &K) -> Option<V> {
+        in_memory(self.inner.delete_now(&Memory, key))
+    }
+
+    /// The value of `key`.
+    pub fn get(&mut self, key: &K) -> Option<V> {
+        in_memory(self.inner.get_now(&Memory, key))
+    }
+
+    /// Whether `key` is present.
+    pub fn contains(&mut self, key: &K) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Keys in the treap.
+    pub fn len(&self) -> u64 {
+        self.inner.len()
+    }
+
+    /// Whether the treap is empty.
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+
+    /// The smallest key and its value.
+    pub fn first(&mut self) -> Option<(K, V)> {
+        in_memory(self.inner.edge_now(&Memory, true))
+    }
+
+    /// The largest key and its value.
+    pub fn last(&mut self) -> Option<(K, V)> {
+        in_memory(self.inner.edge_now(&Memory, false))
+    }
+
+    /// The keys and values within `bounds`, in order.
+    pub fn range<R: RangeBounds<K>>(&mut self, bounds: R) -> Vec<(K, V)> {
+        in_memory(self.inner.range_now(&Memory, bounds))
+    }
+
+    /// Every key, in order.
+    pub fn keys(&mut self) -> Vec<K> {
+        self.range(..).into_iter().map(|(k, _)| k).collect()
+    }
+
+    /// The first key after `after` (or the first key, for `None`) and its value.
+    pub fn successor(&mut self, after: Option<&K>) -> Option<(K, V)> {
+        in_memory(self.inner.successor_now(&Memory, after))
+    }
+
+    /// Checks the treap invariants (see [`PersistentTreap::check`]).
+    pub fn check(&mut self) -> Result<()> {
+        let Some(root) = self.inner.root_index(&Memory)? else { return Ok(()) };
+        self.inner.check_node(&Memory, root, None, None).map(|_| ())
+    }
+
+    /// The same entries as a [`PersistentTreap`], every node changed (persisted by its
+    /// first `persist`).
+    pub fn into_persistent(self) -> PersistentTreap<K, V> {
+        self.inner
     }
 }

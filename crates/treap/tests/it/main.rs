@@ -41,6 +41,7 @@ enum Op {
     Persist,
     BatchPersist,
     Flush(usize),
+    Budget(Option<usize>),
     Iterate(usize),
     Save,
     Reopen,
@@ -56,6 +57,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Persist),
         2 => Just(Op::BatchPersist),
         2 => (0usize..40).prop_map(Op::Flush),
+        1 => proptest::option::of(0usize..40).prop_map(Op::Budget),
         1 => (0usize..10).prop_map(Op::Iterate),
         2 => Just(Op::Save),
         1 => Just(Op::Reopen),
@@ -100,6 +102,7 @@ proptest! {
                 Op::Flush(budget) => {
                     tree.flush(budget);
                 }
+                Op::Budget(budget) => tree.set_memory_budget(budget),
                 Op::Iterate(budget) => {
                     let walked: Vec<_> = tree.iter_from(&store, None, Some(budget)).map(|i| i.unwrap()).collect();
                     let expected: Vec<_> = model.iter().map(|(k, v)| (*k, v.clone())).collect();
@@ -114,7 +117,9 @@ proptest! {
                     saved = model.clone();
                     store.close().unwrap();
                     store = BaseStore::open_with(disk.clone(), StoreOptions::default()).unwrap();
+                    let budget = tree.memory_budget();
                     tree = load(&store);
+                    tree.set_memory_budget(budget);
                 }
                 Op::Crash(power, seed) => {
                     let mode = if power { CrashMode::PowerLoss } else { CrashMode::ProcessCrash };
@@ -347,6 +352,85 @@ fn a_flush_keeps_memory_within_the_budget() {
     tree.check(&store).unwrap();
 }
 
+/// After a flush the most recently used nodes stay: reading the hot keys again reads
+/// nothing from disk.
+#[test]
+fn a_flush_unloads_the_least_recently_used_nodes_first() {
+    let disk = SimDisk::new();
+    let mut store = BaseStore::create_with(disk.clone(), StoreOptions::default()).unwrap();
+    let mut tree: PersistentTreap<u64> = PersistentTreap::new();
+    for k in 0..2_000 {
+        tree.insert(&store, k, ()).unwrap();
+    }
+    let root = tree.persist(&mut store).unwrap().unwrap();
+    store.commit().unwrap();
+    let hot: Vec<u64> = (0..2_000).step_by(97).collect();
+    // The nodes the hot keys' paths hold.
+    let mut fresh: PersistentTreap<u64> = PersistentTreap::load(&store, root).unwrap();
+    for k in &hot {
+        fresh.get(&store, k).unwrap();
+    }
+    let hot_nodes = fresh.nodes_in_memory();
+
+    let mut tree: PersistentTreap<u64> = PersistentTreap::load(&store, root).unwrap();
+    for k in &hot {
+        tree.get(&store, k).unwrap();
+    }
+    for k in 500..1_500 {
+        tree.get(&store, &k).unwrap();
+    }
+    for k in &hot {
+        tree.get(&store, k).unwrap();
+    }
+    assert!(tree.nodes_in_memory() > 2 * hot_nodes);
+    tree.flush(hot_nodes);
+    assert_eq!(tree.nodes_in_memory(), hot_nodes);
+    let reads = disk.op_counts().reads;
+    for k in &hot {
+        assert_eq!(tree.get(&store, k).unwrap(), Some(()));
+    }
+    assert_eq!(disk.op_counts().reads, reads, "the hot paths stayed in memory");
+    assert!(tree.get(&store, &1_000).unwrap().is_some());
+    assert!(disk.op_counts().reads > reads, "the cold ones were unloaded");
+}
+
+/// With a memory budget set, every operation leaves at most that many nodes in memory once
+/// the changes are persisted, and full walks still see every key.
+#[test]
+fn a_memory_budget_holds_after_every_operation() {
+    const BUDGET: usize = 5_000;
+    let mut store = BaseStore::create_with(SimDisk::new(), StoreOptions::default()).unwrap();
+    let mut tree: PersistentTreap<u64> = PersistentTreap::new();
+    tree.set_memory_budget(Some(BUDGET));
+    for batch in 0..10u64 {
+        for k in batch * 10_000..(batch + 1) * 10_000 {
+            tree.insert(&store, k * 7 % 100_000, ()).unwrap();
+        }
+        tree.batch_persist(&mut store).unwrap();
+        assert!(tree.nodes_in_memory() <= BUDGET, "after batch {batch}");
+    }
+    store.commit().unwrap();
+    let mut rng = fastrand::Rng::with_seed(bob_io_helpers::testing::test_seed());
+    for _ in 0..20_000 {
+        let k = rng.u64(0..100_000);
+        assert_eq!(tree.get(&store, &k).unwrap(), Some(()));
+        assert!(tree.nodes_in_memory() <= BUDGET);
+    }
+    for _ in 0..3 {
+        let mut count = 0u64;
+        let mut last = None;
+        for item in tree.iter_from(&store, None, None) {
+            let (k, ()) = item.unwrap();
+            assert!(last.is_none_or(|l| l < k));
+            last = Some(k);
+            count += 1;
+        }
+        assert_eq!(count, 100_000);
+        assert!(tree.nodes_in_memory() <= BUDGET);
+    }
+    tree.check(&store).unwrap();
+}
+
 /// A map with serde payloads through postcard round-trips through persist and reload.
 #[test]
 fn serde_payloads_round_trip() {
@@ -437,4 +521,82 @@ fn a_mutable_walk_updates_values() {
     assert_eq!(loaded.get(&store, &300).unwrap(), Some(1_000_300));
     assert_eq!(loaded.get(&store, &301).unwrap(), Some(301));
     loaded.check(&store).unwrap();
+}
+
+/// A shared treap's background flusher keeps it within budget while a walk takes the lock
+/// for each step: the walk sees every key in order, and memory comes back under budget.
+#[test]
+fn a_background_flusher_keeps_a_shared_treap_within_budget() {
+    const BUDGET: usize = 2_000;
+    let mut store = BaseStore::create_with(SimDisk::new(), StoreOptions::default()).unwrap();
+    let shared = bob_treap::SharedTreap::new(PersistentTreap::<u64>::new(), BUDGET);
+    for batch in 0..20u64 {
+        let mut tree = shared.lock();
+        for k in batch * 1_000..(batch + 1) * 1_000 {
+            tree.insert(&store, k * 13 % 20_000, ()).unwrap();
+        }
+        tree.batch_persist(&mut store).unwrap();
+    }
+    store.commit().unwrap();
+    let within_budget = || {
+        for _ in 0..10_000 {
+            if shared.lock().nodes_in_memory() <= BUDGET {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        false
+    };
+    assert!(within_budget());
+    assert!(shared.background_flushes() > 0);
+    let mut last = None;
+    let mut count = 0;
+    while let Some((k, ())) = shared.lock().successor(&store, last.as_ref()).unwrap() {
+        assert!(last.is_none_or(|l| l < k));
+        last = Some(k);
+        count += 1;
+    }
+    assert_eq!(count, 20_000);
+    assert!(within_budget());
+    let mut tree = shared.into_inner();
+    assert!(tree.nodes_in_memory() <= BUDGET);
+    tree.check(&store).unwrap();
+}
+
+proptest! {
+    /// The in-memory treap matches a `BTreeMap` and keeps its invariants; turned into a
+    /// persistent treap it persists and reloads the same entries.
+    #[test]
+    fn the_in_memory_treap_matches_a_btreemap(
+        ops in prop::collection::vec((0u8..4, 0u16..200, any::<u32>()), 1..300)
+    ) {
+        let mut tree: bob_treap::Treap<u16, u32> = bob_treap::Treap::new();
+        let mut model = BTreeMap::new();
+        for (op, k, v) in ops {
+            match op {
+                0 | 1 => prop_assert_eq!(tree.insert(k, v), model.insert(k, v)),
+                2 => prop_assert_eq!(tree.delete(&k), model.remove(&k)),
+                _ => {
+                    let (a, b) = (k.min(v as u16), k.max(v as u16));
+                    let expected: Vec<_> = model.range(a..b).map(|(k, v)| (*k, *v)).collect();
+                    prop_assert_eq!(tree.range(a..b), expected);
+                }
+            }
+            prop_assert_eq!(tree.len(), model.len() as u64);
+            prop_assert_eq!(tree.first(), model.first_key_value().map(|(k, v)| (*k, *v)));
+            prop_assert_eq!(tree.last(), model.last_key_value().map(|(k, v)| (*k, *v)));
+            tree.check().unwrap();
+        }
+        let mut store = BaseStore::create_with(SimDisk::new(), StoreOptions::default()).unwrap();
+        let mut persistent = tree.into_persistent();
+        let root = persistent.batch_persist(&mut store).unwrap().root;
+        let all: Vec<_> = model.iter().map(|(k, v)| (*k, *v)).collect();
+        match root {
+            Some(root) => {
+                let mut reloaded: PersistentTreap<u16, u32> = PersistentTreap::load(&store, root).unwrap();
+                prop_assert_eq!(reloaded.to_vec(&store).unwrap(), all);
+            }
+            None => prop_assert!(all.is_empty()),
+        }
+    }
 }
