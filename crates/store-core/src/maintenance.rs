@@ -54,7 +54,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         self.verify_metadata(&mut report)?;
         for (id, slot) in self.table.iter().enumerate() {
             let Some(slot) = slot else { continue };
-            let bytes = match self.staged_at(slot.entry.extent.offset) {
+            let bytes = match self.staged_at(&slot.entry) {
                 Some(staged) => staged.to_vec(),
                 None => {
                     let mut bytes = vec![0u8; slot.entry.len as usize];
@@ -160,7 +160,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             .table
             .iter()
             .flatten()
-            .filter(|s| self.staged_at(s.entry.extent.offset).is_none())
+            .filter(|s| self.staged_at(&s.entry).is_none())
             .map(|s| Extent::new(s.entry.extent.offset, s.entry.len));
         let metadata =
             self.pages.iter().flatten().map(|p| Extent::new(p.offset, PAGE_BYTES as u64));

@@ -99,7 +99,7 @@ impl<A: SpaceAllocator, B: FileBackend> Storer for Store<A, B> {
         let entry = self.slot(id)?.entry;
         Ok(ObjectReader {
             backend: &self.backend,
-            staged: self.staged_at(entry.extent.offset),
+            staged: self.staged_at(&entry),
             offset: entry.extent.offset,
             checked: CheckedRead::new(id, entry.len, entry.checksum),
         })
@@ -151,7 +151,7 @@ impl<A: SpaceAllocator, B: FileBackend> Storer for Store<A, B> {
     fn read_obj_into(&self, id: ObjectId, buf: &mut Vec<u8>) -> Result<()> {
         let entry = self.slot(id)?.entry;
         buf.clear();
-        match self.staged_at(entry.extent.offset) {
+        match self.staged_at(&entry) {
             Some(staged) => buf.extend_from_slice(staged),
             None => {
                 buf.resize(entry.len as usize, 0);
@@ -227,14 +227,29 @@ impl<A: SpaceAllocator, B: FileBackend> BatchStorer for Store<A, B> {
     fn write_batched_objs(&mut self, objects: &[(ObjectId, &[u8])]) -> Result<()> {
         let pending = self.pending_generation();
         let extents = self.check_batch(objects)?;
-        let sections = batch_sections(objects.iter().map(|(_, d)| *d).zip(extents.iter().copied()));
+        let total: u64 = extents.iter().map(|e| e.len).sum();
         self.guarded(|store| {
             if !store.staged.is_empty() {
                 for extent in &extents {
                     store.unstage(extent.offset); // the batch replaces what was buffered
                 }
             }
-            write_batched_sections(&store.backend, &sections)?;
+            if total <= SMALL_BATCH_BYTES && total <= store.write_buffer_bytes as u64 {
+                // A small batch joins the write buffer: its bytes are written, coalesced
+                // with their neighbours, by the next flush, not by a syscall of their own.
+                // Each is padded to its extent, so a run of neighbours stays one write.
+                let mut padded = Vec::new();
+                for (&(_, data), extent) in objects.iter().zip(&extents) {
+                    padded.clear();
+                    padded.extend_from_slice(data);
+                    padded.resize(extent.len as usize, 0);
+                    store.stage_or_write(extent.offset, &padded)?;
+                }
+            } else {
+                let sections =
+                    batch_sections(objects.iter().map(|(_, d)| *d).zip(extents.iter().copied()));
+                write_batched_sections(&store.backend, &sections)?;
+            }
             for (&(id, data), &extent) in objects.iter().zip(&extents) {
                 let entry = Entry { extent, len: data.len() as u64, checksum: checksum(data) };
                 store.put(id, entry, pending);
@@ -243,6 +258,10 @@ impl<A: SpaceAllocator, B: FileBackend> BatchStorer for Store<A, B> {
         })
     }
 }
+
+/// Batches up to this many bytes go through the write buffer (when it is on) instead of
+/// being written at once.
+const SMALL_BATCH_BYTES: u64 = 64 << 10;
 
 /// The sections that write each object's bytes into its space, padded with zeros to the
 /// space's end (the object's own space), so objects laid end to end form one contiguous run

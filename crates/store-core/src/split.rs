@@ -98,7 +98,7 @@ impl<A: SpaceAllocator, B: FileBackend + Clone + 'static> SplitStore for Store<A
             extent: entry.extent,
             len: entry.len,
             checksum: entry.checksum,
-            staged: self.staged_at(entry.extent.offset).map(<[u8]>::to_vec),
+            staged: self.staged_at(&entry).map(<[u8]>::to_vec),
         })
     }
 

@@ -426,9 +426,11 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         Ok(())
     }
 
-    /// The buffered bytes of the object at `offset`, if any.
-    pub(crate) fn staged_at(&self, offset: u64) -> Option<&[u8]> {
-        self.staged.get(&offset).map(Vec::as_slice)
+    /// The buffered bytes of the object `entry` describes, if any (a batch buffers objects
+    /// padded to their extents: the object is the first `entry.len` bytes).
+    pub(crate) fn staged_at(&self, entry: &Entry) -> Option<&[u8]> {
+        let bytes = self.staged.get(&entry.extent.offset)?;
+        Some(&bytes[..(entry.len as usize).min(bytes.len())])
     }
 
     /// A fresh id: the lowest one freed by an earlier commit, or the next new one.

@@ -271,9 +271,10 @@ fn the_treap_works_over_a_concurrent_store() {
 fn batch_persist_of_a_uniform_tree_is_one_run_and_one_write() {
     fn run<A: bob_store_core::SpaceAllocator>() {
         let disk = SimDisk::new();
+        // Unbuffered, so the batch is written at once (buffered, it waits for the commit).
+        let options = StoreOptions { write_buffer_bytes: 0, ..StoreOptions::default() };
         let mut store =
-            bob_store_core::Store::<A, SimDisk>::create_with(disk.clone(), StoreOptions::default())
-                .unwrap();
+            bob_store_core::Store::<A, SimDisk>::create_with(disk.clone(), options).unwrap();
         let mut batched: PersistentTreap<u64> = PersistentTreap::new();
         let mut single: PersistentTreap<u64> = PersistentTreap::new();
         for k in 0..500u64 {
