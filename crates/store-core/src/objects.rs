@@ -261,7 +261,7 @@ impl<A: SpaceAllocator, B: FileBackend> BatchStorer for Store<A, B> {
 
 /// Batches up to this many bytes go through the write buffer (when it is on) instead of
 /// being written at once.
-const SMALL_BATCH_BYTES: u64 = 64 << 10;
+const SMALL_BATCH_BYTES: u64 = 16 << 10;
 
 /// The sections that write each object's bytes into its space, padded with zeros to the
 /// space's end (the object's own space), so objects laid end to end form one contiguous run
