@@ -1,8 +1,20 @@
 //! Benchmarks for bob, kept out of the workspace's default members so `cargo test` never
-//! builds them (nor, later, the peer engines they compare against).
+//! builds them, nor the peer engines they compare against.
 //!
-//! Run them with `cargo xtask bench`. The micro-benchmarks live in `benches/`; this library
-//! holds the workload helpers they share.
+//! `cargo xtask bench` runs the `bob-bench` binary: the same workloads on bob and on redb,
+//! LMDB (heed), fjall and marble (sled with the `sled` feature), each engine in a process of
+//! its own, reported as a markdown table, JSON and SVG charts in `target/bench/`.
+//! `cargo xtask bench --micro` runs the criterion micro-benchmarks in `benches/`.
+//!
+//! - [`engines`]: the two engine traits and an adapter per engine;
+//! - [`workloads`]: the suites and profiles;
+//! - [`measure`]: space, device writes, memory and the machine banner;
+//! - [`report`]: medians, ratios, tables and charts.
+
+pub mod engines;
+pub mod measure;
+pub mod report;
+pub mod workloads;
 
 /// Deterministic, incompressible-looking bytes: the same `seed` and `len` give the same bytes
 /// on every run and machine, so every engine and every run sees identical payloads.

@@ -27,10 +27,17 @@ enum Task {
     Tidy,
     /// Every `loom_*` test under `--cfg loom`, in release mode.
     Loom,
-    /// Benchmarks: bob's micro-benchmarks now; peer comparisons once they exist.
+    /// bob against redb, LMDB, fjall and marble: a table, JSON and charts in target/bench.
     Bench {
-        /// Arguments passed to the criterion benches (after `--`).
-        #[arg(trailing_var_arg = true)]
+        /// `smoke` (seconds; what CI runs), `default` (about 5 minutes) or `full`.
+        #[arg(long, default_value = "default")]
+        profile: String,
+        /// Run the criterion micro-benchmarks of bob's crates instead.
+        #[arg(long)]
+        micro: bool,
+        /// Passed on: to `bob-bench compare` (e.g. `--suite kv --engine redb`), or to
+        /// criterion with `--micro`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// Crash, corruption and fault campaigns, as far as they exist.
@@ -52,7 +59,7 @@ fn main() -> ExitCode {
         Task::Ci => ci(),
         Task::Tidy => tidy::run(&workspace_root()),
         Task::Loom => loom(),
-        Task::Bench { args } => bench(&args),
+        Task::Bench { profile, micro, args } => bench(&profile, micro, &args),
         Task::Reliability { quick } => reliability(quick),
         Task::Miri => miri(),
     };
@@ -170,6 +177,13 @@ fn ci() -> TaskResult {
     eprintln!("\n==> tidy");
     tidy::run(&workspace_root())?;
 
+    // The peer comparison at a tenth of its default size: that the harness works and every
+    // engine produces every row, never a timing assertion. Its own unit tests first.
+    let mut harness = cargo();
+    harness.args(["test", "--package", "bob-benches", "--lib"]).args(locked);
+    run_tests("bench harness tests", harness, &mut counts)?;
+    run("bench smoke", compare_command("smoke", &[]))?;
+
     run_tests("loom", loom_command(), &mut counts)?;
 
     println!(
@@ -199,18 +213,36 @@ fn loom() -> TaskResult {
     run_tests("loom", loom_command(), &mut TestCounts::default())
 }
 
-fn bench(args: &[String]) -> TaskResult {
-    let mut micro = cargo();
-    micro.args(["bench", "--package", "bob-benches"]);
-    if !args.is_empty() {
-        micro.arg("--").args(args);
+fn bench(profile: &str, micro: bool, args: &[String]) -> TaskResult {
+    if micro {
+        let mut criterion = cargo();
+        criterion.args(["bench", "--package", "bob-benches"]);
+        if !args.is_empty() {
+            criterion.arg("--").args(args);
+        }
+        return run("micro-benchmarks", criterion);
     }
-    run("micro-benchmarks", micro)?;
-    eprintln!(
-        "\nNot yet built: the side-by-side comparison with marble, redb, LMDB (heed) and fjall \
-         (issue #7); it needs the object store (issue #4) first."
-    );
-    Ok(())
+    run("compare", compare_command(profile, args))
+}
+
+/// `bob-bench compare` through cargo: release for timings; the smoke profile only checks
+/// that the harness works, so it builds in the test profile and checks every row is there.
+fn compare_command(profile: &str, args: &[String]) -> Command {
+    let mut command = cargo();
+    command.args(["run", "--package", "bob-benches", "--bin", "bob-bench"]);
+    if profile != "smoke" {
+        command.arg("--release");
+    }
+    if in_ci() {
+        command.arg("--locked");
+    }
+    let out = workspace_root().join("target").join("bench");
+    command.args(["--", "compare", "--profile", profile, "--out"]).arg(out);
+    if profile == "smoke" {
+        command.arg("--check");
+    }
+    command.args(args);
+    command
 }
 
 fn reliability(quick: bool) -> TaskResult {

@@ -795,14 +795,25 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
             }
             store.write_batched_objs(&objects)?;
         }
-        // Only now, with everything written, do the nodes take their new objects: in arena
-        // order, a sequential sweep rather than a random walk of the arena.
-        let mut new_ids: Vec<Option<ObjectId>> = vec![None; self.nodes.len()];
-        for (planned, &id) in plan.iter().zip(&ids) {
-            new_ids[planned.index] = Some(id);
-        }
-        for (slot, id) in self.nodes.iter_mut().zip(new_ids) {
-            if let (Some(node), Some(id)) = (slot.as_mut(), id) {
+        // Only now, with everything written, do the nodes take their new objects. When they
+        // are a good part of the arena, in arena order (a sequential sweep rather than a
+        // random walk); when they are few, directly (a sweep would cost the whole arena).
+        if plan.len() * 8 >= self.nodes.len() {
+            let mut new_ids: Vec<Option<ObjectId>> = vec![None; self.nodes.len()];
+            for (planned, &id) in plan.iter().zip(&ids) {
+                new_ids[planned.index] = Some(id);
+            }
+            for (slot, id) in self.nodes.iter_mut().zip(new_ids) {
+                if let (Some(node), Some(id)) = (slot.as_mut(), id) {
+                    node.dirty = false;
+                    if let Some(old) = node.stored.replace(id) {
+                        self.doomed.push(old);
+                    }
+                }
+            }
+        } else {
+            for (planned, &id) in plan.iter().zip(&ids) {
+                let node = self.node_mut(planned.index);
                 node.dirty = false;
                 if let Some(old) = node.stored.replace(id) {
                     self.doomed.push(old);

@@ -1,0 +1,214 @@
+//! `bob-bench`: bob against its peers. `cargo xtask bench` runs `bob-bench compare`.
+//!
+//! `compare` measures the machine, then runs every (suite, engine) pair in a process of its
+//! own (`bob-bench run`), engines interleaved, for the profile's repetitions; it writes
+//! `report.md`, `results.json` and one SVG chart per suite to the output directory and prints
+//! the markdown.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use bob_benches::engines;
+use bob_benches::measure;
+use bob_benches::report::{self, Report};
+use bob_benches::workloads::{self, Profile, RunResult};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(name = "bob-bench", about = "bob against redb, LMDB, fjall and marble")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Runs every suite on every engine and writes the report.
+    Compare {
+        /// `smoke` (a tenth of the default, for CI), `default` or `full`.
+        #[arg(long, default_value = "default")]
+        profile: String,
+        /// Only these suites (`objects`, `kv`); all when absent.
+        #[arg(long)]
+        suite: Vec<String>,
+        /// Only these engines (bob's are always run); all when absent.
+        #[arg(long)]
+        engine: Vec<String>,
+        /// Where the report goes.
+        #[arg(long, default_value = "target/bench")]
+        out: PathBuf,
+        /// Fail unless every engine produced every row.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Runs one suite on one engine in this process and prints its result as JSON.
+    Run {
+        #[arg(long)]
+        suite: String,
+        #[arg(long)]
+        engine: String,
+        #[arg(long)]
+        profile: String,
+        /// An empty directory for the engine's files.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Only open, make this many durable one-item commits and close (for sync counts).
+        #[arg(long)]
+        commits: Option<usize>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Run { suite, engine, dir, commits: Some(commits), .. } => {
+            workloads::commits_only(&suite, &engine, &dir, commits)
+        }
+        Cmd::Run { suite, engine, profile, dir, commits: None } => {
+            let result = workloads::run(&suite, &engine, &dir, &Profile::named(&profile)?)?;
+            println!("{}", serde_json::to_string(&result)?);
+            Ok(())
+        }
+        Cmd::Compare { profile, suite, engine, out, check } => {
+            compare(&Profile::named(&profile)?, &suite, &engine, &out, check)
+        }
+    }
+}
+
+fn engines_of(suite: &str, only: &[String]) -> Vec<String> {
+    let all: Vec<&str> =
+        if suite == "kv" { engines::kv_engines() } else { engines::OBJECT_ENGINES.to_vec() };
+    all.into_iter()
+        .filter(|e| only.is_empty() || e.starts_with("bob") || only.iter().any(|o| o == e))
+        .map(String::from)
+        .collect()
+}
+
+fn run_child(suite: &str, engine: &str, profile: &Profile, scratch: &Path) -> Result<RunResult> {
+    let dir = tempfile::tempdir_in(scratch)?;
+    let output = Command::new(std::env::current_exe()?)
+        .args(["run", "--suite", suite, "--engine", engine, "--profile", &profile.name, "--dir"])
+        .arg(dir.path())
+        .output()
+        .context("starting a bench process")?;
+    if !output.status.success() {
+        bail!(
+            "{suite} on {engine} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+/// Syscalls that make data durable.
+const SYNC_CALLS: &[&str] = &["fsync", "fdatasync", "msync", "sync_file_range", "syncfs"];
+
+/// Sync calls a `commits_only` child makes, counted by `strace -c`; `None` if strace is
+/// missing or fails.
+fn count_syncs(suite: &str, engine: &str, commits: usize, scratch: &Path) -> Option<u64> {
+    let dir = tempfile::tempdir_in(scratch).ok()?;
+    let counts = dir.path().join("strace.txt");
+    let status = Command::new("strace")
+        .args(["-f", "-c", "-e", &format!("trace={}", SYNC_CALLS.join(",")), "-o"])
+        .arg(&counts)
+        .arg(std::env::current_exe().ok()?)
+        .args(["run", "--suite", suite, "--engine", engine, "--profile", "smoke"])
+        .args(["--commits", &commits.to_string(), "--dir"])
+        .arg(dir.path().join("engine"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    if !status.success() {
+        return None;
+    }
+    let text = std::fs::read_to_string(&counts).ok()?;
+    // `strace -c` rows: % time, seconds, usecs/call, calls, [errors,] syscall.
+    Some(
+        text.lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let name = fields.last()?;
+                SYNC_CALLS.contains(name).then(|| fields.get(3)?.parse::<u64>().ok()).flatten()
+            })
+            .sum(),
+    )
+}
+
+/// Syncs per durable commit of one item: the difference between two runs, so that opening
+/// and closing do not count.
+fn syncs_per_commit(suite: &str, engine: &str, scratch: &Path) -> Option<f64> {
+    let few = count_syncs(suite, engine, 10, scratch)?;
+    let many = count_syncs(suite, engine, 60, scratch)?;
+    Some(many.saturating_sub(few) as f64 / 50.0)
+}
+
+fn compare(
+    profile: &Profile,
+    suites: &[String],
+    only: &[String],
+    out: &Path,
+    check: bool,
+) -> Result<()> {
+    std::fs::create_dir_all(out)?;
+    let scratch = out.join("scratch");
+    std::fs::create_dir_all(&scratch)?;
+    let banner = measure::banner(&scratch)?;
+    let suites: Vec<String> = if suites.is_empty() {
+        workloads::SUITES.iter().map(|s| s.to_string()).collect()
+    } else {
+        suites.to_vec()
+    };
+    let plan: Vec<(String, String)> = suites
+        .iter()
+        .flat_map(|s| engines_of(s, only).into_iter().map(move |e| (s.clone(), e)))
+        .collect();
+    let bar = ProgressBar::new((plan.len() * profile.repetitions) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")?
+            .progress_chars("=> "),
+    );
+    let mut runs = Vec::new();
+    for rep in 0..profile.repetitions {
+        // Interleaved: every engine once per repetition, so drift hits all alike.
+        for (suite, engine) in &plan {
+            bar.set_message(format!(
+                "run {}/{}: {suite} on {engine}",
+                rep + 1,
+                profile.repetitions
+            ));
+            runs.push(run_child(suite, engine, profile, &scratch)?);
+            bar.inc(1);
+        }
+    }
+    let mut syncs = Vec::new();
+    if Command::new("strace").arg("-V").output().is_ok_and(|o| o.status.success()) {
+        for (suite, engine) in &plan {
+            bar.set_message(format!("syncs per commit: {suite} on {engine}"));
+            if let Some(per_commit) = syncs_per_commit(suite, engine, &scratch) {
+                syncs.push(report::Syncs {
+                    suite: suite.clone(),
+                    engine: engine.clone(),
+                    per_commit,
+                });
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let report = Report { banner, profile: profile.clone(), runs, syncs };
+    let markdown = report::markdown(&report);
+    std::fs::write(out.join("report.md"), &markdown)?;
+    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&report)?)?;
+    for suite in &suites {
+        report::chart(&report, suite, &out.join(format!("ratios-{suite}.svg")))?;
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    println!("{markdown}");
+    eprintln!("bob-bench: wrote {}/report.md, results.json and ratios-*.svg", out.display());
+    if check {
+        report::check_complete(&report)?;
+    }
+    Ok(())
+}

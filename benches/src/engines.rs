@@ -1,0 +1,814 @@
+//! The engines under comparison, each behind one of two small traits, so every engine runs
+//! the same workload code.
+//!
+//! - [`ObjectEngine`]: objects named by `u64` keys, written in batches that are durable when
+//!   the call returns, read one at a time, deleted in batches, compacted on request. bob's
+//!   stores keep a map from the key to the object id they hand out; marble takes the key as
+//!   its object id; the key-value engines store the key big-endian.
+//! - [`KvEngine`]: byte keys and values, written in transactions that are durable or not,
+//!   read by key, by range and by count.
+//!
+//! Durability is compared like for like: a durable write returns only after the engine's
+//! fsync; a non-durable one may be lost in a power cut but not in a process crash.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use anyhow::{Context, Result, anyhow};
+
+/// An object store under test.
+pub trait ObjectEngine: Send {
+    /// Writes (creates or replaces) every object of `objects`; durable on return.
+    fn write_batch(&mut self, objects: &[(u64, &[u8])]) -> Result<()>;
+    /// Deletes every object of `keys`; durable on return.
+    fn delete_batch(&mut self, keys: &[u64]) -> Result<()>;
+    /// The bytes of object `key`, if it exists.
+    fn read(&self, key: u64) -> Result<Option<Vec<u8>>>;
+    /// Gives unused space back (the engine's own compaction or maintenance); `false` if the
+    /// engine has no such operation (then the report shows no compaction figure for it).
+    fn compact(&mut self) -> Result<bool>;
+    /// Closes the engine, so that its files are complete on disk.
+    fn close(self: Box<Self>) -> Result<()>;
+}
+
+/// A key-value engine under test.
+pub trait KvEngine: Send + Sync {
+    /// One transaction: `puts` then `deletes`, durable on return if `durable`.
+    fn write(&mut self, puts: &[(&[u8], &[u8])], deletes: &[&[u8]], durable: bool) -> Result<()>;
+    /// Makes every earlier write durable.
+    fn sync(&mut self) -> Result<()>;
+    /// The value of `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Reads up to `n` entries from `from` on; returns how many there were.
+    fn range(&self, from: &[u8], n: usize) -> Result<usize>;
+    /// Entries stored.
+    fn count(&self) -> Result<u64>;
+    /// Gives unused space back; `false` if the engine has no such operation.
+    fn compact(&mut self) -> Result<bool>;
+    /// Closes the engine, so that its files are complete on disk.
+    fn close(self: Box<Self>) -> Result<()>;
+}
+
+/// The object engines, by name.
+pub const OBJECT_ENGINES: &[&str] = &["bob-base", "bob-multi", "marble", "redb", "lmdb", "fjall"];
+
+/// The key-value engines, by name (`sled` only with the `sled` feature).
+pub fn kv_engines() -> Vec<&'static str> {
+    let mut engines = vec!["bob-treap", "redb", "lmdb", "fjall"];
+    if cfg!(feature = "sled") {
+        engines.push("sled");
+    }
+    engines
+}
+
+/// Opens object engine `name` in `dir` (created or reopened).
+pub fn open_objects(name: &str, dir: &Path) -> Result<Box<dyn ObjectEngine>> {
+    std::fs::create_dir_all(dir)?;
+    Ok(match name {
+        "bob-base" => Box::new(bob::Objects::<bob_alloc::BasicAllocator>::open(dir)?),
+        "bob-multi" => Box::new(bob::Objects::<bob_alloc::OmniBlockAllocator>::open(dir)?),
+        "marble" => Box::new(marble_engine::Objects::open(dir)?),
+        "redb" => Box::new(redb_engine::Objects::open(dir)?),
+        "lmdb" => Box::new(lmdb::Objects::open(dir)?),
+        "fjall" => Box::new(fjall_engine::Objects::open(dir)?),
+        other => return Err(anyhow!("no object engine named {other}")),
+    })
+}
+
+/// Opens key-value engine `name` in `dir` (created or reopened).
+pub fn open_kv(name: &str, dir: &Path) -> Result<Box<dyn KvEngine>> {
+    std::fs::create_dir_all(dir)?;
+    Ok(match name {
+        "bob-treap" => Box::new(bob::Kv::open(dir)?),
+        "redb" => Box::new(redb_engine::Kv::open(dir)?),
+        "lmdb" => Box::new(lmdb::Kv::open(dir)?),
+        "fjall" => Box::new(fjall_engine::Kv::open(dir)?),
+        #[cfg(feature = "sled")]
+        "sled" => Box::new(sled_engine::Kv::open(dir)?),
+        other => return Err(anyhow!("no key-value engine named {other}")),
+    })
+}
+
+mod bob {
+    use super::*;
+    use bob_store_core::{
+        ObjectId, PRIME_OBJECT_ID, PrimeStorer, SpaceAllocator, Store, StoreOptions, Storer,
+    };
+    use bob_treap::PersistentTreap;
+
+    /// A bob store; the key → object id map is the harness's, as an application's index
+    /// would be (written into the store by the treap engine, not here).
+    pub(super) struct Objects<A: SpaceAllocator> {
+        store: Store<A, bob_io_helpers::OsFile>,
+        ids: Vec<Option<ObjectId>>,
+    }
+
+    impl<A: SpaceAllocator + Send> Objects<A> {
+        /// Opens the store; its prime object holds the key → id map (8 bytes a key, 0 for
+        /// none: 0 is the prime object's own id), as an application would keep its index.
+        pub(super) fn open(dir: &Path) -> Result<Self> {
+            let path = dir.join("objects.bob");
+            if !path.exists() {
+                let store = Store::create(&path, StoreOptions::default())?;
+                return Ok(Self { store, ids: Vec::new() });
+            }
+            let store = Store::open(&path, StoreOptions::default())?;
+            let pointer = store.read_bytes_from_obj(PRIME_OBJECT_ID)?;
+            let map_id = ObjectId(u64::from_le_bytes(pointer[..8].try_into()?));
+            let map = store.read_bytes_from_obj(map_id)?;
+            let ids = map
+                .chunks_exact(8)
+                .map(|c| {
+                    let id = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+                    (id != 0).then_some(ObjectId(id))
+                })
+                .collect();
+            Ok(Self { store, ids })
+        }
+    }
+
+    impl<A: SpaceAllocator + Send> ObjectEngine for Objects<A> {
+        fn write_batch(&mut self, objects: &[(u64, &[u8])]) -> Result<()> {
+            for &(key, bytes) in objects {
+                let key = key as usize;
+                if key >= self.ids.len() {
+                    self.ids.resize(key + 1, None);
+                }
+                match self.ids[key] {
+                    Some(id) => self.store.write_bytes_to_obj(id, bytes)?,
+                    None => self.ids[key] = Some(self.store.write_new_obj_from_bytes(bytes)?),
+                }
+            }
+            Ok(self.store.commit()?)
+        }
+
+        fn delete_batch(&mut self, keys: &[u64]) -> Result<()> {
+            for &key in keys {
+                if let Some(id) = self.ids.get_mut(key as usize).and_then(Option::take) {
+                    self.store.delete_obj(id)?;
+                }
+            }
+            Ok(self.store.commit()?)
+        }
+
+        fn read(&self, key: u64) -> Result<Option<Vec<u8>>> {
+            match self.ids.get(key as usize).copied().flatten() {
+                Some(id) => Ok(Some(self.store.read_bytes_from_obj(id)?)),
+                None => Ok(None),
+            }
+        }
+
+        fn compact(&mut self) -> Result<bool> {
+            self.store.compact()?;
+            Ok(true)
+        }
+
+        fn close(mut self: Box<Self>) -> Result<()> {
+            let map: Vec<u8> =
+                self.ids.iter().flat_map(|id| id.map_or(0, |id| id.0).to_le_bytes()).collect();
+            // The prime object points at the map's object, replaced on every close.
+            self.store.prime_object(8)?;
+            let pointer = self.store.read_bytes_from_obj(PRIME_OBJECT_ID)?;
+            let old = u64::from_le_bytes(pointer[..8].try_into()?);
+            if old != 0 {
+                self.store.delete_obj(ObjectId(old))?;
+            }
+            let map_id = self.store.write_new_obj_from_bytes(&map)?;
+            self.store.write_bytes_to_obj(PRIME_OBJECT_ID, &map_id.0.to_le_bytes())?;
+            Ok(self.store.close()?)
+        }
+    }
+
+    type Tree = PersistentTreap<Vec<u8>, Vec<u8>>;
+    type BaseStore = bob_store_core::BaseStore;
+
+    /// bob's payload treap over a base store; the root id lives in the prime object.
+    pub(super) struct Kv {
+        inner: Mutex<(Tree, BaseStore)>,
+    }
+
+    /// Nodes kept in memory between operations.
+    const BUDGET: usize = 1 << 18;
+
+    impl Kv {
+        pub(super) fn open(dir: &Path) -> Result<Self> {
+            let path = dir.join("kv.bob");
+            let (mut tree, store) = if path.exists() {
+                let store = BaseStore::open(&path, StoreOptions::default())?;
+                let record = store.read_bytes_from_obj(PRIME_OBJECT_ID)?;
+                let root = u64::from_le_bytes(record[..8].try_into()?);
+                let tree =
+                    if root == 0 { Tree::new() } else { Tree::load(&store, ObjectId(root))? };
+                (tree, store)
+            } else {
+                (Tree::new(), BaseStore::create(&path, StoreOptions::default())?)
+            };
+            tree.set_memory_budget(Some(BUDGET));
+            Ok(Self { inner: Mutex::new((tree, store)) })
+        }
+
+        fn lock(&self) -> std::sync::MutexGuard<'_, (Tree, BaseStore)> {
+            self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+    }
+
+    impl KvEngine for Kv {
+        fn write(
+            &mut self,
+            puts: &[(&[u8], &[u8])],
+            deletes: &[&[u8]],
+            durable: bool,
+        ) -> Result<()> {
+            let (tree, store) = &mut *self.lock();
+            for &(k, v) in puts {
+                tree.insert(store, k.to_vec(), v.to_vec())?;
+            }
+            for &k in deletes {
+                tree.delete(store, &k.to_vec())?;
+            }
+            let root = tree.batch_persist(store)?.root;
+            store.prime_object(8)?;
+            store.write_bytes_to_obj(PRIME_OBJECT_ID, &root.map_or(0, |r| r.0).to_le_bytes())?;
+            if durable {
+                store.commit()?;
+            }
+            Ok(())
+        }
+
+        fn sync(&mut self) -> Result<()> {
+            Ok(self.lock().1.commit()?)
+        }
+
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            let (tree, store) = &mut *self.lock();
+            Ok(tree.get(store, &key.to_vec())?)
+        }
+
+        fn range(&self, from: &[u8], n: usize) -> Result<usize> {
+            let (tree, store) = &mut *self.lock();
+            let mut count = 0;
+            for item in tree.iter_from(store, Some(from.to_vec()), None).take(n) {
+                item?;
+                count += 1;
+            }
+            Ok(count)
+        }
+
+        fn count(&self) -> Result<u64> {
+            Ok(self.lock().0.len())
+        }
+
+        fn compact(&mut self) -> Result<bool> {
+            self.lock().1.compact()?;
+            Ok(true)
+        }
+
+        fn close(self: Box<Self>) -> Result<()> {
+            let (_, store) =
+                self.inner.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+            Ok(store.close()?)
+        }
+    }
+}
+
+mod marble_engine {
+    use super::*;
+
+    /// marble: a batch is one file, fsynced; maintenance compacts.
+    pub(super) struct Objects {
+        marble: marble::Marble,
+    }
+
+    impl Objects {
+        pub(super) fn open(dir: &Path) -> Result<Self> {
+            let config = marble::Config {
+                path: dir.join("marble"),
+                fsync_each_batch: true,
+                ..marble::Config::default()
+            };
+            Ok(Self { marble: config.open()? })
+        }
+    }
+
+    impl ObjectEngine for Objects {
+        fn write_batch(&mut self, objects: &[(u64, &[u8])]) -> Result<()> {
+            Ok(self.marble.write_batch(objects.iter().map(|&(k, v)| (k, Some(v))))?)
+        }
+
+        fn delete_batch(&mut self, keys: &[u64]) -> Result<()> {
+            Ok(self.marble.write_batch(keys.iter().map(|&k| (k, None::<&[u8]>)))?)
+        }
+
+        fn read(&self, key: u64) -> Result<Option<Vec<u8>>> {
+            Ok(self.marble.read(key)?.map(Vec::from))
+        }
+
+        fn compact(&mut self) -> Result<bool> {
+            self.marble.maintenance()?;
+            Ok(true)
+        }
+
+        fn close(self: Box<Self>) -> Result<()> {
+            self.marble.sync_all()?;
+            Ok(())
+        }
+    }
+}
+
+mod redb_engine {
+    use super::*;
+    use redb::{Database, Durability, ReadableDatabase, ReadableTableMetadata, TableDefinition};
+
+    const OBJECTS: TableDefinition<u64, &[u8]> = TableDefinition::new("objects");
+    const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
+
+    fn open_db(dir: &Path) -> Result<Database> {
+        Ok(Database::create(dir.join("redb"))?)
+    }
+
+    /// redb with durable (`Immediate`) commits, one transaction per batch.
+    pub(super) struct Objects {
+        db: Database,
+    }
+
+    impl Objects {
+        pub(super) fn open(dir: &Path) -> Result<Self> {
+            Ok(Self { db: open_db(dir)? })
+        }
+    }
+
+    impl ObjectEngine for Objects {
+        fn write_batch(&mut self, objects: &[(u64, &[u8])]) -> Result<()> {
+            let txn = self.db.begin_write()?;
+            {
+                let mut table = txn.open_table(OBJECTS)?;
+                for &(k, v) in objects {
+                    table.insert(k, v)?;
+                }
+            }
+            Ok(txn.commit()?)
+        }
+
+        fn delete_batch(&mut self, keys: &[u64]) -> Result<()> {
+            let txn = self.db.begin_write()?;
+            {
+                let mut table = txn.open_table(OBJECTS)?;
+                for &k in keys {
+                    table.remove(k)?;
+                }
+            }
+            Ok(txn.commit()?)
+        }
+
+        fn read(&self, key: u64) -> Result<Option<Vec<u8>>> {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(OBJECTS)?;
+            Ok(table.get(key)?.map(|v| v.value().to_vec()))
+        }
+
+        fn compact(&mut self) -> Result<bool> {
+            self.db.compact()?;
+            Ok(true)
+        }
+
+        fn close(self: Box<Self>) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    /// redb: durable commits use `Immediate`, the others `None` (redb frees pages only after
+    /// a durable commit).
+    pub(super) struct Kv {
+        db: Database,
+    }
+
+    impl Kv {
+        pub(super) fn open(dir: &Path) -> Result<Self> {
+            let db = open_db(dir)?;
+            let txn = db.begin_write()?;
+            txn.open_table(KV)?;
+            txn.commit()?;
+            Ok(Self { db })
+        }
+    }
+
+    impl KvEngine for Kv {
+        fn write(
+            &mut self,
+            puts: &[(&[u8], &[u8])],
+            deletes: &[&[u8]],
+            durable: bool,
+        ) -> Result<()> {
+            let mut txn = self.db.begin_write()?;
+            if !durable {
+                txn.set_durability(Durability::None)?;
+            }
+            {
+                let mut table = txn.open_table(KV)?;
+                for &(k, v) in puts {
+                    table.insert(k, v)?;
+                }
+                for &k in deletes {
+                    table.remove(k)?;
+                }
+            }
+            Ok(txn.commit()?)
+        }
+
+        fn sync(&mut self) -> Result<()> {
+            // An empty durable commit makes the earlier non-durable ones durable.
+            let txn = self.db.begin_write()?;
+            Ok(txn.commit()?)
+        }
+
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(KV)?;
+            Ok(table.get(key)?.map(|v| v.value().to_vec()))
+        }
+
+        fn range(&self, from: &[u8], n: usize) -> Result<usize> {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(KV)?;
+            let mut count = 0;
+            for item in table.range(from..)?.take(n) {
+                let (k, v) = item?;
+                std::hint::black_box((k.value().len(), v.value().len()));
+                count += 1;
+            }
+            Ok(count)
+        }
+
+        fn count(&self) -> Result<u64> {
+            let txn = self.db.begin_read()?;
+            Ok(txn.open_table(KV)?.len()?)
+        }
+
+        fn compact(&mut self) -> Result<bool> {
+            self.db.compact()?;
+            Ok(true)
+        }
+
+        fn close(self: Box<Self>) -> Result<()> {
+            Ok(())
+        }
+    }
+}
+
+mod lmdb {
+    use super::*;
+    use heed::types::{Bytes, U64};
+    use heed::{Database, Env, EnvFlags, EnvOpenOptions, FlagSetMode};
+
+    /// LMDB's map size: it must cover the peak, and costs only address space.
+    const MAP_SIZE: usize = 64 << 30;
+
+    /// Opens the environment with LMDB's default, durable commits (data synced, then the
+    /// meta page synced); `commit` turns `MDB_NOSYNC` on for a non-durable one.
+    fn open_env(dir: &Path) -> Result<Env> {
+        let path = dir.join("lmdb");
+        std::fs::create_dir_all(&path)?;
+        let mut options = EnvOpenOptions::new();
+        options.map_size(MAP_SIZE).max_dbs(4);
+        // SAFETY: LMDB requires that an environment be opened at most once per process and
+        // its file not be modified other than through LMDB. Each bench process opens one
+        // fresh directory of its own, once; the smoke run in `cargo xtask ci` exercises it.
+        unsafe { options.open(&path) }.context("opening LMDB")
+    }
+
+    /// Creates (or opens) database `name`, committed durably.
+    fn create_db<KC: 'static, DC: 'static>(
+        env: &Env,
+        name: &str,
+    ) -> Result<Database<'static, KC, DC>> {
+        let txn = env.write_txn()?;
+        let db = env
+            .create_databases_and_commit(txn, |opener, txn| -> Result<_, heed::Error> {
+                let db = opener.create_database::<KC, DC>(txn, Some(name))?;
+                Ok(heed::CommitOrAbort::<_, ()>::Commit(db))
+            })?
+            .unwrap_commit();
+        env.force_sync()?;
+        Ok(db)
+    }
+
+    /// Commits `txn`, durably (LMDB's own syncs) or not (`MDB_NOSYNC` for this commit; a
+    /// later `force_sync` or durable commit makes it durable).
+    fn commit(env: &Env, txn: heed::RwTxn<'_>, durable: bool) -> Result<()> {
+        let mode = if durable { FlagSetMode::Disable } else { FlagSetMode::Enable };
+        // SAFETY: only the thread holding the write transaction changes flags (writes are
+        // serialized by `&mut self`), and `MDB_NOSYNC` is on only for commits that asked
+        // not to be durable.
+        unsafe { env.set_flags(EnvFlags::NO_SYNC, mode)? };
+        txn.commit()?;
+        Ok(())
+    }
+
+    type ObjectDb = Database<'static, U64<heed::byteorder::BigEndian>, Bytes>;
+
+    /// LMDB through heed.
+    pub(super) struct Objects {
+        env: Env,
+        db: ObjectDb,
+    }
+
+    impl Objects {
+        pub(super) fn open(dir: &Path) -> Result<Self> {
+            let env = open_env(dir)?;
+            let db = create_db(&env, "objects")?;
+            Ok(Self { env, db })
+        }
+    }
+
+    impl ObjectEngine for Objects {
+        fn write_batch(&mut self, objects: &[(u64, &[u8])]) -> Result<()> {
+            let mut txn = self.env.write_txn()?;
+            for &(k, v) in objects {
+                self.db.put(&mut txn, &k, v)?;
+            }
+            commit(&self.env, txn, true)
+        }
+
+        fn delete_batch(&mut self, keys: &[u64]) -> Result<()> {
+            let mut txn = self.env.write_txn()?;
+            for &k in keys {
+                self.db.delete(&mut txn, &k)?;
+            }
+            commit(&self.env, txn, true)
+        }
+
+        fn read(&self, key: u64) -> Result<Option<Vec<u8>>> {
+            let txn = self.env.read_txn()?;
+            Ok(self.db.get(&txn, &key)?.map(<[u8]>::to_vec))
+        }
+
+        fn compact(&mut self) -> Result<bool> {
+            // LMDB reuses freed pages but never shrinks its file in place.
+            Ok(false)
+        }
+
+        fn close(self: Box<Self>) -> Result<()> {
+            Ok(self.env.force_sync()?)
+        }
+    }
+
+    type KvDb = Database<'static, Bytes, Bytes>;
+
+    /// LMDB through heed.
+    pub(super) struct Kv {
+        env: Env,
+        db: KvDb,
+    }
+
+    impl Kv {
+        pub(super) fn open(dir: &Path) -> Result<Self> {
+            let env = open_env(dir)?;
+            let db = create_db(&env, "kv")?;
+            Ok(Self { env, db })
+        }
+    }
+
+    impl KvEngine for Kv {
+        fn write(
+            &mut self,
+            puts: &[(&[u8], &[u8])],
+            deletes: &[&[u8]],
+            durable: bool,
+        ) -> Result<()> {
+            let mut txn = self.env.write_txn()?;
+            for &(k, v) in puts {
+                self.db.put(&mut txn, k, v)?;
+            }
+            for &k in deletes {
+                self.db.delete(&mut txn, k)?;
+            }
+            commit(&self.env, txn, durable)
+        }
+
+        fn sync(&mut self) -> Result<()> {
+            Ok(self.env.force_sync()?)
+        }
+
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            let txn = self.env.read_txn()?;
+            Ok(self.db.get(&txn, key)?.map(<[u8]>::to_vec))
+        }
+
+        fn range(&self, from: &[u8], n: usize) -> Result<usize> {
+            let txn = self.env.read_txn()?;
+            let mut count = 0;
+            let bounds = (std::ops::Bound::Included(from), std::ops::Bound::Unbounded);
+            for item in self.db.range(&txn, &bounds)?.take(n) {
+                let (k, v) = item?;
+                std::hint::black_box((k.len(), v.len()));
+                count += 1;
+            }
+            Ok(count)
+        }
+
+        fn count(&self) -> Result<u64> {
+            let txn = self.env.read_txn()?;
+            Ok(self.db.len(&txn)?)
+        }
+
+        fn compact(&mut self) -> Result<bool> {
+            Ok(false)
+        }
+
+        fn close(self: Box<Self>) -> Result<()> {
+            Ok(self.env.force_sync()?)
+        }
+    }
+}
+
+mod fjall_engine {
+    use super::*;
+    use fjall::config::CompressionPolicy;
+    use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+    /// Payloads are random, so compression is turned off rather than left to waste time.
+    fn open(dir: &Path, name: &str) -> Result<(Database, Keyspace)> {
+        let db = Database::builder(dir.join("fjall")).open()?;
+        let keyspace = db.keyspace(name, || {
+            KeyspaceCreateOptions::default()
+                .data_block_compression_policy(CompressionPolicy::disabled())
+                .index_block_compression_policy(CompressionPolicy::disabled())
+        })?;
+        Ok((db, keyspace))
+    }
+
+    /// fjall: a batch commits through the journal; durable batches sync it.
+    pub(super) struct Objects {
+        db: Database,
+        keyspace: Keyspace,
+    }
+
+    impl Objects {
+        pub(super) fn open(dir: &Path) -> Result<Self> {
+            let (db, keyspace) = open(dir, "objects")?;
+            Ok(Self { db, keyspace })
+        }
+    }
+
+    impl ObjectEngine for Objects {
+        fn write_batch(&mut self, objects: &[(u64, &[u8])]) -> Result<()> {
+            let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
+            for &(k, v) in objects {
+                batch.insert(&self.keyspace, k.to_be_bytes(), v);
+            }
+            Ok(batch.commit()?)
+        }
+
+        fn delete_batch(&mut self, keys: &[u64]) -> Result<()> {
+            let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
+            for &k in keys {
+                batch.remove(&self.keyspace, k.to_be_bytes());
+            }
+            Ok(batch.commit()?)
+        }
+
+        fn read(&self, key: u64) -> Result<Option<Vec<u8>>> {
+            Ok(self.keyspace.get(key.to_be_bytes())?.map(|v| v.to_vec()))
+        }
+
+        fn compact(&mut self) -> Result<bool> {
+            self.keyspace.major_compact()?;
+            Ok(true)
+        }
+
+        fn close(self: Box<Self>) -> Result<()> {
+            Ok(self.db.persist(PersistMode::SyncAll)?)
+        }
+    }
+
+    /// fjall as a key-value engine.
+    pub(super) struct Kv {
+        db: Database,
+        keyspace: Keyspace,
+    }
+
+    impl Kv {
+        pub(super) fn open(dir: &Path) -> Result<Self> {
+            let (db, keyspace) = open(dir, "kv")?;
+            Ok(Self { db, keyspace })
+        }
+    }
+
+    impl KvEngine for Kv {
+        fn write(
+            &mut self,
+            puts: &[(&[u8], &[u8])],
+            deletes: &[&[u8]],
+            durable: bool,
+        ) -> Result<()> {
+            let mut batch = self.db.batch().durability(durable.then_some(PersistMode::SyncAll));
+            for &(k, v) in puts {
+                batch.insert(&self.keyspace, k, v);
+            }
+            for &k in deletes {
+                batch.remove(&self.keyspace, k);
+            }
+            Ok(batch.commit()?)
+        }
+
+        fn sync(&mut self) -> Result<()> {
+            Ok(self.db.persist(PersistMode::SyncAll)?)
+        }
+
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            Ok(self.keyspace.get(key)?.map(|v| v.to_vec()))
+        }
+
+        fn range(&self, from: &[u8], n: usize) -> Result<usize> {
+            let mut count = 0;
+            for guard in self.keyspace.range(from..).take(n) {
+                let (k, v) = guard.into_inner()?;
+                std::hint::black_box((k.len(), v.len()));
+                count += 1;
+            }
+            Ok(count)
+        }
+
+        fn count(&self) -> Result<u64> {
+            Ok(self.keyspace.len()? as u64)
+        }
+
+        fn compact(&mut self) -> Result<bool> {
+            self.keyspace.major_compact()?;
+            Ok(true)
+        }
+
+        fn close(self: Box<Self>) -> Result<()> {
+            Ok(self.db.persist(PersistMode::SyncAll)?)
+        }
+    }
+}
+
+#[cfg(feature = "sled")]
+mod sled_engine {
+    use super::*;
+
+    /// sled 0.34: writes reach its log; `flush` makes them durable.
+    pub(super) struct Kv {
+        db: sled::Db,
+    }
+
+    impl Kv {
+        pub(super) fn open(dir: &Path) -> Result<Self> {
+            Ok(Self { db: sled::open(dir.join("sled"))? })
+        }
+    }
+
+    impl KvEngine for Kv {
+        fn write(
+            &mut self,
+            puts: &[(&[u8], &[u8])],
+            deletes: &[&[u8]],
+            durable: bool,
+        ) -> Result<()> {
+            let mut batch = sled::Batch::default();
+            for &(k, v) in puts {
+                batch.insert(k, v);
+            }
+            for &k in deletes {
+                batch.remove(k);
+            }
+            self.db.apply_batch(batch)?;
+            if durable {
+                self.db.flush()?;
+            }
+            Ok(())
+        }
+
+        fn sync(&mut self) -> Result<()> {
+            self.db.flush()?;
+            Ok(())
+        }
+
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            Ok(self.db.get(key)?.map(|v| v.to_vec()))
+        }
+
+        fn range(&self, from: &[u8], n: usize) -> Result<usize> {
+            let mut count = 0;
+            for item in self.db.range(from..).take(n) {
+                item?;
+                count += 1;
+            }
+            Ok(count)
+        }
+
+        fn count(&self) -> Result<u64> {
+            Ok(self.db.len() as u64)
+        }
+
+        fn compact(&mut self) -> Result<bool> {
+            Ok(false)
+        }
+
+        fn close(self: Box<Self>) -> Result<()> {
+            self.db.flush()?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! What the harness measures besides time: space on disk, device writes, peak memory, and
+//! the machine banner (fsync latency, cached-read latency, sequential write bandwidth).
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+/// Space on disk at one point of a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Space {
+    /// Where in the run.
+    pub name: String,
+    /// Bytes of live user data.
+    pub live: u64,
+    /// Sum of the engine's file lengths.
+    pub apparent: u64,
+    /// Blocks the file system allocated to them, in bytes.
+    pub allocated: u64,
+}
+
+/// The space the files under `dir` take.
+pub fn space(name: &str, dir: &Path, live: u64) -> Result<Space> {
+    let mut out = Space { name: name.into(), live, apparent: 0, allocated: 0 };
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        for entry in std::fs::read_dir(&at)? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                out.apparent += meta.len();
+                out.allocated += meta.blocks() * 512;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn proc_field(file: &str, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// Bytes this process has caused to be sent to storage (`write_bytes` in `/proc/self/io`).
+pub fn device_write_bytes() -> Option<u64> {
+    proc_field("/proc/self/io", "write_bytes:")
+}
+
+/// This process's peak resident set, in KiB (`VmHWM`).
+pub fn peak_rss_kib() -> Option<u64> {
+    proc_field("/proc/self/status", "VmHWM:")
+}
+
+/// The machine, as far as storage goes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Banner {
+    /// Median latency of a 4 KiB write plus `fdatasync`, in microseconds.
+    pub fsync_us: f64,
+    /// Median latency of a cached 4 KiB `pread`, in microseconds.
+    pub cached_read_us: f64,
+    /// Sequential write bandwidth including a final sync, in MiB/s.
+    pub seq_write_mib_s: f64,
+    /// Cores available.
+    pub cores: usize,
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+/// Measures the banner's figures with a scratch file in `dir`.
+pub fn banner(dir: &Path) -> Result<Banner> {
+    let path = dir.join("banner.tmp");
+    let file = File::options().read(true).write(true).create(true).truncate(true).open(&path)?;
+    let block = crate::payload(99, 4096);
+    let mut fsyncs = Vec::new();
+    for i in 0..50u64 {
+        let started = Instant::now();
+        file.write_all_at(&block, i * 4096)?;
+        file.sync_data()?;
+        fsyncs.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    let mut buf = vec![0u8; 4096];
+    let mut reads = Vec::new();
+    for i in 0..2_000u64 {
+        let started = Instant::now();
+        file.read_exact_at(&mut buf, (i % 50) * 4096)?;
+        reads.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    let chunk = crate::payload(98, 1 << 20);
+    let mut writer = File::create(&path)?;
+    let started = Instant::now();
+    for _ in 0..64 {
+        writer.write_all(&chunk)?;
+    }
+    writer.sync_all()?;
+    let seq = 64.0 / started.elapsed().as_secs_f64();
+    drop(writer);
+    std::fs::remove_file(&path)?;
+    Ok(Banner {
+        fsync_us: median(fsyncs),
+        cached_read_us: median(reads),
+        seq_write_mib_s: seq,
+        cores: std::thread::available_parallelism().map_or(1, usize::from),
+    })
+}
