@@ -48,9 +48,38 @@ fn proc_field(file: &str, field: &str) -> Option<u64> {
     line[field.len()..].split_whitespace().next()?.parse().ok()
 }
 
-/// Bytes this process has caused to be sent to storage (`write_bytes` in `/proc/self/io`).
+/// The block device statistics file of the device holding the engines' files, once known.
+static DEVICE_STAT: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+
+/// Chooses the device whose writes [`device_write_bytes`] counts: the one holding `dir`.
+pub fn watch_device(dir: &Path) {
+    DEVICE_STAT.get_or_init(|| {
+        let dev = std::fs::metadata(dir).ok()?.dev();
+        // Linux's encoding of dev_t: major in bits 8..20 and 32.., minor in 0..8 and 20..32.
+        let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+        let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+        let path = std::path::PathBuf::from(format!("/sys/dev/block/{major}:{minor}/stat"));
+        path.exists().then_some(path)
+    });
+}
+
+/// Bytes written to the watched block device so far (sectors written in its `stat` file,
+/// after a `sync` so that pending writeback is counted). The count is the device's, not the
+/// process's: it includes the file system's journal and metadata, and anything else writing
+/// to that device meanwhile. Falls back to `/proc/self/io` (`write_bytes` less
+/// `cancelled_write_bytes`), which with large page-cache folios counts a whole folio for a
+/// small write and so overstates scattered writes.
 pub fn device_write_bytes() -> Option<u64> {
-    proc_field("/proc/self/io", "write_bytes:")
+    // Flush pending writeback first, so that the count covers everything written so far.
+    let _ = std::process::Command::new("sync").status();
+    if let Some(Some(path)) = DEVICE_STAT.get() {
+        let text = std::fs::read_to_string(path).ok()?;
+        let sectors: u64 = text.split_whitespace().nth(6)?.parse().ok()?;
+        return Some(sectors * 512);
+    }
+    let written = proc_field("/proc/self/io", "write_bytes:")?;
+    let cancelled = proc_field("/proc/self/io", "cancelled_write_bytes:").unwrap_or(0);
+    Some(written.saturating_sub(cancelled))
 }
 
 /// This process's peak resident set, in KiB (`VmHWM`).

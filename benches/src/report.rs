@@ -186,6 +186,7 @@ pub fn markdown(report: &Report) -> String {
             let _ = write!(line, " **{g:.2}** |");
         }
         let _ = writeln!(out, "{line}\n");
+        let _ = writeln!(out, "{}", bytes_per_op(report, suite, engines));
     }
     let _ = writeln!(
         out,
@@ -231,8 +232,9 @@ pub fn markdown(report: &Report) -> String {
     }
     let _ = writeln!(
         out,
-        "\n## Resources\n\nWrite amplification = bytes the process sent to storage \
-         (`/proc/self/io` write_bytes) / user bytes written; peak memory = `VmHWM`. Medians.\n\n\
+        "\n## Resources\n\nWrite amplification = bytes written to the device during the run \
+         (its sectors-written count) / user bytes written; peak memory = `VmHWM`. \
+         Medians.\n\n\
          | suite | engine | user MiB | device MiB | write amplification | peak memory MiB |\n\
          |---|---|---:|---:|---:|---:|"
     );
@@ -256,6 +258,59 @@ pub fn markdown(report: &Report) -> String {
         let _ = writeln!(out, "| {suite} | {engine} | {} | {device} | {amp} | {rss} |", mib(user));
     }
     out
+}
+
+/// Bytes sent to storage per operation of the rows that write (medians), for `suite`.
+fn bytes_per_op(report: &Report, suite: &str, engines: &[String]) -> String {
+    let mut samples: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
+    let mut rows: Vec<String> = Vec::new();
+    for run in report.runs.iter().filter(|r| r.suite == suite) {
+        for row in &run.rows {
+            let Some(bytes) = row.device_bytes else { continue };
+            if !rows.contains(&row.name) {
+                rows.push(row.name.clone());
+            }
+            samples
+                .entry((row.name.clone(), run.engine.clone()))
+                .or_default()
+                .push(bytes as f64 / row.ops.max(1) as f64);
+        }
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "Bytes written to the device per operation (its sectors-written count over the row, \
+         after a `sync`; journal and metadata included): why a write row is fast or \
+         slow.\n\n| workload |",
+    );
+    for e in engines {
+        let _ = write!(out, " {e} |");
+    }
+    let _ = write!(out, "\n|---|{}", "---:|".repeat(engines.len()));
+    for row in &rows {
+        let _ = write!(out, "\n| {row} |");
+        for e in engines {
+            match samples.get(&(row.clone(), e.clone())) {
+                Some(v) => {
+                    let _ = write!(out, " {} |", human_bytes(median(v.clone())));
+                }
+                None => out.push_str(" – |"),
+            }
+        }
+    }
+    out.push('\n');
+    out
+}
+
+fn human_bytes(bytes: f64) -> String {
+    if bytes >= (1 << 20) as f64 {
+        format!("{:.1} MiB", bytes / (1 << 20) as f64)
+    } else if bytes >= 1024.0 {
+        format!("{:.1} KiB", bytes / 1024.0)
+    } else {
+        format!("{bytes:.0} B")
+    }
 }
 
 /// Checks that every engine of every suite produced every row (the smoke test's job).
@@ -337,7 +392,13 @@ mod tests {
             suite: "kv".into(),
             rows: rows
                 .iter()
-                .map(|&(name, unit, value)| Row { name: name.into(), unit: unit.into(), value })
+                .map(|&(name, unit, value)| Row {
+                    name: name.into(),
+                    unit: unit.into(),
+                    value,
+                    device_bytes: None,
+                    ops: 1,
+                })
                 .collect(),
             space: Vec::new(),
             user_bytes: 100,

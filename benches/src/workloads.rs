@@ -83,6 +83,12 @@ pub struct Row {
     pub unit: String,
     /// The measurement.
     pub value: f64,
+    /// Bytes the process sent to storage during it, for rows that write.
+    #[serde(default)]
+    pub device_bytes: Option<u64>,
+    /// Operations it counted (to give bytes per operation).
+    #[serde(default)]
+    pub ops: u64,
 }
 
 /// What one (engine, suite) process measured.
@@ -98,7 +104,7 @@ pub struct RunResult {
     pub space: Vec<Space>,
     /// Bytes of user data written (keys and values, or object bytes).
     pub user_bytes: u64,
-    /// Bytes the process caused to be written to storage (`/proc/self/io`), if known.
+    /// Bytes written to the device during the run (see [`measure::device_write_bytes`]).
     pub device_bytes: Option<u64>,
     /// Peak resident memory in KiB (`VmHWM`), if known.
     pub peak_rss_kib: Option<u64>,
@@ -138,6 +144,7 @@ pub fn run(suite: &str, engine: &str, dir: &Path, profile: &Profile) -> Result<R
         device_bytes: None,
         peak_rss_kib: None,
     };
+    measure::watch_device(dir);
     let device_before = measure::device_write_bytes();
     match suite {
         "objects" => objects(engine, dir, profile, &mut result)?,
@@ -154,11 +161,42 @@ pub fn run(suite: &str, engine: &str, dir: &Path, profile: &Profile) -> Result<R
 
 fn rate(result: &mut RunResult, name: &str, ops: usize, took: Duration) {
     let value = ops as f64 / took.as_secs_f64().max(1e-9);
-    result.rows.push(Row { name: name.into(), unit: "ops/s".into(), value });
+    let row =
+        Row { name: name.into(), unit: "ops/s".into(), value, device_bytes: None, ops: ops as u64 };
+    result.rows.push(row);
+}
+
+/// A row that writes: its throughput and the bytes it sent to storage since `meter`.
+fn write_rate(result: &mut RunResult, name: &str, ops: usize, took: Duration, meter: Meter) {
+    rate(result, name, ops, took);
+    if let Some(row) = result.rows.last_mut() {
+        row.device_bytes = meter.bytes();
+    }
 }
 
 fn seconds(result: &mut RunResult, name: &str, took: Duration) {
-    result.rows.push(Row { name: name.into(), unit: "s".into(), value: took.as_secs_f64() });
+    let value = took.as_secs_f64();
+    result.rows.push(Row {
+        name: name.into(),
+        unit: "s".into(),
+        value,
+        device_bytes: None,
+        ops: 1,
+    });
+}
+
+/// Bytes written to the device from its start (see [`measure::device_write_bytes`]).
+#[derive(Clone, Copy)]
+struct Meter(Option<u64>);
+
+impl Meter {
+    fn start() -> Self {
+        Self(measure::device_write_bytes())
+    }
+
+    fn bytes(self) -> Option<u64> {
+        Some(measure::device_write_bytes()?.saturating_sub(self.0?))
+    }
 }
 
 /// SplitMix64, for workload choices (payloads come from [`payload`]).
@@ -227,9 +265,10 @@ fn objects(engine_name: &str, dir: &Path, profile: &Profile, result: &mut RunRes
     // 4,000-byte objects (4 KiB values overflow a 4 KiB page in redb and LMDB).
     {
         let mut engine = engines::open_objects(engine_name, &dir.join("4000"))?;
+        let meter = Meter::start();
         let took =
             load_objects(engine.as_mut(), &vec![4_000; n], profile.batch, 2, &mut user_bytes)?;
-        rate(result, "load 4,000 B objects", n, took);
+        write_rate(result, "load 4,000 B objects", n, took, meter);
         engine.close()?;
     }
     // Mixed sizes, 64 B to 64 KiB, log-uniform.
@@ -242,23 +281,26 @@ fn objects(engine_name: &str, dir: &Path, profile: &Profile, result: &mut RunRes
             })
             .collect();
         let mut engine = engines::open_objects(engine_name, &dir.join("mixed"))?;
+        let meter = Meter::start();
         let took = load_objects(engine.as_mut(), &sizes, profile.batch / 4, 3, &mut user_bytes)?;
-        rate(result, "load mixed 64 B-64 KiB", sizes.len(), took);
+        write_rate(result, "load mixed 64 B-64 KiB", sizes.len(), took, meter);
         engine.close()?;
     }
     // 1 MiB objects, 16 to a batch.
     {
         let mut engine = engines::open_objects(engine_name, &dir.join("big"))?;
         let sizes = vec![1 << 20; profile.big_objects];
+        let meter = Meter::start();
         let took = load_objects(engine.as_mut(), &sizes, 16, 4, &mut user_bytes)?;
-        rate(result, "load 1 MiB objects", sizes.len(), took);
+        write_rate(result, "load 1 MiB objects", sizes.len(), took, meter);
         engine.close()?;
     }
     // The main sequence on 4 KiB objects.
     let main = dir.join("4096");
     let mut engine = engines::open_objects(engine_name, &main)?;
+    let meter = Meter::start();
     let took = load_objects(engine.as_mut(), &vec![4_096; n], profile.batch, 1, &mut user_bytes)?;
-    rate(result, "load 4 KiB objects", n, took);
+    write_rate(result, "load 4 KiB objects", n, took, meter);
     let mut live: Vec<Option<usize>> = vec![Some(4_096); n];
     let keys: Vec<u64> = (0..n as u64).collect();
     let took = random_reads(engine.as_ref(), &keys, profile.reads, 5)?;
@@ -268,6 +310,7 @@ fn objects(engine_name: &str, dir: &Path, profile: &Profile, result: &mut RunRes
     let mut rng = Rng(6);
     let mut took = Duration::ZERO;
     let mut overwritten = 0;
+    let meter = Meter::start();
     for round in 0..batches / 2 {
         let picked: Vec<u64> = (0..profile.batch)
             .map(|_| rng.below(n) as u64)
@@ -284,18 +327,19 @@ fn objects(engine_name: &str, dir: &Path, profile: &Profile, result: &mut RunRes
         engine.write_batch(&objects)?;
         took += started.elapsed();
     }
-    rate(result, "overwrite 4 KiB (batches)", overwritten, took);
+    write_rate(result, "overwrite 4 KiB (batches)", overwritten, took, meter);
 
     let mut order: Vec<u64> = keys.clone();
     for i in (1..order.len()).rev() {
         order.swap(i, rng.below(i + 1));
     }
     let doomed: Vec<u64> = order[..(batches / 4) * profile.batch].to_vec();
+    let meter = Meter::start();
     let started = Instant::now();
     for chunk in doomed.chunks(profile.batch) {
         engine.delete_batch(chunk)?;
     }
-    rate(result, "delete 4 KiB (batches)", doomed.len(), started.elapsed());
+    write_rate(result, "delete 4 KiB (batches)", doomed.len(), started.elapsed(), meter);
     for &k in &doomed {
         live[k as usize] = None;
     }
@@ -355,15 +399,17 @@ fn kv(engine_name: &str, dir: &Path, profile: &Profile, result: &mut RunResult) 
         let mut sorted = entries.clone();
         sorted.sort();
         let mut engine = engines::open_kv(engine_name, &dir.join("sorted"))?;
+        let meter = Meter::start();
         let took = put_all(engine.as_mut(), &sorted, 10_000, true)?;
-        rate(result, "sorted load (10,000 per commit)", sorted.len(), took);
+        write_rate(result, "sorted load (10,000 per commit)", sorted.len(), took, meter);
         engine.close()?;
         user_bytes += n * entry_bytes;
     }
     let main = dir.join("main");
     let mut engine = engines::open_kv(engine_name, &main)?;
+    let meter = Meter::start();
     let took = put_all(engine.as_mut(), &entries, entries.len(), true)?;
-    rate(result, "bulk load (one commit)", entries.len(), took);
+    write_rate(result, "bulk load (one commit)", entries.len(), took, meter);
 
     let mut next = n;
     let fresh = |count: usize, next: &mut u64| -> Vec<([u8; 24], Vec<u8>)> {
@@ -372,16 +418,20 @@ fn kv(engine_name: &str, dir: &Path, profile: &Profile, result: &mut RunResult) 
         out
     };
     let batch = fresh(profile.single_commits, &mut next);
+    let meter = Meter::start();
     let took = put_all(engine.as_mut(), &batch, 1, true)?;
-    rate(result, "single-put commits, fsync", batch.len(), took);
+    write_rate(result, "single-put commits, fsync", batch.len(), took, meter);
     let batch = fresh(profile.single_commits * 100, &mut next);
+    let meter = Meter::start();
     let took = put_all(engine.as_mut(), &batch, 1_000, true)?;
-    rate(result, "1,000-put commits, fsync", batch.len(), took);
+    write_rate(result, "1,000-put commits, fsync", batch.len(), took, meter);
     let batch = fresh(profile.single_commits * 10, &mut next);
+    let meter = Meter::start();
     let started = Instant::now();
     put_all(engine.as_mut(), &batch, 1, false)?;
     engine.sync()?;
-    rate(result, "single-put commits, no fsync, then sync", batch.len(), started.elapsed());
+    let name = "single-put commits, no fsync, then sync";
+    write_rate(result, name, batch.len(), started.elapsed(), meter);
     user_bytes += (profile.single_commits * 111) as u64 * entry_bytes;
     let total = next;
 
@@ -427,17 +477,19 @@ fn kv(engine_name: &str, dir: &Path, profile: &Profile, result: &mut RunResult) 
 
     let overwrite: Vec<([u8; 24], Vec<u8>)> =
         picks[..picks.len() / 2].iter().map(|&i| (key(i), value(i, 1))).collect();
+    let meter = Meter::start();
     let took = put_all(engine.as_mut(), &overwrite, 1_000, true)?;
-    rate(result, "steady overwrite (1,000 per commit)", overwrite.len(), took);
+    write_rate(result, "steady overwrite (1,000 per commit)", overwrite.len(), took, meter);
     user_bytes += overwrite.len() as u64 * entry_bytes;
 
     let removed: Vec<[u8; 24]> = (0..n).step_by(2).map(key).collect();
+    let meter = Meter::start();
     let started = Instant::now();
     for chunk in removed.chunks(10_000) {
         let deletes: Vec<&[u8]> = chunk.iter().map(|k| &k[..]).collect();
         engine.write(&[], &deletes, true)?;
     }
-    rate(result, "remove half (10,000 per commit)", removed.len(), started.elapsed());
+    write_rate(result, "remove half (10,000 per commit)", removed.len(), started.elapsed(), meter);
     let live_bytes = (total - removed.len() as u64) * entry_bytes;
     engine.close()?;
     result.space.push(measure::space("after removing half", &main, live_bytes)?);
