@@ -313,6 +313,44 @@ impl RunAllocator for BasicAllocator {
         }
         Ok(run)
     }
+
+    fn allocate_runs(&mut self, count: u64, len: u64, min_run: u64) -> Result<Vec<Run>> {
+        if len == 0 || count == 0 {
+            return Err(Error::ZeroLength);
+        }
+        let mut runs = Vec::new();
+        let mut left = count;
+        let mut failed = None;
+        // The largest hole first, while it holds at least `min_run` extents.
+        while left > 0 {
+            let fits = (self.free.largest() / len).min(left);
+            if fits == 0 || fits < min_run.min(left) {
+                break;
+            }
+            match self.allocate_run(fits, len) {
+                Ok(run) => runs.push(run),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+            left -= fits;
+        }
+        if left > 0 && failed.is_none() {
+            match self.allocate_run(left, len) {
+                Ok(run) => runs.push(run),
+                Err(e) => failed = Some(e),
+            }
+        }
+        if let Some(error) = failed {
+            // All or nothing: give back what was taken.
+            for extent in runs.iter().flat_map(Run::extents) {
+                self.free(extent)?;
+            }
+            return Err(error);
+        }
+        Ok(runs)
+    }
 }
 
 #[cfg(test)]
@@ -329,6 +367,23 @@ mod tests {
         a.free(middle).unwrap();
         assert_eq!(a.allocate(20).unwrap(), middle);
         a.verify().unwrap();
+    }
+
+    #[test]
+    fn allocate_runs_fills_holes_that_hold_min_run_before_growing() {
+        let mut a = BasicAllocator::new(0);
+        let blocks: Vec<Extent> = (0..10).map(|_| a.allocate(100).unwrap()).collect();
+        // Holes of 3 slots (300..600) and 1 slot (800..900); the file ends at 1000.
+        for e in [blocks[3], blocks[4], blocks[5], blocks[8]] {
+            a.free(e).unwrap();
+        }
+        let runs = a.allocate_runs(5, 100, 2).unwrap();
+        let taken: Vec<(u64, u64)> = runs.iter().map(|r| (r.offset, r.count)).collect();
+        assert_eq!(taken, vec![(300, 3), (1000, 2)], "the 1-slot hole is below min_run");
+        let runs = a.allocate_runs(1, 100, 1).unwrap();
+        assert_eq!((runs[0].offset, runs[0].count), (800, 1));
+        a.verify().unwrap();
+        assert!(matches!(a.allocate_runs(0, 100, 1), Err(Error::ZeroLength)));
     }
 
     #[test]

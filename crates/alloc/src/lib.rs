@@ -107,4 +107,13 @@ pub trait RunAllocator: Allocator {
     /// freed on its own later. When no such run exists, fails with [`Error::NoRun`] giving the
     /// longest run available now, so a caller can take that many and fall back for the rest.
     fn allocate_run(&mut self, count: u64, len: u64) -> Result<Run>;
+
+    /// `count` extents of `len` bytes as one or more runs, reusing free space: free
+    /// extents that hold at least `min_run` of them are filled first, and what is left is one
+    /// run wherever the allocator finds room (growing the file if need be). Allocators whose
+    /// runs already come from free space (the block pools) take one run.
+    fn allocate_runs(&mut self, count: u64, len: u64, min_run: u64) -> Result<Vec<Run>> {
+        let _ = min_run;
+        Ok(vec![self.allocate_run(count, len)?])
+    }
 }

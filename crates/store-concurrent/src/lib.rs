@@ -324,6 +324,11 @@ impl<S: SplitStore + BatchStorer> ConcurrentStore<S> {
         self.with_store(|store| store.allocate_run(count, size))
     }
 
+    /// Runs of empty objects reusing free space (see `BatchStorer::allocate_runs`).
+    pub fn allocate_runs(&self, count: u64, size: u64, min_run: u64) -> Result<Vec<Vec<ObjectId>>> {
+        self.with_store(|store| store.allocate_runs(count, size, min_run))
+    }
+
     /// Fills objects made since the last commit with one positioned write per run. The ids
     /// are locked all at once, so overlapping batches cannot deadlock.
     pub fn write_batched_objs(&self, objects: &[(ObjectId, &[u8])]) -> Result<()> {
@@ -682,6 +687,10 @@ impl<S: SplitStore + ObjectInfoStorer> ObjectInfoStorer for ConcurrentStore<S> {
 impl<S: SplitStore + BatchStorer> BatchStorer for ConcurrentStore<S> {
     fn allocate_run(&mut self, count: u64, size: u64) -> Result<Vec<ObjectId>> {
         ConcurrentStore::allocate_run(self, count, size)
+    }
+
+    fn allocate_runs(&mut self, count: u64, size: u64, min_run: u64) -> Result<Vec<Vec<ObjectId>>> {
+        ConcurrentStore::allocate_runs(self, count, size, min_run)
     }
 
     fn write_batched_objs(&mut self, objects: &[(ObjectId, &[u8])]) -> Result<()> {

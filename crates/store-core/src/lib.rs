@@ -201,6 +201,14 @@ pub trait BatchStorer: Storer {
     /// of the returned vector.
     fn allocate_run(&mut self, count: u64, size: u64) -> Result<Vec<ObjectId>>;
 
+    /// `count` new, empty objects of `size` bytes as one or more runs (each contiguous, ids
+    /// in order), reusing free space that holds at least `min_run` of them before growing
+    /// the file. One run per `write_batched_objs` keeps each run one write.
+    fn allocate_runs(&mut self, count: u64, size: u64, min_run: u64) -> Result<Vec<Vec<ObjectId>>> {
+        let _ = min_run;
+        Ok(vec![self.allocate_run(count, size)?])
+    }
+
     /// Writes each object's bytes (at most its allocated length), objects made since the
     /// last commit only, with one positioned write per run of adjacent objects.
     fn write_batched_objs(&mut self, objects: &[(ObjectId, &[u8])]) -> Result<()>;

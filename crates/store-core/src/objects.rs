@@ -209,16 +209,17 @@ impl<A: SpaceAllocator, B: FileBackend> BatchStorer for Store<A, B> {
         }
         self.guarded(|store| {
             let run = store.reserve_run(count, size)?;
-            let born = store.pending_generation();
-            let empty = checksum(&[]);
-            let mut ids = Vec::with_capacity(count as usize);
-            store.table.reserve(count as usize);
-            for extent in run.extents() {
-                let id = store.take_id()?;
-                store.put(id, Entry { extent, len: 0, checksum: empty }, born);
-                ids.push(id);
-            }
-            Ok(ids)
+            store.objects_for_run(run)
+        })
+    }
+
+    fn allocate_runs(&mut self, count: u64, size: u64, min_run: u64) -> Result<Vec<Vec<ObjectId>>> {
+        if size == 0 || count == 0 {
+            return Err(Error::InvalidArgument("a run needs a non-zero count and size".into()));
+        }
+        self.guarded(|store| {
+            let runs = store.alloc.allocate_runs(count, size, min_run)?;
+            runs.into_iter().map(|run| store.objects_for_run(run)).collect()
         })
     }
 

@@ -456,6 +456,21 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         Ok(self.alloc.allocate(len)?)
     }
 
+    /// Fresh objects for the extents of `run`, in order: empty, born in the pending
+    /// generation.
+    pub(crate) fn objects_for_run(&mut self, run: Run) -> Result<Vec<ObjectId>> {
+        let born = self.pending_generation();
+        let empty = checksum(&[]);
+        let mut ids = Vec::with_capacity(run.count as usize);
+        self.table.reserve(run.count as usize);
+        for extent in run.extents() {
+            let id = self.take_id()?;
+            self.put(id, Entry { extent, len: 0, checksum: empty }, born);
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
     /// Space for `count` objects of `len` bytes laid end to end.
     pub(crate) fn reserve_run(&mut self, count: u64, len: u64) -> Result<Run> {
         Ok(self.alloc.allocate_run(count, len)?)

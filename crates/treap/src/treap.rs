@@ -138,6 +138,10 @@ enum PlannedChild {
     },
 }
 
+/// Free space `batch_persist` reuses must hold a run of at least this many bytes: smaller
+/// holes are left to single allocations, since each run costs a write of its own.
+const MIN_RUN_BYTES: usize = 8 << 10;
+
 /// One run's nodes as `batch_persist` writes them: encoded end to end, and each node's
 /// object with where its bytes start.
 struct RunBuffer {
@@ -723,6 +727,26 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
         for group in order.chunk_by(|&a, &b| len_of(&plan[a]) == len_of(&plan[b])) {
             let len = len_of(&plan[group[0]]);
             let mut rest = group;
+            // Free space first, where it holds a run of at least this many nodes.
+            let min_run = (MIN_RUN_BYTES / len).max(1) as u64;
+            match store.allocate_runs(rest.len() as u64, len as u64, min_run) {
+                Ok(taken) => {
+                    for run in taken {
+                        let (these, others) = rest.split_at(run.len().min(rest.len()));
+                        for (&i, id) in these.iter().zip(run) {
+                            assigned[i] = Some((id, runs.len()));
+                        }
+                        runs.push(RunBuffer {
+                            bytes: Vec::with_capacity(these.len() * len),
+                            starts: Vec::with_capacity(these.len()),
+                        });
+                        rest = others;
+                    }
+                }
+                // Not even that: shorter runs below, then single nodes.
+                Err(bob_store_core::Error::Alloc(bob_alloc::Error::NoRun { .. })) => {}
+                Err(other) => return Err(other.into()),
+            }
             while !rest.is_empty() {
                 let take = match store.allocate_run(rest.len() as u64, len as u64) {
                     Ok(run) => Some((rest.len(), run)),

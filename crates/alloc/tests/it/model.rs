@@ -24,6 +24,8 @@ enum Op {
     /// Free that extent and allocate its length again.
     FreeRealloc(usize),
     Run(u64, u64),
+    /// `allocate_runs(count, len, min_run)`.
+    Runs(u64, u64, u64),
     Reencode,
     Rebuild,
 }
@@ -34,6 +36,7 @@ fn ops(max_len: u64) -> impl Strategy<Value = Vec<Op>> {
         6 => any::<usize>().prop_map(Op::Free),
         2 => any::<usize>().prop_map(Op::FreeRealloc),
         2 => (1u64..40, 1..=max_len).prop_map(|(c, l)| Op::Run(c, l)),
+        2 => (1u64..40, 1..=max_len, 1u64..8).prop_map(|(c, l, m)| Op::Runs(c, l, m)),
         1 => Just(Op::Reencode),
         1 => Just(Op::Rebuild),
     ];
@@ -236,6 +239,28 @@ fn run_model<A: Harness>(mut a: A, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 Err(other) => {
                     prop_assert!(false, "allocate_run({}, {}) failed: {}", count, len, other)
                 }
+            },
+            Op::Runs(count, len, min_run) => match a.allocate_runs(count, len, min_run) {
+                Ok(runs) => {
+                    prop_assert_eq!(runs.iter().map(|r| r.count).sum::<u64>(), count);
+                    // Every run but the last filled free space and holds at least `min_run`.
+                    for run in &runs[..runs.len() - 1] {
+                        prop_assert!(run.count >= min_run.min(count));
+                    }
+                    for extent in runs.iter().flat_map(|r| r.extents()) {
+                        prop_assert!(extent.len >= len);
+                        model.insert(extent)?;
+                    }
+                }
+                Err(Error::NoRun { .. } | Error::TooLarge { .. } | Error::OutOfSpace { .. }) => {}
+                Err(other) => prop_assert!(
+                    false,
+                    "allocate_runs({}, {}, {}) failed: {}",
+                    count,
+                    len,
+                    min_run,
+                    other
+                ),
             },
             Op::Reencode => {
                 let bytes = a.encode();
