@@ -109,6 +109,9 @@ pub struct RunResult {
     pub device_bytes: Option<u64>,
     /// Peak resident memory in KiB (`VmHWM`), if known.
     pub peak_rss_kib: Option<u64>,
+    /// Rows the engine has no operation for (LMDB's compaction, say).
+    #[serde(default)]
+    pub unsupported: Vec<String>,
 }
 
 /// The suites.
@@ -144,6 +147,7 @@ pub fn run(suite: &str, engine: &str, dir: &Path, profile: &Profile) -> Result<R
         user_bytes: 0,
         device_bytes: None,
         peak_rss_kib: None,
+        unsupported: Vec::new(),
     };
     measure::watch_device(dir);
     let device_before = measure::device_write_bytes();
@@ -354,6 +358,8 @@ fn objects(engine_name: &str, dir: &Path, profile: &Profile, result: &mut RunRes
     let started = Instant::now();
     if engine.compact()? {
         seconds(result, "compaction", started.elapsed());
+    } else {
+        result.unsupported.push("compaction".into());
     }
     let took = random_reads(engine.as_ref(), &survivors, profile.reads, 7)?;
     rate(result, "random reads after compaction", profile.reads, took);
@@ -502,6 +508,8 @@ fn kv(engine_name: &str, dir: &Path, profile: &Profile, result: &mut RunResult) 
     let started = Instant::now();
     if engine.compact()? {
         seconds(result, "compaction", started.elapsed());
+    } else {
+        result.unsupported.push("compaction".into());
     }
     engine.close()?;
     result.space.push(measure::space("after compaction", &main, live_bytes)?);

@@ -236,7 +236,12 @@ fn compare_command(profile: &str, args: &[String]) -> Command {
     if in_ci() {
         command.arg("--locked");
     }
-    let out = workspace_root().join("target").join("bench");
+    // The smoke run writes elsewhere, so it never overwrites a real report.
+    let out = workspace_root().join("target").join(if profile == "smoke" {
+        "bench-smoke"
+    } else {
+        "bench"
+    });
     command.args(["--", "compare", "--profile", profile, "--out"]).arg(out);
     if profile == "smoke" {
         command.arg("--check");
