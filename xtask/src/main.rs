@@ -40,11 +40,14 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Crash, corruption and fault campaigns, as far as they exist.
+    /// Crash, corruption, fault, fuzz and soak campaigns, with a table of figures.
     Reliability {
-        /// A short run, for CI.
-        #[arg(long)]
+        /// A short run (seconds), for CI.
+        #[arg(long, conflicts_with = "soak")]
         quick: bool,
+        /// A long run.
+        #[arg(long)]
+        soak: bool,
     },
     /// Miri on every crate that contains `unsafe` (needs a nightly toolchain with miri).
     Miri,
@@ -60,7 +63,13 @@ fn main() -> ExitCode {
         Task::Tidy => tidy::run(&workspace_root()),
         Task::Loom => loom(),
         Task::Bench { profile, micro, args } => bench(&profile, micro, &args),
-        Task::Reliability { quick } => reliability(quick),
+        Task::Reliability { quick, soak } => reliability(if quick {
+            "quick"
+        } else if soak {
+            "soak"
+        } else {
+            "default"
+        }),
         Task::Miri => miri(),
     };
     match result {
@@ -184,6 +193,10 @@ fn ci() -> TaskResult {
     run_tests("bench harness tests", harness, &mut counts)?;
     run("bench smoke", compare_command("smoke", &[]))?;
 
+    // The reliability campaigns, short: crash points, random crashes, process kills, bit
+    // flips, fuzzed open, faults and a soak, each with figures that must be zero.
+    reliability("quick")?;
+
     run_tests("loom", loom_command(), &mut counts)?;
 
     println!(
@@ -250,42 +263,18 @@ fn compare_command(profile: &str, args: &[String]) -> Command {
     command
 }
 
-fn reliability(quick: bool) -> TaskResult {
-    let mut sim = cargo();
-    sim.args(["test", "--package", "bob-io-helpers", "--test", "it", "--", "sim::"]);
-    if !quick {
-        sim.env("PROPTEST_CASES", "2048");
-    }
+fn reliability(mode: &str) -> TaskResult {
+    let locked: &[&str] = if in_ci() { &["--locked"] } else { &[] };
     let mut counts = TestCounts::default();
-    run_tests("SimDisk crash model and crash sweep", sim, &mut counts)?;
-    let mut store = cargo();
-    store.args([
-        "test",
-        "--package",
-        "bob-store-core",
-        "--test",
-        "it",
-        "--",
-        "crash::",
-        "corruption::",
-        "model::",
-        "fuzz_open::",
-    ]);
-    if !quick {
-        store.env("PROPTEST_CASES", "1024");
-    }
-    run_tests(
-        "object store: crash points, faults, bit flips, model with crashes",
-        store,
-        &mut counts,
-    )?;
-    eprintln!(
-        "\nreliability: {} passed, {} failed\nNot yet built (issue #8): the campaign table of figures, \
-         random crash fuzzing, real process kills, fixture-file flips and truncation, fuzzed open, \
-         and campaigns over the concurrent store and the treap.",
-        counts.passed, counts.failed
-    );
-    Ok(())
+    let mut corpus = cargo();
+    corpus.args(["test", "--package", "bob-reliability", "--release"]).args(locked);
+    run_tests("fuzz corpus replay and harness tests", corpus, &mut counts)?;
+    let root = workspace_root();
+    let mut campaigns = cargo();
+    campaigns.args(["run", "--release", "--package", "bob-reliability"]).args(locked);
+    campaigns.args(["--", "run", "--mode", mode, "--root"]).arg(&root);
+    campaigns.arg("--out").arg(root.join("target").join("reliability"));
+    run("campaigns", campaigns)
 }
 
 /// Crates under `crates/` whose sources contain `unsafe`.

@@ -386,6 +386,19 @@ mod tests {
         assert!(matches!(a.allocate_runs(0, 100, 1), Err(Error::ZeroLength)));
     }
 
+    /// Found by the allocator model test: a partial failure kept the runs it had taken.
+    #[test]
+    fn allocate_runs_gives_back_what_it_took_when_the_rest_fails() {
+        let mut a = BasicAllocator::with_limit(0, 1000);
+        let first = a.allocate(300).unwrap();
+        a.allocate(100).unwrap();
+        a.free(first).unwrap();
+        // 3 slots fit the hole at 0; the other 7 would pass the limit (400 + 700 > 1000).
+        assert!(a.allocate_runs(10, 100, 1).is_err());
+        assert_eq!(a.stats().bytes_in_use, 100, "nothing kept from the failed call");
+        a.verify().unwrap();
+    }
+
     #[test]
     fn adjacent_frees_coalesce() {
         let mut a = BasicAllocator::new(0);

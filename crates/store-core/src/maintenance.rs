@@ -196,13 +196,44 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             }
             self.commit_now()?;
         }
-        // Rewrite every table page (and the root) now that the space the objects left is
-        // free, so the metadata moves down too and the file can shrink past it.
-        self.dirty_pages.extend(0..self.pages.len() as u64);
-        self.dirty = true;
-        self.commit_now()?;
+        // Rewrite every table page (and the root) into the lowest free space, now that the
+        // space the objects left is free, so the metadata moves down too and the file can
+        // shrink past it. A copy is written while the old one is still referenced, so when
+        // nothing lower is free it lands above the old one: then one more rewrite moves it
+        // back down into the space the last commit freed.
+        self.metadata_low = true;
+        let result = self.rewrite_metadata_low();
+        self.metadata_low = false;
+        result?;
         report.file_len_after = self.backend.len()?;
         Ok(report)
+    }
+
+    fn rewrite_metadata_low(&mut self) -> Result<()> {
+        for _ in 0..4 {
+            let top = self.metadata_top();
+            self.rewrite_metadata()?;
+            if self.metadata_top() >= top {
+                // Nothing lower was free, so the copy went up: the space the old copy left
+                // is free now, and one more rewrite puts the metadata back down there.
+                self.rewrite_metadata()?;
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn rewrite_metadata(&mut self) -> Result<()> {
+        self.dirty_pages.extend(0..self.pages.len() as u64);
+        self.dirty = true;
+        self.commit_now()
+    }
+
+    /// The end of the highest table page or root.
+    fn metadata_top(&self) -> u64 {
+        let pages =
+            self.pages.iter().flatten().map(|p| p.offset + crate::format::PAGE_BYTES as u64);
+        pages.chain([self.header.root.offset + self.header.root.len]).max().unwrap_or(0)
     }
 
     /// One pass: each object, from the end of the file backwards, moves to space below it:

@@ -84,6 +84,8 @@ pub struct Store<A: SpaceAllocator, B: FileBackend> {
     pub(crate) staged: BTreeMap<u64, Vec<u8>>,
     pub(crate) staged_bytes: usize,
     pub(crate) write_buffer_bytes: usize,
+    /// Set while compaction rewrites the metadata: pages and root go to the lowest space.
+    pub(crate) metadata_low: bool,
 }
 
 impl<A: SpaceAllocator> Store<A, OsFile> {
@@ -134,6 +136,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             staged: BTreeMap::new(),
             staged_bytes: 0,
             write_buffer_bytes: options.write_buffer_bytes,
+            metadata_low: false,
         };
         store.commit_now()?;
         Ok(store)
@@ -304,7 +307,8 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         // 1. Buffered objects, then dirty table pages, copy-on-write, into fresh space.
         self.flush_staged()?;
         let mut writes: Vec<(u64, Vec<u8>)> = Vec::new();
-        for page in self.dirty_pages.iter() {
+        let dirty: Vec<u64> = self.dirty_pages.iter().collect();
+        for page in dirty {
             let first = (page * ENTRIES_PER_PAGE) as usize;
             let last = (first + ENTRIES_PER_PAGE as usize).min(self.table.len());
             let entries: Vec<Option<Entry>> = self
@@ -321,7 +325,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
                 continue; // an empty page is not stored
             }
             let bytes = format::encode_page(page, &entries);
-            let extent = self.alloc.allocate(PAGE_BYTES as u64)?;
+            let extent = self.allocate_metadata(PAGE_BYTES as u64)?;
             self.pages[page as usize] =
                 Some(PageRef { offset: extent.offset, checksum: checksum(&bytes) });
             writes.push((extent.offset, bytes));
@@ -334,7 +338,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         // Whole pages, so the root never shifts page-sized objects and table pages allocated
         // after it off page boundaries (a 4 KiB read then touches one page-cache page, not two).
         let root_alloc = (root_bytes.len() as u64).next_multiple_of(PAGE_BYTES as u64);
-        let root = self.alloc.allocate(root_alloc)?;
+        let root = self.allocate_metadata(root_alloc)?;
         if self.header.root.len > 0 {
             freed_by_commit.push(self.header.root);
         }
@@ -452,6 +456,21 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     pub(crate) fn reserve(&mut self, len: u64) -> Result<Extent> {
         if len == 0 {
             return Ok(Extent::new(0, 0));
+        }
+        Ok(self.alloc.allocate(len)?)
+    }
+
+    /// Space for a table page or the root: where the allocator chooses, or, while
+    /// compacting, the lowest free extent that holds it (first fit), so the metadata moves
+    /// down and the file can shrink past it.
+    pub(crate) fn allocate_metadata(&mut self, len: u64) -> Result<bob_alloc::Extent> {
+        if self.metadata_low {
+            let lowest = self.alloc.claimable().into_iter().find(|hole| hole.len >= len);
+            if let Some(hole) = lowest {
+                let extent = bob_alloc::Extent::new(hole.offset, len);
+                self.alloc.claim(extent)?;
+                return Ok(extent);
+            }
         }
         Ok(self.alloc.allocate(len)?)
     }
@@ -592,6 +611,7 @@ impl<A: SpaceAllocator> Loaded<A> {
             staged: BTreeMap::new(),
             staged_bytes: 0,
             write_buffer_bytes: options.write_buffer_bytes,
+            metadata_low: false,
         }
     }
 }

@@ -1,0 +1,129 @@
+//! `bob-reliability`: the campaigns of `cargo xtask reliability`, their figure table, and the
+//! child process the process-kill campaign kills.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use bob_reliability::campaigns::{self, Budget};
+use bob_reliability::report;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "bob-reliability", about = "Crash, corruption, fault, fuzz and soak campaigns")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Runs the campaigns and prints the table of figures.
+    Run {
+        /// `quick` (CI), `default` or `soak`.
+        #[arg(long, default_value = "default")]
+        mode: String,
+        /// Where the table is written too (`report.md`).
+        #[arg(long, default_value = "target/reliability")]
+        out: PathBuf,
+        /// The workspace root (for the fuzz corpus).
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+    },
+    /// Writes the fuzzed-open seed corpus (deterministic) into `out`.
+    Corpus {
+        #[arg(long, default_value = "fuzz/corpus/open")]
+        out: PathBuf,
+    },
+    /// The process-kill child: commits to the store at `path` and reports acknowledgements.
+    Child {
+        #[arg(long)]
+        path: PathBuf,
+        #[arg(long)]
+        seed: u64,
+    },
+}
+
+/// A campaign to run, by name.
+type Campaign<'a> = Box<dyn Fn() -> report::Figures + 'a>;
+
+fn seed() -> u64 {
+    let seed = std::env::var("BOB_SEED")
+        .ok()
+        .and_then(|s| {
+            s.strip_prefix("0x").map_or_else(|| s.parse().ok(), |h| u64::from_str_radix(h, 16).ok())
+        })
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("BOB_SEED={seed} (set BOB_SEED to this value to replay)");
+    seed
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Cmd::Corpus { out } => {
+            let written = std::fs::create_dir_all(&out).and_then(|()| {
+                campaigns::corpus_seeds()
+                    .into_iter()
+                    .try_for_each(|(name, image)| std::fs::write(out.join(name), image))
+            });
+            match written {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("corpus: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Child { path, seed } => match campaigns::kill_child(&path, seed) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("child: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Run { mode, out, root } => {
+            let budget = Budget::of(&mode);
+            let seed = seed();
+            let Ok(exe) = std::env::current_exe() else {
+                eprintln!("cannot find this executable for the process-kill child");
+                return ExitCode::FAILURE;
+            };
+            campaigns::quiet_panics();
+            let started = Instant::now();
+            let mut all = Vec::new();
+            let steps: Vec<(&str, Campaign<'_>)> = vec![
+                ("crash points", Box::new(|| campaigns::crash_points(&budget, seed))),
+                ("random crashes", Box::new(|| campaigns::random_crashes(&budget, seed))),
+                ("process kills", Box::new(|| campaigns::process_kills(&budget, seed, &exe))),
+                ("bit flips", Box::new(|| campaigns::bit_flips(seed))),
+                ("fuzzed open", Box::new(|| campaigns::fuzzed_open(&budget, seed, &root))),
+                ("faults", Box::new(|| campaigns::faults(&budget))),
+                ("soak", Box::new(|| campaigns::soak(&budget, seed))),
+            ];
+            for (name, step) in steps {
+                let at = Instant::now();
+                let figures = step();
+                eprintln!("reliability: {name} done in {:.1} s", at.elapsed().as_secs_f64());
+                all.push(figures);
+            }
+            let header = format!(
+                "# bob reliability campaigns\n\nMode `{mode}`, BOB_SEED={seed}, {:.0} s.",
+                started.elapsed().as_secs_f64()
+            );
+            let table = report::table(&all, &header);
+            println!("{table}");
+            let _ = std::fs::create_dir_all(&out);
+            let _ = std::fs::write(out.join("report.md"), &table);
+            let failures: Vec<String> = all.iter().flat_map(report::Figures::failures).collect();
+            if let Some(panic) = campaigns::first_panic() {
+                eprintln!("first panic caught: {panic}");
+            }
+            if failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("reliability: FAILED:\n  {}", failures.join("\n  "));
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
