@@ -9,7 +9,7 @@ use bob_io_helpers::{
 
 use crate::format::Entry;
 use crate::space::SpaceAllocator;
-use crate::store::{Slot, Store};
+use crate::store::{MAX_STAGED_OBJECT, Slot, Store};
 use crate::{
     BatchStorer, Error, ObjectId, ObjectInfo, ObjectInfoStorer, ObjectWrite, PRIME_OBJECT_ID,
     PrimeStorer, Result, Storer,
@@ -129,6 +129,39 @@ impl<A: SpaceAllocator, B: FileBackend> Storer for Store<A, B> {
         };
         let len = old.entry.len;
         Ok(ObjectWriter::new(self, id, target, len, Mode::Rewrite { old, in_place }))
+    }
+
+    /// Replaces the first `bytes.len()` bytes of an object. A committed object up to the
+    /// write buffer's object size is rewritten copy-on-write through the write buffer (the
+    /// new copy is staged and written, coalesced with its neighbours, at the next flush);
+    /// anything else streams through [`write_to_obj`](Storer::write_to_obj).
+    fn write_bytes_to_obj(&mut self, id: ObjectId, bytes: &[u8]) -> Result<()> {
+        self.check_writable()?;
+        let old = self.slot(id)?;
+        check_write_bounds(id, 0, bytes.len() as u64, old.entry.len).map_err(Error::from_io)?;
+        let staged_size =
+            (old.entry.len as usize) <= MAX_STAGED_OBJECT.min(self.write_buffer_bytes);
+        if old.born == self.pending_generation() || !staged_size || old.entry.len == 0 {
+            let mut writer = self.write_to_obj(id)?;
+            writer.write_all(bytes).map_err(Error::from_io)?;
+            return writer.finish();
+        }
+        // The new contents: `bytes`, then the old object's tail, read checked (a damaged
+        // tail is an error, never copied under a fresh checksum).
+        let mut content = Vec::with_capacity(old.entry.len as usize);
+        self.guarded(|store| {
+            if (bytes.len() as u64) < old.entry.len {
+                store.read_obj_into(id, &mut content)?;
+                content[..bytes.len()].copy_from_slice(bytes);
+            } else {
+                content.extend_from_slice(bytes);
+            }
+            let target = store.reserve(old.entry.len)?;
+            store.stage_or_write(target.offset, &content)?;
+            let entry = Entry { extent: target, len: old.entry.len, checksum: checksum(&content) };
+            store.put(id, entry, store.pending_generation());
+            store.release(old.entry.extent, old.born)
+        })
     }
 
     fn commit(&mut self) -> Result<()> {
@@ -476,16 +509,37 @@ impl<'a, A: SpaceAllocator, B: FileBackend> ObjectWriter<'a, A, B> {
                     hash_zeros(sum, len - position);
                 }
                 Mode::Rewrite { old, in_place } => {
-                    let mut chunk = vec![0u8; CHUNK_BYTES.min((len - position) as usize)];
-                    let mut at = position;
+                    let mut chunk = vec![0u8; CHUNK_BYTES.min(len as usize).max(1)];
+                    // Copying the old tail into a new copy: check the whole old object on
+                    // the way, so a damaged tail is an error, never carried over under a
+                    // fresh checksum. (In place, the old bytes are this generation's own.)
+                    let check_old = !in_place && position < len;
+                    let mut old_sum = StreamingChecksum::new();
+                    let mut at = if check_old { 0 } else { position };
                     while at < len {
-                        let n = ((len - at) as usize).min(chunk.len());
+                        // Chunks end at `position`, so each is all prefix or all tail.
+                        let end = if at < position { position } else { len };
+                        let n = ((end - at) as usize).min(chunk.len());
                         store.backend.read_at(&mut chunk[..n], old.entry.extent.offset + at)?;
-                        if !in_place {
-                            store.backend.write_at(&chunk[..n], target.offset + at)?;
+                        if check_old {
+                            old_sum.update(&chunk[..n]);
                         }
-                        sum.update(&chunk[..n]);
+                        if at >= position {
+                            if !in_place {
+                                store.backend.write_at(&chunk[..n], target.offset + at)?;
+                            }
+                            sum.update(&chunk[..n]);
+                        }
                         at += n as u64;
+                    }
+                    if check_old && old_sum.finish() != old.entry.checksum {
+                        // The new copy is abandoned; the object keeps its old entry.
+                        let _ = store.alloc.free(target);
+                        return Err(Error::ChecksumMismatch {
+                            id,
+                            stored: old.entry.checksum,
+                            computed: old_sum.finish(),
+                        });
                     }
                 }
             }

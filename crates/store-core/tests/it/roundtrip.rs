@@ -516,3 +516,28 @@ fn compacting_an_emptied_store_returns_the_file_to_an_empty_stores_size() {
     store.close().unwrap();
     assert_eq!(disk.live_image().len(), empty_len);
 }
+
+/// A partial rewrite of a committed object copies its old tail into the new copy: a damaged
+/// tail must be an error, never carried over under a fresh checksum (through the write
+/// buffer for small objects, streamed for large ones).
+#[test]
+fn a_partial_rewrite_never_launders_a_damaged_tail() {
+    for len in [3_000usize, 200_000] {
+        let disk = SimDisk::new();
+        let mut store = BaseStore::create_with(disk.clone(), options()).unwrap();
+        let data = bytes(4242, len);
+        let id = put(&mut store, &data);
+        store.close().unwrap();
+        let mut image = disk.live_image();
+        let at = image.windows(64).position(|w| w == &data[..64]).unwrap() + len - 10;
+        image[at] ^= 0x20;
+        let disk = SimDisk::from_image(image);
+        let mut store = BaseStore::open_with(disk, options()).unwrap();
+        let err = store.write_bytes_to_obj(id, b"new head").unwrap_err();
+        assert!(matches!(err, bob_store_core::Error::ChecksumMismatch { .. }), "{len}: {err}");
+        assert!(store.read_bytes_from_obj(id).is_err(), "{len}: still reported corrupt");
+        store.commit().unwrap();
+        assert!(store.read_bytes_from_obj(id).is_err(), "{len}: after commit too");
+        assert!(!store.verify().unwrap().is_clean());
+    }
+}
