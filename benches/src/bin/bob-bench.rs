@@ -42,6 +42,9 @@ enum Cmd {
         /// Fail unless every engine produced every row.
         #[arg(long)]
         check: bool,
+        /// Repetitions per (suite, engine), instead of the profile's.
+        #[arg(long)]
+        repetitions: Option<usize>,
     },
     /// Runs one suite on one engine in this process and prints its result as JSON.
     Run {
@@ -70,8 +73,12 @@ fn main() -> Result<()> {
             println!("{}", serde_json::to_string(&result)?);
             Ok(())
         }
-        Cmd::Compare { profile, suite, engine, out, check } => {
-            compare(&Profile::named(&profile)?, &suite, &engine, &out, check)
+        Cmd::Compare { profile, suite, engine, out, check, repetitions } => {
+            let mut profile = Profile::named(&profile)?;
+            if let Some(n) = repetitions {
+                profile.repetitions = n.max(1);
+            }
+            compare(&profile, &suite, &engine, &out, check)
         }
     }
 }
