@@ -12,7 +12,7 @@
 //! fsync; a non-durable one may be lost in a power cut but not in a process crash.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::RwLock;
 
 use anyhow::{Context, Result, anyhow};
 
@@ -182,9 +182,11 @@ mod bob {
     type Tree = PersistentTreap<Vec<u8>, Vec<u8>>;
     type BaseStore = bob_store_core::BaseStore;
 
-    /// bob's payload treap over a base store; the root id lives in the prime object.
+    /// bob's payload treap over a base store; the root id lives in the prime object. Reads
+    /// share a reader lock while the search path is in memory (`get_cached`) and take the
+    /// writer lock only to load nodes.
     pub(super) struct Kv {
-        inner: Mutex<(Tree, BaseStore)>,
+        inner: RwLock<(Tree, BaseStore)>,
     }
 
     /// Nodes kept in memory between operations.
@@ -204,11 +206,11 @@ mod bob {
                 (Tree::new(), BaseStore::create(&path, StoreOptions::default())?)
             };
             tree.set_memory_budget(Some(BUDGET));
-            Ok(Self { inner: Mutex::new((tree, store)) })
+            Ok(Self { inner: RwLock::new((tree, store)) })
         }
 
-        fn lock(&self) -> std::sync::MutexGuard<'_, (Tree, BaseStore)> {
-            self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        fn lock(&self) -> std::sync::RwLockWriteGuard<'_, (Tree, BaseStore)> {
+            self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner)
         }
     }
 
@@ -224,7 +226,7 @@ mod bob {
                 tree.insert(store, k.to_vec(), v.to_vec())?;
             }
             for &k in deletes {
-                tree.delete(store, &k.to_vec())?;
+                tree.delete(store, k)?;
             }
             let root = tree.batch_persist(store)?.root;
             store.prime_object(8)?;
@@ -240,8 +242,14 @@ mod bob {
         }
 
         fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            {
+                let shared = self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(found) = shared.0.get_cached(key) {
+                    return Ok(found);
+                }
+            }
             let (tree, store) = &mut *self.lock();
-            Ok(tree.get(store, &key.to_vec())?)
+            Ok(tree.get(store, key)?)
         }
 
         fn range(&self, from: &[u8], n: usize) -> Result<usize> {

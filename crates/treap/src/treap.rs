@@ -1,5 +1,6 @@
 //! `PersistentTreap<K, V>`: the treap, its lazy loading and its persistence.
 
+use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::ops::{Bound, RangeBounds};
 
@@ -420,27 +421,41 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
         }
     }
 
-    /// Removes `key`, returning its value.
-    pub fn delete<S: Storer>(&mut self, store: &S, key: &K) -> Result<Option<V>> {
+    /// Removes `key` (any borrowed form of the key type, as with `BTreeMap`), returning its
+    /// value.
+    pub fn delete<S: Storer, Q: Ord + ?Sized>(&mut self, store: &S, key: &Q) -> Result<Option<V>>
+    where
+        K: Borrow<Q>,
+    {
         let removed = self.delete_now(store, key);
         self.after_op();
         removed
     }
 
-    fn delete_now<S: NodeSource>(&mut self, store: &S, key: &K) -> Result<Option<V>> {
+    fn delete_now<S: NodeSource, Q: Ord + ?Sized>(
+        &mut self,
+        store: &S,
+        key: &Q,
+    ) -> Result<Option<V>>
+    where
+        K: Borrow<Q>,
+    {
         let (root, removed) = self.delete_at(store, self.root, key)?;
         self.root = root;
         Ok(removed)
     }
 
-    fn delete_at<S: NodeSource>(
+    fn delete_at<S: NodeSource, Q: Ord + ?Sized>(
         &mut self,
         store: &S,
         link: Link,
-        key: &K,
-    ) -> Result<(Link, Option<V>)> {
+        key: &Q,
+    ) -> Result<(Link, Option<V>)>
+    where
+        K: Borrow<Q>,
+    {
         let Some(index) = self.resolve(store, link)? else { return Ok((Link::Empty, None)) };
-        let left_side = match key.cmp(&self.node(index).key) {
+        let left_side = match key.cmp(self.node(index).key.borrow()) {
             Ordering::Equal => {
                 let (left, right) = (self.node(index).left, self.node(index).right);
                 let merged = self.merge(store, left, right)?;
@@ -488,17 +503,23 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
         }
     }
 
-    /// The value of `key`.
-    pub fn get<S: Storer>(&mut self, store: &S, key: &K) -> Result<Option<V>> {
+    /// The value of `key` (any borrowed form of the key type, as with `BTreeMap`).
+    pub fn get<S: Storer, Q: Ord + ?Sized>(&mut self, store: &S, key: &Q) -> Result<Option<V>>
+    where
+        K: Borrow<Q>,
+    {
         let value = self.get_now(store, key);
         self.after_op();
         value
     }
 
-    fn get_now<S: NodeSource>(&mut self, store: &S, key: &K) -> Result<Option<V>> {
+    fn get_now<S: NodeSource, Q: Ord + ?Sized>(&mut self, store: &S, key: &Q) -> Result<Option<V>>
+    where
+        K: Borrow<Q>,
+    {
         let mut at = self.root_index(store)?;
         while let Some(index) = at {
-            at = match key.cmp(&self.node(index).key) {
+            at = match key.cmp(self.node(index).key.borrow()) {
                 Ordering::Equal => return Ok(Some(self.node(index).value.clone())),
                 Ordering::Less => self.child(store, index, true)?,
                 Ordering::Greater => self.child(store, index, false)?,
@@ -508,8 +529,35 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
     }
 
     /// Whether `key` is present.
-    pub fn contains<S: Storer>(&mut self, store: &S, key: &K) -> Result<bool> {
+    pub fn contains<S: Storer, Q: Ord + ?Sized>(&mut self, store: &S, key: &Q) -> Result<bool>
+    where
+        K: Borrow<Q>,
+    {
         Ok(self.get(store, key)?.is_some())
+    }
+
+    /// The value of `key` if its whole search path is in memory: `Some(answer)`, or `None`
+    /// when the search reaches a node not loaded (then use [`get`](Self::get)). It takes
+    /// `&self`, so readers can share the treap (behind a reader/writer lock, say) while it
+    /// is hot; it does not count as a use for the least-recently-used order of `flush`.
+    pub fn get_cached<Q: Ord + ?Sized>(&self, key: &Q) -> Option<Option<V>>
+    where
+        K: Borrow<Q>,
+    {
+        let mut link = self.root;
+        loop {
+            let index = match link {
+                Link::Empty => return Some(None),
+                Link::Stored(_) => return None,
+                Link::Mem(index) => index,
+            };
+            let node = self.node(index);
+            link = match key.cmp(node.key.borrow()) {
+                Ordering::Equal => return Some(Some(node.value.clone())),
+                Ordering::Less => node.left,
+                Ordering::Greater => node.right,
+            };
+        }
     }
 
     /// Keeps at most `budget` nodes in memory after every operation (`None`: no bound, the
@@ -1126,18 +1174,27 @@ impl<K: TreapKey, V: TreapValue> Treap<K, V> {
         in_memory(self.inner.insert_now(&Memory, key, value))
     }
 
-    /// Removes `key`, returning its value.
-    pub fn delete(&mut self, key: &K) -> Option<V> {
+    /// Removes `key` (or a borrowed form of it), returning its value.
+    pub fn delete<Q: Ord + ?Sized>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
         in_memory(self.inner.delete_now(&Memory, key))
     }
 
-    /// The value of `key`.
-    pub fn get(&mut self, key: &K) -> Option<V> {
+    /// The value of `key` (or a borrowed form of it).
+    pub fn get<Q: Ord + ?Sized>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
         in_memory(self.inner.get_now(&Memory, key))
     }
 
-    /// Whether `key` is present.
-    pub fn contains(&mut self, key: &K) -> bool {
+    /// Whether `key` (or a borrowed form of it) is present.
+    pub fn contains<Q: Ord + ?Sized>(&mut self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+    {
         self.get(key).is_some()
     }
 

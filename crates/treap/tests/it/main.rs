@@ -87,7 +87,12 @@ proptest! {
                     prop_assert_eq!(tree.insert(&store, k, value(k, v)).unwrap(), model.insert(k, value(k, v)));
                 }
                 Op::Delete(k) => prop_assert_eq!(tree.delete(&store, &k).unwrap(), model.remove(&k)),
-                Op::Get(k) => prop_assert_eq!(tree.get(&store, &k).unwrap(), model.get(&k).cloned()),
+                Op::Get(k) => {
+                    if let Some(found) = tree.get_cached(&k) {
+                        prop_assert_eq!(found, model.get(&k).cloned());
+                    }
+                    prop_assert_eq!(tree.get(&store, &k).unwrap(), model.get(&k).cloned());
+                }
                 Op::Range(a, b) => {
                     let expected: Vec<_> = model.range(a..b).map(|(k, v)| (*k, v.clone())).collect();
                     prop_assert_eq!(tree.range(&store, a..b).unwrap(), expected);
@@ -600,4 +605,29 @@ proptest! {
             None => prop_assert!(all.is_empty()),
         }
     }
+}
+
+/// `get_cached` answers from memory only: `None` while the path holds an unloaded node,
+/// the answer once `get` has loaded it; borrowed keys work like `BTreeMap`'s.
+#[test]
+fn get_cached_answers_only_from_memory_and_keys_can_be_borrowed() {
+    let mut store = BaseStore::create_with(SimDisk::new(), StoreOptions::default()).unwrap();
+    let mut tree: PersistentTreap<Vec<u8>, u32> = PersistentTreap::new();
+    for k in 0..200u32 {
+        tree.insert(&store, k.to_be_bytes().to_vec(), k).unwrap();
+    }
+    assert_eq!(tree.get_cached(&7u32.to_be_bytes()[..]), Some(Some(7)));
+    assert_eq!(tree.get_cached(&[9u8, 9, 9][..]), Some(None));
+    let root = tree.persist(&mut store).unwrap().unwrap();
+    store.commit().unwrap();
+    let mut tree: PersistentTreap<Vec<u8>, u32> = PersistentTreap::load(&store, root).unwrap();
+    let key = 150u32.to_be_bytes();
+    assert_eq!(tree.get_cached(&key[..]), None, "its path is not loaded yet");
+    assert_eq!(tree.get(&store, &key[..]).unwrap(), Some(150));
+    assert_eq!(tree.get_cached(&key[..]), Some(Some(150)));
+    assert!(tree.contains(&store, &key[..]).unwrap());
+    assert_eq!(tree.delete(&store, &key[..]).unwrap(), Some(150));
+    // Where it was may now lie under nodes not loaded: "unknown" or "absent", never found.
+    assert!(matches!(tree.get_cached(&key[..]), None | Some(None)));
+    assert_eq!(tree.get(&store, &key[..]).unwrap(), None);
 }
