@@ -253,13 +253,14 @@ mod bob {
         }
 
         fn range(&self, from: &[u8], n: usize) -> Result<usize> {
-            let (tree, store) = &mut *self.lock();
-            let mut count = 0;
-            for item in tree.iter_from(store, Some(from.to_vec()), None).take(n) {
-                item?;
-                count += 1;
+            {
+                let shared = self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(found) = shared.0.range_cached(from.to_vec().., n) {
+                    return Ok(found.len());
+                }
             }
-            Ok(count)
+            let (tree, store) = &mut *self.lock();
+            Ok(tree.range_limited(store, from.to_vec().., n)?.len())
         }
 
         fn count(&self) -> Result<u64> {

@@ -641,15 +641,75 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
         store: &S,
         bounds: R,
     ) -> Result<Vec<(K, V)>> {
-        let found = self.range_now(store, bounds);
+        let found = self.range_now(store, bounds, usize::MAX);
         self.after_op();
         found
+    }
+
+    /// At most `limit` of the keys and values within `bounds`, in order: one walk, loading
+    /// only the nodes it passes (a page of results, where `iter_from` would descend from the
+    /// root for each).
+    pub fn range_limited<S: Storer, R: RangeBounds<K>>(
+        &mut self,
+        store: &S,
+        bounds: R,
+        limit: usize,
+    ) -> Result<Vec<(K, V)>> {
+        let found = self.range_now(store, bounds, limit);
+        self.after_op();
+        found
+    }
+
+    /// Like [`range_limited`](Self::range_limited), from memory only: `None` when the walk
+    /// reaches a node not loaded. It takes `&self` (see [`get_cached`](Self::get_cached)).
+    pub fn range_cached<R: RangeBounds<K>>(&self, bounds: R, limit: usize) -> Option<Vec<(K, V)>> {
+        let in_memory = |link: Link| match link {
+            Link::Empty => Some(None),
+            Link::Stored(_) => None,
+            Link::Mem(index) => Some(Some(index)),
+        };
+        let mut out = Vec::new();
+        let mut stack = Vec::new();
+        let mut at = in_memory(self.root)?;
+        loop {
+            while let Some(index) = at {
+                let node = self.node(index);
+                let below_start = match bounds.start_bound() {
+                    Bound::Included(s) => node.key < *s,
+                    Bound::Excluded(s) => node.key <= *s,
+                    Bound::Unbounded => false,
+                };
+                if below_start {
+                    at = in_memory(node.right)?;
+                } else {
+                    stack.push(index);
+                    at = in_memory(node.left)?;
+                }
+            }
+            if out.len() >= limit {
+                break;
+            }
+            let Some(index) = stack.pop() else { break };
+            let node = self.node(index);
+            let past_end = match bounds.end_bound() {
+                Bound::Included(e) => node.key > *e,
+                Bound::Excluded(e) => node.key >= *e,
+                Bound::Unbounded => false,
+            };
+            if past_end {
+                break;
+            }
+            out.push((node.key.clone(), node.value.clone()));
+            at = in_memory(node.right)?;
+        }
+        Some(out)
     }
 
     fn range_now<S: NodeSource, R: RangeBounds<K>>(
         &mut self,
         store: &S,
         bounds: R,
+        limit: usize,
     ) -> Result<Vec<(K, V)>> {
         let mut out = Vec::new();
         let mut stack = Vec::new();
@@ -667,6 +727,9 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
                     stack.push(index);
                     at = self.child(store, index, true)?;
                 }
+            }
+            if out.len() >= limit {
+                break;
             }
             let Some(index) = stack.pop() else { break };
             let node = self.node(index);
@@ -1220,7 +1283,7 @@ impl<K: TreapKey, V: TreapValue> Treap<K, V> {
 
     /// The keys and values within `bounds`, in order.
     pub fn range<R: RangeBounds<K>>(&mut self, bounds: R) -> Vec<(K, V)> {
-        in_memory(self.inner.range_now(&Memory, bounds))
+        in_memory(self.inner.range_now(&Memory, bounds, usize::MAX))
     }
 
     /// Every key, in order.

@@ -95,7 +95,13 @@ proptest! {
                 }
                 Op::Range(a, b) => {
                     let expected: Vec<_> = model.range(a..b).map(|(k, v)| (*k, v.clone())).collect();
-                    prop_assert_eq!(tree.range(&store, a..b).unwrap(), expected);
+                    prop_assert_eq!(tree.range(&store, a..b).unwrap(), expected.clone());
+                    let limit = (a % 5) as usize;
+                    let first: Vec<_> = expected.into_iter().take(limit).collect();
+                    if let Some(cached) = tree.range_cached(a..b, limit) {
+                        prop_assert_eq!(&cached, &first);
+                    }
+                    prop_assert_eq!(tree.range_limited(&store, a..b, limit).unwrap(), first);
                 }
                 Op::Persist => {
                     tree.persist(&mut store).unwrap();
