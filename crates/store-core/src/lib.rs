@@ -57,6 +57,7 @@
 //! ```
 
 mod error;
+mod firstfit;
 mod format;
 mod maintenance;
 mod objects;

@@ -238,7 +238,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
 
     /// One pass: each object, from the end of the file backwards, moves to space below it:
     /// the lowest free extent that holds it where the allocator can be told where to allocate
-    /// (first fit, O(objects × holes)), or wherever `allocate` puts it if that is lower. The
+    /// (first fit, O(log holes) through `FirstFit`), or wherever `allocate` puts it if that is lower. The
     /// old space is freed by the next commit.
     fn compact_pass(&mut self) -> Result<u64> {
         let mut order: Vec<(u64, u64)> = self
@@ -250,7 +250,8 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             })
             .collect();
         order.sort_unstable_by(|a, b| b.cmp(a));
-        let mut holes = self.alloc.claimable();
+        let claimable = self.alloc.claimable();
+        let mut holes = (!claimable.is_empty()).then(|| crate::firstfit::FirstFit::new(claimable));
         let mut moved = 0;
         let mut buffer = Vec::new();
         for (offset, id) in order {
@@ -271,20 +272,15 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// Space for `len` bytes ending at or before `below`, if there is any.
     fn place_lower(
         &mut self,
-        holes: &mut [Extent],
+        holes: &mut Option<crate::firstfit::FirstFit>,
         below: u64,
         len: u64,
     ) -> Result<Option<Extent>> {
-        if !holes.is_empty() {
-            let fit =
-                holes.iter_mut().take_while(|h| h.offset + len <= below).find(|h| h.len >= len);
-            let Some(hole) = fit else { return Ok(None) };
-            let target = Extent::new(hole.offset, len);
+        if let Some(holes) = holes {
+            let Some(target) = holes.take(len, below) else { return Ok(None) };
             self.alloc
                 .claim(target)
                 .map_err(|e| Error::Corrupt(format!("claiming a hole: {e}")))?;
-            hole.offset += len;
-            hole.len -= len;
             return Ok(Some(target));
         }
         let target = self.alloc.allocate(len)?;
