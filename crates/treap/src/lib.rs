@@ -31,6 +31,8 @@
 //! [`PersistentTreap::iter_from`] walks in order holding only the last key, so it stays
 //! correct while nodes are flushed under it; [`PersistentTreap::walk_mut`] changes values in
 //! place. [`Treap`] is the same structure without a store, in memory only.
+//! [`PersistentTreap::get_cached`] and [`PersistentTreap::range_cached`] take `&self` and
+//! answer from memory only, so readers can share a hot treap behind a reader lock.
 //!
 //! Payloads are any [`TreapValue`]: integers, bytes, strings, or any serde type wrapped in
 //! [`Postcard`].
