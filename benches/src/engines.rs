@@ -68,9 +68,8 @@ pub fn open_objects(name: &str, dir: &Path) -> Result<Box<dyn ObjectEngine>> {
         "bob-base" => Box::new(bob::Objects::<bob_alloc::BasicAllocator>::open(dir)?),
         "bob-multi" => Box::new(bob::Objects::<bob_alloc::OmniBlockAllocator>::open(dir)?),
         "marble" => Box::new(marble_engine::Objects::open(dir)?),
-        "redb" => Box::new(redb_engine::Objects::open(dir)?),
-        "lmdb" => Box::new(lmdb::Objects::open(dir)?),
-        "fjall" => Box::new(fjall_engine::Objects::open(dir)?),
+        // The key-value peers store an object under its key, big-endian.
+        "redb" | "lmdb" | "fjall" => Box::new(KvObjects(open_kv(name, dir)?)),
         other => return Err(anyhow!("no object engine named {other}")),
     })
 }
@@ -87,6 +86,37 @@ pub fn open_kv(name: &str, dir: &Path) -> Result<Box<dyn KvEngine>> {
         "sled" => Box::new(sled_engine::Kv::open(dir)?),
         other => return Err(anyhow!("no key-value engine named {other}")),
     })
+}
+
+/// An object store made of a key-value engine: object `k` is the value under `k`'s
+/// big-endian bytes, and every batch is one durable transaction.
+struct KvObjects(Box<dyn KvEngine>);
+
+impl ObjectEngine for KvObjects {
+    fn write_batch(&mut self, objects: &[(u64, &[u8])]) -> Result<()> {
+        let keys: Vec<[u8; 8]> = objects.iter().map(|(k, _)| k.to_be_bytes()).collect();
+        let puts: Vec<(&[u8], &[u8])> =
+            keys.iter().zip(objects).map(|(k, (_, v))| (&k[..], *v)).collect();
+        self.0.write(&puts, &[], true)
+    }
+
+    fn delete_batch(&mut self, keys: &[u64]) -> Result<()> {
+        let keys: Vec<[u8; 8]> = keys.iter().map(|k| k.to_be_bytes()).collect();
+        let deletes: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+        self.0.write(&[], &deletes, true)
+    }
+
+    fn read(&self, key: u64) -> Result<Option<Vec<u8>>> {
+        self.0.get(&key.to_be_bytes())
+    }
+
+    fn compact(&mut self) -> Result<bool> {
+        self.0.compact()
+    }
+
+    fn close(self: Box<Self>) -> Result<()> {
+        self.0.close()
+    }
 }
 
 mod bob {
@@ -332,61 +362,10 @@ mod redb_engine {
     use super::*;
     use redb::{Database, Durability, ReadableDatabase, ReadableTableMetadata, TableDefinition};
 
-    const OBJECTS: TableDefinition<u64, &[u8]> = TableDefinition::new("objects");
     const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 
     fn open_db(dir: &Path) -> Result<Database> {
         Ok(Database::create(dir.join("redb"))?)
-    }
-
-    /// redb with durable (`Immediate`) commits, one transaction per batch.
-    pub(super) struct Objects {
-        db: Database,
-    }
-
-    impl Objects {
-        pub(super) fn open(dir: &Path) -> Result<Self> {
-            Ok(Self { db: open_db(dir)? })
-        }
-    }
-
-    impl ObjectEngine for Objects {
-        fn write_batch(&mut self, objects: &[(u64, &[u8])]) -> Result<()> {
-            let txn = self.db.begin_write()?;
-            {
-                let mut table = txn.open_table(OBJECTS)?;
-                for &(k, v) in objects {
-                    table.insert(k, v)?;
-                }
-            }
-            Ok(txn.commit()?)
-        }
-
-        fn delete_batch(&mut self, keys: &[u64]) -> Result<()> {
-            let txn = self.db.begin_write()?;
-            {
-                let mut table = txn.open_table(OBJECTS)?;
-                for &k in keys {
-                    table.remove(k)?;
-                }
-            }
-            Ok(txn.commit()?)
-        }
-
-        fn read(&self, key: u64) -> Result<Option<Vec<u8>>> {
-            let txn = self.db.begin_read()?;
-            let table = txn.open_table(OBJECTS)?;
-            Ok(table.get(key)?.map(|v| v.value().to_vec()))
-        }
-
-        fn compact(&mut self) -> Result<bool> {
-            self.db.compact()?;
-            Ok(true)
-        }
-
-        fn close(self: Box<Self>) -> Result<()> {
-            Ok(())
-        }
     }
 
     /// redb: durable commits use `Immediate`, the others `None` (redb frees pages only after
@@ -470,7 +449,7 @@ mod redb_engine {
 
 mod lmdb {
     use super::*;
-    use heed::types::{Bytes, U64};
+    use heed::types::Bytes;
     use heed::{Database, Env, EnvFlags, EnvOpenOptions, FlagSetMode};
 
     /// LMDB's map size: it must cover the peak, and costs only address space.
@@ -515,54 +494,6 @@ mod lmdb {
         unsafe { env.set_flags(EnvFlags::NO_SYNC, mode)? };
         txn.commit()?;
         Ok(())
-    }
-
-    type ObjectDb = Database<'static, U64<heed::byteorder::BigEndian>, Bytes>;
-
-    /// LMDB through heed.
-    pub(super) struct Objects {
-        env: Env,
-        db: ObjectDb,
-    }
-
-    impl Objects {
-        pub(super) fn open(dir: &Path) -> Result<Self> {
-            let env = open_env(dir)?;
-            let db = create_db(&env, "objects")?;
-            Ok(Self { env, db })
-        }
-    }
-
-    impl ObjectEngine for Objects {
-        fn write_batch(&mut self, objects: &[(u64, &[u8])]) -> Result<()> {
-            let mut txn = self.env.write_txn()?;
-            for &(k, v) in objects {
-                self.db.put(&mut txn, &k, v)?;
-            }
-            commit(&self.env, txn, true)
-        }
-
-        fn delete_batch(&mut self, keys: &[u64]) -> Result<()> {
-            let mut txn = self.env.write_txn()?;
-            for &k in keys {
-                self.db.delete(&mut txn, &k)?;
-            }
-            commit(&self.env, txn, true)
-        }
-
-        fn read(&self, key: u64) -> Result<Option<Vec<u8>>> {
-            let txn = self.env.read_txn()?;
-            Ok(self.db.get(&txn, &key)?.map(<[u8]>::to_vec))
-        }
-
-        fn compact(&mut self) -> Result<bool> {
-            // LMDB reuses freed pages but never shrinks its file in place.
-            Ok(false)
-        }
-
-        fn close(self: Box<Self>) -> Result<()> {
-            Ok(self.env.force_sync()?)
-        }
     }
 
     type KvDb = Database<'static, Bytes, Bytes>;
@@ -639,61 +570,6 @@ mod fjall_engine {
     use fjall::config::CompressionPolicy;
     use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-    /// Payloads are random, so compression is turned off rather than left to waste time.
-    fn open(dir: &Path, name: &str) -> Result<(Database, Keyspace)> {
-        let db = Database::builder(dir.join("fjall")).open()?;
-        let keyspace = db.keyspace(name, || {
-            KeyspaceCreateOptions::default()
-                .data_block_compression_policy(CompressionPolicy::disabled())
-                .index_block_compression_policy(CompressionPolicy::disabled())
-        })?;
-        Ok((db, keyspace))
-    }
-
-    /// fjall: a batch commits through the journal; durable batches sync it.
-    pub(super) struct Objects {
-        db: Database,
-        keyspace: Keyspace,
-    }
-
-    impl Objects {
-        pub(super) fn open(dir: &Path) -> Result<Self> {
-            let (db, keyspace) = open(dir, "objects")?;
-            Ok(Self { db, keyspace })
-        }
-    }
-
-    impl ObjectEngine for Objects {
-        fn write_batch(&mut self, objects: &[(u64, &[u8])]) -> Result<()> {
-            let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
-            for &(k, v) in objects {
-                batch.insert(&self.keyspace, k.to_be_bytes(), v);
-            }
-            Ok(batch.commit()?)
-        }
-
-        fn delete_batch(&mut self, keys: &[u64]) -> Result<()> {
-            let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
-            for &k in keys {
-                batch.remove(&self.keyspace, k.to_be_bytes());
-            }
-            Ok(batch.commit()?)
-        }
-
-        fn read(&self, key: u64) -> Result<Option<Vec<u8>>> {
-            Ok(self.keyspace.get(key.to_be_bytes())?.map(|v| v.to_vec()))
-        }
-
-        fn compact(&mut self) -> Result<bool> {
-            self.keyspace.major_compact()?;
-            Ok(true)
-        }
-
-        fn close(self: Box<Self>) -> Result<()> {
-            Ok(self.db.persist(PersistMode::SyncAll)?)
-        }
-    }
-
     /// fjall as a key-value engine.
     pub(super) struct Kv {
         db: Database,
@@ -701,8 +577,14 @@ mod fjall_engine {
     }
 
     impl Kv {
+        /// Payloads are random, so compression is turned off rather than left to waste time.
         pub(super) fn open(dir: &Path) -> Result<Self> {
-            let (db, keyspace) = open(dir, "kv")?;
+            let db = Database::builder(dir.join("fjall")).open()?;
+            let keyspace = db.keyspace("kv", || {
+                KeyspaceCreateOptions::default()
+                    .data_block_compression_policy(CompressionPolicy::disabled())
+                    .index_block_compression_policy(CompressionPolicy::disabled())
+            })?;
             Ok(Self { db, keyspace })
         }
     }
