@@ -10,7 +10,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bob_alloc::{BasicAllocator, OmniBlockAllocator};
-use bob_io_helpers::testing::{CrashMode, FaultKind, FaultPlan, OpFilter, OpKind, Repeat, SimDisk};
+use bob_io_helpers::testing::{
+    CrashMode, FaultKind, FaultPlan, OpFilter, OpKind, Repeat, SimDisk, mutate_image,
+};
 use bob_store_concurrent::ConcurrentStore;
 use bob_store_core::{BaseStore, ObjectId, SpaceAllocator, Store, StoreOptions, Storer};
 use bob_treap::PersistentTreap;
@@ -646,45 +648,6 @@ pub fn bit_flips(seed: u64) -> Figures {
     figures
 }
 
-/// Mutates an image: bit flips, extreme 8-byte values, truncation, extension, random
-/// spans, copied regions.
-pub fn mutate(rng: &mut fastrand::Rng, image: &[u8]) -> Vec<u8> {
-    let mut out = image.to_vec();
-    if out.is_empty() {
-        return (0..rng.usize(1..5000)).map(|_| rng.u8(..)).collect();
-    }
-    match rng.u8(0..6) {
-        0 => {
-            for _ in 0..rng.usize(1..9) {
-                let at = rng.usize(..out.len());
-                out[at] ^= 1 << rng.u8(0..8);
-            }
-        }
-        1 if out.len() > 8 => {
-            let at = rng.usize(..out.len() - 8);
-            let value = [0, 1, u64::MAX, u64::MAX / 2, 1 << 40, 4096, rng.u64(..)][rng.usize(..7)];
-            out[at..at + 8].copy_from_slice(&value.to_le_bytes());
-        }
-        2 => out.truncate(rng.usize(..=out.len())),
-        3 => out.extend((0..rng.usize(1..5000)).map(|_| rng.u8(..))),
-        4 => {
-            let at = rng.usize(..out.len());
-            let len = rng.usize(1..64).min(out.len() - at);
-            for b in &mut out[at..at + len] {
-                *b = rng.u8(..);
-            }
-        }
-        _ => {
-            let len = rng.usize(1..512).min(out.len() / 2).max(1);
-            let from = rng.usize(..=out.len() - len);
-            let to = rng.usize(..=out.len() - len);
-            let chunk = out[from..from + len].to_vec();
-            out[to..to + len].copy_from_slice(&chunk);
-        }
-    }
-    out
-}
-
 /// Seed images for the fuzzed-open corpus: empty and populated stores of both kinds, with
 /// one and several commits, deletes and a treap. Deterministic, so the committed corpus can
 /// be regenerated (`bob-reliability corpus`).
@@ -749,9 +712,9 @@ pub fn fuzzed_open(budget: &Budget, seed: u64, root: &Path) -> Figures {
     for _ in 0..budget.fuzz_inputs {
         let base =
             if corpus.is_empty() { Vec::new() } else { corpus[rng.usize(..corpus.len())].clone() };
-        let mut input = mutate(&mut rng, &base);
+        let mut input = mutate_image(&mut rng, &base);
         if rng.bool() {
-            input = mutate(&mut rng, &input);
+            input = mutate_image(&mut rng, &input);
         }
         if catch_unwind(|| fuzz_open(&input)).is_err() {
             panics += 1;

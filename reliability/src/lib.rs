@@ -60,17 +60,8 @@ fn exercise<A: SpaceAllocator>(data: &[u8]) {
     }
 }
 
-/// Deterministic bytes for a seed and length (SplitMix64).
+/// Deterministic bytes for a seed and length (`bob_io_helpers::testing::payload` of a seed
+/// offset of its own, which the committed fuzz corpus was generated with).
 pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed ^ 0x5EED;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(len);
-    out
+    bob_io_helpers::testing::payload(seed ^ 0x5EED, len)
 }

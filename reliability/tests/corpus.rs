@@ -14,7 +14,7 @@ fn the_fuzz_corpus_and_seeded_mutations_open_without_panicking() {
     let mut rng = fastrand::Rng::with_seed(seed);
     for _ in 0..10_000 {
         let base = &corpus[rng.usize(..corpus.len())];
-        let input = bob_reliability::campaigns::mutate(&mut rng, base);
+        let input = bob_io_helpers::testing::mutate_image(&mut rng, base);
         bob_reliability::fuzz_open(&input);
     }
 }

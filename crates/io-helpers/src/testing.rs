@@ -1,4 +1,5 @@
-//! Test support, behind the `testing` feature: [`SimDisk`] and seeds for randomized tests.
+//! Test support, behind the `testing` feature: [`SimDisk`], seeds for randomized tests,
+//! deterministic payloads and image mutations for fuzzing.
 //!
 //! Randomized tests take their seed from [`test_seed`], which prints it; setting `BOB_SEED`
 //! to that value replays the run.
@@ -22,6 +23,65 @@ pub fn test_seed() -> u64 {
     seed
 }
 
+/// Deterministic, incompressible-looking bytes: the same `seed` and `len` give the same bytes
+/// on every run and machine. The generator is SplitMix64, fixed here so that payloads (and
+/// corpora built from them) never change with a random-number crate's version.
+pub fn payload(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A mutation of a file image for fuzzing: bit flips, an extreme 8-byte value, truncation,
+/// extension with garbage, a random span, one region copied over another (a misdirected
+/// write), or all-random bytes. Any input, empty included, gives an output.
+pub fn mutate_image(rng: &mut fastrand::Rng, image: &[u8]) -> Vec<u8> {
+    let mut out = image.to_vec();
+    if out.len() < 16 {
+        return (0..rng.usize(0..9000)).map(|_| rng.u8(..)).collect();
+    }
+    match rng.u8(0..7) {
+        0 => {
+            for _ in 0..rng.usize(1..9) {
+                let at = rng.usize(..out.len());
+                out[at] ^= 1 << rng.u8(0..8);
+            }
+        }
+        1 => {
+            // An extreme value in an 8-byte field, anywhere (headers, tables, roots).
+            let at = rng.usize(..out.len() - 8);
+            let value = [0, 1, u64::MAX, u64::MAX / 2, 1 << 40, 4096, rng.u64(..)][rng.usize(..7)];
+            out[at..at + 8].copy_from_slice(&value.to_le_bytes());
+        }
+        2 => out.truncate(rng.usize(..=out.len())),
+        3 => out.extend((0..rng.usize(1..5000)).map(|_| rng.u8(..))),
+        4 => {
+            let at = rng.usize(..out.len());
+            let len = rng.usize(1..64).min(out.len() - at);
+            for b in &mut out[at..at + len] {
+                *b = rng.u8(..);
+            }
+        }
+        5 => {
+            let len = rng.usize(1..512).min(out.len() / 2);
+            let from = rng.usize(..=out.len() - len);
+            let to = rng.usize(..=out.len() - len);
+            let chunk = out[from..from + len].to_vec();
+            out[to..to + len].copy_from_slice(&chunk);
+        }
+        _ => out = (0..rng.usize(0..9000)).map(|_| rng.u8(..)).collect(),
+    }
+    out
+}
+
 fn parse_seed(text: &str) -> Option<u64> {
     let text = text.trim();
     match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
@@ -33,6 +93,19 @@ fn parse_seed(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payloads_are_deterministic_and_mutations_take_any_input() {
+        assert_eq!(payload(1, 100), payload(1, 100));
+        assert_ne!(payload(1, 100), payload(2, 100));
+        assert_eq!(payload(3, 13).len(), 13);
+        let mut rng = fastrand::Rng::with_seed(7);
+        for len in [0, 1, 15, 16, 17, 4096] {
+            for _ in 0..200 {
+                mutate_image(&mut rng, &payload(len as u64, len));
+            }
+        }
+    }
 
     #[test]
     fn seeds_parse_in_decimal_and_hex() {

@@ -47,17 +47,6 @@ enum Cmd {
 /// A campaign to run, by name.
 type Campaign<'a> = Box<dyn Fn() -> report::Figures + 'a>;
 
-fn seed() -> u64 {
-    let seed = std::env::var("BOB_SEED")
-        .ok()
-        .and_then(|s| {
-            s.strip_prefix("0x").map_or_else(|| s.parse().ok(), |h| u64::from_str_radix(h, 16).ok())
-        })
-        .unwrap_or_else(|| fastrand::u64(..));
-    eprintln!("BOB_SEED={seed} (set BOB_SEED to this value to replay)");
-    seed
-}
-
 fn main() -> ExitCode {
     match Cli::parse().command {
         Cmd::Corpus { out } => {
@@ -83,7 +72,7 @@ fn main() -> ExitCode {
         },
         Cmd::Run { mode, out, root } => {
             let budget = Budget::of(&mode);
-            let seed = seed();
+            let seed = bob_io_helpers::testing::test_seed();
             let Ok(exe) = std::env::current_exe() else {
                 eprintln!("cannot find this executable for the process-kill child");
                 return ExitCode::FAILURE;

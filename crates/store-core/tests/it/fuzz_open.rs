@@ -3,7 +3,7 @@
 //! may return bytes that fail their checksum (the store checks; here we only require that
 //! every path returns).
 
-use bob_io_helpers::testing::{SimDisk, test_seed};
+use bob_io_helpers::testing::{SimDisk, mutate_image, test_seed};
 use bob_store_core::{BaseStore, Storer};
 
 use crate::{bytes, options, put};
@@ -31,50 +31,13 @@ fn seed_images() -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn mutate(rng: &mut fastrand::Rng, image: &[u8]) -> Vec<u8> {
-    let mut out = image.to_vec();
-    match rng.u8(0..7) {
-        0 => {
-            for _ in 0..rng.usize(1..9) {
-                let at = rng.usize(..out.len());
-                out[at] ^= 1 << rng.u8(0..8);
-            }
-        }
-        1 => {
-            // An extreme value in an 8-byte field, anywhere (headers, table, root).
-            let at = rng.usize(..out.len().saturating_sub(8));
-            let value = [0, 1, u64::MAX, u64::MAX / 2, 1 << 40, 4096, rng.u64(..)][rng.usize(..7)];
-            out[at..at + 8].copy_from_slice(&value.to_le_bytes());
-        }
-        2 => out.truncate(rng.usize(..=out.len())),
-        3 => out.extend((0..rng.usize(1..5000)).map(|_| rng.u8(..))),
-        4 => {
-            let at = rng.usize(..out.len());
-            let len = rng.usize(1..64).min(out.len() - at);
-            for b in &mut out[at..at + len] {
-                *b = rng.u8(..);
-            }
-        }
-        5 => {
-            // Copy one region over another (a misdirected write).
-            let len = rng.usize(1..512).min(out.len() / 2);
-            let from = rng.usize(..out.len() - len);
-            let to = rng.usize(..out.len() - len);
-            let chunk = out[from..from + len].to_vec();
-            out[to..to + len].copy_from_slice(&chunk);
-        }
-        _ => out = (0..rng.usize(0..9000)).map(|_| rng.u8(..)).collect(),
-    }
-    out
-}
-
 #[test]
 fn ten_thousand_mutated_images_never_panic() {
     let seeds = seed_images();
     let mut rng = fastrand::Rng::with_seed(test_seed());
     let mut opened = 0;
     for i in 0..INPUTS {
-        let image = mutate(&mut rng, &seeds[i % seeds.len()]);
+        let image = mutate_image(&mut rng, &seeds[i % seeds.len()]);
         let disk = SimDisk::from_image(image);
         let Ok(mut store) = BaseStore::open_with(disk.clone(), options()) else { continue };
         opened += 1;
