@@ -131,9 +131,10 @@ fn state_of(contents: &Contents) -> State {
     contents.iter().map(|(id, data)| (id.0.to_le_bytes().to_vec(), data.clone())).collect()
 }
 
-/// A script over a plain store.
-pub trait StoreScript {
-    /// Runs it, committing through `commit` (which logs the state first).
+/// A scripted workload over a store (its objects, or a treap kept in it), logging the state
+/// each commit names before making it.
+pub trait Script {
+    /// Runs it.
     fn run<A: SpaceAllocator>(store: &mut Store<A, SimDisk>, log: &mut Log) -> Result<()>;
 }
 
@@ -148,15 +149,27 @@ fn commit<A: SpaceAllocator>(
     Ok(())
 }
 
-fn store<A: SpaceAllocator + 'static, S: StoreScript + 'static>(name: &'static str) -> Scenario {
-    Scenario { name, run: store_run::<A, S>, recover: recover_store::<A> }
+/// Compacts; compaction commits, so it logs a state like a commit.
+fn compact<A: SpaceAllocator>(
+    store: &mut Store<A, SimDisk>,
+    log: &mut Log,
+    model: &Contents,
+) -> Result<()> {
+    log.states.push(state_of(model));
+    store.compact()?;
+    log.acknowledged += 1;
+    Ok(())
+}
+
+fn store<A: SpaceAllocator + 'static, S: Script + 'static>(name: &'static str) -> Scenario {
+    Scenario { name, run: run_script::<A, S>, recover: recover_store::<A> }
 }
 
 fn latched<A: SpaceAllocator>(store: &mut Store<A, SimDisk>) -> bool {
     store.is_failed() && store.write_new_obj_from_bytes(b"x").is_err() && store.commit().is_err()
 }
 
-fn store_run<A: SpaceAllocator, S: StoreScript>(disk: &SimDisk, log: &mut Log) -> RunEnd {
+fn run_script<A: SpaceAllocator, S: Script>(disk: &SimDisk, log: &mut Log) -> RunEnd {
     let mut store = match Store::<A, SimDisk>::create_with(disk.clone(), options()) {
         Ok(store) => store,
         Err(_) => return RunEnd::Failed { latched: true },
@@ -204,7 +217,7 @@ fn delete<A: SpaceAllocator>(
 /// Creates, rewrites (copy-on-write and in place), streams, deletes, batches and compacts.
 pub struct Basics;
 
-impl StoreScript for Basics {
+impl Script for Basics {
     fn run<A: SpaceAllocator>(store: &mut Store<A, SimDisk>, log: &mut Log) -> Result<()> {
         let mut model = Contents::new();
         let mut ids = Vec::new();
@@ -231,17 +244,14 @@ impl StoreScript for Basics {
         model.extend(run.into_iter().zip(data));
         delete(store, &mut model, ids[0])?;
         commit(store, log, &model)?;
-        log.states.push(state_of(&model));
-        store.compact()?;
-        log.acknowledged += 1;
-        Ok(())
+        compact(store, log, &model)
     }
 }
 
 /// Fills, deletes every other object, compacts, refills.
 pub struct Compaction;
 
-impl StoreScript for Compaction {
+impl Script for Compaction {
     fn run<A: SpaceAllocator>(store: &mut Store<A, SimDisk>, log: &mut Log) -> Result<()> {
         let mut model = Contents::new();
         let mut ids = Vec::new();
@@ -253,9 +263,7 @@ impl StoreScript for Compaction {
             delete(store, &mut model, *id)?;
         }
         commit(store, log, &model)?;
-        log.states.push(state_of(&model));
-        store.compact()?;
-        log.acknowledged += 1;
+        compact(store, log, &model)?;
         for i in 0..10u64 {
             put(store, &mut model, 2000 + i, 700)?;
         }
@@ -267,7 +275,7 @@ impl StoreScript for Compaction {
 /// rewritten.
 pub struct SizeClasses;
 
-impl StoreScript for SizeClasses {
+impl Script for SizeClasses {
     fn run<A: SpaceAllocator>(store: &mut Store<A, SimDisk>, log: &mut Log) -> Result<()> {
         let sizes = [1usize, 7, 63, 64, 65, 500, 4095, 4096, 4097, 60_000];
         let mut model = Contents::new();
@@ -294,7 +302,7 @@ impl StoreScript for SizeClasses {
 /// The prime object as a root record, rewritten on every commit.
 pub struct Prime;
 
-impl StoreScript for Prime {
+impl Script for Prime {
     fn run<A: SpaceAllocator>(store: &mut Store<A, SimDisk>, log: &mut Log) -> Result<()> {
         let mut model = Contents::new();
         store.prime_object(16)?;
@@ -315,7 +323,7 @@ impl StoreScript for Prime {
 /// Runs from free space and batched writes, with deletes between that leave holes.
 pub struct Batches;
 
-impl StoreScript for Batches {
+impl Script for Batches {
     fn run<A: SpaceAllocator>(store: &mut Store<A, SimDisk>, log: &mut Log) -> Result<()> {
         let mut model = Contents::new();
         for round in 0..3u64 {
@@ -342,7 +350,7 @@ impl StoreScript for Batches {
 /// Many small objects staged in the write buffer, one commit, then deletes.
 pub struct ManySmall;
 
-impl StoreScript for ManySmall {
+impl Script for ManySmall {
     fn run<A: SpaceAllocator>(store: &mut Store<A, SimDisk>, log: &mut Log) -> Result<()> {
         let mut model = Contents::new();
         let mut ids = Vec::new();
@@ -358,12 +366,6 @@ impl StoreScript for ManySmall {
 }
 
 type Tree = PersistentTreap<u64, Vec<u8>>;
-
-/// A treap script: changes the tree and calls `save` at its commit points.
-pub trait TreapScript {
-    /// Runs it.
-    fn run<A: SpaceAllocator>(store: &mut Store<A, SimDisk>, log: &mut Log) -> Result<()>;
-}
 
 fn tree_state(model: &BTreeMap<u64, Vec<u8>>) -> State {
     model.iter().map(|(k, v)| (k.to_be_bytes().to_vec(), v.clone())).collect()
@@ -402,19 +404,8 @@ fn treap_error(e: bob_treap::Error) -> bob_store_core::Error {
     }
 }
 
-fn treap<A: SpaceAllocator + 'static, S: TreapScript + 'static>(name: &'static str) -> Scenario {
-    Scenario { name, run: treap_run::<A, S>, recover: recover_treap::<A> }
-}
-
-fn treap_run<A: SpaceAllocator, S: TreapScript>(disk: &SimDisk, log: &mut Log) -> RunEnd {
-    let mut store = match Store::<A, SimDisk>::create_with(disk.clone(), options()) {
-        Ok(store) => store,
-        Err(_) => return RunEnd::Failed { latched: true },
-    };
-    match S::run(&mut store, log) {
-        Ok(()) => RunEnd::Completed,
-        Err(_) => RunEnd::Failed { latched: latched(&mut store) },
-    }
+fn treap<A: SpaceAllocator + 'static, S: Script + 'static>(name: &'static str) -> Scenario {
+    Scenario { name, run: run_script::<A, S>, recover: recover_treap::<A> }
 }
 
 /// Opens the store, loads the treap whose root the prime object records, and reads it all.
@@ -448,7 +439,7 @@ fn treap_value(k: u64, round: u64) -> Vec<u8> {
 /// Inserts, deletes and overwrites with per-node `persist`.
 pub struct TreapPersist;
 
-impl TreapScript for TreapPersist {
+impl Script for TreapPersist {
     fn run<A: SpaceAllocator>(store: &mut Store<A, SimDisk>, log: &mut Log) -> Result<()> {
         treap_rounds(store, log, false)
     }
@@ -457,7 +448,7 @@ impl TreapScript for TreapPersist {
 /// The same with `batch_persist`.
 pub struct TreapBatch;
 
-impl TreapScript for TreapBatch {
+impl Script for TreapBatch {
     fn run<A: SpaceAllocator>(store: &mut Store<A, SimDisk>, log: &mut Log) -> Result<()> {
         treap_rounds(store, log, true)
     }
@@ -488,7 +479,7 @@ fn treap_rounds<A: SpaceAllocator>(
 /// and changed again.
 pub struct TreapBudget;
 
-impl TreapScript for TreapBudget {
+impl Script for TreapBudget {
     fn run<A: SpaceAllocator>(store: &mut Store<A, SimDisk>, log: &mut Log) -> Result<()> {
         let mut tree = Tree::new();
         let mut model = BTreeMap::new();
