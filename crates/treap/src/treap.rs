@@ -68,6 +68,24 @@ fn priority_of<K: TreapKey>(key: &K) -> u64 {
     bob_io_helpers::checksum(&bytes)
 }
 
+/// Whether `key` lies before the start of `bounds`.
+fn below_start<K: Ord, R: RangeBounds<K>>(bounds: &R, key: &K) -> bool {
+    match bounds.start_bound() {
+        Bound::Included(s) => key < s,
+        Bound::Excluded(s) => key <= s,
+        Bound::Unbounded => false,
+    }
+}
+
+/// Whether `key` lies past the end of `bounds`.
+fn past_end<K: Ord, R: RangeBounds<K>>(bounds: &R, key: &K) -> bool {
+    match bounds.end_bound() {
+        Bound::Included(e) => key > e,
+        Bound::Excluded(e) => key >= e,
+        Bound::Unbounded => false,
+    }
+}
+
 /// An in-order iterator over a treap; see [`PersistentTreap::iter_from`].
 pub struct Iter<'a, K, V, S> {
     treap: &'a mut PersistentTreap<K, V>,
@@ -674,12 +692,7 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
         loop {
             while let Some(index) = at {
                 let node = self.node(index);
-                let below_start = match bounds.start_bound() {
-                    Bound::Included(s) => node.key < *s,
-                    Bound::Excluded(s) => node.key <= *s,
-                    Bound::Unbounded => false,
-                };
-                if below_start {
+                if below_start(&bounds, &node.key) {
                     at = in_memory(node.right)?;
                 } else {
                     stack.push(index);
@@ -691,12 +704,7 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
             }
             let Some(index) = stack.pop() else { break };
             let node = self.node(index);
-            let past_end = match bounds.end_bound() {
-                Bound::Included(e) => node.key > *e,
-                Bound::Excluded(e) => node.key >= *e,
-                Bound::Unbounded => false,
-            };
-            if past_end {
+            if past_end(&bounds, &node.key) {
                 break;
             }
             out.push((node.key.clone(), node.value.clone()));
@@ -716,12 +724,7 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
         let mut at = self.root_index(store)?;
         loop {
             while let Some(index) = at {
-                let below_start = match bounds.start_bound() {
-                    Bound::Included(s) => self.node(index).key < *s,
-                    Bound::Excluded(s) => self.node(index).key <= *s,
-                    Bound::Unbounded => false,
-                };
-                if below_start {
+                if below_start(&bounds, &self.node(index).key) {
                     at = self.child(store, index, false)?;
                 } else {
                     stack.push(index);
@@ -733,12 +736,7 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
             }
             let Some(index) = stack.pop() else { break };
             let node = self.node(index);
-            let past_end = match bounds.end_bound() {
-                Bound::Included(e) => node.key > *e,
-                Bound::Excluded(e) => node.key >= *e,
-                Bound::Unbounded => false,
-            };
-            if past_end {
+            if past_end(&bounds, &node.key) {
                 break;
             }
             out.push((node.key.clone(), node.value.clone()));
