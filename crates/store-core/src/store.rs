@@ -7,6 +7,7 @@ use std::path::Path;
 use bob_alloc::{Extent, Run};
 use bob_io_helpers::{FileBackend, OsFile, Section, checksum, write_batched_sections};
 
+use crate::firstfit::FirstFit;
 use crate::format::{
     self, ENTRIES_PER_PAGE, Entry, HEADER_REGION, Header, MAX_OBJECTS, PAGE_BYTES, PageRef,
     SLOT_BYTES, SLOT_OFFSETS,
@@ -308,6 +309,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         self.flush_staged()?;
         let mut writes: Vec<(u64, Vec<u8>)> = Vec::new();
         let dirty: Vec<u64> = self.dirty_pages.iter().collect();
+        let mut low = self.metadata_low.then(|| FirstFit::new(self.alloc.claimable()));
         for page in dirty {
             let first = (page * ENTRIES_PER_PAGE) as usize;
             let last = (first + ENTRIES_PER_PAGE as usize).min(self.table.len());
@@ -325,7 +327,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
                 continue; // an empty page is not stored
             }
             let bytes = format::encode_page(page, &entries);
-            let extent = self.allocate_metadata(PAGE_BYTES as u64)?;
+            let extent = self.allocate_metadata(&mut low, PAGE_BYTES as u64)?;
             self.pages[page as usize] =
                 Some(PageRef { offset: extent.offset, checksum: checksum(&bytes) });
             writes.push((extent.offset, bytes));
@@ -338,7 +340,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         // Whole pages, so the root never shifts page-sized objects and table pages allocated
         // after it off page boundaries (a 4 KiB read then touches one page-cache page, not two).
         let root_alloc = (root_bytes.len() as u64).next_multiple_of(PAGE_BYTES as u64);
-        let root = self.allocate_metadata(root_alloc)?;
+        let root = self.allocate_metadata(&mut low, root_alloc)?;
         if self.header.root.len > 0 {
             freed_by_commit.push(self.header.root);
         }
@@ -463,14 +465,15 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// Space for a table page or the root: where the allocator chooses, or, while
     /// compacting, the lowest free extent that holds it (first fit), so the metadata moves
     /// down and the file can shrink past it.
-    pub(crate) fn allocate_metadata(&mut self, len: u64) -> Result<bob_alloc::Extent> {
-        if self.metadata_low {
-            let lowest = self.alloc.claimable().into_iter().find(|hole| hole.len >= len);
-            if let Some(hole) = lowest {
-                let extent = bob_alloc::Extent::new(hole.offset, len);
-                self.alloc.claim(extent)?;
-                return Ok(extent);
-            }
+    /// `low` is the free space as this commit began, built once per commit.
+    fn allocate_metadata(
+        &mut self,
+        low: &mut Option<FirstFit>,
+        len: u64,
+    ) -> Result<bob_alloc::Extent> {
+        if let Some(extent) = low.as_mut().and_then(|holes| holes.take(len, u64::MAX)) {
+            self.alloc.claim(extent)?;
+            return Ok(extent);
         }
         Ok(self.alloc.allocate(len)?)
     }
