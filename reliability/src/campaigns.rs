@@ -382,18 +382,17 @@ pub fn kill_child(path: &Path, seed: u64) -> bob_store_core::Result<()> {
     }
 }
 
+/// A temporary directory, or a must-be-zero setup failure in `figures`.
+fn scratch_dir(figures: &mut Figures) -> Option<tempfile::TempDir> {
+    tempfile::tempdir().map_err(|e| figures.zero(&format!("setup failures ({e})"), 1)).ok()
+}
+
 /// Campaign 3: Real process kills: a child commits and reports through a pipe; it is killed at a
 /// random moment; every acknowledged change must survive.
 pub fn process_kills(budget: &Budget, seed: u64, exe: &Path) -> Figures {
     let mut figures = Figures::new("3. real process kills (SIGKILL)");
     let mut rng = fastrand::Rng::with_seed(seed);
-    let dir = match tempfile::tempdir() {
-        Ok(dir) => dir,
-        Err(e) => {
-            figures.zero(&format!("setup failures ({e})"), 1);
-            return figures;
-        }
-    };
+    let Some(dir) = scratch_dir(&mut figures) else { return figures };
     let path = dir.path().join("killed.bob");
     let mut expected: HashMap<u64, Option<(u64, usize)>> = HashMap::new();
     let (mut checked, mut lost, mut wrong, mut reopen_failed, mut child_failed) = (0, 0, 0, 0, 0);
@@ -818,13 +817,7 @@ pub fn faults(budget: &Budget) -> Figures {
 pub fn soak(budget: &Budget, seed: u64) -> Figures {
     let mut figures = Figures::new("7. concurrency soak");
     let (threads, seconds, cycles) = budget.soak;
-    let dir = match tempfile::tempdir() {
-        Ok(dir) => dir,
-        Err(e) => {
-            figures.zero(&format!("setup failures ({e})"), 1);
-            return figures;
-        }
-    };
+    let Some(dir) = scratch_dir(&mut figures) else { return figures };
     let path = dir.path().join("soak.bob");
     let options = StoreOptions::default();
     let mut models: Vec<HashMap<ObjectId, Vec<u8>>> = vec![HashMap::new(); threads];
