@@ -23,7 +23,7 @@ struct Cli {
 enum Task {
     /// Everything CI checks: fmt, clippy, tests, docs, tidy and a quick loom run.
     Ci,
-    /// Structural checks: crate layering, crate docs and READMEs.
+    /// Structural checks: crate layering, unused internal dependencies, crate docs and READMEs.
     Tidy,
     /// Every `loom_*` test under `--cfg loom`, in release mode.
     Loom,

@@ -3,6 +3,11 @@
 //! - Layering: a crate under `crates/` depends (normal or build) only on crates of a lower
 //!   layer, read from `cargo metadata`; dev-dependencies may reach up (tests use higher layers
 //!   as fixtures). A layered crate never depends on a tool (xtask, benches, a CLI).
+//! - Every declared internal (workspace) dependency is used: a `[dependencies]` edge by the
+//!   code under `src/`, a `[dev-dependencies]` edge by anything under `src/`, `tests/`,
+//!   `benches/` or `examples/`, doc comments included (doctests use dev-dependencies). Both
+//!   are read from `cargo metadata`, so `workspace = true`, renames and `[target.*]` sections
+//!   need no parsing of our own.
 //! - Every crate under `crates/` has a `README.md` and a `src/lib.rs` opening with a `//!` doc.
 //! - The README names the two commands a new user runs.
 
@@ -35,6 +40,7 @@ pub(crate) fn run(root: &Path) -> Result<(), String> {
     let metadata: Value = serde_json::from_slice(&output.stdout)
         .map_err(|e| format!("cargo metadata printed invalid JSON: {e}"))?;
     let mut problems = layer_violations(&metadata);
+    problems.extend(unused_internal_deps(&metadata)?);
     problems.extend(doc_problems(root));
     if problems.is_empty() {
         eprintln!("tidy: ok ({} layered crates)", LAYERS.len());
@@ -99,6 +105,96 @@ fn layer_violations(metadata: &Value) -> Vec<String> {
         }
     }
     problems
+}
+
+/// The directories of a package whose sources may use a dependency of a kind, and whether a
+/// mention in a `//` comment counts (it does for dev-dependencies: doctests compile against them).
+fn dependency_kind(kind: Option<&str>) -> Option<(&'static [&'static str], bool)> {
+    match kind {
+        None => Some((&["src"], false)),
+        Some("dev") => Some((&["src", "tests", "benches", "examples"], true)),
+        _ => None, // build-dependencies: no package has a build script
+    }
+}
+
+/// `[dependencies]`, `[dev-dependencies]`, `[target.'cfg(loom)'.dev-dependencies]`, ...
+fn section_name(dep: &Value) -> String {
+    let table = match dep["kind"].as_str() {
+        Some(kind) => format!("{kind}-dependencies"),
+        None => "dependencies".to_owned(),
+    };
+    match dep["target"].as_str() {
+        Some(target) => format!("[target.'{target}'.{table}]"),
+        None => format!("[{table}]"),
+    }
+}
+
+fn unused_internal_deps(metadata: &Value) -> Result<Vec<String>, String> {
+    let empty = Vec::new();
+    let packages = metadata["packages"].as_array().unwrap_or(&empty);
+    let mut problems = Vec::new();
+    for package in packages {
+        let manifest = Path::new(package["manifest_path"].as_str().unwrap_or_default());
+        let Some(dir) = manifest.parent() else { continue };
+        let mut sources = Vec::new();
+        for top in ["src", "tests", "benches", "examples"] {
+            for file in rust_sources(&dir.join(top))? {
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|e| format!("reading {}: {e}", file.display()))?;
+                let relative = file.strip_prefix(dir).unwrap_or(&file);
+                sources.push((relative.to_string_lossy().replace('\\', "/"), text));
+            }
+        }
+        problems.extend(unused_in_package(packages, package, &sources));
+    }
+    Ok(problems)
+}
+
+/// The internal dependencies `package` declares that none of `sources` (path relative to the
+/// package, text) uses, one message per declaration.
+fn unused_in_package(
+    packages: &[Value],
+    package: &Value,
+    sources: &[(String, String)],
+) -> Vec<String> {
+    let empty = Vec::new();
+    let name = package["name"].as_str().unwrap_or("?");
+    let is_internal = |dep: &str| packages.iter().any(|p| p["name"].as_str() == Some(dep));
+    let mut problems = Vec::new();
+    for dep in package["dependencies"].as_array().unwrap_or(&empty) {
+        let dep_name = dep["name"].as_str().unwrap_or("?");
+        if !is_internal(dep_name) {
+            continue;
+        }
+        let Some((dirs, comments_count)) = dependency_kind(dep["kind"].as_str()) else { continue };
+        let crate_name = dep["rename"].as_str().unwrap_or(dep_name).replace('-', "_");
+        let used = sources
+            .iter()
+            .filter(|(path, _)| dirs.iter().any(|d| path.starts_with(&format!("{d}/"))))
+            .any(|(_, text)| mentions_crate(text, &crate_name, comments_count));
+        if !used {
+            let dirs: Vec<String> = dirs.iter().map(|d| format!("{d}/")).collect();
+            problems.push(format!(
+                "{name} declares {dep_name} in {}, but nothing under {} uses `{crate_name}`",
+                section_name(dep),
+                dirs.join(", ")
+            ));
+        }
+    }
+    problems
+}
+
+/// Whether `text` names `crate_name` as a whole identifier. Without `comments_count`, lines
+/// that are `//` comments (doc or not) are skipped; a comment after code on a line still counts.
+fn mentions_crate(text: &str, crate_name: &str, comments_count: bool) -> bool {
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    text.lines().filter(|line| comments_count || !line.trim_start().starts_with("//")).any(|line| {
+        line.match_indices(crate_name).any(|(at, _)| {
+            let before = line[..at].chars().next_back();
+            let after = line[at + crate_name.len()..].chars().next();
+            !before.is_some_and(is_ident) && !after.is_some_and(is_ident)
+        })
+    })
 }
 
 fn doc_problems(root: &Path) -> Vec<String> {
@@ -183,6 +279,45 @@ mod tests {
         assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(problems[0].contains("bob-store-core (store-core), which is not a lower layer"));
         assert!(problems[2].contains("a tool above every layer"));
+    }
+
+    /// bob-top uses bob-low in code, bob-mid only in a doc comment (which is enough for a
+    /// dev-dependency, not for a normal one), bob-test-only only in tests/, and bob-unused
+    /// nowhere (bob-unused-x, a longer name, does not count).
+    #[test]
+    fn a_declared_internal_dependency_that_no_source_uses_is_reported() {
+        let internal = ["bob-low", "bob-mid", "bob-test-only", "bob-unused", "bob-unused-x"];
+        let mut packages: Vec<Value> = internal.iter().map(|n| package(n, n, &[])).collect();
+        let top = json!({"name": "bob-top", "manifest_path": "/w/top/Cargo.toml", "dependencies": [
+            {"name": "bob-low", "kind": null},
+            {"name": "bob-mid", "kind": null},
+            {"name": "bob-mid", "kind": "dev"},
+            {"name": "bob-test-only", "kind": "dev"},
+            {"name": "bob-test-only", "kind": null},
+            {"name": "bob-unused", "kind": "dev", "target": "cfg(loom)"},
+            {"name": "bob-unused-x", "kind": null, "rename": "unused_x"},
+            {"name": "serde", "kind": null},
+        ]});
+        packages.push(top.clone());
+        let sources = [
+            ("src/lib.rs", "//! ```\n//! use bob_mid::Thing;\n//! ```\nuse bob_low::Extent;\n"),
+            ("src/unused.rs", "use bob_unused_x::X;\nuse unused_x::Y;\n"),
+            ("tests/it/main.rs", "#[test]\nfn t() { bob_test_only::run(); }\n"),
+            ("xtask/src/main.rs", "use bob_unused as _;\n"),
+        ];
+        let sources: Vec<(String, String)> =
+            sources.iter().map(|(p, t)| (p.to_string(), t.to_string())).collect();
+        let problems = unused_in_package(&packages, &top, &sources);
+        assert_eq!(
+            problems,
+            [
+                "bob-top declares bob-mid in [dependencies], but nothing under src/ uses `bob_mid`",
+                "bob-top declares bob-test-only in [dependencies], but nothing under src/ uses \
+                 `bob_test_only`",
+                "bob-top declares bob-unused in [target.'cfg(loom)'.dev-dependencies], but \
+                 nothing under src/, tests/, benches/, examples/ uses `bob_unused`",
+            ]
+        );
     }
 
     #[test]
