@@ -400,7 +400,7 @@ fn save<A: SpaceAllocator>(
 fn treap_error(e: bob_treap::Error) -> bob_store_core::Error {
     match e {
         bob_treap::Error::Store(e) => e,
-        other => bob_store_core::Error::Corrupt(other.to_string()),
+        other => bob_store_core::Error::InvalidArgument(format!("treap: {other}")),
     }
 }
 

@@ -53,23 +53,20 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use bob_alloc::{BasicAllocator, Extent, OmniBlockAllocator};
+use bob_alloc::{BasicAllocator, OmniBlockAllocator};
 use bob_io_helpers::sync::RwLock;
 use bob_io_helpers::sync::atomic::{AtomicBool, Ordering};
-use bob_io_helpers::{DiskTokenManager, FileBackend, OsFile, StreamingChecksum, write_zeros};
+use bob_io_helpers::{DiskTokenManager, FileBackend, OsFile};
 use bob_store_core::{
-    BatchStorer, CheckedRead, CompactReport, Located, ObjectInfo, ObjectInfoStorer, PrimeStorer,
-    SplitStore, Store, StoreOptions, VerifyReport,
+    Access, BatchStorer, CompactReport, Located, ObjectInfo, ObjectInfoStorer, ObjectReader,
+    ObjectWrite, ObjectWriter, PrimeStorer, ReadAt, SplitStore, Store, StoreOptions, VerifyReport,
 };
 pub use bob_store_core::{Error, ObjectId, Result};
 
 use crate::locks::{ExclusiveLock, LockTable, SharedLock};
 
-/// Bytes moved per backend call when a writer fills or copies the rest of an object.
-const CHUNK_BYTES: usize = 64 * 1024;
-
 /// A thread-safe store over `S`; see the crate docs.
-pub struct ConcurrentStore<S: SplitStore> {
+pub struct ConcurrentStore<S: SplitStore<Io: Clone>> {
     inner: RwLock<S>,
     io: S::Io,
     locks: LockTable,
@@ -77,7 +74,7 @@ pub struct ConcurrentStore<S: SplitStore> {
     closed: AtomicBool,
 }
 
-impl<S: SplitStore> std::fmt::Debug for ConcurrentStore<S> {
+impl<S: SplitStore<Io: Clone>> std::fmt::Debug for ConcurrentStore<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConcurrentStore")
             .field("locks_held", &self.locks.held())
@@ -121,11 +118,40 @@ impl ConcurrentStore<Store<OmniBlockAllocator, Arc<OsFile>>> {
     }
 }
 
-impl<S: SplitStore> ConcurrentStore<S> {
+/// How the store-core guards reach a `ConcurrentStore`: the global lock for each metadata
+/// step, a disk token for each I/O call (outside the lock).
+#[derive(Debug)]
+pub struct Shared<'a, S: SplitStore<Io: Clone>>(&'a ConcurrentStore<S>);
+
+impl<S: SplitStore<Io: Clone>> Access for Shared<'_, S> {
+    type Store = S;
+    const EXCLUSIVE: bool = false;
+
+    fn with<T>(&mut self, step: impl FnOnce(&mut S) -> Result<T>) -> Result<T> {
+        self.0.with_store(step)
+    }
+
+    fn io<T>(&mut self, call: impl FnOnce(&S::Io) -> io::Result<T>) -> Result<T> {
+        self.0.io_call(call)
+    }
+}
+
+/// Reads with a disk token, outside the global lock.
+#[derive(Debug)]
+pub struct TokenIo<'a, S: SplitStore<Io: Clone>>(&'a ConcurrentStore<S>);
+
+impl<S: SplitStore<Io: Clone>> ReadAt for TokenIo<'_, S> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let _token = self.0.token();
+        self.0.io.read_at(buf, offset)
+    }
+}
+
+impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
     /// Wraps `store`; at most `max_disk_tokens` backend calls in flight (0 = unlimited).
     pub fn new(store: S, max_disk_tokens: usize) -> Self {
         Self {
-            io: store.io(),
+            io: store.io().clone(),
             inner: RwLock::new(store),
             locks: LockTable::default(),
             tokens: DiskTokenManager::new(max_disk_tokens),
@@ -179,27 +205,22 @@ impl<S: SplitStore> ConcurrentStore<S> {
             call(&self.io)
         };
         result.map_err(|e| {
-            self.inner.write().fail(e.to_string());
-            Error::Io(e)
+            let error = Error::from_io(e);
+            if error.latches() {
+                self.inner.write().fail(error.to_string());
+            }
+            error
         })
     }
 
-    fn read_located(&self, id: ObjectId, located: &Located, buf: &mut Vec<u8>) -> Result<()> {
-        buf.clear();
-        match &located.staged {
-            Some(bytes) => buf.extend_from_slice(bytes),
-            None => {
-                buf.resize(located.len as usize, 0);
-                let offset = located.extent.offset;
-                let _token = self.token();
-                self.io.read_at(buf, offset)?;
-            }
-        }
-        if let Err(e) = located.check(id, buf) {
-            buf.clear();
-            return Err(e);
-        }
-        Ok(())
+    /// A reader of `id` for a caller holding its shared lock.
+    fn reader(
+        &self,
+        id: ObjectId,
+        cached: Option<Located<'static>>,
+    ) -> Result<ObjectReader<'static, TokenIo<'_, S>>> {
+        let located = self.locate(id, cached)?;
+        Ok(ObjectReader::new(TokenIo(self), id, located))
     }
 
     /// The whole object, checksum checked.
@@ -213,28 +234,25 @@ impl<S: SplitStore> ConcurrentStore<S> {
     pub fn read_obj_into(&self, id: ObjectId, buf: &mut Vec<u8>) -> Result<()> {
         self.check_open()?;
         let (_shared, cached) = self.locks.shared_and_cached(id.0);
-        let located = self.locate(id, cached)?;
-        self.read_located(id, &located, buf)
+        self.reader(id, cached)?.read_whole(buf)
     }
 
     /// Where `id` is, for a caller holding its shared lock: the lock table's cached location,
     /// or the store's (then cached).
-    fn locate(&self, id: ObjectId, cached: Option<Located>) -> Result<Located> {
+    fn locate(&self, id: ObjectId, cached: Option<Located<'static>>) -> Result<Located<'static>> {
         if let Some(located) = cached {
             return Ok(located);
         }
-        let located = self.with_store_shared(|store| store.locate(id))?;
+        let located = self.with_store_shared(|store| Ok(store.locate(id)?.into_owned()))?;
         self.locks.remember(id.0, &located);
         Ok(located)
     }
 
     /// A new object holding `bytes`.
     pub fn write_new_obj_from_bytes(&self, bytes: &[u8]) -> Result<ObjectId> {
-        let (id, extent) = self.with_store(|store| store.begin_new(bytes.len() as u64))?;
-        // A failed write marks the store failed; the reserved space dies with its memory.
-        self.io_call(|io| io.write_at(bytes, extent.offset))?;
-        let sum = bob_io_helpers::checksum(bytes);
-        self.with_store(|store| store.publish(id, extent, bytes.len() as u64, sum, None))?;
+        let (id, mut writer) = self.late_write_new_obj(bytes.len() as u64)?;
+        writer.write_all(bytes).map_err(Error::from_io)?;
+        writer.finish()?;
         Ok(id)
     }
 
@@ -257,16 +275,16 @@ impl<S: SplitStore> ConcurrentStore<S> {
     pub fn late_read_obj(&self, id: ObjectId) -> Result<ConcurrentReader<'_, S>> {
         self.check_open()?;
         let (lock, cached) = self.locks.shared_and_cached(id.0);
-        let located = self.locate(id, cached)?;
-        let checked = CheckedRead::new(id, located.len, located.checksum);
-        Ok(ConcurrentReader { store: self, _lock: lock, id, located, checked })
+        let inner = self.reader(id, cached)?;
+        Ok(ConcurrentReader { inner, _lock: lock, id })
     }
 
     /// A new object of `size` bytes and a writer filling it; the object appears when the
     /// writer finishes (bytes not written are zeros).
     pub fn late_write_new_obj(&self, size: u64) -> Result<(ObjectId, ConcurrentWriter<'_, S>)> {
-        let (id, target) = self.with_store(|store| store.begin_new(size))?;
-        Ok((id, ConcurrentWriter::new(self, None, id, target, size, None)))
+        self.check_open()?;
+        let (id, inner) = ObjectWriter::create(Shared(self), size)?;
+        Ok((id, ConcurrentWriter { inner, _lock: None }))
     }
 
     /// A writer over an existing object (copy-on-write); it holds the object's exclusive lock.
@@ -274,9 +292,8 @@ impl<S: SplitStore> ConcurrentStore<S> {
         self.check_open()?;
         let lock = self.locks.exclusive(&[id.0]);
         self.locks.forget(id.0);
-        let (old, target) = self.with_store(|store| store.begin_rewrite(id))?;
-        let len = old.len;
-        Ok(ConcurrentWriter::new(self, Some(lock), id, target, len, Some(old)))
+        let inner = ObjectWriter::rewrite(Shared(self), id)?;
+        Ok(ConcurrentWriter { inner, _lock: Some(lock) })
     }
 
     /// Replaces the first `bytes.len()` bytes of an object.
@@ -299,26 +316,7 @@ impl<S: SplitStore> ConcurrentStore<S> {
         }
         store.commit()
     }
-}
 
-impl<S: SplitStore + ObjectInfoStorer> ConcurrentStore<S> {
-    /// The object's logical and allocated lengths.
-    pub fn object_info(&self, id: ObjectId) -> Result<ObjectInfo> {
-        self.with_store_shared(|store| store.object_info(id))
-    }
-}
-
-impl<S: SplitStore + PrimeStorer> ConcurrentStore<S> {
-    /// The prime object's id, creating it with `size` zero bytes if needed.
-    pub fn prime_object(&self, size: u64) -> Result<ObjectId> {
-        self.check_open()?;
-        let _exclusive = self.locks.exclusive(&[bob_store_core::PRIME_OBJECT_ID.0]);
-        self.locks.forget(bob_store_core::PRIME_OBJECT_ID.0);
-        self.with_store(|store| store.prime_object(size))
-    }
-}
-
-impl<S: SplitStore + BatchStorer> ConcurrentStore<S> {
     /// `count` empty objects laid end to end (see `BatchStorer::allocate_run`).
     pub fn allocate_run(&self, count: u64, size: u64) -> Result<Vec<ObjectId>> {
         self.with_store(|store| store.allocate_run(count, size))
@@ -330,7 +328,10 @@ impl<S: SplitStore + BatchStorer> ConcurrentStore<S> {
     }
 
     /// Fills objects made since the last commit with one positioned write per run. The ids
-    /// are locked all at once, so overlapping batches cannot deadlock.
+    /// are locked all at once, so overlapping batches cannot deadlock. The write runs under
+    /// the global lock: the objects are in the table already, so a commit landing in the
+    /// middle of a write made outside it would make the old, empty entries durable over bytes
+    /// still being written.
     pub fn write_batched_objs(&self, objects: &[(ObjectId, &[u8])]) -> Result<()> {
         self.check_open()?;
         let ids: Vec<u64> = objects.iter().map(|(id, _)| id.0).collect();
@@ -338,28 +339,33 @@ impl<S: SplitStore + BatchStorer> ConcurrentStore<S> {
         for &id in &ids {
             self.locks.forget(id);
         }
-        let extents = self.with_store(|store| store.begin_batch(objects))?;
-        let sections = bob_store_core::batch_sections(
-            objects.iter().map(|(_, d)| *d).zip(extents.iter().copied()),
-        );
-        self.io_call(|io| {
-            bob_io_helpers::write_batched_sections(io, &sections).map_err(|e| e.into_io())
-        })?;
-        let published: Vec<(ObjectId, Extent, u64, u64)> = objects
-            .iter()
-            .zip(&extents)
-            .map(|(&(id, data), &extent)| {
-                (id, extent, data.len() as u64, bob_io_helpers::checksum(data))
-            })
-            .collect();
-        self.with_store(|store| store.publish_batch(&published))
+        self.with_store(|store| {
+            let _token = self.token();
+            store.write_batched_objs(objects)
+        })
     }
 }
 
-impl<A: bob_store_core::SpaceAllocator, B: FileBackend + Clone + 'static>
-    ConcurrentStore<Store<A, B>>
-{
-    /// Checks the whole store (see `Store::verify`), with every object locked.
+impl<S: SplitStore<Io: Clone> + ObjectInfoStorer> ConcurrentStore<S> {
+    /// The object's logical and allocated lengths.
+    pub fn object_info(&self, id: ObjectId) -> Result<ObjectInfo> {
+        self.with_store_shared(|store| store.object_info(id))
+    }
+}
+
+impl<S: SplitStore<Io: Clone> + PrimeStorer> ConcurrentStore<S> {
+    /// The prime object's id, creating it with `size` zero bytes if needed.
+    pub fn prime_object(&self, size: u64) -> Result<ObjectId> {
+        self.check_open()?;
+        let _exclusive = self.locks.exclusive(&[bob_store_core::PRIME_OBJECT_ID.0]);
+        self.locks.forget(bob_store_core::PRIME_OBJECT_ID.0);
+        self.with_store(|store| store.prime_object(size))
+    }
+}
+
+impl<A: bob_store_core::SpaceAllocator, B: FileBackend + Clone> ConcurrentStore<Store<A, B>> {
+    /// Checks the whole store (see `Store::verify`), with every object locked. Space
+    /// reserved for objects still being written counts as theirs.
     pub fn verify(&self) -> Result<VerifyReport> {
         self.check_open()?;
         let _all = self.locks.all();
@@ -375,154 +381,61 @@ impl<A: bob_store_core::SpaceAllocator, B: FileBackend + Clone + 'static>
     }
 }
 
-/// Streams one object's bytes, checksum checked (see `CheckedRead`); holds its shared lock
-/// until dropped.
-pub struct ConcurrentReader<'a, S: SplitStore> {
-    store: &'a ConcurrentStore<S>,
+/// Streams one object's bytes, checksum checked; holds its shared lock until dropped.
+pub struct ConcurrentReader<'a, S: SplitStore<Io: Clone>> {
+    inner: ObjectReader<'static, TokenIo<'a, S>>,
     _lock: SharedLock<'a>,
     id: ObjectId,
-    located: Located,
-    checked: CheckedRead,
 }
 
-impl<S: SplitStore> std::fmt::Debug for ConcurrentReader<'_, S> {
+impl<S: SplitStore<Io: Clone>> std::fmt::Debug for ConcurrentReader<'_, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConcurrentReader")
-            .field("id", &self.id)
-            .field("checked", &self.checked)
-            .finish()
+        f.debug_struct("ConcurrentReader").field("id", &self.id).finish()
     }
 }
 
-impl<S: SplitStore> std::fmt::Debug for ConcurrentWriter<'_, S> {
+impl<S: SplitStore<Io: Clone>> Read for ConcurrentReader<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+/// Streams bytes into one object: store-core's [`ObjectWriter`] through the global lock, and,
+/// for a rewrite, the object's exclusive lock. Finishing, explicitly or on drop, publishes it.
+pub struct ConcurrentWriter<'a, S: SplitStore<Io: Clone>> {
+    // Declared first, so dropping the writer publishes before the lock is released.
+    inner: ObjectWriter<Shared<'a, S>>,
+    _lock: Option<ExclusiveLock<'a>>,
+}
+
+impl<S: SplitStore<Io: Clone>> std::fmt::Debug for ConcurrentWriter<'_, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConcurrentWriter")
-            .field("id", &self.id)
-            .field("position", &self.position)
+            .field("id", &self.inner.id())
+            .field("position", &self.inner.position())
             .finish()
     }
 }
 
-impl<S: SplitStore> Read for ConcurrentReader<'_, S> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let (store, located) = (self.store, &self.located);
-        self.checked.read(buf, |dest, position| match &located.staged {
-            Some(bytes) => {
-                let start = position as usize;
-                dest.copy_from_slice(&bytes[start..start + dest.len()]);
-                Ok(())
-            }
-            None => {
-                let _token = store.token();
-                store.io.read_at(dest, located.extent.offset + position)
-            }
-        })
-    }
-}
-
-/// Streams bytes into one object (new, or a copy-on-write rewrite holding the object's
-/// exclusive lock). Finishing, explicitly or on drop, publishes it.
-pub struct ConcurrentWriter<'a, S: SplitStore> {
-    store: &'a ConcurrentStore<S>,
-    _lock: Option<ExclusiveLock<'a>>,
-    id: ObjectId,
-    target: Extent,
-    len: u64,
-    position: u64,
-    sum: StreamingChecksum,
-    old: Option<Located>,
-    done: bool,
-}
-
-impl<'a, S: SplitStore> ConcurrentWriter<'a, S> {
-    fn new(
-        store: &'a ConcurrentStore<S>,
-        lock: Option<ExclusiveLock<'a>>,
-        id: ObjectId,
-        target: Extent,
-        len: u64,
-        old: Option<Located>,
-    ) -> Self {
-        Self {
-            store,
-            _lock: lock,
-            id,
-            target,
-            len,
-            position: 0,
-            sum: StreamingChecksum::new(),
-            old,
-            done: false,
-        }
-    }
-
+impl<S: SplitStore<Io: Clone>> ConcurrentWriter<'_, S> {
     /// The object being written.
     pub fn id(&self) -> ObjectId {
-        self.id
+        self.inner.id()
     }
 
     /// Writes the rest (zeros, or the old bytes) and publishes the object.
-    pub fn finish(mut self) -> Result<()> {
-        self.complete()
-    }
-
-    fn complete(&mut self) -> Result<()> {
-        self.done = true;
-        let store = self.store;
-        let (from, to) = (self.position, self.len);
-        match &self.old {
-            None => {
-                store.io_call(|io| {
-                    write_zeros(io, self.target.offset + from, to - from).map_err(|e| e.into_io())
-                })?;
-                bob_store_core::hash_zeros(&mut self.sum, to - from);
-            }
-            Some(old) => {
-                let mut chunk = vec![0u8; CHUNK_BYTES.min((to - from) as usize)];
-                let mut at = from;
-                while at < to {
-                    let n = ((to - at) as usize).min(chunk.len());
-                    store.io_call(|io| io.read_at(&mut chunk[..n], old.extent.offset + at))?;
-                    store.io_call(|io| io.write_at(&chunk[..n], self.target.offset + at))?;
-                    self.sum.update(&chunk[..n]);
-                    at += n as u64;
-                }
-            }
-        }
-        let (id, target, len, sum) = (self.id, self.target, self.len, self.sum.finish());
-        let old = self.old.clone();
-        let published = store.with_store(|inner| inner.publish(id, target, len, sum, old.as_ref()));
-        if published.is_err() {
-            // Closed, deleted meanwhile, or failed: the reserved space is not published.
-            let _ =
-                store.inner.write().abandon(if old.is_none() { Some(id) } else { None }, target);
-        }
-        published
+    pub fn finish(self) -> Result<()> {
+        self.inner.finish()
     }
 }
 
-impl<S: SplitStore> Write for ConcurrentWriter<'_, S> {
-    /// Writes all of `buf` or, if it would pass the object's end, nothing (an error).
+impl<S: SplitStore<Io: Clone>> Write for ConcurrentWriter<'_, S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        bob_store_core::check_write_bounds(self.id, self.position, buf.len() as u64, self.len)?;
-        let offset = self.target.offset + self.position;
-        self.store.io_call(|io| io.write_at(buf, offset)).map_err(Error::into_io)?;
-        self.sum.update(buf);
-        self.position += buf.len() as u64;
-        Ok(buf.len())
+        self.inner.write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
-    }
-}
-
-impl<S: SplitStore> Drop for ConcurrentWriter<'_, S> {
-    fn drop(&mut self) {
-        if !self.done {
-            // Errors are latched in the store (or the store is closed); Drop cannot report.
-            let _ = self.complete();
-        }
     }
 }
 
@@ -613,7 +526,7 @@ mod loom_tests {
 }
 
 /// The generic `Storer` API, for code written against it (each call takes the shared path).
-impl<S: SplitStore> bob_store_core::Storer for ConcurrentStore<S> {
+impl<S: SplitStore<Io: Clone>> bob_store_core::Storer for ConcurrentStore<S> {
     type Reader<'a>
         = ConcurrentReader<'a, S>
     where
@@ -664,27 +577,27 @@ impl<S: SplitStore> bob_store_core::Storer for ConcurrentStore<S> {
     }
 }
 
-impl<S: SplitStore> bob_store_core::ObjectWrite for ConcurrentWriter<'_, S> {
+impl<S: SplitStore<Io: Clone>> ObjectWrite for ConcurrentWriter<'_, S> {
     fn finish(self) -> Result<()> {
         ConcurrentWriter::finish(self)
     }
 
     fn position(&self) -> u64 {
-        self.position
+        self.inner.position()
     }
 
     fn len(&self) -> u64 {
-        self.len
+        self.inner.len()
     }
 }
 
-impl<S: SplitStore + ObjectInfoStorer> ObjectInfoStorer for ConcurrentStore<S> {
+impl<S: SplitStore<Io: Clone> + ObjectInfoStorer> ObjectInfoStorer for ConcurrentStore<S> {
     fn object_info(&self, id: ObjectId) -> Result<ObjectInfo> {
         ConcurrentStore::object_info(self, id)
     }
 }
 
-impl<S: SplitStore + BatchStorer> BatchStorer for ConcurrentStore<S> {
+impl<S: SplitStore<Io: Clone> + BatchStorer> BatchStorer for ConcurrentStore<S> {
     fn allocate_run(&mut self, count: u64, size: u64) -> Result<Vec<ObjectId>> {
         ConcurrentStore::allocate_run(self, count, size)
     }
@@ -698,7 +611,7 @@ impl<S: SplitStore + BatchStorer> BatchStorer for ConcurrentStore<S> {
     }
 }
 
-impl<S: SplitStore + PrimeStorer> PrimeStorer for ConcurrentStore<S> {
+impl<S: SplitStore<Io: Clone> + PrimeStorer> PrimeStorer for ConcurrentStore<S> {
     fn prime_object(&mut self, size: u64) -> Result<ObjectId> {
         ConcurrentStore::prime_object(self, size)
     }

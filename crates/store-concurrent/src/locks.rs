@@ -37,7 +37,7 @@ struct Table {
     waiting: usize,
     /// Where recently read objects of this shard are. An entry changes only under the
     /// object's exclusive lock (`forget`), so a reader holding the shared lock may trust it.
-    located: HashMap<u64, Located>,
+    located: HashMap<u64, Located<'static>>,
 }
 
 #[derive(Debug)]
@@ -90,7 +90,7 @@ impl LockTable {
     }
 
     /// Shared access to `id` and, in the same visit to its shard, its cached location.
-    pub(crate) fn shared_and_cached(&self, id: u64) -> (SharedLock<'_>, Option<Located>) {
+    pub(crate) fn shared_and_cached(&self, id: u64) -> (SharedLock<'_>, Option<Located<'static>>) {
         let shard = &self.shards[shard_of(id)];
         let mut table = shard.table.lock();
         while table.draining || table.held.get(&id).is_some_and(|s| s.writer) {
@@ -176,7 +176,7 @@ impl LockTable {
 
     /// Caches where `id` is, for a reader holding its shared lock (buffered objects are not
     /// cached: their bytes are in memory, not at their offset yet).
-    pub(crate) fn remember(&self, id: u64, located: &Located) {
+    pub(crate) fn remember(&self, id: u64, located: &Located<'static>) {
         if located.staged.is_some() {
             return;
         }

@@ -7,18 +7,22 @@
 use bob_alloc::Extent;
 use bob_io_helpers::checksum;
 
+use crate::error::Part;
 use crate::{Error, ObjectId, Result};
 
 /// Bytes reserved at the start of the file for the two header slots.
-pub const HEADER_REGION: u64 = 4096;
-/// Each header slot is one 512-byte sector, so a torn write damages at most one slot.
-pub(crate) const SLOT_BYTES: usize = 512;
+pub const HEADER_REGION: u64 = 2 * SLOT_BYTES as u64;
+/// Each header slot is a whole 4 KiB page of its own, written and read alone, so a write
+/// that damages the page it touches (the medium's unit of damage) damages one slot only.
+pub(crate) const SLOT_BYTES: usize = PAGE_BYTES;
 /// Offsets of the two header slots.
-pub(crate) const SLOT_OFFSETS: [u64; 2] = [0, 512];
+pub(crate) const SLOT_OFFSETS: [u64; 2] = [0, SLOT_BYTES as u64];
+/// Where format 1 kept its second header slot (both slots shared the first 4 KiB page).
+pub(crate) const FORMAT_1_SLOT_OFFSETS: [u64; 2] = [0, 512];
 
 pub(crate) const HEADER_MAGIC: [u8; 8] = *b"BOBSTORE";
 /// The store format version this build reads and writes.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 
 const H_MAGIC: usize = 0;
 const H_VERSION: usize = H_MAGIC + 8;
@@ -55,7 +59,12 @@ const R_HEADER: usize = 16;
 const PAGE_REF_BYTES: usize = 16;
 
 /// The most objects a store holds (ids below this); bounds the root and the table.
-pub const MAX_OBJECTS: u64 = 1 << 40;
+pub const MAX_OBJECTS: u64 = 1 << 32;
+/// The most table pages a root can name.
+pub(crate) const MAX_PAGES: u64 = MAX_OBJECTS.div_ceil(ENTRIES_PER_PAGE);
+/// The longest root: every page named (about 541 MB), the bound on a root's length read from
+/// a header before anything is read or allocated from it.
+pub(crate) const MAX_ROOT_BYTES: u64 = R_HEADER as u64 + MAX_PAGES * PAGE_REF_BYTES as u64;
 
 fn put_u16(out: &mut [u8], at: usize, value: u16) {
     out[at..at + 2].copy_from_slice(&value.to_le_bytes());
@@ -192,7 +201,7 @@ pub(crate) fn decode_page_with(
     file_len: u64,
     mut each: impl FnMut(usize, Entry),
 ) -> Result<()> {
-    let corrupt = |what: String| Error::Corrupt(format!("table page {index}: {what}"));
+    let corrupt = |what: String| Error::corrupt(Part::TablePage(index), None, what);
     if page.len() != PAGE_BYTES || page[P_MAGIC..P_VERSION] != PAGE_MAGIC {
         return Err(corrupt("bad magic or length".into()));
     }
@@ -264,7 +273,7 @@ pub(crate) fn encode_root(pages: &[Option<PageRef>]) -> Vec<u8> {
 }
 
 pub(crate) fn decode_root(root: &[u8], file_len: u64) -> Result<Vec<Option<PageRef>>> {
-    let corrupt = |what: String| Error::Corrupt(format!("table root: {what}"));
+    let corrupt = |what: String| Error::corrupt(Part::Root, None, what);
     if root.len() < R_HEADER || root[..4] != ROOT_MAGIC || get_u16(root, 4) != FORMAT_VERSION {
         return Err(corrupt("bad magic, version or length".into()));
     }
@@ -340,20 +349,26 @@ mod tests {
     #[test]
     fn pages_round_trip_and_check_bounds() {
         let mut entries = vec![None; ENTRIES_PER_PAGE as usize];
-        entries[0] = Some(Entry { extent: Extent::new(4096, 100), len: 90, checksum: 5 });
+        let at = HEADER_REGION;
+        entries[0] = Some(Entry { extent: Extent::new(at, 100), len: 90, checksum: 5 });
         entries[126] = Some(Entry { extent: Extent::new(0, 0), len: 0, checksum: 9 });
         let page = encode_page(3, &entries);
-        assert_eq!(decode_page(3, &page, 10_000).unwrap(), entries);
-        assert!(decode_page(4, &page, 10_000).is_err(), "misdirected page");
-        assert!(decode_page(3, &page, 4100).is_err(), "extent past the file end");
+        assert_eq!(decode_page(3, &page, at + 10_000).unwrap(), entries);
+        assert!(decode_page(4, &page, at + 10_000).is_err(), "misdirected page");
+        assert!(decode_page(3, &page, at + 4).is_err(), "extent past the file end");
+        let mut below = entries.clone();
+        below[0] = Some(Entry { extent: Extent::new(4096, 100), len: 90, checksum: 5 });
+        let page = encode_page(3, &below);
+        assert!(decode_page(3, &page, at + 10_000).is_err(), "extent in the header slots");
     }
 
     #[test]
     fn roots_round_trip() {
-        let pages = vec![Some(PageRef { offset: 4096, checksum: 1 }), None];
+        let pages = vec![Some(PageRef { offset: HEADER_REGION, checksum: 1 }), None];
         let root = encode_root(&pages);
-        assert_eq!(decode_root(&root, 8192).unwrap(), pages);
-        assert!(decode_root(&root[..root.len() - 1], 8192).is_err());
-        assert!(decode_root(&root, 4096).is_err());
+        let file_len = HEADER_REGION + 4096;
+        assert_eq!(decode_root(&root, file_len).unwrap(), pages);
+        assert!(decode_root(&root[..root.len() - 1], file_len).is_err());
+        assert!(decode_root(&root, HEADER_REGION).is_err());
     }
 }

@@ -59,26 +59,25 @@
 mod error;
 mod firstfit;
 mod format;
-mod maintenance;
+mod guard;
 mod objects;
 mod pageset;
 mod space;
 mod split;
 mod store;
+mod table;
 
 use std::fmt;
 use std::io::{Read, Write};
 
 pub use bob_io_helpers::{FileBackend, OsFile};
-pub use error::{Error, Result};
+pub use error::{Error, Part, Result};
 pub use format::{FORMAT_VERSION, HEADER_REGION, MAX_OBJECTS};
-pub use maintenance::{CompactReport, VerifyReport};
-pub use objects::{
-    CheckedRead, ObjectReader, ObjectWriter, batch_sections, check_write_bounds, hash_zeros,
-};
+pub use guard::{Access, ObjectReader, ObjectWriter, ReadAt};
+pub use objects::Direct;
 pub use space::SpaceAllocator;
 pub use split::{Located, SplitStore};
-pub use store::{Store, StoreOptions};
+pub use store::{CompactReport, Store, StoreOptions, VerifyReport};
 
 /// The store over `BasicAllocator`: extents of exactly the object's size, best reuse of holes.
 pub type BaseStore<B = OsFile> = Store<bob_alloc::BasicAllocator, B>;

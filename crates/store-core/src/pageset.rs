@@ -36,6 +36,7 @@ impl PageSet {
     }
 
     /// The largest page, if any.
+    #[cfg(test)]
     pub(crate) fn last(&self) -> Option<u64> {
         let (index, word) = self.words.iter().enumerate().rev().find(|(_, w)| **w != 0)?;
         Some(index as u64 * 64 + 63 - u64::from(word.leading_zeros()))
@@ -57,7 +58,6 @@ impl PageSet {
     }
 
     /// Pages in the set.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.len
     }

@@ -853,15 +853,13 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
                     }
                 }
                 // Not even that: shorter runs below, then single nodes.
-                Err(bob_store_core::Error::Alloc(bob_alloc::Error::NoRun { .. })) => {}
+                Err(bob_store_core::Error::NoRun { .. }) => {}
                 Err(other) => return Err(other.into()),
             }
             while !rest.is_empty() {
                 let take = match store.allocate_run(rest.len() as u64, len as u64) {
                     Ok(run) => Some((rest.len(), run)),
-                    Err(bob_store_core::Error::Alloc(bob_alloc::Error::NoRun {
-                        longest, ..
-                    })) if longest > 0 => {
+                    Err(bob_store_core::Error::NoRun { longest, .. }) if longest > 0 => {
                         let take = (longest as usize).min(rest.len());
                         Some((take, store.allocate_run(take as u64, len as u64)?))
                     }

@@ -3,9 +3,12 @@
 use bob_alloc::Extent;
 use bob_io_helpers::{FileBackend, checksum};
 
-use crate::format::{self, ENTRIES_PER_PAGE, Entry, Header, PAGE_BYTES, SLOT_BYTES, SLOT_OFFSETS};
+use super::{Purpose, Store};
+use crate::error::Part;
+use crate::format::{
+    self, ENTRIES_PER_PAGE, Entry, HEADER_REGION, Header, PAGE_BYTES, SLOT_BYTES, SLOT_OFFSETS,
+};
 use crate::space::SpaceAllocator;
-use crate::store::Store;
 use crate::{Error, ObjectId, Result};
 
 /// What [`Store::verify`] found.
@@ -52,8 +55,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     pub fn verify(&self) -> Result<VerifyReport> {
         let mut report = VerifyReport { file_len: self.backend.len()?, ..VerifyReport::default() };
         self.verify_metadata(&mut report)?;
-        for (id, slot) in self.table.iter().enumerate() {
-            let Some(slot) = slot else { continue };
+        for (id, slot) in self.table.iter() {
             let bytes = match self.staged_at(&slot.entry) {
                 Some(staged) => staged.to_vec(),
                 None => {
@@ -67,12 +69,8 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             let computed = checksum(&bytes);
             if computed != slot.entry.checksum {
                 report.problems.push(
-                    Error::ChecksumMismatch {
-                        id: ObjectId(id as u64),
-                        stored: slot.entry.checksum,
-                        computed,
-                    }
-                    .to_string(),
+                    Error::ChecksumMismatch { id, stored: slot.entry.checksum, computed }
+                        .to_string(),
                 );
             }
         }
@@ -111,8 +109,8 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
                 Err(e) => report.problems.push(e.to_string()),
                 Ok(entries) if !self.dirty => {
                     for (i, entry) in entries.iter().enumerate() {
-                        let id = index * ENTRIES_PER_PAGE as usize + i;
-                        let in_memory = self.table.get(id).copied().flatten().map(|s| s.entry);
+                        let id = index as u64 * ENTRIES_PER_PAGE + i as u64;
+                        let in_memory = self.table.get(ObjectId(id)).map(|s| s.entry);
                         if *entry != in_memory {
                             report
                                 .problems
@@ -135,12 +133,13 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         let mut expected: Vec<Extent> = self
             .table
             .iter()
-            .flatten()
-            .map(|s| s.entry.extent)
+            .map(|(_, s)| s.entry.extent)
             .filter(|e| e.len > 0)
             .chain(self.pages.iter().flatten().map(|p| Extent::new(p.offset, PAGE_BYTES as u64)))
             .chain(std::iter::once(self.header.root))
             .chain(self.pending_free.iter().copied())
+            .chain(self.in_flight.values().map(|(e, _)| *e))
+            .chain(self.placement.held_extents())
             .collect();
         expected.sort_unstable();
         if let Some(pair) = expected.windows(2).find(|w| w[0].overlaps(&w[1])) {
@@ -159,7 +158,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         let object_data = self
             .table
             .iter()
-            .flatten()
+            .map(|(_, s)| s)
             .filter(|s| self.staged_at(&s.entry).is_none())
             .map(|s| Extent::new(s.entry.extent.offset, s.entry.len));
         let metadata =
@@ -178,8 +177,10 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     pub fn compact(&mut self) -> Result<CompactReport> {
         self.check_writable()?;
         let result = self.compact_inner();
-        if let Err(e @ (Error::Io(_) | Error::Helpers(_))) = &result {
-            self.failed.get_or_insert_with(|| e.to_string());
+        if let Err(e) = &result {
+            if e.latches() {
+                self.fail(e.to_string());
+            }
         }
         result
     }
@@ -188,6 +189,14 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         self.commit_now()?;
         let mut report =
             CompactReport { file_len_before: self.backend.len()?, ..Default::default() };
+        // A hole beside a committed object shares its page and cannot be written (page
+        // granularity), so objects past the first hole first move out, together, into fresh
+        // space; once that commit is durable the space they left is whole free pages, and
+        // the passes below move them back down into it.
+        let evacuated = self.guarded(|store| store.evacuate())?;
+        if evacuated > 0 {
+            self.commit_now()?;
+        }
         for _ in 0..MAX_COMPACT_PASSES {
             let moved = self.guarded(|store| store.compact_pass())?;
             report.moved += moved;
@@ -224,7 +233,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     }
 
     fn rewrite_metadata(&mut self) -> Result<()> {
-        self.dirty_pages.extend(0..self.pages.len() as u64);
+        self.table.mark_all_dirty(self.pages.len() as u64);
         self.dirty = true;
         self.commit_now()
     }
@@ -244,10 +253,8 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         let mut order: Vec<(u64, u64)> = self
             .table
             .iter()
-            .enumerate()
-            .filter_map(|(id, s)| {
-                s.filter(|s| s.entry.extent.len > 0).map(|s| (s.entry.extent.offset, id as u64))
-            })
+            .filter(|(_, s)| s.entry.extent.len > 0)
+            .map(|(id, s)| (s.entry.extent.offset, id.0))
             .collect();
         order.sort_unstable_by(|a, b| b.cmp(a));
         let claimable = self.alloc.claimable();
@@ -259,9 +266,44 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             let len = slot.entry.extent.len;
             let Some(target) = self.place_lower(&mut holes, offset, len)? else { continue };
             if let Err(e) = self.move_object(ObjectId(id), target, &mut buffer) {
-                self.alloc
-                    .free(target)
-                    .map_err(|e| Error::Corrupt(format!("undoing a move: {e}")))?;
+                self.free_space(target)?;
+                return Err(e);
+            }
+            moved += 1;
+        }
+        Ok(moved)
+    }
+
+    /// Moves every object that lies past the first gap in the file (the first byte neither
+    /// the header nor a live object's) into fresh space, in offset order; returns how many
+    /// moved.
+    fn evacuate(&mut self) -> Result<u64> {
+        let mut order: Vec<(u64, u64, u64)> = self
+            .table
+            .iter()
+            .filter(|(_, s)| s.entry.extent.len > 0)
+            .map(|(id, s)| (s.entry.extent.offset, s.entry.extent.len, id.0))
+            .collect();
+        order.sort_unstable();
+        let mut end = HEADER_REGION;
+        let first_mover = order
+            .iter()
+            .position(|&(offset, len, _)| {
+                let gap = offset != end;
+                end = offset + len;
+                gap
+            })
+            .unwrap_or(order.len());
+        let mut buffer = Vec::new();
+        let mut moved = 0;
+        for &(_, len, id) in &order[first_mover..] {
+            let target = match self.take_space(len, Purpose::Object) {
+                Ok(target) => target,
+                Err(Error::OutOfSpace { .. }) => break, // no room to move out: compact in place
+                Err(e) => return Err(e),
+            };
+            if let Err(e) = self.move_object(ObjectId(id), target, &mut buffer) {
+                self.free_space(target)?;
                 return Err(e);
             }
             moved += 1;
@@ -277,17 +319,30 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         len: u64,
     ) -> Result<Option<Extent>> {
         if let Some(holes) = holes {
-            let Some(target) = holes.take(len, below) else { return Ok(None) };
-            self.alloc
-                .claim(target)
-                .map_err(|e| Error::Corrupt(format!("claiming a hole: {e}")))?;
-            return Ok(Some(target));
+            loop {
+                let Some(target) = holes.take(len, below) else { return Ok(None) };
+                self.alloc.claim(target).map_err(|e| {
+                    Error::corrupt(
+                        Part::Space,
+                        Some(target.offset),
+                        format!("claiming a hole: {e}"),
+                    )
+                })?;
+                match self.placement.blocking_page(target) {
+                    Some(page) => self.placement.hold(page, target),
+                    None => return Ok(Some(target)),
+                }
+            }
         }
-        let target = self.alloc.allocate(len)?;
+        let target = match self.take_space(len, Purpose::Object) {
+            Ok(target) => target,
+            Err(Error::OutOfSpace { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
         if target.offset + len <= below {
             Ok(Some(target))
         } else {
-            self.alloc.free(target).map_err(|e| Error::Corrupt(format!("undoing a move: {e}")))?;
+            self.free_space(target)?;
             Ok(None)
         }
     }
@@ -309,17 +364,18 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
 
     /// Objects in the store.
     pub fn object_count(&self) -> u64 {
-        self.object_count
+        self.table.object_count()
     }
 
     /// The ids of every object, ascending.
     pub fn ids(&self) -> Vec<ObjectId> {
-        self.table
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.is_some())
-            .map(|(id, _)| ObjectId(id as u64))
-            .collect()
+        self.table.iter().map(|(id, _)| id).collect()
+    }
+
+    /// Bytes of free space held back because they share a 4 KiB page with committed bytes
+    /// (reused once those bytes are released; see `docs/format.md`, "Page granularity").
+    pub fn held_back_bytes(&self) -> u64 {
+        self.placement.held_bytes()
     }
 
     /// The generation of the last commit (1 after `create`).
@@ -330,13 +386,6 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// The file's length in bytes.
     pub fn file_len(&self) -> Result<u64> {
         Ok(self.backend.len()?)
-    }
-
-    /// Why open skipped the newest commit and recovered the previous one, if it did (the
-    /// newest header slot was intact but what it names failed its checks; a torn header
-    /// write is not reported here, it simply never became a commit).
-    pub fn opened_from_fallback(&self) -> Option<&str> {
-        self.fallback.as_deref()
     }
 
     /// Whether an earlier failure makes the store refuse writes until reopened.

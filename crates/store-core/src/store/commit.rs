@@ -1,0 +1,233 @@
+//! The commit protocol (`docs/format.md`, "Commit protocol"): plan the metadata (undoable),
+//! write it, barrier, header, barrier, release.
+
+use bob_alloc::Extent;
+use bob_io_helpers::{FileBackend, Section, checksum, write_batched_sections};
+
+use super::{PAGE, Purpose, Store};
+use crate::firstfit::FirstFit;
+use crate::format::{self, HEADER_REGION, Header, PageRef, SLOT_OFFSETS};
+use crate::space::SpaceAllocator;
+use crate::{Error, Result};
+
+/// The metadata a commit writes, with its space already allocated.
+struct Plan {
+    /// `(offset, bytes)` of every new table page and the root.
+    writes: Vec<(u64, Vec<u8>)>,
+    header: Header,
+    /// Space the previous commit referenced and this one does not (old pages, old root).
+    replaced: Vec<Extent>,
+    /// Space this commit references that is new (new pages and root).
+    added: Vec<Extent>,
+}
+
+impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
+    /// Makes everything done since the last commit durable (two syncs); see the crate docs.
+    ///
+    /// If the commit's metadata does not fit (`OutOfSpace`) nothing was written and the store
+    /// stays usable; any other error latches the store (it refuses writes until reopened).
+    pub fn commit_now(&mut self) -> Result<()> {
+        self.check_writable()?;
+        if !self.dirty {
+            return Ok(());
+        }
+        self.table.trim();
+        if let Err(e) = self.flush_staged() {
+            self.fail(e.to_string());
+            return Err(e);
+        }
+        let plan = match self.plan_commit() {
+            Ok(plan) => plan,
+            Err(e) => {
+                if e.latches() {
+                    self.fail(e.to_string());
+                }
+                return Err(e);
+            }
+        };
+        let result = self.write_commit(&plan);
+        if let Err(e) = result {
+            // Memory and file may now disagree: trust only a reopen.
+            self.fail(e.to_string());
+            return Err(e);
+        }
+        self.after_commit(plan);
+        Ok(())
+    }
+
+    /// Encodes the changed table pages and a new root and allocates their space. On an error
+    /// every allocation is undone and `pages` is as before.
+    fn plan_commit(&mut self) -> Result<Plan> {
+        let page_count = self.table.page_count() as usize;
+        let old_pages = self.pages.clone();
+        let mut added = Vec::new();
+        let result = self.plan_pages(page_count, &mut added);
+        let plan =
+            result.and_then(|(writes, replaced)| self.plan_root(writes, replaced, &mut added));
+        match plan {
+            Ok(plan) => Ok(Plan { added, ..plan }),
+            Err(e) => {
+                self.pages = old_pages;
+                for extent in added {
+                    self.free_space(extent)?;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn plan_pages(
+        &mut self,
+        page_count: usize,
+        added: &mut Vec<Extent>,
+    ) -> Result<(Vec<(u64, Vec<u8>)>, Vec<Extent>)> {
+        let dirty = self.table.dirty_pages();
+        let highest_dirty = dirty.last().map_or(0, |&p| p as usize + 1);
+        self.pages.resize(page_count.max(self.pages.len()).max(highest_dirty), None);
+        let mut low = self.metadata_low.then(|| FirstFit::new(self.alloc.claimable()));
+        let mut writes = Vec::new();
+        let mut replaced = Vec::new();
+        for page in dirty {
+            let entries = self.table.page_entries(page);
+            if let Some(old) = self.pages[page as usize].take() {
+                replaced.push(Extent::new(old.offset, PAGE));
+            }
+            if entries.iter().all(Option::is_none) {
+                continue; // an empty page is not stored
+            }
+            let bytes = format::encode_page(page, &entries);
+            let extent = self.allocate_metadata(&mut low, PAGE)?;
+            added.push(extent);
+            self.pages[page as usize] =
+                Some(PageRef { offset: extent.offset, checksum: checksum(&bytes) });
+            writes.push((extent.offset, bytes));
+        }
+        while self.pages.last() == Some(&None) && self.pages.len() > page_count {
+            self.pages.pop();
+        }
+        if self.header.root.len > 0 {
+            replaced.push(self.header.root);
+        }
+        Ok((writes, replaced))
+    }
+
+    fn plan_root(
+        &mut self,
+        mut writes: Vec<(u64, Vec<u8>)>,
+        replaced: Vec<Extent>,
+        added: &mut Vec<Extent>,
+    ) -> Result<Plan> {
+        let root_bytes = format::encode_root(&self.pages);
+        // Whole pages, so the root never shifts page-sized objects and table pages allocated
+        // after it off page boundaries, and never shares a page with an object.
+        let root_alloc = (root_bytes.len() as u64).next_multiple_of(PAGE);
+        let mut low = self.metadata_low.then(|| FirstFit::new(self.alloc.claimable()));
+        let root = self.allocate_metadata(&mut low, root_alloc)?;
+        added.push(root);
+        let header = Header {
+            kind: A::KIND,
+            generation: self.pending_generation(),
+            root,
+            root_len: root_bytes.len() as u64,
+            root_checksum: checksum(&root_bytes),
+            next_id: self.table.next_id(),
+            object_count: self.table.object_count(),
+            file_end: self.alloc.file_end(),
+        };
+        writes.push((root.offset, root_bytes));
+        Ok(Plan { writes, header, replaced, added: Vec::new() })
+    }
+
+    /// Steps 1 to 4: the metadata, barrier, the header slot, barrier.
+    fn write_commit(&mut self, plan: &Plan) -> Result<()> {
+        let sections: Vec<Section<'_>> =
+            plan.writes.iter().map(|(o, b)| Section::new(*o, b)).collect();
+        write_batched_sections(&self.backend, &sections)?;
+        // Space allocated but never written (a block's tail, an empty object from
+        // `allocate_run`) may lie past the file's end; open requires every referenced extent
+        // inside the file, so the file covers the allocator's end before the barrier. The
+        // length is a whole number of pages, so changing it never rewrites a page that holds
+        // committed bytes.
+        let end = self.alloc.file_end().next_multiple_of(PAGE);
+        if self.backend.len()? < end {
+            self.backend.set_len(end)?;
+        }
+        self.backend.sync_data()?;
+        let slot = 1 - self.active_slot;
+        self.backend.write_at(&plan.header.encode(), SLOT_OFFSETS[slot])?;
+        self.backend.sync_data()?;
+        Ok(())
+    }
+
+    /// Step 5, once the commit is durable: what the previous commit needed and this one does
+    /// not is free now. Nothing here can fail the commit: it is durable.
+    fn after_commit(&mut self, plan: Plan) {
+        self.header = plan.header;
+        self.active_slot = 1 - self.active_slot;
+        let fresh = std::mem::take(&mut self.fresh);
+        for extent in fresh.into_values() {
+            self.placement.remove_fresh(extent);
+            self.placement.committed(extent);
+        }
+        for extent in plan.added {
+            self.placement.committed(extent);
+        }
+        let mut unheld = Vec::new();
+        let released: Vec<Extent> = self.pending_free.drain(..).chain(plan.replaced).collect();
+        for extent in released {
+            self.placement.released(extent, &mut unheld);
+            if let Err(e) = self.free_space(extent) {
+                self.fail(e.to_string());
+            }
+        }
+        self.return_unheld(unheld);
+        self.table.committed();
+        self.dirty = false;
+        // The space past the allocator's end is referenced by no commit: give it back. A
+        // failure leaves the file longer, which the next commit or open tolerates.
+        let end = self.alloc.file_end().max(HEADER_REGION).next_multiple_of(PAGE);
+        if self.backend.len().is_ok_and(|len| len > end) {
+            let _ = self.backend.set_len(end);
+        }
+    }
+
+    /// Space held back under pages that no longer block it: to the allocator, or held again
+    /// under a page that still blocks it.
+    pub(super) fn return_unheld(&mut self, unheld: Vec<Extent>) {
+        for extent in unheld {
+            if let Some(page) = self.placement.blocking_page(extent) {
+                self.placement.hold(page, extent);
+            } else if let Err(e) = self.free_space(extent) {
+                self.fail(e.to_string());
+            }
+        }
+    }
+
+    /// Space for a table page or the root: where the allocator chooses, or, while
+    /// compacting, the lowest free extent that holds it (first fit), so the metadata moves
+    /// down and the file can shrink past it. `low` is the free space as this step began.
+    fn allocate_metadata(&mut self, low: &mut Option<FirstFit>, len: u64) -> Result<Extent> {
+        while let Some(extent) = low.as_mut().and_then(|holes| holes.take(len, u64::MAX)) {
+            self.alloc.claim(extent).map_err(Error::from)?;
+            if let Some(page) = self.placement.blocking_page(extent) {
+                self.placement.hold(page, extent);
+                continue;
+            }
+            return Ok(extent);
+        }
+        self.take_space(len, Purpose::Metadata)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::PAGE_BYTES;
+
+    #[test]
+    fn header_slots_are_whole_pages_of_their_own() {
+        assert_eq!(SLOT_OFFSETS[1] - SLOT_OFFSETS[0], PAGE_BYTES as u64);
+        assert_eq!(HEADER_REGION, 2 * PAGE);
+    }
+}

@@ -1,0 +1,553 @@
+//! `Store<A, B>`: the object store over allocator `A` and backend `B`. This module owns the
+//! store's state: every change of it goes through the methods here (the object operations in
+//! `objects.rs` and `split.rs` call them). Opening is in `open.rs`, the commit protocol in
+//! `commit.rs`, page granularity in `placement.rs`, verify and compaction in `maintenance.rs`
+//! (`docs/format.md`, "Object store").
+
+mod commit;
+mod maintenance;
+mod open;
+mod placement;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use bob_alloc::{Extent, Run};
+use bob_io_helpers::{FileBackend, OsFile, Section, checksum, write_batched_sections};
+
+use crate::format::{Entry, HEADER_REGION, Header, PAGE_BYTES, PageRef};
+use crate::space::SpaceAllocator;
+use crate::table::Table;
+use crate::{Error, ObjectId, Result};
+
+pub(crate) use crate::table::Slot;
+pub use maintenance::{CompactReport, VerifyReport};
+use placement::Placement;
+
+/// Objects larger than this are never staged in the write buffer.
+pub(crate) const MAX_STAGED_OBJECT: usize = 64 * 1024;
+
+/// Table pages a commit may need beyond those already changed (deletes made after the last
+/// allocation), kept free below the size limit so a commit of deletes succeeds at the limit.
+const COMMIT_SLACK_PAGES: u64 = 16;
+
+const PAGE: u64 = PAGE_BYTES as u64;
+
+/// Options for creating or opening a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// The largest the file may grow, in bytes; allocations past it fail with `OutOfSpace`.
+    /// Part of it is kept for the metadata of the next commit, so a commit of deletes always
+    /// fits. Opening a file that already uses more is `OptionsMismatch`.
+    pub max_file_bytes: u64,
+    /// Bytes of new objects (each at most 64 KiB) `write_new_obj_from_bytes` may hold in
+    /// memory until the next commit, or until the buffer fills, when they are written with as
+    /// few positioned writes as their layout allows. 0 writes every object at once. Buffered
+    /// objects are read from memory; like any uncommitted write, they are lost in a crash.
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { max_file_bytes: bob_alloc::DEFAULT_LIMIT, write_buffer_bytes: 4 << 20 }
+    }
+}
+
+/// What space is for: objects leave room below the size limit for the next commit's
+/// metadata; metadata may use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    Object,
+    Metadata,
+}
+
+/// A single-file object store; see the crate docs for the guarantees.
+///
+/// Dropping a store without [`close`](crate::Storer::close) or a last `commit` loses what was
+/// done since the last commit (the file opens to that commit); it does no I/O.
+#[derive(Debug)]
+pub struct Store<A: SpaceAllocator, B: FileBackend> {
+    backend: B,
+    alloc: A,
+    /// `StoreOptions::max_file_bytes`.
+    limit: u64,
+    table: Table,
+    /// Extents the last commit references but the pending generation no longer needs:
+    /// returned to the allocator only once the next commit is durable.
+    pending_free: Vec<Extent>,
+    /// Extents born in the pending generation and still live, by offset: the next commit
+    /// makes them committed.
+    fresh: BTreeMap<u64, Extent>,
+    /// Extents reserved for objects being written by a guard, by offset, until published
+    /// or abandoned; `true` when written outside the store's lock.
+    in_flight: BTreeMap<u64, (Extent, bool)>,
+    /// Where each table page of the last commit lives.
+    pages: Vec<Option<PageRef>>,
+    /// The last durable commit.
+    header: Header,
+    active_slot: usize,
+    /// Whether anything changed since the last commit.
+    dirty: bool,
+    /// Set by a failed write path: the store refuses writes until reopened.
+    failed: Option<String>,
+    /// Opened on an older commit, for reading only.
+    read_only: bool,
+    /// New objects' bytes not yet written, by offset (all in extents born in the pending
+    /// generation).
+    staged: BTreeMap<u64, Vec<u8>>,
+    staged_bytes: usize,
+    write_buffer_bytes: usize,
+    /// Set while compaction rewrites the metadata: pages and root go to the lowest space.
+    metadata_low: bool,
+    placement: Placement,
+}
+
+impl<A: SpaceAllocator> Store<A, OsFile> {
+    /// Creates a new store file at `path` (failing if it exists) and makes it durable. The
+    /// file is locked: no other handle can open it while this store lives.
+    pub fn create(path: &Path, options: StoreOptions) -> Result<Self> {
+        Self::create_with(OsFile::create_new(path)?, options)
+    }
+
+    /// Opens the store file at `path`, recovering its last commit (see
+    /// [`open_with`](Self::open_with)). The file is locked: a second open fails with
+    /// `Locked` while this store lives.
+    pub fn open(path: &Path, options: StoreOptions) -> Result<Self> {
+        Self::open_with(OsFile::open(path)?, options)
+    }
+}
+
+impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
+    /// Creates a store on an empty backend and commits its empty state.
+    pub fn create_with(backend: B, options: StoreOptions) -> Result<Self> {
+        if backend.len()? != 0 {
+            return Err(Error::InvalidArgument("a new store needs an empty file".into()));
+        }
+        if options.max_file_bytes < HEADER_REGION + (COMMIT_SLACK_PAGES + 2) * PAGE {
+            return Err(Error::InvalidArgument(format!(
+                "a size limit of {} bytes leaves no room for the store's metadata",
+                options.max_file_bytes
+            )));
+        }
+        backend.set_len(HEADER_REGION)?;
+        let header = Header {
+            kind: A::KIND,
+            generation: 0,
+            root: Extent::new(0, 0),
+            root_len: 0,
+            root_checksum: 0,
+            next_id: 1,
+            object_count: 0,
+            file_end: HEADER_REGION,
+        };
+        let mut store = Self::from_parts(
+            backend,
+            A::empty(HEADER_REGION, options.max_file_bytes),
+            Table::new(),
+            Vec::new(),
+            header,
+            1, // so the first commit writes slot 0
+            options,
+        );
+        store.dirty = true;
+        store.commit_now()?;
+        Ok(store)
+    }
+
+    fn from_parts(
+        backend: B,
+        alloc: A,
+        table: Table,
+        pages: Vec<Option<PageRef>>,
+        header: Header,
+        active_slot: usize,
+        options: StoreOptions,
+    ) -> Self {
+        Store {
+            backend,
+            alloc,
+            limit: options.max_file_bytes,
+            table,
+            pending_free: Vec::new(),
+            fresh: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
+            pages,
+            header,
+            active_slot,
+            dirty: false,
+            failed: None,
+            read_only: false,
+            staged: BTreeMap::new(),
+            staged_bytes: 0,
+            write_buffer_bytes: options.write_buffer_bytes,
+            metadata_low: false,
+            placement: Placement::default(),
+        }
+    }
+
+    /// The generation being built: extents born in it are referenced by no commit.
+    pub(crate) fn pending_generation(&self) -> u64 {
+        self.header.generation + 1
+    }
+
+    /// Refuses writes after a failure, on a read-only store.
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        match &self.failed {
+            Some(why) => Err(Error::Failed(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs a mutating step; an error that [latches](Error::latches) makes the store refuse
+    /// writes until reopened.
+    pub(crate) fn guarded<T>(&mut self, step: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.check_writable()?;
+        let result = step(self);
+        if let Err(e) = &result {
+            if e.latches() {
+                self.fail(e.to_string());
+            }
+        }
+        result
+    }
+
+    /// Latches the store as failed (the first reason is kept).
+    pub(crate) fn fail(&mut self, why: String) {
+        self.failed.get_or_insert(why);
+    }
+
+    /// The write buffer's size in bytes.
+    pub(crate) fn write_buffer_bytes(&self) -> usize {
+        self.write_buffer_bytes
+    }
+
+    /// Writes `bytes` at `offset` (a fresh extent), or keeps them in the write buffer.
+    pub(crate) fn stage_or_write(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if bytes.len() > MAX_STAGED_OBJECT || bytes.len() > self.write_buffer_bytes {
+            self.backend.write_at(bytes, offset)?;
+            return Ok(());
+        }
+        if self.staged_bytes + bytes.len() > self.write_buffer_bytes {
+            self.flush_staged()?;
+        }
+        self.staged_bytes += bytes.len();
+        if let Some(old) = self.staged.insert(offset, bytes.to_vec()) {
+            self.staged_bytes -= old.len();
+        }
+        Ok(())
+    }
+
+    /// Writes every buffered object, coalescing neighbours into single writes.
+    pub(crate) fn flush_staged(&mut self) -> Result<()> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        let sections: Vec<Section<'_>> =
+            self.staged.iter().map(|(&offset, bytes)| Section::new(offset, bytes)).collect();
+        write_batched_sections(&self.backend, &sections)?;
+        self.staged.clear();
+        self.staged_bytes = 0;
+        Ok(())
+    }
+
+    /// Drops the buffered bytes of the object at `offset`, if any, returning them.
+    pub(crate) fn unstage(&mut self, offset: u64) -> Option<Vec<u8>> {
+        let bytes = self.staged.remove(&offset)?;
+        self.staged_bytes -= bytes.len();
+        Some(bytes)
+    }
+
+    /// Writes the buffered bytes of the object at `offset` now, if any (before its extent is
+    /// read from disk or rewritten in place).
+    pub(crate) fn flush_one(&mut self, offset: u64) -> Result<()> {
+        if let Some(bytes) = self.unstage(offset) {
+            self.backend.write_at(&bytes, offset)?;
+        }
+        Ok(())
+    }
+
+    /// The buffered bytes of the object `entry` describes, if any (a batch buffers objects
+    /// padded to their extents: the object is the first `entry.len` bytes).
+    pub(crate) fn staged_at(&self, entry: &Entry) -> Option<&[u8]> {
+        let bytes = self.staged.get(&entry.extent.offset)?;
+        Some(&bytes[..(entry.len as usize).min(bytes.len())])
+    }
+
+    /// A fresh id.
+    pub(crate) fn take_id(&mut self) -> Result<ObjectId> {
+        self.table.take_id()
+    }
+
+    /// Space for `len` bytes (nothing for 0 bytes), in no page a commit references.
+    pub(crate) fn reserve(&mut self, len: u64) -> Result<Extent> {
+        if len == 0 {
+            return Ok(Extent::new(0, 0));
+        }
+        self.take_space(len, Purpose::Object)
+    }
+
+    /// Bytes kept free below the size limit for the next commit's table pages and root.
+    fn commit_reserve(&self) -> u64 {
+        let pages = self.table.page_count() + 1;
+        let root = (16 + 16 * pages).next_multiple_of(PAGE);
+        (self.table.dirty_page_count() as u64 + 1 + COMMIT_SLACK_PAGES) * PAGE + root
+    }
+
+    /// Space from the allocator that shares no page with committed bytes (see `Placement`);
+    /// objects must leave the commit reserve free below the limit.
+    pub(crate) fn take_space(&mut self, len: u64, purpose: Purpose) -> Result<Extent> {
+        loop {
+            let extent = self.alloc.allocate(len)?;
+            if let Some(page) = self.placement.blocking_page(extent) {
+                self.placement.hold(page, extent);
+                continue;
+            }
+            self.check_reserve(purpose, len, &[extent])?;
+            return Ok(extent);
+        }
+    }
+
+    /// Refuses (and gives back) space for objects that eats into the commit reserve.
+    fn check_reserve(&mut self, purpose: Purpose, len: u64, taken: &[Extent]) -> Result<()> {
+        if purpose == Purpose::Metadata {
+            return Ok(());
+        }
+        let soft_limit = self.limit.saturating_sub(self.commit_reserve());
+        if self.alloc.file_end() <= soft_limit {
+            return Ok(());
+        }
+        for extent in taken {
+            self.free_space(*extent)?;
+        }
+        Err(Error::OutOfSpace { len, limit: self.limit })
+    }
+
+    /// Runs of `count` extents of `len` bytes, each run in pages no commit references.
+    pub(crate) fn reserve_runs(&mut self, count: u64, len: u64, min_run: u64) -> Result<Vec<Run>> {
+        let mut runs = Vec::new();
+        let mut left = count;
+        while left > 0 {
+            let got = match self.alloc.allocate_runs(left, len, min_run) {
+                Ok(got) => got,
+                Err(e) => {
+                    self.free_runs(&runs)?;
+                    return Err(e.into());
+                }
+            };
+            for run in got {
+                let span = Extent::new(run.offset, run.len * run.count);
+                if let Some(page) = self.placement.blocking_page(span) {
+                    for extent in run.extents() {
+                        self.placement.hold(page, extent);
+                    }
+                } else {
+                    left -= run.count;
+                    runs.push(run);
+                }
+            }
+        }
+        let taken: Vec<Extent> =
+            runs.iter().flat_map(|r| r.extents().collect::<Vec<_>>()).collect();
+        self.check_reserve(Purpose::Object, count * len, &taken)?;
+        Ok(runs)
+    }
+
+    /// One run of `count` extents of `len` bytes.
+    pub(crate) fn reserve_run(&mut self, count: u64, len: u64) -> Result<Run> {
+        loop {
+            let run = self.alloc.allocate_run(count, len)?;
+            let span = Extent::new(run.offset, run.len * run.count);
+            if let Some(page) = self.placement.blocking_page(span) {
+                for extent in run.extents() {
+                    self.placement.hold(page, extent);
+                }
+                continue;
+            }
+            let taken: Vec<Extent> = run.extents().collect();
+            self.check_reserve(Purpose::Object, count * len, &taken)?;
+            return Ok(run);
+        }
+    }
+
+    fn free_runs(&mut self, runs: &[Run]) -> Result<()> {
+        for run in runs {
+            for extent in run.extents() {
+                self.free_space(extent)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns space no commit references to the allocator.
+    fn free_space(&mut self, extent: Extent) -> Result<()> {
+        self.alloc.free(extent).map_err(|e| {
+            Error::corrupt(
+                crate::error::Part::Space,
+                Some(extent.offset),
+                format!("releasing space: {e}"),
+            )
+        })
+    }
+
+    /// Fresh objects for the extents of `run`, in order: empty, born in the pending
+    /// generation.
+    pub(crate) fn objects_for_run(&mut self, run: Run) -> Result<Vec<ObjectId>> {
+        let born = self.pending_generation();
+        let empty = checksum(&[]);
+        let mut ids = Vec::with_capacity(run.count as usize);
+        for extent in run.extents() {
+            let id = match self.table.take_id() {
+                Ok(id) => id,
+                Err(e) => {
+                    // The rest of the run's space goes back; the objects made stay.
+                    for rest in run.extents().skip(ids.len()) {
+                        self.free_space(rest)?;
+                    }
+                    return Err(e);
+                }
+            };
+            self.put(id, Entry { extent, len: 0, checksum: empty }, born);
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    /// The slot of object `id`.
+    pub(crate) fn slot(&self, id: ObjectId) -> Result<Slot> {
+        self.table.get(id).ok_or(Error::NotFound(id))
+    }
+
+    /// Records `entry` as object `id`; `born` is the pending generation for an extent written
+    /// since the last commit (any other is the object's committed extent, unchanged).
+    pub(crate) fn put(&mut self, id: ObjectId, entry: Entry, born: u64) {
+        if born == self.pending_generation() && entry.extent.len > 0 {
+            if self.fresh.insert(entry.extent.offset, entry.extent).is_none() {
+                self.placement.add_fresh(entry.extent);
+            }
+        }
+        self.table.put(id, Slot { entry, born });
+        self.dirty = true;
+    }
+
+    /// Gives back an extent no longer needed: at once if no commit references it, else after
+    /// the next commit.
+    pub(crate) fn release(&mut self, extent: Extent, born: u64) -> Result<()> {
+        if extent.len == 0 {
+            return Ok(());
+        }
+        if born == self.pending_generation() {
+            if self.fresh.remove(&extent.offset).is_some() {
+                self.placement.remove_fresh(extent);
+            }
+            self.unstage(extent.offset);
+            self.free_space(extent)?;
+        } else {
+            self.pending_free.push(extent);
+        }
+        Ok(())
+    }
+
+    /// Removes object `id` from the table; its id is reused after the next commit.
+    pub(crate) fn remove(&mut self, id: ObjectId) -> Result<Slot> {
+        let slot = self.table.remove(id)?;
+        self.dirty = true;
+        Ok(slot)
+    }
+
+    /// Reserves fresh space (and, if `new_id`, an id) for an object written by a guard; it
+    /// is not in the table until published. `outside`: a commit may run before the publish,
+    /// so the space shares no page with any other object's (see `Placement`).
+    pub(crate) fn reserve_outside(
+        &mut self,
+        len: u64,
+        new_id: bool,
+        outside: bool,
+    ) -> Result<(Option<ObjectId>, Extent)> {
+        let extent = if outside { self.reserve_apart(len)? } else { self.reserve(len)? };
+        let id = if new_id {
+            match self.table.take_id() {
+                Ok(id) => {
+                    self.table.reserve_id(id);
+                    Some(id)
+                }
+                Err(e) => {
+                    self.release_reserved(extent, outside);
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
+        if extent.len > 0 {
+            self.in_flight.insert(extent.offset, (extent, outside));
+            if outside {
+                self.placement.add_outside(extent);
+            }
+        }
+        Ok((id, extent))
+    }
+
+    /// Space in no page a commit references or the pending generation uses.
+    fn reserve_apart(&mut self, len: u64) -> Result<Extent> {
+        let mut beside_fresh = Vec::new();
+        let result = loop {
+            match self.reserve(len) {
+                Ok(extent) if extent.len > 0 && self.placement.beside_fresh(extent) => {
+                    beside_fresh.push(extent);
+                }
+                other => break other,
+            }
+        };
+        for extent in beside_fresh {
+            self.free_space(extent)?;
+        }
+        result
+    }
+
+    fn release_reserved(&mut self, extent: Extent, _outside: bool) {
+        if extent.len > 0 {
+            if let Err(e) = self.free_space(extent) {
+                self.fail(e.to_string());
+            }
+        }
+    }
+
+    /// Ends the reservation of `extent` (and of `new_id`, a reserved id); false if `new_id` was
+    /// not reserved.
+    pub(crate) fn end_reservation(&mut self, new_id: Option<ObjectId>, extent: Extent) -> bool {
+        if let Some((extent, true)) = self.in_flight.remove(&extent.offset) {
+            let mut unheld = Vec::new();
+            self.placement.remove_outside(extent, &mut unheld);
+            self.return_unheld(unheld);
+        }
+        new_id.is_none_or(|id| self.table.unreserve_id(id))
+    }
+
+    /// Gives back a reservation never to be published.
+    pub(crate) fn abandon_reserved(
+        &mut self,
+        new_id: Option<ObjectId>,
+        extent: Extent,
+    ) -> Result<()> {
+        if self.end_reservation(new_id, extent) {
+            if let Some(id) = new_id {
+                self.table.untake_id(id);
+            }
+        }
+        if extent.len > 0 {
+            self.free_space(extent)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the store is open read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+}

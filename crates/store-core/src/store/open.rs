@@ -1,0 +1,321 @@
+//! Opening a store (`docs/format.md`, "Open rules"): read each header slot alone, take the
+//! newest intact one, load and check everything it names, and refuse, never fall back, when
+//! an intact slot's commit fails its checks.
+
+use std::io;
+
+use bob_alloc::Extent;
+use bob_io_helpers::{FileBackend, StreamingChecksum};
+
+use super::{PAGE, Slot, Store, StoreOptions};
+use crate::error::Part;
+use crate::format::{
+    self, ENTRIES_PER_PAGE, FORMAT_1_SLOT_OFFSETS, FORMAT_VERSION, HEADER_MAGIC, HEADER_REGION,
+    Header, MAX_OBJECTS, MAX_ROOT_BYTES, PAGE_BYTES, PageRef, SLOT_BYTES, SLOT_OFFSETS,
+};
+use crate::space::SpaceAllocator;
+use crate::table::Table;
+use crate::{Error, ObjectId, Result};
+
+/// Bytes read per positioned read while loading (1 MiB).
+const READ_CHUNK: usize = 1 << 20;
+
+/// What one header slot holds.
+enum SlotState {
+    Valid(Header),
+    /// Torn or never written (its own checksum fails); `true` if it carries bob's magic.
+    Invalid {
+        magic: bool,
+    },
+    /// Its page could not be read.
+    Unreadable(io::Error),
+}
+
+/// Which commit to open.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Newest,
+    Previous,
+}
+
+impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
+    /// Opens a store on `backend`, recovering its last commit.
+    ///
+    /// Open is strict. A torn header slot (its own checksum fails: a crash during the header
+    /// write) means the other slot holds the last commit, which is normal recovery. But when
+    /// the newest intact slot names a commit that fails its checks (a damaged root or table
+    /// page, extents that do not fit), the store does not silently open the older commit,
+    /// whose space may already have been reused: it returns `NewestCommitDamaged` (or the
+    /// damage itself when there is no older commit); [`open_previous_commit`](Self::open_previous_commit)
+    /// opens the older one read-only. Options that do not fit the file are `OptionsMismatch`.
+    /// Open first syncs the file, so a header a crashed process left in the page cache is
+    /// durable before anything acts on it.
+    pub fn open_with(backend: B, options: StoreOptions) -> Result<Self> {
+        Self::open_which(backend, options, Which::Newest)
+    }
+
+    /// Opens the commit before the newest, read-only (every write returns `ReadOnly`), to
+    /// look at what it holds when the newest is damaged. Its objects may have been
+    /// overwritten since; every read is still checked, so that shows as a checksum error,
+    /// never as data.
+    pub fn open_previous_commit(backend: B, options: StoreOptions) -> Result<Self> {
+        Self::open_which(backend, options, Which::Previous)
+    }
+
+    fn open_which(backend: B, options: StoreOptions, which: Which) -> Result<Self> {
+        backend.sync_data()?;
+        let file_len = backend.len()?;
+        if file_len < SLOT_BYTES as u64 {
+            return Err(Error::NotAStore(format!(
+                "the file is {file_len} bytes, shorter than a store header"
+            )));
+        }
+        let states = [read_slot(&backend, 0, file_len)?, read_slot(&backend, 1, file_len)?];
+        let mut valid: Vec<(Header, usize)> = states
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                SlotState::Valid(h) => Some((*h, i)),
+                _ => None,
+            })
+            .collect();
+        if valid.is_empty() {
+            return Err(no_valid_slot(&backend, states));
+        }
+        valid.sort_by_key(|(header, _)| std::cmp::Reverse(header.generation));
+        if valid.len() == 2 && valid[0].0.generation == valid[1].0.generation {
+            return Err(Error::corrupt(
+                Part::HeaderSlots,
+                None,
+                format!("both slots claim generation {}", valid[0].0.generation),
+            ));
+        }
+        for (header, _) in &valid {
+            if header.kind != A::KIND {
+                return Err(Error::WrongKind { found: header.kind, expected: A::KIND });
+            }
+        }
+        let (header, slot) = match which {
+            Which::Newest => valid[0],
+            Which::Previous => *valid.get(1).ok_or_else(|| {
+                Error::InvalidArgument("the file holds no intact older commit".into())
+            })?,
+        };
+        match Self::load(backend, header, slot, file_len, options) {
+            Ok(mut store) => {
+                store.read_only = which == Which::Previous;
+                Ok(store)
+            }
+            Err(e @ (Error::Corrupt { .. } | Error::Alloc(_)))
+                if which == Which::Newest && valid.len() == 2 =>
+            {
+                Err(Error::NewestCommitDamaged {
+                    generation: header.generation,
+                    source: Box::new(e),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Loads the commit `header` names and checks all of it.
+    fn load(
+        backend: B,
+        header: Header,
+        slot: usize,
+        file_len: u64,
+        options: StoreOptions,
+    ) -> Result<Self> {
+        let pages = read_root(&backend, &header, file_len)?;
+        let mut table = Table::with_next_id(header.next_id);
+        let mut extents = Vec::with_capacity(header.object_count.min(file_len / 32) as usize);
+        let mut metadata = vec![header.root];
+        for_each_page(&backend, &pages, |index, page_bytes| {
+            metadata.push(Extent::new(pages[index].map_or(0, |p| p.offset), PAGE));
+            let mut result = Ok(());
+            format::decode_page_with(index as u64, page_bytes, file_len, |i, entry| {
+                let id = ObjectId(index as u64 * ENTRIES_PER_PAGE + i as u64);
+                if result.is_ok() {
+                    result = table.load(id, Slot { entry, born: 0 }).map_err(|_| {
+                        Error::corrupt(
+                            Part::TablePage(index as u64),
+                            None,
+                            format!("object {id} is past the next id {}", header.next_id),
+                        )
+                    });
+                }
+                if entry.extent.len > 0 {
+                    extents.push(entry.extent);
+                }
+            })?;
+            result
+        })?;
+        table.loaded();
+        if table.object_count() != header.object_count {
+            return Err(Error::corrupt(
+                Part::HeaderSlots,
+                Some(SLOT_OFFSETS[slot]),
+                format!(
+                    "the header counts {} objects, the table {}",
+                    header.object_count,
+                    table.object_count()
+                ),
+            ));
+        }
+        extents.append(&mut metadata);
+        let end = extents.iter().map(|e| e.offset + e.len).max().unwrap_or(HEADER_REGION);
+        if end > options.max_file_bytes {
+            return Err(Error::OptionsMismatch(format!(
+                "the file uses {end} bytes, more than the size limit of {} bytes",
+                options.max_file_bytes
+            )));
+        }
+        let mut placement = super::Placement::default();
+        for extent in &extents {
+            placement.committed(*extent);
+        }
+        let alloc = A::rebuild(HEADER_REGION, options.max_file_bytes, extents).map_err(|e| {
+            Error::corrupt(Part::Space, None, format!("the table's extents do not fit: {e}"))
+        })?;
+        let mut store = Self::from_parts(backend, alloc, table, pages, header, slot, options);
+        store.placement = placement;
+        Ok(store)
+    }
+}
+
+/// Reads and decodes header slot `index` alone (its own page), so damage to one slot's page
+/// never stops the other from being read.
+fn read_slot<B: FileBackend>(backend: &B, index: usize, file_len: u64) -> Result<SlotState> {
+    let offset = SLOT_OFFSETS[index];
+    if offset + SLOT_BYTES as u64 > file_len {
+        return Ok(SlotState::Invalid { magic: false });
+    }
+    let mut bytes = vec![0u8; SLOT_BYTES];
+    if let Err(e) = backend.read_at(&mut bytes, offset) {
+        return Ok(SlotState::Unreadable(e));
+    }
+    Ok(match Header::decode(&bytes)? {
+        Some(header) => SlotState::Valid(header),
+        None => SlotState::Invalid { magic: bytes[..8] == HEADER_MAGIC },
+    })
+}
+
+/// The error when neither slot is intact: format 1's second slot (a version this build does
+/// not read), an I/O error, damage, or not a store at all.
+fn no_valid_slot<B: FileBackend>(backend: &B, states: [SlotState; 2]) -> Error {
+    let mut old = [0u8; 88];
+    if backend.read_at(&mut old, FORMAT_1_SLOT_OFFSETS[1]).is_ok() {
+        if let Err(e @ Error::UnsupportedVersion { .. }) = Header::decode(&old) {
+            return e;
+        }
+        if old[..8] == HEADER_MAGIC && u16::from_le_bytes([old[8], old[9]]) == 1 {
+            return Error::UnsupportedVersion { found: 1, supported: FORMAT_VERSION };
+        }
+    }
+    let mut magic = false;
+    let mut io_error = None;
+    for state in states {
+        match state {
+            SlotState::Invalid { magic: m } => magic |= m,
+            SlotState::Unreadable(e) => io_error = Some(e),
+            SlotState::Valid(_) => {}
+        }
+    }
+    match (io_error, magic) {
+        (Some(e), _) => Error::Io(e),
+        (None, true) => Error::corrupt(Part::HeaderSlots, Some(0), "neither header slot is intact"),
+        (None, false) => Error::NotAStore("no header slot carries bob's magic".into()),
+    }
+}
+
+/// Reads, checks and decodes the root `header` names. Its length is bounded by the format
+/// (a root of the pages `next_id` needs) and the file before anything is read, and its
+/// checksum is checked on a streaming pass before anything is allocated from it.
+fn read_root<B: FileBackend>(
+    backend: &B,
+    header: &Header,
+    file_len: u64,
+) -> Result<Vec<Option<PageRef>>> {
+    let root = header.root;
+    let corrupt = |reason: String| Error::corrupt(Part::Root, Some(root.offset), reason);
+    if header.next_id == 0 || header.next_id > MAX_OBJECTS {
+        return Err(corrupt(format!("next id {} is out of range", header.next_id)));
+    }
+    let page_count = header.next_id.div_ceil(ENTRIES_PER_PAGE);
+    let expected_len = 16 + 16 * page_count;
+    let fits = root.offset >= HEADER_REGION
+        && header.root_len == expected_len
+        && header.root_len <= MAX_ROOT_BYTES
+        && header.root_len <= root.len
+        && root.checked_end().is_some_and(|end| end <= file_len);
+    if !fits {
+        return Err(corrupt(format!(
+            "a root of {} bytes ({} allocated) for {page_count} pages does not fit the file of \
+             {file_len} bytes",
+            header.root_len, root.len
+        )));
+    }
+    let mut sum = StreamingChecksum::new();
+    let mut buffer = vec![0u8; READ_CHUNK.min(header.root_len as usize)];
+    let mut at = 0;
+    while at < header.root_len {
+        let n = ((header.root_len - at) as usize).min(buffer.len());
+        backend.read_at(&mut buffer[..n], root.offset + at)?;
+        sum.update(&buffer[..n]);
+        at += n as u64;
+    }
+    if sum.finish() != header.root_checksum {
+        return Err(corrupt("its checksum does not match the header's".into()));
+    }
+    let mut bytes = vec![0u8; header.root_len as usize];
+    backend.read_at(&mut bytes, root.offset)?;
+    let pages = format::decode_root(&bytes, file_len)?;
+    if pages.len() as u64 != page_count {
+        return Err(corrupt(format!("it names {} pages, not {page_count}", pages.len())));
+    }
+    Ok(pages)
+}
+
+/// Pages read per positioned read at open (1 MiB).
+const PAGES_PER_READ: usize = READ_CHUNK / PAGE_BYTES;
+
+/// Reads every present table page, checks its checksum and passes `(index, bytes)` to
+/// `each`. Pages that lie end to end are read together, up to 1 MiB a read.
+fn for_each_page<B: FileBackend>(
+    backend: &B,
+    pages: &[Option<PageRef>],
+    mut each: impl FnMut(usize, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut order: Vec<(u64, usize, u64)> = pages
+        .iter()
+        .enumerate()
+        .filter_map(|(index, page)| page.map(|p| (p.offset, index, p.checksum)))
+        .collect();
+    order.sort_unstable();
+    let mut buffer = Vec::new();
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        while end < order.len()
+            && end - start < PAGES_PER_READ
+            && order[end].0 == order[end - 1].0 + PAGE
+        {
+            end += 1;
+        }
+        buffer.resize((end - start) * PAGE_BYTES, 0);
+        backend.read_at(&mut buffer, order[start].0)?;
+        for (k, &(offset, index, sum)) in order[start..end].iter().enumerate() {
+            let bytes = &buffer[k * PAGE_BYTES..(k + 1) * PAGE_BYTES];
+            if bob_io_helpers::checksum(bytes) != sum {
+                return Err(Error::corrupt(
+                    Part::TablePage(index as u64),
+                    Some(offset),
+                    "its checksum does not match the root's",
+                ));
+            }
+            each(index, bytes)?;
+        }
+        start = end;
+    }
+    Ok(())
+}

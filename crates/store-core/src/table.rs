@@ -1,0 +1,330 @@
+//! `Table`: the object table in memory (id → slot), with the ids free for reuse and the table
+//! pages changed since the last commit. Every change of an object's entry goes through it.
+//!
+//! It is kept by table page, each page allocated only when it holds an object, and the free
+//! ids as ranges, so the memory a table takes is proportional to the objects it holds and to
+//! the length of the root that lists its pages, never to `next_id` alone (a crafted root with
+//! a huge `next_id` and no objects costs a few bytes per page it lists).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::format::{ENTRIES_PER_PAGE, Entry, MAX_OBJECTS, page_of};
+use crate::pageset::PageSet;
+use crate::{Error, ObjectId, Result};
+
+/// One object as the store tracks it in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Slot {
+    pub(crate) entry: Entry,
+    /// The generation whose commit first made this extent durable; an extent born in the
+    /// pending generation is referenced by no commit and may be rewritten in place.
+    pub(crate) born: u64,
+}
+
+type PageSlots = [Option<Slot>; ENTRIES_PER_PAGE as usize];
+
+/// A set of ids as disjoint, non-adjacent ranges `start → end` (end exclusive).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct IdRanges {
+    ranges: BTreeMap<u64, u64>,
+}
+
+impl IdRanges {
+    /// Adds `[start, end)`, which must not overlap the set.
+    pub(crate) fn insert_range(&mut self, mut start: u64, mut end: u64) {
+        if start >= end {
+            return;
+        }
+        if let Some((&before, &before_end)) = self.ranges.range(..start).next_back() {
+            if before_end == start {
+                self.ranges.remove(&before);
+                start = before;
+            }
+        }
+        if let Some(after_end) = self.ranges.remove(&end) {
+            end = after_end;
+        }
+        self.ranges.insert(start, end);
+    }
+
+    /// Adds one id.
+    pub(crate) fn insert(&mut self, id: u64) {
+        self.insert_range(id, id + 1);
+    }
+
+    /// Removes and returns the lowest id.
+    pub(crate) fn pop_first(&mut self) -> Option<u64> {
+        let (start, end) = self.ranges.pop_first()?;
+        if start + 1 < end {
+            self.ranges.insert(start + 1, end);
+        }
+        Some(start)
+    }
+
+    /// Drops every id at or above `limit`.
+    pub(crate) fn truncate(&mut self, limit: u64) {
+        let above: Vec<u64> = self.ranges.range(limit..).map(|(&s, _)| s).collect();
+        for start in above {
+            self.ranges.remove(&start);
+        }
+        if let Some((_, end)) = self.ranges.range_mut(..limit).next_back() {
+            *end = (*end).min(limit);
+        }
+    }
+
+    /// Whether `id` is in the set.
+    #[cfg(test)]
+    fn contains(&self, id: u64) -> bool {
+        self.ranges.range(..=id).next_back().is_some_and(|(_, &end)| id < end)
+    }
+}
+
+/// The object table; see the module docs.
+#[derive(Debug, Default)]
+pub(crate) struct Table {
+    /// Page `p` holds ids `127p .. 127p + 127`; `None` when it holds no object.
+    pages: Vec<Option<Box<PageSlots>>>,
+    /// Every id is below this.
+    next_id: u64,
+    objects: u64,
+    /// Ids below `next_id` with no object, free for reuse now (never 0, the prime id).
+    free: IdRanges,
+    /// Ids freed in the pending generation: reused only after the next commit.
+    pending_free: Vec<u64>,
+    /// Ids handed out for objects not yet published (`SplitStore::begin_new`): never trimmed,
+    /// never handed out again until published or abandoned.
+    reserved: BTreeSet<u64>,
+    /// Table pages changed since the last commit.
+    dirty: PageSet,
+}
+
+impl Table {
+    /// An empty table: only the prime id, 0, exists (and holds no object).
+    pub(crate) fn new() -> Self {
+        Self { next_id: 1, ..Self::default() }
+    }
+
+    /// A table with room for ids below `next_id`, every id free; fill it with
+    /// [`load`](Self::load), then call [`loaded`](Self::loaded).
+    pub(crate) fn with_next_id(next_id: u64) -> Self {
+        Self { next_id, ..Self::default() }
+    }
+
+    /// Records a committed entry read at open (no page becomes dirty).
+    pub(crate) fn load(&mut self, id: ObjectId, slot: Slot) -> Result<()> {
+        if id.0 >= self.next_id {
+            return Err(Error::InvalidArgument(format!("object {id} is past the next id")));
+        }
+        let cell = self.cell_mut(id);
+        if cell.replace(slot).is_none() {
+            self.objects += 1;
+        }
+        Ok(())
+    }
+
+    /// Derives the free ids once every committed entry is loaded.
+    pub(crate) fn loaded(&mut self) {
+        let mut start = 1;
+        for (index, page) in self.pages.iter().enumerate() {
+            let Some(page) = page else { continue };
+            let base = index as u64 * ENTRIES_PER_PAGE;
+            for (k, cell) in page.iter().enumerate() {
+                let id = base + k as u64;
+                if cell.is_some() {
+                    if id > start {
+                        self.free.insert_range(start, id);
+                    }
+                    start = id + 1;
+                }
+            }
+        }
+        self.free.insert_range(start.max(1), self.next_id);
+    }
+
+    fn cell_mut(&mut self, id: ObjectId) -> &mut Option<Slot> {
+        let (page, k) = page_of(id);
+        let page = page as usize;
+        if page >= self.pages.len() {
+            self.pages.resize_with(page + 1, || None);
+        }
+        &mut self.pages[page].get_or_insert_with(|| Box::new([None; ENTRIES_PER_PAGE as usize]))[k]
+    }
+
+    /// The slot of object `id`, if it exists.
+    #[inline]
+    pub(crate) fn get(&self, id: ObjectId) -> Option<Slot> {
+        let (page, k) = page_of(id);
+        self.pages.get(page as usize)?.as_ref()?[k]
+    }
+
+    /// Records `slot` as object `id` (an id from [`take_id`](Self::take_id) or an existing
+    /// object); its page becomes dirty.
+    pub(crate) fn put(&mut self, id: ObjectId, slot: Slot) {
+        debug_assert!(id.0 < self.next_id, "put of {id} past the next id {}", self.next_id);
+        if self.cell_mut(id).replace(slot).is_none() {
+            self.objects += 1;
+        }
+        self.dirty.insert(page_of(id).0);
+    }
+
+    /// Removes object `id`; its id is reused after the next commit.
+    pub(crate) fn remove(&mut self, id: ObjectId) -> Result<Slot> {
+        let (page, k) = page_of(id);
+        let cell = self.pages.get_mut(page as usize).and_then(|p| p.as_mut()).map(|p| &mut p[k]);
+        let slot = cell.and_then(Option::take).ok_or(Error::NotFound(id))?;
+        self.objects -= 1;
+        if self.pages[page as usize].as_ref().is_some_and(|p| p.iter().all(Option::is_none)) {
+            self.pages[page as usize] = None;
+        }
+        self.dirty.insert(page);
+        if id.0 != 0 {
+            self.pending_free.push(id.0);
+        }
+        Ok(slot)
+    }
+
+    /// A fresh id: the lowest one freed by an earlier commit, or the next new one.
+    pub(crate) fn take_id(&mut self) -> Result<ObjectId> {
+        if let Some(id) = self.free.pop_first() {
+            return Ok(ObjectId(id));
+        }
+        if self.next_id >= MAX_OBJECTS {
+            return Err(Error::InvalidArgument(format!(
+                "the store holds its maximum of {MAX_OBJECTS} objects"
+            )));
+        }
+        self.next_id += 1;
+        Ok(ObjectId(self.next_id - 1))
+    }
+
+    /// Gives back an id from [`take_id`](Self::take_id) that never held an object; reused
+    /// after the next commit.
+    pub(crate) fn untake_id(&mut self, id: ObjectId) {
+        if id.0 != 0 {
+            self.pending_free.push(id.0);
+        }
+    }
+
+    /// Marks `id` reserved for an object being written elsewhere.
+    pub(crate) fn reserve_id(&mut self, id: ObjectId) {
+        self.reserved.insert(id.0);
+    }
+
+    /// Ends a reservation; false if `id` was not reserved.
+    pub(crate) fn unreserve_id(&mut self, id: ObjectId) -> bool {
+        self.reserved.remove(&id.0)
+    }
+
+    /// Objects in the table.
+    pub(crate) fn object_count(&self) -> u64 {
+        self.objects
+    }
+
+    /// Every id is below this.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// Table pages the ids below `next_id` need.
+    pub(crate) fn page_count(&self) -> u64 {
+        self.next_id.div_ceil(ENTRIES_PER_PAGE)
+    }
+
+    /// Every object, ascending by id.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (ObjectId, Slot)> + '_ {
+        self.pages.iter().enumerate().flat_map(|(index, page)| {
+            let base = index as u64 * ENTRIES_PER_PAGE;
+            page.iter().flat_map(move |slots| {
+                slots
+                    .iter()
+                    .enumerate()
+                    .filter_map(move |(k, s)| s.map(|slot| (ObjectId(base + k as u64), slot)))
+            })
+        })
+    }
+
+    /// The entries of table page `page` (`None` = no object).
+    pub(crate) fn page_entries(&self, page: u64) -> Vec<Option<Entry>> {
+        let first = page * ENTRIES_PER_PAGE;
+        let count = self.next_id.saturating_sub(first).min(ENTRIES_PER_PAGE) as usize;
+        match self.pages.get(page as usize).and_then(|p| p.as_ref()) {
+            Some(slots) => slots[..count].iter().map(|s| s.map(|s| s.entry)).collect(),
+            None => vec![None; count],
+        }
+    }
+
+    /// The pages changed since the last commit, ascending.
+    pub(crate) fn dirty_pages(&self) -> Vec<u64> {
+        self.dirty.iter().collect()
+    }
+
+    /// How many pages changed since the last commit.
+    pub(crate) fn dirty_page_count(&self) -> usize {
+        self.dirty.len()
+    }
+
+    /// Marks pages `0..count` dirty (a full rewrite of the table).
+    pub(crate) fn mark_all_dirty(&mut self, count: u64) {
+        self.dirty.extend(0..count);
+    }
+
+    /// Before a commit: drops trailing free ids, so the last id lives on a stored page and
+    /// the next id is bounded by the pages at open. Pages past the new end become dirty.
+    pub(crate) fn trim(&mut self) {
+        let mut next_id = self.next_id;
+        while next_id > 1
+            && self.get(ObjectId(next_id - 1)).is_none()
+            && !self.reserved.contains(&(next_id - 1))
+        {
+            next_id -= 1;
+        }
+        if next_id == self.next_id {
+            return;
+        }
+        let old_pages = self.page_count();
+        self.next_id = next_id;
+        self.free.truncate(next_id);
+        self.pending_free.retain(|&id| id < next_id);
+        // The pages past the new end lost their objects by `remove`, which marked them dirty.
+        let new_pages = self.page_count();
+        debug_assert!(
+            (new_pages..old_pages).all(|p| self.pages.get(p as usize).is_none_or(Option::is_none))
+        );
+        self.pages.truncate(new_pages as usize);
+    }
+
+    /// After a durable commit: ids freed in it become reusable; no page is dirty.
+    pub(crate) fn committed(&mut self) {
+        for id in self.pending_free.drain(..) {
+            self.free.insert(id);
+        }
+        self.dirty.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_ranges_merge_split_and_truncate() {
+        let mut ids = IdRanges::default();
+        ids.insert_range(5, 10);
+        ids.insert(10);
+        ids.insert(4);
+        assert_eq!(ids.ranges.len(), 1);
+        assert!(ids.contains(4) && ids.contains(10) && !ids.contains(11));
+        ids.truncate(8);
+        assert!(ids.contains(7) && !ids.contains(8));
+        assert_eq!(ids.pop_first(), Some(4));
+        assert_eq!(ids.pop_first(), Some(5));
+    }
+
+    #[test]
+    fn a_huge_next_id_costs_nothing_until_pages_hold_objects() {
+        let mut table = Table::with_next_id(MAX_OBJECTS - 1);
+        table.loaded();
+        assert_eq!(table.take_id().unwrap(), ObjectId(1));
+        assert!(table.pages.is_empty());
+    }
+}
