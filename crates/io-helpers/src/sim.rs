@@ -19,11 +19,18 @@
 //! from the durable image only in pages some pending operation touched, and in length.
 //!
 //! A successful sync makes durable the live content of every touched page, and the live length.
-//! A failed sync promises nothing; the pending operations stay pending.
+//! A failed sync (any injected fault but [`FaultKind::Crash`]) drops the pending operations
+//! without making them durable, as Linux does when `fdatasync` fails with EIO: the kernel marks
+//! the dirty pages clean, so they may never reach the disk. Their pages keep their durable
+//! content through later syncs and power losses until a later write touches them again (then
+//! the whole live page, as the page cache holds it, is what the next sync writes), while the
+//! live image still shows the new bytes, as the page cache would. A [`FaultKind::Crash`] is the
+//! machine going down instead: the sync does nothing, and the pending operations stay in flight
+//! for a power-loss image to tear.
 //!
 //! Every operation is counted. A [`FaultPlan`] fails the k-th operation of a kind, once or
 //! from then on; a space limit makes growth past it fail with `StorageFull`. A crash sweep runs
-//! a workload once to count its operations, then once per k with a sticky fault at k (nothing
+//! a workload once to count its operations, then once per k with a sticky crash at k (nothing
 //! after k reaches the disk) and checks the crash images.
 
 use std::collections::BTreeSet;
@@ -83,6 +90,10 @@ pub enum FaultKind {
     /// On a write: the first half of the bytes are written, then an I/O error is returned.
     /// On other operations, the same as `Io`.
     TornWrite,
+    /// The machine is down: an I/O error, and nothing is done. Unlike `Io`, a failed sync
+    /// leaves the pending operations in flight, so a power-loss image can still tear them;
+    /// [`FaultPlan::crash_at`] uses it.
+    Crash,
 }
 
 /// Whether a fault fires once or on every matching operation from then on.
@@ -111,7 +122,7 @@ impl FaultPlan {
     /// A crash at operation `at` (of any kind): it and everything after it fail, so the disk
     /// holds what the first `at` operations left.
     pub fn crash_at(at: u64) -> Self {
-        Self { at, on: OpFilter::Any, kind: FaultKind::Io, repeat: Repeat::Always }
+        Self { at, on: OpFilter::Any, kind: FaultKind::Crash, repeat: Repeat::Always }
     }
 }
 
@@ -376,6 +387,7 @@ fn fault_error(kind: FaultKind) -> io::Error {
     match kind {
         FaultKind::StorageFull => io::Error::new(io::ErrorKind::StorageFull, "injected: disk full"),
         FaultKind::Io | FaultKind::TornWrite => io::Error::other("injected I/O error"),
+        FaultKind::Crash => io::Error::other("injected crash: the machine is down"),
     }
 }
 
@@ -508,9 +520,16 @@ impl FileBackend for SimDisk {
 
     fn sync_data(&self) -> io::Result<()> {
         let mut state = self.state.lock();
-        if let Some(kind) = self.begin(&mut state, OpKind::Sync) {
-            // A failed sync promises nothing; the pending writes stay pending.
-            return Err(fault_error(kind));
+        match self.begin(&mut state, OpKind::Sync) {
+            None => {}
+            // The machine is down: nothing happens, and the writes stay in flight.
+            Some(FaultKind::Crash) => return Err(fault_error(FaultKind::Crash)),
+            Some(kind) => {
+                // As Linux after a failed fdatasync: the dirty pages are marked clean without
+                // reaching the disk, so no later sync writes them unless they are written again.
+                state.pending.clear();
+                return Err(fault_error(kind));
+            }
         }
         let pending = std::mem::take(&mut state.pending);
         let State { live, durable, .. } = &mut *state;
