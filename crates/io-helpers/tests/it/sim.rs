@@ -1,8 +1,8 @@
 //! `SimDisk`: crash images against a model, fault plans, and a crash sweep.
 
-use std::io;
-
 use std::collections::BTreeSet;
+use std::io;
+use std::ops::Range;
 
 use bob_io_helpers::FileBackend;
 use bob_io_helpers::testing::{
@@ -41,7 +41,7 @@ struct Model {
     live: Vec<u8>,
     durable: Vec<u8>,
     /// Per pending operation: the bytes it touched, and the length it set, if a `set_len`.
-    pending: Vec<(std::ops::Range<usize>, Option<usize>)>,
+    pending: Vec<(Range<usize>, Option<usize>)>,
 }
 
 impl Model {
@@ -88,14 +88,8 @@ fn run(disk: &SimDisk, op: &Op) -> io::Result<()> {
         Op::SetLen(len) => disk.set_len(*len),
         Op::Sync => disk.sync_data(),
         Op::FailedSync => {
-            disk.set_fault(FaultPlan {
-                at: disk.op_counts().syncs,
-                on: OpFilter::Only(OpKind::Sync),
-                kind: FaultKind::Io,
-                repeat: Repeat::Once,
-            });
+            fail_next_sync(disk, FaultKind::Io);
             assert!(disk.sync_data().is_err());
-            disk.clear_fault();
             Ok(())
         }
     }
