@@ -87,30 +87,43 @@ macro_rules! forward_backend {
 forward_backend!(&B, Box<B>, Arc<B>);
 
 /// A real file, through `pread`/`pwrite`/`pwritev`.
+///
+/// [`OsFile::open`] and [`OsFile::create_new`] take an exclusive advisory lock on the file
+/// (`flock(LOCK_EX | LOCK_NB)`): a bob file has one owner at a time, because two handles
+/// committing to one file destroy each other's commits. A second opener, in this process or
+/// another, gets [`Error::Locked`]. The lock belongs to the open file and is released when the
+/// last handle to it is closed: when the `OsFile` is dropped, or when the `File` from
+/// [`OsFile::into_inner`] is. The lock is advisory: it stops other bob handles, not a process
+/// that writes the file without asking for it.
 #[derive(Debug)]
 pub struct OsFile {
     file: File,
 }
 
 impl OsFile {
-    /// Wraps an open file; it must have been opened for reading and writing.
+    /// Wraps an open file; it must have been opened for reading and writing. No lock is taken:
+    /// the caller answers for the file having one owner.
     pub fn new(file: File) -> Self {
         Self { file }
     }
 
-    /// Opens an existing file for reading and writing.
+    /// Opens an existing file for reading and writing and locks it; [`Error::Locked`] if
+    /// another handle holds the lock.
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::options()
             .read(true)
             .write(true)
             .open(path)
             .map_err(|source| Error::File { action: "open", path: path.to_owned(), source })?;
+        lock_exclusive(&file, path)?;
         Ok(Self { file })
     }
 
-    /// Creates a new file (failing if it exists) and makes its directory entry durable.
+    /// Creates a new file (failing if it exists), locks it, and makes its directory entry
+    /// durable. The lock is taken before anything is synced, so an opener that finds the new
+    /// name gets [`Error::Locked`] until this handle is dropped.
     pub fn create_new(path: &Path) -> Result<Self> {
-        crate::fs::create_new_durable(path).map(Self::new)
+        crate::fs::create_new_durable_with(path, |file| lock_exclusive(file, path)).map(Self::new)
     }
 
     /// The underlying file.
@@ -118,10 +131,29 @@ impl OsFile {
         &self.file
     }
 
-    /// Unwraps the underlying file.
+    /// Unwraps the underlying file; the lock, if this handle holds one, stays with it.
     pub fn into_inner(self) -> File {
         self.file
     }
+}
+
+/// Takes an exclusive `flock` on `file` without waiting: [`Error::Locked`] if another open
+/// file holds one. `flock` locks belong to the open file description, so a second `open` of
+/// the same path in this process is refused as surely as one in another process.
+fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
+    use rustix::fs::{FlockOperation, flock};
+    use rustix::io::Errno;
+    let errno = loop {
+        match flock(file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(()),
+            Err(Errno::INTR) => {}
+            Err(errno) => break errno,
+        }
+    };
+    if errno == Errno::WOULDBLOCK {
+        return Err(Error::Locked { path: path.to_owned() });
+    }
+    Err(Error::File { action: "lock", path: path.to_owned(), source: io::Error::from(errno) })
 }
 
 impl FileBackend for OsFile {

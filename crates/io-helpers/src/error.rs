@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong in `bob-io-helpers`.
 ///
-/// `Io` and `File` carry errors from the operating system (or an injected fault); the other
-/// variants are refusals of bad input or reports of corrupt bytes, decided before any write.
+/// `Io` and `File` carry errors from the operating system (or an injected fault); `Locked`
+/// refuses a second owner of a file; the other variants are refusals of bad input or reports of
+/// corrupt bytes, decided before any write.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -24,6 +25,17 @@ pub enum Error {
         /// The underlying error.
         #[source]
         source: io::Error,
+    },
+
+    /// The file is locked by another handle, in this process or another: bob files are opened
+    /// with an exclusive advisory lock (`flock`), held until the owning handle is dropped.
+    #[error(
+        "{} is open in another handle or process; a bob file has one owner at a time",
+        path.display()
+    )]
+    Locked {
+        /// The file that is already open.
+        path: PathBuf,
     },
 
     /// Two sections of one batched write cover some of the same bytes.
@@ -95,11 +107,13 @@ impl Error {
     /// Turns this error into an `io::Error`, for `Read`/`Write` implementations.
     ///
     /// An `Io` error is returned as it was; anything else becomes `InvalidInput` (refused input)
-    /// or `InvalidData` (corrupt bytes) carrying this error as its source.
+    /// or `InvalidData` (corrupt bytes) carrying this error as its source, and `Locked` becomes
+    /// `ResourceBusy`.
     pub fn into_io(self) -> io::Error {
         match self {
             Error::Io(e) => e,
             Error::File { source, .. } => source,
+            e @ Error::Locked { .. } => io::Error::new(io::ErrorKind::ResourceBusy, e),
             e @ (Error::OverlappingSections { .. }
             | Error::OffsetOverflow { .. }
             | Error::SectionOverflow { .. }

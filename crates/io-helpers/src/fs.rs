@@ -11,12 +11,22 @@ use crate::{Error, Result};
 /// Creates a new file at `path` for reading and writing (failing if it exists), syncs it, and
 /// syncs its parent directory so the name survives a power loss.
 pub fn create_new_durable(path: &Path) -> Result<File> {
+    create_new_durable_with(path, |_| Ok(()))
+}
+
+/// [`create_new_durable`], running `prepare` on the new file before anything is synced (so
+/// `OsFile::create_new` holds its lock before the name becomes durable).
+pub(crate) fn create_new_durable_with(
+    path: &Path,
+    prepare: impl FnOnce(&File) -> Result<()>,
+) -> Result<File> {
     let file = File::options()
         .read(true)
         .write(true)
         .create_new(true)
         .open(path)
         .map_err(|source| Error::File { action: "create", path: path.to_owned(), source })?;
+    prepare(&file)?;
     file.sync_all().map_err(|source| Error::File {
         action: "sync",
         path: path.to_owned(),

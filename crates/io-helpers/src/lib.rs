@@ -19,6 +19,8 @@
 //! - Frame decoding bounds every length by the bytes available, never allocates, and
 //!   reports truncation and checksum mismatches as errors, never as data.
 //! - A thread never waits for a disk token while it holds one, so tokens cannot deadlock.
+//! - A file has one owner: [`OsFile::open`] and [`OsFile::create_new`] take an exclusive
+//!   `flock`, and a second opener gets [`Error::Locked`] until the owner is dropped.
 //!
 //! # Limits
 //! Unix only (`pread`/`pwrite`/`pwritev`). A frame payload is at most `u32::MAX` bytes.

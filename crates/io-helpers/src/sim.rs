@@ -5,27 +5,44 @@
 //! issued since the last sync. [`SimDisk::crash_image`] turns that into the file a restart
 //! would find:
 //! - [`CrashMode::ProcessCrash`]: the live image; the kernel still had every write.
-//! - [`CrashMode::PowerLoss`]: the durable image, then each pending operation replayed in order
-//!   with each 512-byte sector of each write independently applied, dropped, zeroed or
-//!   garbled, and each length change applied or not, chosen by the seed.
+//! - [`CrashMode::PowerLoss`]: the durable image, with each [`PAGE_BYTES`] page that a pending
+//!   operation touched independently *new* (its live content), *old* (its durable content),
+//!   zeroed or garbage, as the seed picks. The unit of damage is the whole page, the bytes no
+//!   write changed included: the kernel writes back whole 4 KiB pages, and a drive may rewrite
+//!   a whole 4 KiB sector. Each pending length change (a `set_len`, or a write that extended
+//!   the file) survives or not by a coin flip, in order; pages past the resulting length do not
+//!   exist.
 //!
-//! So a power-loss image differs from the durable image only in bytes some pending write
-//! touched (or in length, where a pending write or `set_len` changed it), and it always holds
-//! every write that was synced.
+//! A write touches the pages of its bytes and, if it starts past the end of the file, those of
+//! the gap it fills with zeros; a `set_len` touches the pages between the old and the new
+//! length (the page holding the old or new end is rewritten too). So a power-loss image differs
+//! from the durable image only in pages some pending operation touched, and in length.
+//!
+//! A successful sync makes durable the live content of every touched page, and the live length.
+//! A failed sync (any injected fault but [`FaultKind::Crash`]) drops the pending operations
+//! without making them durable, as Linux does when `fdatasync` fails with EIO: the kernel marks
+//! the dirty pages clean, so they may never reach the disk. Their pages keep their durable
+//! content through later syncs and power losses until a later write touches them again (then
+//! the whole live page, as the page cache holds it, is what the next sync writes), while the
+//! live image still shows the new bytes, as the page cache would. A [`FaultKind::Crash`] is the
+//! machine going down instead: the sync does nothing, and the pending operations stay in flight
+//! for a power-loss image to tear.
 //!
 //! Every operation is counted. A [`FaultPlan`] fails the k-th operation of a kind, once or
 //! from then on; a space limit makes growth past it fail with `StorageFull`. A crash sweep runs
-//! a workload once to count its operations, then once per k with a sticky fault at k (nothing
+//! a workload once to count its operations, then once per k with a sticky crash at k (nothing
 //! after k reaches the disk) and checks the crash images.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::io::{self, IoSlice};
+use std::ops::Range;
 
 use crate::FileBackend;
 use crate::sync::{Arc, Mutex};
 
-/// Sector size of the power-loss model: writes tear at these boundaries.
-pub const SECTOR_BYTES: u64 = 512;
+/// Page size of the power-loss model: the unit in which unsynced writes are damaged.
+pub const PAGE_BYTES: u64 = 4096;
 
 /// Kinds of backend operation, for counting and for aiming faults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -73,6 +90,10 @@ pub enum FaultKind {
     /// On a write: the first half of the bytes are written, then an I/O error is returned.
     /// On other operations, the same as `Io`.
     TornWrite,
+    /// The machine is down: an I/O error, and nothing is done. Unlike `Io`, a failed sync
+    /// leaves the pending operations in flight, so a power-loss image can still tear them;
+    /// [`FaultPlan::crash_at`] uses it.
+    Crash,
 }
 
 /// Whether a fault fires once or on every matching operation from then on.
@@ -101,7 +122,7 @@ impl FaultPlan {
     /// A crash at operation `at` (of any kind): it and everything after it fail, so the disk
     /// holds what the first `at` operations left.
     pub fn crash_at(at: u64) -> Self {
-        Self { at, on: OpFilter::Any, kind: FaultKind::Io, repeat: Repeat::Always }
+        Self { at, on: OpFilter::Any, kind: FaultKind::Crash, repeat: Repeat::Always }
     }
 }
 
@@ -110,7 +131,8 @@ impl FaultPlan {
 pub enum CrashMode {
     /// The process died; the kernel kept every write.
     ProcessCrash,
-    /// The power failed; unsynced writes tear per sector as the seed decides.
+    /// The power failed; each page touched since the last sync is new, old, zeroed or garbage
+    /// as the seed decides.
     PowerLoss,
 }
 
@@ -162,10 +184,24 @@ impl OpCounts {
     }
 }
 
+/// A write or length change issued since the last sync.
 #[derive(Debug, Clone)]
-enum Pending {
-    Write { offset: u64, data: Vec<u8> },
-    SetLen { len: u64 },
+struct Pending {
+    /// Bytes whose content the operation changed: a write's range (from the old end of the
+    /// file, if it started past it), or the span between a `set_len`'s old and new lengths.
+    touched: Range<u64>,
+    /// How the operation changed the file's length.
+    len_change: LenChange,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum LenChange {
+    /// A write inside the file.
+    None,
+    /// A write that ended past the end of the file, at this offset.
+    Extend(u64),
+    /// A `set_len` to this length.
+    Set(u64),
 }
 
 #[derive(Debug, Default)]
@@ -285,7 +321,9 @@ impl SimDisk {
         let state = self.state.lock();
         match mode {
             CrashMode::ProcessCrash => state.live.clone(),
-            CrashMode::PowerLoss => power_loss_image(&state.durable, &state.pending, seed),
+            CrashMode::PowerLoss => {
+                power_loss_image(&state.live, &state.durable, &state.pending, seed)
+            }
         }
     }
 
@@ -324,8 +362,10 @@ impl SimDisk {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "write past u64::MAX"))?;
         to_index(end)?;
         Self::grow_check(state, end)?;
+        let old_len = io_len(state.live.len());
         apply_write(&mut state.live, start, data);
-        state.pending.push(Pending::Write { offset, data: data.to_vec() });
+        let len_change = if end > old_len { LenChange::Extend(end) } else { LenChange::None };
+        state.pending.push(Pending { touched: offset.min(old_len)..end, len_change });
         Ok(())
     }
 
@@ -347,42 +387,84 @@ fn fault_error(kind: FaultKind) -> io::Error {
     match kind {
         FaultKind::StorageFull => io::Error::new(io::ErrorKind::StorageFull, "injected: disk full"),
         FaultKind::Io | FaultKind::TornWrite => io::Error::other("injected I/O error"),
+        FaultKind::Crash => io::Error::other("injected crash: the machine is down"),
     }
 }
 
-/// Replays `pending` over `durable`, tearing each write per sector as `seed` decides.
-fn power_loss_image(durable: &[u8], pending: &[Pending], seed: u64) -> Vec<u8> {
+/// The pages holding any byte that `pending` touched.
+fn touched_pages(pending: &[Pending]) -> BTreeSet<u64> {
+    let mut pages = BTreeSet::new();
+    for op in pending.iter().filter(|op| !op.touched.is_empty()) {
+        pages.extend(op.touched.start / PAGE_BYTES..=(op.touched.end - 1) / PAGE_BYTES);
+    }
+    pages
+}
+
+/// The bytes of page `page` that lie in a file of `len` bytes (empty if none do).
+fn page_range(page: u64, len: usize) -> Range<usize> {
+    // Pages come from operations whose ends were checked to fit a usize when issued.
+    let start = (page * PAGE_BYTES) as usize;
+    let end = ((page + 1) * PAGE_BYTES) as usize;
+    start.min(len)..end.min(len)
+}
+
+/// What a power loss leaves of one touched page.
+#[derive(Debug, Clone, Copy)]
+enum PageFate {
+    /// Its live content: every pending write to it landed.
+    New,
+    /// Its durable content: none did.
+    Old,
+    /// All zeros.
+    Zeroed,
+    /// Random bytes.
+    Garbage,
+}
+
+impl PageFate {
+    fn pick(rng: &mut fastrand::Rng) -> Self {
+        match rng.u8(0..10) {
+            0..4 => PageFate::New,
+            4..7 => PageFate::Old,
+            7..9 => PageFate::Zeroed,
+            _ => PageFate::Garbage,
+        }
+    }
+}
+
+/// The file a power loss leaves: `durable`, cut or extended to the length the surviving length
+/// changes give, with each page `pending` touched new (from `live`), old, zeroed or garbage,
+/// as `seed` decides.
+fn power_loss_image(live: &[u8], durable: &[u8], pending: &[Pending], seed: u64) -> Vec<u8> {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let mut image = durable.to_vec();
+    let mut len = io_len(durable.len());
     for op in pending {
-        match op {
-            Pending::SetLen { len } => {
-                if rng.bool() {
-                    // Lengths were checked to fit a usize when the operation was issued.
-                    apply_set_len(&mut image, *len as usize);
-                }
+        match op.len_change {
+            LenChange::None => {}
+            LenChange::Extend(end) if rng.bool() => len = len.max(end),
+            LenChange::Set(new_len) if rng.bool() => len = new_len,
+            LenChange::Extend(_) | LenChange::Set(_) => {} // the change did not survive
+        }
+    }
+    let mut image = durable.to_vec();
+    // Lengths were checked to fit a usize when the operations were issued.
+    apply_set_len(&mut image, len as usize);
+    for page in touched_pages(pending) {
+        // Pick for every page, so a page's fate does not depend on the surviving length.
+        let fate = PageFate::pick(&mut rng);
+        let range = page_range(page, image.len());
+        let bytes = &mut image[range.clone()];
+        match fate {
+            PageFate::New => {
+                let from_live = page_range(page, live.len());
+                let n = from_live.len().min(bytes.len());
+                bytes[..n].copy_from_slice(&live[from_live.start..from_live.start + n]);
+                // Past the live end, the page holds nothing; it reads as zeros.
+                bytes[n..].fill(0);
             }
-            Pending::Write { offset, data } => {
-                let mut position = *offset;
-                let mut rest = &data[..];
-                while !rest.is_empty() {
-                    let to_boundary = SECTOR_BYTES - position % SECTOR_BYTES;
-                    let n = rest.len().min(to_boundary as usize);
-                    let (piece, after) = rest.split_at(n);
-                    let start = position as usize;
-                    match rng.u8(0..10) {
-                        0..4 => apply_write(&mut image, start, piece),
-                        4..7 => {} // dropped: the old bytes (or nothing) stay
-                        7..9 => apply_write(&mut image, start, &vec![0; n]),
-                        _ => {
-                            let garbage: Vec<u8> = (0..n).map(|_| rng.u8(..)).collect();
-                            apply_write(&mut image, start, &garbage);
-                        }
-                    }
-                    position += n as u64;
-                    rest = after;
-                }
-            }
+            PageFate::Old => {} // the image started as the durable content
+            PageFate::Zeroed => bytes.fill(0),
+            PageFate::Garbage => rng.fill(bytes),
         }
     }
     image
@@ -429,25 +511,32 @@ impl FileBackend for SimDisk {
         }
         let new_len = to_index(len)?;
         Self::grow_check(&state, len)?;
+        let old_len = io_len(state.live.len());
         apply_set_len(&mut state.live, new_len);
-        state.pending.push(Pending::SetLen { len });
+        let touched = old_len.min(len)..old_len.max(len);
+        state.pending.push(Pending { touched, len_change: LenChange::Set(len) });
         Ok(())
     }
 
     fn sync_data(&self) -> io::Result<()> {
         let mut state = self.state.lock();
-        if let Some(kind) = self.begin(&mut state, OpKind::Sync) {
-            // A failed sync promises nothing; the pending writes stay pending.
-            return Err(fault_error(kind));
+        match self.begin(&mut state, OpKind::Sync) {
+            None => {}
+            // The machine is down: nothing happens, and the writes stay in flight.
+            Some(FaultKind::Crash) => return Err(fault_error(FaultKind::Crash)),
+            Some(kind) => {
+                // As Linux after a failed fdatasync: the dirty pages are marked clean without
+                // reaching the disk, so no later sync writes them unless they are written again.
+                state.pending.clear();
+                return Err(fault_error(kind));
+            }
         }
         let pending = std::mem::take(&mut state.pending);
-        for op in &pending {
-            match op {
-                Pending::Write { offset, data } => {
-                    apply_write(&mut state.durable, *offset as usize, data)
-                }
-                Pending::SetLen { len } => apply_set_len(&mut state.durable, *len as usize),
-            }
+        let State { live, durable, .. } = &mut *state;
+        durable.resize(live.len(), 0);
+        for page in touched_pages(&pending) {
+            let range = page_range(page, live.len());
+            durable[range.clone()].copy_from_slice(&live[range]);
         }
         // O(1) self-check; the crash-image proptest compares whole images against a model.
         debug_assert_eq!(state.durable.len(), state.live.len());

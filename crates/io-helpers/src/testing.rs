@@ -5,7 +5,7 @@
 //! to that value replays the run.
 
 pub use crate::sim::{
-    CrashMode, FaultKind, FaultPlan, OpCounts, OpFilter, OpKind, Repeat, SECTOR_BYTES, SimDisk,
+    CrashMode, FaultKind, FaultPlan, OpCounts, OpFilter, OpKind, PAGE_BYTES, Repeat, SimDisk,
 };
 
 /// The seed for a randomized test: `BOB_SEED` (decimal, or hex with `0x`) when set, otherwise

@@ -58,6 +58,7 @@ fn twenty_threads_write_their_own_objects() {
         assert_eq!(store.read_bytes_from_obj(id).unwrap(), own_bytes(t, o));
     }
     store.close().unwrap();
+    drop(store); // the file has one owner: release it before reopening
     let store = ConcurrentStore::open_multi(&path, opts(), 0).unwrap();
     for &(id, t, o) in &written {
         assert_eq!(store.read_bytes_from_obj(id).unwrap(), own_bytes(t, o));
@@ -180,6 +181,7 @@ fn mixed_creates_and_deletes_leave_a_clean_store() {
     assert!(report.is_clean(), "{:?}", report.problems);
     assert_eq!(report.objects, kept.len() as u64);
     store.close().unwrap();
+    drop(store); // the file has one owner: release it before reopening
     let store = ConcurrentStore::open_base(&path, opts(), 0).unwrap();
     for (id, t, o) in kept {
         assert_eq!(store.read_bytes_from_obj(id).unwrap(), own_bytes(t, o));
