@@ -227,6 +227,7 @@ impl From<bob_io_helpers::Error> for Error {
         use bob_io_helpers::Error as H;
         match error {
             H::Io(e) => Error::Io(e),
+            H::Locked { path } => Error::Locked { path },
             H::File { action, path, source } => Error::Io(io::Error::new(
                 source.kind(),
                 format!("could not {action} {}: {source}", path.display()),
