@@ -8,6 +8,8 @@ use std::thread;
 use bob_store_concurrent::ConcurrentStore;
 use bob_store_core::{Error, ObjectId, StoreOptions};
 
+mod regressions;
+
 fn opts() -> StoreOptions {
     StoreOptions::default()
 }

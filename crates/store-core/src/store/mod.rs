@@ -302,24 +302,33 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// Space from the allocator that shares no page with committed bytes (see `Placement`);
     /// objects must leave the commit reserve free below the limit.
     pub(crate) fn take_space(&mut self, len: u64, purpose: Purpose) -> Result<Extent> {
+        let end_before = self.alloc.file_end();
         loop {
             let extent = self.alloc.allocate(len)?;
             if let Some(page) = self.placement.blocking_page(extent) {
                 self.placement.hold(page, extent);
                 continue;
             }
-            self.check_reserve(purpose, len, &[extent])?;
+            self.check_reserve(purpose, len, end_before, &[extent])?;
             return Ok(extent);
         }
     }
 
-    /// Refuses (and gives back) space for objects that eats into the commit reserve.
-    fn check_reserve(&mut self, purpose: Purpose, len: u64, taken: &[Extent]) -> Result<()> {
-        if purpose == Purpose::Metadata {
+    /// Refuses (and gives back) space for objects whose allocation grew the file into the
+    /// commit reserve.
+    fn check_reserve(
+        &mut self,
+        purpose: Purpose,
+        len: u64,
+        end_before: u64,
+        taken: &[Extent],
+    ) -> Result<()> {
+        let end = self.alloc.file_end();
+        if purpose == Purpose::Metadata || end <= end_before {
             return Ok(());
         }
         let soft_limit = self.limit.saturating_sub(self.commit_reserve());
-        if self.alloc.file_end() <= soft_limit {
+        if end <= soft_limit {
             return Ok(());
         }
         for extent in taken {
@@ -330,6 +339,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
 
     /// Runs of `count` extents of `len` bytes, each run in pages no commit references.
     pub(crate) fn reserve_runs(&mut self, count: u64, len: u64, min_run: u64) -> Result<Vec<Run>> {
+        let end_before = self.alloc.file_end();
         let mut runs = Vec::new();
         let mut left = count;
         while left > 0 {
@@ -354,12 +364,13 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         }
         let taken: Vec<Extent> =
             runs.iter().flat_map(|r| r.extents().collect::<Vec<_>>()).collect();
-        self.check_reserve(Purpose::Object, count * len, &taken)?;
+        self.check_reserve(Purpose::Object, count * len, end_before, &taken)?;
         Ok(runs)
     }
 
     /// One run of `count` extents of `len` bytes.
     pub(crate) fn reserve_run(&mut self, count: u64, len: u64) -> Result<Run> {
+        let end_before = self.alloc.file_end();
         loop {
             let run = self.alloc.allocate_run(count, len)?;
             let span = Extent::new(run.offset, run.len * run.count);
@@ -370,7 +381,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
                 continue;
             }
             let taken: Vec<Extent> = run.extents().collect();
-            self.check_reserve(Purpose::Object, count * len, &taken)?;
+            self.check_reserve(Purpose::Object, count * len, end_before, &taken)?;
             return Ok(run);
         }
     }
@@ -426,10 +437,11 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// Records `entry` as object `id`; `born` is the pending generation for an extent written
     /// since the last commit (any other is the object's committed extent, unchanged).
     pub(crate) fn put(&mut self, id: ObjectId, entry: Entry, born: u64) {
-        if born == self.pending_generation() && entry.extent.len > 0 {
-            if self.fresh.insert(entry.extent.offset, entry.extent).is_none() {
-                self.placement.add_fresh(entry.extent);
-            }
+        if born == self.pending_generation()
+            && entry.extent.len > 0
+            && self.fresh.insert(entry.extent.offset, entry.extent).is_none()
+        {
+            self.placement.add_fresh(entry.extent);
         }
         self.table.put(id, Slot { entry, born });
         self.dirty = true;

@@ -6,6 +6,7 @@ mod corruption;
 mod crash;
 mod fuzz_open;
 mod model;
+mod regressions;
 mod roundtrip;
 
 use std::collections::BTreeMap;

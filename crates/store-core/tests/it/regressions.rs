@@ -1,0 +1,309 @@
+//! Regression tests for the findings of the outside review of format 1, one story each.
+
+use bob_alloc::{BasicAllocator, OmniBlockAllocator};
+use bob_io_helpers::checksum;
+use bob_io_helpers::testing::{CrashMode, FaultKind, FaultPlan, OpFilter, OpKind, Repeat, SimDisk};
+use bob_store_core::{
+    BaseStore, Error, ObjectId, SpaceAllocator, SplitStore, Store, StoreOptions, Storer,
+};
+
+use crate::{bytes, contents, options};
+
+const PAGE: u64 = 4096;
+
+fn fault(kind: OpKind, at: u64, repeat: Repeat) -> FaultPlan {
+    FaultPlan { at, on: OpFilter::Only(kind), kind: FaultKind::Io, repeat }
+}
+
+/// Finding 1: a second handle on the same file derived the same free space and destroyed
+/// the first one's commits. Now the second open is refused while the first lives.
+#[test]
+fn regression_a_second_open_of_a_store_file_is_refused_while_the_first_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.bob");
+    let mut first = BaseStore::create(&path, options()).unwrap();
+    first.write_new_obj_from_bytes(b"first").unwrap();
+    first.commit().unwrap();
+    assert!(matches!(BaseStore::open(&path, options()), Err(Error::Locked { .. })));
+    drop(first);
+    let reopened = BaseStore::open(&path, options()).unwrap();
+    assert_eq!(reopened.object_count(), 1);
+}
+
+/// A store with two commits: an object in the first, another in the second.
+fn two_commits<A: SpaceAllocator>(opts: StoreOptions) -> (SimDisk, ObjectId, ObjectId) {
+    let disk = SimDisk::new();
+    let mut store = Store::<A, SimDisk>::create_with(disk.clone(), opts).unwrap();
+    let old = store.write_new_obj_from_bytes(&bytes(1, 3000)).unwrap();
+    store.commit().unwrap();
+    let new = store.write_new_obj_from_bytes(&bytes(2, 3000)).unwrap();
+    store.commit().unwrap();
+    (disk, old, new)
+}
+
+/// Finding 2: a reopen with a smaller size limit was reported as corrupt, so open took the
+/// older commit, and the next commit destroyed the newer one. Now it is its own error and
+/// the file is untouched.
+#[test]
+fn regression_reopening_with_a_smaller_size_limit_is_options_mismatch_not_a_rollback() {
+    let (disk, old, new) = two_commits::<BasicAllocator>(options());
+    let small = StoreOptions { max_file_bytes: 5 * PAGE, ..options() };
+    let before = disk.live_image();
+    let result = BaseStore::open_with(disk.clone(), small);
+    assert!(matches!(result, Err(Error::OptionsMismatch(_))), "{result:?}");
+    assert_eq!(disk.live_image(), before, "a refused open writes nothing");
+    let store = BaseStore::open_with(disk, options()).unwrap();
+    assert_eq!(store.read_bytes_from_obj(old).unwrap(), bytes(1, 3000));
+    assert_eq!(store.read_bytes_from_obj(new).unwrap(), bytes(2, 3000));
+}
+
+/// The header slot with the higher generation, as (offset, generation).
+fn newest_slot(image: &[u8]) -> (usize, u64) {
+    let generation = |at: usize| u64::from_le_bytes(image[at + 16..at + 24].try_into().unwrap());
+    [0, PAGE as usize].into_iter().map(|at| (at, generation(at))).max_by_key(|s| s.1).unwrap()
+}
+
+/// Finding 3: damage to one table page of the newest commit made open "succeed" on the
+/// older commit, whose space the newest may already have reused. Now open refuses with
+/// `NewestCommitDamaged`, and the older commit opens only read-only, on request.
+#[test]
+fn regression_a_damaged_table_page_of_the_newest_commit_refuses_open_instead_of_falling_back() {
+    let (disk, old, _) = two_commits::<BasicAllocator>(options());
+    let mut image = disk.live_image();
+    let (slot, _) = newest_slot(&image);
+    let root_at = u64::from_le_bytes(image[slot + 24..slot + 32].try_into().unwrap()) as usize;
+    let page_at = u64::from_le_bytes(image[root_at + 16..root_at + 24].try_into().unwrap());
+    image[page_at as usize + 100] ^= 0x55;
+    let result = BaseStore::open_with(SimDisk::from_image(image.clone()), options());
+    assert!(matches!(result, Err(Error::NewestCommitDamaged { .. })), "{result:?}");
+    let mut older = BaseStore::open_previous_commit(SimDisk::from_image(image), options()).unwrap();
+    assert!(older.is_read_only());
+    assert_eq!(older.read_bytes_from_obj(old).unwrap(), bytes(1, 3000));
+    assert!(matches!(older.write_new_obj_from_bytes(b"x"), Err(Error::ReadOnly)));
+    assert!(matches!(older.commit(), Err(Error::ReadOnly) | Ok(())));
+}
+
+/// The pages `[offset, offset + len)` touches.
+fn pages_of(offset: u64, len: u64) -> std::ops::Range<u64> {
+    offset / PAGE..(offset + len).div_ceil(PAGE)
+}
+
+/// Finding 6: a new small object was packed into the page of committed objects; the page
+/// write could take them down in a power loss. Now no new extent shares a page with
+/// committed bytes, and a power loss at any moment after the commit keeps them.
+fn small_objects_keep_to_pages_of_their_own<A: SpaceAllocator>() {
+    let disk = SimDisk::new();
+    let opts = StoreOptions { write_buffer_bytes: 0, ..options() };
+    let mut store = Store::<A, SimDisk>::create_with(disk.clone(), opts).unwrap();
+    let committed: Vec<ObjectId> =
+        (0..20).map(|i| store.write_new_obj_from_bytes(&bytes(i, 100)).unwrap()).collect();
+    store.commit().unwrap();
+    let committed_pages: std::collections::BTreeSet<u64> = committed
+        .iter()
+        .flat_map(|&id| {
+            let extent = store.locate(id).unwrap().extent;
+            pages_of(extent.offset, extent.len)
+        })
+        .collect();
+    for i in 0..20 {
+        let id = store.write_new_obj_from_bytes(&bytes(100 + i, 100)).unwrap();
+        let extent = store.locate(id).unwrap().extent;
+        for page in pages_of(extent.offset, extent.len) {
+            assert!(!committed_pages.contains(&page), "object {id} shares page {page}");
+        }
+    }
+    for seed in 0..50 {
+        let crashed = disk.crashed(CrashMode::PowerLoss, seed);
+        let store = Store::<A, SimDisk>::open_with(crashed, opts).unwrap();
+        for (i, &id) in committed.iter().enumerate() {
+            assert_eq!(store.read_bytes_from_obj(id).unwrap(), bytes(i as u64, 100), "seed {seed}");
+        }
+    }
+}
+
+#[test]
+fn regression_an_uncommitted_small_object_never_shares_a_page_with_committed_ones() {
+    small_objects_keep_to_pages_of_their_own::<BasicAllocator>();
+    small_objects_keep_to_pages_of_their_own::<OmniBlockAllocator>();
+}
+
+/// Finding 8: both header slots were read with one read, so an unreadable older slot failed
+/// the open although the newest was intact. Now each slot is read alone.
+#[test]
+fn regression_an_unreadable_older_header_slot_does_not_stop_open() {
+    let (disk, old, new) = two_commits::<BasicAllocator>(options());
+    let image = disk.live_image();
+    let (newest, _) = newest_slot(&image);
+    // Open reads slot 0 first, then slot 1; fail the read of the older one.
+    let older_read = if newest == 0 { 1 } else { 0 };
+    let disk = SimDisk::from_image(image);
+    disk.set_fault(fault(OpKind::Read, older_read, Repeat::Once));
+    let store = BaseStore::open_with(disk, options()).unwrap();
+    assert_eq!(store.read_bytes_from_obj(old).unwrap(), bytes(1, 3000));
+    assert_eq!(store.read_bytes_from_obj(new).unwrap(), bytes(2, 3000));
+}
+
+/// Finding 9: a commit needs fresh space for its table pages and root before old space is
+/// released, so at the size limit a commit of deletes failed and latched. Now objects leave
+/// a reserve for the commit.
+fn deletes_commit_at_the_size_limit<A: SpaceAllocator>() {
+    let opts = StoreOptions { max_file_bytes: 1 << 20, write_buffer_bytes: 0 };
+    let mut store = Store::<A, SimDisk>::create_with(SimDisk::new(), opts).unwrap();
+    let mut ids = Vec::new();
+    loop {
+        match store.write_new_obj_from_bytes(&bytes(ids.len() as u64, 3000)) {
+            Ok(id) => ids.push(id),
+            Err(Error::OutOfSpace { .. }) => break,
+            Err(e) => panic!("{e}"),
+        }
+        if ids.len() % 50 == 0 {
+            store.commit().unwrap();
+        }
+    }
+    assert!(ids.len() > 100);
+    store.commit().unwrap();
+    for &id in ids.iter().step_by(37).take(3) {
+        store.delete_obj(id).unwrap();
+    }
+    store.commit().unwrap();
+    assert!(!store.is_failed());
+    // The space of neighbours comes back (a hole beside committed bytes stays held back
+    // until they go too): new objects fit again.
+    for &id in &ids[40..50] {
+        store.delete_obj(id).unwrap();
+    }
+    store.commit().unwrap();
+    store.write_new_obj_from_bytes(&bytes(7, 3000)).unwrap();
+    store.commit().unwrap();
+    assert!(store.verify().unwrap().is_clean());
+}
+
+#[test]
+fn regression_a_full_store_commits_deletes() {
+    deletes_commit_at_the_size_limit::<BasicAllocator>();
+    deletes_commit_at_the_size_limit::<OmniBlockAllocator>();
+}
+
+/// Writes a valid header slot into `image` at `slot`, naming a root at `root_at` of
+/// `root_len` bytes with checksum `root_sum`.
+fn craft_header(
+    image: &mut [u8],
+    slot: usize,
+    root_at: u64,
+    root_len: u64,
+    root_sum: u64,
+    next_id: u64,
+) {
+    let mut h = vec![0u8; 88];
+    h[..8].copy_from_slice(b"BOBSTORE");
+    h[8..10].copy_from_slice(&2u16.to_le_bytes());
+    h[10..12].copy_from_slice(&1u16.to_le_bytes());
+    h[16..24].copy_from_slice(&99u64.to_le_bytes());
+    h[24..32].copy_from_slice(&root_at.to_le_bytes());
+    h[32..40].copy_from_slice(&root_len.to_le_bytes());
+    h[40..48].copy_from_slice(&root_len.next_multiple_of(PAGE).to_le_bytes());
+    h[48..56].copy_from_slice(&root_sum.to_le_bytes());
+    h[56..64].copy_from_slice(&next_id.to_le_bytes());
+    let sum = checksum(&h[..80]);
+    h[80..88].copy_from_slice(&sum.to_le_bytes());
+    image[slot..slot + 88].copy_from_slice(&h);
+}
+
+/// Finding 10: a root length bounded only by the file's apparent length was allocated
+/// before its checksum was checked: a sparse file of 8 TiB aborted the process. Now the
+/// length must be the one the header's next id implies, within the format's bound.
+#[test]
+fn regression_a_crafted_root_length_is_refused_before_anything_is_allocated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sparse.bob");
+    {
+        let store = BaseStore::create(&path, options()).unwrap();
+        store.close().unwrap();
+    }
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let mut image = vec![0u8; 2 * PAGE as usize];
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut image, 0).unwrap();
+    let huge = 8u64 << 40;
+    for slot in [0, PAGE as usize] {
+        craft_header(&mut image, slot, 2 * PAGE, huge - 4 * PAGE, 0, 1);
+    }
+    std::os::unix::fs::FileExt::write_all_at(&file, &image, 0).unwrap();
+    if file.set_len(huge).is_err() {
+        return; // the file system cannot hold a sparse file this large
+    }
+    drop(file);
+    let result = BaseStore::open(&path, options());
+    assert!(
+        matches!(result, Err(Error::Corrupt { .. } | Error::NewestCommitDamaged { .. })),
+        "{result:?}"
+    );
+}
+
+/// Finding 13, first half: open did not sync, so after a process crash a restarted process
+/// could act on a header that was never durable. Now open syncs first.
+#[test]
+fn regression_open_makes_what_the_crashed_process_left_durable_first() {
+    let disk = SimDisk::new();
+    let mut store = BaseStore::create_with(disk.clone(), options()).unwrap();
+    store.write_new_obj_from_bytes(b"in flight").unwrap();
+    // The process dies at the commit's second sync: its header write stays in the kernel's
+    // cache, not yet durable.
+    let syncs = disk.op_counts().matching(OpFilter::Only(OpKind::Sync));
+    let crash =
+        FaultPlan { kind: FaultKind::Crash, ..fault(OpKind::Sync, syncs + 1, Repeat::Once) };
+    disk.set_fault(crash);
+    assert!(store.commit().is_err());
+    drop(store);
+    disk.clear_fault();
+    let pending_before = disk.pending_ops();
+    let reopened = BaseStore::open_with(disk.clone(), options()).unwrap();
+    assert_eq!(disk.pending_ops(), 0, "open left {pending_before} operations pending");
+    let image = disk.crash_image(CrashMode::PowerLoss, 7);
+    let after_power_loss = BaseStore::open_with(SimDisk::from_image(image), options()).unwrap();
+    assert_eq!(after_power_loss.generation(), reopened.generation());
+}
+
+/// Finding 13, second half: a failure of the shrink after a durable commit made `commit`
+/// return `Err` and latch, though the commit was durable (a retrying caller applied its work
+/// twice). Now the commit succeeds and the file shrinks later.
+#[test]
+fn regression_a_failed_shrink_after_a_durable_commit_is_not_an_error() {
+    let disk = SimDisk::new();
+    let mut store = BaseStore::create_with(disk.clone(), options()).unwrap();
+    let big = store.write_new_obj_from_bytes(&bytes(3, 200_000)).unwrap();
+    store.commit().unwrap();
+    store.delete_obj(big).unwrap();
+    let set_lens = disk.op_counts().matching(OpFilter::Only(OpKind::SetLen));
+    disk.set_fault(fault(OpKind::SetLen, set_lens, Repeat::Always));
+    store.commit().unwrap();
+    assert!(!store.is_failed());
+    disk.clear_fault();
+    store.write_new_obj_from_bytes(b"later").unwrap();
+    store.commit().unwrap();
+    let reopened = BaseStore::open_with(disk, options()).unwrap();
+    let objects = contents(&reopened).unwrap();
+    assert_eq!(objects.into_values().collect::<Vec<_>>(), vec![b"later".to_vec()]);
+}
+
+/// A format 1 file is refused with a message that names its version.
+#[test]
+fn a_format_1_file_is_refused_by_name() {
+    let mut image = vec![0u8; 3 * PAGE as usize];
+    let mut slot = vec![0u8; 88];
+    slot[..8].copy_from_slice(b"BOBSTORE");
+    slot[8..10].copy_from_slice(&1u16.to_le_bytes());
+    slot[10..12].copy_from_slice(&1u16.to_le_bytes());
+    let sum = checksum(&slot[..80]);
+    slot[80..88].copy_from_slice(&sum.to_le_bytes());
+    image[512..600].copy_from_slice(&slot); // format 1's second slot; the first torn
+    let result = BaseStore::open_with(SimDisk::from_image(image.clone()), options());
+    assert!(
+        matches!(result, Err(Error::UnsupportedVersion { found: 1, supported: 2 })),
+        "{result:?}"
+    );
+    image[..88].copy_from_slice(&slot);
+    let result = BaseStore::open_with(SimDisk::from_image(image), options());
+    assert!(matches!(result, Err(Error::UnsupportedVersion { found: 1, .. })), "{result:?}");
+    let message = result.unwrap_err().to_string();
+    assert!(message.contains("version 1"), "{message}");
+}
