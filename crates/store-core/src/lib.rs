@@ -17,16 +17,26 @@
 //!   exactly one commit, never older than the last acknowledged one. `close` commits.
 //!   Dropping a store without `close` does no I/O and loses what was done since the last
 //!   commit.
-//! - **Committed bytes are never overwritten** until a newer commit that no longer needs them is
-//!   durable: rewrites of committed objects are copy-on-write, and freed space is reused only
-//!   after the commit that freed it.
+//! - **Committed bytes are never overwritten**, at the granularity the medium damages (a
+//!   4 KiB page): until a newer commit that no longer needs them is durable, no page holding
+//!   them is written. Rewrites of committed objects are copy-on-write, freed space is reused
+//!   only after the commit that freed it, and space beside committed bytes only once they are
+//!   gone.
 //! - **Every read is checked**: each object's xxh3-64 checksum is in the object table, whose
 //!   pages are checksummed by the root, whose checksum is in the header slot. A mismatch is
 //!   [`Error::ChecksumMismatch`] or [`Error::Corrupt`], never data.
+//! - **Open is strict**: a torn header slot is recovery; a damaged newest commit is an error
+//!   ([`Error::NewestCommitDamaged`]), never a silent rollback ([`Store::open_previous_commit`]
+//!   opens the older one read-only). A file has one owner: a second open is
+//!   [`Error::Locked`].
 //! - **No leaks, no double allocation**: at open, free space is derived from what the commit
 //!   reaches.
-//! - **Failures latch**: after an I/O error in a write path, the store refuses writes
-//!   ([`Error::Failed`]) until reopened, which recovers the last commit.
+//! - **Failures latch**: after an I/O error in a write path ([`Error::latches`]), the store
+//!   refuses writes ([`Error::Failed`]) until reopened, which recovers the last commit.
+//! - **Deletes commit at the size limit**: objects leave room for the next commit's metadata.
+//!
+//! Streaming writes follow one protocol, reserve → write → publish ([`ObjectWriter`]), which
+//! `bob-store-concurrent` reuses through [`Access`].
 //!
 //! The commit costs two `fdatasync`s (data, then header). The format is in `docs/format.md`,
 //! "Object store".
