@@ -13,7 +13,7 @@ const OBJECTS: usize = 65_536;
 const OBJECT_BYTES: usize = 4096;
 
 fn reads(
-    store: &ConcurrentStore<impl bob_store_core::SplitStore>,
+    store: &ConcurrentStore<impl bob_store_core::SplitStore<Io: Clone>>,
     ids: &[ObjectId],
     count: u64,
     seed: u64,

@@ -177,7 +177,7 @@ impl LockTable {
     /// Caches where `id` is, for a reader holding its shared lock (buffered objects are not
     /// cached: their bytes are in memory, not at their offset yet).
     pub(crate) fn remember(&self, id: u64, located: &Located<'static>) {
-        if located.staged.is_some() {
+        if located.is_staged() {
             return;
         }
         let mut table = self.shards[shard_of(id)].table.lock();

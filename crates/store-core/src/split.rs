@@ -11,23 +11,40 @@ use crate::space::SpaceAllocator;
 use crate::store::Store;
 use crate::{BatchStorer, Error, ObjectId, Result, Storer};
 
-/// Where an object's bytes are, as of one moment.
+/// Where an object's bytes are, as of one moment: opaque to wrappers, which keep it (to
+/// read without the store's lock) and hand it to [`crate::ObjectReader`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Located<'a> {
     /// The object's allocated space.
-    pub extent: Extent,
+    pub(crate) extent: Extent,
     /// Its logical length.
-    pub len: u64,
+    pub(crate) len: u64,
     /// The xxh3-64 its bytes must match.
-    pub checksum: u64,
+    pub(crate) checksum: u64,
     /// Its bytes when they are still in the write buffer (then disk is not read).
-    pub staged: Option<Cow<'a, [u8]>>,
+    pub(crate) staged: Option<Cow<'a, [u8]>>,
 }
 
 impl Located<'_> {
     /// The same location, owning its staged bytes.
     pub fn into_owned(self) -> Located<'static> {
         Located { staged: self.staged.map(|s| Cow::Owned(s.into_owned())), ..self }
+    }
+
+    /// Where the object's space starts in the file (for tools and tests).
+    pub fn offset(&self) -> u64 {
+        self.extent.offset
+    }
+
+    /// The object's allocated length in bytes.
+    pub fn allocated_len(&self) -> u64 {
+        self.extent.len
+    }
+
+    /// Whether the bytes are still in the write buffer (then this location holds a copy, and
+    /// caching it is pointless).
+    pub fn is_staged(&self) -> bool {
+        self.staged.is_some()
     }
 }
 

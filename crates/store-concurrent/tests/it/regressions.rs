@@ -71,7 +71,7 @@ fn regression_a_rewrite_through_the_wrapper_never_launders_a_damaged_tail() {
     let mut base = Base::create_with(disk.clone(), unbuffered()).unwrap();
     let id = base.write_new_obj_from_bytes(&[7; 100]).unwrap();
     base.commit().unwrap();
-    let offset = base.locate(id).unwrap().extent.offset;
+    let offset = base.locate(id).unwrap().offset();
     let store = ConcurrentStore::new(base, 0);
     disk.write_at(&[0xAA], offset + 50).unwrap();
     let result = store.write_bytes_to_obj(id, b"hello");

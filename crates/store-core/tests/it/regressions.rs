@@ -101,13 +101,19 @@ fn small_objects_keep_to_pages_of_their_own<A: SpaceAllocator>() {
     let committed_pages: std::collections::BTreeSet<u64> = committed
         .iter()
         .flat_map(|&id| {
-            let extent = store.locate(id).unwrap().extent;
+            let extent = {
+                let l = store.locate(id).unwrap();
+                bob_alloc::Extent::new(l.offset(), l.allocated_len())
+            };
             pages_of(extent.offset, extent.len)
         })
         .collect();
     for i in 0..20 {
         let id = store.write_new_obj_from_bytes(&bytes(100 + i, 100)).unwrap();
-        let extent = store.locate(id).unwrap().extent;
+        let extent = {
+            let l = store.locate(id).unwrap();
+            bob_alloc::Extent::new(l.offset(), l.allocated_len())
+        };
         for page in pages_of(extent.offset, extent.len) {
             assert!(!committed_pages.contains(&page), "object {id} shares page {page}");
         }
