@@ -54,6 +54,16 @@ pub trait FileBackend: Send + Sync {
 
     /// Makes the file's data and all its metadata durable (`fsync`).
     fn sync_all(&self) -> io::Result<()>;
+
+    /// Extends the file to at least `len` bytes with its space reserved on the device where
+    /// the system can (`fallocate`), so later writes below `len` cannot fail for want of
+    /// space; never shrinks it. The default extends it with `set_len`.
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        if self.len()? < len {
+            self.set_len(len)?;
+        }
+        Ok(())
+    }
 }
 
 macro_rules! forward_backend {
@@ -79,6 +89,9 @@ macro_rules! forward_backend {
             }
             fn sync_all(&self) -> io::Result<()> {
                 (**self).sync_all()
+            }
+            fn allocate(&self, len: u64) -> io::Result<()> {
+                (**self).allocate(len)
             }
         }
     )*};
@@ -187,6 +200,23 @@ impl FileBackend for OsFile {
 
     fn sync_all(&self) -> io::Result<()> {
         self.file.sync_all()
+    }
+
+    /// `fallocate` from the current end to `len` (blocks reserved, the size extended); where
+    /// the file system has no `fallocate`, `set_len`.
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        let current = self.file.metadata()?.len();
+        if current >= len {
+            return Ok(());
+        }
+        let flags = rustix::fs::FallocateFlags::empty();
+        match rustix::fs::fallocate(&self.file, flags, current, len - current) {
+            Ok(()) => Ok(()),
+            Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
+                self.file.set_len(len)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

@@ -150,9 +150,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         // length is a whole number of pages, so changing it never rewrites a page that holds
         // committed bytes.
         let end = self.alloc.file_end().next_multiple_of(PAGE);
-        if self.backend.len()? < end {
-            self.backend.set_len(end)?;
-        }
+        self.backend.allocate(end)?;
         self.backend.sync_data()?;
         let slot = 1 - self.active_slot;
         self.backend.write_at(&plan.header.encode(), SLOT_OFFSETS[slot])?;
@@ -184,11 +182,32 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         self.return_unheld(unheld);
         self.table.committed();
         self.dirty = false;
-        // The space past the allocator's end is referenced by no commit: give it back. A
-        // failure leaves the file longer, which the next commit or open tolerates.
+        // Past the allocator's end the file keeps room, reserved on the device, for the next
+        // commit's metadata, so a commit of deletes succeeds on a full disk; the rest is
+        // referenced by no commit and goes back. A failure of either is not the commit's: it
+        // is durable, and the file length is settled again by the next commit.
+        self.settle_file_len(false);
+    }
+
+    /// Sets the file's length to the allocator's end plus the room for the next commit's
+    /// metadata, reserved on the device; a file longer than that by less than a growth step
+    /// stays, unless `exact`. Failures are not errors: the length is settled again later.
+    pub(super) fn settle_file_len(&mut self, exact: bool) {
         let end = self.alloc.file_end().max(HEADER_REGION).next_multiple_of(PAGE);
-        if self.backend.len().is_ok_and(|len| len > end) {
-            let _ = self.backend.set_len(end);
+        let want = end + self.commit_reserve();
+        match self.backend.len() {
+            Ok(len) if len < want => {
+                if self.backend.allocate(want).is_ok() {
+                    self.room = want;
+                }
+            }
+            Ok(len) if len > want && (exact || len > want + super::GROW_STEP) => {
+                if self.backend.set_len(want).is_ok() {
+                    self.room = want;
+                }
+            }
+            Ok(len) => self.room = len,
+            Err(_) => {}
         }
     }
 

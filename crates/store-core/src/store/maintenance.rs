@@ -214,6 +214,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         let result = self.rewrite_metadata_low();
         self.metadata_low = false;
         result?;
+        self.settle_file_len(true);
         report.file_len_after = self.backend.len()?;
         Ok(report)
     }

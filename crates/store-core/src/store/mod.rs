@@ -27,6 +27,11 @@ use placement::Placement;
 /// Objects larger than this are never staged in the write buffer.
 pub(crate) const MAX_STAGED_OBJECT: usize = 64 * 1024;
 
+/// The least the file grows by when objects need room (see `ensure_file_room`; a large file
+/// grows by a sixteenth of itself), and how far past what it needs a commit lets it stay
+/// before shrinking it.
+pub(crate) const GROW_STEP: u64 = 64 << 10;
+
 /// Table pages a commit may need beyond those already changed (deletes made after the last
 /// allocation), kept free below the size limit so a commit of deletes succeeds at the limit.
 const COMMIT_SLACK_PAGES: u64 = 16;
@@ -100,6 +105,9 @@ pub struct Store<A: SpaceAllocator, B: FileBackend> {
     /// Set while compaction rewrites the metadata: pages and root go to the lowest space.
     metadata_low: bool,
     placement: Placement,
+    /// The file length known to be allocated: objects never grow past it minus the room kept
+    /// for the next commit's metadata.
+    room: u64,
 }
 
 impl<A: SpaceAllocator> Store<A, OsFile> {
@@ -182,6 +190,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             write_buffer_bytes: options.write_buffer_bytes,
             metadata_low: false,
             placement: Placement::default(),
+            room: 0,
         }
     }
 
@@ -327,14 +336,39 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         if purpose == Purpose::Metadata || end <= end_before {
             return Ok(());
         }
-        let soft_limit = self.limit.saturating_sub(self.commit_reserve());
-        if end <= soft_limit {
-            return Ok(());
-        }
+        let needed = end.next_multiple_of(PAGE) + self.commit_reserve();
+        let refusal = if needed > self.limit {
+            Some(Error::OutOfSpace { len, limit: self.limit })
+        } else {
+            self.ensure_file_room(needed).err()
+        };
+        let Some(error) = refusal else { return Ok(()) };
         for extent in taken {
             self.free_space(*extent)?;
         }
-        Err(Error::OutOfSpace { len, limit: self.limit })
+        Err(error)
+    }
+
+    /// Makes the file at least `needed` bytes long, its space reserved on the device, growing
+    /// it in steps. A full disk is `OutOfSpace` (nothing changed: the store stays usable), so
+    /// the room kept past the objects for the next commit's metadata is never eaten.
+    fn ensure_file_room(&mut self, needed: u64) -> Result<()> {
+        if needed <= self.room {
+            return Ok(());
+        }
+        let step = GROW_STEP.max(self.room / 16).next_multiple_of(PAGE);
+        let stepped = needed.max(self.room + step).min(self.limit).max(needed);
+        for target in [stepped, needed] {
+            match self.backend.allocate(target) {
+                Ok(()) => {
+                    self.room = target;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::OutOfSpace { len: needed - self.room, limit: self.room })
     }
 
     /// Runs of `count` extents of `len` bytes, each run in pages no commit references.

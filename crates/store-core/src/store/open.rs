@@ -179,6 +179,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         })?;
         let mut store = Self::from_parts(backend, alloc, table, pages, header, slot, options);
         store.placement = placement;
+        store.room = file_len;
         Ok(store)
     }
 }
