@@ -1,0 +1,333 @@
+//! Persistence: `persist` writes changed nodes one by one, `batch_persist` in contiguous runs.
+
+use bob_store_core::{BatchStorer, ObjectId, Storer};
+
+use super::{Link, PersistentTreap};
+use crate::codec::{TreapKey, TreapValue};
+use crate::node::{ChildRef, RawNode, encode_into};
+use crate::{Error, Result};
+
+/// A changed node as `batch_persist` encodes it.
+struct Planned {
+    /// Its arena index.
+    index: usize,
+    priority: u64,
+    count: u64,
+    children: [PlannedChild; 2],
+    /// Where its key and value are in the encoded buffer.
+    kv_start: usize,
+    key_len: usize,
+    value_len: usize,
+}
+
+/// How a changed node names a child in `batch_persist`.
+#[derive(Debug, Clone, Copy)]
+enum PlannedChild {
+    None,
+    /// A clean child: its object.
+    Stored(ChildRef),
+    /// A changed child: its position in the plan, and its subtree's size.
+    Dirty {
+        pos: usize,
+        count: u64,
+    },
+}
+
+/// Free space `batch_persist` reuses must hold a run of at least this many bytes: smaller
+/// holes are left to single allocations, since each run costs a write of its own.
+const MIN_RUN_BYTES: usize = 8 << 10;
+
+/// One run's nodes as `batch_persist` writes them: encoded end to end, and each node's
+/// object with where its bytes start.
+struct RunBuffer {
+    bytes: Vec<u8>,
+    starts: Vec<(ObjectId, usize)>,
+}
+
+/// What [`PersistentTreap::batch_persist`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// The root's object (`None` for an empty treap).
+    pub root: Option<ObjectId>,
+    /// Nodes written.
+    pub nodes: u64,
+    /// Contiguous runs taken (each written with one `write_batched_objs`).
+    pub runs: u64,
+    /// Nodes written one by one because no run was available.
+    pub fallback_nodes: u64,
+}
+
+impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
+    /// Writes every changed node as a new object, children before parents, deletes the
+    /// objects of replaced and deleted nodes, and returns the root's object (`None` when
+    /// empty). Nothing is durable until the store's next commit, which makes the new tree and
+    /// the frees durable together; until then, and after any crash before it, the previously
+    /// committed tree loads whole.
+    pub fn persist<S: Storer>(&mut self, store: &mut S) -> Result<Option<ObjectId>> {
+        let root = self.persist_now(store);
+        self.retry_above = 0;
+        self.after_op();
+        root
+    }
+
+    fn persist_now<S: Storer>(&mut self, store: &mut S) -> Result<Option<ObjectId>> {
+        let root = match self.root {
+            Link::Empty => None,
+            Link::Stored(child) => Some(child.id),
+            Link::Mem(index) => Some(self.persist_node(store, index)?.id),
+        };
+        for id in std::mem::take(&mut self.doomed) {
+            store.delete_obj(id)?;
+        }
+        Ok(root)
+    }
+
+    fn child_ref<S: Storer>(&mut self, store: &mut S, link: Link) -> Result<Option<ChildRef>> {
+        match link {
+            Link::Empty => Ok(None),
+            Link::Stored(child) => Ok(Some(child)),
+            Link::Mem(index) => self.persist_node(store, index).map(Some),
+        }
+    }
+
+    fn persist_node<S: Storer>(&mut self, store: &mut S, index: usize) -> Result<ChildRef> {
+        let node = self.node(index);
+        if let (false, Some(id)) = (node.dirty, node.stored) {
+            return Ok(ChildRef { id, count: node.count });
+        }
+        let (left, right) = (node.left, node.right);
+        let left = self.child_ref(store, left)?;
+        let right = self.child_ref(store, right)?;
+        let node = self.node(index);
+        let mut raw = RawNode {
+            priority: node.priority,
+            count: node.count,
+            left,
+            right,
+            key: Vec::new(),
+            value: Vec::new(),
+        };
+        node.key.encode(&mut raw.key);
+        node.value.encode(&mut raw.value)?;
+        let id = store.write_new_obj_from_bytes(&raw.encode()?)?;
+        let node = self.node_mut(index);
+        if let Some(old) = node.stored.replace(id) {
+            self.doomed.push(old);
+        }
+        self.node_mut(index).dirty = false;
+        Ok(ChildRef { id, count: raw.count })
+    }
+
+    /// Like [`persist`](Self::persist), with as few writes as the store allows: the changed
+    /// nodes are grouped by encoded size, each group takes one contiguous run of objects
+    /// (`allocate_run`), every node is encoded with its children's final ids, and each run is
+    /// written with one `write_batched_objs`. When a group's full run is not available, it
+    /// takes the shorter runs the store can give (grouped batching); when none is, that group
+    /// falls back to one write per node. A uniform tree is one run and one write.
+    pub fn batch_persist<S: BatchStorer>(&mut self, store: &mut S) -> Result<BatchReport> {
+        let report = self.batch_persist_now(store);
+        self.retry_above = 0;
+        self.after_op();
+        report
+    }
+
+    fn batch_persist_now<S: BatchStorer>(&mut self, store: &mut S) -> Result<BatchReport> {
+        let mut report = BatchReport::default();
+        let mut kv = Vec::new();
+        let plan = self.plan_batch(&mut kv)?;
+        let len_of = |p: &Planned| RawNode::encoded_len(p.key_len, p.value_len);
+        // Group by encoded length, keeping post-order inside each group (a uniform tree is
+        // one group and needs no sort).
+        let mut order: Vec<usize> = (0..plan.len()).collect();
+        if !plan.windows(2).all(|w| len_of(&w[0]) == len_of(&w[1])) {
+            order.sort_by_key(|&i| len_of(&plan[i]));
+        }
+        // Ids first: every node's id is known before any parent is encoded.
+        // By plan position: (object id, run number) for the nodes given a run.
+        let mut assigned: Vec<Option<(ObjectId, usize)>> = vec![None; plan.len()];
+        let mut runs: Vec<RunBuffer> = Vec::new();
+        for group in order.chunk_by(|&a, &b| len_of(&plan[a]) == len_of(&plan[b])) {
+            let len = len_of(&plan[group[0]]);
+            let mut rest = group;
+            // Free space first, where it holds a run of at least this many nodes.
+            let min_run = (MIN_RUN_BYTES / len).max(1) as u64;
+            match store.allocate_runs(rest.len() as u64, len as u64, min_run) {
+                Ok(taken) => {
+                    for run in taken {
+                        let (these, others) = rest.split_at(run.len().min(rest.len()));
+                        for (&i, id) in these.iter().zip(run) {
+                            assigned[i] = Some((id, runs.len()));
+                        }
+                        runs.push(RunBuffer {
+                            bytes: Vec::with_capacity(these.len() * len),
+                            starts: Vec::with_capacity(these.len()),
+                        });
+                        rest = others;
+                    }
+                }
+                // Not even that: shorter runs below, then single nodes.
+                Err(bob_store_core::Error::Alloc(bob_alloc::Error::NoRun { .. })) => {}
+                Err(other) => return Err(other.into()),
+            }
+            while !rest.is_empty() {
+                let take = match store.allocate_run(rest.len() as u64, len as u64) {
+                    Ok(run) => Some((rest.len(), run)),
+                    Err(bob_store_core::Error::Alloc(bob_alloc::Error::NoRun {
+                        longest, ..
+                    })) if longest > 0 => {
+                        let take = (longest as usize).min(rest.len());
+                        Some((take, store.allocate_run(take as u64, len as u64)?))
+                    }
+                    Err(_) => None,
+                };
+                let Some((take, run)) = take else {
+                    report.fallback_nodes += rest.len() as u64;
+                    break;
+                };
+                for (&i, id) in rest[..take].iter().zip(run) {
+                    assigned[i] = Some((id, runs.len()));
+                }
+                runs.push(RunBuffer {
+                    bytes: Vec::with_capacity(take * len),
+                    starts: Vec::with_capacity(take),
+                });
+                rest = &rest[take..];
+            }
+        }
+        report.runs = runs.len() as u64;
+        // Encode in post-order (children before parents), each node appended to its run's
+        // buffer; a node without a run is written alone, so it too has its id before its
+        // parent is encoded. `ids[i]` is plan node i's object.
+        let mut ids: Vec<ObjectId> = Vec::with_capacity(plan.len());
+        let mut single = Vec::new();
+        for (i, node) in plan.iter().enumerate() {
+            let child = |c: PlannedChild| match c {
+                PlannedChild::None => None,
+                PlannedChild::Stored(child) => Some(child),
+                PlannedChild::Dirty { pos, count } => Some(ChildRef { id: ids[pos], count }),
+            };
+            let children = [child(node.children[0]), child(node.children[1])];
+            let key = &kv[node.kv_start..node.kv_start + node.key_len];
+            let value = &kv[node.kv_start + node.key_len..][..node.value_len];
+            let id = match assigned[i] {
+                Some((id, run)) => {
+                    let buffer = &mut runs[run];
+                    let at = buffer.bytes.len();
+                    encode_into(
+                        &mut buffer.bytes,
+                        node.priority,
+                        node.count,
+                        children,
+                        key,
+                        value,
+                    )?;
+                    buffer.starts.push((id, at));
+                    id
+                }
+                None => {
+                    single.clear();
+                    encode_into(&mut single, node.priority, node.count, children, key, value)?;
+                    store.write_new_obj_from_bytes(&single)?
+                }
+            };
+            ids.push(id);
+        }
+        let mut objects = Vec::new();
+        for RunBuffer { bytes, starts } in &runs {
+            objects.clear();
+            for (n, &(id, at)) in starts.iter().enumerate() {
+                let end = starts.get(n + 1).map_or(bytes.len(), |next| next.1);
+                objects.push((id, &bytes[at..end]));
+            }
+            store.write_batched_objs(&objects)?;
+        }
+        // Only now, with everything written, do the nodes take their new objects. When they
+        // are a good part of the arena, in arena order (a sequential sweep rather than a
+        // random walk); when they are few, directly (a sweep would cost the whole arena).
+        if plan.len() * 8 >= self.nodes.len() {
+            let mut new_ids: Vec<Option<ObjectId>> = vec![None; self.nodes.len()];
+            for (planned, &id) in plan.iter().zip(&ids) {
+                new_ids[planned.index] = Some(id);
+            }
+            for (slot, id) in self.nodes.iter_mut().zip(new_ids) {
+                if let (Some(node), Some(id)) = (slot.as_mut(), id) {
+                    node.dirty = false;
+                    if let Some(old) = node.stored.replace(id) {
+                        self.doomed.push(old);
+                    }
+                }
+            }
+        } else {
+            for (planned, &id) in plan.iter().zip(&ids) {
+                let node = self.node_mut(planned.index);
+                node.dirty = false;
+                if let Some(old) = node.stored.replace(id) {
+                    self.doomed.push(old);
+                }
+            }
+        }
+        report.nodes = plan.len() as u64;
+        for id in std::mem::take(&mut self.doomed) {
+            store.delete_obj(id)?;
+        }
+        report.root = match self.root {
+            Link::Empty => None,
+            Link::Stored(child) => Some(child.id),
+            Link::Mem(index) => self.node(index).stored,
+        };
+        Ok(report)
+    }
+
+    /// The changed nodes in post-order (children before parents), each with what its
+    /// encoding needs; keys and values are encoded once, into `kv`. A clean node heads a
+    /// clean subtree (a change dirties its whole path), so clean subtrees are not entered.
+    fn plan_batch(&self, kv: &mut Vec<u8>) -> Result<Vec<Planned>> {
+        let mut plan: Vec<Planned> = Vec::new();
+        let Link::Mem(root) = self.root else { return Ok(plan) };
+        // Frames to visit (index, children done) and the finished children's references.
+        let mut stack = vec![(root, false)];
+        let mut done: Vec<PlannedChild> = Vec::new();
+        while let Some((index, children_done)) = stack.pop() {
+            let node = self.node(index);
+            if !children_done {
+                if let (false, Some(id)) = (node.dirty, node.stored) {
+                    done.push(PlannedChild::Stored(ChildRef { id, count: node.count }));
+                    continue;
+                }
+                stack.push((index, true));
+                for link in [node.right, node.left] {
+                    if let Link::Mem(child) = link {
+                        stack.push((child, false));
+                    }
+                }
+                continue;
+            }
+            // Children finished first left then right, so right's reference is on top.
+            let mut children = [PlannedChild::None; 2];
+            for (side, link) in [(1, node.right), (0, node.left)] {
+                children[side] = match link {
+                    Link::Empty => PlannedChild::None,
+                    Link::Stored(child) => PlannedChild::Stored(child),
+                    Link::Mem(_) => done
+                        .pop()
+                        .ok_or_else(|| Error::Invariant("post-order lost a child".into()))?,
+                };
+            }
+            let kv_start = kv.len();
+            node.key.encode(kv);
+            let key_len = kv.len() - kv_start;
+            node.value.encode(kv)?;
+            done.push(PlannedChild::Dirty { pos: plan.len(), count: node.count });
+            plan.push(Planned {
+                index,
+                priority: node.priority,
+                count: node.count,
+                children,
+                kv_start,
+                key_len,
+                value_len: kv.len() - kv_start - key_len,
+            });
+        }
+        Ok(plan)
+    }
+}
