@@ -99,6 +99,7 @@ impl RawNode {
         HEADER + key_len + value_len + TRAILER
     }
 
+    #[cfg(test)]
     pub(crate) fn encode(&self) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(Self::encoded_len(self.key.len(), self.value.len()));
         encode_into(

@@ -4,7 +4,7 @@ use bob_store_core::{BatchStorer, ObjectId, Storer};
 
 use super::{Link, PersistentTreap};
 use crate::codec::{TreapKey, TreapValue};
-use crate::node::{ChildRef, RawNode, encode_into};
+use crate::node::{ChildRef, MAX_FIELD_BYTES, RawNode, encode_into};
 use crate::{Error, Result};
 
 /// A changed node as `batch_persist` encodes it.
@@ -44,6 +44,9 @@ struct RunBuffer {
     starts: Vec<(ObjectId, usize)>,
 }
 
+/// A planned node's place in a run, if it has one: its object and the run's number.
+type Assigned = Option<(ObjectId, usize)>;
+
 /// What [`PersistentTreap::batch_persist`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BatchReport {
@@ -71,51 +74,16 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
     }
 
     fn persist_now<S: Storer>(&mut self, store: &mut S) -> Result<Option<ObjectId>> {
-        let root = match self.root {
-            Link::Empty => None,
-            Link::Stored(child) => Some(child.id),
-            Link::Mem(index) => Some(self.persist_node(store, index)?.id),
-        };
+        let mut kv = Vec::new();
+        let plan = self.plan_batch(&mut kv)?;
+        let mut created = Vec::new();
+        let written = encode_and_write(store, &plan, &kv, &[], &mut [], &mut created);
+        let ids = freeing_on_error(store, written, &created)?;
+        self.adopt(&plan, &ids);
         for id in std::mem::take(&mut self.doomed) {
             store.delete_obj(id)?;
         }
-        Ok(root)
-    }
-
-    fn child_ref<S: Storer>(&mut self, store: &mut S, link: Link) -> Result<Option<ChildRef>> {
-        match link {
-            Link::Empty => Ok(None),
-            Link::Stored(child) => Ok(Some(child)),
-            Link::Mem(index) => self.persist_node(store, index).map(Some),
-        }
-    }
-
-    fn persist_node<S: Storer>(&mut self, store: &mut S, index: usize) -> Result<ChildRef> {
-        let node = self.node(index);
-        if let (false, Some(id)) = (node.dirty, node.stored) {
-            return Ok(ChildRef { id, count: node.count });
-        }
-        let (left, right) = (node.left, node.right);
-        let left = self.child_ref(store, left)?;
-        let right = self.child_ref(store, right)?;
-        let node = self.node(index);
-        let mut raw = RawNode {
-            priority: node.priority,
-            count: node.count,
-            left,
-            right,
-            key: Vec::new(),
-            value: Vec::new(),
-        };
-        node.key.encode(&mut raw.key);
-        node.value.encode(&mut raw.value)?;
-        let id = store.write_new_obj_from_bytes(&raw.encode()?)?;
-        let node = self.node_mut(index);
-        if let Some(old) = node.stored.replace(id) {
-            self.doomed.push(old);
-        }
-        self.node_mut(index).dirty = false;
-        Ok(ChildRef { id, count: raw.count })
+        Ok(self.root_id())
     }
 
     /// Like [`persist`](Self::persist), with as few writes as the store allows: the changed
@@ -133,120 +101,39 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
 
     fn batch_persist_now<S: BatchStorer>(&mut self, store: &mut S) -> Result<BatchReport> {
         let mut report = BatchReport::default();
+        // Everything that can fail before a write (encoding, size limits) fails here, before
+        // any object is allocated.
         let mut kv = Vec::new();
         let plan = self.plan_batch(&mut kv)?;
-        let len_of = |p: &Planned| RawNode::encoded_len(p.key_len, p.value_len);
-        // Group by encoded length, keeping post-order inside each group (a uniform tree is
-        // one group and needs no sort).
-        let mut order: Vec<usize> = (0..plan.len()).collect();
-        if !plan.windows(2).all(|w| len_of(&w[0]) == len_of(&w[1])) {
-            order.sort_by_key(|&i| len_of(&plan[i]));
+        let mut created = Vec::new();
+        let written = write_in_runs(store, &plan, &kv, &mut report, &mut created);
+        let ids = freeing_on_error(store, written, &created)?;
+        self.adopt(&plan, &ids);
+        report.nodes = plan.len() as u64;
+        for id in std::mem::take(&mut self.doomed) {
+            store.delete_obj(id)?;
         }
-        // Ids first: every node's id is known before any parent is encoded.
-        // By plan position: (object id, run number) for the nodes given a run.
-        let mut assigned: Vec<Option<(ObjectId, usize)>> = vec![None; plan.len()];
-        let mut runs: Vec<RunBuffer> = Vec::new();
-        for group in order.chunk_by(|&a, &b| len_of(&plan[a]) == len_of(&plan[b])) {
-            let len = len_of(&plan[group[0]]);
-            let mut rest = group;
-            // Free space first, where it holds a run of at least this many nodes.
-            let min_run = (MIN_RUN_BYTES / len).max(1) as u64;
-            match store.allocate_runs(rest.len() as u64, len as u64, min_run) {
-                Ok(taken) => {
-                    for run in taken {
-                        let (these, others) = rest.split_at(run.len().min(rest.len()));
-                        for (&i, id) in these.iter().zip(run) {
-                            assigned[i] = Some((id, runs.len()));
-                        }
-                        runs.push(RunBuffer {
-                            bytes: Vec::with_capacity(these.len() * len),
-                            starts: Vec::with_capacity(these.len()),
-                        });
-                        rest = others;
-                    }
-                }
-                // Not even that: shorter runs below, then single nodes.
-                Err(bob_store_core::Error::Alloc(bob_alloc::Error::NoRun { .. })) => {}
-                Err(other) => return Err(other.into()),
-            }
-            while !rest.is_empty() {
-                let take = match store.allocate_run(rest.len() as u64, len as u64) {
-                    Ok(run) => Some((rest.len(), run)),
-                    Err(bob_store_core::Error::Alloc(bob_alloc::Error::NoRun {
-                        longest, ..
-                    })) if longest > 0 => {
-                        let take = (longest as usize).min(rest.len());
-                        Some((take, store.allocate_run(take as u64, len as u64)?))
-                    }
-                    Err(_) => None,
-                };
-                let Some((take, run)) = take else {
-                    report.fallback_nodes += rest.len() as u64;
-                    break;
-                };
-                for (&i, id) in rest[..take].iter().zip(run) {
-                    assigned[i] = Some((id, runs.len()));
-                }
-                runs.push(RunBuffer {
-                    bytes: Vec::with_capacity(take * len),
-                    starts: Vec::with_capacity(take),
-                });
-                rest = &rest[take..];
-            }
+        report.root = self.root_id();
+        Ok(report)
+    }
+
+    /// The root's object, once persisted (`None` for an empty treap).
+    fn root_id(&self) -> Option<ObjectId> {
+        match self.root {
+            Link::Empty => None,
+            Link::Stored(child) => Some(child.id),
+            Link::Mem(index) => self.node(index).stored,
         }
-        report.runs = runs.len() as u64;
-        // Encode in post-order (children before parents), each node appended to its run's
-        // buffer; a node without a run is written alone, so it too has its id before its
-        // parent is encoded. `ids[i]` is plan node i's object.
-        let mut ids: Vec<ObjectId> = Vec::with_capacity(plan.len());
-        let mut single = Vec::new();
-        for (i, node) in plan.iter().enumerate() {
-            let child = |c: PlannedChild| match c {
-                PlannedChild::None => None,
-                PlannedChild::Stored(child) => Some(child),
-                PlannedChild::Dirty { pos, count } => Some(ChildRef { id: ids[pos], count }),
-            };
-            let children = [child(node.children[0]), child(node.children[1])];
-            let key = &kv[node.kv_start..node.kv_start + node.key_len];
-            let value = &kv[node.kv_start + node.key_len..][..node.value_len];
-            let id = match assigned[i] {
-                Some((id, run)) => {
-                    let buffer = &mut runs[run];
-                    let at = buffer.bytes.len();
-                    encode_into(
-                        &mut buffer.bytes,
-                        node.priority,
-                        node.count,
-                        children,
-                        key,
-                        value,
-                    )?;
-                    buffer.starts.push((id, at));
-                    id
-                }
-                None => {
-                    single.clear();
-                    encode_into(&mut single, node.priority, node.count, children, key, value)?;
-                    store.write_new_obj_from_bytes(&single)?
-                }
-            };
-            ids.push(id);
-        }
-        let mut objects = Vec::new();
-        for RunBuffer { bytes, starts } in &runs {
-            objects.clear();
-            for (n, &(id, at)) in starts.iter().enumerate() {
-                let end = starts.get(n + 1).map_or(bytes.len(), |next| next.1);
-                objects.push((id, &bytes[at..end]));
-            }
-            store.write_batched_objs(&objects)?;
-        }
-        // Only now, with everything written, do the nodes take their new objects. When they
-        // are a good part of the arena, in arena order (a sequential sweep rather than a
-        // random walk); when they are few, directly (a sweep would cost the whole arena).
+    }
+
+    /// With everything written, the planned nodes take their new objects (`ids[i]` is plan
+    /// node i's) and their old ones join the doomed. When they are a good part of the arena,
+    /// in arena order (a sequential sweep rather than a random walk); when they are few,
+    /// directly (a sweep would cost the whole arena).
+    fn adopt(&mut self, plan: &[Planned], ids: &[ObjectId]) {
         if plan.len() * 8 >= self.nodes.len() {
             let mut new_ids: Vec<Option<ObjectId>> = vec![None; self.nodes.len()];
-            for (planned, &id) in plan.iter().zip(&ids) {
+            for (planned, &id) in plan.iter().zip(ids) {
                 new_ids[planned.index] = Some(id);
             }
             for (slot, id) in self.nodes.iter_mut().zip(new_ids) {
@@ -258,7 +145,7 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
                 }
             }
         } else {
-            for (planned, &id) in plan.iter().zip(&ids) {
+            for (planned, &id) in plan.iter().zip(ids) {
                 let node = self.node_mut(planned.index);
                 node.dirty = false;
                 if let Some(old) = node.stored.replace(id) {
@@ -266,16 +153,6 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
                 }
             }
         }
-        report.nodes = plan.len() as u64;
-        for id in std::mem::take(&mut self.doomed) {
-            store.delete_obj(id)?;
-        }
-        report.root = match self.root {
-            Link::Empty => None,
-            Link::Stored(child) => Some(child.id),
-            Link::Mem(index) => self.node(index).stored,
-        };
-        Ok(report)
     }
 
     /// The changed nodes in post-order (children before parents), each with what its
@@ -317,6 +194,10 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
             node.key.encode(kv);
             let key_len = kv.len() - kv_start;
             node.value.encode(kv)?;
+            let value_len = kv.len() - kv_start - key_len;
+            if key_len > MAX_FIELD_BYTES || value_len > MAX_FIELD_BYTES {
+                return Err(Error::TooLarge { len: key_len.max(value_len), max: MAX_FIELD_BYTES });
+            }
             done.push(PlannedChild::Dirty { pos: plan.len(), count: node.count });
             plan.push(Planned {
                 index,
@@ -325,9 +206,162 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
                 children,
                 kv_start,
                 key_len,
-                value_len: kv.len() - kv_start - key_len,
+                value_len,
             });
         }
         Ok(plan)
     }
+}
+
+/// `written`, or its error after deleting the objects the failed persist `created`: nothing
+/// references them, and they would otherwise stay allocated for good. A store whose write
+/// failed may refuse the deletes too; it then drops everything uncommitted when reopened, so
+/// the persist's error is the one reported.
+fn freeing_on_error<S: Storer, T>(
+    store: &mut S,
+    written: Result<T>,
+    created: &[ObjectId],
+) -> Result<T> {
+    if written.is_err() {
+        for &id in created {
+            let _ = store.delete_obj(id);
+        }
+    }
+    written
+}
+
+/// Allocates runs for the plan and writes it; the objects allocated or written are pushed
+/// to `created` as they are made. Returns each plan node's object.
+fn write_in_runs<S: BatchStorer>(
+    store: &mut S,
+    plan: &[Planned],
+    kv: &[u8],
+    report: &mut BatchReport,
+    created: &mut Vec<ObjectId>,
+) -> Result<Vec<ObjectId>> {
+    let (assigned, mut runs) = allocate_runs(store, plan, report, created)?;
+    report.runs = runs.len() as u64;
+    let ids = encode_and_write(store, plan, kv, &assigned, &mut runs, created)?;
+    let mut objects = Vec::new();
+    for RunBuffer { bytes, starts } in &runs {
+        objects.clear();
+        for (n, &(id, at)) in starts.iter().enumerate() {
+            let end = starts.get(n + 1).map_or(bytes.len(), |next| next.1);
+            objects.push((id, &bytes[at..end]));
+        }
+        store.write_batched_objs(&objects)?;
+    }
+    Ok(ids)
+}
+
+/// Ids first, so every node's id is known before any parent is encoded: the plan's nodes
+/// grouped by encoded length, each group given runs of objects. Returns, by plan position,
+/// (object id, run number) for the nodes given a run, and the runs' empty buffers; the
+/// nodes left without a run are counted in `report.fallback_nodes`.
+fn allocate_runs<S: BatchStorer>(
+    store: &mut S,
+    plan: &[Planned],
+    report: &mut BatchReport,
+    created: &mut Vec<ObjectId>,
+) -> Result<(Vec<Assigned>, Vec<RunBuffer>)> {
+    let len_of = |p: &Planned| RawNode::encoded_len(p.key_len, p.value_len);
+    // Group by encoded length, keeping post-order inside each group (a uniform tree is
+    // one group and needs no sort).
+    let mut order: Vec<usize> = (0..plan.len()).collect();
+    if !plan.windows(2).all(|w| len_of(&w[0]) == len_of(&w[1])) {
+        order.sort_by_key(|&i| len_of(&plan[i]));
+    }
+    let mut assigned: Vec<Assigned> = vec![None; plan.len()];
+    let mut runs: Vec<RunBuffer> = Vec::new();
+    let mut take_run = |nodes: &[usize], run: Vec<ObjectId>, len: usize| {
+        created.extend_from_slice(&run);
+        for (&i, id) in nodes.iter().zip(run) {
+            assigned[i] = Some((id, runs.len()));
+        }
+        runs.push(RunBuffer {
+            bytes: Vec::with_capacity(nodes.len() * len),
+            starts: Vec::with_capacity(nodes.len()),
+        });
+    };
+    for group in order.chunk_by(|&a, &b| len_of(&plan[a]) == len_of(&plan[b])) {
+        let len = len_of(&plan[group[0]]);
+        let mut rest = group;
+        // Free space first, where it holds a run of at least this many nodes.
+        let min_run = (MIN_RUN_BYTES / len).max(1) as u64;
+        match store.allocate_runs(rest.len() as u64, len as u64, min_run) {
+            Ok(taken) => {
+                for run in taken {
+                    let (these, others) = rest.split_at(run.len().min(rest.len()));
+                    take_run(these, run, len);
+                    rest = others;
+                }
+            }
+            // Not even that: shorter runs below, then single nodes.
+            Err(bob_store_core::Error::Alloc(bob_alloc::Error::NoRun { .. })) => {}
+            Err(other) => return Err(other.into()),
+        }
+        while !rest.is_empty() {
+            let take = match store.allocate_run(rest.len() as u64, len as u64) {
+                Ok(run) => Some((rest.len(), run)),
+                Err(bob_store_core::Error::Alloc(bob_alloc::Error::NoRun { longest, .. }))
+                    if longest > 0 =>
+                {
+                    let take = (longest as usize).min(rest.len());
+                    Some((take, store.allocate_run(take as u64, len as u64)?))
+                }
+                Err(_) => None,
+            };
+            let Some((take, run)) = take else {
+                report.fallback_nodes += rest.len() as u64;
+                break;
+            };
+            take_run(&rest[..take], run, len);
+            rest = &rest[take..];
+        }
+    }
+    Ok((assigned, runs))
+}
+
+/// Encodes the plan in post-order (children before parents), each node given a run
+/// appended to its run's buffer, each other node written alone, so it too has its id before
+/// its parent is encoded; written objects are pushed to `created`. Returns each plan node's
+/// object.
+fn encode_and_write<S: Storer>(
+    store: &mut S,
+    plan: &[Planned],
+    kv: &[u8],
+    assigned: &[Assigned],
+    runs: &mut [RunBuffer],
+    created: &mut Vec<ObjectId>,
+) -> Result<Vec<ObjectId>> {
+    let mut ids: Vec<ObjectId> = Vec::with_capacity(plan.len());
+    let mut single = Vec::new();
+    for (i, node) in plan.iter().enumerate() {
+        let child = |c: PlannedChild| match c {
+            PlannedChild::None => None,
+            PlannedChild::Stored(child) => Some(child),
+            PlannedChild::Dirty { pos, count } => Some(ChildRef { id: ids[pos], count }),
+        };
+        let children = [child(node.children[0]), child(node.children[1])];
+        let key = &kv[node.kv_start..node.kv_start + node.key_len];
+        let value = &kv[node.kv_start + node.key_len..][..node.value_len];
+        let id = match assigned.get(i).copied().flatten() {
+            Some((id, run)) => {
+                let buffer = &mut runs[run];
+                let at = buffer.bytes.len();
+                encode_into(&mut buffer.bytes, node.priority, node.count, children, key, value)?;
+                buffer.starts.push((id, at));
+                id
+            }
+            None => {
+                single.clear();
+                encode_into(&mut single, node.priority, node.count, children, key, value)?;
+                let id = store.write_new_obj_from_bytes(&single)?;
+                created.push(id);
+                id
+            }
+        };
+        ids.push(id);
+    }
+    Ok(ids)
 }

@@ -7,6 +7,8 @@ use bob_store_core::{BaseStore, ObjectId, PRIME_OBJECT_ID, PrimeStorer, StoreOpt
 use bob_treap::PersistentTreap;
 use proptest::prelude::*;
 
+mod regressions;
+
 type Tree = PersistentTreap<u64, Vec<u8>>;
 
 /// Persists the tree, records its root in the prime object and commits.
