@@ -457,21 +457,49 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
         Ok((Link::Mem(index), removed))
     }
 
-    /// Joins two treaps whose keys are all ordered `a < b`.
-    fn merge<S: NodeSource>(&mut self, store: &S, a: Link, b: Link) -> Result<Link> {
-        let (Some(ai), Some(bi)) = (self.resolve(store, a)?, self.resolve(store, b)?) else {
-            return Ok(if a == Link::Empty { b } else { a });
-        };
-        if self.node(ai).priority > self.node(bi).priority {
-            let joined = self.merge(store, self.node(ai).right, Link::Mem(bi))?;
-            self.node_mut(ai).right = joined;
-            self.refresh(ai);
-            Ok(Link::Mem(ai))
-        } else {
-            let joined = self.merge(store, Link::Mem(ai), self.node(bi).left)?;
-            self.node_mut(bi).left = joined;
-            self.refresh(bi);
-            Ok(Link::Mem(bi))
+    /// Joins two treaps whose keys are all ordered `a < b`, walking down their facing
+    /// spines (no recursion: a stored tree decides the depth). An empty side ends the walk
+    /// before the other is loaded: a node loaded and then linked as stored would stay in
+    /// memory with nothing referencing it, out of reach of `flush`.
+    fn merge<S: NodeSource>(&mut self, store: &S, mut a: Link, mut b: Link) -> Result<Link> {
+        let mut top = Link::Empty;
+        // The node whose child the next piece becomes (`true`: its right child), and the
+        // nodes passed, whose counts are refreshed bottom-up at the end.
+        let mut hole: Option<(usize, bool)> = None;
+        let mut passed = Vec::new();
+        loop {
+            let (ai, bi) = match (a, b) {
+                (Link::Empty, rest) | (rest, Link::Empty) => {
+                    self.fill(&mut top, hole, rest);
+                    break;
+                }
+                _ => match (self.resolve(store, a)?, self.resolve(store, b)?) {
+                    (Some(ai), Some(bi)) => (ai, bi),
+                    _ => return Err(Error::Invariant("a non-empty link resolved to none".into())),
+                },
+            };
+            if self.node(ai).priority > self.node(bi).priority {
+                self.fill(&mut top, hole, Link::Mem(ai));
+                (hole, a, b) = (Some((ai, true)), self.node(ai).right, Link::Mem(bi));
+                passed.push(ai);
+            } else {
+                self.fill(&mut top, hole, Link::Mem(bi));
+                (hole, a, b) = (Some((bi, false)), Link::Mem(ai), self.node(bi).left);
+                passed.push(bi);
+            }
+        }
+        for &index in passed.iter().rev() {
+            self.refresh(index);
+        }
+        Ok(top)
+    }
+
+    /// Links `link` where a merge's next piece goes: as `hole`'s child, or as the top.
+    fn fill(&mut self, top: &mut Link, hole: Option<(usize, bool)>, link: Link) {
+        match hole {
+            None => *top = link,
+            Some((index, true)) => self.node_mut(index).right = link,
+            Some((index, false)) => self.node_mut(index).left = link,
         }
     }
 
