@@ -379,18 +379,22 @@ fn save<A: SpaceAllocator>(
     log: &mut Log,
     batched: bool,
 ) -> Result<()> {
-    let root = if batched {
-        tree.batch_persist(store).map_err(treap_error)?.root
+    // The root is published before the replaced nodes are deleted.
+    let publish =
+        |store: &mut Store<A, SimDisk>, root: Option<ObjectId>| -> bob_treap::Result<()> {
+            store.prime_object(16)?;
+            let mut record = [0u8; 16];
+            if let Some(root) = root {
+                record[..8].copy_from_slice(&1u64.to_le_bytes());
+                record[8..].copy_from_slice(&root.0.to_le_bytes());
+            }
+            Ok(store.write_bytes_to_obj(PRIME_OBJECT_ID, &record)?)
+        };
+    if batched {
+        tree.batch_persist_with(store, publish).map_err(treap_error)?;
     } else {
-        tree.persist(store).map_err(treap_error)?
-    };
-    store.prime_object(16)?;
-    let mut record = [0u8; 16];
-    if let Some(root) = root {
-        record[..8].copy_from_slice(&1u64.to_le_bytes());
-        record[8..].copy_from_slice(&root.0.to_le_bytes());
+        tree.persist_with(store, publish).map_err(treap_error)?;
     }
-    store.write_bytes_to_obj(PRIME_OBJECT_ID, &record)?;
     log.states.push(tree_state(model));
     store.commit()?;
     log.acknowledged += 1;

@@ -10,16 +10,23 @@
 //!
 //! # Persistence and crash safety
 //! [`PersistentTreap::persist`] writes each changed node as a *new* object, children before
-//! parents, and deletes the objects of replaced and deleted nodes. The store frees deleted
-//! objects only with the commit that makes the new root durable, so until that commit, and
-//! after any crash before it, the previously committed tree loads whole. Deleted nodes'
-//! objects are freed, so the object count stays flat over insert/delete/persist rounds.
-//! Where to keep the root id is the caller's choice (the store's prime object, say).
+//! parents, and returns the new root's object; where to keep the root id is the caller's
+//! choice (the store's prime object, say). The objects of replaced and deleted nodes are not
+//! deleted then: the published root still needs them, and on a shared store (a
+//! `ConcurrentStore`) another thread may commit at any moment. They are deleted by
+//! [`PersistentTreap::delete_replaced`], once the caller has published the new root.
+//! [`PersistentTreap::persist_with`] does the three steps in that order, the publishing done
+//! by a closure, so a commit at any point finds a whole tree: the old root with the old
+//! nodes, or the new root with the new ones. Until the commit that makes the new root
+//! durable, and after any crash before it, the previously committed tree loads whole.
+//! Deleted nodes' objects are freed, so the object count stays flat over
+//! insert/delete/persist rounds.
 //!
-//! [`PersistentTreap::batch_persist`] does the same with as few writes as the store allows:
-//! changed nodes grouped by size, one contiguous run (`allocate_run`) and one
-//! `write_batched_objs` per group, shorter runs when a full one is not available, per-node
-//! writes as the last resort.
+//! [`PersistentTreap::batch_persist`] (and [`PersistentTreap::batch_persist_with`]) does the
+//! same with as few writes as the store allows: changed nodes grouped by size, one contiguous
+//! run (`allocate_run`) and one `write_batched_objs` per group, shorter runs when a full one
+//! is not available, per-node writes as the last resort. Everything that can fail before a
+//! write fails before any run is allocated, and a later failure deletes what was allocated.
 //!
 //! # Memory
 //! Nodes remember the operation that last touched them. [`PersistentTreap::flush`] unloads
@@ -39,8 +46,15 @@
 //!
 //! # Example
 //! ```
-//! use bob_store_core::{BaseStore, StoreOptions, Storer};
+//! use bob_store_core::{BaseStore, ObjectId, PRIME_OBJECT_ID, PrimeStorer, StoreOptions, Storer};
 //! use bob_treap::PersistentTreap;
+//!
+//! /// Keeps the root's id in the store's prime object (0: empty).
+//! fn publish(store: &mut BaseStore, root: Option<ObjectId>) -> bob_treap::Result<()> {
+//!     store.prime_object(8)?;
+//!     store.write_bytes_to_obj(PRIME_OBJECT_ID, &root.map_or(0, |r| r.0).to_le_bytes())?;
+//!     Ok(())
+//! }
 //!
 //! # fn main() -> bob_treap::Result<()> {
 //! let dir = tempfile::tempdir().map_err(bob_store_core::Error::from)?;
@@ -50,14 +64,21 @@
 //! for i in 0..100 {
 //!     tree.insert(&store, i, format!("value {i}"))?;
 //! }
-//! let root = tree.persist(&mut store)?.expect("not empty");
+//! tree.persist_with(&mut store, publish)?;
+//! for i in 0..10 {
+//!     tree.delete(&store, &i)?;
+//! }
+//! // Publishes the new root first, then deletes the ten nodes' objects.
+//! tree.batch_persist_with(&mut store, publish)?;
 //! store.close()?;
 //!
 //! let store = BaseStore::open(&path, StoreOptions::default())?;
+//! let root = store.read_bytes_from_obj(PRIME_OBJECT_ID)?;
+//! let root = ObjectId(u64::from_le_bytes(root[..8].try_into().expect("8 bytes")));
 //! let mut tree: PersistentTreap<u64, String> = PersistentTreap::load(&store, root)?;
-//! assert_eq!(tree.len(), 100);
+//! assert_eq!(tree.len(), 90);
 //! assert_eq!(tree.get(&store, &42)?.as_deref(), Some("value 42"));
-//! assert_eq!(tree.range(&store, 10..13)?.len(), 3);
+//! assert_eq!(tree.range(&store, 5..13)?.len(), 3);
 //! # Ok(())
 //! # }
 //! ```

@@ -143,8 +143,12 @@ pub struct PersistentTreap<K, V = ()> {
     nodes: Vec<Option<Node<K, V>>>,
     free: Vec<usize>,
     root: Link,
-    /// Objects of nodes deleted or rewritten since the last persist: deleted by the next
-    /// persist, so the store frees them with the commit that makes the new root durable.
+    /// Objects of nodes deleted or changed since the last persist: the last persisted tree
+    /// still holds them. A persist moves them to `doomed`.
+    replaced: Vec<ObjectId>,
+    /// Objects the latest persisted tree no longer holds: deleted only once its root is
+    /// published (`delete_replaced`), so that no commit, whoever makes it, makes their
+    /// deletes durable while the published root still needs them.
     doomed: Vec<ObjectId>,
     /// Counts operations, for `Node::used`.
     tick: u64,
@@ -169,6 +173,7 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
             nodes: Vec::new(),
             free: Vec::new(),
             root: Link::Empty,
+            replaced: Vec::new(),
             doomed: Vec::new(),
             tick: 0,
             budget: None,
@@ -433,7 +438,7 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
                 let merged = self.merge(store, left, right)?;
                 let node = self.nodes[index].take().expect("a linked arena slot holds a node");
                 self.free.push(index);
-                self.doomed.extend(node.stored);
+                self.replaced.extend(node.stored);
                 return Ok((merged, Some(node.value)));
             }
             Ordering::Less => true,

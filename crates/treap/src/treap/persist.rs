@@ -61,16 +61,56 @@ pub struct BatchReport {
 }
 
 impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
-    /// Writes every changed node as a new object, children before parents, deletes the
-    /// objects of replaced and deleted nodes, and returns the root's object (`None` when
-    /// empty). Nothing is durable until the store's next commit, which makes the new tree and
-    /// the frees durable together; until then, and after any crash before it, the previously
-    /// committed tree loads whole.
+    /// Writes every changed node as a new object, children before parents, and returns the
+    /// root's object (`None` when empty). It deletes nothing: the objects of replaced and
+    /// deleted nodes are kept until [`delete_replaced`](Self::delete_replaced), to be called
+    /// once the caller has published the new root, so that no commit, the caller's or another
+    /// thread's on a shared store, can make the old tree's deletes durable before the root
+    /// that replaces it. [`persist_with`](Self::persist_with) does all three in that order.
+    /// Nothing is durable until a commit; until then, and after any crash before it, the
+    /// previously committed tree loads whole.
     pub fn persist<S: Storer>(&mut self, store: &mut S) -> Result<Option<ObjectId>> {
         let root = self.persist_now(store);
         self.retry_above = 0;
         self.after_op();
         root
+    }
+
+    /// Persists (see [`persist`](Self::persist)), calls `publish` with the store and the new
+    /// root's object (`None` when empty) to record it where the caller finds its root (the
+    /// store's prime object, say), and only then deletes the objects of the replaced nodes.
+    /// A commit at any point in between finds a whole tree: the old root with the old nodes,
+    /// or the new root with the new ones. If `publish` fails, nothing is deleted.
+    pub fn persist_with<S: Storer>(
+        &mut self,
+        store: &mut S,
+        publish: impl FnOnce(&mut S, Option<ObjectId>) -> Result<()>,
+    ) -> Result<Option<ObjectId>> {
+        let root = self.persist(store)?;
+        publish(store, root)?;
+        self.delete_replaced(store)?;
+        Ok(root)
+    }
+
+    /// Deletes the objects of the nodes replaced or deleted before the last successful
+    /// persist, and returns how many. Call it only once the root that persist returned is
+    /// published: before that, the published root may still need them, and any commit would
+    /// make their deletes durable. Changes made since the last persist are not affected.
+    pub fn delete_replaced<S: Storer>(&mut self, store: &mut S) -> Result<u64> {
+        let mut deleted = 0;
+        // One at a time, so that a failed delete leaves the rest to a later call.
+        while let Some(&id) = self.doomed.last() {
+            store.delete_obj(id)?;
+            self.doomed.pop();
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
+    /// Objects waiting for [`delete_replaced`](Self::delete_replaced): replaced by a
+    /// persisted tree whose root may not be published yet.
+    pub fn replaced_pending(&self) -> usize {
+        self.doomed.len()
     }
 
     fn persist_now<S: Storer>(&mut self, store: &mut S) -> Result<Option<ObjectId>> {
@@ -80,9 +120,6 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
         let written = encode_and_write(store, &plan, &kv, &[], &mut [], &mut created);
         let ids = freeing_on_error(store, written, &created)?;
         self.adopt(&plan, &ids);
-        for id in std::mem::take(&mut self.doomed) {
-            store.delete_obj(id)?;
-        }
         Ok(self.root_id())
     }
 
@@ -91,12 +128,28 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
     /// (`allocate_run`), every node is encoded with its children's final ids, and each run is
     /// written with one `write_batched_objs`. When a group's full run is not available, it
     /// takes the shorter runs the store can give (grouped batching); when none is, that group
-    /// falls back to one write per node. A uniform tree is one run and one write.
+    /// falls back to one write per node. A uniform tree is one run and one write. Like
+    /// `persist`, it deletes nothing: see [`delete_replaced`](Self::delete_replaced) and
+    /// [`batch_persist_with`](Self::batch_persist_with).
     pub fn batch_persist<S: BatchStorer>(&mut self, store: &mut S) -> Result<BatchReport> {
         let report = self.batch_persist_now(store);
         self.retry_above = 0;
         self.after_op();
         report
+    }
+
+    /// [`batch_persist`](Self::batch_persist), then `publish` with the new root, then
+    /// [`delete_replaced`](Self::delete_replaced): the order of
+    /// [`persist_with`](Self::persist_with), with the batched writes.
+    pub fn batch_persist_with<S: BatchStorer>(
+        &mut self,
+        store: &mut S,
+        publish: impl FnOnce(&mut S, Option<ObjectId>) -> Result<()>,
+    ) -> Result<BatchReport> {
+        let report = self.batch_persist(store)?;
+        publish(store, report.root)?;
+        self.delete_replaced(store)?;
+        Ok(report)
     }
 
     fn batch_persist_now<S: BatchStorer>(&mut self, store: &mut S) -> Result<BatchReport> {
@@ -110,9 +163,6 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
         let ids = freeing_on_error(store, written, &created)?;
         self.adopt(&plan, &ids);
         report.nodes = plan.len() as u64;
-        for id in std::mem::take(&mut self.doomed) {
-            store.delete_obj(id)?;
-        }
         report.root = self.root_id();
         Ok(report)
     }
@@ -127,7 +177,8 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
     }
 
     /// With everything written, the planned nodes take their new objects (`ids[i]` is plan
-    /// node i's) and their old ones join the doomed. When they are a good part of the arena,
+    /// node i's), and their old ones and those of the nodes replaced since the last persist
+    /// wait for `delete_replaced`. When they are a good part of the arena,
     /// in arena order (a sequential sweep rather than a random walk); when they are few,
     /// directly (a sweep would cost the whole arena).
     fn adopt(&mut self, plan: &[Planned], ids: &[ObjectId]) {
@@ -153,6 +204,7 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
                 }
             }
         }
+        self.doomed.append(&mut self.replaced);
     }
 
     /// The changed nodes in post-order (children before parents), each with what its

@@ -11,16 +11,23 @@ mod regressions;
 
 type Tree = PersistentTreap<u64, Vec<u8>>;
 
-/// Persists the tree, records its root in the prime object and commits.
-fn save(tree: &mut Tree, store: &mut BaseStore<SimDisk>) {
-    let root = tree.persist(store).unwrap();
-    store.prime_object(16).unwrap();
+/// Records `root` in the prime object: a present flag, then the id.
+fn publish<S: PrimeStorer>(store: &mut S, root: Option<ObjectId>) -> bob_treap::Result<()> {
+    store.prime_object(16)?;
     let mut record = [0u8; 16];
     if let Some(root) = root {
         record[..8].copy_from_slice(&1u64.to_le_bytes());
         record[8..].copy_from_slice(&root.0.to_le_bytes());
     }
-    store.write_bytes_to_obj(PRIME_OBJECT_ID, &record).unwrap();
+    store.write_bytes_to_obj(PRIME_OBJECT_ID, &record)?;
+    Ok(())
+}
+
+/// Persists the tree, records its root in the prime object, frees the replaced nodes and
+/// commits.
+fn save(tree: &mut Tree, store: &mut BaseStore<SimDisk>) {
+    tree.persist_with(store, publish).unwrap();
+    assert_eq!(tree.replaced_pending(), 0);
     store.commit().unwrap();
 }
 
@@ -45,7 +52,7 @@ enum Op {
     Flush(usize),
     Budget(Option<usize>),
     Iterate(usize),
-    Save,
+    Save(bool),
     Reopen,
     Crash(bool, u64),
 }
@@ -61,7 +68,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0usize..40).prop_map(Op::Flush),
         1 => proptest::option::of(0usize..40).prop_map(Op::Budget),
         1 => (0usize..10).prop_map(Op::Iterate),
-        2 => Just(Op::Save),
+        2 => any::<bool>().prop_map(Op::Save),
         1 => Just(Op::Reopen),
         1 => (any::<bool>(), any::<u64>()).prop_map(|(p, s)| Op::Crash(p, s)),
     ]
@@ -121,8 +128,13 @@ proptest! {
                     let expected: Vec<_> = model.iter().map(|(k, v)| (*k, v.clone())).collect();
                     prop_assert_eq!(walked, expected);
                 }
-                Op::Save => {
-                    save(&mut tree, &mut store);
+                Op::Save(batched) => {
+                    if batched {
+                        tree.batch_persist_with(&mut store, publish).unwrap();
+                        store.commit().unwrap();
+                    } else {
+                        save(&mut tree, &mut store);
+                    }
                     saved = model.clone();
                 }
                 Op::Reopen => {
