@@ -518,7 +518,8 @@ fn treap_fixture() -> Result<Fixture, String> {
     let mut store =
         Store::<BasicAllocator, SimDisk>::create_with(disk.clone(), StoreOptions::default())
             .map_err(e)?;
-    let mut tree: PersistentTreap<u64, Vec<u8>> = PersistentTreap::new();
+    // A fixed seed: the corpus image must be the same on every run.
+    let mut tree: PersistentTreap<u64, Vec<u8>> = PersistentTreap::with_seed(scenarios::TREAP_SEED);
     let save = |store: &mut Store<BasicAllocator, SimDisk>,
                 tree: &mut PersistentTreap<u64, Vec<u8>>|
      -> Result<(), String> {

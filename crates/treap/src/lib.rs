@@ -1,12 +1,22 @@
 //! Persistent treaps over a bob store: a set (`PersistentTreap<K>`) and a map
 //! (`PersistentTreap<K, V>`, also named [`PersistentPayloadTreap`]).
 //!
-//! Each node is a store object (`docs/format.md`, "Treap node"): key, value, priority, subtree
-//! size and child ids, versioned and checksummed. Nodes load lazily on first touch:
-//! [`PersistentTreap::load`] reads only the root. Priorities are the xxh3 of the key's
-//! encoding, so a key set has one shape whatever the order of inserts.
+//! Each node is a store object (`docs/format.md`, "Treap node"): key, value, priority, the
+//! tree's priority seed, subtree size and child ids, versioned and checksummed. Nodes load
+//! lazily on first touch: [`PersistentTreap::load`] reads only the root. A priority is the xxh3
+//! of the key's encoding seeded with the tree's seed, drawn at random for each new tree
+//! ([`PersistentTreap::with_seed`] fixes it): a key set has one shape per seed whatever the
+//! order of inserts, and no choice of keys can make a tree a chain.
 //! Invariants, checked by [`PersistentTreap::check`]: keys in binary-search-tree order,
 //! priorities a max-heap, every subtree count exact, and a clean node heads a clean subtree.
+//!
+//! # Limits on what a file decides
+//! A stored tree is input: every walk over it (lookups, iteration, insert, delete, `check`,
+//! persist, flush) is a loop over an explicit path or stack, never a recursion, so even a
+//! valid tree that is a chain costs time, not the stack. Loading a node checks its checksum,
+//! version, lengths and counts (with checked arithmetic), that its count matches its parent's
+//! record, that it carries its tree's seed, and that it does not outrank its parent; a node
+//! that fails is [`Error::Corrupt`] (or [`Error::UnsupportedVersion`]), never a panic.
 //!
 //! # Persistence and crash safety
 //! [`PersistentTreap::persist`] writes each changed node as a *new* object, children before
@@ -103,9 +113,22 @@ pub enum Error {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] bob_store_core::Error),
-    /// A node's bytes are not a valid node.
+    /// A node's bytes are not a valid node, or nodes do not fit together as a treap.
     #[error("corrupt treap: {0}")]
     Corrupt(String),
+    /// A node is in a node format version this build does not read.
+    #[error(
+        "treap node {id} is in node format version {found}, and this build reads version \
+         {read} only; rebuild a version-1 tree by inserting its entries into a new one"
+    )]
+    UnsupportedVersion {
+        /// The node's object.
+        id: bob_store_core::ObjectId,
+        /// The version it has.
+        found: u8,
+        /// The version this build reads.
+        read: u8,
+    },
     /// A value could not be encoded (a serde type postcard cannot represent).
     #[error("cannot encode a value: {0}")]
     Encode(String),

@@ -7,7 +7,7 @@ use std::ops::{Bound, RangeBounds};
 use bob_store_core::{ObjectId, Storer};
 
 use crate::codec::{TreapKey, TreapValue};
-use crate::node::{ChildRef, RawNode};
+use crate::node::{ChildRef, NodeHead, RawNode};
 use crate::{Error, Result};
 
 mod persist;
@@ -64,12 +64,21 @@ struct Node<K, V> {
     used: u64,
 }
 
-/// The priority of a key: its encoding's xxh3, so a key set has one shape whatever the
-/// order of inserts, and reloads and re-persists identically.
-fn priority_of<K: TreapKey>(key: &K) -> u64 {
+/// The priority of a key in a tree with priority seed `seed`: the seeded xxh3 of the key's
+/// encoding. A key set has one shape per seed whatever the order of inserts, and a tree
+/// reloads and re-persists identically; with the seed drawn at random per tree, no choice of
+/// keys can make the shape a chain (as the unseeded hash of version 1 could).
+fn priority_of<K: TreapKey>(key: &K, seed: u64) -> u64 {
     let mut bytes = Vec::new();
     key.encode(&mut bytes);
-    bob_io_helpers::checksum(&bytes)
+    xxhash_rust::xxh3::xxh3_64_with_seed(&bytes, seed)
+}
+
+/// A fresh priority seed: std's randomly keyed SipHash, so no dependency on a random-number
+/// crate (each `RandomState` is keyed differently).
+fn random_seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::hash::RandomState::new().hash_one(0x6274_7265_6170_u64)
 }
 
 /// Whether `key` lies before the start of `bounds`.
@@ -143,6 +152,8 @@ pub struct PersistentTreap<K, V = ()> {
     nodes: Vec<Option<Node<K, V>>>,
     free: Vec<usize>,
     root: Link,
+    /// The priority seed: stored in every node, drawn at random for a new tree.
+    seed: u64,
     /// Objects of nodes deleted or changed since the last persist: the last persisted tree
     /// still holds them. A persist moves them to `doomed`.
     replaced: Vec<ObjectId>,
@@ -167,9 +178,17 @@ impl<K: TreapKey, V: TreapValue> Default for PersistentTreap<K, V> {
 }
 
 impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
-    /// An empty treap.
+    /// An empty treap with a random priority seed.
     pub fn new() -> Self {
+        Self::with_seed(random_seed())
+    }
+
+    /// An empty treap whose priorities use `seed`: the same keys then make the same shape on
+    /// every run, for tests and reproducible benchmarks. A seed others can learn lets them
+    /// choose keys that make the tree a chain (correct, but slow); prefer [`new`](Self::new).
+    pub fn with_seed(seed: u64) -> Self {
         Self {
+            seed,
             nodes: Vec::new(),
             free: Vec::new(),
             root: Link::Empty,
@@ -183,20 +202,32 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
 
     /// Opens the treap whose root node is object `root`, reading only that node.
     pub fn load<S: Storer>(store: &S, root: ObjectId) -> Result<Self> {
-        let mut treap = Self::new();
-        let raw = treap.read_node(store, root)?;
-        let node = Self::node_from_raw(root, raw)?;
+        let raw = RawNode::decode(root, &store.read_node_bytes(root)?)?;
+        let mut treap = Self::with_seed(raw.head.seed);
+        let node = treap.node_from_raw(root, raw)?;
         treap.root = Link::Mem(treap.add(node));
         Ok(treap)
     }
 
+    /// The priority seed, stored in every node (see [`with_seed`](Self::with_seed)).
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
     /// A node in memory from its stored form, as object `id`.
-    fn node_from_raw(id: ObjectId, raw: RawNode) -> Result<Node<K, V>> {
+    fn node_from_raw(&self, id: ObjectId, raw: RawNode) -> Result<Node<K, V>> {
+        let NodeHead { priority, seed, count } = raw.head;
+        if seed != self.seed {
+            return Err(Error::Corrupt(format!(
+                "treap node {id} has priority seed {seed:#x}, its tree {:#x}",
+                self.seed
+            )));
+        }
         Ok(Node {
             key: K::decode(&raw.key)?,
             value: V::decode(&raw.value)?,
-            priority: raw.priority,
-            count: raw.count,
+            priority,
+            count,
             left: raw.left.map_or(Link::Empty, Link::Stored),
             right: raw.right.map_or(Link::Empty, Link::Stored),
             stored: Some(id),
@@ -253,8 +284,15 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
         RawNode::decode(id, &store.read_node_bytes(id)?)
     }
 
-    /// The arena index of `link`'s node, loading it if needed.
-    fn resolve<S: NodeSource>(&mut self, store: &S, link: Link) -> Result<Option<usize>> {
+    /// The arena index of `link`'s node, loading it if needed. A node loaded must not
+    /// outrank its parent, whose priority is `bound` (`u64::MAX` for the root): the heap
+    /// order is what bounds the depth, so a file that breaks it is corrupt.
+    fn resolve<S: NodeSource>(
+        &mut self,
+        store: &S,
+        link: Link,
+        bound: u64,
+    ) -> Result<Option<usize>> {
         match link {
             Link::Empty => Ok(None),
             Link::Mem(index) => {
@@ -264,13 +302,19 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
             }
             Link::Stored(child) => {
                 let raw = self.read_node(store, child.id)?;
-                if raw.count != child.count {
+                if raw.head.count != child.count {
                     return Err(Error::Corrupt(format!(
-                        "node {} holds {} keys, its parent says {}",
-                        child.id, raw.count, child.count
+                        "treap node {} holds {} keys, its parent says {}",
+                        child.id, raw.head.count, child.count
                     )));
                 }
-                let mut node = Self::node_from_raw(child.id, raw)?;
+                if raw.head.priority > bound {
+                    return Err(Error::Corrupt(format!(
+                        "treap node {} has priority {:#x}, above its parent's {bound:#x}",
+                        child.id, raw.head.priority
+                    )));
+                }
+                let mut node = self.node_from_raw(child.id, raw)?;
                 node.used = self.tick;
                 Ok(Some(self.add(node)))
             }
@@ -279,7 +323,7 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
 
     /// The root's node, loaded, with the root link updated.
     fn root_index<S: NodeSource>(&mut self, store: &S) -> Result<Option<usize>> {
-        let index = self.resolve(store, self.root)?;
+        let index = self.resolve(store, self.root, u64::MAX)?;
         if let Some(index) = index {
             self.root = Link::Mem(index);
         }
@@ -293,8 +337,9 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
         index: usize,
         left: bool,
     ) -> Result<Option<usize>> {
-        let link = if left { self.node(index).left } else { self.node(index).right };
-        let child = self.resolve(store, link)?;
+        let node = self.node(index);
+        let (link, bound) = (if left { node.left } else { node.right }, node.priority);
+        let child = self.resolve(store, link, bound)?;
         if let Some(child) = child {
             let node = self.node_mut(index);
             if left { node.left = Link::Mem(child) } else { node.right = Link::Mem(child) }
@@ -304,7 +349,9 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
 
     fn refresh(&mut self, index: usize) {
         let (left, right) = (self.node(index).left, self.node(index).right);
-        let count = 1 + self.count_of(left) + self.count_of(right);
+        // Saturating: a crafted file may claim any counts below a node not yet loaded
+        // (`check` finds them); a panic or a wrap here would be worse.
+        let count = self.count_of(left).saturating_add(self.count_of(right)).saturating_add(1);
         let node = self.node_mut(index);
         node.count = count;
         node.dirty = true;
@@ -337,65 +384,56 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
         old
     }
 
+    /// Descends to `key` or to the empty link where it belongs, then goes back up the path:
+    /// each node there takes its new count, and the new node rotates up while it outranks
+    /// its parent. A loop, not a recursion: a stored tree decides the depth.
     fn insert_now<S: NodeSource>(&mut self, store: &S, key: K, value: V) -> Result<Option<V>> {
-        let (root, old) = self.insert_at(store, self.root, key, value)?;
-        self.root = root;
-        Ok(old)
-    }
-
-    fn insert_at<S: NodeSource>(
-        &mut self,
-        store: &S,
-        link: Link,
-        key: K,
-        value: V,
-    ) -> Result<(Link, Option<V>)> {
-        let Some(index) = self.resolve(store, link)? else {
-            let priority = priority_of(&key);
-            let node = Node {
-                key,
-                value,
-                priority,
-                count: 1,
-                left: Link::Empty,
-                right: Link::Empty,
-                stored: None,
-                dirty: true,
-                used: self.tick,
+        let mut path: Vec<(usize, bool)> = Vec::new();
+        let mut at = self.root_index(store)?;
+        while let Some(index) = at {
+            let left = match key.cmp(&self.node(index).key) {
+                Ordering::Equal => {
+                    for &(up, _) in &path {
+                        self.node_mut(up).dirty = true;
+                    }
+                    let node = self.node_mut(index);
+                    node.dirty = true;
+                    return Ok(Some(std::mem::replace(&mut node.value, value)));
+                }
+                Ordering::Less => true,
+                Ordering::Greater => false,
             };
-            return Ok((Link::Mem(self.add(node)), None));
-        };
-        match key.cmp(&self.node(index).key) {
-            Ordering::Equal => {
-                let node = self.node_mut(index);
-                node.dirty = true;
-                Ok((Link::Mem(index), Some(std::mem::replace(&mut node.value, value))))
-            }
-            Ordering::Less => {
-                let (left, old) = self.insert_at(store, self.node(index).left, key, value)?;
-                self.node_mut(index).left = left;
-                self.refresh(index);
-                let top = match left {
-                    Link::Mem(l) if self.node(l).priority > self.node(index).priority => {
-                        self.rotate_right(index)
-                    }
-                    _ => index,
-                };
-                Ok((Link::Mem(top), old))
-            }
-            Ordering::Greater => {
-                let (right, old) = self.insert_at(store, self.node(index).right, key, value)?;
-                self.node_mut(index).right = right;
-                self.refresh(index);
-                let top = match right {
-                    Link::Mem(r) if self.node(r).priority > self.node(index).priority => {
-                        self.rotate_left(index)
-                    }
-                    _ => index,
-                };
-                Ok((Link::Mem(top), old))
-            }
+            path.push((index, left));
+            at = self.child(store, index, left)?;
         }
+        let node = Node {
+            priority: priority_of(&key, self.seed),
+            key,
+            value,
+            count: 1,
+            left: Link::Empty,
+            right: Link::Empty,
+            stored: None,
+            dirty: true,
+            used: self.tick,
+        };
+        let mut below = self.add(node);
+        for (index, left) in path.into_iter().rev() {
+            let node = self.node_mut(index);
+            if left {
+                node.left = Link::Mem(below)
+            } else {
+                node.right = Link::Mem(below)
+            }
+            self.refresh(index);
+            below = match self.node(below).priority > self.node(index).priority {
+                false => index,
+                true if left => self.rotate_right(index),
+                true => self.rotate_left(index),
+            };
+        }
+        self.root = Link::Mem(below);
+        Ok(None)
     }
 
     /// Removes `key` (any borrowed form of the key type, as with `BTreeMap`), returning its
@@ -409,6 +447,8 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
         removed
     }
 
+    /// Descends to `key`, replaces its node by the merge of its children and recounts the
+    /// path back up. A loop, not a recursion: a stored tree decides the depth.
     fn delete_now<S: NodeSource, Q: Ord + ?Sized>(
         &mut self,
         store: &S,
@@ -417,56 +457,41 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
     where
         K: Borrow<Q>,
     {
-        let (root, removed) = self.delete_at(store, self.root, key)?;
-        self.root = root;
-        Ok(removed)
-    }
-
-    fn delete_at<S: NodeSource, Q: Ord + ?Sized>(
-        &mut self,
-        store: &S,
-        link: Link,
-        key: &Q,
-    ) -> Result<(Link, Option<V>)>
-    where
-        K: Borrow<Q>,
-    {
-        let Some(index) = self.resolve(store, link)? else { return Ok((Link::Empty, None)) };
-        let left_side = match key.cmp(self.node(index).key.borrow()) {
-            Ordering::Equal => {
-                let (left, right) = (self.node(index).left, self.node(index).right);
-                let merged = self.merge(store, left, right)?;
-                let node = self.nodes[index].take().expect("a linked arena slot holds a node");
-                self.free.push(index);
-                self.replaced.extend(node.stored);
-                return Ok((merged, Some(node.value)));
-            }
-            Ordering::Less => true,
-            Ordering::Greater => false,
+        let mut path: Vec<(usize, bool)> = Vec::new();
+        let mut at = self.root_index(store)?;
+        let index = loop {
+            let Some(index) = at else { return Ok(None) };
+            let left = match key.cmp(self.node(index).key.borrow()) {
+                Ordering::Equal => break index,
+                Ordering::Less => true,
+                Ordering::Greater => false,
+            };
+            path.push((index, left));
+            at = self.child(store, index, left)?;
         };
-        let child = if left_side { self.node(index).left } else { self.node(index).right };
-        let (new_child, removed) = self.delete_at(store, child, key)?;
-        if removed.is_some() {
-            let node = self.node_mut(index);
-            if left_side {
-                node.left = new_child
-            } else {
-                node.right = new_child
-            }
-            self.refresh(index);
-        } else if let Link::Mem(_) = new_child {
-            // Loaded on the way down: keep the loaded link.
-            let node = self.node_mut(index);
-            if left_side { node.left = new_child } else { node.right = new_child }
+        let node = self.node(index);
+        let merged = self.merge(store, (node.left, node.right), node.priority)?;
+        let node = self.nodes[index].take().expect("a linked arena slot holds a node");
+        self.free.push(index);
+        self.replaced.extend(node.stored);
+        match path.last() {
+            None => self.root = merged,
+            Some(&(up, true)) => self.node_mut(up).left = merged,
+            Some(&(up, false)) => self.node_mut(up).right = merged,
         }
-        Ok((Link::Mem(index), removed))
+        for &(up, _) in path.iter().rev() {
+            self.refresh(up);
+        }
+        Ok(Some(node.value))
     }
 
     /// Joins two treaps whose keys are all ordered `a < b`, walking down their facing
     /// spines (no recursion: a stored tree decides the depth). An empty side ends the walk
     /// before the other is loaded: a node loaded and then linked as stored would stay in
     /// memory with nothing referencing it, out of reach of `flush`.
-    fn merge<S: NodeSource>(&mut self, store: &S, mut a: Link, mut b: Link) -> Result<Link> {
+    /// `bound` is the priority of the node whose children `a` and `b` were.
+    fn merge<S: NodeSource>(&mut self, store: &S, pair: (Link, Link), bound: u64) -> Result<Link> {
+        let ((mut a, mut b), (mut a_bound, mut b_bound)) = (pair, (bound, bound));
         let mut top = Link::Empty;
         // The node whose child the next piece becomes (`true`: its right child), and the
         // nodes passed, whose counts are refreshed bottom-up at the end.
@@ -478,7 +503,7 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
                     self.fill(&mut top, hole, rest);
                     break;
                 }
-                _ => match (self.resolve(store, a)?, self.resolve(store, b)?) {
+                _ => match (self.resolve(store, a, a_bound)?, self.resolve(store, b, b_bound)?) {
                     (Some(ai), Some(bi)) => (ai, bi),
                     _ => return Err(Error::Invariant("a non-empty link resolved to none".into())),
                 },
@@ -486,10 +511,12 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
             if self.node(ai).priority > self.node(bi).priority {
                 self.fill(&mut top, hole, Link::Mem(ai));
                 (hole, a, b) = (Some((ai, true)), self.node(ai).right, Link::Mem(bi));
+                a_bound = self.node(ai).priority;
                 passed.push(ai);
             } else {
                 self.fill(&mut top, hole, Link::Mem(bi));
                 (hole, a, b) = (Some((bi, false)), Link::Mem(ai), self.node(bi).left);
+                b_bound = self.node(bi).priority;
                 passed.push(bi);
             }
         }
@@ -875,38 +902,40 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
     }
 
     /// Loads the whole tree and checks the treap invariants: keys in order, each node's
-    /// priority at least its children's, counts adding up.
+    /// priority at least its children's, counts adding up. A loop over an explicit stack: a
+    /// stored tree decides the depth.
     pub fn check<S: Storer>(&mut self, store: &S) -> Result<()> {
-        let Some(root) = self.root_index(store)? else { return Ok(()) };
-        self.check_node(store, root, None, None).map(|_| ())
+        self.check_now(store)
     }
 
-    fn check_node<S: NodeSource>(
-        &mut self,
-        store: &S,
-        index: usize,
-        low: Option<&K>,
-        high: Option<&K>,
-    ) -> Result<u64> {
-        let key = self.node(index).key.clone();
-        let priority = self.node(index).priority;
-        if low.is_some_and(|l| key <= *l) || high.is_some_and(|h| key >= *h) {
-            return Err(Error::Invariant("keys out of order".into()));
-        }
-        let mut count = 1;
-        for left in [true, false] {
-            if let Some(child) = self.child(store, index, left)? {
-                if self.node(child).priority > priority {
+    fn check_now<S: NodeSource>(&mut self, store: &S) -> Result<()> {
+        let Some(root) = self.root_index(store)? else { return Ok(()) };
+        // Nodes to check, each with the keys its own must lie strictly between.
+        let mut stack: Vec<(usize, Option<K>, Option<K>)> = vec![(root, None, None)];
+        while let Some((index, low, high)) = stack.pop() {
+            let key = self.node(index).key.clone();
+            if low.as_ref().is_some_and(|l| key <= *l) || high.as_ref().is_some_and(|h| key >= *h) {
+                return Err(Error::Invariant("keys out of order".into()));
+            }
+            let mut count = 1u64;
+            for left in [true, false] {
+                let Some(child) = self.child(store, index, left)? else { continue };
+                if self.node(child).priority > self.node(index).priority {
                     return Err(Error::Invariant("a child outranks its parent".into()));
                 }
-                let (l, h) = if left { (low, Some(&key)) } else { (Some(&key), high) };
-                count += self.check_node(store, child, l, h)?;
+                count = count.saturating_add(self.node(child).count);
+                let (l, h) = if left {
+                    (low.clone(), Some(key.clone()))
+                } else {
+                    (Some(key.clone()), high.clone())
+                };
+                stack.push((child, l, h));
+            }
+            if count != self.node(index).count {
+                return Err(Error::Invariant("a subtree count is wrong".into()));
             }
         }
-        if count != self.node(index).count {
-            return Err(Error::Invariant("a subtree count is wrong".into()));
-        }
-        Ok(count)
+        Ok(())
     }
 }
 
@@ -939,9 +968,14 @@ fn in_memory<T>(result: Result<T>) -> T {
 }
 
 impl<K: TreapKey, V: TreapValue> Treap<K, V> {
-    /// An empty treap.
+    /// An empty treap with a random priority seed.
     pub fn new() -> Self {
         Self { inner: PersistentTreap::new() }
+    }
+
+    /// An empty treap whose priorities use `seed` (see [`PersistentTreap::with_seed`]).
+    pub fn with_seed(seed: u64) -> Self {
+        Self { inner: PersistentTreap::with_seed(seed) }
     }
 
     /// Inserts `key` with `value`, returning the value it replaces.
@@ -1010,8 +1044,7 @@ impl<K: TreapKey, V: TreapValue> Treap<K, V> {
 
     /// Checks the treap invariants (see [`PersistentTreap::check`]).
     pub fn check(&mut self) -> Result<()> {
-        let Some(root) = self.inner.root_index(&Memory)? else { return Ok(()) };
-        self.inner.check_node(&Memory, root, None, None).map(|_| ())
+        self.inner.check_now(&Memory)
     }
 
     /// The same entries as a [`PersistentTreap`], every node changed (persisted by its

@@ -4,15 +4,14 @@ use bob_store_core::{BatchStorer, ObjectId, Storer};
 
 use super::{Link, PersistentTreap};
 use crate::codec::{TreapKey, TreapValue};
-use crate::node::{ChildRef, MAX_FIELD_BYTES, RawNode, encode_into};
+use crate::node::{ChildRef, MAX_FIELD_BYTES, NodeHead, RawNode, encode_into};
 use crate::{Error, Result};
 
 /// A changed node as `batch_persist` encodes it.
 struct Planned {
     /// Its arena index.
     index: usize,
-    priority: u64,
-    count: u64,
+    head: NodeHead,
     children: [PlannedChild; 2],
     /// Where its key and value are in the encoded buffer.
     kv_start: usize,
@@ -253,8 +252,7 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
             done.push(PlannedChild::Dirty { pos: plan.len(), count: node.count });
             plan.push(Planned {
                 index,
-                priority: node.priority,
-                count: node.count,
+                head: NodeHead { priority: node.priority, seed: self.seed, count: node.count },
                 children,
                 kv_start,
                 key_len,
@@ -401,13 +399,13 @@ fn encode_and_write<S: Storer>(
             Some((id, run)) => {
                 let buffer = &mut runs[run];
                 let at = buffer.bytes.len();
-                encode_into(&mut buffer.bytes, node.priority, node.count, children, key, value)?;
+                encode_into(&mut buffer.bytes, node.head, children, key, value)?;
                 buffer.starts.push((id, at));
                 id
             }
             None => {
                 single.clear();
-                encode_into(&mut single, node.priority, node.count, children, key, value)?;
+                encode_into(&mut single, node.head, children, key, value)?;
                 let id = store.write_new_obj_from_bytes(&single)?;
                 created.push(id);
                 id

@@ -84,10 +84,10 @@ proptest! {
     /// Contents, order and the treap invariants agree with a `BTreeMap` through persists,
     /// commits, reopens and crashes.
     #[test]
-    fn the_treap_matches_a_btreemap(ops in prop::collection::vec(op(), 1..80)) {
+    fn the_treap_matches_a_btreemap(ops in prop::collection::vec(op(), 1..80), seed in any::<u64>()) {
         let mut disk = SimDisk::new();
         let mut store = BaseStore::create_with(disk.clone(), StoreOptions::default()).unwrap();
-        let mut tree = Tree::new();
+        let mut tree = Tree::with_seed(seed);
         let mut model: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         let mut saved = model.clone();
         for op in ops {
@@ -228,15 +228,17 @@ fn the_committed_tree_survives_a_crash_after_uncommitted_changes() {
 }
 
 /// 800 keys, then 50 rounds of 80 deletes and 80 inserts with a save each: the object count
-/// stays exact and the file size within 10 %. The size is measured from round 5: a save writes
-/// the changed paths as new objects while the old ones stay live until its commit, so the
-/// first rounds grow the file by that working space (about 40 % of the 107 KB tree here: 160
-/// changes dirty most of the upper tree) and settle the holes;
-/// after that it only fluctuates (145–157 KB over rounds 5–49 when this was written).
+/// stays exact and the file size within 25 % of round 5's. The size is measured from round 5:
+/// a save writes the changed paths as new objects while the old ones stay live until its
+/// commit, so the first rounds grow the file by that working space (about 40 % of the tree:
+/// 160 changes dirty most of the upper tree) and settle the holes; after that it only
+/// fluctuates. The shape, and so the sizes, depend on the tree's priority seed (printed, and
+/// replayed from `BOB_SEED`): over seeds 0 to 11, round 5 ended at 143–164 KB and no later
+/// round more than 16 % above it when this was written.
 #[test]
 fn churn_keeps_objects_and_file_size_flat() {
     let mut store = BaseStore::create_with(SimDisk::new(), StoreOptions::default()).unwrap();
-    let mut tree = Tree::new();
+    let mut tree = Tree::with_seed(bob_io_helpers::testing::test_seed());
     let mut next = 0u64;
     for _ in 0..800 {
         tree.insert(&store, next, value(next, 3)).unwrap();
@@ -259,7 +261,7 @@ fn churn_keeps_objects_and_file_size_flat() {
             size = now;
         }
         assert!(
-            round < 5 || now * 10 <= size * 11,
+            round < 5 || now * 4 <= size * 5,
             "round {round}: file {now} bytes, round 5 {size}"
         );
         assert!(
@@ -594,9 +596,10 @@ proptest! {
     /// persistent treap it persists and reloads the same entries.
     #[test]
     fn the_in_memory_treap_matches_a_btreemap(
-        ops in prop::collection::vec((0u8..4, 0u16..200, any::<u32>()), 1..300)
+        ops in prop::collection::vec((0u8..4, 0u16..200, any::<u32>()), 1..300),
+        seed in any::<u64>(),
     ) {
-        let mut tree: bob_treap::Treap<u16, u32> = bob_treap::Treap::new();
+        let mut tree: bob_treap::Treap<u16, u32> = bob_treap::Treap::with_seed(seed);
         let mut model = BTreeMap::new();
         for (op, k, v) in ops {
             match op {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use bob_io_helpers::testing::SimDisk;
 use bob_store_core::{BaseStore, BatchStorer, ObjectId, PrimeStorer, StoreOptions, Storer};
-use bob_treap::{Error, MAX_FIELD_BYTES};
+use bob_treap::{Error, MAX_FIELD_BYTES, PersistentTreap};
 
 use crate::{Tree, value};
 
@@ -221,4 +221,146 @@ fn regression_a_commit_at_any_point_of_a_save_finds_a_whole_tree() {
         assert!(seen.contains(&0) && seen.contains(&1), "cuts before and after: {seen:?}");
         assert_eq!(tree.replaced_pending(), 0);
     }
+}
+
+/// A node in the version 2 format of `docs/format.md` ("Treap node"), written from the spec
+/// rather than by the crate, so that tests can store trees the crate would never make.
+/// Children are (object id, subtree count).
+fn encode_node(
+    priority: u64,
+    seed: u64,
+    children: [Option<(ObjectId, u64)>; 2],
+    key: &[u8],
+    value: &[u8],
+) -> Vec<u8> {
+    let count = 1 + children.iter().flatten().map(|c| c.1).sum::<u64>();
+    let mut out = b"BOBN".to_vec();
+    out.push(2);
+    out.push(u8::from(children[0].is_some()) | u8::from(children[1].is_some()) << 1);
+    out.extend_from_slice(&[0, 0]);
+    for word in [priority, seed, count] {
+        out.extend_from_slice(&word.to_le_bytes());
+    }
+    for child in children {
+        let (id, count) = child.map_or((0, 0), |(id, count)| (id.0, count));
+        out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(&count.to_le_bytes());
+    }
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(value);
+    let sum = bob_io_helpers::checksum(&out);
+    out.extend_from_slice(&sum.to_le_bytes());
+    out
+}
+
+/// Runs `f` on a thread with a 256 KiB stack, where a recursion per tree level over a deep
+/// tree would overflow and abort the test binary.
+fn on_a_small_stack(f: impl FnOnce() + Send + 'static) {
+    std::thread::Builder::new().stack_size(256 << 10).spawn(f).unwrap().join().unwrap();
+}
+
+const CHAIN: u64 = 100_000;
+const CHAIN_SEED: u64 = 0x5eed;
+
+/// Stores a valid treap that is a chain: key i is the right child of key i - 1, priorities
+/// falling down the chain. Returns the store and the root's object.
+fn stored_chain() -> (BaseStore<SimDisk>, ObjectId) {
+    let mut store = BaseStore::create_with(SimDisk::new(), StoreOptions::default()).unwrap();
+    let len = encode_node(0, 0, [None, None], &0u64.to_be_bytes(), &[]).len();
+    let ids = store.allocate_run(CHAIN, len as u64).unwrap();
+    let mut nodes = Vec::with_capacity(ids.len());
+    for (i, &id) in ids.iter().enumerate().rev() {
+        let i = i as u64;
+        let right = ids.get(i as usize + 1).map(|&child| (child, CHAIN - i - 1));
+        let bytes = encode_node(u64::MAX - i, CHAIN_SEED, [None, right], &i.to_be_bytes(), &[]);
+        nodes.push((id, bytes));
+    }
+    let objects: Vec<(ObjectId, &[u8])> = nodes.iter().map(|(id, b)| (*id, &b[..])).collect();
+    store.write_batched_objs(&objects).unwrap();
+    store.commit().unwrap();
+    (store, ids[0])
+}
+
+/// Story: insert, delete, merge and check recursed once per tree level, so a stored tree of
+/// 20,000 levels aborted every process that loaded it and walked it. Now every path over
+/// stored nodes is a loop: a valid chain of 100,000 nodes loads and answers, on a thread
+/// whose stack a recursion would overflow at a few thousand levels.
+#[test]
+fn regression_a_stored_chain_of_100_000_nodes_does_not_overflow_the_stack() {
+    on_a_small_stack(|| {
+        let (mut store, root) = stored_chain();
+        let mut tree: PersistentTreap<u64> = PersistentTreap::load(&store, root).unwrap();
+        assert_eq!((tree.len(), tree.seed()), (CHAIN, CHAIN_SEED));
+        let last = CHAIN - 1;
+        assert_eq!(tree.get(&store, &last).unwrap(), Some(()));
+        assert_eq!(tree.last(&store).unwrap(), Some((last, ())));
+        tree.check(&store).unwrap();
+        let first: Vec<u64> =
+            tree.iter_from(&store, None, Some(1_000)).take(100).map(|i| i.unwrap().0).collect();
+        assert_eq!(first, (0..100).collect::<Vec<_>>());
+        assert_eq!(tree.range(&store, ..).unwrap().len() as u64, CHAIN);
+        // Changes at the bottom walk the whole chain down and back up.
+        assert_eq!(tree.delete(&store, &(last - 1)).unwrap(), Some(()));
+        tree.insert(&store, CHAIN, ()).unwrap();
+        let root = tree.persist_with(&mut store, |_, _| Ok(())).unwrap().unwrap();
+        tree.flush(0);
+        assert_eq!(tree.nodes_in_memory(), 0);
+        let mut reloaded: PersistentTreap<u64> = PersistentTreap::load(&store, root).unwrap();
+        assert_eq!(reloaded.len(), CHAIN);
+        assert_eq!(reloaded.get(&store, &CHAIN).unwrap(), Some(()));
+        reloaded.check(&store).unwrap();
+    });
+}
+
+/// Story: priorities were not checked at load, so a file could break the heap order that
+/// bounds the tree's depth, or mix nodes of different trees. A child that outranks its
+/// parent, or carries another seed, is now `Corrupt` when it is loaded.
+#[test]
+fn regression_a_child_that_outranks_its_parent_or_has_another_seed_is_corrupt() {
+    for (child_priority, child_seed) in [(11, 7), (5, 8)] {
+        let mut store = BaseStore::create_with(SimDisk::new(), StoreOptions::default()).unwrap();
+        let child = encode_node(child_priority, child_seed, [None, None], &2u64.to_be_bytes(), &[]);
+        let child = store.write_new_obj_from_bytes(&child).unwrap();
+        let root = encode_node(10, 7, [None, Some((child, 1))], &1u64.to_be_bytes(), &[]);
+        let root = store.write_new_obj_from_bytes(&root).unwrap();
+        let mut tree: PersistentTreap<u64> = PersistentTreap::load(&store, root).unwrap();
+        assert!(matches!(tree.get(&store, &2), Err(Error::Corrupt(_))));
+        assert!(matches!(tree.check(&store), Err(Error::Corrupt(_))));
+    }
+}
+
+/// 20,000 u64 keys, ascending, whose version-1 priority (the unseeded xxh3 of the key's
+/// big-endian encoding) falls as the key rises, as little-endian u32s. Made by scanning the
+/// keys from 0 and taking, for i in 0..20,000, the next key whose hash lies in the i-th
+/// twenty-thousandth of the hash range counted from the top (about 4 * 10^8 hashes, too many
+/// for a debug-build test to repeat).
+const OLD_CHAIN_KEYS: &[u8] = include_bytes!("fixtures/old_priority_falls_as_key_rises.u32le");
+
+/// Story: a priority was the unseeded hash of the key, so anyone could choose keys that make
+/// the tree a chain: these 20,000 made every insert recurse 20,000 deep and abort the
+/// process. With a per-tree random seed they make an ordinary tree.
+#[test]
+fn regression_keys_chosen_against_the_unseeded_priority_insert_fine() {
+    let keys: Vec<u64> = OLD_CHAIN_KEYS
+        .chunks_exact(4)
+        .map(|b| u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+        .collect();
+    assert_eq!(keys.len(), 20_000);
+    let old_priority = |k: &u64| bob_io_helpers::checksum(&k.to_be_bytes());
+    assert!(keys.windows(2).all(|w| w[0] < w[1] && old_priority(&w[0]) > old_priority(&w[1])));
+    on_a_small_stack(move || {
+        let mut store = BaseStore::create_with(SimDisk::new(), StoreOptions::default()).unwrap();
+        let mut tree: PersistentTreap<u64> = PersistentTreap::new();
+        for &k in &keys {
+            tree.insert(&store, k, ()).unwrap();
+        }
+        let root = tree.persist_with(&mut store, |_, _| Ok(())).unwrap().unwrap();
+        let mut tree: PersistentTreap<u64> = PersistentTreap::load(&store, root).unwrap();
+        assert_eq!(tree.get(&store, &keys[19_999]).unwrap(), Some(()));
+        // One path is loaded: an ordinary tree's depth, not a chain's 20,000.
+        assert!(tree.nodes_in_memory() < 100, "{} nodes on one path", tree.nodes_in_memory());
+        tree.check(&store).unwrap();
+    });
 }
