@@ -29,8 +29,8 @@
 //! by a closure, so a commit at any point finds a whole tree: the old root with the old
 //! nodes, or the new root with the new ones. Until the commit that makes the new root
 //! durable, and after any crash before it, the previously committed tree loads whole.
-//! Deleted nodes' objects are freed, so the object count stays flat over
-//! insert/delete/persist rounds.
+//! Replaced and deleted nodes' objects are all freed this way, so the object count stays flat
+//! over insert/delete/persist rounds.
 //!
 //! [`PersistentTreap::batch_persist`] (and [`PersistentTreap::batch_persist_with`]) does the
 //! same with as few writes as the store allows: changed nodes grouped by size, one contiguous

@@ -84,7 +84,10 @@ proptest! {
     /// Contents, order and the treap invariants agree with a `BTreeMap` through persists,
     /// commits, reopens and crashes.
     #[test]
-    fn the_treap_matches_a_btreemap(ops in prop::collection::vec(op(), 1..80), seed in any::<u64>()) {
+    fn the_treap_matches_a_btreemap(
+        ops in prop::collection::vec(op(), 1..80),
+        seed in any::<u64>(),
+    ) {
         let mut disk = SimDisk::new();
         let mut store = BaseStore::create_with(disk.clone(), StoreOptions::default()).unwrap();
         let mut tree = Tree::with_seed(seed);
