@@ -262,9 +262,12 @@ mod bob {
             for &k in deletes {
                 tree.delete(store, k)?;
             }
-            let root = tree.batch_persist(store)?.root;
-            store.prime_object(8)?;
-            store.write_bytes_to_obj(PRIME_OBJECT_ID, &root.map_or(0, |r| r.0).to_le_bytes())?;
+            // The root is published before the replaced nodes are deleted.
+            tree.batch_persist_with(store, |store, root| {
+                store.prime_object(8)?;
+                let root = root.map_or(0, |r| r.0);
+                Ok(store.write_bytes_to_obj(PRIME_OBJECT_ID, &root.to_le_bytes())?)
+            })?;
             if durable {
                 store.commit()?;
             }

@@ -518,16 +518,21 @@ fn treap_fixture() -> Result<Fixture, String> {
     let mut store =
         Store::<BasicAllocator, SimDisk>::create_with(disk.clone(), StoreOptions::default())
             .map_err(e)?;
-    let mut tree: PersistentTreap<u64, Vec<u8>> = PersistentTreap::new();
+    // A fixed seed: the corpus image must be the same on every run.
+    let mut tree: PersistentTreap<u64, Vec<u8>> = PersistentTreap::with_seed(scenarios::TREAP_SEED);
     let save = |store: &mut Store<BasicAllocator, SimDisk>,
                 tree: &mut PersistentTreap<u64, Vec<u8>>|
      -> Result<(), String> {
-        let root = tree.batch_persist(store).map_err(|e| e.to_string())?.root.ok_or("empty")?;
-        bob_store_core::PrimeStorer::prime_object(store, 16).map_err(e)?;
-        let mut record = [0u8; 16];
-        record[..8].copy_from_slice(&1u64.to_le_bytes());
-        record[8..].copy_from_slice(&root.0.to_le_bytes());
-        store.write_bytes_to_obj(bob_store_core::PRIME_OBJECT_ID, &record).map_err(e)?;
+        // The root is published before the replaced nodes are deleted.
+        tree.batch_persist_with(store, |store, root| {
+            let root = root.ok_or_else(|| bob_treap::Error::Invariant("an empty tree".into()))?;
+            bob_store_core::PrimeStorer::prime_object(store, 16)?;
+            let mut record = [0u8; 16];
+            record[..8].copy_from_slice(&1u64.to_le_bytes());
+            record[8..].copy_from_slice(&root.0.to_le_bytes());
+            Ok(store.write_bytes_to_obj(bob_store_core::PRIME_OBJECT_ID, &record)?)
+        })
+        .map_err(|e| e.to_string())?;
         store.commit().map_err(e)
     };
     for k in 0..40u64 {

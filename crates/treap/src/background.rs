@@ -152,7 +152,7 @@ impl<T: Flushable> Drop for BackgroundGuard<'_, T> {
 /// Dropping the `SharedTreap` stops and joins the flusher.
 ///
 /// ```
-/// use bob_store_core::{BaseStore, StoreOptions};
+/// use bob_store_core::{BaseStore, PRIME_OBJECT_ID, PrimeStorer, StoreOptions, Storer};
 /// use bob_treap::{PersistentTreap, SharedTreap};
 ///
 /// # fn main() -> bob_treap::Result<()> {
@@ -164,7 +164,11 @@ impl<T: Flushable> Drop for BackgroundGuard<'_, T> {
 ///     for k in 0..10_000 {
 ///         tree.insert(&store, k, ())?;
 ///     }
-///     tree.batch_persist(&mut store)?;
+///     tree.batch_persist_with(&mut store, |store, root| {
+///         store.prime_object(8)?;
+///         let id = root.map_or(0, |r| r.0);
+///         Ok(store.write_bytes_to_obj(PRIME_OBJECT_ID, &id.to_le_bytes())?)
+///     })?;
 /// } // over budget: the flusher wakes
 /// let tree = shared.into_inner();
 /// assert!(tree.nodes_in_memory() <= 1_000);

@@ -1,25 +1,42 @@
 //! Persistent treaps over a bob store: a set (`PersistentTreap<K>`) and a map
 //! (`PersistentTreap<K, V>`, also named [`PersistentPayloadTreap`]).
 //!
-//! Each node is a store object (`docs/format.md`, "Treap node"): key, value, priority, subtree
-//! size and child ids, versioned and checksummed. Nodes load lazily on first touch:
-//! [`PersistentTreap::load`] reads only the root. Priorities are the xxh3 of the key's
-//! encoding, so a key set has one shape whatever the order of inserts.
+//! Each node is a store object (`docs/format.md`, "Treap node"): key, value, priority, the
+//! tree's priority seed, subtree size and child ids, versioned and checksummed. Nodes load
+//! lazily on first touch: [`PersistentTreap::load`] reads only the root. A priority is the xxh3
+//! of the key's encoding seeded with the tree's seed, drawn at random for each new tree
+//! ([`PersistentTreap::with_seed`] fixes it): a key set has one shape per seed whatever the
+//! order of inserts, and no choice of keys can make a tree a chain.
 //! Invariants, checked by [`PersistentTreap::check`]: keys in binary-search-tree order,
 //! priorities a max-heap, every subtree count exact, and a clean node heads a clean subtree.
 //!
+//! # Limits on what a file decides
+//! A stored tree is input: every walk over it (lookups, iteration, insert, delete, `check`,
+//! persist, flush) is a loop over an explicit path or stack, never a recursion, so even a
+//! valid tree that is a chain costs time, not the stack. Loading a node checks its checksum,
+//! version, lengths and counts (with checked arithmetic), that its count matches its parent's
+//! record, that it carries its tree's seed, and that it does not outrank its parent; a node
+//! that fails is [`Error::Corrupt`] (or [`Error::UnsupportedVersion`]), never a panic.
+//!
 //! # Persistence and crash safety
 //! [`PersistentTreap::persist`] writes each changed node as a *new* object, children before
-//! parents, and deletes the objects of replaced and deleted nodes. The store frees deleted
-//! objects only with the commit that makes the new root durable, so until that commit, and
-//! after any crash before it, the previously committed tree loads whole. Deleted nodes'
-//! objects are freed, so the object count stays flat over insert/delete/persist rounds.
-//! Where to keep the root id is the caller's choice (the store's prime object, say).
+//! parents, and returns the new root's object; where to keep the root id is the caller's
+//! choice (the store's prime object, say). The objects of replaced and deleted nodes are not
+//! deleted then: the published root still needs them, and on a shared store (a
+//! `ConcurrentStore`) another thread may commit at any moment. They are deleted by
+//! [`PersistentTreap::delete_replaced`], once the caller has published the new root.
+//! [`PersistentTreap::persist_with`] does the three steps in that order, the publishing done
+//! by a closure, so a commit at any point finds a whole tree: the old root with the old
+//! nodes, or the new root with the new ones. Until the commit that makes the new root
+//! durable, and after any crash before it, the previously committed tree loads whole.
+//! Replaced and deleted nodes' objects are all freed this way, so the object count stays flat
+//! over insert/delete/persist rounds.
 //!
-//! [`PersistentTreap::batch_persist`] does the same with as few writes as the store allows:
-//! changed nodes grouped by size, one contiguous run (`allocate_run`) and one
-//! `write_batched_objs` per group, shorter runs when a full one is not available, per-node
-//! writes as the last resort.
+//! [`PersistentTreap::batch_persist`] (and [`PersistentTreap::batch_persist_with`]) does the
+//! same with as few writes as the store allows: changed nodes grouped by size, one contiguous
+//! run (`allocate_run`) and one `write_batched_objs` per group, shorter runs when a full one
+//! is not available, per-node writes as the last resort. Everything that can fail before a
+//! write fails before any run is allocated, and a later failure deletes what was allocated.
 //!
 //! # Memory
 //! Nodes remember the operation that last touched them. [`PersistentTreap::flush`] unloads
@@ -39,8 +56,15 @@
 //!
 //! # Example
 //! ```
-//! use bob_store_core::{BaseStore, StoreOptions, Storer};
+//! use bob_store_core::{BaseStore, ObjectId, PRIME_OBJECT_ID, PrimeStorer, StoreOptions, Storer};
 //! use bob_treap::PersistentTreap;
+//!
+//! /// Keeps the root's id in the store's prime object (0: empty).
+//! fn publish(store: &mut BaseStore, root: Option<ObjectId>) -> bob_treap::Result<()> {
+//!     store.prime_object(8)?;
+//!     store.write_bytes_to_obj(PRIME_OBJECT_ID, &root.map_or(0, |r| r.0).to_le_bytes())?;
+//!     Ok(())
+//! }
 //!
 //! # fn main() -> bob_treap::Result<()> {
 //! let dir = tempfile::tempdir().map_err(bob_store_core::Error::from)?;
@@ -50,14 +74,21 @@
 //! for i in 0..100 {
 //!     tree.insert(&store, i, format!("value {i}"))?;
 //! }
-//! let root = tree.persist(&mut store)?.expect("not empty");
+//! tree.persist_with(&mut store, publish)?;
+//! for i in 0..10 {
+//!     tree.delete(&store, &i)?;
+//! }
+//! // Publishes the new root first, then deletes the ten nodes' objects.
+//! tree.batch_persist_with(&mut store, publish)?;
 //! store.close()?;
 //!
 //! let store = BaseStore::open(&path, StoreOptions::default())?;
+//! let root = store.read_bytes_from_obj(PRIME_OBJECT_ID)?;
+//! let root = ObjectId(u64::from_le_bytes(root[..8].try_into().expect("8 bytes")));
 //! let mut tree: PersistentTreap<u64, String> = PersistentTreap::load(&store, root)?;
-//! assert_eq!(tree.len(), 100);
+//! assert_eq!(tree.len(), 90);
 //! assert_eq!(tree.get(&store, &42)?.as_deref(), Some("value 42"));
-//! assert_eq!(tree.range(&store, 10..13)?.len(), 3);
+//! assert_eq!(tree.range(&store, 5..13)?.len(), 3);
 //! # Ok(())
 //! # }
 //! ```
@@ -82,9 +113,22 @@ pub enum Error {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] bob_store_core::Error),
-    /// A node's bytes are not a valid node.
+    /// A node's bytes are not a valid node, or nodes do not fit together as a treap.
     #[error("corrupt treap: {0}")]
     Corrupt(String),
+    /// A node is in a node format version this build does not read.
+    #[error(
+        "treap node {id} is in node format version {found}, and this build reads version \
+         {read} only; rebuild a version-1 tree by inserting its entries into a new one"
+    )]
+    UnsupportedVersion {
+        /// The node's object.
+        id: bob_store_core::ObjectId,
+        /// The version it has.
+        found: u8,
+        /// The version this build reads.
+        read: u8,
+    },
     /// A value could not be encoded (a serde type postcard cannot represent).
     #[error("cannot encode a value: {0}")]
     Encode(String),

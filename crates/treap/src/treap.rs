@@ -4,11 +4,15 @@ use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::ops::{Bound, RangeBounds};
 
-use bob_store_core::{BatchStorer, ObjectId, Storer};
+use bob_store_core::{ObjectId, Storer};
 
 use crate::codec::{TreapKey, TreapValue};
-use crate::node::{ChildRef, RawNode, encode_into};
+use crate::node::{ChildRef, NodeHead, RawNode};
 use crate::{Error, Result};
+
+mod persist;
+
+pub use persist::BatchReport;
 
 /// Where stored nodes are read from: any store, or nowhere for a treap that lives only in
 /// memory (see [`Treap`]).
@@ -60,12 +64,21 @@ struct Node<K, V> {
     used: u64,
 }
 
-/// The priority of a key: its encoding's xxh3, so a key set has one shape whatever the
-/// order of inserts, and reloads and re-persists identically.
-fn priority_of<K: TreapKey>(key: &K) -> u64 {
+/// The priority of a key in a tree with priority seed `seed`: the seeded xxh3 of the key's
+/// encoding. A key set has one shape per seed whatever the order of inserts, and a tree
+/// reloads and re-persists identically; with the seed drawn at random per tree, no choice of
+/// keys can make the shape a chain (as the unseeded hash of version 1 could).
+fn priority_of<K: TreapKey>(key: &K, seed: u64) -> u64 {
     let mut bytes = Vec::new();
     key.encode(&mut bytes);
-    bob_io_helpers::checksum(&bytes)
+    xxhash_rust::xxh3::xxh3_64_with_seed(&bytes, seed)
+}
+
+/// A fresh priority seed: std's randomly keyed SipHash, so no dependency on a random-number
+/// crate (each `RandomState` is keyed differently).
+fn random_seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::hash::RandomState::new().hash_one(0x6274_7265_6170_u64)
 }
 
 /// Whether `key` lies before the start of `bounds`.
@@ -131,56 +144,6 @@ impl<K: TreapKey, V: TreapValue, S: Storer> Iterator for Iter<'_, K, V, S> {
     }
 }
 
-/// A changed node as `batch_persist` encodes it.
-struct Planned {
-    /// Its arena index.
-    index: usize,
-    priority: u64,
-    count: u64,
-    children: [PlannedChild; 2],
-    /// Where its key and value are in the encoded buffer.
-    kv_start: usize,
-    key_len: usize,
-    value_len: usize,
-}
-
-/// How a changed node names a child in `batch_persist`.
-#[derive(Debug, Clone, Copy)]
-enum PlannedChild {
-    None,
-    /// A clean child: its object.
-    Stored(ChildRef),
-    /// A changed child: its position in the plan, and its subtree's size.
-    Dirty {
-        pos: usize,
-        count: u64,
-    },
-}
-
-/// Free space `batch_persist` reuses must hold a run of at least this many bytes: smaller
-/// holes are left to single allocations, since each run costs a write of its own.
-const MIN_RUN_BYTES: usize = 8 << 10;
-
-/// One run's nodes as `batch_persist` writes them: encoded end to end, and each node's
-/// object with where its bytes start.
-struct RunBuffer {
-    bytes: Vec<u8>,
-    starts: Vec<(ObjectId, usize)>,
-}
-
-/// What [`PersistentTreap::batch_persist`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BatchReport {
-    /// The root's object (`None` for an empty treap).
-    pub root: Option<ObjectId>,
-    /// Nodes written.
-    pub nodes: u64,
-    /// Contiguous runs taken (each written with one `write_batched_objs`).
-    pub runs: u64,
-    /// Nodes written one by one because no run was available.
-    pub fallback_nodes: u64,
-}
-
 /// A treap whose nodes are objects in a store; see the crate docs.
 ///
 /// Every call that may visit stored nodes takes the store: nodes load on first touch.
@@ -189,8 +152,14 @@ pub struct PersistentTreap<K, V = ()> {
     nodes: Vec<Option<Node<K, V>>>,
     free: Vec<usize>,
     root: Link,
-    /// Objects of nodes deleted or rewritten since the last persist: deleted by the next
-    /// persist, so the store frees them with the commit that makes the new root durable.
+    /// The priority seed: stored in every node, drawn at random for a new tree.
+    seed: u64,
+    /// Objects of nodes deleted or changed since the last persist: the last persisted tree
+    /// still holds them. A persist moves them to `doomed`.
+    replaced: Vec<ObjectId>,
+    /// Objects the latest persisted tree no longer holds: deleted only once its root is
+    /// published (`delete_replaced`), so that no commit, whoever makes it, makes their
+    /// deletes durable while the published root still needs them.
     doomed: Vec<ObjectId>,
     /// Counts operations, for `Node::used`.
     tick: u64,
@@ -209,12 +178,21 @@ impl<K: TreapKey, V: TreapValue> Default for PersistentTreap<K, V> {
 }
 
 impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
-    /// An empty treap.
+    /// An empty treap with a random priority seed.
     pub fn new() -> Self {
+        Self::with_seed(random_seed())
+    }
+
+    /// An empty treap whose priorities use `seed`: the same keys then make the same shape on
+    /// every run, for tests and reproducible benchmarks. A seed others can learn lets them
+    /// choose keys that make the tree a chain (correct, but slow); prefer [`new`](Self::new).
+    pub fn with_seed(seed: u64) -> Self {
         Self {
+            seed,
             nodes: Vec::new(),
             free: Vec::new(),
             root: Link::Empty,
+            replaced: Vec::new(),
             doomed: Vec::new(),
             tick: 0,
             budget: None,
@@ -224,20 +202,32 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
 
     /// Opens the treap whose root node is object `root`, reading only that node.
     pub fn load<S: Storer>(store: &S, root: ObjectId) -> Result<Self> {
-        let mut treap = Self::new();
-        let raw = treap.read_node(store, root)?;
-        let node = Self::node_from_raw(root, raw)?;
+        let raw = RawNode::decode(root, &store.read_node_bytes(root)?)?;
+        let mut treap = Self::with_seed(raw.head.seed);
+        let node = treap.node_from_raw(root, raw)?;
         treap.root = Link::Mem(treap.add(node));
         Ok(treap)
     }
 
+    /// The priority seed, stored in every node (see [`with_seed`](Self::with_seed)).
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
     /// A node in memory from its stored form, as object `id`.
-    fn node_from_raw(id: ObjectId, raw: RawNode) -> Result<Node<K, V>> {
+    fn node_from_raw(&self, id: ObjectId, raw: RawNode) -> Result<Node<K, V>> {
+        let NodeHead { priority, seed, count } = raw.head;
+        if seed != self.seed {
+            return Err(Error::Corrupt(format!(
+                "treap node {id} has priority seed {seed:#x}, its tree {:#x}",
+                self.seed
+            )));
+        }
         Ok(Node {
             key: K::decode(&raw.key)?,
             value: V::decode(&raw.value)?,
-            priority: raw.priority,
-            count: raw.count,
+            priority,
+            count,
             left: raw.left.map_or(Link::Empty, Link::Stored),
             right: raw.right.map_or(Link::Empty, Link::Stored),
             stored: Some(id),
@@ -294,8 +284,15 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
         RawNode::decode(id, &store.read_node_bytes(id)?)
     }
 
-    /// The arena index of `link`'s node, loading it if needed.
-    fn resolve<S: NodeSource>(&mut self, store: &S, link: Link) -> Result<Option<usize>> {
+    /// The arena index of `link`'s node, loading it if needed. A node loaded must not
+    /// outrank its parent, whose priority is `bound` (`u64::MAX` for the root): the heap
+    /// order is what bounds the depth, so a file that breaks it is corrupt.
+    fn resolve<S: NodeSource>(
+        &mut self,
+        store: &S,
+        link: Link,
+        bound: u64,
+    ) -> Result<Option<usize>> {
         match link {
             Link::Empty => Ok(None),
             Link::Mem(index) => {
@@ -305,13 +302,19 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
             }
             Link::Stored(child) => {
                 let raw = self.read_node(store, child.id)?;
-                if raw.count != child.count {
+                if raw.head.count != child.count {
                     return Err(Error::Corrupt(format!(
-                        "node {} holds {} keys, its parent says {}",
-                        child.id, raw.count, child.count
+                        "treap node {} holds {} keys, its parent says {}",
+                        child.id, raw.head.count, child.count
                     )));
                 }
-                let mut node = Self::node_from_raw(child.id, raw)?;
+                if raw.head.priority > bound {
+                    return Err(Error::Corrupt(format!(
+                        "treap node {} has priority {:#x}, above its parent's {bound:#x}",
+                        child.id, raw.head.priority
+                    )));
+                }
+                let mut node = self.node_from_raw(child.id, raw)?;
                 node.used = self.tick;
                 Ok(Some(self.add(node)))
             }
@@ -320,7 +323,7 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
 
     /// The root's node, loaded, with the root link updated.
     fn root_index<S: NodeSource>(&mut self, store: &S) -> Result<Option<usize>> {
-        let index = self.resolve(store, self.root)?;
+        let index = self.resolve(store, self.root, u64::MAX)?;
         if let Some(index) = index {
             self.root = Link::Mem(index);
         }
@@ -334,8 +337,9 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
         index: usize,
         left: bool,
     ) -> Result<Option<usize>> {
-        let link = if left { self.node(index).left } else { self.node(index).right };
-        let child = self.resolve(store, link)?;
+        let node = self.node(index);
+        let (link, bound) = (if left { node.left } else { node.right }, node.priority);
+        let child = self.resolve(store, link, bound)?;
         if let Some(child) = child {
             let node = self.node_mut(index);
             if left { node.left = Link::Mem(child) } else { node.right = Link::Mem(child) }
@@ -345,7 +349,9 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
 
     fn refresh(&mut self, index: usize) {
         let (left, right) = (self.node(index).left, self.node(index).right);
-        let count = 1 + self.count_of(left) + self.count_of(right);
+        // Saturating: a crafted file may claim any counts below a node not yet loaded
+        // (`check` finds them); a panic or a wrap here would be worse.
+        let count = self.count_of(left).saturating_add(self.count_of(right)).saturating_add(1);
         let node = self.node_mut(index);
         node.count = count;
         node.dirty = true;
@@ -378,65 +384,56 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
         old
     }
 
+    /// Descends to `key` or to the empty link where it belongs, then goes back up the path:
+    /// each node there takes its new count, and the new node rotates up while it outranks
+    /// its parent. A loop, not a recursion: a stored tree decides the depth.
     fn insert_now<S: NodeSource>(&mut self, store: &S, key: K, value: V) -> Result<Option<V>> {
-        let (root, old) = self.insert_at(store, self.root, key, value)?;
-        self.root = root;
-        Ok(old)
-    }
-
-    fn insert_at<S: NodeSource>(
-        &mut self,
-        store: &S,
-        link: Link,
-        key: K,
-        value: V,
-    ) -> Result<(Link, Option<V>)> {
-        let Some(index) = self.resolve(store, link)? else {
-            let priority = priority_of(&key);
-            let node = Node {
-                key,
-                value,
-                priority,
-                count: 1,
-                left: Link::Empty,
-                right: Link::Empty,
-                stored: None,
-                dirty: true,
-                used: self.tick,
+        let mut path: Vec<(usize, bool)> = Vec::new();
+        let mut at = self.root_index(store)?;
+        while let Some(index) = at {
+            let left = match key.cmp(&self.node(index).key) {
+                Ordering::Equal => {
+                    for &(up, _) in &path {
+                        self.node_mut(up).dirty = true;
+                    }
+                    let node = self.node_mut(index);
+                    node.dirty = true;
+                    return Ok(Some(std::mem::replace(&mut node.value, value)));
+                }
+                Ordering::Less => true,
+                Ordering::Greater => false,
             };
-            return Ok((Link::Mem(self.add(node)), None));
-        };
-        match key.cmp(&self.node(index).key) {
-            Ordering::Equal => {
-                let node = self.node_mut(index);
-                node.dirty = true;
-                Ok((Link::Mem(index), Some(std::mem::replace(&mut node.value, value))))
-            }
-            Ordering::Less => {
-                let (left, old) = self.insert_at(store, self.node(index).left, key, value)?;
-                self.node_mut(index).left = left;
-                self.refresh(index);
-                let top = match left {
-                    Link::Mem(l) if self.node(l).priority > self.node(index).priority => {
-                        self.rotate_right(index)
-                    }
-                    _ => index,
-                };
-                Ok((Link::Mem(top), old))
-            }
-            Ordering::Greater => {
-                let (right, old) = self.insert_at(store, self.node(index).right, key, value)?;
-                self.node_mut(index).right = right;
-                self.refresh(index);
-                let top = match right {
-                    Link::Mem(r) if self.node(r).priority > self.node(index).priority => {
-                        self.rotate_left(index)
-                    }
-                    _ => index,
-                };
-                Ok((Link::Mem(top), old))
-            }
+            path.push((index, left));
+            at = self.child(store, index, left)?;
         }
+        let node = Node {
+            priority: priority_of(&key, self.seed),
+            key,
+            value,
+            count: 1,
+            left: Link::Empty,
+            right: Link::Empty,
+            stored: None,
+            dirty: true,
+            used: self.tick,
+        };
+        let mut below = self.add(node);
+        for (index, left) in path.into_iter().rev() {
+            let node = self.node_mut(index);
+            if left {
+                node.left = Link::Mem(below)
+            } else {
+                node.right = Link::Mem(below)
+            }
+            self.refresh(index);
+            below = match self.node(below).priority > self.node(index).priority {
+                false => index,
+                true if left => self.rotate_right(index),
+                true => self.rotate_left(index),
+            };
+        }
+        self.root = Link::Mem(below);
+        Ok(None)
     }
 
     /// Removes `key` (any borrowed form of the key type, as with `BTreeMap`), returning its
@@ -450,6 +447,8 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
         removed
     }
 
+    /// Descends to `key`, replaces its node by the merge of its children and recounts the
+    /// path back up. A loop, not a recursion: a stored tree decides the depth.
     fn delete_now<S: NodeSource, Q: Ord + ?Sized>(
         &mut self,
         store: &S,
@@ -458,66 +457,81 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
     where
         K: Borrow<Q>,
     {
-        let (root, removed) = self.delete_at(store, self.root, key)?;
-        self.root = root;
-        Ok(removed)
-    }
-
-    fn delete_at<S: NodeSource, Q: Ord + ?Sized>(
-        &mut self,
-        store: &S,
-        link: Link,
-        key: &Q,
-    ) -> Result<(Link, Option<V>)>
-    where
-        K: Borrow<Q>,
-    {
-        let Some(index) = self.resolve(store, link)? else { return Ok((Link::Empty, None)) };
-        let left_side = match key.cmp(self.node(index).key.borrow()) {
-            Ordering::Equal => {
-                let (left, right) = (self.node(index).left, self.node(index).right);
-                let merged = self.merge(store, left, right)?;
-                let node = self.nodes[index].take().expect("a linked arena slot holds a node");
-                self.free.push(index);
-                self.doomed.extend(node.stored);
-                return Ok((merged, Some(node.value)));
-            }
-            Ordering::Less => true,
-            Ordering::Greater => false,
+        let mut path: Vec<(usize, bool)> = Vec::new();
+        let mut at = self.root_index(store)?;
+        let index = loop {
+            let Some(index) = at else { return Ok(None) };
+            let left = match key.cmp(self.node(index).key.borrow()) {
+                Ordering::Equal => break index,
+                Ordering::Less => true,
+                Ordering::Greater => false,
+            };
+            path.push((index, left));
+            at = self.child(store, index, left)?;
         };
-        let child = if left_side { self.node(index).left } else { self.node(index).right };
-        let (new_child, removed) = self.delete_at(store, child, key)?;
-        if removed.is_some() {
-            let node = self.node_mut(index);
-            if left_side {
-                node.left = new_child
-            } else {
-                node.right = new_child
-            }
-            self.refresh(index);
-        } else if let Link::Mem(_) = new_child {
-            // Loaded on the way down: keep the loaded link.
-            let node = self.node_mut(index);
-            if left_side { node.left = new_child } else { node.right = new_child }
+        let node = self.node(index);
+        let merged = self.merge(store, (node.left, node.right), node.priority)?;
+        let node = self.nodes[index].take().expect("a linked arena slot holds a node");
+        self.free.push(index);
+        self.replaced.extend(node.stored);
+        match path.last() {
+            None => self.root = merged,
+            Some(&(up, true)) => self.node_mut(up).left = merged,
+            Some(&(up, false)) => self.node_mut(up).right = merged,
         }
-        Ok((Link::Mem(index), removed))
+        for &(up, _) in path.iter().rev() {
+            self.refresh(up);
+        }
+        Ok(Some(node.value))
     }
 
-    /// Joins two treaps whose keys are all ordered `a < b`.
-    fn merge<S: NodeSource>(&mut self, store: &S, a: Link, b: Link) -> Result<Link> {
-        let (Some(ai), Some(bi)) = (self.resolve(store, a)?, self.resolve(store, b)?) else {
-            return Ok(if a == Link::Empty { b } else { a });
-        };
-        if self.node(ai).priority > self.node(bi).priority {
-            let joined = self.merge(store, self.node(ai).right, Link::Mem(bi))?;
-            self.node_mut(ai).right = joined;
-            self.refresh(ai);
-            Ok(Link::Mem(ai))
-        } else {
-            let joined = self.merge(store, Link::Mem(ai), self.node(bi).left)?;
-            self.node_mut(bi).left = joined;
-            self.refresh(bi);
-            Ok(Link::Mem(bi))
+    /// Joins two treaps whose keys are all ordered `a < b`, walking down their facing
+    /// spines (no recursion: a stored tree decides the depth). An empty side ends the walk
+    /// before the other is loaded: a node loaded and then linked as stored would stay in
+    /// memory with nothing referencing it, out of reach of `flush`.
+    /// `bound` is the priority of the node whose children `a` and `b` were.
+    fn merge<S: NodeSource>(&mut self, store: &S, pair: (Link, Link), bound: u64) -> Result<Link> {
+        let ((mut a, mut b), (mut a_bound, mut b_bound)) = (pair, (bound, bound));
+        let mut top = Link::Empty;
+        // The node whose child the next piece becomes (`true`: its right child), and the
+        // nodes passed, whose counts are refreshed bottom-up at the end.
+        let mut hole: Option<(usize, bool)> = None;
+        let mut passed = Vec::new();
+        loop {
+            let (ai, bi) = match (a, b) {
+                (Link::Empty, rest) | (rest, Link::Empty) => {
+                    self.fill(&mut top, hole, rest);
+                    break;
+                }
+                _ => match (self.resolve(store, a, a_bound)?, self.resolve(store, b, b_bound)?) {
+                    (Some(ai), Some(bi)) => (ai, bi),
+                    _ => return Err(Error::Invariant("a non-empty link resolved to none".into())),
+                },
+            };
+            if self.node(ai).priority > self.node(bi).priority {
+                self.fill(&mut top, hole, Link::Mem(ai));
+                (hole, a, b) = (Some((ai, true)), self.node(ai).right, Link::Mem(bi));
+                a_bound = self.node(ai).priority;
+                passed.push(ai);
+            } else {
+                self.fill(&mut top, hole, Link::Mem(bi));
+                (hole, a, b) = (Some((bi, false)), Link::Mem(ai), self.node(bi).left);
+                b_bound = self.node(bi).priority;
+                passed.push(bi);
+            }
+        }
+        for &index in passed.iter().rev() {
+            self.refresh(index);
+        }
+        Ok(top)
+    }
+
+    /// Links `link` where a merge's next piece goes: as `hole`'s child, or as the top.
+    fn fill(&mut self, top: &mut Link, hole: Option<(usize, bool)>, link: Link) {
+        match hole {
+            None => *top = link,
+            Some((index, true)) => self.node_mut(index).right = link,
+            Some((index, false)) => self.node_mut(index).left = link,
         }
     }
 
@@ -745,277 +759,6 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
         Ok(out)
     }
 
-    /// Writes every changed node as a new object, children before parents, deletes the
-    /// objects of replaced and deleted nodes, and returns the root's object (`None` when
-    /// empty). Nothing is durable until the store's next commit, which makes the new tree and
-    /// the frees durable together; until then, and after any crash before it, the previously
-    /// committed tree loads whole.
-    pub fn persist<S: Storer>(&mut self, store: &mut S) -> Result<Option<ObjectId>> {
-        let root = self.persist_now(store);
-        self.retry_above = 0;
-        self.after_op();
-        root
-    }
-
-    fn persist_now<S: Storer>(&mut self, store: &mut S) -> Result<Option<ObjectId>> {
-        let root = match self.root {
-            Link::Empty => None,
-            Link::Stored(child) => Some(child.id),
-            Link::Mem(index) => Some(self.persist_node(store, index)?.id),
-        };
-        for id in std::mem::take(&mut self.doomed) {
-            store.delete_obj(id)?;
-        }
-        Ok(root)
-    }
-
-    fn child_ref<S: Storer>(&mut self, store: &mut S, link: Link) -> Result<Option<ChildRef>> {
-        match link {
-            Link::Empty => Ok(None),
-            Link::Stored(child) => Ok(Some(child)),
-            Link::Mem(index) => self.persist_node(store, index).map(Some),
-        }
-    }
-
-    fn persist_node<S: Storer>(&mut self, store: &mut S, index: usize) -> Result<ChildRef> {
-        let node = self.node(index);
-        if let (false, Some(id)) = (node.dirty, node.stored) {
-            return Ok(ChildRef { id, count: node.count });
-        }
-        let (left, right) = (node.left, node.right);
-        let left = self.child_ref(store, left)?;
-        let right = self.child_ref(store, right)?;
-        let node = self.node(index);
-        let mut raw = RawNode {
-            priority: node.priority,
-            count: node.count,
-            left,
-            right,
-            key: Vec::new(),
-            value: Vec::new(),
-        };
-        node.key.encode(&mut raw.key);
-        node.value.encode(&mut raw.value)?;
-        let id = store.write_new_obj_from_bytes(&raw.encode()?)?;
-        let node = self.node_mut(index);
-        if let Some(old) = node.stored.replace(id) {
-            self.doomed.push(old);
-        }
-        self.node_mut(index).dirty = false;
-        Ok(ChildRef { id, count: raw.count })
-    }
-
-    /// Like [`persist`](Self::persist), with as few writes as the store allows: the changed
-    /// nodes are grouped by encoded size, each group takes one contiguous run of objects
-    /// (`allocate_run`), every node is encoded with its children's final ids, and each run is
-    /// written with one `write_batched_objs`. When a group's full run is not available, it
-    /// takes the shorter runs the store can give (grouped batching); when none is, that group
-    /// falls back to one write per node. A uniform tree is one run and one write.
-    pub fn batch_persist<S: BatchStorer>(&mut self, store: &mut S) -> Result<BatchReport> {
-        let report = self.batch_persist_now(store);
-        self.retry_above = 0;
-        self.after_op();
-        report
-    }
-
-    fn batch_persist_now<S: BatchStorer>(&mut self, store: &mut S) -> Result<BatchReport> {
-        let mut report = BatchReport::default();
-        let mut kv = Vec::new();
-        let plan = self.plan_batch(&mut kv)?;
-        let len_of = |p: &Planned| RawNode::encoded_len(p.key_len, p.value_len);
-        // Group by encoded length, keeping post-order inside each group (a uniform tree is
-        // one group and needs no sort).
-        let mut order: Vec<usize> = (0..plan.len()).collect();
-        if !plan.windows(2).all(|w| len_of(&w[0]) == len_of(&w[1])) {
-            order.sort_by_key(|&i| len_of(&plan[i]));
-        }
-        // Ids first: every node's id is known before any parent is encoded.
-        // By plan position: (object id, run number) for the nodes given a run.
-        let mut assigned: Vec<Option<(ObjectId, usize)>> = vec![None; plan.len()];
-        let mut runs: Vec<RunBuffer> = Vec::new();
-        for group in order.chunk_by(|&a, &b| len_of(&plan[a]) == len_of(&plan[b])) {
-            let len = len_of(&plan[group[0]]);
-            let mut rest = group;
-            // Free space first, where it holds a run of at least this many nodes.
-            let min_run = (MIN_RUN_BYTES / len).max(1) as u64;
-            match store.allocate_runs(rest.len() as u64, len as u64, min_run) {
-                Ok(taken) => {
-                    for run in taken {
-                        let (these, others) = rest.split_at(run.len().min(rest.len()));
-                        for (&i, id) in these.iter().zip(run) {
-                            assigned[i] = Some((id, runs.len()));
-                        }
-                        runs.push(RunBuffer {
-                            bytes: Vec::with_capacity(these.len() * len),
-                            starts: Vec::with_capacity(these.len()),
-                        });
-                        rest = others;
-                    }
-                }
-                // Not even that: shorter runs below, then single nodes.
-                Err(bob_store_core::Error::NoRun { .. }) => {}
-                Err(other) => return Err(other.into()),
-            }
-            while !rest.is_empty() {
-                let take = match store.allocate_run(rest.len() as u64, len as u64) {
-                    Ok(run) => Some((rest.len(), run)),
-                    Err(bob_store_core::Error::NoRun { longest, .. }) if longest > 0 => {
-                        let take = (longest as usize).min(rest.len());
-                        Some((take, store.allocate_run(take as u64, len as u64)?))
-                    }
-                    Err(_) => None,
-                };
-                let Some((take, run)) = take else {
-                    report.fallback_nodes += rest.len() as u64;
-                    break;
-                };
-                for (&i, id) in rest[..take].iter().zip(run) {
-                    assigned[i] = Some((id, runs.len()));
-                }
-                runs.push(RunBuffer {
-                    bytes: Vec::with_capacity(take * len),
-                    starts: Vec::with_capacity(take),
-                });
-                rest = &rest[take..];
-            }
-        }
-        report.runs = runs.len() as u64;
-        // Encode in post-order (children before parents), each node appended to its run's
-        // buffer; a node without a run is written alone, so it too has its id before its
-        // parent is encoded. `ids[i]` is plan node i's object.
-        let mut ids: Vec<ObjectId> = Vec::with_capacity(plan.len());
-        let mut single = Vec::new();
-        for (i, node) in plan.iter().enumerate() {
-            let child = |c: PlannedChild| match c {
-                PlannedChild::None => None,
-                PlannedChild::Stored(child) => Some(child),
-                PlannedChild::Dirty { pos, count } => Some(ChildRef { id: ids[pos], count }),
-            };
-            let children = [child(node.children[0]), child(node.children[1])];
-            let key = &kv[node.kv_start..node.kv_start + node.key_len];
-            let value = &kv[node.kv_start + node.key_len..][..node.value_len];
-            let id = match assigned[i] {
-                Some((id, run)) => {
-                    let buffer = &mut runs[run];
-                    let at = buffer.bytes.len();
-                    encode_into(
-                        &mut buffer.bytes,
-                        node.priority,
-                        node.count,
-                        children,
-                        key,
-                        value,
-                    )?;
-                    buffer.starts.push((id, at));
-                    id
-                }
-                None => {
-                    single.clear();
-                    encode_into(&mut single, node.priority, node.count, children, key, value)?;
-                    store.write_new_obj_from_bytes(&single)?
-                }
-            };
-            ids.push(id);
-        }
-        let mut objects = Vec::new();
-        for RunBuffer { bytes, starts } in &runs {
-            objects.clear();
-            for (n, &(id, at)) in starts.iter().enumerate() {
-                let end = starts.get(n + 1).map_or(bytes.len(), |next| next.1);
-                objects.push((id, &bytes[at..end]));
-            }
-            store.write_batched_objs(&objects)?;
-        }
-        // Only now, with everything written, do the nodes take their new objects. When they
-        // are a good part of the arena, in arena order (a sequential sweep rather than a
-        // random walk); when they are few, directly (a sweep would cost the whole arena).
-        if plan.len() * 8 >= self.nodes.len() {
-            let mut new_ids: Vec<Option<ObjectId>> = vec![None; self.nodes.len()];
-            for (planned, &id) in plan.iter().zip(&ids) {
-                new_ids[planned.index] = Some(id);
-            }
-            for (slot, id) in self.nodes.iter_mut().zip(new_ids) {
-                if let (Some(node), Some(id)) = (slot.as_mut(), id) {
-                    node.dirty = false;
-                    if let Some(old) = node.stored.replace(id) {
-                        self.doomed.push(old);
-                    }
-                }
-            }
-        } else {
-            for (planned, &id) in plan.iter().zip(&ids) {
-                let node = self.node_mut(planned.index);
-                node.dirty = false;
-                if let Some(old) = node.stored.replace(id) {
-                    self.doomed.push(old);
-                }
-            }
-        }
-        report.nodes = plan.len() as u64;
-        for id in std::mem::take(&mut self.doomed) {
-            store.delete_obj(id)?;
-        }
-        report.root = match self.root {
-            Link::Empty => None,
-            Link::Stored(child) => Some(child.id),
-            Link::Mem(index) => self.node(index).stored,
-        };
-        Ok(report)
-    }
-
-    /// The changed nodes in post-order (children before parents), each with what its
-    /// encoding needs; keys and values are encoded once, into `kv`. A clean node heads a
-    /// clean subtree (a change dirties its whole path), so clean subtrees are not entered.
-    fn plan_batch(&self, kv: &mut Vec<u8>) -> Result<Vec<Planned>> {
-        let mut plan: Vec<Planned> = Vec::new();
-        let Link::Mem(root) = self.root else { return Ok(plan) };
-        // Frames to visit (index, children done) and the finished children's references.
-        let mut stack = vec![(root, false)];
-        let mut done: Vec<PlannedChild> = Vec::new();
-        while let Some((index, children_done)) = stack.pop() {
-            let node = self.node(index);
-            if !children_done {
-                if let (false, Some(id)) = (node.dirty, node.stored) {
-                    done.push(PlannedChild::Stored(ChildRef { id, count: node.count }));
-                    continue;
-                }
-                stack.push((index, true));
-                for link in [node.right, node.left] {
-                    if let Link::Mem(child) = link {
-                        stack.push((child, false));
-                    }
-                }
-                continue;
-            }
-            // Children finished first left then right, so right's reference is on top.
-            let mut children = [PlannedChild::None; 2];
-            for (side, link) in [(1, node.right), (0, node.left)] {
-                children[side] = match link {
-                    Link::Empty => PlannedChild::None,
-                    Link::Stored(child) => PlannedChild::Stored(child),
-                    Link::Mem(_) => done
-                        .pop()
-                        .ok_or_else(|| Error::Invariant("post-order lost a child".into()))?,
-                };
-            }
-            let kv_start = kv.len();
-            node.key.encode(kv);
-            let key_len = kv.len() - kv_start;
-            node.value.encode(kv)?;
-            done.push(PlannedChild::Dirty { pos: plan.len(), count: node.count });
-            plan.push(Planned {
-                index,
-                priority: node.priority,
-                count: node.count,
-                children,
-                kv_start,
-                key_len,
-                value_len: kv.len() - kv_start - key_len,
-            });
-        }
-        Ok(plan)
-    }
-
     /// The first key after `after` (or the first key, for `None`) and its value, descending
     /// from the root and loading nodes on the way.
     pub fn successor<S: Storer>(&mut self, store: &S, after: Option<&K>) -> Result<Option<(K, V)>> {
@@ -1159,38 +902,40 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
     }
 
     /// Loads the whole tree and checks the treap invariants: keys in order, each node's
-    /// priority at least its children's, counts adding up.
+    /// priority at least its children's, counts adding up. A loop over an explicit stack: a
+    /// stored tree decides the depth.
     pub fn check<S: Storer>(&mut self, store: &S) -> Result<()> {
-        let Some(root) = self.root_index(store)? else { return Ok(()) };
-        self.check_node(store, root, None, None).map(|_| ())
+        self.check_now(store)
     }
 
-    fn check_node<S: NodeSource>(
-        &mut self,
-        store: &S,
-        index: usize,
-        low: Option<&K>,
-        high: Option<&K>,
-    ) -> Result<u64> {
-        let key = self.node(index).key.clone();
-        let priority = self.node(index).priority;
-        if low.is_some_and(|l| key <= *l) || high.is_some_and(|h| key >= *h) {
-            return Err(Error::Invariant("keys out of order".into()));
-        }
-        let mut count = 1;
-        for left in [true, false] {
-            if let Some(child) = self.child(store, index, left)? {
-                if self.node(child).priority > priority {
+    fn check_now<S: NodeSource>(&mut self, store: &S) -> Result<()> {
+        let Some(root) = self.root_index(store)? else { return Ok(()) };
+        // Nodes to check, each with the keys its own must lie strictly between.
+        let mut stack: Vec<(usize, Option<K>, Option<K>)> = vec![(root, None, None)];
+        while let Some((index, low, high)) = stack.pop() {
+            let key = self.node(index).key.clone();
+            if low.as_ref().is_some_and(|l| key <= *l) || high.as_ref().is_some_and(|h| key >= *h) {
+                return Err(Error::Invariant("keys out of order".into()));
+            }
+            let mut count = 1u64;
+            for left in [true, false] {
+                let Some(child) = self.child(store, index, left)? else { continue };
+                if self.node(child).priority > self.node(index).priority {
                     return Err(Error::Invariant("a child outranks its parent".into()));
                 }
-                let (l, h) = if left { (low, Some(&key)) } else { (Some(&key), high) };
-                count += self.check_node(store, child, l, h)?;
+                count = count.saturating_add(self.node(child).count);
+                let (l, h) = if left {
+                    (low.clone(), Some(key.clone()))
+                } else {
+                    (Some(key.clone()), high.clone())
+                };
+                stack.push((child, l, h));
+            }
+            if count != self.node(index).count {
+                return Err(Error::Invariant("a subtree count is wrong".into()));
             }
         }
-        if count != self.node(index).count {
-            return Err(Error::Invariant("a subtree count is wrong".into()));
-        }
-        Ok(count)
+        Ok(())
     }
 }
 
@@ -1223,9 +968,14 @@ fn in_memory<T>(result: Result<T>) -> T {
 }
 
 impl<K: TreapKey, V: TreapValue> Treap<K, V> {
-    /// An empty treap.
+    /// An empty treap with a random priority seed.
     pub fn new() -> Self {
         Self { inner: PersistentTreap::new() }
+    }
+
+    /// An empty treap whose priorities use `seed` (see [`PersistentTreap::with_seed`]).
+    pub fn with_seed(seed: u64) -> Self {
+        Self { inner: PersistentTreap::with_seed(seed) }
     }
 
     /// Inserts `key` with `value`, returning the value it replaces.
@@ -1294,8 +1044,7 @@ impl<K: TreapKey, V: TreapValue> Treap<K, V> {
 
     /// Checks the treap invariants (see [`PersistentTreap::check`]).
     pub fn check(&mut self) -> Result<()> {
-        let Some(root) = self.inner.root_index(&Memory)? else { return Ok(()) };
-        self.inner.check_node(&Memory, root, None, None).map(|_| ())
+        self.inner.check_now(&Memory)
     }
 
     /// The same entries as a [`PersistentTreap`], every node changed (persisted by its

@@ -7,18 +7,27 @@ use bob_store_core::{BaseStore, ObjectId, PRIME_OBJECT_ID, PrimeStorer, StoreOpt
 use bob_treap::PersistentTreap;
 use proptest::prelude::*;
 
+mod regressions;
+
 type Tree = PersistentTreap<u64, Vec<u8>>;
 
-/// Persists the tree, records its root in the prime object and commits.
-fn save(tree: &mut Tree, store: &mut BaseStore<SimDisk>) {
-    let root = tree.persist(store).unwrap();
-    store.prime_object(16).unwrap();
+/// Records `root` in the prime object: a present flag, then the id.
+fn publish<S: PrimeStorer>(store: &mut S, root: Option<ObjectId>) -> bob_treap::Result<()> {
+    store.prime_object(16)?;
     let mut record = [0u8; 16];
     if let Some(root) = root {
         record[..8].copy_from_slice(&1u64.to_le_bytes());
         record[8..].copy_from_slice(&root.0.to_le_bytes());
     }
-    store.write_bytes_to_obj(PRIME_OBJECT_ID, &record).unwrap();
+    store.write_bytes_to_obj(PRIME_OBJECT_ID, &record)?;
+    Ok(())
+}
+
+/// Persists the tree, records its root in the prime object, frees the replaced nodes and
+/// commits.
+fn save(tree: &mut Tree, store: &mut BaseStore<SimDisk>) {
+    tree.persist_with(store, publish).unwrap();
+    assert_eq!(tree.replaced_pending(), 0);
     store.commit().unwrap();
 }
 
@@ -43,7 +52,7 @@ enum Op {
     Flush(usize),
     Budget(Option<usize>),
     Iterate(usize),
-    Save,
+    Save(bool),
     Reopen,
     Crash(bool, u64),
 }
@@ -59,7 +68,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0usize..40).prop_map(Op::Flush),
         1 => proptest::option::of(0usize..40).prop_map(Op::Budget),
         1 => (0usize..10).prop_map(Op::Iterate),
-        2 => Just(Op::Save),
+        2 => any::<bool>().prop_map(Op::Save),
         1 => Just(Op::Reopen),
         1 => (any::<bool>(), any::<u64>()).prop_map(|(p, s)| Op::Crash(p, s)),
     ]
@@ -75,10 +84,13 @@ proptest! {
     /// Contents, order and the treap invariants agree with a `BTreeMap` through persists,
     /// commits, reopens and crashes.
     #[test]
-    fn the_treap_matches_a_btreemap(ops in prop::collection::vec(op(), 1..80)) {
+    fn the_treap_matches_a_btreemap(
+        ops in prop::collection::vec(op(), 1..80),
+        seed in any::<u64>(),
+    ) {
         let mut disk = SimDisk::new();
         let mut store = BaseStore::create_with(disk.clone(), StoreOptions::default()).unwrap();
-        let mut tree = Tree::new();
+        let mut tree = Tree::with_seed(seed);
         let mut model: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         let mut saved = model.clone();
         for op in ops {
@@ -119,8 +131,13 @@ proptest! {
                     let expected: Vec<_> = model.iter().map(|(k, v)| (*k, v.clone())).collect();
                     prop_assert_eq!(walked, expected);
                 }
-                Op::Save => {
-                    save(&mut tree, &mut store);
+                Op::Save(batched) => {
+                    if batched {
+                        tree.batch_persist_with(&mut store, publish).unwrap();
+                        store.commit().unwrap();
+                    } else {
+                        save(&mut tree, &mut store);
+                    }
                     saved = model.clone();
                 }
                 Op::Reopen => {
@@ -214,15 +231,17 @@ fn the_committed_tree_survives_a_crash_after_uncommitted_changes() {
 }
 
 /// 800 keys, then 50 rounds of 80 deletes and 80 inserts with a save each: the object count
-/// stays exact and the file size within 10 %. The size is measured from round 5: a save writes
-/// the changed paths as new objects while the old ones stay live until its commit, so the
-/// first rounds grow the file by that working space (about 40 % of the 107 KB tree here: 160
-/// changes dirty most of the upper tree) and settle the holes;
-/// after that it only fluctuates (145–157 KB over rounds 5–49 when this was written).
+/// stays exact and the file size within 25 % of round 5's. The size is measured from round 5:
+/// a save writes the changed paths as new objects while the old ones stay live until its
+/// commit, so the first rounds grow the file by that working space (about 40 % of the tree:
+/// 160 changes dirty most of the upper tree) and settle the holes; after that it only
+/// fluctuates. The shape, and so the sizes, depend on the tree's priority seed (printed, and
+/// replayed from `BOB_SEED`): over seeds 0 to 11, round 5 ended at 143–164 KB and no later
+/// round more than 16 % above it when this was written.
 #[test]
 fn churn_keeps_objects_and_file_size_flat() {
     let mut store = BaseStore::create_with(SimDisk::new(), StoreOptions::default()).unwrap();
-    let mut tree = Tree::new();
+    let mut tree = Tree::with_seed(bob_io_helpers::testing::test_seed());
     let mut next = 0u64;
     for _ in 0..800 {
         tree.insert(&store, next, value(next, 3)).unwrap();
@@ -245,7 +264,7 @@ fn churn_keeps_objects_and_file_size_flat() {
             size = now;
         }
         assert!(
-            round < 5 || now * 10 <= size * 11,
+            round < 5 || now * 4 <= size * 5,
             "round {round}: file {now} bytes, round 5 {size}"
         );
         assert!(
@@ -580,9 +599,10 @@ proptest! {
     /// persistent treap it persists and reloads the same entries.
     #[test]
     fn the_in_memory_treap_matches_a_btreemap(
-        ops in prop::collection::vec((0u8..4, 0u16..200, any::<u32>()), 1..300)
+        ops in prop::collection::vec((0u8..4, 0u16..200, any::<u32>()), 1..300),
+        seed in any::<u64>(),
     ) {
-        let mut tree: bob_treap::Treap<u16, u32> = bob_treap::Treap::new();
+        let mut tree: bob_treap::Treap<u16, u32> = bob_treap::Treap::with_seed(seed);
         let mut model = BTreeMap::new();
         for (op, k, v) in ops {
             match op {
