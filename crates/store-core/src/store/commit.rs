@@ -27,6 +27,9 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// If the commit's metadata does not fit (`OutOfSpace`) nothing was written and the store
     /// stays usable; any other error latches the store (it refuses writes until reopened).
     pub fn commit_now(&mut self) -> Result<()> {
+        if self.read_only && !self.dirty {
+            return Ok(()); // closing a read-only store
+        }
         self.check_writable()?;
         if !self.dirty {
             return Ok(());
