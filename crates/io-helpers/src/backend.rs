@@ -55,6 +55,15 @@ pub trait FileBackend: Send + Sync {
     /// Makes the file's data and all its metadata durable (`fsync`).
     fn sync_all(&self) -> io::Result<()>;
 
+    /// Asks the system to drop its cached copy of `[offset, offset + len)` where that copy is
+    /// clean, so the next read of it comes from the device. After a failed sync the kernel
+    /// may keep pages it never wrote, marked clean; this shows what the device really holds.
+    /// Advisory: the default does nothing.
+    fn drop_cache(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
+
     /// Extends the file to at least `len` bytes with its space reserved on the device where
     /// the system can (`fallocate`), so later writes below `len` cannot fail for want of
     /// space; never shrinks it. The default extends it with `set_len`.
@@ -92,6 +101,9 @@ macro_rules! forward_backend {
             }
             fn allocate(&self, len: u64) -> io::Result<()> {
                 (**self).allocate(len)
+            }
+            fn drop_cache(&self, offset: u64, len: u64) -> io::Result<()> {
+                (**self).drop_cache(offset, len)
             }
         }
     )*};
@@ -200,6 +212,12 @@ impl FileBackend for OsFile {
 
     fn sync_all(&self) -> io::Result<()> {
         self.file.sync_all()
+    }
+
+    /// `posix_fadvise(DONTNEED)`: clean cached pages of the range are dropped.
+    fn drop_cache(&self, offset: u64, len: u64) -> io::Result<()> {
+        let advice = rustix::fs::Advice::DontNeed;
+        Ok(rustix::fs::fadvise(&self.file, offset, std::num::NonZeroU64::new(len), advice)?)
     }
 
     /// `fallocate` from the current end to `len` (blocks reserved, the size extended); where

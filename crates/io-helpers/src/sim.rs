@@ -546,4 +546,22 @@ impl FileBackend for SimDisk {
     fn sync_all(&self) -> io::Result<()> {
         self.sync_data()
     }
+
+    /// Clean pages of the range (touched by no pending operation) read as the durable image
+    /// again: a page a failed sync dropped loses the bytes only the page cache still had.
+    fn drop_cache(&self, offset: u64, len: u64) -> io::Result<()> {
+        let mut state = self.state.lock();
+        let dirty = touched_pages(&state.pending);
+        let State { live, durable, .. } = &mut *state;
+        let end = offset.saturating_add(len).min(io_len(live.len().min(durable.len())));
+        let mut page = offset / PAGE_BYTES;
+        while page * PAGE_BYTES < end {
+            if !dirty.contains(&page) {
+                let range = page_range(page, live.len().min(durable.len()));
+                live[range.clone()].copy_from_slice(&durable[range]);
+            }
+            page += 1;
+        }
+        Ok(())
+    }
 }

@@ -58,7 +58,7 @@ pub trait Access {
     type Store: SplitStore;
 
     /// Whether the guard holds the store exclusively, so no commit can run before it
-    /// publishes (then an object made since the last commit is rewritten in place).
+    /// publishes (then its space may share pages with other new objects).
     const EXCLUSIVE: bool;
 
     /// Runs a metadata step on the store.
@@ -177,6 +177,7 @@ impl<'a, R: ReadAt> ObjectReader<'a, R> {
         buf.clear();
         match &self.staged {
             Some(bytes) => buf.extend_from_slice(bytes),
+            None if self.checked.len == 0 => {} // an empty object may lie past the end
             None => {
                 buf.resize(self.checked.len as usize, 0);
                 self.io.read_at(buf, self.offset)?;
@@ -220,8 +221,6 @@ pub struct ObjectWriter<X: Access> {
     sum: StreamingChecksum,
     /// The object being rewritten, or `None` for a new one.
     old: Option<Located<'static>>,
-    /// Rewriting an object of the pending generation in its own space.
-    in_place: bool,
     done: bool,
 }
 
@@ -229,15 +228,14 @@ impl<X: Access> ObjectWriter<X> {
     /// Reserves a new object of `len` bytes and returns its id and writer.
     pub fn create(mut access: X, len: u64) -> Result<(ObjectId, Self)> {
         let (id, target) = access.with(|store| store.begin_new(len, !X::EXCLUSIVE))?;
-        Ok((id, Self::new(access, id, target, len, None, false)))
+        Ok((id, Self::new(access, id, target, len, None)))
     }
 
     /// Reserves space to rewrite object `id` and returns its writer, from the first byte.
     pub fn rewrite(mut access: X, id: ObjectId) -> Result<Self> {
-        let (old, target, in_place) =
-            access.with(|store| store.begin_rewrite(id, !X::EXCLUSIVE))?;
+        let (old, target) = access.with(|store| store.begin_rewrite(id, !X::EXCLUSIVE))?;
         let len = old.len;
-        Ok(Self::new(access, id, target, len, Some(old), in_place))
+        Ok(Self::new(access, id, target, len, Some(old)))
     }
 
     fn new(
@@ -246,10 +244,9 @@ impl<X: Access> ObjectWriter<X> {
         target: Extent,
         len: u64,
         old: Option<Located<'static>>,
-        in_place: bool,
     ) -> Self {
         let sum = StreamingChecksum::new();
-        Self { access, id, target, len, position: 0, sum, old, in_place, done: false }
+        Self { access, id, target, len, position: 0, sum, old, done: false }
     }
 
     /// The object being written.
@@ -261,18 +258,16 @@ impl<X: Access> ObjectWriter<X> {
     /// error the reserved space is given back and a rewritten object keeps its old bytes.
     fn complete(&mut self) -> Result<()> {
         self.done = true;
-        let (id, target, in_place) = (self.id, self.target, self.in_place);
+        let (id, target) = (self.id, self.target);
         let old = self.old.clone();
         if let Err(e) = self.fill_rest() {
-            if !in_place {
-                let new_id = if old.is_none() { Some(id) } else { None };
-                let _ = self.access.with(|store| store.abandon(new_id, target));
-            }
+            let new_id = if old.is_none() { Some(id) } else { None };
+            let _ = self.access.with(|store| store.abandon(new_id, target));
             return Err(e);
         }
         let (len, sum) = (self.len, self.sum.finish());
         // `publish` gives the space back itself when it refuses.
-        self.access.with(|store| store.publish(id, target, len, sum, old.as_ref(), in_place))
+        self.access.with(|store| store.publish(id, target, len, sum, old.as_ref()))
     }
 
     fn fill_rest(&mut self) -> Result<()> {
@@ -284,10 +279,6 @@ impl<X: Access> ObjectWriter<X> {
             hash_zeros(&mut self.sum, to - from);
             return Ok(());
         };
-        if self.in_place {
-            // The old bytes are this generation's own, in the target itself: hash the tail.
-            return self.hash_tail_in_place(from, to);
-        }
         // Read the whole old object, hashing it to check its checksum, and copy its tail.
         let mut chunk = vec![0u8; CHUNK_BYTES.min(to as usize).max(1)];
         let mut old_sum = StreamingChecksum::new();
@@ -307,19 +298,6 @@ impl<X: Access> ObjectWriter<X> {
         let computed = old_sum.finish();
         if computed != old.checksum {
             return Err(Error::ChecksumMismatch { id: self.id, stored: old.checksum, computed });
-        }
-        Ok(())
-    }
-
-    fn hash_tail_in_place(&mut self, from: u64, to: u64) -> Result<()> {
-        let mut chunk = vec![0u8; CHUNK_BYTES.min((to - from) as usize).max(1)];
-        let mut at = from;
-        while at < to {
-            let n = ((to - at) as usize).min(chunk.len());
-            let offset = self.target.offset + at;
-            self.access.io(|io| io.read_at(&mut chunk[..n], offset))?;
-            self.sum.update(&chunk[..n]);
-            at += n as u64;
         }
         Ok(())
     }

@@ -103,9 +103,10 @@ impl<A: SpaceAllocator, B: FileBackend> Storer for Store<A, B> {
         ObjectWriter::create(Direct(self), size)
     }
 
-    /// A writer over object `id` from its first byte. A committed object is rewritten
-    /// copy-on-write (the committed bytes stay intact until the next commit); one created since
-    /// the last commit is rewritten in place. Bytes not written keep their old values.
+    /// A writer over object `id` from its first byte, copy-on-write: the old bytes stay intact
+    /// until the writer publishes (and, for a committed object, until the next commit), and
+    /// the old object's checksum is checked as its tail is copied. Bytes not written keep
+    /// their old values.
     fn write_to_obj(&mut self, id: ObjectId) -> Result<ObjectWriter<Direct<'_, A, B>>> {
         self.check_writable()?;
         ObjectWriter::rewrite(Direct(self), id)

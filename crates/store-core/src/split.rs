@@ -65,14 +65,9 @@ pub trait SplitStore: Storer + BatchStorer + Send + Sized {
     /// other object's).
     fn begin_new(&mut self, len: u64, outside: bool) -> Result<(ObjectId, Extent)>;
 
-    /// Reserves space for rewriting object `id`: where it is now, the space to write, and
-    /// whether that space is the object's own (an object made since the last commit, when no
-    /// commit can run before the publish, is rewritten in place).
-    fn begin_rewrite(
-        &mut self,
-        id: ObjectId,
-        outside: bool,
-    ) -> Result<(Located<'static>, Extent, bool)>;
+    /// Reserves fresh space for rewriting object `id` (always copy-on-write, so the old
+    /// object's checksum is checked as its tail is copied): where it is now, and the space.
+    fn begin_rewrite(&mut self, id: ObjectId, outside: bool) -> Result<(Located<'static>, Extent)>;
 
     /// Records object `id` as `len` bytes with `checksum` in `extent`, written by the caller.
     /// For a rewrite, `replaced` is the location `begin_rewrite` returned; its space is freed
@@ -85,7 +80,6 @@ pub trait SplitStore: Storer + BatchStorer + Send + Sized {
         len: u64,
         checksum: u64,
         replaced: Option<&Located<'_>>,
-        in_place: bool,
     ) -> Result<()>;
 
     /// Gives back space (and, for `begin_new`, the id) reserved and never to be published.
@@ -123,11 +117,7 @@ impl<A: SpaceAllocator, B: FileBackend> SplitStore for Store<A, B> {
         })
     }
 
-    fn begin_rewrite(
-        &mut self,
-        id: ObjectId,
-        outside: bool,
-    ) -> Result<(Located<'static>, Extent, bool)> {
+    fn begin_rewrite(&mut self, id: ObjectId, outside: bool) -> Result<(Located<'static>, Extent)> {
         self.guarded(|store| {
             let slot = store.slot(id)?;
             // The old bytes must be on disk before anyone copies them from there.
@@ -138,11 +128,8 @@ impl<A: SpaceAllocator, B: FileBackend> SplitStore for Store<A, B> {
                 checksum: slot.entry.checksum,
                 staged: None,
             };
-            if !outside && slot.born == store.pending_generation() {
-                return Ok((located, slot.entry.extent, true));
-            }
             let (_, target) = store.reserve_outside(slot.entry.len, false, outside)?;
-            Ok((located, target, false))
+            Ok((located, target))
         })
     }
 
@@ -153,7 +140,6 @@ impl<A: SpaceAllocator, B: FileBackend> SplitStore for Store<A, B> {
         len: u64,
         checksum: u64,
         replaced: Option<&Located<'_>>,
-        in_place: bool,
     ) -> Result<()> {
         self.guarded(|store| {
             let pending = store.pending_generation();
@@ -164,19 +150,17 @@ impl<A: SpaceAllocator, B: FileBackend> SplitStore for Store<A, B> {
                 match store.slot(id) {
                     Ok(slot) if slot.entry.extent == old.extent => old_born = Some(slot.born),
                     _ => {
-                        if !in_place {
-                            store.abandon_reserved(None, extent)?;
-                        }
+                        store.abandon_reserved(None, extent)?;
                         return Err(Error::NotFound(id));
                     }
                 }
             }
-            if !in_place && !store.end_reservation(new_id, extent) {
+            if !store.end_reservation(new_id, extent) {
                 return Err(Error::InvalidArgument(format!(
                     "object {id} was not reserved by begin_new"
                 )));
             }
-            if let (Some(old), Some(born), false) = (replaced, old_born, in_place) {
+            if let (Some(old), Some(born)) = (replaced, old_born) {
                 store.release(old.extent, born)?;
             }
             store.put(id, Entry { extent, len, checksum }, pending);

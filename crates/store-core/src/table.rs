@@ -271,8 +271,10 @@ impl Table {
     /// Before a commit: drops trailing free ids, so the last id lives on a stored page and
     /// the next id is bounded by the pages at open. Pages past the new end become dirty.
     pub(crate) fn trim(&mut self) {
+        // Ids deleted since the last commit are not handed out before it, so they stay.
+        let floor = self.pending_free.iter().max().map_or(1, |&id| id + 1);
         let mut next_id = self.next_id;
-        while next_id > 1
+        while next_id > floor
             && self.get(ObjectId(next_id - 1)).is_none()
             && !self.reserved.contains(&(next_id - 1))
         {

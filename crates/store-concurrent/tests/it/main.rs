@@ -9,6 +9,7 @@ use bob_store_concurrent::ConcurrentStore;
 use bob_store_core::{Error, ObjectId, StoreOptions};
 
 mod regressions;
+mod review;
 
 fn opts() -> StoreOptions {
     StoreOptions::default()

@@ -168,7 +168,6 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         self.active_slot = 1 - self.active_slot;
         let fresh = std::mem::take(&mut self.fresh);
         for extent in fresh.into_values() {
-            self.placement.remove_fresh(extent);
             self.placement.committed(extent);
         }
         for extent in plan.added {

@@ -60,7 +60,9 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
                 Some(staged) => staged.to_vec(),
                 None => {
                     let mut bytes = vec![0u8; slot.entry.len as usize];
-                    self.backend.read_at(&mut bytes, slot.entry.extent.offset)?;
+                    if !bytes.is_empty() {
+                        self.backend.read_at(&mut bytes, slot.entry.extent.offset)?;
+                    }
                     bytes
                 }
             };

@@ -38,6 +38,10 @@ const COMMIT_SLACK_PAGES: u64 = 16;
 
 const PAGE: u64 = PAGE_BYTES as u64;
 
+/// The largest block a size-classed allocator takes at once for metadata (64 pages of the
+/// 4 KiB class).
+const METADATA_BLOCK: u64 = 64 * PAGE;
+
 /// Options for creating or opening a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreOptions {
@@ -301,7 +305,18 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         self.take_space(len, Purpose::Object)
     }
 
-    /// Bytes kept free below the size limit for the next commit's table pages and root.
+    /// Bytes objects leave free below the size limit: room for a commit that rewrites every
+    /// table page (deletes dirty pages without allocating, and must still commit at the
+    /// limit), its root, and one block of a size-classed allocator.
+    fn limit_reserve(&self) -> u64 {
+        let pages = self.table.page_count() + 1;
+        let root = (16 + 16 * pages).next_multiple_of(PAGE);
+        (pages + COMMIT_SLACK_PAGES) * PAGE + root + METADATA_BLOCK
+    }
+
+    /// Bytes kept in the file, reserved on the device, past the objects for the next commit's
+    /// table pages and root (the pages changed so far and a margin): deletes commit on a full
+    /// disk as long as they change at most the margin's pages more.
     fn commit_reserve(&self) -> u64 {
         let pages = self.table.page_count() + 1;
         let root = (16 + 16 * pages).next_multiple_of(PAGE);
@@ -332,21 +347,36 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         end_before: u64,
         taken: &[Extent],
     ) -> Result<()> {
-        let end = self.alloc.file_end();
-        if purpose == Purpose::Metadata || end <= end_before {
+        if purpose == Purpose::Metadata {
             return Ok(());
         }
-        let needed = end.next_multiple_of(PAGE) + self.commit_reserve();
-        let refusal = if needed > self.limit {
+        let end = self.alloc.file_end().next_multiple_of(PAGE);
+        let refusal = if end > end_before.next_multiple_of(PAGE) {
+            // Growth keeps room for a commit that rewrites every table page, and the file
+            // keeps the room for the next commit reserved on the device.
+            if end + self.limit_reserve() > self.limit {
+                Some(Error::OutOfSpace { len, limit: self.limit })
+            } else {
+                self.ensure_file_room(end + self.commit_reserve()).err()
+            }
+        } else if end + self.next_commit_need() > self.limit {
+            // A hole: fine as long as the next commit's metadata still fits.
             Some(Error::OutOfSpace { len, limit: self.limit })
         } else {
-            self.ensure_file_room(needed).err()
+            None
         };
         let Some(error) = refusal else { return Ok(()) };
         for extent in taken {
             self.free_space(*extent)?;
         }
         Err(error)
+    }
+
+    /// What the next commit's metadata needs beyond the file's end, at most: the pages changed
+    /// so far and one more, a root, and one block of a size-classed allocator.
+    fn next_commit_need(&self) -> u64 {
+        let root = (16 + 16 * (self.table.page_count() + 1)).next_multiple_of(PAGE);
+        (self.table.dirty_page_count() as u64 + 2) * PAGE + root + METADATA_BLOCK
     }
 
     /// Makes the file at least `needed` bytes long, its space reserved on the device, growing
@@ -471,11 +501,8 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// Records `entry` as object `id`; `born` is the pending generation for an extent written
     /// since the last commit (any other is the object's committed extent, unchanged).
     pub(crate) fn put(&mut self, id: ObjectId, entry: Entry, born: u64) {
-        if born == self.pending_generation()
-            && entry.extent.len > 0
-            && self.fresh.insert(entry.extent.offset, entry.extent).is_none()
-        {
-            self.placement.add_fresh(entry.extent);
+        if born == self.pending_generation() && entry.extent.len > 0 {
+            self.fresh.insert(entry.extent.offset, entry.extent);
         }
         self.table.put(id, Slot { entry, born });
         self.dirty = true;
@@ -488,9 +515,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             return Ok(());
         }
         if born == self.pending_generation() {
-            if self.fresh.remove(&extent.offset).is_some() {
-                self.placement.remove_fresh(extent);
-            }
+            self.fresh.remove(&extent.offset);
             self.unstage(extent.offset);
             self.free_space(extent)?;
         } else {
@@ -539,12 +564,22 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         Ok((id, extent))
     }
 
+    /// Whether `extent` shares a page with an extent of the pending generation (then it
+    /// cannot take a write outside the lock: a commit could make that neighbour durable
+    /// while the write is still going on in the page).
+    fn beside_fresh(&self, extent: Extent) -> bool {
+        placement::partial_pages(extent).any(|page| {
+            let (start, end) = (page * PAGE, (page + 1) * PAGE);
+            self.fresh.range(..end).next_back().is_some_and(|(_, e)| e.offset + e.len > start)
+        })
+    }
+
     /// Space in no page a commit references or the pending generation uses.
     fn reserve_apart(&mut self, len: u64) -> Result<Extent> {
         let mut beside_fresh = Vec::new();
         let result = loop {
             match self.reserve(len) {
-                Ok(extent) if extent.len > 0 && self.placement.beside_fresh(extent) => {
+                Ok(extent) if extent.len > 0 && self.beside_fresh(extent) => {
                     beside_fresh.push(extent);
                 }
                 other => break other,

@@ -17,6 +17,10 @@ use crate::space::SpaceAllocator;
 use crate::table::Table;
 use crate::{Error, ObjectId, Result};
 
+/// Generations stay below this (2^62: thousands of years of commits), so `generation + 1`
+/// never overflows.
+const MAX_GENERATION: u64 = 1 << 62;
+
 /// Bytes read per positioned read while loading (1 MiB).
 const READ_CHUNK: usize = 1 << 20;
 
@@ -64,6 +68,10 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
 
     fn open_which(backend: B, options: StoreOptions, which: Which) -> Result<Self> {
         backend.sync_data()?;
+        // A header write that a failed sync dropped may still sit in the page cache, marked
+        // clean: read the slots from the device. (Advisory: if the system keeps the pages,
+        // the previous commit's space is still protected below.)
+        let _ = backend.drop_cache(0, HEADER_REGION);
         let file_len = backend.len()?;
         if file_len < SLOT_BYTES as u64 {
             return Err(Error::NotAStore(format!(
@@ -83,6 +91,13 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             return Err(no_valid_slot(&backend, states));
         }
         valid.sort_by_key(|(header, _)| std::cmp::Reverse(header.generation));
+        if valid[0].0.generation >= MAX_GENERATION {
+            return Err(Error::corrupt(
+                Part::HeaderSlots,
+                None,
+                format!("generation {} is out of range", valid[0].0.generation),
+            ));
+        }
         if valid.len() == 2 && valid[0].0.generation == valid[1].0.generation {
             return Err(Error::corrupt(
                 Part::HeaderSlots,
@@ -101,7 +116,12 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
                 Error::InvalidArgument("the file holds no intact older commit".into())
             })?,
         };
-        match Self::load(backend, header, slot, file_len, options) {
+        // The other intact slot's commit, protected while the newest might not be durable.
+        let previous = match which {
+            Which::Newest => valid.get(1).map(|(h, _)| *h),
+            Which::Previous => None,
+        };
+        match Self::load(backend, header, slot, previous, file_len, options) {
             Ok(mut store) => {
                 store.read_only = which == Which::Previous;
                 Ok(store)
@@ -123,6 +143,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         backend: B,
         header: Header,
         slot: usize,
+        previous: Option<Header>,
         file_len: u64,
         options: StoreOptions,
     ) -> Result<Self> {
@@ -163,25 +184,91 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             ));
         }
         extents.append(&mut metadata);
-        let end = extents.iter().map(|e| e.offset + e.len).max().unwrap_or(HEADER_REGION);
-        if end > options.max_file_bytes {
+        // The newest header may be one a failed sync dropped (the page cache still shows it,
+        // the disk does not): then the previous commit is the durable one, and its space must
+        // not be reused before a commit made after this open is durable.
+        let mut protected = previous
+            .map(|older| previous_only_extents(&backend, &older, &pages, &table, file_len))
+            .unwrap_or_default();
+        if overlaps_any(&mut extents, &protected) {
+            protected.clear(); // the older commit is not intact: nothing of it to protect
+        }
+        let end = extents
+            .iter()
+            .chain(&protected)
+            .map(|e| e.offset + e.len)
+            .max()
+            .unwrap_or(HEADER_REGION);
+        // Room for one commit: a table page and a root past what the file uses.
+        let commit_room = 2 * PAGE + (16 + 16 * pages.len() as u64).next_multiple_of(PAGE);
+        if end.next_multiple_of(PAGE) + commit_room > options.max_file_bytes {
             return Err(Error::OptionsMismatch(format!(
-                "the file uses {end} bytes, more than the size limit of {} bytes",
+                "the file uses {end} bytes; a size limit of {} bytes leaves no room to commit",
                 options.max_file_bytes
             )));
         }
         let mut placement = super::Placement::default();
-        for extent in &extents {
+        for extent in extents.iter().chain(&protected) {
             placement.committed(*extent);
         }
-        let alloc = A::rebuild(HEADER_REGION, options.max_file_bytes, extents).map_err(|e| {
+        let mut all = extents;
+        all.extend_from_slice(&protected);
+        let alloc = A::rebuild(HEADER_REGION, options.max_file_bytes, all).map_err(|e| {
             Error::corrupt(Part::Space, None, format!("the table's extents do not fit: {e}"))
         })?;
         let mut store = Self::from_parts(backend, alloc, table, pages, header, slot, options);
         store.placement = placement;
         store.room = file_len;
+        store.pending_free = protected;
         Ok(store)
     }
+}
+
+/// Whether any of `others` (sorted) overlaps any of `extents` (sorted here) or another.
+fn overlaps_any(extents: &mut [Extent], others: &[Extent]) -> bool {
+    extents.sort_unstable();
+    let hits = |e: &Extent| {
+        let at = extents.partition_point(|x| x.offset + x.len <= e.offset);
+        extents.get(at).is_some_and(|x| x.offset < e.offset + e.len)
+    };
+    others.iter().any(hits) || others.windows(2).any(|w| w[0].offset + w[0].len > w[1].offset)
+}
+
+/// The extents the commit `older` references and the newest does not (its table pages and root
+/// where they differ, and its objects' old extents), when they are intact and do not overlap
+/// the newest's; empty when the older commit cannot be read (then its space was legitimately
+/// reused, after the newest was durable, or it is damaged, and either way nothing of it can
+/// be protected).
+fn previous_only_extents<B: FileBackend>(
+    backend: &B,
+    older: &Header,
+    newest_pages: &[Option<PageRef>],
+    newest: &Table,
+    file_len: u64,
+) -> Vec<Extent> {
+    let Ok(pages) = read_root(backend, older, file_len) else { return Vec::new() };
+    let changed: Vec<Option<PageRef>> = pages
+        .iter()
+        .enumerate()
+        .map(|(i, page)| page.filter(|p| newest_pages.get(i).copied().flatten() != Some(*p)))
+        .collect();
+    let mut only = vec![older.root];
+    let read = for_each_page(backend, &changed, |index, page_bytes| {
+        only.push(Extent::new(changed[index].map_or(0, |p| p.offset), PAGE));
+        format::decode_page_with(index as u64, page_bytes, file_len, |i, entry| {
+            let id = ObjectId(index as u64 * ENTRIES_PER_PAGE + i as u64);
+            let same = newest.get(id).is_some_and(|slot| slot.entry.extent == entry.extent);
+            if entry.extent.len > 0 && !same {
+                only.push(entry.extent);
+            }
+        })
+    });
+    if read.is_err() {
+        return Vec::new();
+    }
+    only.sort_unstable();
+    only.dedup();
+    only
 }
 
 /// Reads and decodes header slot `index` alone (its own page), so damage to one slot's page

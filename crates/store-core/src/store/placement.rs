@@ -12,7 +12,7 @@
 //! pack together into pages no commit references, and holes beside committed objects are
 //! used again only once those objects are gone.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use bob_alloc::Extent;
 
@@ -21,7 +21,7 @@ use crate::format::PAGE_BYTES;
 const PAGE: u64 = PAGE_BYTES as u64;
 
 /// The pages `extent` covers only in part (at most two: its first and its last).
-fn partial_pages(extent: Extent) -> impl Iterator<Item = u64> {
+pub(crate) fn partial_pages(extent: Extent) -> impl Iterator<Item = u64> {
     let (start, end) = (extent.offset, extent.offset + extent.len);
     let mut pages = [None, None];
     if extent.len > 0 {
@@ -47,9 +47,6 @@ pub(crate) struct Placement {
     /// they are published) covering it in part. Nothing else may be placed in such a page,
     /// or a commit could make bytes beside an unfinished write committed.
     outside: HashMap<u64, u32>,
-    /// Page → extents of the pending generation covering it in part (an outside write may
-    /// not be placed there, for the same reason).
-    fresh: HashMap<u64, u32>,
     /// Page → extents held back because they touch it.
     held: HashMap<u64, Vec<Extent>>,
     held_bytes: u64,
@@ -60,31 +57,6 @@ impl Placement {
     pub(crate) fn blocking_page(&self, extent: Extent) -> Option<u64> {
         partial_pages(extent)
             .find(|page| self.shared.contains_key(page) || self.outside.contains_key(page))
-    }
-
-    /// Whether `extent` shares a page with an extent of the pending generation (so it cannot
-    /// take a write outside the lock).
-    pub(crate) fn beside_fresh(&self, extent: Extent) -> bool {
-        partial_pages(extent).any(|page| self.fresh.contains_key(&page))
-    }
-
-    /// Counts `extent` as born in the pending generation.
-    pub(crate) fn add_fresh(&mut self, extent: Extent) {
-        for page in partial_pages(extent) {
-            *self.fresh.entry(page).or_insert(0) += 1;
-        }
-    }
-
-    /// Uncounts an extent of the pending generation (freed, or committed).
-    pub(crate) fn remove_fresh(&mut self, extent: Extent) {
-        for page in partial_pages(extent) {
-            if let Some(count) = self.fresh.get_mut(&page) {
-                *count -= 1;
-                if *count == 0 {
-                    self.fresh.remove(&page);
-                }
-            }
-        }
     }
 
     /// Counts `extent` as reserved for a write outside the lock.

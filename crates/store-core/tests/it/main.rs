@@ -7,6 +7,7 @@ mod crash;
 mod fuzz_open;
 mod model;
 mod regressions;
+mod review;
 mod roundtrip;
 
 use std::collections::BTreeMap;

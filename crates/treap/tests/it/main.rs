@@ -263,8 +263,10 @@ fn churn_keeps_objects_and_file_size_flat() {
         if round == 5 {
             size = now;
         }
+        // The store keeps room past its data (the next commit's metadata, and up to one
+        // growth step of 64 KiB), which moves with the data by up to that much.
         assert!(
-            round < 5 || now * 4 <= size * 5,
+            round < 5 || now * 4 <= size * 5 + 4 * (128 << 10),
             "round {round}: file {now} bytes, round 5 {size}"
         );
         assert!(
