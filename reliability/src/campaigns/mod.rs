@@ -1,0 +1,145 @@
+//! The campaigns, one module each. Each returns its [`Figures`]; figures marked as
+//! must-be-zero fail the run when they are not.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Mutex;
+
+use bob_io_helpers::testing::SimDisk;
+
+use crate::report::Figures;
+use crate::scenarios::{Log, Recovered, Scenario};
+
+mod bit_flips;
+mod crash_points;
+mod faults;
+mod fuzzed_open;
+mod process_kills;
+mod random_crashes;
+mod soak;
+
+pub use bit_flips::bit_flips;
+pub use crash_points::crash_points;
+pub use faults::faults;
+pub use fuzzed_open::{corpus, corpus_seeds, fuzzed_open};
+pub use process_kills::{kill_child, process_kills};
+pub use random_crashes::random_crashes;
+pub use soak::soak;
+
+/// How much each campaign does.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// Power-loss tear seeds per crash point (plus one process crash).
+    pub tears: u64,
+    /// Random crash-fuzzing rounds.
+    pub random_rounds: u64,
+    /// Process-kill rounds.
+    pub kill_rounds: u64,
+    /// Mutated inputs for fuzzed open (beyond the corpus).
+    pub fuzz_inputs: u64,
+    /// Persistent faults too, not only transient ones.
+    pub persistent_faults: bool,
+    /// Soak threads, seconds per cycle and cycles.
+    pub soak: (usize, u64, u64),
+}
+
+impl Budget {
+    /// `--quick` (CI), the default, or `--soak`.
+    pub fn of(mode: &str) -> Budget {
+        match mode {
+            "quick" => Budget {
+                tears: 2,
+                random_rounds: 300,
+                kill_rounds: 6,
+                fuzz_inputs: 3_000,
+                persistent_faults: false,
+                soak: (8, 2, 2),
+            },
+            "soak" => Budget {
+                tears: 8,
+                random_rounds: 20_000,
+                kill_rounds: 200,
+                fuzz_inputs: 200_000,
+                persistent_faults: true,
+                soak: (16, 60, 5),
+            },
+            _ => Budget {
+                tears: 4,
+                random_rounds: 2_000,
+                kill_rounds: 25,
+                fuzz_inputs: 10_000,
+                persistent_faults: true,
+                soak: (8, 10, 3),
+            },
+        }
+    }
+}
+
+/// The message of the first panic caught, for the report.
+static FIRST_PANIC: Mutex<Option<String>> = Mutex::new(None);
+
+/// Silences panic output while campaigns run, keeping the first message.
+pub fn quiet_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let mut first = FIRST_PANIC.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if first.is_none() {
+            *first = Some(info.to_string());
+        }
+    }));
+}
+
+/// The first panic message caught, if any.
+pub fn first_panic() -> Option<String> {
+    FIRST_PANIC.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+}
+
+/// Tallies of recoveries against a log.
+#[derive(Default)]
+struct Tally {
+    states: u64,
+    before_first_commit: u64,
+    lost: u64,
+    no_match: u64,
+    unclean: u64,
+    recovery_failed: u64,
+    panics: u64,
+}
+
+impl Tally {
+    fn check(&mut self, scenario: &Scenario, image: Vec<u8>, log: &Log) {
+        self.states += 1;
+        match catch_unwind(AssertUnwindSafe(|| (scenario.recover)(SimDisk::from_image(image)))) {
+            Err(_) => self.panics += 1,
+            Ok(Err(_)) if log.acknowledged == 0 => self.before_first_commit += 1,
+            Ok(Err(_)) => self.recovery_failed += 1,
+            Ok(Ok(Recovered { state, clean })) => {
+                if !log.allowed().contains(&state) {
+                    if log.is_lost(&state) { self.lost += 1 } else { self.no_match += 1 }
+                }
+                if !clean {
+                    self.unclean += 1;
+                }
+            }
+        }
+    }
+
+    fn into_figures(self, figures: &mut Figures) {
+        figures.info("crash states explored", self.states);
+        figures.info("states before the first commit (no store yet)", self.before_first_commit);
+        figures.zero("acknowledged commits lost", self.lost);
+        figures.zero("states matching no commit", self.no_match);
+        figures.zero("verify or check failures", self.unclean);
+        figures.zero("recoveries that failed after a commit", self.recovery_failed);
+        figures.zero("panics", self.panics);
+    }
+}
+
+fn ops_of(scenario: &Scenario) -> u64 {
+    let disk = SimDisk::new();
+    (scenario.run)(&disk, &mut Log::default());
+    disk.ops()
+}
+
+/// A temporary directory, or a must-be-zero setup failure in `figures`.
+fn scratch_dir(figures: &mut Figures) -> Option<tempfile::TempDir> {
+    tempfile::tempdir().map_err(|e| figures.zero(&format!("setup failures ({e})"), 1)).ok()
+}
