@@ -26,6 +26,7 @@
 pub mod campaigns;
 pub mod report;
 pub mod scenarios;
+pub mod slots;
 
 use bob_alloc::{BasicAllocator, OmniBlockAllocator};
 use bob_io_helpers::testing::SimDisk;

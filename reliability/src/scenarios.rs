@@ -70,6 +70,21 @@ pub struct Recovered {
     pub state: State,
     /// `verify` (and the treap's `check`) found no problem.
     pub clean: bool,
+    /// The generation of the commit the store opened (`Store::generation`).
+    pub generation: u64,
+}
+
+/// How a recovery's error message starts when open refused the newest commit as damaged
+/// (`Error::NewestCommitDamaged`): detected damage, not a failed crash recovery.
+pub const NEWEST_DAMAGED: &str = "open refused the newest commit: ";
+
+/// The message of a failed open, tagged with [`NEWEST_DAMAGED`] when the store refused a
+/// damaged newest commit.
+fn open_error(e: bob_store_core::Error) -> String {
+    match e {
+        e @ bob_store_core::Error::NewestCommitDamaged { .. } => format!("{NEWEST_DAMAGED}{e}"),
+        e => format!("open: {e}"),
+    }
 }
 
 /// A scripted workload.
@@ -182,14 +197,14 @@ fn run_script<A: SpaceAllocator, S: Script>(disk: &SimDisk, log: &mut Log) -> Ru
 
 /// Opens a plain store and reads every object.
 pub fn recover_store<A: SpaceAllocator>(disk: SimDisk) -> std::result::Result<Recovered, String> {
-    let store =
-        Store::<A, SimDisk>::open_with(disk, options()).map_err(|e| format!("open: {e}"))?;
+    let store = Store::<A, SimDisk>::open_with(disk, options()).map_err(open_error)?;
+    let generation = store.generation();
     let mut contents = Contents::new();
     for id in store.ids() {
         contents.insert(id, store.read_bytes_from_obj(id).map_err(|e| format!("read {id}: {e}"))?);
     }
     let clean = store.verify().map_err(|e| format!("verify: {e}"))?.is_clean();
-    Ok(Recovered { state: state_of(&contents), clean })
+    Ok(Recovered { state: state_of(&contents), clean, generation })
 }
 
 fn put<A: SpaceAllocator>(
@@ -418,26 +433,26 @@ fn treap<A: SpaceAllocator + 'static, S: Script + 'static>(name: &'static str) -
 
 /// Opens the store, loads the treap whose root the prime object records, and reads it all.
 pub fn recover_treap<A: SpaceAllocator>(disk: SimDisk) -> std::result::Result<Recovered, String> {
-    let store =
-        Store::<A, SimDisk>::open_with(disk, options()).map_err(|e| format!("open: {e}"))?;
+    let store = Store::<A, SimDisk>::open_with(disk, options()).map_err(open_error)?;
+    let generation = store.generation();
     let clean = store.verify().map_err(|e| format!("verify: {e}"))?.is_clean();
     let record = match store.read_bytes_from_obj(PRIME_OBJECT_ID) {
         Ok(record) => record,
         // No prime object: nothing was ever saved.
         Err(bob_store_core::Error::NotFound(_)) => {
-            return Ok(Recovered { state: State::new(), clean });
+            return Ok(Recovered { state: State::new(), clean, generation });
         }
         Err(e) => return Err(format!("prime object: {e}")),
     };
     if record.len() < 16 || record[..8] == [0; 8] {
-        return Ok(Recovered { state: State::new(), clean });
+        return Ok(Recovered { state: State::new(), clean, generation });
     }
     let root = ObjectId(u64::from_le_bytes(record[8..16].try_into().map_err(|_| "prime record")?));
     let mut tree = Tree::load(&store, root).map_err(|e| format!("load: {e}"))?;
     let entries = tree.to_vec(&store).map_err(|e| format!("read: {e}"))?;
     let checked = tree.check(&store).is_ok();
     let state = entries.into_iter().map(|(k, v)| (k.to_be_bytes().to_vec(), v)).collect();
-    Ok(Recovered { state, clean: clean && checked })
+    Ok(Recovered { state, clean: clean && checked, generation })
 }
 
 fn treap_value(k: u64, round: u64) -> Vec<u8> {

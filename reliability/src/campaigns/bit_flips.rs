@@ -1,140 +1,124 @@
-//! Campaign 4: bit flips, truncation and extension of fixture files of each format.
+//! Campaign 4: bit flips, truncation and extension of fixture files of each format, closed
+//! cleanly or left by a power loss.
+//!
+//! Open is strict: it takes the newest intact header slot's commit or fails. So every image
+//! that opens must open the newest intact slot's generation (decoded from the image by
+//! [`crate::slots`], not asked of the store) and read exactly that commit's state. A flip
+//! inside the newest slot's checked bytes makes that slot read as torn, which is what a crash
+//! during the header write leaves too: opening the older commit is then right, and counted
+//! apart.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use bob_alloc::{BasicAllocator, OmniBlockAllocator};
 use bob_io_helpers::testing::SimDisk;
-use bob_store_core::{SpaceAllocator, Store, StoreOptions, Storer};
-use bob_treap::PersistentTreap;
 
-use crate::bytes;
+use super::Budget;
+use super::fixtures::{self, Fixture};
 use crate::report::Figures;
-use crate::scenarios::{self, Recovered, State};
+use crate::scenarios::{NEWEST_DAMAGED, Recovered};
+use crate::slots;
 
-/// A fixture: a store image and the states it may open to (the last commit, or the one
-/// before if the last is damaged).
-pub(super) struct Fixture {
-    name: &'static str,
-    pub(super) image: Vec<u8>,
-    last: State,
-    previous: State,
-    recover: fn(SimDisk) -> Result<Recovered, String>,
-}
-
-fn store_fixture<A: SpaceAllocator>(name: &'static str) -> Result<Fixture, String> {
-    let disk = SimDisk::new();
-    let mut store = Store::<A, SimDisk>::create_with(disk.clone(), StoreOptions::default())
-        .map_err(|e| e.to_string())?;
-    let e = |e: bob_store_core::Error| e.to_string();
-    let mut ids = Vec::new();
-    for i in 0..12u64 {
-        ids.push(store.write_new_obj_from_bytes(&bytes(i, (i as usize * 331) % 2500)).map_err(e)?);
-    }
-    store.commit().map_err(e)?;
-    let previous = scenarios::recover_store::<A>(SimDisk::from_image(disk.live_image()))?.state;
-    store.delete_obj(ids[2]).map_err(e)?;
-    store.write_bytes_to_obj(ids[5], b"rewritten").map_err(e)?;
-    store.write_new_obj_from_bytes(&bytes(77, 900)).map_err(e)?;
-    store.close().map_err(e)?;
-    let image = disk.live_image();
-    let last = scenarios::recover_store::<A>(SimDisk::from_image(image.clone()))?.state;
-    Ok(Fixture { name, image, last, previous, recover: scenarios::recover_store::<A> })
-}
-
-pub(super) fn treap_fixture() -> Result<Fixture, String> {
-    let disk = SimDisk::new();
-    let e = |e: bob_store_core::Error| e.to_string();
-    let mut store =
-        Store::<BasicAllocator, SimDisk>::create_with(disk.clone(), StoreOptions::default())
-            .map_err(e)?;
-    // A fixed seed: the corpus image must be the same on every run.
-    let mut tree: PersistentTreap<u64, Vec<u8>> = PersistentTreap::with_seed(scenarios::TREAP_SEED);
-    let save = |store: &mut Store<BasicAllocator, SimDisk>,
-                tree: &mut PersistentTreap<u64, Vec<u8>>|
-     -> Result<(), String> {
-        // The root is published before the replaced nodes are deleted.
-        tree.batch_persist_with(store, |store, root| {
-            let root = root.ok_or_else(|| bob_treap::Error::Invariant("an empty tree".into()))?;
-            bob_store_core::PrimeStorer::prime_object(store, 16)?;
-            let mut record = [0u8; 16];
-            record[..8].copy_from_slice(&1u64.to_le_bytes());
-            record[8..].copy_from_slice(&root.0.to_le_bytes());
-            Ok(store.write_bytes_to_obj(bob_store_core::PRIME_OBJECT_ID, &record)?)
-        })
-        .map_err(|e| e.to_string())?;
-        store.commit().map_err(e)
-    };
-    for k in 0..40u64 {
-        tree.insert(&store, k, bytes(k, 12)).map_err(|e| e.to_string())?;
-    }
-    save(&mut store, &mut tree)?;
-    let previous =
-        scenarios::recover_treap::<BasicAllocator>(SimDisk::from_image(disk.live_image()))?.state;
-    for k in (0..40u64).step_by(3) {
-        tree.delete(&store, &k).map_err(|e| e.to_string())?;
-    }
-    save(&mut store, &mut tree)?;
-    store.close().map_err(e)?;
-    let image = disk.live_image();
-    let last =
-        scenarios::recover_treap::<BasicAllocator>(SimDisk::from_image(image.clone()))?.state;
-    Ok(Fixture {
-        name: "treap",
-        image,
-        last,
-        previous,
-        recover: scenarios::recover_treap::<BasicAllocator>,
-    })
-}
+/// The examples of wrong data kept for the report's notes.
+const EXAMPLES: usize = 8;
 
 #[derive(Default)]
 struct Damage {
     tried: u64,
     detected: u64,
+    refused_newest: u64,
     harmless: u64,
-    fell_back: u64,
+    older_torn: u64,
+    older_while_intact: u64,
     wrong: u64,
     panics: u64,
-    /// The first few damages that returned wrong data: (fixture, description).
+    /// The first few damages that returned wrong data or an older commit: descriptions.
     examples: Vec<String>,
 }
 
 impl Damage {
+    fn example(&mut self, text: String) {
+        if self.examples.len() < EXAMPLES {
+            self.examples.push(text);
+        }
+    }
+
+    /// Opens `image` (damaged from `fixture.image`) and classifies what came back.
     fn try_image(&mut self, fixture: &Fixture, image: Vec<u8>, what: &str) {
         self.tried += 1;
-        match catch_unwind(AssertUnwindSafe(|| (fixture.recover)(SimDisk::from_image(image)))) {
+        let newest = slots::newest_intact(&image);
+        let undamaged = slots::newest_intact(&fixture.image);
+        let recovered =
+            catch_unwind(AssertUnwindSafe(|| (fixture.recover)(SimDisk::from_image(image))));
+        match recovered {
             Err(_) => self.panics += 1,
-            Ok(Err(_)) => self.detected += 1,
-            Ok(Ok(Recovered { state, clean })) => {
-                if state == fixture.last {
-                    if clean { self.harmless += 1 } else { self.detected += 1 }
-                } else if state == fixture.previous {
-                    self.fell_back += 1;
-                } else {
+            Ok(Err(e)) => {
+                self.detected += 1;
+                if e.starts_with(NEWEST_DAMAGED) {
+                    self.refused_newest += 1;
+                }
+            }
+            Ok(Ok(Recovered { state, clean, generation })) => {
+                if newest.is_some_and(|g| generation < g) {
+                    self.older_while_intact += 1;
+                    self.example(format!(
+                        "{} {what}: opened generation {generation}, newest intact slot {}",
+                        fixture.name,
+                        newest.unwrap_or_default()
+                    ));
+                } else if fixture.states.get(&generation) != Some(&state) {
                     self.wrong += 1;
-                    if self.examples.len() < 8 {
-                        self.examples.push(format!("{} {what}", fixture.name));
-                    }
+                    self.example(format!(
+                        "{} {what}: generation {generation} read wrong data",
+                        fixture.name
+                    ));
+                } else if !clean {
+                    self.detected += 1;
+                } else if undamaged.is_some_and(|g| generation < g) {
+                    self.older_torn += 1;
+                } else {
+                    self.harmless += 1;
                 }
             }
         }
     }
+
+    fn flip_rows(&self, figures: &mut Figures) {
+        figures.info("  detected (open, read or verify error)", self.detected);
+        figures.info("    of them the newest commit refused as damaged", self.refused_newest);
+        figures.info(
+            "  opened the older commit: the flip tore the newest header slot (as a crash can)",
+            self.older_torn,
+        );
+        figures.info("  harmless (bytes no commit references)", self.harmless);
+        figures.zero(
+            "  opened an older commit while the newest slot was intact",
+            self.older_while_intact,
+        );
+        figures.zero("  silently returned wrong data", self.wrong);
+        figures.zero("  panics", self.panics);
+    }
 }
 
-/// Campaign 4: Every byte of each fixture flipped; truncation at every page boundary and at random
-/// offsets; extension with zeros and with garbage.
-pub fn bit_flips(seed: u64) -> Figures {
+/// Flips one bit of every `stride`-th byte of `fixture` (from `first`).
+fn flip_bytes(damage: &mut Damage, fixture: &Fixture, first: usize, stride: usize, what: &str) {
+    for at in (first..fixture.image.len()).step_by(stride.max(1)) {
+        let mut image = fixture.image.clone();
+        image[at] ^= 1 << (at % 8);
+        damage.try_image(fixture, image, &format!("{what}flip at {at}"));
+    }
+}
+
+/// Campaign 4: Every byte of each fixture flipped; truncation at every page boundary and at
+/// random offsets; extension with zeros and with garbage; then bytes flipped in power-loss
+/// images of the same workloads, crashed at random operations and at each commit's last sync.
+pub fn bit_flips(budget: &Budget, seed: u64) -> Figures {
     let mut figures = Figures::new("4. bit flips, truncation, extension");
-    let fixtures = [
-        store_fixture::<BasicAllocator>("store/basic"),
-        store_fixture::<OmniBlockAllocator>("store/multi"),
-        treap_fixture(),
-    ];
     let mut rng = fastrand::Rng::with_seed(seed);
-    let (mut flips, mut cuts) = (Damage::default(), Damage::default());
-    let mut names = Vec::new();
-    for fixture in fixtures {
-        let fixture = match fixture {
+    let (mut flips, mut cuts, mut crashed) =
+        (Damage::default(), Damage::default(), Damage::default());
+    let (mut names, mut crash_images, mut no_store, mut unopenable) = (Vec::new(), 0, 0, 0);
+    for kind in fixtures::kinds() {
+        let fixture = match kind.closed() {
             Ok(f) => f,
             Err(e) => {
                 figures.zero(&format!("fixtures that could not be built ({e})"), 1);
@@ -142,11 +126,7 @@ pub fn bit_flips(seed: u64) -> Figures {
             }
         };
         names.push(format!("{} ({} B)", fixture.name, fixture.image.len()));
-        for at in 0..fixture.image.len() {
-            let mut image = fixture.image.clone();
-            image[at] ^= 1 << (at % 8);
-            flips.try_image(&fixture, image, &format!("flip at {at}"));
-        }
+        flip_bytes(&mut flips, &fixture, 0, 1, "");
         let len = fixture.image.len();
         let mut offsets: Vec<usize> = (0..len).step_by(4096).collect();
         offsets.extend((0..32).map(|_| rng.usize(..len)));
@@ -159,24 +139,75 @@ pub fn bit_flips(seed: u64) -> Figures {
         let mut garbage = fixture.image.clone();
         garbage.extend((0..8192).map(|_| rng.u8(..)));
         cuts.try_image(&fixture, garbage, "garbage appended");
+
+        // Power-loss images: half at a random operation, half at the last sync of a commit
+        // (its header write in flight, so torn, zeroed, old or new).
+        let dry = kind.dry_run();
+        let total = dry.commit_ends.last().copied().unwrap_or(0);
+        for i in 0..budget.crash_flip_images {
+            let at = if i % 2 == 1 && !dry.commit_ends.is_empty() {
+                dry.commit_ends[rng.usize(..dry.commit_ends.len())].saturating_sub(1)
+            } else {
+                rng.u64(0..=total)
+            };
+            let tear = rng.u64(..);
+            let image = catch_unwind(AssertUnwindSafe(|| kind.crashed(at, tear)));
+            let Ok(image) = image else {
+                crashed.panics += 1;
+                continue;
+            };
+            crash_images += 1;
+            let what = format!("(crash at op {at}, tear seed {tear}) ");
+            // The crash image itself first: no store yet, or a commit's exact state.
+            let unflipped = catch_unwind(AssertUnwindSafe(|| {
+                (image.recover)(SimDisk::from_image(image.image.clone()))
+            }));
+            match unflipped {
+                Err(_) => {
+                    crashed.panics += 1;
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    if at >= dry.commit_ends.first().copied().unwrap_or(0) {
+                        unopenable += 1;
+                        crashed.example(format!("{} {what}did not open: {e}", image.name));
+                    } else {
+                        no_store += 1;
+                    }
+                    continue;
+                }
+                Ok(Ok(Recovered { state, generation, .. })) => {
+                    if image.states.get(&generation) != Some(&state) {
+                        crashed.wrong += 1;
+                        crashed.example(format!("{} {what}unflipped: wrong state", image.name));
+                    }
+                }
+            }
+            let first = rng.usize(..budget.crash_flip_stride.max(1));
+            flip_bytes(&mut crashed, &image, first, budget.crash_flip_stride, &what);
+        }
     }
     figures.note(&format!("fixtures: {}", names.join(", ")));
-    for example in flips.examples.iter().chain(&cuts.examples) {
-        figures.note(&format!("wrong data: {example}"));
+    for example in flips.examples.iter().chain(&cuts.examples).chain(&crashed.examples) {
+        figures.note(&format!("wrong: {example}"));
     }
-    figures.info("bytes flipped (every byte of every fixture)", flips.tried);
-    figures.info("  detected (open, read or verify error)", flips.detected);
-    figures.info(
-        "  opened to the previous commit (damage to the last one, reported)",
-        flips.fell_back,
-    );
-    figures.info("  harmless (bytes no commit references)", flips.harmless);
-    figures.zero("  silently returned wrong data", flips.wrong);
-    figures.zero("  panics", flips.panics);
+    figures.info("bytes flipped (every byte of every fixture, closed cleanly)", flips.tried);
+    flips.flip_rows(&mut figures);
     figures.info("truncations and extensions tried", cuts.tried);
-    figures.info("  detected", cuts.detected + cuts.fell_back);
+    figures.info("  detected", cuts.detected);
     figures.info("  harmless (extensions)", cuts.harmless);
+    figures.info("  opened the older commit (the cut removed the newest slot)", cuts.older_torn);
+    figures
+        .zero("  opened an older commit while the newest slot was intact", cuts.older_while_intact);
     figures.zero("  silently returned wrong data", cuts.wrong);
     figures.zero("  panics", cuts.panics);
+    figures.info("power-loss crash images of the fixtures' workloads", crash_images);
+    figures.info("  of them before the first commit (no store to damage)", no_store);
+    figures.zero("  of them that did not open after the first commit", unopenable);
+    figures.info(
+        &format!("bytes flipped in them (every {}th byte)", budget.crash_flip_stride),
+        crashed.tried,
+    );
+    crashed.flip_rows(&mut figures);
     figures
 }

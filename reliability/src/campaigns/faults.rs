@@ -90,6 +90,8 @@ pub fn faults(budget: &Budget) -> Figures {
     figures.zero("states matching no commit", tally.no_match);
     figures.zero("verify or check failures", tally.unclean);
     figures.zero("reopens that failed", tally.recovery_failed);
+    figures
+        .zero("opened an older commit while the newest slot was intact", tally.older_while_intact);
     figures.zero("panics", tally.panics);
     figures
 }

@@ -8,7 +8,7 @@ use bob_io_helpers::testing::{SimDisk, mutate_image};
 use bob_store_core::{SpaceAllocator, Store, StoreOptions, Storer};
 
 use super::Budget;
-use super::bit_flips::treap_fixture;
+use super::fixtures;
 use crate::report::Figures;
 use crate::{bytes, fuzz_open};
 
@@ -47,7 +47,9 @@ pub fn corpus_seeds() -> Vec<(String, Vec<u8>)> {
             image::<OmniBlockAllocator>(objects, commits),
         ));
     }
-    if let Ok(fixture) = treap_fixture() {
+    if let Some(Ok(fixture)) =
+        fixtures::kinds().iter().find(|kind| kind.name == "treap").map(fixtures::Kind::closed)
+    {
         out.push(("treap".into(), fixture.image));
     }
     out

@@ -12,6 +12,7 @@ use crate::scenarios::{Log, Recovered, Scenario};
 mod bit_flips;
 mod crash_points;
 mod faults;
+mod fixtures;
 mod fuzzed_open;
 mod process_kills;
 mod random_crashes;
@@ -40,6 +41,10 @@ pub struct Budget {
     pub persistent_faults: bool,
     /// Soak threads, seconds per cycle and cycles.
     pub soak: (usize, u64, u64),
+    /// Power-loss crash images taken of each bit-flip fixture's workload.
+    pub crash_flip_images: u64,
+    /// In those images, one byte in this many is flipped.
+    pub crash_flip_stride: usize,
 }
 
 impl Budget {
@@ -53,6 +58,8 @@ impl Budget {
                 fuzz_inputs: 3_000,
                 persistent_faults: false,
                 soak: (8, 2, 2),
+                crash_flip_images: 6,
+                crash_flip_stride: 23,
             },
             "soak" => Budget {
                 tears: 8,
@@ -61,6 +68,8 @@ impl Budget {
                 fuzz_inputs: 200_000,
                 persistent_faults: true,
                 soak: (16, 60, 5),
+                crash_flip_images: 60,
+                crash_flip_stride: 2,
             },
             _ => Budget {
                 tears: 4,
@@ -69,6 +78,8 @@ impl Budget {
                 fuzz_inputs: 10_000,
                 persistent_faults: true,
                 soak: (8, 10, 3),
+                crash_flip_images: 12,
+                crash_flip_stride: 8,
             },
         }
     }
@@ -101,25 +112,34 @@ struct Tally {
     no_match: u64,
     unclean: u64,
     recovery_failed: u64,
+    older_while_intact: u64,
     panics: u64,
 }
 
 impl Tally {
-    fn check(&mut self, scenario: &Scenario, image: Vec<u8>, log: &Log) {
+    /// Recovers `image` as `scenario` does and checks what it holds against `log`; the
+    /// recovery, if the store opened.
+    fn check(&mut self, scenario: &Scenario, image: Vec<u8>, log: &Log) -> Option<Recovered> {
         self.states += 1;
+        let newest = crate::slots::newest_intact(&image);
         match catch_unwind(AssertUnwindSafe(|| (scenario.recover)(SimDisk::from_image(image)))) {
             Err(_) => self.panics += 1,
             Ok(Err(_)) if log.acknowledged == 0 => self.before_first_commit += 1,
             Ok(Err(_)) => self.recovery_failed += 1,
-            Ok(Ok(Recovered { state, clean })) => {
-                if !log.allowed().contains(&state) {
-                    if log.is_lost(&state) { self.lost += 1 } else { self.no_match += 1 }
+            Ok(Ok(recovered)) => {
+                if newest.is_some_and(|g| recovered.generation < g) {
+                    self.older_while_intact += 1;
                 }
-                if !clean {
+                if !log.allowed().contains(&recovered.state) {
+                    if log.is_lost(&recovered.state) { self.lost += 1 } else { self.no_match += 1 }
+                }
+                if !recovered.clean {
                     self.unclean += 1;
                 }
+                return Some(recovered);
             }
         }
+        None
     }
 
     fn into_figures(self, figures: &mut Figures) {
@@ -129,6 +149,10 @@ impl Tally {
         figures.zero("states matching no commit", self.no_match);
         figures.zero("verify or check failures", self.unclean);
         figures.zero("recoveries that failed after a commit", self.recovery_failed);
+        figures.zero(
+            "opened an older commit while the newest slot was intact",
+            self.older_while_intact,
+        );
         figures.zero("panics", self.panics);
     }
 }

@@ -13,16 +13,23 @@ use crate::bytes;
 use crate::report::Figures;
 use crate::scenarios::{self, Log, RunEnd, Scenario, State};
 
+/// One step of a random workload.
 #[derive(Debug, Clone, Copy)]
-enum RandomOp {
+pub(super) enum RandomOp {
+    /// A new object of (seed, length).
     Write(u64, usize),
+    /// A rewrite of the head of the n-th object (modulo the count) with bytes of a seed.
     Overwrite(usize, u64),
+    /// A delete of the n-th object (modulo the count).
     Delete(usize),
+    /// A commit, logged.
     Commit,
+    /// Drop the store and open it again.
     Reopen,
 }
 
-fn random_ops(rng: &mut fastrand::Rng) -> Vec<RandomOp> {
+/// A random workload of 10 to 50 steps, objects of 0 B to 1 MiB.
+pub(super) fn random_ops(rng: &mut fastrand::Rng) -> Vec<RandomOp> {
     let size = |rng: &mut fastrand::Rng| match rng.u8(0..20) {
         0 => rng.usize(64 << 10..=1 << 20),
         1..=5 => rng.usize(4096..64 << 10),
@@ -45,13 +52,31 @@ fn random_run<A: SpaceAllocator>(
     ops: &[RandomOp],
     log: &mut Log,
 ) -> bob_store_core::Result<()> {
+    let store = Store::<A, SimDisk>::create_with(disk.clone(), StoreOptions::default())?;
+    run_ops(store, disk, ops, log, &mut Vec::new())
+}
+
+/// The state of a model of a store's objects.
+pub(super) fn state_of(model: &BTreeMap<ObjectId, Vec<u8>>) -> State {
+    model.iter().map(|(id, d)| (id.0.to_le_bytes().to_vec(), d.clone())).collect()
+}
+
+/// Runs `ops` on `store` (whose objects are read first, as the model to start from), logging
+/// each commit's state in `log` and the operation count of `disk` after each commit returned
+/// in `commit_ends`.
+pub(super) fn run_ops<A: SpaceAllocator>(
+    mut store: Store<A, SimDisk>,
+    disk: &SimDisk,
+    ops: &[RandomOp],
+    log: &mut Log,
+    commit_ends: &mut Vec<u64>,
+) -> bob_store_core::Result<()> {
     let options = StoreOptions::default();
-    let mut store = Store::<A, SimDisk>::create_with(disk.clone(), options)?;
     let mut model: BTreeMap<ObjectId, Vec<u8>> = BTreeMap::new();
+    for id in store.ids() {
+        model.insert(id, store.read_bytes_from_obj(id)?);
+    }
     let mut committed = model.clone();
-    let state = |m: &BTreeMap<ObjectId, Vec<u8>>| -> State {
-        m.iter().map(|(id, d)| (id.0.to_le_bytes().to_vec(), d.clone())).collect()
-    };
     for op in ops {
         match *op {
             RandomOp::Write(seed, len) => {
@@ -71,9 +96,10 @@ fn random_run<A: SpaceAllocator>(
                 model.remove(&id);
             }
             RandomOp::Commit => {
-                log.states.push(state(&model));
+                log.states.push(state_of(&model));
                 store.commit()?;
                 log.acknowledged += 1;
+                commit_ends.push(disk.ops());
                 committed = model.clone();
             }
             RandomOp::Reopen => {
