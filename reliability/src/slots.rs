@@ -15,9 +15,10 @@ const CHECKSUM: usize = 80;
 pub enum Slot {
     /// Magic and checksum hold: an intact slot naming this generation.
     Intact(u64),
-    /// The magic is there but the checksum fails: a torn (or damaged) header write.
+    /// The magic is there but the checksum fails: a damaged slot. (A power loss damages
+    /// whole pages, so it leaves a slot old, new, zeroed or garbage: [`Slot::Empty`] then.)
     Torn,
-    /// No magic (never written, zeroed, or past the end of the file).
+    /// No magic (never written, zeroed, garbage, or past the end of the file).
     Empty,
 }
 
@@ -50,11 +51,6 @@ pub fn newest_intact(image: &[u8]) -> Option<u64> {
         .max()
 }
 
-/// Whether a slot of `image` is torn (magic present, checksum failing).
-pub fn has_torn_slot(image: &[u8]) -> bool {
-    (0..2).any(|i| slot(image, i) == Slot::Torn)
-}
-
 #[cfg(test)]
 mod tests {
     use bob_alloc::BasicAllocator;
@@ -78,7 +74,6 @@ mod tests {
         let newest = (0..2).find(|&i| slot(&image, i) == Slot::Intact(generation)).expect("slot");
         torn[newest * SLOT_STRIDE + 40] ^= 1;
         assert_eq!(slot(&torn, newest), Slot::Torn);
-        assert!(has_torn_slot(&torn));
         assert_eq!(newest_intact(&torn), Some(generation - 1));
     }
 }

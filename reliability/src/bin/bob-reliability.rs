@@ -91,6 +91,7 @@ fn main() -> ExitCode {
                 ("fuzzed open", Box::new(|| campaigns::fuzzed_open(&budget, seed, &root))),
                 ("faults", Box::new(|| campaigns::faults(&budget))),
                 ("soak", Box::new(|| campaigns::soak(&budget, seed))),
+                ("crash cycles", Box::new(|| campaigns::crash_cycles(&budget, seed))),
             ];
             let chosen = |name: &str| only.as_deref().is_none_or(|only| name.contains(only));
             for (name, step) in steps.into_iter().filter(|(name, _)| chosen(name)) {

@@ -12,8 +12,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use bob_io_helpers::testing::SimDisk;
 
-use super::Budget;
 use super::fixtures::{self, Fixture};
+use super::{Budget, CrashPoint};
 use crate::report::Figures;
 use crate::scenarios::{NEWEST_DAMAGED, Recovered};
 use crate::slots;
@@ -143,12 +143,11 @@ pub fn bit_flips(budget: &Budget, seed: u64) -> Figures {
         // Power-loss images: half at a random operation, half at the last sync of a commit
         // (its header write in flight, so torn, zeroed, old or new).
         let dry = kind.dry_run();
-        let total = dry.commit_ends.last().copied().unwrap_or(0);
         for i in 0..budget.crash_flip_images {
-            let at = if i % 2 == 1 && !dry.commit_ends.is_empty() {
-                dry.commit_ends[rng.usize(..dry.commit_ends.len())].saturating_sub(1)
+            let at = if i % 2 == 1 && !dry.commit_syncs.is_empty() {
+                CrashPoint::Sync(dry.commit_syncs[rng.usize(..dry.commit_syncs.len())] - 1)
             } else {
-                rng.u64(0..=total)
+                CrashPoint::Op(rng.u64(0..=dry.total_ops))
             };
             let tear = rng.u64(..);
             let image = catch_unwind(AssertUnwindSafe(|| kind.crashed(at, tear)));
@@ -157,7 +156,7 @@ pub fn bit_flips(budget: &Budget, seed: u64) -> Figures {
                 continue;
             };
             crash_images += 1;
-            let what = format!("(crash at op {at}, tear seed {tear}) ");
+            let what = format!("(crash at {at:?}, tear seed {tear}) ");
             // The crash image itself first: no store yet, or a commit's exact state.
             let unflipped = catch_unwind(AssertUnwindSafe(|| {
                 (image.recover)(SimDisk::from_image(image.image.clone()))
@@ -168,7 +167,7 @@ pub fn bit_flips(budget: &Budget, seed: u64) -> Figures {
                     continue;
                 }
                 Ok(Err(e)) => {
-                    if at >= dry.commit_ends.first().copied().unwrap_or(0) {
+                    if !image.states.is_empty() {
                         unopenable += 1;
                         crashed.example(format!("{} {what}did not open: {e}", image.name));
                     } else {

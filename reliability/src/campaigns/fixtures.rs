@@ -4,12 +4,13 @@
 use std::collections::BTreeMap;
 
 use bob_alloc::{BasicAllocator, OmniBlockAllocator};
-use bob_io_helpers::testing::{CrashMode, FaultPlan, SimDisk};
+use bob_io_helpers::testing::{CrashMode, SimDisk};
 use bob_store_core::{
     ObjectId, PRIME_OBJECT_ID, PrimeStorer, SpaceAllocator, Store, StoreOptions, Storer,
 };
 use bob_treap::PersistentTreap;
 
+use super::CrashPoint;
 use crate::bytes;
 use crate::scenarios::{self, Recovered, State};
 
@@ -19,8 +20,11 @@ use crate::scenarios::{self, Recovered, State};
 pub(super) struct Generations {
     /// Generation → the state its commit names.
     pub(super) states: BTreeMap<u64, State>,
-    /// `disk.ops()` right after each commit returned `Ok`.
-    pub(super) commit_ends: Vec<u64>,
+    /// The count of syncs on the disk right after each commit returned `Ok` (the commit's
+    /// last sync, its header's barrier, is the one before).
+    pub(super) commit_syncs: Vec<u64>,
+    /// The count of all operations at the end of the workload.
+    pub(super) total_ops: u64,
 }
 
 impl Generations {
@@ -86,20 +90,21 @@ impl Kind {
         Ok(self.fixture(disk.live_image(), generations.states))
     }
 
-    /// The operation count of the whole workload and the count after each of its commits.
+    /// The operation count of the whole workload and the sync count after each of its
+    /// commits.
     pub(super) fn dry_run(&self) -> Generations {
         let disk = SimDisk::new();
         let mut generations = Generations::default();
         let _ = (self.workload)(&disk, &mut generations);
-        generations.commit_ends.push(disk.ops());
+        generations.total_ops = disk.ops();
         generations
     }
 
-    /// The workload crashed at operation `at` (the machine goes down), as a power loss with
-    /// tears picked by `seed` leaves it.
-    pub(super) fn crashed(&self, at: u64, seed: u64) -> Fixture {
+    /// The workload crashed at `at` (the machine goes down), as a power loss with tears
+    /// picked by `seed` leaves it.
+    pub(super) fn crashed(&self, at: CrashPoint, seed: u64) -> Fixture {
         let disk = SimDisk::new();
-        disk.set_fault(FaultPlan::crash_at(at));
+        disk.set_fault(at.plan());
         let mut generations = Generations::default();
         let _ = (self.workload)(&disk, &mut generations);
         self.fixture(disk.crash_image(CrashMode::PowerLoss, seed), generations.states)
@@ -119,7 +124,7 @@ fn store_workload<A: SpaceAllocator>(disk: &SimDisk, gens: &mut Generations) -> 
     let mut store =
         Store::<A, SimDisk>::create_with(disk.clone(), StoreOptions::default()).map_err(e)?;
     gens.states.insert(store.generation(), State::new());
-    gens.commit_ends.push(disk.ops());
+    gens.commit_syncs.push(super::syncs(disk));
     let mut model = BTreeMap::new();
     let mut ids = Vec::new();
     for i in 0..12u64 {
@@ -130,7 +135,7 @@ fn store_workload<A: SpaceAllocator>(disk: &SimDisk, gens: &mut Generations) -> 
     }
     gens.before_commit(&store, store_state(&model));
     store.commit().map_err(e)?;
-    gens.commit_ends.push(disk.ops());
+    gens.commit_syncs.push(super::syncs(disk));
     store.delete_obj(ids[2]).map_err(e)?;
     model.remove(&ids[2]);
     store.write_bytes_to_obj(ids[5], b"rewritten").map_err(e)?;
@@ -141,7 +146,7 @@ fn store_workload<A: SpaceAllocator>(disk: &SimDisk, gens: &mut Generations) -> 
     model.insert(store.write_new_obj_from_bytes(&data).map_err(e)?, data);
     gens.before_commit(&store, store_state(&model));
     store.close().map_err(e)?;
-    gens.commit_ends.push(disk.ops());
+    gens.commit_syncs.push(super::syncs(disk));
     Ok(())
 }
 
@@ -153,7 +158,7 @@ fn treap_workload(disk: &SimDisk, gens: &mut Generations) -> Result<(), String> 
         Store::<BasicAllocator, SimDisk>::create_with(disk.clone(), StoreOptions::default())
             .map_err(e)?;
     gens.states.insert(store.generation(), State::new());
-    gens.commit_ends.push(disk.ops());
+    gens.commit_syncs.push(super::syncs(disk));
     // A fixed seed: the corpus image must be the same on every run.
     let mut tree: PersistentTreap<u64, Vec<u8>> = PersistentTreap::with_seed(scenarios::TREAP_SEED);
     let mut model: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
@@ -177,7 +182,7 @@ fn treap_workload(disk: &SimDisk, gens: &mut Generations) -> Result<(), String> 
         .map_err(|e| e.to_string())?;
         gens.before_commit(store, state);
         store.commit().map_err(e)?;
-        gens.commit_ends.push(disk.ops());
+        gens.commit_syncs.push(super::syncs(disk));
         Ok(())
     };
     for k in 0..40u64 {
@@ -192,6 +197,6 @@ fn treap_workload(disk: &SimDisk, gens: &mut Generations) -> Result<(), String> 
     save(&mut store, &mut tree, gens, tree_state(&model))?;
     gens.before_commit(&store, tree_state(&model));
     store.close().map_err(e)?;
-    gens.commit_ends.push(disk.ops());
+    gens.commit_syncs.push(super::syncs(disk));
     Ok(())
 }

@@ -4,12 +4,13 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
 
-use bob_io_helpers::testing::SimDisk;
+use bob_io_helpers::testing::{FaultKind, FaultPlan, OpFilter, OpKind, Repeat, SimDisk};
 
 use crate::report::Figures;
 use crate::scenarios::{Log, Recovered, Scenario};
 
 mod bit_flips;
+mod crash_cycles;
 mod crash_points;
 mod faults;
 mod fixtures;
@@ -19,6 +20,7 @@ mod random_crashes;
 mod soak;
 
 pub use bit_flips::bit_flips;
+pub use crash_cycles::crash_cycles;
 pub use crash_points::crash_points;
 pub use faults::faults;
 pub use fuzzed_open::{corpus, corpus_seeds, fuzzed_open};
@@ -41,6 +43,8 @@ pub struct Budget {
     pub persistent_faults: bool,
     /// Soak threads, seconds per cycle and cycles.
     pub soak: (usize, u64, u64),
+    /// Rounds of the crash-recover-crash campaign, and crash cycles per round.
+    pub crash_cycles: (u64, u64),
     /// Power-loss crash images taken of each bit-flip fixture's workload.
     pub crash_flip_images: u64,
     /// In those images, one byte in this many is flipped.
@@ -58,6 +62,7 @@ impl Budget {
                 fuzz_inputs: 3_000,
                 persistent_faults: false,
                 soak: (8, 2, 2),
+                crash_cycles: (400, 6),
                 crash_flip_images: 6,
                 crash_flip_stride: 23,
             },
@@ -68,6 +73,7 @@ impl Budget {
                 fuzz_inputs: 200_000,
                 persistent_faults: true,
                 soak: (16, 60, 5),
+                crash_cycles: (20_000, 10),
                 crash_flip_images: 60,
                 crash_flip_stride: 2,
             },
@@ -78,6 +84,7 @@ impl Budget {
                 fuzz_inputs: 10_000,
                 persistent_faults: true,
                 soak: (8, 10, 3),
+                crash_cycles: (2_000, 8),
                 crash_flip_images: 12,
                 crash_flip_stride: 8,
             },
@@ -101,6 +108,35 @@ pub fn quiet_panics() {
 /// The first panic message caught, if any.
 pub fn first_panic() -> Option<String> {
     FIRST_PANIC.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+}
+
+/// Where a crash falls: at an operation of any kind, or at the n-th sync (a commit's last
+/// sync: its header write is then in flight, for a power loss to tear).
+#[derive(Debug, Clone, Copy)]
+enum CrashPoint {
+    /// The k-th operation and everything after it fail.
+    Op(u64),
+    /// The n-th sync fails, as do later syncs; the workload stops at that error.
+    Sync(u64),
+}
+
+impl CrashPoint {
+    fn plan(self) -> FaultPlan {
+        match self {
+            CrashPoint::Op(at) => FaultPlan::crash_at(at),
+            CrashPoint::Sync(at) => FaultPlan {
+                at,
+                on: OpFilter::Only(OpKind::Sync),
+                kind: FaultKind::Crash,
+                repeat: Repeat::Always,
+            },
+        }
+    }
+}
+
+/// Syncs issued on `disk` so far.
+fn syncs(disk: &SimDisk) -> u64 {
+    disk.op_counts().matching(OpFilter::Only(OpKind::Sync))
 }
 
 /// Tallies of recoveries against a log.

@@ -8,7 +8,7 @@ use bob_alloc::{BasicAllocator, OmniBlockAllocator};
 use bob_io_helpers::testing::{CrashMode, FaultPlan, SimDisk};
 use bob_store_core::{ObjectId, SpaceAllocator, Store, StoreOptions, Storer};
 
-use super::{Budget, Tally};
+use super::{Budget, Tally, syncs};
 use crate::bytes;
 use crate::report::Figures;
 use crate::scenarios::{self, Log, RunEnd, Scenario, State};
@@ -62,14 +62,15 @@ pub(super) fn state_of(model: &BTreeMap<ObjectId, Vec<u8>>) -> State {
 }
 
 /// Runs `ops` on `store` (whose objects are read first, as the model to start from), logging
-/// each commit's state in `log` and the operation count of `disk` after each commit returned
-/// in `commit_ends`.
+/// each commit's state in `log` and, in `commit_ends`, the counts of operations and of syncs
+/// on `disk` after each commit returned (its last sync, the header's barrier, is the one
+/// before the sync count).
 pub(super) fn run_ops<A: SpaceAllocator>(
     mut store: Store<A, SimDisk>,
     disk: &SimDisk,
     ops: &[RandomOp],
     log: &mut Log,
-    commit_ends: &mut Vec<u64>,
+    commit_ends: &mut Vec<(u64, u64)>,
 ) -> bob_store_core::Result<()> {
     let options = StoreOptions::default();
     let mut model: BTreeMap<ObjectId, Vec<u8>> = BTreeMap::new();
@@ -99,7 +100,7 @@ pub(super) fn run_ops<A: SpaceAllocator>(
                 log.states.push(state_of(&model));
                 store.commit()?;
                 log.acknowledged += 1;
-                commit_ends.push(disk.ops());
+                commit_ends.push((disk.ops(), syncs(disk)));
                 committed = model.clone();
             }
             RandomOp::Reopen => {
