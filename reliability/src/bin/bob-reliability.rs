@@ -38,6 +38,12 @@ enum Cmd {
         #[arg(long, default_value = "fuzz/corpus/open")]
         out: PathBuf,
     },
+    /// The lock probe: opens the store at `path` once and exits with a code saying how that
+    /// went (the two-handles campaign runs it while it owns the file).
+    LockProbe {
+        #[arg(long)]
+        path: PathBuf,
+    },
     /// The process-kill child: commits to the store at `path` and reports acknowledgements.
     Child {
         #[arg(long)]
@@ -66,6 +72,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::LockProbe { path } => ExitCode::from(campaigns::lock_probe(&path)),
         Cmd::Child { path, seed } => match campaigns::kill_child(&path, seed) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -92,6 +99,7 @@ fn main() -> ExitCode {
                 ("faults", Box::new(|| campaigns::faults(&budget))),
                 ("soak", Box::new(|| campaigns::soak(&budget, seed))),
                 ("crash cycles", Box::new(|| campaigns::crash_cycles(&budget, seed))),
+                ("two handles", Box::new(|| campaigns::locks(&budget, seed, &exe))),
             ];
             let chosen = |name: &str| only.as_deref().is_none_or(|only| name.contains(only));
             for (name, step) in steps.into_iter().filter(|(name, _)| chosen(name)) {

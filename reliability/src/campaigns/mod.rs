@@ -15,6 +15,7 @@ mod crash_points;
 mod faults;
 mod fixtures;
 mod fuzzed_open;
+mod locks;
 mod process_kills;
 mod random_crashes;
 mod soak;
@@ -24,6 +25,7 @@ pub use crash_cycles::crash_cycles;
 pub use crash_points::crash_points;
 pub use faults::faults;
 pub use fuzzed_open::{corpus, corpus_seeds, fuzzed_open};
+pub use locks::{lock_probe, locks, probe};
 pub use process_kills::{kill_child, process_kills};
 pub use random_crashes::random_crashes;
 pub use soak::soak;
@@ -43,6 +45,8 @@ pub struct Budget {
     pub persistent_faults: bool,
     /// Soak threads, seconds per cycle and cycles.
     pub soak: (usize, u64, u64),
+    /// Rounds of the two-handles campaign.
+    pub lock_rounds: u64,
     /// Rounds of the crash-recover-crash campaign, and crash cycles per round.
     pub crash_cycles: (u64, u64),
     /// Power-loss crash images taken of each bit-flip fixture's workload.
@@ -62,6 +66,7 @@ impl Budget {
                 fuzz_inputs: 3_000,
                 persistent_faults: false,
                 soak: (8, 2, 2),
+                lock_rounds: 3,
                 crash_cycles: (400, 6),
                 crash_flip_images: 6,
                 crash_flip_stride: 23,
@@ -73,6 +78,7 @@ impl Budget {
                 fuzz_inputs: 200_000,
                 persistent_faults: true,
                 soak: (16, 60, 5),
+                lock_rounds: 20,
                 crash_cycles: (20_000, 10),
                 crash_flip_images: 60,
                 crash_flip_stride: 2,
@@ -84,6 +90,7 @@ impl Budget {
                 fuzz_inputs: 10_000,
                 persistent_faults: true,
                 soak: (8, 10, 3),
+                lock_rounds: 5,
                 crash_cycles: (2_000, 8),
                 crash_flip_images: 12,
                 crash_flip_stride: 8,
