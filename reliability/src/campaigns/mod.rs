@@ -45,6 +45,8 @@ pub struct Budget {
     pub persistent_faults: bool,
     /// Soak threads, seconds per cycle and cycles.
     pub soak: (usize, u64, u64),
+    /// Rounds of the soak's crash part (batched writes racing commits, then a power loss).
+    pub soak_crash_rounds: u64,
     /// Rounds of the two-handles campaign.
     pub lock_rounds: u64,
     /// Rounds of the crash-recover-crash campaign, and crash cycles per round.
@@ -66,6 +68,7 @@ impl Budget {
                 fuzz_inputs: 3_000,
                 persistent_faults: false,
                 soak: (8, 2, 2),
+                soak_crash_rounds: 20,
                 lock_rounds: 3,
                 crash_cycles: (400, 6),
                 crash_flip_images: 6,
@@ -78,6 +81,7 @@ impl Budget {
                 fuzz_inputs: 200_000,
                 persistent_faults: true,
                 soak: (16, 60, 5),
+                soak_crash_rounds: 1_000,
                 lock_rounds: 20,
                 crash_cycles: (20_000, 10),
                 crash_flip_images: 60,
@@ -90,6 +94,7 @@ impl Budget {
                 fuzz_inputs: 10_000,
                 persistent_faults: true,
                 soak: (8, 10, 3),
+                soak_crash_rounds: 150,
                 lock_rounds: 5,
                 crash_cycles: (2_000, 8),
                 crash_flip_images: 12,
