@@ -25,6 +25,8 @@ pub(super) struct Generations {
     pub(super) commit_syncs: Vec<u64>,
     /// The count of all operations at the end of the workload.
     pub(super) total_ops: u64,
+    /// Whether `create` returned: the store's first commit is durable.
+    pub(super) created: bool,
 }
 
 impl Generations {
@@ -79,6 +81,8 @@ pub(super) struct Fixture {
     pub(super) states: BTreeMap<u64, State>,
     /// Opens an image and reads all of it.
     pub(super) recover: fn(SimDisk) -> Result<Recovered, String>,
+    /// Whether the workload's `create` returned (so the image must open).
+    pub(super) created: bool,
 }
 
 impl Kind {
@@ -87,7 +91,7 @@ impl Kind {
         let disk = SimDisk::new();
         let mut generations = Generations::default();
         (self.workload)(&disk, &mut generations)?;
-        Ok(self.fixture(disk.live_image(), generations.states))
+        Ok(self.fixture(disk.live_image(), generations))
     }
 
     /// The operation count of the whole workload and the sync count after each of its
@@ -107,11 +111,17 @@ impl Kind {
         disk.set_fault(at.plan());
         let mut generations = Generations::default();
         let _ = (self.workload)(&disk, &mut generations);
-        self.fixture(disk.crash_image(CrashMode::PowerLoss, seed), generations.states)
+        self.fixture(disk.crash_image(CrashMode::PowerLoss, seed), generations)
     }
 
-    fn fixture(&self, image: Vec<u8>, states: BTreeMap<u64, State>) -> Fixture {
-        Fixture { name: self.name, image, states, recover: self.recover }
+    fn fixture(&self, image: Vec<u8>, generations: Generations) -> Fixture {
+        Fixture {
+            name: self.name,
+            image,
+            states: generations.states,
+            recover: self.recover,
+            created: generations.created,
+        }
     }
 }
 
@@ -121,9 +131,11 @@ fn store_state(model: &BTreeMap<ObjectId, Vec<u8>>) -> State {
 
 fn store_workload<A: SpaceAllocator>(disk: &SimDisk, gens: &mut Generations) -> Result<(), String> {
     let e = |e: bob_store_core::Error| e.to_string();
+    // `create` commits generation 1, empty; a crash inside it may leave that commit or none.
+    gens.states.insert(1, State::new());
     let mut store =
         Store::<A, SimDisk>::create_with(disk.clone(), StoreOptions::default()).map_err(e)?;
-    gens.states.insert(store.generation(), State::new());
+    gens.created = true;
     gens.commit_syncs.push(super::syncs(disk));
     let mut model = BTreeMap::new();
     let mut ids = Vec::new();
@@ -154,10 +166,11 @@ fn store_workload<A: SpaceAllocator>(disk: &SimDisk, gens: &mut Generations) -> 
 /// close is also the fuzz corpus's `treap` seed, so the workload must not change.
 fn treap_workload(disk: &SimDisk, gens: &mut Generations) -> Result<(), String> {
     let e = |e: bob_store_core::Error| e.to_string();
+    gens.states.insert(1, State::new());
     let mut store =
         Store::<BasicAllocator, SimDisk>::create_with(disk.clone(), StoreOptions::default())
             .map_err(e)?;
-    gens.states.insert(store.generation(), State::new());
+    gens.created = true;
     gens.commit_syncs.push(super::syncs(disk));
     // A fixed seed: the corpus image must be the same on every run.
     let mut tree: PersistentTreap<u64, Vec<u8>> = PersistentTreap::with_seed(scenarios::TREAP_SEED);
