@@ -56,10 +56,14 @@ impl Log {
 pub enum RunEnd {
     /// Every step returned `Ok`.
     Completed,
-    /// A step failed; `latched` says whether the store then refused writes, as it must.
+    /// A step failed; `latched` says whether the store then refused writes, as it must after
+    /// a failed write, resize or sync, unless the failure was a clean refusal.
     Failed {
         /// The store refused a write after the failure.
         latched: bool,
+        /// The failure was `Error::OutOfSpace`: a full disk refused to grow the file and
+        /// nothing changed, so the store may stay usable (deletes must still commit).
+        out_of_space: bool,
     },
 }
 
@@ -184,14 +188,19 @@ fn latched<A: SpaceAllocator>(store: &mut Store<A, SimDisk>) -> bool {
     store.is_failed() && store.write_new_obj_from_bytes(b"x").is_err() && store.commit().is_err()
 }
 
+/// Whether `e` is a full disk's clean refusal (`Error::OutOfSpace`).
+fn out_of_space(e: &bob_store_core::Error) -> bool {
+    matches!(e, bob_store_core::Error::OutOfSpace { .. })
+}
+
 fn run_script<A: SpaceAllocator, S: Script>(disk: &SimDisk, log: &mut Log) -> RunEnd {
     let mut store = match Store::<A, SimDisk>::create_with(disk.clone(), options()) {
         Ok(store) => store,
-        Err(_) => return RunEnd::Failed { latched: true },
+        Err(_) => return RunEnd::Failed { latched: true, out_of_space: false },
     };
     match S::run(&mut store, log) {
         Ok(()) => RunEnd::Completed,
-        Err(_) => RunEnd::Failed { latched: latched(&mut store) },
+        Err(e) => RunEnd::Failed { out_of_space: out_of_space(&e), latched: latched(&mut store) },
     }
 }
 
@@ -534,7 +543,7 @@ type Changed = Vec<(ObjectId, Option<Vec<u8>>)>;
 /// rewrites from both threads, and a commit.
 fn concurrent_run(disk: &SimDisk, log: &mut Log) -> RunEnd {
     let Ok(base) = Store::<BasicAllocator, SimDisk>::create_with(disk.clone(), options()) else {
-        return RunEnd::Failed { latched: true };
+        return RunEnd::Failed { latched: true, out_of_space: false };
     };
     let store = ConcurrentStore::new(base, 2);
     let result = (|| -> Result<()> {
@@ -605,6 +614,9 @@ fn concurrent_run(disk: &SimDisk, log: &mut Log) -> RunEnd {
     })();
     match result {
         Ok(()) => RunEnd::Completed,
-        Err(_) => RunEnd::Failed { latched: store.write_new_obj_from_bytes(b"x").is_err() },
+        Err(e) => RunEnd::Failed {
+            out_of_space: out_of_space(&e),
+            latched: store.write_new_obj_from_bytes(b"x").is_err(),
+        },
     }
 }

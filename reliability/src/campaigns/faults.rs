@@ -20,7 +20,7 @@ pub fn faults(budget: &Budget) -> Figures {
     let (mut injected, mut errors, mut not_latched, mut panics) = (0u64, 0u64, 0u64, 0u64);
     let mut tally = Tally::default();
     let mut unlatched_in: BTreeMap<&str, u64> = BTreeMap::new();
-    let (mut read_faults, mut read_errors) = (0u64, 0u64);
+    let (mut read_faults, mut read_errors, mut refusals) = (0u64, 0u64, 0u64);
     let filters = [OpKind::Write, OpKind::SetLen, OpKind::Sync, OpKind::Read, OpKind::Len];
     for scenario in scenarios::all() {
         let dry = SimDisk::new();
@@ -48,10 +48,14 @@ pub fn faults(budget: &Budget) -> Figures {
                             panics += 1;
                             continue;
                         }
-                        Ok(RunEnd::Failed { latched }) => {
+                        Ok(RunEnd::Failed { latched, out_of_space }) => {
                             errors += 1;
                             if !mutating {
                                 read_errors += 1;
+                            } else if out_of_space && kind == FaultKind::StorageFull {
+                                // A full disk refused to grow the file; nothing changed, so
+                                // the store stays usable (deletes must still commit).
+                                refusals += 1;
                             } else if !latched {
                                 not_latched += 1;
                                 *unlatched_in.entry(scenario.name).or_default() += 1;
@@ -75,6 +79,10 @@ pub fn faults(budget: &Budget) -> Figures {
     figures.info(
         "  of them on reads and length queries (the store need not refuse writes)",
         read_errors,
+    );
+    figures.info(
+        "  of them a full disk refusing to grow the file (OutOfSpace: nothing changed, no latch)",
+        refusals,
     );
     figures.info("faults on reads and length queries", read_faults);
     figures.zero(
