@@ -196,7 +196,7 @@ pub fn bit_flips(budget: &Budget, seed: u64) -> Figures {
     flips.flip_rows(&mut figures);
     figures.info("truncations and extensions tried", cuts.tried);
     figures.info("  detected", cuts.detected);
-    figures.info("  harmless (extensions)", cuts.harmless);
+    figures.info("  harmless (extensions, cuts of space no commit references)", cuts.harmless);
     figures.info("  opened the older commit (the cut removed the newest slot)", cuts.older_torn);
     figures
         .zero("  opened an older commit while the newest slot was intact", cuts.older_while_intact);
