@@ -7,15 +7,25 @@
 //!    process crash and as power losses with several tear seeds;
 //! 2. random operation sequences with a random crash point and tear, and a leak check;
 //! 3. real process kills (`SIGKILL`) of a child that reports acknowledged commits;
-//! 4. bit flips, truncation and extension of fixture files of each format;
+//! 4. bit flips, truncation and extension of fixture files of each format, closed cleanly
+//!    and left by power losses;
 //! 5. fuzzed open ([`fuzz_open`], also a `cargo fuzz` target in `fuzz/`) over a committed
 //!    corpus and seeded mutations;
 //! 6. I/O errors, a full disk and torn writes at every operation, transient and persistent;
-//! 7. a concurrency soak of the concurrent store with periodic verify and reopen.
+//! 7. a concurrency soak of the concurrent store (batched writes racing commits, verify under
+//!    writers, periodic reopen), and the same race on a disk that loses power;
+//! 8. crash, recover, keep working, crash again: several power losses in a row, many inside
+//!    or right after a recovery;
+//! 9. two handles on one file: every second open, in-process or from a child, is `Locked`.
+//!
+//! The medium they model is `docs/format.md`'s ("Assumptions about the medium"): a power loss
+//! damages whole 4 KiB pages touched since the last sync ([`bob_io_helpers::testing::SimDisk`]).
 //!
 //! Invariants every campaign checks: no acknowledged commit is lost; a recovered store holds
-//! exactly the last acknowledged state or the one whose commit was in flight; corruption is
-//! reported (`Err` or a `verify` problem), never returned as data; nothing panics.
+//! exactly the last acknowledged state or the one whose commit was in flight; open takes the
+//! newest intact header slot ([`slots`] decodes it from the image) or fails, never an older
+//! commit; corruption is reported (`Err` or a `verify` problem), never returned as data;
+//! nothing panics.
 //!
 //! ```
 //! // Fuzzed open never panics, whatever the bytes.
@@ -26,6 +36,7 @@
 pub mod campaigns;
 pub mod report;
 pub mod scenarios;
+pub mod slots;
 
 use bob_alloc::{BasicAllocator, OmniBlockAllocator};
 use bob_io_helpers::testing::SimDisk;

@@ -56,10 +56,14 @@ impl Log {
 pub enum RunEnd {
     /// Every step returned `Ok`.
     Completed,
-    /// A step failed; `latched` says whether the store then refused writes, as it must.
+    /// A step failed; `latched` says whether the store then refused writes, as it must after
+    /// a failed write, resize or sync, unless the failure was a clean refusal.
     Failed {
         /// The store refused a write after the failure.
         latched: bool,
+        /// The failure was `Error::OutOfSpace`: a full disk refused to grow the file and
+        /// nothing changed, so the store may stay usable (deletes must still commit).
+        out_of_space: bool,
     },
 }
 
@@ -70,6 +74,21 @@ pub struct Recovered {
     pub state: State,
     /// `verify` (and the treap's `check`) found no problem.
     pub clean: bool,
+    /// The generation of the commit the store opened (`Store::generation`).
+    pub generation: u64,
+}
+
+/// How a recovery's error message starts when open refused the newest commit as damaged
+/// (`Error::NewestCommitDamaged`): detected damage, not a failed crash recovery.
+pub const NEWEST_DAMAGED: &str = "open refused the newest commit: ";
+
+/// The message of a failed open, tagged with [`NEWEST_DAMAGED`] when the store refused a
+/// damaged newest commit.
+fn open_error(e: bob_store_core::Error) -> String {
+    match e {
+        e @ bob_store_core::Error::NewestCommitDamaged { .. } => format!("{NEWEST_DAMAGED}{e}"),
+        e => format!("open: {e}"),
+    }
 }
 
 /// A scripted workload.
@@ -169,27 +188,32 @@ fn latched<A: SpaceAllocator>(store: &mut Store<A, SimDisk>) -> bool {
     store.is_failed() && store.write_new_obj_from_bytes(b"x").is_err() && store.commit().is_err()
 }
 
+/// Whether `e` is a full disk's clean refusal (`Error::OutOfSpace`).
+fn out_of_space(e: &bob_store_core::Error) -> bool {
+    matches!(e, bob_store_core::Error::OutOfSpace { .. })
+}
+
 fn run_script<A: SpaceAllocator, S: Script>(disk: &SimDisk, log: &mut Log) -> RunEnd {
     let mut store = match Store::<A, SimDisk>::create_with(disk.clone(), options()) {
         Ok(store) => store,
-        Err(_) => return RunEnd::Failed { latched: true },
+        Err(_) => return RunEnd::Failed { latched: true, out_of_space: false },
     };
     match S::run(&mut store, log) {
         Ok(()) => RunEnd::Completed,
-        Err(_) => RunEnd::Failed { latched: latched(&mut store) },
+        Err(e) => RunEnd::Failed { out_of_space: out_of_space(&e), latched: latched(&mut store) },
     }
 }
 
 /// Opens a plain store and reads every object.
 pub fn recover_store<A: SpaceAllocator>(disk: SimDisk) -> std::result::Result<Recovered, String> {
-    let store =
-        Store::<A, SimDisk>::open_with(disk, options()).map_err(|e| format!("open: {e}"))?;
+    let store = Store::<A, SimDisk>::open_with(disk, options()).map_err(open_error)?;
+    let generation = store.generation();
     let mut contents = Contents::new();
     for id in store.ids() {
         contents.insert(id, store.read_bytes_from_obj(id).map_err(|e| format!("read {id}: {e}"))?);
     }
     let clean = store.verify().map_err(|e| format!("verify: {e}"))?.is_clean();
-    Ok(Recovered { state: state_of(&contents), clean })
+    Ok(Recovered { state: state_of(&contents), clean, generation })
 }
 
 fn put<A: SpaceAllocator>(
@@ -418,26 +442,26 @@ fn treap<A: SpaceAllocator + 'static, S: Script + 'static>(name: &'static str) -
 
 /// Opens the store, loads the treap whose root the prime object records, and reads it all.
 pub fn recover_treap<A: SpaceAllocator>(disk: SimDisk) -> std::result::Result<Recovered, String> {
-    let store =
-        Store::<A, SimDisk>::open_with(disk, options()).map_err(|e| format!("open: {e}"))?;
+    let store = Store::<A, SimDisk>::open_with(disk, options()).map_err(open_error)?;
+    let generation = store.generation();
     let clean = store.verify().map_err(|e| format!("verify: {e}"))?.is_clean();
     let record = match store.read_bytes_from_obj(PRIME_OBJECT_ID) {
         Ok(record) => record,
         // No prime object: nothing was ever saved.
         Err(bob_store_core::Error::NotFound(_)) => {
-            return Ok(Recovered { state: State::new(), clean });
+            return Ok(Recovered { state: State::new(), clean, generation });
         }
         Err(e) => return Err(format!("prime object: {e}")),
     };
     if record.len() < 16 || record[..8] == [0; 8] {
-        return Ok(Recovered { state: State::new(), clean });
+        return Ok(Recovered { state: State::new(), clean, generation });
     }
     let root = ObjectId(u64::from_le_bytes(record[8..16].try_into().map_err(|_| "prime record")?));
     let mut tree = Tree::load(&store, root).map_err(|e| format!("load: {e}"))?;
     let entries = tree.to_vec(&store).map_err(|e| format!("read: {e}"))?;
     let checked = tree.check(&store).is_ok();
     let state = entries.into_iter().map(|(k, v)| (k.to_be_bytes().to_vec(), v)).collect();
-    Ok(Recovered { state, clean: clean && checked })
+    Ok(Recovered { state, clean: clean && checked, generation })
 }
 
 fn treap_value(k: u64, round: u64) -> Vec<u8> {
@@ -519,7 +543,7 @@ type Changed = Vec<(ObjectId, Option<Vec<u8>>)>;
 /// rewrites from both threads, and a commit.
 fn concurrent_run(disk: &SimDisk, log: &mut Log) -> RunEnd {
     let Ok(base) = Store::<BasicAllocator, SimDisk>::create_with(disk.clone(), options()) else {
-        return RunEnd::Failed { latched: true };
+        return RunEnd::Failed { latched: true, out_of_space: false };
     };
     let store = ConcurrentStore::new(base, 2);
     let result = (|| -> Result<()> {
@@ -590,6 +614,9 @@ fn concurrent_run(disk: &SimDisk, log: &mut Log) -> RunEnd {
     })();
     match result {
         Ok(()) => RunEnd::Completed,
-        Err(_) => RunEnd::Failed { latched: store.write_new_obj_from_bytes(b"x").is_err() },
+        Err(e) => RunEnd::Failed {
+            out_of_space: out_of_space(&e),
+            latched: store.write_new_obj_from_bytes(b"x").is_err(),
+        },
     }
 }

@@ -194,7 +194,8 @@ fn ci() -> TaskResult {
     run("bench smoke", compare_command("smoke", &[]))?;
 
     // The reliability campaigns, short: crash points, random crashes, process kills, bit
-    // flips, fuzzed open, faults and a soak, each with figures that must be zero.
+    // flips, fuzzed open, faults, a soak, crash-recover-crash cycles and two handles on one
+    // file, each with figures that must be zero.
     reliability("quick")?;
 
     run_tests("loom", loom_command(), &mut counts)?;

@@ -29,11 +29,20 @@ enum Cmd {
         /// The workspace root (for the fuzz corpus).
         #[arg(long, default_value = ".")]
         root: PathBuf,
+        /// Runs only the campaigns whose name contains this (e.g. `bit flips`).
+        #[arg(long)]
+        only: Option<String>,
     },
     /// Writes the fuzzed-open seed corpus (deterministic) into `out`.
     Corpus {
         #[arg(long, default_value = "fuzz/corpus/open")]
         out: PathBuf,
+    },
+    /// The lock probe: opens the store at `path` once and exits with a code saying how that
+    /// went (the two-handles campaign runs it while it owns the file).
+    LockProbe {
+        #[arg(long)]
+        path: PathBuf,
     },
     /// The process-kill child: commits to the store at `path` and reports acknowledgements.
     Child {
@@ -63,6 +72,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::LockProbe { path } => ExitCode::from(campaigns::lock_probe(&path)),
         Cmd::Child { path, seed } => match campaigns::kill_child(&path, seed) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -70,7 +80,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Run { mode, out, root } => {
+        Cmd::Run { mode, out, root, only } => {
             let budget = Budget::of(&mode);
             let seed = bob_io_helpers::testing::test_seed();
             let Ok(exe) = std::env::current_exe() else {
@@ -84,12 +94,15 @@ fn main() -> ExitCode {
                 ("crash points", Box::new(|| campaigns::crash_points(&budget, seed))),
                 ("random crashes", Box::new(|| campaigns::random_crashes(&budget, seed))),
                 ("process kills", Box::new(|| campaigns::process_kills(&budget, seed, &exe))),
-                ("bit flips", Box::new(|| campaigns::bit_flips(seed))),
+                ("bit flips", Box::new(|| campaigns::bit_flips(&budget, seed))),
                 ("fuzzed open", Box::new(|| campaigns::fuzzed_open(&budget, seed, &root))),
                 ("faults", Box::new(|| campaigns::faults(&budget))),
                 ("soak", Box::new(|| campaigns::soak(&budget, seed))),
+                ("crash cycles", Box::new(|| campaigns::crash_cycles(&budget, seed))),
+                ("two handles", Box::new(|| campaigns::locks(&budget, seed, &exe))),
             ];
-            for (name, step) in steps {
+            let chosen = |name: &str| only.as_deref().is_none_or(|only| name.contains(only));
+            for (name, step) in steps.into_iter().filter(|(name, _)| chosen(name)) {
                 let at = Instant::now();
                 let figures = step();
                 eprintln!("reliability: {name} done in {:.1} s", at.elapsed().as_secs_f64());
