@@ -261,7 +261,7 @@ fn check_image<A: SpaceAllocator>(
         }
     }
     assert!(
-        allowed.iter().any(|s| *s == found),
+        allowed.contains(&found),
         "{context}: state matches no allowed commit (acked {acked}): {:?}",
         found.keys().collect::<Vec<_>>()
     );
