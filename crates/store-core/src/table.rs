@@ -295,6 +295,18 @@ impl Table {
         self.pages.truncate(new_pages as usize);
     }
 
+    /// Pages that hold at least one object (memory the table really takes).
+    #[cfg(test)]
+    pub(crate) fn allocated_pages(&self) -> usize {
+        self.pages.iter().filter(|p| p.is_some()).count()
+    }
+
+    /// Ranges of free ids.
+    #[cfg(test)]
+    pub(crate) fn free_ranges(&self) -> usize {
+        self.free.ranges.len()
+    }
+
     /// After a durable commit: ids freed in it become reusable; no page is dirty.
     pub(crate) fn committed(&mut self) {
         for id in self.pending_free.drain(..) {

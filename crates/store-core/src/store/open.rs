@@ -407,3 +407,66 @@ fn for_each_page<B: FileBackend>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use bob_alloc::BasicAllocator;
+    use bob_io_helpers::checksum;
+    use bob_io_helpers::testing::SimDisk;
+
+    use super::*;
+    use crate::format::Entry;
+
+    /// Finding 11: a 1 MiB file whose root lists 65,000 pages, all absent but the last, opened
+    /// at 550 MB (table, extent list and free ids sized from `next_id`). Now the table keeps
+    /// only the one page that holds an object and the free ids as a few ranges.
+    #[test]
+    fn regression_a_root_of_absent_pages_opens_in_memory_proportional_to_the_file() {
+        let page_count = 65_000u64;
+        let next_id = page_count * ENTRIES_PER_PAGE;
+        let root_at = HEADER_REGION;
+        let mut pages = vec![None; page_count as usize];
+        let root_len = 16 + 16 * page_count;
+        let page_at = (root_at + root_len).next_multiple_of(PAGE);
+        let data_at = page_at + PAGE;
+        let data = b"the only object";
+        let mut entries = vec![None; ENTRIES_PER_PAGE as usize];
+        let entry = Entry {
+            extent: Extent::new(data_at, data.len() as u64),
+            len: data.len() as u64,
+            checksum: checksum(data),
+        };
+        entries[ENTRIES_PER_PAGE as usize - 1] = Some(entry);
+        let page = format::encode_page(page_count - 1, &entries);
+        pages[page_count as usize - 1] =
+            Some(PageRef { offset: page_at, checksum: checksum(&page) });
+        let root = format::encode_root(&pages);
+        let header = Header {
+            kind: 1,
+            generation: 1,
+            root: Extent::new(root_at, (root.len() as u64).next_multiple_of(PAGE)),
+            root_len: root.len() as u64,
+            root_checksum: checksum(&root),
+            next_id,
+            object_count: 1,
+            file_end: data_at + PAGE,
+        };
+        let mut image = vec![0u8; (data_at + PAGE) as usize];
+        image[..SLOT_BYTES].copy_from_slice(&header.encode());
+        image[root_at as usize..][..root.len()].copy_from_slice(&root);
+        image[page_at as usize..][..PAGE_BYTES].copy_from_slice(&page);
+        image[data_at as usize..][..data.len()].copy_from_slice(data);
+        assert!(image.len() < 2 << 20);
+        let store = Store::<BasicAllocator, SimDisk>::open_with(
+            SimDisk::from_image(image),
+            StoreOptions::default(),
+        )
+        .unwrap();
+        let id = ObjectId(next_id - 1);
+        assert_eq!(store.ids(), vec![id]);
+        assert_eq!(store.table.allocated_pages(), 1);
+        assert!(store.table.free_ranges() <= 2);
+        use crate::Storer;
+        assert_eq!(store.read_bytes_from_obj(id).unwrap(), data);
+    }
+}
