@@ -330,12 +330,35 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         loop {
             let extent = self.alloc.allocate(len)?;
             if let Some(page) = self.placement.blocking_page(extent) {
-                self.placement.hold(page, extent);
+                self.hold_blocked(page, extent)?;
                 continue;
             }
             self.check_reserve(purpose, len, end_before, &[extent])?;
             return Ok(extent);
         }
+    }
+
+    /// Holds back the part of `extent` that lies in the blocking `page`, when the allocator
+    /// can be told where to allocate, and gives the rest back (so the next try starts at the
+    /// page's end, and a page-sized object after a commit stays page-aligned); else all of it.
+    fn hold_blocked(&mut self, page: u64, extent: Extent) -> Result<()> {
+        let page_end = (page + 1) * PAGE;
+        let splits = extent.offset / PAGE == page && extent.offset + extent.len > page_end;
+        if splits {
+            self.free_space(extent)?;
+            let head = Extent::new(extent.offset, page_end - extent.offset);
+            if self.alloc.claim(head).is_ok() {
+                self.placement.hold(page, head);
+                return Ok(());
+            }
+            // This allocator cannot be told where: take the whole extent again.
+            let again = self.alloc.allocate(extent.len)?;
+            let page = self.placement.blocking_page(again).unwrap_or(page);
+            self.placement.hold(page, again);
+            return Ok(());
+        }
+        self.placement.hold(page, extent);
+        Ok(())
     }
 
     /// Refuses (and gives back) space for objects whose allocation grew the file into the
