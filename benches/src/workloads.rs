@@ -152,8 +152,8 @@ pub fn run(suite: &str, engine: &str, dir: &Path, profile: &Profile) -> Result<R
     measure::watch_device(dir);
     let device_before = measure::device_write_bytes();
     match suite {
-        "objects" => objects(engine, dir, profile, &mut result)?,
-        "kv" => kv(engine, dir, profile, &mut result)?,
+        "objects" => objects(&|at| engines::open_objects(engine, at), dir, profile, &mut result)?,
+        "kv" => kv(&|at| engines::open_kv(engine, at), dir, profile, &mut result)?,
         other => anyhow::bail!("no suite named {other}"),
     }
     result.device_bytes = match (device_before, measure::device_write_bytes()) {
@@ -247,29 +247,86 @@ fn load_objects(
     Ok(took)
 }
 
+/// What the 4 KiB objects of the main sequence must hold: the payload seed of each key.
+struct Expected {
+    seeds: Vec<u64>,
+    /// The first 16 bytes of each key's payload, checked inside the timed loop (cheap and the
+    /// same for every engine); whole objects are checked outside it.
+    heads: Vec<[u8; 16]>,
+}
+
+impl Expected {
+    fn new(seeds: Vec<u64>) -> Self {
+        let heads = seeds.iter().map(|&seed| head(&payload(seed, 4_096))).collect();
+        Self { seeds, heads }
+    }
+
+    fn set(&mut self, key: u64, seed: u64) {
+        self.seeds[key as usize] = seed;
+        self.heads[key as usize] = head(&payload(seed, 4_096));
+    }
+
+    /// Reads `keys` whole and compares them byte for byte (outside any timed region).
+    fn check_whole(&self, engine: &dyn ObjectEngine, keys: &[u64]) -> Result<()> {
+        for &key in keys {
+            let bytes = engine.read(key)?;
+            let want = payload(self.seeds[key as usize], 4_096);
+            ensure!(bytes.as_deref() == Some(&want[..]), "object {key} read back wrong bytes");
+        }
+        Ok(())
+    }
+}
+
+fn head(bytes: &[u8]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let n = bytes.len().min(16);
+    out[..n].copy_from_slice(&bytes[..n]);
+    out
+}
+
+/// `reads` random reads of `keys`, each checked against `expected` (length and first bytes
+/// in the timed loop), then a sample of them re-read and checked whole.
 fn random_reads(
     engine: &dyn ObjectEngine,
     keys: &[u64],
     reads: usize,
     seed: u64,
+    expected: &Expected,
 ) -> Result<Duration> {
     let mut rng = Rng(seed);
     let started = Instant::now();
     for _ in 0..reads {
         let key = keys[rng.below(keys.len())];
         let bytes = engine.read(key)?;
-        ensure!(bytes.is_some(), "object {key} missing");
+        let Some(bytes) = bytes else { anyhow::bail!("object {key} missing") };
+        ensure!(
+            bytes.len() == 4_096 && head(&bytes) == expected.heads[key as usize],
+            "object {key} read back wrong bytes"
+        );
         std::hint::black_box(bytes);
     }
-    Ok(started.elapsed())
+    let took = started.elapsed();
+    let sample: Vec<u64> = keys.iter().copied().step_by((keys.len() / 500).max(1)).collect();
+    expected.check_whole(engine, &sample)?;
+    Ok(took)
 }
 
-fn objects(engine_name: &str, dir: &Path, profile: &Profile, result: &mut RunResult) -> Result<()> {
+/// Opens an object engine in a directory.
+type OpenObjects<'a> = &'a dyn Fn(&Path) -> Result<Box<dyn ObjectEngine>>;
+/// Opens a key-value engine in a directory.
+type OpenKv<'a> = &'a dyn Fn(&Path) -> Result<Box<dyn KvEngine>>;
+
+fn objects(
+    open: OpenObjects<'_>,
+    dir: &Path,
+    profile: &Profile,
+    result: &mut RunResult,
+) -> Result<()> {
     let n = profile.objects;
     let mut user_bytes = 0;
     // 4,000-byte objects (4 KiB values overflow a 4 KiB page in redb and LMDB).
     {
-        let mut engine = engines::open_objects(engine_name, &dir.join("4000"))?;
+        let mut engine = open(&dir.join("4000"))?;
         let meter = Meter::start();
         let took =
             load_objects(engine.as_mut(), &vec![4_000; n], profile.batch, 2, &mut user_bytes)?;
@@ -285,7 +342,7 @@ fn objects(engine_name: &str, dir: &Path, profile: &Profile, result: &mut RunRes
                 base + rng.below(base)
             })
             .collect();
-        let mut engine = engines::open_objects(engine_name, &dir.join("mixed"))?;
+        let mut engine = open(&dir.join("mixed"))?;
         let meter = Meter::start();
         let took = load_objects(engine.as_mut(), &sizes, profile.batch / 4, 3, &mut user_bytes)?;
         write_rate(result, "load mixed 64 B-64 KiB", sizes.len(), took, meter);
@@ -293,7 +350,7 @@ fn objects(engine_name: &str, dir: &Path, profile: &Profile, result: &mut RunRes
     }
     // 1 MiB objects, 16 to a batch.
     {
-        let mut engine = engines::open_objects(engine_name, &dir.join("big"))?;
+        let mut engine = open(&dir.join("big"))?;
         let sizes = vec![1 << 20; profile.big_objects];
         let meter = Meter::start();
         let took = load_objects(engine.as_mut(), &sizes, 16, 4, &mut user_bytes)?;
@@ -302,13 +359,14 @@ fn objects(engine_name: &str, dir: &Path, profile: &Profile, result: &mut RunRes
     }
     // The main sequence on 4 KiB objects.
     let main = dir.join("4096");
-    let mut engine = engines::open_objects(engine_name, &main)?;
+    let mut engine = open(&main)?;
     let meter = Meter::start();
     let took = load_objects(engine.as_mut(), &vec![4_096; n], profile.batch, 1, &mut user_bytes)?;
     write_rate(result, "load 4 KiB objects", n, took, meter);
     let mut live: Vec<Option<usize>> = vec![Some(4_096); n];
     let keys: Vec<u64> = (0..n as u64).collect();
-    let took = random_reads(engine.as_ref(), &keys, profile.reads, 5)?;
+    let mut expected = Expected::new(keys.iter().map(|&k| 1 ^ k).collect());
+    let took = random_reads(engine.as_ref(), &keys, profile.reads, 5, &expected)?;
     rate(result, "random 4 KiB reads", profile.reads, took);
 
     let batches = n / profile.batch;
@@ -322,8 +380,8 @@ fn objects(engine_name: &str, dir: &Path, profile: &Profile, result: &mut RunRes
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
-        let data: Vec<Vec<u8>> =
-            picked.iter().map(|&k| payload(k ^ (round as u64) << 40, 4_096)).collect();
+        let seeds: Vec<u64> = picked.iter().map(|&k| k ^ ((round as u64) << 40)).collect();
+        let data: Vec<Vec<u8>> = seeds.iter().map(|&seed| payload(seed, 4_096)).collect();
         let objects: Vec<(u64, &[u8])> =
             picked.iter().copied().zip(data.iter().map(Vec::as_slice)).collect();
         user_bytes += 4_096 * objects.len() as u64;
@@ -331,8 +389,13 @@ fn objects(engine_name: &str, dir: &Path, profile: &Profile, result: &mut RunRes
         let started = Instant::now();
         engine.write_batch(&objects)?;
         took += started.elapsed();
+        for (&k, &seed) in picked.iter().zip(&seeds) {
+            expected.set(k, seed);
+        }
     }
     write_rate(result, "overwrite 4 KiB (batches)", overwritten, took, meter);
+    let sample: Vec<u64> = keys.iter().copied().step_by((n / 500).max(1)).collect();
+    expected.check_whole(engine.as_ref(), &sample)?;
 
     let mut order: Vec<u64> = keys.clone();
     for i in (1..order.len()).rev() {
@@ -347,6 +410,7 @@ fn objects(engine_name: &str, dir: &Path, profile: &Profile, result: &mut RunRes
     write_rate(result, "delete 4 KiB (batches)", doomed.len(), started.elapsed(), meter);
     for &k in &doomed {
         live[k as usize] = None;
+        ensure!(engine.read(k)?.is_none(), "object {k} is still there after its delete");
     }
     let live_bytes: u64 = live.iter().flatten().map(|&s| s as u64).sum();
     let survivors: Vec<u64> =
@@ -354,15 +418,18 @@ fn objects(engine_name: &str, dir: &Path, profile: &Profile, result: &mut RunRes
     engine.close()?;
     result.space.push(measure::space("after deletes", &main, live_bytes)?);
 
-    let mut engine = engines::open_objects(engine_name, &main)?;
+    let mut engine = open(&main)?;
     let started = Instant::now();
     if engine.compact()? {
         seconds(result, "compaction", started.elapsed());
     } else {
         result.unsupported.push("compaction".into());
     }
-    let took = random_reads(engine.as_ref(), &survivors, profile.reads, 7)?;
+    let took = random_reads(engine.as_ref(), &survivors, profile.reads, 7, &expected)?;
     rate(result, "random reads after compaction", profile.reads, took);
+    for &k in doomed.iter().step_by((doomed.len() / 500).max(1)) {
+        ensure!(engine.read(k)?.is_none(), "object {k} came back after compaction");
+    }
     engine.close()?;
     result.space.push(measure::space("after compaction", &main, live_bytes)?);
     result.user_bytes = user_bytes;
@@ -396,7 +463,7 @@ fn put_all(
     Ok(started.elapsed())
 }
 
-fn kv(engine_name: &str, dir: &Path, profile: &Profile, result: &mut RunResult) -> Result<()> {
+fn kv(open: OpenKv<'_>, dir: &Path, profile: &Profile, result: &mut RunResult) -> Result<()> {
     let n = profile.entries as u64;
     let entries: Vec<([u8; 24], Vec<u8>)> = (0..n).map(|i| (key(i), value(i, 0))).collect();
     let entry_bytes = (24 + VALUE) as u64;
@@ -405,7 +472,7 @@ fn kv(engine_name: &str, dir: &Path, profile: &Profile, result: &mut RunResult) 
     {
         let mut sorted = entries.clone();
         sorted.sort();
-        let mut engine = engines::open_kv(engine_name, &dir.join("sorted"))?;
+        let mut engine = open(&dir.join("sorted"))?;
         let meter = Meter::start();
         let took = put_all(engine.as_mut(), &sorted, 10_000, true)?;
         write_rate(result, "sorted load (10,000 per commit)", sorted.len(), took, meter);
@@ -413,7 +480,7 @@ fn kv(engine_name: &str, dir: &Path, profile: &Profile, result: &mut RunResult) 
         user_bytes += n * entry_bytes;
     }
     let main = dir.join("main");
-    let mut engine = engines::open_kv(engine_name, &main)?;
+    let mut engine = open(&main)?;
     let meter = Meter::start();
     let took = put_all(engine.as_mut(), &entries, entries.len(), true)?;
     write_rate(result, "bulk load (one commit)", entries.len(), took, meter);
@@ -449,17 +516,29 @@ fn kv(engine_name: &str, dir: &Path, profile: &Profile, result: &mut RunResult) 
 
     let mut rng = Rng(11);
     let picks: Vec<u64> = (0..profile.reads).map(|_| rng.below(n as usize) as u64).collect();
+    // Expected values and range counts, computed outside the timed loops; the loops compare.
+    let wanted: Vec<Vec<u8>> = picks.iter().map(|&i| value(i, 0)).collect();
     let started = Instant::now();
-    for &i in &picks {
-        ensure!(engine.get(&key(i))?.is_some(), "key {i} missing");
+    for (&i, want) in picks.iter().zip(&wanted) {
+        let got = engine.get(&key(i))?;
+        ensure!(got.as_deref() == Some(&want[..]), "key {i}: wrong value or missing");
     }
     rate(result, "random gets", picks.len(), started.elapsed());
 
+    let mut all_keys: Vec<[u8; 24]> = (0..total).map(key).collect();
+    all_keys.sort_unstable();
+    let starts = &picks[..picks.len() / 10];
+    let counts_wanted: Vec<usize> = starts
+        .iter()
+        .map(|&i| (all_keys.len() - all_keys.partition_point(|k| *k < key(i))).min(10))
+        .collect();
+    let mut counts = Vec::with_capacity(starts.len());
     let started = Instant::now();
-    for &i in &picks[..picks.len() / 10] {
-        std::hint::black_box(engine.range(&key(i), 10)?);
+    for &i in starts {
+        counts.push(engine.range(&key(i), 10)?);
     }
-    rate(result, "range reads of 10", picks.len() / 10, started.elapsed());
+    rate(result, "range reads of 10", starts.len(), started.elapsed());
+    ensure!(counts == counts_wanted, "range reads returned wrong counts");
 
     let started = Instant::now();
     let shared: &dyn KvEngine = engine.as_ref();
@@ -469,7 +548,8 @@ fn kv(engine_name: &str, dir: &Path, profile: &Profile, result: &mut RunResult) 
             .map(|half| {
                 scope.spawn(move || -> Result<()> {
                     for &i in half {
-                        ensure!(shared.get(&key(i))?.is_some(), "key {i} missing");
+                        let got = shared.get(&key(i))?;
+                        ensure!(got.is_some_and(|v| v.len() == VALUE), "key {i}: wrong or missing");
                     }
                     Ok(())
                 })
@@ -488,6 +568,10 @@ fn kv(engine_name: &str, dir: &Path, profile: &Profile, result: &mut RunResult) 
     let took = put_all(engine.as_mut(), &overwrite, 1_000, true)?;
     write_rate(result, "steady overwrite (1,000 per commit)", overwrite.len(), took, meter);
     user_bytes += overwrite.len() as u64 * entry_bytes;
+    for &i in picks[..picks.len() / 2].iter().step_by(97) {
+        let got = engine.get(&key(i))?;
+        ensure!(got == Some(value(i, 1)), "key {i}: the overwrite is not what reads return");
+    }
 
     let removed: Vec<[u8; 24]> = (0..n).step_by(2).map(key).collect();
     let meter = Meter::start();
@@ -497,12 +581,18 @@ fn kv(engine_name: &str, dir: &Path, profile: &Profile, result: &mut RunResult) 
         engine.write(&[], &deletes, true)?;
     }
     write_rate(result, "remove half (10,000 per commit)", removed.len(), started.elapsed(), meter);
+    for i in (0..n).step_by(2 * 97) {
+        ensure!(engine.get(&key(i))?.is_none(), "key {i} is still there after its delete");
+    }
+    for i in (1..n).step_by(2 * 97) {
+        ensure!(engine.get(&key(i))?.is_some(), "key {i} went missing in the removals");
+    }
     let live_bytes = (total - removed.len() as u64) * entry_bytes;
     engine.close()?;
     result.space.push(measure::space("after removing half", &main, live_bytes)?);
 
     let started = Instant::now();
-    let mut engine = engines::open_kv(engine_name, &main)?;
+    let mut engine = open(&main)?;
     ensure!(engine.get(&key(1))?.is_some(), "key 1 missing after reopen");
     seconds(result, "reopen and first get", started.elapsed());
     let started = Instant::now();
@@ -515,4 +605,255 @@ fn kv(engine_name: &str, dir: &Path, profile: &Profile, result: &mut RunResult) 
     result.space.push(measure::space("after compaction", &main, live_bytes)?);
     result.user_bytes = user_bytes;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The content checks catch an adapter that returns wrong data: in-memory engines, once
+    //! right and once broken in one way each, run the suites at a tiny size.
+
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// How a test engine misbehaves.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Fault {
+        None,
+        /// Reads return one flipped byte for every seventh key.
+        WrongBytes,
+        /// Deletes do nothing.
+        KeepsDeleted,
+        /// Range reads stop one short.
+        ShortRange,
+    }
+
+    struct MemObjects(BTreeMap<u64, Vec<u8>>, Fault);
+
+    impl ObjectEngine for MemObjects {
+        fn write_batch(&mut self, objects: &[(u64, &[u8])]) -> Result<()> {
+            for &(k, v) in objects {
+                self.0.insert(k, v.to_vec());
+            }
+            Ok(())
+        }
+        fn delete_batch(&mut self, keys: &[u64]) -> Result<()> {
+            if self.1 != Fault::KeepsDeleted {
+                for k in keys {
+                    self.0.remove(k);
+                }
+            }
+            Ok(())
+        }
+        fn read(&self, key: u64) -> Result<Option<Vec<u8>>> {
+            let mut got = self.0.get(&key).cloned();
+            if let (Fault::WrongBytes, Some(bytes)) = (self.1, got.as_mut()) {
+                if key % 7 == 3 && !bytes.is_empty() {
+                    bytes[0] ^= 1;
+                }
+            }
+            Ok(got)
+        }
+        fn compact(&mut self) -> Result<bool> {
+            Ok(false)
+        }
+        fn close(self: Box<Self>) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    struct MemKv(Mutex<BTreeMap<Vec<u8>, Vec<u8>>>, Fault);
+
+    impl KvEngine for MemKv {
+        fn write(&mut self, puts: &[(&[u8], &[u8])], deletes: &[&[u8]], _: bool) -> Result<()> {
+            let mut map = self.0.lock().unwrap();
+            for &(k, v) in puts {
+                map.insert(k.to_vec(), v.to_vec());
+            }
+            if self.1 != Fault::KeepsDeleted {
+                for k in deletes {
+                    map.remove(*k);
+                }
+            }
+            Ok(())
+        }
+        fn sync(&mut self) -> Result<()> {
+            Ok(())
+        }
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            let mut got = self.0.lock().unwrap().get(key).cloned();
+            if let (Fault::WrongBytes, Some(bytes)) = (self.1, got.as_mut()) {
+                if key[0] % 7 == 3 {
+                    bytes[0] ^= 1;
+                }
+            }
+            Ok(got)
+        }
+        fn range(&self, from: &[u8], n: usize) -> Result<usize> {
+            let count = self.0.lock().unwrap().range(from.to_vec()..).take(n).count();
+            Ok(if self.1 == Fault::ShortRange { count.saturating_sub(1) } else { count })
+        }
+        fn count(&self) -> Result<u64> {
+            Ok(self.0.lock().unwrap().len() as u64)
+        }
+        fn compact(&mut self) -> Result<bool> {
+            Ok(false)
+        }
+        fn close(self: Box<Self>) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A directory of its own for each run (the tests run in parallel).
+    fn scratch() -> std::path::PathBuf {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::env::temp_dir().join(format!("bob-bench-check-{}-{n}", std::process::id()))
+    }
+
+    fn tiny() -> Profile {
+        Profile {
+            name: "test".into(),
+            objects: 256,
+            batch: 32,
+            big_objects: 2,
+            entries: 2_000,
+            single_commits: 2,
+            reads: 400,
+            repetitions: 1,
+        }
+    }
+
+    fn empty_result() -> RunResult {
+        RunResult {
+            engine: "mem".into(),
+            suite: String::new(),
+            rows: Vec::new(),
+            space: Vec::new(),
+            user_bytes: 0,
+            device_bytes: None,
+            peak_rss_kib: None,
+            unsupported: Vec::new(),
+        }
+    }
+
+    /// One engine object per directory, kept across reopens, as a file would be.
+    fn run_objects(fault: Fault) -> Result<()> {
+        let dir = scratch();
+        let stores: Arc<Stores> = Arc::default();
+        let open = |at: &Path| -> Result<Box<dyn ObjectEngine>> {
+            std::fs::create_dir_all(at)?;
+            let map = stores.lock().unwrap().entry(at.to_path_buf()).or_default().clone();
+            Ok(Box::new(Saving(MemObjects(map, fault), at.to_path_buf(), stores.clone())))
+        };
+        let result = objects(&open, &dir, &tiny(), &mut empty_result());
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
+    type Stores = Mutex<BTreeMap<std::path::PathBuf, BTreeMap<u64, Vec<u8>>>>;
+
+    /// A `MemObjects` that saves its map at close, so a reopen finds it.
+    struct Saving(MemObjects, std::path::PathBuf, Arc<Stores>);
+
+    impl ObjectEngine for Saving {
+        fn write_batch(&mut self, objects: &[(u64, &[u8])]) -> Result<()> {
+            self.0.write_batch(objects)
+        }
+        fn delete_batch(&mut self, keys: &[u64]) -> Result<()> {
+            self.0.delete_batch(keys)
+        }
+        fn read(&self, key: u64) -> Result<Option<Vec<u8>>> {
+            self.0.read(key)
+        }
+        fn compact(&mut self) -> Result<bool> {
+            self.0.compact()
+        }
+        fn close(self: Box<Self>) -> Result<()> {
+            self.2.lock().unwrap().insert(self.1.clone(), self.0.0.clone());
+            Ok(())
+        }
+    }
+
+    fn run_kv(fault: Fault) -> Result<()> {
+        let dir = scratch();
+        let saved: Arc<Mutex<BTreeMap<Vec<u8>, Vec<u8>>>> = Arc::default();
+        let open = |at: &Path| -> Result<Box<dyn KvEngine>> {
+            std::fs::create_dir_all(at)?;
+            let map =
+                if at.ends_with("main") { saved.lock().unwrap().clone() } else { BTreeMap::new() };
+            Ok(Box::new(SavingKv(
+                MemKv(Mutex::new(map), fault),
+                at.ends_with("main"),
+                saved.clone(),
+            )))
+        };
+        let result = kv(&open, &dir, &tiny(), &mut empty_result());
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
+    /// A `MemKv` that saves its map at close (the main directory's only), so a reopen finds it.
+    struct SavingKv(MemKv, bool, Arc<Mutex<BTreeMap<Vec<u8>, Vec<u8>>>>);
+
+    impl KvEngine for SavingKv {
+        fn write(
+            &mut self,
+            puts: &[(&[u8], &[u8])],
+            deletes: &[&[u8]],
+            durable: bool,
+        ) -> Result<()> {
+            self.0.write(puts, deletes, durable)
+        }
+        fn sync(&mut self) -> Result<()> {
+            self.0.sync()
+        }
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            self.0.get(key)
+        }
+        fn range(&self, from: &[u8], n: usize) -> Result<usize> {
+            self.0.range(from, n)
+        }
+        fn count(&self) -> Result<u64> {
+            self.0.count()
+        }
+        fn compact(&mut self) -> Result<bool> {
+            self.0.compact()
+        }
+        fn close(self: Box<Self>) -> Result<()> {
+            if self.1 {
+                *self.2.lock().unwrap() = self.0.0.lock().unwrap().clone();
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_correct_adapter_passes_every_content_check() {
+        run_objects(Fault::None).unwrap();
+        run_kv(Fault::None).unwrap();
+    }
+
+    #[test]
+    fn an_adapter_returning_wrong_bytes_fails_the_run() {
+        let e = run_objects(Fault::WrongBytes).unwrap_err().to_string();
+        assert!(e.contains("wrong bytes"), "{e}");
+        let e = run_kv(Fault::WrongBytes).unwrap_err().to_string();
+        assert!(e.contains("wrong value"), "{e}");
+    }
+
+    #[test]
+    fn an_adapter_that_keeps_deleted_keys_fails_the_run() {
+        let e = run_objects(Fault::KeepsDeleted).unwrap_err().to_string();
+        assert!(e.contains("still there"), "{e}");
+        let e = run_kv(Fault::KeepsDeleted).unwrap_err().to_string();
+        assert!(e.contains("still there"), "{e}");
+    }
+
+    #[test]
+    fn an_adapter_with_short_ranges_fails_the_run() {
+        let e = run_kv(Fault::ShortRange).unwrap_err().to_string();
+        assert!(e.contains("wrong counts"), "{e}");
+    }
 }
