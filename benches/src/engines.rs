@@ -126,34 +126,87 @@ mod bob {
     };
     use bob_treap::PersistentTreap;
 
-    /// A bob store; the key → object id map is the harness's, as an application's index
-    /// would be (written into the store by the treap engine, not here).
+    /// Keys per chunk of the key → object id map (4 KiB of ids).
+    const KEYS_PER_CHUNK: usize = 512;
+
+    /// A bob store, with the key → object id map a user would keep in it: the map in chunk
+    /// objects of 512 ids, a directory object listing the chunks, and the prime object
+    /// pointing at the directory. Each batch rewrites the chunks it changed in the same commit
+    /// as its objects, so after a crash every key whose batch returned is found, as with the
+    /// peers. Reads use the map in memory.
     pub(super) struct Objects<A: SpaceAllocator> {
         store: Store<A, bob_io_helpers::OsFile>,
         ids: Vec<Option<ObjectId>>,
+        /// The chunk objects, chunk `i` holding keys `512i..512i + 512`.
+        chunks: Vec<ObjectId>,
+        /// Chunks changed since the last commit.
+        dirty: std::collections::BTreeSet<usize>,
     }
 
     impl<A: SpaceAllocator + Send> Objects<A> {
-        /// Opens the store; its prime object holds the key → id map (8 bytes a key, 0 for
-        /// none: 0 is the prime object's own id), as an application would keep its index.
+        /// Opens the store and reads its map back.
         pub(super) fn open(dir: &Path) -> Result<Self> {
             let path = dir.join("objects.bob");
             if !path.exists() {
-                let store = Store::create(&path, StoreOptions::default())?;
-                return Ok(Self { store, ids: Vec::new() });
+                let mut store = Store::create(&path, StoreOptions::default())?;
+                store.prime_object(8)?;
+                store.commit()?;
+                let dirty = std::collections::BTreeSet::new();
+                return Ok(Self { store, ids: Vec::new(), chunks: Vec::new(), dirty });
             }
             let store = Store::open(&path, StoreOptions::default())?;
             let pointer = store.read_bytes_from_obj(PRIME_OBJECT_ID)?;
-            let map_id = ObjectId(u64::from_le_bytes(pointer[..8].try_into()?));
-            let map = store.read_bytes_from_obj(map_id)?;
-            let ids = map
-                .chunks_exact(8)
-                .map(|c| {
-                    let id = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-                    (id != 0).then_some(ObjectId(id))
-                })
-                .collect();
-            Ok(Self { store, ids })
+            let directory = u64::from_le_bytes(pointer[..8].try_into()?);
+            let mut chunks = Vec::new();
+            let mut ids = Vec::new();
+            if directory != 0 {
+                let list = store.read_bytes_from_obj(ObjectId(directory))?;
+                for raw in list.chunks_exact(8) {
+                    let chunk = ObjectId(u64::from_le_bytes(raw.try_into()?));
+                    chunks.push(chunk);
+                    for c in store.read_bytes_from_obj(chunk)?.chunks_exact(8) {
+                        let id = u64::from_le_bytes(c.try_into()?);
+                        ids.push((id != 0).then_some(ObjectId(id)));
+                    }
+                }
+            }
+            Ok(Self { store, ids, chunks, dirty: std::collections::BTreeSet::new() })
+        }
+
+        fn chunk_bytes(&self, chunk: usize) -> Vec<u8> {
+            let mut bytes = vec![0u8; KEYS_PER_CHUNK * 8];
+            let first = chunk * KEYS_PER_CHUNK;
+            let keys = self.ids.get(first..).unwrap_or_default().iter().take(KEYS_PER_CHUNK);
+            for (slot, id) in bytes.chunks_exact_mut(8).zip(keys) {
+                slot.copy_from_slice(&id.map_or(0, |id| id.0).to_le_bytes());
+            }
+            bytes
+        }
+
+        /// Writes the changed chunks (new ones, and a new directory, where the map grew) and
+        /// commits them with the batch.
+        fn commit(&mut self) -> Result<()> {
+            let dirty = std::mem::take(&mut self.dirty);
+            let highest = dirty.last().copied();
+            for &chunk in dirty.iter().filter(|&&c| c < self.chunks.len()) {
+                let bytes = self.chunk_bytes(chunk);
+                self.store.write_bytes_to_obj(self.chunks[chunk], &bytes)?;
+            }
+            if let Some(highest) = highest.filter(|&h| h >= self.chunks.len()) {
+                for chunk in self.chunks.len()..=highest {
+                    let bytes = self.chunk_bytes(chunk);
+                    self.chunks.push(self.store.write_new_obj_from_bytes(&bytes)?);
+                }
+                let list: Vec<u8> = self.chunks.iter().flat_map(|c| c.0.to_le_bytes()).collect();
+                let pointer = self.store.read_bytes_from_obj(PRIME_OBJECT_ID)?;
+                let old = u64::from_le_bytes(pointer[..8].try_into()?);
+                let directory = self.store.write_new_obj_from_bytes(&list)?;
+                self.store.write_bytes_to_obj(PRIME_OBJECT_ID, &directory.0.to_le_bytes())?;
+                if old != 0 {
+                    self.store.delete_obj(ObjectId(old))?;
+                }
+            }
+            Ok(self.store.commit()?)
         }
     }
 
@@ -166,19 +219,23 @@ mod bob {
                 }
                 match self.ids[key] {
                     Some(id) => self.store.write_bytes_to_obj(id, bytes)?,
-                    None => self.ids[key] = Some(self.store.write_new_obj_from_bytes(bytes)?),
+                    None => {
+                        self.ids[key] = Some(self.store.write_new_obj_from_bytes(bytes)?);
+                        self.dirty.insert(key / KEYS_PER_CHUNK);
+                    }
                 }
             }
-            Ok(self.store.commit()?)
+            self.commit()
         }
 
         fn delete_batch(&mut self, keys: &[u64]) -> Result<()> {
             for &key in keys {
                 if let Some(id) = self.ids.get_mut(key as usize).and_then(Option::take) {
                     self.store.delete_obj(id)?;
+                    self.dirty.insert(key as usize / KEYS_PER_CHUNK);
                 }
             }
-            Ok(self.store.commit()?)
+            self.commit()
         }
 
         fn read(&self, key: u64) -> Result<Option<Vec<u8>>> {
@@ -193,18 +250,7 @@ mod bob {
             Ok(true)
         }
 
-        fn close(mut self: Box<Self>) -> Result<()> {
-            let map: Vec<u8> =
-                self.ids.iter().flat_map(|id| id.map_or(0, |id| id.0).to_le_bytes()).collect();
-            // The prime object points at the map's object, replaced on every close.
-            self.store.prime_object(8)?;
-            let pointer = self.store.read_bytes_from_obj(PRIME_OBJECT_ID)?;
-            let old = u64::from_le_bytes(pointer[..8].try_into()?);
-            if old != 0 {
-                self.store.delete_obj(ObjectId(old))?;
-            }
-            let map_id = self.store.write_new_obj_from_bytes(&map)?;
-            self.store.write_bytes_to_obj(PRIME_OBJECT_ID, &map_id.0.to_le_bytes())?;
+        fn close(self: Box<Self>) -> Result<()> {
             Ok(self.store.close()?)
         }
     }
@@ -708,5 +754,34 @@ mod sled_engine {
             self.db.flush()?;
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// bob's object adapter keeps its key → id map in the store, committed with each batch:
+    /// a reopen after dropping it without `close` (as a crash would) finds every key.
+    #[test]
+    fn bob_objects_find_every_key_after_a_drop_without_close() {
+        let dir = std::env::temp_dir().join(format!("bob-bench-map-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for engine in ["bob-base", "bob-multi"] {
+            let at = dir.join(engine);
+            let mut objects = open_objects(engine, &at).unwrap();
+            let data: Vec<Vec<u8>> = (0..1_500u64).map(|k| vec![k as u8; 100]).collect();
+            let batch: Vec<(u64, &[u8])> =
+                data.iter().enumerate().map(|(k, d)| (k as u64, d.as_slice())).collect();
+            objects.write_batch(&batch).unwrap();
+            objects.delete_batch(&[3, 700]).unwrap();
+            drop(objects);
+            let objects = open_objects(engine, &at).unwrap();
+            for k in 0..1_500u64 {
+                let want = (k != 3 && k != 700).then(|| vec![k as u8; 100]);
+                assert_eq!(objects.read(k).unwrap(), want, "{engine}: key {k}");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
