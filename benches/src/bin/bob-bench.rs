@@ -152,6 +152,12 @@ fn syncs_per_commit(suite: &str, engine: &str, scratch: &Path) -> Option<f64> {
     Some(many.saturating_sub(few) as f64 / 50.0)
 }
 
+/// The name a filtered run's files carry (`objects`, `objects-redb`), or `None` for a full run.
+fn output_label(suites: &[String], only: &[String]) -> Option<String> {
+    let parts: Vec<&str> = suites.iter().chain(only).map(String::as_str).collect();
+    (!parts.is_empty()).then(|| parts.join("-"))
+}
+
 fn compare(
     profile: &Profile,
     suites: &[String],
@@ -163,6 +169,9 @@ fn compare(
     let scratch = out.join("scratch");
     std::fs::create_dir_all(&scratch)?;
     let banner = measure::banner(&scratch)?;
+    // A filtered run writes its files under a name of their own, so it never passes for (or
+    // leaves a stale chart beside) the full report, which always holds every suite.
+    let label = output_label(suites, only);
     let suites: Vec<String> = if suites.is_empty() {
         workloads::SUITES.iter().map(|s| s.to_string()).collect()
     } else {
@@ -206,14 +215,27 @@ fn compare(
     bar.finish_and_clear();
     let report = Report { banner, profile: profile.clone(), runs, syncs };
     let markdown = report::markdown(&report);
-    std::fs::write(out.join("report.md"), &markdown)?;
-    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&report)?)?;
+    let markdown = match &label {
+        Some(label) => {
+            format!("*A filtered run ({label}): not every suite or engine.*\n\n{markdown}")
+        }
+        None => markdown,
+    };
+    let suffix = label.as_ref().map(|l| format!("-{l}")).unwrap_or_default();
+    std::fs::write(out.join(format!("report{suffix}.md")), &markdown)?;
+    std::fs::write(
+        out.join(format!("results{suffix}.json")),
+        serde_json::to_string_pretty(&report)?,
+    )?;
     for suite in &suites {
-        report::chart(&report, suite, &out.join(format!("ratios-{suite}.svg")))?;
+        report::chart(&report, suite, &out.join(format!("ratios-{suite}{suffix}.svg")))?;
     }
     let _ = std::fs::remove_dir_all(&scratch);
     println!("{markdown}");
-    eprintln!("bob-bench: wrote {}/report.md, results.json and ratios-*.svg", out.display());
+    eprintln!(
+        "bob-bench: wrote {}/report{suffix}.md, results{suffix}.json and ratios-*{suffix}.svg",
+        out.display()
+    );
     if check {
         report::check_complete(&report)?;
     }
