@@ -634,26 +634,35 @@ mod tests {
         ShortRange,
     }
 
-    struct MemObjects(BTreeMap<u64, Vec<u8>>, Fault);
+    /// Every directory's objects, as its files would hold them after a close.
+    type Disk<K> = Arc<Mutex<BTreeMap<std::path::PathBuf, BTreeMap<K, Vec<u8>>>>>;
+
+    /// An object engine in memory that saves its map to `disk` at close.
+    struct MemObjects {
+        map: BTreeMap<u64, Vec<u8>>,
+        fault: Fault,
+        disk: Disk<u64>,
+        at: std::path::PathBuf,
+    }
 
     impl ObjectEngine for MemObjects {
         fn write_batch(&mut self, objects: &[(u64, &[u8])]) -> Result<()> {
             for &(k, v) in objects {
-                self.0.insert(k, v.to_vec());
+                self.map.insert(k, v.to_vec());
             }
             Ok(())
         }
         fn delete_batch(&mut self, keys: &[u64]) -> Result<()> {
-            if self.1 != Fault::KeepsDeleted {
+            if self.fault != Fault::KeepsDeleted {
                 for k in keys {
-                    self.0.remove(k);
+                    self.map.remove(k);
                 }
             }
             Ok(())
         }
         fn read(&self, key: u64) -> Result<Option<Vec<u8>>> {
-            let mut got = self.0.get(&key).cloned();
-            if let (Fault::WrongBytes, Some(bytes)) = (self.1, got.as_mut()) {
+            let mut got = self.map.get(&key).cloned();
+            if let (Fault::WrongBytes, Some(bytes)) = (self.fault, got.as_mut()) {
                 if key % 7 == 3 && !bytes.is_empty() {
                     bytes[0] ^= 1;
                 }
@@ -664,19 +673,26 @@ mod tests {
             Ok(false)
         }
         fn close(self: Box<Self>) -> Result<()> {
+            self.disk.lock().unwrap().insert(self.at, self.map);
             Ok(())
         }
     }
 
-    struct MemKv(Mutex<BTreeMap<Vec<u8>, Vec<u8>>>, Fault);
+    /// A key-value engine in memory that saves its map to `disk` at close.
+    struct MemKv {
+        map: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+        fault: Fault,
+        disk: Disk<Vec<u8>>,
+        at: std::path::PathBuf,
+    }
 
     impl KvEngine for MemKv {
         fn write(&mut self, puts: &[(&[u8], &[u8])], deletes: &[&[u8]], _: bool) -> Result<()> {
-            let mut map = self.0.lock().unwrap();
+            let mut map = self.map.lock().unwrap();
             for &(k, v) in puts {
                 map.insert(k.to_vec(), v.to_vec());
             }
-            if self.1 != Fault::KeepsDeleted {
+            if self.fault != Fault::KeepsDeleted {
                 for k in deletes {
                     map.remove(*k);
                 }
@@ -687,8 +703,8 @@ mod tests {
             Ok(())
         }
         fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-            let mut got = self.0.lock().unwrap().get(key).cloned();
-            if let (Fault::WrongBytes, Some(bytes)) = (self.1, got.as_mut()) {
+            let mut got = self.map.lock().unwrap().get(key).cloned();
+            if let (Fault::WrongBytes, Some(bytes)) = (self.fault, got.as_mut()) {
                 if key[0] % 7 == 3 {
                     bytes[0] ^= 1;
                 }
@@ -696,18 +712,52 @@ mod tests {
             Ok(got)
         }
         fn range(&self, from: &[u8], n: usize) -> Result<usize> {
-            let count = self.0.lock().unwrap().range(from.to_vec()..).take(n).count();
-            Ok(if self.1 == Fault::ShortRange { count.saturating_sub(1) } else { count })
+            let count = self.map.lock().unwrap().range(from.to_vec()..).take(n).count();
+            Ok(if self.fault == Fault::ShortRange { count.saturating_sub(1) } else { count })
         }
         fn count(&self) -> Result<u64> {
-            Ok(self.0.lock().unwrap().len() as u64)
+            Ok(self.map.lock().unwrap().len() as u64)
         }
         fn compact(&mut self) -> Result<bool> {
             Ok(false)
         }
         fn close(self: Box<Self>) -> Result<()> {
+            let map = self.map.into_inner().unwrap();
+            self.disk.lock().unwrap().insert(self.at, map);
             Ok(())
         }
+    }
+
+    /// What `disk` holds for `at` (empty for a new directory), creating the directory.
+    fn reopen<K: Clone>(disk: &Disk<K>, at: &Path) -> Result<BTreeMap<K, Vec<u8>>> {
+        std::fs::create_dir_all(at)?;
+        Ok(disk.lock().unwrap().get(at).cloned().unwrap_or_default())
+    }
+
+    /// Runs the object suite over a `MemObjects` with `fault`.
+    fn run_objects(fault: Fault) -> Result<()> {
+        let dir = scratch();
+        let disk: Disk<u64> = Arc::default();
+        let open = |at: &Path| -> Result<Box<dyn ObjectEngine>> {
+            let map = reopen(&disk, at)?;
+            Ok(Box::new(MemObjects { map, fault, disk: disk.clone(), at: at.to_path_buf() }))
+        };
+        let result = objects(&open, &dir, &tiny(), &mut empty_result());
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
+    /// Runs the key-value suite over a `MemKv` with `fault`.
+    fn run_kv(fault: Fault) -> Result<()> {
+        let dir = scratch();
+        let disk: Disk<Vec<u8>> = Arc::default();
+        let open = |at: &Path| -> Result<Box<dyn KvEngine>> {
+            let map = Mutex::new(reopen(&disk, at)?);
+            Ok(Box::new(MemKv { map, fault, disk: disk.clone(), at: at.to_path_buf() }))
+        };
+        let result = kv(&open, &dir, &tiny(), &mut empty_result());
+        let _ = std::fs::remove_dir_all(&dir);
+        result
     }
 
     /// A directory of its own for each run (the tests run in parallel).
@@ -740,97 +790,6 @@ mod tests {
             device_bytes: None,
             peak_rss_kib: None,
             unsupported: Vec::new(),
-        }
-    }
-
-    /// One engine object per directory, kept across reopens, as a file would be.
-    fn run_objects(fault: Fault) -> Result<()> {
-        let dir = scratch();
-        let stores: Arc<Stores> = Arc::default();
-        let open = |at: &Path| -> Result<Box<dyn ObjectEngine>> {
-            std::fs::create_dir_all(at)?;
-            let map = stores.lock().unwrap().entry(at.to_path_buf()).or_default().clone();
-            Ok(Box::new(Saving(MemObjects(map, fault), at.to_path_buf(), stores.clone())))
-        };
-        let result = objects(&open, &dir, &tiny(), &mut empty_result());
-        let _ = std::fs::remove_dir_all(&dir);
-        result
-    }
-
-    type Stores = Mutex<BTreeMap<std::path::PathBuf, BTreeMap<u64, Vec<u8>>>>;
-
-    /// A `MemObjects` that saves its map at close, so a reopen finds it.
-    struct Saving(MemObjects, std::path::PathBuf, Arc<Stores>);
-
-    impl ObjectEngine for Saving {
-        fn write_batch(&mut self, objects: &[(u64, &[u8])]) -> Result<()> {
-            self.0.write_batch(objects)
-        }
-        fn delete_batch(&mut self, keys: &[u64]) -> Result<()> {
-            self.0.delete_batch(keys)
-        }
-        fn read(&self, key: u64) -> Result<Option<Vec<u8>>> {
-            self.0.read(key)
-        }
-        fn compact(&mut self) -> Result<bool> {
-            self.0.compact()
-        }
-        fn close(self: Box<Self>) -> Result<()> {
-            self.2.lock().unwrap().insert(self.1.clone(), self.0.0.clone());
-            Ok(())
-        }
-    }
-
-    fn run_kv(fault: Fault) -> Result<()> {
-        let dir = scratch();
-        let saved: Arc<Mutex<BTreeMap<Vec<u8>, Vec<u8>>>> = Arc::default();
-        let open = |at: &Path| -> Result<Box<dyn KvEngine>> {
-            std::fs::create_dir_all(at)?;
-            let map =
-                if at.ends_with("main") { saved.lock().unwrap().clone() } else { BTreeMap::new() };
-            Ok(Box::new(SavingKv(
-                MemKv(Mutex::new(map), fault),
-                at.ends_with("main"),
-                saved.clone(),
-            )))
-        };
-        let result = kv(&open, &dir, &tiny(), &mut empty_result());
-        let _ = std::fs::remove_dir_all(&dir);
-        result
-    }
-
-    /// A `MemKv` that saves its map at close (the main directory's only), so a reopen finds it.
-    struct SavingKv(MemKv, bool, Arc<Mutex<BTreeMap<Vec<u8>, Vec<u8>>>>);
-
-    impl KvEngine for SavingKv {
-        fn write(
-            &mut self,
-            puts: &[(&[u8], &[u8])],
-            deletes: &[&[u8]],
-            durable: bool,
-        ) -> Result<()> {
-            self.0.write(puts, deletes, durable)
-        }
-        fn sync(&mut self) -> Result<()> {
-            self.0.sync()
-        }
-        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-            self.0.get(key)
-        }
-        fn range(&self, from: &[u8], n: usize) -> Result<usize> {
-            self.0.range(from, n)
-        }
-        fn count(&self) -> Result<u64> {
-            self.0.count()
-        }
-        fn compact(&mut self) -> Result<bool> {
-            self.0.compact()
-        }
-        fn close(self: Box<Self>) -> Result<()> {
-            if self.1 {
-                *self.2.lock().unwrap() = self.0.0.lock().unwrap().clone();
-            }
-            Ok(())
         }
     }
 

@@ -14,7 +14,7 @@ use bob_io_helpers::OsFile;
 use bob_store_concurrent::ConcurrentStore;
 use bob_store_core::{BaseStore, Error, Store, StoreOptions, Storer};
 
-use super::{Budget, scratch_dir};
+use super::{Budget, scratch_dir, spawn_child};
 use crate::report::Figures;
 
 /// What [`lock_probe`] found, as its exit code.
@@ -155,20 +155,8 @@ pub fn locks(budget: &Budget, seed: u64, exe: &Path) -> Figures {
             refused_after += 1;
         }
         // A child owns the file: the kill campaign's child, committing until killed.
-        let child = Command::new(exe)
-            .args(["child", "--seed", &rng.u64(..).to_string(), "--path"])
-            .arg(&path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn();
-        let Ok(mut child) = child else {
+        let Some((mut child, stdout)) = spawn_child(exe, rng.u64(..), &path) else {
             child_failed += 1;
-            continue;
-        };
-        let Some(stdout) = child.stdout.take() else {
-            child_failed += 1;
-            let _ = child.kill();
-            let _ = child.wait();
             continue;
         };
         let (committed, first_ok) = mpsc::channel();

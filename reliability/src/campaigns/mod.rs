@@ -212,6 +212,30 @@ fn ops_of(scenario: &Scenario) -> u64 {
 }
 
 /// A temporary directory, or a must-be-zero setup failure in `figures`.
+/// Starts this binary's `child` (it opens the store at `path`, commits and prints what it
+/// did, until killed) with its stdout piped; `None` if it could not start (then nothing runs).
+fn spawn_child(
+    exe: &std::path::Path,
+    seed: u64,
+    path: &std::path::Path,
+) -> Option<(std::process::Child, std::process::ChildStdout)> {
+    let mut child = std::process::Command::new(exe)
+        .args(["child", "--seed", &seed.to_string(), "--path"])
+        .arg(path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    match child.stdout.take() {
+        Some(stdout) => Some((child, stdout)),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            None
+        }
+    }
+}
+
 fn scratch_dir(figures: &mut Figures) -> Option<tempfile::TempDir> {
     tempfile::tempdir().map_err(|e| figures.zero(&format!("setup failures ({e})"), 1)).ok()
 }

@@ -3,12 +3,11 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bob_store_core::{BaseStore, ObjectId, StoreOptions, Storer};
 
-use super::{Budget, scratch_dir};
+use super::{Budget, scratch_dir, spawn_child};
 use crate::bytes;
 use crate::report::Figures;
 
@@ -60,17 +59,7 @@ pub fn process_kills(budget: &Budget, seed: u64, exe: &Path) -> Figures {
     let mut expected: HashMap<u64, Option<(u64, usize)>> = HashMap::new();
     let (mut checked, mut lost, mut wrong, mut reopen_failed, mut child_failed) = (0, 0, 0, 0, 0);
     for round in 0..budget.kill_rounds {
-        let child = Command::new(exe)
-            .args(["child", "--seed", &rng.u64(..).to_string(), "--path"])
-            .arg(&path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn();
-        let Ok(mut child) = child else {
-            child_failed += 1;
-            continue;
-        };
-        let Some(stdout) = child.stdout.take() else {
+        let Some((mut child, stdout)) = spawn_child(exe, rng.u64(..), &path) else {
             child_failed += 1;
             continue;
         };

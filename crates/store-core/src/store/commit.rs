@@ -62,15 +62,21 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// every allocation is undone and `pages` is as before.
     fn plan_commit(&mut self) -> Result<Plan> {
         let page_count = self.table.page_count() as usize;
-        let old_pages = self.pages.clone();
+        let old_len = self.pages.len();
+        let mut undo = Vec::new();
         let mut added = Vec::new();
-        let result = self.plan_pages(page_count, &mut added);
+        let result = self.plan_pages(page_count, &mut undo, &mut added);
         let plan =
             result.and_then(|(writes, replaced)| self.plan_root(writes, replaced, &mut added));
         match plan {
             Ok(plan) => Ok(Plan { added, ..plan }),
             Err(e) => {
-                self.pages = old_pages;
+                // Entries past the old length were absent; the changed ones come back.
+                self.pages.resize(self.pages.len().max(old_len), None);
+                for (index, old) in undo.into_iter().rev() {
+                    self.pages[index] = old;
+                }
+                self.pages.truncate(old_len);
                 for extent in added {
                     self.free_space(extent)?;
                 }
@@ -79,10 +85,12 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         }
     }
 
+    /// Plans the changed pages; `undo` gets each page's entry before it changed.
     #[allow(clippy::type_complexity)]
     fn plan_pages(
         &mut self,
         page_count: usize,
+        undo: &mut Vec<(usize, Option<PageRef>)>,
         added: &mut Vec<Extent>,
     ) -> Result<(Vec<(u64, Vec<u8>)>, Vec<Extent>)> {
         let dirty = self.table.dirty_pages();
@@ -93,6 +101,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         let mut replaced = Vec::new();
         for page in dirty {
             let entries = self.table.page_entries(page);
+            undo.push((page as usize, self.pages[page as usize]));
             if let Some(old) = self.pages[page as usize].take() {
                 replaced.push(Extent::new(old.offset, PAGE));
             }
@@ -153,7 +162,10 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         // length is a whole number of pages, so changing it never rewrites a page that holds
         // committed bytes.
         let end = self.alloc.file_end().next_multiple_of(PAGE);
-        self.backend.allocate(end)?;
+        if end > self.room {
+            self.backend.allocate(end)?;
+            self.room = end;
+        }
         self.backend.sync_data()?;
         let slot = 1 - self.active_slot;
         self.backend.write_at(&plan.header.encode(), SLOT_OFFSETS[slot])?;
@@ -196,7 +208,8 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// stays, unless `exact`. Failures are not errors: the length is settled again later.
     pub(super) fn settle_file_len(&mut self, exact: bool) {
         let end = self.alloc.file_end().max(HEADER_REGION).next_multiple_of(PAGE);
-        let want = end + self.commit_reserve();
+        // Whole pages, within the size limit (but never below what the data needs).
+        let want = (end + self.commit_reserve()).min(self.limit_floor()).max(end);
         match self.backend.len() {
             Ok(len) if len < want => {
                 if self.backend.allocate(want).is_ok() {

@@ -402,6 +402,12 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         (self.table.dirty_page_count() as u64 + 2) * PAGE + root + METADATA_BLOCK
     }
 
+    /// The longest whole number of pages within the size limit: the file's length never
+    /// leaves a page boundary, so growing it never rewrites a page that holds data.
+    pub(crate) fn limit_floor(&self) -> u64 {
+        self.limit - self.limit % PAGE
+    }
+
     /// Makes the file at least `needed` bytes long, its space reserved on the device, growing
     /// it in steps. A full disk is `OutOfSpace` (nothing changed: the store stays usable), so
     /// the room kept past the objects for the next commit's metadata is never eaten.
@@ -410,7 +416,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             return Ok(());
         }
         let step = GROW_STEP.max(self.room / 16).next_multiple_of(PAGE);
-        let stepped = needed.max(self.room + step).min(self.limit).max(needed);
+        let stepped = (self.room + step).next_multiple_of(PAGE).min(self.limit_floor()).max(needed);
         for target in [stepped, needed] {
             match self.backend.allocate(target) {
                 Ok(()) => {
@@ -571,7 +577,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
                     Some(id)
                 }
                 Err(e) => {
-                    self.release_reserved(extent, outside);
+                    self.release_reserved(extent);
                     return Err(e);
                 }
             }
@@ -614,7 +620,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         result
     }
 
-    fn release_reserved(&mut self, extent: Extent, _outside: bool) {
+    fn release_reserved(&mut self, extent: Extent) {
         if extent.len > 0 {
             if let Err(e) = self.free_space(extent) {
                 self.fail(e.to_string());

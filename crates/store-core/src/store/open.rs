@@ -317,8 +317,8 @@ fn no_valid_slot<B: FileBackend>(backend: &B, states: [SlotState; 2]) -> Error {
 }
 
 /// Reads, checks and decodes the root `header` names. Its length is bounded by the format
-/// (a root of the pages `next_id` needs) and the file before anything is read, and its
-/// checksum is checked on a streaming pass before anything is allocated from it.
+/// (a root of the pages `next_id` needs) and the file before anything is read, and a root
+/// longer than 1 MiB has its checksum checked on a streaming pass before it is allocated.
 fn read_root<B: FileBackend>(
     backend: &B,
     header: &Header,
@@ -343,20 +343,27 @@ fn read_root<B: FileBackend>(
             header.root_len, root.len
         )));
     }
-    let mut sum = StreamingChecksum::new();
-    let mut buffer = vec![0u8; READ_CHUNK.min(header.root_len as usize)];
-    let mut at = 0;
-    while at < header.root_len {
-        let n = ((header.root_len - at) as usize).min(buffer.len());
-        backend.read_at(&mut buffer[..n], root.offset + at)?;
-        sum.update(&buffer[..n]);
-        at += n as u64;
-    }
-    if sum.finish() != header.root_checksum {
-        return Err(corrupt("its checksum does not match the header's".into()));
+    // A root of up to 1 MiB is read once; a longer one is checked on a streaming pass first,
+    // so a crafted length costs reads, not memory, until its checksum holds.
+    if header.root_len > READ_CHUNK as u64 {
+        let mut sum = StreamingChecksum::new();
+        let mut buffer = vec![0u8; READ_CHUNK];
+        let mut at = 0;
+        while at < header.root_len {
+            let n = ((header.root_len - at) as usize).min(buffer.len());
+            backend.read_at(&mut buffer[..n], root.offset + at)?;
+            sum.update(&buffer[..n]);
+            at += n as u64;
+        }
+        if sum.finish() != header.root_checksum {
+            return Err(corrupt("its checksum does not match the header's".into()));
+        }
     }
     let mut bytes = vec![0u8; header.root_len as usize];
     backend.read_at(&mut bytes, root.offset)?;
+    if bob_io_helpers::checksum(&bytes) != header.root_checksum {
+        return Err(corrupt("its checksum does not match the header's".into()));
+    }
     let pages = format::decode_root(&bytes, file_len)?;
     if pages.len() as u64 != page_count {
         return Err(corrupt(format!("it names {} pages, not {page_count}", pages.len())));

@@ -347,3 +347,25 @@ fn regression_a_store_on_a_full_disk_commits_deletes_after_reopening() {
     assert!(matches!(store.read_bytes_from_obj(ids[0]), Err(Error::NotFound(_))));
     assert_eq!(store.read_bytes_from_obj(ids[5]).unwrap(), bytes(5, 3000));
 }
+
+/// The file's length stays a whole number of pages even under a size limit that is not
+/// (growing a file from inside a page rewrites that page, which may hold committed bytes),
+/// and it never passes the limit.
+#[test]
+fn an_unaligned_size_limit_keeps_the_file_in_whole_pages_and_within_it() {
+    let limit = (1 << 20) + 100;
+    let opts = StoreOptions { max_file_bytes: limit, write_buffer_bytes: 0 };
+    let disk = SimDisk::new();
+    let mut store = BaseStore::create_with(disk.clone(), opts).unwrap();
+    for i in 0.. {
+        match store.write_new_obj_from_bytes(&bytes(i, 3000)) {
+            Ok(_) => {}
+            Err(Error::OutOfSpace { .. }) => break,
+            Err(e) => panic!("{e}"),
+        }
+        store.commit().unwrap();
+        let len = disk.live_image().len() as u64;
+        assert_eq!(len % PAGE, 0, "file of {len} bytes after object {i}");
+        assert!(len <= limit, "file of {len} bytes past the limit of {limit}");
+    }
+}
