@@ -3,18 +3,42 @@
 //!
 //! - [`ObjectEngine`]: objects named by `u64` keys, written in batches that are durable when
 //!   the call returns, read one at a time, deleted in batches, compacted on request. bob's
-//!   stores keep a map from the key to the object id they hand out; marble takes the key as
-//!   its object id; the key-value engines store the key big-endian.
+//!   stores keep a map from the key to the object id they hand out, in the store, committed
+//!   with each batch; marble takes the key as its object id; the key-value engines store the
+//!   key big-endian.
 //! - [`KvEngine`]: byte keys and values, written in transactions that are durable or not,
 //!   read by key, by range and by count.
 //!
+//! Reads go through a reader ([`ObjectReads`], [`KvReads`]) that a read loop takes once: one
+//! read transaction per loop for redb and LMDB, as their own benchmarks read, not one per get.
+//!
 //! Durability is compared like for like: a durable write returns only after the engine's
-//! fsync; a non-durable one may be lost in a power cut but not in a process crash.
+//! fsync. A non-durable one is synced later; what each engine promises in between (survives a
+//! process crash, or not) is [`KvEngine::unsynced_promise`], and the report prints it.
+//!
+//! Every engine gets the same cache budget ([`Settings::cache_bytes`]) where it has a cache of
+//! its own; the others (LMDB, marble, bob's object stores) read through the OS page cache,
+//! which on the bench machine holds every data set whole.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
 use anyhow::{Context, Result, anyhow};
+
+/// What every engine is configured with.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Bytes of cache for engines that keep one in the process (redb's page cache, fjall's
+    /// block cache, bob's treap node budget).
+    pub cache_bytes: u64,
+}
+
+/// Reads from an object engine, from one read transaction or snapshot where the engine has
+/// them.
+pub trait ObjectReads {
+    /// The bytes of object `key`, if it exists.
+    fn read(&self, key: u64) -> Result<Option<Vec<u8>>>;
+}
 
 /// An object store under test.
 pub trait ObjectEngine: Send {
@@ -22,13 +46,26 @@ pub trait ObjectEngine: Send {
     fn write_batch(&mut self, objects: &[(u64, &[u8])]) -> Result<()>;
     /// Deletes every object of `keys`; durable on return.
     fn delete_batch(&mut self, keys: &[u64]) -> Result<()>;
-    /// The bytes of object `key`, if it exists.
-    fn read(&self, key: u64) -> Result<Option<Vec<u8>>>;
+    /// A reader for a loop of reads (one read transaction for the engines that have them).
+    fn reader(&self) -> Result<Box<dyn ObjectReads + '_>>;
+    /// The bytes of object `key`, if it exists, through a reader of its own.
+    fn read(&self, key: u64) -> Result<Option<Vec<u8>>> {
+        self.reader()?.read(key)
+    }
     /// Gives unused space back (the engine's own compaction or maintenance); `false` if the
     /// engine has no such operation (then the report shows no compaction figure for it).
     fn compact(&mut self) -> Result<bool>;
     /// Closes the engine, so that its files are complete on disk.
     fn close(self: Box<Self>) -> Result<()>;
+}
+
+/// Reads from a key-value engine, from one read transaction or snapshot where the engine has
+/// them.
+pub trait KvReads {
+    /// The value of `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Reads up to `n` entries from `from` on; returns how many there were.
+    fn range(&self, from: &[u8], n: usize) -> Result<usize>;
 }
 
 /// A key-value engine under test.
@@ -37,16 +74,42 @@ pub trait KvEngine: Send + Sync {
     fn write(&mut self, puts: &[(&[u8], &[u8])], deletes: &[&[u8]], durable: bool) -> Result<()>;
     /// Makes every earlier write durable.
     fn sync(&mut self) -> Result<()>;
-    /// The value of `key`.
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
-    /// Reads up to `n` entries from `from` on; returns how many there were.
-    fn range(&self, from: &[u8], n: usize) -> Result<usize>;
+    /// What a non-durable write promises until the next sync.
+    fn unsynced_promise(&self) -> Promise;
+    /// A reader for a loop of reads (one read transaction for the engines that have them).
+    fn reader(&self) -> Result<Box<dyn KvReads + '_>>;
+    /// The value of `key`, through a reader of its own.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.reader()?.get(key)
+    }
     /// Entries stored.
     fn count(&self) -> Result<u64>;
     /// Gives unused space back; `false` if the engine has no such operation.
     fn compact(&mut self) -> Result<bool>;
     /// Closes the engine, so that its files are complete on disk.
     fn close(self: Box<Self>) -> Result<()>;
+}
+
+/// What a write promises when the call returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Promise {
+    /// On the device: survives a power cut (the engine synced before returning).
+    Synced,
+    /// In the operating system's hands: survives a crash of the process, not a power cut.
+    ProcessCrash,
+    /// In the process only: lost if the process dies before the next sync.
+    Nothing,
+}
+
+impl Promise {
+    /// A few words for the report.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Promise::Synced => "synced",
+            Promise::ProcessCrash => "survives a process crash",
+            Promise::Nothing => "lost in a process crash",
+        }
+    }
 }
 
 /// The object engines, by name.
@@ -61,27 +124,58 @@ pub fn kv_engines() -> Vec<&'static str> {
     engines
 }
 
+/// How engine `name` is configured, for the report.
+pub fn configuration(suite: &str, name: &str, settings: &Settings) -> String {
+    let cache = format!("{} MiB", settings.cache_bytes >> 20);
+    match (suite, name) {
+        (_, "bob-base" | "bob-multi") => {
+            "default options; reads through the OS page cache; key -> id map in the store, \
+             committed with each batch"
+                .into()
+        }
+        (_, "bob-treap") => format!("payload treap, node budget {cache} (about 320 B a node)"),
+        (_, "marble") => "`fsync_each_batch`; reads through the OS page cache".into(),
+        (_, "redb") => format!("cache {cache}; `Durability::None` for non-durable commits"),
+        (_, "lmdb") => "map 64 GiB; `MDB_NOSYNC` for non-durable commits; compaction is a \
+             compacting copy (`mdb_env_copy2` with `MDB_CP_COMPACT`) renamed over the file"
+            .into(),
+        ("objects", "fjall") => format!(
+            "block cache {cache}; key-value separation (values over 1 KiB in blob files); \
+             compression off (payloads are random)"
+        ),
+        (_, "fjall") => format!(
+            "block cache {cache}; compression off (payloads are random); non-durable commits \
+             flushed to the OS (`PersistMode::Buffer`, fjall's default journal mode)"
+        ),
+        (_, "sled") => "sled 0.34 defaults".into(),
+        _ => String::new(),
+    }
+}
+
 /// Opens object engine `name` in `dir` (created or reopened).
-pub fn open_objects(name: &str, dir: &Path) -> Result<Box<dyn ObjectEngine>> {
+pub fn open_objects(name: &str, dir: &Path, settings: &Settings) -> Result<Box<dyn ObjectEngine>> {
     std::fs::create_dir_all(dir)?;
     Ok(match name {
         "bob-base" => Box::new(bob::Objects::<bob_alloc::BasicAllocator>::open(dir)?),
         "bob-multi" => Box::new(bob::Objects::<bob_alloc::OmniBlockAllocator>::open(dir)?),
         "marble" => Box::new(marble_engine::Objects::open(dir)?),
         // The key-value peers store an object under its key, big-endian.
-        "redb" | "lmdb" | "fjall" => Box::new(KvObjects(open_kv(name, dir)?)),
+        "redb" => Box::new(KvObjects(Box::new(redb_engine::Kv::open(dir, settings)?))),
+        "lmdb" => Box::new(KvObjects(Box::new(lmdb::Kv::open(dir)?))),
+        // fjall keeps large values apart from its tree, as its docs advise for blobs.
+        "fjall" => Box::new(KvObjects(Box::new(fjall_engine::Kv::open(dir, settings, true)?))),
         other => return Err(anyhow!("no object engine named {other}")),
     })
 }
 
 /// Opens key-value engine `name` in `dir` (created or reopened).
-pub fn open_kv(name: &str, dir: &Path) -> Result<Box<dyn KvEngine>> {
+pub fn open_kv(name: &str, dir: &Path, settings: &Settings) -> Result<Box<dyn KvEngine>> {
     std::fs::create_dir_all(dir)?;
     Ok(match name {
-        "bob-treap" => Box::new(bob::Kv::open(dir)?),
-        "redb" => Box::new(redb_engine::Kv::open(dir)?),
+        "bob-treap" => Box::new(bob::Kv::open(dir, settings)?),
+        "redb" => Box::new(redb_engine::Kv::open(dir, settings)?),
         "lmdb" => Box::new(lmdb::Kv::open(dir)?),
-        "fjall" => Box::new(fjall_engine::Kv::open(dir)?),
+        "fjall" => Box::new(fjall_engine::Kv::open(dir, settings, false)?),
         #[cfg(feature = "sled")]
         "sled" => Box::new(sled_engine::Kv::open(dir)?),
         other => return Err(anyhow!("no key-value engine named {other}")),
@@ -91,6 +185,15 @@ pub fn open_kv(name: &str, dir: &Path) -> Result<Box<dyn KvEngine>> {
 /// An object store made of a key-value engine: object `k` is the value under `k`'s
 /// big-endian bytes, and every batch is one durable transaction.
 struct KvObjects(Box<dyn KvEngine>);
+
+/// Object reads through a key-value reader.
+struct KvObjectReads<'a>(Box<dyn KvReads + 'a>);
+
+impl ObjectReads for KvObjectReads<'_> {
+    fn read(&self, key: u64) -> Result<Option<Vec<u8>>> {
+        self.0.get(&key.to_be_bytes())
+    }
+}
 
 impl ObjectEngine for KvObjects {
     fn write_batch(&mut self, objects: &[(u64, &[u8])]) -> Result<()> {
@@ -106,8 +209,8 @@ impl ObjectEngine for KvObjects {
         self.0.write(&[], &deletes, true)
     }
 
-    fn read(&self, key: u64) -> Result<Option<Vec<u8>>> {
-        self.0.get(&key.to_be_bytes())
+    fn reader(&self) -> Result<Box<dyn ObjectReads + '_>> {
+        Ok(Box::new(KvObjectReads(self.0.reader()?)))
     }
 
     fn compact(&mut self) -> Result<bool> {
@@ -116,6 +219,22 @@ impl ObjectEngine for KvObjects {
 
     fn close(self: Box<Self>) -> Result<()> {
         self.0.close()
+    }
+}
+
+impl<T: ObjectReads + ?Sized> ObjectReads for &T {
+    fn read(&self, key: u64) -> Result<Option<Vec<u8>>> {
+        (**self).read(key)
+    }
+}
+
+impl<T: KvReads + ?Sized> KvReads for &T {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        (**self).get(key)
+    }
+
+    fn range(&self, from: &[u8], n: usize) -> Result<usize> {
+        (**self).range(from, n)
     }
 }
 
@@ -210,6 +329,15 @@ mod bob {
         }
     }
 
+    impl<A: SpaceAllocator + Send> ObjectReads for Objects<A> {
+        fn read(&self, key: u64) -> Result<Option<Vec<u8>>> {
+            match self.ids.get(key as usize).copied().flatten() {
+                Some(id) => Ok(Some(self.store.read_bytes_from_obj(id)?)),
+                None => Ok(None),
+            }
+        }
+    }
+
     impl<A: SpaceAllocator + Send> ObjectEngine for Objects<A> {
         fn write_batch(&mut self, objects: &[(u64, &[u8])]) -> Result<()> {
             for &(key, bytes) in objects {
@@ -238,11 +366,8 @@ mod bob {
             self.commit()
         }
 
-        fn read(&self, key: u64) -> Result<Option<Vec<u8>>> {
-            match self.ids.get(key as usize).copied().flatten() {
-                Some(id) => Ok(Some(self.store.read_bytes_from_obj(id)?)),
-                None => Ok(None),
-            }
+        fn reader(&self) -> Result<Box<dyn ObjectReads + '_>> {
+            Ok(Box::new(self))
         }
 
         fn compact(&mut self) -> Result<bool> {
@@ -265,15 +390,13 @@ mod bob {
         inner: RwLock<(Tree, BaseStore)>,
     }
 
-    /// Nodes kept in memory between operations: about 2 million (a few hundred MB with these
-    /// keys and values), so the full profile's 1,000,000-key tree stays in memory once read,
-    /// as the peers' pages stay in the page cache. The peak is the bulk load's changed nodes
-    /// (unflushable until persisted), not this budget: 1,309 MB at 1,000,000 keys with a
-    /// budget of 262,144 nodes, which made gets read nodes back from disk (53 K/s).
-    const BUDGET: usize = 1 << 21;
+    /// Bytes a node of these keys (24 B) and values (150 B) takes in memory, roughly: the
+    /// bytes, two `Vec` headers and the node's links. The cache budget is turned into nodes
+    /// with it.
+    const NODE_BYTES: u64 = 320;
 
     impl Kv {
-        pub(super) fn open(dir: &Path) -> Result<Self> {
+        pub(super) fn open(dir: &Path, settings: &Settings) -> Result<Self> {
             let path = dir.join("kv.bob");
             let (mut tree, store) = if path.exists() {
                 let store = BaseStore::open(&path, StoreOptions::default())?;
@@ -285,12 +408,37 @@ mod bob {
             } else {
                 (Tree::new(), BaseStore::create(&path, StoreOptions::default())?)
             };
-            tree.set_memory_budget(Some(BUDGET));
+            let budget = usize::try_from(settings.cache_bytes / NODE_BYTES)?;
+            tree.set_memory_budget(Some(budget));
             Ok(Self { inner: RwLock::new((tree, store)) })
         }
 
         fn lock(&self) -> std::sync::RwLockWriteGuard<'_, (Tree, BaseStore)> {
             self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+    }
+
+    impl KvReads for Kv {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            {
+                let shared = self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(found) = shared.0.get_cached(key) {
+                    return Ok(found);
+                }
+            }
+            let (tree, store) = &mut *self.lock();
+            Ok(tree.get(store, key)?)
+        }
+
+        fn range(&self, from: &[u8], n: usize) -> Result<usize> {
+            {
+                let shared = self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(found) = shared.0.range_cached(from.to_vec().., n) {
+                    return Ok(found.len());
+                }
+            }
+            let (tree, store) = &mut *self.lock();
+            Ok(tree.range_limited(store, from.to_vec().., n)?.len())
         }
     }
 
@@ -324,26 +472,13 @@ mod bob {
             Ok(self.lock().1.commit()?)
         }
 
-        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-            {
-                let shared = self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-                if let Some(found) = shared.0.get_cached(key) {
-                    return Ok(found);
-                }
-            }
-            let (tree, store) = &mut *self.lock();
-            Ok(tree.get(store, key)?)
+        fn unsynced_promise(&self) -> Promise {
+            // The nodes are written to the file, but no commit points at them yet.
+            Promise::Nothing
         }
 
-        fn range(&self, from: &[u8], n: usize) -> Result<usize> {
-            {
-                let shared = self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-                if let Some(found) = shared.0.range_cached(from.to_vec().., n) {
-                    return Ok(found.len());
-                }
-            }
-            let (tree, store) = &mut *self.lock();
-            Ok(tree.range_limited(store, from.to_vec().., n)?.len())
+        fn reader(&self) -> Result<Box<dyn KvReads + '_>> {
+            Ok(Box::new(self))
         }
 
         fn count(&self) -> Result<u64> {
@@ -382,6 +517,12 @@ mod marble_engine {
         }
     }
 
+    impl ObjectReads for Objects {
+        fn read(&self, key: u64) -> Result<Option<Vec<u8>>> {
+            Ok(self.marble.read(key)?.map(Vec::from))
+        }
+    }
+
     impl ObjectEngine for Objects {
         fn write_batch(&mut self, objects: &[(u64, &[u8])]) -> Result<()> {
             Ok(self.marble.write_batch(objects.iter().map(|&(k, v)| (k, Some(v))))?)
@@ -391,8 +532,8 @@ mod marble_engine {
             Ok(self.marble.write_batch(keys.iter().map(|&k| (k, None::<&[u8]>)))?)
         }
 
-        fn read(&self, key: u64) -> Result<Option<Vec<u8>>> {
-            Ok(self.marble.read(key)?.map(Vec::from))
+        fn reader(&self) -> Result<Box<dyn ObjectReads + '_>> {
+            Ok(Box::new(self))
         }
 
         fn compact(&mut self) -> Result<bool> {
@@ -409,27 +550,51 @@ mod marble_engine {
 
 mod redb_engine {
     use super::*;
-    use redb::{Database, Durability, ReadableDatabase, ReadableTableMetadata, TableDefinition};
+    use redb::{
+        Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase,
+        ReadableTableMetadata, TableDefinition,
+    };
 
     const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 
-    fn open_db(dir: &Path) -> Result<Database> {
-        Ok(Database::create(dir.join("redb"))?)
-    }
-
     /// redb: durable commits use `Immediate`, the others `None` (redb frees pages only after
-    /// a durable commit).
+    /// a durable commit, and a `None` commit is lost if the process dies before the next
+    /// durable one). Its cache is the profile's budget.
     pub(super) struct Kv {
         db: Database,
     }
 
     impl Kv {
-        pub(super) fn open(dir: &Path) -> Result<Self> {
-            let db = open_db(dir)?;
+        pub(super) fn open(dir: &Path, settings: &Settings) -> Result<Self> {
+            let db = Database::builder()
+                .set_cache_size(usize::try_from(settings.cache_bytes)?)
+                .create(dir.join("redb"))?;
             let txn = db.begin_write()?;
             txn.open_table(KV)?;
             txn.commit()?;
             Ok(Self { db })
+        }
+    }
+
+    /// One read transaction and the table opened in it, for a whole read loop.
+    struct Reads {
+        table: ReadOnlyTable<&'static [u8], &'static [u8]>,
+        _txn: ReadTransaction,
+    }
+
+    impl KvReads for Reads {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            Ok(self.table.get(key)?.map(|v| v.value().to_vec()))
+        }
+
+        fn range(&self, from: &[u8], n: usize) -> Result<usize> {
+            let mut count = 0;
+            for item in self.table.range(from..)?.take(n) {
+                let (k, v) = item?;
+                std::hint::black_box((k.value().len(), v.value().len()));
+                count += 1;
+            }
+            Ok(count)
         }
     }
 
@@ -462,22 +627,14 @@ mod redb_engine {
             Ok(txn.commit()?)
         }
 
-        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-            let txn = self.db.begin_read()?;
-            let table = txn.open_table(KV)?;
-            Ok(table.get(key)?.map(|v| v.value().to_vec()))
+        fn unsynced_promise(&self) -> Promise {
+            Promise::Nothing
         }
 
-        fn range(&self, from: &[u8], n: usize) -> Result<usize> {
+        fn reader(&self) -> Result<Box<dyn KvReads + '_>> {
             let txn = self.db.begin_read()?;
             let table = txn.open_table(KV)?;
-            let mut count = 0;
-            for item in table.range(from..)?.take(n) {
-                let (k, v) = item?;
-                std::hint::black_box((k.value().len(), v.value().len()));
-                count += 1;
-            }
-            Ok(count)
+            Ok(Box::new(Reads { table, _txn: txn }))
         }
 
         fn count(&self) -> Result<u64> {
@@ -499,22 +656,25 @@ mod redb_engine {
 mod lmdb {
     use super::*;
     use heed::types::Bytes;
-    use heed::{Database, Env, EnvFlags, EnvOpenOptions, FlagSetMode};
+    use heed::{
+        CompactionOption, Database, Env, EnvFlags, EnvOpenOptions, FlagSetMode, RoTxn, WithTls,
+    };
 
     /// LMDB's map size: it must cover the peak, and costs only address space.
     const MAP_SIZE: usize = 64 << 30;
 
-    /// Opens the environment with LMDB's default, durable commits (data synced, then the
-    /// meta page synced); `commit` turns `MDB_NOSYNC` on for a non-durable one.
-    fn open_env(dir: &Path) -> Result<Env> {
-        let path = dir.join("lmdb");
-        std::fs::create_dir_all(&path)?;
+    /// Opens the environment in `path` with LMDB's default, durable commits (data synced,
+    /// then the meta page synced); `commit` turns `MDB_NOSYNC` on for a non-durable one.
+    fn open_env(path: &Path) -> Result<Env> {
+        std::fs::create_dir_all(path)?;
         let mut options = EnvOpenOptions::new();
         options.map_size(MAP_SIZE).max_dbs(4);
-        // SAFETY: LMDB requires that an environment be opened at most once per process and
-        // its file not be modified other than through LMDB. Each bench process opens one
-        // fresh directory of its own, once; the smoke run in `cargo xtask ci` exercises it.
-        unsafe { options.open(&path) }.context("opening LMDB")
+        // SAFETY: LMDB requires that an environment be opened at most once per process at a
+        // time and its file not be modified other than through LMDB. Each bench process opens
+        // one fresh directory of its own; `compact` closes the environment (waiting for the
+        // close) before it renames the compacted copy in and opens it again. The smoke run in
+        // `cargo xtask ci` exercises both.
+        unsafe { options.open(path) }.context("opening LMDB")
     }
 
     /// Creates (or opens) database `name`, committed durably.
@@ -549,15 +709,45 @@ mod lmdb {
 
     /// LMDB through heed.
     pub(super) struct Kv {
-        env: Env,
+        path: PathBuf,
+        /// `None` only inside `compact`, between closing and reopening.
+        env: Option<Env>,
         db: KvDb,
     }
 
     impl Kv {
         pub(super) fn open(dir: &Path) -> Result<Self> {
-            let env = open_env(dir)?;
+            let path = dir.join("lmdb");
+            let env = open_env(&path)?;
             let db = create_db(&env, "kv")?;
-            Ok(Self { env, db })
+            Ok(Self { path, env: Some(env), db })
+        }
+
+        fn env(&self) -> Result<&Env> {
+            self.env.as_ref().context("the LMDB environment failed to reopen")
+        }
+    }
+
+    /// One read transaction for a whole read loop.
+    struct Reads<'a> {
+        txn: RoTxn<'a, WithTls>,
+        db: KvDb,
+    }
+
+    impl KvReads for Reads<'_> {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            Ok(self.db.get(&self.txn, key)?.map(<[u8]>::to_vec))
+        }
+
+        fn range(&self, from: &[u8], n: usize) -> Result<usize> {
+            let mut count = 0;
+            let bounds = (std::ops::Bound::Included(from), std::ops::Bound::Unbounded);
+            for item in self.db.range(&self.txn, &bounds)?.take(n) {
+                let (k, v) = item?;
+                std::hint::black_box((k.len(), v.len()));
+                count += 1;
+            }
+            Ok(count)
         }
     }
 
@@ -568,48 +758,54 @@ mod lmdb {
             deletes: &[&[u8]],
             durable: bool,
         ) -> Result<()> {
-            let mut txn = self.env.write_txn()?;
+            let env = self.env()?;
+            let mut txn = env.write_txn()?;
             for &(k, v) in puts {
                 self.db.put(&mut txn, k, v)?;
             }
             for &k in deletes {
                 self.db.delete(&mut txn, k)?;
             }
-            commit(&self.env, txn, durable)
+            commit(env, txn, durable)
         }
 
         fn sync(&mut self) -> Result<()> {
-            Ok(self.env.force_sync()?)
+            Ok(self.env()?.force_sync()?)
         }
 
-        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-            let txn = self.env.read_txn()?;
-            Ok(self.db.get(&txn, key)?.map(<[u8]>::to_vec))
+        fn unsynced_promise(&self) -> Promise {
+            // The commit is written to the file (the OS's page cache); only the syncs are
+            // skipped.
+            Promise::ProcessCrash
         }
 
-        fn range(&self, from: &[u8], n: usize) -> Result<usize> {
-            let txn = self.env.read_txn()?;
-            let mut count = 0;
-            let bounds = (std::ops::Bound::Included(from), std::ops::Bound::Unbounded);
-            for item in self.db.range(&txn, &bounds)?.take(n) {
-                let (k, v) = item?;
-                std::hint::black_box((k.len(), v.len()));
-                count += 1;
-            }
-            Ok(count)
+        fn reader(&self) -> Result<Box<dyn KvReads + '_>> {
+            Ok(Box::new(Reads { txn: self.env()?.read_txn()?, db: self.db }))
         }
 
         fn count(&self) -> Result<u64> {
-            let txn = self.env.read_txn()?;
+            let txn = self.env()?.read_txn()?;
             Ok(self.db.len(&txn)?)
         }
 
+        /// LMDB's own way to give space back: a compacting copy (free pages left out, pages
+        /// renumbered), synced, then renamed over the data file and opened.
         fn compact(&mut self) -> Result<bool> {
-            Ok(false)
+            let copy = self.path.join("compact.mdb");
+            self.env()?.copy_to_path(&copy, CompactionOption::Enabled)?.sync_all()?;
+            if let Some(env) = self.env.take() {
+                env.prepare_for_closing().wait();
+            }
+            std::fs::rename(&copy, self.path.join("data.mdb"))?;
+            std::fs::File::open(&self.path)?.sync_all()?;
+            let env = open_env(&self.path)?;
+            self.db = create_db(&env, "kv")?;
+            self.env = Some(env);
+            Ok(true)
         }
 
         fn close(self: Box<Self>) -> Result<()> {
-            Ok(self.env.force_sync()?)
+            Ok(self.env()?.force_sync()?)
         }
     }
 }
@@ -617,7 +813,10 @@ mod lmdb {
 mod fjall_engine {
     use super::*;
     use fjall::config::CompressionPolicy;
-    use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+    use fjall::{
+        CompressionType, Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions,
+        PersistMode,
+    };
 
     /// fjall as a key-value engine.
     pub(super) struct Kv {
@@ -627,25 +826,53 @@ mod fjall_engine {
 
     impl Kv {
         /// Payloads are random, so compression is turned off rather than left to waste time.
-        pub(super) fn open(dir: &Path) -> Result<Self> {
-            let db = Database::builder(dir.join("fjall")).open()?;
+        /// `separate` keeps values over 1 KiB in blob files (key-value separation), as fjall
+        /// advises for large values. The block cache is the profile's budget.
+        pub(super) fn open(dir: &Path, settings: &Settings, separate: bool) -> Result<Self> {
+            let db =
+                Database::builder(dir.join("fjall")).cache_size(settings.cache_bytes).open()?;
             let keyspace = db.keyspace("kv", || {
-                KeyspaceCreateOptions::default()
+                let options = KeyspaceCreateOptions::default()
                     .data_block_compression_policy(CompressionPolicy::disabled())
-                    .index_block_compression_policy(CompressionPolicy::disabled())
+                    .index_block_compression_policy(CompressionPolicy::disabled());
+                if separate {
+                    let blobs = KvSeparationOptions::default().compression(CompressionType::None);
+                    options.with_kv_separation(Some(blobs))
+                } else {
+                    options
+                }
             })?;
             Ok(Self { db, keyspace })
         }
     }
 
+    impl KvReads for Kv {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            Ok(self.keyspace.get(key)?.map(|v| v.to_vec()))
+        }
+
+        fn range(&self, from: &[u8], n: usize) -> Result<usize> {
+            let mut count = 0;
+            for guard in self.keyspace.range(from..).take(n) {
+                let (k, v) = guard.into_inner()?;
+                std::hint::black_box((k.len(), v.len()));
+                count += 1;
+            }
+            Ok(count)
+        }
+    }
+
     impl KvEngine for Kv {
+        /// A durable batch is synced (`SyncAll`); a non-durable one is flushed to the OS
+        /// (`Buffer`), which is what fjall's default journal mode does after every write.
         fn write(
             &mut self,
             puts: &[(&[u8], &[u8])],
             deletes: &[&[u8]],
             durable: bool,
         ) -> Result<()> {
-            let mut batch = self.db.batch().durability(durable.then_some(PersistMode::SyncAll));
+            let mode = if durable { PersistMode::SyncAll } else { PersistMode::Buffer };
+            let mut batch = self.db.batch().durability(Some(mode));
             for &(k, v) in puts {
                 batch.insert(&self.keyspace, k, v);
             }
@@ -659,18 +886,12 @@ mod fjall_engine {
             Ok(self.db.persist(PersistMode::SyncAll)?)
         }
 
-        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-            Ok(self.keyspace.get(key)?.map(|v| v.to_vec()))
+        fn unsynced_promise(&self) -> Promise {
+            Promise::ProcessCrash
         }
 
-        fn range(&self, from: &[u8], n: usize) -> Result<usize> {
-            let mut count = 0;
-            for guard in self.keyspace.range(from..).take(n) {
-                let (k, v) = guard.into_inner()?;
-                std::hint::black_box((k.len(), v.len()));
-                count += 1;
-            }
-            Ok(count)
+        fn reader(&self) -> Result<Box<dyn KvReads + '_>> {
+            Ok(Box::new(self))
         }
 
         fn count(&self) -> Result<u64> {
@@ -703,6 +924,21 @@ mod sled_engine {
         }
     }
 
+    impl KvReads for Kv {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            Ok(self.db.get(key)?.map(|v| v.to_vec()))
+        }
+
+        fn range(&self, from: &[u8], n: usize) -> Result<usize> {
+            let mut count = 0;
+            for item in self.db.range(from..).take(n) {
+                item?;
+                count += 1;
+            }
+            Ok(count)
+        }
+    }
+
     impl KvEngine for Kv {
         fn write(
             &mut self,
@@ -729,17 +965,13 @@ mod sled_engine {
             Ok(())
         }
 
-        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-            Ok(self.db.get(key)?.map(|v| v.to_vec()))
+        fn unsynced_promise(&self) -> Promise {
+            // sled buffers its log in the process until a flush (or its periodic one).
+            Promise::Nothing
         }
 
-        fn range(&self, from: &[u8], n: usize) -> Result<usize> {
-            let mut count = 0;
-            for item in self.db.range(from..).take(n) {
-                item?;
-                count += 1;
-            }
-            Ok(count)
+        fn reader(&self) -> Result<Box<dyn KvReads + '_>> {
+            Ok(Box::new(self))
         }
 
         fn count(&self) -> Result<u64> {
@@ -761,6 +993,8 @@ mod sled_engine {
 mod tests {
     use super::*;
 
+    const SETTINGS: Settings = Settings { cache_bytes: 16 << 20 };
+
     /// bob's object adapter keeps its key → id map in the store, committed with each batch:
     /// a reopen after dropping it without `close` (as a crash would) finds every key.
     #[test]
@@ -769,14 +1003,14 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         for engine in ["bob-base", "bob-multi"] {
             let at = dir.join(engine);
-            let mut objects = open_objects(engine, &at).unwrap();
+            let mut objects = open_objects(engine, &at, &SETTINGS).unwrap();
             let data: Vec<Vec<u8>> = (0..1_500u64).map(|k| vec![k as u8; 100]).collect();
             let batch: Vec<(u64, &[u8])> =
                 data.iter().enumerate().map(|(k, d)| (k as u64, d.as_slice())).collect();
             objects.write_batch(&batch).unwrap();
             objects.delete_batch(&[3, 700]).unwrap();
             drop(objects);
-            let objects = open_objects(engine, &at).unwrap();
+            let objects = open_objects(engine, &at, &SETTINGS).unwrap();
             for k in 0..1_500u64 {
                 let want = (k != 3 && k != 700).then(|| vec![k as u8; 100]);
                 assert_eq!(objects.read(k).unwrap(), want, "{engine}: key {k}");

@@ -8,8 +8,9 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::engines::Promise;
 use crate::measure::{Banner, Space};
-use crate::workloads::{Profile, RunResult};
+use crate::workloads::{Category, Profile, RunResult};
 
 /// Everything one `compare` produced.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -18,6 +19,9 @@ pub struct Report {
     pub banner: Banner,
     /// The sizes.
     pub profile: Profile,
+    /// The seed that shuffled the engines' order in each repetition.
+    #[serde(default)]
+    pub seed: u64,
     /// Every run, every repetition.
     pub runs: Vec<RunResult>,
     /// Sync calls per durable one-item commit, where `strace` could count them.
@@ -40,10 +44,20 @@ pub fn bob_engine(suite: &str) -> &'static str {
     if suite == "kv" { "bob-treap" } else { "bob-base" }
 }
 
-/// (suite, engine, row) → (unit, median value), rows in the order the workloads ran.
+/// A (suite, engine, row) key.
+type Key = (String, String, String);
+
+/// The runs, arranged: rows in the order the workloads ran, every sample by repetition.
 struct Medians {
-    rows: BTreeMap<String, Vec<(String, String)>>,
-    values: BTreeMap<(String, String, String), f64>,
+    /// Per suite: (row, unit, category).
+    rows: BTreeMap<String, Vec<(String, String, Category)>>,
+    /// Every sample: repetition → value.
+    samples: BTreeMap<Key, BTreeMap<usize, f64>>,
+    /// The median of the samples.
+    values: BTreeMap<Key, f64>,
+    /// What each engine promised in each row that writes.
+    promises: BTreeMap<Key, Promise>,
+    /// Per suite: the engines, bob's first.
     engines: BTreeMap<String, Vec<String>>,
 }
 
@@ -54,9 +68,10 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 fn medians(report: &Report) -> Medians {
-    let mut samples: BTreeMap<(String, String, String), Vec<f64>> = BTreeMap::new();
-    let mut rows: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    let mut samples: BTreeMap<Key, BTreeMap<usize, f64>> = BTreeMap::new();
+    let mut rows: BTreeMap<String, Vec<(String, String, Category)>> = BTreeMap::new();
     let mut engines: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut promises = BTreeMap::new();
     for run in &report.runs {
         let suite_engines = engines.entry(run.suite.clone()).or_default();
         if !suite_engines.contains(&run.engine) {
@@ -64,17 +79,31 @@ fn medians(report: &Report) -> Medians {
         }
         for row in &run.rows {
             let suite_rows = rows.entry(run.suite.clone()).or_default();
-            if !suite_rows.iter().any(|(name, _)| *name == row.name) {
-                suite_rows.push((row.name.clone(), row.unit.clone()));
+            if !suite_rows.iter().any(|(name, _, _)| *name == row.name) {
+                suite_rows.push((row.name.clone(), row.unit.clone(), row.category));
             }
-            samples
-                .entry((run.suite.clone(), run.engine.clone(), row.name.clone()))
-                .or_default()
-                .push(row.value);
+            let key = (run.suite.clone(), run.engine.clone(), row.name.clone());
+            if let Some(promise) = row.promise {
+                promises.insert(key.clone(), promise);
+            }
+            samples.entry(key).or_default().insert(run.repetition, row.value);
         }
     }
-    let values = samples.into_iter().map(|(k, v)| (k, median(v))).collect();
-    Medians { rows, values, engines }
+    // bob first, the peers in the order the plan lists them (runs are shuffled).
+    for list in engines.values_mut() {
+        list.sort_by_key(|e| (!e.starts_with("bob"), engine_rank(e)));
+    }
+    let values = samples.iter().map(|(k, v)| (k.clone(), median(v.values().copied().collect())));
+    let values = values.collect();
+    Medians { rows, samples, values, promises, engines }
+}
+
+/// Where an engine sits in the tables: bob's first, then the peers in a fixed order.
+fn engine_rank(engine: &str) -> usize {
+    ["bob-base", "bob-multi", "bob-treap", "marble", "redb", "lmdb", "fjall", "sled"]
+        .iter()
+        .position(|e| *e == engine)
+        .unwrap_or(usize::MAX)
 }
 
 /// bob's ratio to a peer: above 1 means bob is faster (or smaller), whatever the unit.
@@ -84,13 +113,44 @@ fn ratio(unit: &str, bob: f64, peer: f64) -> f64 {
 
 fn fmt_value(unit: &str, value: f64) -> String {
     if unit == "s" {
-        if value < 1.0 { format!("{:.1} ms", value * 1e3) } else { format!("{value:.2} s") }
+        if value < 1e-6 {
+            format!("{:.0} ns", value * 1e9)
+        } else if value < 1e-3 {
+            format!("{:.1} µs", value * 1e6)
+        } else if value < 1.0 {
+            format!("{:.1} ms", value * 1e3)
+        } else {
+            format!("{value:.2} s")
+        }
     } else if value >= 1e6 {
         format!("{:.2} M/s", value / 1e6)
     } else if value >= 1e3 {
         format!("{:.1} K/s", value / 1e3)
     } else {
         format!("{value:.1}/s")
+    }
+}
+
+/// The spread of `samples` around their median: how far the lowest and highest lie from it,
+/// in per cent (`−6/+7%`); empty for a single sample.
+fn spread(samples: &BTreeMap<usize, f64>) -> String {
+    if samples.len() < 2 {
+        return String::new();
+    }
+    let values: Vec<f64> = samples.values().copied().collect();
+    let mid = median(values.clone()).max(1e-12);
+    let low = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!(" (−{:.0}/+{:.0}%)", (mid - low) / mid * 100.0, (high - mid) / mid * 100.0)
+}
+
+/// A ratio with two decimals, or two significant digits below 0.1 (so 0.004 is not 0.00).
+fn fmt_ratio(r: f64) -> String {
+    if r >= 0.1 || r == 0.0 {
+        format!("{r:.2}")
+    } else {
+        let decimals = (-r.log10().floor()) as usize + 1;
+        format!("{r:.decimals$}")
     }
 }
 
@@ -102,7 +162,7 @@ fn mib(bytes: u64) -> String {
 fn ratios(m: &Medians, suite: &str) -> Vec<(String, String, f64)> {
     let bob = bob_engine(suite);
     let mut out = Vec::new();
-    for (row, unit) in m.rows.get(suite).into_iter().flatten() {
+    for (row, unit, _) in m.rows.get(suite).into_iter().flatten() {
         let Some(&b) = m.values.get(&(suite.into(), bob.into(), row.clone())) else { continue };
         for peer in m.engines[suite].iter().filter(|e| !e.starts_with("bob")) {
             if let Some(&p) = m.values.get(&(suite.into(), peer.clone(), row.clone())) {
@@ -111,6 +171,61 @@ fn ratios(m: &Medians, suite: &str) -> Vec<(String, String, f64)> {
         }
     }
     out
+}
+
+fn geomean(ratios: &[f64]) -> Option<f64> {
+    (!ratios.is_empty())
+        .then(|| (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64).exp())
+}
+
+/// The geometric mean of bob's ratio to `peer` over the rows of `category` (every averaged
+/// category when `None`, each weighted equally), from the values `value` gives.
+fn category_mean(
+    m: &Medians,
+    suite: &str,
+    peer: &str,
+    category: Option<Category>,
+    value: &dyn Fn(&Key) -> Option<f64>,
+) -> Option<f64> {
+    let Some(category) = category else {
+        let means: Vec<f64> = Category::AVERAGED
+            .iter()
+            .filter_map(|&c| category_mean(m, suite, peer, Some(c), value))
+            .collect();
+        return geomean(&means);
+    };
+    let bob = bob_engine(suite);
+    let mut ratios = Vec::new();
+    for (row, unit, _) in m.rows[suite].iter().filter(|(_, _, c)| *c == category) {
+        let b = value(&(suite.into(), bob.into(), row.clone()));
+        let p = value(&(suite.into(), peer.into(), row.clone()));
+        if let (Some(b), Some(p)) = (b, p) {
+            ratios.push(ratio(unit, b, p));
+        }
+    }
+    geomean(&ratios)
+}
+
+/// A category mean from the medians, with the lowest and highest of the means each
+/// repetition gives on its own.
+fn category_cell(m: &Medians, suite: &str, peer: &str, category: Option<Category>) -> String {
+    let Some(mid) = category_mean(m, suite, peer, category, &|k| m.values.get(k).copied()) else {
+        return "–".into();
+    };
+    let repetitions: std::collections::BTreeSet<usize> =
+        m.samples.values().flat_map(|s| s.keys().copied()).collect();
+    let per_rep: Vec<f64> = repetitions
+        .iter()
+        .filter_map(|&r| {
+            category_mean(m, suite, peer, category, &|k| m.samples.get(k)?.get(&r).copied())
+        })
+        .collect();
+    if per_rep.len() < 2 {
+        return fmt_ratio(mid);
+    }
+    let low = per_rep.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = per_rep.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{} ({}–{})", fmt_ratio(mid), fmt_ratio(low), fmt_ratio(high))
 }
 
 /// The markdown report.
@@ -123,71 +238,170 @@ pub fn markdown(report: &Report) -> String {
         out,
         "Machine: {} cores; 4 KiB write + fdatasync {:.0} µs (median); cached 4 KiB pread {:.1} µs; \
          sequential write {:.0} MiB/s. Profile `{}`, median of {} run(s) per engine, each engine \
-         in its own process, engines interleaved.\n",
+         in its own process, the engines' order shuffled in each repetition (seed {}). \
+         Every engine with a cache of its own is given {} MiB.\n",
         b.cores,
         b.fsync_us,
         b.cached_read_us,
         b.seq_write_mib_s,
         report.profile.name,
-        report.profile.repetitions
+        report.profile.repetitions,
+        report.seed,
+        report.profile.cache_mib,
     );
+    configurations(&mut out, report);
     for (suite, engines) in &m.engines {
-        let bob = bob_engine(suite);
-        let peers: Vec<&String> = engines.iter().filter(|e| !e.starts_with("bob")).collect();
+        suite_tables(&mut out, report, &m, suite, engines);
+    }
+    space_table(&mut out, report);
+    if !report.syncs.is_empty() {
         let _ = writeln!(
             out,
-            "## {suite}\n\nThroughput (higher is better) or time (`ms`/`s`, lower is better). \
-             `{bob}/peer` is bob's ratio to the peer: above 1, bob is faster. The geometric \
-             mean covers the throughput rows (one-off times such as `len` or compaction would \
-             swamp it); `–`: the engine has no such operation.\n"
+            "\n## Syncs per durable commit\n\nSync system calls (fsync, fdatasync, msync, \
+             sync_file_range) per one-item durable commit, counted with `strace -c` as the \
+             difference between 60 and 10 commits. LMDB also writes its meta page through \
+             an `O_DSYNC` descriptor, a synchronous write this count does not see.\n\n| suite | engine | syncs per commit |\n\
+             |---|---|---:|"
         );
-        let mut header = String::from("| workload |");
-        let mut rule = String::from("|---|");
-        for e in engines {
-            let _ = write!(header, " {e} |");
-            rule.push_str("---:|");
+        for s in &report.syncs {
+            let _ = writeln!(out, "| {} | {} | {:.2} |", s.suite, s.engine, s.per_commit);
         }
-        for p in &peers {
-            let _ = write!(header, " {bob}/{p} |");
-            rule.push_str("---:|");
-        }
-        let _ = writeln!(out, "{header}\n{rule}");
-        let mut logs: BTreeMap<&String, Vec<f64>> = BTreeMap::new();
-        for (row, unit) in &m.rows[suite] {
-            let mut line = format!("| {row} |");
-            for e in engines {
-                match m.values.get(&(suite.clone(), e.clone(), row.clone())) {
-                    Some(&v) => {
-                        let _ = write!(line, " {} |", fmt_value(unit, v));
-                    }
-                    None => line.push_str(" – |"),
-                }
-            }
-            let bob_value = m.values.get(&(suite.clone(), bob.to_string(), row.clone()));
-            for p in &peers {
-                match (bob_value, m.values.get(&(suite.clone(), (*p).clone(), row.clone()))) {
-                    (Some(&bv), Some(&pv)) => {
-                        let r = ratio(unit, bv, pv);
-                        if unit != "s" {
-                            logs.entry(p).or_default().push(r.ln());
-                        }
-                        let _ = write!(line, " {r:.2} |");
-                    }
-                    _ => line.push_str(" – |"),
-                }
-            }
-            let _ = writeln!(out, "{line}");
-        }
-        let mut line =
-            format!("| **geometric mean** (throughput rows) |{}", " |".repeat(engines.len()));
-        for p in &peers {
-            let logs = logs.get(p).cloned().unwrap_or_default();
-            let g = (logs.iter().sum::<f64>() / logs.len().max(1) as f64).exp();
-            let _ = write!(line, " **{g:.2}** |");
-        }
-        let _ = writeln!(out, "{line}\n");
-        let _ = writeln!(out, "{}", bytes_per_op(report, suite, engines));
     }
+    resources_table(&mut out, report);
+    out
+}
+
+/// How each engine was configured.
+fn configurations(out: &mut String, report: &Report) {
+    let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
+    for run in &report.runs {
+        seen.insert((run.suite.clone(), run.engine.clone()), run.configuration.clone());
+    }
+    let _ = writeln!(out, "## Configurations\n\n| suite | engine | configuration |\n|---|---|---|");
+    for ((suite, engine), configuration) in &seen {
+        let _ = writeln!(out, "| {suite} | {engine} | {configuration} |");
+    }
+    out.push('\n');
+}
+
+/// A suite's rows, its per-category means and its promises.
+fn suite_tables(out: &mut String, report: &Report, m: &Medians, suite: &str, engines: &[String]) {
+    let bob = bob_engine(suite);
+    let peers: Vec<&String> = engines.iter().filter(|e| !e.starts_with("bob")).collect();
+    let _ = writeln!(
+        out,
+        "## {suite}\n\nThroughput (higher is better) or time (lower is better): the median of \
+         the repetitions, with how far the lowest and the highest lie from it. `{bob}/peer` \
+         is bob's ratio of the medians: above 1, bob is faster. `–`: the engine has no such \
+         operation.\n"
+    );
+    let mut header = String::from("| workload | category |");
+    let mut rule = String::from("|---|---|");
+    for e in engines {
+        let _ = write!(header, " {e} |");
+        rule.push_str("---:|");
+    }
+    for p in &peers {
+        let _ = write!(header, " {bob}/{p} |");
+        rule.push_str("---:|");
+    }
+    let _ = writeln!(out, "{header}\n{rule}");
+    for (row, unit, category) in &m.rows[suite] {
+        let mut line = format!("| {row} | {} |", category.name());
+        for e in engines {
+            let key = (suite.to_string(), e.clone(), row.clone());
+            match (m.values.get(&key), m.samples.get(&key)) {
+                (Some(&v), Some(samples)) => {
+                    let _ = write!(line, " {}{} |", fmt_value(unit, v), spread(samples));
+                }
+                _ => line.push_str(" – |"),
+            }
+        }
+        let bob_value = m.values.get(&(suite.to_string(), bob.to_string(), row.clone()));
+        for p in &peers {
+            match (bob_value, m.values.get(&(suite.to_string(), (*p).clone(), row.clone()))) {
+                (Some(&bv), Some(&pv)) => {
+                    let _ = write!(line, " {} |", fmt_ratio(ratio(unit, bv, pv)));
+                }
+                _ => line.push_str(" – |"),
+            }
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = writeln!(
+        out,
+        "\nGeometric means of `{bob}/peer` by category: the mean over the medians, and in \
+         brackets the lowest and highest mean a single repetition gives. Overall weighs each \
+         category equally, so that no kind of work counts more for having more rows; `len` \
+         is left out (O(1) in a tree that keeps a count, a scan in an LSM tree).\n"
+    );
+    let mut header = String::from("| category | rows |");
+    let mut rule = String::from("|---|---:|");
+    for p in &peers {
+        let _ = write!(header, " {bob}/{p} |");
+        rule.push_str("---:|");
+    }
+    let _ = writeln!(out, "{header}\n{rule}");
+    for category in Category::AVERAGED {
+        let rows = m.rows[suite].iter().filter(|(_, _, c)| *c == category).count();
+        if rows == 0 {
+            continue;
+        }
+        let mut line = format!("| {} | {rows} |", category.name());
+        for p in &peers {
+            let _ = write!(line, " {} |", category_cell(m, suite, p, Some(category)));
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    let mut line = String::from("| **overall** (categories equal) | |");
+    for p in &peers {
+        let _ = write!(line, " **{}** |", category_cell(m, suite, p, None));
+    }
+    let _ = writeln!(out, "{line}\n");
+    promises_table(out, m, suite, engines);
+    let _ = writeln!(out, "{}", bytes_per_op(report, suite, engines));
+}
+
+/// What each engine promised when each write of `suite` returned.
+fn promises_table(out: &mut String, m: &Medians, suite: &str, engines: &[String]) {
+    let written: Vec<&String> = m.rows[suite]
+        .iter()
+        .map(|(row, _, _)| row)
+        .filter(|row| {
+            engines
+                .iter()
+                .any(|e| m.promises.contains_key(&(suite.into(), e.clone(), (*row).clone())))
+        })
+        .collect();
+    if written.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "What each engine promised when a write returned (every write row ends synced: the \
+         unsynced row's time includes the final sync).\n"
+    );
+    let mut header = String::from("| workload |");
+    for e in engines {
+        let _ = write!(header, " {e} |");
+    }
+    let _ = writeln!(out, "{header}\n|---|{}", "---|".repeat(engines.len()));
+    for row in written {
+        let mut line = format!("| {row} |");
+        for e in engines {
+            match m.promises.get(&(suite.into(), e.clone(), row.clone())) {
+                Some(p) => {
+                    let _ = write!(line, " {} |", p.describe());
+                }
+                None => line.push_str(" – |"),
+            }
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    out.push('\n');
+}
+
+fn space_table(out: &mut String, report: &Report) {
     let _ = writeln!(
         out,
         "## Space\n\nMiB on disk after close (apparent = file lengths, allocated = blocks); \
@@ -217,19 +431,9 @@ pub fn markdown(report: &Report) -> String {
             allocated as f64 / live.max(1) as f64
         );
     }
-    if !report.syncs.is_empty() {
-        let _ = writeln!(
-            out,
-            "\n## Syncs per durable commit\n\nSync system calls (fsync, fdatasync, msync, \
-             sync_file_range) per one-item durable commit, counted with `strace -c` as the \
-             difference between 60 and 10 commits. LMDB also writes its meta page through \
-             an `O_DSYNC` descriptor, a synchronous write this count does not see.\n\n| suite | engine | syncs per commit |\n\
-             |---|---|---:|"
-        );
-        for s in &report.syncs {
-            let _ = writeln!(out, "| {} | {} | {:.2} |", s.suite, s.engine, s.per_commit);
-        }
-    }
+}
+
+fn resources_table(out: &mut String, report: &Report) {
     let _ = writeln!(
         out,
         "\n## Resources\n\nWrite amplification = bytes written to the device during the run \
@@ -257,7 +461,6 @@ pub fn markdown(report: &Report) -> String {
             if rss.is_empty() { "n/a".into() } else { format!("{:.0}", median(rss) / 1024.0) };
         let _ = writeln!(out, "| {suite} | {engine} | {} | {device} | {amp} | {rss} |", mib(user));
     }
-    out
 }
 
 /// Bytes sent to storage per operation of the rows that write (medians), for `suite`.
@@ -324,7 +527,7 @@ pub fn check_complete(report: &Report) -> Result<()> {
     };
     for (suite, engines) in &m.engines {
         for e in engines {
-            for (row, _) in &m.rows[suite] {
+            for (row, _, _) in &m.rows[suite] {
                 if !m.values.contains_key(&(suite.clone(), e.clone(), row.clone()))
                     && !unsupported(suite, e, row)
                 {
@@ -393,18 +596,23 @@ mod tests {
     use super::*;
     use crate::workloads::Row;
 
-    fn run(engine: &str, rows: &[(&str, &str, f64)]) -> RunResult {
+    /// A run of `engine` in repetition `rep`: rows of (name, unit, value, category).
+    fn run(engine: &str, rep: usize, rows: &[(&str, &str, f64, Category)]) -> RunResult {
         RunResult {
             engine: engine.into(),
             suite: "kv".into(),
+            repetition: rep,
+            configuration: format!("{engine} settings"),
             rows: rows
                 .iter()
-                .map(|&(name, unit, value)| Row {
+                .map(|&(name, unit, value, category)| Row {
                     name: name.into(),
                     unit: unit.into(),
                     value,
                     device_bytes: None,
                     ops: 1,
+                    category,
+                    promise: (category == Category::Commits).then_some(Promise::Synced),
                 })
                 .collect(),
             space: Vec::new(),
@@ -419,6 +627,7 @@ mod tests {
         Report {
             banner: Banner { fsync_us: 1.0, cached_read_us: 1.0, seq_write_mib_s: 1.0, cores: 2 },
             profile: Profile::named("smoke").unwrap(),
+            seed: 7,
             runs,
             syncs: Vec::new(),
         }
@@ -430,25 +639,57 @@ mod tests {
         assert_eq!(ratio("s", 1.0, 3.0), 3.0);
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(fmt_ratio(1.234), "1.23");
+        assert_eq!(fmt_ratio(0.0042), "0.0042");
+        assert_eq!(fmt_ratio(0.05), "0.050");
     }
 
     #[test]
-    fn the_table_has_every_engine_and_the_geometric_mean_skips_time_rows() {
+    fn cells_show_the_spread_and_categories_are_averaged_equally() {
+        use Category::{Commits, Other, Reads};
         let r = report(vec![
-            run("bob-treap", &[("gets", "ops/s", 400.0), ("len", "s", 1.0)]),
-            run("redb", &[("gets", "ops/s", 100.0), ("len", "s", 1000.0)]),
+            // Listed peer first: the table still puts bob first.
+            run("redb", 0, &[("gets", "ops/s", 100.0, Reads), ("put", "ops/s", 10.0, Commits)]),
+            run(
+                "bob-treap",
+                0,
+                &[("gets", "ops/s", 400.0, Reads), ("put", "ops/s", 10.0, Commits)],
+            ),
+            run(
+                "bob-treap",
+                1,
+                &[("gets", "ops/s", 200.0, Reads), ("put", "ops/s", 10.0, Commits)],
+            ),
+            run("redb", 1, &[("gets", "ops/s", 100.0, Reads), ("put", "ops/s", 10.0, Commits)]),
+            run("bob-treap", 2, &[("gets", "ops/s", 300.0, Reads), ("len", "s", 1.0, Other)]),
+            run("redb", 2, &[("gets", "ops/s", 100.0, Reads), ("len", "s", 1e6, Other)]),
         ]);
         let md = markdown(&r);
-        assert!(md.contains("| gets | 400.0/s | 100.0/s | 4.00 |"), "{md}");
-        assert!(md.contains("| **geometric mean** (throughput rows) | | | **4.00** |"), "{md}");
-        check_complete(&r).unwrap();
+        // Median 300 of 200, 300, 400: the spread is −33/+33 %; the ratio of medians is 3.
+        assert!(
+            md.contains("| gets | reads | 300.0/s (−33/+33%) | 100.0/s (−0/+0%) | 3.00 |"),
+            "{md}"
+        );
+        // Reads mean 3 (repetitions: 4, 2, 3), commits 1 (two repetitions have the row);
+        // overall is the mean of the two categories, and `len` counts in neither.
+        assert!(md.contains("| reads | 1 | 3.00 (2.00–4.00) |"), "{md}");
+        assert!(md.contains("| commits | 1 | 1.00 (1.00–1.00) |"), "{md}");
+        let overall = 3f64.sqrt();
+        assert!(
+            md.contains(&format!("| **overall** (categories equal) | | **{overall:.2}")),
+            "{md}"
+        );
+        assert!(md.contains("| put | synced | synced |"), "{md}");
+        assert!(md.contains("| kv | redb | redb settings |"), "{md}");
+        assert!(md.contains("seed 7"), "{md}");
     }
 
     #[test]
     fn a_missing_row_fails_the_check() {
+        use Category::Reads;
         let r = report(vec![
-            run("bob-treap", &[("gets", "ops/s", 400.0), ("scan", "ops/s", 1.0)]),
-            run("redb", &[("gets", "ops/s", 100.0)]),
+            run("bob-treap", 0, &[("gets", "ops/s", 400.0, Reads), ("scan", "ops/s", 1.0, Reads)]),
+            run("redb", 0, &[("gets", "ops/s", 100.0, Reads)]),
         ]);
         let err = check_complete(&r).unwrap_err().to_string();
         assert!(err.contains("kv/redb/scan"), "{err}");

@@ -1,7 +1,8 @@
 //! `bob-bench`: bob against its peers. `cargo xtask bench` runs `bob-bench compare`.
 //!
 //! `compare` measures the machine, then runs every (suite, engine) pair in a process of its
-//! own (`bob-bench run`), engines interleaved, for the profile's repetitions; it writes
+//! own (`bob-bench run`), engines interleaved in an order shuffled afresh in each repetition
+//! (the seed is printed and kept in the report), for the profile's repetitions; it writes
 //! `report.md`, `results.json` and one SVG chart per suite to the output directory and prints
 //! the markdown.
 
@@ -45,6 +46,9 @@ enum Cmd {
         /// Repetitions per (suite, engine), instead of the profile's.
         #[arg(long)]
         repetitions: Option<usize>,
+        /// The seed that shuffles the engines' order (from the clock when absent).
+        #[arg(long)]
+        seed: Option<u64>,
     },
     /// Runs one suite on one engine in this process and prints its result as JSON.
     Run {
@@ -73,12 +77,17 @@ fn main() -> Result<()> {
             println!("{}", serde_json::to_string(&result)?);
             Ok(())
         }
-        Cmd::Compare { profile, suite, engine, out, check, repetitions } => {
+        Cmd::Compare { profile, suite, engine, out, check, repetitions, seed } => {
             let mut profile = Profile::named(&profile)?;
             if let Some(n) = repetitions {
                 profile.repetitions = n.max(1);
             }
-            compare(&profile, &suite, &engine, &out, check)
+            let seed = seed.unwrap_or_else(|| {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+                now.map_or(1, |d| d.as_nanos() as u64)
+            });
+            eprintln!("bob-bench: engine order seed {seed} (repeat it with --seed {seed})");
+            compare(&profile, &suite, &engine, &out, check, seed)
         }
     }
 }
@@ -158,12 +167,25 @@ fn output_label(suites: &[String], only: &[String]) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("-"))
 }
 
+/// Shuffles `items` with SplitMix64 from `state` (Fisher-Yates).
+fn shuffle<T>(items: &mut [T], state: &mut u64) {
+    for i in (1..items.len()).rev() {
+        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        items.swap(i, (z % (i as u64 + 1)) as usize);
+    }
+}
+
 fn compare(
     profile: &Profile,
     suites: &[String],
     only: &[String],
     out: &Path,
     check: bool,
+    seed: u64,
 ) -> Result<()> {
     std::fs::create_dir_all(out)?;
     let scratch = out.join("scratch");
@@ -187,15 +209,21 @@ fn compare(
             .progress_chars("=> "),
     );
     let mut runs = Vec::new();
+    let mut state = seed;
     for rep in 0..profile.repetitions {
-        // Interleaved: every engine once per repetition, so drift hits all alike.
-        for (suite, engine) in &plan {
+        // Interleaved: every engine once per repetition, so drift hits all alike, in an
+        // order shuffled afresh, so that no engine always runs first (or after another).
+        let mut order = plan.clone();
+        shuffle(&mut order, &mut state);
+        for (suite, engine) in &order {
             bar.set_message(format!(
                 "run {}/{}: {suite} on {engine}",
                 rep + 1,
                 profile.repetitions
             ));
-            runs.push(run_child(suite, engine, profile, &scratch)?);
+            let mut run = run_child(suite, engine, profile, &scratch)?;
+            run.repetition = rep;
+            runs.push(run);
             bar.inc(1);
         }
     }
@@ -213,7 +241,7 @@ fn compare(
         }
     }
     bar.finish_and_clear();
-    let report = Report { banner, profile: profile.clone(), runs, syncs };
+    let report = Report { banner, profile: profile.clone(), seed, runs, syncs };
     let markdown = report::markdown(&report);
     let markdown = match &label {
         Some(label) => {
