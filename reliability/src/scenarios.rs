@@ -140,8 +140,10 @@ pub fn all() -> Vec<Scenario> {
     ]
 }
 
+/// A journal of 4 pages per region, so the scenarios' commits checkpoint every few commits
+/// and crash points cover checkpoints as well as journaled commits.
 fn options() -> StoreOptions {
-    StoreOptions::default()
+    StoreOptions { journal_bytes: 4 * 4096, ..StoreOptions::default() }
 }
 
 type Contents = BTreeMap<ObjectId, Vec<u8>>;

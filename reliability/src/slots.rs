@@ -62,9 +62,11 @@ mod tests {
     #[test]
     fn decodes_the_generations_the_store_writes() {
         let disk = SimDisk::new();
-        let mut store =
-            Store::<BasicAllocator, SimDisk>::create_with(disk.clone(), StoreOptions::default())
-                .expect("create");
+        let mut store = Store::<BasicAllocator, SimDisk>::create_with(
+            disk.clone(),
+            StoreOptions { journal_bytes: 4 * 4096, ..StoreOptions::default() },
+        )
+        .expect("create");
         store.write_new_obj_from_bytes(b"x").expect("write");
         store.commit().expect("commit");
         let generation = store.generation();

@@ -18,6 +18,8 @@ pub enum Part {
     TablePage(u64),
     /// The free-space map derived from the table (extents that overlap or do not fit).
     Space,
+    /// The journal of commits since the last checkpoint.
+    Journal,
 }
 
 impl fmt::Display for Part {
@@ -27,6 +29,7 @@ impl fmt::Display for Part {
             Part::Root => write!(f, "the table root"),
             Part::TablePage(index) => write!(f, "table page {index}"),
             Part::Space => write!(f, "the space map"),
+            Part::Journal => write!(f, "the journal"),
         }
     }
 }

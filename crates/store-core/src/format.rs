@@ -22,7 +22,7 @@ pub(crate) const FORMAT_1_SLOT_OFFSETS: [u64; 2] = [0, 512];
 
 pub(crate) const HEADER_MAGIC: [u8; 8] = *b"BOBSTORE";
 /// The store format version this build reads and writes.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 
 const H_MAGIC: usize = 0;
 const H_VERSION: usize = H_MAGIC + 8;
@@ -36,7 +36,11 @@ const H_ROOT_CHECKSUM: usize = H_ROOT_ALLOC_LEN + 8;
 const H_NEXT_ID: usize = H_ROOT_CHECKSUM + 8;
 const H_OBJECT_COUNT: usize = H_NEXT_ID + 8;
 const H_FILE_END: usize = H_OBJECT_COUNT + 8;
-const H_CHECKSUM: usize = H_FILE_END + 8;
+const H_JOURNAL_0: usize = H_FILE_END + 8;
+const H_JOURNAL_1: usize = H_JOURNAL_0 + 8;
+const H_JOURNAL_LEN: usize = H_JOURNAL_1 + 8;
+const H_SALT: usize = H_JOURNAL_LEN + 8;
+const H_CHECKSUM: usize = H_SALT + 8;
 /// Bytes of a header slot that carry data (the rest of the sector is zero).
 pub(crate) const HEADER_LEN: usize = H_CHECKSUM + 8;
 
@@ -66,22 +70,22 @@ pub(crate) const MAX_PAGES: u64 = MAX_OBJECTS.div_ceil(ENTRIES_PER_PAGE);
 /// a header before anything is read or allocated from it.
 pub(crate) const MAX_ROOT_BYTES: u64 = R_HEADER as u64 + MAX_PAGES * PAGE_REF_BYTES as u64;
 
-fn put_u16(out: &mut [u8], at: usize, value: u16) {
+pub(crate) fn put_u16(out: &mut [u8], at: usize, value: u16) {
     out[at..at + 2].copy_from_slice(&value.to_le_bytes());
 }
 
-fn put_u64(out: &mut [u8], at: usize, value: u64) {
+pub(crate) fn put_u64(out: &mut [u8], at: usize, value: u64) {
     out[at..at + 8].copy_from_slice(&value.to_le_bytes());
 }
 
 /// Reads a little-endian u64 at `at`; the caller has checked `bytes` is long enough.
-fn get_u64(bytes: &[u8], at: usize) -> u64 {
+pub(crate) fn get_u64(bytes: &[u8], at: usize) -> u64 {
     let mut word = [0u8; 8];
     word.copy_from_slice(&bytes[at..at + 8]);
     u64::from_le_bytes(word)
 }
 
-fn get_u16(bytes: &[u8], at: usize) -> u16 {
+pub(crate) fn get_u16(bytes: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([bytes[at], bytes[at + 1]])
 }
 
@@ -98,9 +102,21 @@ pub(crate) struct Header {
     pub(crate) next_id: u64,
     pub(crate) object_count: u64,
     pub(crate) file_end: u64,
+    /// The two journal regions (whole pages, `journal_len` bytes each). The commit a slot
+    /// names journals into the region of the slot's index; the other region belongs to the
+    /// other slot's commit.
+    pub(crate) journal: [u64; 2],
+    pub(crate) journal_len: u64,
+    /// Salts this checkpoint's journal records (chosen afresh at every checkpoint).
+    pub(crate) salt: u64,
 }
 
 impl Header {
+    /// Journal region `index` (0 or 1).
+    pub(crate) fn journal_region(&self, index: usize) -> Extent {
+        Extent::new(self.journal[index], self.journal_len)
+    }
+
     pub(crate) fn encode(&self) -> [u8; SLOT_BYTES] {
         let mut slot = [0u8; SLOT_BYTES];
         slot[H_MAGIC..H_VERSION].copy_from_slice(&HEADER_MAGIC);
@@ -114,6 +130,10 @@ impl Header {
         put_u64(&mut slot, H_NEXT_ID, self.next_id);
         put_u64(&mut slot, H_OBJECT_COUNT, self.object_count);
         put_u64(&mut slot, H_FILE_END, self.file_end);
+        put_u64(&mut slot, H_JOURNAL_0, self.journal[0]);
+        put_u64(&mut slot, H_JOURNAL_1, self.journal[1]);
+        put_u64(&mut slot, H_JOURNAL_LEN, self.journal_len);
+        put_u64(&mut slot, H_SALT, self.salt);
         let sum = checksum(&slot[..H_CHECKSUM]);
         put_u64(&mut slot, H_CHECKSUM, sum);
         slot
@@ -142,6 +162,9 @@ impl Header {
             next_id: get_u64(slot, H_NEXT_ID),
             object_count: get_u64(slot, H_OBJECT_COUNT),
             file_end: get_u64(slot, H_FILE_END),
+            journal: [get_u64(slot, H_JOURNAL_0), get_u64(slot, H_JOURNAL_1)],
+            journal_len: get_u64(slot, H_JOURNAL_LEN),
+            salt: get_u64(slot, H_SALT),
         }))
     }
 }
@@ -235,7 +258,7 @@ pub(crate) fn decode_page_with(
     Ok(())
 }
 
-fn check_entry(entry: &Entry, file_len: u64) -> std::result::Result<(), String> {
+pub(crate) fn check_entry(entry: &Entry, file_len: u64) -> std::result::Result<(), String> {
     let extent = entry.extent;
     if extent.len == 0 {
         return if entry.len == 0 && extent.offset == 0 {
@@ -322,6 +345,9 @@ mod tests {
             next_id: 300,
             object_count: 12,
             file_end: 1 << 20,
+            journal: [8192, 8192 + 65536],
+            journal_len: 65536,
+            salt: 0xFEED,
         }
     }
 

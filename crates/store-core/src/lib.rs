@@ -38,8 +38,11 @@
 //! Streaming writes follow one protocol, reserve → write → publish ([`ObjectWriter`]), which
 //! `bob-store-concurrent` reuses through [`Access`].
 //!
-//! The commit costs two `fdatasync`s (data, then header). The format is in `docs/format.md`,
-//! "Object store".
+//! A commit appends one checksummed record of what changed to a journal and costs one
+//! `fdatasync`; when the journal is full (and on [`Store::checkpoint`] and `close`) a
+//! checkpoint writes the changed table pages, a root and a header slot with two. At open the
+//! journal is replayed over the last checkpoint. The format is in `docs/format.md`, "Object
+//! store".
 //!
 //! # Example
 //! ```
@@ -70,6 +73,7 @@ mod error;
 mod firstfit;
 mod format;
 mod guard;
+mod journal;
 mod objects;
 mod pageset;
 mod space;

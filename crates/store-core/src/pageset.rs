@@ -29,6 +29,11 @@ impl PageSet {
         }
     }
 
+    /// Whether `page` is in the set.
+    pub(crate) fn contains(&self, page: u64) -> bool {
+        self.words.get((page / 64) as usize).is_some_and(|w| w & (1 << (page % 64)) != 0)
+    }
+
     /// Empties the set, keeping its memory.
     pub(crate) fn clear(&mut self) {
         self.words.iter_mut().for_each(|w| *w = 0);

@@ -94,8 +94,11 @@ pub(crate) struct Table {
     /// Ids handed out for objects not yet published (`SplitStore::begin_new`): never trimmed,
     /// never handed out again until published or abandoned.
     reserved: BTreeSet<u64>,
-    /// Table pages changed since the last commit.
+    /// Table pages changed since the last checkpoint.
     dirty: PageSet,
+    /// Ids whose entry changed (written or removed) since the last commit: what the next
+    /// journal record holds.
+    changed: BTreeSet<u64>,
 }
 
 impl Table {
@@ -165,6 +168,7 @@ impl Table {
             self.objects += 1;
         }
         self.dirty.insert(page_of(id).0);
+        self.changed.insert(id.0);
     }
 
     /// Removes object `id`; its id is reused after the next commit.
@@ -177,10 +181,67 @@ impl Table {
             self.pages[page as usize] = None;
         }
         self.dirty.insert(page);
+        self.changed.insert(id.0);
         if id.0 != 0 {
             self.pending_free.push(id.0);
         }
         Ok(slot)
+    }
+
+    /// What changed since the last commit: the entries written and the ids removed (ids
+    /// trimmed off the end included), ascending.
+    pub(crate) fn changes(&self) -> (Vec<(u64, Entry)>, Vec<u64>) {
+        let mut puts = Vec::new();
+        let mut removes = Vec::new();
+        for &id in &self.changed {
+            match self.get(ObjectId(id)) {
+                Some(slot) => puts.push((id, slot.entry)),
+                None => removes.push(id),
+            }
+        }
+        (puts, removes)
+    }
+
+    /// Applies one journal record read at open: `removes`, then `puts`, then the next id.
+    /// Every page it touches becomes dirty (the checkpoint's copy is stale). An object left
+    /// at or past the record's next id is corruption.
+    pub(crate) fn replay(
+        &mut self,
+        next_id: u64,
+        puts: &[(u64, Entry)],
+        removes: &[u64],
+    ) -> Result<()> {
+        self.next_id = self.next_id.max(next_id);
+        for &id in removes {
+            let (page, k) = page_of(ObjectId(id));
+            let Some(Some(slots)) = self.pages.get_mut(page as usize) else { continue };
+            if slots[k].take().is_some() {
+                self.objects -= 1;
+                if slots.iter().all(Option::is_none) {
+                    self.pages[page as usize] = None;
+                }
+            }
+            self.dirty.insert(page);
+        }
+        for &(id, entry) in puts {
+            if id >= self.next_id {
+                return Err(Error::InvalidArgument(format!("object {id} is past the next id")));
+            }
+            if self.cell_mut(ObjectId(id)).replace(Slot { entry, born: 0 }).is_none() {
+                self.objects += 1;
+            }
+            self.dirty.insert(page_of(ObjectId(id)).0);
+        }
+        if next_id < self.next_id {
+            if self.iter().any(|(id, _)| id.0 >= next_id) {
+                return Err(Error::InvalidArgument(format!(
+                    "an object is left past the next id {next_id}"
+                )));
+            }
+            self.next_id = next_id;
+            self.pages.truncate(self.page_count() as usize);
+        }
+        Ok(())
     }
 
     /// A fresh id: the lowest one freed by an earlier commit, or the next new one.
@@ -283,6 +344,7 @@ impl Table {
         if next_id == self.next_id {
             return;
         }
+        // The ids trimmed off were removed (and so are in `changed`): the record says so.
         let old_pages = self.page_count();
         self.next_id = next_id;
         self.free.truncate(next_id);
@@ -307,12 +369,24 @@ impl Table {
         self.free.ranges.len()
     }
 
-    /// After a durable commit: ids freed in it become reusable; no page is dirty.
-    pub(crate) fn committed(&mut self) {
+    /// After a durable journaled commit: ids freed in it become reusable; the pages stay
+    /// dirty until the next checkpoint writes them.
+    pub(crate) fn journaled(&mut self) {
         for id in self.pending_free.drain(..) {
             self.free.insert(id);
         }
+        self.changed.clear();
+    }
+
+    /// After a durable checkpoint: ids freed in it become reusable; no page is dirty.
+    pub(crate) fn committed(&mut self) {
+        self.journaled();
         self.dirty.clear();
+    }
+
+    /// Whether page `page` changed since the last checkpoint.
+    pub(crate) fn is_dirty(&self, page: u64) -> bool {
+        self.dirty.contains(page)
     }
 }
 

@@ -41,7 +41,7 @@ fn cycle_run<A: SpaceAllocator>(
         run.log.states.push(base.clone());
         run.log.acknowledged = 1;
     }
-    let options = StoreOptions::default();
+    let options = StoreOptions { journal_bytes: 4 * 4096, ..StoreOptions::default() };
     let store = match base {
         Some(_) => Store::<A, SimDisk>::open_with(disk.clone(), options)?,
         None => Store::<A, SimDisk>::create_with(disk.clone(), options)?,

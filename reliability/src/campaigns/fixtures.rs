@@ -133,8 +133,7 @@ fn store_workload<A: SpaceAllocator>(disk: &SimDisk, gens: &mut Generations) -> 
     let e = |e: bob_store_core::Error| e.to_string();
     // `create` commits generation 1, empty; a crash inside it may leave that commit or none.
     gens.states.insert(1, State::new());
-    let mut store =
-        Store::<A, SimDisk>::create_with(disk.clone(), StoreOptions::default()).map_err(e)?;
+    let mut store = Store::<A, SimDisk>::create_with(disk.clone(), small_journal()).map_err(e)?;
     gens.created = true;
     gens.commit_syncs.push(super::syncs(disk));
     let mut model = BTreeMap::new();
@@ -168,8 +167,7 @@ fn treap_workload(disk: &SimDisk, gens: &mut Generations) -> Result<(), String> 
     let e = |e: bob_store_core::Error| e.to_string();
     gens.states.insert(1, State::new());
     let mut store =
-        Store::<BasicAllocator, SimDisk>::create_with(disk.clone(), StoreOptions::default())
-            .map_err(e)?;
+        Store::<BasicAllocator, SimDisk>::create_with(disk.clone(), small_journal()).map_err(e)?;
     gens.created = true;
     gens.commit_syncs.push(super::syncs(disk));
     // A fixed seed: the corpus image must be the same on every run.
@@ -212,4 +210,11 @@ fn treap_workload(disk: &SimDisk, gens: &mut Generations) -> Result<(), String> 
     store.close().map_err(e)?;
     gens.commit_syncs.push(super::syncs(disk));
     Ok(())
+}
+
+/// Store options with a journal of 4 pages per region: the campaigns flip every byte of
+/// their fixtures, and small regions make checkpoints (every few commits) part of every
+/// workload.
+pub(crate) fn small_journal() -> StoreOptions {
+    StoreOptions { journal_bytes: 4 * 4096, ..StoreOptions::default() }
 }

@@ -18,8 +18,10 @@ use crate::{bytes, fuzz_open};
 pub fn corpus_seeds() -> Vec<(String, Vec<u8>)> {
     fn image<A: SpaceAllocator>(objects: u64, commits: u64) -> Vec<u8> {
         let disk = SimDisk::new();
-        let Ok(mut store) = Store::<A, SimDisk>::create_with(disk.clone(), StoreOptions::default())
-        else {
+        let Ok(mut store) = Store::<A, SimDisk>::create_with(
+            disk.clone(),
+            StoreOptions { journal_bytes: 4 * 4096, ..StoreOptions::default() },
+        ) else {
             return Vec::new();
         };
         let mut ids = Vec::new();

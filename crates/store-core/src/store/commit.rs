@@ -6,7 +6,7 @@ use bob_io_helpers::{FileBackend, Section, checksum, write_batched_sections};
 
 use super::{PAGE, Purpose, Store};
 use crate::firstfit::FirstFit;
-use crate::format::{self, HEADER_REGION, Header, PageRef, SLOT_OFFSETS};
+use crate::format::{self, Header, PageRef, SLOT_OFFSETS};
 use crate::space::SpaceAllocator;
 use crate::{Error, Result};
 
@@ -22,10 +22,13 @@ struct Plan {
 }
 
 impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
-    /// Makes everything done since the last commit durable (two syncs); see the crate docs.
+    /// Makes everything done since the last commit durable; see the crate docs. A commit
+    /// appends one record to the journal and syncs once; when the record does not fit the
+    /// rest of the journal (or while compacting) it is a checkpoint instead.
     ///
-    /// If the commit's metadata does not fit (`OutOfSpace`) nothing was written and the store
-    /// stays usable; any other error latches the store (it refuses writes until reopened).
+    /// If a checkpoint's metadata does not fit (`OutOfSpace`) nothing was written and the
+    /// store stays usable; any other error latches the store (it refuses writes until
+    /// reopened).
     pub fn commit_now(&mut self) -> Result<()> {
         if self.read_only && !self.dirty {
             return Ok(()); // closing a read-only store
@@ -39,6 +42,41 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             self.fail(e.to_string());
             return Err(e);
         }
+        if !self.metadata_low {
+            if let Some(record) = self.next_record() {
+                let result = self.journal_commit(&record);
+                if let Err(e) = &result {
+                    // Memory and file may now disagree: trust only a reopen.
+                    self.fail(e.to_string());
+                }
+                return result;
+            }
+        }
+        self.checkpoint_now()
+    }
+
+    /// Folds the journal into the table pages: writes every table page changed since the
+    /// last checkpoint and a new root, syncs, writes the other header slot, syncs (two
+    /// syncs). Commits what is pending. `close` checkpoints, so a store closed cleanly opens
+    /// with nothing to replay.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.check_writable()?;
+        if !self.dirty && self.journal.records == 0 {
+            return Ok(());
+        }
+        self.table.trim();
+        if let Err(e) = self.flush_staged() {
+            self.fail(e.to_string());
+            return Err(e);
+        }
+        self.checkpoint_now()
+    }
+
+    /// The checkpoint protocol, once staged bytes are written.
+    fn checkpoint_now(&mut self) -> Result<()> {
         let plan = match self.plan_commit() {
             Ok(plan) => plan,
             Err(e) => {
@@ -137,15 +175,22 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         let mut low = self.metadata_low.then(|| FirstFit::new(self.alloc.claimable()));
         let root = self.allocate_metadata(&mut low, root_alloc)?;
         added.push(root);
+        // A checkpoint of nothing new names the last record's state under its generation
+        // (still newer than the other slot's); one that commits changes is a commit.
+        let generation =
+            if self.dirty { self.pending_generation() } else { self.journal.generation };
         let header = Header {
             kind: A::KIND,
-            generation: self.pending_generation(),
+            generation,
             root,
             root_len: root_bytes.len() as u64,
             root_checksum: checksum(&root_bytes),
             next_id: self.table.next_id(),
             object_count: self.table.object_count(),
             file_end: self.alloc.file_end(),
+            journal: self.header.journal,
+            journal_len: self.header.journal_len,
+            salt: super::journal::new_salt(self.journal.salt, generation),
         };
         writes.push((root.offset, root_bytes));
         Ok(Plan { writes, header, replaced, added: Vec::new() })
@@ -156,16 +201,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         let sections: Vec<Section<'_>> =
             plan.writes.iter().map(|(o, b)| Section::new(*o, b)).collect();
         write_batched_sections(&self.backend, &sections)?;
-        // Space allocated but never written (a block's tail, an empty object from
-        // `allocate_run`) may lie past the file's end; open requires every referenced extent
-        // inside the file, so the file covers the allocator's end before the barrier. The
-        // length is a whole number of pages, so changing it never rewrites a page that holds
-        // committed bytes.
-        let end = self.alloc.file_end().next_multiple_of(PAGE);
-        if end > self.room {
-            self.backend.allocate(end)?;
-            self.room = end;
-        }
+        self.cover_file_end()?;
         self.backend.sync_data()?;
         let slot = 1 - self.active_slot;
         self.backend.write_at(&plan.header.encode(), SLOT_OFFSETS[slot])?;
@@ -173,20 +209,44 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         Ok(())
     }
 
-    /// Step 5, once the commit is durable: what the previous commit needed and this one does
-    /// not is free now. Nothing here can fail the commit: it is durable.
+    /// Space allocated but never written (a block's tail, an empty object from
+    /// `allocate_run`) may lie past the file's end; open requires every referenced extent
+    /// inside the file, so the file covers the allocator's end before a commit's barrier.
+    /// The length is a whole number of pages, so changing it never rewrites a page that holds
+    /// committed bytes.
+    pub(super) fn cover_file_end(&mut self) -> Result<()> {
+        let end = self.alloc.file_end().next_multiple_of(PAGE);
+        if end > self.room {
+            self.backend.allocate(end)?;
+            self.room = end;
+        }
+        Ok(())
+    }
+
+    /// Step 5 of a checkpoint, once it is durable: its header is the last, its journal (the
+    /// other region) starts empty, and what the previous state needed and this one does not
+    /// is free now. Nothing here can fail the commit: it is durable.
     fn after_commit(&mut self, plan: Plan) {
         self.header = plan.header;
         self.active_slot = 1 - self.active_slot;
+        self.journal = super::journal::Journal::fresh(&self.header, self.active_slot);
+        self.checkpoints += 1;
+        self.after_durable(plan.added, plan.replaced);
+        self.table.committed();
+    }
+
+    /// Once a commit is durable: what it made is committed, what the state before it needed
+    /// and it does not is released, and the file's length is settled.
+    pub(super) fn after_durable(&mut self, added: Vec<Extent>, replaced: Vec<Extent>) {
         let fresh = std::mem::take(&mut self.fresh);
         for extent in fresh.into_values() {
             self.placement.committed(extent);
         }
-        for extent in plan.added {
+        for extent in added {
             self.placement.committed(extent);
         }
         let mut unheld = Vec::new();
-        let released: Vec<Extent> = self.pending_free.drain(..).chain(plan.replaced).collect();
+        let released: Vec<Extent> = self.pending_free.drain(..).chain(replaced).collect();
         for extent in released {
             self.placement.released(extent, &mut unheld);
             if let Err(e) = self.free_space(extent) {
@@ -194,7 +254,6 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             }
         }
         self.return_unheld(unheld);
-        self.table.committed();
         self.dirty = false;
         // Past the allocator's end the file keeps room, reserved on the device, for the next
         // commit's metadata, so a commit of deletes succeeds on a full disk; the rest is
@@ -207,7 +266,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// metadata, reserved on the device; a file longer than that by less than a growth step
     /// stays, unless `exact`. Failures are not errors: the length is settled again later.
     pub(super) fn settle_file_len(&mut self, exact: bool) {
-        let end = self.alloc.file_end().max(HEADER_REGION).next_multiple_of(PAGE);
+        let end = self.alloc.file_end().max(self.data_start).next_multiple_of(PAGE);
         // Whole pages, within the size limit (but never below what the data needs).
         let want = (end + self.commit_reserve()).min(self.limit_floor()).max(end);
         match self.backend.len() {
@@ -257,7 +316,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::PAGE_BYTES;
+    use crate::format::{HEADER_REGION, PAGE_BYTES};
 
     #[test]
     fn header_slots_are_whole_pages_of_their_own() {

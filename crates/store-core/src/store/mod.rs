@@ -5,6 +5,7 @@
 //! (`docs/format.md`, "Object store").
 
 mod commit;
+mod journal;
 mod maintenance;
 mod open;
 mod placement;
@@ -54,11 +55,20 @@ pub struct StoreOptions {
     /// few positioned writes as their layout allows. 0 writes every object at once. Buffered
     /// objects are read from memory; like any uncommitted write, they are lost in a crash.
     pub write_buffer_bytes: usize,
+    /// Bytes of each of the two journal regions a new store gets (commits append records
+    /// there; a checkpoint runs when one is full). Fixed at creation: rounded down to whole
+    /// pages, at least 4 pages, at most 1 MiB and a sixty-fourth of `max_file_bytes`. Open
+    /// uses what the file says.
+    pub journal_bytes: u64,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { max_file_bytes: bob_alloc::DEFAULT_LIMIT, write_buffer_bytes: 4 << 20 }
+        Self {
+            max_file_bytes: bob_alloc::DEFAULT_LIMIT,
+            write_buffer_bytes: 4 << 20,
+            journal_bytes: journal::MAX_JOURNAL_BYTES,
+        }
     }
 }
 
@@ -92,9 +102,17 @@ pub struct Store<A: SpaceAllocator, B: FileBackend> {
     in_flight: BTreeMap<u64, (Extent, bool)>,
     /// Where each table page of the last commit lives.
     pages: Vec<Option<PageRef>>,
-    /// The last durable commit.
+    /// The last durable checkpoint (what the active header slot holds).
     header: Header,
     active_slot: usize,
+    /// The journal of commits since that checkpoint.
+    journal: journal::Journal,
+    /// Where the allocator's space begins: past the header slots and the journal regions.
+    data_start: u64,
+    /// Checkpoints this handle made.
+    checkpoints: u64,
+    /// Journal records open dropped because their data had not reached the disk (0 or 1).
+    dropped_records: u64,
     /// Whether anything changed since the last commit.
     dirty: bool,
     /// Set by a failed write path: the store refuses writes until reopened.
@@ -135,13 +153,18 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         if backend.len()? != 0 {
             return Err(Error::InvalidArgument("a new store needs an empty file".into()));
         }
-        if options.max_file_bytes < HEADER_REGION + (COMMIT_SLACK_PAGES + 2) * PAGE {
+        let journal_len = journal::journal_len_for(options.journal_bytes, options.max_file_bytes);
+        let data_start = HEADER_REGION + 2 * journal_len;
+        if options.max_file_bytes < data_start + (COMMIT_SLACK_PAGES + 2) * PAGE {
             return Err(Error::InvalidArgument(format!(
                 "a size limit of {} bytes leaves no room for the store's metadata",
                 options.max_file_bytes
             )));
         }
-        backend.set_len(HEADER_REGION)?;
+        // The journal regions are written once with zeros, so that appending a record later
+        // changes no block mapping (a sync then writes the record's pages and nothing else).
+        backend.set_len(data_start)?;
+        bob_io_helpers::write_zeros(&backend, HEADER_REGION, 2 * journal_len)?;
         let header = Header {
             kind: A::KIND,
             generation: 0,
@@ -150,11 +173,14 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             root_checksum: 0,
             next_id: 1,
             object_count: 0,
-            file_end: HEADER_REGION,
+            file_end: data_start,
+            journal: [HEADER_REGION, HEADER_REGION + journal_len],
+            journal_len,
+            salt: 0,
         };
         let mut store = Self::from_parts(
             backend,
-            A::empty(HEADER_REGION, options.max_file_bytes),
+            A::empty(data_start, options.max_file_bytes),
             Table::new(),
             Vec::new(),
             header,
@@ -162,7 +188,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             options,
         );
         store.dirty = true;
-        store.commit_now()?;
+        store.checkpoint()?;
         Ok(store)
     }
 
@@ -186,6 +212,10 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             pages,
             header,
             active_slot,
+            journal: journal::Journal::fresh(&header, active_slot),
+            data_start: header.journal[1] + header.journal_len,
+            checkpoints: 0,
+            dropped_records: 0,
             dirty: false,
             failed: None,
             read_only: false,
@@ -200,7 +230,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
 
     /// The generation being built: extents born in it are referenced by no commit.
     pub(crate) fn pending_generation(&self) -> u64 {
-        self.header.generation + 1
+        self.journal.generation + 1
     }
 
     /// Refuses writes after a failure, on a read-only store.

@@ -13,6 +13,7 @@ use crate::format::{
     self, ENTRIES_PER_PAGE, FORMAT_1_SLOT_OFFSETS, FORMAT_VERSION, HEADER_MAGIC, HEADER_REGION,
     Header, MAX_OBJECTS, MAX_ROOT_BYTES, PAGE_BYTES, PageRef, SLOT_BYTES, SLOT_OFFSETS,
 };
+use crate::journal::{self as record_format, Found, Record};
 use crate::space::SpaceAllocator;
 use crate::table::Table;
 use crate::{Error, ObjectId, Result};
@@ -147,14 +148,16 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         file_len: u64,
         options: StoreOptions,
     ) -> Result<Self> {
+        let data_start = check_journal_regions(&header, slot, file_len)?;
         let pages = read_root(&backend, &header, file_len)?;
         let mut table = Table::with_next_id(header.next_id);
-        let mut extents = Vec::with_capacity(header.object_count.min(file_len / 32) as usize);
         let mut metadata = vec![header.root];
         for_each_page(&backend, &pages, |index, page_bytes| {
             metadata.push(Extent::new(pages[index].map_or(0, |p| p.offset), PAGE));
             let mut result = Ok(());
-            format::decode_page_with(index as u64, page_bytes, file_len, |i, entry| {
+            // Entries are checked against the file once the journal is replayed: a record may
+            // have freed an object's space and the file shrunk past it since the checkpoint.
+            format::decode_page_with(index as u64, page_bytes, u64::MAX, |i, entry| {
                 let id = ObjectId(index as u64 * ENTRIES_PER_PAGE + i as u64);
                 if result.is_ok() {
                     result = table.load(id, Slot { entry, born: 0 }).map_err(|_| {
@@ -165,13 +168,9 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
                         )
                     });
                 }
-                if entry.extent.len > 0 {
-                    extents.push(entry.extent);
-                }
             })?;
             result
         })?;
-        table.loaded();
         if table.object_count() != header.object_count {
             return Err(Error::corrupt(
                 Part::HeaderSlots,
@@ -183,22 +182,35 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
                 ),
             ));
         }
+        // The commits since the checkpoint: its journal, replayed over the table. The last
+        // record's data is checked: a record whose data did not reach the disk was never
+        // acknowledged (its sync did not return), so it is dropped.
+        let journal = super::journal::Journal::fresh(&header, slot);
+        let bytes = read_journal(&backend, journal.region)?;
+        let mut data_ok = |record: &Record| record_data_intact(&backend, record);
+        let replayed = super::journal::replay(&bytes, journal, file_len, &mut table, &mut data_ok)?;
+        drop(bytes);
+        table.loaded();
+        for (id, slot) in table.iter() {
+            format::check_entry(&slot.entry, file_len)
+                .map_err(|why| Error::corrupt(Part::Space, None, format!("object {id}: {why}")))?;
+        }
+        let mut extents: Vec<Extent> =
+            table.iter().map(|(_, s)| s.entry.extent).filter(|e| e.len > 0).collect();
         extents.append(&mut metadata);
         // The newest header may be one a failed sync dropped (the page cache still shows it,
         // the disk does not): then the previous commit is the durable one, and its space must
         // not be reused before a commit made after this open is durable.
         let mut protected = previous
-            .map(|older| previous_only_extents(&backend, &older, &pages, &table, file_len))
+            .map(|older| {
+                previous_only_extents(&backend, &older, 1 - slot, &pages, &table, file_len)
+            })
             .unwrap_or_default();
         if overlaps_any(&mut extents, &protected) {
             protected.clear(); // the older commit is not intact: nothing of it to protect
         }
-        let end = extents
-            .iter()
-            .chain(&protected)
-            .map(|e| e.offset + e.len)
-            .max()
-            .unwrap_or(HEADER_REGION);
+        let end =
+            extents.iter().chain(&protected).map(|e| e.offset + e.len).max().unwrap_or(data_start);
         // Room for one commit: a table page and a root past what the file uses.
         let commit_room = 2 * PAGE + (16 + 16 * pages.len() as u64).next_multiple_of(PAGE);
         if end.next_multiple_of(PAGE) + commit_room > options.max_file_bytes {
@@ -213,15 +225,66 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         }
         let mut all = extents;
         all.extend_from_slice(&protected);
-        let alloc = A::rebuild(HEADER_REGION, options.max_file_bytes, all).map_err(|e| {
+        let alloc = A::rebuild(data_start, options.max_file_bytes, all).map_err(|e| {
             Error::corrupt(Part::Space, None, format!("the table's extents do not fit: {e}"))
         })?;
         let mut store = Self::from_parts(backend, alloc, table, pages, header, slot, options);
         store.placement = placement;
         store.room = file_len;
         store.pending_free = protected;
+        store.journal = replayed.journal;
+        store.dropped_records = replayed.dropped;
         Ok(store)
     }
+}
+
+/// Checks the journal regions a header names: two regions of whole pages, between 4 pages
+/// and 1 MiB each, right after the header slots, inside the file. Returns where the
+/// allocator's space begins.
+fn check_journal_regions(header: &Header, slot: usize, file_len: u64) -> Result<u64> {
+    let len = header.journal_len;
+    let sane = len % PAGE == 0
+        && (4 * PAGE..=super::journal::MAX_JOURNAL_BYTES).contains(&len)
+        && header.journal == [HEADER_REGION, HEADER_REGION + len]
+        && HEADER_REGION + 2 * len <= file_len;
+    if !sane {
+        return Err(Error::corrupt(
+            Part::HeaderSlots,
+            Some(SLOT_OFFSETS[slot]),
+            format!(
+                "journal regions at {:?} of {len} bytes do not fit a file of {file_len} bytes",
+                header.journal
+            ),
+        ));
+    }
+    Ok(HEADER_REGION + 2 * len)
+}
+
+/// Reads a journal region from the device (its cached pages dropped first, like the header
+/// slots', so a record a failed sync never wrote is not trusted).
+fn read_journal<B: FileBackend>(backend: &B, region: Extent) -> Result<Vec<u8>> {
+    let _ = backend.drop_cache(region.offset, region.len);
+    let mut bytes = vec![0u8; region.len as usize];
+    backend.read_at(&mut bytes, region.offset)?;
+    Ok(bytes)
+}
+
+/// Whether every object `record` wrote holds the bytes its checksum names (read from the
+/// device, its cached pages dropped first).
+fn record_data_intact<B: FileBackend>(backend: &B, record: &Record) -> Result<bool> {
+    let mut bytes = Vec::new();
+    for (_, entry) in &record.puts {
+        if entry.len == 0 {
+            continue;
+        }
+        let _ = backend.drop_cache(entry.extent.offset, entry.extent.len);
+        bytes.resize(entry.len as usize, 0);
+        backend.read_at(&mut bytes, entry.extent.offset)?;
+        if bob_io_helpers::checksum(&bytes) != entry.checksum {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Whether any of `others` (sorted) overlaps any of `extents` (sorted here) or another.
@@ -242,6 +305,7 @@ fn overlaps_any(extents: &mut [Extent], others: &[Extent]) -> bool {
 fn previous_only_extents<B: FileBackend>(
     backend: &B,
     older: &Header,
+    older_slot: usize,
     newest_pages: &[Option<PageRef>],
     newest: &Table,
     file_len: u64,
@@ -253,18 +317,46 @@ fn previous_only_extents<B: FileBackend>(
         .map(|(i, page)| page.filter(|p| newest_pages.get(i).copied().flatten() != Some(*p)))
         .collect();
     let mut only = vec![older.root];
+    let differs = |id: u64, extent: Extent| {
+        extent.len > 0 && newest.get(ObjectId(id)).is_none_or(|slot| slot.entry.extent != extent)
+    };
     let read = for_each_page(backend, &changed, |index, page_bytes| {
         only.push(Extent::new(changed[index].map_or(0, |p| p.offset), PAGE));
         format::decode_page_with(index as u64, page_bytes, file_len, |i, entry| {
-            let id = ObjectId(index as u64 * ENTRIES_PER_PAGE + i as u64);
-            let same = newest.get(id).is_some_and(|slot| slot.entry.extent == entry.extent);
-            if entry.extent.len > 0 && !same {
+            let id = index as u64 * ENTRIES_PER_PAGE + i as u64;
+            if differs(id, entry.extent) {
                 only.push(entry.extent);
             }
         })
     });
     if read.is_err() {
         return Vec::new();
+    }
+    // And the objects its journal's records wrote (its region is never written while the
+    // newest checkpoint's journal is in use).
+    let region = older.journal_region(older_slot);
+    if region.len <= super::journal::MAX_JOURNAL_BYTES {
+        if let Ok(bytes) = read_journal(backend, region) {
+            let (mut at, mut generation, mut previous) = (0usize, older.generation, older.salt);
+            while at < bytes.len() {
+                match record_format::decode(&bytes[at..], older.salt) {
+                    Ok(Found::Record(record, len, sum))
+                        if record.generation == generation + 1
+                            && record.previous == previous
+                            && record.fits(file_len).is_ok() =>
+                    {
+                        for (id, entry) in &record.puts {
+                            if differs(*id, entry.extent) {
+                                only.push(entry.extent);
+                            }
+                        }
+                        (generation, previous) = (record.generation, sum);
+                        at += len as usize;
+                    }
+                    _ => break,
+                }
+            }
+        }
     }
     only.sort_unstable();
     only.dedup();
@@ -431,7 +523,8 @@ mod tests {
     fn regression_a_root_of_absent_pages_opens_in_memory_proportional_to_the_file() {
         let page_count = 65_000u64;
         let next_id = page_count * ENTRIES_PER_PAGE;
-        let root_at = HEADER_REGION;
+        let journal_len = 4 * PAGE;
+        let root_at = HEADER_REGION + 2 * journal_len;
         let mut pages = vec![None; page_count as usize];
         let root_len = 16 + 16 * page_count;
         let page_at = (root_at + root_len).next_multiple_of(PAGE);
@@ -457,6 +550,9 @@ mod tests {
             next_id,
             object_count: 1,
             file_end: data_at + PAGE,
+            journal: [HEADER_REGION, HEADER_REGION + journal_len],
+            journal_len,
+            salt: 7,
         };
         let mut image = vec![0u8; (data_at + PAGE) as usize];
         image[..SLOT_BYTES].copy_from_slice(&header.encode());

@@ -92,11 +92,11 @@ fn reseal_mutation(rng: &mut fastrand::Rng, image: &[u8]) -> Vec<u8> {
     set(&mut out, slot + 48, root_sum);
     if rng.u8(0..4) == 0 {
         // Also bend a header field other than the checksums.
-        let field = [56usize, 64, 72][rng.usize(..3)];
+        let field = [56usize, 64, 72, 96, 104][rng.usize(..5)];
         set(&mut out, slot + field, [0, 1, u64::MAX, 1 << 40][rng.usize(..4)]);
     }
-    let header_sum = checksum(&out[slot..slot + 80]);
-    set(&mut out, slot + 80, header_sum);
+    let header_sum = checksum(&out[slot..slot + 112]);
+    set(&mut out, slot + 112, header_sum);
     out
 }
 

@@ -5,6 +5,7 @@
 mod corruption;
 mod crash;
 mod fuzz_open;
+mod journal;
 mod model;
 mod regressions;
 mod review;
@@ -23,8 +24,11 @@ pub(crate) fn contents<A: SpaceAllocator, B: FileBackend>(store: &Store<A, B>) -
     store.ids().into_iter().map(|id| Ok((id, store.read_bytes_from_obj(id)?))).collect()
 }
 
+/// The tests' options: a journal of 4 pages per region, so workloads checkpoint every few
+/// commits (crash sweeps cover both kinds of commit) and byte-by-byte sweeps of an image stay
+/// small. `journal.rs` also runs the default 1 MiB journal.
 pub(crate) fn options() -> StoreOptions {
-    StoreOptions::default()
+    StoreOptions { journal_bytes: 4 * 4096, ..StoreOptions::default() }
 }
 
 /// Deterministic bytes for object tests.

@@ -440,27 +440,6 @@ fn the_backend_is_a_file_backend() {
 }
 
 #[test]
-fn a_commit_costs_two_syncs_and_an_empty_one_none() {
-    let disk = SimDisk::new();
-    let mut store = BaseStore::create_with(disk.clone(), options()).unwrap();
-    for round in 0..5u64 {
-        for i in 0..100 {
-            put(&mut store, &bytes(round * 1000 + i, 300));
-        }
-        let before = disk.op_counts();
-        store.commit().unwrap();
-        let after = disk.op_counts();
-        assert_eq!(after.syncs - before.syncs, 2, "round {round}");
-        // The 100 buffered objects go out in a few coalesced writes (holes left by the last
-        // commit's table split them into runs), then the page, the root and the header.
-        assert!(after.writes - before.writes <= 8, "{} writes", after.writes - before.writes);
-    }
-    let before = disk.op_counts();
-    store.commit().unwrap();
-    assert_eq!(disk.op_counts(), before, "nothing changed: nothing written, nothing synced");
-}
-
-#[test]
 fn read_obj_into_reuses_the_buffer_and_clears_it_on_corruption() {
     let disk = SimDisk::new();
     let mut store = BaseStore::create_with(disk.clone(), options()).unwrap();

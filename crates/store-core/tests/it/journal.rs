@@ -1,0 +1,202 @@
+//! Journaled commits: one sync per commit, replay at open, checkpoints when the journal
+//! fills, and what open does with a torn last record, a record whose data never reached the
+//! disk, a damaged record before the last, and stale records of an earlier checkpoint.
+
+use bob_io_helpers::testing::{CrashMode, SimDisk};
+use bob_store_core::{BaseStore, Error, Part, StoreOptions, Storer};
+
+use crate::{bytes, contents, put};
+
+/// The default options: a 1 MiB journal per region.
+fn options() -> StoreOptions {
+    StoreOptions::default()
+}
+
+/// Offset of journal region 0 (right after the two header slots).
+const REGION_0: usize = 8192;
+
+/// The image a process crash now would leave (everything written, synced or not).
+fn image(disk: &SimDisk) -> Vec<u8> {
+    disk.crash_image(CrashMode::ProcessCrash, 0)
+}
+
+/// Where `needle` starts in `haystack` (the bytes of an object are random, so unique).
+fn find(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack.windows(needle.len()).position(|w| w == needle).expect("bytes not in the image")
+}
+
+/// Offsets of the journal records (magic `BOBJ` at a page boundary) in region 0.
+fn records_in_region_0(image: &[u8], region_len: usize) -> Vec<usize> {
+    (REGION_0..REGION_0 + region_len)
+        .step_by(4096)
+        .filter(|&at| image[at..at + 4] == *b"BOBJ")
+        .collect()
+}
+
+#[test]
+fn a_commit_costs_one_sync_a_checkpoint_two_and_an_empty_commit_none() {
+    let disk = SimDisk::new();
+    let mut store = BaseStore::create_with(disk.clone(), options()).unwrap();
+    for round in 0..5u64 {
+        for i in 0..100 {
+            put(&mut store, &bytes(round * 1000 + i, 300));
+        }
+        let before = disk.op_counts();
+        store.commit().unwrap();
+        let after = disk.op_counts();
+        assert_eq!(after.syncs - before.syncs, 1, "round {round}");
+        // The buffered objects in a few coalesced writes, then the record.
+        assert!(after.writes - before.writes <= 6, "{} writes", after.writes - before.writes);
+    }
+    assert_eq!(store.journaled_commits(), 5);
+    let before = disk.op_counts();
+    store.commit().unwrap();
+    assert_eq!(disk.op_counts(), before, "nothing changed: nothing written, nothing synced");
+    let before = disk.op_counts();
+    store.checkpoint().unwrap();
+    assert_eq!(disk.op_counts().syncs - before.syncs, 2);
+    assert_eq!(store.journaled_commits(), 0);
+    let before = disk.op_counts();
+    store.checkpoint().unwrap();
+    assert_eq!(disk.op_counts(), before, "an empty journal: nothing to fold");
+}
+
+#[test]
+fn journaled_commits_replay_after_a_drop_without_close() {
+    let disk = SimDisk::new();
+    let mut store = BaseStore::create_with(disk.clone(), options()).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..20u64 {
+        ids.push(put(&mut store, &bytes(i, 100 + 300 * i as usize)));
+        if i % 3 == 0 {
+            store.delete_obj(ids[i as usize / 2]).unwrap();
+        }
+        store.commit().unwrap();
+    }
+    store.write_bytes_to_obj(ids[19], &bytes(77, 40)).unwrap();
+    store.commit().unwrap();
+    let want = contents(&store).unwrap();
+    assert!(store.journaled_commits() > 0);
+    drop(store);
+    let store = BaseStore::open_with(SimDisk::from_image(image(&disk)), options()).unwrap();
+    assert_eq!(contents(&store).unwrap(), want);
+    assert_eq!(store.dropped_records(), 0);
+    assert!(store.journaled_commits() > 0, "the records were replayed, not folded");
+    let report = store.verify().unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+}
+
+#[test]
+fn a_full_journal_checkpoints_and_a_clean_close_leaves_no_journal() {
+    // Regions of 4 pages: every fifth commit checkpoints.
+    let small = StoreOptions { journal_bytes: 4 * 4096, ..options() };
+    let disk = SimDisk::new();
+    let mut store = BaseStore::create_with(disk.clone(), small).unwrap();
+    let mut want = Vec::new();
+    for i in 0..11u64 {
+        let data = bytes(i, 500);
+        want.push((put(&mut store, &data), data));
+        store.commit().unwrap();
+    }
+    // create's checkpoint, then commits 5 and 10, whose records did not fit.
+    assert_eq!(store.checkpoints(), 3);
+    assert_eq!(store.journaled_commits(), 1);
+    store.close().unwrap();
+    let store = BaseStore::open_with(SimDisk::from_image(image(&disk)), small).unwrap();
+    assert_eq!(store.journaled_commits(), 0);
+    for (id, data) in want {
+        assert_eq!(store.read_bytes_from_obj(id).unwrap(), data);
+    }
+}
+
+#[test]
+fn a_last_record_whose_data_never_reached_the_disk_is_dropped() {
+    let disk = SimDisk::new();
+    let mut store = BaseStore::create_with(disk.clone(), options()).unwrap();
+    let kept = bytes(1, 3000);
+    let kept_id = put(&mut store, &kept);
+    store.commit().unwrap();
+    let lost = bytes(2, 3000);
+    let lost_id = put(&mut store, &lost);
+    store.commit().unwrap();
+    drop(store);
+    // The last commit's record reached the disk, its object's bytes did not.
+    let mut bytes_on_disk = image(&disk);
+    let at = find(&bytes_on_disk, &lost);
+    bytes_on_disk[at..at + 4096.min(lost.len())].fill(0);
+    let store = BaseStore::open_with(SimDisk::from_image(bytes_on_disk), options()).unwrap();
+    assert_eq!(store.dropped_records(), 1);
+    assert_eq!(store.read_bytes_from_obj(kept_id).unwrap(), kept);
+    assert!(matches!(store.read_bytes_from_obj(lost_id), Err(Error::NotFound(_))));
+    let report = store.verify().unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+}
+
+#[test]
+fn a_torn_last_record_is_dropped_and_the_next_commit_writes_over_it() {
+    let disk = SimDisk::new();
+    let mut store = BaseStore::create_with(disk.clone(), options()).unwrap();
+    let first = put(&mut store, &bytes(1, 100));
+    store.commit().unwrap();
+    put(&mut store, &bytes(2, 100));
+    store.commit().unwrap();
+    drop(store);
+    let mut torn = image(&disk);
+    let records = records_in_region_0(&torn, 1 << 20);
+    assert_eq!(records.len(), 2);
+    torn[records[1] + 100] ^= 0xFF; // the last record's body: its checksum fails
+    let disk = SimDisk::from_image(torn);
+    let mut store = BaseStore::open_with(disk.clone(), options()).unwrap();
+    assert_eq!(store.ids().len(), 1);
+    assert_eq!(store.read_bytes_from_obj(first).unwrap(), bytes(1, 100));
+    let third = put(&mut store, &bytes(3, 100));
+    store.commit().unwrap();
+    drop(store);
+    let store = BaseStore::open_with(SimDisk::from_image(image(&disk)), options()).unwrap();
+    assert_eq!(store.read_bytes_from_obj(third).unwrap(), bytes(3, 100));
+    assert_eq!(store.ids().len(), 2);
+}
+
+#[test]
+fn a_damaged_record_before_the_last_is_an_error_not_a_rollback() {
+    let disk = SimDisk::new();
+    let mut store = BaseStore::create_with(disk.clone(), options()).unwrap();
+    for i in 0..3 {
+        put(&mut store, &bytes(i, 100));
+        store.commit().unwrap();
+    }
+    drop(store);
+    let mut damaged = image(&disk);
+    let records = records_in_region_0(&damaged, 1 << 20);
+    assert_eq!(records.len(), 3);
+    damaged[records[1] + 70] ^= 0x01;
+    match BaseStore::open_with(SimDisk::from_image(damaged), options()) {
+        Err(Error::Corrupt { part: Part::Journal, .. }) => {}
+        other => panic!("expected a corrupt journal, got {other:?}"),
+    }
+}
+
+#[test]
+fn records_of_an_earlier_checkpoint_in_a_region_never_count() {
+    let disk = SimDisk::new();
+    let mut store = BaseStore::create_with(disk.clone(), options()).unwrap();
+    // Records in region 0, a checkpoint (slot 1, region 1), records there, a checkpoint
+    // (slot 0, region 0 again, where the first records still lie), and one record.
+    let mut ids = Vec::new();
+    for round in 0..2 {
+        for i in 0..4 {
+            ids.push(put(&mut store, &bytes(round * 10 + i, 200)));
+            store.commit().unwrap();
+        }
+        store.checkpoint().unwrap();
+    }
+    store.delete_obj(ids[0]).unwrap();
+    store.commit().unwrap();
+    let want = contents(&store).unwrap();
+    drop(store);
+    let image = image(&disk);
+    assert!(records_in_region_0(&image, 1 << 20).len() >= 4, "stale records are there");
+    let store = BaseStore::open_with(SimDisk::from_image(image), options()).unwrap();
+    assert_eq!(contents(&store).unwrap(), want);
+    assert_eq!(store.journaled_commits(), 1);
+}
