@@ -8,7 +8,7 @@ use bob_io_helpers::checksum;
 pub const SLOT_STRIDE: usize = 4096;
 const MAGIC: &[u8; 8] = b"BOBSTORE";
 const GENERATION: usize = 16;
-const CHECKSUM: usize = 80;
+const CHECKSUM: usize = 112;
 
 /// What one header slot of an image holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

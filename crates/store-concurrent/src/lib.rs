@@ -308,13 +308,14 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
         self.with_store(|store| store.commit())
     }
 
-    /// Commits, then refuses every later operation with `Error::Closed`.
+    /// Commits by a checkpoint (see `Storer::checkpoint`), then refuses every later
+    /// operation with `Error::Closed`.
     pub fn close(&self) -> Result<()> {
         let mut store = self.inner.write();
         if self.closed.swap(true, Ordering::AcqRel) {
             return Err(Error::Closed);
         }
-        store.commit()
+        store.checkpoint()
     }
 
     /// `count` empty objects laid end to end (see `BatchStorer::allocate_run`).

@@ -11,7 +11,7 @@ use bob_io_helpers::checksum;
 
 use crate::error::Part;
 use crate::format::{
-    Entry, FORMAT_VERSION, PAGE_BYTES, check_entry, get_u16, get_u64, put_u16, put_u64,
+    Entry, FORMAT_VERSION, MAX_OBJECTS, PAGE_BYTES, check_entry, get_u16, get_u64, put_u16, put_u64,
 };
 use crate::{Error, Result};
 
@@ -146,6 +146,10 @@ pub(crate) fn decode(bytes: &[u8], salt: u64) -> Result<Found> {
     let corrupt = |why: String| {
         Error::corrupt(Part::Journal, None, format!("record of generation {generation}: {why}"))
     };
+    let next_id = get_u64(bytes, J_NEXT_ID);
+    if next_id == 0 || next_id > MAX_OBJECTS {
+        return Err(corrupt(format!("next id {next_id} is out of range")));
+    }
     let mut record = Record {
         generation,
         salt,

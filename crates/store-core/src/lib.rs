@@ -167,6 +167,13 @@ pub trait Storer {
     /// Makes everything done so far durable, atomically.
     fn commit(&mut self) -> Result<()>;
 
+    /// Commits, and folds what a journaling store keeps in its journal into its main
+    /// structures, so that the next open has nothing to replay (`close` does this). For a
+    /// store without a journal, a commit.
+    fn checkpoint(&mut self) -> Result<()> {
+        self.commit()
+    }
+
     /// Commits and closes the store.
     fn close(self) -> Result<()>
     where

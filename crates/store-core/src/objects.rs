@@ -149,6 +149,10 @@ impl<A: SpaceAllocator, B: FileBackend> Storer for Store<A, B> {
         self.commit_now()
     }
 
+    fn checkpoint(&mut self) -> Result<()> {
+        Store::checkpoint(self)
+    }
+
     /// Commits by a checkpoint: a store closed cleanly opens with no journal to replay.
     fn close(mut self) -> Result<()> {
         self.checkpoint()

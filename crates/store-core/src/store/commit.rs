@@ -42,7 +42,11 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             self.fail(e.to_string());
             return Err(e);
         }
-        if !self.metadata_low {
+        // The first commit after an open is a checkpoint: it puts the state open chose into a
+        // header slot of its own, durable, whatever the page cache showed open (dropping
+        // cached pages is advisory: a header or record whose sync failed may still have been
+        // read from the cache), and the previous commit's space stays protected until then.
+        if !self.metadata_low && !self.checkpoint_due {
             if let Some(record) = self.next_record() {
                 let result = self.journal_commit(&record);
                 if let Err(e) = &result {
@@ -231,6 +235,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         self.active_slot = 1 - self.active_slot;
         self.journal = super::journal::Journal::fresh(&self.header, self.active_slot);
         self.checkpoints += 1;
+        self.checkpoint_due = false;
         self.after_durable(plan.added, plan.replaced);
         self.table.committed();
     }

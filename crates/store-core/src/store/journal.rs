@@ -53,7 +53,9 @@ impl Journal {
     }
 }
 
-/// A salt for a new checkpoint's journal: differs from `previous`, and from run to run.
+/// A salt for a new checkpoint's journal: differs from `previous` (the current journal's)
+/// and, with overwhelming likelihood, from every earlier one, the reused region's included
+/// (and a stale record of that region would also have to continue the generation chain).
 pub(crate) fn new_salt(previous: u64, generation: u64) -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);

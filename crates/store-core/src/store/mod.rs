@@ -113,6 +113,8 @@ pub struct Store<A: SpaceAllocator, B: FileBackend> {
     checkpoints: u64,
     /// Journal records open dropped because their data had not reached the disk (0 or 1).
     dropped_records: u64,
+    /// Set by open: the next commit is a checkpoint (see `commit_now`).
+    checkpoint_due: bool,
     /// Whether anything changed since the last commit.
     dirty: bool,
     /// Set by a failed write path: the store refuses writes until reopened.
@@ -216,6 +218,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             data_start: header.journal[1] + header.journal_len,
             checkpoints: 0,
             dropped_records: 0,
+            checkpoint_due: false,
             dirty: false,
             failed: None,
             read_only: false,

@@ -125,6 +125,13 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         match Self::load(backend, header, slot, previous, file_len, options) {
             Ok(mut store) => {
                 store.read_only = which == Which::Previous;
+                if !store.read_only && store.dropped_records > 0 {
+                    // The dropped record must never count later (its data could check out
+                    // after this session writes there): its first page is zeroed, durably.
+                    let at = store.journal.region.offset + store.journal.tail;
+                    store.backend.write_at(&[0u8; PAGE_BYTES], at)?;
+                    store.backend.sync_data()?;
+                }
                 Ok(store)
             }
             Err(e @ (Error::Corrupt { .. } | Error::Alloc(_)))
@@ -234,6 +241,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         store.pending_free = protected;
         store.journal = replayed.journal;
         store.dropped_records = replayed.dropped;
+        store.checkpoint_due = true;
         Ok(store)
     }
 }
@@ -272,15 +280,20 @@ fn read_journal<B: FileBackend>(backend: &B, region: Extent) -> Result<Vec<u8>> 
 /// Whether every object `record` wrote holds the bytes its checksum names (read from the
 /// device, its cached pages dropped first).
 fn record_data_intact<B: FileBackend>(backend: &B, record: &Record) -> Result<bool> {
-    let mut bytes = Vec::new();
+    let mut buffer = Vec::new();
     for (_, entry) in &record.puts {
-        if entry.len == 0 {
-            continue;
-        }
         let _ = backend.drop_cache(entry.extent.offset, entry.extent.len);
-        bytes.resize(entry.len as usize, 0);
-        backend.read_at(&mut bytes, entry.extent.offset)?;
-        if bob_io_helpers::checksum(&bytes) != entry.checksum {
+        // Streamed in chunks of at most 1 MiB: an object of any size costs no more memory.
+        let mut sum = StreamingChecksum::new();
+        let mut at = 0;
+        while at < entry.len {
+            let n = ((entry.len - at) as usize).min(READ_CHUNK);
+            buffer.resize(n, 0);
+            backend.read_at(&mut buffer, entry.extent.offset + at)?;
+            sum.update(&buffer);
+            at += n as u64;
+        }
+        if sum.finish() != entry.checksum {
             return Ok(false);
         }
     }

@@ -124,8 +124,12 @@ fn a_last_record_whose_data_never_reached_the_disk_is_dropped() {
     let mut bytes_on_disk = image(&disk);
     let at = find(&bytes_on_disk, &lost);
     bytes_on_disk[at..at + 4096.min(lost.len())].fill(0);
-    let store = BaseStore::open_with(SimDisk::from_image(bytes_on_disk), options()).unwrap();
+    let reopened = SimDisk::from_image(bytes_on_disk);
+    let store = BaseStore::open_with(reopened.clone(), options()).unwrap();
     assert_eq!(store.dropped_records(), 1);
+    // A writable open zeroes the dropped record, durably: it can never count later.
+    let after = reopened.crash_image(CrashMode::PowerLoss, 3);
+    assert_eq!(records_in_region_0(&after, 1 << 20).len(), 1);
     assert_eq!(store.read_bytes_from_obj(kept_id).unwrap(), kept);
     assert!(matches!(store.read_bytes_from_obj(lost_id), Err(Error::NotFound(_))));
     let report = store.verify().unwrap();
@@ -199,4 +203,46 @@ fn records_of_an_earlier_checkpoint_in_a_region_never_count() {
     let store = BaseStore::open_with(SimDisk::from_image(image), options()).unwrap();
     assert_eq!(contents(&store).unwrap(), want);
     assert_eq!(store.journaled_commits(), 1);
+}
+
+#[test]
+fn the_first_commit_after_an_open_is_a_checkpoint() {
+    let disk = SimDisk::new();
+    let mut store = BaseStore::create_with(disk.clone(), options()).unwrap();
+    put(&mut store, &bytes(1, 100));
+    store.commit().unwrap();
+    drop(store);
+    let disk = SimDisk::from_image(image(&disk));
+    let mut store = BaseStore::open_with(disk.clone(), options()).unwrap();
+    for (round, syncs) in [(0, 2), (1, 1), (2, 1)] {
+        put(&mut store, &bytes(10 + round, 100));
+        let before = disk.op_counts().syncs;
+        store.commit().unwrap();
+        assert_eq!(disk.op_counts().syncs - before, syncs, "commit {round} after the open");
+    }
+    assert_eq!(store.checkpoints(), 1);
+}
+
+/// A record whose checksum holds (xxh3 is not a defence against a crafted file) but whose
+/// next id is out of range is refused before the table is sized from it.
+#[test]
+fn a_record_with_an_out_of_range_next_id_is_corrupt() {
+    let disk = SimDisk::new();
+    let mut store = BaseStore::create_with(disk.clone(), options()).unwrap();
+    put(&mut store, &bytes(1, 100));
+    store.commit().unwrap();
+    drop(store);
+    for next_id in [0, u64::MAX, (1 << 32) + 1] {
+        let mut crafted = image(&disk);
+        let at = records_in_region_0(&crafted, 1 << 20)[0];
+        crafted[at + 32..at + 40].copy_from_slice(&next_id.to_le_bytes());
+        let count = |k: usize| u32::from_le_bytes(crafted[k..k + 4].try_into().unwrap()) as usize;
+        let body = 64 + 40 * count(at + 56) + 8 * count(at + 60);
+        let sum = bob_io_helpers::checksum(&crafted[at..at + body]);
+        crafted[at + body..at + body + 8].copy_from_slice(&sum.to_le_bytes());
+        match BaseStore::open_with(SimDisk::from_image(crafted), options()) {
+            Err(Error::Corrupt { part: Part::Journal, .. }) => {}
+            other => panic!("next id {next_id}: expected a corrupt journal, got {other:?}"),
+        }
+    }
 }
