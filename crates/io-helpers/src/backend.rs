@@ -162,16 +162,30 @@ impl OsFile {
     }
 }
 
-/// Takes an exclusive `flock` on `file` without waiting: [`Error::Locked`] if another open
-/// file holds one. `flock` locks belong to the open file description, so a second `open` of
-/// the same path in this process is refused as surely as one in another process.
+/// How long [`lock_exclusive`] keeps trying while the lock is held, in all.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Takes an exclusive `flock` on `file`: [`Error::Locked`] if another open file holds one.
+/// `flock` locks belong to the open file description, so a second `open` of the same path in
+/// this process is refused as surely as one in another process.
+///
+/// A held lock is retried for up to 50 ms before that answer. A child process that another
+/// thread is starting holds a copy of every descriptor, and so of the lock of a handle just
+/// dropped, between its `fork` and its `exec` (which closes them: Rust opens files
+/// close-on-exec): a drop and reopen must not fail because some thread ran a command.
 fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
     use rustix::fs::{FlockOperation, flock};
     use rustix::io::Errno;
+    let started = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_micros(100);
     let errno = loop {
         match flock(file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => return Ok(()),
             Err(Errno::INTR) => {}
+            Err(Errno::WOULDBLOCK) if started.elapsed() < LOCK_PATIENCE => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(5));
+            }
             Err(errno) => break errno,
         }
     };

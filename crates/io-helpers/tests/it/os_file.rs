@@ -48,3 +48,31 @@ fn the_lock_stays_with_the_file_taken_out_of_its_handle() {
     let path = dir.path().join("store.bob");
     assert_refused_until_dropped(&path, OsFile::create_new(&path).unwrap().into_inner());
 }
+
+/// The bench harness's drop-and-reopen failed with `Locked` while another thread ran `sync`:
+/// the child held a copy of the dropped handle's descriptor, and so its lock, until its
+/// `exec`. Open now waits out such a window (up to 50 ms) instead of refusing.
+#[test]
+fn regression_a_reopen_while_other_threads_start_processes_is_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.bob");
+    std::fs::write(&path, b"bob").unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let failure = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = std::process::Command::new("true").status();
+            }
+        });
+        let failure = (0..1_000).find_map(|round| match OsFile::open(&path) {
+            Ok(owner) => {
+                drop(owner);
+                None
+            }
+            Err(e) => Some(format!("round {round}: {e}")),
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        failure
+    });
+    assert_eq!(failure, None);
+}

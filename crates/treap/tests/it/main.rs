@@ -423,7 +423,11 @@ fn a_flush_unloads_the_least_recently_used_nodes_first() {
         assert_eq!(tree.get(&store, k).unwrap(), Some(()));
     }
     assert_eq!(disk.op_counts().reads, reads, "the hot paths stayed in memory");
-    assert!(tree.get(&store, &1_000).unwrap().is_some());
+    // Priorities are seeded per tree, so a given cold key may sit on a hot path; the cold
+    // keys together cannot all.
+    for k in (500..1_500).filter(|k| k % 97 != 0) {
+        assert!(tree.get(&store, &k).unwrap().is_some());
+    }
     assert!(disk.op_counts().reads > reads, "the cold ones were unloaded");
 }
 
