@@ -183,18 +183,19 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         // (still newer than the other slot's); one that commits changes is a commit.
         let generation =
             if self.dirty { self.pending_generation() } else { self.journal.generation };
+        let root_checksum = checksum(&root_bytes);
         let header = Header {
             kind: A::KIND,
             generation,
             root,
             root_len: root_bytes.len() as u64,
-            root_checksum: checksum(&root_bytes),
+            root_checksum,
             next_id: self.table.next_id(),
             object_count: self.table.object_count(),
             file_end: self.alloc.file_end(),
             journal: self.header.journal,
             journal_len: self.header.journal_len,
-            salt: super::journal::new_salt(self.journal.salt, generation),
+            salt: super::journal::new_salt(self.journal.salt, generation, root_checksum),
         };
         writes.push((root.offset, root_bytes));
         Ok(Plan { writes, header, replaced, added: Vec::new() })

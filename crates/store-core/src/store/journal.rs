@@ -53,21 +53,16 @@ impl Journal {
     }
 }
 
-/// A salt for a new checkpoint's journal: differs from `previous` (the current journal's)
-/// and, with overwhelming likelihood, from every earlier one, the reused region's included
-/// (and a stale record of that region would also have to continue the generation chain).
-pub(crate) fn new_salt(previous: u64, generation: u64) -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let mut seed = [0u8; 32];
+/// The salt of a new checkpoint's journal: a hash of the current journal's salt, the
+/// checkpoint's generation and its root's checksum. It differs from the current salt, and with
+/// overwhelming likelihood from every earlier one, the reused region's included (a stale
+/// record of that region would also have to continue the generation chain). Deterministic, so
+/// the same history writes the same file.
+pub(crate) fn new_salt(previous: u64, generation: u64, root_checksum: u64) -> u64 {
+    let mut seed = [0u8; 24];
     seed[..8].copy_from_slice(&previous.to_le_bytes());
     seed[8..16].copy_from_slice(&generation.to_le_bytes());
-    seed[16..24].copy_from_slice(&nanos.to_le_bytes());
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed) ^ u64::from(std::process::id()) << 32;
-    seed[24..].copy_from_slice(&count.to_le_bytes());
+    seed[16..].copy_from_slice(&root_checksum.to_le_bytes());
     let salt = checksum(&seed);
     if salt == previous { salt ^ 1 } else { salt }
 }
