@@ -218,8 +218,11 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         }
         let end =
             extents.iter().chain(&protected).map(|e| e.offset + e.len).max().unwrap_or(data_start);
-        // Room for one commit: a table page and a root past what the file uses.
-        let commit_room = 2 * PAGE + (16 + 16 * pages.len() as u64).next_multiple_of(PAGE);
+        // Room for one commit past what the file uses. The first commit after an open is a
+        // checkpoint: every page the journal's records changed, one more, and a root.
+        let page_count = (pages.len() as u64).max(table.page_count());
+        let commit_room = (table.dirty_page_count() as u64 + 2) * PAGE
+            + (16 + 16 * (page_count + 1)).next_multiple_of(PAGE);
         if end.next_multiple_of(PAGE) + commit_room > options.max_file_bytes {
             return Err(Error::OptionsMismatch(format!(
                 "the file uses {end} bytes; a size limit of {} bytes leaves no room to commit",

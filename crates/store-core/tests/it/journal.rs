@@ -246,3 +246,33 @@ fn a_record_with_an_out_of_range_next_id_is_corrupt() {
         }
     }
 }
+
+/// Review finding: open budgeted one table page for the next commit, but the first commit
+/// after an open is a checkpoint that writes every page the replayed records changed. At a
+/// limit that fits the data but not that checkpoint, the store opened and then every commit
+/// failed. Now every limit either opens a store that commits, or is `OptionsMismatch`.
+#[test]
+fn every_limit_opens_a_store_that_commits_or_is_a_mismatch() {
+    let disk = SimDisk::new();
+    let mut store = BaseStore::create_with(disk.clone(), options()).unwrap();
+    let ids: Vec<_> = (0..1_000).map(|i| put(&mut store, &bytes(i, 50))).collect();
+    store.commit().unwrap(); // one record: 8 table pages changed since the checkpoint
+    assert_eq!(store.journaled_commits(), 1);
+    drop(store);
+    let image = image(&disk);
+    let len = image.len() as u64;
+    let (mut opened, mut refused) = (0, 0);
+    for limit in (len / 2..len + (64 << 10)).step_by(4096) {
+        let limited = StoreOptions { max_file_bytes: limit, ..options() };
+        match BaseStore::open_with(SimDisk::from_image(image.clone()), limited) {
+            Ok(mut store) => {
+                store.delete_obj(ids[7]).unwrap();
+                store.commit().unwrap_or_else(|e| panic!("limit {limit}: opened, then {e}"));
+                opened += 1;
+            }
+            Err(Error::OptionsMismatch(_)) => refused += 1,
+            Err(e) => panic!("limit {limit}: {e}"),
+        }
+    }
+    assert!(opened > 0 && refused > 0, "{opened} opened, {refused} refused");
+}
