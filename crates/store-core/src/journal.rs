@@ -116,6 +116,59 @@ pub(crate) enum Found {
     Nothing,
 }
 
+/// The records of one journal region, in order: each whole, of this journal (its salt) and
+/// continuing the one before it (the next generation, chained to its checksum). It ends at the
+/// first page boundary that does not hold such a record, or after an `Err` (a record whose
+/// checksum holds but whose contents are malformed).
+pub(crate) struct Chain<'a> {
+    bytes: &'a [u8],
+    salt: u64,
+    ended: bool,
+    /// Bytes of the region the records so far take.
+    pub(crate) end: usize,
+    /// The last record's generation (the checkpoint's before the first).
+    pub(crate) generation: u64,
+    /// The last record's checksum (the salt before the first).
+    pub(crate) last: u64,
+}
+
+impl<'a> Chain<'a> {
+    /// The chain in `bytes` (a region from its start) of the checkpoint of `generation`
+    /// salted `salt`.
+    pub(crate) fn new(bytes: &'a [u8], salt: u64, generation: u64) -> Self {
+        Chain { bytes, salt, ended: false, end: 0, generation, last: salt }
+    }
+}
+
+impl Iterator for Chain<'_> {
+    /// A record, its length in bytes (whole pages) and its checksum.
+    type Item = Result<(Record, u64, u64)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.ended || self.end >= self.bytes.len() {
+            return None;
+        }
+        match decode(&self.bytes[self.end..], self.salt) {
+            Ok(Found::Record(record, len, sum))
+                if record.generation == self.generation + 1 && record.previous == self.last =>
+            {
+                self.generation = record.generation;
+                self.last = sum;
+                self.end += len as usize;
+                Some(Ok((record, len, sum)))
+            }
+            Ok(_) => {
+                self.ended = true;
+                None
+            }
+            Err(e) => {
+                self.ended = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
 /// Decodes the record at the start of `bytes` (the journal from a page boundary to its end)
 /// if it is a whole record of the journal salted `salt`. A record whose checksum holds but
 /// whose entries are malformed is corruption: an `Err`. Whether its extents lie inside the

@@ -8,7 +8,7 @@ use bob_io_helpers::{FileBackend, checksum};
 use super::{PAGE, Store};
 use crate::error::Part;
 use crate::format::Header;
-use crate::journal::{self, Found, Record};
+use crate::journal::{self, Chain, Found, Record};
 use crate::space::SpaceAllocator;
 use crate::table::Table;
 use crate::{Error, Result};
@@ -86,22 +86,9 @@ pub(crate) fn replay(
     table: &mut Table,
     data_ok: &mut dyn FnMut(&Record) -> Result<bool>,
 ) -> Result<Replayed> {
-    let mut chain: Vec<(Record, u64, u64)> = Vec::new();
-    let mut at = 0usize;
-    let (mut generation, mut previous) = (journal.generation, journal.salt);
-    while at < bytes.len() {
-        match journal::decode(&bytes[at..], journal.salt)? {
-            Found::Record(record, len, sum)
-                if record.generation == generation + 1 && record.previous == previous =>
-            {
-                generation = record.generation;
-                previous = sum;
-                at += len as usize;
-                chain.push((record, len, sum));
-            }
-            _ => break,
-        }
-    }
+    let mut records = Chain::new(bytes, journal.salt, journal.generation);
+    let mut chain = (&mut records).collect::<Result<Vec<_>>>()?;
+    let (at, generation) = (records.end, records.generation);
     // Past the end of the chain, no record of this journal may follow it.
     let mut page = at;
     while page < bytes.len() {

@@ -137,23 +137,13 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         let region = self.journal.region;
         let mut bytes = vec![0u8; self.journal.tail as usize];
         self.backend.read_at(&mut bytes, region.offset)?;
-        let (mut at, mut generation, mut previous) =
-            (0usize, self.header.generation, self.journal.salt);
-        while at < bytes.len() {
-            match crate::journal::decode(&bytes[at..], self.journal.salt) {
-                Ok(crate::journal::Found::Record(record, len, sum))
-                    if record.generation == generation + 1 && record.previous == previous =>
-                {
-                    (generation, previous) = (record.generation, sum);
-                    at += len as usize;
-                }
-                Ok(_) => break,
-                Err(e) => {
-                    report.problems.push(e.to_string());
-                    return Ok(());
-                }
-            }
+        let mut chain =
+            crate::journal::Chain::new(&bytes, self.journal.salt, self.header.generation);
+        if let Some(Err(e)) = chain.find(Result::is_err) {
+            report.problems.push(e.to_string());
+            return Ok(());
         }
+        let (generation, previous) = (chain.generation, chain.last);
         report.journal_records = self.journal.records;
         if generation != self.journal.generation || previous != self.journal.last {
             report.problems.push(format!(

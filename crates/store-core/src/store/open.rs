@@ -13,7 +13,7 @@ use crate::format::{
     self, ENTRIES_PER_PAGE, FORMAT_1_SLOT_OFFSETS, FORMAT_VERSION, HEADER_MAGIC, HEADER_REGION,
     Header, MAX_OBJECTS, MAX_ROOT_BYTES, PAGE_BYTES, PageRef, SLOT_BYTES, SLOT_OFFSETS,
 };
-use crate::journal::{self as record_format, Found, Record};
+use crate::journal::{Chain, Record};
 use crate::space::SpaceAllocator;
 use crate::table::Table;
 use crate::{Error, ObjectId, Result};
@@ -353,23 +353,15 @@ fn previous_only_extents<B: FileBackend>(
     let region = older.journal_region(older_slot);
     if region.len <= super::journal::MAX_JOURNAL_BYTES {
         if let Ok(bytes) = read_journal(backend, region) {
-            let (mut at, mut generation, mut previous) = (0usize, older.generation, older.salt);
-            while at < bytes.len() {
-                match record_format::decode(&bytes[at..], older.salt) {
-                    Ok(Found::Record(record, len, sum))
-                        if record.generation == generation + 1
-                            && record.previous == previous
-                            && record.fits(file_len).is_ok() =>
-                    {
-                        for (id, entry) in &record.puts {
-                            if differs(*id, entry.extent) {
-                                only.push(entry.extent);
-                            }
-                        }
-                        (generation, previous) = (record.generation, sum);
-                        at += len as usize;
+            for item in Chain::new(&bytes, older.salt, older.generation) {
+                let Ok((record, _, _)) = item else { break };
+                if record.fits(file_len).is_err() {
+                    break;
+                }
+                for (id, entry) in &record.puts {
+                    if differs(*id, entry.extent) {
+                        only.push(entry.extent);
                     }
-                    _ => break,
                 }
             }
         }
