@@ -314,10 +314,14 @@ fn overlaps_any(extents: &mut [Extent], others: &[Extent]) -> bool {
 }
 
 /// The extents the commit `older` references and the newest does not (its table pages and root
-/// where they differ, and its objects' old extents), when they are intact and do not overlap
-/// the newest's; empty when the older commit cannot be read (then its space was legitimately
-/// reused, after the newest was durable, or it is damaged, and either way nothing of it can
-/// be protected).
+/// where they differ, and its objects' extents in the state its journal ends in), when they are
+/// intact; empty when the older commit cannot be read (then its space was legitimately reused,
+/// after the newest was durable, or it is damaged, and either way nothing of it can be
+/// protected).
+///
+/// Only the older commit's *final* state is protected: an extent one of its records wrote and a
+/// later record of the same journal replaced was freed and may since hold another object of that
+/// journal, and protecting both would overlap and protect nothing.
 fn previous_only_extents<B: FileBackend>(
     backend: &B,
     older: &Header,
@@ -326,6 +330,7 @@ fn previous_only_extents<B: FileBackend>(
     newest: &Table,
     file_len: u64,
 ) -> Vec<Extent> {
+    use std::collections::HashMap;
     let Ok(pages) = read_root(backend, older, file_len) else { return Vec::new() };
     let changed: Vec<Option<PageRef>> = pages
         .iter()
@@ -333,39 +338,49 @@ fn previous_only_extents<B: FileBackend>(
         .map(|(i, page)| page.filter(|p| newest_pages.get(i).copied().flatten() != Some(*p)))
         .collect();
     let mut only = vec![older.root];
-    let differs = |id: u64, extent: Extent| {
-        extent.len > 0 && newest.get(ObjectId(id)).is_none_or(|slot| slot.entry.extent != extent)
-    };
+    // The older state of every id on a changed page or touched by the older journal (`None`:
+    // no object); ids elsewhere hold what the newest checkpoint holds.
+    let mut state: HashMap<u64, Option<Extent>> = HashMap::new();
     let read = for_each_page(backend, &changed, |index, page_bytes| {
         only.push(Extent::new(changed[index].map_or(0, |p| p.offset), PAGE));
         format::decode_page_with(index as u64, page_bytes, file_len, |i, entry| {
             let id = index as u64 * ENTRIES_PER_PAGE + i as u64;
-            if differs(id, entry.extent) {
-                only.push(entry.extent);
-            }
+            state.insert(id, Some(entry.extent));
         })
     });
     if read.is_err() {
         return Vec::new();
     }
-    // And the objects its journal's records wrote (its region is never written while the
-    // newest checkpoint's journal is in use).
+    // The older journal's records, in order, as open would replay them (its region is never
+    // written while the newest checkpoint's journal is in use): the chain up to its first
+    // break, the last record dropped when its data is not on the device.
     let region = older.journal_region(older_slot);
     if region.len <= super::journal::MAX_JOURNAL_BYTES {
         if let Ok(bytes) = read_journal(backend, region) {
-            for item in Chain::new(&bytes, older.salt, older.generation) {
-                let Ok((record, _, _)) = item else { break };
-                if record.fits(file_len).is_err() {
-                    break;
+            let mut records: Vec<Record> = Chain::new(&bytes, older.salt, older.generation)
+                .map_while(|item| item.ok().map(|(record, _, _)| record))
+                .collect();
+            if let Some(last) = records.last() {
+                if last.fits(file_len).is_err()
+                    || !record_data_intact(backend, last).unwrap_or(false)
+                {
+                    records.pop();
+                }
+            }
+            for record in &records {
+                for &id in &record.removes {
+                    state.insert(id, None);
                 }
                 for (id, entry) in &record.puts {
-                    if differs(*id, entry.extent) {
-                        only.push(entry.extent);
-                    }
+                    state.insert(*id, Some(entry.extent));
                 }
             }
         }
     }
+    let differs = |id: u64, extent: Extent| {
+        extent.len > 0 && newest.get(ObjectId(id)).is_none_or(|slot| slot.entry.extent != extent)
+    };
+    only.extend(state.into_iter().filter_map(|(id, extent)| extent.filter(|e| differs(id, *e))));
     only.sort_unstable();
     only.dedup();
     only
