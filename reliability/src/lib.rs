@@ -16,7 +16,10 @@
 //!    writers, periodic reopen), and the same race on a disk that loses power;
 //! 8. crash, recover, keep working, crash again: several power losses in a row, many inside
 //!    or right after a recovery;
-//! 9. two handles on one file: every second open, in-process or from a child, is `Locked`.
+//! 9. two handles on one file: every second open, in-process or from a child, is `Locked`;
+//! 10. the journal: crash at every operation of journaled commits, checkpoints and the
+//!     wrap-around to the other region, and targeted damage to the records (a torn last
+//!     record, its data missing, a damaged earlier record, stale and duplicate records).
 //!
 //! The medium they model is `docs/format.md`'s ("Assumptions about the medium"): a power loss
 //! damages whole 4 KiB pages touched since the last sync ([`bob_io_helpers::testing::SimDisk`]).

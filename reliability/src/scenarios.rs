@@ -146,9 +146,9 @@ fn options() -> StoreOptions {
     StoreOptions { journal_bytes: 4 * 4096, ..StoreOptions::default() }
 }
 
-type Contents = BTreeMap<ObjectId, Vec<u8>>;
+pub(crate) type Contents = BTreeMap<ObjectId, Vec<u8>>;
 
-fn state_of(contents: &Contents) -> State {
+pub(crate) fn state_of(contents: &Contents) -> State {
     contents.iter().map(|(id, data)| (id.0.to_le_bytes().to_vec(), data.clone())).collect()
 }
 

@@ -6,6 +6,8 @@ use bob_io_helpers::checksum;
 
 /// Bytes between the starts of the two header slots: each is a 4 KiB page of its own.
 pub const SLOT_STRIDE: usize = 4096;
+/// Where the journal regions begin: after the two header slots.
+pub const HEADER_REGION: usize = 2 * SLOT_STRIDE;
 const MAGIC: &[u8; 8] = b"BOBSTORE";
 const GENERATION: usize = 16;
 const CHECKSUM: usize = 112;
@@ -38,6 +40,85 @@ pub fn slot(image: &[u8], i: usize) -> Slot {
     Slot::Intact(u64::from_le_bytes(
         bytes[GENERATION..GENERATION + 8].try_into().unwrap_or_default(),
     ))
+}
+
+/// One journal record found in an image (decoded here, not by the store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalRecord {
+    /// Where it starts in the image.
+    pub offset: usize,
+    /// Bytes its checksum covers (head, entries, trailer).
+    pub checked_len: usize,
+    /// Bytes it takes (whole pages).
+    pub len: usize,
+    /// Its generation.
+    pub generation: u64,
+    /// The extents (offset, allocated length) of the objects it wrote.
+    pub puts: Vec<(u64, u64)>,
+}
+
+/// The active journal of an image's newest intact slot: its region, its salt, and the records
+/// of that salt found at page boundaries of the region, in the region's order (the store's
+/// chain rules decide which of them count; this only finds them).
+#[derive(Debug, Clone)]
+pub struct ActiveJournal {
+    /// The region's offset and length.
+    pub region: (usize, usize),
+    /// The checkpoint's generation.
+    pub generation: u64,
+    /// The records of this checkpoint's salt.
+    pub records: Vec<JournalRecord>,
+    /// Page offsets of the region holding a record of another salt (an earlier use).
+    pub stale: Vec<usize>,
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    bytes.get(at..at + 8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> usize {
+    bytes.get(at..at + 4).map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or_default()))
+        as usize
+}
+
+/// The active journal of `image` (its newest intact slot's), if it has an intact slot.
+pub fn active_journal(image: &[u8]) -> Option<ActiveJournal> {
+    let (index, generation) = (0..2)
+        .filter_map(|i| match slot(image, i) {
+            Slot::Intact(generation) => Some((i, generation)),
+            _ => None,
+        })
+        .max_by_key(|&(_, generation)| generation)?;
+    let header = &image[index * SLOT_STRIDE..];
+    let region = (u64_at(header, 80 + 8 * index) as usize, u64_at(header, 96) as usize);
+    let salt = u64_at(header, 104);
+    let mut journal = ActiveJournal { region, generation, records: Vec::new(), stale: Vec::new() };
+    let end = (region.0 + region.1).min(image.len());
+    let mut at = region.0;
+    while at + 64 <= end {
+        let head = &image[at..];
+        if &head[..4] == b"BOBJ" {
+            if u64_at(head, 16) == salt {
+                let (puts, removes) = (u32_at(head, 56), u32_at(head, 60));
+                let checked_len = 64 + puts * 40 + removes * 8 + 8;
+                let len = checked_len.next_multiple_of(SLOT_STRIDE);
+                let extents = (0..puts.min(1 << 16))
+                    .map(|i| (u64_at(head, 64 + i * 40 + 8), u64_at(head, 64 + i * 40 + 24)))
+                    .collect();
+                journal.records.push(JournalRecord {
+                    offset: at,
+                    checked_len,
+                    len,
+                    generation: u64_at(head, 8),
+                    puts: extents,
+                });
+            } else {
+                journal.stale.push(at);
+            }
+        }
+        at += SLOT_STRIDE;
+    }
+    Some(journal)
 }
 
 /// The generation of the newest intact slot of `image`, if any: the commit a strict open must

@@ -28,6 +28,9 @@ struct Damage {
     refused_newest: u64,
     harmless: u64,
     older_torn: u64,
+    /// Opened the commit before the newest journal record (the flip hit the record or its
+    /// data, as a crash during its commit leaves it).
+    dropped_record: u64,
     older_while_intact: u64,
     wrong: u64,
     panics: u64,
@@ -43,7 +46,8 @@ impl Damage {
     }
 
     /// Opens `image` (damaged from `fixture.image`) and classifies what came back.
-    fn try_image(&mut self, fixture: &Fixture, image: Vec<u8>, what: &str) {
+    /// `unflipped` is the generation the undamaged image opens at, when it has a journal.
+    fn try_image(&mut self, fixture: &Fixture, image: Vec<u8>, what: &str, unflipped: Option<u64>) {
         self.tried += 1;
         let newest = slots::newest_intact(&image);
         let undamaged = slots::newest_intact(&fixture.image);
@@ -75,6 +79,14 @@ impl Damage {
                     self.detected += 1;
                 } else if undamaged.is_some_and(|g| generation < g) {
                     self.older_torn += 1;
+                } else if unflipped.is_some_and(|g| generation + 1 == g) {
+                    self.dropped_record += 1;
+                } else if unflipped.is_some_and(|g| generation < g) {
+                    self.wrong += 1;
+                    self.example(format!(
+                        "{} {what}: opened generation {generation}, more than one record back",
+                        fixture.name
+                    ));
                 } else {
                     self.harmless += 1;
                 }
@@ -89,6 +101,12 @@ impl Damage {
             "  opened the older commit: the flip tore the newest header slot (as a crash can)",
             self.older_torn,
         );
+        if self.dropped_record > 0 {
+            figures.info(
+                "  opened the commit before the newest journal record: the flip hit that record or its data (as a crash during its commit leaves it; a damaged record before the last is refused)",
+                self.dropped_record,
+            );
+        }
         figures.info("  harmless (bytes no commit references)", self.harmless);
         figures.zero(
             "  opened an older commit while the newest slot was intact",
@@ -100,11 +118,17 @@ impl Damage {
 }
 
 /// Flips one bit of every `stride`-th byte of `fixture` (from `first`).
-fn flip_bytes(damage: &mut Damage, fixture: &Fixture, first: usize, stride: usize, what: &str) {
+fn flip_bytes(
+    damage: &mut Damage,
+    fixture: &Fixture,
+    (first, stride): (usize, usize),
+    what: &str,
+    unflipped: Option<u64>,
+) {
     for at in (first..fixture.image.len()).step_by(stride.max(1)) {
         let mut image = fixture.image.clone();
         image[at] ^= 1 << (at % 8);
-        damage.try_image(fixture, image, &format!("{what}flip at {at}"));
+        damage.try_image(fixture, image, &format!("{what}flip at {at}"), unflipped);
     }
 }
 
@@ -126,19 +150,19 @@ pub fn bit_flips(budget: &Budget, seed: u64) -> Figures {
             }
         };
         names.push(format!("{} ({} B)", fixture.name, fixture.image.len()));
-        flip_bytes(&mut flips, &fixture, 0, 1, "");
+        flip_bytes(&mut flips, &fixture, (0, 1), "", None);
         let len = fixture.image.len();
         let mut offsets: Vec<usize> = (0..len).step_by(4096).collect();
         offsets.extend((0..32).map(|_| rng.usize(..len)));
         for at in offsets {
-            cuts.try_image(&fixture, fixture.image[..at].to_vec(), &format!("cut at {at}"));
+            cuts.try_image(&fixture, fixture.image[..at].to_vec(), &format!("cut at {at}"), None);
         }
         let mut zeros = fixture.image.clone();
         zeros.extend(std::iter::repeat_n(0u8, 8192));
-        cuts.try_image(&fixture, zeros, "zeros appended");
+        cuts.try_image(&fixture, zeros, "zeros appended", None);
         let mut garbage = fixture.image.clone();
         garbage.extend((0..8192).map(|_| rng.u8(..)));
-        cuts.try_image(&fixture, garbage, "garbage appended");
+        cuts.try_image(&fixture, garbage, "garbage appended", None);
 
         // Power-loss images: half at a random operation, half at the last sync of a commit
         // (its header write in flight, so torn, zeroed, old or new).
@@ -163,7 +187,7 @@ pub fn bit_flips(budget: &Budget, seed: u64) -> Figures {
             let unflipped = catch_unwind(AssertUnwindSafe(|| {
                 (image.recover)(SimDisk::from_image(image.image.clone()))
             }));
-            match unflipped {
+            let opened_at = match unflipped {
                 Err(_) => {
                     crashed.panics += 1;
                     continue;
@@ -182,10 +206,17 @@ pub fn bit_flips(budget: &Budget, seed: u64) -> Figures {
                         crashed.wrong += 1;
                         crashed.example(format!("{} {what}unflipped: wrong state", image.name));
                     }
+                    generation
                 }
-            }
+            };
             let first = rng.usize(..budget.crash_flip_stride.max(1));
-            flip_bytes(&mut crashed, &image, first, budget.crash_flip_stride, &what);
+            flip_bytes(
+                &mut crashed,
+                &image,
+                (first, budget.crash_flip_stride),
+                &what,
+                Some(opened_at),
+            );
         }
     }
     figures.note(&format!("fixtures: {}", names.join(", ")));
