@@ -6,7 +6,8 @@
 //!
 //! The API is the small common subset: `lock()`, `read()` and `write()` return guards directly
 //! (a poisoned loom lock is entered anyway, like a `parking_lot` lock), and `Condvar::wait`
-//! takes a guard by value and gives it back.
+//! takes a guard by value and gives it back. `Condvar::wait_until` times out at once under
+//! loom (its time does not pass), so a protocol must be correct whatever such a wait returns.
 
 #[cfg(not(loom))]
 mod imp {
@@ -29,6 +30,17 @@ mod imp {
         pub fn wait<'a, T>(&self, mut guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
             self.0.wait(&mut guard);
             guard
+        }
+
+        /// Like [`wait`](Self::wait), but returns at `deadline` at the latest; `true` with the
+        /// guard if the deadline passed.
+        pub fn wait_until<'a, T>(
+            &self,
+            mut guard: MutexGuard<'a, T>,
+            deadline: std::time::Instant,
+        ) -> (MutexGuard<'a, T>, bool) {
+            let timed_out = self.0.wait_until(&mut guard, deadline).timed_out();
+            (guard, timed_out)
         }
 
         /// Wakes one waiter, if any.
@@ -108,6 +120,16 @@ mod imp {
         /// Releases `guard`, waits for a notification, and re-acquires the lock.
         pub fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
             self.0.wait(guard).unwrap_or_else(|poisoned| poisoned.into_inner())
+        }
+
+        /// Under loom time does not pass: the deadline has always passed, so this returns at
+        /// once (`true`), the guard still held. A protocol must not depend on the wait.
+        pub fn wait_until<'a, T>(
+            &self,
+            guard: MutexGuard<'a, T>,
+            _deadline: std::time::Instant,
+        ) -> (MutexGuard<'a, T>, bool) {
+            (guard, true)
         }
 
         /// Wakes one waiter, if any.

@@ -85,6 +85,14 @@ pub trait SplitStore: Storer + BatchStorer + Send + Sized {
     /// Gives back space (and, for `begin_new`, the id) reserved and never to be published.
     fn abandon(&mut self, new_id: Option<ObjectId>, extent: Extent) -> Result<()>;
 
+    /// Starts a commit that the caller syncs outside its lock; see [`Store::begin_commit`].
+    /// `true`: sync [`io`](Self::io), then call [`end_commit`](Self::end_commit).
+    fn begin_commit(&mut self) -> Result<bool>;
+
+    /// Ends the commit `begin_commit` started, given the sync's outcome; see
+    /// [`Store::end_commit`].
+    fn end_commit(&mut self, synced: std::io::Result<()>) -> Result<()>;
+
     /// Whether the store refuses writes after a failure.
     fn is_failed(&self) -> bool;
 
@@ -170,6 +178,14 @@ impl<A: SpaceAllocator, B: FileBackend> SplitStore for Store<A, B> {
 
     fn abandon(&mut self, new_id: Option<ObjectId>, extent: Extent) -> Result<()> {
         self.abandon_reserved(new_id, extent)
+    }
+
+    fn begin_commit(&mut self) -> Result<bool> {
+        Store::begin_commit(self)
+    }
+
+    fn end_commit(&mut self, synced: std::io::Result<()>) -> Result<()> {
+        Store::end_commit(self, synced)
     }
 
     fn is_failed(&self) -> bool {

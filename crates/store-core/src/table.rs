@@ -369,13 +369,26 @@ impl Table {
         self.free.ranges.len()
     }
 
-    /// After a durable journaled commit: ids freed in it become reusable; the pages stay
-    /// dirty until the next checkpoint writes them.
-    pub(crate) fn journaled(&mut self) {
-        for id in self.pending_free.drain(..) {
+    /// When a journaled commit's record is written: what changed is in the record (the next
+    /// commit's changes start empty); returns the ids it freed, reusable once it is durable
+    /// ([`Table::free_ids`]).
+    pub(crate) fn seal(&mut self) -> Vec<u64> {
+        self.changed.clear();
+        std::mem::take(&mut self.pending_free)
+    }
+
+    /// Ids a durable commit freed become reusable.
+    pub(crate) fn free_ids(&mut self, ids: Vec<u64>) {
+        for id in ids {
             self.free.insert(id);
         }
-        self.changed.clear();
+    }
+
+    /// After a durable commit: ids freed in it become reusable, and the next commit's changes
+    /// start empty.
+    pub(crate) fn journaled(&mut self) {
+        let ids = self.seal();
+        self.free_ids(ids);
     }
 
     /// After a durable checkpoint: ids freed in it become reusable; no page is dirty.

@@ -30,12 +30,30 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// store stays usable; any other error latches the store (it refuses writes until
     /// reopened).
     pub fn commit_now(&mut self) -> Result<()> {
+        if self.begin_commit()? {
+            let synced = self.backend.sync_data();
+            self.end_commit(synced)?;
+        }
+        Ok(())
+    }
+
+    /// The first half of [`commit_now`](Self::commit_now), for a wrapper that syncs outside
+    /// its lock (`ConcurrentStore`'s group commit): writes the staged objects and the commit's
+    /// journal record, and returns `true`; the caller then syncs the backend (no other commit,
+    /// checkpoint or compaction may start meanwhile; writes, deletes and reads may) and hands
+    /// the result to [`end_commit`](Self::end_commit). Returns `false` when the commit is
+    /// already complete: nothing changed, or it was a checkpoint (made here, synced).
+    ///
+    /// Changes made between the two halves belong to the next commit. Space the commit frees
+    /// is reused only after `end_commit` saw its sync succeed.
+    pub fn begin_commit(&mut self) -> Result<bool> {
+        self.check_not_committing()?;
         if self.read_only && !self.dirty {
-            return Ok(()); // closing a read-only store
+            return Ok(false); // closing a read-only store
         }
         self.check_writable()?;
         if !self.dirty {
-            return Ok(());
+            return Ok(false);
         }
         self.table.trim();
         if let Err(e) = self.flush_staged() {
@@ -48,15 +66,43 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         // read from the cache), and the previous commit's space stays protected until then.
         if !self.metadata_low && !self.checkpoint_due {
             if let Some(record) = self.next_record() {
-                let result = self.journal_commit(&record);
-                if let Err(e) = &result {
+                if let Err(e) = self.write_record(&record) {
                     // Memory and file may now disagree: trust only a reopen.
                     self.fail(e.to_string());
+                    return Err(e);
                 }
-                return result;
+                return Ok(true);
             }
         }
-        self.checkpoint_now()
+        self.checkpoint_now()?;
+        Ok(false)
+    }
+
+    /// The second half of a commit [`begin_commit`](Self::begin_commit) started: `synced` is
+    /// the backend's sync. On `Ok` the commit is durable and the space it freed is free;
+    /// on an error the store latches (the record may or may not be on the disk: only a reopen
+    /// can tell). Without a commit in flight this does nothing.
+    pub fn end_commit(&mut self, synced: std::io::Result<()>) -> Result<()> {
+        let Some(committing) = self.committing.take() else { return Ok(()) };
+        if let Err(e) = synced {
+            let e = Error::from_io(e);
+            self.fail(e.to_string());
+            return Err(e);
+        }
+        self.release_durable(committing.releasing);
+        self.table.free_ids(committing.freed_ids);
+        self.settle_file_len(false);
+        Ok(())
+    }
+
+    /// Refuses a commit, checkpoint or compaction while a commit's sync is outstanding.
+    pub(super) fn check_not_committing(&self) -> Result<()> {
+        if self.committing.is_some() {
+            return Err(Error::InvalidArgument(
+                "a commit is in flight: end_commit must come first".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Folds the journal into the table pages: writes every table page changed since the
@@ -64,6 +110,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// syncs). Commits what is pending. `close` checkpoints, so a store closed cleanly opens
     /// with nothing to replay.
     pub fn checkpoint(&mut self) -> Result<()> {
+        self.check_not_committing()?;
         if self.read_only {
             return Ok(());
         }
@@ -251,8 +298,20 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         for extent in added {
             self.placement.committed(extent);
         }
-        let mut unheld = Vec::new();
         let released: Vec<Extent> = self.pending_free.drain(..).chain(replaced).collect();
+        self.release_durable(released);
+        self.dirty = false;
+        // Past the allocator's end the file keeps room, reserved on the device, for the next
+        // commit's metadata, so a commit of deletes succeeds on a full disk; the rest is
+        // referenced by no commit and goes back. A failure of either is not the commit's: it
+        // is durable, and the file length is settled again by the next commit.
+        self.settle_file_len(false);
+    }
+
+    /// Gives back space no durable commit references any more (or holds it back under a page
+    /// that still holds committed bytes).
+    fn release_durable(&mut self, released: Vec<Extent>) {
+        let mut unheld = Vec::new();
         for extent in released {
             self.placement.released(extent, &mut unheld);
             if let Err(e) = self.free_space(extent) {
@@ -260,12 +319,6 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             }
         }
         self.return_unheld(unheld);
-        self.dirty = false;
-        // Past the allocator's end the file keeps room, reserved on the device, for the next
-        // commit's metadata, so a commit of deletes succeeds on a full disk; the rest is
-        // referenced by no commit and goes back. A failure of either is not the commit's: it
-        // is durable, and the file length is settled again by the next commit.
-        self.settle_file_len(false);
     }
 
     /// Sets the file's length to the allocator's end plus the room for the next commit's

@@ -67,6 +67,15 @@ pub(crate) fn new_salt(previous: u64, generation: u64, root_checksum: u64) -> u6
     if salt == previous { salt ^ 1 } else { salt }
 }
 
+/// A journaled commit whose record is written and whose sync has not returned yet.
+#[derive(Debug)]
+pub(crate) struct Committing {
+    /// Space the state before it needed and it does not: free once it is durable.
+    pub(crate) releasing: Vec<Extent>,
+    /// Ids it removed: reusable once it is durable.
+    pub(crate) freed_ids: Vec<u64>,
+}
+
 /// What replaying a journal found.
 pub(crate) struct Replayed {
     /// The journal as it stands after the kept records.
@@ -166,21 +175,28 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         })
     }
 
-    /// A journaled commit: appends `record` after the last durable one (in pages no durable
-    /// record touches), covers the allocator's end, and syncs once. On `Ok` the commit is
-    /// durable.
-    pub(super) fn journal_commit(&mut self, record: &Record) -> Result<()> {
+    /// The write half of a journaled commit: covers the allocator's end, appends `record`
+    /// after the last record (in pages no durable record touches), and moves what the commit
+    /// made and freed out of the pending generation: its objects count as committed for
+    /// placement at once (nothing new may share their pages), what it freed waits in
+    /// `committing` for the sync (`end_commit`).
+    pub(super) fn write_record(&mut self, record: &Record) -> Result<()> {
         let (bytes, sum) = record.encode();
         // The file covers every extent the record names before the record exists.
         self.cover_file_end()?;
         self.backend.write_at(&bytes, self.journal.region.offset + self.journal.tail)?;
-        self.backend.sync_data()?;
         self.journal.tail += bytes.len() as u64;
         self.journal.last = sum;
         self.journal.generation = record.generation;
         self.journal.records += 1;
-        self.after_durable(Vec::new(), Vec::new());
-        self.table.journaled();
+        for extent in std::mem::take(&mut self.fresh).into_values() {
+            self.placement.committed(extent);
+        }
+        self.committing = Some(Committing {
+            releasing: std::mem::take(&mut self.pending_free),
+            freed_ids: self.table.seal(),
+        });
+        self.dirty = false;
         Ok(())
     }
 

@@ -168,6 +168,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             .chain(self.pages.iter().flatten().map(|p| Extent::new(p.offset, PAGE_BYTES as u64)))
             .chain(std::iter::once(self.header.root))
             .chain(self.pending_free.iter().copied())
+            .chain(self.committing.iter().flat_map(|c| c.releasing.iter().copied()))
             .chain(self.in_flight.values().map(|(e, _)| *e))
             .chain(self.placement.held_extents())
             .collect();

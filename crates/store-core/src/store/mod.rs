@@ -107,6 +107,8 @@ pub struct Store<A: SpaceAllocator, B: FileBackend> {
     active_slot: usize,
     /// The journal of commits since that checkpoint.
     journal: journal::Journal,
+    /// A journaled commit whose record is written and whose sync has not returned.
+    committing: Option<journal::Committing>,
     /// Where the allocator's space begins: past the header slots and the journal regions.
     data_start: u64,
     /// Checkpoints this handle made.
@@ -215,6 +217,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             header,
             active_slot,
             journal: journal::Journal::fresh(&header, active_slot),
+            committing: None,
             data_start: header.journal[1] + header.journal_len,
             checkpoints: 0,
             dropped_records: 0,

@@ -379,3 +379,49 @@ fn the_previous_commit_stays_protected_when_its_journal_reused_its_own_space() {
         }
     }
 }
+
+/// A commit split around its sync (`begin_commit`, the sync, `end_commit`, as
+/// `ConcurrentStore`'s group commit runs it): changes made while the sync is outstanding
+/// belong to the next commit; space and ids the commit freed are not reused before its sync
+/// returned; no other commit or checkpoint may start meanwhile; a failed sync latches.
+#[test]
+fn a_commit_split_around_its_sync_leaves_window_changes_to_the_next() {
+    use bob_io_helpers::FileBackend;
+    let disk = SimDisk::new();
+    let mut store = BaseStore::create_with(disk.clone(), options()).unwrap();
+    let a = put(&mut store, &bytes(1, 5000));
+    store.commit().unwrap();
+    let b = put(&mut store, &bytes(2, 5000));
+    store.delete_obj(a).unwrap();
+    assert!(store.begin_commit().unwrap(), "a journaled commit: the caller syncs");
+    // The window: the next commit's changes.
+    let c = put(&mut store, &bytes(3, 5000));
+    assert_ne!(c, a, "an id the commit freed is not reused before its sync returned");
+    store.write_bytes_to_obj(b, &bytes(4, 5000)).unwrap();
+    assert!(store.begin_commit().is_err(), "one commit at a time");
+    assert!(store.checkpoint().is_err());
+    assert!(store.verify().unwrap().is_clean());
+    store.end_commit(disk.sync_data()).unwrap();
+    assert!(store.verify().unwrap().is_clean());
+    // What a power loss now keeps: the commit, none of the window's changes.
+    for seed in 0..4 {
+        let image = disk.crash_image(CrashMode::PowerLoss, seed);
+        let crashed = BaseStore::open_with(SimDisk::from_image(image), options()).unwrap();
+        assert_eq!(crashed.ids(), vec![b]);
+        assert_eq!(crashed.read_bytes_from_obj(b).unwrap(), bytes(2, 5000));
+    }
+    store.commit().unwrap();
+    drop(store);
+    let store = BaseStore::open_with(SimDisk::from_image(image(&disk)), options()).unwrap();
+    assert_eq!(store.read_bytes_from_obj(b).unwrap(), bytes(4, 5000));
+    assert_eq!(store.read_bytes_from_obj(c).unwrap(), bytes(3, 5000));
+    assert_eq!(store.ids().len(), 2);
+    // A failed sync latches the store.
+    let disk = SimDisk::new();
+    let mut store = BaseStore::create_with(disk.clone(), options()).unwrap();
+    put(&mut store, b"x");
+    assert!(store.begin_commit().unwrap());
+    assert!(store.end_commit(Err(std::io::Error::other("injected"))).is_err());
+    assert!(store.is_failed());
+    assert!(store.commit().is_err());
+}

@@ -1,0 +1,269 @@
+//! Group commit: callers committing at the same time share one commit of the store (one
+//! journal record, one sync), and each returns `Ok` only once a commit that includes its
+//! changes is durable.
+//!
+//! # Protocol
+//! Each caller takes a ticket (a counter, under the group's mutex). A caller whose ticket is
+//! covered by a durable commit returns `Ok`. Otherwise, if no commit is running, it becomes the
+//! leader: it notes the last ticket issued (every caller up to it called `commit` after its
+//! writes were published, so they are in the store before the leader's commit reads it),
+//! runs the commit without the group's mutex, then marks those tickets durable and wakes every
+//! waiter. Followers wait while a leader runs and look again when woken; a follower whose
+//! ticket came after the leader's note leads the next round, for everyone who arrived
+//! meanwhile.
+//!
+//! Gathering: the callers a round covers go back to work when it ends, so the next round
+//! would start with whoever was left waiting and the rounds would alternate between a few
+//! callers and many. So a new leader first waits, at most half the last round's duration
+//! (capped at 1 ms), until as many callers hold tickets as took part in the last round (its
+//! callers and those waiting when it ended). One caller alone never waits. The wait changes
+//! only how many a round covers, never which tickets it may mark durable (it reads the last
+//! ticket after the wait), so correctness does not depend on it (under loom it returns at
+//! once). A failed commit marks nothing durable: each waiter then runs a commit of its own
+//! and gets the store's own error (a failed store refuses it), never an `Ok` for changes that
+//! are not durable.
+
+use std::time::{Duration, Instant};
+
+use bob_io_helpers::sync::{Condvar, Mutex};
+
+use crate::Result;
+
+/// Ticket counters of the commits in flight.
+#[derive(Debug, Default)]
+struct State {
+    /// Tickets issued (the last one's number).
+    issued: u64,
+    /// Every ticket up to this one is in a durable commit.
+    durable: u64,
+    /// A leader is committing.
+    leading: bool,
+    /// Commits run (rounds): callers minus rounds is how many shared a commit.
+    rounds: u64,
+    /// Callers waiting for a round (covered or not).
+    waiting: u64,
+    /// Callers of the last round and those waiting when it ended: how many a new leader
+    /// gathers before it starts.
+    crowd: u64,
+    /// How long a new leader gathers at most: half the last round's duration, capped.
+    patience: Duration,
+    /// A leader is gathering: a new ticket wakes it.
+    gathering: bool,
+}
+
+/// The longest a leader gathers.
+const MAX_PATIENCE: Duration = Duration::from_millis(1);
+
+/// The group commit of one store; see the module docs.
+#[derive(Debug)]
+pub(crate) struct GroupCommit {
+    state: Mutex<State>,
+    /// A round ended.
+    done: Condvar,
+    /// A ticket was issued while a leader gathers.
+    arrived: Condvar,
+}
+
+impl Default for GroupCommit {
+    fn default() -> Self {
+        Self { state: Mutex::new(State::default()), done: Condvar::new(), arrived: Condvar::new() }
+    }
+}
+
+/// Clears the leader's flag and wakes the waiters even if the commit panics (waiters then run
+/// a commit of their own).
+struct Leading<'a> {
+    group: &'a GroupCommit,
+    started: Instant,
+    through: u64,
+    durable: bool,
+    /// Whether this was a commit round (counted in `rounds`).
+    round: bool,
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        let mut state = self.group.state.lock();
+        state.leading = false;
+        state.rounds += u64::from(self.round);
+        if self.round {
+            state.crowd = state.waiting + 1;
+            state.patience = (self.started.elapsed() / 2).min(MAX_PATIENCE);
+        }
+        if self.durable {
+            state.durable = state.durable.max(self.through);
+        }
+        drop(state);
+        self.group.done.notify_all();
+    }
+}
+
+impl GroupCommit {
+    /// Returns `Ok` once a commit run after this call began is durable; `commit` runs the
+    /// store's commit (in this thread, or in another caller's).
+    pub(crate) fn commit(&self, commit: impl FnOnce() -> Result<()>) -> Result<()> {
+        let mut state = self.state.lock();
+        state.issued += 1;
+        let ticket = state.issued;
+        if state.gathering {
+            self.arrived.notify_one();
+        }
+        state.waiting += 1;
+        while state.leading && state.durable < ticket {
+            state = self.done.wait(state);
+        }
+        state.waiting -= 1;
+        if state.durable >= ticket {
+            return Ok(());
+        }
+        state.leading = true;
+        if state.issued - state.durable < state.crowd && !state.patience.is_zero() {
+            state.gathering = true;
+            let deadline = Instant::now() + state.patience;
+            while state.issued - state.durable < state.crowd {
+                let (next, timed_out) = self.arrived.wait_until(state, deadline);
+                state = next;
+                if timed_out {
+                    break;
+                }
+            }
+            state.gathering = false;
+        }
+        let mut leading = Leading {
+            group: self,
+            started: Instant::now(),
+            through: state.issued,
+            durable: false,
+            round: true,
+        };
+        drop(state);
+        let result = commit();
+        leading.durable = result.is_ok();
+        drop(leading);
+        result
+    }
+
+    /// Runs `step` (a checkpoint, a compaction) alone: after the commit running now, before
+    /// the next one. It counts as no commit for anyone waiting.
+    pub(crate) fn exclusive<T>(&self, step: impl FnOnce() -> Result<T>) -> Result<T> {
+        let mut state = self.state.lock();
+        while state.leading {
+            state = self.done.wait(state);
+        }
+        state.leading = true;
+        let leading = Leading {
+            group: self,
+            started: Instant::now(),
+            through: 0,
+            durable: false,
+            round: false,
+        };
+        drop(state);
+        let result = step();
+        drop(leading);
+        result
+    }
+
+    /// (callers, store commits run) so far.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        let state = self.state.lock();
+        (state.issued, state.rounds)
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use bob_io_helpers::sync::{Arc, Mutex, thread};
+
+    use super::GroupCommit;
+    use crate::Error;
+
+    /// The store the model commits: what is published, and what a commit made durable.
+    struct Model {
+        published: Mutex<u64>,
+        durable: Mutex<u64>,
+    }
+
+    impl Default for Model {
+        fn default() -> Self {
+            Self { published: Mutex::new(0), durable: Mutex::new(0) }
+        }
+    }
+
+    /// Publishes one change (returns its number) and commits it through `group`.
+    fn publish_and_commit(group: &GroupCommit, model: &Model, fail: bool) -> (u64, bool) {
+        let mine = {
+            let mut published = model.published.lock();
+            *published += 1;
+            *published
+        };
+        let result = group.commit(|| {
+            let cut = *model.published.lock();
+            if fail {
+                return Err(Error::Failed("injected".into()));
+            }
+            let mut durable = model.durable.lock();
+            *durable = (*durable).max(cut);
+            Ok(())
+        });
+        (mine, result.is_ok())
+    }
+
+    /// Three committers: each `Ok` comes after a commit that includes the caller's change; no
+    /// more commits run than callers; nobody waits forever.
+    #[test]
+    fn loom_group_commit_ok_only_when_durable() {
+        loom::model(|| {
+            let group = Arc::new(GroupCommit::default());
+            let model = Arc::new(Model::default());
+            let others: Vec<_> = (0..2)
+                .map(|_| {
+                    let (group, model) = (group.clone(), model.clone());
+                    thread::spawn(move || {
+                        let (mine, ok) = publish_and_commit(&group, &model, false);
+                        assert!(ok);
+                        assert!(*model.durable.lock() >= mine, "Ok before its change was durable");
+                    })
+                })
+                .collect();
+            let (mine, ok) = publish_and_commit(&group, &model, false);
+            assert!(ok);
+            assert!(*model.durable.lock() >= mine);
+            for other in others {
+                other.join().unwrap();
+            }
+            let (callers, rounds) = group.counts();
+            assert_eq!(callers, 3);
+            assert!((1..=3).contains(&rounds));
+        });
+    }
+
+    /// A failing commit: its leader gets the error, and a caller that waited for the round
+    /// never gets `Ok` for a change no durable commit holds. (Three callers: a round covers
+    /// the callers that arrived while the one before it ran.)
+    #[test]
+    fn loom_group_commit_failure_is_never_ok() {
+        loom::model(|| {
+            let group = Arc::new(GroupCommit::default());
+            let model = Arc::new(Model::default());
+            let others: Vec<_> = (0..2)
+                .map(|i| {
+                    let (group, model) = (group.clone(), model.clone());
+                    thread::spawn(move || {
+                        let (mine, ok) = publish_and_commit(&group, &model, i == 0);
+                        if ok {
+                            assert!(*model.durable.lock() >= mine, "Ok, not durable");
+                        }
+                    })
+                })
+                .collect();
+            let (mine, ok) = publish_and_commit(&group, &model, false);
+            if ok {
+                assert!(*model.durable.lock() >= mine, "Ok for a change no commit made durable");
+            }
+            for other in others {
+                other.join().unwrap();
+            }
+        });
+    }
+}
