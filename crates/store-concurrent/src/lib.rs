@@ -314,6 +314,23 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
         Ok(ConcurrentWriter { inner, _lock: Some(lock) })
     }
 
+    /// A writer replacing object `id` with `size` new bytes (any length, copy-on-write); it
+    /// holds the object's exclusive lock. Bytes not written are zeros.
+    pub fn late_replace_obj(&self, id: ObjectId, size: u64) -> Result<ConcurrentWriter<'_, S>> {
+        self.check_open()?;
+        let lock = self.locks.exclusive(&[id.0]);
+        self.locks.forget(id.0);
+        let inner = ObjectWriter::replace(Shared(self), id, size)?;
+        Ok(ConcurrentWriter { inner, _lock: Some(lock) })
+    }
+
+    /// Replaces object `id` with `bytes`, of any length; the id keeps its meaning.
+    pub fn replace_obj(&self, id: ObjectId, bytes: &[u8]) -> Result<()> {
+        let mut writer = self.late_replace_obj(id, bytes.len() as u64)?;
+        writer.write_all(bytes).map_err(Error::from_io)?;
+        writer.finish()
+    }
+
     /// Replaces the first `bytes.len()` bytes of an object.
     pub fn write_bytes_to_obj(&self, id: ObjectId, bytes: &[u8]) -> Result<()> {
         let mut writer = self.write_to_obj(id)?;
@@ -623,6 +640,14 @@ impl<S: SplitStore<Io: Clone>> bob_store_core::Storer for ConcurrentStore<S> {
 
     fn write_to_obj(&mut self, id: ObjectId) -> Result<ConcurrentWriter<'_, S>> {
         ConcurrentStore::write_to_obj(self, id)
+    }
+
+    fn late_replace_obj(&mut self, id: ObjectId, size: u64) -> Result<ConcurrentWriter<'_, S>> {
+        ConcurrentStore::late_replace_obj(self, id, size)
+    }
+
+    fn replace_obj(&mut self, id: ObjectId, bytes: &[u8]) -> Result<()> {
+        ConcurrentStore::replace_obj(self, id, bytes)
     }
 
     fn commit(&mut self) -> Result<()> {

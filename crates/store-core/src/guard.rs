@@ -221,6 +221,8 @@ pub struct ObjectWriter<X: Access> {
     sum: StreamingChecksum,
     /// The object being rewritten, or `None` for a new one.
     old: Option<Located<'static>>,
+    /// A replacement: bytes not written are zeros, not the old object's.
+    replacing: bool,
     done: bool,
 }
 
@@ -238,6 +240,15 @@ impl<X: Access> ObjectWriter<X> {
         Ok(Self::new(access, id, target, len, Some(old)))
     }
 
+    /// Reserves space to replace object `id` with `len` new bytes (any length) and returns
+    /// its writer; bytes not written are zeros.
+    pub fn replace(mut access: X, id: ObjectId, len: u64) -> Result<Self> {
+        let (old, target) = access.with(|store| store.begin_replace(id, len, !X::EXCLUSIVE))?;
+        let mut writer = Self::new(access, id, target, len, Some(old));
+        writer.replacing = true;
+        Ok(writer)
+    }
+
     fn new(
         access: X,
         id: ObjectId,
@@ -246,7 +257,7 @@ impl<X: Access> ObjectWriter<X> {
         old: Option<Located<'static>>,
     ) -> Self {
         let sum = StreamingChecksum::new();
-        Self { access, id, target, len, position: 0, sum, old, done: false }
+        Self { access, id, target, len, position: 0, sum, old, replacing: false, done: false }
     }
 
     /// The object being written.
@@ -272,7 +283,7 @@ impl<X: Access> ObjectWriter<X> {
 
     fn fill_rest(&mut self) -> Result<()> {
         let (from, to, target) = (self.position, self.len, self.target);
-        let Some(old) = self.old.clone() else {
+        let Some(old) = self.old.clone().filter(|_| !self.replacing) else {
             self.access.io(|io| {
                 write_zeros(io, target.offset + from, to - from).map_err(|e| e.into_io())
             })?;

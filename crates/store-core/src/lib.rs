@@ -5,7 +5,9 @@
 //! under copy-on-write and compaction). Objects are written and read whole
 //! ([`Storer::write_new_obj_from_bytes`], [`Storer::read_bytes_from_obj`]) or streamed through
 //! guards ([`Storer::late_write_new_obj`], [`Storer::write_to_obj`], [`Storer::late_read_obj`])
-//! that release what they hold when dropped. Optional capabilities are separate traits a
+//! that release what they hold when dropped. [`Storer::replace_obj`] gives an object new
+//! contents of any length under the same id (a tree can rewrite one node without touching
+//! its parent). Optional capabilities are separate traits a
 //! wrapper can forward: [`ObjectInfoStorer`], [`BatchStorer`] (`allocate_run`,
 //! `write_batched_objs`) and [`PrimeStorer`] (the object with the fixed id 0 where upper layers
 //! keep their roots).
@@ -163,6 +165,20 @@ pub trait Storer {
 
     /// A writer over an existing object, from its first byte; writing past its end fails.
     fn write_to_obj(&mut self, id: ObjectId) -> Result<Self::Writer<'_>>;
+
+    /// A writer that replaces object `id`'s contents with `size` new bytes (any length, longer
+    /// or shorter than before): the id keeps its meaning, the object reads as the new bytes
+    /// once the writer finishes (bytes not written are zeros), and the old bytes stay intact
+    /// until then (and, for a committed object, until the next commit).
+    fn late_replace_obj(&mut self, id: ObjectId, size: u64) -> Result<Self::Writer<'_>>;
+
+    /// Replaces object `id`'s contents with `bytes`, of any length; see
+    /// [`late_replace_obj`](Self::late_replace_obj).
+    fn replace_obj(&mut self, id: ObjectId, bytes: &[u8]) -> Result<()> {
+        let mut writer = self.late_replace_obj(id, bytes.len() as u64)?;
+        writer.write_all(bytes).map_err(Error::from_io)?;
+        writer.finish()
+    }
 
     /// Makes everything done so far durable, atomically.
     fn commit(&mut self) -> Result<()>;

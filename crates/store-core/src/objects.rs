@@ -112,6 +112,34 @@ impl<A: SpaceAllocator, B: FileBackend> Storer for Store<A, B> {
         ObjectWriter::rewrite(Direct(self), id)
     }
 
+    /// A writer replacing object `id` with `size` new bytes, copy-on-write (see
+    /// [`Storer::late_replace_obj`]).
+    fn late_replace_obj(&mut self, id: ObjectId, size: u64) -> Result<Self::Writer<'_>> {
+        self.check_writable()?;
+        ObjectWriter::replace(Direct(self), id, size)
+    }
+
+    /// Replaces object `id` with `bytes` (any length). Up to the write buffer's object size
+    /// the new copy is staged and written, coalesced with its neighbours, at the next flush;
+    /// anything larger streams through [`late_replace_obj`](Storer::late_replace_obj).
+    fn replace_obj(&mut self, id: ObjectId, bytes: &[u8]) -> Result<()> {
+        self.check_writable()?;
+        let old = self.slot(id)?;
+        if bytes.is_empty() || bytes.len() > MAX_STAGED_OBJECT.min(self.write_buffer_bytes()) {
+            let mut writer = self.late_replace_obj(id, bytes.len() as u64)?;
+            writer.write_all(bytes).map_err(Error::from_io)?;
+            return crate::ObjectWrite::finish(writer);
+        }
+        self.guarded(|store| {
+            let target = store.reserve(bytes.len() as u64)?;
+            store.stage_or_write(target.offset, bytes)?;
+            let entry =
+                Entry { extent: target, len: bytes.len() as u64, checksum: checksum(bytes) };
+            store.put(id, entry, store.pending_generation());
+            store.release(old.entry.extent, old.born)
+        })
+    }
+
     /// Replaces the first `bytes.len()` bytes of an object. A committed object up to the
     /// write buffer's object size is rewritten copy-on-write through the write buffer (the
     /// new copy is staged and written, coalesced with its neighbours, at the next flush);

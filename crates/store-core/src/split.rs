@@ -69,6 +69,15 @@ pub trait SplitStore: Storer + BatchStorer + Send + Sized {
     /// object's checksum is checked as its tail is copied): where it is now, and the space.
     fn begin_rewrite(&mut self, id: ObjectId, outside: bool) -> Result<(Located<'static>, Extent)>;
 
+    /// Reserves fresh space for replacing object `id` with `len` new bytes (no old byte is
+    /// kept): where it is now, and the space.
+    fn begin_replace(
+        &mut self,
+        id: ObjectId,
+        len: u64,
+        outside: bool,
+    ) -> Result<(Located<'static>, Extent)>;
+
     /// Records object `id` as `len` bytes with `checksum` in `extent`, written by the caller.
     /// For a rewrite, `replaced` is the location `begin_rewrite` returned; its space is freed
     /// (after the next commit if a commit references it). On an error the reserved space is
@@ -137,6 +146,25 @@ impl<A: SpaceAllocator, B: FileBackend> SplitStore for Store<A, B> {
                 staged: None,
             };
             let (_, target) = store.reserve_outside(slot.entry.len, false, outside)?;
+            Ok((located, target))
+        })
+    }
+
+    fn begin_replace(
+        &mut self,
+        id: ObjectId,
+        len: u64,
+        outside: bool,
+    ) -> Result<(Located<'static>, Extent)> {
+        self.guarded(|store| {
+            let slot = store.slot(id)?;
+            let located = Located {
+                extent: slot.entry.extent,
+                len: slot.entry.len,
+                checksum: slot.entry.checksum,
+                staged: None,
+            };
+            let (_, target) = store.reserve_outside(len, false, outside)?;
             Ok((located, target))
         })
     }

@@ -4,6 +4,9 @@
 use bob_alloc::{BasicAllocator, OmniBlockAllocator};
 use bob_io_helpers::testing::{CrashMode, SimDisk};
 use bob_store_core::{BatchStorer, ObjectId, SpaceAllocator, Store, StoreOptions, Storer};
+use std::io::Write as _;
+
+use bob_store_core::ObjectWrite as _;
 use proptest::prelude::*;
 
 use crate::{Contents, bytes, contents};
@@ -12,6 +15,8 @@ use crate::{Contents, bytes, contents};
 enum Op {
     Write(usize, u64),
     Rewrite(usize, usize, u64),
+    /// Replace an object with new bytes of any length (streamed when `bool`).
+    Replace(usize, usize, u64, bool),
     Delete(usize),
     Batch(u64, u64, u64),
     Commit,
@@ -24,6 +29,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         8 => (prop_oneof![0usize..64, 0usize..5000, 4000usize..70_000], any::<u64>()).prop_map(|(l, s)| Op::Write(l, s)),
         3 => (any::<usize>(), 0usize..6000, any::<u64>()).prop_map(|(i, l, s)| Op::Rewrite(i, l, s)),
+        3 => (any::<usize>(), prop_oneof![0usize..64, 0usize..9000, 60_000usize..70_000], any::<u64>(), any::<bool>())
+            .prop_map(|(i, l, s, streamed)| Op::Replace(i, l, s, streamed)),
         4 => any::<usize>().prop_map(Op::Delete),
         1 => (1u64..20, 1u64..300, any::<u64>()).prop_map(|(c, l, s)| Op::Batch(c, l, s)),
         3 => Just(Op::Commit),
@@ -60,6 +67,20 @@ fn run<A: SpaceAllocator>(ops: Vec<Op>, write_buffer_bytes: usize) -> Result<(),
                     let data = bytes(seed, len.min(object.len()));
                     store.write_bytes_to_obj(id, &data).unwrap();
                     object[..data.len()].copy_from_slice(&data);
+                }
+            }
+            Op::Replace(index, len, seed, streamed) => {
+                if let Some(id) = nth(&current, index) {
+                    let data = bytes(seed, len);
+                    if streamed {
+                        let mut writer = store.late_replace_obj(id, len as u64).unwrap();
+                        writer.write_all(&data[..len / 2]).unwrap();
+                        writer.write_all(&data[len / 2..]).unwrap();
+                        writer.finish().unwrap();
+                    } else {
+                        store.replace_obj(id, &data).unwrap();
+                    }
+                    current.insert(id, data);
                 }
             }
             Op::Delete(index) => {

@@ -143,6 +143,15 @@ impl Storer for CommitsBetweenCalls {
         self.store.write_to_obj(id)
     }
 
+    fn late_replace_obj(
+        &mut self,
+        id: ObjectId,
+        size: u64,
+    ) -> bob_store_core::Result<Self::Writer<'_>> {
+        self.cut()?;
+        self.store.late_replace_obj(id, size)
+    }
+
     fn commit(&mut self) -> bob_store_core::Result<()> {
         self.store.commit()
     }
