@@ -238,8 +238,27 @@ impl<T: KvReads + ?Sized> KvReads for &T {
     }
 }
 
+/// Durable commits and checkpoints bob's stores made in this process (each run is a process
+/// of its own): the figures the report's "Checkpoints" table shows.
+pub fn bob_commit_counts() -> (u64, u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    (bob::COMMITS.load(Relaxed), bob::CHECKPOINTS.load(Relaxed))
+}
+
 mod bob {
     use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+    /// Durable commits made (each `commit` that had something to commit).
+    pub(super) static COMMITS: AtomicU64 = AtomicU64::new(0);
+    /// Checkpoints made (counted when a handle closes; a handle dropped without `close` is
+    /// not counted).
+    pub(super) static CHECKPOINTS: AtomicU64 = AtomicU64::new(0);
+
+    /// Counts a store's checkpoints when its handle goes.
+    fn count_checkpoints<A: SpaceAllocator, B: bob_io_helpers::FileBackend>(store: &Store<A, B>) {
+        CHECKPOINTS.fetch_add(store.checkpoints(), Relaxed);
+    }
     use bob_store_core::{
         ObjectId, PRIME_OBJECT_ID, PrimeStorer, SpaceAllocator, Store, StoreOptions, Storer,
     };
@@ -325,6 +344,7 @@ mod bob {
                     self.store.delete_obj(ObjectId(old))?;
                 }
             }
+            COMMITS.fetch_add(1, Relaxed);
             Ok(self.store.commit()?)
         }
     }
@@ -376,6 +396,9 @@ mod bob {
         }
 
         fn close(self: Box<Self>) -> Result<()> {
+            // The close is a checkpoint of its own when anything is journaled.
+            count_checkpoints(&self.store);
+            CHECKPOINTS.fetch_add(u64::from(self.store.journaled_commits() > 0), Relaxed);
             Ok(self.store.close()?)
         }
     }
@@ -463,12 +486,14 @@ mod bob {
                 Ok(store.write_bytes_to_obj(PRIME_OBJECT_ID, &root.to_le_bytes())?)
             })?;
             if durable {
+                COMMITS.fetch_add(1, Relaxed);
                 store.commit()?;
             }
             Ok(())
         }
 
         fn sync(&mut self) -> Result<()> {
+            COMMITS.fetch_add(1, Relaxed);
             Ok(self.lock().1.commit()?)
         }
 
@@ -493,6 +518,8 @@ mod bob {
         fn close(self: Box<Self>) -> Result<()> {
             let (_, store) =
                 self.inner.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+            count_checkpoints(&store);
+            CHECKPOINTS.fetch_add(u64::from(store.journaled_commits() > 0), Relaxed);
             Ok(store.close()?)
         }
     }

@@ -267,8 +267,41 @@ pub fn markdown(report: &Report) -> String {
             let _ = writeln!(out, "| {} | {} | {:.2} |", s.suite, s.engine, s.per_commit);
         }
     }
+    checkpoints_table(&mut out, report);
     resources_table(&mut out, report);
     out
+}
+
+/// How often bob's stores checkpointed (the only two-sync operation) per run.
+fn checkpoints_table(out: &mut String, report: &Report) {
+    let runs: Vec<&RunResult> =
+        report.runs.iter().filter(|r| r.commits_and_checkpoints.is_some()).collect();
+    if runs.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n## Checkpoints\n\nbob's durable commits append one journal record and sync once; a \
+         checkpoint (two syncs) runs when the journal is full, on `close` and while compacting. \
+         Per run (median over repetitions; checkpoints counted as handles close):\n\n\
+         | suite | engine | durable commits | checkpoints | commits per checkpoint |\n|---|---|---:|---:|---:|"
+    );
+    let mut seen: BTreeMap<(String, String), Vec<(u64, u64)>> = BTreeMap::new();
+    for run in runs {
+        if let Some(counts) = run.commits_and_checkpoints {
+            seen.entry((run.suite.clone(), run.engine.clone())).or_default().push(counts);
+        }
+    }
+    for ((suite, engine), mut counts) in seen {
+        counts.sort_unstable();
+        let (commits, checkpoints) = counts[counts.len() / 2];
+        let per = if checkpoints == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.0}", commits as f64 / checkpoints as f64)
+        };
+        let _ = writeln!(out, "| {suite} | {engine} | {commits} | {checkpoints} | {per} |");
+    }
 }
 
 /// How each engine was configured.
@@ -620,6 +653,7 @@ mod tests {
             device_bytes: Some(200),
             peak_rss_kib: Some(2048),
             unsupported: Vec::new(),
+            commits_and_checkpoints: engine.starts_with("bob").then_some((1000, 4)),
         }
     }
 
@@ -682,6 +716,7 @@ mod tests {
         assert!(md.contains("| put | synced | synced |"), "{md}");
         assert!(md.contains("| kv | redb | redb settings |"), "{md}");
         assert!(md.contains("seed 7"), "{md}");
+        assert!(md.contains("| kv | bob-treap | 1000 | 4 | 250 |"), "{md}");
     }
 
     #[test]

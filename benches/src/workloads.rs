@@ -223,6 +223,10 @@ pub struct RunResult {
     /// Rows the engine has no operation for.
     #[serde(default)]
     pub unsupported: Vec<String>,
+    /// For bob: (durable commits, checkpoints) its stores made during the run (checkpoints
+    /// counted as handles close).
+    #[serde(default)]
+    pub commits_and_checkpoints: Option<(u64, u64)>,
 }
 
 impl RunResult {
@@ -238,6 +242,7 @@ impl RunResult {
             device_bytes: None,
             peak_rss_kib: None,
             unsupported: Vec::new(),
+            commits_and_checkpoints: None,
         }
     }
 
@@ -329,6 +334,9 @@ pub fn run(suite: &str, engine: &str, dir: &Path, profile: &Profile) -> Result<R
         _ => None,
     };
     result.peak_rss_kib = measure::peak_rss_kib();
+    if engine.starts_with("bob") {
+        result.commits_and_checkpoints = Some(engines::bob_commit_counts());
+    }
     Ok(result)
 }
 
