@@ -113,7 +113,8 @@ impl Promise {
 }
 
 /// The object engines, by name.
-pub const OBJECT_ENGINES: &[&str] = &["bob-base", "bob-multi", "marble", "redb", "lmdb", "fjall"];
+pub const OBJECT_ENGINES: &[&str] =
+    &["bob-base", "bob-multi", "bob-mapped", "marble", "redb", "lmdb", "fjall"];
 
 /// The key-value engines, by name (`sled` only with the `sled` feature).
 pub fn kv_engines() -> Vec<&'static str> {
@@ -133,6 +134,10 @@ pub fn configuration(suite: &str, name: &str, settings: &Settings) -> String {
              committed with each batch"
                 .into()
         }
+        (_, "bob-mapped") => "as bob-base, with `StoreOptions::mapped_reads`: reads up to \
+             64 KiB copy out of a memory map of the file (a device read error then kills the \
+             process, as with LMDB)"
+            .into(),
         (_, "bob-treap") => format!("payload treap, node budget {cache} (about 320 B a node)"),
         (_, "marble") => "`fsync_each_batch`; reads through the OS page cache".into(),
         (_, "redb") => format!("cache {cache}; `Durability::None` for non-durable commits"),
@@ -156,8 +161,9 @@ pub fn configuration(suite: &str, name: &str, settings: &Settings) -> String {
 pub fn open_objects(name: &str, dir: &Path, settings: &Settings) -> Result<Box<dyn ObjectEngine>> {
     std::fs::create_dir_all(dir)?;
     Ok(match name {
-        "bob-base" => Box::new(bob::Objects::<bob_alloc::BasicAllocator>::open(dir)?),
-        "bob-multi" => Box::new(bob::Objects::<bob_alloc::OmniBlockAllocator>::open(dir)?),
+        "bob-base" => Box::new(bob::Objects::<bob_alloc::BasicAllocator>::open(dir, false)?),
+        "bob-multi" => Box::new(bob::Objects::<bob_alloc::OmniBlockAllocator>::open(dir, false)?),
+        "bob-mapped" => Box::new(bob::Objects::<bob_alloc::BasicAllocator>::open(dir, true)?),
         "marble" => Box::new(marble_engine::Objects::open(dir)?),
         // The key-value peers store an object under its key, big-endian.
         "redb" => Box::new(KvObjects(Box::new(redb_engine::Kv::open(dir, settings)?))),
@@ -282,17 +288,18 @@ mod bob {
     }
 
     impl<A: SpaceAllocator + Send> Objects<A> {
-        /// Opens the store and reads its map back.
-        pub(super) fn open(dir: &Path) -> Result<Self> {
+        /// Opens the store (reads mapped if `mapped`) and reads its map back.
+        pub(super) fn open(dir: &Path, mapped: bool) -> Result<Self> {
             let path = dir.join("objects.bob");
+            let options = StoreOptions { mapped_reads: mapped, ..StoreOptions::default() };
             if !path.exists() {
-                let mut store = Store::create(&path, StoreOptions::default())?;
+                let mut store = Store::create(&path, options)?;
                 store.prime_object(8)?;
                 store.commit()?;
                 let dirty = std::collections::BTreeSet::new();
                 return Ok(Self { store, ids: Vec::new(), chunks: Vec::new(), dirty });
             }
-            let store = Store::open(&path, StoreOptions::default())?;
+            let store = Store::open(&path, options)?;
             let pointer = store.read_bytes_from_obj(PRIME_OBJECT_ID)?;
             let directory = u64::from_le_bytes(pointer[..8].try_into()?);
             let mut chunks = Vec::new();
@@ -1028,7 +1035,7 @@ mod tests {
     fn bob_objects_find_every_key_after_a_drop_without_close() {
         let dir = std::env::temp_dir().join(format!("bob-bench-map-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        for engine in ["bob-base", "bob-multi"] {
+        for engine in ["bob-base", "bob-multi", "bob-mapped"] {
             let at = dir.join(engine);
             let mut objects = open_objects(engine, &at, &SETTINGS).unwrap();
             let data: Vec<Vec<u8>> = (0..1_500u64).map(|k| vec![k as u8; 100]).collect();

@@ -100,7 +100,7 @@ fn medians(report: &Report) -> Medians {
 
 /// Where an engine sits in the tables: bob's first, then the peers in a fixed order.
 fn engine_rank(engine: &str) -> usize {
-    ["bob-base", "bob-multi", "bob-treap", "marble", "redb", "lmdb", "fjall", "sled"]
+    ["bob-base", "bob-multi", "bob-mapped", "bob-treap", "marble", "redb", "lmdb", "fjall", "sled"]
         .iter()
         .position(|e| *e == engine)
         .unwrap_or(usize::MAX)

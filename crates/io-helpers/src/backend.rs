@@ -9,6 +9,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::mapped::MapSlot;
+use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::{Error, Result};
 
 /// The most buffers passed to one `pwritev` (Linux's `IOV_MAX`).
@@ -22,6 +24,15 @@ const MAX_IOVECS: usize = 1024;
 pub trait FileBackend: Send + Sync {
     /// Fills `buf` with the bytes at `offset`; `UnexpectedEof` if the file ends first.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+
+    /// Replaces `buf`'s contents with the `len` bytes at `offset` (`UnexpectedEof` if the file
+    /// ends first; `buf` is then unspecified). The default zero-fills `buf` and calls
+    /// `read_at`; a backend that can copy straight into the vector skips the fill.
+    fn read_to_vec(&self, buf: &mut Vec<u8>, len: usize, offset: u64) -> io::Result<()> {
+        buf.clear();
+        buf.resize(len, 0);
+        self.read_at(buf, offset)
+    }
 
     /// Writes all of `buf` at `offset`, growing the file if the write ends past its end
     /// (a gap before `offset` reads as zeros).
@@ -62,6 +73,13 @@ pub trait FileBackend: Send + Sync {
     fn drop_cache(&self, offset: u64, len: u64) -> io::Result<()> {
         let _ = (offset, len);
         Ok(())
+    }
+
+    /// Turns reads through a memory map of the file on or off where the backend has them
+    /// ([`OsFile::map_reads`]: faster reads, but a device read error kills the process);
+    /// the default has none and does nothing.
+    fn map_reads(&self, on: bool) {
+        let _ = on;
     }
 
     /// Extends the file to at least `len` bytes with its space reserved on the device where
@@ -105,6 +123,12 @@ macro_rules! forward_backend {
             fn drop_cache(&self, offset: u64, len: u64) -> io::Result<()> {
                 (**self).drop_cache(offset, len)
             }
+            fn map_reads(&self, on: bool) {
+                (**self).map_reads(on)
+            }
+            fn read_to_vec(&self, buf: &mut Vec<u8>, len: usize, offset: u64) -> io::Result<()> {
+                (**self).read_to_vec(buf, len, offset)
+            }
         }
     )*};
 }
@@ -120,16 +144,46 @@ forward_backend!(&B, Box<B>, Arc<B>);
 /// last handle to it is closed: when the `OsFile` is dropped, or when the `File` from
 /// [`OsFile::into_inner`] is. The lock is advisory: it stops other bob handles, not a process
 /// that writes the file without asking for it.
+///
+/// Reads use `pread`, or, once [`map_reads`](FileBackend::map_reads) turned it on, copy reads of up
+/// to 64 KiB out of a read-only memory map of the file (no system call: 1.8 times as fast for
+/// a cached 4 KiB read). Mapped reads stay below the file's length as this handle last set it;
+/// a truncation waits for the readers copying at that moment (see `mapped.rs`), so no read
+/// touches a mapped page past the end of the file. The price of the mapping, as for every memory-mapped
+/// store: a device read error while a read faults a page in, or another process that ignores
+/// the lock and truncates the file, kills the process (`SIGBUS`) instead of returning an
+/// error. Off by default.
 #[derive(Debug)]
 pub struct OsFile {
     file: File,
+    map: MapSlot<memmap2::Mmap>,
+    /// Whether reads go through a mapping (`map_reads`).
+    mapped: AtomicBool,
+}
+
+/// The least address space a mapping takes (the file grows into it without a remap).
+const MIN_MAPPING: u64 = 1 << 30;
+
+/// A read-only mapping of `file` for a file of `len` bytes: twice that, at least 1 GiB, so the
+/// file can grow under it (`None` if the system refuses: reads then use `pread`). Reads stay
+/// below the file's length (see `mapped.rs`).
+fn map_file(file: &File, len: u64) -> Option<memmap2::Mmap> {
+    let len =
+        usize::try_from(len.saturating_mul(2).max(MIN_MAPPING).next_multiple_of(4096)).ok()?;
+    // SAFETY: the mapping is read-only. Reads through it stay below the file's length as this
+    // handle knows it (`MapSlot`'s `valid`): a truncation through this handle lowers it first,
+    // once the readers copying now are done, and the file is locked against other bob handles.
+    // The bytes may change under the mapping (writes through this handle); readers copy them
+    // out and check their checksums, never hold references into the mapping. Exercised by the
+    // tests `mapped_reads_across_length_changes` and `mapped_reads_while_truncating`.
+    unsafe { memmap2::MmapOptions::new().len(len).map(file) }.ok()
 }
 
 impl OsFile {
     /// Wraps an open file; it must have been opened for reading and writing. No lock is taken:
     /// the caller answers for the file having one owner.
     pub fn new(file: File) -> Self {
-        Self { file }
+        Self { file, map: MapSlot::new(), mapped: AtomicBool::new(false) }
     }
 
     /// Opens an existing file for reading and writing and locks it; [`Error::Locked`] if
@@ -141,7 +195,7 @@ impl OsFile {
             .open(path)
             .map_err(|source| Error::File { action: "open", path: path.to_owned(), source })?;
         lock_exclusive(&file, path)?;
-        Ok(Self { file })
+        Ok(Self::new(file))
     }
 
     /// Creates a new file (failing if it exists), locks it, and makes its directory entry
@@ -159,6 +213,33 @@ impl OsFile {
     /// Unwraps the underlying file; the lock, if this handle holds one, stays with it.
     pub fn into_inner(self) -> File {
         self.file
+    }
+
+    /// Bytes of the file reads through the memory map may reach (0 when reads are not
+    /// mapped).
+    pub fn mapped_len(&self) -> u64 {
+        self.map.mapped_len()
+    }
+
+    fn file_len(&self) -> u64 {
+        self.file.metadata().map_or(0, |m| m.len())
+    }
+
+    /// After the file grew through this handle: mapped reads may reach its new length, and
+    /// past the mapping's end the file is mapped again, larger.
+    fn grew(&self) {
+        if self.mapped.load(Ordering::Acquire) && self.map.grown(|| self.file_len()) {
+            self.remap();
+        }
+    }
+
+    /// Maps the file again (or takes the mapping away, if reads are not mapped).
+    fn remap(&self) {
+        let on = self.mapped.load(Ordering::Acquire);
+        self.map.replace(|| {
+            let len = self.file_len();
+            if on { (map_file(&self.file, len), len) } else { (None, 0) }
+        });
     }
 }
 
@@ -197,19 +278,41 @@ fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
 
 impl FileBackend for OsFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if self.map.read(buf, offset) {
+            return Ok(());
+        }
         // `read_exact_at` retries short reads and `Interrupted`.
+        self.file.read_exact_at(buf, offset)
+    }
+
+    /// Through the mapping, a copy with no zero-fill first.
+    fn read_to_vec(&self, buf: &mut Vec<u8>, len: usize, offset: u64) -> io::Result<()> {
+        buf.clear();
+        if self.map.read_to_vec(buf, len, offset) {
+            return Ok(());
+        }
+        buf.resize(len, 0);
         self.file.read_exact_at(buf, offset)
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         // `write_all_at` retries short writes and `Interrupted`.
-        self.file.write_all_at(buf, offset)
+        self.file.write_all_at(buf, offset)?;
+        if self.map.beyond(offset + buf.len() as u64) {
+            self.grew();
+        }
+        Ok(())
     }
 
     fn write_vectored_at(&self, bufs: &[IoSlice<'_>], offset: u64) -> io::Result<()> {
         write_all_vectored_with(bufs, offset, |chunk, position| {
             rustix::io::pwritev(&self.file, chunk, position).map_err(io::Error::from)
-        })
+        })?;
+        let len: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        if self.map.beyond(offset + len) {
+            self.grew();
+        }
+        Ok(())
     }
 
     fn len(&self) -> io::Result<u64> {
@@ -217,7 +320,9 @@ impl FileBackend for OsFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.file.set_len(len)
+        self.map.shrink(len, || self.file.set_len(len), || self.file_len())?;
+        self.grew();
+        Ok(())
     }
 
     fn sync_data(&self) -> io::Result<()> {
@@ -226,6 +331,12 @@ impl FileBackend for OsFile {
 
     fn sync_all(&self) -> io::Result<()> {
         self.file.sync_all()
+    }
+
+    /// Reads through a memory map of the file (see the type's docs), or not.
+    fn map_reads(&self, on: bool) {
+        self.mapped.store(on, Ordering::Release);
+        self.remap();
     }
 
     /// `posix_fadvise(DONTNEED)`: clean cached pages of the range are dropped.
@@ -242,13 +353,18 @@ impl FileBackend for OsFile {
             return Ok(());
         }
         let flags = rustix::fs::FallocateFlags::empty();
-        match rustix::fs::fallocate(&self.file, flags, current, len - current) {
-            Ok(()) => Ok(()),
-            Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
-                self.file.set_len(len)
+        let grow = || -> io::Result<()> {
+            match rustix::fs::fallocate(&self.file, flags, current, len - current) {
+                Ok(()) => Ok(()),
+                Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
+                    self.file.set_len(len)
+                }
+                Err(e) => Err(e.into()),
             }
-            Err(e) => Err(e.into()),
-        }
+        };
+        grow()?;
+        self.grew();
+        Ok(())
     }
 }
 

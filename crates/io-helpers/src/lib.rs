@@ -60,6 +60,7 @@ mod batch;
 mod error;
 mod frame;
 mod fs;
+mod mapped;
 mod section;
 #[cfg(any(test, feature = "testing"))]
 mod sim;

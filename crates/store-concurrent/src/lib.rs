@@ -162,6 +162,11 @@ impl<S: SplitStore<Io: Clone>> ReadAt for TokenIo<'_, S> {
         let _token = self.0.token();
         self.0.io.read_at(buf, offset)
     }
+
+    fn read_to_vec(&self, buf: &mut Vec<u8>, len: usize, offset: u64) -> io::Result<()> {
+        let _token = self.0.token();
+        self.0.io.read_to_vec(buf, len, offset)
+    }
 }
 
 impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {

@@ -76,11 +76,23 @@ pub trait Access {
 pub trait ReadAt {
     /// Fills `buf` from `offset`.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+
+    /// Replaces `buf`'s contents with the `len` bytes at `offset` (see
+    /// [`FileBackend::read_to_vec`]).
+    fn read_to_vec(&self, buf: &mut Vec<u8>, len: usize, offset: u64) -> io::Result<()> {
+        buf.clear();
+        buf.resize(len, 0);
+        self.read_at(buf, offset)
+    }
 }
 
 impl<B: FileBackend> ReadAt for &B {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         FileBackend::read_at(*self, buf, offset)
+    }
+
+    fn read_to_vec(&self, buf: &mut Vec<u8>, len: usize, offset: u64) -> io::Result<()> {
+        FileBackend::read_to_vec(*self, buf, len, offset)
     }
 }
 
@@ -179,8 +191,10 @@ impl<'a, R: ReadAt> ObjectReader<'a, R> {
             Some(bytes) => buf.extend_from_slice(bytes),
             None if self.checked.len == 0 => {} // an empty object may lie past the end
             None => {
-                buf.resize(self.checked.len as usize, 0);
-                self.io.read_at(buf, self.offset)?;
+                if let Err(e) = self.io.read_to_vec(buf, self.checked.len as usize, self.offset) {
+                    buf.clear();
+                    return Err(e.into());
+                }
             }
         }
         let computed = checksum(buf);

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use bob_io_helpers::{Error, OsFile};
+use bob_io_helpers::{Error, FileBackend, OsFile};
 
 /// Asserts that `path` cannot be opened while `owner` lives, and can once it is dropped.
 fn assert_refused_until_dropped<T>(path: &Path, owner: T) {
@@ -75,4 +75,113 @@ fn regression_a_reopen_while_other_threads_start_processes_is_not_refused() {
         failure
     });
     assert_eq!(failure, None);
+}
+
+/// The byte the mapped-read tests keep at `offset`.
+fn pattern(offset: u64) -> u8 {
+    (offset % 251) as u8
+}
+
+fn patterned(offset: u64, len: usize) -> Vec<u8> {
+    (offset..offset + len as u64).map(pattern).collect()
+}
+
+/// Reads through the memory map see what `pwrite` wrote (one page cache), cover the file's
+/// length as it changes through the handle, fall back to `pread` past the mapping, and fail
+/// past the end of the file like `pread`.
+#[test]
+fn mapped_reads_across_length_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = OsFile::create_new(&dir.path().join("m")).unwrap();
+    file.write_at(&patterned(0, 100_000), 0).unwrap();
+    assert_eq!(file.mapped_len(), 0, "off by default");
+    file.map_reads(true);
+    assert_eq!(file.mapped_len(), 100_000);
+    let mut buf = vec![0u8; 4096];
+    file.read_at(&mut buf, 12_345).unwrap();
+    assert_eq!(buf, patterned(12_345, 4096));
+    // A write after mapping is seen through the mapping.
+    file.write_at(&[0xAB; 10], 50_000).unwrap();
+    let mut small = [0u8; 10];
+    file.read_at(&mut small, 50_000).unwrap();
+    assert_eq!(small, [0xAB; 10]);
+    file.write_at(&patterned(50_000, 10), 50_000).unwrap();
+    // Grown by a write: the mapping (larger than the file) reaches it at once.
+    file.write_at(&patterned(100_000, 20_000), 100_000).unwrap();
+    assert_eq!(file.mapped_len(), 120_000);
+    file.read_at(&mut buf, 99_000).unwrap();
+    assert_eq!(buf, patterned(99_000, 4096));
+    // Grown by `allocate`.
+    file.allocate(200_000).unwrap();
+    assert_eq!(file.mapped_len(), 200_000);
+    file.read_at(&mut buf, 110_000).unwrap();
+    assert_eq!(buf, patterned(110_000, 4096));
+    file.read_at(&mut buf, 150_000).unwrap();
+    assert_eq!(buf, vec![0u8; 4096]);
+    // Shrunk: a read past the end fails as with `pread` (never faults).
+    file.set_len(30_000).unwrap();
+    assert_eq!(file.mapped_len(), 30_000);
+    assert!(file.read_at(&mut buf, 29_000).is_err());
+    file.read_at(&mut buf, 20_000).unwrap();
+    assert_eq!(buf, patterned(20_000, 4096));
+    // Past the first mapping (1 GiB of address space): mapped again, larger.
+    file.set_len(3 << 30).unwrap();
+    assert_eq!(file.mapped_len(), 3 << 30);
+    file.write_at(&[5u8; 4096], (3 << 30) - 4096).unwrap();
+    file.read_at(&mut buf, (3 << 30) - 4096).unwrap();
+    assert_eq!(buf, vec![5u8; 4096]);
+    file.set_len(30_000).unwrap();
+    // Long reads use `pread`.
+    file.write_at(&patterned(0, 300_000), 0).unwrap();
+    let mut long = vec![0u8; 200_000];
+    file.read_at(&mut long, 1000).unwrap();
+    assert_eq!(long, patterned(1000, 200_000));
+    file.map_reads(false);
+    assert_eq!(file.mapped_len(), 0);
+    file.read_at(&mut buf, 20_000).unwrap();
+    assert_eq!(buf, patterned(20_000, 4096));
+}
+
+/// Readers copy out of the mapping while another thread shrinks and grows the file again
+/// and again: no read faults (a read of a mapped page past the end would kill the process),
+/// and every read returns the file's bytes or an error.
+#[test]
+fn mapped_reads_while_truncating() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const LEN: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let file = Arc::new(OsFile::create_new(&dir.path().join("t")).unwrap());
+    file.write_at(&patterned(0, LEN as usize), 0).unwrap();
+    file.map_reads(true);
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2u64)
+        .map(|t| {
+            let (file, stop) = (file.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut state, mut ok, mut buf) = (t + 1, 0u64, vec![0u8; 4096]);
+                while !stop.load(Ordering::Relaxed) {
+                    state =
+                        state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    let at = (state >> 16) % (LEN - 4096);
+                    if file.read_at(&mut buf, at).is_ok() {
+                        // Bytes regrown by `allocate` read as zeros until rewritten.
+                        let whole = buf == patterned(at, 4096);
+                        assert!(whole || buf.contains(&0), "wrong bytes at {at}");
+                        ok += 1;
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    for round in 0..200u64 {
+        let cut = 4096 + (round * 7919 * 4096) % (LEN - 8192);
+        file.set_len(cut).unwrap();
+        file.allocate(LEN).unwrap();
+        file.write_at(&patterned(cut, (LEN - cut) as usize), cut).unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let reads: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    assert!(reads > 0);
 }

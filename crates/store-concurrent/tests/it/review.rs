@@ -14,7 +14,12 @@ use bob_store_core::ObjectInfoStorer;
 use bob_store_core::{Error, ObjectId, SpaceAllocator, Store, StoreOptions, Storer};
 
 fn opts() -> StoreOptions {
-    StoreOptions { max_file_bytes: 1 << 30, write_buffer_bytes: 64 << 10, journal_bytes: 4 * 4096 }
+    StoreOptions {
+        max_file_bytes: 1 << 30,
+        write_buffer_bytes: 64 << 10,
+        journal_bytes: 4 * 4096,
+        ..StoreOptions::default()
+    }
 }
 
 fn data(seed: u64, len: usize) -> Vec<u8> {
@@ -478,6 +483,7 @@ fn random_interleaving<A: SpaceAllocator>(seed: u64, steps: usize) -> Result<(),
         max_file_bytes: 1 << 30,
         write_buffer_bytes: if seed % 2 == 0 { 0 } else { 64 << 10 },
         journal_bytes: 4 * 4096,
+        ..StoreOptions::default()
     };
     let store =
         ConcurrentStore::new(Store::<A, SimDisk>::create_with(disk.clone(), options).unwrap(), 0);
