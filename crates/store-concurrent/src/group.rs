@@ -16,12 +16,14 @@
 //! would start with whoever was left waiting and the rounds would alternate between a few
 //! callers and many. So a new leader first waits, at most half the last round's duration
 //! (capped at 1 ms), until as many callers hold tickets as took part in the last round (its
-//! callers and those waiting when it ended). One caller alone never waits. The wait changes
+//! callers and those waiting when it ended). A caller alone waits only after a round that had
+//! company (once: its own round then sets the crowd to one). The wait changes
 //! only how many a round covers, never which tickets it may mark durable (it reads the last
 //! ticket after the wait), so correctness does not depend on it (under loom it returns at
 //! once). A failed commit marks nothing durable: each waiter then runs a commit of its own
 //! and gets the store's own error (a failed store refuses it), never an `Ok` for changes that
-//! are not durable.
+//! are not durable. `exclusive` (close, compaction) runs between rounds: once it waits, no new
+//! round starts before it ran.
 
 use std::time::{Duration, Instant};
 
@@ -49,6 +51,8 @@ struct State {
     patience: Duration,
     /// A leader is gathering: a new ticket wakes it.
     gathering: bool,
+    /// Callers of `exclusive` waiting: no new round starts before they ran.
+    exclusive_waiting: u64,
 }
 
 /// The longest a leader gathers.
@@ -77,7 +81,8 @@ struct Leading<'a> {
     started: Instant,
     through: u64,
     durable: bool,
-    /// Whether this was a commit round (counted in `rounds`).
+    /// Whether the round wrote a commit of the store (counted in `rounds`, and the measure of
+    /// the next gathering).
     round: bool,
 }
 
@@ -100,8 +105,9 @@ impl Drop for Leading<'_> {
 
 impl GroupCommit {
     /// Returns `Ok` once a commit run after this call began is durable; `commit` runs the
-    /// store's commit (in this thread, or in another caller's).
-    pub(crate) fn commit(&self, commit: impl FnOnce() -> Result<()>) -> Result<()> {
+    /// store's commit (in this thread, or in another caller's) and says whether it wrote one
+    /// (nothing to commit: `false`).
+    pub(crate) fn commit(&self, commit: impl FnOnce() -> Result<bool>) -> Result<()> {
         let mut state = self.state.lock();
         state.issued += 1;
         let ticket = state.issued;
@@ -109,7 +115,7 @@ impl GroupCommit {
             self.arrived.notify_one();
         }
         state.waiting += 1;
-        while state.leading && state.durable < ticket {
+        while (state.leading || state.exclusive_waiting > 0) && state.durable < ticket {
             state = self.done.wait(state);
         }
         state.waiting -= 1;
@@ -134,22 +140,25 @@ impl GroupCommit {
             started: Instant::now(),
             through: state.issued,
             durable: false,
-            round: true,
+            round: false,
         };
         drop(state);
         let result = commit();
         leading.durable = result.is_ok();
+        leading.round = result.as_ref().is_ok_and(|&wrote| wrote);
         drop(leading);
-        result
+        result.map(|_| ())
     }
 
     /// Runs `step` (a checkpoint, a compaction) alone: after the commit running now, before
     /// the next one. It counts as no commit for anyone waiting.
     pub(crate) fn exclusive<T>(&self, step: impl FnOnce() -> Result<T>) -> Result<T> {
         let mut state = self.state.lock();
+        state.exclusive_waiting += 1;
         while state.leading {
             state = self.done.wait(state);
         }
+        state.exclusive_waiting -= 1;
         state.leading = true;
         let leading = Leading {
             group: self,
@@ -164,7 +173,7 @@ impl GroupCommit {
         result
     }
 
-    /// (callers, store commits run) so far.
+    /// (callers, store commits written) so far.
     pub(crate) fn counts(&self) -> (u64, u64) {
         let state = self.state.lock();
         (state.issued, state.rounds)
@@ -204,7 +213,7 @@ mod loom_tests {
             }
             let mut durable = model.durable.lock();
             *durable = (*durable).max(cut);
-            Ok(())
+            Ok(true)
         });
         (mine, result.is_ok())
     }

@@ -10,8 +10,10 @@
 //! # Lock order
 //! Object locks (all of a call's ids at once), then the global lock (briefly; nothing is
 //! waited for while it is held except a disk token), then a disk token, held for exactly one
-//! backend call. A thread holding a token waits for nothing, and no thread holds some object
-//! locks while waiting for others, so no cycle of waiting threads can form. A thread may hold
+//! backend call. Commits and `close`/`compact` also take the group commit's leadership (a flag
+//! under its mutex) before the global lock; its holder takes no object lock. A thread holding
+//! a token waits for nothing, and no thread holds some object locks while waiting for others,
+//! so no cycle of waiting threads can form. A thread may hold
 //! several reader guards at once. It must not hold a writer guard while opening another
 //! writer guard on a different object.
 //!
@@ -81,13 +83,26 @@ pub struct ConcurrentStore<S: SplitStore<Io: Clone>> {
     group: GroupCommit,
 }
 
+/// Ends a commit whose sync did not return (its thread unwinds) as a failed one.
+struct Ending<'a, S: SplitStore>(Option<&'a RwLock<S>>);
+
+impl<S: SplitStore> Drop for Ending<'_, S> {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.take() {
+            let _ =
+                inner.write().end_commit(Err(io::Error::other("the committing thread panicked")));
+        }
+    }
+}
+
 /// How commits through a [`ConcurrentStore`] were grouped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommitStats {
     /// Calls of `commit` so far.
     pub commits: u64,
-    /// Commits of the store they ran (one journal record and one sync each, or a
-    /// checkpoint): fewer than `commits` when callers committing at the same time shared one.
+    /// Commits of the store written for them (one journal record and one sync each, or a
+    /// checkpoint; a call with nothing to commit writes none): fewer than `commits` when
+    /// callers committing at the same time shared one.
     pub store_commits: u64,
 }
 
@@ -351,14 +366,24 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
         self.group.commit(|| {
             // The record is written under the global lock; the sync runs without it, so other
             // threads' writes go on (into the next commit) while it runs.
-            if !self.with_store(|store| store.begin_commit())? {
-                return Ok(());
+            let (sync, wrote) = self.with_store(|store| {
+                let before = store.generation();
+                let sync = store.begin_commit()?;
+                Ok((sync, store.generation() != before))
+            })?;
+            if !sync {
+                return Ok(wrote);
             }
+            // Should this thread unwind before the commit ends, the store latches (it cannot
+            // know whether the record is durable), instead of refusing every later commit.
+            let mut ending = Ending(Some(&self.inner));
             let synced = {
                 let _token = self.token();
                 self.io.sync_data()
             };
-            self.inner.write().end_commit(synced)
+            ending.0 = None;
+            self.inner.write().end_commit(synced)?;
+            Ok(true)
         })
     }
 

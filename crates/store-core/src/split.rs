@@ -102,6 +102,9 @@ pub trait SplitStore: Storer + BatchStorer + Send + Sized {
     /// [`Store::end_commit`].
     fn end_commit(&mut self, synced: std::io::Result<()>) -> Result<()>;
 
+    /// The generation of the last commit (written, durable or with its sync outstanding).
+    fn generation(&self) -> u64;
+
     /// Whether the store refuses writes after a failure.
     fn is_failed(&self) -> bool;
 
@@ -214,6 +217,10 @@ impl<A: SpaceAllocator, B: FileBackend> SplitStore for Store<A, B> {
 
     fn end_commit(&mut self, synced: std::io::Result<()>) -> Result<()> {
         Store::end_commit(self, synced)
+    }
+
+    fn generation(&self) -> u64 {
+        Store::generation(self)
     }
 
     fn is_failed(&self) -> bool {

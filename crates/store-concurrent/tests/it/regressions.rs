@@ -94,3 +94,53 @@ fn regression_verify_is_clean_while_a_new_object_is_being_written() {
     assert_eq!(store.read_bytes_from_obj(id).unwrap().len(), 10_000);
     assert!(store.verify().unwrap().is_clean());
 }
+
+/// Group commit with a failing sync: eight threads write and commit at once while one sync
+/// fails. No thread gets `Ok` for an object the durable image does not hold (a follower of
+/// the failed round runs a commit of its own and gets the latched store's error), and the
+/// store refuses writes afterwards.
+#[test]
+fn a_failed_sync_gives_no_follower_an_ok() {
+    use bob_io_helpers::testing::{FaultKind, FaultPlan, OpFilter, OpKind, Repeat};
+    for round in 0..20u64 {
+        let disk = SimDisk::new();
+        let store = Arc::new(ConcurrentStore::new(
+            Base::create_with(disk.clone(), unbuffered()).unwrap(),
+            0,
+        ));
+        let syncs = disk.op_counts().matching(OpFilter::Only(OpKind::Sync));
+        disk.set_fault(FaultPlan {
+            at: syncs + round % 5,
+            on: OpFilter::Only(OpKind::Sync),
+            kind: FaultKind::Io,
+            repeat: Repeat::Once,
+        });
+        let barrier = Arc::new(std::sync::Barrier::new(8));
+        let workers: Vec<_> = (0..8u64)
+            .map(|t| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                thread::spawn(move || {
+                    barrier.wait();
+                    let mut acknowledged = Vec::new();
+                    for i in 0..4u64 {
+                        let data = vec![(t * 16 + i) as u8; 3000];
+                        let Ok(id) = store.write_new_obj_from_bytes(&data) else { break };
+                        match store.commit() {
+                            Ok(()) => acknowledged.push((id, data)),
+                            Err(_) => break,
+                        }
+                    }
+                    acknowledged
+                })
+            })
+            .collect();
+        let acknowledged: Vec<_> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+        assert!(store.write_new_obj_from_bytes(b"after").is_err(), "round {round}: latched");
+        disk.clear_fault();
+        let durable = Base::open_with(SimDisk::from_image(disk.durable_image()), unbuffered())
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        for (id, data) in &acknowledged {
+            assert_eq!(&durable.read_bytes_from_obj(*id).unwrap(), data, "round {round}: {id}");
+        }
+    }
+}

@@ -85,6 +85,9 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     pub fn end_commit(&mut self, synced: std::io::Result<()>) -> Result<()> {
         let Some(committing) = self.committing.take() else { return Ok(()) };
         if let Err(e) = synced {
+            // What it would have freed stays accounted (a latched store's `verify` sees no
+            // leak); only a reopen can tell whether the record is durable.
+            self.pending_free.extend(committing.releasing);
             let e = Error::from_io(e);
             self.fail(e.to_string());
             return Err(e);

@@ -410,7 +410,9 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         self.placement.held_bytes()
     }
 
-    /// The generation of the last commit (1 after `create`).
+    /// The generation of the last commit (1 after `create`). Between
+    /// [`begin_commit`](Self::begin_commit) and [`end_commit`](Self::end_commit) it counts the
+    /// commit whose sync is outstanding (as do `journaled_commits` and `verify`'s report).
     pub fn generation(&self) -> u64 {
         self.journal.generation
     }

@@ -382,39 +382,75 @@ fn the_previous_commit_stays_protected_when_its_journal_reused_its_own_space() {
 
 /// A commit split around its sync (`begin_commit`, the sync, `end_commit`, as
 /// `ConcurrentStore`'s group commit runs it): changes made while the sync is outstanding
-/// belong to the next commit; space and ids the commit freed are not reused before its sync
-/// returned; no other commit or checkpoint may start meanwhile; a failed sync latches.
+/// belong to the next commit, written to disk at once (no write buffer; whole-page objects,
+/// which page placement alone does not keep apart), in pages apart from
+/// the commit's objects and never in space or ids the commit freed; a power loss at any point
+/// of the window opens the commit before it or the commit itself; no other commit or
+/// checkpoint may start meanwhile; a failed sync latches.
 #[test]
 fn a_commit_split_around_its_sync_leaves_window_changes_to_the_next() {
     use bob_io_helpers::FileBackend;
+    use bob_store_core::SplitStore;
+    let unbuffered = StoreOptions { write_buffer_bytes: 0, ..options() };
     let disk = SimDisk::new();
-    let mut store = BaseStore::create_with(disk.clone(), options()).unwrap();
-    let a = put(&mut store, &bytes(1, 5000));
+    let mut store = BaseStore::create_with(disk.clone(), unbuffered).unwrap();
+    let a = put(&mut store, &bytes(1, 8192));
     store.commit().unwrap();
-    let b = put(&mut store, &bytes(2, 5000));
+    let a_at = store.locate(a).unwrap().into_owned();
+    let b = put(&mut store, &bytes(2, 8192));
+    let b_at = store.locate(b).unwrap().into_owned();
     store.delete_obj(a).unwrap();
+    let pages = |l: &bob_store_core::Located<'_>| {
+        let first = l.offset() / 4096;
+        first..(l.offset() + l.allocated_len()).div_ceil(4096)
+    };
+    // Opens each power-loss image of the disk now: the state before the commit (a) or after
+    // it (b), whole, verified clean.
+    let check = |disk: &SimDisk, what: &str| {
+        for seed in 0..6 {
+            let image = disk.crash_image(CrashMode::PowerLoss, seed);
+            let crashed = BaseStore::open_with(SimDisk::from_image(image), unbuffered).unwrap();
+            let ids = crashed.ids();
+            assert!(ids == vec![a] || ids == vec![b], "{what}, seed {seed}: {ids:?}");
+            let (id, seed_of) = if ids == vec![a] { (a, 1) } else { (b, 2) };
+            assert_eq!(crashed.read_bytes_from_obj(id).unwrap(), bytes(seed_of, 8192), "{what}");
+            assert!(crashed.verify().unwrap().is_clean(), "{what}, seed {seed}");
+        }
+    };
     assert!(store.begin_commit().unwrap(), "a journaled commit: the caller syncs");
-    // The window: the next commit's changes.
-    let c = put(&mut store, &bytes(3, 5000));
+    check(&disk, "record written, not synced");
+    // The window: the next commit's changes, on disk at once.
+    let c = put(&mut store, &bytes(3, 8192));
     assert_ne!(c, a, "an id the commit freed is not reused before its sync returned");
-    store.write_bytes_to_obj(b, &bytes(4, 5000)).unwrap();
+    store.write_bytes_to_obj(b, &bytes(4, 8192)).unwrap();
+    let (c_at, b2_at) =
+        (store.locate(c).unwrap().into_owned(), store.locate(b).unwrap().into_owned());
+    for new in [&c_at, &b2_at] {
+        for old in [&a_at, &b_at] {
+            let (n, o) = (pages(new), pages(old));
+            assert!(n.end <= o.start || o.end <= n.start, "{n:?} shares a page with {o:?}");
+        }
+    }
     assert!(store.begin_commit().is_err(), "one commit at a time");
     assert!(store.checkpoint().is_err());
     assert!(store.verify().unwrap().is_clean());
-    store.end_commit(disk.sync_data()).unwrap();
+    check(&disk, "window writes, not synced");
+    let synced = disk.sync_data();
+    check(&disk, "synced, not ended");
+    store.end_commit(synced).unwrap();
     assert!(store.verify().unwrap().is_clean());
     // What a power loss now keeps: the commit, none of the window's changes.
     for seed in 0..4 {
         let image = disk.crash_image(CrashMode::PowerLoss, seed);
-        let crashed = BaseStore::open_with(SimDisk::from_image(image), options()).unwrap();
+        let crashed = BaseStore::open_with(SimDisk::from_image(image), unbuffered).unwrap();
         assert_eq!(crashed.ids(), vec![b]);
-        assert_eq!(crashed.read_bytes_from_obj(b).unwrap(), bytes(2, 5000));
+        assert_eq!(crashed.read_bytes_from_obj(b).unwrap(), bytes(2, 8192));
     }
     store.commit().unwrap();
     drop(store);
-    let store = BaseStore::open_with(SimDisk::from_image(image(&disk)), options()).unwrap();
-    assert_eq!(store.read_bytes_from_obj(b).unwrap(), bytes(4, 5000));
-    assert_eq!(store.read_bytes_from_obj(c).unwrap(), bytes(3, 5000));
+    let store = BaseStore::open_with(SimDisk::from_image(image(&disk)), unbuffered).unwrap();
+    assert_eq!(store.read_bytes_from_obj(b).unwrap(), bytes(4, 8192));
+    assert_eq!(store.read_bytes_from_obj(c).unwrap(), bytes(3, 8192));
     assert_eq!(store.ids().len(), 2);
     // A failed sync latches the store.
     let disk = SimDisk::new();
@@ -424,4 +460,5 @@ fn a_commit_split_around_its_sync_leaves_window_changes_to_the_next() {
     assert!(store.end_commit(Err(std::io::Error::other("injected"))).is_err());
     assert!(store.is_failed());
     assert!(store.commit().is_err());
+    assert!(store.verify().unwrap().is_clean(), "a latched store accounts for all its space");
 }
