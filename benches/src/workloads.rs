@@ -599,6 +599,20 @@ fn objects(
     let sample: Vec<u64> = keys.iter().copied().step_by((n / 500).max(1)).collect();
     expected.check_whole(engine.as_ref(), &sample)?;
 
+    // One object per durable commit: an overwrite of a random existing object (its key keeps
+    // its place in every engine's index), synced before the next.
+    let picked: Vec<u64> = (0..profile.single_commits).map(|_| rng.below(n) as u64).collect();
+    let seeds: Vec<u64> = picked.iter().map(|&k| k ^ (0xC0 << 40)).collect();
+    user_bytes += (MAIN * picked.len()) as u64;
+    let meter = Meter::start();
+    let took = write_keys(engine.as_mut(), &picked, &seeds, 1)?;
+    for (&k, &seed) in picked.iter().zip(&seeds) {
+        expected.set(k, seed);
+    }
+    let name = "single-object commits, fsync (4,000 B overwrite)";
+    result.write_rate(name, Category::Commits, (picked.len(), took), meter.bytes(), synced);
+    expected.check_whole(engine.as_ref(), &picked[picked.len().saturating_sub(50)..])?;
+
     // Deletes, in rounds: each deletes a random quarter in durable batches (timed), checks
     // they are gone, and writes them back with new payloads (not timed) unless it is the last.
     let per_round = (n / 4 / profile.batch).max(1) * profile.batch;
