@@ -353,16 +353,13 @@ impl FileBackend for OsFile {
             return Ok(());
         }
         let flags = rustix::fs::FallocateFlags::empty();
-        let grow = || -> io::Result<()> {
-            match rustix::fs::fallocate(&self.file, flags, current, len - current) {
-                Ok(()) => Ok(()),
-                Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
-                    self.file.set_len(len)
-                }
-                Err(e) => Err(e.into()),
+        match rustix::fs::fallocate(&self.file, flags, current, len - current) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
+                self.file.set_len(len)?
             }
-        };
-        grow()?;
+            Err(e) => return Err(e.into()),
+        }
         self.grew();
         Ok(())
     }

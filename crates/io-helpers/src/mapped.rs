@@ -85,6 +85,11 @@ impl<M: MapBytes> MapSlot<M> {
             return false;
         }
         let Some(end) = offset.checked_add(len as u64) else { return false };
+        // Without a mapping `valid` is 0: the default (unmapped) path returns here, with one
+        // load and no lock, so `pread` readers share no lock word.
+        if end > self.valid.load(Ordering::Acquire) {
+            return false;
+        }
         let slot = self.slot.read();
         let Some(map) = slot.as_ref() else { return false };
         if end > self.valid.load(Ordering::Acquire) {

@@ -40,7 +40,7 @@ struct State {
     durable: u64,
     /// A leader is committing.
     leading: bool,
-    /// Commits run (rounds): callers minus rounds is how many shared a commit.
+    /// Rounds that wrote a commit of the store (a journal record or a checkpoint).
     rounds: u64,
     /// Callers waiting for a round (covered or not).
     waiting: u64,
