@@ -1,7 +1,149 @@
-//! A persistent B-tree index over a bob store.
+//! Persistent B+trees over a bob store: named, ordered key-value maps in one file, with
+//! write transactions, read snapshots and incremental checkpoints.
 //!
-//! This crate will own a B-tree that is never rebuilt at start-up: dirty tracking, incremental
-//! persistence of changed nodes only (on flush, periodically and on close), versioned and
-//! checksummed nodes, lazy loading, and a rebuild as the fallback when a tree is found corrupt.
+//! A [`Db`] keeps any number of named trees in one store (by default a `BaseStore` behind a
+//! `ConcurrentStore`). Each node is one store object (`docs/format.md`, "B-tree node"):
+//! versioned, checksummed, tagged with its tree and with the checkpoint that wrote it. A
+//! changed node is rewritten under **its own object id** (`Storer::replace_obj`), so a change
+//! rewrites that node only, never the path to the root; a split or merge touches the parent
+//! as well. The catalog (tree name → root, entry count) lives in the store's prime object.
 //!
-//! Not built yet: a later issue builds it.
+//! # Transactions and snapshots
+//! [`Db::begin_write`] gives the one writer a private copy of the trees: nodes are shared
+//! with the last commit and copied the first time the writer changes them, so
+//! [`WriteTxn::abort`] (or a drop) costs nothing and readers never wait for it.
+//! [`Db::begin_read`] gives a snapshot of the last commit that later commits do not change,
+//! from any thread. A checkpoint may rewrite a node a snapshot still names: the node as its
+//! object held it is kept in memory until every older snapshot has ended, and a node loaded
+//! from disk is checked to belong to the snapshot's checkpoint.
+//!
+//! # Durability
+//! [`Durability::Durable`] commits are on disk when `commit` returns: the changed nodes and
+//! the catalog are written and the store commits once (one `fdatasync` on a journaled
+//! store). [`Durability::Buffered`] commits are visible at once and made durable by the next
+//! durable commit, [`Db::checkpoint`] or [`Db::close`]. A crash leaves the database as the
+//! last durable commit left it: the store's commit is atomic.
+//!
+//! # Invariants
+//! - Keys are ordered by their encoding's bytes ([`Key`]: for every encoding bob provides
+//!   the same as the key type's order); every key is at most [`MAX_KEY_LEN`] and every value
+//!   at most [`MAX_VALUE_LEN`] encoded bytes.
+//! - Every node is at most one entry past 4 KiB; a branch has at least two children.
+//! - A node loaded from disk passes its checksum, version, tree id, length and key-order
+//!   checks and was written at or before the checkpoint its parent belongs to; otherwise the
+//!   read is [`Error::Corrupt`], never data. A walk deeper than 64 nodes is corrupt.
+//! - Open reads only the catalog: nodes load when first touched.
+//!
+//! # Example
+//! ```
+//! use bob_btree::{Db, Durability};
+//!
+//! # fn main() -> bob_btree::Result<()> {
+//! let dir = tempfile::tempdir().map_err(bob_store_core::Error::from)?;
+//! let path = dir.path().join("maps.bob");
+//! let db = Db::create(&path)?;
+//! let mut tx = db.begin_write()?;
+//! {
+//!     let mut users = tx.open_tree::<u64, String>("users")?;
+//!     for id in 0..1000 {
+//!         users.insert(&id, &format!("user {id}"))?;
+//!     }
+//!     users.remove(&7)?;
+//! }
+//! tx.commit(Durability::Durable)?;
+//! db.close()?;
+//!
+//! let db = Db::open(&path)?;
+//! let read = db.begin_read();
+//! let users = read.open_tree::<u64, String>("users").expect("committed");
+//! assert_eq!(users.len(), 999);
+//! assert_eq!(users.get(&42)?.as_deref(), Some("user 42"));
+//! let some: Vec<u64> = users.range(5..10)?.map(|e| e.map(|(k, _)| k)).collect::<Result<_, _>>()?;
+//! assert_eq!(some, [5, 6, 8, 9]);
+//! assert_eq!(users.last()?.map(|(k, _)| k), Some(999));
+//! # Ok(())
+//! # }
+//! ```
+
+mod catalog;
+mod db;
+mod node;
+mod tree;
+
+pub use bob_treap::{Postcard, TreapKey as Key, TreapValue as Value};
+pub use catalog::MAX_NAME_LEN;
+pub use db::{Db, DbReport, DefaultStore, Durability, Range, ReadTxn, Tree, TreeMut, WriteTxn};
+pub use node::{MAX_KEY_LEN, MAX_VALUE_LEN};
+
+/// A borrowed form of a key of type `K` that encodes as `K` does (`str` for `String`, `[u8]`
+/// for `Vec<u8>`, and `K` itself).
+pub trait KeyLike<K> {
+    /// Appends the encoding `K` would have.
+    fn encode_key(&self, out: &mut Vec<u8>);
+}
+
+impl<K: Key> KeyLike<K> for K {
+    fn encode_key(&self, out: &mut Vec<u8>) {
+        self.encode(out);
+    }
+}
+
+impl KeyLike<String> for str {
+    fn encode_key(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.as_bytes());
+    }
+}
+
+impl KeyLike<Vec<u8>> for [u8] {
+    fn encode_key(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self);
+    }
+}
+
+/// Everything that can go wrong in `bob-btree`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] bob_store_core::Error),
+    /// A node or the catalog is damaged, or nodes do not fit together as a tree.
+    #[error("corrupt B-tree: {0}")]
+    Corrupt(String),
+    /// A structure is in a layout version this build does not read.
+    #[error("{what} is in layout version {found}; this build reads version {read}")]
+    UnsupportedVersion {
+        /// What.
+        what: &'static str,
+        /// The version found.
+        found: u32,
+        /// The version this build reads.
+        read: u32,
+    },
+    /// The store's prime object holds something other than a B-tree catalog.
+    #[error("the store's prime object is not a B-tree catalog (not a bob-btree database)")]
+    NotADatabase,
+    /// A key, value or name is longer than allowed.
+    #[error("a {what} of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge {
+        /// What is too long.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A tree by that name exists already.
+    #[error("a tree named {0:?} exists already")]
+    TreeExists(String),
+    /// A key or value did not encode or decode.
+    #[error(transparent)]
+    Codec(#[from] bob_treap::Error),
+    /// A checkpoint failed earlier: the database refuses writes until it is reopened, which
+    /// recovers the last durable commit.
+    #[error("an earlier checkpoint failed; reopen the database to recover its last durable commit")]
+    Failed,
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,147 @@
+//! The catalog: the named trees of a database and the checkpoint they were written at, kept
+//! in the store's prime object (`docs/format.md`, "B-tree catalog").
+
+use std::collections::BTreeMap;
+
+use bob_io_helpers::checksum;
+use bob_store_core::ObjectId;
+
+use crate::{Error, Result};
+
+const MAGIC: &[u8; 4] = b"BOBC";
+/// The catalog layout version this build writes and reads.
+pub(crate) const CATALOG_VERSION: u8 = 1;
+/// The longest tree name, in bytes.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// One tree as a checkpoint left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredTree {
+    /// Its id, carried by each of its nodes.
+    pub id: u32,
+    /// Its root node's object (`None`: the tree is empty and has no node yet).
+    pub root: Option<ObjectId>,
+    /// Its number of entries.
+    pub len: u64,
+}
+
+/// The catalog as a checkpoint wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Catalog {
+    /// The checkpoint's sequence number (0: none yet); every node carries the one that wrote it.
+    pub epoch: u64,
+    /// The id the next new tree gets.
+    pub next_tree: u32,
+    /// The trees by name.
+    pub trees: BTreeMap<String, StoredTree>,
+}
+
+impl Catalog {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(40 + self.trees.len() * 32);
+        out.extend_from_slice(MAGIC);
+        out.push(CATALOG_VERSION);
+        out.extend_from_slice(&[0; 3]);
+        out.extend_from_slice(&self.epoch.to_le_bytes());
+        out.extend_from_slice(&self.next_tree.to_le_bytes());
+        out.extend_from_slice(&(self.trees.len() as u32).to_le_bytes());
+        for (name, tree) in &self.trees {
+            out.push(name.len() as u8);
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(&tree.id.to_le_bytes());
+            out.extend_from_slice(&tree.root.map_or(0, |r| r.0).to_le_bytes());
+            out.extend_from_slice(&tree.len.to_le_bytes());
+        }
+        let sum = checksum(&out);
+        out.extend_from_slice(&sum.to_le_bytes());
+        out
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self> {
+        let corrupt = |why: &str| Error::Corrupt(format!("B-tree catalog: {why}"));
+        if bytes.len() < 32 {
+            return Err(if bytes.is_empty() {
+                Error::NotADatabase
+            } else {
+                corrupt("shorter than its header")
+            });
+        }
+        if &bytes[..4] != MAGIC {
+            return Err(Error::NotADatabase);
+        }
+        if bytes[4] != CATALOG_VERSION {
+            return Err(Error::UnsupportedVersion {
+                what: "B-tree catalog",
+                found: u32::from(bytes[4]),
+                read: u32::from(CATALOG_VERSION),
+            });
+        }
+        let (body, sum) = bytes.split_at(bytes.len() - 8);
+        if checksum(body).to_le_bytes() != sum {
+            return Err(corrupt("checksum mismatch"));
+        }
+        if body[5..8] != [0; 3] {
+            return Err(corrupt("reserved bytes are not zero"));
+        }
+        let u32_at = |at: usize| u32::from_le_bytes(body[at..at + 4].try_into().expect("4 bytes"));
+        let epoch = u64::from_le_bytes(body[8..16].try_into().expect("8 bytes"));
+        let next_tree = u32_at(16);
+        let count = u32_at(20);
+        let mut at = 24;
+        let mut trees = BTreeMap::new();
+        for _ in 0..count {
+            let name_len = usize::from(*body.get(at).ok_or_else(|| corrupt("ends in a tree"))?);
+            let end = at + 1 + name_len + 20;
+            if end > body.len() {
+                return Err(corrupt("ends in a tree"));
+            }
+            let name = std::str::from_utf8(&body[at + 1..at + 1 + name_len])
+                .map_err(|_| corrupt("a tree name is not UTF-8"))?
+                .to_owned();
+            at += 1 + name_len;
+            let id = u32_at(at);
+            let root = u64::from_le_bytes(body[at + 4..at + 12].try_into().expect("8 bytes"));
+            let len = u64::from_le_bytes(body[at + 12..at + 20].try_into().expect("8 bytes"));
+            at = end;
+            if id >= next_tree {
+                return Err(corrupt("a tree id at or past the next id"));
+            }
+            let root = (root != 0).then_some(ObjectId(root));
+            if trees.insert(name, StoredTree { id, root, len }).is_some() {
+                return Err(corrupt("a tree name twice"));
+            }
+        }
+        if at != body.len() {
+            return Err(corrupt("bytes past the last tree"));
+        }
+        let mut ids: Vec<u32> = trees.values().map(|t| t.id).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return Err(corrupt("two trees with one id"));
+        }
+        Ok(Self { epoch, next_tree, trees })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_catalog_round_trips_and_damage_is_refused() {
+        let mut cat = Catalog { epoch: 12, next_tree: 3, trees: BTreeMap::new() };
+        cat.trees.insert("users".into(), StoredTree { id: 0, root: Some(ObjectId(7)), len: 99 });
+        cat.trees.insert("é".into(), StoredTree { id: 2, root: None, len: 0 });
+        let bytes = cat.encode();
+        assert_eq!(Catalog::decode(&bytes).unwrap(), cat);
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 1;
+            assert!(Catalog::decode(&bad).is_err(), "flip at {i}");
+        }
+        for len in 0..bytes.len() {
+            assert!(Catalog::decode(&bytes[..len]).is_err(), "cut at {len}");
+        }
+        assert!(matches!(Catalog::decode(&[]), Err(Error::NotADatabase)));
+    }
+}

@@ -1,0 +1,811 @@
+//! The database: named trees in one store, write transactions, read snapshots and
+//! checkpoints.
+
+use std::collections::{BTreeMap, HashMap};
+use std::marker::PhantomData;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::Arc;
+
+use bob_alloc::BasicAllocator;
+use bob_io_helpers::OsFile;
+use bob_io_helpers::sync::atomic::{AtomicBool, Ordering};
+use bob_io_helpers::sync::{Mutex, MutexGuard};
+use bob_store_concurrent::ConcurrentStore;
+use bob_store_core::{ObjectId, PRIME_OBJECT_ID, PrimeStorer, SplitStore, Store, StoreOptions};
+
+use crate::catalog::{Catalog, MAX_NAME_LEN, StoredTree};
+use crate::node::{Body, Link, MAX_KEY_LEN, MAX_VALUE_LEN, Node};
+use crate::tree::{self, Edit, Load, RawIter};
+use crate::{Error, Key, KeyLike, Result, Value};
+
+/// The store a [`Db`] uses unless told otherwise: a `BaseStore` shared between threads.
+pub type DefaultStore = Store<BasicAllocator, Arc<OsFile>>;
+
+/// When a commit is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Durable before `commit` returns.
+    #[default]
+    Durable,
+    /// Visible to readers at once, durable with the next durable commit, checkpoint or
+    /// close; a crash before then loses it (and every buffered commit after the last durable
+    /// one), never the consistency of the trees.
+    Buffered,
+}
+
+/// One tree as a snapshot sees it.
+#[derive(Clone, Debug)]
+struct TreeState {
+    id: u32,
+    root: Link,
+    len: u64,
+}
+
+/// The trees as one commit left them.
+#[derive(Clone, Debug)]
+struct Snapshot {
+    /// The last checkpoint at or before this commit.
+    epoch: u64,
+    next_tree: u32,
+    trees: BTreeMap<String, TreeState>,
+}
+
+/// What committed transactions changed since the last checkpoint, besides their nodes.
+#[derive(Default)]
+struct Pending {
+    superseded: Vec<(ObjectId, Arc<Node>)>,
+    freed: Vec<ObjectId>,
+    /// A commit since the last checkpoint changed something.
+    changed: bool,
+}
+
+/// Nodes as their objects held them before checkpoint `c` rewrote or freed them, kept while
+/// a reader of a snapshot older than `c` is open.
+type Rewrites = HashMap<ObjectId, Vec<(u64, Arc<Node>)>>;
+
+/// Named B-trees in one bob store; see the crate docs.
+pub struct Db<S: SplitStore<Io: Clone> + PrimeStorer = DefaultStore> {
+    store: ConcurrentStore<S>,
+    committed: Mutex<Arc<Snapshot>>,
+    writer: Mutex<Pending>,
+    rewrites: Mutex<Rewrites>,
+    /// Open read snapshots by the checkpoint they belong to.
+    readers: Mutex<BTreeMap<u64, usize>>,
+    failed: AtomicBool,
+}
+
+impl<S: SplitStore<Io: Clone> + PrimeStorer> std::fmt::Debug for Db<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let snap = self.committed.lock().clone();
+        f.debug_struct("Db")
+            .field("epoch", &snap.epoch)
+            .field("trees", &snap.trees.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Db<DefaultStore> {
+    /// A new database in a new file at `path` (an existing file is an error).
+    pub fn create(path: &Path) -> Result<Self> {
+        Self::create_with(path, StoreOptions::default())
+    }
+
+    /// [`create`](Self::create) with the store's options.
+    pub fn create_with(path: &Path, options: StoreOptions) -> Result<Self> {
+        Self::new(ConcurrentStore::create_base(path, options, 0)?)
+    }
+
+    /// The database in the file at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, StoreOptions::default())
+    }
+
+    /// [`open`](Self::open) with the store's options.
+    pub fn open_with(path: &Path, options: StoreOptions) -> Result<Self> {
+        Self::new(ConcurrentStore::open_base(path, options, 0)?)
+    }
+}
+
+impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
+    /// The database in `store`: its catalog is read from the prime object, or written there
+    /// (and committed) when the store has no prime object yet. A prime object that does not
+    /// hold a catalog is [`Error::NotADatabase`].
+    pub fn new(store: ConcurrentStore<S>) -> Result<Self> {
+        let catalog = match store.read_bytes_from_obj(PRIME_OBJECT_ID) {
+            Ok(bytes) => Catalog::decode(&bytes)?,
+            Err(bob_store_core::Error::NotFound(_)) => {
+                let catalog = Catalog::default();
+                store.prime_object(0)?;
+                store.replace_obj(PRIME_OBJECT_ID, &catalog.encode())?;
+                store.commit()?;
+                catalog
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let epoch = catalog.epoch;
+        let trees = catalog
+            .trees
+            .into_iter()
+            .map(|(name, t)| {
+                let root = match t.root {
+                    Some(id) => Link::stored(id, epoch),
+                    None => Link::loaded(Node::empty_leaf(), epoch),
+                };
+                (name, TreeState { id: t.id, root, len: t.len })
+            })
+            .collect();
+        let snapshot = Snapshot { epoch, next_tree: catalog.next_tree, trees };
+        Ok(Self {
+            store,
+            committed: Mutex::new(Arc::new(snapshot)),
+            writer: Mutex::new(Pending::default()),
+            rewrites: Mutex::new(HashMap::new()),
+            readers: Mutex::new(BTreeMap::new()),
+            failed: AtomicBool::new(false),
+        })
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &ConcurrentStore<S> {
+        &self.store
+    }
+
+    /// A write transaction; waits while another one is open. Its changes are its own until
+    /// [`WriteTxn::commit`]; dropping it (or [`WriteTxn::abort`]) discards them.
+    pub fn begin_write(&self) -> Result<WriteTxn<'_, S>> {
+        self.check_writable()?;
+        let pending = self.writer.lock();
+        let snapshot = Snapshot::clone(&self.committed.lock());
+        Ok(WriteTxn {
+            db: self,
+            pending,
+            snapshot,
+            superseded: Vec::new(),
+            freed: Vec::new(),
+            changed: false,
+        })
+    }
+
+    /// A read snapshot of the last commit: later commits do not change what it sees.
+    pub fn begin_read(&self) -> ReadTxn<'_, S> {
+        let committed = self.committed.lock();
+        let snapshot = Arc::clone(&committed);
+        *self.readers.lock().entry(snapshot.epoch).or_default() += 1;
+        drop(committed);
+        ReadTxn { db: self, snapshot }
+    }
+
+    /// Writes what commits changed since the last checkpoint (the changed nodes, the roots)
+    /// in one store commit. Waits for an open write transaction to end.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.check_writable()?;
+        let mut pending = self.writer.lock();
+        let snapshot = Snapshot::clone(&self.committed.lock());
+        self.checkpoint_locked(&mut pending, snapshot, true)
+    }
+
+    /// Checkpoints and closes the store.
+    pub fn close(self) -> Result<()> {
+        self.checkpoint()?;
+        self.store.close()?;
+        Ok(())
+    }
+
+    /// Reads every node of every tree of the last commit and checks the tree invariants:
+    /// keys in order within and across nodes (each subtree inside its separators), every
+    /// leaf at one depth, no object used twice, entry counts equal to the catalog's. Damage
+    /// found is listed in the report; an error is returned only when the store fails.
+    pub fn verify(&self) -> Result<DbReport> {
+        let snapshot = Arc::clone(&self.committed.lock());
+        let mut report = DbReport::default();
+        let mut seen_ids = std::collections::HashSet::new();
+        for (name, state) in &snapshot.trees {
+            report.trees += 1;
+            let mut entries = 0u64;
+            let mut leaf_depth = None;
+            let mut stack: Vec<Visit<'_>> = vec![(&state.root, 0, None, None)];
+            while let Some((link, depth, lo, hi)) = stack.pop() {
+                if depth >= tree::MAX_DEPTH {
+                    report.problems.push(format!("tree {name:?}: deeper than {depth} nodes"));
+                    continue;
+                }
+                let node = match tree::node(self, state.id, link) {
+                    Ok(node) => node,
+                    Err(Error::Store(e))
+                        if !matches!(
+                            e,
+                            bob_store_core::Error::ChecksumMismatch { .. }
+                                | bob_store_core::Error::NotFound(_)
+                        ) =>
+                    {
+                        return Err(e.into());
+                    }
+                    Err(e) => {
+                        report.problems.push(format!("tree {name:?}: {e}"));
+                        continue;
+                    }
+                };
+                report.nodes += 1;
+                if let Some(id) = node.id
+                    && !seen_ids.insert(id)
+                {
+                    report.problems.push(format!("tree {name:?}: object {id} holds two nodes"));
+                }
+                let keys = match &node.body {
+                    Body::Leaf { keys, .. } | Body::Branch { keys, .. } => keys,
+                };
+                let out_of_bounds = keys.iter().any(|k| {
+                    lo.is_some_and(|lo| k.as_ref() < lo) || hi.is_some_and(|hi| k.as_ref() >= hi)
+                });
+                if out_of_bounds {
+                    report.problems.push(format!("tree {name:?}: a key outside its separators"));
+                }
+                match &node.body {
+                    Body::Leaf { keys, .. } => {
+                        entries += keys.len() as u64;
+                        if *leaf_depth.get_or_insert(depth) != depth {
+                            report.problems.push(format!("tree {name:?}: leaves at two depths"));
+                        }
+                        if keys.is_empty() && depth > 0 {
+                            report.problems.push(format!("tree {name:?}: an empty leaf"));
+                        }
+                    }
+                    Body::Branch { keys, children } => {
+                        for (i, child) in children.iter().enumerate() {
+                            let clo = if i == 0 { lo } else { Some(&*keys[i - 1]) };
+                            let chi = if i == keys.len() { hi } else { Some(&*keys[i]) };
+                            stack.push((child, depth + 1, clo, chi));
+                        }
+                    }
+                }
+            }
+            report.entries += entries;
+            if entries != state.len {
+                report.problems.push(format!(
+                    "tree {name:?}: {entries} entries, the catalog says {}",
+                    state.len
+                ));
+            }
+        }
+        Ok(report)
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(Error::Failed);
+        }
+        Ok(())
+    }
+
+    /// Writes `snapshot`'s dirty nodes and catalog, commits the store and publishes it.
+    fn checkpoint_locked(
+        &self,
+        pending: &mut Pending,
+        mut snapshot: Snapshot,
+        always: bool,
+    ) -> Result<()> {
+        if !pending.changed && !always {
+            *self.committed.lock() = Arc::new(snapshot);
+            return Ok(());
+        }
+        let epoch = snapshot.epoch + 1;
+        let result = (|| {
+            {
+                let mut rewrites = self.rewrites.lock();
+                for (id, old) in pending.superseded.drain(..) {
+                    rewrites.entry(id).or_default().push((epoch, old));
+                }
+            }
+            let mut buf = Vec::new();
+            for tree in snapshot.trees.values_mut() {
+                self.write_dirty(&mut tree.root, tree.id, epoch, &mut buf, 0)?;
+            }
+            for id in pending.freed.drain(..) {
+                self.store.delete_obj(id)?;
+            }
+            let catalog = Catalog {
+                epoch,
+                next_tree: snapshot.next_tree,
+                trees: snapshot
+                    .trees
+                    .iter()
+                    .map(|(name, t)| {
+                        let root = t.root.node.get().map_or(t.root.id, |n| n.id);
+                        (name.clone(), StoredTree { id: t.id, root, len: t.len })
+                    })
+                    .collect(),
+            };
+            self.store.replace_obj(PRIME_OBJECT_ID, &catalog.encode())?;
+            self.store.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            self.failed.store(true, Ordering::Release);
+            return Err(e);
+        }
+        snapshot.epoch = epoch;
+        pending.changed = false;
+        *self.committed.lock() = Arc::new(snapshot);
+        self.prune_rewrites();
+        Ok(())
+    }
+
+    fn write_dirty(
+        &self,
+        link: &mut Link,
+        tree: u32,
+        epoch: u64,
+        buf: &mut Vec<u8>,
+        depth: usize,
+    ) -> Result<()> {
+        let Some(arc) = link.node.get_mut() else { return Ok(()) };
+        if !arc.dirty {
+            return Ok(());
+        }
+        if depth >= tree::MAX_DEPTH {
+            return Err(Error::Corrupt("a B-tree path is too deep to write".into()));
+        }
+        let node = Arc::make_mut(arc);
+        if let Body::Branch { children, .. } = &mut node.body {
+            for child in children {
+                self.write_dirty(child, tree, epoch, buf, depth + 1)?;
+            }
+        }
+        node.encode(tree, epoch, buf);
+        match node.id {
+            Some(id) => self.store.replace_obj(id, buf)?,
+            None => node.id = Some(self.store.write_new_obj_from_bytes(buf)?),
+        }
+        node.dirty = false;
+        link.id = node.id;
+        link.seen = epoch;
+        Ok(())
+    }
+
+    /// Drops saved node versions no open reader can need.
+    fn prune_rewrites(&self) {
+        let oldest = {
+            let readers = self.readers.lock();
+            readers.keys().next().copied()
+        };
+        let oldest = oldest.unwrap_or(u64::MAX);
+        let mut rewrites = self.rewrites.lock();
+        if rewrites.is_empty() {
+            return;
+        }
+        rewrites.retain(|_, versions| {
+            versions.retain(|(epoch, _)| *epoch > oldest);
+            !versions.is_empty()
+        });
+    }
+
+    /// The saved version of `id` a reader of checkpoint `seen` needs, if a later checkpoint
+    /// rewrote or freed it.
+    fn rewritten(&self, id: ObjectId, seen: u64) -> Option<Arc<Node>> {
+        let rewrites = self.rewrites.lock();
+        rewrites
+            .get(&id)?
+            .iter()
+            .filter(|(epoch, _)| *epoch > seen)
+            .min_by_key(|(epoch, _)| *epoch)
+            .map(|(_, node)| Arc::clone(node))
+    }
+}
+
+impl<S: SplitStore<Io: Clone> + PrimeStorer> Load for Db<S> {
+    fn load(&self, tree: u32, link: &Link) -> Result<Arc<Node>> {
+        let id = link.id.ok_or_else(|| Error::Corrupt("a B-tree link names no node".into()))?;
+        let read = self
+            .store
+            .read_bytes_from_obj(id)
+            .map_err(Error::from)
+            .and_then(|bytes| Node::decode(id, tree, link.seen, &bytes));
+        match read {
+            Ok((node, written)) if written <= link.seen => Ok(Arc::new(node)),
+            other => {
+                if let Some(node) = self.rewritten(id, link.seen) {
+                    return Ok(node);
+                }
+                match other {
+                    Ok((_, written)) => Err(Error::Corrupt(format!(
+                        "B-tree node {id} was written by checkpoint {written}, after checkpoint {} \
+                         its parent belongs to",
+                        link.seen
+                    ))),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// A node to visit: its link, depth, and the bounds its keys must keep.
+type Visit<'a> = (&'a Link, usize, Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// What [`Db::verify`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DbReport {
+    /// Trees.
+    pub trees: u64,
+    /// Nodes read.
+    pub nodes: u64,
+    /// Entries in all trees.
+    pub entries: u64,
+    /// Damage found; empty when the trees are sound.
+    pub problems: Vec<String>,
+}
+
+impl DbReport {
+    /// No problem found.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// A write transaction: see [`Db::begin_write`].
+pub struct WriteTxn<'db, S: SplitStore<Io: Clone> + PrimeStorer = DefaultStore> {
+    db: &'db Db<S>,
+    pending: MutexGuard<'db, Pending>,
+    snapshot: Snapshot,
+    superseded: Vec<(ObjectId, Arc<Node>)>,
+    freed: Vec<ObjectId>,
+    changed: bool,
+}
+
+impl<S: SplitStore<Io: Clone> + PrimeStorer> std::fmt::Debug for WriteTxn<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteTxn").field("changed", &self.changed).finish_non_exhaustive()
+    }
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.len() > MAX_NAME_LEN {
+        return Err(Error::TooLarge { what: "tree name", len: name.len(), max: MAX_NAME_LEN });
+    }
+    Ok(())
+}
+
+impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
+    /// The tree `name`, created (empty) if it does not exist.
+    pub fn open_tree<K: Key, V: Value>(&mut self, name: &str) -> Result<TreeMut<'_, K, V>> {
+        check_name(name)?;
+        if !self.snapshot.trees.contains_key(name) {
+            let id = self.snapshot.next_tree;
+            self.snapshot.next_tree = id
+                .checked_add(1)
+                .ok_or_else(|| Error::Corrupt("the tree ids are used up".into()))?;
+            let root = Link::loaded(Node::empty_leaf(), self.snapshot.epoch);
+            self.snapshot.trees.insert(name.to_owned(), TreeState { id, root, len: 0 });
+            self.changed = true;
+        }
+        let state = self.snapshot.trees.get_mut(name).expect("inserted above");
+        self.changed = true;
+        Ok(TreeMut {
+            db: self.db,
+            state,
+            superseded: &mut self.superseded,
+            freed: &mut self.freed,
+            _types: PhantomData,
+        })
+    }
+
+    /// The names of the trees, in order.
+    pub fn list_trees(&self) -> Vec<String> {
+        self.snapshot.trees.keys().cloned().collect()
+    }
+
+    /// Renames tree `from` to `to`; false if there is no tree `from`. A tree `to` is an error.
+    pub fn rename_tree(&mut self, from: &str, to: &str) -> Result<bool> {
+        check_name(to)?;
+        if self.snapshot.trees.contains_key(to) {
+            return Err(Error::TreeExists(to.to_owned()));
+        }
+        let Some(state) = self.snapshot.trees.remove(from) else { return Ok(false) };
+        self.snapshot.trees.insert(to.to_owned(), state);
+        self.changed = true;
+        Ok(true)
+    }
+
+    /// Deletes tree `name` and its entries; false if there is none. Its nodes are all read
+    /// to free their objects.
+    pub fn delete_tree(&mut self, name: &str) -> Result<bool> {
+        let Some(state) = self.snapshot.trees.remove(name) else { return Ok(false) };
+        let mut stack = vec![(&state.root, 0usize)];
+        while let Some((link, depth)) = stack.pop() {
+            if depth >= tree::MAX_DEPTH {
+                return Err(Error::Corrupt("a B-tree path is too deep to delete".into()));
+            }
+            let node = tree::node(self.db, state.id, link)?;
+            if let Some(id) = node.id {
+                if !node.dirty {
+                    self.superseded.push((id, Arc::clone(link.node.get().expect("loaded"))));
+                }
+                self.freed.push(id);
+            }
+            if let Body::Branch { children, .. } = &node.body {
+                stack.extend(children.iter().map(|c| (c, depth + 1)));
+            }
+        }
+        self.changed = true;
+        Ok(true)
+    }
+
+    /// Makes the transaction's changes the last commit, durable as `durability` says.
+    pub fn commit(self, durability: Durability) -> Result<()> {
+        let WriteTxn { db, mut pending, snapshot, superseded, freed, changed } = self;
+        db.check_writable()?;
+        pending.superseded.extend(superseded);
+        pending.freed.extend(freed);
+        pending.changed |= changed;
+        match durability {
+            Durability::Durable => db.checkpoint_locked(&mut pending, snapshot, false),
+            Durability::Buffered => {
+                *db.committed.lock() = Arc::new(snapshot);
+                Ok(())
+            }
+        }
+    }
+
+    /// Discards the transaction's changes (as dropping it does).
+    pub fn abort(self) {}
+}
+
+/// A read snapshot: see [`Db::begin_read`].
+pub struct ReadTxn<'db, S: SplitStore<Io: Clone> + PrimeStorer = DefaultStore> {
+    db: &'db Db<S>,
+    snapshot: Arc<Snapshot>,
+}
+
+impl<S: SplitStore<Io: Clone> + PrimeStorer> std::fmt::Debug for ReadTxn<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadTxn").field("epoch", &self.snapshot.epoch).finish_non_exhaustive()
+    }
+}
+
+impl<S: SplitStore<Io: Clone> + PrimeStorer> Drop for ReadTxn<'_, S> {
+    fn drop(&mut self) {
+        let mut readers = self.db.readers.lock();
+        if let Some(count) = readers.get_mut(&self.snapshot.epoch) {
+            *count -= 1;
+            if *count == 0 {
+                readers.remove(&self.snapshot.epoch);
+            }
+        }
+        drop(readers);
+        self.db.prune_rewrites();
+    }
+}
+
+impl<S: SplitStore<Io: Clone> + PrimeStorer> ReadTxn<'_, S> {
+    /// The tree `name`, if it exists in this snapshot.
+    pub fn open_tree<K: Key, V: Value>(&self, name: &str) -> Option<Tree<'_, K, V>> {
+        let state = self.snapshot.trees.get(name)?;
+        Some(Tree { ld: self.db, state, _types: PhantomData })
+    }
+
+    /// The names of the trees, in order.
+    pub fn list_trees(&self) -> Vec<String> {
+        self.snapshot.trees.keys().cloned().collect()
+    }
+}
+
+fn encode_key<K: Key, Q: KeyLike<K> + ?Sized>(key: &Q) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    key.encode_key(&mut out);
+    if out.len() > MAX_KEY_LEN {
+        return Err(Error::TooLarge { what: "key", len: out.len(), max: MAX_KEY_LEN });
+    }
+    Ok(out)
+}
+
+fn encode_value<V: Value>(value: &V) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    value.encode(&mut out)?;
+    if out.len() > MAX_VALUE_LEN {
+        return Err(Error::TooLarge { what: "value", len: out.len(), max: MAX_VALUE_LEN });
+    }
+    Ok(out)
+}
+
+fn encode_bound<K: Key, Q: KeyLike<K> + ?Sized>(bound: Bound<&Q>) -> Result<Bound<Vec<u8>>> {
+    Ok(match bound {
+        Bound::Included(k) => Bound::Included(encode_key(k)?),
+        Bound::Excluded(k) => Bound::Excluded(encode_key(k)?),
+        Bound::Unbounded => Bound::Unbounded,
+    })
+}
+
+/// A tree as a snapshot sees it: lookups and ordered ranges.
+pub struct Tree<'a, K, V> {
+    ld: &'a dyn Load,
+    state: &'a TreeState,
+    _types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V> std::fmt::Debug for Tree<'_, K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tree").field("id", &self.state.id).field("len", &self.state.len).finish()
+    }
+}
+
+impl<'a, K: Key, V: Value> Tree<'a, K, V> {
+    /// Its number of entries.
+    pub fn len(&self) -> u64 {
+        self.state.len
+    }
+
+    /// Whether it has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.state.len == 0
+    }
+
+    /// The value under `key`.
+    pub fn get<Q: KeyLike<K> + ?Sized>(&self, key: &Q) -> Result<Option<V>> {
+        let key = encode_key(key)?;
+        tree::get(self.ld, self.state.id, &self.state.root, &key)?
+            .map(|v| V::decode(v).map_err(Error::from))
+            .transpose()
+    }
+
+    /// Whether `key` has a value.
+    pub fn contains_key<Q: KeyLike<K> + ?Sized>(&self, key: &Q) -> Result<bool> {
+        let key = encode_key(key)?;
+        Ok(tree::get(self.ld, self.state.id, &self.state.root, &key)?.is_some())
+    }
+
+    /// The entries with keys in `range`, in key order (and reversible).
+    pub fn range<Q: KeyLike<K> + ?Sized, R: RangeBounds<Q>>(
+        &self,
+        range: R,
+    ) -> Result<Range<'a, K, V>> {
+        let lower = encode_bound::<K, Q>(range.start_bound())?;
+        let upper = encode_bound::<K, Q>(range.end_bound())?;
+        let raw = RawIter::new(
+            self.ld,
+            self.state.id,
+            &self.state.root,
+            lower.as_ref().map(|k| k.as_slice()),
+            upper.as_ref().map(|k| k.as_slice()),
+        )?;
+        Ok(Range { raw, _types: PhantomData })
+    }
+
+    /// Every entry, in key order.
+    pub fn iter(&self) -> Result<Range<'a, K, V>> {
+        self.range::<K, _>(..)
+    }
+
+    /// The entry with the smallest key.
+    pub fn first(&self) -> Result<Option<(K, V)>> {
+        self.iter()?.next().transpose()
+    }
+
+    /// The entry with the largest key.
+    pub fn last(&self) -> Result<Option<(K, V)>> {
+        self.iter()?.next_back().transpose()
+    }
+}
+
+/// The entries of a range, decoded: see [`Tree::range`].
+pub struct Range<'a, K, V> {
+    raw: RawIter<'a>,
+    _types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V> std::fmt::Debug for Range<'_, K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Range").finish_non_exhaustive()
+    }
+}
+
+fn decode_entry<K: Key, V: Value>(entry: Result<(&[u8], &[u8])>) -> Result<(K, V)> {
+    let (k, v) = entry?;
+    Ok((K::decode(k)?, V::decode(v)?))
+}
+
+impl<K: Key, V: Value> Iterator for Range<'_, K, V> {
+    type Item = Result<(K, V)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.raw.next_entry().map(decode_entry)
+    }
+}
+
+impl<K: Key, V: Value> DoubleEndedIterator for Range<'_, K, V> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.raw.next_back_entry().map(decode_entry)
+    }
+}
+
+/// A tree inside a write transaction: changes, and reads that see them.
+pub struct TreeMut<'a, K, V> {
+    db: &'a dyn Load,
+    state: &'a mut TreeState,
+    superseded: &'a mut Vec<(ObjectId, Arc<Node>)>,
+    freed: &'a mut Vec<ObjectId>,
+    _types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V> std::fmt::Debug for TreeMut<'_, K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TreeMut").field("id", &self.state.id).field("len", &self.state.len).finish()
+    }
+}
+
+impl<K: Key, V: Value> TreeMut<'_, K, V> {
+    /// The tree as this transaction sees it, for reads.
+    pub fn view(&self) -> Tree<'_, K, V> {
+        Tree { ld: self.db, state: self.state, _types: PhantomData }
+    }
+
+    fn edit(&mut self) -> (Edit<'_>, &mut Link) {
+        (
+            Edit {
+                ld: self.db,
+                tree: self.state.id,
+                superseded: self.superseded,
+                freed: self.freed,
+            },
+            &mut self.state.root,
+        )
+    }
+
+    /// Its number of entries.
+    pub fn len(&self) -> u64 {
+        self.state.len
+    }
+
+    /// Whether it has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.state.len == 0
+    }
+
+    /// The value under `key`.
+    pub fn get<Q: KeyLike<K> + ?Sized>(&self, key: &Q) -> Result<Option<V>> {
+        self.view().get(key)
+    }
+
+    /// Puts `value` under `key`; returns the value it replaced.
+    pub fn insert<Q: KeyLike<K> + ?Sized>(&mut self, key: &Q, value: &V) -> Result<Option<V>> {
+        let key = encode_key(key)?;
+        let value = encode_value(value)?;
+        let (mut edit, root) = self.edit();
+        let old = edit.insert(root, &key, &value)?;
+        if old.is_none() {
+            self.state.len += 1;
+        }
+        old.map(|v| V::decode(&v).map_err(Error::from)).transpose()
+    }
+
+    /// Removes `key`; returns its value.
+    pub fn remove<Q: KeyLike<K> + ?Sized>(&mut self, key: &Q) -> Result<Option<V>> {
+        let key = encode_key(key)?;
+        let (mut edit, root) = self.edit();
+        let old = edit.remove(root, &key)?;
+        if old.is_some() {
+            self.state.len -= 1;
+        }
+        old.map(|v| V::decode(&v).map_err(Error::from)).transpose()
+    }
+
+    /// Removes the entries with keys in `range` for which `keep` is false; returns how many.
+    pub fn retain_range<Q: KeyLike<K> + ?Sized, R: RangeBounds<Q>>(
+        &mut self,
+        range: R,
+        mut keep: impl FnMut(&K, &V) -> bool,
+    ) -> Result<u64> {
+        let mut doomed = Vec::new();
+        for entry in self.view().range(range)? {
+            let (k, v) = entry?;
+            if !keep(&k, &v) {
+                doomed.push(k);
+            }
+        }
+        for k in &doomed {
+            self.remove::<K>(k)?;
+        }
+        Ok(doomed.len() as u64)
+    }
+}

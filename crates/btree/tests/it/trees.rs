@@ -1,0 +1,128 @@
+//! Named trees, snapshots and damage.
+
+use bob_btree::{Db, Durability, Error, Postcard};
+
+#[test]
+fn named_trees_are_created_listed_renamed_and_deleted_transactionally() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.bob");
+    let db = Db::create(&path).unwrap();
+    let mut tx = db.begin_write().unwrap();
+    for name in ["a", "b", "c"] {
+        let mut t = tx.open_tree::<String, u64>(name).unwrap();
+        for i in 0..2000u64 {
+            t.insert(&format!("{name}{i:05}"), &i).unwrap();
+        }
+    }
+    tx.commit(Durability::Durable).unwrap();
+    let baseline = db.store().verify().unwrap().objects;
+
+    let mut tx = db.begin_write().unwrap();
+    assert!(tx.rename_tree("b", "bee").unwrap());
+    assert!(!tx.rename_tree("nope", "x").unwrap());
+    assert!(matches!(tx.rename_tree("a", "c"), Err(Error::TreeExists(_))));
+    assert!(tx.delete_tree("c").unwrap());
+    assert_eq!(tx.list_trees(), ["a", "bee"]);
+    tx.abort();
+    assert_eq!(db.begin_read().list_trees(), ["a", "b", "c"], "an abort changes nothing");
+    assert_eq!(db.store().verify().unwrap().objects, baseline);
+
+    let read = db.begin_read();
+    let mut tx = db.begin_write().unwrap();
+    tx.rename_tree("b", "bee").unwrap();
+    tx.delete_tree("c").unwrap();
+    tx.commit(Durability::Durable).unwrap();
+    // The old snapshot still reads the deleted tree, whose objects are gone from the store.
+    let c = read.open_tree::<String, u64>("c").unwrap();
+    assert_eq!(c.get("c01999").unwrap(), Some(1999));
+    assert_eq!(c.iter().unwrap().count(), 2000);
+    drop(read);
+    db.close().unwrap();
+
+    let db = Db::open(&path).unwrap();
+    let read = db.begin_read();
+    assert_eq!(read.list_trees(), ["a", "bee"]);
+    assert_eq!(read.open_tree::<String, u64>("bee").unwrap().get("b00042").unwrap(), Some(42));
+    let report = db.verify().unwrap();
+    assert!(report.is_clean());
+    assert_eq!(db.store().verify().unwrap().objects, 1 + report.nodes);
+}
+
+#[test]
+fn a_snapshot_reads_nodes_a_later_checkpoint_rewrote_as_they_were() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.bob");
+    let db = Db::create(&path).unwrap();
+    let mut tx = db.begin_write().unwrap();
+    let mut t = tx.open_tree::<u64, Vec<u8>>("t").unwrap();
+    for i in 0..5000u64 {
+        t.insert(&i, &vec![1; 100]).unwrap();
+    }
+    tx.commit(Durability::Durable).unwrap();
+    db.close().unwrap();
+
+    // Nothing but the catalog is loaded after open: the snapshot's nodes are all on disk.
+    let db = Db::open(&path).unwrap();
+    let read = db.begin_read();
+    for round in 2..5u8 {
+        let mut tx = db.begin_write().unwrap();
+        let mut t = tx.open_tree::<u64, Vec<u8>>("t").unwrap();
+        for i in (0..5000u64).step_by(3) {
+            t.insert(&i, &vec![round; 100]).unwrap();
+        }
+        for i in (1..5000u64).step_by(7) {
+            t.remove(&i).unwrap();
+        }
+        tx.commit(Durability::Durable).unwrap();
+    }
+    let t = read.open_tree::<u64, Vec<u8>>("t").unwrap();
+    assert_eq!(t.len(), 5000);
+    for (i, entry) in t.iter().unwrap().enumerate() {
+        let (k, v) = entry.unwrap();
+        assert_eq!((k, v), (i as u64, vec![1; 100]));
+    }
+    drop(read);
+    let now = db.begin_read();
+    let t = now.open_tree::<u64, Vec<u8>>("t").unwrap();
+    assert_eq!(t.get(&3).unwrap(), Some(vec![4; 100]));
+    assert_eq!(t.get(&8).unwrap(), None);
+}
+
+#[test]
+fn damage_to_a_node_is_an_error_never_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.bob");
+    let db = Db::create(&path).unwrap();
+    let mut tx = db.begin_write().unwrap();
+    let mut t = tx.open_tree::<u64, Postcard<(u32, String)>>("t").unwrap();
+    for i in 0..3000u64 {
+        t.insert(&i, &Postcard((i as u32, "x".repeat(40)))).unwrap();
+    }
+    tx.commit(Durability::Durable).unwrap();
+    db.close().unwrap();
+
+    // Flip one byte in each of many places across the file.
+    let bytes = std::fs::read(&path).unwrap();
+    let mut errors = 0;
+    for at in (0..bytes.len()).step_by(bytes.len() / 300) {
+        let mut bad = bytes.clone();
+        bad[at] ^= 0x40;
+        std::fs::write(&path, &bad).unwrap();
+        let Ok(db) = Db::open(&path) else {
+            errors += 1;
+            continue;
+        };
+        let read = db.begin_read();
+        let Some(t) = read.open_tree::<u64, Postcard<(u32, String)>>("t") else { continue };
+        for entry in t.iter().unwrap_or_else(|_| panic!("open")) {
+            match entry {
+                Ok((k, Postcard((v, s)))) => assert_eq!((k as u32, s.len()), (v, 40)),
+                Err(_) => {
+                    errors += 1;
+                    break;
+                }
+            }
+        }
+    }
+    assert!(errors > 0, "some flips land in nodes and are reported");
+}
