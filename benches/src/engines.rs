@@ -118,7 +118,7 @@ pub const OBJECT_ENGINES: &[&str] =
 
 /// The key-value engines, by name (`sled` only with the `sled` feature).
 pub fn kv_engines() -> Vec<&'static str> {
-    let mut engines = vec!["bob-treap", "redb", "lmdb", "fjall"];
+    let mut engines = vec!["bob-btree", "bob-treap", "redb", "lmdb", "fjall"];
     if cfg!(feature = "sled") {
         engines.push("sled");
     }
@@ -137,6 +137,9 @@ pub fn configuration(suite: &str, name: &str, settings: &Settings) -> String {
         (_, "bob-mapped") => "as bob-base, with `StoreOptions::mapped_reads`: reads up to \
              64 KiB copy out of a memory map of the file (a device read error then kills the \
              process, as with LMDB)"
+            .into(),
+        (_, "bob-btree") => "named B+tree (`bob_btree::Db`), 4 KiB nodes; non-durable commits \
+             are buffered in memory until the next durable one"
             .into(),
         (_, "bob-treap") => format!("payload treap, node budget {cache} (about 320 B a node)"),
         (_, "marble") => "`fsync_each_batch`; reads through the OS page cache".into(),
@@ -179,6 +182,7 @@ pub fn open_kv(name: &str, dir: &Path, settings: &Settings) -> Result<Box<dyn Kv
     std::fs::create_dir_all(dir)?;
     Ok(match name {
         "bob-treap" => Box::new(bob::Kv::open(dir, settings)?),
+        "bob-btree" => Box::new(btree::Kv::open(dir)?),
         "redb" => Box::new(redb_engine::Kv::open(dir, settings)?),
         "lmdb" => Box::new(lmdb::Kv::open(dir)?),
         "fjall" => Box::new(fjall_engine::Kv::open(dir, settings, false)?),
@@ -528,6 +532,108 @@ mod bob {
             count_checkpoints(&store);
             CHECKPOINTS.fetch_add(u64::from(store.journaled_commits() > 0), Relaxed);
             Ok(store.close()?)
+        }
+    }
+}
+
+mod btree {
+    use std::ops::Bound;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use bob_btree::{Db, Durability, ReadTxn};
+
+    use super::*;
+
+    const TREE: &str = "kv";
+
+    /// bob's B+tree: one named tree in a `Db`; a batch is one write transaction.
+    pub(super) struct Kv {
+        db: Db,
+    }
+
+    impl Kv {
+        pub(super) fn open(dir: &Path) -> Result<Self> {
+            let path = dir.join("kv.bob");
+            let db = if path.exists() { Db::open(&path)? } else { Db::create(&path)? };
+            Ok(Self { db })
+        }
+    }
+
+    struct Reads<'a>(ReadTxn<'a>);
+
+    impl KvReads for Reads<'_> {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            match self.0.open_tree::<Vec<u8>, Vec<u8>>(TREE) {
+                Some(tree) => Ok(tree.get(key)?),
+                None => Ok(None),
+            }
+        }
+
+        fn range(&self, from: &[u8], n: usize) -> Result<usize> {
+            let Some(tree) = self.0.open_tree::<Vec<u8>, Vec<u8>>(TREE) else { return Ok(0) };
+            let mut count = 0;
+            for entry in tree.range::<[u8], _>((Bound::Included(from), Bound::Unbounded))?.take(n) {
+                entry?;
+                count += 1;
+            }
+            Ok(count)
+        }
+    }
+
+    impl KvEngine for Kv {
+        fn write(
+            &mut self,
+            puts: &[(&[u8], &[u8])],
+            deletes: &[&[u8]],
+            durable: bool,
+        ) -> Result<()> {
+            let mut tx = self.db.begin_write()?;
+            {
+                let mut tree = tx.open_tree::<Vec<u8>, Vec<u8>>(TREE)?;
+                for &(k, v) in puts {
+                    tree.insert(k, &v.to_vec())?;
+                }
+                for &k in deletes {
+                    tree.remove(k)?;
+                }
+            }
+            if durable {
+                super::bob::COMMITS.fetch_add(1, Relaxed);
+                tx.commit(Durability::Durable)?;
+            } else {
+                tx.commit(Durability::Buffered)?;
+            }
+            Ok(())
+        }
+
+        fn sync(&mut self) -> Result<()> {
+            super::bob::COMMITS.fetch_add(1, Relaxed);
+            Ok(self.db.checkpoint()?)
+        }
+
+        fn unsynced_promise(&self) -> Promise {
+            // A buffered commit lives in the process until the next durable one.
+            Promise::Nothing
+        }
+
+        fn reader(&self) -> Result<Box<dyn KvReads + '_>> {
+            Ok(Box::new(Reads(self.db.begin_read())))
+        }
+
+        fn count(&self) -> Result<u64> {
+            let read = self.db.begin_read();
+            Ok(read.open_tree::<Vec<u8>, Vec<u8>>(TREE).map_or(0, |t| t.len()))
+        }
+
+        fn compact(&mut self) -> Result<bool> {
+            self.db.store().compact()?;
+            Ok(true)
+        }
+
+        fn close(self: Box<Self>) -> Result<()> {
+            let (checkpoints, journaled) = self.db.store().journal_counts();
+            super::bob::CHECKPOINTS.fetch_add(checkpoints + u64::from(journaled > 0), Relaxed);
+            Ok(self.db.close()?)
         }
     }
 }

@@ -41,7 +41,7 @@ pub struct Syncs {
 
 /// The bob engine the peers are compared with in `suite`.
 pub fn bob_engine(suite: &str) -> &'static str {
-    if suite == "kv" { "bob-treap" } else { "bob-base" }
+    if suite == "kv" { "bob-btree" } else { "bob-base" }
 }
 
 /// A (suite, engine, row) key.
@@ -100,10 +100,21 @@ fn medians(report: &Report) -> Medians {
 
 /// Where an engine sits in the tables: bob's first, then the peers in a fixed order.
 fn engine_rank(engine: &str) -> usize {
-    ["bob-base", "bob-multi", "bob-mapped", "bob-treap", "marble", "redb", "lmdb", "fjall", "sled"]
-        .iter()
-        .position(|e| *e == engine)
-        .unwrap_or(usize::MAX)
+    [
+        "bob-base",
+        "bob-multi",
+        "bob-mapped",
+        "bob-btree",
+        "bob-treap",
+        "marble",
+        "redb",
+        "lmdb",
+        "fjall",
+        "sled",
+    ]
+    .iter()
+    .position(|e| *e == engine)
+    .unwrap_or(usize::MAX)
 }
 
 /// bob's ratio to a peer: above 1 means bob is faster (or smaller), whatever the unit.

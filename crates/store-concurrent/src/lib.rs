@@ -4,8 +4,12 @@
 //! readers of one object share it. The wrapped store sits behind one global lock that is held
 //! only for metadata steps (allocating, publishing, deleting, looking up, committing), never
 //! across an object's data I/O, which goes through the store's I/O handle
-//! ([`SplitStore::io`]) outside that lock. A [`DiskTokenManager`] bounds the backend calls in
-//! flight (0 = unlimited).
+//! ([`SplitStore::io`]) outside that lock. The exception is a whole object of at most
+//! [`IN_LOCK_WRITE`] bytes written from memory (`write_new_obj_from_bytes`, `replace_obj`):
+//! it is copied into the store's write buffer under the global lock and written, coalesced
+//! with its neighbours, at the next flush or commit (streaming many small objects outside the
+//! lock would keep each one's pages apart from every other pending object's). A
+//! [`DiskTokenManager`] bounds the backend calls made outside the global lock (0 = unlimited).
 //!
 //! # Lock order
 //! Object locks (all of a call's ids at once), then the global lock (briefly; nothing is
@@ -72,6 +76,11 @@ pub use bob_store_core::{Error, ObjectId, Result};
 
 use crate::group::GroupCommit;
 use crate::locks::{ExclusiveLock, LockTable, SharedLock};
+
+/// Whole-object writes from memory up to this many bytes run under the global lock through
+/// the store's write buffer (a copy into memory), instead of reserving space apart from every
+/// pending object and writing outside the lock.
+pub const IN_LOCK_WRITE: usize = 64 * 1024;
 
 /// A thread-safe store over `S`; see the crate docs.
 pub struct ConcurrentStore<S: SplitStore<Io: Clone>> {
@@ -286,8 +295,13 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
         Ok(located)
     }
 
-    /// A new object holding `bytes`.
+    /// A new object holding `bytes`. Up to [`IN_LOCK_WRITE`] bytes the store's own path
+    /// runs under the global lock (the bytes go to its write buffer, written coalesced at the
+    /// next flush); larger objects stream outside it.
     pub fn write_new_obj_from_bytes(&self, bytes: &[u8]) -> Result<ObjectId> {
+        if !bytes.is_empty() && bytes.len() <= IN_LOCK_WRITE {
+            return self.with_store(|store| store.write_new_obj_from_bytes(bytes));
+        }
         let (id, mut writer) = self.late_write_new_obj(bytes.len() as u64)?;
         writer.write_all(bytes).map_err(Error::from_io)?;
         writer.finish()?;
@@ -344,8 +358,16 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
         Ok(ConcurrentWriter { inner, _lock: Some(lock) })
     }
 
-    /// Replaces object `id` with `bytes`, of any length; the id keeps its meaning.
+    /// Replaces object `id` with `bytes`, of any length; the id keeps its meaning. Up to
+    /// [`IN_LOCK_WRITE`] bytes the store's own path runs under the global lock (and the
+    /// object's exclusive lock), as for [`write_new_obj_from_bytes`](Self::write_new_obj_from_bytes).
     pub fn replace_obj(&self, id: ObjectId, bytes: &[u8]) -> Result<()> {
+        if !bytes.is_empty() && bytes.len() <= IN_LOCK_WRITE {
+            self.check_open()?;
+            let _exclusive = self.locks.exclusive(&[id.0]);
+            self.locks.forget(id.0);
+            return self.with_store(|store| store.replace_obj(id, bytes));
+        }
         let mut writer = self.late_replace_obj(id, bytes.len() as u64)?;
         writer.write_all(bytes).map_err(Error::from_io)?;
         writer.finish()
@@ -458,6 +480,13 @@ impl<A: bob_store_core::SpaceAllocator, B: FileBackend + Clone> ConcurrentStore<
         self.check_open()?;
         let _all = self.locks.all();
         self.with_store_shared(|store| store.verify())
+    }
+
+    /// How many checkpoints this handle made, and how many commits are in the journal since
+    /// the last one (see `Store::checkpoints`, `Store::journaled_commits`).
+    pub fn journal_counts(&self) -> (u64, u64) {
+        self.with_store_shared(|store| Ok((store.checkpoints(), store.journaled_commits())))
+            .unwrap_or((0, 0))
     }
 
     /// Compacts the store (see `Store::compact`), with every object locked.

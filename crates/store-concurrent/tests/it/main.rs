@@ -118,7 +118,8 @@ fn readers_never_see_a_torn_object() {
     assert!(store.verify().unwrap().is_clean());
 }
 
-/// 20 threads through 2 disk tokens: never more than 2 backend calls in flight.
+/// 20 threads through 2 disk tokens: never more than 2 backend calls in flight. The objects
+/// are streamed (whole small objects go through the write buffer under the global lock).
 #[test]
 fn two_disk_tokens_bound_twenty_threads() {
     let dir = tempfile::tempdir().unwrap();
@@ -130,7 +131,10 @@ fn two_disk_tokens_bound_twenty_threads() {
             thread::spawn(move || {
                 start.wait();
                 for o in 0..20 {
-                    let id = store.write_new_obj_from_bytes(&own_bytes(t, o)).unwrap();
+                    let bytes = own_bytes(t, o);
+                    let (id, mut writer) = store.late_write_new_obj(bytes.len() as u64).unwrap();
+                    std::io::Write::write_all(&mut writer, &bytes).unwrap();
+                    writer.finish().unwrap();
                     assert_eq!(store.read_bytes_from_obj(id).unwrap(), own_bytes(t, o));
                 }
             })

@@ -27,10 +27,15 @@ fn regression_batched_writes_racing_commits_never_damage_committed_objects() {
     let store =
         Arc::new(ConcurrentStore::new(Base::create_with(disk.clone(), unbuffered()).unwrap(), 0));
     let done = Arc::new(AtomicBool::new(false));
+    let commits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let writer = {
-        let (store, done) = (store.clone(), done.clone());
+        let (store, done, commits) = (store.clone(), done.clone(), commits.clone());
         thread::spawn(move || {
             for round in 0..300u32 {
+                // Let commits interleave however fast the writes are.
+                while commits.load(Ordering::Acquire) < round as usize / 10 {
+                    thread::yield_now();
+                }
                 let a = store.write_new_obj_from_bytes(&[round as u8; 300]).unwrap();
                 let b = store.write_new_obj_from_bytes(&[round as u8; 300]).unwrap();
                 let fill = [(round as u8).wrapping_add(1); 300];
@@ -47,6 +52,7 @@ fn regression_batched_writes_racing_commits_never_damage_committed_objects() {
     let mut seed = 0;
     while !done.load(Ordering::Acquire) {
         store.commit().unwrap();
+        commits.fetch_add(1, Ordering::Release);
         seed += 1;
         images.push(disk.crash_image(CrashMode::PowerLoss, seed));
     }

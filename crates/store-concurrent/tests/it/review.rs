@@ -52,7 +52,11 @@ fn no_laundering<A: SpaceAllocator>() {
     let id = store.write_new_obj_from_bytes(&bytes).unwrap();
     let fresh_bytes = data(2, 9000);
     store.commit().unwrap();
-    let fresh = store.write_new_obj_from_bytes(&fresh_bytes).unwrap(); // not committed
+    // Not committed, and streamed so that it is on disk (a whole small object would wait in
+    // the write buffer).
+    let (fresh, mut writer) = store.late_write_new_obj(fresh_bytes.len() as u64).unwrap();
+    std::io::Write::write_all(&mut writer, &fresh_bytes).unwrap();
+    writer.finish().unwrap();
     for (id, bytes) in [(id, &bytes), (fresh, &fresh_bytes)] {
         let live = disk.live_image();
         let offset = live.windows(64).position(|w| w == &bytes[..64]).unwrap() as u64;
