@@ -138,8 +138,9 @@ pub fn configuration(suite: &str, name: &str, settings: &Settings) -> String {
              64 KiB copy out of a memory map of the file (a device read error then kills the \
              process, as with LMDB)"
             .into(),
-        (_, "bob-btree") => "named B+tree (`bob_btree::Db`), 4 KiB nodes; non-durable commits \
-             are buffered in memory until the next durable one"
+        (_, "bob-btree") => "named B+tree (`bob_btree::Db`), 4 KiB nodes, write-ahead log \
+             (a durable commit appends one record and syncs once; non-durable commits are \
+             written to the OS, `Durability::Buffered`); checkpoints after 64 MiB of log"
             .into(),
         (_, "bob-treap") => format!("payload treap, node budget {cache} (about 320 B a node)"),
         (_, "marble") => "`fsync_each_batch`; reads through the OS page cache".into(),
@@ -608,12 +609,12 @@ mod btree {
 
         fn sync(&mut self) -> Result<()> {
             super::bob::COMMITS.fetch_add(1, Relaxed);
-            Ok(self.db.checkpoint()?)
+            Ok(self.db.sync()?)
         }
 
         fn unsynced_promise(&self) -> Promise {
-            // A buffered commit lives in the process until the next durable one.
-            Promise::Nothing
+            // A buffered commit's log record is written to the OS before `commit` returns.
+            Promise::ProcessCrash
         }
 
         fn reader(&self) -> Result<Box<dyn KvReads + '_>> {

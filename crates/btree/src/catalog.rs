@@ -32,6 +32,12 @@ pub(crate) struct Catalog {
     pub epoch: u64,
     /// The id the next new tree gets.
     pub next_tree: u32,
+    /// The database keeps a write-ahead log (it must be opened with it).
+    pub logged: bool,
+    /// The log's id, in each of its segments' headers.
+    pub log_id: u64,
+    /// The last log record this checkpoint includes (0: none).
+    pub wal_lsn: u64,
     /// The trees by name.
     pub trees: BTreeMap<String, StoredTree>,
 }
@@ -41,8 +47,11 @@ impl Catalog {
         let mut out = Vec::with_capacity(40 + self.trees.len() * 32);
         out.extend_from_slice(MAGIC);
         out.push(CATALOG_VERSION);
-        out.extend_from_slice(&[0; 3]);
+        out.push(u8::from(self.logged));
+        out.extend_from_slice(&[0; 2]);
         out.extend_from_slice(&self.epoch.to_le_bytes());
+        out.extend_from_slice(&self.log_id.to_le_bytes());
+        out.extend_from_slice(&self.wal_lsn.to_le_bytes());
         out.extend_from_slice(&self.next_tree.to_le_bytes());
         out.extend_from_slice(&(self.trees.len() as u32).to_le_bytes());
         for (name, tree) in &self.trees {
@@ -59,7 +68,7 @@ impl Catalog {
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self> {
         let corrupt = |why: &str| Error::Corrupt(format!("B-tree catalog: {why}"));
-        if bytes.len() < 32 {
+        if bytes.len() < 48 {
             return Err(if bytes.is_empty() {
                 Error::NotADatabase
             } else {
@@ -80,14 +89,18 @@ impl Catalog {
         if checksum(body).to_le_bytes() != sum {
             return Err(corrupt("checksum mismatch"));
         }
-        if body[5..8] != [0; 3] {
+        if body[5] > 1 || body[6..8] != [0; 2] {
             return Err(corrupt("reserved bytes are not zero"));
         }
+        let logged = body[5] == 1;
         let u32_at = |at: usize| u32::from_le_bytes(body[at..at + 4].try_into().expect("4 bytes"));
-        let epoch = u64::from_le_bytes(body[8..16].try_into().expect("8 bytes"));
-        let next_tree = u32_at(16);
-        let count = u32_at(20);
-        let mut at = 24;
+        let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
+        let epoch = u64_at(8);
+        let log_id = u64_at(16);
+        let wal_lsn = u64_at(24);
+        let next_tree = u32_at(32);
+        let count = u32_at(36);
+        let mut at = 40;
         let mut trees = BTreeMap::new();
         for _ in 0..count {
             let name_len = usize::from(*body.get(at).ok_or_else(|| corrupt("ends in a tree"))?);
@@ -119,7 +132,7 @@ impl Catalog {
         if ids.windows(2).any(|w| w[0] == w[1]) {
             return Err(corrupt("two trees with one id"));
         }
-        Ok(Self { epoch, next_tree, trees })
+        Ok(Self { epoch, next_tree, logged, log_id, wal_lsn, trees })
     }
 }
 
@@ -129,7 +142,14 @@ mod tests {
 
     #[test]
     fn a_catalog_round_trips_and_damage_is_refused() {
-        let mut cat = Catalog { epoch: 12, next_tree: 3, trees: BTreeMap::new() };
+        let mut cat = Catalog {
+            epoch: 12,
+            next_tree: 3,
+            logged: true,
+            log_id: 0xABCD,
+            wal_lsn: 77,
+            trees: BTreeMap::new(),
+        };
         cat.trees.insert("users".into(), StoredTree { id: 0, root: Some(ObjectId(7)), len: 99 });
         cat.trees.insert("é".into(), StoredTree { id: 2, root: None, len: 0 });
         let bytes = cat.encode();

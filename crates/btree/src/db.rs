@@ -17,6 +17,7 @@ use bob_store_core::{ObjectId, PRIME_OBJECT_ID, PrimeStorer, SplitStore, Store, 
 use crate::catalog::{Catalog, MAX_NAME_LEN, StoredTree};
 use crate::node::{Body, Link, MAX_KEY_LEN, MAX_VALUE_LEN, Node};
 use crate::tree::{self, Edit, Load, RawIter};
+use crate::wal::{LogDir, OsLogDir, Wal};
 use crate::{Error, Key, KeyLike, Result, Value};
 
 /// The store a [`Db`] uses unless told otherwise: a `BaseStore` shared between threads.
@@ -34,6 +35,39 @@ pub enum Durability {
     Buffered,
 }
 
+/// How a [`Db`] is opened.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    /// The store's options.
+    pub store: StoreOptions,
+    /// Keep a write-ahead log (the default): a durable commit appends one record to it and
+    /// syncs once; checkpoints write the changed nodes now and then. Without it, every
+    /// durable commit is a checkpoint.
+    pub log: bool,
+    /// A commit runs a checkpoint once the log has grown this many bytes since the last.
+    pub checkpoint_after_bytes: u64,
+    /// A log segment file is closed for appends past this many bytes.
+    pub segment_bytes: u64,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        Self {
+            store: StoreOptions::default(),
+            log: true,
+            checkpoint_after_bytes: 64 << 20,
+            segment_bytes: 64 << 20,
+        }
+    }
+}
+
+/// The log directory of the database file at `path`: `<path>.wal`.
+pub fn log_dir_of(path: &Path) -> std::path::PathBuf {
+    let mut dir = path.as_os_str().to_owned();
+    dir.push(".wal");
+    dir.into()
+}
+
 /// One tree as a snapshot sees it.
 #[derive(Clone, Debug)]
 struct TreeState {
@@ -47,6 +81,8 @@ struct TreeState {
 struct Snapshot {
     /// The last checkpoint at or before this commit.
     epoch: u64,
+    /// The last log record this commit includes (0: none).
+    lsn: u64,
     next_tree: u32,
     trees: BTreeMap<String, TreeState>,
 }
@@ -73,6 +109,11 @@ pub struct Db<S: SplitStore<Io: Clone> + PrimeStorer = DefaultStore> {
     /// Open read snapshots by the checkpoint they belong to.
     readers: Mutex<BTreeMap<u64, usize>>,
     failed: AtomicBool,
+    /// The write-ahead log; taken after `writer`.
+    wal: Option<Mutex<Wal>>,
+    /// The catalog fields that do not change.
+    log_id: u64,
+    checkpoint_after_bytes: u64,
 }
 
 impl<S: SplitStore<Io: Clone> + PrimeStorer> std::fmt::Debug for Db<S> {
@@ -86,42 +127,94 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> std::fmt::Debug for Db<S> {
 }
 
 impl Db<DefaultStore> {
-    /// A new database in a new file at `path` (an existing file is an error).
+    /// A new database in a new file at `path` (an existing file is an error), with its log
+    /// in the directory `<path>.wal`.
     pub fn create(path: &Path) -> Result<Self> {
-        Self::create_with(path, StoreOptions::default())
+        Self::create_with(path, &DbOptions::default())
     }
 
-    /// [`create`](Self::create) with the store's options.
-    pub fn create_with(path: &Path, options: StoreOptions) -> Result<Self> {
-        Self::new(ConcurrentStore::create_base(path, options, 0)?)
+    /// [`create`](Self::create) with options.
+    pub fn create_with(path: &Path, options: &DbOptions) -> Result<Self> {
+        let store = ConcurrentStore::create_base(path, options.store, 0)?;
+        let log = if options.log {
+            let dir = OsLogDir::new(&log_dir_of(path))?;
+            // Segments left by an earlier database at this path belong to no one now.
+            for seq in dir.list()? {
+                dir.remove(seq)?;
+            }
+            Some(Box::new(dir) as Box<dyn LogDir>)
+        } else {
+            None
+        };
+        Self::build(store, log, options)
     }
 
-    /// The database in the file at `path`.
+    /// The database in the file at `path`, with its log in `<path>.wal`.
     pub fn open(path: &Path) -> Result<Self> {
-        Self::open_with(path, StoreOptions::default())
+        Self::open_with(path, &DbOptions::default())
     }
 
-    /// [`open`](Self::open) with the store's options.
-    pub fn open_with(path: &Path, options: StoreOptions) -> Result<Self> {
-        Self::new(ConcurrentStore::open_base(path, options, 0)?)
+    /// [`open`](Self::open) with options.
+    pub fn open_with(path: &Path, options: &DbOptions) -> Result<Self> {
+        let store = ConcurrentStore::open_base(path, options.store, 0)?;
+        let log = if options.log {
+            Some(Box::new(OsLogDir::new(&log_dir_of(path))?) as Box<dyn LogDir>)
+        } else {
+            None
+        };
+        Self::build(store, log, options)
     }
 }
 
 impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
-    /// The database in `store`: its catalog is read from the prime object, or written there
-    /// (and committed) when the store has no prime object yet. A prime object that does not
-    /// hold a catalog is [`Error::NotADatabase`].
+    /// The database in `store`, without a log (every durable commit is a checkpoint): its
+    /// catalog is read from the prime object, or written there (and committed) when the store
+    /// has no prime object yet. A prime object that does not hold a catalog is
+    /// [`Error::NotADatabase`]; a database that keeps a log is [`Error::LogRequired`].
     pub fn new(store: ConcurrentStore<S>) -> Result<Self> {
+        Self::build(store, None, &DbOptions { log: false, ..DbOptions::default() })
+    }
+
+    /// The database in `store` with its write-ahead log in `log`: records after the last
+    /// checkpoint are replayed.
+    pub fn with_log(
+        store: ConcurrentStore<S>,
+        log: Box<dyn LogDir>,
+        options: &DbOptions,
+    ) -> Result<Self> {
+        Self::build(store, Some(log), options)
+    }
+
+    fn build(
+        store: ConcurrentStore<S>,
+        log: Option<Box<dyn LogDir>>,
+        options: &DbOptions,
+    ) -> Result<Self> {
         let catalog = match store.read_bytes_from_obj(PRIME_OBJECT_ID) {
             Ok(bytes) => Catalog::decode(&bytes)?,
             Err(bob_store_core::Error::NotFound(_)) => {
-                let catalog = Catalog::default();
+                let catalog = Catalog {
+                    logged: log.is_some(),
+                    log_id: crate::wal::fresh_salt(0),
+                    ..Catalog::default()
+                };
                 store.prime_object(0)?;
                 store.replace_obj(PRIME_OBJECT_ID, &catalog.encode())?;
                 store.commit()?;
                 catalog
             }
             Err(e) => return Err(e.into()),
+        };
+        if catalog.logged && log.is_none() {
+            return Err(Error::LogRequired);
+        }
+        let (wal, records) = match log {
+            Some(dir) => {
+                let (wal, records) =
+                    Wal::open(dir, catalog.log_id, catalog.wal_lsn, options.segment_bytes)?;
+                (Some(Mutex::new(wal)), records)
+            }
+            None => (None, Vec::new()),
         };
         let epoch = catalog.epoch;
         let trees = catalog
@@ -135,15 +228,42 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
                 (name, TreeState { id: t.id, root, len: t.len })
             })
             .collect();
-        let snapshot = Snapshot { epoch, next_tree: catalog.next_tree, trees };
-        Ok(Self {
+        let snapshot =
+            Snapshot { epoch, lsn: catalog.wal_lsn, next_tree: catalog.next_tree, trees };
+        let db = Self {
             store,
             committed: Mutex::new(Arc::new(snapshot)),
             writer: Mutex::new(Pending::default()),
             rewrites: Mutex::new(HashMap::new()),
             readers: Mutex::new(BTreeMap::new()),
             failed: AtomicBool::new(false),
-        })
+            wal,
+            log_id: catalog.log_id,
+            checkpoint_after_bytes: options.checkpoint_after_bytes,
+        };
+        if catalog.logged != db.wal.is_some() || !records.is_empty() {
+            db.replay(records)?;
+        }
+        Ok(db)
+    }
+
+    /// Applies the log's records after the checkpoint, as commits not yet checkpointed; the
+    /// first checkpoint also records whether the database keeps a log.
+    fn replay(&self, records: crate::wal::Recovered) -> Result<()> {
+        let mut tx = self.begin_write()?;
+        for (lsn, record) in records {
+            tx.apply_record(&record).map_err(|e| match e {
+                Error::Corrupt(why) => Error::Corrupt(format!("log record {lsn}: {why}")),
+                other => other,
+            })?;
+            tx.snapshot.lsn = lsn;
+        }
+        let WriteTxn { mut pending, snapshot, superseded, freed, .. } = tx;
+        pending.superseded.extend(superseded);
+        pending.freed.extend(freed);
+        pending.changed = true;
+        *self.committed.lock() = Arc::new(snapshot);
+        Ok(())
     }
 
     /// The store underneath.
@@ -164,6 +284,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
             superseded: Vec::new(),
             freed: Vec::new(),
             changed: false,
+            log: Vec::new(),
         })
     }
 
@@ -183,6 +304,27 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
         let mut pending = self.writer.lock();
         let snapshot = Snapshot::clone(&self.committed.lock());
         self.checkpoint_locked(&mut pending, snapshot, true)
+    }
+
+    /// Makes every buffered commit durable: syncs the log (a checkpoint, without one).
+    pub fn sync(&self) -> Result<()> {
+        self.check_writable()?;
+        match &self.wal {
+            Some(wal) => {
+                let _writer = self.writer.lock();
+                let result = wal.lock().sync();
+                self.latch(result)
+            }
+            None => self.checkpoint(),
+        }
+    }
+
+    /// Records a failure of the log or a checkpoint: the database refuses writes from now on.
+    fn latch<T>(&self, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            self.failed.store(true, Ordering::Release);
+        }
+        result
     }
 
     /// Checkpoints and closes the store.
@@ -307,6 +449,9 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
             let catalog = Catalog {
                 epoch,
                 next_tree: snapshot.next_tree,
+                logged: self.wal.is_some(),
+                log_id: self.log_id,
+                wal_lsn: snapshot.lsn,
                 trees: snapshot
                     .trees
                     .iter()
@@ -318,6 +463,9 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
             };
             self.store.replace_obj(PRIME_OBJECT_ID, &catalog.encode())?;
             self.store.commit()?;
+            if let Some(wal) = &self.wal {
+                wal.lock().release(snapshot.lsn)?;
+            }
             Ok(())
         })();
         if let Err(e) = result {
@@ -452,6 +600,56 @@ pub struct WriteTxn<'db, S: SplitStore<Io: Clone> + PrimeStorer = DefaultStore> 
     superseded: Vec<(ObjectId, Arc<Node>)>,
     freed: Vec<ObjectId>,
     changed: bool,
+    /// The transaction's changes as a log record (`docs/format.md`, "B-tree log record").
+    log: Vec<u8>,
+}
+
+const OP_PUT: u8 = 1;
+const OP_REMOVE: u8 = 2;
+const OP_CREATE: u8 = 3;
+const OP_RENAME: u8 = 4;
+const OP_DELETE: u8 = 5;
+
+fn log_name(log: &mut Vec<u8>, name: &str) {
+    log.push(name.len() as u8);
+    log.extend_from_slice(name.as_bytes());
+}
+
+/// Reads a log record's fields.
+struct OpReader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> OpReader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or_else(|| Error::Corrupt("a record ends inside an operation".into()))?;
+        let out = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2")))
+    }
+
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+    }
+
+    fn name(&mut self) -> Result<&'a str> {
+        let len = usize::from(self.u8()?);
+        std::str::from_utf8(self.take(len)?)
+            .map_err(|_| Error::Corrupt("a tree name in a record is not UTF-8".into()))
+    }
 }
 
 impl<S: SplitStore<Io: Clone> + PrimeStorer> std::fmt::Debug for WriteTxn<'_, S> {
@@ -479,14 +677,18 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
             let root = Link::loaded(Node::empty_leaf(), self.snapshot.epoch);
             self.snapshot.trees.insert(name.to_owned(), TreeState { id, root, len: 0 });
             self.changed = true;
+            self.log.push(OP_CREATE);
+            self.log.extend_from_slice(&id.to_le_bytes());
+            log_name(&mut self.log, name);
         }
         let state = self.snapshot.trees.get_mut(name).expect("inserted above");
-        self.changed = true;
         Ok(TreeMut {
             db: self.db,
             state,
             superseded: &mut self.superseded,
             freed: &mut self.freed,
+            log: &mut self.log,
+            changed: &mut self.changed,
             _types: PhantomData,
         })
     }
@@ -505,6 +707,9 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
         let Some(state) = self.snapshot.trees.remove(from) else { return Ok(false) };
         self.snapshot.trees.insert(to.to_owned(), state);
         self.changed = true;
+        self.log.push(OP_RENAME);
+        log_name(&mut self.log, from);
+        log_name(&mut self.log, to);
         Ok(true)
     }
 
@@ -529,23 +734,104 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
             }
         }
         self.changed = true;
+        self.log.push(OP_DELETE);
+        log_name(&mut self.log, name);
         Ok(true)
+    }
+
+    /// Applies one log record's operations (at open, replaying the log).
+    fn apply_record(&mut self, record: &[u8]) -> Result<()> {
+        let mut r = OpReader { bytes: record, at: 0 };
+        while r.at < record.len() {
+            match r.u8()? {
+                op @ (OP_PUT | OP_REMOVE) => {
+                    let id = r.u32()?;
+                    let key_len = usize::from(r.u16()?);
+                    let val_len = if op == OP_PUT { r.u32()? as usize } else { 0 };
+                    let key = r.take(key_len)?;
+                    let val = r.take(val_len)?;
+                    let state =
+                        self.snapshot.trees.values_mut().find(|t| t.id == id).ok_or_else(|| {
+                            Error::Corrupt(format!(
+                                "an operation on tree {id}, which does not exist"
+                            ))
+                        })?;
+                    let mut edit = Edit {
+                        ld: self.db,
+                        tree: id,
+                        superseded: &mut self.superseded,
+                        freed: &mut self.freed,
+                    };
+                    if op == OP_PUT {
+                        if edit.insert(&mut state.root, key, val)?.is_none() {
+                            state.len += 1;
+                        }
+                    } else if edit.remove(&mut state.root, key)?.is_some() {
+                        state.len -= 1;
+                    }
+                }
+                OP_CREATE => {
+                    let id = r.u32()?;
+                    let name = r.name()?;
+                    if id != self.snapshot.next_tree || self.snapshot.trees.contains_key(name) {
+                        return Err(Error::Corrupt(format!("tree {name:?} created twice")));
+                    }
+                    self.open_tree::<Vec<u8>, Vec<u8>>(name)?;
+                }
+                OP_RENAME => {
+                    let (from, to) = (r.name()?, r.name()?);
+                    if !self.rename_tree(from, to)? {
+                        return Err(Error::Corrupt(format!("tree {from:?} renamed, not there")));
+                    }
+                }
+                OP_DELETE => {
+                    let name = r.name()?;
+                    if !self.delete_tree(name)? {
+                        return Err(Error::Corrupt(format!("tree {name:?} deleted, not there")));
+                    }
+                }
+                other => return Err(Error::Corrupt(format!("unknown log operation {other}"))),
+            }
+        }
+        Ok(())
     }
 
     /// Makes the transaction's changes the last commit, durable as `durability` says.
     pub fn commit(self, durability: Durability) -> Result<()> {
-        let WriteTxn { db, mut pending, snapshot, superseded, freed, changed } = self;
+        let WriteTxn { db, mut pending, mut snapshot, superseded, freed, changed, log } = self;
         db.check_writable()?;
+        let durable = durability == Durability::Durable;
+        let Some(wal) = &db.wal else {
+            pending.superseded.extend(superseded);
+            pending.freed.extend(freed);
+            pending.changed |= changed;
+            if durable {
+                return db.checkpoint_locked(&mut pending, snapshot, false);
+            }
+            *db.committed.lock() = Arc::new(snapshot);
+            return Ok(());
+        };
+        let logged = {
+            let mut wal = wal.lock();
+            let appended = if log.is_empty() {
+                if durable { wal.sync().map(|()| None) } else { Ok(None) }
+            } else {
+                wal.append(&log, durable).map(Some)
+            };
+            db.latch(appended).map(|lsn| (lsn, wal.since_release()))
+        };
+        let (lsn, log_bytes) = logged?;
+        if let Some(lsn) = lsn {
+            snapshot.lsn = lsn;
+        }
         pending.superseded.extend(superseded);
         pending.freed.extend(freed);
         pending.changed |= changed;
-        match durability {
-            Durability::Durable => db.checkpoint_locked(&mut pending, snapshot, false),
-            Durability::Buffered => {
-                *db.committed.lock() = Arc::new(snapshot);
-                Ok(())
-            }
+        if log_bytes >= db.checkpoint_after_bytes {
+            return db.checkpoint_locked(&mut pending, snapshot, true);
         }
+        *db.committed.lock() = Arc::new(snapshot);
+        Ok(())
     }
 
     /// Discards the transaction's changes (as dropping it does).
@@ -725,6 +1011,8 @@ pub struct TreeMut<'a, K, V> {
     state: &'a mut TreeState,
     superseded: &'a mut Vec<(ObjectId, Arc<Node>)>,
     freed: &'a mut Vec<ObjectId>,
+    log: &'a mut Vec<u8>,
+    changed: &'a mut bool,
     _types: PhantomData<fn() -> (K, V)>,
 }
 
@@ -776,6 +1064,13 @@ impl<K: Key, V: Value> TreeMut<'_, K, V> {
         if old.is_none() {
             self.state.len += 1;
         }
+        *self.changed = true;
+        self.log.push(OP_PUT);
+        self.log.extend_from_slice(&self.state.id.to_le_bytes());
+        self.log.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        self.log.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        self.log.extend_from_slice(&key);
+        self.log.extend_from_slice(&value);
         old.map(|v| V::decode(&v).map_err(Error::from)).transpose()
     }
 
@@ -786,6 +1081,11 @@ impl<K: Key, V: Value> TreeMut<'_, K, V> {
         let old = edit.remove(root, &key)?;
         if old.is_some() {
             self.state.len -= 1;
+            *self.changed = true;
+            self.log.push(OP_REMOVE);
+            self.log.extend_from_slice(&self.state.id.to_le_bytes());
+            self.log.extend_from_slice(&(key.len() as u16).to_le_bytes());
+            self.log.extend_from_slice(&key);
         }
         old.map(|v| V::decode(&v).map_err(Error::from)).transpose()
     }

@@ -17,12 +17,20 @@
 //! object held it is kept in memory until every older snapshot has ended, and a node loaded
 //! from disk is checked to belong to the snapshot's checkpoint.
 //!
-//! # Durability
-//! [`Durability::Durable`] commits are on disk when `commit` returns: the changed nodes and
-//! the catalog are written and the store commits once (one `fdatasync` on a journaled
-//! store). [`Durability::Buffered`] commits are visible at once and made durable by the next
-//! durable commit, [`Db::checkpoint`] or [`Db::close`]. A crash leaves the database as the
-//! last durable commit left it: the store's commit is atomic.
+//! # Durability: the write-ahead log and checkpoints
+//! A commit appends one checksummed record of its changes to the write-ahead log (segment
+//! files in `<path>.wal`, `docs/format.md`, "B-tree write-ahead log"). A
+//! [`Durability::Durable`] commit then syncs the log once (one `fdatasync`, one or a few 4 KiB
+//! pages written); a [`Durability::Buffered`] one is written to the OS (it survives a crash of
+//! the process, not a power loss) and made durable by the next durable commit, [`Db::sync`],
+//! a checkpoint, or a megabyte of log. A **checkpoint** writes the nodes changed since the last
+//! one (each under its own id) and the catalog, with the last log record it includes, in one
+//! store commit; segments holding only older records are then removed. It runs on
+//! [`Db::checkpoint`], on [`Db::close`], and at a commit once the log has grown
+//! [`DbOptions::checkpoint_after_bytes`]. Open reads the catalog, then replays the records
+//! after its checkpoint. A torn last record (a crash during its write) is dropped; a damaged
+//! record that a later one says was synced is [`Error::Corrupt`], never a silent rollback.
+//! Without a log ([`Db::new`], `DbOptions::log = false`) every durable commit is a checkpoint.
 //!
 //! # Invariants
 //! - Keys are ordered by their encoding's bytes ([`Key`]: for every encoding bob provides
@@ -32,7 +40,10 @@
 //! - A node loaded from disk passes its checksum, version, tree id, length and key-order
 //!   checks and was written at or before the checkpoint its parent belongs to; otherwise the
 //!   read is [`Error::Corrupt`], never data. A walk deeper than 64 nodes is corrupt.
-//! - Open reads only the catalog: nodes load when first touched.
+//! - Open reads only the catalog and the log after its checkpoint: nodes load when first
+//!   touched.
+//! - A log write never touches a page that holds a synced record: after every sync the
+//!   segment ends on a page boundary, and each database open appends to a new segment.
 //!
 //! # Example
 //! ```
@@ -69,11 +80,16 @@ mod catalog;
 mod db;
 mod node;
 mod tree;
+mod wal;
 
 pub use bob_treap::{Postcard, TreapKey as Key, TreapValue as Value};
 pub use catalog::MAX_NAME_LEN;
-pub use db::{Db, DbReport, DefaultStore, Durability, Range, ReadTxn, Tree, TreeMut, WriteTxn};
+pub use db::{
+    Db, DbOptions, DbReport, DefaultStore, Durability, Range, ReadTxn, Tree, TreeMut, WriteTxn,
+    log_dir_of,
+};
 pub use node::{MAX_KEY_LEN, MAX_VALUE_LEN};
+pub use wal::{LogDir, LogFile, OsLogDir};
 
 /// A borrowed form of a key of type `K` that encodes as `K` does (`str` for `String`, `[u8]`
 /// for `Vec<u8>`, and `K` itself).
@@ -136,12 +152,22 @@ pub enum Error {
     /// A tree by that name exists already.
     #[error("a tree named {0:?} exists already")]
     TreeExists(String),
+    /// The write-ahead log's files failed.
+    #[error("write-ahead log: {0}")]
+    Log(#[from] std::io::Error),
     /// A key or value did not encode or decode.
     #[error(transparent)]
     Codec(#[from] bob_treap::Error),
+    /// The database keeps a write-ahead log and was opened without one (its last commits
+    /// would be missing).
+    #[error("this database keeps a write-ahead log: open it with its log")]
+    LogRequired,
     /// A checkpoint failed earlier: the database refuses writes until it is reopened, which
     /// recovers the last durable commit.
-    #[error("an earlier checkpoint failed; reopen the database to recover its last durable commit")]
+    #[error(
+        "an earlier checkpoint or log write failed; reopen the database to recover its last \
+         durable commit"
+    )]
     Failed,
 }
 

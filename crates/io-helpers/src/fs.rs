@@ -16,7 +16,7 @@ pub fn create_new_durable(path: &Path) -> Result<File> {
 
 /// [`create_new_durable`], running `prepare` on the new file before anything is synced (so
 /// `OsFile::create_new` holds its lock before the name becomes durable).
-pub(crate) fn create_new_durable_with(
+pub fn create_new_durable_with(
     path: &Path,
     prepare: impl FnOnce(&File) -> Result<()>,
 ) -> Result<File> {

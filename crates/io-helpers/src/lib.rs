@@ -76,6 +76,6 @@ pub use frame::{
     FRAME_HEADER_LEN, MAX_FRAME_PAYLOAD, StreamingChecksum, checksum, decode_frame, encode_frame,
     frame_len,
 };
-pub use fs::{create_new_durable, sync_dir, sync_parent_dir};
+pub use fs::{create_new_durable, create_new_durable_with, sync_dir, sync_parent_dir};
 pub use section::{SectionReader, SectionWriter};
 pub use token::{DiskToken, DiskTokenManager};

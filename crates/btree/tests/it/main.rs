@@ -1,4 +1,6 @@
 //! bob-btree against a model (`std::collections::BTreeMap`), through reopens and crashes.
 
 mod model;
+mod sim;
 mod trees;
+mod wal;

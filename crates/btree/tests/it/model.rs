@@ -1,13 +1,19 @@
 //! Random transactions on one tree, checked against `BTreeMap` after every step: commits
-//! (durable and buffered), aborts, checkpoints, snapshots held across commits and
-//! checkpoints, clean reopens, and crashes (the database dropped without closing it, which
-//! loses what was not durable).
+//! (durable and buffered), aborts, checkpoints, log syncs, snapshots held across commits and
+//! checkpoints, clean reopens, process crashes (every write the kernel got survives) and
+//! power losses (each page written since its file's last sync is new, old, zeroed or
+//! garbage), on simulated disks for the store and each log segment.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
-use bob_btree::{Db, Durability};
+use bob_alloc::BasicAllocator;
+use bob_btree::{Db, DbOptions, Durability};
+use bob_io_helpers::testing::CrashMode;
+use bob_store_concurrent::ConcurrentStore;
+use bob_store_core::{Store, StoreOptions};
 use proptest::prelude::*;
+
+use crate::sim::{SimDb, SimLogDir};
 
 type Model = BTreeMap<u16, Vec<u8>>;
 
@@ -25,8 +31,10 @@ enum Op {
     Snapshot(Vec<WriteOp>),
     Range(u16, u16, bool),
     Checkpoint,
+    Sync,
     Reopen,
-    Crash,
+    ProcessCrash,
+    PowerLoss(u64),
 }
 
 fn value(key: u16, len: u16) -> Vec<u8> {
@@ -44,7 +52,7 @@ fn write_op() -> impl Strategy<Value = WriteOp> {
 fn op() -> impl Strategy<Value = Op> {
     let durability = prop_oneof![
         3 => Just(Some(Durability::Durable)),
-        2 => Just(Some(Durability::Buffered)),
+        3 => Just(Some(Durability::Buffered)),
         1 => Just(None),
     ];
     prop_oneof![
@@ -52,12 +60,24 @@ fn op() -> impl Strategy<Value = Op> {
         2 => prop::collection::vec(write_op(), 1..60).prop_map(Op::Snapshot),
         2 => (0..3000u16, 0..3000u16, any::<bool>()).prop_map(|(a, b, r)| Op::Range(a, b, r)),
         1 => Just(Op::Checkpoint),
+        1 => Just(Op::Sync),
         1 => Just(Op::Reopen),
-        1 => Just(Op::Crash),
+        1 => Just(Op::ProcessCrash),
+        2 => any::<u64>().prop_map(Op::PowerLoss),
     ]
 }
 
-fn apply(db: &Db, ops: &[WriteOp], model: &mut Model, end: Option<Durability>) {
+pub(crate) fn options() -> DbOptions {
+    DbOptions {
+        store: StoreOptions { journal_bytes: 16 * 4096, ..StoreOptions::default() },
+        // Small, so that checkpoints run on their own and segments roll and are released.
+        checkpoint_after_bytes: 96 << 10,
+        segment_bytes: 32 << 10,
+        ..DbOptions::default()
+    }
+}
+
+fn apply(db: &SimDb, ops: &[WriteOp], model: &mut Model, end: Option<Durability>) {
     let mut working = model.clone();
     let mut tx = db.begin_write().unwrap();
     {
@@ -90,64 +110,86 @@ fn apply(db: &Db, ops: &[WriteOp], model: &mut Model, end: Option<Durability>) {
     }
 }
 
-fn check_all(db: &Db, model: &Model) {
+fn contents(db: &SimDb) -> Option<Model> {
     let read = db.begin_read();
-    let Some(tree) = read.open_tree::<u16, Vec<u8>>("t") else {
-        assert!(model.is_empty());
-        return;
-    };
-    assert_eq!(tree.len(), model.len() as u64);
-    let all: Vec<(u16, Vec<u8>)> = tree.iter().unwrap().map(Result::unwrap).collect();
-    let expected: Vec<(u16, Vec<u8>)> = model.iter().map(|(k, v)| (*k, v.clone())).collect();
-    assert_eq!(all, expected);
+    let tree = read.open_tree::<u16, Vec<u8>>("t")?;
+    let all: Model = tree.iter().unwrap().map(Result::unwrap).collect();
+    assert_eq!(tree.len(), all.len() as u64);
     let back: Vec<u16> = tree.iter().unwrap().rev().map(|e| e.unwrap().0).collect();
-    assert!(back.iter().eq(model.keys().rev()));
+    assert!(back.iter().eq(all.keys().rev()));
+    Some(all)
 }
 
-fn run(path: &Path, ops: Vec<Op>) {
-    let mut db = Db::create(path).unwrap();
-    let mut committed = Model::new();
-    let mut durable = Model::new();
+fn check_all(db: &SimDb, model: &Model) {
+    assert_eq!(contents(db).unwrap_or_default(), *model);
+}
+
+/// Everything durable and consistent: the trees verify and every object is a node.
+fn check_sound(db: &SimDb) {
+    let report = db.verify().unwrap();
+    assert!(report.is_clean(), "{report:?}");
+}
+
+struct Disks {
+    store: bob_io_helpers::testing::SimDisk,
+    log: SimLogDir,
+}
+
+fn open(disks: &Disks) -> SimDb {
+    let store =
+        Store::<BasicAllocator, _>::open_with(disks.store.clone(), options().store).unwrap();
+    Db::with_log(ConcurrentStore::new(store, 0), Box::new(disks.log.clone()), &options()).unwrap()
+}
+
+fn run(ops: Vec<Op>) {
+    let mut disks =
+        Disks { store: bob_io_helpers::testing::SimDisk::new(), log: SimLogDir::default() };
+    let store =
+        Store::<BasicAllocator, _>::create_with(disks.store.clone(), options().store).unwrap();
+    let mut db =
+        Db::with_log(ConcurrentStore::new(store, 0), Box::new(disks.log.clone()), &options())
+            .unwrap();
+    // Committed states since the last durable one, which is the first.
+    let mut history = vec![Model::new()];
     for op in ops {
         match op {
             Op::Txn(w, end) => {
-                apply(&db, &w, &mut committed, end);
-                if end == Some(Durability::Durable) {
-                    durable = committed.clone();
+                let mut model = history.last().unwrap().clone();
+                apply(&db, &w, &mut model, end);
+                match end {
+                    Some(Durability::Durable) => history = vec![model],
+                    Some(Durability::Buffered) => history.push(model),
+                    None => {}
                 }
             }
             Op::Snapshot(w) => {
-                let before = committed.clone();
+                let before = history.last().unwrap().clone();
                 let read = db.begin_read();
-                apply(&db, &w, &mut committed, Some(Durability::Buffered));
+                let mut model = before.clone();
+                apply(&db, &w, &mut model, Some(Durability::Buffered));
                 db.checkpoint().unwrap();
-                durable = committed.clone();
+                history = vec![model];
                 let tree = read.open_tree::<u16, Vec<u8>>("t");
-                let seen: Vec<(u16, Vec<u8>)> = match &tree {
+                let seen: Model = match &tree {
                     Some(t) => t.iter().unwrap().map(Result::unwrap).collect(),
-                    None => Vec::new(),
+                    None => Model::new(),
                 };
-                let expected: Vec<(u16, Vec<u8>)> =
-                    before.iter().map(|(k, v)| (*k, v.clone())).collect();
-                assert_eq!(seen, expected, "a snapshot sees its commit after later ones");
-                drop(read);
+                assert_eq!(seen, before, "a snapshot sees its commit after later ones");
             }
             Op::Range(a, b, rev) => {
                 let (lo, hi) = (a.min(b), a.max(b));
+                let committed = history.last().unwrap();
                 let read = db.begin_read();
                 if let Some(tree) = read.open_tree::<u16, Vec<u8>>("t") {
-                    let mut got: Vec<u16> =
-                        tree.range(lo..hi).unwrap().map(|e| e.unwrap().0).collect();
+                    let got: Vec<u16> = tree.range(lo..hi).unwrap().map(|e| e.unwrap().0).collect();
+                    let want: Vec<u16> = committed.range(lo..hi).map(|e| *e.0).collect();
+                    assert_eq!(got, want);
                     if rev {
                         let back: Vec<u16> =
                             tree.range(lo..=hi).unwrap().rev().map(|e| e.unwrap().0).collect();
                         let want: Vec<u16> = committed.range(lo..=hi).rev().map(|e| *e.0).collect();
                         assert_eq!(back, want);
-                        got.reverse();
-                        got.reverse();
                     }
-                    let want: Vec<u16> = committed.range(lo..hi).map(|e| *e.0).collect();
-                    assert_eq!(got, want);
                     for k in [lo, hi] {
                         assert_eq!(tree.get(&k).unwrap().as_ref(), committed.get(&k));
                     }
@@ -155,42 +197,71 @@ fn run(path: &Path, ops: Vec<Op>) {
             }
             Op::Checkpoint => {
                 db.checkpoint().unwrap();
-                durable = committed.clone();
+                history = vec![history.pop().unwrap()];
+            }
+            Op::Sync => {
+                db.sync().unwrap();
+                history = vec![history.pop().unwrap()];
             }
             Op::Reopen => {
                 db.close().unwrap();
-                db = Db::open(path).unwrap();
-                durable = committed.clone();
+                db = open(&disks);
+                history = vec![history.pop().unwrap()];
             }
-            Op::Crash => {
+            Op::ProcessCrash => {
                 drop(db);
-                db = Db::open(path).unwrap();
-                committed = durable.clone();
+                disks = Disks {
+                    store: disks.store.crashed(CrashMode::ProcessCrash, 0),
+                    log: disks.log.crashed(CrashMode::ProcessCrash, 0),
+                };
+                db = open(&disks);
+                // The kernel has every log write: buffered commits survive.
+                history = vec![history.pop().unwrap()];
+            }
+            Op::PowerLoss(seed) => {
+                drop(db);
+                disks = Disks {
+                    store: disks.store.crashed(CrashMode::PowerLoss, seed),
+                    log: disks.log.crashed(CrashMode::PowerLoss, seed),
+                };
+                db = open(&disks);
+                let found = contents(&db).unwrap_or_default();
+                let at = history.iter().position(|m| *m == found);
+                assert!(
+                    at.is_some(),
+                    "after a power loss: {} entries, none of the {} commits since the last \
+                     durable one",
+                    found.len(),
+                    history.len()
+                );
+                history = vec![found];
             }
         }
-        check_all(&db, &committed);
+        check_all(&db, history.last().unwrap());
     }
     db.checkpoint().unwrap();
+    check_sound(&db);
     let report = db.verify().unwrap();
-    assert!(report.is_clean(), "{report:?}");
-    assert_eq!(report.entries, committed.len() as u64);
     let store = db.store().verify().unwrap();
     assert!(store.is_clean(), "{store:?}");
     assert_eq!(store.objects, 1 + report.nodes, "one object per node and the catalog: no leak");
     // Three more open/close cycles.
+    let last = history.pop().unwrap();
     for _ in 0..3 {
         db.close().unwrap();
-        db = Db::open(path).unwrap();
-        check_all(&db, &committed);
+        db = open(&disks);
+        check_all(&db, &last);
     }
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: if std::env::var_os("CI").is_some() { 24 } else { 12 }, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: if std::env::var_os("CI").is_some() { 48 } else { 16 },
+        ..ProptestConfig::default()
+    })]
 
     #[test]
-    fn the_tree_matches_a_btreemap(ops in prop::collection::vec(op(), 1..30)) {
-        let dir = tempfile::tempdir().unwrap();
-        run(&dir.path().join("db.bob"), ops);
+    fn the_tree_matches_a_btreemap(ops in prop::collection::vec(op(), 1..40)) {
+        run(ops);
     }
 }

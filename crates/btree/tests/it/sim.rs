@@ -1,0 +1,66 @@
+//! A log directory of simulated disks, for crash tests.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use bob_alloc::BasicAllocator;
+use bob_btree::{Db, LogDir, LogFile};
+use bob_io_helpers::FileBackend;
+use bob_io_helpers::testing::{CrashMode, SimDisk};
+use bob_store_core::Store;
+
+/// A database over simulated disks.
+pub(crate) type SimDb = Db<Store<BasicAllocator, SimDisk>>;
+
+/// Segments as simulated disks; creating and removing names is durable at once.
+#[derive(Clone, Default)]
+pub(crate) struct SimLogDir {
+    files: Arc<Mutex<BTreeMap<u64, SimDisk>>>,
+}
+
+impl SimLogDir {
+    /// The directory after a crash: each segment as `mode` leaves it.
+    pub(crate) fn crashed(&self, mode: CrashMode, seed: u64) -> Self {
+        let files = self.files.lock().unwrap();
+        let files = files
+            .iter()
+            .map(|(&seq, disk)| (seq, disk.crashed(mode, seed ^ seq.wrapping_mul(0x9E37))))
+            .collect();
+        Self { files: Arc::new(Mutex::new(files)) }
+    }
+
+    /// The segments' sequence numbers and disks.
+    pub(crate) fn segments(&self) -> Vec<(u64, SimDisk)> {
+        self.files.lock().unwrap().iter().map(|(s, d)| (*s, d.clone())).collect()
+    }
+}
+
+impl LogDir for SimLogDir {
+    fn list(&self) -> io::Result<Vec<u64>> {
+        Ok(self.files.lock().unwrap().keys().copied().collect())
+    }
+
+    fn create(&self, seq: u64, header: &[u8]) -> io::Result<LogFile> {
+        let disk = SimDisk::new();
+        disk.write_at(header, 0)?;
+        disk.sync_all()?;
+        let mut files = self.files.lock().unwrap();
+        if files.contains_key(&seq) {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "segment exists"));
+        }
+        files.insert(seq, disk.clone());
+        Ok(Arc::new(disk))
+    }
+
+    fn open(&self, seq: u64) -> io::Result<LogFile> {
+        let files = self.files.lock().unwrap();
+        let disk = files.get(&seq).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        Ok(Arc::new(disk.clone()))
+    }
+
+    fn remove(&self, seq: u64) -> io::Result<()> {
+        self.files.lock().unwrap().remove(&seq);
+        Ok(())
+    }
+}
