@@ -573,8 +573,10 @@ mod btree {
         fn range(&self, from: &[u8], n: usize) -> Result<usize> {
             let Some(tree) = self.0.open_tree::<Vec<u8>, Vec<u8>>(TREE) else { return Ok(0) };
             let mut count = 0;
-            for entry in tree.range::<[u8], _>((Bound::Included(from), Bound::Unbounded))?.take(n) {
-                entry?;
+            let range = (Bound::Included(from), Bound::Unbounded);
+            for entry in tree.range_bytes::<[u8], _>(range)?.take(n) {
+                let (k, v) = entry?;
+                std::hint::black_box((k.len(), v.len()));
                 count += 1;
             }
             Ok(count)

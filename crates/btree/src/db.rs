@@ -948,14 +948,19 @@ impl<'a, K: Key, V: Value> Tree<'a, K, V> {
     ) -> Result<Range<'a, K, V>> {
         let lower = encode_bound::<K, Q>(range.start_bound())?;
         let upper = encode_bound::<K, Q>(range.end_bound())?;
-        let raw = RawIter::new(
-            self.ld,
-            self.state.id,
-            &self.state.root,
-            lower.as_ref().map(|k| k.as_slice()),
-            upper.as_ref().map(|k| k.as_slice()),
-        )?;
+        let raw = RawIter::new(self.ld, self.state.id, &self.state.root, lower, upper);
         Ok(Range { raw, _types: PhantomData })
+    }
+
+    /// The entries with keys in `range` as their encoded bytes, borrowed from the snapshot
+    /// (no copy or allocation per entry), in key order and reversible.
+    pub fn range_bytes<Q: KeyLike<K> + ?Sized, R: RangeBounds<Q>>(
+        &self,
+        range: R,
+    ) -> Result<RangeBytes<'a>> {
+        let lower = encode_bound::<K, Q>(range.start_bound())?;
+        let upper = encode_bound::<K, Q>(range.end_bound())?;
+        Ok(RangeBytes(RawIter::new(self.ld, self.state.id, &self.state.root, lower, upper)))
     }
 
     /// Every entry, in key order.
@@ -983,6 +988,29 @@ pub struct Range<'a, K, V> {
 impl<K, V> std::fmt::Debug for Range<'_, K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Range").finish_non_exhaustive()
+    }
+}
+
+/// Encoded entries of a range, borrowed: see [`Tree::range_bytes`].
+pub struct RangeBytes<'a>(RawIter<'a>);
+
+impl std::fmt::Debug for RangeBytes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RangeBytes").finish_non_exhaustive()
+    }
+}
+
+impl<'a> Iterator for RangeBytes<'a> {
+    type Item = Result<(&'a [u8], &'a [u8])>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next_entry()
+    }
+}
+
+impl DoubleEndedIterator for RangeBytes<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.0.next_back_entry()
     }
 }
 

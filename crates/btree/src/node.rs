@@ -30,8 +30,72 @@ const MAX_NODE_BYTES: usize = 2 * NODE_TARGET + MAX_KEY_LEN + MAX_VALUE_LEN;
 const LEAF: u8 = 0;
 const BRANCH: u8 = 1;
 
-/// A key or value's bytes.
+/// A value's bytes.
 pub(crate) type Bytes = Box<[u8]>;
+
+/// A key's bytes, with their first eight as a big-endian integer (zero-padded), so most
+/// comparisons in a search are one integer compare in the node's own array. Ordered as the
+/// bytes are.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Key {
+    prefix: u64,
+    bytes: Box<[u8]>,
+}
+
+fn prefix_of(bytes: &[u8]) -> u64 {
+    let mut head = [0u8; 8];
+    let n = bytes.len().min(8);
+    head[..n].copy_from_slice(&bytes[..n]);
+    u64::from_be_bytes(head)
+}
+
+impl Key {
+    /// How this key compares with the probed one.
+    #[inline]
+    pub(crate) fn cmp_probe(&self, probe: &Probe<'_>) -> std::cmp::Ordering {
+        self.prefix.cmp(&probe.prefix).then_with(|| self.bytes[..].cmp(probe.bytes))
+    }
+}
+
+impl From<&[u8]> for Key {
+    fn from(bytes: &[u8]) -> Self {
+        Self { prefix: prefix_of(bytes), bytes: bytes.into() }
+    }
+}
+
+impl std::ops::Deref for Key {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // Zero-padded prefixes order like the bytes whenever they differ.
+        self.prefix.cmp(&other.prefix).then_with(|| self.bytes.cmp(&other.bytes))
+    }
+}
+
+/// A key searched for, prepared once for many comparisons.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Probe<'a> {
+    prefix: u64,
+    bytes: &'a [u8],
+}
+
+impl<'a> Probe<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Self { prefix: prefix_of(bytes), bytes }
+    }
+}
 
 /// A node in memory.
 #[derive(Clone, Debug)]
@@ -50,7 +114,7 @@ pub(crate) enum Body {
     /// Keys in order, each with its value.
     Leaf {
         /// The keys, strictly increasing.
-        keys: Vec<Bytes>,
+        keys: Vec<Key>,
         /// `vals[i]` belongs to `keys[i]`.
         vals: Vec<Bytes>,
     },
@@ -58,7 +122,7 @@ pub(crate) enum Body {
     /// `keys[i - 1] <= k < keys[i]`.
     Branch {
         /// The separators, strictly increasing.
-        keys: Vec<Bytes>,
+        keys: Vec<Key>,
         /// The subtrees.
         children: Vec<Link>,
     },
@@ -186,7 +250,7 @@ impl Node {
         }
         let written = u64::from_le_bytes(body[16..24].try_into().expect("8 bytes"));
         let mut r = Cursor { bytes: body, at: HEADER };
-        let mut keys: Vec<Bytes> = Vec::with_capacity(count);
+        let mut keys: Vec<Key> = Vec::with_capacity(count);
         let mut vals = Vec::new();
         let mut children = Vec::new();
         match kind {

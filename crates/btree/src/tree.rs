@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bob_store_core::ObjectId;
 
-use crate::node::{Body, Bytes, Link, NODE_MIN, NODE_TARGET, Node};
+use crate::node::{Body, Bytes, Key, Link, NODE_MIN, NODE_TARGET, Node, Probe};
 use crate::{Error, Result};
 
 /// No valid tree is deeper (a branch has at least two children).
@@ -45,14 +45,15 @@ pub(crate) fn get<'l>(
     root: &'l Link,
     key: &[u8],
 ) -> Result<Option<&'l [u8]>> {
+    let probe = Probe::new(key);
     let mut link = root;
     for _ in 0..MAX_DEPTH {
         match &node(ld, tree, link)?.body {
             Body::Branch { keys, children } => {
-                link = &children[keys.partition_point(|k| k.as_ref() <= key)];
+                link = &children[keys.partition_point(|k| k.cmp_probe(&probe).is_le())];
             }
             Body::Leaf { keys, vals } => {
-                return Ok(keys.binary_search_by(|k| k.as_ref().cmp(key)).ok().map(|i| &*vals[i]));
+                return Ok(keys.binary_search_by(|k| k.cmp_probe(&probe)).ok().map(|i| &*vals[i]));
             }
         }
     }
@@ -126,14 +127,15 @@ impl Edit<'_> {
         key: &[u8],
         val: &[u8],
         depth: usize,
-    ) -> Result<(Option<Bytes>, Option<(Bytes, Link)>)> {
+    ) -> Result<(Option<Bytes>, Option<(Key, Link)>)> {
         if depth >= MAX_DEPTH {
             return Err(too_deep());
         }
+        let probe = Probe::new(key);
         let seen = link.seen;
         let node = self.node_mut(link)?;
         let old = match &mut node.body {
-            Body::Leaf { keys, vals } => match keys.binary_search_by(|k| k.as_ref().cmp(key)) {
+            Body::Leaf { keys, vals } => match keys.binary_search_by(|k| k.cmp_probe(&probe)) {
                 Ok(i) => Some(std::mem::replace(&mut vals[i], val.into())),
                 Err(i) => {
                     keys.insert(i, key.into());
@@ -142,7 +144,7 @@ impl Edit<'_> {
                 }
             },
             Body::Branch { keys, children } => {
-                let i = keys.partition_point(|k| k.as_ref() <= key);
+                let i = keys.partition_point(|k| k.cmp_probe(&probe).is_le());
                 let (old, split) = self.insert_at(&mut children[i], key, val, depth + 1)?;
                 if let Some((sep, right)) = split {
                     keys.insert(i, sep);
@@ -179,9 +181,10 @@ impl Edit<'_> {
         if depth >= MAX_DEPTH {
             return Err(too_deep());
         }
+        let probe = Probe::new(key);
         let node = self.node_mut(link)?;
         match &mut node.body {
-            Body::Leaf { keys, vals } => match keys.binary_search_by(|k| k.as_ref().cmp(key)) {
+            Body::Leaf { keys, vals } => match keys.binary_search_by(|k| k.cmp_probe(&probe)) {
                 Ok(i) => {
                     keys.remove(i);
                     Ok(Some(vals.remove(i)))
@@ -189,7 +192,7 @@ impl Edit<'_> {
                 Err(_) => Ok(None),
             },
             Body::Branch { keys, children } => {
-                let i = keys.partition_point(|k| k.as_ref() <= key);
+                let i = keys.partition_point(|k| k.cmp_probe(&probe).is_le());
                 let old = self.remove_at(&mut children[i], key, depth + 1)?;
                 if old.is_some() {
                     self.rebalance(keys, children, i)?;
@@ -200,12 +203,7 @@ impl Edit<'_> {
     }
 
     /// Merges child `i` with a sibling, or refills it from one, if it is under the minimum.
-    fn rebalance(
-        &mut self,
-        keys: &mut Vec<Bytes>,
-        children: &mut Vec<Link>,
-        i: usize,
-    ) -> Result<()> {
+    fn rebalance(&mut self, keys: &mut Vec<Key>, children: &mut Vec<Link>, i: usize) -> Result<()> {
         let child = children[i].node.get().expect("the removal loaded it");
         if child.encoded_len() >= NODE_MIN && child.len() > 0 {
             return Ok(());
@@ -281,7 +279,7 @@ fn split_point(sizes: &[usize], lo: usize, hi: usize) -> usize {
 }
 
 /// Splits an overfull node in two by bytes; returns the separator and the right half.
-fn split(node: &mut Node) -> (Bytes, Node) {
+fn split(node: &mut Node) -> (Key, Node) {
     let body = match &mut node.body {
         Body::Leaf { keys, vals } => {
             let sizes: Vec<usize> =
@@ -311,13 +309,49 @@ fn split(node: &mut Node) -> (Bytes, Node) {
 /// A position in the tree: the path of nodes from the root and the index taken in each.
 type Path<'l> = Vec<(&'l Node, usize)>;
 
-/// An ordered walk over a range of entries, from either end.
+/// An ordered walk over a range of entries, from either end. Each end is positioned when
+/// first used, so a walk in one direction descends the tree once.
 pub(crate) struct RawIter<'l> {
     ld: &'l dyn Load,
     tree: u32,
-    front: Path<'l>,
-    back: Path<'l>,
+    root: &'l Link,
+    lower: Bound<Vec<u8>>,
+    upper: Bound<Vec<u8>>,
+    front: Option<Path<'l>>,
+    back: Option<Path<'l>>,
     done: bool,
+}
+
+fn key_at<'l>(path: &Path<'l>) -> Option<&'l [u8]> {
+    let (leaf, i) = path.last()?;
+    match &leaf.body {
+        Body::Leaf { keys, .. } => Some(&keys[*i]),
+        Body::Branch { .. } => None,
+    }
+}
+
+fn entry_at<'l>(path: &Path<'l>) -> Option<(&'l [u8], &'l [u8])> {
+    let (leaf, i) = path.last()?;
+    match &leaf.body {
+        Body::Leaf { keys, vals } => Some((&keys[*i], &vals[*i])),
+        Body::Branch { .. } => None,
+    }
+}
+
+fn below_upper(key: &[u8], upper: &Bound<Vec<u8>>) -> bool {
+    match upper {
+        Bound::Unbounded => true,
+        Bound::Included(u) => key <= u.as_slice(),
+        Bound::Excluded(u) => key < u.as_slice(),
+    }
+}
+
+fn above_lower(key: &[u8], lower: &Bound<Vec<u8>>) -> bool {
+    match lower {
+        Bound::Unbounded => true,
+        Bound::Included(l) => key >= l.as_slice(),
+        Bound::Excluded(l) => key > l.as_slice(),
+    }
 }
 
 impl<'l> RawIter<'l> {
@@ -326,39 +360,18 @@ impl<'l> RawIter<'l> {
         ld: &'l dyn Load,
         tree: u32,
         root: &'l Link,
-        lower: Bound<&[u8]>,
-        upper: Bound<&[u8]>,
-    ) -> Result<Self> {
-        let mut it = Self { ld, tree, front: Vec::new(), back: Vec::new(), done: false };
-        it.seek_front(root, lower)?;
-        it.seek_back(root, upper)?;
-        it.done = it.front.is_empty() || it.back.is_empty();
-        if !it.done && Self::key(&it.front) > Self::key(&it.back) {
-            it.done = true;
-        }
-        Ok(it)
+        lower: Bound<Vec<u8>>,
+        upper: Bound<Vec<u8>>,
+    ) -> Self {
+        Self { ld, tree, root, lower, upper, front: None, back: None, done: false }
     }
 
-    fn key(path: &Path<'l>) -> &'l [u8] {
-        let (leaf, i) = path.last().expect("a positioned path");
-        match &leaf.body {
-            Body::Leaf { keys, .. } => &keys[*i],
-            Body::Branch { .. } => unreachable!("paths end in leaves"),
-        }
-    }
-
-    fn entry(path: &Path<'l>) -> (&'l [u8], &'l [u8]) {
-        let (leaf, i) = path.last().expect("a positioned path");
-        match &leaf.body {
-            Body::Leaf { keys, vals } => (&keys[*i], &vals[*i]),
-            Body::Branch { .. } => unreachable!("paths end in leaves"),
-        }
-    }
-
-    fn seek_front(&mut self, root: &'l Link, lower: Bound<&[u8]>) -> Result<()> {
-        let mut link = root;
+    fn seek_front(&self) -> Result<Path<'l>> {
+        let mut path = Vec::new();
+        let lower = self.lower.as_ref().map(|k| Probe::new(k));
+        let mut link = self.root;
         loop {
-            if self.front.len() >= MAX_DEPTH {
+            if path.len() >= MAX_DEPTH {
                 return Err(too_deep());
             }
             let n = node(self.ld, self.tree, link)?;
@@ -366,34 +379,36 @@ impl<'l> RawIter<'l> {
                 Body::Branch { keys, children } => {
                     let i = match lower {
                         Bound::Unbounded => 0,
-                        Bound::Included(k) | Bound::Excluded(k) => {
-                            keys.partition_point(|s| s.as_ref() <= k)
+                        Bound::Included(p) | Bound::Excluded(p) => {
+                            keys.partition_point(|s| s.cmp_probe(&p).is_le())
                         }
                     };
-                    self.front.push((n, i));
+                    path.push((n, i));
                     link = &children[i];
                 }
                 Body::Leaf { keys, .. } => {
                     let i = match lower {
                         Bound::Unbounded => 0,
-                        Bound::Included(k) => keys.partition_point(|x| x.as_ref() < k),
-                        Bound::Excluded(k) => keys.partition_point(|x| x.as_ref() <= k),
+                        Bound::Included(p) => keys.partition_point(|x| x.cmp_probe(&p).is_lt()),
+                        Bound::Excluded(p) => keys.partition_point(|x| x.cmp_probe(&p).is_le()),
                     };
-                    self.front.push((n, i));
                     if i == keys.len() {
-                        self.front.pop();
-                        return self.next_leaf_front();
+                        self.next_leaf_front(&mut path)?;
+                    } else {
+                        path.push((n, i));
                     }
-                    return Ok(());
+                    return Ok(path);
                 }
             }
         }
     }
 
-    fn seek_back(&mut self, root: &'l Link, upper: Bound<&[u8]>) -> Result<()> {
-        let mut link = root;
+    fn seek_back(&self) -> Result<Path<'l>> {
+        let mut path = Vec::new();
+        let upper = self.upper.as_ref().map(|k| Probe::new(k));
+        let mut link = self.root;
         loop {
-            if self.back.len() >= MAX_DEPTH {
+            if path.len() >= MAX_DEPTH {
                 return Err(too_deep());
             }
             let n = node(self.ld, self.tree, link)?;
@@ -401,73 +416,75 @@ impl<'l> RawIter<'l> {
                 Body::Branch { keys, children } => {
                     let i = match upper {
                         Bound::Unbounded => keys.len(),
-                        Bound::Included(k) => keys.partition_point(|s| s.as_ref() <= k),
-                        Bound::Excluded(k) => keys.partition_point(|s| s.as_ref() < k),
+                        Bound::Included(p) => keys.partition_point(|s| s.cmp_probe(&p).is_le()),
+                        Bound::Excluded(p) => keys.partition_point(|s| s.cmp_probe(&p).is_lt()),
                     };
-                    self.back.push((n, i));
+                    path.push((n, i));
                     link = &children[i];
                 }
                 Body::Leaf { keys, .. } => {
                     let p = match upper {
                         Bound::Unbounded => keys.len(),
-                        Bound::Included(k) => keys.partition_point(|x| x.as_ref() <= k),
-                        Bound::Excluded(k) => keys.partition_point(|x| x.as_ref() < k),
+                        Bound::Included(p) => keys.partition_point(|x| x.cmp_probe(&p).is_le()),
+                        Bound::Excluded(p) => keys.partition_point(|x| x.cmp_probe(&p).is_lt()),
                     };
                     if p == 0 {
-                        return self.next_leaf_back();
+                        self.next_leaf_back(&mut path)?;
+                    } else {
+                        path.push((n, p - 1));
                     }
-                    self.back.push((n, p - 1));
-                    return Ok(());
+                    return Ok(path);
                 }
             }
         }
     }
 
-    /// Moves the front path (its leaf popped) to the first entry of the next leaf.
-    fn next_leaf_front(&mut self) -> Result<()> {
-        while let Some((n, i)) = self.front.pop() {
+    /// Moves `path` (its leaf popped) to the first entry of the next leaf; empty at the end.
+    fn next_leaf_front(&self, path: &mut Path<'l>) -> Result<()> {
+        while let Some((n, i)) = path.pop() {
             let Body::Branch { children, .. } = &n.body else { continue };
             if i + 1 < children.len() {
-                self.front.push((n, i + 1));
+                path.push((n, i + 1));
                 let mut link = &children[i + 1];
                 loop {
-                    if self.front.len() >= MAX_DEPTH {
+                    if path.len() >= MAX_DEPTH {
                         return Err(too_deep());
                     }
                     let c = node(self.ld, self.tree, link)?;
-                    self.front.push((c, 0));
+                    path.push((c, 0));
                     match &c.body {
                         Body::Branch { children, .. } => link = &children[0],
                         Body::Leaf { keys, .. } if keys.is_empty() => break,
                         Body::Leaf { .. } => return Ok(()),
                     }
                 }
-                self.front.pop(); // An empty leaf (a valid tree has none but the root).
+                path.pop(); // An empty leaf (a valid tree has none but the root).
             }
         }
         Ok(())
     }
 
-    /// Moves the back path (its leaf popped) to the last entry of the previous leaf.
-    fn next_leaf_back(&mut self) -> Result<()> {
-        while let Some((n, i)) = self.back.pop() {
+    /// Moves `path` (its leaf popped) to the last entry of the previous leaf; empty at the
+    /// start.
+    fn next_leaf_back(&self, path: &mut Path<'l>) -> Result<()> {
+        while let Some((n, i)) = path.pop() {
             let Body::Branch { children, .. } = &n.body else { continue };
             if i > 0 {
-                self.back.push((n, i - 1));
+                path.push((n, i - 1));
                 let mut link = &children[i - 1];
                 loop {
-                    if self.back.len() >= MAX_DEPTH {
+                    if path.len() >= MAX_DEPTH {
                         return Err(too_deep());
                     }
                     let c = node(self.ld, self.tree, link)?;
                     match &c.body {
                         Body::Branch { children, .. } => {
-                            self.back.push((c, children.len() - 1));
+                            path.push((c, children.len() - 1));
                             link = &children[children.len() - 1];
                         }
                         Body::Leaf { keys, .. } if keys.is_empty() => break,
                         Body::Leaf { keys, .. } => {
-                            self.back.push((c, keys.len() - 1));
+                            path.push((c, keys.len() - 1));
                             return Ok(());
                         }
                     }
@@ -477,24 +494,9 @@ impl<'l> RawIter<'l> {
         Ok(())
     }
 
-    fn step_front(&mut self) -> Result<()> {
-        let (leaf, i) = self.front.last_mut().expect("a positioned path");
-        *i += 1;
-        if *i < leaf.len() {
-            return Ok(());
-        }
-        self.front.pop();
-        self.next_leaf_front()
-    }
-
-    fn step_back(&mut self) -> Result<()> {
-        let (_, i) = self.back.last_mut().expect("a positioned path");
-        if *i > 0 {
-            *i -= 1;
-            return Ok(());
-        }
-        self.back.pop();
-        self.next_leaf_back()
+    fn fail(&mut self, e: Error) -> Option<Result<(&'l [u8], &'l [u8])>> {
+        self.done = true;
+        Some(Err(e))
     }
 
     /// The next entry from the front.
@@ -502,17 +504,48 @@ impl<'l> RawIter<'l> {
         if self.done {
             return None;
         }
-        let entry = Self::entry(&self.front);
-        if entry.0 == Self::key(&self.back) {
-            self.done = true;
-            return Some(Ok(entry));
+        if self.front.is_none() {
+            match self.seek_front() {
+                Ok(path) => self.front = Some(path),
+                Err(e) => return self.fail(e),
+            }
         }
-        if let Err(e) = self.step_front() {
+        let front = self.front.as_ref().expect("positioned above");
+        let Some(entry) = entry_at(front) else {
             self.done = true;
-            return Some(Err(e));
+            return None;
+        };
+        if !below_upper(entry.0, &self.upper) {
+            self.done = true;
+            return None;
         }
-        if self.front.is_empty() {
-            self.done = true;
+        if let Some(back) = &self.back {
+            match key_at(back) {
+                Some(last) if entry.0 < last => {}
+                Some(last) if entry.0 == last => {
+                    self.done = true;
+                    return Some(Ok(entry));
+                }
+                _ => {
+                    self.done = true;
+                    return None;
+                }
+            }
+        }
+        let mut front = self.front.take().expect("positioned above");
+        let stepped = {
+            let (leaf, i) = front.last_mut().expect("an entry");
+            *i += 1;
+            if *i < leaf.len() {
+                Ok(())
+            } else {
+                front.pop();
+                self.next_leaf_front(&mut front)
+            }
+        };
+        self.front = Some(front);
+        if let Err(e) = stepped {
+            return self.fail(e);
         }
         Some(Ok(entry))
     }
@@ -522,17 +555,48 @@ impl<'l> RawIter<'l> {
         if self.done {
             return None;
         }
-        let entry = Self::entry(&self.back);
-        if entry.0 == Self::key(&self.front) {
-            self.done = true;
-            return Some(Ok(entry));
+        if self.back.is_none() {
+            match self.seek_back() {
+                Ok(path) => self.back = Some(path),
+                Err(e) => return self.fail(e),
+            }
         }
-        if let Err(e) = self.step_back() {
+        let back = self.back.as_ref().expect("positioned above");
+        let Some(entry) = entry_at(back) else {
             self.done = true;
-            return Some(Err(e));
+            return None;
+        };
+        if !above_lower(entry.0, &self.lower) {
+            self.done = true;
+            return None;
         }
-        if self.back.is_empty() {
-            self.done = true;
+        if let Some(front) = &self.front {
+            match key_at(front) {
+                Some(first) if entry.0 > first => {}
+                Some(first) if entry.0 == first => {
+                    self.done = true;
+                    return Some(Ok(entry));
+                }
+                _ => {
+                    self.done = true;
+                    return None;
+                }
+            }
+        }
+        let mut back = self.back.take().expect("positioned above");
+        let stepped = {
+            let (_, i) = back.last_mut().expect("an entry");
+            if *i > 0 {
+                *i -= 1;
+                Ok(())
+            } else {
+                back.pop();
+                self.next_leaf_back(&mut back)
+            }
+        };
+        self.back = Some(back);
+        if let Err(e) = stepped {
+            return self.fail(e);
         }
         Some(Ok(entry))
     }

@@ -262,13 +262,19 @@ impl Wal {
         let mut segments = Vec::new();
         let mut expected: Option<u64> = None;
         let mut body = Vec::new();
-        for (i, &seq) in seqs.iter().enumerate() {
-            let last = i + 1 == seqs.len();
+        let mut opened = Vec::with_capacity(seqs.len());
+        for &seq in &seqs {
             let file = dir.open(seq)?;
             let file_len = file.len()?;
             let mut head = vec![0u8; SEGMENT_HEADER.min(file_len as usize)];
             file.read_at(&mut head, 0)?;
-            let header = match SegmentHeader::decode(seq, &head) {
+            opened.push((seq, file, file_len, SegmentHeader::decode(seq, &head)));
+        }
+        let first_lsns: Vec<Option<u64>> =
+            opened.iter().map(|o| o.3.as_ref().ok().map(|h| h.first_lsn)).collect();
+        for (i, (seq, file, file_len, header)) in opened.into_iter().enumerate() {
+            let last = i + 1 == seqs.len();
+            let header = match header {
                 Ok(header) => header,
                 // A segment whose creation a crash cut short holds nothing.
                 Err(_) if last => break,
@@ -299,6 +305,12 @@ impl Wal {
                 _ => {}
             }
             segments.push((seq, header.first_lsn));
+            if first_lsns.get(i + 1).copied().flatten().is_some_and(|next| next <= after_lsn + 1) {
+                // The next segment starts at or before the checkpoint's LSN + 1: every record
+                // of this one is in the checkpoint, and nothing of it is read.
+                expected = None;
+                continue;
+            }
             let mut want = header.first_lsn;
             let mut pos = PAGE;
             loop {
@@ -451,7 +463,13 @@ impl Wal {
         let segments = std::mem::take(&mut self.segments);
         for (i, &(seq, first)) in segments.iter().enumerate() {
             let last_lsn = segments.get(i + 1).map_or(self.next_lsn - 1, |&(_, next)| next - 1);
-            if Some(seq) != active && last_lsn <= lsn {
+            if last_lsn <= lsn {
+                if Some(seq) == active {
+                    // Everything in it is in the checkpoint: the next append starts a segment.
+                    self.active = None;
+                    self.unsynced = 0;
+                    self.durable_lsn = self.next_lsn - 1;
+                }
                 self.dir.remove(seq)?;
             } else {
                 keep.push((seq, first));
