@@ -48,6 +48,13 @@ pub struct DbOptions {
     pub checkpoint_after_bytes: u64,
     /// A log segment file is closed for appends past this many bytes.
     pub segment_bytes: u64,
+    /// How often the persistence thread checkpoints what changed (`None`: no thread; then
+    /// checkpoints run only on `checkpoint`, `close` and when the log passes
+    /// `checkpoint_after_bytes`).
+    pub checkpoint_interval: Option<std::time::Duration>,
+    /// Bytes of nodes kept in memory, about: the persistence thread unloads clean leaves
+    /// (every snapshot keeps what it holds) when the trees in memory pass it.
+    pub memory_budget: u64,
 }
 
 impl Default for DbOptions {
@@ -57,6 +64,8 @@ impl Default for DbOptions {
             log: true,
             checkpoint_after_bytes: 64 << 20,
             segment_bytes: 64 << 20,
+            checkpoint_interval: Some(std::time::Duration::from_secs(5)),
+            memory_budget: 1 << 30,
         }
     }
 }
@@ -100,8 +109,8 @@ struct Pending {
 /// a reader of a snapshot older than `c` is open.
 type Rewrites = HashMap<ObjectId, Vec<(u64, Arc<Node>)>>;
 
-/// Named B-trees in one bob store; see the crate docs.
-pub struct Db<S: SplitStore<Io: Clone> + PrimeStorer = DefaultStore> {
+/// The database's shared state: a [`Db`] and its persistence thread hold it.
+pub(crate) struct Core<S: SplitStore<Io: Clone> + PrimeStorer> {
     store: ConcurrentStore<S>,
     committed: Mutex<Arc<Snapshot>>,
     writer: Mutex<Pending>,
@@ -114,15 +123,188 @@ pub struct Db<S: SplitStore<Io: Clone> + PrimeStorer = DefaultStore> {
     /// The catalog fields that do not change.
     log_id: u64,
     checkpoint_after_bytes: u64,
+    stats: Mutex<DbStats>,
+}
+
+/// What a [`Db`] did since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DbStats {
+    /// Checkpoints run (by any caller or the persistence thread).
+    pub checkpoints: u64,
+    /// Their total time, in microseconds.
+    pub checkpoint_micros: u64,
+    /// Nodes they wrote.
+    pub nodes_written: u64,
+    /// Node and catalog bytes they wrote.
+    pub checkpoint_bytes: u64,
+    /// Commits that appended to the log.
+    pub logged_commits: u64,
+    /// Bytes appended to the log since the last checkpoint.
+    pub log_bytes: u64,
+    /// Nodes unloaded from memory to keep to the memory budget.
+    pub evicted_nodes: u64,
 }
 
 impl<S: SplitStore<Io: Clone> + PrimeStorer> std::fmt::Debug for Db<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let snap = self.committed.lock().clone();
+        let snap = self.core.committed.lock().clone();
         f.debug_struct("Db")
             .field("epoch", &snap.epoch)
             .field("trees", &snap.trees.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
+    }
+}
+
+/// Named B-trees in one bob store; see the crate docs.
+pub struct Db<S: SplitStore<Io: Clone> + PrimeStorer = DefaultStore> {
+    // Dropped first: the thread is stopped before the state it works on goes.
+    manager: Option<Manager>,
+    core: Arc<Core<S>>,
+}
+
+/// The persistence thread: checkpoints and keeps to the memory budget in the background.
+struct Manager {
+    stop: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Manager {
+    fn start<S: SplitStore<Io: Clone> + PrimeStorer + Sync + 'static>(
+        core: &Arc<Core<S>>,
+        options: &DbOptions,
+    ) -> Result<Option<Self>> {
+        let Some(interval) = options.checkpoint_interval else { return Ok(None) };
+        let stop = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let (weak, flag) = (Arc::downgrade(core), Arc::clone(&stop));
+        let budget = options.memory_budget;
+        let tick = interval.min(std::time::Duration::from_millis(250));
+        let thread = std::thread::Builder::new()
+            .name("bob-btree-persist".into())
+            .spawn(move || {
+                let mut since = std::time::Instant::now();
+                loop {
+                    {
+                        let (lock, wake) = &*flag;
+                        let stopped =
+                            lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let (stopped, _) = wake
+                            .wait_timeout_while(stopped, tick, |stopped| !*stopped)
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        if *stopped {
+                            return;
+                        }
+                    }
+                    let Some(core) = weak.upgrade() else { return };
+                    // Errors latch the database; callers see them on their next write.
+                    let due = since.elapsed() >= interval;
+                    if core.maintain(due, budget).is_ok() && due {
+                        since = std::time::Instant::now();
+                    }
+                }
+            })
+            .map_err(Error::Log)?;
+        Ok(Some(Self { stop, thread: Some(thread) }))
+    }
+
+    fn stop(&mut self) {
+        let (lock, wake) = &*self.stop;
+        *lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl<S: SplitStore<Io: Clone> + PrimeStorer + Sync + 'static> Db<S> {
+    /// The database in `store`, without a log (every durable commit is a checkpoint): its
+    /// catalog is read from the prime object, or written there (and committed) when the store
+    /// has no prime object yet. A prime object that does not hold a catalog is
+    /// [`Error::NotADatabase`]; a database that keeps a log is [`Error::LogRequired`].
+    pub fn new(store: ConcurrentStore<S>) -> Result<Self> {
+        Self::build(store, None, &DbOptions { log: false, ..DbOptions::default() })
+    }
+
+    /// The database in `store` with its write-ahead log in `log`: records after the last
+    /// checkpoint are replayed.
+    pub fn with_log(
+        store: ConcurrentStore<S>,
+        log: Box<dyn LogDir>,
+        options: &DbOptions,
+    ) -> Result<Self> {
+        Self::build(store, Some(log), options)
+    }
+
+    fn build(
+        store: ConcurrentStore<S>,
+        log: Option<Box<dyn LogDir>>,
+        options: &DbOptions,
+    ) -> Result<Self> {
+        let core = Arc::new(Core::build(store, log, options)?);
+        let manager = Manager::start(&core, options)?;
+        Ok(Self { manager, core })
+    }
+}
+
+impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
+    /// The store underneath.
+    pub fn store(&self) -> &ConcurrentStore<S> {
+        &self.core.store
+    }
+
+    /// A write transaction; waits while another one (or a checkpoint) runs. Its changes are
+    /// its own until [`WriteTxn::commit`]; dropping it (or [`WriteTxn::abort`]) discards them.
+    pub fn begin_write(&self) -> Result<WriteTxn<'_, S>> {
+        self.core.begin_write()
+    }
+
+    /// A read snapshot of the last commit: later commits do not change what it sees. It
+    /// waits for nothing.
+    pub fn begin_read(&self) -> ReadTxn<'_, S> {
+        self.core.begin_read()
+    }
+
+    /// Writes what commits changed since the last checkpoint (the changed nodes, the roots)
+    /// in one store commit, and releases the log it covers. Waits for an open write
+    /// transaction to end.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.core.checkpoint()
+    }
+
+    /// Makes every buffered commit durable: syncs the log (a checkpoint, without one).
+    pub fn sync(&self) -> Result<()> {
+        self.core.sync()
+    }
+
+    /// Checks every tree of the last commit; see [`DbReport`].
+    pub fn verify(&self) -> Result<DbReport> {
+        self.core.verify()
+    }
+
+    /// What the database did since it was opened.
+    pub fn stats(&self) -> DbStats {
+        let mut stats = *self.core.stats.lock();
+        if let Some(wal) = &self.core.wal {
+            stats.log_bytes = wal.lock().since_release();
+        }
+        stats
+    }
+
+    /// Stops the persistence thread, checkpoints and closes the store. Dropping a `Db`
+    /// without `close` stops the thread and loses nothing durable: the next open replays the
+    /// log.
+    pub fn close(mut self) -> Result<()> {
+        if let Some(mut manager) = self.manager.take() {
+            manager.stop();
+        }
+        self.core.close()
     }
 }
 
@@ -166,25 +348,7 @@ impl Db<DefaultStore> {
     }
 }
 
-impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
-    /// The database in `store`, without a log (every durable commit is a checkpoint): its
-    /// catalog is read from the prime object, or written there (and committed) when the store
-    /// has no prime object yet. A prime object that does not hold a catalog is
-    /// [`Error::NotADatabase`]; a database that keeps a log is [`Error::LogRequired`].
-    pub fn new(store: ConcurrentStore<S>) -> Result<Self> {
-        Self::build(store, None, &DbOptions { log: false, ..DbOptions::default() })
-    }
-
-    /// The database in `store` with its write-ahead log in `log`: records after the last
-    /// checkpoint are replayed.
-    pub fn with_log(
-        store: ConcurrentStore<S>,
-        log: Box<dyn LogDir>,
-        options: &DbOptions,
-    ) -> Result<Self> {
-        Self::build(store, Some(log), options)
-    }
-
+impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
     fn build(
         store: ConcurrentStore<S>,
         log: Option<Box<dyn LogDir>>,
@@ -240,6 +404,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
             wal,
             log_id: catalog.log_id,
             checkpoint_after_bytes: options.checkpoint_after_bytes,
+            stats: Mutex::new(DbStats::default()),
         };
         if catalog.logged != db.wal.is_some() || !records.is_empty() {
             db.replay(records)?;
@@ -266,14 +431,9 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
         Ok(())
     }
 
-    /// The store underneath.
-    pub fn store(&self) -> &ConcurrentStore<S> {
-        &self.store
-    }
-
     /// A write transaction; waits while another one is open. Its changes are its own until
     /// [`WriteTxn::commit`]; dropping it (or [`WriteTxn::abort`]) discards them.
-    pub fn begin_write(&self) -> Result<WriteTxn<'_, S>> {
+    pub(crate) fn begin_write(&self) -> Result<WriteTxn<'_, S>> {
         self.check_writable()?;
         let pending = self.writer.lock();
         let snapshot = Snapshot::clone(&self.committed.lock());
@@ -289,7 +449,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
     }
 
     /// A read snapshot of the last commit: later commits do not change what it sees.
-    pub fn begin_read(&self) -> ReadTxn<'_, S> {
+    pub(crate) fn begin_read(&self) -> ReadTxn<'_, S> {
         let committed = self.committed.lock();
         let snapshot = Arc::clone(&committed);
         *self.readers.lock().entry(snapshot.epoch).or_default() += 1;
@@ -299,7 +459,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
 
     /// Writes what commits changed since the last checkpoint (the changed nodes, the roots)
     /// in one store commit. Waits for an open write transaction to end.
-    pub fn checkpoint(&self) -> Result<()> {
+    pub(crate) fn checkpoint(&self) -> Result<()> {
         self.check_writable()?;
         let mut pending = self.writer.lock();
         let snapshot = Snapshot::clone(&self.committed.lock());
@@ -307,7 +467,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
     }
 
     /// Makes every buffered commit durable: syncs the log (a checkpoint, without one).
-    pub fn sync(&self) -> Result<()> {
+    pub(crate) fn sync(&self) -> Result<()> {
         self.check_writable()?;
         match &self.wal {
             Some(wal) => {
@@ -328,7 +488,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
     }
 
     /// Checkpoints and closes the store.
-    pub fn close(self) -> Result<()> {
+    fn close(&self) -> Result<()> {
         self.checkpoint()?;
         self.store.close()?;
         Ok(())
@@ -338,7 +498,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
     /// keys in order within and across nodes (each subtree inside its separators), every
     /// leaf at one depth, no object used twice, entry counts equal to the catalog's. Damage
     /// found is listed in the report; an error is returned only when the store fails.
-    pub fn verify(&self) -> Result<DbReport> {
+    pub(crate) fn verify(&self) -> Result<DbReport> {
         let snapshot = Arc::clone(&self.committed.lock());
         let mut report = DbReport::default();
         let mut seen_ids = std::collections::HashSet::new();
@@ -413,6 +573,29 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
         Ok(report)
     }
 
+    /// The persistence thread's round: a checkpoint if `due` and anything changed, then
+    /// unloading clean leaves if the trees in memory pass `budget` bytes.
+    fn maintain(&self, due: bool, budget: u64) -> Result<()> {
+        if self.failed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut pending = self.writer.lock();
+        if due && pending.changed {
+            let snapshot = Snapshot::clone(&self.committed.lock());
+            self.checkpoint_locked(&mut pending, snapshot, false)?;
+        }
+        let mut snapshot = Snapshot::clone(&self.committed.lock());
+        let loaded: u64 = snapshot.trees.values().map(|t| loaded_bytes(&t.root, 0)).sum();
+        if loaded <= budget {
+            return Ok(());
+        }
+        let epoch = snapshot.epoch;
+        let evicted: u64 = snapshot.trees.values_mut().map(|t| evict(&mut t.root, epoch, 0)).sum();
+        *self.committed.lock() = Arc::new(snapshot);
+        self.stats.lock().evicted_nodes += evicted;
+        Ok(())
+    }
+
     fn check_writable(&self) -> Result<()> {
         if self.failed.load(Ordering::Acquire) {
             return Err(Error::Failed);
@@ -432,6 +615,8 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
             return Ok(());
         }
         let epoch = snapshot.epoch + 1;
+        let started = std::time::Instant::now();
+        let mut written = (0u64, 0u64);
         let result = (|| {
             {
                 let mut rewrites = self.rewrites.lock();
@@ -441,7 +626,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
             }
             let mut buf = Vec::new();
             for tree in snapshot.trees.values_mut() {
-                self.write_dirty(&mut tree.root, tree.id, epoch, &mut buf, 0)?;
+                self.write_dirty(&mut tree.root, tree.id, epoch, &mut buf, 0, &mut written)?;
             }
             for id in pending.freed.drain(..) {
                 self.store.delete_obj(id)?;
@@ -461,7 +646,9 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
                     })
                     .collect(),
             };
-            self.store.replace_obj(PRIME_OBJECT_ID, &catalog.encode())?;
+            let catalog = catalog.encode();
+            written.1 += catalog.len() as u64;
+            self.store.replace_obj(PRIME_OBJECT_ID, &catalog)?;
             self.store.commit()?;
             if let Some(wal) = &self.wal {
                 wal.lock().release(snapshot.lsn)?;
@@ -474,6 +661,13 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
         }
         snapshot.epoch = epoch;
         pending.changed = false;
+        {
+            let mut stats = self.stats.lock();
+            stats.checkpoints += 1;
+            stats.checkpoint_micros += started.elapsed().as_micros() as u64;
+            stats.nodes_written += written.0;
+            stats.checkpoint_bytes += written.1;
+        }
         *self.committed.lock() = Arc::new(snapshot);
         self.prune_rewrites();
         Ok(())
@@ -486,6 +680,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
         epoch: u64,
         buf: &mut Vec<u8>,
         depth: usize,
+        written: &mut (u64, u64),
     ) -> Result<()> {
         let Some(arc) = link.node.get_mut() else { return Ok(()) };
         if !arc.dirty {
@@ -497,10 +692,12 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
         let node = Arc::make_mut(arc);
         if let Body::Branch { children, .. } = &mut node.body {
             for child in children {
-                self.write_dirty(child, tree, epoch, buf, depth + 1)?;
+                self.write_dirty(child, tree, epoch, buf, depth + 1, written)?;
             }
         }
         node.encode(tree, epoch, buf);
+        written.0 += 1;
+        written.1 += buf.len() as u64;
         match node.id {
             Some(id) => self.store.replace_obj(id, buf)?,
             None => node.id = Some(self.store.write_new_obj_from_bytes(buf)?),
@@ -541,7 +738,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
     }
 }
 
-impl<S: SplitStore<Io: Clone> + PrimeStorer> Load for Db<S> {
+impl<S: SplitStore<Io: Clone> + PrimeStorer> Load for Core<S> {
     fn load(&self, tree: u32, link: &Link) -> Result<Arc<Node>> {
         let id = link.id.ok_or_else(|| Error::Corrupt("a B-tree link names no node".into()))?;
         let read = self
@@ -571,6 +768,42 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Load for Db<S> {
 /// A node to visit: its link, depth, and the bounds its keys must keep.
 type Visit<'a> = (&'a Link, usize, Option<&'a [u8]>, Option<&'a [u8]>);
 
+/// Bytes the nodes in memory under `link` take, about (their encoding and bookkeeping).
+fn loaded_bytes(link: &Link, depth: usize) -> u64 {
+    let Some(node) = link.node.get() else { return 0 };
+    let own = node.encoded_len() as u64 + 64 + 32 * node.len() as u64;
+    match &node.body {
+        Body::Branch { children, .. } if depth < tree::MAX_DEPTH => {
+            own + children.iter().map(|c| loaded_bytes(c, depth + 1)).sum::<u64>()
+        }
+        _ => own,
+    }
+}
+
+/// Unloads the clean, stored leaves under `link` (the branches on their paths are copied;
+/// a snapshot holding the old ones keeps what it loaded). Returns how many.
+fn evict(link: &mut Link, epoch: u64, depth: usize) -> u64 {
+    let Some(node) = link.node.get() else { return 0 };
+    let Body::Branch { children, .. } = &node.body else { return 0 };
+    if depth >= tree::MAX_DEPTH || children.iter().all(|c| c.node.get().is_none()) {
+        return 0;
+    }
+    let node = Arc::make_mut(link.node.get_mut().expect("loaded"));
+    let Body::Branch { children, .. } = &mut node.body else { return 0 };
+    let mut evicted = 0;
+    for child in children {
+        let Some(loaded) = child.node.get() else { continue };
+        match (&loaded.body, loaded.dirty, loaded.id) {
+            (Body::Leaf { .. }, false, Some(id)) => {
+                *child = Link::stored(id, epoch);
+                evicted += 1;
+            }
+            _ => evicted += evict(child, epoch, depth + 1),
+        }
+    }
+    evicted
+}
+
 /// What [`Db::verify`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -594,7 +827,7 @@ impl DbReport {
 
 /// A write transaction: see [`Db::begin_write`].
 pub struct WriteTxn<'db, S: SplitStore<Io: Clone> + PrimeStorer = DefaultStore> {
-    db: &'db Db<S>,
+    db: &'db Core<S>,
     pending: MutexGuard<'db, Pending>,
     snapshot: Snapshot,
     superseded: Vec<(ObjectId, Arc<Node>)>,
@@ -840,7 +1073,7 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
 
 /// A read snapshot: see [`Db::begin_read`].
 pub struct ReadTxn<'db, S: SplitStore<Io: Clone> + PrimeStorer = DefaultStore> {
-    db: &'db Db<S>,
+    db: &'db Core<S>,
     snapshot: Arc<Snapshot>,
 }
 

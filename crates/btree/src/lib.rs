@@ -85,8 +85,8 @@ mod wal;
 pub use bob_treap::{Postcard, TreapKey as Key, TreapValue as Value};
 pub use catalog::MAX_NAME_LEN;
 pub use db::{
-    Db, DbOptions, DbReport, DefaultStore, Durability, Range, RangeBytes, ReadTxn, Tree, TreeMut,
-    WriteTxn, log_dir_of,
+    Db, DbOptions, DbReport, DbStats, DefaultStore, Durability, Range, RangeBytes, ReadTxn, Tree,
+    TreeMut, WriteTxn, log_dir_of,
 };
 pub use node::{MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use wal::{LogDir, LogFile, OsLogDir};

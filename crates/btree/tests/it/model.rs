@@ -73,6 +73,9 @@ pub(crate) fn options() -> DbOptions {
         // Small, so that checkpoints run on their own and segments roll and are released.
         checkpoint_after_bytes: 96 << 10,
         segment_bytes: 32 << 10,
+        // A busy persistence thread: checkpoints and evictions race every step.
+        checkpoint_interval: Some(std::time::Duration::from_millis(2)),
+        memory_budget: 48 << 10,
         ..DbOptions::default()
     }
 }
