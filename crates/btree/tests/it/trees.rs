@@ -163,11 +163,12 @@ fn the_persistence_thread_checkpoints_and_keeps_to_the_memory_budget() {
         .collect();
     for round in 0..60u64 {
         let mut tx = db.begin_write().unwrap();
-        let mut t = tx.open_tree::<u64, u64>("t").unwrap();
-        for k in 0..3000u64 {
-            t.insert(&k, &round).unwrap();
+        {
+            let mut t = tx.open_tree::<u64, u64>("t").unwrap();
+            for k in 0..3000u64 {
+                t.insert(&k, &round).unwrap();
+            }
         }
-        drop(t);
         tx.commit(if round % 2 == 0 { Durability::Durable } else { Durability::Buffered }).unwrap();
     }
     std::thread::sleep(std::time::Duration::from_millis(50));
