@@ -629,7 +629,7 @@ mod btree {
         }
 
         fn compact(&mut self) -> Result<bool> {
-            self.db.store().compact()?;
+            self.db.compact()?;
             Ok(true)
         }
 

@@ -696,17 +696,17 @@ mod tests {
             // Listed peer first: the table still puts bob first.
             run("redb", 0, &[("gets", "ops/s", 100.0, Reads), ("put", "ops/s", 10.0, Commits)]),
             run(
-                "bob-treap",
+                "bob-btree",
                 0,
                 &[("gets", "ops/s", 400.0, Reads), ("put", "ops/s", 10.0, Commits)],
             ),
             run(
-                "bob-treap",
+                "bob-btree",
                 1,
                 &[("gets", "ops/s", 200.0, Reads), ("put", "ops/s", 10.0, Commits)],
             ),
             run("redb", 1, &[("gets", "ops/s", 100.0, Reads), ("put", "ops/s", 10.0, Commits)]),
-            run("bob-treap", 2, &[("gets", "ops/s", 300.0, Reads), ("len", "s", 1.0, Other)]),
+            run("bob-btree", 2, &[("gets", "ops/s", 300.0, Reads), ("len", "s", 1.0, Other)]),
             run("redb", 2, &[("gets", "ops/s", 100.0, Reads), ("len", "s", 1e6, Other)]),
         ]);
         let md = markdown(&r);
@@ -727,14 +727,14 @@ mod tests {
         assert!(md.contains("| put | synced | synced |"), "{md}");
         assert!(md.contains("| kv | redb | redb settings |"), "{md}");
         assert!(md.contains("seed 7"), "{md}");
-        assert!(md.contains("| kv | bob-treap | 1000 | 4 | 250 |"), "{md}");
+        assert!(md.contains("| kv | bob-btree | 1000 | 4 | 250 |"), "{md}");
     }
 
     #[test]
     fn a_missing_row_fails_the_check() {
         use Category::Reads;
         let r = report(vec![
-            run("bob-treap", 0, &[("gets", "ops/s", 400.0, Reads), ("scan", "ops/s", 1.0, Reads)]),
+            run("bob-btree", 0, &[("gets", "ops/s", 400.0, Reads), ("scan", "ops/s", 1.0, Reads)]),
             run("redb", 0, &[("gets", "ops/s", 100.0, Reads)]),
         ]);
         let err = check_complete(&r).unwrap_err().to_string();

@@ -254,7 +254,9 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Sync + 'static> Db<S> {
 }
 
 impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
-    /// The store underneath.
+    /// The store underneath, to read and check it (`verify`, counts). Writing or committing
+    /// through it while the database is open breaks the database's checkpoints: use
+    /// [`Db::compact`] to compact it.
     pub fn store(&self) -> &ConcurrentStore<S> {
         &self.core.store
     }
@@ -308,6 +310,25 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
     }
 }
 
+impl<A, B> Db<Store<A, B>>
+where
+    A: bob_store_core::SpaceAllocator,
+    B: bob_io_helpers::FileBackend + Clone,
+    Store<A, B>: SplitStore<Io = B> + PrimeStorer,
+{
+    /// Checkpoints, then compacts the store (objects moved down, the file shortened; ids
+    /// keep their meaning), with writers and checkpoints held off meanwhile.
+    pub fn compact(&self) -> Result<()> {
+        let core = &self.core;
+        core.check_writable()?;
+        let mut pending = core.writer.lock();
+        let snapshot = Snapshot::clone(&core.committed.lock());
+        core.checkpoint_locked(&mut pending, snapshot, true)?;
+        let result = core.store.compact().map(|_| ()).map_err(Error::from);
+        core.latch(result)
+    }
+}
+
 impl Db<DefaultStore> {
     /// A new database in a new file at `path` (an existing file is an error), with its log
     /// in the directory `<path>.wal`.
@@ -324,6 +345,7 @@ impl Db<DefaultStore> {
             for seq in dir.list()? {
                 dir.remove(seq)?;
             }
+            dir.sync()?;
             Some(Box::new(dir) as Box<dyn LogDir>)
         } else {
             None
@@ -408,6 +430,10 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         };
         if catalog.logged != db.wal.is_some() || !records.is_empty() {
             db.replay(records)?;
+            // Replayed records may have been read from pages a crash left unsynced, and the
+            // catalog must say whether a log is kept before anything relies on it: both are
+            // made durable by a checkpoint before the database is used.
+            db.checkpoint()?;
         }
         Ok(db)
     }
@@ -445,6 +471,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             freed: Vec::new(),
             changed: false,
             log: Vec::new(),
+            failed: false,
         })
     }
 
@@ -499,7 +526,9 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
     /// leaf at one depth, no object used twice, entry counts equal to the catalog's. Damage
     /// found is listed in the report; an error is returned only when the store fails.
     pub(crate) fn verify(&self) -> Result<DbReport> {
-        let snapshot = Arc::clone(&self.committed.lock());
+        // A registered reader: checkpoints keep what this snapshot may still load.
+        let read = self.begin_read();
+        let snapshot = Arc::clone(&read.snapshot);
         let mut report = DbReport::default();
         let mut seen_ids = std::collections::HashSet::new();
         for (name, state) in &snapshot.trees {
@@ -532,7 +561,9 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
                 if let Some(id) = node.id
                     && !seen_ids.insert(id)
                 {
+                    // Not walked again: a crafted tree could name one node many times.
                     report.problems.push(format!("tree {name:?}: object {id} holds two nodes"));
+                    continue;
                 }
                 let keys = match &node.body {
                     Body::Leaf { keys, .. } | Body::Branch { keys, .. } => keys,
@@ -614,7 +645,9 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             *self.committed.lock() = Arc::new(snapshot);
             return Ok(());
         }
-        let epoch = snapshot.epoch + 1;
+        let epoch = snapshot.epoch.checked_add(1).ok_or_else(|| {
+            Error::Corrupt("the checkpoint epoch is out of range".into())
+        })?;
         let started = std::time::Instant::now();
         let mut written = (0u64, 0u64);
         let result = (|| {
@@ -710,11 +743,14 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
 
     /// Drops saved node versions no open reader can need.
     fn prune_rewrites(&self) {
+        // Under the lock readers register under: a reader that registers later takes the
+        // committed epoch or a newer one, and versions saved by a checkpoint not yet
+        // published (past the committed epoch) are kept for the readers of the old one.
         let oldest = {
+            let committed = self.committed.lock();
             let readers = self.readers.lock();
-            readers.keys().next().copied()
+            readers.keys().next().copied().unwrap_or(u64::MAX).min(committed.epoch)
         };
-        let oldest = oldest.unwrap_or(u64::MAX);
         let mut rewrites = self.rewrites.lock();
         if rewrites.is_empty() {
             return;
@@ -835,6 +871,8 @@ pub struct WriteTxn<'db, S: SplitStore<Io: Clone> + PrimeStorer = DefaultStore> 
     changed: bool,
     /// The transaction's changes as a log record (`docs/format.md`, "B-tree log record").
     log: Vec<u8>,
+    /// A change failed partway: the transaction can only be aborted.
+    failed: bool,
 }
 
 const OP_PUT: u8 = 1;
@@ -901,6 +939,7 @@ fn check_name(name: &str) -> Result<()> {
 impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
     /// The tree `name`, created (empty) if it does not exist.
     pub fn open_tree<K: Key, V: Value>(&mut self, name: &str) -> Result<TreeMut<'_, K, V>> {
+        self.check_usable()?;
         check_name(name)?;
         if !self.snapshot.trees.contains_key(name) {
             let id = self.snapshot.next_tree;
@@ -922,6 +961,7 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
             freed: &mut self.freed,
             log: &mut self.log,
             changed: &mut self.changed,
+            failed: &mut self.failed,
             _types: PhantomData,
         })
     }
@@ -933,6 +973,7 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
 
     /// Renames tree `from` to `to`; false if there is no tree `from`. A tree `to` is an error.
     pub fn rename_tree(&mut self, from: &str, to: &str) -> Result<bool> {
+        self.check_usable()?;
         check_name(to)?;
         if self.snapshot.trees.contains_key(to) {
             return Err(Error::TreeExists(to.to_owned()));
@@ -947,9 +988,14 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
     }
 
     /// Deletes tree `name` and its entries; false if there is none. Its nodes are all read
-    /// to free their objects.
+    /// to free their objects; if one cannot be read, the transaction fails (it can only be
+    /// aborted).
     pub fn delete_tree(&mut self, name: &str) -> Result<bool> {
-        let Some(state) = self.snapshot.trees.remove(name) else { return Ok(false) };
+        self.check_usable()?;
+        let Some(state) = self.snapshot.trees.get(name) else { return Ok(false) };
+        let mut saved = Vec::new();
+        let mut ids = Vec::new();
+        let mut visited = std::collections::HashSet::new();
         let mut stack = vec![(&state.root, 0usize)];
         while let Some((link, depth)) = stack.pop() {
             if depth >= tree::MAX_DEPTH {
@@ -957,15 +1003,22 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
             }
             let node = tree::node(self.db, state.id, link)?;
             if let Some(id) = node.id {
-                if !node.dirty {
-                    self.superseded.push((id, Arc::clone(link.node.get().expect("loaded"))));
+                if !visited.insert(id) {
+                    return Err(Error::Corrupt(format!("object {id} holds two nodes of {name:?}")));
                 }
-                self.freed.push(id);
+                if !node.dirty {
+                    saved.push((id, Arc::clone(link.node.get().expect("loaded"))));
+                }
+                ids.push(id);
             }
             if let Body::Branch { children, .. } = &node.body {
                 stack.extend(children.iter().map(|c| (c, depth + 1)));
             }
         }
+        // Nothing has changed until every node was read.
+        self.snapshot.trees.remove(name);
+        self.superseded.extend(saved);
+        self.freed.extend(ids);
         self.changed = true;
         self.log.push(OP_DELETE);
         log_name(&mut self.log, name);
@@ -981,6 +1034,11 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
                     let id = r.u32()?;
                     let key_len = usize::from(r.u16()?);
                     let val_len = if op == OP_PUT { r.u32()? as usize } else { 0 };
+                    if key_len > MAX_KEY_LEN || val_len > MAX_VALUE_LEN {
+                        return Err(Error::Corrupt(format!(
+                            "an entry of {key_len} + {val_len} bytes is past the limits"
+                        )));
+                    }
                     let key = r.take(key_len)?;
                     let val = r.take(val_len)?;
                     let state =
@@ -1000,7 +1058,9 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
                             state.len += 1;
                         }
                     } else if edit.remove(&mut state.root, key)?.is_some() {
-                        state.len -= 1;
+                        state.len = state.len.checked_sub(1).ok_or_else(|| {
+                            Error::Corrupt(format!("tree {id} holds more entries than it counts"))
+                        })?;
                     }
                 }
                 OP_CREATE => {
@@ -1030,9 +1090,21 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
     }
 
     /// Makes the transaction's changes the last commit, durable as `durability` says.
+    ///
+    /// An error from the log's write or sync leaves the outcome unknown, as a failed
+    /// `fdatasync` does: the commit is not visible, the database refuses writes until it is
+    /// reopened, and the reopened database may or may not hold it. A commit whose record is
+    /// durable returns `Ok` even if the checkpoint it then runs (past
+    /// [`DbOptions::checkpoint_after_bytes`]) fails; that failure latches the database, and
+    /// the next write reports it.
     pub fn commit(self, durability: Durability) -> Result<()> {
-        let WriteTxn { db, mut pending, mut snapshot, superseded, freed, changed, log } = self;
+        let WriteTxn { db, mut pending, mut snapshot, superseded, freed, changed, log, failed } =
+            self;
+        if failed {
+            return Err(Error::TransactionFailed);
+        }
         db.check_writable()?;
+        Wal::check_len(&log)?;
         let durable = durability == Durability::Durable;
         let Some(wal) = &db.wal else {
             pending.superseded.extend(superseded);
@@ -1060,11 +1132,17 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
         pending.superseded.extend(superseded);
         pending.freed.extend(freed);
         pending.changed |= changed;
+        let snapshot = Arc::new(snapshot);
+        *db.committed.lock() = Arc::clone(&snapshot);
         if log_bytes >= db.checkpoint_after_bytes {
-            return db.checkpoint_locked(&mut pending, snapshot, true);
+            // The commit is durable and visible; a failure here latches the database.
+            let _ = db.checkpoint_locked(&mut pending, Snapshot::clone(&snapshot), true);
         }
-        *db.committed.lock() = Arc::new(snapshot);
         Ok(())
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        if self.failed { Err(Error::TransactionFailed) } else { Ok(()) }
     }
 
     /// Discards the transaction's changes (as dropping it does).
@@ -1110,13 +1188,18 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> ReadTxn<'_, S> {
     }
 }
 
+/// A key's encoding (of any length: lookups and bounds may be longer than a stored key).
 fn encode_key<K: Key, Q: KeyLike<K> + ?Sized>(key: &Q) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     key.encode_key(&mut out);
-    if out.len() > MAX_KEY_LEN {
-        return Err(Error::TooLarge { what: "key", len: out.len(), max: MAX_KEY_LEN });
-    }
     Ok(out)
+}
+
+fn check_key_len(key: &[u8]) -> Result<()> {
+    if key.len() > MAX_KEY_LEN {
+        return Err(Error::TooLarge { what: "key", len: key.len(), max: MAX_KEY_LEN });
+    }
+    Ok(())
 }
 
 fn encode_value<V: Value>(value: &V) -> Result<Vec<u8>> {
@@ -1163,6 +1246,9 @@ impl<'a, K: Key, V: Value> Tree<'a, K, V> {
     /// The value under `key`.
     pub fn get<Q: KeyLike<K> + ?Sized>(&self, key: &Q) -> Result<Option<V>> {
         let key = encode_key(key)?;
+        if key.len() > MAX_KEY_LEN {
+            return Ok(None);
+        }
         tree::get(self.ld, self.state.id, &self.state.root, &key)?
             .map(|v| V::decode(v).map_err(Error::from))
             .transpose()
@@ -1171,6 +1257,9 @@ impl<'a, K: Key, V: Value> Tree<'a, K, V> {
     /// Whether `key` has a value.
     pub fn contains_key<Q: KeyLike<K> + ?Sized>(&self, key: &Q) -> Result<bool> {
         let key = encode_key(key)?;
+        if key.len() > MAX_KEY_LEN {
+            return Ok(false);
+        }
         Ok(tree::get(self.ld, self.state.id, &self.state.root, &key)?.is_some())
     }
 
@@ -1274,6 +1363,7 @@ pub struct TreeMut<'a, K, V> {
     freed: &'a mut Vec<ObjectId>,
     log: &'a mut Vec<u8>,
     changed: &'a mut bool,
+    failed: &'a mut bool,
     _types: PhantomData<fn() -> (K, V)>,
 }
 
@@ -1316,12 +1406,25 @@ impl<K: Key, V: Value> TreeMut<'_, K, V> {
         self.view().get(key)
     }
 
-    /// Puts `value` under `key`; returns the value it replaced.
+    /// Puts `value` under `key`; returns the value it replaced. A key longer than
+    /// [`MAX_KEY_LEN`] or a value longer than [`MAX_VALUE_LEN`] encoded bytes is
+    /// [`Error::TooLarge`] (nothing changes). If the change fails partway (a node cannot be
+    /// read, or the old value does not decode as `V`), the transaction can only be aborted.
     pub fn insert<Q: KeyLike<K> + ?Sized>(&mut self, key: &Q, value: &V) -> Result<Option<V>> {
+        if *self.failed {
+            return Err(Error::TransactionFailed);
+        }
         let key = encode_key(key)?;
+        check_key_len(&key)?;
         let value = encode_value(value)?;
         let (mut edit, root) = self.edit();
-        let old = edit.insert(root, &key, &value)?;
+        let old = match edit.insert(root, &key, &value) {
+            Ok(old) => old,
+            Err(e) => {
+                *self.failed = true;
+                return Err(e);
+            }
+        };
         if old.is_none() {
             self.state.len += 1;
         }
@@ -1332,23 +1435,46 @@ impl<K: Key, V: Value> TreeMut<'_, K, V> {
         self.log.extend_from_slice(&(value.len() as u32).to_le_bytes());
         self.log.extend_from_slice(&key);
         self.log.extend_from_slice(&value);
-        old.map(|v| V::decode(&v).map_err(Error::from)).transpose()
+        self.decode_old(old)
     }
 
-    /// Removes `key`; returns its value.
+    /// The replaced or removed value, decoded; a value that does not decode fails the
+    /// transaction (the change is made and logged, so it can only be aborted).
+    fn decode_old(&mut self, old: Option<Bytes>) -> Result<Option<V>> {
+        let decoded = old.map(|v| V::decode(&v).map_err(Error::from)).transpose();
+        if decoded.is_err() {
+            *self.failed = true;
+        }
+        decoded
+    }
+
+    /// Removes `key`; returns its value. A failure partway fails the transaction, as for
+    /// [`insert`](Self::insert).
     pub fn remove<Q: KeyLike<K> + ?Sized>(&mut self, key: &Q) -> Result<Option<V>> {
+        if *self.failed {
+            return Err(Error::TransactionFailed);
+        }
         let key = encode_key(key)?;
+        if key.len() > MAX_KEY_LEN {
+            return Ok(None); // never stored
+        }
         let (mut edit, root) = self.edit();
-        let old = edit.remove(root, &key)?;
+        let old = match edit.remove(root, &key) {
+            Ok(old) => old,
+            Err(e) => {
+                *self.failed = true;
+                return Err(e);
+            }
+        };
         if old.is_some() {
-            self.state.len -= 1;
+            self.state.len = self.state.len.saturating_sub(1);
             *self.changed = true;
             self.log.push(OP_REMOVE);
             self.log.extend_from_slice(&self.state.id.to_le_bytes());
             self.log.extend_from_slice(&(key.len() as u16).to_le_bytes());
             self.log.extend_from_slice(&key);
         }
-        old.map(|v| V::decode(&v).map_err(Error::from)).transpose()
+        self.decode_old(old)
     }
 
     /// Removes the entries with keys in `range` for which `keep` is false; returns how many.

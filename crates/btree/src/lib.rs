@@ -158,6 +158,9 @@ pub enum Error {
     /// A key or value did not encode or decode.
     #[error(transparent)]
     Codec(#[from] bob_treap::Error),
+    /// An operation of this write transaction failed partway; it can only be aborted.
+    #[error("an operation of this write transaction failed partway; abort it")]
+    TransactionFailed,
     /// The database keeps a write-ahead log and was opened without one (its last commits
     /// would be missing).
     #[error("this database keeps a write-ahead log: open it with its log")]

@@ -205,13 +205,16 @@ impl Edit<'_> {
     /// Merges child `i` with a sibling, or refills it from one, if it is under the minimum.
     fn rebalance(&mut self, keys: &mut Vec<Key>, children: &mut Vec<Link>, i: usize) -> Result<()> {
         let child = children[i].node.get().expect("the removal loaded it");
-        if child.encoded_len() >= NODE_MIN && child.len() > 0 {
+        if (child.encoded_len() >= NODE_MIN && child.len() > 0) || children.len() < 2 {
             return Ok(());
         }
         let l = if i + 1 < children.len() { i } else { i - 1 };
         let (left_half, right_half) = children.split_at_mut(l + 1);
         let left = self.node_mut(&mut left_half[l])?;
         let right = self.node_mut(&mut right_half[0])?;
+        if matches!(left.body, Body::Leaf { .. }) != matches!(right.body, Body::Leaf { .. }) {
+            return Err(Error::Corrupt("sibling B-tree nodes at different depths".into()));
+        }
         let sep_len = match left.body {
             Body::Branch { .. } => 10 + keys[l].len(),
             Body::Leaf { .. } => 0,

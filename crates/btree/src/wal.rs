@@ -35,9 +35,11 @@ pub trait LogDir: Send + Sync {
     fn create(&self, seq: u64, header: &[u8]) -> io::Result<LogFile>;
     /// Opens segment `seq`.
     fn open(&self, seq: u64) -> io::Result<LogFile>;
-    /// Removes segment `seq` (need not be durable: a segment that comes back holds only
-    /// records a checkpoint made redundant).
+    /// Removes segment `seq` (need not be durable until [`sync`](Self::sync): a segment that
+    /// comes back holds only records a checkpoint made redundant).
     fn remove(&self, seq: u64) -> io::Result<()>;
+    /// Makes earlier removals durable.
+    fn sync(&self) -> io::Result<()>;
 }
 
 /// Segments as files `<seq>.log` (20 digits) in a directory.
@@ -91,6 +93,10 @@ impl LogDir for OsLogDir {
 
     fn remove(&self, seq: u64) -> io::Result<()> {
         std::fs::remove_file(self.path(seq))
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        bob_io_helpers::sync_dir(&self.dir).map_err(io::Error::other)
     }
 }
 
@@ -150,6 +156,9 @@ impl SegmentHeader {
         if u64_at(8) != seq {
             return Err(corrupt("the header names another segment"));
         }
+        if u64_at(24) == 0 || u64_at(24) == u64::MAX {
+            return Err(corrupt("a first LSN out of range"));
+        }
         Ok(Self { seq, salt: u64_at(16), first_lsn: u64_at(24), log_id: u64_at(32) })
     }
 }
@@ -180,21 +189,21 @@ fn group_bytes(first_lsn: u64, durable_lsn: u64, salt: u64, record: &[u8], out: 
 }
 
 /// The group at `pos` if one that verifies (for `salt`) starts there; its records' bytes
-/// in `body`.
+/// in `body`. A read error is an error, never taken for a torn tail.
 fn read_group(
     file: &LogFile,
     file_len: u64,
     pos: u64,
     salt: u64,
     body: &mut Vec<u8>,
-) -> Option<Group> {
-    if pos + GROUP_HEADER as u64 > file_len {
-        return None;
+) -> Result<Option<Group>> {
+    if pos.saturating_add(GROUP_HEADER as u64) > file_len {
+        return Ok(None);
     }
     let mut header = [0u8; GROUP_HEADER];
-    file.read_at(&mut header, pos).ok()?;
+    file.read_at(&mut header, pos)?;
     if &header[..4] != GROUP_MAGIC {
-        return None;
+        return Ok(None);
     }
     let u64_at = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().expect("8"));
     let len = u64::from(u32::from_le_bytes(header[4..8].try_into().expect("4")));
@@ -202,21 +211,21 @@ fn read_group(
         || len as usize > MAX_RECORD + 4
         || pos + GROUP_HEADER as u64 + len > file_len
     {
-        return None;
+        return Ok(None);
     }
     body.clear();
-    file.read_to_vec(body, len as usize, pos + GROUP_HEADER as u64).ok()?;
+    file.read_to_vec(body, len as usize, pos + GROUP_HEADER as u64)?;
     let sum = checksum(&header[..40]) ^ checksum(body).rotate_left(17);
     if sum != u64_at(40) || header[36..40] != [0; 4] {
-        return None;
+        return Ok(None);
     }
     let count = u32::from_le_bytes(header[32..36].try_into().expect("4"));
-    Some(Group {
-        len: GROUP_HEADER as u64 + len,
-        first_lsn: u64_at(8),
-        durable_lsn: u64_at(16),
-        count,
-    })
+    let first_lsn = u64_at(8);
+    // A group's LSNs are numbered from 1 and never wrap.
+    if first_lsn == 0 || first_lsn.checked_add(u64::from(count)).is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Group { len: GROUP_HEADER as u64 + len, first_lsn, durable_lsn: u64_at(16), count }))
 }
 
 /// The segment appended to.
@@ -257,8 +266,11 @@ impl Wal {
         after_lsn: u64,
         segment_limit: u64,
     ) -> Result<(Self, Recovered)> {
+        if after_lsn == u64::MAX {
+            return Err(Error::Corrupt("the catalog's log LSN is out of range".into()));
+        }
         let seqs = dir.list()?;
-        let mut records = Vec::new();
+        let mut records: Recovered = Vec::new();
         let mut segments = Vec::new();
         let mut expected: Option<u64> = None;
         let mut body = Vec::new();
@@ -270,64 +282,71 @@ impl Wal {
             file.read_at(&mut head, 0)?;
             opened.push((seq, file, file_len, SegmentHeader::decode(seq, &head)));
         }
+        // The last segment's creation may have been cut short (it is created under its name
+        // before its header page is synced): with nothing past its header page it holds no
+        // record, and it is removed so that it never stands before a later segment.
+        if let Some((seq, _, file_len, Err(_))) = opened.last()
+            && *file_len <= PAGE
+        {
+            dir.remove(*seq)?;
+            dir.sync()?;
+            opened.pop();
+        }
         let first_lsns: Vec<Option<u64>> =
             opened.iter().map(|o| o.3.as_ref().ok().map(|h| h.first_lsn)).collect();
+        let next_seq = seqs.last().map_or(1, |s| s + 1);
         for (i, (seq, file, file_len, header)) in opened.into_iter().enumerate() {
-            let last = i + 1 == seqs.len();
-            let header = match header {
-                Ok(header) => header,
-                // A segment whose creation a crash cut short holds nothing.
-                Err(_) if last => break,
-                Err(e) => return Err(e),
-            };
+            let header = header?;
             if header.log_id != log_id {
                 return Err(Error::Corrupt(format!(
                     "log segment {seq} belongs to another database (log id {:#x}, not {log_id:#x})",
                     header.log_id
                 )));
             }
+            let start = header.first_lsn;
             match expected {
-                // Records between the two are in the checkpoint, or there is a gap.
-                Some(e) if header.first_lsn != e && header.first_lsn > after_lsn + 1 => {
+                // The segment continues the one before; or it starts inside the checkpoint
+                // (records between are in it), where the one before held nothing past it.
+                Some(e) if start == e => {}
+                Some(e) if start <= after_lsn + 1 && e <= after_lsn + 1 => {}
+                Some(e) => {
                     return Err(Error::Corrupt(format!(
-                        "log segment {seq} starts at LSN {}, the segments before it end \
-                         before LSN {e}",
-                        header.first_lsn
+                        "log segment {seq} starts at LSN {start}, the segments before it end \
+                         before LSN {e}: records are missing or overlap"
                     )));
                 }
-                None if header.first_lsn > after_lsn + 1 => {
+                None if start > after_lsn + 1 => {
                     return Err(Error::Corrupt(format!(
-                        "the log starts at LSN {}, after the checkpoint's {after_lsn} + 1: \
-                         records are missing",
-                        header.first_lsn
+                        "the log starts at LSN {start}, after the checkpoint's {after_lsn} + 1: \
+                         records are missing"
                     )));
                 }
-                _ => {}
+                None => {}
             }
-            segments.push((seq, header.first_lsn));
+            segments.push((seq, start));
             if first_lsns.get(i + 1).copied().flatten().is_some_and(|next| next <= after_lsn + 1) {
                 // The next segment starts at or before the checkpoint's LSN + 1: every record
                 // of this one is in the checkpoint, and nothing of it is read.
                 expected = None;
                 continue;
             }
-            let mut want = header.first_lsn;
+            let mut want = start;
             let mut pos = PAGE;
             loop {
                 let mut found =
-                    read_group(&file, file_len, pos, header.salt, &mut body).map(|g| (g, pos));
+                    read_group(&file, file_len, pos, header.salt, &mut body)?.map(|g| (g, pos));
                 let page = round_up(pos);
                 if found.is_none() && page != pos {
-                    found = read_group(&file, file_len, page, header.salt, &mut body)
+                    found = read_group(&file, file_len, page, header.salt, &mut body)?
                         .map(|g| (g, page));
                 }
-                let Some((group, at)) = found else { break };
-                if group.first_lsn != want || group.count == 0 {
-                    return Err(Error::Corrupt(format!(
-                        "log segment {seq}: a group of LSN {} where LSN {want} belongs",
-                        group.first_lsn
-                    )));
-                }
+                // A group that is not the next one ends the chain as a torn one does (a
+                // group after a torn one may start on the page boundary the torn one ended
+                // at); the scan below decides whether a synced record went missing.
+                let Some((group, at)) = found.filter(|(g, _)| g.first_lsn == want && g.count > 0)
+                else {
+                    break;
+                };
                 let mut off = 0usize;
                 for k in 0..u64::from(group.count) {
                     let len = body
@@ -335,9 +354,7 @@ impl Wal {
                         .map(|b| u32::from_le_bytes(b.try_into().expect("4")) as usize)
                         .filter(|&len| off + 4 + len <= body.len())
                         .ok_or_else(|| {
-                            Error::Corrupt(format!(
-                                "log segment {seq}: a group's records overrun it"
-                            ))
+                            Error::Corrupt(format!("log segment {seq}: a group's records overrun it"))
                         })?;
                     let lsn = group.first_lsn + k;
                     if lsn > after_lsn {
@@ -349,23 +366,24 @@ impl Wal {
                 pos = at + group.len;
             }
             // The chain ended: nothing after it may say a missing record had been synced.
-            let mut page = round_up(pos + 1);
-            while page + GROUP_HEADER as u64 <= file_len {
-                if let Some(g) = read_group(&file, file_len, page, header.salt, &mut body)
-                    && g.durable_lsn >= want
-                    && want > after_lsn
-                {
-                    return Err(Error::Corrupt(format!(
-                        "log segment {seq}: the group of LSN {want} is damaged, and a later \
-                         group says it had been synced"
-                    )));
+            if want > after_lsn {
+                let mut page = round_up(pos);
+                while page.saturating_add(GROUP_HEADER as u64) <= file_len {
+                    if page >= pos
+                        && let Some(g) = read_group(&file, file_len, page, header.salt, &mut body)?
+                        && g.durable_lsn >= want
+                    {
+                        return Err(Error::Corrupt(format!(
+                            "log segment {seq}: the group of LSN {want} is damaged, and a later \
+                             group says it had been synced"
+                        )));
+                    }
+                    page += PAGE;
                 }
-                page += PAGE;
             }
             expected = Some(want);
         }
         let next_lsn = expected.map_or(after_lsn + 1, |e| e.max(after_lsn + 1));
-        let next_seq = seqs.last().map_or(1, |s| s + 1);
         let wal = Self {
             dir,
             log_id,
@@ -387,8 +405,9 @@ impl Wal {
         self.since_release
     }
 
-    /// Appends `record`; syncs when `sync` or when a megabyte is waiting. Returns its LSN.
-    pub(crate) fn append(&mut self, record: &[u8], sync: bool) -> Result<u64> {
+    /// Whether `record` is too long for a log record (a caller's error, checked before any
+    /// write).
+    pub(crate) fn check_len(record: &[u8]) -> Result<()> {
         if record.len() > MAX_RECORD {
             return Err(Error::TooLarge {
                 what: "transaction's log record",
@@ -396,6 +415,12 @@ impl Wal {
                 max: MAX_RECORD,
             });
         }
+        Ok(())
+    }
+
+    /// Appends `record`; syncs when `sync` or when a megabyte is waiting. Returns its LSN.
+    pub(crate) fn append(&mut self, record: &[u8], sync: bool) -> Result<u64> {
+        Self::check_len(record)?;
         let lsn = self.next_lsn;
         let needed = (GROUP_HEADER + 4 + record.len()) as u64;
         let roll = self
@@ -462,7 +487,8 @@ impl Wal {
         let mut keep = Vec::new();
         let segments = std::mem::take(&mut self.segments);
         for (i, &(seq, first)) in segments.iter().enumerate() {
-            let last_lsn = segments.get(i + 1).map_or(self.next_lsn - 1, |&(_, next)| next - 1);
+            let last_lsn =
+                segments.get(i + 1).map_or(self.next_lsn - 1, |&(_, next)| next.saturating_sub(1));
             if last_lsn <= lsn {
                 if Some(seq) == active {
                     // Everything in it is in the checkpoint: the next append starts a segment.

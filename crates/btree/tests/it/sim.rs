@@ -63,4 +63,8 @@ impl LogDir for SimLogDir {
         self.files.lock().unwrap().remove(&seq);
         Ok(())
     }
+
+    fn sync(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
