@@ -15,7 +15,7 @@ use bob_store_concurrent::ConcurrentStore;
 use bob_store_core::{ObjectId, PRIME_OBJECT_ID, PrimeStorer, SplitStore, Store, StoreOptions};
 
 use crate::catalog::{Catalog, MAX_NAME_LEN, StoredTree};
-use crate::node::{Body, Link, MAX_KEY_LEN, MAX_VALUE_LEN, Node};
+use crate::node::{Body, Bytes, Link, MAX_KEY_LEN, MAX_VALUE_LEN, Node};
 use crate::tree::{self, Edit, Load, RawIter};
 use crate::wal::{LogDir, OsLogDir, Wal};
 use crate::{Error, Key, KeyLike, Result, Value};
@@ -645,9 +645,10 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             *self.committed.lock() = Arc::new(snapshot);
             return Ok(());
         }
-        let epoch = snapshot.epoch.checked_add(1).ok_or_else(|| {
-            Error::Corrupt("the checkpoint epoch is out of range".into())
-        })?;
+        let epoch = snapshot
+            .epoch
+            .checked_add(1)
+            .ok_or_else(|| Error::Corrupt("the checkpoint epoch is out of range".into()))?;
         let started = std::time::Instant::now();
         let mut written = (0u64, 0u64);
         let result = (|| {

@@ -354,7 +354,9 @@ impl Wal {
                         .map(|b| u32::from_le_bytes(b.try_into().expect("4")) as usize)
                         .filter(|&len| off + 4 + len <= body.len())
                         .ok_or_else(|| {
-                            Error::Corrupt(format!("log segment {seq}: a group's records overrun it"))
+                            Error::Corrupt(format!(
+                                "log segment {seq}: a group's records overrun it"
+                            ))
                         })?;
                     let lsn = group.first_lsn + k;
                     if lsn > after_lsn {
@@ -517,4 +519,111 @@ pub(crate) fn fresh_salt(seq: u64) -> u64 {
     bytes[8..16].copy_from_slice(&seq.to_le_bytes());
     bytes[16..].copy_from_slice(&u64::from(std::process::id()).to_le_bytes());
     checksum(&bytes) | 1
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use bob_io_helpers::testing::SimDisk;
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Dir(Arc<Mutex<BTreeMap<u64, SimDisk>>>);
+
+    impl LogDir for Dir {
+        fn list(&self) -> io::Result<Vec<u64>> {
+            Ok(self.0.lock().unwrap().keys().copied().collect())
+        }
+        fn create(&self, seq: u64, header: &[u8]) -> io::Result<LogFile> {
+            let disk = SimDisk::new();
+            disk.write_at(header, 0)?;
+            disk.sync_data()?;
+            self.0.lock().unwrap().insert(seq, disk.clone());
+            Ok(Arc::new(disk))
+        }
+        fn open(&self, seq: u64) -> io::Result<LogFile> {
+            Ok(Arc::new(self.0.lock().unwrap()[&seq].clone()))
+        }
+        fn remove(&self, seq: u64) -> io::Result<()> {
+            self.0.lock().unwrap().remove(&seq);
+            Ok(())
+        }
+        fn sync(&self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn segment(dir: &Dir, seq: u64) -> SimDisk {
+        dir.0.lock().unwrap()[&seq].clone()
+    }
+
+    /// A torn buffered group that ends exactly on a page boundary, followed by an intact one
+    /// that starts there: a torn tail (the later group was never synced), not damage.
+    #[test]
+    fn a_torn_group_ending_on_a_page_boundary_is_a_tail() {
+        let dir = Dir::default();
+        let (mut wal, _) = Wal::open(Box::new(dir.clone()), 7, 0, 1 << 20).unwrap();
+        // 48 + 4 + 4,044 bytes: the first group fills page 1 exactly.
+        wal.append(&[1u8; 4044], false).unwrap();
+        wal.append(&[2u8; 10], false).unwrap();
+        let disk = segment(&dir, 1);
+        disk.write_at(&[0xEE; 100], PAGE + 200).unwrap();
+        let (wal, records) = Wal::open(Box::new(dir.clone()), 7, 0, 1 << 20).unwrap();
+        assert!(records.is_empty());
+        assert_eq!(wal.next_lsn, 1);
+    }
+
+    /// The same damage when the later group says the first had been synced: an error.
+    #[test]
+    fn a_damaged_group_a_later_one_says_was_synced_is_an_error() {
+        let dir = Dir::default();
+        let (mut wal, _) = Wal::open(Box::new(dir.clone()), 7, 0, 1 << 20).unwrap();
+        wal.append(&[1u8; 4044], true).unwrap();
+        wal.append(&[2u8; 10], false).unwrap();
+        segment(&dir, 1).write_at(&[0xEE; 100], PAGE + 200).unwrap();
+        let err = Wal::open(Box::new(dir.clone()), 7, 0, 1 << 20).err().expect("an error");
+        assert!(matches!(err, Error::Corrupt(ref why) if why.contains("synced")), "{err}");
+        // Inside the checkpoint, the same damage costs nothing.
+        let (_, records) = Wal::open(Box::new(dir), 7, 2, 1 << 20).unwrap();
+        assert!(records.is_empty());
+    }
+
+    /// A last segment whose creation a crash cut short is removed, so that it never stands
+    /// before a later segment; a damaged header with groups after it is an error.
+    #[test]
+    fn a_segment_cut_short_at_creation_is_removed_and_a_damaged_one_refused() {
+        let dir = Dir::default();
+        let (mut wal, _) = Wal::open(Box::new(dir.clone()), 7, 0, 1 << 20).unwrap();
+        wal.append(b"one", true).unwrap();
+        dir.0.lock().unwrap().insert(2, SimDisk::from_image(vec![b'B'; 20]));
+        let (mut wal, records) = Wal::open(Box::new(dir.clone()), 7, 0, 1 << 20).unwrap();
+        assert_eq!(records, [(1, b"one".to_vec())]);
+        assert_eq!(dir.list().unwrap(), [1]);
+        wal.append(b"two", true).unwrap();
+        let (_, records) = Wal::open(Box::new(dir.clone()), 7, 0, 1 << 20).unwrap();
+        assert_eq!(records.len(), 2);
+        // Damage the header of a segment that holds groups.
+        segment(&dir, 1).write_at(&[0; 8], 8).unwrap();
+        assert!(Wal::open(Box::new(dir), 7, 0, 1 << 20).is_err());
+    }
+
+    /// A read error is an error, never the end of the log.
+    #[test]
+    fn a_read_error_is_not_a_torn_tail() {
+        use bob_io_helpers::testing::{FaultKind, FaultPlan, OpFilter, OpKind, Repeat};
+        let dir = Dir::default();
+        let (mut wal, _) = Wal::open(Box::new(dir.clone()), 7, 0, 1 << 20).unwrap();
+        wal.append(b"one", true).unwrap();
+        wal.append(b"two", true).unwrap();
+        segment(&dir, 1).set_fault(FaultPlan {
+            at: 1,
+            on: OpFilter::Only(OpKind::Read),
+            kind: FaultKind::Io,
+            repeat: Repeat::Always,
+        });
+        assert!(matches!(Wal::open(Box::new(dir), 7, 0, 1 << 20), Err(Error::Log(_))));
+    }
 }

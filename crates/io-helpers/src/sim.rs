@@ -327,6 +327,20 @@ impl SimDisk {
         }
     }
 
+    /// A new handle on this disk as a process that replaces a crashed one finds it: the same
+    /// bytes, and the writes the crashed process never synced still unsynced (a power loss
+    /// later may still lose them, unless someone syncs). Counts and faults start afresh.
+    pub fn after_process_crash(&self) -> SimDisk {
+        let state = self.state.lock();
+        let copy = State {
+            live: state.live.clone(),
+            durable: state.durable.clone(),
+            pending: state.pending.clone(),
+            ..State::default()
+        };
+        SimDisk { state: Arc::new(Mutex::new(copy)) }
+    }
+
     /// A fresh disk holding [`crash_image`](Self::crash_image), as a restarted machine sees it.
     pub fn crashed(&self, mode: CrashMode, seed: u64) -> SimDisk {
         SimDisk::from_image(self.crash_image(mode, seed))

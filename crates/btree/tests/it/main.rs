@@ -1,5 +1,6 @@
 //! bob-btree against a model (`std::collections::BTreeMap`), through reopens and crashes.
 
+mod big;
 mod model;
 mod sim;
 mod trees;

@@ -30,6 +30,13 @@ impl SimLogDir {
         Self { files: Arc::new(Mutex::new(files)) }
     }
 
+    /// The directory a process replacing a crashed one finds: unsynced writes still unsynced.
+    pub(crate) fn after_process_crash(&self) -> Self {
+        let files = self.files.lock().unwrap();
+        let files = files.iter().map(|(&seq, disk)| (seq, disk.after_process_crash())).collect();
+        Self { files: Arc::new(Mutex::new(files)) }
+    }
+
     /// The segments' sequence numbers and disks.
     pub(crate) fn segments(&self) -> Vec<(u64, SimDisk)> {
         self.files.lock().unwrap().iter().map(|(s, d)| (*s, d.clone())).collect()
