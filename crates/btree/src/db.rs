@@ -717,17 +717,23 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         written: &mut (u64, u64),
     ) -> Result<()> {
         let Some(arc) = link.node.get_mut() else { return Ok(()) };
-        if !arc.dirty {
+        if !arc.dirty && !arc.below {
             return Ok(());
         }
         if depth >= tree::MAX_DEPTH {
             return Err(Error::Corrupt("a B-tree path is too deep to write".into()));
         }
         let node = Arc::make_mut(arc);
-        if let Body::Branch { children, .. } = &mut node.body {
+        if node.below
+            && let Body::Branch { children, .. } = &mut node.body
+        {
             for child in children {
                 self.write_dirty(child, tree, epoch, buf, depth + 1, written)?;
             }
+        }
+        node.below = false;
+        if !node.dirty {
+            return Ok(()); // only copied on the way to changes below: its object is current
         }
         node.encode(tree, epoch, buf);
         written.0 += 1;

@@ -104,6 +104,9 @@ pub(crate) struct Node {
     pub id: Option<ObjectId>,
     /// It differs from what its object holds (a new node is dirty).
     pub dirty: bool,
+    /// A node below it is dirty (it was copied on the way there; its own bytes, child ids
+    /// included, are what its object holds unless `dirty`).
+    pub below: bool,
     /// Its entries.
     pub body: Body,
 }
@@ -156,7 +159,32 @@ impl Link {
 impl Node {
     /// An empty leaf that no checkpoint has written.
     pub(crate) fn empty_leaf() -> Self {
-        Self { id: None, dirty: true, body: Body::Leaf { keys: Vec::new(), vals: Vec::new() } }
+        Self {
+            id: None,
+            dirty: true,
+            below: false,
+            body: Body::Leaf { keys: Vec::new(), vals: Vec::new() },
+        }
+    }
+
+    /// This node as its object holds it, for readers of older snapshots: children as links
+    /// to their objects (the copies in memory may have changed since). Only for a node that
+    /// is not dirty (its bytes and child ids are its object's).
+    pub(crate) fn disk_copy(&self) -> Self {
+        let body = match &self.body {
+            Body::Leaf { .. } => self.body.clone(),
+            Body::Branch { keys, children } => Body::Branch {
+                keys: keys.clone(),
+                children: children
+                    .iter()
+                    .map(|c| match c.node.get().map_or(c.id, |n| n.id) {
+                        Some(id) => Link::stored(id, c.seen),
+                        None => c.clone(), // not reached: a new child makes its parent dirty
+                    })
+                    .collect(),
+            },
+        };
+        Self { id: self.id, dirty: false, below: false, body }
     }
 
     /// The number of keys.
@@ -298,7 +326,7 @@ impl Node {
         }
         let body =
             if kind == LEAF { Body::Leaf { keys, vals } } else { Body::Branch { keys, children } };
-        Ok((Self { id: Some(id), dirty: false, body }, written))
+        Ok((Self { id: Some(id), dirty: false, below: false, body }, written))
     }
 }
 
@@ -338,6 +366,7 @@ mod tests {
         Node {
             id: Some(ObjectId(9)),
             dirty: false,
+            below: false,
             body: Body::Leaf {
                 keys: pairs.iter().map(|p| p.0.into()).collect(),
                 vals: pairs.iter().map(|p| p.1.into()).collect(),
@@ -366,6 +395,7 @@ mod tests {
         let branch = Node {
             id: None,
             dirty: true,
+            below: false,
             body: Body::Branch {
                 keys: vec![b"m".as_slice().into()],
                 children: vec![Link::stored(ObjectId(5), 1), Link::stored(ObjectId(6), 1)],

@@ -74,21 +74,54 @@ pub(crate) struct Edit<'a> {
 }
 
 impl Edit<'_> {
-    /// The node behind `link`, loaded and made private to this writer, marked dirty.
-    fn node_mut<'l>(&mut self, link: &'l mut Link) -> Result<&'l mut Node> {
+    /// The node behind `link`, loaded.
+    fn load(&mut self, link: &mut Link) -> Result<()> {
         if link.node.get().is_none() {
             let loaded = self.ld.load(self.tree, link)?;
             let _ = link.node.set(loaded);
         }
+        Ok(())
+    }
+
+    /// The node behind `link`, loaded and made private to this writer, marked dirty (its
+    /// object's version saved first, for older snapshots).
+    fn node_mut<'l>(&mut self, link: &'l mut Link) -> Result<&'l mut Node> {
+        self.load(link)?;
         let arc = link.node.get_mut().expect("loaded just above");
         if !arc.dirty
             && let Some(id) = arc.id
         {
-            self.superseded.push((id, Arc::clone(arc)));
+            // Unless copied on the way to a change below, the shared node is its object's.
+            let saved = if arc.below { Arc::new(arc.disk_copy()) } else { Arc::clone(arc) };
+            self.superseded.push((id, saved));
         }
         let node = Arc::make_mut(arc);
         node.dirty = true;
         Ok(node)
+    }
+
+    /// The node behind `link`, loaded and made private to this writer on the way to a
+    /// change below it: marked `below`, not dirty (its own bytes do not change).
+    fn node_path<'l>(&mut self, link: &'l mut Link) -> Result<&'l mut Node> {
+        self.load(link)?;
+        let node = Arc::make_mut(link.node.get_mut().expect("loaded just above"));
+        node.below = true;
+        Ok(node)
+    }
+
+    /// Marks a node reached by [`node_path`](Self::node_path) dirty, before it changes.
+    fn dirty(&mut self, node: &mut Node) {
+        if !node.dirty {
+            if let Some(id) = node.id {
+                self.superseded.push((id, Arc::new(node.disk_copy())));
+            }
+            node.dirty = true;
+        }
+    }
+
+    fn is_leaf(&mut self, link: &mut Link) -> Result<bool> {
+        self.load(link)?;
+        Ok(matches!(link.node.get().expect("loaded").body, Body::Leaf { .. }))
     }
 
     fn free(&mut self, node: &Node) {
@@ -112,6 +145,7 @@ impl Edit<'_> {
                 Node {
                     id: None,
                     dirty: true,
+                    below: true,
                     body: Body::Branch { keys: vec![sep], children: vec![left, right] },
                 },
                 seen,
@@ -133,27 +167,32 @@ impl Edit<'_> {
         }
         let probe = Probe::new(key);
         let seen = link.seen;
-        let node = self.node_mut(link)?;
-        let old = match &mut node.body {
-            Body::Leaf { keys, vals } => match keys.binary_search_by(|k| k.cmp_probe(&probe)) {
+        let (node, old) = if self.is_leaf(link)? {
+            let node = self.node_mut(link)?;
+            let Body::Leaf { keys, vals } = &mut node.body else { unreachable!("a leaf") };
+            let old = match keys.binary_search_by(|k| k.cmp_probe(&probe)) {
                 Ok(i) => Some(std::mem::replace(&mut vals[i], val.into())),
                 Err(i) => {
                     keys.insert(i, key.into());
                     vals.insert(i, val.into());
                     None
                 }
-            },
-            Body::Branch { keys, children } => {
-                let i = keys.partition_point(|k| k.cmp_probe(&probe).is_le());
-                let (old, split) = self.insert_at(&mut children[i], key, val, depth + 1)?;
-                if let Some((sep, right)) = split {
-                    keys.insert(i, sep);
-                    children.insert(i + 1, right);
-                }
-                old
+            };
+            (node, old)
+        } else {
+            let node = self.node_path(link)?;
+            let Body::Branch { keys, children } = &mut node.body else { unreachable!("a branch") };
+            let i = keys.partition_point(|k| k.cmp_probe(&probe).is_le());
+            let (old, split) = self.insert_at(&mut children[i], key, val, depth + 1)?;
+            if let Some((sep, right)) = split {
+                self.dirty(node);
+                let Body::Branch { keys, children } = &mut node.body else { unreachable!() };
+                keys.insert(i, sep);
+                children.insert(i + 1, right);
             }
+            (node, old)
         };
-        if node.encoded_len() <= NODE_TARGET {
+        if !node.dirty || node.encoded_len() <= NODE_TARGET {
             return Ok((old, None));
         }
         let (sep, right) = split(node);
@@ -166,10 +205,13 @@ impl Edit<'_> {
             return Ok(None); // Nothing changes: no node is copied or dirtied.
         }
         let old = self.remove_at(root, key, 0)?;
-        let node = self.node_mut(root)?;
-        if let Body::Branch { keys, children } = &mut node.body
-            && keys.is_empty()
-        {
+        let collapse = matches!(
+            &root.node.get().expect("loaded by the removal").body,
+            Body::Branch { keys, .. } if keys.is_empty()
+        );
+        if collapse {
+            let node = self.node_mut(root)?;
+            let Body::Branch { children, .. } = &mut node.body else { unreachable!("a branch") };
             let only = children.pop().expect("a branch has a child");
             let old_root = std::mem::replace(root, only);
             self.free(old_root.node.get().expect("loaded"));
@@ -182,30 +224,38 @@ impl Edit<'_> {
             return Err(too_deep());
         }
         let probe = Probe::new(key);
-        let node = self.node_mut(link)?;
-        match &mut node.body {
-            Body::Leaf { keys, vals } => match keys.binary_search_by(|k| k.cmp_probe(&probe)) {
+        if self.is_leaf(link)? {
+            let node = self.node_mut(link)?;
+            let Body::Leaf { keys, vals } = &mut node.body else { unreachable!("a leaf") };
+            return Ok(match keys.binary_search_by(|k| k.cmp_probe(&probe)) {
                 Ok(i) => {
                     keys.remove(i);
-                    Ok(Some(vals.remove(i)))
+                    Some(vals.remove(i))
                 }
-                Err(_) => Ok(None),
-            },
-            Body::Branch { keys, children } => {
-                let i = keys.partition_point(|k| k.cmp_probe(&probe).is_le());
-                let old = self.remove_at(&mut children[i], key, depth + 1)?;
-                if old.is_some() {
-                    self.rebalance(keys, children, i)?;
-                }
-                Ok(old)
-            }
+                Err(_) => None,
+            });
         }
+        let node = self.node_path(link)?;
+        let Body::Branch { keys, children } = &mut node.body else { unreachable!("a branch") };
+        let i = keys.partition_point(|k| k.cmp_probe(&probe).is_le());
+        let old = self.remove_at(&mut children[i], key, depth + 1)?;
+        if old.is_some() && self.needs_rebalance(children, i) {
+            self.dirty(node);
+            let Body::Branch { keys, children } = &mut node.body else { unreachable!() };
+            self.rebalance(keys, children, i)?;
+        }
+        Ok(old)
+    }
+
+    /// Whether child `i` fell under the minimum and has a sibling to merge with.
+    fn needs_rebalance(&self, children: &[Link], i: usize) -> bool {
+        let child = children[i].node.get().expect("the removal loaded it");
+        children.len() >= 2 && (child.encoded_len() < NODE_MIN || child.len() == 0)
     }
 
     /// Merges child `i` with a sibling, or refills it from one, if it is under the minimum.
     fn rebalance(&mut self, keys: &mut Vec<Key>, children: &mut Vec<Link>, i: usize) -> Result<()> {
-        let child = children[i].node.get().expect("the removal loaded it");
-        if (child.encoded_len() >= NODE_MIN && child.len() > 0) || children.len() < 2 {
+        if !self.needs_rebalance(children, i) {
             return Ok(());
         }
         let l = if i + 1 < children.len() { i } else { i - 1 };
@@ -299,6 +349,7 @@ fn split(node: &mut Node) -> (Key, Node) {
             let right = Node {
                 id: None,
                 dirty: true,
+                below: true,
                 body: Body::Branch { keys: right_keys, children: right_children },
             };
             return (sep, right);
@@ -306,7 +357,7 @@ fn split(node: &mut Node) -> (Key, Node) {
     };
     let Body::Leaf { keys, .. } = &body else { unreachable!("built as a leaf") };
     let sep = keys[0].clone();
-    (sep, Node { id: None, dirty: true, body })
+    (sep, Node { id: None, dirty: true, below: false, body })
 }
 
 /// A position in the tree: the path of nodes from the root and the index taken in each.

@@ -188,3 +188,34 @@ fn the_persistence_thread_checkpoints_and_keeps_to_the_memory_budget() {
     assert_eq!(t.len(), 3000);
     assert!(t.iter().unwrap().all(|e| e.unwrap().1 == 59));
 }
+
+/// A change rewrites the node it changes, not the path to the root: one insert that splits
+/// nothing costs one node at the next checkpoint.
+#[test]
+fn a_change_rewrites_one_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = bob_btree::DbOptions { checkpoint_interval: None, ..Default::default() };
+    let db = Db::create_with(&dir.path().join("db.bob"), &options).unwrap();
+    let mut tx = db.begin_write().unwrap();
+    {
+        let mut t = tx.open_tree::<u64, u64>("t").unwrap();
+        for k in 0..20_000u64 {
+            t.insert(&(k * 2), &k).unwrap();
+        }
+    }
+    tx.commit(Durability::Durable).unwrap();
+    db.checkpoint().unwrap();
+    let before = db.stats();
+    let read = db.begin_read(); // an old snapshot, across the change
+    let mut tx = db.begin_write().unwrap();
+    tx.open_tree::<u64, u64>("t").unwrap().insert(&20_001, &1).unwrap();
+    tx.commit(Durability::Durable).unwrap();
+    db.checkpoint().unwrap();
+    let after = db.stats();
+    assert_eq!(after.nodes_written - before.nodes_written, 1, "{after:?}");
+    let old = read.open_tree::<u64, u64>("t").unwrap();
+    assert_eq!(old.get(&20_001).unwrap(), None);
+    assert_eq!(old.iter().unwrap().count(), 20_000);
+    drop(read);
+    assert!(db.verify().unwrap().is_clean());
+}
