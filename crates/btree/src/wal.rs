@@ -30,17 +30,29 @@ pub type LogFile = Arc<dyn FileBackend + Send + Sync>;
 pub trait LogDir: Send + Sync {
     /// The sequence numbers of the segments present.
     fn list(&self) -> io::Result<Vec<u64>>;
-    /// Creates segment `seq` holding `header` (one whole page), durable (contents and name)
-    /// on return.
+    /// Creates segment `seq` holding `header` (one whole page) at its start, durable
+    /// (contents and name) on return. It may be a retired segment put back to use: its header
+    /// page is rewritten and synced before it takes the new name, and the rest keeps old
+    /// groups, which carry another salt.
     fn create(&self, seq: u64, header: &[u8]) -> io::Result<LogFile>;
     /// Opens segment `seq`.
     fn open(&self, seq: u64) -> io::Result<LogFile>;
     /// Removes segment `seq` (need not be durable until [`sync`](Self::sync): a segment that
     /// comes back holds only records a checkpoint made redundant).
     fn remove(&self, seq: u64) -> io::Result<()>;
-    /// Makes earlier removals durable.
+    /// Makes earlier removals and retirements durable.
     fn sync(&self) -> io::Result<()>;
+    /// Retires segment `seq`, whose records a checkpoint holds: kept as a spare for
+    /// [`create`](Self::create) to reuse (its blocks are already allocated and written, so
+    /// appending over them changes no file metadata and a sync writes the data alone), or
+    /// removed. Need not be durable until [`sync`](Self::sync).
+    fn retire(&self, seq: u64) -> io::Result<()> {
+        self.remove(seq)
+    }
 }
+
+/// Spare segments a directory keeps for reuse.
+const SPARES: usize = 2;
 
 /// Segments as files `<seq>.log` (20 digits) in a directory.
 #[derive(Debug, Clone)]
@@ -61,6 +73,18 @@ impl OsLogDir {
     fn path(&self, seq: u64) -> PathBuf {
         self.dir.join(format!("{seq:020}.log"))
     }
+
+    fn spares(&self) -> io::Result<Vec<PathBuf>> {
+        let mut spares = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "spare") {
+                spares.push(path);
+            }
+        }
+        spares.sort();
+        Ok(spares)
+    }
 }
 
 impl LogDir for OsLogDir {
@@ -79,6 +103,16 @@ impl LogDir for OsLogDir {
 
     fn create(&self, seq: u64, header: &[u8]) -> io::Result<LogFile> {
         let path = self.path(seq);
+        if let Some(spare) = self.spares()?.pop() {
+            // Header first, synced, under the spare's name (which no recovery reads); then
+            // the new name, made durable with the directory.
+            let file = OsFile::open(&spare).map_err(io::Error::other)?;
+            file.write_at(header, 0)?;
+            file.sync_data()?;
+            std::fs::rename(&spare, &path)?;
+            self.sync()?;
+            return Ok(Arc::new(file));
+        }
         let file = bob_io_helpers::create_new_durable_with(&path, |file| {
             use std::os::unix::fs::FileExt;
             Ok(file.write_all_at(header, 0)?)
@@ -98,6 +132,13 @@ impl LogDir for OsLogDir {
     fn sync(&self) -> io::Result<()> {
         bob_io_helpers::sync_dir(&self.dir).map_err(io::Error::other)
     }
+
+    fn retire(&self, seq: u64) -> io::Result<()> {
+        if self.spares()?.len() >= SPARES {
+            return self.remove(seq);
+        }
+        std::fs::rename(self.path(seq), self.dir.join(format!("{seq:020}.spare")))
+    }
 }
 
 /// Groups start on pages of this size after a sync.
@@ -108,6 +149,8 @@ const GROUP_MAGIC: &[u8; 4] = b"BOBG";
 pub(crate) const WAL_VERSION: u8 = 1;
 const SEGMENT_HEADER: usize = 48;
 const GROUP_HEADER: usize = 48;
+/// Bytes read at a time when a segment is searched past the end of its chain.
+const SCAN_CHUNK: u64 = 1 << 20;
 /// No record is longer (a write transaction's log of changes).
 const MAX_RECORD: usize = 1 << 30;
 
@@ -369,18 +412,31 @@ impl Wal {
             }
             // The chain ended: nothing after it may say a missing record had been synced.
             if want > after_lsn {
-                let mut page = round_up(pos);
-                while page.saturating_add(GROUP_HEADER as u64) <= file_len {
-                    if page >= pos
-                        && let Some(g) = read_group(&file, file_len, page, header.salt, &mut body)?
-                        && g.durable_lsn >= want
-                    {
-                        return Err(Error::Corrupt(format!(
-                            "log segment {seq}: the group of LSN {want} is damaged, and a later \
-                             group says it had been synced"
-                        )));
+                // Pages are read in chunks and only those starting with a group of this
+                // segment's salt are read whole (a reused segment holds old groups to its end).
+                let mut chunk = Vec::new();
+                let mut at = round_up(pos);
+                while at.saturating_add(GROUP_HEADER as u64) <= file_len {
+                    let n = (file_len - at).min(SCAN_CHUNK);
+                    file.read_to_vec(&mut chunk, n as usize, at)?;
+                    for start in (0..chunk.len()).step_by(PAGE as usize) {
+                        let head = &chunk[start..];
+                        let candidate = head.len() >= GROUP_HEADER
+                            && &head[..4] == GROUP_MAGIC
+                            && head[24..32] == header.salt.to_le_bytes();
+                        let page = at + start as u64;
+                        if candidate
+                            && let Some(g) =
+                                read_group(&file, file_len, page, header.salt, &mut body)?
+                            && g.durable_lsn >= want
+                        {
+                            return Err(Error::Corrupt(format!(
+                                "log segment {seq}: the group of LSN {want} is damaged, and a \
+                                 later group says it had been synced"
+                            )));
+                        }
                     }
-                    page += PAGE;
+                    at += n;
                 }
             }
             expected = Some(want);
@@ -487,6 +543,7 @@ impl Wal {
     pub(crate) fn release(&mut self, lsn: u64) -> Result<()> {
         let active = self.active.as_ref().map(|a| a.seq);
         let mut keep = Vec::new();
+        let mut retired = false;
         let segments = std::mem::take(&mut self.segments);
         for (i, &(seq, first)) in segments.iter().enumerate() {
             let last_lsn =
@@ -498,10 +555,16 @@ impl Wal {
                     self.unsynced = 0;
                     self.durable_lsn = self.next_lsn - 1;
                 }
-                self.dir.remove(seq)?;
+                self.dir.retire(seq)?;
+                retired = true;
             } else {
                 keep.push((seq, first));
             }
+        }
+        if retired {
+            // Before a spare's header is rewritten for reuse, its retirement is durable: no
+            // crash brings it back under its old name with the new header.
+            self.dir.sync()?;
         }
         self.segments = keep;
         self.since_release = 0;

@@ -13,10 +13,12 @@ use bob_store_core::Store;
 /// A database over simulated disks.
 pub(crate) type SimDb = Db<Store<BasicAllocator, SimDisk>>;
 
-/// Segments as simulated disks; creating and removing names is durable at once.
+/// Segments as simulated disks; creating, retiring and removing names is durable at once.
+/// Retired segments are kept (two at most) and reused, old groups and all.
 #[derive(Clone, Default)]
 pub(crate) struct SimLogDir {
     files: Arc<Mutex<BTreeMap<u64, SimDisk>>>,
+    spares: Arc<Mutex<Vec<SimDisk>>>,
 }
 
 impl SimLogDir {
@@ -27,14 +29,18 @@ impl SimLogDir {
             .iter()
             .map(|(&seq, disk)| (seq, disk.crashed(mode, seed ^ seq.wrapping_mul(0x9E37))))
             .collect();
-        Self { files: Arc::new(Mutex::new(files)) }
+        let spares = self.spares.lock().unwrap();
+        let spares = spares.iter().map(|d| d.crashed(mode, seed ^ 0x5A5A)).collect();
+        Self { files: Arc::new(Mutex::new(files)), spares: Arc::new(Mutex::new(spares)) }
     }
 
     /// The directory a process replacing a crashed one finds: unsynced writes still unsynced.
     pub(crate) fn after_process_crash(&self) -> Self {
         let files = self.files.lock().unwrap();
         let files = files.iter().map(|(&seq, disk)| (seq, disk.after_process_crash())).collect();
-        Self { files: Arc::new(Mutex::new(files)) }
+        let spares = self.spares.lock().unwrap();
+        let spares = spares.iter().map(SimDisk::after_process_crash).collect();
+        Self { files: Arc::new(Mutex::new(files)), spares: Arc::new(Mutex::new(spares)) }
     }
 
     /// The segments' sequence numbers and disks.
@@ -49,7 +55,7 @@ impl LogDir for SimLogDir {
     }
 
     fn create(&self, seq: u64, header: &[u8]) -> io::Result<LogFile> {
-        let disk = SimDisk::new();
+        let disk = self.spares.lock().unwrap().pop().unwrap_or_default();
         disk.write_at(header, 0)?;
         disk.sync_all()?;
         let mut files = self.files.lock().unwrap();
@@ -72,6 +78,15 @@ impl LogDir for SimLogDir {
     }
 
     fn sync(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn retire(&self, seq: u64) -> io::Result<()> {
+        let disk = self.files.lock().unwrap().remove(&seq);
+        let mut spares = self.spares.lock().unwrap();
+        if let Some(disk) = disk.filter(|_| spares.len() < 2) {
+            spares.push(disk);
+        }
         Ok(())
     }
 }
