@@ -15,7 +15,7 @@ use bob_store_concurrent::ConcurrentStore;
 use bob_store_core::{ObjectId, PRIME_OBJECT_ID, PrimeStorer, SplitStore, Store, StoreOptions};
 
 use crate::catalog::{Catalog, MAX_NAME_LEN, StoredTree};
-use crate::node::{Body, Bytes, Link, MAX_KEY_LEN, MAX_VALUE_LEN, Node};
+use crate::node::{Body, Bytes, Link, MAX_KEY_LEN, MAX_VALUE_LEN, NODE_TARGET, Node};
 use crate::tree::{self, Edit, Load, RawIter};
 use crate::wal::{LogDir, OsLogDir, Wal};
 use crate::{Error, Key, KeyLike, Result, Value};
@@ -103,6 +103,8 @@ struct Pending {
     freed: Vec<ObjectId>,
     /// A commit since the last checkpoint changed something.
     changed: bool,
+    /// Nodes commits made dirty since the last checkpoint, about.
+    dirtied: u64,
 }
 
 /// Nodes as their objects held them before checkpoint `c` rewrote or freed them, kept while
@@ -472,6 +474,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             changed: false,
             log: Vec::new(),
             failed: false,
+            dirtied: 0,
         })
     }
 
@@ -610,16 +613,22 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         if self.failed.load(Ordering::Acquire) {
             return Ok(());
         }
-        let mut pending = self.writer.lock();
-        if due && pending.changed {
-            let snapshot = Snapshot::clone(&self.committed.lock());
-            self.checkpoint_locked(&mut pending, snapshot, false)?;
+        if due {
+            let mut pending = self.writer.lock();
+            if pending.changed {
+                let snapshot = Snapshot::clone(&self.committed.lock());
+                self.checkpoint_locked(&mut pending, snapshot, false)?;
+            }
         }
-        let mut snapshot = Snapshot::clone(&self.committed.lock());
-        let loaded: u64 = snapshot.trees.values().map(|t| loaded_bytes(&t.root, 0)).sum();
+        // Measured on the committed trees without holding writers off.
+        let committed = Arc::clone(&self.committed.lock());
+        let loaded: u64 = committed.trees.values().map(|t| loaded_bytes(&t.root, 0)).sum();
+        drop(committed);
         if loaded <= budget {
             return Ok(());
         }
+        let _pending = self.writer.lock();
+        let mut snapshot = Snapshot::clone(&self.committed.lock());
         let epoch = snapshot.epoch;
         let evicted: u64 = snapshot.trees.values_mut().map(|t| evict(&mut t.root, epoch, 0)).sum();
         *self.committed.lock() = Arc::new(snapshot);
@@ -695,6 +704,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         }
         snapshot.epoch = epoch;
         pending.changed = false;
+        pending.dirtied = 0;
         {
             let mut stats = self.stats.lock();
             stats.checkpoints += 1;
@@ -880,7 +890,12 @@ pub struct WriteTxn<'db, S: SplitStore<Io: Clone> + PrimeStorer = DefaultStore> 
     log: Vec<u8>,
     /// A change failed partway: the transaction can only be aborted.
     failed: bool,
+    /// Nodes this transaction made dirty.
+    dirtied: u64,
 }
+
+/// Records shorter than this are always logged.
+const BYPASS_MIN: usize = 1 << 20;
 
 const OP_PUT: u8 = 1;
 const OP_REMOVE: u8 = 2;
@@ -966,6 +981,7 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
             state,
             superseded: &mut self.superseded,
             freed: &mut self.freed,
+            dirtied: &mut self.dirtied,
             log: &mut self.log,
             changed: &mut self.changed,
             failed: &mut self.failed,
@@ -1059,6 +1075,7 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
                         tree: id,
                         superseded: &mut self.superseded,
                         freed: &mut self.freed,
+                        dirtied: &mut self.dirtied,
                     };
                     if op == OP_PUT {
                         if edit.insert(&mut state.root, key, val)?.is_none() {
@@ -1105,14 +1122,36 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
     /// [`DbOptions::checkpoint_after_bytes`]) fails; that failure latches the database, and
     /// the next write reports it.
     pub fn commit(self, durability: Durability) -> Result<()> {
-        let WriteTxn { db, mut pending, mut snapshot, superseded, freed, changed, log, failed } =
-            self;
+        let WriteTxn {
+            db,
+            mut pending,
+            mut snapshot,
+            superseded,
+            freed,
+            changed,
+            log,
+            failed,
+            dirtied,
+        } = self;
         if failed {
             return Err(Error::TransactionFailed);
         }
         db.check_writable()?;
         Wal::check_len(&log)?;
         let durable = durability == Durability::Durable;
+        pending.dirtied += dirtied;
+        // A record about as large as the nodes the next checkpoint writes anyway (a load in
+        // big commits) is not logged: the commit is a checkpoint, so its bytes are written
+        // once. (Commits of scattered changes log far fewer bytes than the nodes they dirty.)
+        if db.wal.is_some()
+            && log.len() >= BYPASS_MIN
+            && log.len() as u64 >= pending.dirtied * NODE_TARGET as u64 / 2
+        {
+            pending.superseded.extend(superseded);
+            pending.freed.extend(freed);
+            pending.changed = true;
+            return db.checkpoint_locked(&mut pending, snapshot, true);
+        }
         let Some(wal) = &db.wal else {
             pending.superseded.extend(superseded);
             pending.freed.extend(freed);
@@ -1135,6 +1174,7 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
         let (lsn, log_bytes) = logged?;
         if let Some(lsn) = lsn {
             snapshot.lsn = lsn;
+            db.stats.lock().logged_commits += 1;
         }
         pending.superseded.extend(superseded);
         pending.freed.extend(freed);
@@ -1368,6 +1408,7 @@ pub struct TreeMut<'a, K, V> {
     state: &'a mut TreeState,
     superseded: &'a mut Vec<(ObjectId, Arc<Node>)>,
     freed: &'a mut Vec<ObjectId>,
+    dirtied: &'a mut u64,
     log: &'a mut Vec<u8>,
     changed: &'a mut bool,
     failed: &'a mut bool,
@@ -1393,6 +1434,7 @@ impl<K: Key, V: Value> TreeMut<'_, K, V> {
                 tree: self.state.id,
                 superseded: self.superseded,
                 freed: self.freed,
+                dirtied: self.dirtied,
             },
             &mut self.state.root,
         )

@@ -30,8 +30,9 @@ const MAX_NODE_BYTES: usize = 2 * NODE_TARGET + MAX_KEY_LEN + MAX_VALUE_LEN;
 const LEAF: u8 = 0;
 const BRANCH: u8 = 1;
 
-/// A value's bytes.
-pub(crate) type Bytes = Box<[u8]>;
+/// A value's bytes, shared: copying a node (the first change a writer makes to it) copies
+/// the pointers, not the bytes.
+pub(crate) type Bytes = Arc<[u8]>;
 
 /// A key's bytes, with their first eight as a big-endian integer (zero-padded), so most
 /// comparisons in a search are one integer compare in the node's own array. Ordered as the
@@ -39,7 +40,7 @@ pub(crate) type Bytes = Box<[u8]>;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Key {
     prefix: u64,
-    bytes: Box<[u8]>,
+    bytes: Arc<[u8]>,
 }
 
 fn prefix_of(bytes: &[u8]) -> u64 {

@@ -71,6 +71,8 @@ pub(crate) struct Edit<'a> {
     pub superseded: &'a mut Vec<(ObjectId, Arc<Node>)>,
     /// Objects of nodes that left the tree.
     pub freed: &'a mut Vec<ObjectId>,
+    /// Nodes that became dirty (changed, or new): what the next checkpoint will write.
+    pub dirtied: &'a mut u64,
 }
 
 impl Edit<'_> {
@@ -95,6 +97,9 @@ impl Edit<'_> {
             let saved = if arc.below { Arc::new(arc.disk_copy()) } else { Arc::clone(arc) };
             self.superseded.push((id, saved));
         }
+        if !arc.dirty {
+            *self.dirtied += 1;
+        }
         let node = Arc::make_mut(arc);
         node.dirty = true;
         Ok(node)
@@ -112,6 +117,7 @@ impl Edit<'_> {
     /// Marks a node reached by [`node_path`](Self::node_path) dirty, before it changes.
     fn dirty(&mut self, node: &mut Node) {
         if !node.dirty {
+            *self.dirtied += 1;
             if let Some(id) = node.id {
                 self.superseded.push((id, Arc::new(node.disk_copy())));
             }
@@ -196,6 +202,7 @@ impl Edit<'_> {
             return Ok((old, None));
         }
         let (sep, right) = split(node);
+        *self.dirtied += 1;
         Ok((old, Some((sep, Link::loaded(right, seen)))))
     }
 

@@ -219,3 +219,37 @@ fn a_change_rewrites_one_node() {
     drop(read);
     assert!(db.verify().unwrap().is_clean());
 }
+
+/// A commit whose log record would be about as large as the nodes it fills (a load) is a
+/// checkpoint instead: its bytes are written once, and it survives a crash.
+#[test]
+fn a_load_in_one_commit_is_written_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.bob");
+    let options = bob_btree::DbOptions { checkpoint_interval: None, ..Default::default() };
+    let db = Db::create_with(&path, &options).unwrap();
+    let before = db.stats();
+    let mut tx = db.begin_write().unwrap();
+    {
+        let mut t = tx.open_tree::<u64, Vec<u8>>("t").unwrap();
+        for k in 0..20_000u64 {
+            t.insert(&k, &vec![(k % 251) as u8; 100]).unwrap();
+        }
+    }
+    tx.commit(Durability::Durable).unwrap();
+    let after = db.stats();
+    assert_eq!(after.logged_commits, before.logged_commits, "{after:?}");
+    assert_eq!(after.checkpoints, before.checkpoints + 1, "{after:?}");
+    // Small commits are logged.
+    let mut tx = db.begin_write().unwrap();
+    tx.open_tree::<u64, Vec<u8>>("t").unwrap().insert(&1, &vec![9]).unwrap();
+    tx.commit(Durability::Durable).unwrap();
+    assert_eq!(db.stats().logged_commits, after.logged_commits + 1);
+    drop(db); // a crash
+    let db = Db::open(&path).unwrap();
+    let read = db.begin_read();
+    let t = read.open_tree::<u64, Vec<u8>>("t").unwrap();
+    assert_eq!(t.len(), 20_000);
+    assert_eq!(t.get(&1).unwrap(), Some(vec![9]));
+    assert_eq!(t.get(&19_999).unwrap(), Some(vec![(19_999 % 251) as u8; 100]));
+}
