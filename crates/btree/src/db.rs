@@ -63,7 +63,7 @@ impl Default for DbOptions {
             store: StoreOptions::default(),
             log: true,
             checkpoint_after_bytes: 64 << 20,
-            segment_bytes: 64 << 20,
+            segment_bytes: 32 << 20,
             checkpoint_interval: Some(std::time::Duration::from_secs(5)),
             memory_budget: 1 << 30,
         }
@@ -126,6 +126,10 @@ pub(crate) struct Core<S: SplitStore<Io: Clone> + PrimeStorer> {
     log_id: u64,
     checkpoint_after_bytes: u64,
     stats: Mutex<DbStats>,
+    /// The log's directory and segment size, for the persistence thread's spares.
+    log_dir: Option<(Arc<dyn LogDir>, u64)>,
+    /// A write transaction began since open (the log will be used: a spare is prepared).
+    wrote: AtomicBool,
 }
 
 /// What a [`Db`] did since it was opened.
@@ -198,6 +202,7 @@ impl Manager {
                         }
                     }
                     let Some(core) = weak.upgrade() else { return };
+                    core.prepare_spare();
                     // Errors latch the database; callers see them on their next write.
                     let due = since.elapsed() >= interval;
                     if core.maintain(due, budget).is_ok() && due {
@@ -396,10 +401,15 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         if catalog.logged && log.is_none() {
             return Err(Error::LogRequired);
         }
-        let (wal, records) = match log {
+        let log: Option<Arc<dyn LogDir>> = log.map(Arc::from);
+        let (wal, records) = match &log {
             Some(dir) => {
-                let (wal, records) =
-                    Wal::open(dir, catalog.log_id, catalog.wal_lsn, options.segment_bytes)?;
+                let (wal, records) = Wal::open(
+                    Arc::clone(dir),
+                    catalog.log_id,
+                    catalog.wal_lsn,
+                    options.segment_bytes,
+                )?;
                 (Some(Mutex::new(wal)), records)
             }
             None => (None, Vec::new()),
@@ -429,6 +439,8 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             log_id: catalog.log_id,
             checkpoint_after_bytes: options.checkpoint_after_bytes,
             stats: Mutex::new(DbStats::default()),
+            log_dir: log.map(|dir| (dir, options.segment_bytes)),
+            wrote: AtomicBool::new(false),
         };
         if catalog.logged != db.wal.is_some() || !records.is_empty() {
             db.replay(records)?;
@@ -463,6 +475,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
     /// [`WriteTxn::commit`]; dropping it (or [`WriteTxn::abort`]) discards them.
     pub(crate) fn begin_write(&self) -> Result<WriteTxn<'_, S>> {
         self.check_writable()?;
+        self.wrote.store(true, Ordering::Relaxed);
         let pending = self.writer.lock();
         let snapshot = Snapshot::clone(&self.committed.lock());
         Ok(WriteTxn {
@@ -605,6 +618,17 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             }
         }
         Ok(report)
+    }
+
+    /// Has the log directory prepare a spare segment once writes began (errors are left
+    /// for the log's own operations to meet).
+    fn prepare_spare(&self) {
+        if let Some((dir, len)) = &self.log_dir
+            && self.wrote.load(Ordering::Relaxed)
+            && !self.failed.load(Ordering::Acquire)
+        {
+            let _ = dir.prepare_spare(*len);
+        }
     }
 
     /// The persistence thread's round: a checkpoint if `due` and anything changed, then

@@ -49,6 +49,14 @@ pub trait LogDir: Send + Sync {
     fn retire(&self, seq: u64) -> io::Result<()> {
         self.remove(seq)
     }
+    /// Prepares a spare of `len` written bytes, if the directory keeps spares and has none:
+    /// the first segments of a new log then need no file-size or allocation metadata at their
+    /// syncs either. Run off the commit path (the persistence thread). Returns whether one
+    /// was made.
+    fn prepare_spare(&self, len: u64) -> io::Result<bool> {
+        let _ = len;
+        Ok(false)
+    }
 }
 
 /// Spare segments a directory keeps for reuse.
@@ -66,6 +74,13 @@ impl OsLogDir {
         if !dir.exists() {
             std::fs::create_dir_all(dir)?;
             bob_io_helpers::sync_parent_dir(dir).map_err(io::Error::other)?;
+        }
+        // A spare whose preparation a crash cut short.
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "tmp") {
+                std::fs::remove_file(path)?;
+            }
         }
         Ok(Self { dir: dir.to_owned() })
     }
@@ -138,6 +153,28 @@ impl LogDir for OsLogDir {
             return self.remove(seq);
         }
         std::fs::rename(self.path(seq), self.dir.join(format!("{seq:020}.spare")))
+    }
+
+    fn prepare_spare(&self, len: u64) -> io::Result<bool> {
+        if !self.spares()?.is_empty() {
+            return Ok(false);
+        }
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let tmp = self.dir.join(format!("prepared-{stamp}.tmp"));
+        let file = std::fs::File::options().write(true).create_new(true).open(&tmp)?;
+        let zeros = vec![0u8; 1 << 20];
+        let mut at = 0;
+        while at < len {
+            let n = (len - at).min(zeros.len() as u64) as usize;
+            std::os::unix::fs::FileExt::write_all_at(&file, &zeros[..n], at)?;
+            at += n as u64;
+        }
+        file.sync_all()?;
+        std::fs::rename(&tmp, self.dir.join(format!("prepared-{stamp}.spare")))?;
+        self.sync()?;
+        Ok(true)
     }
 }
 
@@ -282,7 +319,7 @@ struct Active {
 
 /// The log; see the module docs.
 pub(crate) struct Wal {
-    dir: Box<dyn LogDir>,
+    dir: Arc<dyn LogDir>,
     log_id: u64,
     segment_limit: u64,
     /// Segments that may hold records, oldest first: (seq, the LSN its first group has).
@@ -304,7 +341,7 @@ pub(crate) type Recovered = Vec<(u64, Vec<u8>)>;
 impl Wal {
     /// Opens the log in `dir` and reads back every record after `after_lsn` (the checkpoint's).
     pub(crate) fn open(
-        dir: Box<dyn LogDir>,
+        dir: Arc<dyn LogDir>,
         log_id: u64,
         after_lsn: u64,
         segment_limit: u64,
@@ -628,13 +665,13 @@ mod tests {
     #[test]
     fn a_torn_group_ending_on_a_page_boundary_is_a_tail() {
         let dir = Dir::default();
-        let (mut wal, _) = Wal::open(Box::new(dir.clone()), 7, 0, 1 << 20).unwrap();
+        let (mut wal, _) = Wal::open(Arc::new(dir.clone()), 7, 0, 1 << 20).unwrap();
         // 48 + 4 + 4,044 bytes: the first group fills page 1 exactly.
         wal.append(&[1u8; 4044], false).unwrap();
         wal.append(&[2u8; 10], false).unwrap();
         let disk = segment(&dir, 1);
         disk.write_at(&[0xEE; 100], PAGE + 200).unwrap();
-        let (wal, records) = Wal::open(Box::new(dir.clone()), 7, 0, 1 << 20).unwrap();
+        let (wal, records) = Wal::open(Arc::new(dir.clone()), 7, 0, 1 << 20).unwrap();
         assert!(records.is_empty());
         assert_eq!(wal.next_lsn, 1);
     }
@@ -643,14 +680,14 @@ mod tests {
     #[test]
     fn a_damaged_group_a_later_one_says_was_synced_is_an_error() {
         let dir = Dir::default();
-        let (mut wal, _) = Wal::open(Box::new(dir.clone()), 7, 0, 1 << 20).unwrap();
+        let (mut wal, _) = Wal::open(Arc::new(dir.clone()), 7, 0, 1 << 20).unwrap();
         wal.append(&[1u8; 4044], true).unwrap();
         wal.append(&[2u8; 10], false).unwrap();
         segment(&dir, 1).write_at(&[0xEE; 100], PAGE + 200).unwrap();
-        let err = Wal::open(Box::new(dir.clone()), 7, 0, 1 << 20).err().expect("an error");
+        let err = Wal::open(Arc::new(dir.clone()), 7, 0, 1 << 20).err().expect("an error");
         assert!(matches!(err, Error::Corrupt(ref why) if why.contains("synced")), "{err}");
         // Inside the checkpoint, the same damage costs nothing.
-        let (_, records) = Wal::open(Box::new(dir), 7, 2, 1 << 20).unwrap();
+        let (_, records) = Wal::open(Arc::new(dir), 7, 2, 1 << 20).unwrap();
         assert!(records.is_empty());
     }
 
@@ -659,18 +696,18 @@ mod tests {
     #[test]
     fn a_segment_cut_short_at_creation_is_removed_and_a_damaged_one_refused() {
         let dir = Dir::default();
-        let (mut wal, _) = Wal::open(Box::new(dir.clone()), 7, 0, 1 << 20).unwrap();
+        let (mut wal, _) = Wal::open(Arc::new(dir.clone()), 7, 0, 1 << 20).unwrap();
         wal.append(b"one", true).unwrap();
         dir.0.lock().unwrap().insert(2, SimDisk::from_image(vec![b'B'; 20]));
-        let (mut wal, records) = Wal::open(Box::new(dir.clone()), 7, 0, 1 << 20).unwrap();
+        let (mut wal, records) = Wal::open(Arc::new(dir.clone()), 7, 0, 1 << 20).unwrap();
         assert_eq!(records, [(1, b"one".to_vec())]);
         assert_eq!(dir.list().unwrap(), [1]);
         wal.append(b"two", true).unwrap();
-        let (_, records) = Wal::open(Box::new(dir.clone()), 7, 0, 1 << 20).unwrap();
+        let (_, records) = Wal::open(Arc::new(dir.clone()), 7, 0, 1 << 20).unwrap();
         assert_eq!(records.len(), 2);
         // Damage the header of a segment that holds groups.
         segment(&dir, 1).write_at(&[0; 8], 8).unwrap();
-        assert!(Wal::open(Box::new(dir), 7, 0, 1 << 20).is_err());
+        assert!(Wal::open(Arc::new(dir), 7, 0, 1 << 20).is_err());
     }
 
     /// A read error is an error, never the end of the log.
@@ -678,7 +715,7 @@ mod tests {
     fn a_read_error_is_not_a_torn_tail() {
         use bob_io_helpers::testing::{FaultKind, FaultPlan, OpFilter, OpKind, Repeat};
         let dir = Dir::default();
-        let (mut wal, _) = Wal::open(Box::new(dir.clone()), 7, 0, 1 << 20).unwrap();
+        let (mut wal, _) = Wal::open(Arc::new(dir.clone()), 7, 0, 1 << 20).unwrap();
         wal.append(b"one", true).unwrap();
         wal.append(b"two", true).unwrap();
         segment(&dir, 1).set_fault(FaultPlan {
@@ -687,6 +724,6 @@ mod tests {
             kind: FaultKind::Io,
             repeat: Repeat::Always,
         });
-        assert!(matches!(Wal::open(Box::new(dir), 7, 0, 1 << 20), Err(Error::Log(_))));
+        assert!(matches!(Wal::open(Arc::new(dir), 7, 0, 1 << 20), Err(Error::Log(_))));
     }
 }

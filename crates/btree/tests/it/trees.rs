@@ -253,3 +253,46 @@ fn a_load_in_one_commit_is_written_once() {
     assert_eq!(t.get(&1).unwrap(), Some(vec![9]));
     assert_eq!(t.get(&19_999).unwrap(), Some(vec![(19_999 % 251) as u8; 100]));
 }
+
+/// Once writes begin, the persistence thread prepares a written spare segment; the next
+/// segment the log needs is that spare, and its old zeros never read as records.
+#[test]
+fn the_log_starts_on_a_prepared_spare() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.bob");
+    let options = bob_btree::DbOptions {
+        checkpoint_interval: Some(std::time::Duration::from_millis(2)),
+        segment_bytes: 256 << 10,
+        ..Default::default()
+    };
+    let log = bob_btree::log_dir_of(&path);
+    let files = |ext: &str| {
+        std::fs::read_dir(&log)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == ext))
+            .count()
+    };
+    let db = Db::create_with(&path, &options).unwrap();
+    let tx = db.begin_write().unwrap();
+    tx.abort();
+    let start = std::time::Instant::now();
+    while files("spare") == 0 {
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "no spare prepared");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let spare_len =
+        std::fs::read_dir(&log).unwrap().next().unwrap().unwrap().metadata().unwrap().len();
+    assert_eq!(spare_len, 256 << 10);
+    for k in 0..50u64 {
+        let mut tx = db.begin_write().unwrap();
+        tx.open_tree::<u64, u64>("t").unwrap().insert(&k, &k).unwrap();
+        tx.commit(Durability::Durable).unwrap();
+    }
+    assert!(files("log") <= 1);
+    drop(db); // a crash: the commits are in the reused segment only
+    let db = Db::open(&path).unwrap();
+    let read = db.begin_read();
+    let t = read.open_tree::<u64, u64>("t").unwrap();
+    assert_eq!(t.len(), 50);
+    assert_eq!(t.get(&49).unwrap(), Some(49));
+}
