@@ -620,13 +620,16 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         Ok(report)
     }
 
-    /// Has the log directory prepare a spare segment once writes began (errors are left
-    /// for the log's own operations to meet).
+    /// Has the log directory prepare a spare segment once writes began and the log will
+    /// need a segment soon (errors are left for the log's own operations to meet).
     fn prepare_spare(&self) {
-        if let Some((dir, len)) = &self.log_dir
-            && self.wrote.load(Ordering::Relaxed)
-            && !self.failed.load(Ordering::Acquire)
-        {
+        let (Some((dir, len)), Some(wal)) = (&self.log_dir, &self.wal) else { return };
+        if !self.wrote.load(Ordering::Relaxed) || self.failed.load(Ordering::Acquire) {
+            return;
+        }
+        let near = wal.lock().next_segment_near();
+        if near {
+            // The zeros are written without any lock held.
             let _ = dir.prepare_spare(*len);
         }
     }

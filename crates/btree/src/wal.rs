@@ -495,6 +495,12 @@ impl Wal {
         Ok((wal, records))
     }
 
+    /// Whether the next segment may be needed soon: none is open, or the open one is three
+    /// quarters full.
+    pub(crate) fn next_segment_near(&self) -> bool {
+        self.active.as_ref().is_none_or(|a| a.end >= self.segment_limit / 4 * 3)
+    }
+
     /// Bytes appended since the last [`release`](Self::release).
     pub(crate) fn since_release(&self) -> u64 {
         self.since_release
