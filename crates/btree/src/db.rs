@@ -533,6 +533,12 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
     /// Checkpoints and closes the store.
     fn close(&self) -> Result<()> {
         self.checkpoint()?;
+        // One more small commit (the catalog again) before the store's closing checkpoint:
+        // the next open checks the data of the commit before the newest header's, and that is
+        // then a page, not every node the last checkpoint wrote.
+        let catalog = self.store.read_bytes_from_obj(PRIME_OBJECT_ID)?;
+        self.store.replace_obj(PRIME_OBJECT_ID, &catalog)?;
+        self.store.commit()?;
         self.store.close()?;
         Ok(())
     }

@@ -230,6 +230,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             )));
         }
         let mut placement = super::Placement::default();
+        placement.reserve(extents.len() + protected.len());
         for extent in extents.iter().chain(&protected) {
             placement.committed(*extent);
         }

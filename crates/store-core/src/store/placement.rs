@@ -96,6 +96,11 @@ impl Placement {
         self.held.entry(page).or_default().push(extent);
     }
 
+    /// Room for the pages of `extents` committed extents, before counting them at open.
+    pub(crate) fn reserve(&mut self, extents: usize) {
+        self.shared.reserve(extents.saturating_mul(2));
+    }
+
     /// Counts `extent` as referenced by the durable commit.
     pub(crate) fn committed(&mut self, extent: Extent) {
         for page in partial_pages(extent) {
