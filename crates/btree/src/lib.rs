@@ -158,6 +158,12 @@ pub enum Error {
     /// A key or value did not encode or decode.
     #[error(transparent)]
     Codec(#[from] bob_treap::Error),
+    /// Entries given as sorted were not in strictly increasing key order (nothing changed).
+    #[error("entries for a bulk load are not in strictly increasing key order")]
+    Unsorted,
+    /// A bulk load into a tree that is not empty.
+    #[error("a bulk load needs an empty tree")]
+    NotEmpty,
     /// An operation of this write transaction failed partway; it can only be aborted.
     #[error("an operation of this write transaction failed partway; abort it")]
     TransactionFailed,

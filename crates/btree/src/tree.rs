@@ -662,3 +662,89 @@ impl<'l> RawIter<'l> {
         Some(Ok(entry))
     }
 }
+
+/// Fill of a node built by [`build`], in bytes: room is left for later inserts.
+const BUILD_FILL: usize = NODE_TARGET * 7 / 8;
+
+/// Builds a tree from `entries` in strictly increasing key order: leaves filled left to right
+/// to [`BUILD_FILL`], then each level of branches over the one below. Every node is new
+/// (dirty, no object yet). Returns the root and the number of entries; keys out of order
+/// are [`Error::Unsorted`].
+pub(crate) fn build(
+    entries: &mut dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>,
+    seen: u64,
+    dirtied: &mut u64,
+) -> Result<(Link, u64)> {
+    let new_node = |body: Body| Node { id: None, dirty: true, below: true, body };
+    // (subtree, its first key)
+    let mut level: Vec<(Link, Key)> = Vec::new();
+    let mut keys: Vec<Key> = Vec::new();
+    let mut vals: Vec<Bytes> = Vec::new();
+    let mut bytes = 32;
+    let mut count = 0u64;
+    let mut last: Option<Key> = None;
+    for entry in entries {
+        let (k, v) = entry?;
+        let key = Key::from(k.as_slice());
+        if last.as_ref().is_some_and(|l| *l >= key) {
+            return Err(Error::Unsorted);
+        }
+        last = Some(key.clone());
+        let size = 6 + k.len() + v.len();
+        if !keys.is_empty() && bytes + size > BUILD_FILL {
+            let first = keys[0].clone();
+            let body =
+                Body::Leaf { keys: std::mem::take(&mut keys), vals: std::mem::take(&mut vals) };
+            level.push((Link::loaded(new_node(body), seen), first));
+            bytes = 32;
+        }
+        keys.push(key);
+        vals.push(v.as_slice().into());
+        bytes += size;
+        count += 1;
+    }
+    if !keys.is_empty() || level.is_empty() {
+        let first = keys.first().cloned().unwrap_or_default();
+        level.push((Link::loaded(new_node(Body::Leaf { keys, vals }), seen), first));
+    }
+    *dirtied += level.len() as u64;
+    let mut depth = 0;
+    while level.len() > 1 {
+        depth += 1;
+        if depth >= MAX_DEPTH {
+            return Err(too_deep());
+        }
+        let mut upper: Vec<(Link, Key)> = Vec::new();
+        let mut group: Vec<(Link, Key)> = Vec::new();
+        let mut bytes = 40;
+        let total = level.len();
+        for (i, (link, first)) in level.into_iter().enumerate() {
+            let size = 10 + first.len();
+            // Close a group when full, but never leave one child for the last group.
+            if group.len() >= 2 && bytes + size > BUILD_FILL && total - i >= 2 {
+                upper.push(branch(std::mem::take(&mut group), seen, &new_node));
+                bytes = 40;
+            }
+            bytes += size;
+            group.push((link, first));
+        }
+        upper.push(branch(group, seen, &new_node));
+        *dirtied += upper.len() as u64;
+        level = upper;
+    }
+    let (root, _) = level.pop().expect("one node at least");
+    Ok((root, count))
+}
+
+fn branch(group: Vec<(Link, Key)>, seen: u64, new_node: &dyn Fn(Body) -> Node) -> (Link, Key) {
+    let first = group[0].1.clone();
+    let mut keys = Vec::with_capacity(group.len() - 1);
+    let mut children = Vec::with_capacity(group.len());
+    for (i, (link, key)) in group.into_iter().enumerate() {
+        if i > 0 {
+            keys.push(key);
+        }
+        children.push(link);
+    }
+    (Link::loaded(new_node(Body::Branch { keys, children }), seen), first)
+}

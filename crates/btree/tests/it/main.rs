@@ -1,6 +1,7 @@
 //! bob-btree against a model (`std::collections::BTreeMap`), through reopens and crashes.
 
 mod big;
+mod bulk;
 mod crash;
 mod model;
 mod sim;
