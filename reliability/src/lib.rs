@@ -20,6 +20,9 @@
 //! 10. the journal: crash at every operation of journaled commits, checkpoints and the
 //!     wrap-around to the other region, and targeted damage to the records (a torn last
 //!     record, its data missing, a damaged earlier record, stale and duplicate records).
+//! 11. the B-tree database: crash at every operation of its workloads (store and log
+//!     segments on one clock), process crash and power-loss images, a second crash during
+//!     recovery.
 //!
 //! The medium they model is `docs/format.md`'s ("Assumptions about the medium"): a power loss
 //! damages whole 4 KiB pages touched since the last sync ([`bob_io_helpers::testing::SimDisk`]).

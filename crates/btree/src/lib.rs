@@ -82,6 +82,9 @@ mod node;
 mod tree;
 mod wal;
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 pub use bob_treap::{Postcard, TreapKey as Key, TreapValue as Value};
 pub use catalog::MAX_NAME_LEN;
 pub use db::{

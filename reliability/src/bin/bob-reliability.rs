@@ -101,6 +101,7 @@ fn main() -> ExitCode {
                 ("crash cycles", Box::new(|| campaigns::crash_cycles(&budget, seed))),
                 ("two handles", Box::new(|| campaigns::locks(&budget, seed, &exe))),
                 ("journal", Box::new(|| campaigns::journal(&budget, seed))),
+                ("btree", Box::new(|| campaigns::btree(&budget, seed))),
             ];
             let chosen = |name: &str| only.as_deref().is_none_or(|only| name.contains(only));
             for (name, step) in steps.into_iter().filter(|(name, _)| chosen(name)) {

@@ -10,6 +10,7 @@ use crate::report::Figures;
 use crate::scenarios::{Log, Recovered, Scenario};
 
 mod bit_flips;
+mod btree;
 mod crash_cycles;
 mod crash_points;
 mod faults;
@@ -22,6 +23,7 @@ mod random_crashes;
 mod soak;
 
 pub use bit_flips::bit_flips;
+pub use btree::btree;
 pub use crash_cycles::crash_cycles;
 pub use crash_points::crash_points;
 pub use faults::faults;

@@ -1,0 +1,203 @@
+//! Crash simulation for tests and the reliability campaigns (feature `testing`): a machine
+//! whose store and log segments are simulated disks on one operation clock. At operation
+//! `crash_at` the machine stops: that operation and every later one fail and do nothing.
+//! Afterwards each file can be left as a power loss leaves it ([`Machine::crashed`]).
+
+use std::collections::BTreeMap;
+use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bob_alloc::BasicAllocator;
+use bob_io_helpers::FileBackend;
+use bob_io_helpers::testing::{CrashMode, SimDisk};
+use bob_store_concurrent::ConcurrentStore;
+use bob_store_core::Store;
+
+use crate::{Db, DbOptions, LogDir, LogFile, Result};
+
+/// The machine's operation clock.
+#[derive(Debug)]
+pub struct Clock {
+    ops: AtomicU64,
+    crash_at: u64,
+}
+
+impl Clock {
+    /// A clock that stops the machine at operation `crash_at` (`u64::MAX`: never).
+    pub fn new(crash_at: u64) -> Arc<Self> {
+        Arc::new(Self { ops: AtomicU64::new(0), crash_at })
+    }
+
+    /// Operations issued so far (failed ones included).
+    pub fn ops(&self) -> u64 {
+        self.ops.load(Ordering::SeqCst)
+    }
+
+    fn tick(&self) -> io::Result<()> {
+        if self.ops.fetch_add(1, Ordering::SeqCst) >= self.crash_at {
+            return Err(io::Error::other("the machine is down"));
+        }
+        Ok(())
+    }
+}
+
+/// A simulated disk on a clock.
+#[derive(Clone, Debug)]
+pub struct ClockDisk {
+    disk: SimDisk,
+    clock: Arc<Clock>,
+}
+
+impl FileBackend for ClockDisk {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.clock.tick()?;
+        self.disk.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.clock.tick()?;
+        self.disk.write_at(buf, offset)
+    }
+    fn write_vectored_at(&self, bufs: &[IoSlice<'_>], offset: u64) -> io::Result<()> {
+        self.clock.tick()?;
+        self.disk.write_vectored_at(bufs, offset)
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.disk.len()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.clock.tick()?;
+        self.disk.set_len(len)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.clock.tick()?;
+        self.disk.sync_data()
+    }
+    fn sync_all(&self) -> io::Result<()> {
+        self.clock.tick()?;
+        self.disk.sync_all()
+    }
+}
+
+/// Log segments as simulated disks on a clock; names are durable at once, retired segments
+/// are removed.
+#[derive(Clone, Debug)]
+pub struct ClockDir {
+    files: Arc<Mutex<BTreeMap<u64, SimDisk>>>,
+    clock: Arc<Clock>,
+}
+
+impl LogDir for ClockDir {
+    fn list(&self) -> io::Result<Vec<u64>> {
+        Ok(self
+            .files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .copied()
+            .collect())
+    }
+    fn create(&self, seq: u64, header: &[u8]) -> io::Result<LogFile> {
+        self.clock.tick()?;
+        let disk = SimDisk::new();
+        disk.write_at(header, 0)?;
+        disk.sync_all()?;
+        self.files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(seq, disk.clone());
+        Ok(Arc::new(ClockDisk { disk, clock: self.clock.clone() }))
+    }
+    fn open(&self, seq: u64) -> io::Result<LogFile> {
+        let files = self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let disk = files.get(&seq).cloned().ok_or(io::ErrorKind::NotFound)?;
+        Ok(Arc::new(ClockDisk { disk, clock: self.clock.clone() }))
+    }
+    fn remove(&self, seq: u64) -> io::Result<()> {
+        self.clock.tick()?;
+        self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&seq);
+        Ok(())
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.clock.tick()
+    }
+}
+
+/// A database on simulated disks.
+pub type SimDb = Db<Store<BasicAllocator, ClockDisk>>;
+
+/// The files of a machine: the store and the log segments.
+#[derive(Debug, Default)]
+pub struct Machine {
+    store: SimDisk,
+    log: BTreeMap<u64, SimDisk>,
+}
+
+impl Machine {
+    /// A machine with empty disks.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A copy to run on, leaving this one as it is (unsynced writes stay unsynced).
+    pub fn copy(&self) -> Machine {
+        Machine {
+            store: self.store.after_process_crash(),
+            log: self.log.iter().map(|(&s, d)| (s, d.after_process_crash())).collect(),
+        }
+    }
+
+    /// The files as a power loss leaves them; `seed` picks each unsynced page's fate.
+    pub fn crashed(&self, seed: u64) -> Machine {
+        Machine {
+            store: self.store.crashed(CrashMode::PowerLoss, seed),
+            log: self
+                .log
+                .iter()
+                .map(|(&s, d)| (s, d.crashed(CrashMode::PowerLoss, seed ^ s.wrapping_mul(0x9E37))))
+                .collect(),
+        }
+    }
+
+    /// Runs `work` on a new database on this machine (its store created) with a clock that
+    /// stops at `crash_at`; returns the clock (how many operations ran) and `work`'s result.
+    pub fn create<T>(
+        &mut self,
+        options: &DbOptions,
+        crash_at: u64,
+        work: impl FnOnce(&SimDb) -> Result<T>,
+    ) -> (Arc<Clock>, Result<T>) {
+        let clock = Clock::new(crash_at);
+        let (disk, dir) = self.attach(&clock);
+        let result = Store::<BasicAllocator, _>::create_with(disk, options.store)
+            .map_err(crate::Error::from)
+            .and_then(|s| Db::with_log(ConcurrentStore::new(s, 0), Box::new(dir.clone()), options))
+            .and_then(|db| work(&db));
+        self.log = dir.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        (clock, result)
+    }
+
+    /// Opens the database on this machine (a recovery) with a clock that stops at
+    /// `crash_at`, and runs `work` on it.
+    pub fn open<T>(
+        &mut self,
+        options: &DbOptions,
+        crash_at: u64,
+        work: impl FnOnce(&SimDb) -> Result<T>,
+    ) -> (Arc<Clock>, Result<T>) {
+        let clock = Clock::new(crash_at);
+        let (disk, dir) = self.attach(&clock);
+        let result = Store::<BasicAllocator, _>::open_with(disk, options.store)
+            .map_err(crate::Error::from)
+            .and_then(|s| Db::with_log(ConcurrentStore::new(s, 0), Box::new(dir.clone()), options))
+            .and_then(|db| work(&db));
+        self.log = dir.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        (clock, result)
+    }
+
+    fn attach(&self, clock: &Arc<Clock>) -> (ClockDisk, ClockDir) {
+        let disk = ClockDisk { disk: self.store.clone(), clock: clock.clone() };
+        let dir = ClockDir { files: Arc::new(Mutex::new(self.log.clone())), clock: clock.clone() };
+        (disk, dir)
+    }
+}

@@ -1,0 +1,235 @@
+//! Campaign 11: the B-tree database (`bob-btree`): a crash at every operation of its
+//! workloads (the store and every log segment on one operation clock), each file then left as
+//! a process crash or a power loss leaves it, and for some of those states a second crash
+//! during the recovery. The reopened database must hold one of the commits since the last
+//! acknowledged durable one, or the one in flight, and verify clean.
+
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use bob_btree::testing::{Machine, SimDb};
+use bob_btree::{DbOptions, Durability};
+use bob_store_core::StoreOptions;
+
+use super::Budget;
+use crate::report::Figures;
+
+/// Every tree's entries.
+type State = BTreeMap<String, BTreeMap<u64, u64>>;
+
+/// A workload: runs on a database and keeps `allowed` (the states a recovery may show) up to
+/// date as it goes.
+type Work = fn(&SimDb, &mut Vec<State>) -> bob_btree::Result<()>;
+
+fn options() -> DbOptions {
+    DbOptions {
+        store: StoreOptions { journal_bytes: 8 * 4096, ..StoreOptions::default() },
+        checkpoint_after_bytes: 24 << 10,
+        segment_bytes: 12 << 10,
+        checkpoint_interval: None,
+        ..DbOptions::default()
+    }
+}
+
+fn state(db: &SimDb) -> bob_btree::Result<State> {
+    let read = db.begin_read();
+    let mut all = State::new();
+    for name in read.list_trees() {
+        let tree = read.open_tree::<u64, u64>(&name).expect("listed");
+        all.insert(name, tree.iter()?.collect::<bob_btree::Result<_>>()?);
+    }
+    Ok(all)
+}
+
+/// Commits of 30 changes to one tree, durable and buffered, with checkpoints.
+fn commits(db: &SimDb, allowed: &mut Vec<State>) -> bob_btree::Result<()> {
+    let mut model = State::new();
+    *allowed = vec![model.clone()];
+    for round in 0..24u64 {
+        let mut next = model.clone();
+        let mut tx = db.begin_write()?;
+        {
+            let entries = next.entry("t".into()).or_default();
+            let mut t = tx.open_tree::<u64, u64>("t")?;
+            for i in 0..30u64 {
+                let k = (round * 37 + i * 11) % 400;
+                if i % 4 == 3 {
+                    t.remove(&k)?;
+                    entries.remove(&k);
+                } else {
+                    t.insert(&k, &(round * 100 + i))?;
+                    entries.insert(k, round * 100 + i);
+                }
+            }
+        }
+        let durable = round % 3 != 1;
+        allowed.push(next.clone());
+        tx.commit(if durable { Durability::Durable } else { Durability::Buffered })?;
+        model = next;
+        if durable {
+            *allowed = vec![model.clone()];
+        }
+        if round % 5 == 4 {
+            db.checkpoint()?;
+            *allowed = vec![model.clone()];
+        }
+    }
+    Ok(())
+}
+
+/// Named trees created, renamed and deleted; a bulk load big enough to be a checkpoint of
+/// its own; a rebuild.
+fn trees(db: &SimDb, allowed: &mut Vec<State>) -> bob_btree::Result<()> {
+    let mut model = State::new();
+    *allowed = vec![model.clone()];
+    let step =
+        |db: &SimDb,
+         allowed: &mut Vec<State>,
+         model: &mut State,
+         durable: bool,
+         change: &dyn Fn(&mut bob_btree::WriteTxn<'_, _>, &mut State) -> bob_btree::Result<()>|
+         -> bob_btree::Result<()> {
+            let mut next = model.clone();
+            let mut tx = db.begin_write()?;
+            change(&mut tx, &mut next)?;
+            allowed.push(next.clone());
+            tx.commit(if durable { Durability::Durable } else { Durability::Buffered })?;
+            *model = next;
+            if durable {
+                *allowed = vec![model.clone()];
+            }
+            Ok(())
+        };
+    for round in 0..6u64 {
+        let name = format!("tree{round}");
+        step(db, allowed, &mut model, round % 2 == 0, &|tx, m| {
+            let mut t = tx.open_tree::<u64, u64>(&name)?;
+            let entries = m.entry(name.clone()).or_default();
+            for k in 0..40u64 {
+                t.insert(&(k * 7 + round), &k)?;
+                entries.insert(k * 7 + round, k);
+            }
+            Ok(())
+        })?;
+        if round % 3 == 2 {
+            let to = format!("renamed{round}");
+            step(db, allowed, &mut model, true, &|tx, m| {
+                tx.rename_tree(&name, &to)?;
+                let entries = m.remove(&name).unwrap_or_default();
+                m.insert(to.clone(), entries);
+                Ok(())
+            })?;
+        }
+        if round == 3 {
+            step(db, allowed, &mut model, false, &|tx, m| {
+                tx.delete_tree("tree1")?;
+                m.remove("tree1");
+                Ok(())
+            })?;
+        }
+    }
+    // A load of about 1.5 MiB in one commit: written as a checkpoint, not a log record.
+    step(db, allowed, &mut model, true, &|tx, m| {
+        let entries: Vec<(u64, u64)> = (0..80_000u64).map(|k| (k, k ^ 0x5555)).collect();
+        tx.open_tree::<u64, u64>("bulk")?.bulk_load(entries.iter().copied())?;
+        m.insert("bulk".into(), entries.into_iter().collect());
+        Ok(())
+    })?;
+    step(db, allowed, &mut model, true, &|tx, m| {
+        let entries: Vec<(u64, u64)> = (0..500u64).map(|k| (k, k + 1)).collect();
+        tx.rebuild_tree("tree0", entries.iter().copied())?;
+        m.insert("tree0".into(), entries.into_iter().collect());
+        Ok(())
+    })?;
+    Ok(())
+}
+
+#[derive(Default)]
+struct Counts {
+    states: u64,
+    not_allowed: u64,
+    failed: u64,
+    unclean: u64,
+    panics: u64,
+}
+
+impl Counts {
+    fn check(&mut self, machine: &Machine, allowed: &[State]) {
+        self.states += 1;
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            machine
+                .copy()
+                .open(&options(), u64::MAX, |db| Ok((db.verify()?.is_clean(), state(db)?)))
+        }));
+        match outcome {
+            Err(_) => self.panics += 1,
+            Ok((_, Err(_))) => self.failed += 1,
+            Ok((_, Ok((clean, found)))) => {
+                self.unclean += u64::from(!clean);
+                self.not_allowed += u64::from(!allowed.contains(&found));
+            }
+        }
+    }
+}
+
+/// Campaign 11: the B-tree database.
+pub fn btree(budget: &Budget, seed: u64) -> Figures {
+    let mut figures = Figures::new("11. the B-tree database");
+    let workloads: [(&str, Work); 2] = [("commits", commits), ("trees", trees)];
+    let mut counts = Counts::default();
+    let (mut points, mut second) = (0u64, 0u64);
+    for (_, work) in workloads {
+        let mut allowed = Vec::new();
+        let (clock, result) =
+            Machine::new().create(&options(), u64::MAX, |db| work(db, &mut allowed));
+        if result.is_err() {
+            counts.failed += 1;
+            continue;
+        }
+        for k in 0..clock.ops() {
+            let mut machine = Machine::new();
+            let mut allowed = Vec::new();
+            let mut created = false;
+            let run = catch_unwind(AssertUnwindSafe(|| {
+                machine.create(&options(), k, |db| {
+                    created = true;
+                    work(db, &mut allowed)
+                })
+            }));
+            if run.is_err() {
+                counts.panics += 1;
+                continue;
+            }
+            if !created {
+                continue; // a creation that never returned promised nothing
+            }
+            points += 1;
+            counts.check(&machine, &allowed);
+            for tear in 0..budget.tears {
+                let crashed = machine.crashed(seed ^ (k << 16) ^ tear);
+                counts.check(&crashed, &allowed);
+                if tear == 0 && k % 5 == 0 {
+                    for j in [0, 3, 8, 20] {
+                        let mut base = crashed.copy();
+                        let _ =
+                            catch_unwind(AssertUnwindSafe(|| base.open(&options(), j, |_| Ok(()))));
+                        second += 1;
+                        counts.check(&base.crashed(seed ^ k ^ (j << 8)), &allowed);
+                    }
+                }
+            }
+        }
+    }
+    figures.info("workloads (commits; named trees, bulk load, rebuild)", workloads.len() as u64);
+    figures.info("crash points (one per operation of store or log)", points);
+    figures.info("second crashes during recovery", second);
+    figures.info("states recovered and checked", counts.states);
+    figures.zero(
+        "state not a commit since the last durable one (or the one in flight)",
+        counts.not_allowed,
+    );
+    figures.zero("recoveries that failed", counts.failed);
+    figures.zero("recovered databases that do not verify", counts.unclean);
+    figures.zero("panics", counts.panics);
+    figures
+}
