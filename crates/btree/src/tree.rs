@@ -269,6 +269,10 @@ impl Edit<'_> {
         let (left_half, right_half) = children.split_at_mut(l + 1);
         let left = self.node_mut(&mut left_half[l])?;
         let right = self.node_mut(&mut right_half[0])?;
+        // Children may move between the two, with whatever changed below them.
+        let below = left.below || right.below;
+        left.below = below;
+        right.below = below;
         if matches!(left.body, Body::Leaf { .. }) != matches!(right.body, Body::Leaf { .. }) {
             return Err(Error::Corrupt("sibling B-tree nodes at different depths".into()));
         }
