@@ -540,6 +540,10 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         self.store.replace_obj(PRIME_OBJECT_ID, &catalog)?;
         self.store.commit()?;
         self.store.close()?;
+        // Spare log segments are kept for a database in use, not for a closed one.
+        if let Some((dir, _)) = &self.log_dir {
+            dir.drop_spares()?;
+        }
         Ok(())
     }
 

@@ -57,6 +57,10 @@ pub trait LogDir: Send + Sync {
         let _ = len;
         Ok(false)
     }
+    /// Removes the spares (a closed database keeps no more than its segments).
+    fn drop_spares(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Spare segments a directory keeps for reuse.
@@ -153,6 +157,17 @@ impl LogDir for OsLogDir {
             return self.remove(seq);
         }
         std::fs::rename(self.path(seq), self.dir.join(format!("{seq:020}.spare")))
+    }
+
+    fn drop_spares(&self) -> io::Result<()> {
+        let spares = self.spares()?;
+        for spare in &spares {
+            std::fs::remove_file(spare)?;
+        }
+        if !spares.is_empty() {
+            self.sync()?;
+        }
+        Ok(())
     }
 
     fn prepare_spare(&self, len: u64) -> io::Result<bool> {

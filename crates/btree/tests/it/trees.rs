@@ -296,3 +296,26 @@ fn the_log_starts_on_a_prepared_spare() {
     assert_eq!(t.len(), 50);
     assert_eq!(t.get(&49).unwrap(), Some(49));
 }
+
+/// A closed database keeps no spare log segments.
+#[test]
+fn close_drops_the_spares() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.bob");
+    let options = bob_btree::DbOptions {
+        checkpoint_interval: Some(std::time::Duration::from_millis(2)),
+        segment_bytes: 64 << 10,
+        ..Default::default()
+    };
+    let db = Db::create_with(&path, &options).unwrap();
+    for k in 0..200u64 {
+        let mut tx = db.begin_write().unwrap();
+        tx.open_tree::<u64, u64>("t").unwrap().insert(&k, &k).unwrap();
+        tx.commit(Durability::Durable).unwrap();
+    }
+    db.close().unwrap();
+    let left: Vec<_> = std::fs::read_dir(bob_btree::log_dir_of(&path)).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+    let db = Db::open(&path).unwrap();
+    assert_eq!(db.begin_read().open_tree::<u64, u64>("t").unwrap().len(), 200);
+}
