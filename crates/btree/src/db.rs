@@ -612,8 +612,8 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
                     }
                     Body::Branch { keys, children } => {
                         for (i, child) in children.iter().enumerate() {
-                            let clo = if i == 0 { lo } else { Some(&*keys[i - 1]) };
-                            let chi = if i == keys.len() { hi } else { Some(&*keys[i]) };
+                            let clo = if i == 0 { lo } else { Some(&keys[i - 1]) };
+                            let chi = if i == keys.len() { hi } else { Some(&keys[i]) };
                             stack.push((child, depth + 1, clo, chi));
                         }
                     }

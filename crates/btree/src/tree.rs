@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bob_store_core::ObjectId;
 
-use crate::node::{Body, Bytes, Key, Link, NODE_MIN, NODE_TARGET, Node, Probe};
+use crate::node::{Body, Bytes, Key, Keys, Link, NODE_MIN, NODE_TARGET, Node, Probe};
 use crate::{Error, Result};
 
 /// No valid tree is deeper (a branch has at least two children).
@@ -50,10 +50,10 @@ pub(crate) fn get<'l>(
     for _ in 0..MAX_DEPTH {
         match &node(ld, tree, link)?.body {
             Body::Branch { keys, children } => {
-                link = &children[keys.partition_point(|k| k.cmp_probe(&probe).is_le())];
+                link = &children[keys.upper(&probe)];
             }
             Body::Leaf { keys, vals } => {
-                return Ok(keys.binary_search_by(|k| k.cmp_probe(&probe)).ok().map(|i| &*vals[i]));
+                return Ok(keys.search(&probe).ok().map(|i| &*vals[i]));
             }
         }
     }
@@ -152,7 +152,14 @@ impl Edit<'_> {
                     id: None,
                     dirty: true,
                     below: true,
-                    body: Body::Branch { keys: vec![sep], children: vec![left, right] },
+                    body: Body::Branch {
+                        keys: {
+                            let mut keys = Keys::default();
+                            keys.push(sep);
+                            keys
+                        },
+                        children: vec![left, right],
+                    },
                 },
                 seen,
             );
@@ -176,10 +183,10 @@ impl Edit<'_> {
         let (node, old) = if self.is_leaf(link)? {
             let node = self.node_mut(link)?;
             let Body::Leaf { keys, vals } = &mut node.body else { unreachable!("a leaf") };
-            let old = match keys.binary_search_by(|k| k.cmp_probe(&probe)) {
+            let old = match keys.search(&probe) {
                 Ok(i) => Some(std::mem::replace(&mut vals[i], val.into())),
                 Err(i) => {
-                    keys.insert(i, key.into());
+                    keys.insert(i, Key::from(key));
                     vals.insert(i, val.into());
                     None
                 }
@@ -188,7 +195,7 @@ impl Edit<'_> {
         } else {
             let node = self.node_path(link)?;
             let Body::Branch { keys, children } = &mut node.body else { unreachable!("a branch") };
-            let i = keys.partition_point(|k| k.cmp_probe(&probe).is_le());
+            let i = keys.upper(&probe);
             let (old, split) = self.insert_at(&mut children[i], key, val, depth + 1)?;
             if let Some((sep, right)) = split {
                 self.dirty(node);
@@ -234,7 +241,7 @@ impl Edit<'_> {
         if self.is_leaf(link)? {
             let node = self.node_mut(link)?;
             let Body::Leaf { keys, vals } = &mut node.body else { unreachable!("a leaf") };
-            return Ok(match keys.binary_search_by(|k| k.cmp_probe(&probe)) {
+            return Ok(match keys.search(&probe) {
                 Ok(i) => {
                     keys.remove(i);
                     Some(vals.remove(i))
@@ -244,7 +251,7 @@ impl Edit<'_> {
         }
         let node = self.node_path(link)?;
         let Body::Branch { keys, children } = &mut node.body else { unreachable!("a branch") };
-        let i = keys.partition_point(|k| k.cmp_probe(&probe).is_le());
+        let i = keys.upper(&probe);
         let old = self.remove_at(&mut children[i], key, depth + 1)?;
         if old.is_some() && self.needs_rebalance(children, i) {
             self.dirty(node);
@@ -261,7 +268,7 @@ impl Edit<'_> {
     }
 
     /// Merges child `i` with a sibling, or refills it from one, if it is under the minimum.
-    fn rebalance(&mut self, keys: &mut Vec<Key>, children: &mut Vec<Link>, i: usize) -> Result<()> {
+    fn rebalance(&mut self, keys: &mut Keys, children: &mut Vec<Link>, i: usize) -> Result<()> {
         if !self.needs_rebalance(children, i) {
             return Ok(());
         }
@@ -311,16 +318,16 @@ impl Edit<'_> {
                 let m = split_point(&sizes, 1, sizes.len() - 1);
                 *rk = lk.split_off(m);
                 *rv = lv.split_off(m);
-                keys[l] = rk[0].clone();
+                keys.set(l, rk.key(0));
             }
             (Body::Branch { keys: lk, children: lc }, Body::Branch { keys: rk, children: rc }) => {
-                lk.push(std::mem::take(&mut keys[l]));
+                lk.push(keys.key(l));
                 lk.append(rk);
                 lc.append(rc);
                 let sizes: Vec<usize> = lk.iter().map(|k| 10 + k.len()).collect();
                 let m = split_point(&sizes, 1, sizes.len() - 2);
                 *rk = lk.split_off(m + 1);
-                keys[l] = lk.pop().expect("m + 1 keys stay on the left");
+                keys.set(l, lk.pop().expect("m + 1 keys stay on the left"));
                 *rc = lc.split_off(m + 1);
             }
             _ => return Err(Error::Corrupt("sibling B-tree nodes at different depths".into())),
@@ -367,7 +374,7 @@ fn split(node: &mut Node) -> (Key, Node) {
         }
     };
     let Body::Leaf { keys, .. } = &body else { unreachable!("built as a leaf") };
-    let sep = keys[0].clone();
+    let sep = keys.key(0);
     (sep, Node { id: None, dirty: true, below: false, body })
 }
 
@@ -444,9 +451,7 @@ impl<'l> RawIter<'l> {
                 Body::Branch { keys, children } => {
                     let i = match lower {
                         Bound::Unbounded => 0,
-                        Bound::Included(p) | Bound::Excluded(p) => {
-                            keys.partition_point(|s| s.cmp_probe(&p).is_le())
-                        }
+                        Bound::Included(p) | Bound::Excluded(p) => keys.upper(&p),
                     };
                     path.push((n, i));
                     link = &children[i];
@@ -454,8 +459,8 @@ impl<'l> RawIter<'l> {
                 Body::Leaf { keys, .. } => {
                     let i = match lower {
                         Bound::Unbounded => 0,
-                        Bound::Included(p) => keys.partition_point(|x| x.cmp_probe(&p).is_lt()),
-                        Bound::Excluded(p) => keys.partition_point(|x| x.cmp_probe(&p).is_le()),
+                        Bound::Included(p) => keys.lower(&p),
+                        Bound::Excluded(p) => keys.upper(&p),
                     };
                     if i == keys.len() {
                         self.next_leaf_front(&mut path)?;
@@ -481,8 +486,8 @@ impl<'l> RawIter<'l> {
                 Body::Branch { keys, children } => {
                     let i = match upper {
                         Bound::Unbounded => keys.len(),
-                        Bound::Included(p) => keys.partition_point(|s| s.cmp_probe(&p).is_le()),
-                        Bound::Excluded(p) => keys.partition_point(|s| s.cmp_probe(&p).is_lt()),
+                        Bound::Included(p) => keys.upper(&p),
+                        Bound::Excluded(p) => keys.lower(&p),
                     };
                     path.push((n, i));
                     link = &children[i];
@@ -490,8 +495,8 @@ impl<'l> RawIter<'l> {
                 Body::Leaf { keys, .. } => {
                     let p = match upper {
                         Bound::Unbounded => keys.len(),
-                        Bound::Included(p) => keys.partition_point(|x| x.cmp_probe(&p).is_le()),
-                        Bound::Excluded(p) => keys.partition_point(|x| x.cmp_probe(&p).is_lt()),
+                        Bound::Included(p) => keys.upper(&p),
+                        Bound::Excluded(p) => keys.lower(&p),
                     };
                     if p == 0 {
                         self.next_leaf_back(&mut path)?;
@@ -682,7 +687,7 @@ pub(crate) fn build(
     let new_node = |body: Body| Node { id: None, dirty: true, below: true, body };
     // (subtree, its first key)
     let mut level: Vec<(Link, Key)> = Vec::new();
-    let mut keys: Vec<Key> = Vec::new();
+    let mut keys = Keys::default();
     let mut vals: Vec<Bytes> = Vec::new();
     let mut bytes = 32;
     let mut count = 0u64;
@@ -696,7 +701,7 @@ pub(crate) fn build(
         last = Some(key.clone());
         let size = 6 + k.len() + v.len();
         if !keys.is_empty() && bytes + size > BUILD_FILL {
-            let first = keys[0].clone();
+            let first = keys.key(0);
             let body =
                 Body::Leaf { keys: std::mem::take(&mut keys), vals: std::mem::take(&mut vals) };
             level.push((Link::loaded(new_node(body), seen), first));
@@ -708,7 +713,7 @@ pub(crate) fn build(
         count += 1;
     }
     if !keys.is_empty() || level.is_empty() {
-        let first = keys.first().cloned().unwrap_or_default();
+        let first = if keys.is_empty() { Key::default() } else { keys.key(0) };
         level.push((Link::loaded(new_node(Body::Leaf { keys, vals }), seen), first));
     }
     *dirtied += level.len() as u64;
@@ -742,7 +747,7 @@ pub(crate) fn build(
 
 fn branch(group: Vec<(Link, Key)>, seen: u64, new_node: &dyn Fn(Body) -> Node) -> (Link, Key) {
     let first = group[0].1.clone();
-    let mut keys = Vec::with_capacity(group.len() - 1);
+    let mut keys = Keys::with_capacity(group.len() - 1);
     let mut children = Vec::with_capacity(group.len());
     for (i, (link, key)) in group.into_iter().enumerate() {
         if i > 0 {
