@@ -594,9 +594,9 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
                 let keys = match &node.body {
                     Body::Leaf { keys, .. } | Body::Branch { keys, .. } => keys,
                 };
-                let out_of_bounds = keys.iter().any(|k| {
-                    lo.is_some_and(|lo| k.as_ref() < lo) || hi.is_some_and(|hi| k.as_ref() >= hi)
-                });
+                let out_of_bounds = keys
+                    .iter()
+                    .any(|k| lo.is_some_and(|lo| k < lo) || hi.is_some_and(|hi| k >= hi));
                 if out_of_bounds {
                     report.problems.push(format!("tree {name:?}: a key outside its separators"));
                 }
