@@ -1703,6 +1703,18 @@ impl<K: Key, V: Value> TreeMut<'_, K, V> {
         Ok(count)
     }
 
+    /// Removes the entries with keys in `range` and returns them, in key order.
+    pub fn drain_range<Q: KeyLike<K> + ?Sized, R: RangeBounds<Q>>(
+        &mut self,
+        range: R,
+    ) -> Result<Vec<(K, V)>> {
+        let entries: Vec<(K, V)> = self.view().range(range)?.collect::<Result<_>>()?;
+        for (k, _) in &entries {
+            self.remove::<K>(k)?;
+        }
+        Ok(entries)
+    }
+
     /// Removes the entries with keys in `range` for which `keep` is false; returns how many.
     pub fn retain_range<Q: KeyLike<K> + ?Sized, R: RangeBounds<Q>>(
         &mut self,

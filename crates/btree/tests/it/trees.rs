@@ -319,3 +319,26 @@ fn close_drops_the_spares() {
     let db = Db::open(&path).unwrap();
     assert_eq!(db.begin_read().open_tree::<u64, u64>("t").unwrap().len(), 200);
 }
+
+#[test]
+fn retain_and_drain_a_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::create(&dir.path().join("db.bob")).unwrap();
+    let mut tx = db.begin_write().unwrap();
+    {
+        let mut t = tx.open_tree::<u64, u64>("t").unwrap();
+        for k in 0..1000u64 {
+            t.insert(&k, &(k % 3)).unwrap();
+        }
+        assert_eq!(t.retain_range(100..200, |_, v| *v != 0).unwrap(), 33);
+        let drained = t.drain_range(900..).unwrap();
+        assert_eq!(drained.len(), 100);
+        assert_eq!(drained[0], (900, 0));
+        assert_eq!(t.len(), 1000 - 33 - 100);
+        assert_eq!(t.get(&102).unwrap(), None);
+        assert_eq!(t.get(&101).unwrap(), Some(2));
+        assert_eq!(t.view().last().unwrap(), Some((899, 2)));
+    }
+    tx.commit(Durability::Durable).unwrap();
+    assert!(db.verify().unwrap().is_clean());
+}
