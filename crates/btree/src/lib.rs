@@ -31,6 +31,22 @@
 //! after its checkpoint. A torn last record (a crash during its write) is dropped; a damaged
 //! record that a later one says was synced is [`Error::Corrupt`], never a silent rollback.
 //! Without a log ([`Db::new`], `DbOptions::log = false`) every durable commit is a checkpoint.
+//! A commit whose record would be about as large as the nodes it fills (a load) is a
+//! checkpoint instead, so its bytes are written once. Retired log segments are kept as spares
+//! and reused, so a sync writes the data page alone, never file metadata.
+//!
+//! # The persistence thread and memory
+//! Unless [`DbOptions::checkpoint_interval`] is `None`, a thread checkpoints what changed at
+//! that interval, prepares a spare log segment when the log will need one, and unloads clean
+//! leaves when the nodes in memory pass [`DbOptions::memory_budget`] (a snapshot keeps what it
+//! holds). It holds writers off while it checkpoints, never readers. [`Db::stats`] counts what
+//! it and the commits did.
+//!
+//! # Loads and damage
+//! [`TreeMut::bulk_load`] fills an empty tree from sorted entries, nodes left to right.
+//! [`Db::verify`] reads every node and checks the tree invariants; a tree that is an index
+//! over data kept elsewhere is rebuilt from it with [`WriteTxn::rebuild_tree`] when its nodes
+//! are found damaged.
 //!
 //! # Invariants
 //! - Keys are ordered by their encoding's bytes ([`Key`]: for every encoding bob provides
