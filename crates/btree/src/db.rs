@@ -130,6 +130,8 @@ pub(crate) struct Core<S: SplitStore<Io: Clone> + PrimeStorer> {
     log_dir: Option<(Arc<dyn LogDir>, u64)>,
     /// A write transaction began since open (the log will be used: a spare is prepared).
     wrote: AtomicBool,
+    /// Preparing a spare failed: not tried again.
+    prepare_failed: AtomicBool,
 }
 
 /// What a [`Db`] did since it was opened.
@@ -330,7 +332,9 @@ where
         core.check_writable()?;
         let mut pending = core.writer.lock();
         let snapshot = Snapshot::clone(&core.committed.lock());
-        core.checkpoint_locked(&mut pending, snapshot, true)?;
+        if let Some(e) = core.checkpoint_locked(&mut pending, snapshot, true)? {
+            return Err(e);
+        }
         let result = core.store.compact().map(|_| ()).map_err(Error::from);
         core.latch(result)
     }
@@ -346,8 +350,13 @@ impl Db<DefaultStore> {
     /// [`create`](Self::create) with options.
     pub fn create_with(path: &Path, options: &DbOptions) -> Result<Self> {
         let store = ConcurrentStore::create_base(path, options.store, 0)?;
+        let log_path = log_dir_of(path);
+        if !options.log && log_path.exists() {
+            // An earlier database's log would otherwise meet this one at a later open.
+            std::fs::remove_dir_all(&log_path)?;
+        }
         let log = if options.log {
-            let dir = OsLogDir::new(&log_dir_of(path))?;
+            let dir = OsLogDir::new(&log_path)?;
             // Segments left by an earlier database at this path belong to no one now.
             for seq in dir.list()? {
                 dir.remove(seq)?;
@@ -441,6 +450,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             stats: Mutex::new(DbStats::default()),
             log_dir: log.map(|dir| (dir, options.segment_bytes)),
             wrote: AtomicBool::new(false),
+            prepare_failed: AtomicBool::new(false),
         };
         if catalog.logged != db.wal.is_some() || !records.is_empty() {
             db.replay(records)?;
@@ -506,7 +516,10 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         self.check_writable()?;
         let mut pending = self.writer.lock();
         let snapshot = Snapshot::clone(&self.committed.lock());
-        self.checkpoint_locked(&mut pending, snapshot, true)
+        match self.checkpoint_locked(&mut pending, snapshot, true)? {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Makes every buffered commit durable: syncs the log (a checkpoint, without one).
@@ -638,10 +651,19 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             return;
         }
         let near = wal.lock().next_segment_near();
-        if near {
-            // The zeros are written without any lock held.
-            let _ = dir.prepare_spare(*len);
+        if near && !self.prepare_failed.load(Ordering::Relaxed) {
+            // The zeros are written without any lock held. After a failure (a full disk,
+            // say) no more are tried until the database is reopened.
+            if dir.prepare_spare(*len).is_err() {
+                self.prepare_failed.store(true, Ordering::Relaxed);
+            }
         }
+    }
+
+    /// Whether object `id` holds an intact node of a tree other than `tree`.
+    fn another_trees_node(&self, id: ObjectId, tree: u32) -> Result<bool> {
+        let bytes = self.store.read_bytes_from_obj(id)?;
+        Ok(crate::node::intact_tree_of(&bytes).is_some_and(|t| t != tree))
     }
 
     /// The persistence thread's round: a checkpoint if `due` and anything changed, then
@@ -681,15 +703,18 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
     }
 
     /// Writes `snapshot`'s dirty nodes and catalog, commits the store and publishes it.
+    ///
+    /// `Err`: the checkpoint is not durable (the database latched). `Ok(Some(e))`: it is
+    /// durable and published, and releasing the log after it failed (latched).
     fn checkpoint_locked(
         &self,
         pending: &mut Pending,
         mut snapshot: Snapshot,
         always: bool,
-    ) -> Result<()> {
+    ) -> Result<Option<Error>> {
         if !pending.changed && !always {
             *self.committed.lock() = Arc::new(snapshot);
-            return Ok(());
+            return Ok(None);
         }
         let epoch = snapshot
             .epoch
@@ -709,7 +734,11 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
                 self.write_dirty(&mut tree.root, tree.id, epoch, &mut buf, 0, &mut written)?;
             }
             for id in pending.freed.drain(..) {
-                self.store.delete_obj(id)?;
+                match self.store.delete_obj(id) {
+                    // Freed twice (a rebuild replayed over a missing node): already gone.
+                    Err(bob_store_core::Error::NotFound(_)) => {}
+                    other => other?,
+                }
             }
             let catalog = Catalog {
                 epoch,
@@ -730,15 +759,17 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             written.1 += catalog.len() as u64;
             self.store.replace_obj(PRIME_OBJECT_ID, &catalog)?;
             self.store.commit()?;
-            if let Some(wal) = &self.wal {
-                wal.lock().release(snapshot.lsn)?;
-            }
             Ok(())
         })();
         if let Err(e) = result {
             self.failed.store(true, Ordering::Release);
             return Err(e);
         }
+        // Durable from here: published whatever happens to the log's release.
+        let released = match &self.wal {
+            Some(wal) => wal.lock().release(snapshot.lsn),
+            None => Ok(()),
+        };
         snapshot.epoch = epoch;
         pending.changed = false;
         pending.dirtied = 0;
@@ -755,7 +786,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         }
         *self.committed.lock() = Arc::new(snapshot);
         self.prune_rewrites();
-        Ok(())
+        Ok(self.latch(released).err())
     }
 
     fn write_dirty(
@@ -846,7 +877,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Load for Core<S> {
             Ok((node, written)) if written <= link.seen => Ok(Arc::new(node)),
             other => {
                 if let Some(node) = self.rewritten(id, link.seen) {
-                    return Ok(node);
+                    return Ok(Arc::new(node.for_reader(link.seen)));
                 }
                 match other {
                     Ok((_, written)) => Err(Error::Corrupt(format!(
@@ -1143,9 +1174,26 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
         while let Some((link, depth)) = stack.pop() {
             let node = match tree::node(self.db, state.id, link) {
                 Ok(node) if depth < tree::MAX_DEPTH => node,
-                _ => {
+                Ok(_) => {
+                    unreadable += 1; // too deep: its objects are not this walk's to free
+                    continue;
+                }
+                Err(e) => {
                     unreadable += 1;
-                    if let Some(id) = link.id.filter(|id| visited.insert(*id)) {
+                    let Some(id) = link.id else { continue };
+                    // Free only an object that exists and fails as this tree's node: a
+                    // missing one is gone already, one that is another tree's node is not
+                    // ours, and a read error says nothing (it is returned).
+                    let ours = match e {
+                        Error::Store(bob_store_core::Error::NotFound(_)) => false,
+                        Error::Store(
+                            bob_store_core::Error::ChecksumMismatch { .. }
+                            | bob_store_core::Error::Corrupt { .. },
+                        ) => true,
+                        Error::Store(other) => return Err(other.into()),
+                        _ => !self.db.another_trees_node(id, state.id)?,
+                    };
+                    if ours && visited.insert(id) {
                         self.freed.push(id);
                     }
                     continue;
@@ -1267,7 +1315,6 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
             return Err(Error::TransactionFailed);
         }
         db.check_writable()?;
-        Wal::check_len(&log)?;
         let durable = durability == Durability::Durable;
         pending.dirtied += dirtied;
         // A record about as large as the nodes the next checkpoint writes anyway (a load in
@@ -1280,14 +1327,18 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
             pending.superseded.extend(superseded);
             pending.freed.extend(freed);
             pending.changed = true;
-            return db.checkpoint_locked(&mut pending, snapshot, true);
+            // Durable once the checkpoint's store commit is: a failure after it latches.
+            return db.checkpoint_locked(&mut pending, snapshot, true).map(|_| ());
+        }
+        if db.wal.is_some() {
+            Wal::check_len(&log)?;
         }
         let Some(wal) = &db.wal else {
             pending.superseded.extend(superseded);
             pending.freed.extend(freed);
             pending.changed |= changed;
             if durable {
-                return db.checkpoint_locked(&mut pending, snapshot, false);
+                return db.checkpoint_locked(&mut pending, snapshot, false).map(|_| ());
             }
             *db.committed.lock() = Arc::new(snapshot);
             return Ok(());

@@ -299,6 +299,26 @@ impl Node {
         Self { id: self.id, dirty: false, below: false, body }
     }
 
+    /// A saved version handed to a reader whose link saw checkpoint `seen`: its children as
+    /// links to their objects as of that checkpoint (never the saved node's own links, which
+    /// may be loaded, or carry a later checkpoint, since it was saved).
+    pub(crate) fn for_reader(&self, seen: u64) -> Self {
+        let body = match &self.body {
+            Body::Leaf { .. } => self.body.clone(),
+            Body::Branch { keys, children } => Body::Branch {
+                keys: keys.clone(),
+                children: children
+                    .iter()
+                    .map(|c| match c.node.get().map_or(c.id, |n| n.id) {
+                        Some(id) => Link::stored(id, seen),
+                        None => c.clone(), // not reached: a saved node names stored children
+                    })
+                    .collect(),
+            },
+        };
+        Self { id: self.id, dirty: false, below: false, body }
+    }
+
     /// The number of keys.
     pub(crate) fn len(&self) -> usize {
         match &self.body {
@@ -440,6 +460,16 @@ impl Node {
             if kind == LEAF { Body::Leaf { keys, vals } } else { Body::Branch { keys, children } };
         Ok((Self { id: Some(id), dirty: false, below: false, body }, written))
     }
+}
+
+/// The tree id of an intact node's bytes (magic and checksum right), whatever else is wrong.
+pub(crate) fn intact_tree_of(bytes: &[u8]) -> Option<u32> {
+    if bytes.len() < HEADER + TRAILER || &bytes[..4] != MAGIC {
+        return None;
+    }
+    let (body, sum) = bytes.split_at(bytes.len() - TRAILER);
+    (checksum(body).to_le_bytes() == sum)
+        .then(|| u32::from_le_bytes(body[8..12].try_into().expect("4 bytes")))
 }
 
 struct Cursor<'a> {

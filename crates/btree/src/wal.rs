@@ -65,6 +65,8 @@ pub trait LogDir: Send + Sync {
 
 /// Spare segments a directory keeps for reuse.
 const SPARES: usize = 2;
+/// No spare prepared ahead is longer.
+const MAX_SPARE: u64 = 256 << 20;
 
 /// Segments as files `<seq>.log` (20 digits) in a directory.
 #[derive(Debug, Clone)]
@@ -174,21 +176,29 @@ impl LogDir for OsLogDir {
         if !self.spares()?.is_empty() {
             return Ok(false);
         }
+        let len = len.min(MAX_SPARE);
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         let tmp = self.dir.join(format!("prepared-{stamp}.tmp"));
-        let file = std::fs::File::options().write(true).create_new(true).open(&tmp)?;
-        let zeros = vec![0u8; 1 << 20];
-        let mut at = 0;
-        while at < len {
-            let n = (len - at).min(zeros.len() as u64) as usize;
-            std::os::unix::fs::FileExt::write_all_at(&file, &zeros[..n], at)?;
-            at += n as u64;
+        let written = (|| {
+            let file = std::fs::File::options().write(true).create_new(true).open(&tmp)?;
+            let zeros = vec![0u8; 1 << 20];
+            let mut at = 0;
+            while at < len {
+                let n = (len - at).min(zeros.len() as u64) as usize;
+                std::os::unix::fs::FileExt::write_all_at(&file, &zeros[..n], at)?;
+                at += n as u64;
+            }
+            file.sync_all()?;
+            std::fs::rename(&tmp, self.dir.join(format!("prepared-{stamp}.spare")))?;
+            self.sync()
+        })();
+        if let Err(e) = written {
+            // A full disk, say: the space goes back at once.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
-        file.sync_all()?;
-        std::fs::rename(&tmp, self.dir.join(format!("prepared-{stamp}.spare")))?;
-        self.sync()?;
         Ok(true)
     }
 }
@@ -361,7 +371,7 @@ impl Wal {
         after_lsn: u64,
         segment_limit: u64,
     ) -> Result<(Self, Recovered)> {
-        if after_lsn == u64::MAX {
+        if after_lsn >= u64::MAX - 1 {
             return Err(Error::Corrupt("the catalog's log LSN is out of range".into()));
         }
         let seqs = dir.list()?;
@@ -538,6 +548,9 @@ impl Wal {
     pub(crate) fn append(&mut self, record: &[u8], sync: bool) -> Result<u64> {
         Self::check_len(record)?;
         let lsn = self.next_lsn;
+        if lsn >= u64::MAX - 1 {
+            return Err(Error::Corrupt("the log's LSNs are used up".into()));
+        }
         let needed = (GROUP_HEADER + 4 + record.len()) as u64;
         let roll = self
             .active

@@ -342,3 +342,56 @@ fn retain_and_drain_a_range() {
     tx.commit(Durability::Durable).unwrap();
     assert!(db.verify().unwrap().is_clean());
 }
+
+/// Snapshots taken right after open (nothing loaded) read their own commit across several
+/// checkpoints: a leaf rewritten by one checkpoint and its parent by a later one, and a tree
+/// deleted under the snapshot (review 2, finding 2).
+#[test]
+fn old_snapshots_stay_put_across_several_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.bob");
+    let options = bob_btree::DbOptions { checkpoint_interval: None, ..Default::default() };
+    let db = Db::create_with(&path, &options).unwrap();
+    let mut tx = db.begin_write().unwrap();
+    tx.open_tree::<u64, u64>("t").unwrap().bulk_load((0..20_000u64).map(|k| (k * 2, 0))).unwrap();
+    tx.commit(Durability::Durable).unwrap();
+    db.close().unwrap();
+
+    // A: the leaf of key 2 rewritten at one checkpoint, its parent (a split) at the next.
+    let db = Db::open_with(&path, &options).unwrap();
+    let read = db.begin_read();
+    let mut tx = db.begin_write().unwrap();
+    tx.open_tree::<u64, u64>("t").unwrap().insert(&2, &111).unwrap();
+    tx.commit(Durability::Durable).unwrap();
+    db.checkpoint().unwrap();
+    let mut tx = db.begin_write().unwrap();
+    {
+        let mut t = tx.open_tree::<u64, u64>("t").unwrap();
+        for k in (1..=801u64).step_by(2) {
+            t.insert(&k, &k).unwrap();
+        }
+    }
+    tx.commit(Durability::Durable).unwrap();
+    db.checkpoint().unwrap();
+    let old = read.open_tree::<u64, u64>("t").unwrap();
+    assert_eq!(old.get(&2).unwrap(), Some(0));
+    assert_eq!(old.get(&1).unwrap(), None);
+    assert_eq!(old.iter().unwrap().count(), 20_000);
+    drop(read);
+    db.close().unwrap();
+
+    // B: a change not yet checkpointed, then the tree deleted, then a checkpoint.
+    let db = Db::open_with(&path, &options).unwrap();
+    let read = db.begin_read();
+    let mut tx = db.begin_write().unwrap();
+    tx.open_tree::<u64, u64>("t").unwrap().insert(&4, &444).unwrap();
+    tx.commit(Durability::Durable).unwrap();
+    let mut tx = db.begin_write().unwrap();
+    tx.delete_tree("t").unwrap();
+    tx.commit(Durability::Durable).unwrap();
+    db.checkpoint().unwrap();
+    let old = read.open_tree::<u64, u64>("t").unwrap();
+    assert_eq!(old.get(&4).unwrap(), Some(0));
+    assert_eq!(old.get(&2).unwrap(), Some(111));
+    assert_eq!(old.iter().unwrap().count(), 20_000 + 401);
+}
