@@ -681,9 +681,14 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         }
         // Measured on the committed trees without holding writers off.
         let committed = Arc::clone(&self.committed.lock());
-        let loaded: u64 = committed.trees.values().map(|t| loaded_bytes(&t.root, 0)).sum();
+        let (loaded, evictable) = committed
+            .trees
+            .values()
+            .map(|t| loaded_bytes(&t.root, 0))
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
         drop(committed);
-        if loaded <= budget {
+        // Nothing to gain when only branches and changed leaves are in memory.
+        if loaded <= budget || evictable == 0 {
             return Ok(());
         }
         let _pending = self.writer.lock();
@@ -910,15 +915,18 @@ fn assert_written(link: &Link, depth: usize) {
     }
 }
 
-/// Bytes the nodes in memory under `link` take, about (their encoding and bookkeeping).
-fn loaded_bytes(link: &Link, depth: usize) -> u64 {
-    let Some(node) = link.node.get() else { return 0 };
+/// Bytes the nodes in memory under `link` take, about (their encoding and bookkeeping), and
+/// how many of them are clean leaves that could be unloaded.
+fn loaded_bytes(link: &Link, depth: usize) -> (u64, u64) {
+    let Some(node) = link.node.get() else { return (0, 0) };
     let own = node.encoded_len() as u64 + 64 + 32 * node.len() as u64;
     match &node.body {
-        Body::Branch { children, .. } if depth < tree::MAX_DEPTH => {
-            own + children.iter().map(|c| loaded_bytes(c, depth + 1)).sum::<u64>()
-        }
-        _ => own,
+        Body::Branch { children, .. } if depth < tree::MAX_DEPTH => children
+            .iter()
+            .map(|c| loaded_bytes(c, depth + 1))
+            .fold((own, 0), |a, b| (a.0 + b.0, a.1 + b.1)),
+        Body::Leaf { .. } => (own, u64::from(!node.dirty && node.id.is_some())),
+        Body::Branch { .. } => (own, 0),
     }
 }
 

@@ -79,11 +79,13 @@ impl FileBackend for ClockDisk {
     }
 }
 
-/// Log segments as simulated disks on a clock; names are durable at once, retired segments
-/// are removed.
+/// Log segments as simulated disks on a clock; names are durable at once. Retired segments
+/// are kept as spares (two at most) and reused, old groups and all, as a directory on a
+/// file system does.
 #[derive(Clone, Debug)]
 pub struct ClockDir {
     files: Arc<Mutex<BTreeMap<u64, SimDisk>>>,
+    spares: Arc<Mutex<Vec<SimDisk>>>,
     clock: Arc<Clock>,
 }
 
@@ -99,7 +101,8 @@ impl LogDir for ClockDir {
     }
     fn create(&self, seq: u64, header: &[u8]) -> io::Result<LogFile> {
         self.clock.tick()?;
-        let disk = SimDisk::new();
+        let spare = self.spares.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+        let disk = spare.unwrap_or_default();
         disk.write_at(header, 0)?;
         disk.sync_all()?;
         self.files
@@ -121,16 +124,27 @@ impl LogDir for ClockDir {
     fn sync(&self) -> io::Result<()> {
         self.clock.tick()
     }
+    fn retire(&self, seq: u64) -> io::Result<()> {
+        self.clock.tick()?;
+        let disk =
+            self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&seq);
+        let mut spares = self.spares.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(disk) = disk.filter(|_| spares.len() < 2) {
+            spares.push(disk);
+        }
+        Ok(())
+    }
 }
 
 /// A database on simulated disks.
 pub type SimDb = Db<Store<BasicAllocator, ClockDisk>>;
 
-/// The files of a machine: the store and the log segments.
+/// The files of a machine: the store, the log segments and the spare segments.
 #[derive(Debug, Default)]
 pub struct Machine {
     store: SimDisk,
     log: BTreeMap<u64, SimDisk>,
+    spares: Vec<SimDisk>,
 }
 
 impl Machine {
@@ -144,6 +158,7 @@ impl Machine {
         Machine {
             store: self.store.after_process_crash(),
             log: self.log.iter().map(|(&s, d)| (s, d.after_process_crash())).collect(),
+            spares: self.spares.iter().map(SimDisk::after_process_crash).collect(),
         }
     }
 
@@ -155,6 +170,11 @@ impl Machine {
                 .log
                 .iter()
                 .map(|(&s, d)| (s, d.crashed(CrashMode::PowerLoss, seed ^ s.wrapping_mul(0x9E37))))
+                .collect(),
+            spares: self
+                .spares
+                .iter()
+                .map(|d| d.crashed(CrashMode::PowerLoss, seed ^ 0x5A))
                 .collect(),
         }
     }
@@ -174,6 +194,7 @@ impl Machine {
             .and_then(|s| Db::with_log(ConcurrentStore::new(s, 0), Box::new(dir.clone()), options))
             .and_then(|db| work(&db));
         self.log = dir.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        self.spares = dir.spares.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         (clock, result)
     }
 
@@ -192,12 +213,17 @@ impl Machine {
             .and_then(|s| Db::with_log(ConcurrentStore::new(s, 0), Box::new(dir.clone()), options))
             .and_then(|db| work(&db));
         self.log = dir.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        self.spares = dir.spares.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         (clock, result)
     }
 
     fn attach(&self, clock: &Arc<Clock>) -> (ClockDisk, ClockDir) {
         let disk = ClockDisk { disk: self.store.clone(), clock: clock.clone() };
-        let dir = ClockDir { files: Arc::new(Mutex::new(self.log.clone())), clock: clock.clone() };
+        let dir = ClockDir {
+            files: Arc::new(Mutex::new(self.log.clone())),
+            spares: Arc::new(Mutex::new(self.spares.clone())),
+            clock: clock.clone(),
+        };
         (disk, dir)
     }
 }
