@@ -1282,10 +1282,14 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
                     }
                 }
                 OP_DELETE => {
+                    // As a rebuild's drop: a node damaged since the delete was acknowledged
+                    // must not make the open fail over a tree that is gone.
                     let name = r.name()?;
-                    if !self.delete_tree(name)? {
+                    if self.drop_readable(name)?.is_none() {
                         return Err(Error::Corrupt(format!("tree {name:?} deleted, not there")));
                     }
+                    self.log.push(OP_DELETE);
+                    log_name(&mut self.log, name);
                 }
                 OP_DROP_READABLE => {
                     let name = r.name()?;

@@ -124,3 +124,29 @@ fn a_tree_with_a_missing_node_is_rebuilt_and_the_database_reopens() {
             .eq(source.iter().copied())
     );
 }
+
+/// A logged tree delete replays at open even when a node of the deleted tree was damaged
+/// after the delete was acknowledged (review 2).
+#[test]
+fn a_logged_delete_replays_over_a_damaged_node() {
+    use bob_store_core::Storer;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.bob");
+    let db = Db::create_with(&path, &options()).unwrap();
+    let mut tx = db.begin_write().unwrap();
+    tx.open_tree::<u64, u64>("gone").unwrap().bulk_load((0..5_000u64).map(|k| (k, k))).unwrap();
+    tx.open_tree::<u64, u64>("kept").unwrap().insert(&1, &1).unwrap();
+    tx.commit(Durability::Durable).unwrap();
+    db.checkpoint().unwrap(); // the nodes are in the store
+    let mut tx = db.begin_write().unwrap();
+    tx.delete_tree("gone").unwrap();
+    tx.commit(Durability::Durable).unwrap(); // logged
+    drop(db); // a crash before any checkpoint
+    let mut store = bob_store_core::BaseStore::open(&path, Default::default()).unwrap();
+    let victim = *store.ids().iter().filter(|id| id.0 > 0).min().unwrap();
+    store.delete_obj(victim).unwrap();
+    store.close().unwrap();
+    let db = Db::open_with(&path, &options()).unwrap();
+    assert_eq!(db.begin_read().list_trees(), ["kept"]);
+    assert!(db.verify().unwrap().is_clean());
+}
