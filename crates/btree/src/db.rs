@@ -882,7 +882,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Load for Core<S> {
             Ok((node, written)) if written <= link.seen => Ok(Arc::new(node)),
             other => {
                 if let Some(node) = self.rewritten(id, link.seen) {
-                    return Ok(Arc::new(node.for_reader(link.seen)));
+                    return Ok(Arc::new(node.stored_copy(Some(link.seen))));
                 }
                 match other {
                     Ok((_, written)) => Err(Error::Corrupt(format!(

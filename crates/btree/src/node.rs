@@ -279,10 +279,12 @@ impl Node {
         }
     }
 
-    /// This node as its object holds it, for readers of older snapshots: children as links
-    /// to their objects (the copies in memory may have changed since). Only for a node that
-    /// is not dirty (its bytes and child ids are its object's).
-    pub(crate) fn disk_copy(&self) -> Self {
+    /// This node with its children as links to their objects, unloaded: `seen` is the
+    /// checkpoint the links belong to (`None`: each keeps its own). Saved for older snapshots
+    /// (`None`: only for a node that is not dirty, whose bytes and child ids are its
+    /// object's), and handed to a reader whose link saw checkpoint `seen` (`Some`: never the
+    /// saved node's own links, which may carry a later checkpoint).
+    pub(crate) fn stored_copy(&self, seen: Option<u64>) -> Self {
         let body = match &self.body {
             Body::Leaf { .. } => self.body.clone(),
             Body::Branch { keys, children } => Body::Branch {
@@ -290,28 +292,8 @@ impl Node {
                 children: children
                     .iter()
                     .map(|c| match c.node.get().map_or(c.id, |n| n.id) {
-                        Some(id) => Link::stored(id, c.seen),
+                        Some(id) => Link::stored(id, seen.unwrap_or(c.seen)),
                         None => c.clone(), // not reached: a new child makes its parent dirty
-                    })
-                    .collect(),
-            },
-        };
-        Self { id: self.id, dirty: false, below: false, body }
-    }
-
-    /// A saved version handed to a reader whose link saw checkpoint `seen`: its children as
-    /// links to their objects as of that checkpoint (never the saved node's own links, which
-    /// may be loaded, or carry a later checkpoint, since it was saved).
-    pub(crate) fn for_reader(&self, seen: u64) -> Self {
-        let body = match &self.body {
-            Body::Leaf { .. } => self.body.clone(),
-            Body::Branch { keys, children } => Body::Branch {
-                keys: keys.clone(),
-                children: children
-                    .iter()
-                    .map(|c| match c.node.get().map_or(c.id, |n| n.id) {
-                        Some(id) => Link::stored(id, seen),
-                        None => c.clone(), // not reached: a saved node names stored children
                     })
                     .collect(),
             },

@@ -14,7 +14,9 @@ use bob_io_helpers::testing::{CrashMode, SimDisk};
 use bob_store_concurrent::ConcurrentStore;
 use bob_store_core::Store;
 
-use crate::{Db, DbOptions, LogDir, LogFile, Result};
+use bob_store_core::StoreOptions;
+
+use crate::{Db, DbOptions, Durability, LogDir, LogFile, Result};
 
 /// The machine's operation clock.
 #[derive(Debug)]
@@ -187,15 +189,7 @@ impl Machine {
         crash_at: u64,
         work: impl FnOnce(&SimDb) -> Result<T>,
     ) -> (Arc<Clock>, Result<T>) {
-        let clock = Clock::new(crash_at);
-        let (disk, dir) = self.attach(&clock);
-        let result = Store::<BasicAllocator, _>::create_with(disk, options.store)
-            .map_err(crate::Error::from)
-            .and_then(|s| Db::with_log(ConcurrentStore::new(s, 0), Box::new(dir.clone()), options))
-            .and_then(|db| work(&db));
-        self.log = dir.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        self.spares = dir.spares.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        (clock, result)
+        self.run(options, crash_at, true, work)
     }
 
     /// Opens the database on this machine (a recovery) with a clock that stops at
@@ -206,9 +200,24 @@ impl Machine {
         crash_at: u64,
         work: impl FnOnce(&SimDb) -> Result<T>,
     ) -> (Arc<Clock>, Result<T>) {
+        self.run(options, crash_at, false, work)
+    }
+
+    fn run<T>(
+        &mut self,
+        options: &DbOptions,
+        crash_at: u64,
+        create: bool,
+        work: impl FnOnce(&SimDb) -> Result<T>,
+    ) -> (Arc<Clock>, Result<T>) {
         let clock = Clock::new(crash_at);
         let (disk, dir) = self.attach(&clock);
-        let result = Store::<BasicAllocator, _>::open_with(disk, options.store)
+        let store = if create {
+            Store::<BasicAllocator, _>::create_with(disk, options.store)
+        } else {
+            Store::<BasicAllocator, _>::open_with(disk, options.store)
+        };
+        let result = store
             .map_err(crate::Error::from)
             .and_then(|s| Db::with_log(ConcurrentStore::new(s, 0), Box::new(dir.clone()), options))
             .and_then(|db| work(&db));
@@ -226,4 +235,68 @@ impl Machine {
         };
         (disk, dir)
     }
+}
+
+/// Every tree's entries (trees of `u64` keys and values).
+pub type State = BTreeMap<String, BTreeMap<u64, u64>>;
+
+/// Options that make a short workload roll log segments, reuse them and checkpoint on its
+/// own, with no persistence thread (the operations are the same in every run).
+pub fn crash_options() -> DbOptions {
+    DbOptions {
+        store: StoreOptions { journal_bytes: 8 * 4096, ..StoreOptions::default() },
+        checkpoint_after_bytes: 24 << 10,
+        segment_bytes: 12 << 10,
+        checkpoint_interval: None,
+        ..DbOptions::default()
+    }
+}
+
+/// The entries of every tree of the last commit.
+pub fn state(db: &SimDb) -> Result<State> {
+    let read = db.begin_read();
+    let mut all = State::new();
+    for name in read.list_trees() {
+        let tree = read.open_tree::<u64, u64>(&name).expect("listed");
+        all.insert(name, tree.iter()?.collect::<Result<_>>()?);
+    }
+    Ok(all)
+}
+
+/// A workload of commits of 30 changes to one tree, durable and buffered, with checkpoints.
+/// `allowed` is kept up to date with the states a recovery may show: the commits since the
+/// last acknowledged durable one, and the one in flight.
+pub fn commits(db: &SimDb, allowed: &mut Vec<State>) -> Result<()> {
+    let mut model = State::new();
+    *allowed = vec![model.clone()];
+    for round in 0..24u64 {
+        let mut next = model.clone();
+        let mut tx = db.begin_write()?;
+        {
+            let entries = next.entry("t".into()).or_default();
+            let mut t = tx.open_tree::<u64, u64>("t")?;
+            for i in 0..30u64 {
+                let k = (round * 37 + i * 11) % 400;
+                if i % 4 == 3 {
+                    t.remove(&k)?;
+                    entries.remove(&k);
+                } else {
+                    t.insert(&k, &(round * 100 + i))?;
+                    entries.insert(k, round * 100 + i);
+                }
+            }
+        }
+        let durable = round % 3 != 1;
+        allowed.push(next.clone()); // in flight: may or may not survive
+        tx.commit(if durable { Durability::Durable } else { Durability::Buffered })?;
+        model = next;
+        if durable {
+            *allowed = vec![model.clone()];
+        }
+        if round % 5 == 4 {
+            db.checkpoint()?;
+            *allowed = vec![model.clone()];
+        }
+    }
+    Ok(())
 }

@@ -94,7 +94,7 @@ impl Edit<'_> {
             && let Some(id) = arc.id
         {
             // Unless copied on the way to a change below, the shared node is its object's.
-            let saved = if arc.below { Arc::new(arc.disk_copy()) } else { Arc::clone(arc) };
+            let saved = if arc.below { Arc::new(arc.stored_copy(None)) } else { Arc::clone(arc) };
             self.superseded.push((id, saved));
         }
         if !arc.dirty {
@@ -119,7 +119,7 @@ impl Edit<'_> {
         if !node.dirty {
             *self.dirtied += 1;
             if let Some(id) = node.id {
-                self.superseded.push((id, Arc::new(node.disk_copy())));
+                self.superseded.push((id, Arc::new(node.stored_copy(None))));
             }
             node.dirty = true;
         }

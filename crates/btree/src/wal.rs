@@ -183,13 +183,8 @@ impl LogDir for OsLogDir {
         let tmp = self.dir.join(format!("prepared-{stamp}.tmp"));
         let written = (|| {
             let file = std::fs::File::options().write(true).create_new(true).open(&tmp)?;
-            let zeros = vec![0u8; 1 << 20];
-            let mut at = 0;
-            while at < len {
-                let n = (len - at).min(zeros.len() as u64) as usize;
-                std::os::unix::fs::FileExt::write_all_at(&file, &zeros[..n], at)?;
-                at += n as u64;
-            }
+            let file = OsFile::new(file);
+            bob_io_helpers::write_zeros(&file, 0, len).map_err(io::Error::other)?;
             file.sync_all()?;
             std::fs::rename(&tmp, self.dir.join(format!("prepared-{stamp}.spare")))?;
             self.sync()
@@ -601,7 +596,8 @@ impl Wal {
         let active = self.active.as_mut().expect("bytes were written to it");
         let end = round_up(active.end);
         if end > active.end {
-            active.file.write_at(&vec![0; (end - active.end) as usize], active.end)?;
+            bob_io_helpers::write_zeros(&*active.file, active.end, end - active.end)
+                .map_err(io::Error::other)?;
         }
         active.file.sync_data()?;
         active.end = end;

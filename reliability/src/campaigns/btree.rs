@@ -4,78 +4,17 @@
 //! during the recovery. The reopened database must hold one of the commits since the last
 //! acknowledged durable one, or the one in flight, and verify clean.
 
-use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use bob_btree::testing::{Machine, SimDb};
-use bob_btree::{DbOptions, Durability};
-use bob_store_core::StoreOptions;
+use bob_btree::Durability;
+use bob_btree::testing::{Machine, SimDb, State, commits, crash_options, state};
 
 use super::Budget;
 use crate::report::Figures;
 
-/// Every tree's entries.
-type State = BTreeMap<String, BTreeMap<u64, u64>>;
-
 /// A workload: runs on a database and keeps `allowed` (the states a recovery may show) up to
 /// date as it goes.
 type Work = fn(&SimDb, &mut Vec<State>) -> bob_btree::Result<()>;
-
-fn options() -> DbOptions {
-    DbOptions {
-        store: StoreOptions { journal_bytes: 8 * 4096, ..StoreOptions::default() },
-        checkpoint_after_bytes: 24 << 10,
-        segment_bytes: 12 << 10,
-        checkpoint_interval: None,
-        ..DbOptions::default()
-    }
-}
-
-fn state(db: &SimDb) -> bob_btree::Result<State> {
-    let read = db.begin_read();
-    let mut all = State::new();
-    for name in read.list_trees() {
-        let tree = read.open_tree::<u64, u64>(&name).expect("listed");
-        all.insert(name, tree.iter()?.collect::<bob_btree::Result<_>>()?);
-    }
-    Ok(all)
-}
-
-/// Commits of 30 changes to one tree, durable and buffered, with checkpoints.
-fn commits(db: &SimDb, allowed: &mut Vec<State>) -> bob_btree::Result<()> {
-    let mut model = State::new();
-    *allowed = vec![model.clone()];
-    for round in 0..24u64 {
-        let mut next = model.clone();
-        let mut tx = db.begin_write()?;
-        {
-            let entries = next.entry("t".into()).or_default();
-            let mut t = tx.open_tree::<u64, u64>("t")?;
-            for i in 0..30u64 {
-                let k = (round * 37 + i * 11) % 400;
-                if i % 4 == 3 {
-                    t.remove(&k)?;
-                    entries.remove(&k);
-                } else {
-                    t.insert(&k, &(round * 100 + i))?;
-                    entries.insert(k, round * 100 + i);
-                }
-            }
-        }
-        let durable = round % 3 != 1;
-        allowed.push(next.clone());
-        tx.commit(if durable { Durability::Durable } else { Durability::Buffered })?;
-        model = next;
-        if durable {
-            *allowed = vec![model.clone()];
-        }
-        if round % 5 == 4 {
-            db.checkpoint()?;
-            *allowed = vec![model.clone()];
-        }
-    }
-    Ok(())
-}
 
 /// Named trees created, renamed and deleted; a bulk load big enough to be a checkpoint of
 /// its own; a rebuild.
@@ -159,7 +98,7 @@ impl Counts {
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             machine
                 .copy()
-                .open(&options(), u64::MAX, |db| Ok((db.verify()?.is_clean(), state(db)?)))
+                .open(&crash_options(), u64::MAX, |db| Ok((db.verify()?.is_clean(), state(db)?)))
         }));
         match outcome {
             Err(_) => self.panics += 1,
@@ -181,7 +120,7 @@ pub fn btree(budget: &Budget, seed: u64) -> Figures {
     for (_, work) in workloads {
         let mut allowed = Vec::new();
         let (clock, result) =
-            Machine::new().create(&options(), u64::MAX, |db| work(db, &mut allowed));
+            Machine::new().create(&crash_options(), u64::MAX, |db| work(db, &mut allowed));
         if result.is_err() {
             counts.failed += 1;
             continue;
@@ -191,7 +130,7 @@ pub fn btree(budget: &Budget, seed: u64) -> Figures {
             let mut allowed = Vec::new();
             let mut created = false;
             let run = catch_unwind(AssertUnwindSafe(|| {
-                machine.create(&options(), k, |db| {
+                machine.create(&crash_options(), k, |db| {
                     created = true;
                     work(db, &mut allowed)
                 })
@@ -211,8 +150,9 @@ pub fn btree(budget: &Budget, seed: u64) -> Figures {
                 if tear == 0 && k % 5 == 0 {
                     for j in [0, 3, 8, 20] {
                         let mut base = crashed.copy();
-                        let _ =
-                            catch_unwind(AssertUnwindSafe(|| base.open(&options(), j, |_| Ok(()))));
+                        let _ = catch_unwind(AssertUnwindSafe(|| {
+                            base.open(&crash_options(), j, |_| Ok(()))
+                        }));
                         second += 1;
                         counts.check(&base.crashed(seed ^ k ^ (j << 8)), &allowed);
                     }
