@@ -64,13 +64,13 @@ fn exercise<A: SpaceAllocator>(data: &[u8]) {
         return;
     };
     let _ = store.verify();
-    for id in store.ids() {
+    for id in store.ids().unwrap_or_default() {
         let _ = store.read_bytes_from_obj(id);
     }
     if store.write_new_obj_from_bytes(b"fuzz").is_ok() && store.commit().is_ok() {
         drop(store);
         if let Ok(store) = Store::<A, SimDisk>::open_with(disk, StoreOptions::default()) {
-            for id in store.ids() {
+            for id in store.ids().unwrap_or_default() {
                 let _ = store.read_bytes_from_obj(id);
             }
         }

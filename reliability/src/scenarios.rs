@@ -208,10 +208,13 @@ fn run_script<A: SpaceAllocator, S: Script>(disk: &SimDisk, log: &mut Log) -> Ru
 
 /// Opens a plain store and reads every object.
 pub fn recover_store<A: SpaceAllocator>(disk: SimDisk) -> std::result::Result<Recovered, String> {
-    let store = Store::<A, SimDisk>::open_with(disk, options()).map_err(open_error)?;
+    let mut store = Store::<A, SimDisk>::open_with(disk, options()).map_err(open_error)?;
+    // Everything a full open checks, as open would report it (open itself reads only the
+    // header, the root and the journal).
+    store.complete_open().map_err(open_error)?;
     let generation = store.generation();
     let mut contents = Contents::new();
-    for id in store.ids() {
+    for id in store.ids().map_err(open_error)? {
         contents.insert(id, store.read_bytes_from_obj(id).map_err(|e| format!("read {id}: {e}"))?);
     }
     let clean = store.verify().map_err(|e| format!("verify: {e}"))?.is_clean();

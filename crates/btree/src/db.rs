@@ -545,13 +545,18 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
 
     /// Checkpoints and closes the store.
     fn close(&self) -> Result<()> {
-        self.checkpoint()?;
-        // One more small commit (the catalog again) before the store's closing checkpoint:
-        // the next open checks the data of the commit before the newest header's, and that is
-        // then a page, not every node the last checkpoint wrote.
-        let catalog = self.store.read_bytes_from_obj(PRIME_OBJECT_ID)?;
-        self.store.replace_obj(PRIME_OBJECT_ID, &catalog)?;
-        self.store.commit()?;
+        // A session that wrote nothing (no write transaction, no checkpoint) leaves the file
+        // as it found it: closing it writes and syncs nothing.
+        if self.wrote.load(Ordering::Relaxed) || self.stats.lock().checkpoints > 0 {
+            self.checkpoint()?;
+            // One more small commit (the catalog again) before the store's closing
+            // checkpoint: the first write after the next open checks the data of the commit
+            // before the newest header's, and that is then a page, not every node the last
+            // checkpoint wrote.
+            let catalog = self.store.read_bytes_from_obj(PRIME_OBJECT_ID)?;
+            self.store.replace_obj(PRIME_OBJECT_ID, &catalog)?;
+            self.store.commit()?;
+        }
         self.store.close()?;
         // Spare log segments are kept for a database in use, not for a closed one.
         if let Some((dir, _)) = &self.log_dir {

@@ -31,8 +31,13 @@
 //!   ([`Error::NewestCommitDamaged`]), never a silent rollback ([`Store::open_previous_commit`]
 //!   opens the older one read-only). A file has one owner: a second open is
 //!   [`Error::Locked`].
-//! - **No leaks, no double allocation**: at open, free space is derived from what the commit
-//!   reaches.
+//! - **Open is lazy**: it reads the header, the table's root and the journal, so it takes the
+//!   same time at any size; a table page is read and checked with the first object on it, and
+//!   the rest of the checks (every page, the extents, the allocator) run at the first write or
+//!   [`Store::complete_open`] ([`StoreOptions::load_on_open`] runs them at open). Damage is
+//!   reported as a full open would have, and nothing is written before all of it passed.
+//! - **No leaks, no double allocation**: before the first write, free space is derived from
+//!   what the commit reaches.
 //! - **Failures latch**: after an I/O error in a write path ([`Error::latches`]), the store
 //!   refuses writes ([`Error::Failed`]) until reopened, which recovers the last commit.
 //! - **Deletes commit at the size limit**: objects leave room for the next commit's metadata.

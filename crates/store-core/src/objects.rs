@@ -99,7 +99,7 @@ impl<A: SpaceAllocator, B: FileBackend> Storer for Store<A, B> {
         &mut self,
         size: u64,
     ) -> Result<(ObjectId, ObjectWriter<Direct<'_, A, B>>)> {
-        self.check_writable()?;
+        self.ready_to_write()?;
         ObjectWriter::create(Direct(self), size)
     }
 
@@ -108,14 +108,14 @@ impl<A: SpaceAllocator, B: FileBackend> Storer for Store<A, B> {
     /// the old object's checksum is checked as its tail is copied. Bytes not written keep
     /// their old values.
     fn write_to_obj(&mut self, id: ObjectId) -> Result<ObjectWriter<Direct<'_, A, B>>> {
-        self.check_writable()?;
+        self.ready_to_write()?;
         ObjectWriter::rewrite(Direct(self), id)
     }
 
     /// A writer replacing object `id` with `size` new bytes, copy-on-write (see
     /// [`Storer::late_replace_obj`]).
     fn late_replace_obj(&mut self, id: ObjectId, size: u64) -> Result<Self::Writer<'_>> {
-        self.check_writable()?;
+        self.ready_to_write()?;
         ObjectWriter::replace(Direct(self), id, size)
     }
 
@@ -123,7 +123,7 @@ impl<A: SpaceAllocator, B: FileBackend> Storer for Store<A, B> {
     /// the new copy is staged and written, coalesced with its neighbours, at the next flush;
     /// anything larger streams through [`late_replace_obj`](Storer::late_replace_obj).
     fn replace_obj(&mut self, id: ObjectId, bytes: &[u8]) -> Result<()> {
-        self.check_writable()?;
+        self.ready_to_write()?;
         let old = self.slot(id)?;
         if bytes.is_empty() || bytes.len() > MAX_STAGED_OBJECT.min(self.write_buffer_bytes()) {
             let mut writer = self.late_replace_obj(id, bytes.len() as u64)?;
@@ -145,7 +145,7 @@ impl<A: SpaceAllocator, B: FileBackend> Storer for Store<A, B> {
     /// new copy is staged and written, coalesced with its neighbours, at the next flush);
     /// anything else streams through [`write_to_obj`](Storer::write_to_obj).
     fn write_bytes_to_obj(&mut self, id: ObjectId, bytes: &[u8]) -> Result<()> {
-        self.check_writable()?;
+        self.ready_to_write()?;
         let old = self.slot(id)?;
         check_write_bounds(id, 0, bytes.len() as u64, old.entry.len).map_err(Error::from_io)?;
         let staged_size =

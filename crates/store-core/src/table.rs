@@ -7,6 +7,7 @@
 //! a huge `next_id` and no objects costs a few bytes per page it lists).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
 
 use crate::format::{ENTRIES_PER_PAGE, Entry, MAX_OBJECTS, page_of};
 use crate::pageset::PageSet;
@@ -21,7 +22,17 @@ pub(crate) struct Slot {
     pub(crate) born: u64,
 }
 
-type PageSlots = [Option<Slot>; ENTRIES_PER_PAGE as usize];
+/// The slots of one table page.
+pub(crate) type PageSlots = [Option<Slot>; ENTRIES_PER_PAGE as usize];
+
+/// A table page in memory: unset while a lazily opened store has not read it (see
+/// `Store::slot`), `None` once known to hold no object.
+type PageCell = OnceLock<Option<Box<PageSlots>>>;
+
+/// A page cell already known to hold no object.
+fn empty_cell() -> PageCell {
+    OnceLock::from(None)
+}
 
 /// A set of ids as disjoint, non-adjacent ranges `start → end` (end exclusive).
 #[derive(Debug, Clone, Default)]
@@ -82,8 +93,10 @@ impl IdRanges {
 /// The object table; see the module docs.
 #[derive(Debug, Default)]
 pub(crate) struct Table {
-    /// Page `p` holds ids `127p .. 127p + 127`; `None` when it holds no object.
-    pages: Vec<Option<Box<PageSlots>>>,
+    /// Page `p` holds ids `127p .. 127p + 127`; `None` when it holds no object, unset while
+    /// not yet read (a lazily opened store; every page is set before anything changes but
+    /// the journal's replay, which reads the pages it touches first).
+    pages: Vec<PageCell>,
     /// Every id is below this.
     next_id: u64,
     objects: u64,
@@ -107,29 +120,50 @@ impl Table {
         Self { next_id: 1, ..Self::default() }
     }
 
-    /// A table with room for ids below `next_id`, every id free; fill it with
-    /// [`load`](Self::load), then call [`loaded`](Self::loaded).
+    /// A table with room for ids below `next_id`, every id free once
+    /// [`loaded`](Self::loaded) is called.
+    #[cfg(test)]
     pub(crate) fn with_next_id(next_id: u64) -> Self {
         Self { next_id, ..Self::default() }
     }
 
-    /// Records a committed entry read at open (no page becomes dirty).
-    pub(crate) fn load(&mut self, id: ObjectId, slot: Slot) -> Result<()> {
-        if id.0 >= self.next_id {
-            return Err(Error::InvalidArgument(format!("object {id} is past the next id")));
+    /// The table of a checkpoint opened lazily: `objects` objects, ids below `next_id`, and
+    /// a page cell per page the root lists (`true`: stored, read on first use; `false`:
+    /// absent, holding no object). Fill pages with [`fill`](Self::fill); before anything
+    /// changes, every page must be filled and [`loaded`](Self::loaded) called.
+    pub(crate) fn lazy(next_id: u64, objects: u64, stored: impl Iterator<Item = bool>) -> Self {
+        let pages = stored.map(|s| if s { OnceLock::new() } else { empty_cell() }).collect();
+        Self { next_id, objects, pages, ..Self::default() }
+    }
+
+    /// Sets page `page`'s slots as read from the file (no page becomes dirty); a page already
+    /// set keeps what it holds (two readers may read it at once).
+    pub(crate) fn fill(&self, page: u64, slots: Option<Box<PageSlots>>) {
+        if let Some(cell) = self.pages.get(page as usize) {
+            let _ = cell.set(slots);
         }
-        let cell = self.cell_mut(id);
-        if cell.replace(slot).is_none() {
-            self.objects += 1;
-        }
-        Ok(())
+    }
+
+    /// Whether page `page` still has to be read from the file.
+    pub(crate) fn is_unread(&self, page: u64) -> bool {
+        self.pages.get(page as usize).is_some_and(|cell| cell.get().is_none())
+    }
+
+    /// The pages still to be read, ascending.
+    pub(crate) fn unread_pages(&self) -> Vec<u64> {
+        (0..self.pages.len() as u64).filter(|&p| self.is_unread(p)).collect()
+    }
+
+    /// Objects in the pages read so far (all of them, once every page is read).
+    pub(crate) fn counted_objects(&self) -> u64 {
+        self.iter().count() as u64
     }
 
     /// Derives the free ids once every committed entry is loaded.
     pub(crate) fn loaded(&mut self) {
         let mut start = 1;
         for (index, page) in self.pages.iter().enumerate() {
-            let Some(page) = page else { continue };
+            let Some(Some(page)) = page.get() else { continue };
             let base = index as u64 * ENTRIES_PER_PAGE;
             for (k, cell) in page.iter().enumerate() {
                 let id = base + k as u64;
@@ -148,16 +182,39 @@ impl Table {
         let (page, k) = page_of(id);
         let page = page as usize;
         if page >= self.pages.len() {
-            self.pages.resize_with(page + 1, || None);
+            self.pages.resize_with(page + 1, empty_cell);
         }
-        &mut self.pages[page].get_or_insert_with(|| Box::new([None; ENTRIES_PER_PAGE as usize]))[k]
+        let slots =
+            self.pages[page].get_mut().expect("a table page is read before an entry on it changes");
+        &mut slots.get_or_insert_with(|| Box::new([None; ENTRIES_PER_PAGE as usize]))[k]
     }
 
-    /// The slot of object `id`, if it exists.
+    /// The slots of page `page`, when it is read and holds objects.
+    fn page_mut(&mut self, page: u64) -> Option<&mut Box<PageSlots>> {
+        self.pages.get_mut(page as usize)?.get_mut()?.as_mut()
+    }
+
+    /// The slot of object `id`, if it exists, or `Err(page)` when its page has not been read
+    /// yet (a lazily opened store).
+    #[inline]
+    pub(crate) fn lookup(&self, id: ObjectId) -> std::result::Result<Option<Slot>, u64> {
+        let (page, k) = page_of(id);
+        match self.pages.get(page as usize) {
+            None => Ok(None),
+            Some(cell) => match cell.get() {
+                None => Err(page),
+                Some(slots) => Ok(slots.as_ref().and_then(|s| s[k])),
+            },
+        }
+    }
+
+    /// The slot of object `id`, if it exists; on a page not yet read, `None` (only for
+    /// callers that run once every page is read).
     #[inline]
     pub(crate) fn get(&self, id: ObjectId) -> Option<Slot> {
-        let (page, k) = page_of(id);
-        self.pages.get(page as usize)?.as_ref()?[k]
+        let found = self.lookup(id);
+        debug_assert!(found.is_ok(), "object {id}'s table page is not read");
+        found.ok().flatten()
     }
 
     /// Records `slot` as object `id` (an id from [`take_id`](Self::take_id) or an existing
@@ -174,12 +231,12 @@ impl Table {
     /// Removes object `id`; its id is reused after the next commit.
     pub(crate) fn remove(&mut self, id: ObjectId) -> Result<Slot> {
         let (page, k) = page_of(id);
-        let cell = self.pages.get_mut(page as usize).and_then(|p| p.as_mut()).map(|p| &mut p[k]);
-        let slot = cell.and_then(Option::take).ok_or(Error::NotFound(id))?;
-        self.objects -= 1;
-        if self.pages[page as usize].as_ref().is_some_and(|p| p.iter().all(Option::is_none)) {
-            self.pages[page as usize] = None;
+        let slots = self.page_mut(page).ok_or(Error::NotFound(id))?;
+        let slot = slots[k].take().ok_or(Error::NotFound(id))?;
+        if slots.iter().all(Option::is_none) {
+            self.pages[page as usize] = empty_cell();
         }
+        self.objects -= 1;
         self.dirty.insert(page);
         self.changed.insert(id.0);
         if id.0 != 0 {
@@ -214,12 +271,15 @@ impl Table {
         self.next_id = self.next_id.max(next_id);
         for &id in removes {
             let (page, k) = page_of(ObjectId(id));
-            let Some(Some(slots)) = self.pages.get_mut(page as usize) else { continue };
+            debug_assert!(!self.is_unread(page), "page {page} is read before replay");
+            let Some(slots) = self.page_mut(page) else { continue };
             if slots[k].take().is_some() {
-                self.objects -= 1;
                 if slots.iter().all(Option::is_none) {
-                    self.pages[page as usize] = None;
+                    self.pages[page as usize] = empty_cell();
                 }
+                // Wrapping: on a lazily opened store the count starts from the header's
+                // claim, which the record's count and the full count check later.
+                self.objects = self.objects.wrapping_sub(1);
             }
             self.dirty.insert(page);
         }
@@ -228,7 +288,7 @@ impl Table {
                 return Err(Error::InvalidArgument(format!("object {id} is past the next id")));
             }
             if self.cell_mut(ObjectId(id)).replace(Slot { entry, born: 0 }).is_none() {
-                self.objects += 1;
+                self.objects = self.objects.wrapping_add(1);
             }
             self.dirty.insert(page_of(ObjectId(id)).0);
         }
@@ -291,11 +351,12 @@ impl Table {
         self.next_id.div_ceil(ENTRIES_PER_PAGE)
     }
 
-    /// Every object, ascending by id.
+    /// Every object on the pages read so far, ascending by id (every object once every page
+    /// is read).
     pub(crate) fn iter(&self) -> impl Iterator<Item = (ObjectId, Slot)> + '_ {
         self.pages.iter().enumerate().flat_map(|(index, page)| {
             let base = index as u64 * ENTRIES_PER_PAGE;
-            page.iter().flat_map(move |slots| {
+            page.get().and_then(Option::as_ref).into_iter().flat_map(move |slots| {
                 slots
                     .iter()
                     .enumerate()
@@ -308,7 +369,7 @@ impl Table {
     pub(crate) fn page_entries(&self, page: u64) -> Vec<Option<Entry>> {
         let first = page * ENTRIES_PER_PAGE;
         let count = self.next_id.saturating_sub(first).min(ENTRIES_PER_PAGE) as usize;
-        match self.pages.get(page as usize).and_then(|p| p.as_ref()) {
+        match self.pages.get(page as usize).and_then(|p| p.get()).and_then(Option::as_ref) {
             Some(slots) => slots[..count].iter().map(|s| s.map(|s| s.entry)).collect(),
             None => vec![None; count],
         }
@@ -351,16 +412,16 @@ impl Table {
         self.pending_free.retain(|&id| id < next_id);
         // The pages past the new end lost their objects by `remove`, which marked them dirty.
         let new_pages = self.page_count();
-        debug_assert!(
-            (new_pages..old_pages).all(|p| self.pages.get(p as usize).is_none_or(Option::is_none))
-        );
+        debug_assert!((new_pages..old_pages).all(|p| {
+            self.pages.get(p as usize).is_none_or(|cell| cell.get().is_none_or(Option::is_none))
+        }));
         self.pages.truncate(new_pages as usize);
     }
 
     /// Pages that hold at least one object (memory the table really takes).
     #[cfg(test)]
     pub(crate) fn allocated_pages(&self) -> usize {
-        self.pages.iter().filter(|p| p.is_some()).count()
+        self.pages.iter().filter(|p| p.get().is_some_and(Option::is_some)).count()
     }
 
     /// Ranges of free ids.

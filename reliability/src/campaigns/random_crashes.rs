@@ -74,7 +74,7 @@ pub(super) fn run_ops<A: SpaceAllocator>(
 ) -> bob_store_core::Result<()> {
     let options = StoreOptions::default();
     let mut model: BTreeMap<ObjectId, Vec<u8>> = BTreeMap::new();
-    for id in store.ids() {
+    for id in store.ids()? {
         model.insert(id, store.read_bytes_from_obj(id)?);
     }
     let mut committed = model.clone();
@@ -129,7 +129,7 @@ fn leaks<A: SpaceAllocator>(image: Vec<u8>) -> Result<u64, String> {
     else {
         return Ok(0); // no store yet: nothing to leak
     };
-    for id in store.ids() {
+    for id in store.ids().map_err(|e| e.to_string())? {
         store.delete_obj(id).map_err(|e| e.to_string())?;
     }
     store.commit().map_err(|e| e.to_string())?;

@@ -99,7 +99,7 @@ fn a_tree_with_a_missing_node_is_rebuilt_and_the_database_reopens() {
     // Remove one node's object behind the database's back.
     let mut store = bob_store_core::BaseStore::open(&path, Default::default()).unwrap();
     // The first leaf a bulk load wrote (the lowest id after the catalog): its parent names it.
-    let victim = *store.ids().iter().filter(|id| id.0 > 0).min().unwrap();
+    let victim = *store.ids().unwrap().iter().filter(|id| id.0 > 0).min().unwrap();
     store.delete_obj(victim).unwrap();
     store.close().unwrap();
 
@@ -143,7 +143,7 @@ fn a_logged_delete_replays_over_a_damaged_node() {
     tx.commit(Durability::Durable).unwrap(); // logged
     drop(db); // a crash before any checkpoint
     let mut store = bob_store_core::BaseStore::open(&path, Default::default()).unwrap();
-    let victim = *store.ids().iter().filter(|id| id.0 > 0).min().unwrap();
+    let victim = *store.ids().unwrap().iter().filter(|id| id.0 > 0).min().unwrap();
     store.delete_obj(victim).unwrap();
     store.close().unwrap();
     let db = Db::open_with(&path, &options()).unwrap();

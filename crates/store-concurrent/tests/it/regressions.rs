@@ -60,7 +60,7 @@ fn regression_batched_writes_racing_commits_never_damage_committed_objects() {
     assert!(images.len() > 1);
     for (i, image) in images.into_iter().enumerate() {
         let reopened = Base::open_with(SimDisk::from_image(image), unbuffered()).unwrap();
-        for id in reopened.ids() {
+        for id in reopened.ids().unwrap() {
             if let Err(e) = reopened.read_bytes_from_obj(id) {
                 panic!("image {i}: committed object {id} is damaged: {e}");
             }

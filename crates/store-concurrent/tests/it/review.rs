@@ -243,11 +243,11 @@ fn verify_under_writers<A: SpaceAllocator + Sync + 'static>(runs: bool) {
     assert!(problems.is_empty(), "verify under writers: {:?}", &problems[..problems.len().min(3)]);
     assert!(report.is_clean(), "{:?}", report.problems);
     let inner = Arc::try_unwrap(store).unwrap().into_inner();
-    let ids = inner.ids();
+    let ids = inner.ids().unwrap();
     drop(inner);
     let reopened =
         Store::<A, SimDisk>::open_with(disk.crashed(CrashMode::ProcessCrash, 0), opts()).unwrap();
-    assert_eq!(reopened.ids(), ids);
+    assert_eq!(reopened.ids().unwrap(), ids);
     assert!(reopened.verify().unwrap().is_clean());
 }
 
@@ -445,7 +445,7 @@ fn interleaved_sweep<A: SpaceAllocator>() {
             let s = Store::<A, SimDisk>::open_with(SimDisk::from_image(image), opts())
                 .unwrap_or_else(|e| panic!("k={k} seed {seed}: open: {e}"));
             let mut found = BTreeMap::new();
-            for id in s.ids() {
+            for id in s.ids().unwrap() {
                 let b = s
                     .read_bytes_from_obj(id)
                     .unwrap_or_else(|e| panic!("k={k} seed {seed}: object {id}: {e}"));
@@ -567,7 +567,7 @@ fn random_interleaving<A: SpaceAllocator>(seed: u64, steps: usize) -> Result<(),
                 let s = Store::<A, SimDisk>::open_with(SimDisk::from_image(image), options)
                     .map_err(|e| format!("step {step}: open after power loss: {e}"))?;
                 let mut found = BTreeMap::new();
-                for id in s.ids() {
+                for id in s.ids().unwrap() {
                     let b = s
                         .read_bytes_from_obj(id)
                         .map_err(|e| format!("step {step}: power loss: object {id}: {e}"))?;

@@ -55,6 +55,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         if !self.dirty {
             return Ok(false);
         }
+        debug_assert!(self.deferred.is_none(), "a write completed the open");
         self.table.trim();
         if let Err(e) = self.flush_staged() {
             self.fail(e.to_string());
@@ -121,6 +122,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         if !self.dirty && self.journal.records == 0 {
             return Ok(());
         }
+        self.complete_open()?;
         self.table.trim();
         if let Err(e) = self.flush_staged() {
             self.fail(e.to_string());

@@ -85,7 +85,8 @@ pub(crate) struct Replayed {
 }
 
 /// Reads the records of `journal`'s region from `bytes` (the whole region), checks the chain,
-/// and applies every record to `table`, except a last record whose data `data_ok` rejects.
+/// and applies every record to `table` (`read_pages` first reads the table pages it needs),
+/// except a last record whose data `data_ok` rejects.
 /// A record that fails while a later record of this journal follows is corruption: only the
 /// last record can have been in flight at a crash.
 pub(crate) fn replay(
@@ -94,6 +95,7 @@ pub(crate) fn replay(
     file_len: u64,
     table: &mut Table,
     data_ok: &mut dyn FnMut(&Record) -> Result<bool>,
+    read_pages: &mut dyn FnMut(&mut Table, &Record) -> Result<()>,
 ) -> Result<Replayed> {
     let mut records = Chain::new(bytes, journal.salt, journal.generation);
     let mut chain = (&mut records).collect::<Result<Vec<_>>>()?;
@@ -128,6 +130,7 @@ pub(crate) fn replay(
         }
     }
     for (record, len, sum) in chain {
+        read_pages(table, &record)?;
         table.replay(record.next_id, &record.puts, &record.removes).map_err(|e| {
             Error::corrupt(
                 Part::Journal,

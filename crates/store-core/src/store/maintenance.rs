@@ -52,8 +52,21 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// page (checksums and structure), every object's bytes against its checksum, and the
     /// allocator against the live extents (no overlap, no leak). Corruption is reported in
     /// the report; only an I/O error is an `Err`.
+    ///
+    /// On a lazily opened store (see [`StoreOptions::load_on_open`](super::StoreOptions))
+    /// it reads every table page not read yet and checks what the first write would check.
     pub fn verify(&self) -> Result<VerifyReport> {
         let mut report = VerifyReport { file_len: self.backend.len()?, ..VerifyReport::default() };
+        if self.read_all_table_pages().is_err() {
+            // Page by page, to report each damaged one (an I/O error is an error).
+            for page in self.table.unread_pages() {
+                match self.read_table_page(page) {
+                    Err(Error::Io(e)) => return Err(Error::Io(e)),
+                    Err(e) => report.problems.push(e.to_string()),
+                    Ok(()) => {}
+                }
+            }
+        }
         self.verify_metadata(&mut report)?;
         for (id, slot) in self.table.iter() {
             let bytes = match self.staged_at(&slot.entry) {
@@ -117,7 +130,8 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
                 Ok(entries) if !self.table.is_dirty(index as u64) => {
                     for (i, entry) in entries.iter().enumerate() {
                         let id = index as u64 * ENTRIES_PER_PAGE + i as u64;
-                        let in_memory = self.table.get(ObjectId(id)).map(|s| s.entry);
+                        let in_memory =
+                            self.table.lookup(ObjectId(id)).ok().flatten().map(|s| s.entry);
                         if *entry != in_memory {
                             report
                                 .problems
@@ -157,6 +171,23 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// The allocator's live extents must be exactly the objects, the committed table pages
     /// and root, and the space waiting for the next commit to be released.
     fn verify_space(&self, report: &mut VerifyReport) {
+        if let Some(deferred) = self.deferred.as_deref() {
+            // A lazy open not completed: no allocator yet; check what completing it would
+            // (once every table page could be read: the damaged ones are reported already).
+            if self.table.unread_pages().is_empty() {
+                if let Err(e) = self.derive_space(deferred) {
+                    report.problems.push(e.to_string());
+                }
+                let counted = self.table.counted_objects();
+                if counted != self.table.object_count() {
+                    report.problems.push(format!(
+                        "the header and journal count {} objects, the table {counted}",
+                        self.table.object_count()
+                    ));
+                }
+            }
+            return;
+        }
         if let Err(e) = self.alloc.verify() {
             report.problems.push(e.to_string());
         }
@@ -206,7 +237,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// Moves live objects into holes nearer the start of the file and shrinks it; ids do
     /// not change. Commits first and after each pass (so everything it moved is durable).
     pub fn compact(&mut self) -> Result<CompactReport> {
-        self.check_writable()?;
+        self.ready_to_write()?;
         let result = self.compact_inner();
         if let Err(e) = &result {
             if e.latches() {
@@ -399,9 +430,11 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         self.table.object_count()
     }
 
-    /// The ids of every object, ascending.
-    pub fn ids(&self) -> Vec<ObjectId> {
-        self.table.iter().map(|(id, _)| id).collect()
+    /// The ids of every object, ascending. On a lazily opened store this reads every table
+    /// page not read yet: a damaged one is an error.
+    pub fn ids(&self) -> Result<Vec<ObjectId>> {
+        self.read_all_table_pages()?;
+        Ok(self.table.iter().map(|(id, _)| id).collect())
     }
 
     /// Bytes of free space held back because they share a 4 KiB page with committed bytes

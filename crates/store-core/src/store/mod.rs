@@ -65,6 +65,15 @@ pub struct StoreOptions {
     /// The price, as for every memory-mapped store: a device read error while a read faults a
     /// page in kills the process (`SIGBUS`) instead of returning an error. Off by default.
     pub mapped_reads: bool,
+    /// Open reads and checks every table page and rebuilds the allocator before it returns.
+    /// Off (the default), open reads the header, the table's root and the journal only, so
+    /// it takes the same time at any size; a table page is read (and checked) when an object
+    /// on it is first read, and the rest (every page, the object count, the extents against
+    /// the file and each other, the allocator) at the first write or
+    /// [`verify`](Store::verify). Damage found then is reported then, as it would have been
+    /// at open (`NewestCommitDamaged` when an older commit exists), and the store refuses
+    /// writes; nothing unchecked is ever returned.
+    pub load_on_open: bool,
 }
 
 impl Default for StoreOptions {
@@ -74,6 +83,7 @@ impl Default for StoreOptions {
             write_buffer_bytes: 4 << 20,
             journal_bytes: journal::MAX_JOURNAL_BYTES,
             mapped_reads: false,
+            load_on_open: false,
         }
     }
 }
@@ -140,6 +150,19 @@ pub struct Store<A: SpaceAllocator, B: FileBackend> {
     /// The file length known to be allocated: objects never grow past it minus the room kept
     /// for the next commit's metadata.
     room: u64,
+    /// Set by a lazy open until the first write completes it (`complete_open`).
+    deferred: Option<Box<Deferred>>,
+}
+
+/// What a lazy open leaves for [`Store::complete_open`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deferred {
+    /// The other intact slot's commit, protected while the newest might not be durable.
+    previous: Option<Header>,
+    /// The file's length at open: every entry must lie inside it.
+    file_len: u64,
+    /// Room the first commit (a checkpoint) needs past the live extents.
+    commit_room: u64,
 }
 
 impl<A: SpaceAllocator> Store<A, OsFile> {
@@ -242,6 +265,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             metadata_low: false,
             placement: Placement::default(),
             room: 0,
+            deferred: None,
         }
     }
 
@@ -261,10 +285,17 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         }
     }
 
+    /// Before a write: refuses it after a failure or on a read-only store, and completes a
+    /// lazy open (see [`StoreOptions::load_on_open`]).
+    pub(crate) fn ready_to_write(&mut self) -> Result<()> {
+        self.check_writable()?;
+        self.complete_open()
+    }
+
     /// Runs a mutating step; an error that [latches](Error::latches) makes the store refuse
     /// writes until reopened.
     pub(crate) fn guarded<T>(&mut self, step: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
-        self.check_writable()?;
+        self.ready_to_write()?;
         let result = step(self);
         if let Err(e) = &result {
             if e.latches() {
@@ -569,9 +600,18 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         Ok(ids)
     }
 
-    /// The slot of object `id`.
+    /// The slot of object `id` (its table page read and checked first, on a lazily opened
+    /// store).
+    #[inline]
     pub(crate) fn slot(&self, id: ObjectId) -> Result<Slot> {
-        self.table.get(id).ok_or(Error::NotFound(id))
+        let found = match self.table.lookup(id) {
+            Ok(found) => found,
+            Err(page) => {
+                self.read_table_page(page)?;
+                self.table.lookup(id).ok().flatten()
+            }
+        };
+        found.ok_or(Error::NotFound(id))
     }
 
     /// Records `entry` as object `id`; `born` is the pending generation for an extent written

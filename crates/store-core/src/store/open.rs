@@ -15,7 +15,7 @@ use crate::format::{
 };
 use crate::journal::{Chain, Record};
 use crate::space::SpaceAllocator;
-use crate::table::Table;
+use crate::table::{PageSlots, Table};
 use crate::{Error, ObjectId, Result};
 
 /// Generations stay below this (2^62: thousands of years of commits), so `generation + 1`
@@ -146,7 +146,11 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         }
     }
 
-    /// Loads the commit `header` names and checks all of it.
+    /// Loads the commit `header` names: its root and its journal, replayed over the table
+    /// pages the journal touches. The rest (every other table page, the allocator, the space
+    /// the previous commit still needs) waits for [`complete_open`](Self::complete_open): the
+    /// first write, [`verify`](Self::verify), or now when `options.load_on_open` asks (or the
+    /// size limit may not fit the file, which only all of it can tell).
     fn load(
         backend: B,
         header: Header,
@@ -157,76 +161,186 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     ) -> Result<Self> {
         let data_start = check_journal_regions(&header, slot, file_len)?;
         let pages = read_root(&backend, &header, file_len)?;
-        let mut table = Table::with_next_id(header.next_id);
-        let mut metadata = vec![header.root];
-        for_each_page(&backend, &pages, |index, page_bytes| {
-            metadata.push(Extent::new(pages[index].map_or(0, |p| p.offset), PAGE));
-            let mut result = Ok(());
-            // Entries are checked against the file once the journal is replayed: a record may
-            // have freed an object's space and the file shrunk past it since the checkpoint.
-            format::decode_page_with(index as u64, page_bytes, u64::MAX, |i, entry| {
-                let id = ObjectId(index as u64 * ENTRIES_PER_PAGE + i as u64);
-                if result.is_ok() {
-                    result = table.load(id, Slot { entry, born: 0 }).map_err(|_| {
-                        Error::corrupt(
-                            Part::TablePage(index as u64),
-                            None,
-                            format!("object {id} is past the next id {}", header.next_id),
-                        )
-                    });
+        let mut table =
+            Table::lazy(header.next_id, header.object_count, pages.iter().map(Option::is_some));
+        // The commits since the checkpoint: its journal, replayed over the table (each record's
+        // pages read first). The last record's data is checked: a record whose data did not
+        // reach the disk was never acknowledged (its sync did not return), so it is dropped.
+        let journal = super::journal::Journal::fresh(&header, slot);
+        let bytes = read_journal(&backend, journal.region, header.salt, header.generation)?;
+        let mut data_ok = |record: &Record| record_data_intact(&backend, record);
+        let mut read_pages = |table: &mut Table, record: &Record| {
+            for page in record_pages(table, record) {
+                // Entries are checked against the file once every page is read: a record
+                // may have freed an object's space and the file shrunk past it since the
+                // checkpoint.
+                read_page(&backend, &pages, table, page, header.next_id, u64::MAX)?;
+            }
+            Ok(())
+        };
+        let replayed = super::journal::replay(
+            &bytes,
+            journal,
+            file_len,
+            &mut table,
+            &mut data_ok,
+            &mut read_pages,
+        )?;
+        drop(bytes);
+        // A cheap bound first: every extent lies inside the file (checked by `complete_open`),
+        // so a file whose length leaves room for a commit fits the limit.
+        let page_count = (pages.len() as u64).max(table.page_count());
+        let commit_room = (table.dirty_page_count() as u64 + 2) * PAGE
+            + (16 + 16 * (page_count + 1)).next_multiple_of(PAGE);
+        let fits = file_len.next_multiple_of(PAGE) + commit_room <= options.max_file_bytes;
+        let alloc = A::empty(data_start, options.max_file_bytes);
+        let mut store = Self::from_parts(backend, alloc, table, pages, header, slot, options);
+        store.room = file_len;
+        store.journal = replayed.journal;
+        store.dropped_records = replayed.dropped;
+        store.checkpoint_due = true;
+        store.deferred = Some(Box::new(super::Deferred { previous, file_len, commit_room }));
+        if options.load_on_open || !fits {
+            store.finish_load()?;
+        }
+        Ok(store)
+    }
+
+    /// Reads table page `page` if it is not read yet (a lazily opened store), checking it
+    /// against the root; entries are checked against the file's length at open.
+    pub(crate) fn read_table_page(&self, page: u64) -> Result<()> {
+        let bound = self.deferred.as_ref().map_or(u64::MAX, |d| d.file_len);
+        read_page(&self.backend, &self.pages, &self.table, page, self.header.next_id, bound)
+            .map_err(|e| self.newest_damaged(e))
+    }
+
+    /// Damage to the newest commit found after a lazy open is reported as a full open would
+    /// have: `NewestCommitDamaged` when an older intact commit exists.
+    fn newest_damaged(&self, e: Error) -> Error {
+        match e {
+            e @ (Error::Corrupt { .. } | Error::Alloc(_))
+                if self.deferred.as_ref().is_some_and(|d| d.previous.is_some()) =>
+            {
+                Error::NewestCommitDamaged {
+                    generation: self.header.generation,
+                    source: Box::new(e),
                 }
-            })?;
-            result
-        })?;
-        if table.object_count() != header.object_count {
+            }
+            e => e,
+        }
+    }
+
+    /// Reads every table page not read yet, coalescing neighbours (up to 1 MiB a read).
+    pub(crate) fn read_all_table_pages(&self) -> Result<()> {
+        let bound = self.deferred.as_ref().map_or(u64::MAX, |d| d.file_len);
+        let mut wanted = vec![None; self.pages.len()];
+        for page in self.table.unread_pages() {
+            wanted[page as usize] = self.pages[page as usize];
+        }
+        let next_id = self.header.next_id;
+        for_each_page(&self.backend, &wanted, |index, bytes| {
+            self.table.fill(index as u64, decode_slots(index as u64, bytes, next_id, bound)?);
+            Ok(())
+        })
+        .map_err(|e| self.newest_damaged(e))
+    }
+
+    /// Completes a lazy open now (the first write does it otherwise; see
+    /// [`StoreOptions::load_on_open`]): reads every table page not read yet, checks the object
+    /// count against the header and journal and every entry against the file, derives the
+    /// free ids, protects the space the previous commit still needs, and rebuilds the
+    /// allocator from the live extents. Damage found here is what a full open reports
+    /// (`NewestCommitDamaged` when an older intact commit exists) and latches the store: it
+    /// refuses writes; reads go on, each checked. Does nothing on a store already complete.
+    pub fn complete_open(&mut self) -> Result<()> {
+        if self.deferred.is_none() {
+            return Ok(());
+        }
+        self.finish_load().inspect_err(|e| self.fail(e.to_string()))
+    }
+
+    fn finish_load(&mut self) -> Result<()> {
+        let Some(deferred) = self.deferred.as_deref().copied() else { return Ok(()) };
+        match self.finish_load_inner(&deferred) {
+            Ok(()) => {
+                self.deferred = None;
+                Ok(())
+            }
+            Err(e) => Err(self.newest_damaged(e)),
+        }
+    }
+
+    fn finish_load_inner(&mut self, deferred: &super::Deferred) -> Result<()> {
+        self.read_all_table_pages()?;
+        let file_len = deferred.file_len;
+        let counted = self.table.counted_objects();
+        if counted != self.table.object_count() {
             return Err(Error::corrupt(
                 Part::HeaderSlots,
-                Some(SLOT_OFFSETS[slot]),
+                Some(SLOT_OFFSETS[self.active_slot]),
                 format!(
-                    "the header counts {} objects, the table {}",
-                    header.object_count,
-                    table.object_count()
+                    "the header and journal count {} objects, the table {counted}",
+                    self.table.object_count()
                 ),
             ));
         }
-        // The commits since the checkpoint: its journal, replayed over the table. The last
-        // record's data is checked: a record whose data did not reach the disk was never
-        // acknowledged (its sync did not return), so it is dropped.
-        let journal = super::journal::Journal::fresh(&header, slot);
-        let bytes = read_journal(&backend, journal.region)?;
-        let mut data_ok = |record: &Record| record_data_intact(&backend, record);
-        let replayed = super::journal::replay(&bytes, journal, file_len, &mut table, &mut data_ok)?;
-        drop(bytes);
-        table.loaded();
-        for (id, slot) in table.iter() {
+        let (alloc, placement, protected) = self.derive_space(deferred)?;
+        self.table.loaded();
+        self.alloc = alloc;
+        self.placement = placement;
+        self.pending_free = protected;
+        debug_assert_eq!(self.room, file_len);
+        Ok(())
+    }
+
+    /// The allocator and page placement the live extents of the opened commit (every table
+    /// page read) imply, and the extents of the previous commit to protect until a commit
+    /// made after this open is durable; an entry outside the file or extents that overlap
+    /// are corruption.
+    pub(crate) fn derive_space(
+        &self,
+        deferred: &super::Deferred,
+    ) -> Result<(A, super::Placement, Vec<Extent>)> {
+        let file_len = deferred.file_len;
+        for (id, slot) in self.table.iter() {
             format::check_entry(&slot.entry, file_len)
                 .map_err(|why| Error::corrupt(Part::Space, None, format!("object {id}: {why}")))?;
         }
         let mut extents: Vec<Extent> =
-            table.iter().map(|(_, s)| s.entry.extent).filter(|e| e.len > 0).collect();
-        extents.append(&mut metadata);
+            self.table.iter().map(|(_, s)| s.entry.extent).filter(|e| e.len > 0).collect();
+        extents.push(self.header.root);
+        extents.extend(self.pages.iter().flatten().map(|p| Extent::new(p.offset, PAGE)));
         // The newest header may be one a failed sync dropped (the page cache still shows it,
         // the disk does not): then the previous commit is the durable one, and its space must
         // not be reused before a commit made after this open is durable.
-        let mut protected = previous
+        let mut protected = deferred
+            .previous
             .map(|older| {
-                previous_only_extents(&backend, &older, 1 - slot, &pages, &table, file_len)
+                previous_only_extents(
+                    &self.backend,
+                    &older,
+                    1 - self.active_slot,
+                    &self.pages,
+                    &self.table,
+                    file_len,
+                )
             })
             .unwrap_or_default();
         if overlaps_any(&mut extents, &protected) {
             protected.clear(); // the older commit is not intact: nothing of it to protect
         }
-        let end =
-            extents.iter().chain(&protected).map(|e| e.offset + e.len).max().unwrap_or(data_start);
+        let end = extents
+            .iter()
+            .chain(&protected)
+            .map(|e| e.offset + e.len)
+            .max()
+            .unwrap_or(self.data_start);
         // Room for one commit past what the file uses. The first commit after an open is a
         // checkpoint: every page the journal's records changed, one more, and a root.
-        let page_count = (pages.len() as u64).max(table.page_count());
-        let commit_room = (table.dirty_page_count() as u64 + 2) * PAGE
-            + (16 + 16 * (page_count + 1)).next_multiple_of(PAGE);
-        if end.next_multiple_of(PAGE) + commit_room > options.max_file_bytes {
+        if end.next_multiple_of(PAGE) + deferred.commit_room > self.limit {
             return Err(Error::OptionsMismatch(format!(
                 "the file uses {end} bytes; a size limit of {} bytes leaves no room to commit",
-                options.max_file_bytes
+                self.limit
             )));
         }
         let mut placement = super::Placement::default();
@@ -236,18 +350,86 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         }
         let mut all = extents;
         all.extend_from_slice(&protected);
-        let alloc = A::rebuild(data_start, options.max_file_bytes, all).map_err(|e| {
+        let alloc = A::rebuild(self.data_start, self.limit, all).map_err(|e| {
             Error::corrupt(Part::Space, None, format!("the table's extents do not fit: {e}"))
         })?;
-        let mut store = Self::from_parts(backend, alloc, table, pages, header, slot, options);
-        store.placement = placement;
-        store.room = file_len;
-        store.pending_free = protected;
-        store.journal = replayed.journal;
-        store.dropped_records = replayed.dropped;
-        store.checkpoint_due = true;
-        Ok(store)
+        Ok((alloc, placement, protected))
     }
+}
+
+/// The table pages replaying `record` changes or checks that are not read yet: those of its
+/// puts and removes and, when it lowers the next id, every page past the new end (no object
+/// may be left there).
+fn record_pages(table: &Table, record: &Record) -> Vec<u64> {
+    let per_page = ENTRIES_PER_PAGE;
+    let ids = record.puts.iter().map(|(id, _)| *id).chain(record.removes.iter().copied());
+    let mut pages: Vec<u64> = ids.map(|id| id / per_page).collect();
+    if record.next_id < table.next_id() {
+        pages.extend(record.next_id / per_page..table.page_count());
+    }
+    pages.sort_unstable();
+    pages.dedup();
+    pages.retain(|&p| table.is_unread(p));
+    pages
+}
+
+/// Reads table page `page` into `table` if it is not read yet: its 4 KiB from where the root
+/// says, checked against the root's checksum, entries past `next_id` refused, extents bounded
+/// by `bound`.
+fn read_page<B: FileBackend>(
+    backend: &B,
+    pages: &[Option<PageRef>],
+    table: &Table,
+    page: u64,
+    next_id: u64,
+    bound: u64,
+) -> Result<()> {
+    if !table.is_unread(page) {
+        return Ok(());
+    }
+    let Some(Some(at)) = pages.get(page as usize) else {
+        table.fill(page, None);
+        return Ok(());
+    };
+    let mut bytes = vec![0u8; PAGE_BYTES];
+    backend.read_at(&mut bytes, at.offset)?;
+    if bob_io_helpers::checksum(&bytes) != at.checksum {
+        return Err(Error::corrupt(
+            Part::TablePage(page),
+            Some(at.offset),
+            "its checksum does not match the root's",
+        ));
+    }
+    table.fill(page, decode_slots(page, &bytes, next_id, bound)?);
+    Ok(())
+}
+
+/// The slots of table page `index` (`None` when it holds no object).
+fn decode_slots(
+    index: u64,
+    bytes: &[u8],
+    next_id: u64,
+    bound: u64,
+) -> Result<Option<Box<PageSlots>>> {
+    let mut slots: Box<PageSlots> = Box::new([None; ENTRIES_PER_PAGE as usize]);
+    let mut any = false;
+    let mut past = None;
+    format::decode_page_with(index, bytes, bound, |i, entry| {
+        let id = index * ENTRIES_PER_PAGE + i as u64;
+        if id >= next_id {
+            past.get_or_insert(id);
+        }
+        slots[i] = Some(Slot { entry, born: 0 });
+        any = true;
+    })?;
+    if let Some(id) = past {
+        return Err(Error::corrupt(
+            Part::TablePage(index),
+            None,
+            format!("object {id} is past the next id {next_id}"),
+        ));
+    }
+    Ok(any.then_some(slots))
 }
 
 /// Checks the journal regions a header names: two regions of whole pages, between 4 pages
@@ -272,12 +454,26 @@ fn check_journal_regions(header: &Header, slot: usize, file_len: u64) -> Result<
     Ok(HEADER_REGION + 2 * len)
 }
 
-/// Reads a journal region from the device (its cached pages dropped first, like the header
-/// slots', so a record a failed sync never wrote is not trusted).
-fn read_journal<B: FileBackend>(backend: &B, region: Extent) -> Result<Vec<u8>> {
-    let _ = backend.drop_cache(region.offset, region.len);
+/// Reads the journal region of the checkpoint of `generation` salted `salt`. The pages its
+/// chain of records takes (and the page after) are read from the device, their cached pages
+/// dropped first, like the header slots', so a record a failed sync never wrote is not
+/// trusted; the rest of the region, only searched for records that should not be there, may
+/// come from the page cache (which shows every write the device holds and perhaps more: a
+/// record seen only there makes open refuse, never roll back). A store closed cleanly has no
+/// records, so open reads no journal page from the device.
+fn read_journal<B: FileBackend>(
+    backend: &B,
+    region: Extent,
+    salt: u64,
+    generation: u64,
+) -> Result<Vec<u8>> {
     let mut bytes = vec![0u8; region.len as usize];
     backend.read_at(&mut bytes, region.offset)?;
+    let mut chain = Chain::new(&bytes, salt, generation);
+    let broken = chain.by_ref().any(|item| item.is_err());
+    let device = if broken { bytes.len() } else { (chain.end + PAGE_BYTES).min(bytes.len()) };
+    let _ = backend.drop_cache(region.offset, device as u64);
+    backend.read_at(&mut bytes[..device], region.offset)?;
     Ok(bytes)
 }
 
@@ -357,7 +553,7 @@ fn previous_only_extents<B: FileBackend>(
     // break, the last record dropped when its data is not on the device.
     let region = older.journal_region(older_slot);
     if region.len <= super::journal::MAX_JOURNAL_BYTES {
-        if let Ok(bytes) = read_journal(backend, region) {
+        if let Ok(bytes) = read_journal(backend, region, older.salt, older.generation) {
             let mut records: Vec<Record> = Chain::new(&bytes, older.salt, older.generation)
                 .map_while(|item| item.ok().map(|(record, _, _)| record))
                 .collect();
@@ -590,7 +786,7 @@ mod tests {
         )
         .unwrap();
         let id = ObjectId(next_id - 1);
-        assert_eq!(store.ids(), vec![id]);
+        assert_eq!(store.ids().unwrap(), vec![id]);
         assert_eq!(store.table.allocated_pages(), 1);
         assert!(store.table.free_ranges() <= 2);
         use crate::Storer;

@@ -1,6 +1,6 @@
-//! Every byte of a small store's file flipped in turn: opening either fails with an error
-//! or succeeds, and then every read returns the right bytes or an error. Never a panic,
-//! never wrong data.
+//! Every byte of a small store's file flipped in turn: opening (lazy, then completed) either
+//! fails with an error or succeeds, and every read returns the right bytes or an error. Never
+//! a panic, never wrong data.
 
 use bob_alloc::{BasicAllocator, OmniBlockAllocator};
 use bob_io_helpers::testing::SimDisk;
@@ -27,28 +27,48 @@ fn flip_every_byte<A: SpaceAllocator>() -> (usize, usize, usize) {
     for at in 0..image.len() {
         let mut damaged = image.clone();
         damaged[at] ^= 0xFF;
-        let store = match Store::<A, SimDisk>::open_with(SimDisk::from_image(damaged), options()) {
-            Ok(store) => store,
-            Err(Error::NewestCommitDamaged { .. }) => {
-                refused += 1;
-                newest_damaged += 1;
-                continue;
-            }
-            Err(_) => {
-                refused += 1;
-                continue;
-            }
-        };
+        let mut store =
+            match Store::<A, SimDisk>::open_with(SimDisk::from_image(damaged), options()) {
+                Ok(store) => store,
+                Err(Error::NewestCommitDamaged { .. }) => {
+                    refused += 1;
+                    newest_damaged += 1;
+                    continue;
+                }
+                Err(_) => {
+                    refused += 1;
+                    continue;
+                }
+            };
+        // Open read the header, the root and the journal; a table page is read with the first
+        // object on it: damage there fails the read as it would have failed a full open.
         let mut saw_error = false;
+        let mut saw_newest_damaged = false;
         for (id, data) in &objects {
             match store.read_bytes_from_obj(*id) {
                 Ok(read) => {
                     assert_eq!(&read, data, "flip at {at}: object {id} returned wrong bytes")
                 }
+                Err(Error::NewestCommitDamaged { .. }) => saw_newest_damaged = true,
                 Err(
                     Error::ChecksumMismatch { .. } | Error::NotFound(_) | Error::Corrupt { .. },
                 ) => saw_error = true,
                 Err(other) => panic!("flip at {at}: unexpected error {other}"),
+            }
+        }
+        // The rest of a full open's checks, as the first write runs them.
+        match store.complete_open() {
+            Ok(()) => assert!(!saw_newest_damaged, "flip at {at}: a read found the damage"),
+            Err(e) => {
+                refused += 1;
+                if matches!(e, Error::NewestCommitDamaged { .. }) {
+                    newest_damaged += 1;
+                }
+                assert!(
+                    matches!(store.write_new_obj_from_bytes(b"x"), Err(Error::Failed(_))),
+                    "flip at {at}: a store whose open failed to complete took a write"
+                );
+                continue;
             }
         }
         let report = store.verify().unwrap();

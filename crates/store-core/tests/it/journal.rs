@@ -151,14 +151,14 @@ fn a_torn_last_record_is_dropped_and_the_next_commit_writes_over_it() {
     torn[records[1] + 100] ^= 0xFF; // the last record's body: its checksum fails
     let disk = SimDisk::from_image(torn);
     let mut store = BaseStore::open_with(disk.clone(), options()).unwrap();
-    assert_eq!(store.ids().len(), 1);
+    assert_eq!(store.ids().unwrap().len(), 1);
     assert_eq!(store.read_bytes_from_obj(first).unwrap(), bytes(1, 100));
     let third = put(&mut store, &bytes(3, 100));
     store.commit().unwrap();
     drop(store);
     let store = BaseStore::open_with(SimDisk::from_image(image(&disk)), options()).unwrap();
     assert_eq!(store.read_bytes_from_obj(third).unwrap(), bytes(3, 100));
-    assert_eq!(store.ids().len(), 2);
+    assert_eq!(store.ids().unwrap().len(), 2);
 }
 
 #[test]
@@ -410,7 +410,7 @@ fn a_commit_split_around_its_sync_leaves_window_changes_to_the_next() {
         for seed in 0..6 {
             let image = disk.crash_image(CrashMode::PowerLoss, seed);
             let crashed = BaseStore::open_with(SimDisk::from_image(image), unbuffered).unwrap();
-            let ids = crashed.ids();
+            let ids = crashed.ids().unwrap();
             assert!(ids == vec![a] || ids == vec![b], "{what}, seed {seed}: {ids:?}");
             let (id, seed_of) = if ids == vec![a] { (a, 1) } else { (b, 2) };
             assert_eq!(crashed.read_bytes_from_obj(id).unwrap(), bytes(seed_of, 8192), "{what}");
@@ -443,7 +443,7 @@ fn a_commit_split_around_its_sync_leaves_window_changes_to_the_next() {
     for seed in 0..4 {
         let image = disk.crash_image(CrashMode::PowerLoss, seed);
         let crashed = BaseStore::open_with(SimDisk::from_image(image), unbuffered).unwrap();
-        assert_eq!(crashed.ids(), vec![b]);
+        assert_eq!(crashed.ids().unwrap(), vec![b]);
         assert_eq!(crashed.read_bytes_from_obj(b).unwrap(), bytes(2, 8192));
     }
     store.commit().unwrap();
@@ -451,7 +451,7 @@ fn a_commit_split_around_its_sync_leaves_window_changes_to_the_next() {
     let store = BaseStore::open_with(SimDisk::from_image(image(&disk)), unbuffered).unwrap();
     assert_eq!(store.read_bytes_from_obj(b).unwrap(), bytes(4, 8192));
     assert_eq!(store.read_bytes_from_obj(c).unwrap(), bytes(3, 8192));
-    assert_eq!(store.ids().len(), 2);
+    assert_eq!(store.ids().unwrap().len(), 2);
     // A failed sync latches the store.
     let disk = SimDisk::new();
     let mut store = BaseStore::create_with(disk.clone(), options()).unwrap();

@@ -6,6 +6,7 @@ mod corruption;
 mod crash;
 mod fuzz_open;
 mod journal;
+mod lazy_open;
 mod model;
 mod regressions;
 mod review;
@@ -21,7 +22,7 @@ pub(crate) type Contents = BTreeMap<ObjectId, Vec<u8>>;
 
 /// Reads every object of `store`.
 pub(crate) fn contents<A: SpaceAllocator, B: FileBackend>(store: &Store<A, B>) -> Result<Contents> {
-    store.ids().into_iter().map(|id| Ok((id, store.read_bytes_from_obj(id)?))).collect()
+    store.ids().unwrap().into_iter().map(|id| Ok((id, store.read_bytes_from_obj(id)?))).collect()
 }
 
 /// The tests' options: a journal of 4 pages per region, so workloads checkpoint every few

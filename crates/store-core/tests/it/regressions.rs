@@ -65,18 +65,30 @@ fn newest_slot(image: &[u8]) -> (usize, u64) {
 }
 
 /// Finding 3: damage to one table page of the newest commit made open "succeed" on the
-/// older commit, whose space the newest may already have reused. Now open refuses with
-/// `NewestCommitDamaged`, and the older commit opens only read-only, on request.
+/// older commit, whose space the newest may already have reused. Now a full open refuses with
+/// `NewestCommitDamaged`; a lazy one reports it at the first read of the page and at the
+/// first write, and never serves the older commit; the older commit opens only read-only, on
+/// request.
 #[test]
 fn regression_a_damaged_table_page_of_the_newest_commit_refuses_open_instead_of_falling_back() {
-    let (disk, old, _) = two_commits::<BasicAllocator>(options());
+    let (disk, old, new) = two_commits::<BasicAllocator>(options());
     let mut image = disk.live_image();
     let (slot, _) = newest_slot(&image);
     let root_at = u64::from_le_bytes(image[slot + 24..slot + 32].try_into().unwrap()) as usize;
     let page_at = u64::from_le_bytes(image[root_at + 16..root_at + 24].try_into().unwrap());
     image[page_at as usize + 100] ^= 0x55;
-    let result = BaseStore::open_with(SimDisk::from_image(image.clone()), options());
+    let full = StoreOptions { load_on_open: true, ..options() };
+    let result = BaseStore::open_with(SimDisk::from_image(image.clone()), full);
     assert!(matches!(result, Err(Error::NewestCommitDamaged { .. })), "{result:?}");
+    let mut lazy = BaseStore::open_with(SimDisk::from_image(image.clone()), options()).unwrap();
+    for id in [old, new] {
+        let read = lazy.read_bytes_from_obj(id);
+        assert!(matches!(read, Err(Error::NewestCommitDamaged { .. })), "{read:?}");
+    }
+    let write = lazy.write_new_obj_from_bytes(b"x");
+    assert!(matches!(write, Err(Error::NewestCommitDamaged { .. })), "{write:?}");
+    assert!(matches!(lazy.write_new_obj_from_bytes(b"x"), Err(Error::Failed(_))));
+    assert!(!lazy.verify().unwrap().is_clean());
     let mut older = BaseStore::open_previous_commit(SimDisk::from_image(image), options()).unwrap();
     assert!(older.is_read_only());
     assert_eq!(older.read_bytes_from_obj(old).unwrap(), bytes(1, 3000));

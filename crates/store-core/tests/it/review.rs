@@ -252,7 +252,7 @@ fn check_image<A: SpaceAllocator>(
         Err(e) => panic!("{context}: open failed: {e}"),
     };
     let mut found = Contents::new();
-    for id in store.ids() {
+    for id in store.ids().unwrap() {
         match store.read_bytes_from_obj(id) {
             Ok(b) => {
                 found.insert(id, b);
@@ -543,7 +543,7 @@ fn review_crafted_slot_fields_are_bounded() {
         reseal_slot(&mut img, slot);
         let r = std::panic::catch_unwind(|| {
             Store::<BasicAllocator, SimDisk>::open_with(SimDisk::from_image(img), opts(1 << 30))
-                .map(|s| s.generation())
+                .and_then(|mut s| s.complete_open().map(|()| s.generation()))
         });
         match r {
             Err(_) => panic!("open panicked with field {at} = {v}"),
@@ -576,7 +576,7 @@ fn review_smaller_limit_is_options_mismatch() {
     let mut store =
         Store::<BasicAllocator, SimDisk>::open_with(SimDisk::from_image(image), opts(96 << 10))
             .unwrap();
-    let id = store.ids()[0];
+    let id = store.ids().unwrap()[0];
     store.delete_obj(id).unwrap();
     let r = store.commit();
     assert!(r.is_ok(), "a delete at a limit the file fits exactly: {r:?}");
@@ -638,7 +638,7 @@ fn review_dropped_writer_and_verify() {
         let (_, w) = store.late_write_new_obj(7000).unwrap();
         drop(w);
     }
-    let id = store.ids()[3];
+    let id = store.ids().unwrap()[3];
     {
         let mut w = store.write_to_obj(id).unwrap();
         let _ = w.write(b"xyz");

@@ -476,7 +476,7 @@ fn compacting_an_emptied_store_returns_the_file_to_an_empty_stores_size() {
             put(&mut store, &bytes(i as u64, len));
         }
         store.commit().unwrap();
-        for id in store.ids() {
+        for id in store.ids().unwrap() {
             store.delete_obj(id).unwrap();
         }
         store.commit().unwrap();
