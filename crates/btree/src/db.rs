@@ -11,7 +11,7 @@ use bob_alloc::BasicAllocator;
 use bob_io_helpers::OsFile;
 use bob_io_helpers::sync::atomic::{AtomicBool, Ordering};
 use bob_io_helpers::sync::{Mutex, MutexGuard};
-use bob_store_concurrent::ConcurrentStore;
+use bob_store_concurrent::{ConcurrentStore, GroupCommit};
 use bob_store_core::{ObjectId, PRIME_OBJECT_ID, PrimeStorer, SplitStore, Store, StoreOptions};
 
 use crate::catalog::{Catalog, MAX_NAME_LEN, StoredTree};
@@ -132,6 +132,12 @@ pub(crate) struct Core<S: SplitStore<Io: Clone> + PrimeStorer> {
     wrote: AtomicBool,
     /// Preparing a spare failed: not tried again.
     prepare_failed: AtomicBool,
+    /// Durable commits share the log's syncs through it.
+    group: GroupCommit,
+    /// The store's lazy open is complete (every check a full open makes has passed): the
+    /// first write transaction completes it, so no commit is acknowledged through the log
+    /// on a store whose first checkpoint would refuse it.
+    store_complete: AtomicBool,
 }
 
 /// What a [`Db`] did since it was opened.
@@ -150,6 +156,9 @@ pub struct DbStats {
     pub logged_commits: u64,
     /// Bytes appended to the log since the last checkpoint.
     pub log_bytes: u64,
+    /// Syncs of the log that made durable commits durable: fewer than the durable commits
+    /// when commits of several threads shared one (group commit).
+    pub log_syncs: u64,
     /// Nodes unloaded from memory to keep to the memory budget.
     pub evicted_nodes: u64,
 }
@@ -451,6 +460,8 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             log_dir: log.map(|dir| (dir, options.segment_bytes)),
             wrote: AtomicBool::new(false),
             prepare_failed: AtomicBool::new(false),
+            group: GroupCommit::default(),
+            store_complete: AtomicBool::new(false),
         };
         if catalog.logged != db.wal.is_some() || !records.is_empty() {
             db.replay(records)?;
@@ -485,6 +496,12 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
     /// [`WriteTxn::commit`]; dropping it (or [`WriteTxn::abort`]) discards them.
     pub(crate) fn begin_write(&self) -> Result<WriteTxn<'_, S>> {
         self.check_writable()?;
+        if !self.store_complete.load(Ordering::Acquire) {
+            // Damage the store's open left unread fails the first write, never a checkpoint
+            // after commits the log acknowledged.
+            self.latch(self.store.complete_open().map_err(Error::from))?;
+            self.store_complete.store(true, Ordering::Release);
+        }
         self.wrote.store(true, Ordering::Relaxed);
         let pending = self.writer.lock();
         let snapshot = Snapshot::clone(&self.committed.lock());
@@ -533,6 +550,23 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             }
             None => self.checkpoint(),
         }
+    }
+
+    /// Makes every record appended so far durable, sharing the sync with every caller that
+    /// asks meanwhile (group commit: one leader syncs for all who appended before it began;
+    /// a failed sync latches the database, and no caller it would have covered gets `Ok`).
+    fn sync_log(&self) -> Result<()> {
+        let Some(wal) = &self.wal else { return Ok(()) };
+        self.group.commit(|| {
+            // After a failed sync no retry may report success (the kernel may have dropped
+            // the pages it could not write): the latch refuses it.
+            self.check_writable()?;
+            let Some(job) = self.latch(wal.lock().begin_sync())? else { return Ok(false) };
+            self.latch(job.file.sync_data().map_err(Error::from))?;
+            wal.lock().end_sync(job.through);
+            self.stats.lock().log_syncs += 1;
+            Ok(true)
+        })
     }
 
     /// Records a failure of the log or a checkpoint: the database refuses writes from now on.
@@ -1360,13 +1394,13 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
             *db.committed.lock() = Arc::new(snapshot);
             return Ok(());
         };
+        // The record is written here, under the writer lock; a durable commit syncs it after
+        // the lock is released, in a sync it shares with every commit that wrote its record
+        // meanwhile (group commit).
         let logged = {
             let mut wal = wal.lock();
-            let appended = if log.is_empty() {
-                if durable { wal.sync().map(|()| None) } else { Ok(None) }
-            } else {
-                wal.append(&log, durable).map(Some)
-            };
+            let appended =
+                if log.is_empty() { Ok(None) } else { wal.append(&log, false).map(Some) };
             db.latch(appended).map(|lsn| (lsn, wal.since_release()))
         };
         let (lsn, log_bytes) = logged?;
@@ -1380,10 +1414,12 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
         let snapshot = Arc::new(snapshot);
         *db.committed.lock() = Arc::clone(&snapshot);
         if log_bytes >= db.checkpoint_after_bytes {
-            // The commit is durable and visible; a failure here latches the database.
+            // The commit is visible (and durable once the checkpoint is); a failure here
+            // latches the database.
             let _ = db.checkpoint_locked(&mut pending, Snapshot::clone(&snapshot), true);
         }
-        Ok(())
+        drop(pending);
+        if durable { db.sync_log() } else { Ok(()) }
     }
 
     fn check_usable(&self) -> Result<()> {

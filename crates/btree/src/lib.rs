@@ -21,7 +21,9 @@
 //! A commit appends one checksummed record of its changes to the write-ahead log (segment
 //! files in `<path>.wal`, `docs/format.md`, "B-tree write-ahead log"). A
 //! [`Durability::Durable`] commit then syncs the log once (one `fdatasync`, one or a few 4 KiB
-//! pages written); a [`Durability::Buffered`] one is written to the OS (it survives a crash of
+//! pages written), after releasing the writer lock: durable commits of several threads share
+//! one sync (group commit), and each returns once its record is durable (it is visible to
+//! readers from when its record is written); a [`Durability::Buffered`] one is written to the OS (it survives a crash of
 //! the process, not a power loss) and made durable by the next durable commit, [`Db::sync`],
 //! a checkpoint, or a megabyte of log. A **checkpoint** writes the nodes changed since the last
 //! one (each under its own id) and the catalog, with the last log record it includes, in one

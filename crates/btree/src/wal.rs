@@ -355,6 +355,14 @@ pub(crate) struct Wal {
     buf: Vec<u8>,
 }
 
+/// A sync of the log run without its lock: see [`Wal::begin_sync`].
+pub(crate) struct SyncJob {
+    /// The segment to sync.
+    pub(crate) file: LogFile,
+    /// The last LSN it holds.
+    pub(crate) through: u64,
+}
+
 /// A record read back at open: its LSN and bytes.
 pub(crate) type Recovered = Vec<(u64, Vec<u8>)>;
 
@@ -590,20 +598,41 @@ impl Wal {
 
     /// Makes every appended record durable.
     pub(crate) fn sync(&mut self) -> Result<()> {
-        if self.unsynced == 0 {
-            return Ok(());
+        if let Some(job) = self.begin_sync()? {
+            job.file.sync_data()?;
+            self.end_sync(job.through);
         }
-        let active = self.active.as_mut().expect("bytes were written to it");
-        let end = round_up(active.end);
-        if end > active.end {
-            bob_io_helpers::write_zeros(&*active.file, active.end, end - active.end)
-                .map_err(io::Error::other)?;
-        }
-        active.file.sync_data()?;
-        active.end = end;
-        self.durable_lsn = self.next_lsn - 1;
-        self.unsynced = 0;
         Ok(())
+    }
+
+    /// The first half of a sync run without the log's lock (group commit): pads the active
+    /// segment to its page end (so no later group touches a page this sync makes durable)
+    /// and returns the file to sync and the last LSN it then holds; `None` when every record
+    /// is durable. Hand `through` to [`end_sync`](Self::end_sync) once the file's sync
+    /// returned `Ok`.
+    pub(crate) fn begin_sync(&mut self) -> Result<Option<SyncJob>> {
+        if self.durable_lsn + 1 >= self.next_lsn {
+            return Ok(None);
+        }
+        // Records not durable yet live in the active segment: a roll to a new one, and a
+        // release that retires the active one, make everything before durable first.
+        let active = self.active.as_mut().expect("records that are not durable have a segment");
+        if self.unsynced > 0 {
+            let end = round_up(active.end);
+            if end > active.end {
+                bob_io_helpers::write_zeros(&*active.file, active.end, end - active.end)
+                    .map_err(io::Error::other)?;
+            }
+            active.end = end;
+            self.unsynced = 0;
+        }
+        Ok(Some(SyncJob { file: Arc::clone(&active.file), through: self.next_lsn - 1 }))
+    }
+
+    /// Records that a sync [`begin_sync`](Self::begin_sync) started returned `Ok`: every
+    /// record up to `through` is durable (what later groups say as their witness).
+    pub(crate) fn end_sync(&mut self, through: u64) {
+        self.durable_lsn = self.durable_lsn.max(through);
     }
 
     /// Removes the segments that hold only records at or before `lsn` (a checkpoint has them).

@@ -29,8 +29,6 @@ use std::time::{Duration, Instant};
 
 use bob_io_helpers::sync::{Condvar, Mutex};
 
-use crate::Result;
-
 /// Ticket counters of the commits in flight.
 #[derive(Debug, Default)]
 struct State {
@@ -58,9 +56,30 @@ struct State {
 /// The longest a leader gathers.
 const MAX_PATIENCE: Duration = Duration::from_millis(1);
 
-/// The group commit of one store; see the module docs.
+/// Group commit: callers that finish their writes at the same time share one commit (one
+/// sync); each gets `Ok` only once a commit that began after its writes is durable. See the
+/// module docs for the protocol. `ConcurrentStore` commits its store through one; bob-btree
+/// syncs its write-ahead log through one.
+///
+/// # Example
+/// ```
+/// use bob_store_concurrent::GroupCommit;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// let written = AtomicU64::new(0);
+/// let durable = AtomicU64::new(0);
+/// let group = GroupCommit::default();
+/// written.fetch_add(1, Ordering::SeqCst); // this caller's write, before its commit
+/// group.commit(|| {
+///     // The leader makes everything written so far durable, for every caller it covers.
+///     durable.store(written.load(Ordering::SeqCst), Ordering::SeqCst);
+///     Ok::<bool, std::io::Error>(true)
+/// })?;
+/// assert_eq!(durable.load(Ordering::SeqCst), 1);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug)]
-pub(crate) struct GroupCommit {
+pub struct GroupCommit {
     state: Mutex<State>,
     /// A round ended.
     done: Condvar,
@@ -105,9 +124,11 @@ impl Drop for Leading<'_> {
 
 impl GroupCommit {
     /// Returns `Ok` once a commit run after this call began is durable; `commit` runs the
-    /// store's commit (in this thread, or in another caller's) and says whether it wrote one
-    /// (nothing to commit: `false`).
-    pub(crate) fn commit(&self, commit: impl FnOnce() -> Result<bool>) -> Result<()> {
+    /// commit (in this thread, or in another caller's: it must make durable everything
+    /// written before it runs) and says whether it wrote one (nothing to commit: `false`).
+    /// A failed commit marks nothing durable: its leader gets the error, and each caller it
+    /// would have covered runs a commit of its own.
+    pub fn commit<E>(&self, commit: impl FnOnce() -> Result<bool, E>) -> Result<(), E> {
         let mut state = self.state.lock();
         state.issued += 1;
         let ticket = state.issued;
@@ -152,7 +173,7 @@ impl GroupCommit {
 
     /// Runs `step` (a checkpoint, a compaction) alone: after the commit running now, before
     /// the next one. It counts as no commit for anyone waiting.
-    pub(crate) fn exclusive<T>(&self, step: impl FnOnce() -> Result<T>) -> Result<T> {
+    pub fn exclusive<T, E>(&self, step: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
         let mut state = self.state.lock();
         state.exclusive_waiting += 1;
         while state.leading {
@@ -173,8 +194,8 @@ impl GroupCommit {
         result
     }
 
-    /// (callers, store commits written) so far.
-    pub(crate) fn counts(&self) -> (u64, u64) {
+    /// (callers, commits written) so far.
+    pub fn counts(&self) -> (u64, u64) {
         let state = self.state.lock();
         (state.issued, state.rounds)
     }

@@ -74,7 +74,7 @@ use bob_store_core::{
 };
 pub use bob_store_core::{Error, ObjectId, Result};
 
-use crate::group::GroupCommit;
+pub use crate::group::GroupCommit;
 use crate::locks::{ExclusiveLock, LockTable, SharedLock};
 
 /// Whole-object writes from memory up to this many bytes run under the global lock through
@@ -229,6 +229,12 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
 
     fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) { Err(Error::Closed) } else { Ok(()) }
+    }
+
+    /// Completes the store's lazy open now (reads and checks what open left, rebuilds the
+    /// allocator); a write does it otherwise. See `Store::complete_open`.
+    pub fn complete_open(&self) -> Result<()> {
+        self.with_store(|store| store.complete_open())
     }
 
     /// Runs `step` on the store under the global lock.

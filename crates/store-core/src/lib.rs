@@ -35,7 +35,7 @@
 //!   same time at any size; a table page is read and checked with the first object on it, and
 //!   the rest of the checks (every page, the extents, the allocator) run at the first write or
 //!   [`Store::complete_open`] ([`StoreOptions::load_on_open`] runs them at open). Damage is
-//!   reported as a full open would have, and nothing is written before all of it passed.
+//!   reported as a full open would have, and no object is written before all of it passed.
 //! - **No leaks, no double allocation**: before the first write, free space is derived from
 //!   what the commit reaches.
 //! - **Failures latch**: after an I/O error in a write path ([`Error::latches`]), the store

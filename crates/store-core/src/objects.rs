@@ -222,8 +222,12 @@ impl<A: SpaceAllocator, B: FileBackend> ObjectInfoStorer for Store<A, B> {
 impl<A: SpaceAllocator, B: FileBackend> PrimeStorer for Store<A, B> {
     /// The prime object (id 0), created with `size` zero bytes if it does not exist.
     fn prime_object(&mut self, size: u64) -> Result<ObjectId> {
-        if self.slot(PRIME_OBJECT_ID).is_ok() {
-            return Ok(PRIME_OBJECT_ID);
+        // Only a prime object known to be absent is created: an error reading its table page
+        // is returned, never taken for absence.
+        match self.slot(PRIME_OBJECT_ID) {
+            Ok(_) => return Ok(PRIME_OBJECT_ID),
+            Err(Error::NotFound(_)) => {}
+            Err(e) => return Err(e),
         }
         self.guarded(|store| {
             let extent = store.reserve(size)?;

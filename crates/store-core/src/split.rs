@@ -110,6 +110,9 @@ pub trait SplitStore: Storer + BatchStorer + Send + Sized {
 
     /// Latches the store as failed (a wrapper's I/O outside the store failed).
     fn fail(&mut self, why: String);
+
+    /// Completes a lazy open now; see [`Store::complete_open`].
+    fn complete_open(&mut self) -> Result<()>;
 }
 
 impl<A: SpaceAllocator, B: FileBackend> SplitStore for Store<A, B> {
@@ -229,5 +232,9 @@ impl<A: SpaceAllocator, B: FileBackend> SplitStore for Store<A, B> {
 
     fn fail(&mut self, why: String) {
         Store::fail(self, why);
+    }
+
+    fn complete_open(&mut self) -> Result<()> {
+        Store::complete_open(self)
     }
 }

@@ -3,6 +3,7 @@
 mod big;
 mod bulk;
 mod crash;
+mod group;
 mod model;
 mod sim;
 mod trees;

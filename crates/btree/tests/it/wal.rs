@@ -88,3 +88,44 @@ fn a_log_of_another_database_is_refused_and_a_logged_database_needs_its_log() {
     assert!(matches!(Db::new(ConcurrentStore::new(store, 0)), Err(Error::LogRequired)));
     assert_eq!(keys(&reopen(&disk, &log).unwrap()), [0, 1, 2, 3, 4]);
 }
+
+/// The store opens lazily (its table pages read as nodes are): a damaged table page of the
+/// newest commit that the open and the first reads never touch fails the first write
+/// transaction, before the log acknowledges any commit a checkpoint could not then write.
+#[test]
+fn the_first_write_checks_what_the_stores_lazy_open_left_unread() {
+    let (disk, log) = (SimDisk::new(), SimLogDir::default());
+    let db = create(&disk, &log);
+    let mut tx = db.begin_write().unwrap();
+    {
+        let mut tree = tx.open_tree::<u64, Vec<u8>>("t").unwrap();
+        for i in 0..3000u64 {
+            tree.insert(&i, &vec![i as u8; 200]).unwrap();
+        }
+    }
+    tx.commit(Durability::Durable).unwrap();
+    db.close().unwrap();
+    // The newest header slot, its table root, and the last table page it lists.
+    let image = disk.crash_image(CrashMode::ProcessCrash, 0);
+    let u64_at = |at: usize| u64::from_le_bytes(image[at..at + 8].try_into().unwrap());
+    let slot = if u64_at(16) > u64_at(4096 + 16) { 0 } else { 4096 };
+    let root = u64_at(slot + 24) as usize;
+    let pages = u64_at(root + 8) as usize;
+    assert!(pages > 2, "{pages} table pages");
+    let page = u64_at(root + 16 + 16 * (pages - 1));
+    let damaged = SimDisk::from_image(image.clone());
+    damaged.write_at(&[image[page as usize + 200] ^ 0x40], page + 200).unwrap();
+    let store = Store::<BasicAllocator, _>::open_with(damaged, options().store).unwrap();
+    let db =
+        Db::with_log(ConcurrentStore::new(store, 0), Box::new(log.clone()), &options()).unwrap();
+    // Reads of nodes on intact pages work; the first write is refused, and so is the next.
+    let read = db.begin_read();
+    assert!(read.open_tree::<u64, Vec<u8>>("t").is_some());
+    drop(read);
+    let first = db.begin_write().map(|_| ());
+    assert!(
+        matches!(&first, Err(Error::Store(bob_store_core::Error::NewestCommitDamaged { .. }))),
+        "{first:?}"
+    );
+    assert!(db.begin_write().is_err());
+}

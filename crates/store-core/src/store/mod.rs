@@ -152,6 +152,8 @@ pub struct Store<A: SpaceAllocator, B: FileBackend> {
     room: u64,
     /// Set by a lazy open until the first write completes it (`complete_open`).
     deferred: Option<Box<Deferred>>,
+    /// `StoreOptions::mapped_reads`.
+    mapped_reads: bool,
 }
 
 /// What a lazy open leaves for [`Store::complete_open`].
@@ -266,6 +268,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             placement: Placement::default(),
             room: 0,
             deferred: None,
+            mapped_reads: options.mapped_reads,
         }
     }
 

@@ -261,7 +261,16 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
 
     fn finish_load(&mut self) -> Result<()> {
         let Some(deferred) = self.deferred.as_deref().copied() else { return Ok(()) };
-        match self.finish_load_inner(&deferred) {
+        // The previous commit's check reads from the device (cached pages dropped first),
+        // which a memory map would defeat: `pread` meanwhile.
+        if self.mapped_reads {
+            self.backend.map_reads(false);
+        }
+        let result = self.finish_load_inner(&deferred);
+        if self.mapped_reads {
+            self.backend.map_reads(true);
+        }
+        match result {
             Ok(()) => {
                 self.deferred = None;
                 Ok(())
@@ -363,13 +372,13 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
 fn record_pages(table: &Table, record: &Record) -> Vec<u64> {
     let per_page = ENTRIES_PER_PAGE;
     let ids = record.puts.iter().map(|(id, _)| *id).chain(record.removes.iter().copied());
-    let mut pages: Vec<u64> = ids.map(|id| id / per_page).collect();
+    let mut pages: Vec<u64> = ids.map(|id| id / per_page).filter(|&p| table.is_unread(p)).collect();
     if record.next_id < table.next_id() {
-        pages.extend(record.next_id / per_page..table.page_count());
+        let past = record.next_id / per_page..table.page_count();
+        pages.extend(past.filter(|&p| table.is_unread(p)));
     }
     pages.sort_unstable();
     pages.dedup();
-    pages.retain(|&p| table.is_unread(p));
     pages
 }
 
@@ -460,7 +469,7 @@ fn check_journal_regions(header: &Header, slot: usize, file_len: u64) -> Result<
 /// trusted; the rest of the region, only searched for records that should not be there, may
 /// come from the page cache (which shows every write the device holds and perhaps more: a
 /// record seen only there makes open refuse, never roll back). A store closed cleanly has no
-/// records, so open reads no journal page from the device.
+/// records, so open reads one journal page from the device.
 fn read_journal<B: FileBackend>(
     backend: &B,
     region: Extent,
