@@ -562,7 +562,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             // the pages it could not write): the latch refuses it.
             self.check_writable()?;
             let Some(job) = self.latch(wal.lock().begin_sync())? else { return Ok(false) };
-            self.latch(job.file.sync_data().map_err(Error::from))?;
+            self.latch(job.run())?;
             wal.lock().end_sync(job.through);
             self.stats.lock().log_syncs += 1;
             Ok(true)
@@ -1344,12 +1344,16 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
 
     /// Makes the transaction's changes the last commit, durable as `durability` says.
     ///
-    /// An error from the log's write or sync leaves the outcome unknown, as a failed
-    /// `fdatasync` does: the commit is not visible, the database refuses writes until it is
-    /// reopened, and the reopened database may or may not hold it. A commit whose record is
-    /// durable returns `Ok` even if the checkpoint it then runs (past
-    /// [`DbOptions::checkpoint_after_bytes`]) fails; that failure latches the database, and
-    /// the next write reports it.
+    /// The commit is visible to readers once its log record is written; a
+    /// [`Durability::Durable`] commit then returns once the record is synced, in a sync it
+    /// shares with the durable commits of other threads that wrote their records meanwhile
+    /// (group commit). An error from the log's write or sync leaves the outcome unknown, as
+    /// a failed `fdatasync` does: the database refuses writes until it is reopened, and the
+    /// reopened database may or may not hold the commit (readers may have seen it). A commit
+    /// made durable by the checkpoint it runs (past [`DbOptions::checkpoint_after_bytes`])
+    /// returns `Ok` even if releasing the log after it fails; that failure latches the
+    /// database, and the next write reports it. A failed checkpoint fails a durable commit
+    /// (its record may not be synced) and latches the database.
     pub fn commit(self, durability: Durability) -> Result<()> {
         let WriteTxn {
             db,
@@ -1399,8 +1403,11 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
         // meanwhile (group commit).
         let logged = {
             let mut wal = wal.lock();
-            let appended =
-                if log.is_empty() { Ok(None) } else { wal.append(&log, false).map(Some) };
+            let appended = match (log.is_empty(), durable) {
+                (true, _) => Ok(None),
+                (false, true) => wal.append_padded(&log).map(Some),
+                (false, false) => wal.append(&log, false).map(Some),
+            };
             db.latch(appended).map(|lsn| (lsn, wal.since_release()))
         };
         let (lsn, log_bytes) = logged?;
@@ -1413,13 +1420,22 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
         pending.changed |= changed;
         let snapshot = Arc::new(snapshot);
         *db.committed.lock() = Arc::clone(&snapshot);
+        let mut checkpointed = None;
         if log_bytes >= db.checkpoint_after_bytes {
-            // The commit is visible (and durable once the checkpoint is); a failure here
-            // latches the database.
-            let _ = db.checkpoint_locked(&mut pending, Snapshot::clone(&snapshot), true);
+            // The commit is visible; a failure here latches the database.
+            checkpointed =
+                Some(db.checkpoint_locked(&mut pending, Snapshot::clone(&snapshot), true));
         }
         drop(pending);
-        if durable { db.sync_log() } else { Ok(()) }
+        match checkpointed {
+            // The checkpoint's store commit is durable, and the commit with it (a failure to
+            // release the log after it latched the database).
+            Some(Ok(_)) => Ok(()),
+            // A durable commit's outcome is unknown: its record may not have been synced.
+            Some(Err(e)) if durable => Err(e),
+            _ if durable => db.sync_log(),
+            _ => Ok(()),
+        }
     }
 
     fn check_usable(&self) -> Result<()> {

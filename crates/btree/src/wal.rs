@@ -353,14 +353,52 @@ pub(crate) struct Wal {
     /// Bytes appended since the last checkpoint released the log.
     since_release: u64,
     buf: Vec<u8>,
+    syncs: Arc<Syncs>,
 }
 
 /// A sync of the log run without its lock: see [`Wal::begin_sync`].
 pub(crate) struct SyncJob {
     /// The segment to sync.
-    pub(crate) file: LogFile,
+    file: LogFile,
     /// The last LSN it holds.
     pub(crate) through: u64,
+    syncs: Arc<Syncs>,
+}
+
+/// What every sync of the log shares: they run one at a time, and once one failed every
+/// later one fails too.
+#[derive(Default)]
+struct Syncs {
+    failed: bob_io_helpers::sync::Mutex<bool>,
+}
+
+impl Syncs {
+    fn check(&self) -> Result<()> {
+        if *self.failed.lock() { Err(poisoned()) } else { Ok(()) }
+    }
+}
+
+/// The error of every log operation after a failed sync.
+fn poisoned() -> Error {
+    Error::Log(io::Error::other("an earlier sync of the write-ahead log failed"))
+}
+
+impl SyncJob {
+    /// Syncs the segment. Syncs run one at a time (the log's lock may be held by the
+    /// caller, never taken inside); after a failed one, every later one fails without
+    /// syncing: the kernel may have dropped the pages it could not write, and a retry would
+    /// report them durable.
+    pub(crate) fn run(&self) -> Result<()> {
+        let mut failed = self.syncs.failed.lock();
+        if *failed {
+            return Err(poisoned());
+        }
+        if let Err(e) = self.file.sync_data() {
+            *failed = true;
+            return Err(e.into());
+        }
+        Ok(())
+    }
 }
 
 /// A record read back at open: its LSN and bytes.
@@ -519,6 +557,7 @@ impl Wal {
             unsynced: 0,
             since_release: 0,
             buf: Vec::new(),
+            syncs: Arc::default(),
         };
         Ok((wal, records))
     }
@@ -549,7 +588,18 @@ impl Wal {
 
     /// Appends `record`; syncs when `sync` or when a megabyte is waiting. Returns its LSN.
     pub(crate) fn append(&mut self, record: &[u8], sync: bool) -> Result<u64> {
+        self.append_group(record, sync, sync)
+    }
+
+    /// Appends `record` padded to its page end, for a sync to come (group commit: the sync
+    /// then writes no padding of its own). Returns its LSN.
+    pub(crate) fn append_padded(&mut self, record: &[u8]) -> Result<u64> {
+        self.append_group(record, true, false)
+    }
+
+    fn append_group(&mut self, record: &[u8], pad: bool, sync: bool) -> Result<u64> {
         Self::check_len(record)?;
+        self.syncs.check()?;
         let lsn = self.next_lsn;
         if lsn >= u64::MAX - 1 {
             return Err(Error::Corrupt("the log's LSNs are used up".into()));
@@ -573,7 +623,7 @@ impl Wal {
         }
         let active = self.active.as_mut().expect("made above");
         group_bytes(lsn, self.durable_lsn, active.salt, record, &mut self.buf);
-        if sync {
+        if pad {
             // The file ends on a page boundary after every sync, so no later write (nor the
             // zeroing of a partial last page that extending a file may cause) touches a page
             // holding a synced group.
@@ -585,7 +635,8 @@ impl Wal {
         self.next_lsn += 1;
         self.unsynced += self.buf.len() as u64;
         if sync {
-            active.file.sync_data()?;
+            let file = Arc::clone(&active.file);
+            SyncJob { file, through: lsn, syncs: Arc::clone(&self.syncs) }.run()?;
             self.durable_lsn = lsn;
             self.unsynced = 0;
         }
@@ -599,7 +650,7 @@ impl Wal {
     /// Makes every appended record durable.
     pub(crate) fn sync(&mut self) -> Result<()> {
         if let Some(job) = self.begin_sync()? {
-            job.file.sync_data()?;
+            job.run()?;
             self.end_sync(job.through);
         }
         Ok(())
@@ -611,6 +662,7 @@ impl Wal {
     /// is durable. Hand `through` to [`end_sync`](Self::end_sync) once the file's sync
     /// returned `Ok`.
     pub(crate) fn begin_sync(&mut self) -> Result<Option<SyncJob>> {
+        self.syncs.check()?;
         if self.durable_lsn + 1 >= self.next_lsn {
             return Ok(None);
         }
@@ -626,7 +678,8 @@ impl Wal {
             active.end = end;
             self.unsynced = 0;
         }
-        Ok(Some(SyncJob { file: Arc::clone(&active.file), through: self.next_lsn - 1 }))
+        let file = Arc::clone(&active.file);
+        Ok(Some(SyncJob { file, through: self.next_lsn - 1, syncs: Arc::clone(&self.syncs) }))
     }
 
     /// Records that a sync [`begin_sync`](Self::begin_sync) started returned `Ok`: every
@@ -767,6 +820,33 @@ mod tests {
         // Damage the header of a segment that holds groups.
         segment(&dir, 1).write_at(&[0; 8], 8).unwrap();
         assert!(Wal::open(Arc::new(dir), 7, 0, 1 << 20).is_err());
+    }
+
+    /// A failed sync poisons the log: a later sync (the kernel may have marked the pages it
+    /// could not write clean, so the disk would report success) and a later append fail,
+    /// and nothing is reported durable.
+    #[test]
+    fn a_failed_sync_fails_every_later_sync_and_append() {
+        use bob_io_helpers::testing::{FaultKind, FaultPlan, OpFilter, OpKind, Repeat};
+        let dir = Dir::default();
+        let (mut wal, _) = Wal::open(Arc::new(dir.clone()), 7, 0, 1 << 20).unwrap();
+        wal.append(b"one", true).unwrap();
+        wal.append_padded(b"two").unwrap();
+        let disk = segment(&dir, 1);
+        disk.set_fault(FaultPlan {
+            at: disk.op_counts().syncs,
+            on: OpFilter::Only(OpKind::Sync),
+            kind: FaultKind::Io,
+            repeat: Repeat::Once,
+        });
+        let job = wal.begin_sync().unwrap().expect("a record to sync");
+        assert_eq!(job.through, 2);
+        assert!(job.run().is_err());
+        assert_eq!(wal.durable_lsn, 1);
+        assert!(wal.sync().is_err(), "a retry would find the pages clean and succeed");
+        assert!(wal.begin_sync().is_err());
+        assert!(wal.append(b"three", false).is_err());
+        assert_eq!(wal.durable_lsn, 1);
     }
 
     /// A read error is an error, never the end of the log.
