@@ -79,7 +79,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
                 "the file is {file_len} bytes, shorter than a store header"
             )));
         }
-        let states = [read_slot(&backend, 0, file_len)?, read_slot(&backend, 1, file_len)?];
+        let states = read_slots(&backend, file_len)?;
         let mut valid: Vec<(Header, usize)> = states
             .iter()
             .enumerate()
@@ -590,6 +590,26 @@ fn previous_only_extents<B: FileBackend>(
     only.sort_unstable();
     only.dedup();
     only
+}
+
+/// Reads and decodes both header slots: with one read of their two pages, or, when that
+/// fails, each alone, so damage to one slot's page never stops the other from being read.
+fn read_slots<B: FileBackend>(backend: &B, file_len: u64) -> Result<[SlotState; 2]> {
+    if file_len >= HEADER_REGION {
+        let mut bytes = vec![0u8; HEADER_REGION as usize];
+        if backend.read_at(&mut bytes, 0).is_ok() {
+            let decode = |index: usize| -> Result<SlotState> {
+                let at = SLOT_OFFSETS[index] as usize;
+                let slot = &bytes[at..at + SLOT_BYTES];
+                Ok(match Header::decode(slot)? {
+                    Some(header) => SlotState::Valid(header),
+                    None => SlotState::Invalid { magic: slot[..8] == HEADER_MAGIC },
+                })
+            };
+            return Ok([decode(0)?, decode(1)?]);
+        }
+    }
+    Ok([read_slot(backend, 0, file_len)?, read_slot(backend, 1, file_len)?])
 }
 
 /// Reads and decodes header slot `index` alone (its own page), so damage to one slot's page
