@@ -96,11 +96,13 @@ impl<'a> Probe<'a> {
 pub(crate) struct Keys {
     prefixes: Vec<u64>,
     bytes: Vec<Arc<[u8]>>,
+    /// The keys' lengths summed (a node's encoded length without a walk over its keys).
+    total: usize,
 }
 
 impl Keys {
     pub(crate) fn with_capacity(n: usize) -> Self {
-        Self { prefixes: Vec::with_capacity(n), bytes: Vec::with_capacity(n) }
+        Self { prefixes: Vec::with_capacity(n), bytes: Vec::with_capacity(n), total: 0 }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -117,36 +119,52 @@ impl Keys {
     }
 
     pub(crate) fn set(&mut self, i: usize, key: Key) {
+        self.total = self.total - self.bytes[i].len() + key.bytes.len();
         self.prefixes[i] = key.prefix;
         self.bytes[i] = key.bytes;
     }
 
     pub(crate) fn push(&mut self, key: Key) {
+        self.total += key.bytes.len();
         self.prefixes.push(key.prefix);
         self.bytes.push(key.bytes);
     }
 
     pub(crate) fn pop(&mut self) -> Option<Key> {
         let prefix = self.prefixes.pop()?;
-        Some(Key { prefix, bytes: self.bytes.pop().expect("parallel arrays") })
+        let bytes = self.bytes.pop().expect("parallel arrays");
+        self.total -= bytes.len();
+        Some(Key { prefix, bytes })
     }
 
     pub(crate) fn insert(&mut self, i: usize, key: Key) {
+        self.total += key.bytes.len();
         self.prefixes.insert(i, key.prefix);
         self.bytes.insert(i, key.bytes);
     }
 
     pub(crate) fn remove(&mut self, i: usize) -> Key {
-        Key { prefix: self.prefixes.remove(i), bytes: self.bytes.remove(i) }
+        let key = Key { prefix: self.prefixes.remove(i), bytes: self.bytes.remove(i) };
+        self.total -= key.bytes.len();
+        key
     }
 
     pub(crate) fn split_off(&mut self, at: usize) -> Keys {
-        Keys { prefixes: self.prefixes.split_off(at), bytes: self.bytes.split_off(at) }
+        let bytes = self.bytes.split_off(at);
+        let total = bytes.iter().map(|b| b.len()).sum();
+        self.total -= total;
+        Keys { prefixes: self.prefixes.split_off(at), bytes, total }
     }
 
     pub(crate) fn append(&mut self, other: &mut Keys) {
+        self.total += std::mem::take(&mut other.total);
         self.prefixes.append(&mut other.prefixes);
         self.bytes.append(&mut other.bytes);
+    }
+
+    /// The keys' lengths summed.
+    pub(crate) fn total_len(&self) -> usize {
+        self.total
     }
 
     /// The keys' bytes, in order.
@@ -314,11 +332,11 @@ impl Node {
             Body::Leaf { keys, vals } => {
                 HEADER
                     + TRAILER
-                    + keys.iter().zip(vals).map(|(k, v)| 6 + k.len() + v.len()).sum::<usize>()
+                    + 6 * keys.len()
+                    + keys.total_len()
+                    + vals.iter().map(|v| v.len()).sum::<usize>()
             }
-            Body::Branch { keys, .. } => {
-                HEADER + TRAILER + 8 + keys.iter().map(|k| 10 + k.len()).sum::<usize>()
-            }
+            Body::Branch { keys, .. } => HEADER + TRAILER + 8 + 10 * keys.len() + keys.total_len(),
         }
     }
 
@@ -539,6 +557,40 @@ mod tests {
         let Body::Branch { children, .. } = back.body else { panic!("a branch") };
         assert_eq!(children[1].id, Some(ObjectId(6)));
         assert_eq!(children[1].seen, 8);
+    }
+
+    /// The keys' summed length follows every change (a node's encoded length reads it).
+    #[test]
+    fn the_key_total_follows_every_change() {
+        let key = |n: usize| Key::from(vec![b'k'; n].as_slice());
+        let sum = |keys: &Keys| keys.iter().map(<[u8]>::len).sum::<usize>();
+        let mut keys = Keys::default();
+        for n in 1..20 {
+            keys.push(key(n));
+        }
+        keys.insert(3, key(40));
+        keys.set(5, key(2));
+        keys.remove(7);
+        keys.pop();
+        assert_eq!(keys.total_len(), sum(&keys));
+        let mut right = keys.split_off(6);
+        assert_eq!((keys.total_len(), right.total_len()), (sum(&keys), sum(&right)));
+        keys.append(&mut right);
+        assert_eq!((keys.total_len(), right.total_len()), (sum(&keys), 0));
+        let node = Node {
+            id: None,
+            dirty: true,
+            below: false,
+            body: Body::Branch {
+                children: (0..=keys.len())
+                    .map(|i| Link::stored(ObjectId(i as u64 + 1), 1))
+                    .collect(),
+                keys,
+            },
+        };
+        let mut bytes = Vec::new();
+        node.encode(1, 1, &mut bytes);
+        assert_eq!(bytes.len(), node.encoded_len());
     }
 
     #[test]
