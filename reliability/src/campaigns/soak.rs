@@ -335,13 +335,30 @@ fn crash_writer(
 /// Whether `found` is what an object with `history` may hold after a crash, when the last
 /// commit that returned took its tick at `acked`: its contents as of that commit, or as of
 /// any later change (a change after the commit began may be in it or in the one in flight).
+/// `history` is in the order the changes happened (see `lifetimes`), which its ticks may not
+/// follow across writers.
 fn allowed(history: &History, acked: u64, found: &Option<Vec<u8>>) -> bool {
-    let before = history.iter().take_while(|(tick, _)| *tick < acked).last();
+    let before = history.iter().rfind(|(tick, _)| *tick < acked);
     let at_commit = before.and_then(|(_, contents)| contents.clone());
     if *found == at_commit {
         return true;
     }
     history.iter().filter(|(tick, _)| *tick >= acked).any(|(_, contents)| contents == found)
+}
+
+/// One writer's changes of one id (in its tick order) cut into lifetimes: each ends with the
+/// delete that ended it.
+fn lifetimes(changes: History) -> Vec<History> {
+    let mut lives = vec![History::new()];
+    for change in changes {
+        let ended = change.1.is_none();
+        lives.last_mut().expect("one at least").push(change);
+        if ended {
+            lives.push(History::new());
+        }
+    }
+    lives.retain(|life| !life.is_empty());
+    lives
 }
 
 /// One round of the crash part.
@@ -390,19 +407,27 @@ fn crash_round(rng: &mut fastrand::Rng, part: &mut CrashPart) -> Result<(), Stri
             went_down |= down;
         }
         part.went_down += u64::from(went_down);
-        let mut histories: HashMap<ObjectId, History> = HashMap::new();
+        let mut lives: HashMap<ObjectId, Vec<History>> = HashMap::new();
         for writer in writers {
             let (h, batches, refused) = writer.join().unwrap_or_default();
-            // Ids are reused after a delete, perhaps by the other writer: one history per
-            // id, in tick order.
             for (id, changes) in h {
-                let history: &mut History = histories.entry(id).or_default();
-                history.extend(changes);
-                history.sort_by_key(|(tick, _)| *tick);
+                lives.entry(id).or_default().extend(lifetimes(changes));
             }
             part.batches += batches;
             part.refused += refused;
         }
+        // Ids are reused after a delete, perhaps by the other writer: one history per id,
+        // its lifetimes in the order they began. (A writer takes its tick after a call
+        // returns, so the tick of one writer's delete may come after the tick of the other
+        // writer's allocation that reused the id: the allocation needed the delete, and a
+        // commit after it, first. Lifetimes of one id never overlap.)
+        let histories: HashMap<ObjectId, History> = lives
+            .into_iter()
+            .map(|(id, mut lives)| {
+                lives.sort_by_key(|life| life.first().map_or(0, |(tick, _)| *tick));
+                (id, lives.into_iter().flatten().collect())
+            })
+            .collect();
         (histories, commits)
     });
     part.commits += commits;
