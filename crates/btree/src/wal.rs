@@ -367,9 +367,15 @@ pub(crate) struct SyncJob {
 
 /// What every sync of the log shares: they run one at a time, and once one failed every
 /// later one fails too.
-#[derive(Default)]
 struct Syncs {
     failed: bob_io_helpers::sync::Mutex<bool>,
+}
+
+impl Default for Syncs {
+    // By hand: the loom build's `Mutex` has no `Default`.
+    fn default() -> Self {
+        Self { failed: bob_io_helpers::sync::Mutex::new(false) }
+    }
 }
 
 impl Syncs {
