@@ -1,6 +1,7 @@
 //! The database: named trees in one store, write transactions, read snapshots and
 //! checkpoints.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
@@ -15,7 +16,9 @@ use bob_store_concurrent::{ConcurrentStore, GroupCommit};
 use bob_store_core::{ObjectId, PRIME_OBJECT_ID, PrimeStorer, SplitStore, Store, StoreOptions};
 
 use crate::catalog::{Catalog, MAX_NAME_LEN, StoredTree};
-use crate::node::{Body, Bytes, Link, MAX_KEY_LEN, MAX_VALUE_LEN, NODE_TARGET, Node};
+use crate::node::{
+    self, Body, Bytes, Link, MAX_KEY_LEN, MAX_VALUE_LEN, NODE_TARGET, Node, Val, ValRef,
+};
 use crate::tree::{self, Edit, Load, RawIter};
 use crate::wal::{LogDir, OsLogDir, Wal};
 use crate::{Error, Key, KeyLike, Result, Value};
@@ -101,6 +104,8 @@ struct Snapshot {
 struct Pending {
     superseded: Vec<(ObjectId, Arc<Node>)>,
     freed: Vec<ObjectId>,
+    /// Value objects whose values left the trees.
+    freed_values: Vec<ValRef>,
     /// A commit since the last checkpoint changed something.
     changed: bool,
     /// Nodes commits made dirty since the last checkpoint, about.
@@ -111,12 +116,18 @@ struct Pending {
 /// a reader of a snapshot older than `c` is open.
 type Rewrites = HashMap<ObjectId, Vec<(u64, Arc<Node>)>>;
 
+/// Values as their objects held them before checkpoint `c` freed them, by object and the
+/// checkpoint that wrote it, with `c`: kept while a reader of a snapshot older than `c` is
+/// open (saved only when one may be).
+type SavedValues = HashMap<(ObjectId, u64), (u64, Bytes)>;
+
 /// The database's shared state: a [`Db`] and its persistence thread hold it.
 pub(crate) struct Core<S: SplitStore<Io: Clone> + PrimeStorer> {
     store: ConcurrentStore<S>,
     committed: Mutex<Arc<Snapshot>>,
     writer: Mutex<Pending>,
     rewrites: Mutex<Rewrites>,
+    saved_values: Mutex<SavedValues>,
     /// Open read snapshots by the checkpoint they belong to.
     readers: Mutex<BTreeMap<u64, usize>>,
     failed: AtomicBool,
@@ -341,7 +352,7 @@ where
         core.check_writable()?;
         let mut pending = core.writer.lock();
         let snapshot = Snapshot::clone(&core.committed.lock());
-        if let Some(e) = core.checkpoint_locked(&mut pending, snapshot, true)? {
+        if let Some(e) = core.checkpoint_locked(&mut pending, snapshot, true, true)? {
             return Err(e);
         }
         let result = core.store.compact().map(|_| ()).map_err(Error::from);
@@ -451,6 +462,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             committed: Mutex::new(Arc::new(snapshot)),
             writer: Mutex::new(Pending::default()),
             rewrites: Mutex::new(HashMap::new()),
+            saved_values: Mutex::new(HashMap::new()),
             readers: Mutex::new(BTreeMap::new()),
             failed: AtomicBool::new(false),
             wal,
@@ -484,9 +496,10 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             })?;
             tx.snapshot.lsn = lsn;
         }
-        let WriteTxn { mut pending, snapshot, superseded, freed, .. } = tx;
+        let WriteTxn { mut pending, snapshot, superseded, freed, freed_values, .. } = tx;
         pending.superseded.extend(superseded);
         pending.freed.extend(freed);
+        pending.freed_values.extend(freed_values);
         pending.changed = true;
         *self.committed.lock() = Arc::new(snapshot);
         Ok(())
@@ -511,6 +524,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             snapshot,
             superseded: Vec::new(),
             freed: Vec::new(),
+            freed_values: Vec::new(),
             changed: false,
             log: Vec::new(),
             failed: false,
@@ -533,7 +547,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         self.check_writable()?;
         let mut pending = self.writer.lock();
         let snapshot = Snapshot::clone(&self.committed.lock());
-        match self.checkpoint_locked(&mut pending, snapshot, true)? {
+        match self.checkpoint_locked(&mut pending, snapshot, true, true)? {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -653,7 +667,28 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
                     report.problems.push(format!("tree {name:?}: a key outside its separators"));
                 }
                 match &node.body {
-                    Body::Leaf { keys, .. } => {
+                    Body::Leaf { keys, vals } => {
+                        for r in vals.iter().filter_map(Val::stored) {
+                            if !seen_ids.insert(r.id) {
+                                report
+                                    .problems
+                                    .push(format!("tree {name:?}: object {} is used twice", r.id));
+                                continue;
+                            }
+                            match self.load_value(r) {
+                                Ok(_) => report.values += 1,
+                                Err(Error::Store(e))
+                                    if !matches!(
+                                        e,
+                                        bob_store_core::Error::ChecksumMismatch { .. }
+                                            | bob_store_core::Error::NotFound(_)
+                                    ) =>
+                                {
+                                    return Err(e.into());
+                                }
+                                Err(e) => report.problems.push(format!("tree {name:?}: {e}")),
+                            }
+                        }
                         entries += keys.len() as u64;
                         if *leaf_depth.get_or_insert(depth) != depth {
                             report.problems.push(format!("tree {name:?}: leaves at two depths"));
@@ -715,7 +750,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             let mut pending = self.writer.lock();
             if pending.changed {
                 let snapshot = Snapshot::clone(&self.committed.lock());
-                self.checkpoint_locked(&mut pending, snapshot, false)?;
+                self.checkpoint_locked(&mut pending, snapshot, false, true)?;
             }
         }
         // Measured on the committed trees without holding writers off.
@@ -747,6 +782,8 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
     }
 
     /// Writes `snapshot`'s dirty nodes and catalog, commits the store and publishes it.
+    /// `published`: `snapshot` is the committed one (not a commit this checkpoint makes
+    /// visible, whose predecessor new readers still take meanwhile).
     ///
     /// `Err`: the checkpoint is not durable (the database latched). `Ok(Some(e))`: it is
     /// durable and published, and releasing the log after it failed (latched).
@@ -755,6 +792,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         pending: &mut Pending,
         mut snapshot: Snapshot,
         always: bool,
+        published: bool,
     ) -> Result<Option<Error>> {
         if !pending.changed && !always {
             *self.committed.lock() = Arc::new(snapshot);
@@ -784,6 +822,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
                     other => other?,
                 }
             }
+            self.free_values(pending, epoch, published)?;
             let catalog = Catalog {
                 epoch,
                 next_tree: snapshot.next_tree,
@@ -863,6 +902,17 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         if !node.dirty {
             return Ok(()); // only copied on the way to changes below: its object is current
         }
+        if let Body::Leaf { vals, .. } = &mut node.body {
+            // Long values first, in objects of their own: the leaf names them.
+            for val in vals.iter_mut() {
+                let Val::Pending(bytes) = val else { continue };
+                node::encode_value(tree, epoch, bytes, buf);
+                written.1 += buf.len() as u64;
+                let id = self.store.write_new_obj_from_bytes(buf)?;
+                let len = u32::try_from(bytes.len()).expect("a value is under 1 GiB");
+                *val = Val::Stored(Arc::new(ValRef { id, written: epoch, len }));
+            }
+        }
         node.encode(tree, epoch, buf);
         written.0 += 1;
         written.1 += buf.len() as u64;
@@ -876,6 +926,47 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         Ok(())
     }
 
+    /// Frees the value objects commits since the last checkpoint dropped, in checkpoint
+    /// `epoch`, saving their bytes first while a reader of an older snapshot may read them:
+    /// one is open, or (not `published`) one may still begin on the snapshot before the
+    /// commit this checkpoint publishes.
+    fn free_values(&self, pending: &mut Pending, epoch: u64, published: bool) -> Result<()> {
+        if pending.freed_values.is_empty() {
+            return Ok(());
+        }
+        let save = !published || {
+            // Under the lock readers register under: a later reader takes the committed
+            // snapshot, which no longer holds these values.
+            let _committed = self.committed.lock();
+            !self.readers.lock().is_empty()
+        };
+        for r in std::mem::take(&mut pending.freed_values) {
+            if save {
+                // A value that cannot be read is not saved: an old reader of it gets the error.
+                if let Ok(bytes) = self.read_value(&r) {
+                    self.saved_values.lock().insert((r.id, r.written), (epoch, bytes.into()));
+                }
+            }
+            match self.store.delete_obj(r.id) {
+                Err(bob_store_core::Error::NotFound(_)) => {}
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The value object `r` names, read from the store (`Ok(None)`: the object holds
+    /// something else now).
+    fn read_value(&self, r: &ValRef) -> Result<Vec<u8>> {
+        let bytes = self.store.read_bytes_from_obj(r.id)?;
+        node::decode_value(r, bytes)?.ok_or_else(|| {
+            Error::Corrupt(format!(
+                "B-tree value object {} no longer holds the value checkpoint {} wrote",
+                r.id, r.written
+            ))
+        })
+    }
+
     /// Drops saved node versions no open reader can need.
     fn prune_rewrites(&self) {
         // Under the lock readers register under: a reader that registers later takes the
@@ -886,6 +977,12 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             let readers = self.readers.lock();
             readers.keys().next().copied().unwrap_or(u64::MAX).min(committed.epoch)
         };
+        {
+            let mut saved = self.saved_values.lock();
+            if !saved.is_empty() {
+                saved.retain(|_, (epoch, _)| *epoch > oldest);
+            }
+        }
         let mut rewrites = self.rewrites.lock();
         if rewrites.is_empty() {
             return;
@@ -910,6 +1007,16 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
 }
 
 impl<S: SplitStore<Io: Clone> + PrimeStorer> Load for Core<S> {
+    fn load_value(&self, r: &ValRef) -> Result<Vec<u8>> {
+        let read = self.read_value(r);
+        if read.is_err()
+            && let Some((_, bytes)) = self.saved_values.lock().get(&(r.id, r.written))
+        {
+            return Ok(bytes.to_vec());
+        }
+        read
+    }
+
     fn load(&self, tree: u32, link: &Link) -> Result<Arc<Node>> {
         let id = link.id.ok_or_else(|| Error::Corrupt("a B-tree link names no node".into()))?;
         let read = self
@@ -958,7 +1065,17 @@ fn assert_written(link: &Link, depth: usize) {
 /// how many of them are clean leaves that could be unloaded.
 fn loaded_bytes(link: &Link, depth: usize) -> (u64, u64) {
     let Some(node) = link.node.get() else { return (0, 0) };
-    let own = node.encoded_len() as u64 + 64 + 32 * node.len() as u64;
+    let mut own = node.encoded_len() as u64 + 64 + 32 * node.len() as u64;
+    if let Body::Leaf { vals, .. } = &node.body
+        && node.dirty
+    {
+        // Values waiting for the checkpoint (only a dirty leaf holds them).
+        for val in vals {
+            if let Val::Pending(bytes) = val {
+                own += bytes.len() as u64;
+            }
+        }
+    }
     match &node.body {
         Body::Branch { children, .. } if depth < tree::MAX_DEPTH => children
             .iter()
@@ -1001,6 +1118,8 @@ pub struct DbReport {
     pub trees: u64,
     /// Nodes read.
     pub nodes: u64,
+    /// Values kept in objects of their own, read and checked.
+    pub values: u64,
     /// Entries in all trees.
     pub entries: u64,
     /// Damage found; empty when the trees are sound.
@@ -1021,6 +1140,7 @@ pub struct WriteTxn<'db, S: SplitStore<Io: Clone> + PrimeStorer = DefaultStore> 
     snapshot: Snapshot,
     superseded: Vec<(ObjectId, Arc<Node>)>,
     freed: Vec<ObjectId>,
+    freed_values: Vec<ValRef>,
     changed: bool,
     /// The transaction's changes as a log record (`docs/format.md`, "B-tree log record").
     log: Vec<u8>,
@@ -1118,6 +1238,7 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
             state,
             superseded: &mut self.superseded,
             freed: &mut self.freed,
+            freed_values: &mut self.freed_values,
             dirtied: &mut self.dirtied,
             log: &mut self.log,
             changed: &mut self.changed,
@@ -1155,6 +1276,7 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
         let Some(state) = self.snapshot.trees.get(name) else { return Ok(false) };
         let mut saved = Vec::new();
         let mut ids = Vec::new();
+        let mut values = Vec::new();
         let mut visited = std::collections::HashSet::new();
         let mut stack = vec![(&state.root, 0usize)];
         while let Some((link, depth)) = stack.pop() {
@@ -1171,14 +1293,20 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
                 }
                 ids.push(id);
             }
-            if let Body::Branch { children, .. } = &node.body {
-                stack.extend(children.iter().map(|c| (c, depth + 1)));
+            match &node.body {
+                Body::Branch { children, .. } => {
+                    stack.extend(children.iter().map(|c| (c, depth + 1)));
+                }
+                Body::Leaf { vals, .. } => {
+                    values.extend(vals.iter().filter_map(Val::stored).copied())
+                }
             }
         }
         // Nothing has changed until every node was read.
         self.snapshot.trees.remove(name);
         self.superseded.extend(saved);
         self.freed.extend(ids);
+        self.freed_values.extend(values);
         self.changed = true;
         self.log.push(OP_DELETE);
         log_name(&mut self.log, name);
@@ -1217,6 +1345,7 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
         let Some(state) = self.snapshot.trees.remove(name) else { return Ok(None) };
         let mut unreadable = 0;
         let mut visited = std::collections::HashSet::new();
+        let mut visited_values = std::collections::HashSet::new();
         let mut stack = vec![(&state.root, 0usize)];
         while let Some((link, depth)) = stack.pop() {
             let node = match tree::node(self.db, state.id, link) {
@@ -1246,21 +1375,27 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
                     continue;
                 }
             };
-            let Some(id) = node.id else {
-                if let Body::Branch { children, .. } = &node.body {
+            if let Some(id) = node.id {
+                if !visited.insert(id) {
+                    continue; // a crafted tree naming a node twice
+                }
+                if !node.dirty {
+                    self.superseded.push((id, Arc::clone(link.node.get().expect("loaded"))));
+                }
+                self.freed.push(id);
+            }
+            match &node.body {
+                Body::Branch { children, .. } => {
                     stack.extend(children.iter().map(|c| (c, depth + 1)));
                 }
-                continue;
-            };
-            if !visited.insert(id) {
-                continue; // a crafted tree naming a node twice
-            }
-            if !node.dirty {
-                self.superseded.push((id, Arc::clone(link.node.get().expect("loaded"))));
-            }
-            self.freed.push(id);
-            if let Body::Branch { children, .. } = &node.body {
-                stack.extend(children.iter().map(|c| (c, depth + 1)));
+                Body::Leaf { vals, .. } => {
+                    // A crafted tree naming a value object twice: freed once.
+                    for r in vals.iter().filter_map(Val::stored) {
+                        if visited_values.insert(r.id) {
+                            self.freed_values.push(*r);
+                        }
+                    }
+                }
             }
         }
         self.changed = true;
@@ -1294,6 +1429,7 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
                         tree: id,
                         superseded: &mut self.superseded,
                         freed: &mut self.freed,
+                        freed_values: &mut self.freed_values,
                         dirtied: &mut self.dirtied,
                     };
                     if op == OP_PUT {
@@ -1361,6 +1497,7 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
             mut snapshot,
             superseded,
             freed,
+            freed_values,
             changed,
             log,
             failed,
@@ -1381,9 +1518,10 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
         {
             pending.superseded.extend(superseded);
             pending.freed.extend(freed);
+            pending.freed_values.extend(freed_values);
             pending.changed = true;
             // Durable once the checkpoint's store commit is: a failure after it latches.
-            return db.checkpoint_locked(&mut pending, snapshot, true).map(|_| ());
+            return db.checkpoint_locked(&mut pending, snapshot, true, false).map(|_| ());
         }
         if db.wal.is_some() {
             Wal::check_len(&log)?;
@@ -1391,9 +1529,10 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
         let Some(wal) = &db.wal else {
             pending.superseded.extend(superseded);
             pending.freed.extend(freed);
+            pending.freed_values.extend(freed_values);
             pending.changed |= changed;
             if durable {
-                return db.checkpoint_locked(&mut pending, snapshot, false).map(|_| ());
+                return db.checkpoint_locked(&mut pending, snapshot, false, false).map(|_| ());
             }
             *db.committed.lock() = Arc::new(snapshot);
             return Ok(());
@@ -1417,6 +1556,7 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
         }
         pending.superseded.extend(superseded);
         pending.freed.extend(freed);
+        pending.freed_values.extend(freed_values);
         pending.changed |= changed;
         let snapshot = Arc::new(snapshot);
         *db.committed.lock() = Arc::clone(&snapshot);
@@ -1424,7 +1564,7 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
         if log_bytes >= db.checkpoint_after_bytes {
             // The commit is visible; a failure here latches the database.
             checkpointed =
-                Some(db.checkpoint_locked(&mut pending, Snapshot::clone(&snapshot), true));
+                Some(db.checkpoint_locked(&mut pending, Snapshot::clone(&snapshot), true, true));
         }
         drop(pending);
         match checkpointed {
@@ -1546,9 +1686,10 @@ impl<'a, K: Key, V: Value> Tree<'a, K, V> {
         if key.len() > MAX_KEY_LEN {
             return Ok(None);
         }
-        tree::get(self.ld, self.state.id, &self.state.root, &key)?
-            .map(|v| V::decode(v).map_err(Error::from))
-            .transpose()
+        match tree::get(self.ld, self.state.id, &self.state.root, &key)? {
+            Some(v) => Ok(Some(V::decode(&tree::value(self.ld, v)?)?)),
+            None => Ok(None),
+        }
     }
 
     /// Whether `key` has a value.
@@ -1572,7 +1713,8 @@ impl<'a, K: Key, V: Value> Tree<'a, K, V> {
     }
 
     /// The entries with keys in `range` as their encoded bytes, borrowed from the snapshot
-    /// (no copy or allocation per entry), in key order and reversible.
+    /// (no copy or allocation per entry, but for a value kept in an object of its own, which
+    /// is read), in key order and reversible.
     pub fn range_bytes<Q: KeyLike<K> + ?Sized, R: RangeBounds<Q>>(
         &self,
         range: R,
@@ -1620,35 +1762,39 @@ impl std::fmt::Debug for RangeBytes<'_> {
 }
 
 impl<'a> Iterator for RangeBytes<'a> {
-    type Item = Result<(&'a [u8], &'a [u8])>;
+    type Item = Result<(&'a [u8], Cow<'a, [u8]>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.0.next_entry()
+        let ld = self.0.loader();
+        self.0.next_entry().map(|e| e.and_then(|(k, v)| Ok((k, tree::value(ld, v)?))))
     }
 }
 
 impl DoubleEndedIterator for RangeBytes<'_> {
     fn next_back(&mut self) -> Option<Self::Item> {
-        self.0.next_back_entry()
+        let ld = self.0.loader();
+        self.0.next_back_entry().map(|e| e.and_then(|(k, v)| Ok((k, tree::value(ld, v)?))))
     }
 }
 
-fn decode_entry<K: Key, V: Value>(entry: Result<(&[u8], &[u8])>) -> Result<(K, V)> {
+fn decode_entry<K: Key, V: Value>(ld: &dyn Load, entry: Result<(&[u8], &Val)>) -> Result<(K, V)> {
     let (k, v) = entry?;
-    Ok((K::decode(k)?, V::decode(v)?))
+    Ok((K::decode(k)?, V::decode(&tree::value(ld, v)?)?))
 }
 
 impl<K: Key, V: Value> Iterator for Range<'_, K, V> {
     type Item = Result<(K, V)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.raw.next_entry().map(decode_entry)
+        let ld = self.raw.loader();
+        self.raw.next_entry().map(|e| decode_entry(ld, e))
     }
 }
 
 impl<K: Key, V: Value> DoubleEndedIterator for Range<'_, K, V> {
     fn next_back(&mut self) -> Option<Self::Item> {
-        self.raw.next_back_entry().map(decode_entry)
+        let ld = self.raw.loader();
+        self.raw.next_back_entry().map(|e| decode_entry(ld, e))
     }
 }
 
@@ -1658,6 +1804,7 @@ pub struct TreeMut<'a, K, V> {
     state: &'a mut TreeState,
     superseded: &'a mut Vec<(ObjectId, Arc<Node>)>,
     freed: &'a mut Vec<ObjectId>,
+    freed_values: &'a mut Vec<ValRef>,
     dirtied: &'a mut u64,
     log: &'a mut Vec<u8>,
     changed: &'a mut bool,
@@ -1684,6 +1831,7 @@ impl<K: Key, V: Value> TreeMut<'_, K, V> {
                 tree: self.state.id,
                 superseded: self.superseded,
                 freed: self.freed,
+                freed_values: self.freed_values,
                 dirtied: self.dirtied,
             },
             &mut self.state.root,
@@ -1707,7 +1855,10 @@ impl<K: Key, V: Value> TreeMut<'_, K, V> {
 
     /// Puts `value` under `key`; returns the value it replaced. A key longer than
     /// [`MAX_KEY_LEN`] or a value longer than [`MAX_VALUE_LEN`] encoded bytes is
-    /// [`Error::TooLarge`] (nothing changes). If the change fails partway (a node cannot be
+    /// [`Error::TooLarge`] (nothing changes). A value longer than
+    /// [`MAX_INLINE_VALUE_LEN`](crate::MAX_INLINE_VALUE_LEN) is kept in memory until the next
+    /// checkpoint writes it to an object of its own; a replaced value kept in such an object
+    /// is read to be returned. If the change fails partway (a node cannot be
     /// read, or the old value does not decode as `V`), the transaction can only be aborted.
     pub fn insert<Q: KeyLike<K> + ?Sized>(&mut self, key: &Q, value: &V) -> Result<Option<V>> {
         if *self.failed {
@@ -1739,8 +1890,10 @@ impl<K: Key, V: Value> TreeMut<'_, K, V> {
 
     /// The replaced or removed value, decoded; a value that does not decode fails the
     /// transaction (the change is made and logged, so it can only be aborted).
-    fn decode_old(&mut self, old: Option<Bytes>) -> Result<Option<V>> {
-        let decoded = old.map(|v| V::decode(&v).map_err(Error::from)).transpose();
+    fn decode_old(&mut self, old: Option<Val>) -> Result<Option<V>> {
+        let decoded = old
+            .map(|v| tree::value(self.db, &v).and_then(|b| V::decode(&b).map_err(Error::from)))
+            .transpose();
         if decoded.is_err() {
             *self.failed = true;
         }

@@ -54,6 +54,11 @@
 //! - Keys are ordered by their encoding's bytes ([`Key`]: for every encoding bob provides
 //!   the same as the key type's order); every key is at most [`MAX_KEY_LEN`] and every value
 //!   at most [`MAX_VALUE_LEN`] encoded bytes.
+//! - A value longer than [`MAX_INLINE_VALUE_LEN`] bytes is kept in a store object of its own
+//!   (written by the checkpoint that first writes it, never rewritten; freed by the
+//!   checkpoint after the commit that drops it, its bytes kept in memory meanwhile for any
+//!   open reader of an older snapshot); its leaf names the object and the checkpoint that
+//!   wrote it, and a read checks both, the length and the checksum.
 //! - Every node is at most one entry past 4 KiB; a branch has at least two children.
 //! - A node loaded from disk passes its checksum, version, tree id, length and key-order
 //!   checks and was written at or before the checkpoint its parent belongs to; otherwise the
@@ -109,7 +114,7 @@ pub use db::{
     Db, DbOptions, DbReport, DbStats, DefaultStore, Durability, Range, RangeBytes, ReadTxn, Tree,
     TreeMut, WriteTxn, log_dir_of,
 };
-pub use node::{MAX_KEY_LEN, MAX_VALUE_LEN};
+pub use node::{MAX_INLINE_VALUE_LEN, MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use wal::{LogDir, LogFile, OsLogDir};
 
 /// A borrowed form of a key of type `K` that encodes as `K` does (`str` for `String`, `[u8]`

@@ -12,8 +12,9 @@ use bob_store_core::ObjectId;
 
 use crate::{Error, Result};
 
-/// The node layout version this build writes and reads.
-pub(crate) const NODE_VERSION: u8 = 1;
+/// The node layout version this build writes (it reads 1 and 2: version 2 adds values in
+/// objects of their own, and value objects).
+pub(crate) const NODE_VERSION: u8 = 2;
 const MAGIC: &[u8; 4] = b"BOBB";
 const HEADER: usize = 24;
 const TRAILER: usize = 8;
@@ -23,16 +24,76 @@ pub(crate) const NODE_TARGET: usize = 4096;
 pub(crate) const NODE_MIN: usize = NODE_TARGET / 4;
 /// The longest key a tree takes, in encoded bytes.
 pub const MAX_KEY_LEN: usize = 1024;
-/// The longest value a tree takes, in encoded bytes.
-pub const MAX_VALUE_LEN: usize = 1024;
+/// The longest value kept inside its leaf, in encoded bytes; a longer one is kept in a store
+/// object of its own, which its leaf names.
+pub const MAX_INLINE_VALUE_LEN: usize = 1024;
+/// The longest value a tree takes, in encoded bytes (1 GiB).
+pub const MAX_VALUE_LEN: usize = 1 << 30;
 /// No valid node is longer: at most one entry past the target.
-const MAX_NODE_BYTES: usize = 2 * NODE_TARGET + MAX_KEY_LEN + MAX_VALUE_LEN;
+const MAX_NODE_BYTES: usize = 2 * NODE_TARGET + MAX_KEY_LEN + MAX_INLINE_VALUE_LEN;
 const LEAF: u8 = 0;
 const BRANCH: u8 = 1;
+/// The kind of a value object (version 2).
+const VALUE: u8 = 2;
+/// In a version 2 leaf, a value length with this bit set names a value object: the low 31
+/// bits are the value's length, and its object id and written checkpoint follow the key.
+const REF_FLAG: u32 = 1 << 31;
+/// The bytes a reference to a value object takes in its leaf (besides the length).
+const REF_BYTES: usize = 16;
 
 /// A value's bytes, shared: copying a node (the first change a writer makes to it) copies
 /// the pointers, not the bytes.
 pub(crate) type Bytes = Arc<[u8]>;
+
+/// A value as a leaf holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Val {
+    /// At most [`MAX_INLINE_VALUE_LEN`] bytes, inside the leaf.
+    Inline(Bytes),
+    /// Longer, and in no object yet: the checkpoint that writes its leaf writes it first.
+    Pending(Bytes),
+    /// Longer, in an object of its own.
+    Stored(Arc<ValRef>),
+}
+
+/// A value object, as its leaf names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ValRef {
+    /// The object.
+    pub id: ObjectId,
+    /// The checkpoint that wrote it (an object id is reused once freed: a reader of an older
+    /// snapshot tells its value from a later object by this).
+    pub written: u64,
+    /// The value's length.
+    pub len: u32,
+}
+
+impl Val {
+    /// The value `bytes`, inline if short enough.
+    pub(crate) fn new(bytes: &[u8]) -> Self {
+        if bytes.len() <= MAX_INLINE_VALUE_LEN {
+            Val::Inline(bytes.into())
+        } else {
+            Val::Pending(bytes.into())
+        }
+    }
+
+    /// The bytes it takes in its leaf's encoding (besides the entry's lengths and key).
+    pub(crate) fn encoded_len(&self) -> usize {
+        match self {
+            Val::Inline(b) => b.len(),
+            Val::Pending(_) | Val::Stored(_) => REF_BYTES,
+        }
+    }
+
+    /// The value object it names, if it is in one.
+    pub(crate) fn stored(&self) -> Option<&ValRef> {
+        match self {
+            Val::Stored(r) => Some(r),
+            _ => None,
+        }
+    }
+}
 
 /// A key's bytes, with their first eight as a big-endian integer (zero-padded), so most
 /// comparisons in a search are one integer compare in the node's own array. Ordered as the
@@ -249,7 +310,7 @@ pub(crate) enum Body {
         /// The keys, strictly increasing.
         keys: Keys,
         /// `vals[i]` belongs to `keys[i]`.
-        vals: Vec<Bytes>,
+        vals: Vec<Val>,
     },
     /// Separator keys and one child more than keys: `children[i]` holds the keys `k` with
     /// `keys[i - 1] <= k < keys[i]`.
@@ -334,13 +395,14 @@ impl Node {
                     + TRAILER
                     + 6 * keys.len()
                     + keys.total_len()
-                    + vals.iter().map(|v| v.len()).sum::<usize>()
+                    + vals.iter().map(Val::encoded_len).sum::<usize>()
             }
             Body::Branch { keys, .. } => HEADER + TRAILER + 8 + 10 * keys.len() + keys.total_len(),
         }
     }
 
-    /// The layout, with `written` as the checkpoint that writes it. Every child must have an id.
+    /// The layout, with `written` as the checkpoint that writes it. Every child must have an
+    /// id, and every long value an object.
     pub(crate) fn encode(&self, tree: u32, written: u64, out: &mut Vec<u8>) {
         out.clear();
         out.reserve(self.encoded_len());
@@ -359,9 +421,20 @@ impl Node {
             Body::Leaf { keys, vals } => {
                 for (k, v) in keys.iter().zip(vals) {
                     out.extend_from_slice(&(k.len() as u16).to_le_bytes());
-                    out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-                    out.extend_from_slice(k);
-                    out.extend_from_slice(v);
+                    match v {
+                        Val::Inline(v) => {
+                            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                            out.extend_from_slice(k);
+                            out.extend_from_slice(v);
+                        }
+                        Val::Stored(r) => {
+                            out.extend_from_slice(&(r.len | REF_FLAG).to_le_bytes());
+                            out.extend_from_slice(k);
+                            out.extend_from_slice(&r.id.0.to_le_bytes());
+                            out.extend_from_slice(&r.written.to_le_bytes());
+                        }
+                        Val::Pending(_) => unreachable!("values are written before their leaf"),
+                    }
                 }
             }
             Body::Branch { keys, children } => {
@@ -389,10 +462,11 @@ impl Node {
         if &body[..4] != MAGIC {
             return Err(corrupt("no node magic".into()));
         }
-        if body[4] != NODE_VERSION {
+        let version = body[4];
+        if !(1..=NODE_VERSION).contains(&version) {
             return Err(Error::UnsupportedVersion {
                 what: "B-tree node",
-                found: u32::from(body[4]),
+                found: u32::from(version),
                 read: u32::from(NODE_VERSION),
             });
         }
@@ -409,6 +483,7 @@ impl Node {
             return Err(corrupt("reserved bytes are not zero".into()));
         }
         let written = u64::from_le_bytes(body[16..24].try_into().expect("8 bytes"));
+        let node_written = written;
         let mut r = Cursor { bytes: body, at: HEADER };
         let mut keys = Keys::with_capacity(count);
         let mut vals = Vec::new();
@@ -418,12 +493,33 @@ impl Node {
                 vals.reserve(count);
                 for _ in 0..count {
                     let k = usize::from(r.u16()?);
-                    let v = r.u32()? as usize;
-                    if k > MAX_KEY_LEN || v > MAX_VALUE_LEN {
-                        return Err(corrupt(format!("an entry of {k} + {v} bytes is too long")));
+                    let v = r.u32()?;
+                    if k > MAX_KEY_LEN {
+                        return Err(corrupt(format!("a key of {k} bytes is too long")));
+                    }
+                    if v & REF_FLAG == 0 {
+                        if v as usize > MAX_INLINE_VALUE_LEN {
+                            return Err(corrupt(format!("an inline value of {v} bytes")));
+                        }
+                        keys.push(Key::from(r.take(k)?));
+                        vals.push(Val::Inline(r.take(v as usize)?.into()));
+                        continue;
+                    }
+                    let len = v & !REF_FLAG;
+                    if version < 2
+                        || (len as usize) <= MAX_INLINE_VALUE_LEN
+                        || len as usize > MAX_VALUE_LEN
+                    {
+                        return Err(corrupt(format!("a value object of {len} bytes")));
                     }
                     keys.push(Key::from(r.take(k)?));
-                    vals.push(r.take(v)?.into());
+                    let (raw, written) = (r.u64()?, r.u64()?);
+                    if raw == 0 || written > node_written {
+                        return Err(corrupt(format!(
+                            "a value object {raw} written by checkpoint {written}"
+                        )));
+                    }
+                    vals.push(Val::Stored(Arc::new(ValRef { id: ObjectId(raw), written, len })));
                 }
             }
             BRANCH => {
@@ -448,6 +544,7 @@ impl Node {
                     return Err(corrupt("a branch without keys".into()));
                 }
             }
+            VALUE => return Err(corrupt("a value object, not a node".into())),
             other => return Err(corrupt(format!("unknown node kind {other}"))),
         }
         if r.at != body.len() {
@@ -460,6 +557,57 @@ impl Node {
             if kind == LEAF { Body::Leaf { keys, vals } } else { Body::Branch { keys, children } };
         Ok((Self { id: Some(id), dirty: false, below: false, body }, written))
     }
+}
+
+/// Encodes a value object: the node header (kind [`VALUE`], no entries) with `written` as
+/// the checkpoint that writes it, the value's bytes, and the checksum.
+pub(crate) fn encode_value(tree: u32, written: u64, value: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.reserve(HEADER + value.len() + TRAILER);
+    out.extend_from_slice(MAGIC);
+    out.push(NODE_VERSION);
+    out.push(VALUE);
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&tree.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&written.to_le_bytes());
+    out.extend_from_slice(value);
+    let sum = checksum(out);
+    out.extend_from_slice(&sum.to_le_bytes());
+}
+
+/// The value a value object's bytes hold, if they are the object `r` names (`Ok(None)`: an
+/// intact object written by another checkpoint, or not a value: the id was reused). Damage
+/// is an error.
+pub(crate) fn decode_value(r: &ValRef, mut bytes: Vec<u8>) -> Result<Option<Vec<u8>>> {
+    let corrupt = |why: String| Error::Corrupt(format!("B-tree value object {}: {why}", r.id));
+    if bytes.len() < HEADER + TRAILER || &bytes[..4] != MAGIC {
+        return Ok(None); // not a B-tree object at all: another use of the id
+    }
+    let (body, sum) = bytes.split_at(bytes.len() - TRAILER);
+    if checksum(body).to_le_bytes() != sum {
+        return Err(corrupt("checksum mismatch".into()));
+    }
+    let written = u64::from_le_bytes(body[16..24].try_into().expect("8 bytes"));
+    if body[5] != VALUE || written != r.written {
+        return Ok(None);
+    }
+    if body[4] > NODE_VERSION {
+        return Err(Error::UnsupportedVersion {
+            what: "B-tree value object",
+            found: u32::from(body[4]),
+            read: u32::from(NODE_VERSION),
+        });
+    }
+    if body[4] < 2 || body[6..8] != [0; 2] || body[12..16] != [0; 4] {
+        return Err(corrupt("a bad header".into()));
+    }
+    if body.len() - HEADER != r.len as usize {
+        return Err(corrupt(format!("{} bytes, its leaf says {}", body.len() - HEADER, r.len)));
+    }
+    bytes.truncate(bytes.len() - TRAILER);
+    bytes.drain(..HEADER);
+    Ok(Some(bytes))
 }
 
 /// The tree id of an intact node's bytes (magic and checksum right), whatever else is wrong.
@@ -515,7 +663,7 @@ mod tests {
                     pairs.iter().for_each(|p| keys.push(Key::from(p.0)));
                     keys
                 },
-                vals: pairs.iter().map(|p| p.1.into()).collect(),
+                vals: pairs.iter().map(|p| Val::new(p.1)).collect(),
             },
         }
     }
@@ -530,7 +678,7 @@ mod tests {
         assert_eq!(written, 7);
         let Body::Leaf { keys, vals } = back.body else { panic!("a leaf") };
         assert_eq!(keys[1].as_ref(), b"bc");
-        assert_eq!(vals[2].as_ref(), b"xyz");
+        assert_eq!(vals[2], Val::Inline(b"xyz".as_slice().into()));
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x10;
@@ -557,6 +705,64 @@ mod tests {
         let Body::Branch { children, .. } = back.body else { panic!("a branch") };
         assert_eq!(children[1].id, Some(ObjectId(6)));
         assert_eq!(children[1].seen, 8);
+    }
+
+    /// A leaf naming a value object round-trips; a version 1 leaf (no references) still
+    /// decodes; a value object decodes only as the object its reference names.
+    #[test]
+    fn value_references_and_value_objects_round_trip() {
+        let mut node = leaf(&[(b"a", b"1"), (b"b", b"2")]);
+        let r = ValRef { id: ObjectId(44), written: 6, len: 5000 };
+        let Body::Leaf { vals, .. } = &mut node.body else { unreachable!() };
+        vals[1] = Val::Stored(Arc::new(r));
+        let mut bytes = Vec::new();
+        node.encode(3, 7, &mut bytes);
+        assert_eq!(bytes.len(), node.encoded_len());
+        let (back, _) = Node::decode(ObjectId(9), 3, 7, &bytes).unwrap();
+        let Body::Leaf { vals, .. } = back.body else { panic!("a leaf") };
+        assert_eq!(vals[1].stored(), Some(&r));
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x10;
+            assert!(Node::decode(ObjectId(9), 3, 7, &bad).is_err(), "flip at {i}");
+        }
+        // A reference written after the node that names it is corrupt.
+        let late = ValRef { written: 8, ..r };
+        let Body::Leaf { vals, .. } = &mut node.body else { unreachable!() };
+        vals[1] = Val::Stored(Arc::new(late));
+        node.encode(3, 7, &mut bytes);
+        assert!(Node::decode(ObjectId(9), 3, 7, &bytes).is_err());
+
+        // Version 1: the same layout without references.
+        let old = leaf(&[(b"a", b"1"), (b"b", b"2")]);
+        old.encode(3, 7, &mut bytes);
+        bytes.truncate(bytes.len() - TRAILER);
+        bytes[4] = 1;
+        let sum = checksum(&bytes);
+        bytes.extend_from_slice(&sum.to_le_bytes());
+        assert!(Node::decode(ObjectId(9), 3, 7, &bytes).is_ok());
+        bytes[4] = 3;
+        assert!(matches!(
+            Node::decode(ObjectId(9), 3, 7, &bytes),
+            Err(Error::UnsupportedVersion { .. })
+        ));
+
+        let value: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        encode_value(3, 6, &value, &mut bytes);
+        assert_eq!(decode_value(&r, bytes.clone()).unwrap(), Some(value.clone()));
+        // Another checkpoint's object under the id (the id was reused): not this value.
+        assert_eq!(decode_value(&ValRef { written: 5, ..r }, bytes.clone()).unwrap(), None);
+        assert!(decode_value(&ValRef { len: 4999, ..r }, bytes.clone()).is_err());
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x10;
+            assert!(!matches!(decode_value(&r, bad), Ok(Some(_))), "flip at {i}");
+        }
+        // A node is not a value, and a value is not a node.
+        node.encode(3, 6, &mut bytes);
+        assert_eq!(decode_value(&r, bytes.clone()).unwrap(), None);
+        encode_value(3, 6, &value, &mut bytes);
+        assert!(Node::decode(ObjectId(44), 3, 6, &bytes).is_err());
     }
 
     /// The keys' summed length follows every change (a node's encoded length reads it).

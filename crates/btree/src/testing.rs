@@ -16,7 +16,7 @@ use bob_store_core::Store;
 
 use bob_store_core::StoreOptions;
 
-use crate::{Db, DbOptions, Durability, LogDir, LogFile, Result};
+use crate::{Db, DbOptions, Durability, Error, LogDir, LogFile, Result};
 
 /// The machine's operation clock.
 #[derive(Debug)]
@@ -252,18 +252,44 @@ pub fn crash_options() -> DbOptions {
     }
 }
 
-/// The entries of every tree of the last commit.
+/// The value a tree named `long…` keeps under key `k` for `tag`: longer than a leaf keeps
+/// inline (in an object of its own), `tag` repeated.
+pub fn long_value(k: u64, tag: u64) -> Vec<u8> {
+    let len = 1500 + (k % 5) as usize * 1700;
+    tag.to_le_bytes().iter().copied().cycle().take(len).collect()
+}
+
+/// The entries of every tree of the last commit (a `long…` tree's values as their tags;
+/// a value that is not [`long_value`] of its key and tag is [`Error::Corrupt`]).
 pub fn state(db: &SimDb) -> Result<State> {
     let read = db.begin_read();
     let mut all = State::new();
     for name in read.list_trees() {
+        if name.starts_with("long") {
+            let tree = read.open_tree::<u64, Vec<u8>>(&name).expect("listed");
+            let mut entries = BTreeMap::new();
+            for entry in tree.iter()? {
+                let (k, v) = entry?;
+                let tag =
+                    u64::from_le_bytes(v.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(
+                        || Error::Corrupt(format!("long value {k}: {} bytes", v.len())),
+                    )?);
+                if v != long_value(k, tag) {
+                    return Err(Error::Corrupt(format!("long value {k} is not its pattern")));
+                }
+                entries.insert(k, tag);
+            }
+            all.insert(name, entries);
+            continue;
+        }
         let tree = read.open_tree::<u64, u64>(&name).expect("listed");
         all.insert(name, tree.iter()?.collect::<Result<_>>()?);
     }
     Ok(all)
 }
 
-/// A workload of commits of 30 changes to one tree, durable and buffered, with checkpoints.
+/// A workload of commits of 30 changes to one tree and 3 to a tree of long values (in
+/// objects of their own), durable and buffered, with checkpoints.
 /// `allowed` is kept up to date with the states a recovery may show: the commits since the
 /// last acknowledged durable one, and the one in flight.
 pub fn commits(db: &SimDb, allowed: &mut Vec<State>) -> Result<()> {
@@ -282,6 +308,20 @@ pub fn commits(db: &SimDb, allowed: &mut Vec<State>) -> Result<()> {
                     entries.remove(&k);
                 } else {
                     t.insert(&k, &(round * 100 + i))?;
+                    entries.insert(k, round * 100 + i);
+                }
+            }
+        }
+        {
+            let entries = next.entry("long".into()).or_default();
+            let mut t = tx.open_tree::<u64, Vec<u8>>("long")?;
+            for i in 0..3u64 {
+                let k = (round * 7 + i * 3) % 20;
+                if (round + i) % 4 == 3 {
+                    t.remove(&k)?;
+                    entries.remove(&k);
+                } else {
+                    t.insert(&k, &long_value(k, round * 100 + i))?;
                     entries.insert(k, round * 100 + i);
                 }
             }

@@ -6,12 +6,13 @@
 //! refilled from, a sibling when they fall under [`NODE_MIN`]. A stored tree is input, so a
 //! walk deeper than [`MAX_DEPTH`] is reported as corrupt, never followed.
 
+use std::borrow::Cow;
 use std::ops::Bound;
 use std::sync::Arc;
 
 use bob_store_core::ObjectId;
 
-use crate::node::{Body, Bytes, Key, Keys, Link, NODE_MIN, NODE_TARGET, Node, Probe};
+use crate::node::{Body, Key, Keys, Link, NODE_MIN, NODE_TARGET, Node, Probe, Val, ValRef};
 use crate::{Error, Result};
 
 /// No valid tree is deeper (a branch has at least two children).
@@ -21,6 +22,18 @@ pub(crate) const MAX_DEPTH: usize = 64;
 pub(crate) trait Load {
     /// The node behind `link` (not loaded yet) of tree `tree`.
     fn load(&self, tree: u32, link: &Link) -> Result<Arc<Node>>;
+
+    /// The bytes of the value object `r` names, as the checkpoint that wrote it left them
+    /// (a later checkpoint may have freed the object).
+    fn load_value(&self, r: &ValRef) -> Result<Vec<u8>>;
+}
+
+/// A value's bytes: borrowed from its leaf, or read from its object.
+pub(crate) fn value<'l>(ld: &dyn Load, val: &'l Val) -> Result<Cow<'l, [u8]>> {
+    match val {
+        Val::Inline(b) | Val::Pending(b) => Ok(Cow::Borrowed(b)),
+        Val::Stored(r) => ld.load_value(r).map(Cow::Owned),
+    }
 }
 
 /// The node behind `link`, loading it on first use. Readers loading at once each read it;
@@ -44,7 +57,7 @@ pub(crate) fn get<'l>(
     tree: u32,
     root: &'l Link,
     key: &[u8],
-) -> Result<Option<&'l [u8]>> {
+) -> Result<Option<&'l Val>> {
     let probe = Probe::new(key);
     let mut link = root;
     for _ in 0..MAX_DEPTH {
@@ -53,7 +66,7 @@ pub(crate) fn get<'l>(
                 link = &children[keys.upper(&probe)];
             }
             Body::Leaf { keys, vals } => {
-                return Ok(keys.search(&probe).ok().map(|i| &*vals[i]));
+                return Ok(keys.search(&probe).ok().map(|i| &vals[i]));
             }
         }
     }
@@ -71,6 +84,8 @@ pub(crate) struct Edit<'a> {
     pub superseded: &'a mut Vec<(ObjectId, Arc<Node>)>,
     /// Objects of nodes that left the tree.
     pub freed: &'a mut Vec<ObjectId>,
+    /// Value objects whose values left the tree.
+    pub freed_values: &'a mut Vec<ValRef>,
     /// Nodes that became dirty (changed, or new): what the next checkpoint will write.
     pub dirtied: &'a mut u64,
 }
@@ -136,14 +151,29 @@ impl Edit<'_> {
         }
     }
 
+    /// A value leaves the tree: its object, if it has one, is freed.
+    fn free_value(&mut self, val: &Val) {
+        if let Some(r) = val.stored() {
+            self.freed_values.push(*r);
+        }
+    }
+
     /// Puts `key` → `val` in the tree under `root`; returns the value it replaced.
     pub(crate) fn insert(
         &mut self,
         root: &mut Link,
         key: &[u8],
         val: &[u8],
-    ) -> Result<Option<Bytes>> {
+    ) -> Result<Option<Val>> {
+        let val = Val::new(val);
+        if let Val::Pending(b) = &val {
+            // The next checkpoint writes it, as it writes a dirty node.
+            *self.dirtied += b.len().div_ceil(NODE_TARGET) as u64;
+        }
         let (old, split) = self.insert_at(root, key, val, 0)?;
+        if let Some(old) = &old {
+            self.free_value(old);
+        }
         if let Some((sep, right)) = split {
             let seen = root.seen;
             let left = std::mem::replace(root, Link::loaded(Node::empty_leaf(), seen));
@@ -172,9 +202,9 @@ impl Edit<'_> {
         &mut self,
         link: &mut Link,
         key: &[u8],
-        val: &[u8],
+        val: Val,
         depth: usize,
-    ) -> Result<(Option<Bytes>, Option<(Key, Link)>)> {
+    ) -> Result<(Option<Val>, Option<(Key, Link)>)> {
         if depth >= MAX_DEPTH {
             return Err(too_deep());
         }
@@ -184,10 +214,10 @@ impl Edit<'_> {
             let node = self.node_mut(link)?;
             let Body::Leaf { keys, vals } = &mut node.body else { unreachable!("a leaf") };
             let old = match keys.search(&probe) {
-                Ok(i) => Some(std::mem::replace(&mut vals[i], val.into())),
+                Ok(i) => Some(std::mem::replace(&mut vals[i], val)),
                 Err(i) => {
                     keys.insert(i, Key::from(key));
-                    vals.insert(i, val.into());
+                    vals.insert(i, val);
                     None
                 }
             };
@@ -214,7 +244,7 @@ impl Edit<'_> {
     }
 
     /// Removes `key` from the tree under `root`; returns its value.
-    pub(crate) fn remove(&mut self, root: &mut Link, key: &[u8]) -> Result<Option<Bytes>> {
+    pub(crate) fn remove(&mut self, root: &mut Link, key: &[u8]) -> Result<Option<Val>> {
         if get(self.ld, self.tree, root, key)?.is_none() {
             return Ok(None); // Nothing changes: no node is copied or dirtied.
         }
@@ -230,10 +260,13 @@ impl Edit<'_> {
             let old_root = std::mem::replace(root, only);
             self.free(old_root.node.get().expect("loaded"));
         }
+        if let Some(old) = &old {
+            self.free_value(old);
+        }
         Ok(old)
     }
 
-    fn remove_at(&mut self, link: &mut Link, key: &[u8], depth: usize) -> Result<Option<Bytes>> {
+    fn remove_at(&mut self, link: &mut Link, key: &[u8], depth: usize) -> Result<Option<Val>> {
         if depth >= MAX_DEPTH {
             return Err(too_deep());
         }
@@ -314,7 +347,7 @@ impl Edit<'_> {
                 lk.append(rk);
                 lv.append(rv);
                 let sizes: Vec<usize> =
-                    lk.iter().zip(&*lv).map(|(k, v)| 6 + k.len() + v.len()).collect();
+                    lk.iter().zip(&*lv).map(|(k, v)| 6 + k.len() + v.encoded_len()).collect();
                 let m = split_point(&sizes, 1, sizes.len() - 1);
                 *rk = lk.split_off(m);
                 *rv = lv.split_off(m);
@@ -354,7 +387,7 @@ fn split(node: &mut Node) -> (Key, Node) {
     let body = match &mut node.body {
         Body::Leaf { keys, vals } => {
             let sizes: Vec<usize> =
-                keys.iter().zip(&*vals).map(|(k, v)| 6 + k.len() + v.len()).collect();
+                keys.iter().zip(&*vals).map(|(k, v)| 6 + k.len() + v.encoded_len()).collect();
             let m = split_point(&sizes, 1, sizes.len() - 1);
             Body::Leaf { keys: keys.split_off(m), vals: vals.split_off(m) }
         }
@@ -402,7 +435,7 @@ fn key_at<'l>(path: &Path<'l>) -> Option<&'l [u8]> {
     }
 }
 
-fn entry_at<'l>(path: &Path<'l>) -> Option<(&'l [u8], &'l [u8])> {
+fn entry_at<'l>(path: &Path<'l>) -> Option<(&'l [u8], &'l Val)> {
     let (leaf, i) = path.last()?;
     match &leaf.body {
         Body::Leaf { keys, vals } => Some((&keys[*i], &vals[*i])),
@@ -436,6 +469,11 @@ impl<'l> RawIter<'l> {
         upper: Bound<Vec<u8>>,
     ) -> Self {
         Self { ld, tree, root, lower, upper, front: None, back: None, done: false }
+    }
+
+    /// What loads its nodes and values.
+    pub(crate) fn loader(&self) -> &'l dyn Load {
+        self.ld
     }
 
     fn seek_front(&self) -> Result<Path<'l>> {
@@ -564,13 +602,13 @@ impl<'l> RawIter<'l> {
         Ok(())
     }
 
-    fn fail(&mut self, e: Error) -> Option<Result<(&'l [u8], &'l [u8])>> {
+    fn fail(&mut self, e: Error) -> Option<Result<(&'l [u8], &'l Val)>> {
         self.done = true;
         Some(Err(e))
     }
 
     /// The next entry from the front.
-    pub(crate) fn next_entry(&mut self) -> Option<Result<(&'l [u8], &'l [u8])>> {
+    pub(crate) fn next_entry(&mut self) -> Option<Result<(&'l [u8], &'l Val)>> {
         if self.done {
             return None;
         }
@@ -621,7 +659,7 @@ impl<'l> RawIter<'l> {
     }
 
     /// The next entry from the back.
-    pub(crate) fn next_back_entry(&mut self) -> Option<Result<(&'l [u8], &'l [u8])>> {
+    pub(crate) fn next_back_entry(&mut self) -> Option<Result<(&'l [u8], &'l Val)>> {
         if self.done {
             return None;
         }
@@ -688,7 +726,7 @@ pub(crate) fn build(
     // (subtree, its first key)
     let mut level: Vec<(Link, Key)> = Vec::new();
     let mut keys = Keys::default();
-    let mut vals: Vec<Bytes> = Vec::new();
+    let mut vals: Vec<Val> = Vec::new();
     let mut bytes = 32;
     let mut count = 0u64;
     let mut last: Option<Key> = None;
@@ -699,7 +737,11 @@ pub(crate) fn build(
             return Err(Error::Unsorted);
         }
         last = Some(key.clone());
-        let size = 6 + k.len() + v.len();
+        let val = Val::new(&v);
+        if let Val::Pending(b) = &val {
+            *dirtied += b.len().div_ceil(NODE_TARGET) as u64;
+        }
+        let size = 6 + k.len() + val.encoded_len();
         if !keys.is_empty() && bytes + size > BUILD_FILL {
             let first = keys.key(0);
             let body =
@@ -708,7 +750,7 @@ pub(crate) fn build(
             bytes = 32;
         }
         keys.push(key);
-        vals.push(v.as_slice().into());
+        vals.push(val);
         bytes += size;
         count += 1;
     }

@@ -1,19 +1,33 @@
-//! Keys and values up to the limits (1,024 bytes each): branches with few separators,
-//! splits, merges and refills of big entries, against `BTreeMap`, through reopens.
+//! Keys up to the limit (1,024 bytes) and values around and past the inline limit: branches
+//! with few separators, splits, merges and refills of big entries, values moving in and out
+//! of objects of their own, against `BTreeMap`, through reopens.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use bob_btree::{Db, Durability, Error, MAX_KEY_LEN, MAX_VALUE_LEN, Postcard};
+use bob_btree::{
+    Db, Durability, Error, MAX_INLINE_VALUE_LEN, MAX_KEY_LEN, MAX_VALUE_LEN, Postcard,
+};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Put(u8, u16, u16),
+    Put(u8, u16, u32),
     Remove(u8),
     Range(u8, u8),
     Commit,
+    Checkpoint,
     Reopen,
+}
+
+/// Value lengths: inline, at the inline limit, and past it (in objects of their own).
+fn value_len() -> impl Strategy<Value = u32> {
+    let inline = MAX_INLINE_VALUE_LEN as u32;
+    prop_oneof![
+        4 => 0..=inline,
+        2 => inline - 2..=inline + 2,
+        2 => inline + 1..=40_000,
+    ]
 }
 
 /// A key of `len` bytes that sorts by `id` first (so one id may have keys of many lengths).
@@ -26,7 +40,8 @@ fn key(id: u8, len: u16) -> Vec<u8> {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (any::<u8>(), 0..=MAX_KEY_LEN as u16, 0..=MAX_VALUE_LEN as u16).prop_map(|(i, k, v)| Op::Put(i, k, v)),
+        6 => (any::<u8>(), 0..=MAX_KEY_LEN as u16, value_len()).prop_map(|(i, k, v)| Op::Put(i, k, v)),
+        1 => Just(Op::Checkpoint),
         3 => any::<u8>().prop_map(Op::Remove),
         1 => (any::<u8>(), any::<u8>()).prop_map(|(a, b)| Op::Range(a, b)),
         1 => Just(Op::Commit),
@@ -48,7 +63,7 @@ fn run(ops: Vec<Op>) {
         for op in ops.by_ref() {
             match op {
                 Op::Put(id, k, v) => {
-                    let (k, v) = (key(id, k), vec![id; usize::from(v)]);
+                    let (k, v) = (key(id, k), vec![id; v as usize]);
                     let mut t = tx.open_tree::<Vec<u8>, Vec<u8>>("t").unwrap();
                     assert_eq!(t.insert(&k, &v).unwrap(), model.insert(k, v));
                 }
@@ -76,6 +91,13 @@ fn run(ops: Vec<Op>) {
                     committed = model.clone();
                     tx = db.begin_write().unwrap();
                 }
+                Op::Checkpoint => {
+                    // The open transaction first (a checkpoint waits for writers).
+                    tx.commit(Durability::Buffered).unwrap();
+                    db.checkpoint().unwrap();
+                    committed = model.clone();
+                    tx = db.begin_write().unwrap();
+                }
                 Op::Reopen => {
                     reopen = true;
                     break;
@@ -91,9 +113,12 @@ fn run(ops: Vec<Op>) {
             tx.commit(Durability::Buffered).unwrap();
         }
     }
+    db.checkpoint().unwrap();
     let report = db.verify().unwrap();
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(report.entries, model.len() as u64);
+    let store = db.store().verify().unwrap();
+    assert_eq!(store.objects, 1 + report.nodes + report.values, "no object leaked");
     db.close().unwrap();
     let db = Db::open(&path).unwrap();
     let read = db.begin_read();

@@ -7,4 +7,5 @@ mod group;
 mod model;
 mod sim;
 mod trees;
+mod values;
 mod wal;
