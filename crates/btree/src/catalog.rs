@@ -9,8 +9,9 @@ use bob_store_core::ObjectId;
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 4] = b"BOBC";
-/// The catalog layout version this build writes and reads.
-pub(crate) const CATALOG_VERSION: u8 = 1;
+/// The catalog layout version this build writes (it reads 1 and 2: version 2 adds the
+/// value objects waiting to be freed).
+pub(crate) const CATALOG_VERSION: u8 = 2;
 /// The longest tree name, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
 
@@ -40,6 +41,10 @@ pub(crate) struct Catalog {
     pub wal_lsn: u64,
     /// The trees by name.
     pub trees: BTreeMap<String, StoredTree>,
+    /// Value objects no tree holds any more, not deleted yet (a reader of an older snapshot
+    /// could still read them when they left), with the checkpoint that dropped them: the
+    /// first checkpoint after the next open deletes them.
+    pub deferred: Vec<(u64, ObjectId)>,
 }
 
 impl Catalog {
@@ -61,6 +66,11 @@ impl Catalog {
             out.extend_from_slice(&tree.root.map_or(0, |r| r.0).to_le_bytes());
             out.extend_from_slice(&tree.len.to_le_bytes());
         }
+        out.extend_from_slice(&(self.deferred.len() as u32).to_le_bytes());
+        for (epoch, id) in &self.deferred {
+            out.extend_from_slice(&epoch.to_le_bytes());
+            out.extend_from_slice(&id.0.to_le_bytes());
+        }
         let sum = checksum(&out);
         out.extend_from_slice(&sum.to_le_bytes());
         out
@@ -78,7 +88,8 @@ impl Catalog {
         if &bytes[..4] != MAGIC {
             return Err(Error::NotADatabase);
         }
-        if bytes[4] != CATALOG_VERSION {
+        let version = bytes[4];
+        if !(1..=CATALOG_VERSION).contains(&version) {
             return Err(Error::UnsupportedVersion {
                 what: "B-tree catalog",
                 found: u32::from(bytes[4]),
@@ -124,6 +135,23 @@ impl Catalog {
                 return Err(corrupt("a tree name twice"));
             }
         }
+        let mut deferred = Vec::new();
+        if version >= 2 {
+            let count = body.get(at..at + 4).ok_or_else(|| corrupt("ends before its deferred"))?;
+            let count = u32::from_le_bytes(count.try_into().expect("4 bytes")) as usize;
+            at += 4;
+            if count > (body.len() - at) / 16 {
+                return Err(corrupt("ends in its deferred"));
+            }
+            for _ in 0..count {
+                let (dropped, id) = (u64_at(at), u64_at(at + 8));
+                if id == 0 || dropped > epoch {
+                    return Err(corrupt("a deferred object past the catalog's epoch, or 0"));
+                }
+                deferred.push((dropped, ObjectId(id)));
+                at += 16;
+            }
+        }
         if at != body.len() {
             return Err(corrupt("bytes past the last tree"));
         }
@@ -132,7 +160,7 @@ impl Catalog {
         if ids.windows(2).any(|w| w[0] == w[1]) {
             return Err(corrupt("two trees with one id"));
         }
-        Ok(Self { epoch, next_tree, logged, log_id, wal_lsn, trees })
+        Ok(Self { epoch, next_tree, logged, log_id, wal_lsn, trees, deferred })
     }
 }
 
@@ -149,6 +177,7 @@ mod tests {
             log_id: 0xABCD,
             wal_lsn: 77,
             trees: BTreeMap::new(),
+            deferred: vec![(11, ObjectId(40)), (12, ObjectId(41))],
         };
         cat.trees.insert("users".into(), StoredTree { id: 0, root: Some(ObjectId(7)), len: 99 });
         cat.trees.insert("é".into(), StoredTree { id: 2, root: None, len: 0 });
@@ -163,5 +192,16 @@ mod tests {
             assert!(Catalog::decode(&bytes[..len]).is_err(), "cut at {len}");
         }
         assert!(matches!(Catalog::decode(&[]), Err(Error::NotADatabase)));
+
+        // Version 1: no deferred list.
+        let v1 = Catalog { deferred: Vec::new(), ..cat.clone() };
+        let mut bytes = v1.encode();
+        bytes.truncate(bytes.len() - 12); // the checksum and the deferred count
+        bytes[4] = 1;
+        let sum = checksum(&bytes);
+        bytes.extend_from_slice(&sum.to_le_bytes());
+        assert_eq!(Catalog::decode(&bytes).unwrap(), v1);
+        bytes[4] = 3;
+        assert!(matches!(Catalog::decode(&bytes), Err(Error::UnsupportedVersion { .. })));
     }
 }

@@ -16,9 +16,7 @@ use bob_store_concurrent::{ConcurrentStore, GroupCommit};
 use bob_store_core::{ObjectId, PRIME_OBJECT_ID, PrimeStorer, SplitStore, Store, StoreOptions};
 
 use crate::catalog::{Catalog, MAX_NAME_LEN, StoredTree};
-use crate::node::{
-    self, Body, Bytes, Link, MAX_KEY_LEN, MAX_VALUE_LEN, NODE_TARGET, Node, Val, ValRef,
-};
+use crate::node::{self, Body, Link, MAX_KEY_LEN, MAX_VALUE_LEN, NODE_TARGET, Node, Val, ValRef};
 use crate::tree::{self, Edit, Load, RawIter};
 use crate::wal::{LogDir, OsLogDir, Wal};
 use crate::{Error, Key, KeyLike, Result, Value};
@@ -116,18 +114,38 @@ struct Pending {
 /// a reader of a snapshot older than `c` is open.
 type Rewrites = HashMap<ObjectId, Vec<(u64, Arc<Node>)>>;
 
-/// Values as their objects held them before checkpoint `c` freed them, by object and the
-/// checkpoint that wrote it, with `c`: kept while a reader of a snapshot older than `c` is
-/// open (saved only when one may be).
-type SavedValues = HashMap<(ObjectId, u64), (u64, Bytes)>;
+/// A checkpoint between its phases (see [`Core::checkpoint_prepare`]).
+struct Prepared {
+    epoch: u64,
+    started: std::time::Instant,
+    /// Nodes and bytes written.
+    written: (u64, u64),
+    /// Changed nodes to rewrite (each with its id), by tree.
+    rewrites: Vec<(u32, Arc<Node>)>,
+    freed: Vec<ObjectId>,
+    /// Value objects to delete (deferred ones no reader can need any more).
+    delete_values: Vec<ObjectId>,
+    catalog: Vec<u8>,
+    /// The last log record the checkpoint holds.
+    lsn: u64,
+    /// The snapshot to publish once durable (a commit the checkpoint makes durable).
+    unpublished: Option<Snapshot>,
+}
 
 /// The database's shared state: a [`Db`] and its persistence thread hold it.
 pub(crate) struct Core<S: SplitStore<Io: Clone> + PrimeStorer> {
     store: ConcurrentStore<S>,
     committed: Mutex<Arc<Snapshot>>,
     writer: Mutex<Pending>,
+    /// Held by a checkpoint through both its phases (taken after `writer`): one at a time,
+    /// and the store commits of nothing else interleave with one.
+    ckpt: Mutex<()>,
     rewrites: Mutex<Rewrites>,
-    saved_values: Mutex<SavedValues>,
+    /// Value objects no tree holds, not deleted yet, with the checkpoint that dropped them
+    /// (kept in the catalog): deleted by the first checkpoint that publishes when no reader
+    /// older than that one is open (an older snapshot may read them meanwhile; their ids are
+    /// not reused). Changed only by a checkpoint's first phase.
+    deferred: Mutex<Vec<(u64, ObjectId)>>,
     /// Open read snapshots by the checkpoint they belong to.
     readers: Mutex<BTreeMap<u64, usize>>,
     failed: AtomicBool,
@@ -351,8 +369,9 @@ where
         let core = &self.core;
         core.check_writable()?;
         let mut pending = core.writer.lock();
+        let ckpt = core.ckpt.lock();
         let snapshot = Snapshot::clone(&core.committed.lock());
-        if let Some(e) = core.checkpoint_locked(&mut pending, snapshot, true, true)? {
+        if let Some(e) = core.checkpoint_locked(&mut pending, &ckpt, snapshot, true, true)? {
             return Err(e);
         }
         let result = core.store.compact().map(|_| ()).map_err(Error::from);
@@ -444,6 +463,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             None => (None, Vec::new()),
         };
         let epoch = catalog.epoch;
+        let deferred = catalog.deferred.clone();
         let trees = catalog
             .trees
             .into_iter()
@@ -461,8 +481,9 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             store,
             committed: Mutex::new(Arc::new(snapshot)),
             writer: Mutex::new(Pending::default()),
+            ckpt: Mutex::new(()),
             rewrites: Mutex::new(HashMap::new()),
-            saved_values: Mutex::new(HashMap::new()),
+            deferred: Mutex::new(deferred),
             readers: Mutex::new(BTreeMap::new()),
             failed: AtomicBool::new(false),
             wal,
@@ -542,12 +563,33 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
     }
 
     /// Writes what commits changed since the last checkpoint (the changed nodes, the roots)
-    /// in one store commit. Waits for an open write transaction to end.
+    /// in one store commit. Waits for an open write transaction to end, and holds writers
+    /// off only while it marks the changed nodes clean (and writes the new ones), not while
+    /// it rewrites the changed ones and syncs.
     pub(crate) fn checkpoint(&self) -> Result<()> {
+        self.checkpoint_if(true)
+    }
+
+    /// A checkpoint, if anything changed or `always`; if not `always` and another checkpoint
+    /// is writing, none (that one releases the log, and the next round comes soon).
+    fn checkpoint_if(&self, always: bool) -> Result<()> {
         self.check_writable()?;
+        // Waits for a checkpoint in its second phase before taking the writer lock, so as
+        // not to hold writers off meanwhile.
+        drop(self.ckpt.lock());
         let mut pending = self.writer.lock();
+        if !always && !pending.changed {
+            return Ok(());
+        }
+        let ckpt = match self.ckpt.try_lock() {
+            Some(ckpt) => ckpt,
+            None if !always => return Ok(()),
+            None => self.ckpt.lock(),
+        };
         let snapshot = Snapshot::clone(&self.committed.lock());
-        match self.checkpoint_locked(&mut pending, snapshot, true, true)? {
+        let prepared = self.checkpoint_prepare(&mut pending, &ckpt, snapshot, always, true)?;
+        drop(pending);
+        match prepared.map(|p| self.checkpoint_write(&ckpt, p)).transpose()?.flatten() {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -623,6 +665,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         let snapshot = Arc::clone(&read.snapshot);
         let mut report = DbReport::default();
         let mut seen_ids = std::collections::HashSet::new();
+        report.deferred = self.deferred.lock().len() as u64;
         for (name, state) in &snapshot.trees {
             report.trees += 1;
             let mut entries = 0u64;
@@ -747,25 +790,28 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             return Ok(());
         }
         if due {
-            let mut pending = self.writer.lock();
-            if pending.changed {
-                let snapshot = Snapshot::clone(&self.committed.lock());
-                self.checkpoint_locked(&mut pending, snapshot, false, true)?;
-            }
+            self.checkpoint_if(false)?;
         }
         // Measured on the committed trees without holding writers off.
         let committed = Arc::clone(&self.committed.lock());
-        let (loaded, evictable) = committed
+        let (loaded, evictable, waiting) = committed
             .trees
             .values()
             .map(|t| loaded_bytes(&t.root, 0))
-            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+            .fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2));
         drop(committed);
+        if waiting > budget / 2 {
+            // Long values waiting for a checkpoint cannot be unloaded: writing them frees them.
+            return self.checkpoint_if(false);
+        }
         // Nothing to gain when only branches and changed leaves are in memory.
         if loaded <= budget || evictable == 0 {
             return Ok(());
         }
         let _pending = self.writer.lock();
+        // No checkpoint is between its phases: every clean node is in the store as the
+        // committed epoch says (an evicted one is read back from there). Next round if one is.
+        let Some(_ckpt) = self.ckpt.try_lock() else { return Ok(()) };
         let mut snapshot = Snapshot::clone(&self.committed.lock());
         let epoch = snapshot.epoch;
         let evicted: u64 = snapshot.trees.values_mut().map(|t| evict(&mut t.root, epoch, 0)).sum();
@@ -781,19 +827,40 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         Ok(())
     }
 
-    /// Writes `snapshot`'s dirty nodes and catalog, commits the store and publishes it.
-    /// `published`: `snapshot` is the committed one (not a commit this checkpoint makes
-    /// visible, whose predecessor new readers still take meanwhile).
+    /// A checkpoint of `snapshot` (its dirty nodes, its catalog) in one store commit, both
+    /// phases: the caller holds the writer lock and `ckpt` throughout.
     ///
     /// `Err`: the checkpoint is not durable (the database latched). `Ok(Some(e))`: it is
     /// durable and published, and releasing the log after it failed (latched).
     fn checkpoint_locked(
         &self,
         pending: &mut Pending,
-        mut snapshot: Snapshot,
+        ckpt: &MutexGuard<'_, ()>,
+        snapshot: Snapshot,
         always: bool,
         published: bool,
     ) -> Result<Option<Error>> {
+        match self.checkpoint_prepare(pending, ckpt, snapshot, always, published)? {
+            Some(prepared) => self.checkpoint_write(ckpt, prepared),
+            None => Ok(None),
+        }
+    }
+
+    /// A checkpoint's first phase, under the writer lock (and `ckpt`, held until its second
+    /// phase ends): the dirty nodes of `snapshot` are marked clean and collected, new nodes
+    /// and new value objects written (to the store's write buffer, in the main), the
+    /// catalog encoded. When `published` (`snapshot` is the committed one), the cleaned
+    /// snapshot is published now, so writers go on while the second phase writes; otherwise
+    /// (a commit this checkpoint makes durable) only once the second phase is done.
+    /// `None`: nothing to do (and `snapshot` is published).
+    fn checkpoint_prepare(
+        &self,
+        pending: &mut Pending,
+        _ckpt: &MutexGuard<'_, ()>,
+        mut snapshot: Snapshot,
+        always: bool,
+        published: bool,
+    ) -> Result<Option<Prepared>> {
         if !pending.changed && !always {
             *self.committed.lock() = Arc::new(snapshot);
             return Ok(None);
@@ -802,8 +869,17 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             .epoch
             .checked_add(1)
             .ok_or_else(|| Error::Corrupt("the checkpoint epoch is out of range".into()))?;
-        let started = std::time::Instant::now();
-        let mut written = (0u64, 0u64);
+        let mut prepared = Prepared {
+            epoch,
+            started: std::time::Instant::now(),
+            written: (0, 0),
+            rewrites: Vec::new(),
+            freed: std::mem::take(&mut pending.freed),
+            delete_values: Vec::new(),
+            catalog: Vec::new(),
+            lsn: snapshot.lsn,
+            unpublished: None,
+        };
         let result = (|| {
             {
                 let mut rewrites = self.rewrites.lock();
@@ -813,16 +889,8 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             }
             let mut buf = Vec::new();
             for tree in snapshot.trees.values_mut() {
-                self.write_dirty(&mut tree.root, tree.id, epoch, &mut buf, 0, &mut written)?;
+                self.collect_dirty(&mut tree.root, tree.id, epoch, &mut buf, 0, &mut prepared)?;
             }
-            for id in pending.freed.drain(..) {
-                match self.store.delete_obj(id) {
-                    // Freed twice (a rebuild replayed over a missing node): already gone.
-                    Err(bob_store_core::Error::NotFound(_)) => {}
-                    other => other?,
-                }
-            }
-            self.free_values(pending, epoch, published)?;
             let catalog = Catalog {
                 epoch,
                 next_tree: snapshot.next_tree,
@@ -837,10 +905,87 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
                         (name.clone(), StoredTree { id: t.id, root, len: t.len })
                     })
                     .collect(),
+                deferred: Vec::new(),
             };
-            let catalog = catalog.encode();
-            written.1 += catalog.len() as u64;
-            self.store.replace_obj(PRIME_OBJECT_ID, &catalog)?;
+            Ok(catalog)
+        })();
+        let mut catalog = match result {
+            Ok(catalog) => catalog,
+            Err(e) => {
+                self.failed.store(true, Ordering::Release);
+                return Err(e);
+            }
+        };
+        snapshot.epoch = epoch;
+        pending.changed = false;
+        pending.dirtied = 0;
+        #[cfg(debug_assertions)]
+        for tree in snapshot.trees.values() {
+            assert_written(&tree.root, 0);
+        }
+        let mut deferred = self.deferred.lock();
+        deferred.extend(pending.freed_values.drain(..).map(|r| (epoch, r.id)));
+        // A value dropped by checkpoint `c` may be read by a reader of a snapshot older than
+        // `c`. Readers register under the `committed` lock: one that registers later takes
+        // the snapshot published then (this one, or for a checkpoint that publishes a commit
+        // only once durable, the one before it).
+        let oldest = {
+            let mut committed = self.committed.lock();
+            let oldest = self.readers.lock().keys().next().copied().unwrap_or(u64::MAX);
+            if published {
+                *committed = Arc::new(snapshot);
+                oldest
+            } else {
+                prepared.unpublished = Some(snapshot);
+                oldest.min(epoch - 1)
+            }
+        };
+        deferred.retain(|&(dropped, id)| {
+            if dropped <= oldest {
+                prepared.delete_values.push(id);
+                false
+            } else {
+                true
+            }
+        });
+        catalog.deferred = deferred.clone();
+        drop(deferred);
+        prepared.catalog = catalog.encode();
+        Ok(Some(prepared))
+    }
+
+    /// A checkpoint's second phase, without the writer lock when the first published: the
+    /// changed nodes rewritten, freed objects deleted, the catalog written, the store
+    /// committed, the log released.
+    fn checkpoint_write(
+        &self,
+        _ckpt: &MutexGuard<'_, ()>,
+        mut prepared: Prepared,
+    ) -> Result<Option<Error>> {
+        let epoch = prepared.epoch;
+        let result = (|| {
+            let mut buf = Vec::new();
+            for (tree, node) in &prepared.rewrites {
+                node.encode(*tree, epoch, &mut buf);
+                prepared.written.0 += 1;
+                prepared.written.1 += buf.len() as u64;
+                self.store.replace_obj(node.id.expect("collected with its id"), &buf)?;
+            }
+            for &id in &prepared.freed {
+                match self.store.delete_obj(id) {
+                    // Freed twice (a rebuild replayed over a missing node): already gone.
+                    Err(bob_store_core::Error::NotFound(_)) => {}
+                    other => other?,
+                }
+            }
+            for &id in &prepared.delete_values {
+                match self.store.delete_obj(id) {
+                    Err(bob_store_core::Error::NotFound(_)) => {}
+                    other => other?,
+                }
+            }
+            prepared.written.1 += prepared.catalog.len() as u64;
+            self.store.replace_obj(PRIME_OBJECT_ID, &prepared.catalog)?;
             self.store.commit()?;
             Ok(())
         })();
@@ -850,36 +995,35 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         }
         // Durable from here: published whatever happens to the log's release.
         let released = match &self.wal {
-            Some(wal) => wal.lock().release(snapshot.lsn),
+            Some(wal) => wal.lock().release(prepared.lsn),
             None => Ok(()),
         };
-        snapshot.epoch = epoch;
-        pending.changed = false;
-        pending.dirtied = 0;
-        #[cfg(debug_assertions)]
-        for tree in snapshot.trees.values() {
-            assert_written(&tree.root, 0);
-        }
         {
             let mut stats = self.stats.lock();
             stats.checkpoints += 1;
-            stats.checkpoint_micros += started.elapsed().as_micros() as u64;
-            stats.nodes_written += written.0;
-            stats.checkpoint_bytes += written.1;
+            stats.checkpoint_micros += prepared.started.elapsed().as_micros() as u64;
+            stats.nodes_written += prepared.written.0;
+            stats.checkpoint_bytes += prepared.written.1;
         }
-        *self.committed.lock() = Arc::new(snapshot);
+        if let Some(snapshot) = prepared.unpublished.take() {
+            *self.committed.lock() = Arc::new(snapshot);
+        }
         self.prune_rewrites();
         Ok(self.latch(released).err())
     }
 
-    fn write_dirty(
+    /// Marks the dirty nodes under `link` clean (copying the ones a snapshot shares) with
+    /// `epoch` as their checkpoint: a new node, and each long value waiting for an object,
+    /// is written now (its id is needed by its parent); a changed node's rewrite waits for
+    /// the second phase, collected in `prepared`.
+    fn collect_dirty(
         &self,
         link: &mut Link,
         tree: u32,
         epoch: u64,
         buf: &mut Vec<u8>,
         depth: usize,
-        written: &mut (u64, u64),
+        prepared: &mut Prepared,
     ) -> Result<()> {
         let Some(arc) = link.node.get_mut() else { return Ok(()) };
         if !arc.dirty && !arc.below {
@@ -895,7 +1039,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             && let Body::Branch { children, .. } = &mut node.body
         {
             for child in children {
-                self.write_dirty(child, tree, epoch, buf, depth + 1, written)?;
+                self.collect_dirty(child, tree, epoch, buf, depth + 1, prepared)?;
             }
         }
         node.below = false;
@@ -907,56 +1051,33 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             for val in vals.iter_mut() {
                 let Val::Pending(bytes) = val else { continue };
                 node::encode_value(tree, epoch, bytes, buf);
-                written.1 += buf.len() as u64;
+                prepared.written.1 += buf.len() as u64;
                 let id = self.store.write_new_obj_from_bytes(buf)?;
                 let len = u32::try_from(bytes.len()).expect("a value is under 1 GiB");
                 *val = Val::Stored(Arc::new(ValRef { id, written: epoch, len }));
             }
         }
-        node.encode(tree, epoch, buf);
-        written.0 += 1;
-        written.1 += buf.len() as u64;
-        match node.id {
-            Some(id) => self.store.replace_obj(id, buf)?,
-            None => node.id = Some(self.store.write_new_obj_from_bytes(buf)?),
-        }
         node.dirty = false;
+        let rewrite = node.id.is_some();
+        if !rewrite {
+            node.encode(tree, epoch, buf);
+            prepared.written.0 += 1;
+            prepared.written.1 += buf.len() as u64;
+            node.id = Some(self.store.write_new_obj_from_bytes(buf)?);
+        }
         link.id = node.id;
         link.seen = epoch;
-        Ok(())
-    }
-
-    /// Frees the value objects commits since the last checkpoint dropped, in checkpoint
-    /// `epoch`, saving their bytes first while a reader of an older snapshot may read them:
-    /// one is open, or (not `published`) one may still begin on the snapshot before the
-    /// commit this checkpoint publishes.
-    fn free_values(&self, pending: &mut Pending, epoch: u64, published: bool) -> Result<()> {
-        if pending.freed_values.is_empty() {
-            return Ok(());
-        }
-        let save = !published || {
-            // Under the lock readers register under: a later reader takes the committed
-            // snapshot, which no longer holds these values.
-            let _committed = self.committed.lock();
-            !self.readers.lock().is_empty()
-        };
-        for r in std::mem::take(&mut pending.freed_values) {
-            if save {
-                // A value that cannot be read is not saved: an old reader of it gets the error.
-                if let Ok(bytes) = self.read_value(&r) {
-                    self.saved_values.lock().insert((r.id, r.written), (epoch, bytes.into()));
-                }
-            }
-            match self.store.delete_obj(r.id) {
-                Err(bob_store_core::Error::NotFound(_)) => {}
-                other => other?,
-            }
+        if rewrite {
+            // Shared from here on (a writer copies it before any change): the second phase
+            // encodes exactly this version.
+            prepared.rewrites.push((tree, Arc::clone(link.node.get().expect("loaded"))));
         }
         Ok(())
     }
 
-    /// The value object `r` names, read from the store (`Ok(None)`: the object holds
-    /// something else now).
+    /// The value object `r` names, read from the store: an object that is not that value
+    /// (the id was freed and reused: never while a reader that may name it is open) is
+    /// [`Error::Corrupt`].
     fn read_value(&self, r: &ValRef) -> Result<Vec<u8>> {
         let bytes = self.store.read_bytes_from_obj(r.id)?;
         node::decode_value(r, bytes)?.ok_or_else(|| {
@@ -977,12 +1098,6 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             let readers = self.readers.lock();
             readers.keys().next().copied().unwrap_or(u64::MAX).min(committed.epoch)
         };
-        {
-            let mut saved = self.saved_values.lock();
-            if !saved.is_empty() {
-                saved.retain(|_, (epoch, _)| *epoch > oldest);
-            }
-        }
         let mut rewrites = self.rewrites.lock();
         if rewrites.is_empty() {
             return;
@@ -1008,13 +1123,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
 
 impl<S: SplitStore<Io: Clone> + PrimeStorer> Load for Core<S> {
     fn load_value(&self, r: &ValRef) -> Result<Vec<u8>> {
-        let read = self.read_value(r);
-        if read.is_err()
-            && let Some((_, bytes)) = self.saved_values.lock().get(&(r.id, r.written))
-        {
-            return Ok(bytes.to_vec());
-        }
-        read
+        self.read_value(r)
     }
 
     fn load(&self, tree: u32, link: &Link) -> Result<Arc<Node>> {
@@ -1061,11 +1170,13 @@ fn assert_written(link: &Link, depth: usize) {
     }
 }
 
-/// Bytes the nodes in memory under `link` take, about (their encoding and bookkeeping), and
-/// how many of them are clean leaves that could be unloaded.
-fn loaded_bytes(link: &Link, depth: usize) -> (u64, u64) {
-    let Some(node) = link.node.get() else { return (0, 0) };
+/// Bytes the nodes in memory under `link` take, about (their encoding and bookkeeping), how
+/// many of them are clean leaves that could be unloaded, and the bytes of long values waiting
+/// for a checkpoint (counted in the first too).
+fn loaded_bytes(link: &Link, depth: usize) -> (u64, u64, u64) {
+    let Some(node) = link.node.get() else { return (0, 0, 0) };
     let mut own = node.encoded_len() as u64 + 64 + 32 * node.len() as u64;
+    let mut waiting = 0;
     if let Body::Leaf { vals, .. } = &node.body
         && node.dirty
     {
@@ -1073,6 +1184,7 @@ fn loaded_bytes(link: &Link, depth: usize) -> (u64, u64) {
         for val in vals {
             if let Val::Pending(bytes) = val {
                 own += bytes.len() as u64;
+                waiting += bytes.len() as u64;
             }
         }
     }
@@ -1080,9 +1192,9 @@ fn loaded_bytes(link: &Link, depth: usize) -> (u64, u64) {
         Body::Branch { children, .. } if depth < tree::MAX_DEPTH => children
             .iter()
             .map(|c| loaded_bytes(c, depth + 1))
-            .fold((own, 0), |a, b| (a.0 + b.0, a.1 + b.1)),
-        Body::Leaf { .. } => (own, u64::from(!node.dirty && node.id.is_some())),
-        Body::Branch { .. } => (own, 0),
+            .fold((own, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2)),
+        Body::Leaf { .. } => (own, u64::from(!node.dirty && node.id.is_some()), waiting),
+        Body::Branch { .. } => (own, 0, 0),
     }
 }
 
@@ -1120,6 +1232,9 @@ pub struct DbReport {
     pub nodes: u64,
     /// Values kept in objects of their own, read and checked.
     pub values: u64,
+    /// Value objects no tree holds any more, as of the last checkpoint, not deleted yet: a
+    /// checkpoint deletes them once no reader of a snapshot that held them is open.
+    pub deferred: u64,
     /// Entries in all trees.
     pub entries: u64,
     /// Damage found; empty when the trees are sound.
@@ -1325,7 +1440,8 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
     ) -> Result<u64> {
         self.check_usable()?;
         check_name(name)?;
-        let unreadable = self.drop_readable(name)?;
+        // A failure partway leaves the tree half dropped: the transaction can only be aborted.
+        let unreadable = self.drop_readable(name).inspect_err(|_| self.failed = true)?;
         if unreadable.is_some() {
             self.log.push(OP_DROP_READABLE);
             log_name(&mut self.log, name);
@@ -1431,6 +1547,9 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
                         freed: &mut self.freed,
                         freed_values: &mut self.freed_values,
                         dirtied: &mut self.dirtied,
+                        read_old: false,
+                        old_bytes: None,
+                        untouched: false,
                     };
                     if op == OP_PUT {
                         if edit.insert(&mut state.root, key, val)?.is_none() {
@@ -1512,16 +1631,19 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
         // A record about as large as the nodes the next checkpoint writes anyway (a load in
         // big commits) is not logged: the commit is a checkpoint, so its bytes are written
         // once. (Commits of scattered changes log far fewer bytes than the nodes they dirty.)
+        // A record too long for the log (long values) is never logged either.
         if db.wal.is_some()
-            && log.len() >= BYPASS_MIN
-            && log.len() as u64 >= pending.dirtied * NODE_TARGET as u64 / 2
+            && ((log.len() >= BYPASS_MIN
+                && log.len() as u64 >= pending.dirtied * NODE_TARGET as u64 / 2)
+                || Wal::check_len(&log).is_err())
         {
             pending.superseded.extend(superseded);
             pending.freed.extend(freed);
             pending.freed_values.extend(freed_values);
             pending.changed = true;
             // Durable once the checkpoint's store commit is: a failure after it latches.
-            return db.checkpoint_locked(&mut pending, snapshot, true, false).map(|_| ());
+            let ckpt = db.ckpt.lock();
+            return db.checkpoint_locked(&mut pending, &ckpt, snapshot, true, false).map(|_| ());
         }
         if db.wal.is_some() {
             Wal::check_len(&log)?;
@@ -1532,7 +1654,10 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
             pending.freed_values.extend(freed_values);
             pending.changed |= changed;
             if durable {
-                return db.checkpoint_locked(&mut pending, snapshot, false, false).map(|_| ());
+                let ckpt = db.ckpt.lock();
+                return db
+                    .checkpoint_locked(&mut pending, &ckpt, snapshot, false, false)
+                    .map(|_| ());
             }
             *db.committed.lock() = Arc::new(snapshot);
             return Ok(());
@@ -1561,12 +1686,24 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
         let snapshot = Arc::new(snapshot);
         *db.committed.lock() = Arc::clone(&snapshot);
         let mut checkpointed = None;
-        if log_bytes >= db.checkpoint_after_bytes {
-            // The commit is visible; a failure here latches the database.
-            checkpointed =
-                Some(db.checkpoint_locked(&mut pending, Snapshot::clone(&snapshot), true, true));
+        // A checkpoint already between its phases releases the log once written: this
+        // commit does not wait for it (holding writers off) to start another.
+        if log_bytes >= db.checkpoint_after_bytes
+            && let Some(ckpt) = db.ckpt.try_lock()
+        {
+            // The commit is visible; a failure here latches the database. Writers go on
+            // once the first phase is done.
+            let prepared =
+                db.checkpoint_prepare(&mut pending, &ckpt, Snapshot::clone(&snapshot), true, true);
+            drop(pending);
+            checkpointed = Some(
+                prepared
+                    .and_then(|p| p.map(|p| db.checkpoint_write(&ckpt, p)).transpose())
+                    .map(Option::flatten),
+            );
+        } else {
+            drop(pending);
         }
-        drop(pending);
         match checkpointed {
             // The checkpoint's store commit is durable, and the commit with it (a failure to
             // release the log after it latched the database).
@@ -1824,7 +1961,7 @@ impl<K: Key, V: Value> TreeMut<'_, K, V> {
         Tree { ld: self.db, state: self.state, _types: PhantomData }
     }
 
-    fn edit(&mut self) -> (Edit<'_>, &mut Link) {
+    fn edit(&mut self, read_old: bool) -> (Edit<'_>, &mut Link) {
         (
             Edit {
                 ld: self.db,
@@ -1833,6 +1970,9 @@ impl<K: Key, V: Value> TreeMut<'_, K, V> {
                 freed: self.freed,
                 freed_values: self.freed_values,
                 dirtied: self.dirtied,
+                read_old,
+                old_bytes: None,
+                untouched: false,
             },
             &mut self.state.root,
         )
@@ -1857,21 +1997,45 @@ impl<K: Key, V: Value> TreeMut<'_, K, V> {
     /// [`MAX_KEY_LEN`] or a value longer than [`MAX_VALUE_LEN`] encoded bytes is
     /// [`Error::TooLarge`] (nothing changes). A value longer than
     /// [`MAX_INLINE_VALUE_LEN`](crate::MAX_INLINE_VALUE_LEN) is kept in memory until the next
-    /// checkpoint writes it to an object of its own; a replaced value kept in such an object
-    /// is read to be returned. If the change fails partway (a node cannot be
-    /// read, or the old value does not decode as `V`), the transaction can only be aborted.
+    /// checkpoint writes it to an object of its own. A replaced value kept in such an object
+    /// is read to be returned, before anything changes (if that read fails, nothing
+    /// changes and the transaction goes on; [`put`](Self::put) does not read it). If the
+    /// change fails partway (a node cannot be read, or the old value does not decode as
+    /// `V`), the transaction can only be aborted.
     pub fn insert<Q: KeyLike<K> + ?Sized>(&mut self, key: &Q, value: &V) -> Result<Option<V>> {
+        let (old, bytes) = self.put_encoded(key, value, true)?;
+        self.decode_old(old, bytes)
+    }
+
+    /// Puts `value` under `key`, as [`insert`](Self::insert) does, without reading or
+    /// decoding the value it replaces; returns whether there was one.
+    pub fn put<Q: KeyLike<K> + ?Sized>(&mut self, key: &Q, value: &V) -> Result<bool> {
+        Ok(self.put_encoded(key, value, false)?.0.is_some())
+    }
+
+    /// The change of [`insert`](Self::insert) and [`put`](Self::put): the replaced value,
+    /// and its bytes if `read_old` and it was kept in an object of its own.
+    fn put_encoded<Q: KeyLike<K> + ?Sized>(
+        &mut self,
+        key: &Q,
+        value: &V,
+        read_old: bool,
+    ) -> Result<(Option<Val>, Option<Vec<u8>>)> {
         if *self.failed {
             return Err(Error::TransactionFailed);
         }
         let key = encode_key(key)?;
         check_key_len(&key)?;
         let value = encode_value(value)?;
-        let (mut edit, root) = self.edit();
-        let old = match edit.insert(root, &key, &value) {
+        let (mut edit, root) = self.edit(read_old);
+        let result = edit.insert(root, &key, &value);
+        let (untouched, bytes) = (edit.untouched, edit.old_bytes.take());
+        let old = match result {
             Ok(old) => old,
             Err(e) => {
-                *self.failed = true;
+                if !untouched {
+                    *self.failed = true;
+                }
                 return Err(e);
             }
         };
@@ -1885,36 +2049,62 @@ impl<K: Key, V: Value> TreeMut<'_, K, V> {
         self.log.extend_from_slice(&(value.len() as u32).to_le_bytes());
         self.log.extend_from_slice(&key);
         self.log.extend_from_slice(&value);
-        self.decode_old(old)
+        Ok((old, bytes))
     }
 
-    /// The replaced or removed value, decoded; a value that does not decode fails the
-    /// transaction (the change is made and logged, so it can only be aborted).
-    fn decode_old(&mut self, old: Option<Val>) -> Result<Option<V>> {
-        let decoded = old
-            .map(|v| tree::value(self.db, &v).and_then(|b| V::decode(&b).map_err(Error::from)))
-            .transpose();
+    /// The replaced or removed value (`bytes`: read from its object), decoded; a value that
+    /// does not decode fails the transaction (the change is made and logged, so it can only
+    /// be aborted).
+    fn decode_old(&mut self, old: Option<Val>, bytes: Option<Vec<u8>>) -> Result<Option<V>> {
+        let decoded = match (&old, bytes) {
+            (None, _) => Ok(None),
+            (Some(_), Some(bytes)) => V::decode(&bytes).map(Some).map_err(Error::from),
+            (Some(Val::Inline(b) | Val::Pending(b)), None) => {
+                V::decode(b).map(Some).map_err(Error::from)
+            }
+            (Some(Val::Stored(_)), None) => unreachable!("a stored old value is read first"),
+        };
         if decoded.is_err() {
             *self.failed = true;
         }
         decoded
     }
 
-    /// Removes `key`; returns its value. A failure partway fails the transaction, as for
-    /// [`insert`](Self::insert).
+    /// Removes `key`; returns its value. A value kept in an object of its own is read
+    /// before anything changes, as for [`insert`](Self::insert); a failure partway fails the
+    /// transaction.
     pub fn remove<Q: KeyLike<K> + ?Sized>(&mut self, key: &Q) -> Result<Option<V>> {
+        let (old, bytes) = self.remove_encoded(key, true)?;
+        self.decode_old(old, bytes)
+    }
+
+    /// Removes `key`, as [`remove`](Self::remove) does, without reading or decoding its
+    /// value; returns whether it was there.
+    pub fn delete<Q: KeyLike<K> + ?Sized>(&mut self, key: &Q) -> Result<bool> {
+        Ok(self.remove_encoded(key, false)?.0.is_some())
+    }
+
+    fn remove_encoded<Q: KeyLike<K> + ?Sized>(
+        &mut self,
+        key: &Q,
+        read_old: bool,
+    ) -> Result<(Option<Val>, Option<Vec<u8>>)> {
         if *self.failed {
             return Err(Error::TransactionFailed);
         }
         let key = encode_key(key)?;
         if key.len() > MAX_KEY_LEN {
-            return Ok(None); // never stored
+            return Ok((None, None)); // never stored
         }
-        let (mut edit, root) = self.edit();
-        let old = match edit.remove(root, &key) {
+        let (mut edit, root) = self.edit(read_old);
+        let result = edit.remove(root, &key);
+        let (untouched, bytes) = (edit.untouched, edit.old_bytes.take());
+        let old = match result {
             Ok(old) => old,
             Err(e) => {
-                *self.failed = true;
+                if !untouched {
+                    *self.failed = true;
+                }
                 return Err(e);
             }
         };
@@ -1926,7 +2116,7 @@ impl<K: Key, V: Value> TreeMut<'_, K, V> {
             self.log.extend_from_slice(&(key.len() as u16).to_le_bytes());
             self.log.extend_from_slice(&key);
         }
-        self.decode_old(old)
+        Ok((old, bytes))
     }
 
     /// Fills this empty tree from `entries` in strictly increasing key order, nodes filled
@@ -1983,7 +2173,7 @@ impl<K: Key, V: Value> TreeMut<'_, K, V> {
     ) -> Result<Vec<(K, V)>> {
         let entries: Vec<(K, V)> = self.view().range(range)?.collect::<Result<_>>()?;
         for (k, _) in &entries {
-            self.remove::<K>(k)?;
+            self.delete::<K>(k)?;
         }
         Ok(entries)
     }
@@ -2002,7 +2192,7 @@ impl<K: Key, V: Value> TreeMut<'_, K, V> {
             }
         }
         for k in &doomed {
-            self.remove::<K>(k)?;
+            self.delete::<K>(k)?;
         }
         Ok(doomed.len() as u64)
     }

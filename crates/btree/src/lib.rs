@@ -41,8 +41,16 @@
 //! Unless [`DbOptions::checkpoint_interval`] is `None`, a thread checkpoints what changed at
 //! that interval, prepares a spare log segment when the log will need one, and unloads clean
 //! leaves when the nodes in memory pass [`DbOptions::memory_budget`] (a snapshot keeps what it
-//! holds). It holds writers off while it checkpoints, never readers. [`Db::stats`] counts what
-//! it and the commits did.
+//! holds; long values waiting for a checkpoint past half the budget bring one forward).
+//! [`Db::stats`] counts what it and the commits did.
+//!
+//! A checkpoint runs in two phases. The first, under the writer lock (after any open write
+//! transaction), marks the changed nodes clean with their ids (writing the new ones, which
+//! their parents name, to the store's write buffer) and publishes that state; the second
+//! rewrites the changed nodes, deletes what was freed, writes the catalog and commits the
+//! store (its sync) with writers going on meanwhile, and then releases the log. Readers are
+//! never held off. One checkpoint runs at a time; a commit that is its own checkpoint (a big
+//! one, or a durable one without a log) holds writers off through both phases.
 //!
 //! # Loads and damage
 //! [`TreeMut::bulk_load`] fills an empty tree from sorted entries, nodes left to right.
@@ -54,11 +62,12 @@
 //! - Keys are ordered by their encoding's bytes ([`Key`]: for every encoding bob provides
 //!   the same as the key type's order); every key is at most [`MAX_KEY_LEN`] and every value
 //!   at most [`MAX_VALUE_LEN`] encoded bytes.
-//! - A value longer than [`MAX_INLINE_VALUE_LEN`] bytes is kept in a store object of its own
-//!   (written by the checkpoint that first writes it, never rewritten; freed by the
-//!   checkpoint after the commit that drops it, its bytes kept in memory meanwhile for any
-//!   open reader of an older snapshot); its leaf names the object and the checkpoint that
-//!   wrote it, and a read checks both, the length and the checksum.
+//! - A value longer than [`MAX_INLINE_VALUE_LEN`] bytes is kept in a store object of its own,
+//!   written by the checkpoint that first writes it and never rewritten; the checkpoint
+//!   holding the commit that drops it deletes it, or, while a reader of an older snapshot is
+//!   open, defers that (the catalog lists it) to the first checkpoint after that reader ends.
+//!   Its leaf names the object and the checkpoint that wrote it, and a read checks both, the
+//!   length and the checksum.
 //! - Every node is at most one entry past 4 KiB; a branch has at least two children.
 //! - A node loaded from disk passes its checksum, version, tree id, length and key-order
 //!   checks and was written at or before the checkpoint its parent belongs to; otherwise the
@@ -101,6 +110,8 @@
 
 mod catalog;
 mod db;
+#[cfg(all(test, loom))]
+mod loom_model;
 mod node;
 mod tree;
 mod wal;

@@ -88,6 +88,13 @@ pub(crate) struct Edit<'a> {
     pub freed_values: &'a mut Vec<ValRef>,
     /// Nodes that became dirty (changed, or new): what the next checkpoint will write.
     pub dirtied: &'a mut u64,
+    /// An insert or removal reads the value it replaces when that is kept in an object of
+    /// its own, before it changes anything, into `old_bytes`.
+    pub read_old: bool,
+    /// The value the last insert or removal replaced, read from its object (`read_old`).
+    pub old_bytes: Option<Vec<u8>>,
+    /// The last insert or removal failed before it changed anything in the tree.
+    pub untouched: bool,
 }
 
 impl Edit<'_> {
@@ -165,6 +172,8 @@ impl Edit<'_> {
         key: &[u8],
         val: &[u8],
     ) -> Result<Option<Val>> {
+        self.untouched = false;
+        self.old_bytes = None;
         let val = Val::new(val);
         if let Val::Pending(b) = &val {
             // The next checkpoint writes it, as it writes a dirty node.
@@ -211,6 +220,21 @@ impl Edit<'_> {
         let probe = Probe::new(key);
         let seen = link.seen;
         let (node, old) = if self.is_leaf(link)? {
+            if self.read_old {
+                let leaf = link.node.get().expect("loaded");
+                if let Body::Leaf { keys, vals } = &leaf.body
+                    && let Ok(i) = keys.search(&probe)
+                    && let Val::Stored(r) = &vals[i]
+                {
+                    match self.ld.load_value(r) {
+                        Ok(bytes) => self.old_bytes = Some(bytes),
+                        Err(e) => {
+                            self.untouched = true;
+                            return Err(e);
+                        }
+                    }
+                }
+            }
             let node = self.node_mut(link)?;
             let Body::Leaf { keys, vals } = &mut node.body else { unreachable!("a leaf") };
             let old = match keys.search(&probe) {
@@ -245,8 +269,22 @@ impl Edit<'_> {
 
     /// Removes `key` from the tree under `root`; returns its value.
     pub(crate) fn remove(&mut self, root: &mut Link, key: &[u8]) -> Result<Option<Val>> {
-        if get(self.ld, self.tree, root, key)?.is_none() {
-            return Ok(None); // Nothing changes: no node is copied or dirtied.
+        self.untouched = false;
+        self.old_bytes = None;
+        match get(self.ld, self.tree, root, key) {
+            Err(e) => {
+                self.untouched = true;
+                return Err(e);
+            }
+            Ok(None) => return Ok(None), // Nothing changes: no node is copied or dirtied.
+            Ok(Some(Val::Stored(r))) if self.read_old => match self.ld.load_value(r) {
+                Ok(bytes) => self.old_bytes = Some(bytes),
+                Err(e) => {
+                    self.untouched = true;
+                    return Err(e);
+                }
+            },
+            Ok(Some(_)) => {}
         }
         let old = self.remove_at(root, key, 0)?;
         let collapse = matches!(

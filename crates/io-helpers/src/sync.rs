@@ -75,6 +75,15 @@ mod imp {
             self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
         }
 
+        /// Acquires the lock if it is free, without blocking.
+        pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+            match self.0.try_lock() {
+                Ok(guard) => Some(guard),
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            }
+        }
+
         /// Consumes the mutex and returns the value.
         pub fn into_inner(self) -> T {
             self.0.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -118,7 +118,11 @@ fn run(ops: Vec<Op>) {
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(report.entries, model.len() as u64);
     let store = db.store().verify().unwrap();
-    assert_eq!(store.objects, 1 + report.nodes + report.values, "no object leaked");
+    assert_eq!(
+        store.objects,
+        1 + report.nodes + report.values + report.deferred,
+        "no object leaked"
+    );
     db.close().unwrap();
     let db = Db::open(&path).unwrap();
     let read = db.begin_read();

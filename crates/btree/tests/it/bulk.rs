@@ -115,7 +115,7 @@ fn a_tree_with_a_missing_node_is_rebuilt_and_the_database_reopens() {
     let report = db.verify().unwrap();
     assert_eq!(
         db.store().verify().unwrap().objects,
-        1 + report.nodes + report.values,
+        1 + report.nodes + report.values + report.deferred,
         "nothing leaked"
     );
     let read = db.begin_read();

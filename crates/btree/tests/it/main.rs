@@ -2,6 +2,7 @@
 
 mod big;
 mod bulk;
+mod checkpoint;
 mod crash;
 mod group;
 mod model;

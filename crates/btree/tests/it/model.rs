@@ -89,10 +89,18 @@ fn apply(db: &SimDb, ops: &[WriteOp], model: &mut Model, end: Option<Durability>
         let mut tree = tx.open_tree::<u16, Vec<u8>>("t").unwrap();
         for op in ops {
             match *op {
+                // Odd lengths and keys through the variants that return no old value.
+                WriteOp::Insert(k, len) if len % 2 == 1 => {
+                    let v = value(k, len);
+                    assert_eq!(tree.put(&k, &v).unwrap(), working.insert(k, v).is_some());
+                }
                 WriteOp::Insert(k, len) => {
                     let v = value(k, len);
                     let old = tree.insert(&k, &v).unwrap();
                     assert_eq!(old, working.insert(k, v));
+                }
+                WriteOp::Remove(k) if k % 2 == 1 => {
+                    assert_eq!(tree.delete(&k).unwrap(), working.remove(&k).is_some());
                 }
                 WriteOp::Remove(k) => assert_eq!(tree.remove(&k).unwrap(), working.remove(&k)),
                 WriteOp::RemoveNear(k) => {
@@ -252,7 +260,7 @@ fn run(ops: Vec<Op>) {
     assert!(store.is_clean(), "{store:?}");
     assert_eq!(
         store.objects,
-        1 + report.nodes + report.values,
+        1 + report.nodes + report.values + report.deferred,
         "one object per node and long value, and the catalog: no leak"
     );
     // Three more open/close cycles.

@@ -1,0 +1,189 @@
+//! A checkpoint holds writers off only for its first phase (marking the changed nodes clean):
+//! while it rewrites and syncs, writers commit and readers read, and nothing is lost.
+
+use std::io::{self, IoSlice};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use bob_alloc::BasicAllocator;
+use bob_btree::{Db, DbOptions, Durability};
+use bob_io_helpers::FileBackend;
+use bob_io_helpers::testing::SimDisk;
+use bob_store_concurrent::ConcurrentStore;
+use bob_store_core::{Store, StoreOptions};
+
+use crate::sim::SimLogDir;
+
+/// Whether syncs wait, and how many are waiting.
+#[derive(Default)]
+struct Gate {
+    state: Mutex<(bool, usize)>,
+    changed: Condvar,
+}
+
+/// A simulated disk whose syncs wait while its gate is closed.
+#[derive(Clone)]
+struct GateDisk {
+    disk: SimDisk,
+    gate: Arc<Gate>,
+}
+
+impl GateDisk {
+    fn wait_open(&self) {
+        let mut state = self.gate.state.lock().unwrap();
+        state.1 += 1;
+        self.gate.changed.notify_all();
+        while state.0 {
+            state = self.gate.changed.wait(state).unwrap();
+        }
+        state.1 -= 1;
+    }
+
+    fn close(&self) {
+        self.gate.state.lock().unwrap().0 = true;
+    }
+
+    fn open(&self) {
+        self.gate.state.lock().unwrap().0 = false;
+        self.gate.changed.notify_all();
+    }
+
+    /// Waits until a sync waits at the closed gate.
+    fn await_waiter(&self) {
+        let mut state = self.gate.state.lock().unwrap();
+        while state.1 == 0 {
+            state = self.gate.changed.wait_timeout(state, Duration::from_secs(10)).unwrap().0;
+        }
+    }
+}
+
+impl FileBackend for GateDisk {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.disk.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.disk.write_at(buf, offset)
+    }
+    fn write_vectored_at(&self, bufs: &[IoSlice<'_>], offset: u64) -> io::Result<()> {
+        self.disk.write_vectored_at(bufs, offset)
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.disk.len()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.disk.set_len(len)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.wait_open();
+        self.disk.sync_data()
+    }
+    fn sync_all(&self) -> io::Result<()> {
+        self.wait_open();
+        self.disk.sync_all()
+    }
+}
+
+fn options() -> DbOptions {
+    DbOptions {
+        store: StoreOptions { journal_bytes: 16 * 4096, ..StoreOptions::default() },
+        checkpoint_interval: None,
+        ..DbOptions::default()
+    }
+}
+
+#[test]
+fn writers_and_readers_go_on_while_a_checkpoint_writes_and_syncs() {
+    let disk = GateDisk { disk: SimDisk::new(), gate: Arc::default() };
+    let log = SimLogDir::default();
+    let store = Store::<BasicAllocator, _>::create_with(disk.clone(), options().store).unwrap();
+    let db =
+        Db::with_log(ConcurrentStore::new(store, 0), Box::new(log.clone()), &options()).unwrap();
+    let mut tx = db.begin_write().unwrap();
+    {
+        let mut t = tx.open_tree::<u64, Vec<u8>>("t").unwrap();
+        for k in 0..3000u64 {
+            let len = if k % 100 == 0 { 3000 } else { 20 };
+            t.insert(&k, &vec![k as u8; len]).unwrap();
+        }
+    }
+    tx.commit(Durability::Durable).unwrap();
+    db.checkpoint().unwrap();
+    // Changes spread over many leaves, long values among them, for the next checkpoint.
+    let mut tx = db.begin_write().unwrap();
+    {
+        let mut t = tx.open_tree::<u64, Vec<u8>>("t").unwrap();
+        for k in (0..3000u64).step_by(7) {
+            t.insert(&k, &vec![1; if k % 2 == 0 { 2500 } else { 10 }]).unwrap();
+        }
+        for k in (1..3000u64).step_by(11) {
+            t.delete(&k).unwrap();
+        }
+    }
+    tx.commit(Durability::Buffered).unwrap();
+    let before = db.verify().unwrap();
+    assert!(before.is_clean(), "{before:?}");
+
+    disk.close();
+    std::thread::scope(|scope| {
+        let checkpoint = scope.spawn(|| db.checkpoint());
+        disk.await_waiter(); // the checkpoint is syncing the store
+        // A writer commits (durably: the log is not behind the gate) and readers see it,
+        // and a snapshot taken now reads every entry. (Were writers held off, the writer
+        // would wait for the gate: the test opens it and fails.)
+        let (done, wrote) = std::sync::mpsc::channel();
+        let db = &db;
+        scope.spawn(move || {
+            let mut tx = db.begin_write().unwrap();
+            {
+                let mut t = tx.open_tree::<u64, Vec<u8>>("t").unwrap();
+                t.insert(&5000, &vec![5; 4000]).unwrap();
+                t.insert(&7, &vec![7; 3]).unwrap();
+                assert!(t.delete(&14).unwrap());
+            }
+            tx.commit(Durability::Durable).unwrap();
+            done.send(()).unwrap();
+        });
+        if wrote.recv_timeout(Duration::from_secs(20)).is_err() {
+            disk.open();
+            panic!("a writer waited for a checkpoint's sync");
+        }
+        let read = db.begin_read();
+        let t = read.open_tree::<u64, Vec<u8>>("t").unwrap();
+        assert_eq!(t.get(&5000).unwrap(), Some(vec![5; 4000]));
+        assert_eq!(t.get(&7).unwrap(), Some(vec![7; 3]));
+        assert_eq!(t.get(&14).unwrap(), None);
+        assert_eq!(t.iter().unwrap().count() as u64, t.len());
+        assert!(!checkpoint.is_finished(), "the checkpoint waits at the gate");
+        drop(read);
+        disk.open();
+        checkpoint.join().unwrap().unwrap();
+    });
+    db.checkpoint().unwrap();
+    let report = db.verify().unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    let store = db.store().verify().unwrap();
+    assert_eq!(store.objects, 1 + report.nodes + report.values + report.deferred);
+    let want: Vec<(u64, Vec<u8>)> = {
+        let read = db.begin_read();
+        read.open_tree::<u64, Vec<u8>>("t").unwrap().iter().unwrap().map(Result::unwrap).collect()
+    };
+    assert_eq!(want.iter().find(|e| e.0 == 5000).map(|e| e.1.len()), Some(4000));
+    db.close().unwrap();
+    // Three reopens (a crash of the process too: the disks as they are).
+    for _ in 0..3 {
+        let store = Store::<BasicAllocator, _>::open_with(disk.clone(), options().store).unwrap();
+        let db = Db::with_log(ConcurrentStore::new(store, 0), Box::new(log.clone()), &options())
+            .unwrap();
+        let read = db.begin_read();
+        let got: Vec<(u64, Vec<u8>)> = read
+            .open_tree::<u64, Vec<u8>>("t")
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(got, want);
+        drop(read);
+        db.close().unwrap();
+    }
+}
