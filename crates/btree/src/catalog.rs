@@ -155,6 +155,13 @@ impl Catalog {
         if at != body.len() {
             return Err(corrupt("bytes past the last tree"));
         }
+        // A deferred object is deleted by the next checkpoint: never a root, never twice.
+        let mut named: Vec<u64> = deferred.iter().map(|d| d.1.0).collect();
+        named.extend(trees.values().filter_map(|t| t.root).map(|r| r.0));
+        named.sort_unstable();
+        if named.windows(2).any(|w| w[0] == w[1]) {
+            return Err(corrupt("a deferred object twice, or a tree's root"));
+        }
         let mut ids: Vec<u32> = trees.values().map(|t| t.id).collect();
         ids.sort_unstable();
         if ids.windows(2).any(|w| w[0] == w[1]) {
@@ -192,6 +199,10 @@ mod tests {
             assert!(Catalog::decode(&bytes[..len]).is_err(), "cut at {len}");
         }
         assert!(matches!(Catalog::decode(&[]), Err(Error::NotADatabase)));
+        let twice = Catalog { deferred: vec![(1, ObjectId(40)), (2, ObjectId(40))], ..cat.clone() };
+        assert!(Catalog::decode(&twice.encode()).is_err());
+        let root = Catalog { deferred: vec![(1, ObjectId(7))], ..cat.clone() };
+        assert!(Catalog::decode(&root.encode()).is_err());
 
         // Version 1: no deferred list.
         let v1 = Catalog { deferred: Vec::new(), ..cat.clone() };

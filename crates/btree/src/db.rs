@@ -128,6 +128,8 @@ struct Prepared {
     catalog: Vec<u8>,
     /// The last log record the checkpoint holds.
     lsn: u64,
+    /// The log's bytes appended when the checkpoint took its records.
+    appended: u64,
     /// The snapshot to publish once durable (a commit the checkpoint makes durable).
     unpublished: Option<Snapshot>,
 }
@@ -179,7 +181,7 @@ pub struct DbStats {
     pub checkpoint_micros: u64,
     /// Nodes they wrote.
     pub nodes_written: u64,
-    /// Node and catalog bytes they wrote.
+    /// Node, long value and catalog bytes they wrote.
     pub checkpoint_bytes: u64,
     /// Commits that appended to the log.
     pub logged_commits: u64,
@@ -578,7 +580,12 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         // not to hold writers off meanwhile.
         drop(self.ckpt.lock());
         let mut pending = self.writer.lock();
-        if !always && !pending.changed {
+        // Deferred value objects no reader needs any more are deleted by a checkpoint even
+        // when nothing else changed (in a session that writes: reading alone writes nothing).
+        let due = always
+            || pending.changed
+            || (self.wrote.load(Ordering::Relaxed) && self.deferred_deletable());
+        if !due {
             return Ok(());
         }
         let ckpt = match self.ckpt.try_lock() {
@@ -587,12 +594,23 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             None => self.ckpt.lock(),
         };
         let snapshot = Snapshot::clone(&self.committed.lock());
-        let prepared = self.checkpoint_prepare(&mut pending, &ckpt, snapshot, always, true)?;
+        let prepared = self.checkpoint_prepare(&mut pending, &ckpt, snapshot, true, true)?;
         drop(pending);
         match prepared.map(|p| self.checkpoint_write(&ckpt, p)).transpose()?.flatten() {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// Whether a deferred value object could be deleted now: no reader older than the
+    /// checkpoint that dropped it is open.
+    fn deferred_deletable(&self) -> bool {
+        let deferred = self.deferred.lock();
+        let Some(first) = deferred.iter().map(|&(dropped, _)| dropped).min() else {
+            return false;
+        };
+        let _committed = self.committed.lock();
+        self.readers.lock().keys().next().is_none_or(|&oldest| first <= oldest)
     }
 
     /// Makes every buffered commit durable: syncs the log (a checkpoint, without one).
@@ -812,6 +830,9 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         // No checkpoint is between its phases: every clean node is in the store as the
         // committed epoch says (an evicted one is read back from there). Next round if one is.
         let Some(_ckpt) = self.ckpt.try_lock() else { return Ok(()) };
+        if self.failed.load(Ordering::Acquire) {
+            return Ok(()); // a failed checkpoint's clean marks are not in the store
+        }
         let mut snapshot = Snapshot::clone(&self.committed.lock());
         let epoch = snapshot.epoch;
         let evicted: u64 = snapshot.trees.values_mut().map(|t| evict(&mut t.root, epoch, 0)).sum();
@@ -861,6 +882,9 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         always: bool,
         published: bool,
     ) -> Result<Option<Prepared>> {
+        // Checked under `ckpt`: a checkpoint whose second phase failed left its nodes marked
+        // clean and published; none may follow it into the store.
+        self.check_writable()?;
         if !pending.changed && !always {
             *self.committed.lock() = Arc::new(snapshot);
             return Ok(None);
@@ -878,6 +902,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             delete_values: Vec::new(),
             catalog: Vec::new(),
             lsn: snapshot.lsn,
+            appended: self.wal.as_ref().map_or(0, |wal| wal.lock().appended()),
             unpublished: None,
         };
         let result = (|| {
@@ -995,7 +1020,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         }
         // Durable from here: published whatever happens to the log's release.
         let released = match &self.wal {
-            Some(wal) => wal.lock().release(prepared.lsn),
+            Some(wal) => wal.lock().release(prepared.lsn, prepared.appended),
             None => Ok(()),
         };
         {

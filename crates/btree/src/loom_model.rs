@@ -3,8 +3,9 @@
 //! `committed` and `readers` locks readers register under, decides which dropped value
 //! objects no reader can still read; the second phase deletes them with only `ckpt` held,
 //! while a writer commits (and, past the log's bound, tries a checkpoint of its own) and a
-//! reader reads. Checked: no deadlock, and no reader ever finds the value object its
-//! snapshot names deleted.
+//! reader reads. Checked: no deadlock, no reader ever finds the value object its snapshot
+//! names deleted, and no checkpoint follows one whose second phase failed (leaving nodes
+//! marked clean that its store commit never wrote) into the store.
 //!
 //! The model mirrors `Core::checkpoint_if`, `Core::checkpoint_prepare`,
 //! `Core::checkpoint_write`, `WriteTxn::commit` and `Core::begin_read` step by step; the
@@ -12,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use bob_io_helpers::sync::atomic::{AtomicBool, Ordering};
 use bob_io_helpers::sync::{Arc, Mutex, thread};
 
 /// A snapshot: the checkpoint it follows, and the value object it names.
@@ -33,6 +35,10 @@ struct Model {
     readers: Mutex<BTreeMap<u64, usize>>,
     deferred: Mutex<Vec<(u64, u64)>>,
     store: Mutex<BTreeSet<u64>>,
+    /// The database latched (a checkpoint's second phase failed).
+    failed: AtomicBool,
+    /// Checkpoints whose first phase marked nodes clean that their second has not written.
+    unwritten: Mutex<Vec<u32>>,
 }
 
 impl Model {
@@ -44,7 +50,33 @@ impl Model {
             readers: Mutex::new(BTreeMap::new()),
             deferred: Mutex::new(Vec::new()),
             store: Mutex::new([1].into_iter().collect()),
+            failed: AtomicBool::new(false),
+            unwritten: Mutex::new(Vec::new()),
         }
+    }
+
+    /// `checkpoint_if(true)` whose second phase fails (`fail`), as checkpoint `me`: the
+    /// failure check under `ckpt`, the clean marks of the first phase, the store commit.
+    fn checkpoint_failing(&self, me: u32, fail: bool) {
+        if self.failed.load(Ordering::Acquire) {
+            return;
+        }
+        drop(self.ckpt.lock());
+        let _pending = self.writer.lock();
+        let ckpt = self.ckpt.lock();
+        if self.failed.load(Ordering::Acquire) {
+            return; // `checkpoint_prepare`'s check
+        }
+        self.unwritten.lock().push(me);
+        drop(_pending);
+        if fail {
+            self.failed.store(true, Ordering::Release);
+        } else {
+            let mut unwritten = self.unwritten.lock();
+            unwritten.retain(|&c| c != me);
+            assert!(unwritten.is_empty(), "a store commit over another's unwritten marks");
+        }
+        drop(ckpt);
     }
 
     /// `checkpoint_prepare` (under the writer lock and `ckpt`): returns what to delete.
@@ -153,5 +185,18 @@ fn loom_a_checkpoint_never_deletes_what_a_reader_may_read() {
         model.checkpoint();
         let store = model.store.lock();
         assert_eq!(store.iter().copied().collect::<Vec<_>>(), vec![3]);
+    });
+}
+
+#[test]
+fn loom_no_checkpoint_follows_a_failed_one_into_the_store() {
+    loom::model(|| {
+        let model = Arc::new(Model::new());
+        let other = {
+            let m = Arc::clone(&model);
+            thread::spawn(move || m.checkpoint_failing(2, false))
+        };
+        model.checkpoint_failing(1, true);
+        other.join().expect("no panic");
     });
 }

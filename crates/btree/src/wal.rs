@@ -350,8 +350,10 @@ pub(crate) struct Wal {
     durable_lsn: u64,
     /// Bytes written since the last sync.
     unsynced: u64,
-    /// Bytes appended since the last checkpoint released the log.
-    since_release: u64,
+    /// Bytes appended since the log was opened.
+    appended: u64,
+    /// `appended` as of the last release's checkpoint.
+    released_at: u64,
     buf: Vec<u8>,
     syncs: Arc<Syncs>,
 }
@@ -561,7 +563,8 @@ impl Wal {
             next_lsn,
             durable_lsn: next_lsn - 1,
             unsynced: 0,
-            since_release: 0,
+            appended: 0,
+            released_at: 0,
             buf: Vec::new(),
             syncs: Arc::default(),
         };
@@ -576,7 +579,12 @@ impl Wal {
 
     /// Bytes appended since the last [`release`](Self::release).
     pub(crate) fn since_release(&self) -> u64 {
-        self.since_release
+        self.appended - self.released_at
+    }
+
+    /// Bytes appended since the log was opened (a checkpoint notes it with its LSN).
+    pub(crate) fn appended(&self) -> u64 {
+        self.appended
     }
 
     /// Whether `record` is too long for a log record (a caller's error, checked before any
@@ -646,7 +654,7 @@ impl Wal {
             self.durable_lsn = lsn;
             self.unsynced = 0;
         }
-        self.since_release += self.buf.len() as u64;
+        self.appended += self.buf.len() as u64;
         if self.unsynced >= 1 << 20 {
             self.sync()?;
         }
@@ -694,8 +702,9 @@ impl Wal {
         self.durable_lsn = self.durable_lsn.max(through);
     }
 
-    /// Removes the segments that hold only records at or before `lsn` (a checkpoint has them).
-    pub(crate) fn release(&mut self, lsn: u64) -> Result<()> {
+    /// Removes the segments that hold only records at or before `lsn` (a checkpoint has them);
+    /// `appended`: [`appended`](Self::appended) when that checkpoint took its records.
+    pub(crate) fn release(&mut self, lsn: u64, appended: u64) -> Result<()> {
         let active = self.active.as_ref().map(|a| a.seq);
         let mut keep = Vec::new();
         let mut retired = false;
@@ -722,7 +731,8 @@ impl Wal {
             self.dir.sync()?;
         }
         self.segments = keep;
-        self.since_release = 0;
+        // What was appended after the checkpoint's records is still to be released.
+        self.released_at = self.released_at.max(appended);
         Ok(())
     }
 }

@@ -14,11 +14,12 @@ use bob_store_core::{Store, StoreOptions};
 
 use crate::sim::SimLogDir;
 
-/// Whether syncs wait, and how many are waiting.
+/// Whether syncs wait, and how many are waiting; whether they fail.
 #[derive(Default)]
 struct Gate {
     state: Mutex<(bool, usize)>,
     changed: Condvar,
+    fail: std::sync::atomic::AtomicBool,
 }
 
 /// A simulated disk whose syncs wait while its gate is closed.
@@ -29,7 +30,10 @@ struct GateDisk {
 }
 
 impl GateDisk {
-    fn wait_open(&self) {
+    fn wait_open(&self) -> io::Result<()> {
+        if self.gate.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(io::Error::other("injected sync failure"));
+        }
         let mut state = self.gate.state.lock().unwrap();
         state.1 += 1;
         self.gate.changed.notify_all();
@@ -37,6 +41,7 @@ impl GateDisk {
             state = self.gate.changed.wait(state).unwrap();
         }
         state.1 -= 1;
+        Ok(())
     }
 
     fn close(&self) {
@@ -74,11 +79,11 @@ impl FileBackend for GateDisk {
         self.disk.set_len(len)
     }
     fn sync_data(&self) -> io::Result<()> {
-        self.wait_open();
+        self.wait_open()?;
         self.disk.sync_data()
     }
     fn sync_all(&self) -> io::Result<()> {
-        self.wait_open();
+        self.wait_open()?;
         self.disk.sync_all()
     }
 }
@@ -184,6 +189,57 @@ fn writers_and_readers_go_on_while_a_checkpoint_writes_and_syncs() {
             .collect();
         assert_eq!(got, want);
         drop(read);
+        db.close().unwrap();
+    }
+}
+
+/// A checkpoint whose second phase fails (its store sync) has published its nodes as clean:
+/// no later checkpoint or write goes on from there, and the reopened database holds every
+/// acknowledged commit (from the log).
+#[test]
+fn after_a_failed_checkpoint_nothing_follows_it_and_the_log_keeps_every_commit() {
+    let disk = GateDisk { disk: SimDisk::new(), gate: Arc::default() };
+    let log = SimLogDir::default();
+    let store = Store::<BasicAllocator, _>::create_with(disk.clone(), options().store).unwrap();
+    let db =
+        Db::with_log(ConcurrentStore::new(store, 0), Box::new(log.clone()), &options()).unwrap();
+    let mut want = std::collections::BTreeMap::new();
+    for round in 0..3u64 {
+        let mut tx = db.begin_write().unwrap();
+        {
+            let mut t = tx.open_tree::<u64, Vec<u8>>("t").unwrap();
+            for k in 0..400u64 {
+                let v = vec![(k + round) as u8; if k % 50 == 0 { 2000 } else { 16 }];
+                t.put(&(k * 3 + round), &v).unwrap();
+                want.insert(k * 3 + round, v);
+            }
+        }
+        tx.commit(Durability::Durable).unwrap();
+        if round == 0 {
+            db.checkpoint().unwrap();
+        }
+    }
+    disk.gate.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(db.checkpoint().is_err());
+    disk.gate.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(db.checkpoint(), Err(bob_btree::Error::Failed)));
+    assert!(matches!(db.begin_write(), Err(bob_btree::Error::Failed)));
+    drop(db); // the process ends: the disks as they are
+    for _ in 0..3 {
+        let store = Store::<BasicAllocator, _>::open_with(disk.clone(), options().store).unwrap();
+        let db = Db::with_log(ConcurrentStore::new(store, 0), Box::new(log.clone()), &options())
+            .unwrap();
+        let read = db.begin_read();
+        let got: std::collections::BTreeMap<u64, Vec<u8>> = read
+            .open_tree::<u64, Vec<u8>>("t")
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(got, want);
+        drop(read);
+        assert!(db.verify().unwrap().is_clean());
         db.close().unwrap();
     }
 }

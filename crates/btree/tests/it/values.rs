@@ -257,3 +257,33 @@ fn a_growing_serde_value_moves_out_of_its_leaf_and_back() {
     let report = db.verify().unwrap();
     assert_eq!(db.store().verify().unwrap().objects, 1 + report.nodes + report.values);
 }
+
+/// With no more writes, the persistence thread still deletes deferred value objects once
+/// the reader that held them ends.
+#[test]
+fn deferred_values_are_deleted_once_their_reader_ends_without_more_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = DbOptions {
+        checkpoint_interval: Some(std::time::Duration::from_millis(5)),
+        ..DbOptions::default()
+    };
+    let db = Db::create_with(&dir.path().join("db.bob"), &options).unwrap();
+    let mut tx = db.begin_write().unwrap();
+    tx.open_tree::<u64, Vec<u8>>("t").unwrap().insert(&1, &long(1, 9000)).unwrap();
+    tx.commit(Durability::Durable).unwrap();
+    db.checkpoint().unwrap();
+    let old = db.begin_read();
+    let mut tx = db.begin_write().unwrap();
+    tx.open_tree::<u64, Vec<u8>>("t").unwrap().put(&1, &long(2, 9000)).unwrap();
+    tx.commit(Durability::Durable).unwrap();
+    db.checkpoint().unwrap();
+    assert_eq!(db.verify().unwrap().deferred, 1);
+    assert_eq!(old.open_tree::<u64, Vec<u8>>("t").unwrap().get(&1).unwrap(), Some(long(1, 9000)));
+    drop(old);
+    let started = std::time::Instant::now();
+    while db.verify().unwrap().deferred != 0 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "never deleted");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    db.close().unwrap();
+}
