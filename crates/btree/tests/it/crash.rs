@@ -102,7 +102,11 @@ fn a_crash_while_checkpoints_race_durable_commits_loses_no_acknowledged_one() {
             created = true;
             let stop = AtomicBool::new(false);
             std::thread::scope(|scope| {
-                scope.spawn(|| while !stop.load(Ordering::SeqCst) && db.checkpoint().is_ok() {});
+                scope.spawn(|| {
+                    while !stop.load(Ordering::SeqCst) && db.checkpoint().is_ok() {
+                        std::thread::yield_now();
+                    }
+                });
                 let result = racing_commits(db, &acked);
                 stop.store(true, Ordering::SeqCst);
                 result
