@@ -39,7 +39,10 @@ pub enum Durability {
 /// How a [`Db`] is opened.
 #[derive(Debug, Clone)]
 pub struct DbOptions {
-    /// The store's options.
+    /// The store's options. The default is the store's, but for 128 KiB journal regions
+    /// (instead of 1 MiB): the log keeps the commits, so the store commits only at
+    /// checkpoints, and open scans the journal region whole (a smaller one opens in about
+    /// 0.14 ms instead of 0.19 at 300,000 keys).
     pub store: StoreOptions,
     /// Keep a write-ahead log (the default): a durable commit appends one record to it and
     /// syncs once; checkpoints write the changed nodes now and then. Without it, every
@@ -61,7 +64,7 @@ pub struct DbOptions {
 impl Default for DbOptions {
     fn default() -> Self {
         Self {
-            store: StoreOptions::default(),
+            store: StoreOptions { journal_bytes: 128 << 10, ..StoreOptions::default() },
             log: true,
             checkpoint_after_bytes: 64 << 20,
             segment_bytes: 32 << 20,
