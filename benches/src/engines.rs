@@ -593,11 +593,12 @@ mod btree {
             let mut tx = self.db.begin_write()?;
             {
                 let mut tree = tx.open_tree::<Vec<u8>, Vec<u8>>(TREE)?;
+                // `put` and `delete`: the other engines' writes return no old value either.
                 for &(k, v) in puts {
-                    tree.insert(k, &v.to_vec())?;
+                    tree.put(k, &v.to_vec())?;
                 }
                 for &k in deletes {
-                    tree.remove(k)?;
+                    tree.delete(k)?;
                 }
             }
             if durable {

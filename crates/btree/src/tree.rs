@@ -219,6 +219,9 @@ impl Edit<'_> {
         }
         let probe = Probe::new(key);
         let seen = link.seen;
+        // The change is at the node's end (a key past its last, or a split of its last
+        // child): a split then keeps the left node full, as a sorted load would want.
+        let mut at_end = false;
         let (node, old) = if self.is_leaf(link)? {
             if self.read_old {
                 let leaf = link.node.get().expect("loaded");
@@ -240,6 +243,7 @@ impl Edit<'_> {
             let old = match keys.search(&probe) {
                 Ok(i) => Some(std::mem::replace(&mut vals[i], val)),
                 Err(i) => {
+                    at_end = i == keys.len();
                     keys.insert(i, Key::from(key));
                     vals.insert(i, val);
                     None
@@ -254,6 +258,7 @@ impl Edit<'_> {
             if let Some((sep, right)) = split {
                 self.dirty(node);
                 let Body::Branch { keys, children } = &mut node.body else { unreachable!() };
+                at_end = i + 1 == children.len();
                 keys.insert(i, sep);
                 children.insert(i + 1, right);
             }
@@ -262,7 +267,7 @@ impl Edit<'_> {
         if !node.dirty || node.encoded_len() <= NODE_TARGET {
             return Ok((old, None));
         }
-        let (sep, right) = split(node);
+        let (sep, right) = split(node, at_end);
         *self.dirtied += 1;
         Ok((old, Some((sep, Link::loaded(right, seen)))))
     }
@@ -420,18 +425,40 @@ fn split_point(sizes: &[usize], lo: usize, hi: usize) -> usize {
     hi
 }
 
-/// Splits an overfull node in two by bytes; returns the separator and the right half.
-fn split(node: &mut Node) -> (Key, Node) {
+/// The index in `lo..=hi` where the running total of `sizes` first passes
+/// [`BUILD_FILL`] less the header: the left node of an append split about 7/8 full.
+fn fill_point(sizes: &[usize], lo: usize, hi: usize) -> usize {
+    let mut total = 32;
+    for (i, s) in sizes.iter().enumerate() {
+        if total + s > BUILD_FILL {
+            return i.clamp(lo, hi);
+        }
+        total += s;
+    }
+    hi
+}
+
+/// Splits an overfull node in two by bytes (at the end: the left about 7/8 full, for
+/// appends); returns the separator and the right half.
+fn split(node: &mut Node, at_end: bool) -> (Key, Node) {
     let body = match &mut node.body {
         Body::Leaf { keys, vals } => {
             let sizes: Vec<usize> =
                 keys.iter().zip(&*vals).map(|(k, v)| 6 + k.len() + v.encoded_len()).collect();
-            let m = split_point(&sizes, 1, sizes.len() - 1);
+            let m = if at_end {
+                fill_point(&sizes, 1, sizes.len() - 1)
+            } else {
+                split_point(&sizes, 1, sizes.len() - 1)
+            };
             Body::Leaf { keys: keys.split_off(m), vals: vals.split_off(m) }
         }
         Body::Branch { keys, children } => {
             let sizes: Vec<usize> = keys.iter().map(|k| 10 + k.len()).collect();
-            let m = split_point(&sizes, 1, sizes.len() - 2);
+            let m = if at_end {
+                fill_point(&sizes, 1, sizes.len() - 2)
+            } else {
+                split_point(&sizes, 1, sizes.len() - 2)
+            };
             let right_keys = keys.split_off(m + 1);
             let right_children = children.split_off(m + 1);
             let sep = keys.pop().expect("m + 1 keys on the left");

@@ -154,3 +154,36 @@ fn a_logged_delete_replays_over_a_damaged_node() {
     assert_eq!(db.begin_read().list_trees(), ["kept"]);
     assert!(db.verify().unwrap().is_clean());
 }
+
+/// Keys inserted in increasing order fill nodes as a bulk load does (a split at a node's
+/// end leaves the left one about 7/8 full), not half full; random inserts still split evenly.
+#[test]
+fn sorted_inserts_fill_nodes_as_a_bulk_load_does() {
+    let nodes = |sorted: bool, bulk: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::create(&dir.path().join("db.bob")).unwrap();
+        let mut keys: Vec<u64> = (0..20_000u64).map(|k| k * 3).collect();
+        if !sorted {
+            keys.sort_by_key(|k| k.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        }
+        let mut tx = db.begin_write().unwrap();
+        {
+            let mut t = tx.open_tree::<u64, Vec<u8>>("t").unwrap();
+            if bulk {
+                t.bulk_load(keys.iter().map(|&k| (k, vec![1u8; 100]))).unwrap();
+            } else {
+                for &k in &keys {
+                    t.put(&k, &vec![1u8; 100]).unwrap();
+                }
+            }
+        }
+        tx.commit(Durability::Durable).unwrap();
+        let report = db.verify().unwrap();
+        assert!(report.is_clean(), "{report:?}");
+        assert_eq!(report.entries, 20_000);
+        report.nodes
+    };
+    let (bulk, sorted, random) = (nodes(true, true), nodes(true, false), nodes(false, false));
+    assert!(sorted * 10 <= bulk * 11, "sorted inserts: {sorted} nodes, a bulk load {bulk}");
+    assert!(random > sorted * 5 / 4, "random inserts: {random} nodes, sorted {sorted}");
+}

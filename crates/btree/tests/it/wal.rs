@@ -99,7 +99,7 @@ fn the_first_write_checks_what_the_stores_lazy_open_left_unread() {
     let mut tx = db.begin_write().unwrap();
     {
         let mut tree = tx.open_tree::<u64, Vec<u8>>("t").unwrap();
-        for i in 0..3000u64 {
+        for i in 0..8000u64 {
             tree.insert(&i, &vec![i as u8; 200]).unwrap();
         }
     }
