@@ -59,6 +59,12 @@ pub struct DbOptions {
     /// Bytes of nodes kept in memory, about: the persistence thread unloads clean leaves
     /// (every snapshot keeps what it holds) when the trees in memory pass it.
     pub memory_budget: u64,
+    /// `close` compacts the store (moves objects down, shortens the file) when a session
+    /// that wrote leaves live objects filling less than this fraction of a file of 4 MiB or
+    /// more (`None`: never; compaction is then [`Db::compact`]'s alone). The default, 0.5,
+    /// gives space back after large removals at the price of a slower close: about 0.8 s
+    /// for a 230 MiB file a third full.
+    pub compact_on_close_below: Option<f64>,
 }
 
 impl Default for DbOptions {
@@ -70,6 +76,7 @@ impl Default for DbOptions {
             segment_bytes: 32 << 20,
             checkpoint_interval: Some(std::time::Duration::from_secs(5)),
             memory_budget: 1 << 30,
+            compact_on_close_below: Some(0.5),
         }
     }
 }
@@ -159,6 +166,8 @@ pub(crate) struct Core<S: SplitStore<Io: Clone> + PrimeStorer> {
     /// The catalog fields that do not change.
     log_id: u64,
     checkpoint_after_bytes: u64,
+    /// `DbOptions::compact_on_close_below`.
+    compact_on_close_below: Option<f64>,
     stats: Mutex<DbStats>,
     /// The log's directory and segment size, for the persistence thread's spares.
     log_dir: Option<(Arc<dyn LogDir>, u64)>,
@@ -188,6 +197,8 @@ pub struct DbStats {
     pub checkpoint_bytes: u64,
     /// Commits that appended to the log.
     pub logged_commits: u64,
+    /// Compactions `close` ran (see [`DbOptions::compact_on_close_below`]).
+    pub compactions: u64,
     /// Bytes appended to the log since the last checkpoint.
     pub log_bytes: u64,
     /// Syncs of the log that made durable commits durable: fewer than the durable commits
@@ -494,6 +505,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             wal,
             log_id: catalog.log_id,
             checkpoint_after_bytes: options.checkpoint_after_bytes,
+            compact_on_close_below: options.compact_on_close_below,
             stats: Mutex::new(DbStats::default()),
             log_dir: log.map(|dir| (dir, options.segment_bytes)),
             wrote: AtomicBool::new(false),
@@ -660,6 +672,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         // as it found it: closing it writes and syncs nothing.
         if self.wrote.load(Ordering::Relaxed) || self.stats.lock().checkpoints > 0 {
             self.checkpoint()?;
+            self.compact_if_sparse()?;
             // One more small commit (the catalog again) before the store's closing
             // checkpoint: the first write after the next open checks the data of the commit
             // before the newest header's, and that is then a page, not every node the last
@@ -673,6 +686,26 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         if let Some((dir, _)) = &self.log_dir {
             dir.drop_spares()?;
         }
+        Ok(())
+    }
+
+    /// At close, after a session that wrote: compacts the store when its live objects fill
+    /// less than `compact_on_close_below` of a file of 4 MiB or more.
+    fn compact_if_sparse(&self) -> Result<()> {
+        let Some(fill) = self.compact_on_close_below else { return Ok(()) };
+        if !self.wrote.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let _pending = self.writer.lock();
+        let _ckpt = self.ckpt.lock();
+        self.check_writable()?;
+        let Some((used, len)) = self.store.space_in_use()? else { return Ok(()) };
+        if len < 4 << 20 || used as f64 >= fill * len as f64 {
+            return Ok(());
+        }
+        let result = self.store.compact().map_err(Error::from);
+        self.latch(result)?;
+        self.stats.lock().compactions += 1;
         Ok(())
     }
 

@@ -462,6 +462,23 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
     }
 }
 
+impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
+    /// Compacts the store (see `Store::compact`), with every object locked.
+    pub fn compact(&self) -> Result<CompactReport> {
+        self.check_open()?;
+        let _all = self.locks.all();
+        self.locks.forget_all();
+        self.group.exclusive(|| self.with_store(|store| SplitStore::compact(store)))
+    }
+
+    /// The bytes live objects and metadata take and the file's length (see
+    /// `Store::space_in_use`): `None` until a lazy open is complete.
+    pub fn space_in_use(&self) -> Result<Option<(u64, u64)>> {
+        self.check_open()?;
+        self.with_store_shared(|store| store.space_in_use())
+    }
+}
+
 impl<S: SplitStore<Io: Clone> + ObjectInfoStorer> ConcurrentStore<S> {
     /// The object's logical and allocated lengths.
     pub fn object_info(&self, id: ObjectId) -> Result<ObjectInfo> {
@@ -493,14 +510,6 @@ impl<A: bob_store_core::SpaceAllocator, B: FileBackend + Clone> ConcurrentStore<
     pub fn journal_counts(&self) -> (u64, u64) {
         self.with_store_shared(|store| Ok((store.checkpoints(), store.journaled_commits())))
             .unwrap_or((0, 0))
-    }
-
-    /// Compacts the store (see `Store::compact`), with every object locked.
-    pub fn compact(&self) -> Result<CompactReport> {
-        self.check_open()?;
-        let _all = self.locks.all();
-        self.locks.forget_all();
-        self.group.exclusive(|| self.with_store(|store| store.compact()))
     }
 }
 

@@ -113,6 +113,13 @@ pub trait SplitStore: Storer + BatchStorer + Send + Sized {
 
     /// Completes a lazy open now; see [`Store::complete_open`].
     fn complete_open(&mut self) -> Result<()>;
+
+    /// Moves live objects down and shrinks the file; see [`Store::compact`].
+    fn compact(&mut self) -> Result<crate::CompactReport>;
+
+    /// The bytes live objects and metadata take and the file's length; see
+    /// [`Store::space_in_use`].
+    fn space_in_use(&self) -> Result<Option<(u64, u64)>>;
 }
 
 impl<A: SpaceAllocator, B: FileBackend> SplitStore for Store<A, B> {
@@ -236,5 +243,13 @@ impl<A: SpaceAllocator, B: FileBackend> SplitStore for Store<A, B> {
 
     fn complete_open(&mut self) -> Result<()> {
         Store::complete_open(self)
+    }
+
+    fn compact(&mut self) -> Result<crate::CompactReport> {
+        Store::compact(self)
+    }
+
+    fn space_in_use(&self) -> Result<Option<(u64, u64)>> {
+        Store::space_in_use(self)
     }
 }

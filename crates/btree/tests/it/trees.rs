@@ -1,6 +1,6 @@
 //! Named trees, snapshots and damage.
 
-use bob_btree::{Db, Durability, Error, Postcard};
+use bob_btree::{Db, DbOptions, Durability, Error, Postcard};
 
 #[test]
 fn named_trees_are_created_listed_renamed_and_deleted_transactionally() {
@@ -394,4 +394,69 @@ fn old_snapshots_stay_put_across_several_checkpoints() {
     assert_eq!(old.get(&4).unwrap(), Some(0));
     assert_eq!(old.get(&2).unwrap(), Some(111));
     assert_eq!(old.iter().unwrap().count(), 20_000 + 401);
+}
+
+/// `close` gives space back after a large removal (the store compacted when live objects
+/// fill less than half the file), keeps every entry through reopens, and leaves alone a file
+/// a session only read, or one whose options say never.
+#[test]
+fn close_compacts_a_sparse_file_after_a_session_that_wrote() {
+    let run = |compact: Option<f64>| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.bob");
+        let options = DbOptions {
+            checkpoint_interval: None,
+            compact_on_close_below: compact,
+            ..DbOptions::default()
+        };
+        let db = Db::create_with(&path, &options).unwrap();
+        let mut tx = db.begin_write().unwrap();
+        {
+            let mut t = tx.open_tree::<u64, Vec<u8>>("t").unwrap();
+            for k in 0..60_000u64 {
+                t.put(&k.wrapping_mul(0x9E37_79B9_7F4A_7C15), &vec![k as u8; 150]).unwrap();
+            }
+        }
+        tx.commit(Durability::Durable).unwrap();
+        db.close().unwrap();
+        let full = std::fs::metadata(&path).unwrap().len();
+        // A session that only reads writes nothing, compaction included.
+        let db = Db::open_with(&path, &options).unwrap();
+        assert_eq!(db.begin_read().open_tree::<u64, Vec<u8>>("t").unwrap().len(), 60_000);
+        db.close().unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), full);
+        let db = Db::open_with(&path, &options).unwrap();
+        for chunk in (0..60_000u64).filter(|k| k % 4 != 0).collect::<Vec<_>>().chunks(5_000) {
+            let mut tx = db.begin_write().unwrap();
+            {
+                let mut t = tx.open_tree::<u64, Vec<u8>>("t").unwrap();
+                for &k in chunk {
+                    assert!(t.delete(&k.wrapping_mul(0x9E37_79B9_7F4A_7C15)).unwrap());
+                }
+            }
+            tx.commit(Durability::Durable).unwrap();
+        }
+        let stats = db.stats();
+        db.close().unwrap();
+        assert_eq!(stats.compactions, 0);
+        let after = std::fs::metadata(&path).unwrap().len();
+        for _ in 0..3 {
+            let db = Db::open_with(&path, &options).unwrap();
+            let read = db.begin_read();
+            let t = read.open_tree::<u64, Vec<u8>>("t").unwrap();
+            assert_eq!(t.len(), 15_000);
+            for k in (0..60_000u64).step_by(4) {
+                let key = k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                assert_eq!(t.get(&key).unwrap(), Some(vec![k as u8; 150]), "key {k}");
+            }
+            drop(read);
+            assert!(db.verify().unwrap().is_clean());
+            db.close().unwrap();
+        }
+        (full, after)
+    };
+    let (full, compacted) = run(Some(0.5));
+    assert!(compacted * 2 < full, "{full} -> {compacted} bytes");
+    let (full, kept) = run(None);
+    assert!(kept >= full, "{full} -> {kept} bytes without compaction");
 }

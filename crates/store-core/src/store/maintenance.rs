@@ -450,6 +450,16 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         self.journal.generation
     }
 
+    /// The bytes the live objects and the metadata take, and the file's length (what
+    /// [`compact`](Self::compact) could give back is about the difference). `None` until a
+    /// lazy open is complete: the space map is rebuilt then.
+    pub fn space_in_use(&self) -> Result<Option<(u64, u64)>> {
+        if self.deferred.is_some() {
+            return Ok(None);
+        }
+        Ok(Some((self.alloc.stats().bytes_in_use, self.backend.len()?)))
+    }
+
     /// The file's length in bytes.
     pub fn file_len(&self) -> Result<u64> {
         Ok(self.backend.len()?)
