@@ -362,7 +362,9 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
         stats
     }
 
-    /// Stops the persistence thread, checkpoints and closes the store. Dropping a `Db`
+    /// Stops the persistence thread, checkpoints and closes the store; after a session that
+    /// wrote, a file whose live objects fill less than
+    /// [`DbOptions::compact_on_close_below`] of it is compacted first. Dropping a `Db`
     /// without `close` stops the thread and loses nothing durable: the next open replays the
     /// log.
     pub fn close(mut self) -> Result<()> {
@@ -1880,7 +1882,7 @@ impl<'a, K: Key, V: Value> Tree<'a, K, V> {
 
     /// The value under `key`.
     pub fn get<Q: KeyLike<K> + ?Sized>(&self, key: &Q) -> Result<Option<V>> {
-        let key = encode_key(key)?;
+        let key = key.encoded_key();
         if key.len() > MAX_KEY_LEN {
             return Ok(None);
         }
@@ -1892,7 +1894,7 @@ impl<'a, K: Key, V: Value> Tree<'a, K, V> {
 
     /// Whether `key` has a value.
     pub fn contains_key<Q: KeyLike<K> + ?Sized>(&self, key: &Q) -> Result<bool> {
-        let key = encode_key(key)?;
+        let key = key.encoded_key();
         if key.len() > MAX_KEY_LEN {
             return Ok(false);
         }

@@ -133,6 +133,14 @@ pub use wal::{LogDir, LogFile, OsLogDir};
 pub trait KeyLike<K> {
     /// Appends the encoding `K` would have.
     fn encode_key(&self, out: &mut Vec<u8>);
+
+    /// The encoding `K` would have: borrowed where it is the bytes themselves (`str`,
+    /// `[u8]`), so a lookup allocates nothing.
+    fn encoded_key(&self) -> std::borrow::Cow<'_, [u8]> {
+        let mut out = Vec::new();
+        self.encode_key(&mut out);
+        std::borrow::Cow::Owned(out)
+    }
 }
 
 impl<K: Key> KeyLike<K> for K {
@@ -145,11 +153,19 @@ impl KeyLike<String> for str {
     fn encode_key(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.as_bytes());
     }
+
+    fn encoded_key(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(self.as_bytes())
+    }
 }
 
 impl KeyLike<Vec<u8>> for [u8] {
     fn encode_key(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self);
+    }
+
+    fn encoded_key(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(self)
     }
 }
 

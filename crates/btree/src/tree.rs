@@ -542,7 +542,7 @@ impl<'l> RawIter<'l> {
     }
 
     fn seek_front(&self) -> Result<Path<'l>> {
-        let mut path = Vec::new();
+        let mut path = Vec::with_capacity(8);
         let lower = self.lower.as_ref().map(|k| Probe::new(k));
         let mut link = self.root;
         loop {
@@ -577,7 +577,7 @@ impl<'l> RawIter<'l> {
     }
 
     fn seek_back(&self) -> Result<Path<'l>> {
-        let mut path = Vec::new();
+        let mut path = Vec::with_capacity(8);
         let upper = self.upper.as_ref().map(|k| Probe::new(k));
         let mut link = self.root;
         loop {
