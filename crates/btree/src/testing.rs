@@ -340,3 +340,54 @@ pub fn commits(db: &SimDb, allowed: &mut Vec<State>) -> Result<()> {
     }
     Ok(())
 }
+
+/// The state `commits` durable commits of [`race`] leave.
+pub fn racing_state(commits: u64) -> State {
+    let mut state = State::new();
+    for round in 1..=commits {
+        state.entry("t".into()).or_default().insert(round, round * 7);
+        if round % 3 == 0 {
+            state.entry("long".into()).or_default().insert(round % 5, round);
+        }
+    }
+    state
+}
+
+/// Durable commits one after another (long values among them) while a second thread
+/// checkpoints back to back, on a new machine whose clock stops at `crash_at`. Returns the
+/// machine and, if the database was created, how many commits were acknowledged: a recovery
+/// must show [`racing_state`] of that many or one more.
+pub fn race(crash_at: u64) -> (Machine, Option<u64>) {
+    use std::sync::atomic::AtomicBool;
+    let mut machine = Machine::new();
+    let acked = AtomicU64::new(0);
+    let mut created = false;
+    let _ = machine.create(&crash_options(), crash_at, |db| {
+        created = true;
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !stop.load(Ordering::SeqCst) && db.checkpoint().is_ok() {
+                    std::thread::yield_now();
+                }
+            });
+            let result = (|| {
+                for round in 1..=60u64 {
+                    let mut tx = db.begin_write()?;
+                    tx.open_tree::<u64, u64>("t")?.insert(&round, &(round * 7))?;
+                    if round % 3 == 0 {
+                        let k = round % 5;
+                        tx.open_tree::<u64, Vec<u8>>("long")?.put(&k, &long_value(k, round))?;
+                    }
+                    tx.commit(Durability::Durable)?;
+                    acked.store(round, Ordering::SeqCst);
+                }
+                Ok(())
+            })();
+            stop.store(true, Ordering::SeqCst);
+            result
+        })
+    });
+    let acked = created.then(|| acked.load(Ordering::SeqCst));
+    (machine, acked)
+}

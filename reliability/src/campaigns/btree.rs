@@ -2,12 +2,17 @@
 //! workloads (the store and every log segment on one operation clock), each file then left as
 //! a process crash or a power loss leaves it, and for some of those states a second crash
 //! during the recovery. The reopened database must hold one of the commits since the last
-//! acknowledged durable one, or the one in flight, and verify clean.
+//! acknowledged durable one, or the one in flight, and verify clean. Then power losses while a
+//! thread checkpoints back to back racing a writer's durable commits (the operation clock
+//! shared by both threads, the crash point spread over the run): every acknowledged commit
+//! must be there.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use bob_btree::Durability;
-use bob_btree::testing::{Machine, SimDb, State, commits, crash_options, state};
+use bob_btree::testing::{
+    Machine, SimDb, State, commits, crash_options, race, racing_state, state,
+};
 
 use super::Budget;
 use crate::report::Figures;
@@ -160,7 +165,22 @@ pub fn btree(budget: &Budget, seed: u64) -> Figures {
             }
         }
     }
+    // Checkpoints racing commits: the interleaving is the threads', so each run is its own.
+    let races = 40 * budget.tears.max(1);
+    let mut raced = 0u64;
+    for run in 0..races {
+        let crash_at = 10 + (run * 37 + (seed % 97)) % 320;
+        let Ok((machine, acked)) = catch_unwind(AssertUnwindSafe(|| race(crash_at))) else {
+            counts.panics += 1;
+            continue;
+        };
+        let Some(acked) = acked else { continue };
+        raced += 1;
+        let allowed = [racing_state(acked), racing_state(acked + 1)];
+        counts.check(&machine.crashed(seed ^ run.wrapping_mul(0x9E37)), &allowed);
+    }
     figures.info("workloads (commits; named trees, bulk load, rebuild)", workloads.len() as u64);
+    figures.info("power losses while checkpoints race durable commits", raced);
     figures.info("crash points (one per operation of store or log)", points);
     figures.info("second crashes during recovery", second);
     figures.info("states recovered and checked", counts.states);

@@ -4,10 +4,7 @@
 //! flight; a second crash during the recovery of some of those states must leave the same
 //! choice.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
-use bob_btree::Durability;
-use bob_btree::testing::{Machine, SimDb, State, commits, crash_options, long_value, state};
+use bob_btree::testing::{Machine, State, commits, crash_options, race, racing_state, state};
 
 fn check(machine: &Machine, allowed: &[State], what: &str) {
     let (_, found) = machine.copy().open(&crash_options(), u64::MAX, |db| {
@@ -60,33 +57,6 @@ fn a_crash_at_every_operation_recovers_an_allowed_commit() {
     }
 }
 
-/// The state `commits` durable commits of [`racing_commits`] leave.
-fn racing_state(commits: u64) -> State {
-    let mut state = State::new();
-    for round in 1..=commits {
-        state.entry("t".into()).or_default().insert(round, round * 7);
-        if round % 3 == 0 {
-            state.entry("long".into()).or_default().insert(round % 5, round);
-        }
-    }
-    state
-}
-
-/// Durable commits one after another (long values among them), counting the acknowledged.
-fn racing_commits(db: &SimDb, acked: &AtomicU64) -> bob_btree::Result<()> {
-    for round in 1..=60u64 {
-        let mut tx = db.begin_write()?;
-        tx.open_tree::<u64, u64>("t")?.insert(&round, &(round * 7))?;
-        if round % 3 == 0 {
-            let k = round % 5;
-            tx.open_tree::<u64, Vec<u8>>("long")?.put(&k, &long_value(k, round))?;
-        }
-        tx.commit(Durability::Durable)?;
-        acked.store(round, Ordering::SeqCst);
-    }
-    Ok(())
-}
-
 /// A power loss while checkpoints (a thread running them back to back) race a writer's
 /// durable commits: the reopened database holds every acknowledged commit, and at most the
 /// one in flight besides.
@@ -95,27 +65,8 @@ fn a_crash_while_checkpoints_race_durable_commits_loses_no_acknowledged_one() {
     let runs = if std::env::var_os("CI").is_some() { 60 } else { 20 };
     for run in 0..runs {
         let crash_at = 10 + (run * 37) % 320;
-        let mut machine = Machine::new();
-        let acked = AtomicU64::new(0);
-        let mut created = false;
-        let _ = machine.create(&crash_options(), crash_at, |db| {
-            created = true;
-            let stop = AtomicBool::new(false);
-            std::thread::scope(|scope| {
-                scope.spawn(|| {
-                    while !stop.load(Ordering::SeqCst) && db.checkpoint().is_ok() {
-                        std::thread::yield_now();
-                    }
-                });
-                let result = racing_commits(db, &acked);
-                stop.store(true, Ordering::SeqCst);
-                result
-            })
-        });
-        if !created {
-            continue; // a creation that never returned promised nothing
-        }
-        let acked = acked.load(Ordering::SeqCst);
+        let (machine, acked) = race(crash_at);
+        let Some(acked) = acked else { continue }; // a creation that never returned
         let allowed = [racing_state(acked), racing_state(acked + 1)];
         let what = format!("run {run}, crash at op {crash_at}, {acked} acknowledged");
         check(&machine.crashed(run), &allowed, &what);
