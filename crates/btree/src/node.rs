@@ -5,11 +5,9 @@
 //! ([`Arc::make_mut`]), so a reader never sees a half-changed node. A child that is not in
 //! memory is a [`Link`] with its object id and the checkpoint it was seen at.
 
-use std::cell::UnsafeCell;
 use std::sync::Arc;
 
-use bob_io_helpers::sync::atomic::{AtomicU8, Ordering};
-use bob_io_helpers::sync::thread;
+use bob_io_helpers::sync::SetOnce;
 
 use bob_io_helpers::checksum;
 use bob_store_core::ObjectId;
@@ -341,84 +339,7 @@ pub(crate) struct Link {
 /// A child node, filled in once (the first of racing loads wins), as a `OnceLock` is, but
 /// cloned without going through a `Once`: copying a branch clones every child's cell, and
 /// that copy is most of a small commit's work.
-pub(crate) struct NodeCell {
-    /// [`EMPTY`], [`WRITING`] (one thread fills `value`) or [`SET`].
-    state: AtomicU8,
-    value: UnsafeCell<Option<Arc<Node>>>,
-}
-
-const EMPTY: u8 = 0;
-const WRITING: u8 = 1;
-const SET: u8 = 2;
-
-// SAFETY: `value` is written by one thread only, the one that moved `state` from EMPTY to
-// WRITING, before it stores SET (Release); it is read only after a load that sees SET
-// (Acquire), and written again only through `&mut self`. The value is an `Arc<Node>`, which
-// is `Send + Sync`, so sharing the cell shares nothing else.
-unsafe impl Sync for NodeCell {}
-
-impl NodeCell {
-    /// An empty cell.
-    pub(crate) fn new() -> Self {
-        Self { state: AtomicU8::new(EMPTY), value: UnsafeCell::new(None) }
-    }
-
-    /// A cell holding `node`.
-    pub(crate) fn with(node: Arc<Node>) -> Self {
-        Self { state: AtomicU8::new(SET), value: UnsafeCell::new(Some(node)) }
-    }
-
-    /// The node, once set.
-    pub(crate) fn get(&self) -> Option<&Arc<Node>> {
-        if self.state.load(Ordering::Acquire) != SET {
-            return None;
-        }
-        // SAFETY: SET was stored (Release, seen by the Acquire above) after the value was
-        // written, and it is never written again while shared (see `impl Sync`).
-        unsafe { (*self.value.get()).as_ref() }
-    }
-
-    /// Sets the node if no one has; otherwise waits until the one who did is done and
-    /// returns `node` back.
-    pub(crate) fn set(&self, node: Arc<Node>) -> Result<(), Arc<Node>> {
-        match self.state.compare_exchange(EMPTY, WRITING, Ordering::Acquire, Ordering::Acquire) {
-            Ok(_) => {
-                // SAFETY: this thread moved the state to WRITING: no other thread touches
-                // the value until it sees SET, stored below.
-                unsafe { *self.value.get() = Some(node) };
-                self.state.store(SET, Ordering::Release);
-                Ok(())
-            }
-            Err(_) => {
-                // Another load won: its value is in once SET is (a pointer's write away).
-                while self.state.load(Ordering::Acquire) != SET {
-                    thread::yield_now();
-                }
-                Err(node)
-            }
-        }
-    }
-
-    /// The node, for a change, with the cell held exclusively.
-    pub(crate) fn get_mut(&mut self) -> Option<&mut Arc<Node>> {
-        self.value.get_mut().as_mut()
-    }
-}
-
-impl Clone for NodeCell {
-    fn clone(&self) -> Self {
-        match self.get() {
-            Some(node) => Self::with(Arc::clone(node)),
-            None => Self::new(),
-        }
-    }
-}
-
-impl std::fmt::Debug for NodeCell {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("NodeCell").field(&self.get()).finish()
-    }
-}
+pub(crate) type NodeCell = SetOnce<Arc<Node>>;
 
 impl Link {
     /// A link to a node in memory.
@@ -731,40 +652,6 @@ impl<'a> Cursor<'a> {
 
     fn u64(&mut self) -> Result<u64> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
-    }
-}
-
-#[cfg(all(test, loom))]
-mod loom_tests {
-    use super::*;
-
-    /// Two loads racing to fill a cell and a reader: every `get` that sees a node sees the
-    /// winner's, the loser gets its own back once the winner's is in, and nothing hangs.
-    #[test]
-    fn loom_node_cell_set_once() {
-        loom::model(|| {
-            let cell = bob_io_helpers::sync::Arc::new(NodeCell::new());
-            let racers: Vec<_> = (0..2u64)
-                .map(|i| {
-                    let cell = bob_io_helpers::sync::Arc::clone(&cell);
-                    thread::spawn(move || {
-                        let mut node = Node::empty_leaf();
-                        node.id = Some(ObjectId(i + 1));
-                        let won = cell.set(Arc::new(node)).is_ok();
-                        let seen = cell.get().expect("set by now").id;
-                        (won, seen)
-                    })
-                })
-                .collect();
-            if let Some(node) = cell.get() {
-                assert!(matches!(node.id, Some(ObjectId(1 | 2))));
-            }
-            let results: Vec<(bool, Option<ObjectId>)> =
-                racers.into_iter().map(|t| t.join().expect("no panic")).collect();
-            assert_eq!(results.iter().filter(|r| r.0).count(), 1, "one winner");
-            assert_eq!(results[0].1, results[1].1, "both see the winner's node");
-            assert_eq!(cell.get().and_then(|n| n.id), results[0].1);
-        });
     }
 }
 
