@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bob_alloc::BasicAllocator;
 use bob_io_helpers::OsFile;
-use bob_io_helpers::sync::atomic::{AtomicBool, Ordering};
+use bob_io_helpers::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use bob_io_helpers::sync::{Mutex, MutexGuard};
 use bob_store_concurrent::{ConcurrentStore, GroupCommit};
 use bob_store_core::{ObjectId, PRIME_OBJECT_ID, PrimeStorer, SplitStore, Store, StoreOptions};
@@ -175,6 +175,11 @@ pub(crate) struct Core<S: SplitStore<Io: Clone> + PrimeStorer> {
     wrote: AtomicBool,
     /// Preparing a spare failed: not tried again.
     prepare_failed: AtomicBool,
+    /// Counts what can change the nodes in memory (loads, write transactions, checkpoints),
+    /// and its value when the persistence thread last found nothing to do: while they are
+    /// equal, its round skips the walk over the loaded nodes.
+    activity: AtomicU64,
+    idle_at: AtomicU64,
     /// Durable commits share the log's syncs through it.
     group: GroupCommit,
     /// The store's lazy open is complete (every check a full open makes has passed): the
@@ -512,6 +517,8 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             log_dir: log.map(|dir| (dir, options.segment_bytes)),
             wrote: AtomicBool::new(false),
             prepare_failed: AtomicBool::new(false),
+            activity: AtomicU64::new(1),
+            idle_at: AtomicU64::new(0),
             group: GroupCommit::default(),
             store_complete: AtomicBool::new(false),
         };
@@ -556,6 +563,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             self.store_complete.store(true, Ordering::Release);
         }
         self.wrote.store(true, Ordering::Relaxed);
+        self.activity.fetch_add(1, Ordering::Relaxed);
         let pending = self.writer.lock();
         let snapshot = Snapshot::clone(&self.committed.lock());
         Ok(WriteTxn {
@@ -848,6 +856,10 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         if due {
             self.checkpoint_if(false)?;
         }
+        let activity = self.activity.load(Ordering::Relaxed);
+        if activity == self.idle_at.load(Ordering::Relaxed) {
+            return Ok(()); // nothing loaded, written or checkpointed since the last walk
+        }
         // Measured on the committed trees without holding writers off.
         let committed = Arc::clone(&self.committed.lock());
         let (loaded, evictable, waiting) = committed
@@ -862,6 +874,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         }
         // Nothing to gain when only branches and changed leaves are in memory.
         if loaded <= budget || evictable == 0 {
+            self.idle_at.store(activity, Ordering::Relaxed);
             return Ok(());
         }
         let _pending = self.writer.lock();
@@ -923,6 +936,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         // Checked under `ckpt`: a checkpoint whose second phase failed left its nodes marked
         // clean and published; none may follow it into the store.
         self.check_writable()?;
+        self.activity.fetch_add(1, Ordering::Relaxed);
         if !pending.changed && !always {
             *self.committed.lock() = Arc::new(snapshot);
             return Ok(None);
@@ -1190,6 +1204,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Load for Core<S> {
     }
 
     fn load(&self, tree: u32, link: &Link) -> Result<Arc<Node>> {
+        self.activity.fetch_add(1, Ordering::Relaxed);
         let id = link.id.ok_or_else(|| Error::Corrupt("a B-tree link names no node".into()))?;
         let read = self
             .store
