@@ -595,7 +595,7 @@ mod btree {
                 let mut tree = tx.open_tree::<Vec<u8>, Vec<u8>>(TREE)?;
                 // `put` and `delete`: the other engines' writes return no old value either.
                 for &(k, v) in puts {
-                    tree.put(k, &v.to_vec())?;
+                    tree.put(k, v)?;
                 }
                 for &k in deletes {
                     tree.delete(k)?;

@@ -19,7 +19,7 @@ use crate::catalog::{Catalog, MAX_NAME_LEN, StoredTree};
 use crate::node::{self, Body, Link, MAX_KEY_LEN, MAX_VALUE_LEN, NODE_TARGET, Node, Val, ValRef};
 use crate::tree::{self, Edit, Load, RawIter};
 use crate::wal::{LogDir, OsLogDir, Wal};
-use crate::{Error, Key, KeyLike, Result, Value};
+use crate::{Error, Key, KeyLike, Result, Value, ValueLike};
 
 /// The store a [`Db`] uses unless told otherwise: a `BaseStore` shared between threads.
 pub type DefaultStore = Store<BasicAllocator, Arc<OsFile>>;
@@ -1857,10 +1857,15 @@ fn check_key_len(key: &[u8]) -> Result<()> {
 fn encode_value<V: Value>(value: &V) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     value.encode(&mut out)?;
-    if out.len() > MAX_VALUE_LEN {
-        return Err(Error::TooLarge { what: "value", len: out.len(), max: MAX_VALUE_LEN });
-    }
+    check_value_len(&out)?;
     Ok(out)
+}
+
+fn check_value_len(value: &[u8]) -> Result<()> {
+    if value.len() > MAX_VALUE_LEN {
+        return Err(Error::TooLarge { what: "value", len: value.len(), max: MAX_VALUE_LEN });
+    }
+    Ok(())
 }
 
 fn encode_bound<K: Key, Q: KeyLike<K> + ?Sized>(bound: Bound<&Q>) -> Result<Bound<Vec<u8>>> {
@@ -2080,31 +2085,41 @@ impl<K: Key, V: Value> TreeMut<'_, K, V> {
     /// changes and the transaction goes on; [`put`](Self::put) does not read it). If the
     /// change fails partway (a node cannot be read, or the old value does not decode as
     /// `V`), the transaction can only be aborted.
-    pub fn insert<Q: KeyLike<K> + ?Sized>(&mut self, key: &Q, value: &V) -> Result<Option<V>> {
+    pub fn insert<Q: KeyLike<K> + ?Sized, W: ValueLike<V> + ?Sized>(
+        &mut self,
+        key: &Q,
+        value: &W,
+    ) -> Result<Option<V>> {
         let (old, bytes) = self.put_encoded(key, value, true)?;
         self.decode_old(old, bytes)
     }
 
     /// Puts `value` under `key`, as [`insert`](Self::insert) does, without reading or
-    /// decoding the value it replaces; returns whether there was one.
-    pub fn put<Q: KeyLike<K> + ?Sized>(&mut self, key: &Q, value: &V) -> Result<bool> {
+    /// decoding the value it replaces; returns whether there was one. `value` may be a
+    /// borrowed form (`[u8]` for `Vec<u8>`, `str` for `String`): nothing is built to store it.
+    pub fn put<Q: KeyLike<K> + ?Sized, W: ValueLike<V> + ?Sized>(
+        &mut self,
+        key: &Q,
+        value: &W,
+    ) -> Result<bool> {
         Ok(self.put_encoded(key, value, false)?.0.is_some())
     }
 
     /// The change of [`insert`](Self::insert) and [`put`](Self::put): the replaced value,
     /// and its bytes if `read_old` and it was kept in an object of its own.
-    fn put_encoded<Q: KeyLike<K> + ?Sized>(
+    fn put_encoded<Q: KeyLike<K> + ?Sized, W: ValueLike<V> + ?Sized>(
         &mut self,
         key: &Q,
-        value: &V,
+        value: &W,
         read_old: bool,
     ) -> Result<(Option<Val>, Option<Vec<u8>>)> {
         if *self.failed {
             return Err(Error::TransactionFailed);
         }
-        let key = encode_key(key)?;
+        let key = key.encoded_key();
         check_key_len(&key)?;
-        let value = encode_value(value)?;
+        let value = value.encoded_value()?;
+        check_value_len(&value)?;
         let (mut edit, root) = self.edit(read_old);
         let result = edit.insert(root, &key, &value);
         let (untouched, bytes) = (edit.untouched, edit.old_bytes.take());

@@ -169,6 +169,33 @@ impl KeyLike<Vec<u8>> for [u8] {
     }
 }
 
+/// A borrowed form of a value of type `V` that encodes as `V` does (`str` for `String`, `[u8]`
+/// for `Vec<u8>`, and `V` itself), so a write need not build a `V` to store bytes it has.
+pub trait ValueLike<V> {
+    /// The encoding `V` would have: borrowed where it is the bytes themselves.
+    fn encoded_value(&self) -> Result<std::borrow::Cow<'_, [u8]>>;
+}
+
+impl<V: Value> ValueLike<V> for V {
+    fn encoded_value(&self) -> Result<std::borrow::Cow<'_, [u8]>> {
+        let mut out = Vec::new();
+        self.encode(&mut out)?;
+        Ok(std::borrow::Cow::Owned(out))
+    }
+}
+
+impl ValueLike<String> for str {
+    fn encoded_value(&self) -> Result<std::borrow::Cow<'_, [u8]>> {
+        Ok(std::borrow::Cow::Borrowed(self.as_bytes()))
+    }
+}
+
+impl ValueLike<Vec<u8>> for [u8] {
+    fn encoded_value(&self) -> Result<std::borrow::Cow<'_, [u8]>> {
+        Ok(std::borrow::Cow::Borrowed(self))
+    }
+}
+
 /// Everything that can go wrong in `bob-btree`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -460,3 +460,32 @@ fn close_compacts_a_sparse_file_after_a_session_that_wrote() {
     let (full, kept) = run(None);
     assert!(kept >= full, "{full} -> {kept} bytes without compaction");
 }
+
+/// Writes take borrowed forms of the value type (`[u8]` for `Vec<u8>`, `str` for `String`),
+/// stored as the owned value would be, long ones too.
+#[test]
+fn writes_take_borrowed_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::create(&dir.path().join("db.bob")).unwrap();
+    let long = "x".repeat(5000);
+    let mut tx = db.begin_write().unwrap();
+    {
+        let mut bytes = tx.open_tree::<u64, Vec<u8>>("bytes").unwrap();
+        assert!(!bytes.put(&1, b"one".as_slice()).unwrap());
+        assert_eq!(bytes.insert(&1, [7u8; 3000].as_slice()).unwrap(), Some(b"one".to_vec()));
+        assert!(!bytes.put(&2, &vec![2u8; 2]).unwrap());
+        let mut text = tx.open_tree::<String, String>("text").unwrap();
+        assert!(!text.put("a", "alpha").unwrap());
+        assert!(!text.put("b", long.as_str()).unwrap());
+        assert_eq!(text.insert("a", "again").unwrap(), Some("alpha".to_string()));
+    }
+    tx.commit(Durability::Durable).unwrap();
+    db.checkpoint().unwrap();
+    let read = db.begin_read();
+    let bytes = read.open_tree::<u64, Vec<u8>>("bytes").unwrap();
+    assert_eq!(bytes.get(&1).unwrap(), Some(vec![7u8; 3000]));
+    assert_eq!(bytes.get(&2).unwrap(), Some(vec![2u8; 2]));
+    let text = read.open_tree::<String, String>("text").unwrap();
+    assert_eq!(text.get("a").unwrap().as_deref(), Some("again"));
+    assert_eq!(text.get("b").unwrap(), Some(long));
+}
