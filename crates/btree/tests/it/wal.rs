@@ -1,14 +1,19 @@
 //! The write-ahead log under targeted damage.
 
 use bob_alloc::BasicAllocator;
-use bob_btree::{Db, Durability, Error};
+use bob_btree::{Db, DbOptions, Durability, Error};
 use bob_io_helpers::FileBackend;
 use bob_io_helpers::testing::{CrashMode, SimDisk};
 use bob_store_concurrent::ConcurrentStore;
 use bob_store_core::Store;
 
-use crate::model::options;
 use crate::sim::{SimDb, SimLogDir};
+
+/// The model's options without its persistence thread: a checkpoint of its own between the
+/// commits below would release the log these tests damage.
+fn options() -> DbOptions {
+    DbOptions { checkpoint_interval: None, ..crate::model::options() }
+}
 
 fn create(disk: &SimDisk, log: &SimLogDir) -> SimDb {
     let store = Store::<BasicAllocator, _>::create_with(disk.clone(), options().store).unwrap();

@@ -235,7 +235,9 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     }
 
     /// Moves live objects into holes nearer the start of the file and shrinks it; ids do
-    /// not change. Commits first and after each pass (so everything it moved is durable).
+    /// not change. Commits first and after each pass (so everything it moved is durable). A
+    /// file with at most a thirty-second of it free (or 16 pages) is left as it is: moving
+    /// every object would give back next to nothing.
     pub fn compact(&mut self) -> Result<CompactReport> {
         self.ready_to_write()?;
         let result = self.compact_inner();
@@ -251,6 +253,13 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         self.commit_now()?;
         let mut report =
             CompactReport { file_len_before: self.backend.len()?, ..Default::default() };
+        // A file with next to no free space (a thirty-second of it, at most 64 KiB or so of
+        // slack) has nothing to give back that moving every object would buy: done.
+        let slack = report.file_len_before.saturating_sub(self.alloc.stats().bytes_in_use);
+        if slack <= (report.file_len_before / 32).max(16 * PAGE_BYTES as u64) {
+            report.file_len_after = report.file_len_before;
+            return Ok(report);
+        }
         // A hole beside a committed object shares its page and cannot be written (page
         // granularity), so objects past the first hole first move out, together, into fresh
         // space; once that commit is durable the space they left is whole free pages, and
