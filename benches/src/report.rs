@@ -377,9 +377,7 @@ fn suite_tables(out: &mut String, report: &Report, m: &Medians, suite: &str, eng
         "\nGeometric means of `{bob}/peer` by category: the mean over the medians, and in \
          brackets the lowest and highest mean a single repetition gives. Overall weighs each \
          category equally, so that no kind of work counts more for having more rows; `len` \
-         is left out (O(1) in a tree that keeps a count, a scan in an LSM tree), and so is \
-         the close after removing half, the price of the space an engine gives back then \
-         (shown in the space table, which is not averaged either).\n"
+         is left out (O(1) in a tree that keeps a count, a scan in an LSM tree).\n"
     );
     let mut header = String::from("| category | rows |");
     let mut rule = String::from("|---|---:|");
