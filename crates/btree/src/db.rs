@@ -742,15 +742,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
                 }
                 let node = match tree::node(self, state.id, link) {
                     Ok(node) => node,
-                    Err(Error::Store(e))
-                        if !matches!(
-                            e,
-                            bob_store_core::Error::ChecksumMismatch { .. }
-                                | bob_store_core::Error::NotFound(_)
-                        ) =>
-                    {
-                        return Err(e.into());
-                    }
+                    Err(e) if !is_damage(&e) => return Err(e),
                     Err(e) => {
                         report.problems.push(format!("tree {name:?}: {e}"));
                         continue;
@@ -784,15 +776,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
                             }
                             match self.load_value(r) {
                                 Ok(_) => report.values += 1,
-                                Err(Error::Store(e))
-                                    if !matches!(
-                                        e,
-                                        bob_store_core::Error::ChecksumMismatch { .. }
-                                            | bob_store_core::Error::NotFound(_)
-                                    ) =>
-                                {
-                                    return Err(e.into());
-                                }
+                                Err(e) if !is_damage(&e) => return Err(e),
                                 Err(e) => report.problems.push(format!("tree {name:?}: {e}")),
                             }
                         }
@@ -1152,19 +1136,6 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         Ok(())
     }
 
-    /// The value object `r` names, read from the store: an object that is not that value
-    /// (the id was freed and reused: never while a reader that may name it is open) is
-    /// [`Error::Corrupt`].
-    fn read_value(&self, r: &ValRef) -> Result<Vec<u8>> {
-        let bytes = self.store.read_bytes_from_obj(r.id)?;
-        node::decode_value(r, bytes)?.ok_or_else(|| {
-            Error::Corrupt(format!(
-                "B-tree value object {} no longer holds the value checkpoint {} wrote",
-                r.id, r.written
-            ))
-        })
-    }
-
     /// Drops saved node versions no open reader can need.
     fn prune_rewrites(&self) {
         // Under the lock readers register under: a reader that registers later takes the
@@ -1199,8 +1170,16 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
 }
 
 impl<S: SplitStore<Io: Clone> + PrimeStorer> Load for Core<S> {
+    /// Read from the store: an object that is not the value `r` names (its id was freed and
+    /// reused: never while a reader that may name it is open) is [`Error::Corrupt`].
     fn load_value(&self, r: &ValRef) -> Result<Vec<u8>> {
-        self.read_value(r)
+        let bytes = self.store.read_bytes_from_obj(r.id)?;
+        node::decode_value(r, bytes)?.ok_or_else(|| {
+            Error::Corrupt(format!(
+                "B-tree value object {} no longer holds the value checkpoint {} wrote",
+                r.id, r.written
+            ))
+        })
     }
 
     fn load(&self, tree: u32, link: &Link) -> Result<Arc<Node>> {
@@ -1227,6 +1206,18 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Load for Core<S> {
                 }
             }
         }
+    }
+}
+
+/// Whether a read's error is damage `verify` reports (a checksum mismatch, a missing object,
+/// anything the B-tree finds wrong) rather than the store failing, which it returns.
+fn is_damage(e: &Error) -> bool {
+    match e {
+        Error::Store(e) => matches!(
+            e,
+            bob_store_core::Error::ChecksumMismatch { .. } | bob_store_core::Error::NotFound(_)
+        ),
+        _ => true,
     }
 }
 

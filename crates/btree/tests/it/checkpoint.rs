@@ -96,13 +96,31 @@ fn options() -> DbOptions {
     }
 }
 
+type GateDb = Db<Store<BasicAllocator, GateDisk>>;
+
+/// The database on `disk` and `log`, created or reopened.
+fn open_db(disk: &GateDisk, log: &SimLogDir, create: bool) -> GateDb {
+    let store = if create {
+        Store::<BasicAllocator, _>::create_with(disk.clone(), options().store)
+    } else {
+        Store::<BasicAllocator, _>::open_with(disk.clone(), options().store)
+    };
+    Db::with_log(ConcurrentStore::new(store.unwrap(), 0), Box::new(log.clone()), &options())
+        .unwrap()
+}
+
+/// Every entry of tree `t`.
+fn entries(db: &GateDb) -> std::collections::BTreeMap<u64, Vec<u8>> {
+    let read = db.begin_read();
+    let tree = read.open_tree::<u64, Vec<u8>>("t").unwrap();
+    tree.iter().unwrap().map(Result::unwrap).collect()
+}
+
 #[test]
 fn writers_and_readers_go_on_while_a_checkpoint_writes_and_syncs() {
     let disk = GateDisk { disk: SimDisk::new(), gate: Arc::default() };
     let log = SimLogDir::default();
-    let store = Store::<BasicAllocator, _>::create_with(disk.clone(), options().store).unwrap();
-    let db =
-        Db::with_log(ConcurrentStore::new(store, 0), Box::new(log.clone()), &options()).unwrap();
+    let db = open_db(&disk, &log, true);
     let mut tx = db.begin_write().unwrap();
     {
         let mut t = tx.open_tree::<u64, Vec<u8>>("t").unwrap();
@@ -168,27 +186,13 @@ fn writers_and_readers_go_on_while_a_checkpoint_writes_and_syncs() {
     assert!(report.is_clean(), "{report:?}");
     let store = db.store().verify().unwrap();
     assert_eq!(store.objects, 1 + report.nodes + report.values + report.deferred);
-    let want: Vec<(u64, Vec<u8>)> = {
-        let read = db.begin_read();
-        read.open_tree::<u64, Vec<u8>>("t").unwrap().iter().unwrap().map(Result::unwrap).collect()
-    };
-    assert_eq!(want.iter().find(|e| e.0 == 5000).map(|e| e.1.len()), Some(4000));
+    let want = entries(&db);
+    assert_eq!(want.get(&5000).map(Vec::len), Some(4000));
     db.close().unwrap();
     // Three reopens (a crash of the process too: the disks as they are).
     for _ in 0..3 {
-        let store = Store::<BasicAllocator, _>::open_with(disk.clone(), options().store).unwrap();
-        let db = Db::with_log(ConcurrentStore::new(store, 0), Box::new(log.clone()), &options())
-            .unwrap();
-        let read = db.begin_read();
-        let got: Vec<(u64, Vec<u8>)> = read
-            .open_tree::<u64, Vec<u8>>("t")
-            .unwrap()
-            .iter()
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        assert_eq!(got, want);
-        drop(read);
+        let db = open_db(&disk, &log, false);
+        assert_eq!(entries(&db), want);
         db.close().unwrap();
     }
 }
@@ -200,9 +204,7 @@ fn writers_and_readers_go_on_while_a_checkpoint_writes_and_syncs() {
 fn after_a_failed_checkpoint_nothing_follows_it_and_the_log_keeps_every_commit() {
     let disk = GateDisk { disk: SimDisk::new(), gate: Arc::default() };
     let log = SimLogDir::default();
-    let store = Store::<BasicAllocator, _>::create_with(disk.clone(), options().store).unwrap();
-    let db =
-        Db::with_log(ConcurrentStore::new(store, 0), Box::new(log.clone()), &options()).unwrap();
+    let db = open_db(&disk, &log, true);
     let mut want = std::collections::BTreeMap::new();
     for round in 0..3u64 {
         let mut tx = db.begin_write().unwrap();
@@ -226,19 +228,8 @@ fn after_a_failed_checkpoint_nothing_follows_it_and_the_log_keeps_every_commit()
     assert!(matches!(db.begin_write(), Err(bob_btree::Error::Failed)));
     drop(db); // the process ends: the disks as they are
     for _ in 0..3 {
-        let store = Store::<BasicAllocator, _>::open_with(disk.clone(), options().store).unwrap();
-        let db = Db::with_log(ConcurrentStore::new(store, 0), Box::new(log.clone()), &options())
-            .unwrap();
-        let read = db.begin_read();
-        let got: std::collections::BTreeMap<u64, Vec<u8>> = read
-            .open_tree::<u64, Vec<u8>>("t")
-            .unwrap()
-            .iter()
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        assert_eq!(got, want);
-        drop(read);
+        let db = open_db(&disk, &log, false);
+        assert_eq!(entries(&db), want);
         assert!(db.verify().unwrap().is_clean());
         db.close().unwrap();
     }
