@@ -122,8 +122,8 @@ pub mod testing;
 pub use bob_treap::{Postcard, TreapKey as Key, TreapValue as Value};
 pub use catalog::MAX_NAME_LEN;
 pub use db::{
-    Db, DbOptions, DbReport, DbStats, DefaultStore, Durability, Range, RangeBytes, ReadTxn, Tree,
-    TreeMut, WriteTxn, log_dir_of,
+    Db, DbOptions, DbReport, DbStats, DefaultStore, Durability, OsStoreFiles, Range, RangeBytes,
+    ReadTxn, StoreFiles, Tree, TreeMut, WriteTxn, copy_path_of, log_dir_of,
 };
 pub use node::{MAX_INLINE_VALUE_LEN, MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use wal::{LogDir, LogFile, OsLogDir};
@@ -235,6 +235,9 @@ pub enum Error {
     /// The write-ahead log's files failed.
     #[error("write-ahead log: {0}")]
     Log(#[from] std::io::Error),
+    /// A file operation of the compaction that copies the trees into a new file failed.
+    #[error("compacting into a new file: {0}")]
+    Compaction(#[source] std::io::Error),
     /// A key or value did not encode or decode.
     #[error(transparent)]
     Codec(#[from] bob_treap::Error),

@@ -16,7 +16,7 @@ use bob_store_core::Store;
 
 use bob_store_core::StoreOptions;
 
-use crate::{Db, DbOptions, Durability, Error, LogDir, LogFile, Result};
+use crate::{Db, DbOptions, Durability, Error, LogDir, LogFile, Result, StoreFiles};
 
 /// The machine's operation clock.
 #[derive(Debug)]
@@ -141,12 +141,79 @@ impl LogDir for ClockDir {
 /// A database on simulated disks.
 pub type SimDb = Db<Store<BasicAllocator, ClockDisk>>;
 
-/// The files of a machine: the store, the log segments and the spare segments.
+/// The store's file and a compaction's copy, as a directory holds them.
+#[derive(Debug, Default, Clone)]
+struct StoreSlots {
+    /// The file the database's name leads to.
+    current: SimDisk,
+    /// A compaction's copy, under its own name.
+    copy: Option<SimDisk>,
+    /// The file the name led to before the copy was renamed over it, until the directory
+    /// is synced: a power loss may bring it back.
+    replaced: Option<SimDisk>,
+}
+
+/// [`StoreFiles`] on a machine: creating the copy, renaming it over the store and syncing
+/// the directory are operations on its clock.
+#[derive(Clone, Debug)]
+struct ClockStoreFiles {
+    slots: Arc<Mutex<StoreSlots>>,
+    clock: Arc<Clock>,
+}
+
+impl ClockStoreFiles {
+    fn slots(&self) -> std::sync::MutexGuard<'_, StoreSlots> {
+        self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl StoreFiles<Store<BasicAllocator, ClockDisk>> for ClockStoreFiles {
+    fn create_copy(&self, options: StoreOptions) -> Result<Store<BasicAllocator, ClockDisk>> {
+        self.clock.tick()?;
+        let disk = SimDisk::default();
+        self.slots().copy = Some(disk.clone());
+        Ok(Store::create_with(ClockDisk { disk, clock: self.clock.clone() }, options)?)
+    }
+
+    fn install_copy(&self) -> Result<()> {
+        self.clock.tick()?; // the rename
+        {
+            let mut slots = self.slots();
+            let copy = slots.copy.take().ok_or(io::Error::from(io::ErrorKind::NotFound))?;
+            let old = std::mem::replace(&mut slots.current, copy);
+            slots.replaced = Some(old);
+        }
+        self.clock.tick()?; // the directory's sync
+        self.slots().replaced = None;
+        Ok(())
+    }
+
+    fn remove_copy(&self) -> Result<()> {
+        if self.slots().copy.is_some() {
+            self.clock.tick()?;
+            self.slots().copy = None;
+        }
+        Ok(())
+    }
+}
+
+/// The files of a machine: the store (and a compaction's copy), the log segments and the
+/// spare segments.
 #[derive(Debug, Default)]
 pub struct Machine {
-    store: SimDisk,
+    store: StoreSlots,
     log: BTreeMap<u64, SimDisk>,
     spares: Vec<SimDisk>,
+}
+
+impl StoreSlots {
+    fn map(&self, f: impl Fn(&SimDisk) -> SimDisk) -> Self {
+        Self {
+            current: f(&self.current),
+            copy: self.copy.as_ref().map(&f),
+            replaced: self.replaced.as_ref().map(&f),
+        }
+    }
 }
 
 impl Machine {
@@ -158,7 +225,7 @@ impl Machine {
     /// A copy to run on, leaving this one as it is (unsynced writes stay unsynced).
     pub fn copy(&self) -> Machine {
         Machine {
-            store: self.store.after_process_crash(),
+            store: self.store.map(SimDisk::after_process_crash),
             log: self.log.iter().map(|(&s, d)| (s, d.after_process_crash())).collect(),
             spares: self.spares.iter().map(SimDisk::after_process_crash).collect(),
         }
@@ -166,8 +233,13 @@ impl Machine {
 
     /// The files as a power loss leaves them; `seed` picks each unsynced page's fate.
     pub fn crashed(&self, seed: u64) -> Machine {
+        // A rename not made durable by its directory's sync may be undone.
+        let mut store = self.store.clone();
+        if let Some(old) = store.replaced.take().filter(|_| seed % 2 == 0) {
+            store.copy = Some(std::mem::replace(&mut store.current, old));
+        }
         Machine {
-            store: self.store.crashed(CrashMode::PowerLoss, seed),
+            store: store.map(|d| d.crashed(CrashMode::PowerLoss, seed ^ 0xC0)),
             log: self
                 .log
                 .iter()
@@ -203,6 +275,27 @@ impl Machine {
         self.run(options, crash_at, false, work)
     }
 
+    /// [`create`](Self::create), then `Db::close` once `work` returned `Ok` (a close that
+    /// may compact the store into a new file).
+    pub fn create_then_close<T>(
+        &mut self,
+        options: &DbOptions,
+        crash_at: u64,
+        work: impl FnOnce(&SimDb) -> Result<T>,
+    ) -> (Arc<Clock>, Result<T>) {
+        self.run_closing(options, crash_at, true, true, work)
+    }
+
+    /// [`open`](Self::open), then `Db::close` once `work` returned `Ok`.
+    pub fn open_then_close<T>(
+        &mut self,
+        options: &DbOptions,
+        crash_at: u64,
+        work: impl FnOnce(&SimDb) -> Result<T>,
+    ) -> (Arc<Clock>, Result<T>) {
+        self.run_closing(options, crash_at, false, true, work)
+    }
+
     fn run<T>(
         &mut self,
         options: &DbOptions,
@@ -210,30 +303,60 @@ impl Machine {
         create: bool,
         work: impl FnOnce(&SimDb) -> Result<T>,
     ) -> (Arc<Clock>, Result<T>) {
+        self.run_closing(options, crash_at, create, false, work)
+    }
+
+    fn run_closing<T>(
+        &mut self,
+        options: &DbOptions,
+        crash_at: u64,
+        create: bool,
+        close: bool,
+        work: impl FnOnce(&SimDb) -> Result<T>,
+    ) -> (Arc<Clock>, Result<T>) {
         let clock = Clock::new(crash_at);
         let (disk, dir) = self.attach(&clock);
+        let files = ClockStoreFiles {
+            slots: Arc::new(Mutex::new(self.store.clone())),
+            clock: clock.clone(),
+        };
         let store = if create {
             Store::<BasicAllocator, _>::create_with(disk, options.store)
         } else {
             Store::<BasicAllocator, _>::open_with(disk, options.store)
         };
-        let result = store
-            .map_err(crate::Error::from)
-            .and_then(|s| Db::with_log(ConcurrentStore::new(s, 0), Box::new(dir.clone()), options))
-            .and_then(|db| work(&db));
+        let result = store.map_err(crate::Error::from).and_then(|s| {
+            let db = Db::with_files(
+                ConcurrentStore::new(s, 0),
+                Some(Box::new(dir.clone())),
+                Box::new(files.clone()),
+                options,
+            )?;
+            let done = work(&db)?;
+            if close {
+                db.close()?;
+            }
+            Ok(done)
+        });
+        self.store = files.slots().clone();
         self.log = dir.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         self.spares = dir.spares.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         (clock, result)
     }
 
     fn attach(&self, clock: &Arc<Clock>) -> (ClockDisk, ClockDir) {
-        let disk = ClockDisk { disk: self.store.clone(), clock: clock.clone() };
+        let disk = ClockDisk { disk: self.store.current.clone(), clock: clock.clone() };
         let dir = ClockDir {
             files: Arc::new(Mutex::new(self.log.clone())),
             spares: Arc::new(Mutex::new(self.spares.clone())),
             clock: clock.clone(),
         };
         (disk, dir)
+    }
+
+    /// Whether a compaction's copy is left beside the store (an open removes it).
+    pub fn has_copy(&self) -> bool {
+        self.store.copy.is_some()
     }
 }
 
@@ -339,6 +462,89 @@ pub fn commits(db: &SimDb, allowed: &mut Vec<State>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Options for [`shrink`]: [`crash_options`], with `close` compacting any store its live
+/// entries fill less than half of (a copy into a new file).
+pub fn shrink_options() -> DbOptions {
+    DbOptions { compact_on_close_min_bytes: 0, ..crash_options() }
+}
+
+/// A workload that fills three trees (one of long values, one dropped at the end), then
+/// removes nine entries in ten, in durable commits, and ends with a buffered one: at close
+/// the store is mostly free space. `allowed` is kept as [`commits`] keeps it.
+pub fn shrink(db: &SimDb, allowed: &mut Vec<State>) -> Result<()> {
+    let mut model = State::new();
+    *allowed = vec![model.clone()];
+    let mut commit = |model: &mut State,
+                      next: State,
+                      tx: crate::WriteTxn<'_, Store<BasicAllocator, ClockDisk>>,
+                      durable: bool|
+     -> Result<()> {
+        allowed.push(next.clone()); // in flight: may or may not survive
+        tx.commit(if durable { Durability::Durable } else { Durability::Buffered })?;
+        *model = next;
+        if durable {
+            *allowed = vec![model.clone()];
+        }
+        Ok(())
+    };
+    for round in 0..4u64 {
+        let mut next = model.clone();
+        let mut tx = db.begin_write()?;
+        {
+            let entries = next.entry("t".into()).or_default();
+            let mut t = tx.open_tree::<u64, u64>("t")?;
+            for k in round * 500..(round + 1) * 500 {
+                t.put(&k, &(k * 3))?;
+                entries.insert(k, k * 3);
+            }
+        }
+        {
+            let entries = next.entry("long".into()).or_default();
+            let mut t = tx.open_tree::<u64, Vec<u8>>("long")?;
+            for k in round * 5..(round + 1) * 5 {
+                t.put(&k, &long_value(k, round))?;
+                entries.insert(k, round);
+            }
+        }
+        if round == 0 {
+            let mut t = tx.open_tree::<u64, u64>("gone")?;
+            t.put(&1, &1)?;
+            next.entry("gone".into()).or_default().insert(1, 1);
+        }
+        commit(&mut model, next, tx, true)?;
+    }
+    for round in 0..4u64 {
+        let mut next = model.clone();
+        let mut tx = db.begin_write()?;
+        {
+            let entries = next.entry("t".into()).or_default();
+            let mut t = tx.open_tree::<u64, u64>("t")?;
+            for k in (round * 500..(round + 1) * 500).filter(|k| k % 10 != 0) {
+                t.delete(&k)?;
+                entries.remove(&k);
+            }
+        }
+        {
+            let entries = next.entry("long".into()).or_default();
+            let mut t = tx.open_tree::<u64, Vec<u8>>("long")?;
+            for k in (round * 5..(round + 1) * 5).filter(|k| k % 3 != 0) {
+                t.delete(&k)?;
+                entries.remove(&k);
+            }
+        }
+        if round == 3 {
+            tx.delete_tree("gone")?;
+            next.remove("gone");
+        }
+        commit(&mut model, next, tx, true)?;
+    }
+    let mut next = model.clone();
+    let mut tx = db.begin_write()?;
+    tx.open_tree::<u64, u64>("t")?.put(&7, &7)?;
+    next.entry("t".into()).or_default().insert(7, 7);
+    commit(&mut model, next, tx, false)
 }
 
 /// The state `commits` durable commits of [`race`] leave.

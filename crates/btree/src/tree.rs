@@ -787,72 +787,128 @@ pub(crate) fn build(
     seen: u64,
     dirtied: &mut u64,
 ) -> Result<(Link, u64)> {
-    let new_node = |body: Body| Node { id: None, dirty: true, below: true, body };
-    // (subtree, its first key)
-    let mut level: Vec<(Link, Key)> = Vec::new();
-    let mut keys = Keys::default();
-    let mut vals: Vec<Val> = Vec::new();
-    let mut bytes = 32;
-    let mut count = 0u64;
-    let mut last: Option<Key> = None;
+    let mut sink = |body: Body| {
+        *dirtied += 1;
+        Ok(Link::loaded(Node { id: None, dirty: true, below: true, body }, seen))
+    };
+    let mut builder = Builder::new(&mut sink);
+    let mut pending = 0;
     for entry in entries {
         let (k, v) = entry?;
-        let key = Key::from(k.as_slice());
-        if last.as_ref().is_some_and(|l| *l >= key) {
-            return Err(Error::Unsorted);
-        }
-        last = Some(key.clone());
         let val = Val::new(&v);
         if let Val::Pending(b) = &val {
-            *dirtied += b.len().div_ceil(NODE_TARGET) as u64;
+            pending += b.len().div_ceil(NODE_TARGET) as u64;
         }
-        let size = 6 + k.len() + val.encoded_len();
-        if !keys.is_empty() && bytes + size > BUILD_FILL {
-            let first = keys.key(0);
-            let body =
-                Body::Leaf { keys: std::mem::take(&mut keys), vals: std::mem::take(&mut vals) };
-            level.push((Link::loaded(new_node(body), seen), first));
-            bytes = 32;
-        }
-        keys.push(key);
-        vals.push(val);
-        bytes += size;
-        count += 1;
+        builder.push(Key::from(k.as_slice()), val)?;
     }
-    if !keys.is_empty() || level.is_empty() {
-        let first = if keys.is_empty() { Key::default() } else { keys.key(0) };
-        level.push((Link::loaded(new_node(Body::Leaf { keys, vals }), seen), first));
-    }
-    *dirtied += level.len() as u64;
-    let mut depth = 0;
-    while level.len() > 1 {
-        depth += 1;
-        if depth >= MAX_DEPTH {
-            return Err(too_deep());
-        }
-        let mut upper: Vec<(Link, Key)> = Vec::new();
-        let mut group: Vec<(Link, Key)> = Vec::new();
-        let mut bytes = 40;
-        let total = level.len();
-        for (i, (link, first)) in level.into_iter().enumerate() {
-            let size = 10 + first.len();
-            // Close a group when full, but never leave one child for the last group.
-            if group.len() >= 2 && bytes + size > BUILD_FILL && total - i >= 2 {
-                upper.push(branch(std::mem::take(&mut group), seen, &new_node));
-                bytes = 40;
-            }
-            bytes += size;
-            group.push((link, first));
-        }
-        upper.push(branch(group, seen, &new_node));
-        *dirtied += upper.len() as u64;
-        level = upper;
-    }
-    let (root, _) = level.pop().expect("one node at least");
-    Ok((root, count))
+    let (root, count) = builder.finish()?;
+    *dirtied += pending;
+    Ok((root.expect("a built tree has a root"), count))
 }
 
-fn branch(group: Vec<(Link, Key)>, seen: u64, new_node: &dyn Fn(Body) -> Node) -> (Link, Key) {
+/// What a [`Builder`] does with each node it completes (children before their parent): a
+/// link to it, in memory or written.
+pub(crate) type Sink<'s> = dyn FnMut(Body) -> Result<Link> + 's;
+
+/// Builds a tree from entries pushed in strictly increasing key order: leaves filled left to
+/// right to [`BUILD_FILL`], each handed to the sink once full; then each level of branches
+/// over the one below. Only the current leaf and one link per completed node are held.
+pub(crate) struct Builder<'s, 'b> {
+    sink: &'b mut Sink<'s>,
+    /// The completed leaves: (link, first key).
+    level: Vec<(Link, Key)>,
+    keys: Keys,
+    vals: Vec<Val>,
+    bytes: usize,
+    count: u64,
+    last: Option<Key>,
+}
+
+impl<'s, 'b> Builder<'s, 'b> {
+    pub(crate) fn new(sink: &'b mut Sink<'s>) -> Self {
+        Self {
+            sink,
+            level: Vec::new(),
+            keys: Keys::default(),
+            vals: Vec::new(),
+            bytes: 32,
+            count: 0,
+            last: None,
+        }
+    }
+
+    /// The next entry; a key not after the last one pushed is [`Error::Unsorted`].
+    pub(crate) fn push(&mut self, key: Key, val: Val) -> Result<()> {
+        if self.last.as_ref().is_some_and(|l| *l >= key) {
+            return Err(Error::Unsorted);
+        }
+        let size = 6 + key.len() + val.encoded_len();
+        if !self.keys.is_empty() && self.bytes + size > BUILD_FILL {
+            let first = self.keys.key(0);
+            let keys = std::mem::take(&mut self.keys);
+            let vals = std::mem::take(&mut self.vals);
+            self.level.push(((self.sink)(Body::Leaf { keys, vals })?, first));
+            self.bytes = 32;
+        }
+        self.last = Some(key.clone());
+        self.keys.push(key);
+        self.vals.push(val);
+        self.bytes += size;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// The root (`None`: no entry was pushed and `empty_root` is false) and the number of
+    /// entries.
+    fn finish_with(mut self, empty_root: bool) -> Result<(Option<Link>, u64)> {
+        if !self.keys.is_empty() || (self.level.is_empty() && empty_root) {
+            let first = if self.keys.is_empty() { Key::default() } else { self.keys.key(0) };
+            let body = Body::Leaf {
+                keys: std::mem::take(&mut self.keys),
+                vals: std::mem::take(&mut self.vals),
+            };
+            self.level.push(((self.sink)(body)?, first));
+        }
+        let mut level = std::mem::take(&mut self.level);
+        let mut depth = 0;
+        while level.len() > 1 {
+            depth += 1;
+            if depth >= MAX_DEPTH {
+                return Err(too_deep());
+            }
+            let mut upper: Vec<(Link, Key)> = Vec::new();
+            let mut group: Vec<(Link, Key)> = Vec::new();
+            let mut bytes = 40;
+            let total = level.len();
+            for (i, (link, first)) in level.into_iter().enumerate() {
+                let size = 10 + first.len();
+                // Close a group when full, but never leave one child for the last group.
+                if group.len() >= 2 && bytes + size > BUILD_FILL && total - i >= 2 {
+                    upper.push(branch(std::mem::take(&mut group), self.sink)?);
+                    bytes = 40;
+                }
+                bytes += size;
+                group.push((link, first));
+            }
+            upper.push(branch(group, self.sink)?);
+            level = upper;
+        }
+        Ok((level.pop().map(|(root, _)| root), self.count))
+    }
+
+    /// The root (an empty leaf when nothing was pushed) and the number of entries.
+    pub(crate) fn finish(self) -> Result<(Option<Link>, u64)> {
+        self.finish_with(true)
+    }
+
+    /// The root (`None` when nothing was pushed: an empty tree needs no node) and the number
+    /// of entries.
+    pub(crate) fn finish_rootless(self) -> Result<(Option<Link>, u64)> {
+        self.finish_with(false)
+    }
+}
+
+fn branch(group: Vec<(Link, Key)>, sink: &mut Sink<'_>) -> Result<(Link, Key)> {
     let first = group[0].1.clone();
     let mut keys = Keys::with_capacity(group.len() - 1);
     let mut children = Vec::with_capacity(group.len());
@@ -862,5 +918,48 @@ fn branch(group: Vec<(Link, Key)>, seen: u64, new_node: &dyn Fn(Body) -> Node) -
         }
         children.push(link);
     }
-    (Link::loaded(new_node(Body::Branch { keys, children }), seen), first)
+    Ok((sink(Body::Branch { keys, children })?, first))
+}
+
+/// Calls `f` with every entry of the tree under `root`, in key order, reading the nodes not
+/// in memory without keeping them (memory stays bounded by the tree's depth).
+pub(crate) fn for_each_entry(
+    ld: &dyn Load,
+    tree: u32,
+    root: &Link,
+    f: &mut dyn FnMut(&[u8], &Val) -> Result<()>,
+) -> Result<()> {
+    fn walk(
+        ld: &dyn Load,
+        tree: u32,
+        link: &Link,
+        depth: usize,
+        f: &mut dyn FnMut(&[u8], &Val) -> Result<()>,
+    ) -> Result<()> {
+        if depth >= MAX_DEPTH {
+            return Err(too_deep());
+        }
+        let read;
+        let node: &Node = match link.node.get() {
+            Some(node) => node,
+            None => {
+                read = ld.load(tree, link)?;
+                &read
+            }
+        };
+        match &node.body {
+            Body::Leaf { keys, vals } => {
+                for (k, v) in keys.iter().zip(vals) {
+                    f(k, v)?;
+                }
+            }
+            Body::Branch { children, .. } => {
+                for child in children {
+                    walk(ld, tree, child, depth + 1, f)?;
+                }
+            }
+        }
+        Ok(())
+    }
+    walk(ld, tree, root, 0, f)
 }

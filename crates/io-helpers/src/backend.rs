@@ -188,14 +188,34 @@ impl OsFile {
 
     /// Opens an existing file for reading and writing and locks it; [`Error::Locked`] if
     /// another handle holds the lock.
+    ///
+    /// The lock belongs to the file the path named when it was opened: if another owner put a
+    /// new file in its place (a rename, as a compaction into a new file does) before
+    /// releasing the lock, the old file is let go and the path opened again, so this never
+    /// holds a file no path leads to any more.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|source| Error::File { action: "open", path: path.to_owned(), source })?;
-        lock_exclusive(&file, path)?;
-        Ok(Self::new(file))
+        use std::os::unix::fs::MetadataExt;
+        let mut attempts = 0;
+        loop {
+            let file =
+                File::options().read(true).write(true).open(path).map_err(|source| {
+                    Error::File { action: "open", path: path.to_owned(), source }
+                })?;
+            lock_exclusive(&file, path)?;
+            let stat = |m: std::io::Result<std::fs::Metadata>| m.map(|m| (m.dev(), m.ino()));
+            let held = stat(file.metadata()).map_err(|source| Error::File {
+                action: "stat",
+                path: path.to_owned(),
+                source,
+            })?;
+            attempts += 1;
+            match stat(std::fs::metadata(path)) {
+                Ok(named) if named == held => return Ok(Self::new(file)),
+                // Replaced (or removed) while this waited for the lock: open what is there now.
+                _ if attempts < 8 => continue,
+                _ => return Err(Error::Locked { path: path.to_owned() }),
+            }
+        }
     }
 
     /// Creates a new file (failing if it exists), locks it, and makes its directory entry

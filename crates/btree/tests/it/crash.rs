@@ -4,7 +4,9 @@
 //! flight; a second crash during the recovery of some of those states must leave the same
 //! choice.
 
-use bob_btree::testing::{Machine, State, commits, crash_options, race, racing_state, state};
+use bob_btree::testing::{
+    Machine, State, commits, crash_options, race, racing_state, shrink, shrink_options, state,
+};
 
 fn check(machine: &Machine, allowed: &[State], what: &str) {
     let (_, found) = machine.copy().open(&crash_options(), u64::MAX, |db| {
@@ -70,5 +72,50 @@ fn a_crash_while_checkpoints_race_durable_commits_loses_no_acknowledged_one() {
         let allowed = [racing_state(acked), racing_state(acked + 1)];
         let what = format!("run {run}, crash at op {crash_at}, {acked} acknowledged");
         check(&machine.crashed(run), &allowed, &what);
+    }
+}
+
+/// A close that compacts the store into a new file (the copy written and closed, renamed over
+/// the store, the directory synced, the log released), crashed at every operation; each file
+/// then left as the process's death leaves it, and as a power loss does (which may undo a
+/// rename the directory's sync had not made durable). The reopened database holds the last
+/// durable commit or the buffered one after it, and a copy left behind is removed.
+#[test]
+fn a_crash_at_every_operation_of_a_compacting_close_loses_nothing() {
+    let options = shrink_options();
+    let mut allowed = Vec::new();
+    let mut machine = Machine::new();
+    let (clock, before) = machine.create_then_close(&options, u64::MAX, |db| {
+        shrink(db, &mut allowed)?;
+        Ok(db.store().space_in_use()?.expect("a complete open").1)
+    });
+    let before = before.unwrap();
+    let last = allowed.last().unwrap().clone();
+    let (_, after) = machine.open(&options, u64::MAX, |db| {
+        assert!(db.verify()?.is_clean());
+        assert_eq!(state(db)?, last);
+        db.store().complete_open()?;
+        Ok(db.store().space_in_use()?.expect("a complete open"))
+    });
+    let (used, after) = after.unwrap();
+    assert!(after < before, "the store is {after} bytes after the close, {before} before");
+    assert!(used * 5 > after, "{used} of {after} bytes in use after the compaction");
+    let total = clock.ops();
+    let (opened, _) = Machine::new().create(&options, u64::MAX, |db| shrink(db, &mut Vec::new()));
+    let first = opened.ops();
+    assert!(total > first + 20, "the close ran {} operations", total - first);
+    for k in first..total {
+        let mut machine = Machine::new();
+        let mut allowed = Vec::new();
+        let _ = machine.create_then_close(&options, k, |db| shrink(db, &mut allowed));
+        check(&machine, &allowed, &format!("process crash at op {k} of {total}"));
+        for seed in [k, k + 1] {
+            let crashed = machine.crashed(seed);
+            check(&crashed, &allowed, &format!("power loss at op {k} of {total} (seed {seed})"));
+            let mut reopened = crashed.copy();
+            let (_, done) = reopened.open(&options, u64::MAX, |_| Ok(()));
+            done.unwrap();
+            assert!(!reopened.has_copy(), "a copy left at op {k} outlives the next open");
+        }
     }
 }

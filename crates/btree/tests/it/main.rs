@@ -3,6 +3,7 @@
 mod big;
 mod bulk;
 mod checkpoint;
+mod compaction;
 mod crash;
 mod group;
 mod model;

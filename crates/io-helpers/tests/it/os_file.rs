@@ -77,6 +77,36 @@ fn regression_a_reopen_while_other_threads_start_processes_is_not_refused() {
     assert_eq!(failure, None);
 }
 
+/// An owner that puts a new file in its file's place (a compaction's copy, renamed over it)
+/// and then lets the old one go: an opener waiting for the lock meanwhile ends up with the
+/// new file, never the old one no path leads to (it would read a state the log no longer
+/// matches).
+#[test]
+fn an_open_waiting_for_a_file_replaced_under_it_gets_the_new_file() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.bob");
+    let copy = dir.path().join("store.bob.compact");
+    for _ in 0..20 {
+        std::fs::write(&path, b"old").unwrap();
+        let owner = OsFile::open(&path).unwrap();
+        let opened = std::thread::scope(|scope| {
+            let opener = scope.spawn(|| OsFile::open(&path));
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            std::fs::write(&copy, b"new").unwrap();
+            std::fs::rename(&copy, &path).unwrap();
+            drop(owner);
+            opener.join().unwrap()
+        });
+        let file = opened.unwrap();
+        let mut read = [0u8; 3];
+        file.read_at(&mut read, 0).unwrap();
+        assert_eq!(&read, b"new");
+        let named = std::fs::metadata(&path).unwrap().ino();
+        assert_eq!(file.file().metadata().unwrap().ino(), named);
+    }
+}
+
 /// The byte the mapped-read tests keep at `offset`.
 fn pattern(offset: u64) -> u8 {
     (offset % 251) as u8
