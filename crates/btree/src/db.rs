@@ -96,10 +96,10 @@ pub fn log_dir_of(path: &Path) -> std::path::PathBuf {
 }
 
 /// The file of a database `<path>`'s copy while [`Db::close`] compacts it:
-/// `<path>.compact`.
+/// `<path>.bob-compact` (the name belongs to the database, as `<path>.wal` does).
 pub fn copy_path_of(path: &Path) -> std::path::PathBuf {
     let mut copy = path.as_os_str().to_owned();
-    copy.push(".compact");
+    copy.push(".bob-compact");
     copy.into()
 }
 
@@ -116,10 +116,20 @@ pub trait StoreFiles<S>: Send + Sync {
     fn install_copy(&self) -> Result<()>;
     /// Removes a copy an unfinished compaction left; no error when there is none.
     fn remove_copy(&self) -> Result<()>;
+    /// Makes durable a rename of a copy over the store that an earlier session may have left
+    /// undurable (its directory's sync failed, or the process died before it): a power loss
+    /// must not undo it once the log after it is released. Called before a session first
+    /// releases the log.
+    fn settle(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
-/// [`StoreFiles`] for a database file at a path: the copy is `<path>.compact`, installed by
-/// a rename and a sync of the directory.
+/// [`StoreFiles`] for a database file at a path: the copy is [`copy_path_of`] the path,
+/// given the file's permissions and owner, and installed by a rename and a sync of the
+/// directory. A path that is a symbolic link, or a file with other hard links, is not copied
+/// (a rename would replace the link, or leave the other names on the old file): the store is
+/// compacted within its file instead.
 #[derive(Debug, Clone)]
 pub struct OsStoreFiles {
     path: std::path::PathBuf,
@@ -134,23 +144,51 @@ impl OsStoreFiles {
 
 impl StoreFiles<DefaultStore> for OsStoreFiles {
     fn create_copy(&self, options: StoreOptions) -> Result<DefaultStore> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(&self.path).map_err(Error::Compaction)?;
+        if meta.file_type().is_symlink() || meta.nlink() != 1 {
+            return Err(Error::Compaction(std::io::Error::other(
+                "a symbolic link or a file with other hard links is not replaced by a copy",
+            )));
+        }
         self.remove_copy()?;
         let file =
             OsFile::create_new(&copy_path_of(&self.path)).map_err(bob_store_core::Error::from)?;
+        let copy = file.file();
+        if copy.metadata().map_err(Error::Compaction)?.uid() != meta.uid()
+            || copy.metadata().map_err(Error::Compaction)?.gid() != meta.gid()
+        {
+            std::os::unix::fs::fchown(copy, Some(meta.uid()), Some(meta.gid()))
+                .map_err(Error::Compaction)?;
+        }
+        copy.set_permissions(meta.permissions()).map_err(Error::Compaction)?;
         Ok(Store::create_with(Arc::new(file), options)?)
     }
 
     fn install_copy(&self) -> Result<()> {
         std::fs::rename(copy_path_of(&self.path), &self.path).map_err(Error::Compaction)?;
-        bob_io_helpers::sync_parent_dir(&self.path).map_err(bob_store_core::Error::from)?;
-        Ok(())
+        self.settle()
     }
 
+    /// Removes the copy unless another handle holds it (the lock is tried, never waited
+    /// for): a file under that name that someone is using is left alone.
     fn remove_copy(&self) -> Result<()> {
-        match std::fs::remove_file(copy_path_of(&self.path)) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            other => other.map_err(Error::Compaction),
+        let copy = copy_path_of(&self.path);
+        match OsFile::open(&copy) {
+            Ok(_locked) => std::fs::remove_file(&copy).map_err(Error::Compaction),
+            Err(bob_io_helpers::Error::File { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(())
+            }
+            Err(bob_io_helpers::Error::Locked { .. }) => Ok(()),
+            Err(e) => Err(bob_store_core::Error::from(e).into()),
         }
+    }
+
+    fn settle(&self) -> Result<()> {
+        bob_io_helpers::sync_parent_dir(&self.path).map_err(bob_store_core::Error::from)?;
+        Ok(())
     }
 }
 
@@ -171,19 +209,6 @@ struct Snapshot {
     lsn: u64,
     next_tree: u32,
     trees: BTreeMap<String, TreeState>,
-}
-
-impl Snapshot {
-    /// No trees.
-    fn empty() -> Self {
-        Self { epoch: 0, lsn: 0, next_tree: 0, trees: BTreeMap::new() }
-    }
-}
-
-/// Drops `value` on a thread of its own (here, if no thread can be started: the closure,
-/// and the value with it, is dropped then).
-fn free_in_background<T: Send + 'static>(value: T) {
-    let _ = std::thread::Builder::new().name("bob-btree-free".into()).spawn(move || drop(value));
 }
 
 /// What committed transactions changed since the last checkpoint, besides their nodes.
@@ -256,6 +281,8 @@ pub(crate) struct Core<S: SplitStore<Io: Clone> + PrimeStorer> {
     /// Where a compaction's copy of the store goes (`None`: compaction moves objects within
     /// the store's file).
     files: Option<Box<dyn StoreFiles<S>>>,
+    /// [`StoreFiles::settle`] ran in this session.
+    settled: AtomicBool,
     /// The entries of every tree at the last checkpoint (or open), against which `close`
     /// estimates how much of the store its live entries fill before it checkpoints.
     checkpointed_entries: AtomicU64,
@@ -431,27 +458,12 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Sync + 'static> Db<S> {
     /// [`DbOptions::compact_on_close_below`] of it is compacted first. Dropping a `Db`
     /// without `close` stops the thread and loses nothing durable: the next open replays the
     /// log.
-    ///
-    /// The trees in memory are freed by a thread of its own once `close` has returned (a
-    /// tree of millions of entries takes a tenth of a second to free), and so, after a
-    /// compaction into a new file, is the old file (the file system frees its blocks as its
-    /// last handle goes). The file is unlocked before `close` returns.
     pub fn close(self) -> Result<()> {
         let Db { manager, core } = self;
         if let Some(mut manager) = manager {
             manager.stop();
         }
-        let result = core.close();
-        let trees = std::mem::replace(&mut *core.committed.lock(), Arc::new(Snapshot::empty()));
-        let rewrites = std::mem::take(&mut *core.rewrites.lock());
-        if matches!(result, Ok(true)) {
-            // The store's file is the old one, which no path names any more.
-            free_in_background((trees, rewrites, core));
-        } else {
-            free_in_background((trees, rewrites));
-            drop(core);
-        }
-        result.map(|_| ())
+        core.close()
     }
 }
 
@@ -640,6 +652,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             compact_on_close_min_bytes: options.compact_on_close_min_bytes,
             store_options: options.store,
             files,
+            settled: AtomicBool::new(false),
             checkpointed_entries: AtomicU64::new(catalog_entries),
             stats: Mutex::new(DbStats::default()),
             log_dir: log.map(|dir| (dir, options.segment_bytes)),
@@ -804,9 +817,8 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         result
     }
 
-    /// Checkpoints and closes the store; returns whether the store was compacted into a new
-    /// file (then this one's file is no longer the database's).
-    fn close(&self) -> Result<bool> {
+    /// Checkpoints and closes the store (or compacts it into a new file).
+    fn close(&self) -> Result<()> {
         // A session that wrote nothing (no write transaction, no checkpoint) leaves the file
         // as it found it: closing it writes and syncs nothing.
         let mut copied = None;
@@ -814,13 +826,18 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             // A store the live entries fill too little of is copied into a new file, which
             // is a checkpoint too: estimated first (the closing checkpoint would be wasted),
             // and checked again after that checkpoint.
-            if self.sparse(true)? {
+            // A copy that failed once is not tried again (a disk too full for it, or damage
+            // in the trees, which `verify` reports, is still there).
+            let tried = self.sparse(true)?;
+            if tried {
                 copied = self.compact_by_copy()?;
             }
             if copied.is_none() {
                 self.checkpoint()?;
                 if self.sparse(false)? {
-                    copied = self.compact_by_copy()?;
+                    if !tried {
+                        copied = self.compact_by_copy()?;
+                    }
                     if copied.is_none() {
                         self.compact_in_place()?;
                     }
@@ -844,7 +861,20 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             dir.drop_spares()?;
         }
         // The copy's file stays locked until here: an opener waits until the log is done.
-        Ok(copied.is_some())
+        drop(copied);
+        Ok(())
+    }
+
+    /// Before this session first releases the log: a copy an earlier session renamed over
+    /// the store is made durable first (see [`StoreFiles::settle`]).
+    fn settle_files(&self) -> Result<()> {
+        if let Some(files) = &self.files
+            && !self.settled.load(Ordering::Acquire)
+        {
+            files.settle()?;
+            self.settled.store(true, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Whether `close` compacts: a session that wrote left live objects filling less than
@@ -1354,7 +1384,9 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         }
         // Durable from here: published whatever happens to the log's release.
         let released = match &self.wal {
-            Some(wal) => wal.lock().release(prepared.lsn, prepared.appended),
+            Some(wal) => self
+                .settle_files()
+                .and_then(|()| wal.lock().release(prepared.lsn, prepared.appended)),
             None => Ok(()),
         };
         self.checkpointed_entries.store(prepared.entries, Ordering::Relaxed);

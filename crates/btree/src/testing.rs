@@ -183,9 +183,7 @@ impl StoreFiles<Store<BasicAllocator, ClockDisk>> for ClockStoreFiles {
             let old = std::mem::replace(&mut slots.current, copy);
             slots.replaced = Some(old);
         }
-        self.clock.tick()?; // the directory's sync
-        self.slots().replaced = None;
-        Ok(())
+        self.settle()
     }
 
     fn remove_copy(&self) -> Result<()> {
@@ -193,6 +191,12 @@ impl StoreFiles<Store<BasicAllocator, ClockDisk>> for ClockStoreFiles {
             self.clock.tick()?;
             self.slots().copy = None;
         }
+        Ok(())
+    }
+
+    fn settle(&self) -> Result<()> {
+        self.clock.tick()?; // the directory's sync
+        self.slots().replaced = None;
         Ok(())
     }
 }

@@ -161,3 +161,35 @@ fn a_copy_that_cannot_be_put_in_place_loses_nothing() {
     check(&path, &model);
     assert!(!copy_path_of(&path).exists());
 }
+
+/// The copy takes the file's permissions; a path that is a symbolic link is not replaced
+/// (the store is compacted within the file the link leads to).
+#[test]
+fn the_copy_keeps_the_files_permissions_and_a_link_stays_a_link() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.bob");
+    let db = Db::create_with(&path, &options()).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let model = fill_and_shrink(&db);
+    let before = std::fs::metadata(&path).unwrap().len();
+    db.close().unwrap();
+    assert!(std::fs::metadata(&path).unwrap().len() < before / 3);
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    check(&path, &model);
+
+    let target = dir.path().join("target.bob");
+    let link = dir.path().join("link.bob");
+    let db = Db::create_with(&target, &options()).unwrap();
+    db.close().unwrap();
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    std::os::unix::fs::symlink(log_dir_of(&target), log_dir_of(&link)).unwrap();
+    let db = Db::open_with(&link, &options()).unwrap();
+    let model = fill_and_shrink(&db);
+    let before = std::fs::metadata(&target).unwrap().len();
+    db.close().unwrap();
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(std::fs::metadata(&target).unwrap().len() < before);
+    check(&link, &model);
+    check(&target, &model);
+}
