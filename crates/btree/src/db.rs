@@ -16,7 +16,9 @@ use bob_store_concurrent::{ConcurrentStore, GroupCommit};
 use bob_store_core::{ObjectId, PRIME_OBJECT_ID, PrimeStorer, SplitStore, Store, StoreOptions};
 
 use crate::catalog::{Catalog, MAX_NAME_LEN, StoredTree};
-use crate::node::{self, Body, Link, MAX_KEY_LEN, MAX_VALUE_LEN, NODE_TARGET, Node, Val, ValRef};
+use crate::node::{
+    self, Body, Link, MAX_KEY_LEN, MAX_VALUE_LEN, NODE_TARGET, Node, Val, ValRef, ValView,
+};
 use crate::tree::{self, Edit, Load, RawIter};
 use crate::wal::{LogDir, OsLogDir, Wal};
 use crate::{Error, Key, KeyLike, Result, Value, ValueLike};
@@ -1030,9 +1032,9 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         };
         tree::for_each_entry(self, tree, &state.root, &mut |key, val| {
             let val = match val {
-                Val::Inline(bytes) => Val::Inline(Arc::clone(bytes)),
-                Val::Pending(bytes) => copy_value(bytes)?,
-                Val::Stored(r) => copy_value(&self.load_value(r)?)?,
+                ValView::Inline(bytes) => Val::Inline(bytes.into()),
+                ValView::Pending(bytes) => copy_value(bytes)?,
+                ValView::Stored(r) => copy_value(&self.load_value(r)?)?,
             };
             builder.push(node::Key::from(key), val)
         })?;
@@ -1094,7 +1096,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
                 }
                 match &node.body {
                     Body::Leaf { keys, vals } => {
-                        for r in vals.iter().filter_map(Val::stored) {
+                        for r in vals.iter().filter_map(ValView::stored) {
                             if !seen_ids.insert(r.id) {
                                 report
                                     .problems
@@ -1440,13 +1442,13 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         }
         if let Body::Leaf { vals, .. } = &mut node.body {
             // Long values first, in objects of their own: the leaf names them.
-            for val in vals.iter_mut() {
-                let Val::Pending(bytes) = val else { continue };
+            for i in 0..vals.len() {
+                let ValView::Pending(bytes) = vals.get(i) else { continue };
                 node::encode_value(tree, epoch, bytes, buf);
                 prepared.written.1 += buf.len() as u64;
                 let id = self.store.write_new_obj_from_bytes(buf)?;
                 let len = u32::try_from(bytes.len()).expect("a value is under 1 GiB");
-                *val = Val::Stored(Arc::new(ValRef { id, written: epoch, len }));
+                vals.set_stored(i, ValRef { id, written: epoch, len });
             }
         }
         node.dirty = false;
@@ -1581,8 +1583,8 @@ fn loaded_bytes(link: &Link, depth: usize) -> (u64, u64, u64) {
         && node.dirty
     {
         // Values waiting for the checkpoint (only a dirty leaf holds them).
-        for val in vals {
-            if let Val::Pending(bytes) = val {
+        for val in vals.iter() {
+            if let ValView::Pending(bytes) = val {
                 own += bytes.len() as u64;
                 waiting += bytes.len() as u64;
             }
@@ -1813,7 +1815,7 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
                     stack.extend(children.iter().map(|c| (c, depth + 1)));
                 }
                 Body::Leaf { vals, .. } => {
-                    values.extend(vals.iter().filter_map(Val::stored).copied())
+                    values.extend(vals.iter().filter_map(ValView::stored).copied())
                 }
             }
         }
@@ -1906,7 +1908,7 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
                 }
                 Body::Leaf { vals, .. } => {
                     // A crafted tree naming a value object twice: freed once.
-                    for r in vals.iter().filter_map(Val::stored) {
+                    for r in vals.iter().filter_map(ValView::stored) {
                         if visited_values.insert(r.id) {
                             self.freed_values.push(*r);
                         }
@@ -2319,7 +2321,10 @@ impl DoubleEndedIterator for RangeBytes<'_> {
     }
 }
 
-fn decode_entry<K: Key, V: Value>(ld: &dyn Load, entry: Result<(&[u8], &Val)>) -> Result<(K, V)> {
+fn decode_entry<K: Key, V: Value>(
+    ld: &dyn Load,
+    entry: Result<(&[u8], ValView<'_>)>,
+) -> Result<(K, V)> {
     let (k, v) = entry?;
     Ok((K::decode(k)?, V::decode(&tree::value(ld, v)?)?))
 }

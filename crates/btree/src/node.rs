@@ -95,6 +95,239 @@ impl Val {
             _ => None,
         }
     }
+
+    /// It, borrowed.
+    pub(crate) fn view(&self) -> ValView<'_> {
+        match self {
+            Val::Inline(b) => ValView::Inline(b),
+            Val::Pending(b) => ValView::Pending(b),
+            Val::Stored(r) => ValView::Stored(r),
+        }
+    }
+}
+
+/// A value as a leaf holds it, borrowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ValView<'a> {
+    /// Inside the leaf.
+    Inline(&'a [u8]),
+    /// Longer, and in no object yet.
+    Pending(&'a Bytes),
+    /// Longer, in an object of its own.
+    Stored(&'a ValRef),
+}
+
+impl<'a> ValView<'a> {
+    /// The bytes it takes in its leaf's encoding (besides the entry's lengths and key).
+    pub(crate) fn encoded_len(self) -> usize {
+        match self {
+            ValView::Inline(b) => b.len(),
+            ValView::Pending(_) | ValView::Stored(_) => REF_BYTES,
+        }
+    }
+
+    /// The value object it names, if it is in one.
+    pub(crate) fn stored(self) -> Option<&'a ValRef> {
+        match self {
+            ValView::Stored(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// An owned copy.
+    pub(crate) fn to_val(self) -> Val {
+        match self {
+            ValView::Inline(b) => Val::Inline(b.into()),
+            ValView::Pending(b) => Val::Pending(Arc::clone(b)),
+            ValView::Stored(r) => Val::Stored(Arc::new(*r)),
+        }
+    }
+}
+
+/// Where one value of a leaf is (12 bytes: a scan reads a cache line per five values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    /// Its bytes are `data[start..start + len]` of its [`Vals`].
+    Inline { start: u32, len: u32 },
+    /// It is `big[i]` of its [`Vals`].
+    Big(u32),
+}
+
+/// A value kept by reference.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Big {
+    Pending(Bytes),
+    Stored(ValRef),
+}
+
+/// A leaf's values, in key order: the inline ones laid end to end in one buffer (in entry
+/// order), the long ones by reference in another (in entry order too). Copying a leaf copies
+/// these buffers (and a reference count per long value waiting for its object), dropping it
+/// frees them: no allocation, and no reference count, per inline value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Vals {
+    slots: Vec<Slot>,
+    data: Vec<u8>,
+    big: Vec<Big>,
+}
+
+impl Vals {
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Self { slots: Vec::with_capacity(n), data: Vec::new(), big: Vec::new() }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Value `i`.
+    #[inline]
+    pub(crate) fn get(&self, i: usize) -> ValView<'_> {
+        match self.slots[i] {
+            Slot::Inline { start, len } => {
+                ValView::Inline(&self.data[start as usize..(start + len) as usize])
+            }
+            Slot::Big(b) => match &self.big[b as usize] {
+                Big::Pending(bytes) => ValView::Pending(bytes),
+                Big::Stored(r) => ValView::Stored(r),
+            },
+        }
+    }
+
+    /// The values in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = ValView<'_>> {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    /// Where value `i` would go: the end of the inline bytes before it, and the number of
+    /// long values before it.
+    fn position(&self, i: usize) -> (usize, usize) {
+        let data = self.slots[..i]
+            .iter()
+            .rev()
+            .find_map(|s| match s {
+                Slot::Inline { start, len } => Some((start + len) as usize),
+                Slot::Big(_) => None,
+            })
+            .unwrap_or(0);
+        let big = self.slots[..i]
+            .iter()
+            .rev()
+            .find_map(|s| match s {
+                Slot::Big(b) => Some(*b as usize + 1),
+                Slot::Inline { .. } => None,
+            })
+            .unwrap_or(0);
+        (data, big)
+    }
+
+    /// Shifts the slots from `from` on: inline starts by `data` bytes, long indices by `big`.
+    fn shift(&mut self, from: usize, data: isize, big: isize) {
+        if data == 0 && big == 0 {
+            return;
+        }
+        for slot in &mut self.slots[from..] {
+            match slot {
+                Slot::Inline { start, .. } => *start = (*start as isize + data) as u32,
+                Slot::Big(b) => *b = (*b as isize + big) as u32,
+            }
+        }
+    }
+
+    /// Inserts `val` as value `i`.
+    pub(crate) fn insert(&mut self, i: usize, val: ValView<'_>) {
+        let (at, big) = self.position(i);
+        let slot = match val {
+            ValView::Inline(bytes) => {
+                self.data.splice(at..at, bytes.iter().copied());
+                self.shift(i, bytes.len() as isize, 0);
+                Slot::Inline { start: at as u32, len: bytes.len() as u32 }
+            }
+            ValView::Pending(_) | ValView::Stored(_) => {
+                self.big.insert(
+                    big,
+                    match val {
+                        ValView::Pending(bytes) => Big::Pending(Arc::clone(bytes)),
+                        ValView::Stored(r) => Big::Stored(*r),
+                        ValView::Inline(_) => unreachable!("matched above"),
+                    },
+                );
+                self.shift(i, 0, 1);
+                Slot::Big(big as u32)
+            }
+        };
+        self.slots.insert(i, slot);
+    }
+
+    /// Appends `val`.
+    pub(crate) fn push(&mut self, val: ValView<'_>) {
+        self.insert(self.len(), val);
+    }
+
+    /// Removes value `i` and returns it (an inline one copied out).
+    pub(crate) fn remove(&mut self, i: usize) -> Val {
+        let old = self.get(i).to_val();
+        match self.slots.remove(i) {
+            Slot::Inline { start, len } => {
+                self.data.drain(start as usize..(start + len) as usize);
+                self.shift(i, -(len as isize), 0);
+            }
+            Slot::Big(b) => {
+                self.big.remove(b as usize);
+                self.shift(i, 0, -1);
+            }
+        }
+        old
+    }
+
+    /// Replaces value `i` with `val`; returns the old one (an inline one copied out).
+    pub(crate) fn replace(&mut self, i: usize, val: ValView<'_>) -> Val {
+        if let (Slot::Inline { start, len }, ValView::Inline(bytes)) = (self.slots[i], val) {
+            // In place: the bytes after it move only by the difference in length.
+            let (start, end) = (start as usize, (start + len) as usize);
+            let old = Val::Inline(self.data[start..end].into());
+            self.data.splice(start..end, bytes.iter().copied());
+            self.slots[i] = Slot::Inline { start: start as u32, len: bytes.len() as u32 };
+            self.shift(i + 1, bytes.len() as isize - len as isize, 0);
+            return old;
+        }
+        let old = self.remove(i);
+        self.insert(i, val);
+        old
+    }
+
+    /// Marks value `i`, waiting for its object, as in object `r`.
+    pub(crate) fn set_stored(&mut self, i: usize, r: ValRef) {
+        let Slot::Big(b) = self.slots[i] else { unreachable!("a value waiting for its object") };
+        self.big[b as usize] = Big::Stored(r);
+    }
+
+    pub(crate) fn split_off(&mut self, at: usize) -> Vals {
+        let (data, big) = self.position(at);
+        let mut slots = self.slots.split_off(at);
+        for slot in &mut slots {
+            match slot {
+                Slot::Inline { start, .. } => *start -= data as u32,
+                Slot::Big(b) => *b -= big as u32,
+            }
+        }
+        Vals { slots, data: self.data.split_off(data), big: self.big.split_off(big) }
+    }
+
+    pub(crate) fn append(&mut self, other: &mut Vals) {
+        let (data, big) = (self.data.len() as u32, self.big.len() as u32);
+        self.slots.extend(other.slots.drain(..).map(|slot| match slot {
+            Slot::Inline { start, len } => Slot::Inline { start: start + data, len },
+            Slot::Big(b) => Slot::Big(b + big),
+        }));
+        self.data.append(&mut other.data);
+        self.big.append(&mut other.big);
+    }
+
+    /// The bytes the values take in their leaf's encoding.
+    pub(crate) fn encoded_len(&self) -> usize {
+        self.data.len() + REF_BYTES * self.big.len()
+    }
 }
 
 /// A key's bytes, with their first eight as a big-endian integer (zero-padded), so most
@@ -154,18 +387,25 @@ impl<'a> Probe<'a> {
 }
 
 /// A node's keys, in order: their 8-byte prefixes in one array (what a search reads, 8 bytes
-/// a probe, a cache line per 8 keys) and their bytes beside it (read on a prefix tie).
+/// a probe, a cache line per 8 keys), and their bytes laid end to end in one buffer beside it
+/// (read on a prefix tie), with each key's end offset. Copying a node (the first change a
+/// writer makes to it) copies three buffers, and dropping it frees three: no allocation, and
+/// no reference count, per key.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Keys {
     prefixes: Vec<u64>,
-    bytes: Vec<Arc<[u8]>>,
-    /// The keys' lengths summed (a node's encoded length without a walk over its keys).
-    total: usize,
+    /// `ends[i]`: where key `i`'s bytes end in `data` (key `i` starts where `i - 1` ends).
+    ends: Vec<u32>,
+    data: Vec<u8>,
 }
 
 impl Keys {
     pub(crate) fn with_capacity(n: usize) -> Self {
-        Self { prefixes: Vec::with_capacity(n), bytes: Vec::with_capacity(n), total: 0 }
+        Self {
+            prefixes: Vec::with_capacity(n),
+            ends: Vec::with_capacity(n),
+            data: Vec::with_capacity(n * 16),
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -176,69 +416,116 @@ impl Keys {
         self.prefixes.is_empty()
     }
 
-    /// Key `i`, shared.
+    #[inline]
+    fn start(&self, i: usize) -> usize {
+        if i == 0 { 0 } else { self.ends[i - 1] as usize }
+    }
+
+    #[inline]
+    fn get(&self, i: usize) -> &[u8] {
+        &self.data[self.start(i)..self.ends[i] as usize]
+    }
+
+    /// Key `i`, copied out.
     pub(crate) fn key(&self, i: usize) -> Key {
-        Key { prefix: self.prefixes[i], bytes: Arc::clone(&self.bytes[i]) }
+        Key { prefix: self.prefixes[i], bytes: self.get(i).into() }
+    }
+
+    /// Shifts the end offsets from key `from` on by `delta` bytes.
+    fn shift(&mut self, from: usize, delta: isize) {
+        for end in &mut self.ends[from..] {
+            *end = (*end as isize + delta) as u32;
+        }
     }
 
     pub(crate) fn set(&mut self, i: usize, key: Key) {
-        self.total = self.total - self.bytes[i].len() + key.bytes.len();
+        let (start, end) = (self.start(i), self.ends[i] as usize);
+        let delta = key.bytes.len() as isize - (end - start) as isize;
+        self.data.splice(start..end, key.bytes.iter().copied());
         self.prefixes[i] = key.prefix;
-        self.bytes[i] = key.bytes;
+        self.shift(i, delta);
     }
 
     pub(crate) fn push(&mut self, key: Key) {
-        self.total += key.bytes.len();
-        self.prefixes.push(key.prefix);
-        self.bytes.push(key.bytes);
+        self.push_bytes(key.prefix, &key.bytes);
+    }
+
+    fn push_bytes(&mut self, prefix: u64, bytes: &[u8]) {
+        self.data.extend_from_slice(bytes);
+        self.prefixes.push(prefix);
+        self.ends.push(u32::try_from(self.data.len()).expect("a node's keys fit in 4 GiB"));
+    }
+
+    /// Appends `bytes` as the last key.
+    pub(crate) fn push_slice(&mut self, bytes: &[u8]) {
+        self.push_bytes(prefix_of(bytes), bytes);
     }
 
     pub(crate) fn pop(&mut self) -> Option<Key> {
-        let prefix = self.prefixes.pop()?;
-        let bytes = self.bytes.pop().expect("parallel arrays");
-        self.total -= bytes.len();
-        Some(Key { prefix, bytes })
+        let last = self.len().checked_sub(1)?;
+        Some(self.remove(last))
     }
 
     pub(crate) fn insert(&mut self, i: usize, key: Key) {
-        self.total += key.bytes.len();
-        self.prefixes.insert(i, key.prefix);
-        self.bytes.insert(i, key.bytes);
+        self.insert_bytes(i, key.prefix, &key.bytes);
+    }
+
+    /// Inserts `bytes` as key `i`.
+    pub(crate) fn insert_slice(&mut self, i: usize, bytes: &[u8]) {
+        self.insert_bytes(i, prefix_of(bytes), bytes);
+    }
+
+    fn insert_bytes(&mut self, i: usize, prefix: u64, bytes: &[u8]) {
+        if i == self.len() {
+            return self.push_bytes(prefix, bytes);
+        }
+        let start = self.start(i);
+        self.data.splice(start..start, bytes.iter().copied());
+        self.prefixes.insert(i, prefix);
+        self.ends.insert(i, start as u32);
+        self.shift(i, bytes.len() as isize);
     }
 
     pub(crate) fn remove(&mut self, i: usize) -> Key {
-        let key = Key { prefix: self.prefixes.remove(i), bytes: self.bytes.remove(i) };
-        self.total -= key.bytes.len();
+        let key = self.key(i);
+        let (start, end) = (self.start(i), self.ends[i] as usize);
+        self.data.drain(start..end);
+        self.prefixes.remove(i);
+        self.ends.remove(i);
+        self.shift(i, -((end - start) as isize));
         key
     }
 
     pub(crate) fn split_off(&mut self, at: usize) -> Keys {
-        let bytes = self.bytes.split_off(at);
-        let total = bytes.iter().map(|b| b.len()).sum();
-        self.total -= total;
-        Keys { prefixes: self.prefixes.split_off(at), bytes, total }
+        let base = self.start(at);
+        let mut ends = self.ends.split_off(at);
+        for end in &mut ends {
+            *end -= base as u32;
+        }
+        Keys { prefixes: self.prefixes.split_off(at), ends, data: self.data.split_off(base) }
     }
 
     pub(crate) fn append(&mut self, other: &mut Keys) {
-        self.total += std::mem::take(&mut other.total);
+        let base = self.data.len() as u32;
         self.prefixes.append(&mut other.prefixes);
-        self.bytes.append(&mut other.bytes);
+        self.ends.extend(other.ends.drain(..).map(|end| end + base));
+        self.data.append(&mut other.data);
     }
 
     /// The keys' lengths summed.
     pub(crate) fn total_len(&self) -> usize {
-        self.total
+        self.data.len()
     }
 
     /// The keys' bytes, in order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        self.bytes.iter().map(|b| &**b)
+        (0..self.len()).map(|i| self.get(i))
     }
 
     /// How key `i` compares with the probe.
     #[inline]
     fn cmp_at(&self, i: usize, probe: &Probe<'_>) -> std::cmp::Ordering {
-        self.prefixes[i].cmp(&probe.prefix).then_with(|| self.bytes[i][..].cmp(probe.bytes))
+        self.prefixes[i].cmp(&probe.prefix).then_with(|| self.get(i).cmp(probe.bytes))
     }
 
     /// The first index whose key is not less than (`strict`: greater than) the probe.
@@ -286,7 +573,7 @@ impl std::ops::Index<usize> for Keys {
     type Output = [u8];
 
     fn index(&self, i: usize) -> &[u8] {
-        &self.bytes[i]
+        self.get(i)
     }
 }
 
@@ -311,8 +598,8 @@ pub(crate) enum Body {
     Leaf {
         /// The keys, strictly increasing.
         keys: Keys,
-        /// `vals[i]` belongs to `keys[i]`.
-        vals: Vec<Val>,
+        /// Value `i` belongs to `keys[i]`.
+        vals: Vals,
     },
     /// Separator keys and one child more than keys: `children[i]` holds the keys `k` with
     /// `keys[i - 1] <= k < keys[i]`.
@@ -361,7 +648,7 @@ impl Node {
             id: None,
             dirty: true,
             below: false,
-            body: Body::Leaf { keys: Keys::default(), vals: Vec::new() },
+            body: Body::Leaf { keys: Keys::default(), vals: Vals::default() },
         }
     }
 
@@ -398,11 +685,7 @@ impl Node {
     pub(crate) fn encoded_len(&self) -> usize {
         match &self.body {
             Body::Leaf { keys, vals } => {
-                HEADER
-                    + TRAILER
-                    + 6 * keys.len()
-                    + keys.total_len()
-                    + vals.iter().map(Val::encoded_len).sum::<usize>()
+                HEADER + TRAILER + 6 * keys.len() + keys.total_len() + vals.encoded_len()
             }
             Body::Branch { keys, .. } => HEADER + TRAILER + 8 + 10 * keys.len() + keys.total_len(),
         }
@@ -426,21 +709,23 @@ impl Node {
         out.extend_from_slice(&written.to_le_bytes());
         match &self.body {
             Body::Leaf { keys, vals } => {
-                for (k, v) in keys.iter().zip(vals) {
+                for (k, v) in keys.iter().zip(vals.iter()) {
                     out.extend_from_slice(&(k.len() as u16).to_le_bytes());
                     match v {
-                        Val::Inline(v) => {
+                        ValView::Inline(v) => {
                             out.extend_from_slice(&(v.len() as u32).to_le_bytes());
                             out.extend_from_slice(k);
                             out.extend_from_slice(v);
                         }
-                        Val::Stored(r) => {
+                        ValView::Stored(r) => {
                             out.extend_from_slice(&(r.len | REF_FLAG).to_le_bytes());
                             out.extend_from_slice(k);
                             out.extend_from_slice(&r.id.0.to_le_bytes());
                             out.extend_from_slice(&r.written.to_le_bytes());
                         }
-                        Val::Pending(_) => unreachable!("values are written before their leaf"),
+                        ValView::Pending(_) => {
+                            unreachable!("values are written before their leaf")
+                        }
                     }
                 }
             }
@@ -493,11 +778,11 @@ impl Node {
         let node_written = written;
         let mut r = Cursor { bytes: body, at: HEADER };
         let mut keys = Keys::with_capacity(count);
-        let mut vals = Vec::new();
+        let mut vals = Vals::default();
         let mut children = Vec::new();
         match kind {
             LEAF => {
-                vals.reserve(count);
+                vals = Vals::with_capacity(count);
                 for _ in 0..count {
                     let k = usize::from(r.u16()?);
                     let v = r.u32()?;
@@ -508,8 +793,8 @@ impl Node {
                         if v as usize > MAX_INLINE_VALUE_LEN {
                             return Err(corrupt(format!("an inline value of {v} bytes")));
                         }
-                        keys.push(Key::from(r.take(k)?));
-                        vals.push(Val::Inline(r.take(v as usize)?.into()));
+                        keys.push_slice(r.take(k)?);
+                        vals.push(ValView::Inline(r.take(v as usize)?));
                         continue;
                     }
                     let len = v & !REF_FLAG;
@@ -519,14 +804,14 @@ impl Node {
                     {
                         return Err(corrupt(format!("a value object of {len} bytes")));
                     }
-                    keys.push(Key::from(r.take(k)?));
+                    keys.push_slice(r.take(k)?);
                     let (raw, written) = (r.u64()?, r.u64()?);
                     if raw == 0 || written > node_written {
                         return Err(corrupt(format!(
                             "a value object {raw} written by checkpoint {written}"
                         )));
                     }
-                    vals.push(Val::Stored(Arc::new(ValRef { id: ObjectId(raw), written, len })));
+                    vals.push(ValView::Stored(&ValRef { id: ObjectId(raw), written, len }));
                 }
             }
             BRANCH => {
@@ -544,7 +829,7 @@ impl Node {
                     if k > MAX_KEY_LEN {
                         return Err(corrupt(format!("a key of {k} bytes is too long")));
                     }
-                    keys.push(Key::from(r.take(k)?));
+                    keys.push_slice(r.take(k)?);
                     children.push(child(&mut r)?);
                 }
                 if count == 0 {
@@ -702,7 +987,11 @@ mod tests {
                     pairs.iter().for_each(|p| keys.push(Key::from(p.0)));
                     keys
                 },
-                vals: pairs.iter().map(|p| Val::new(p.1)).collect(),
+                vals: {
+                    let mut vals = Vals::default();
+                    pairs.iter().for_each(|p| vals.push(Val::new(p.1).view()));
+                    vals
+                },
             },
         }
     }
@@ -717,7 +1006,7 @@ mod tests {
         assert_eq!(written, 7);
         let Body::Leaf { keys, vals } = back.body else { panic!("a leaf") };
         assert_eq!(keys[1].as_ref(), b"bc");
-        assert_eq!(vals[2], Val::Inline(b"xyz".as_slice().into()));
+        assert_eq!(vals.get(2), ValView::Inline(b"xyz"));
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x10;
@@ -753,13 +1042,13 @@ mod tests {
         let mut node = leaf(&[(b"a", b"1"), (b"b", b"2")]);
         let r = ValRef { id: ObjectId(44), written: 6, len: 5000 };
         let Body::Leaf { vals, .. } = &mut node.body else { unreachable!() };
-        vals[1] = Val::Stored(Arc::new(r));
+        vals.replace(1, ValView::Stored(&r));
         let mut bytes = Vec::new();
         node.encode(3, 7, &mut bytes);
         assert_eq!(bytes.len(), node.encoded_len());
         let (back, _) = Node::decode(ObjectId(9), 3, 7, &bytes).unwrap();
         let Body::Leaf { vals, .. } = back.body else { panic!("a leaf") };
-        assert_eq!(vals[1].stored(), Some(&r));
+        assert_eq!(vals.get(1).stored(), Some(&r));
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x10;
@@ -768,7 +1057,7 @@ mod tests {
         // A reference written after the node that names it is corrupt.
         let late = ValRef { written: 8, ..r };
         let Body::Leaf { vals, .. } = &mut node.body else { unreachable!() };
-        vals[1] = Val::Stored(Arc::new(late));
+        vals.replace(1, ValView::Stored(&late));
         node.encode(3, 7, &mut bytes);
         assert!(Node::decode(ObjectId(9), 3, 7, &bytes).is_err());
 
@@ -836,6 +1125,60 @@ mod tests {
         let mut bytes = Vec::new();
         node.encode(1, 1, &mut bytes);
         assert_eq!(bytes.len(), node.encoded_len());
+    }
+
+    /// Every change to a leaf's values keeps each inline value's bytes, and the encoded
+    /// length, as a plain vector of owned values would.
+    #[test]
+    fn the_values_follow_every_change_as_a_vector_would() {
+        let inline = |n: usize| Val::Inline(vec![n as u8; n].into());
+        let stored =
+            |n: u64| Val::Stored(Arc::new(ValRef { id: ObjectId(n), written: 1, len: 2000 }));
+        let pending = |n: usize| Val::Pending(vec![n as u8; 1500 + n].into());
+        let mut vals = Vals::default();
+        let mut model: Vec<Val> = Vec::new();
+        let check = |vals: &Vals, model: &[Val]| {
+            assert_eq!(vals.len(), model.len());
+            for (i, m) in model.iter().enumerate() {
+                assert_eq!(vals.get(i), m.view(), "value {i}");
+            }
+            assert_eq!(vals.encoded_len(), model.iter().map(Val::encoded_len).sum::<usize>());
+        };
+        for (i, v) in [inline(3), stored(7), inline(0), pending(2), inline(5), inline(9)]
+            .into_iter()
+            .enumerate()
+        {
+            let at = i / 2;
+            vals.insert(at, v.view());
+            model.insert(at, v);
+            check(&vals, &model);
+        }
+        assert_eq!(
+            vals.replace(2, inline(11).view()),
+            std::mem::replace(&mut model[2], inline(11))
+        );
+        check(&vals, &model);
+        assert_eq!(vals.replace(0, stored(8).view()), std::mem::replace(&mut model[0], stored(8)));
+        check(&vals, &model);
+        assert_eq!(vals.remove(3), model.remove(3));
+        check(&vals, &model);
+        vals.set_stored(
+            model.iter().position(|v| matches!(v, Val::Pending(_))).unwrap(),
+            ValRef { id: ObjectId(99), written: 2, len: 1502 },
+        );
+        let p = model.iter().position(|v| matches!(v, Val::Pending(_))).unwrap();
+        model[p] = Val::Stored(Arc::new(ValRef { id: ObjectId(99), written: 2, len: 1502 }));
+        check(&vals, &model);
+        for at in 0..=vals.len() {
+            let (mut left, mut m) = (vals.clone(), model.clone());
+            let mut right = left.split_off(at);
+            let rm = m.split_off(at);
+            check(&left, &m);
+            check(&right, &rm);
+            left.append(&mut right);
+            check(&left, &model);
+            assert_eq!(left, vals);
+        }
     }
 
     #[test]

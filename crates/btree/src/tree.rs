@@ -12,7 +12,10 @@ use std::sync::Arc;
 
 use bob_store_core::ObjectId;
 
-use crate::node::{Body, Key, Keys, Link, NODE_MIN, NODE_TARGET, Node, Probe, Val, ValRef};
+use crate::node::{
+    Body, Key, Keys, Link, MAX_INLINE_VALUE_LEN, NODE_MIN, NODE_TARGET, Node, Probe, Val, ValRef,
+    ValView, Vals,
+};
 use crate::{Error, Result};
 
 /// No valid tree is deeper (a branch has at least two children).
@@ -29,10 +32,11 @@ pub(crate) trait Load {
 }
 
 /// A value's bytes: borrowed from its leaf, or read from its object.
-pub(crate) fn value<'l>(ld: &dyn Load, val: &'l Val) -> Result<Cow<'l, [u8]>> {
+pub(crate) fn value<'l>(ld: &dyn Load, val: ValView<'l>) -> Result<Cow<'l, [u8]>> {
     match val {
-        Val::Inline(b) | Val::Pending(b) => Ok(Cow::Borrowed(b)),
-        Val::Stored(r) => ld.load_value(r).map(Cow::Owned),
+        ValView::Inline(b) => Ok(Cow::Borrowed(b)),
+        ValView::Pending(b) => Ok(Cow::Borrowed(b)),
+        ValView::Stored(r) => ld.load_value(r).map(Cow::Owned),
     }
 }
 
@@ -57,7 +61,7 @@ pub(crate) fn get<'l>(
     tree: u32,
     root: &'l Link,
     key: &[u8],
-) -> Result<Option<&'l Val>> {
+) -> Result<Option<ValView<'l>>> {
     let probe = Probe::new(key);
     let mut link = root;
     for _ in 0..MAX_DEPTH {
@@ -66,7 +70,7 @@ pub(crate) fn get<'l>(
                 link = &children[keys.upper(&probe)];
             }
             Body::Leaf { keys, vals } => {
-                return Ok(keys.search(&probe).ok().map(|i| &vals[i]));
+                return Ok(keys.search(&probe).ok().map(|i| vals.get(i)));
             }
         }
     }
@@ -174,11 +178,15 @@ impl Edit<'_> {
     ) -> Result<Option<Val>> {
         self.untouched = false;
         self.old_bytes = None;
-        let val = Val::new(val);
-        if let Val::Pending(b) = &val {
+        let pending;
+        let val = if val.len() <= MAX_INLINE_VALUE_LEN {
+            ValView::Inline(val)
+        } else {
             // The next checkpoint writes it, as it writes a dirty node.
-            *self.dirtied += b.len().div_ceil(NODE_TARGET) as u64;
-        }
+            *self.dirtied += val.len().div_ceil(NODE_TARGET) as u64;
+            pending = val.into();
+            ValView::Pending(&pending)
+        };
         let (old, split) = self.insert_at(root, key, val, 0)?;
         if let Some(old) = &old {
             self.free_value(old);
@@ -211,7 +219,7 @@ impl Edit<'_> {
         &mut self,
         link: &mut Link,
         key: &[u8],
-        val: Val,
+        val: ValView<'_>,
         depth: usize,
     ) -> Result<(Option<Val>, Option<(Key, Link)>)> {
         if depth >= MAX_DEPTH {
@@ -227,7 +235,7 @@ impl Edit<'_> {
                 let leaf = link.node.get().expect("loaded");
                 if let Body::Leaf { keys, vals } = &leaf.body
                     && let Ok(i) = keys.search(&probe)
-                    && let Val::Stored(r) = &vals[i]
+                    && let ValView::Stored(r) = vals.get(i)
                 {
                     match self.ld.load_value(r) {
                         Ok(bytes) => self.old_bytes = Some(bytes),
@@ -241,10 +249,10 @@ impl Edit<'_> {
             let node = self.node_mut(link)?;
             let Body::Leaf { keys, vals } = &mut node.body else { unreachable!("a leaf") };
             let old = match keys.search(&probe) {
-                Ok(i) => Some(std::mem::replace(&mut vals[i], val)),
+                Ok(i) => Some(vals.replace(i, val)),
                 Err(i) => {
                     at_end = i == keys.len();
-                    keys.insert(i, Key::from(key));
+                    keys.insert_slice(i, key);
                     vals.insert(i, val);
                     None
                 }
@@ -282,7 +290,7 @@ impl Edit<'_> {
                 return Err(e);
             }
             Ok(None) => return Ok(None), // Nothing changes: no node is copied or dirtied.
-            Ok(Some(Val::Stored(r))) if self.read_old => match self.ld.load_value(r) {
+            Ok(Some(ValView::Stored(r))) if self.read_old => match self.ld.load_value(r) {
                 Ok(bytes) => self.old_bytes = Some(bytes),
                 Err(e) => {
                     self.untouched = true;
@@ -390,7 +398,7 @@ impl Edit<'_> {
                 lk.append(rk);
                 lv.append(rv);
                 let sizes: Vec<usize> =
-                    lk.iter().zip(&*lv).map(|(k, v)| 6 + k.len() + v.encoded_len()).collect();
+                    lk.iter().zip(lv.iter()).map(|(k, v)| 6 + k.len() + v.encoded_len()).collect();
                 let m = split_point(&sizes, 1, sizes.len() - 1);
                 *rk = lk.split_off(m);
                 *rv = lv.split_off(m);
@@ -444,7 +452,7 @@ fn split(node: &mut Node, at_end: bool) -> (Key, Node) {
     let body = match &mut node.body {
         Body::Leaf { keys, vals } => {
             let sizes: Vec<usize> =
-                keys.iter().zip(&*vals).map(|(k, v)| 6 + k.len() + v.encoded_len()).collect();
+                keys.iter().zip(vals.iter()).map(|(k, v)| 6 + k.len() + v.encoded_len()).collect();
             let m = if at_end {
                 fill_point(&sizes, 1, sizes.len() - 1)
             } else {
@@ -500,10 +508,10 @@ fn key_at<'l>(path: &Path<'l>) -> Option<&'l [u8]> {
     }
 }
 
-fn entry_at<'l>(path: &Path<'l>) -> Option<(&'l [u8], &'l Val)> {
+fn entry_at<'l>(path: &Path<'l>) -> Option<(&'l [u8], ValView<'l>)> {
     let (leaf, i) = path.last()?;
     match &leaf.body {
-        Body::Leaf { keys, vals } => Some((&keys[*i], &vals[*i])),
+        Body::Leaf { keys, vals } => Some((&keys[*i], vals.get(*i))),
         Body::Branch { .. } => None,
     }
 }
@@ -667,13 +675,13 @@ impl<'l> RawIter<'l> {
         Ok(())
     }
 
-    fn fail(&mut self, e: Error) -> Option<Result<(&'l [u8], &'l Val)>> {
+    fn fail(&mut self, e: Error) -> Option<Result<(&'l [u8], ValView<'l>)>> {
         self.done = true;
         Some(Err(e))
     }
 
     /// The next entry from the front.
-    pub(crate) fn next_entry(&mut self) -> Option<Result<(&'l [u8], &'l Val)>> {
+    pub(crate) fn next_entry(&mut self) -> Option<Result<(&'l [u8], ValView<'l>)>> {
         if self.done {
             return None;
         }
@@ -724,7 +732,7 @@ impl<'l> RawIter<'l> {
     }
 
     /// The next entry from the back.
-    pub(crate) fn next_back_entry(&mut self) -> Option<Result<(&'l [u8], &'l Val)>> {
+    pub(crate) fn next_back_entry(&mut self) -> Option<Result<(&'l [u8], ValView<'l>)>> {
         if self.done {
             return None;
         }
@@ -818,7 +826,7 @@ pub(crate) struct Builder<'s, 'b> {
     /// The completed leaves: (link, first key).
     level: Vec<(Link, Key)>,
     keys: Keys,
-    vals: Vec<Val>,
+    vals: Vals,
     bytes: usize,
     count: u64,
     last: Option<Key>,
@@ -830,7 +838,7 @@ impl<'s, 'b> Builder<'s, 'b> {
             sink,
             level: Vec::new(),
             keys: Keys::default(),
-            vals: Vec::new(),
+            vals: Vals::default(),
             bytes: 32,
             count: 0,
             last: None,
@@ -852,7 +860,7 @@ impl<'s, 'b> Builder<'s, 'b> {
         }
         self.last = Some(key.clone());
         self.keys.push(key);
-        self.vals.push(val);
+        self.vals.push(val.view());
         self.bytes += size;
         self.count += 1;
         Ok(())
@@ -927,14 +935,14 @@ pub(crate) fn for_each_entry(
     ld: &dyn Load,
     tree: u32,
     root: &Link,
-    f: &mut dyn FnMut(&[u8], &Val) -> Result<()>,
+    f: &mut dyn FnMut(&[u8], ValView<'_>) -> Result<()>,
 ) -> Result<()> {
     fn walk(
         ld: &dyn Load,
         tree: u32,
         link: &Link,
         depth: usize,
-        f: &mut dyn FnMut(&[u8], &Val) -> Result<()>,
+        f: &mut dyn FnMut(&[u8], ValView<'_>) -> Result<()>,
     ) -> Result<()> {
         if depth >= MAX_DEPTH {
             return Err(too_deep());
@@ -949,7 +957,7 @@ pub(crate) fn for_each_entry(
         };
         match &node.body {
             Body::Leaf { keys, vals } => {
-                for (k, v) in keys.iter().zip(vals) {
+                for (k, v) in keys.iter().zip(vals.iter()) {
                     f(k, v)?;
                 }
             }
