@@ -106,6 +106,21 @@ impl Val {
     }
 }
 
+/// Replaces `data[range]` with `bytes`, moving the bytes after it once (`Vec::splice` goes
+/// through an iterator, byte by byte).
+fn splice_bytes(data: &mut Vec<u8>, range: std::ops::Range<usize>, bytes: &[u8]) {
+    let (start, end, old_len) = (range.start, range.end, data.len());
+    let new_end = start + bytes.len();
+    if new_end > end {
+        data.resize(old_len + (new_end - end), 0);
+        data.copy_within(end..old_len, new_end);
+    } else if new_end < end {
+        data.copy_within(end..old_len, new_end);
+        data.truncate(old_len - (end - new_end));
+    }
+    data[start..new_end].copy_from_slice(bytes);
+}
+
 /// A value as a leaf holds it, borrowed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ValView<'a> {
@@ -160,20 +175,32 @@ enum Big {
     Stored(ValRef),
 }
 
-/// A leaf's values, in key order: the inline ones laid end to end in one buffer (in entry
-/// order), the long ones by reference in another (in entry order too). Copying a leaf copies
-/// these buffers (and a reference count per long value waiting for its object), dropping it
-/// frees them: no allocation, and no reference count, per inline value.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// A leaf's values, in key order: the inline ones in one buffer, each new one appended (no
+/// bytes move when a value is inserted; what removals and replacements leave unused is
+/// reclaimed once it is half the buffer), the long ones by reference in another (in entry
+/// order). Copying a leaf copies these buffers (and a reference count per long value
+/// waiting for its object), dropping it frees them: no allocation, and no reference count,
+/// per inline value.
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Vals {
     slots: Vec<Slot>,
     data: Vec<u8>,
+    /// Bytes of `data` no slot uses.
+    unused: usize,
     big: Vec<Big>,
 }
 
+impl PartialEq for Vals {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Vals {}
+
 impl Vals {
     pub(crate) fn with_capacity(n: usize) -> Self {
-        Self { slots: Vec::with_capacity(n), data: Vec::new(), big: Vec::new() }
+        Self { slots: Vec::with_capacity(n), data: Vec::new(), unused: 0, big: Vec::new() }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -199,64 +226,52 @@ impl Vals {
         (0..self.len()).map(|i| self.get(i))
     }
 
-    /// Where value `i` would go: the end of the inline bytes before it, and the number of
-    /// long values before it.
-    fn position(&self, i: usize) -> (usize, usize) {
-        let data = self.slots[..i]
-            .iter()
-            .rev()
-            .find_map(|s| match s {
-                Slot::Inline { start, len } => Some((start + len) as usize),
-                Slot::Big(_) => None,
-            })
-            .unwrap_or(0);
-        let big = self.slots[..i]
+    /// The number of long values before value `i`.
+    fn big_before(&self, i: usize) -> usize {
+        self.slots[..i]
             .iter()
             .rev()
             .find_map(|s| match s {
                 Slot::Big(b) => Some(*b as usize + 1),
                 Slot::Inline { .. } => None,
             })
-            .unwrap_or(0);
-        (data, big)
+            .unwrap_or(0)
     }
 
-    /// Shifts the slots from `from` on: inline starts by `data` bytes, long indices by `big`.
-    fn shift(&mut self, from: usize, data: isize, big: isize) {
-        if data == 0 && big == 0 {
-            return;
-        }
+    /// Shifts the long values' indices from slot `from` on by `delta`.
+    fn shift_big(&mut self, from: usize, delta: isize) {
         for slot in &mut self.slots[from..] {
-            match slot {
-                Slot::Inline { start, .. } => *start = (*start as isize + data) as u32,
-                Slot::Big(b) => *b = (*b as isize + big) as u32,
+            if let Slot::Big(b) = slot {
+                *b = (*b as isize + delta) as u32;
             }
+        }
+    }
+
+    /// `bytes` appended to the buffer: their slot.
+    fn append_inline(&mut self, bytes: &[u8]) -> Slot {
+        let start = self.data.len();
+        self.data.extend_from_slice(bytes);
+        Slot::Inline {
+            start: u32::try_from(start).expect("a leaf's values fit in 4 GiB"),
+            len: bytes.len() as u32,
         }
     }
 
     /// Inserts `val` as value `i`.
     pub(crate) fn insert(&mut self, i: usize, val: ValView<'_>) {
-        let (at, big) = self.position(i);
         let slot = match val {
-            ValView::Inline(bytes) => {
-                self.data.splice(at..at, bytes.iter().copied());
-                self.shift(i, bytes.len() as isize, 0);
-                Slot::Inline { start: at as u32, len: bytes.len() as u32 }
-            }
-            ValView::Pending(_) | ValView::Stored(_) => {
-                self.big.insert(
-                    big,
-                    match val {
-                        ValView::Pending(bytes) => Big::Pending(Arc::clone(bytes)),
-                        ValView::Stored(r) => Big::Stored(*r),
-                        ValView::Inline(_) => unreachable!("matched above"),
-                    },
-                );
-                self.shift(i, 0, 1);
-                Slot::Big(big as u32)
-            }
+            ValView::Inline(bytes) => self.append_inline(bytes),
+            ValView::Pending(bytes) => self.insert_big(i, Big::Pending(Arc::clone(bytes))),
+            ValView::Stored(r) => self.insert_big(i, Big::Stored(*r)),
         };
         self.slots.insert(i, slot);
+    }
+
+    fn insert_big(&mut self, i: usize, big: Big) -> Slot {
+        let at = self.big_before(i);
+        self.big.insert(at, big);
+        self.shift_big(i, 1);
+        Slot::Big(at as u32)
     }
 
     /// Appends `val`.
@@ -268,13 +283,13 @@ impl Vals {
     pub(crate) fn remove(&mut self, i: usize) -> Val {
         let old = self.get(i).to_val();
         match self.slots.remove(i) {
-            Slot::Inline { start, len } => {
-                self.data.drain(start as usize..(start + len) as usize);
-                self.shift(i, -(len as isize), 0);
+            Slot::Inline { len, .. } => {
+                self.unused += len as usize;
+                self.reclaim();
             }
             Slot::Big(b) => {
                 self.big.remove(b as usize);
-                self.shift(i, 0, -1);
+                self.shift_big(i, -1);
             }
         }
         old
@@ -283,17 +298,41 @@ impl Vals {
     /// Replaces value `i` with `val`; returns the old one (an inline one copied out).
     pub(crate) fn replace(&mut self, i: usize, val: ValView<'_>) -> Val {
         if let (Slot::Inline { start, len }, ValView::Inline(bytes)) = (self.slots[i], val) {
-            // In place: the bytes after it move only by the difference in length.
             let (start, end) = (start as usize, (start + len) as usize);
             let old = Val::Inline(self.data[start..end].into());
-            self.data.splice(start..end, bytes.iter().copied());
-            self.slots[i] = Slot::Inline { start: start as u32, len: bytes.len() as u32 };
-            self.shift(i + 1, bytes.len() as isize - len as isize, 0);
+            if bytes.len() == len as usize {
+                self.data[start..end].copy_from_slice(bytes);
+            } else {
+                self.unused += len as usize;
+                self.slots[i] = self.append_inline(bytes);
+                self.reclaim();
+            }
             return old;
         }
         let old = self.remove(i);
         self.insert(i, val);
         old
+    }
+
+    /// Lays the inline values out again, in order, once half the buffer is unused.
+    fn reclaim(&mut self) {
+        if self.unused > 256 && self.unused * 2 > self.data.len() {
+            self.compact();
+        }
+    }
+
+    /// The inline values laid out again in order, with no unused bytes.
+    fn compact(&mut self) {
+        let mut data = Vec::with_capacity(self.data.len() - self.unused);
+        for slot in &mut self.slots {
+            if let Slot::Inline { start, len } = slot {
+                let from = *start as usize..(*start + *len) as usize;
+                *start = data.len() as u32;
+                data.extend_from_slice(&self.data[from]);
+            }
+        }
+        self.data = data;
+        self.unused = 0;
     }
 
     /// Marks value `i`, waiting for its object, as in object `r`.
@@ -303,15 +342,25 @@ impl Vals {
     }
 
     pub(crate) fn split_off(&mut self, at: usize) -> Vals {
-        let (data, big) = self.position(at);
-        let mut slots = self.slots.split_off(at);
-        for slot in &mut slots {
-            match slot {
-                Slot::Inline { start, .. } => *start -= data as u32,
-                Slot::Big(b) => *b -= big as u32,
-            }
+        let big = self.big_before(at);
+        let mut right = Vals {
+            slots: Vec::with_capacity(self.len() - at),
+            data: Vec::new(),
+            unused: 0,
+            big: self.big.split_off(big),
+        };
+        for slot in self.slots.drain(at..) {
+            let slot = match slot {
+                Slot::Inline { start, len } => {
+                    self.unused += len as usize;
+                    right.append_inline(&self.data[start as usize..(start + len) as usize])
+                }
+                Slot::Big(b) => Slot::Big(b - big as u32),
+            };
+            right.slots.push(slot);
         }
-        Vals { slots, data: self.data.split_off(data), big: self.big.split_off(big) }
+        self.compact();
+        right
     }
 
     pub(crate) fn append(&mut self, other: &mut Vals) {
@@ -321,12 +370,13 @@ impl Vals {
             Slot::Big(b) => Slot::Big(b + big),
         }));
         self.data.append(&mut other.data);
+        self.unused += std::mem::take(&mut other.unused);
         self.big.append(&mut other.big);
     }
 
     /// The bytes the values take in their leaf's encoding.
     pub(crate) fn encoded_len(&self) -> usize {
-        self.data.len() + REF_BYTES * self.big.len()
+        self.data.len() - self.unused + REF_BYTES * self.big.len()
     }
 }
 
@@ -441,7 +491,7 @@ impl Keys {
     pub(crate) fn set(&mut self, i: usize, key: Key) {
         let (start, end) = (self.start(i), self.ends[i] as usize);
         let delta = key.bytes.len() as isize - (end - start) as isize;
-        self.data.splice(start..end, key.bytes.iter().copied());
+        splice_bytes(&mut self.data, start..end, &key.bytes);
         self.prefixes[i] = key.prefix;
         self.shift(i, delta);
     }
@@ -480,7 +530,7 @@ impl Keys {
             return self.push_bytes(prefix, bytes);
         }
         let start = self.start(i);
-        self.data.splice(start..start, bytes.iter().copied());
+        splice_bytes(&mut self.data, start..start, bytes);
         self.prefixes.insert(i, prefix);
         self.ends.insert(i, start as u32);
         self.shift(i, bytes.len() as isize);
@@ -1169,6 +1219,20 @@ mod tests {
         let p = model.iter().position(|v| matches!(v, Val::Pending(_))).unwrap();
         model[p] = Val::Stored(Arc::new(ValRef { id: ObjectId(99), written: 2, len: 1502 }));
         check(&vals, &model);
+        // Replacements of other lengths and removals leave bytes unused until they are
+        // reclaimed: the values stay what the vector holds.
+        for round in 0..200usize {
+            let i = round % model.len();
+            let v = if round % 7 == 3 { pending(round % 5) } else { inline(round % 40) };
+            assert_eq!(vals.replace(i, v.view()), std::mem::replace(&mut model[i], v));
+            if round % 9 == 0 {
+                assert_eq!(vals.remove(i), model.remove(i));
+                vals.insert(0, inline(33).view());
+                model.insert(0, inline(33));
+            }
+            check(&vals, &model);
+            assert!(vals.unused <= 256 || vals.unused * 2 <= vals.data.len());
+        }
         for at in 0..=vals.len() {
             let (mut left, mut m) = (vals.clone(), model.clone());
             let mut right = left.split_off(at);
