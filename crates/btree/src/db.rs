@@ -1031,12 +1031,12 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             Ok(Val::Stored(Arc::new(ValRef { id, written: epoch, len })))
         };
         tree::for_each_entry(self, tree, &state.root, &mut |key, val| {
-            let val = match val {
-                ValView::Inline(bytes) => Val::Inline(bytes.into()),
+            let copied = match val {
+                ValView::Inline(_) => return builder.push(key, val),
                 ValView::Pending(bytes) => copy_value(bytes)?,
                 ValView::Stored(r) => copy_value(&self.load_value(r)?)?,
             };
-            builder.push(node::Key::from(key), val)
+            builder.push(key, copied.view())
         })?;
         let (root, count) = builder.finish_rootless()?;
         if count != state.len {

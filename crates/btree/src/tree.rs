@@ -807,7 +807,7 @@ pub(crate) fn build(
         if let Val::Pending(b) = &val {
             pending += b.len().div_ceil(NODE_TARGET) as u64;
         }
-        builder.push(Key::from(k.as_slice()), val)?;
+        builder.push(&k, val.view())?;
     }
     let (root, count) = builder.finish()?;
     *dirtied += pending;
@@ -829,7 +829,8 @@ pub(crate) struct Builder<'s, 'b> {
     vals: Vals,
     bytes: usize,
     count: u64,
-    last: Option<Key>,
+    /// The last key pushed (when `count > 0`).
+    last: Vec<u8>,
 }
 
 impl<'s, 'b> Builder<'s, 'b> {
@@ -841,13 +842,13 @@ impl<'s, 'b> Builder<'s, 'b> {
             vals: Vals::default(),
             bytes: 32,
             count: 0,
-            last: None,
+            last: Vec::new(),
         }
     }
 
     /// The next entry; a key not after the last one pushed is [`Error::Unsorted`].
-    pub(crate) fn push(&mut self, key: Key, val: Val) -> Result<()> {
-        if self.last.as_ref().is_some_and(|l| *l >= key) {
+    pub(crate) fn push(&mut self, key: &[u8], val: ValView<'_>) -> Result<()> {
+        if self.count > 0 && key <= self.last.as_slice() {
             return Err(Error::Unsorted);
         }
         let size = 6 + key.len() + val.encoded_len();
@@ -858,9 +859,10 @@ impl<'s, 'b> Builder<'s, 'b> {
             self.level.push(((self.sink)(Body::Leaf { keys, vals })?, first));
             self.bytes = 32;
         }
-        self.last = Some(key.clone());
-        self.keys.push(key);
-        self.vals.push(val.view());
+        self.last.clear();
+        self.last.extend_from_slice(key);
+        self.keys.push_slice(key);
+        self.vals.push(val);
         self.bytes += size;
         self.count += 1;
         Ok(())
