@@ -327,6 +327,12 @@ impl Vals {
         self.unused = 0;
     }
 
+    /// Room for as many more values, and inline bytes, as `other` holds.
+    pub(crate) fn reserve_like(&mut self, other: &Vals) {
+        self.slots.reserve(other.len());
+        self.data.reserve(other.data.len() - other.unused);
+    }
+
     /// Marks value `i`, waiting for its object, as in object `r`.
     pub(crate) fn set_stored(&mut self, i: usize, r: ValRef) {
         let Slot::Big(b) = self.slots[i] else { unreachable!("a value waiting for its object") };
@@ -552,6 +558,13 @@ impl Keys {
         self.prefixes.append(&mut other.prefixes);
         self.ends.extend(other.ends.drain(..).map(|end| end + base));
         self.data.append(&mut other.data);
+    }
+
+    /// Room for as many more keys, and key bytes, as `other` holds.
+    pub(crate) fn reserve_like(&mut self, other: &Keys) {
+        self.prefixes.reserve(other.len());
+        self.ends.reserve(other.len());
+        self.data.reserve(other.data.len());
     }
 
     /// The keys' lengths summed.

@@ -458,7 +458,14 @@ fn split(node: &mut Node, at_end: bool) -> (Key, Node) {
             } else {
                 split_point(&sizes, 1, sizes.len() - 1)
             };
-            Body::Leaf { keys: keys.split_off(m), vals: vals.split_off(m) }
+            let (mut right_keys, mut right_vals) = (keys.split_off(m), vals.split_off(m));
+            if at_end {
+                // Appends fill the right node next: room for as much as the left holds, so
+                // its buffers do not grow entry by entry.
+                right_keys.reserve_like(keys);
+                right_vals.reserve_like(vals);
+            }
+            Body::Leaf { keys: right_keys, vals: right_vals }
         }
         Body::Branch { keys, children } => {
             let sizes: Vec<usize> = keys.iter().map(|k| 10 + k.len()).collect();
