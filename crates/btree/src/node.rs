@@ -173,13 +173,26 @@ enum Big {
 /// order). Copying a leaf copies these buffers (and a reference count per long value
 /// waiting for its object), dropping it frees them: no allocation, and no reference count,
 /// per inline value.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub(crate) struct Vals {
     slots: Vec<Slot>,
     data: Vec<u8>,
     /// Bytes of `data` no slot uses.
     unused: usize,
     big: Vec<Big>,
+}
+
+impl Clone for Vals {
+    /// With room for an entry or two more (see [`copy_with_room`]).
+    fn clone(&self) -> Self {
+        let inline = self.data.len() - self.unused;
+        Self {
+            slots: copy_with_room(&self.slots, 2),
+            data: copy_with_room(&self.data, 2 * inline.div_ceil(self.len().max(1))),
+            unused: self.unused,
+            big: self.big.clone(),
+        }
+    }
 }
 
 impl PartialEq for Vals {
@@ -439,12 +452,30 @@ impl<'a> Probe<'a> {
 /// (read on a prefix tie), with each key's end offset. Copying a node (the first change a
 /// writer makes to it) copies three buffers, and dropping it frees three: no allocation, and
 /// no reference count, per key.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Keys {
     prefixes: Vec<u64>,
     /// `ends[i]`: where key `i`'s bytes end in `data` (key `i` starts where `i - 1` ends).
     ends: Vec<u32>,
     data: Vec<u8>,
+}
+
+/// A copy of `v` with room for `extra` more elements: a node is copied to be changed, and its
+/// first change would otherwise grow (reallocate) each buffer it copied.
+fn copy_with_room<T: Copy>(v: &[T], extra: usize) -> Vec<T> {
+    let mut copy = Vec::with_capacity(v.len() + extra);
+    copy.extend_from_slice(v);
+    copy
+}
+
+impl Clone for Keys {
+    fn clone(&self) -> Self {
+        Self {
+            prefixes: copy_with_room(&self.prefixes, 2),
+            ends: copy_with_room(&self.ends, 2),
+            data: copy_with_room(&self.data, 2 * self.data.len().div_ceil(self.len().max(1))),
+        }
+    }
 }
 
 impl Keys {
