@@ -52,6 +52,15 @@
 //! never held off. One checkpoint runs at a time; a commit that is its own checkpoint (a big
 //! one, or a durable one without a log) holds writers off through both phases.
 //!
+//! # Giving space back
+//! A session that wrote and leaves the live entries filling less than half of a store file of
+//! 4 MiB or more ([`DbOptions::compact_on_close_below`],
+//! [`DbOptions::compact_on_close_min_bytes`]) is compacted by [`Db::close`]: for a database
+//! opened from a path (or given [`StoreFiles`]), the trees of the last commit are rebuilt in
+//! a new file, `<path>.bob-compact`, renamed over the old one once durable, in place of the
+//! closing checkpoint (`docs/format.md`, "Compaction into a new file"); otherwise the store's
+//! objects move down within the file. [`Db::compact`] compacts within the file at any time.
+//!
 //! # Loads and damage
 //! [`TreeMut::bulk_load`] fills an empty tree from sorted entries, nodes left to right.
 //! [`Db::verify`] reads every node and checks the tree invariants; a tree that is an index
