@@ -567,12 +567,17 @@ impl Keys {
 
     pub(crate) fn remove(&mut self, i: usize) -> Key {
         let key = self.key(i);
+        self.delete(i);
+        key
+    }
+
+    /// Removes key `i` without copying it out.
+    pub(crate) fn delete(&mut self, i: usize) {
         let (start, end) = (self.start(i), self.ends[i] as usize);
         self.data.drain(start..end);
         self.prefixes.remove(i);
         self.ends.remove(i);
         self.shift(i, -((end - start) as isize));
-        key
     }
 
     pub(crate) fn split_off(&mut self, at: usize) -> Keys {
@@ -863,12 +868,15 @@ impl Node {
         let written = u64::from_le_bytes(body[16..24].try_into().expect("8 bytes"));
         let node_written = written;
         let mut r = Cursor { bytes: body, at: HEADER };
-        let mut keys = Keys::with_capacity(count);
+        // Capacity for no more entries than the bytes can hold (6 bytes of lengths at
+        // least each): a damaged count allocates nothing past the node's size.
+        let count_cap = count.min(bytes.len() / 6);
+        let mut keys = Keys::with_capacity(count_cap);
         let mut vals = Vals::default();
         let mut children = Vec::new();
         match kind {
             LEAF => {
-                vals = Vals::with_capacity(count);
+                vals = Vals::with_capacity(count_cap);
                 for _ in 0..count {
                     let k = usize::from(r.u16()?);
                     let v = r.u32()?;
@@ -908,7 +916,7 @@ impl Node {
                     }
                     Ok(Link::stored(ObjectId(raw), seen))
                 };
-                children.reserve(count + 1);
+                children.reserve(count_cap + 1);
                 children.push(child(&mut r)?);
                 for _ in 0..count {
                     let k = usize::from(r.u16()?);
@@ -1272,6 +1280,29 @@ mod tests {
             check(&vals, &model);
             assert!(vals.unused <= 256 || vals.unused * 2 <= vals.data.len());
         }
+        // The leaf's encoding is what a leaf built from the vector encodes, byte for byte.
+        let encoded = |vals: &Vals| {
+            let mut keys = Keys::default();
+            (0..vals.len()).for_each(|i| keys.push_slice(&(i as u32).to_be_bytes()));
+            // Values waiting for their objects are given one (as a checkpoint does) first.
+            let mut stored = vals.clone();
+            for i in 0..stored.len() {
+                if let ValView::Pending(b) = stored.get(i) {
+                    let r =
+                        ValRef { id: ObjectId(1000 + i as u64), written: 1, len: b.len() as u32 };
+                    stored.set_stored(i, r);
+                }
+            }
+            let mut node = Node::empty_leaf();
+            node.body = Body::Leaf { keys, vals: stored };
+            let mut out = Vec::new();
+            node.encode(1, 9, &mut out);
+            assert_eq!(out.len(), node.encoded_len());
+            out
+        };
+        let mut rebuilt = Vals::default();
+        model.iter().for_each(|v| rebuilt.push(v.view()));
+        assert_eq!(encoded(&vals), encoded(&rebuilt));
         for at in 0..=vals.len() {
             let (mut left, mut m) = (vals.clone(), model.clone());
             let mut right = left.split_off(at);
@@ -1281,6 +1312,22 @@ mod tests {
             left.append(&mut right);
             check(&left, &model);
             assert_eq!(left, vals);
+            assert_eq!(encoded(&left), encoded(&rebuilt));
+            // A value waiting for its object, moved by the split and the append, is still
+            // the one `set_stored` marks.
+            let mut waiting = left.clone();
+            let mut wm = model.clone();
+            waiting.insert(at.min(waiting.len()), pending(7).view());
+            wm.insert(at.min(wm.len()), pending(7));
+            let mut tail = waiting.split_off(waiting.len() / 2);
+            let tm = wm.split_off(wm.len() / 2);
+            waiting.append(&mut tail);
+            wm.extend(tm);
+            let p = wm.iter().position(|v| matches!(v, Val::Pending(_))).unwrap();
+            let r = ValRef { id: ObjectId(77), written: 3, len: 1507 };
+            waiting.set_stored(p, r);
+            wm[p] = Val::Stored(Arc::new(r));
+            check(&waiting, &wm);
         }
     }
 

@@ -327,7 +327,7 @@ impl Edit<'_> {
             let Body::Leaf { keys, vals } = &mut node.body else { unreachable!("a leaf") };
             return Ok(match keys.search(&probe) {
                 Ok(i) => {
-                    keys.remove(i);
+                    keys.delete(i);
                     Some(vals.remove(i))
                 }
                 Err(_) => None,
