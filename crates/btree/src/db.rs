@@ -1578,7 +1578,7 @@ fn assert_written(link: &Link, depth: usize) {
 /// for a checkpoint (counted in the first too).
 fn loaded_bytes(link: &Link, depth: usize) -> (u64, u64, u64) {
     let Some(node) = link.node.get() else { return (0, 0, 0) };
-    let mut own = node.encoded_len() as u64 + 64 + 32 * node.len() as u64;
+    let mut own = node.heap_bytes() as u64;
     let mut waiting = 0;
     if let Body::Leaf { vals, .. } = &node.body
         && node.dirty

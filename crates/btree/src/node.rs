@@ -340,6 +340,14 @@ impl Vals {
         self.unused = 0;
     }
 
+    /// The bytes its buffers take (their capacities, unused bytes included; a value
+    /// waiting for its object is counted apart).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Slot>()
+            + self.data.capacity()
+            + self.big.capacity() * std::mem::size_of::<Big>()
+    }
+
     /// Room for as many more values, and inline bytes, as `other` holds.
     pub(crate) fn reserve_like(&mut self, other: &Vals) {
         self.slots.reserve(other.len());
@@ -596,6 +604,11 @@ impl Keys {
         self.data.append(&mut other.data);
     }
 
+    /// The bytes its buffers take (their capacities, not only what is used).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.prefixes.capacity() * 8 + self.ends.capacity() * 4 + self.data.capacity()
+    }
+
     /// Room for as many more keys, and key bytes, as `other` holds.
     pub(crate) fn reserve_like(&mut self, other: &Keys) {
         self.prefixes.reserve(other.len());
@@ -770,6 +783,18 @@ impl Node {
         match &self.body {
             Body::Leaf { keys, .. } | Body::Branch { keys, .. } => keys.len(),
         }
+    }
+
+    /// The memory it takes, about: the node, its shared allocation's counts, and its buffers
+    /// at their capacities (what the memory budget counts).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let buffers = match &self.body {
+            Body::Leaf { keys, vals } => keys.heap_bytes() + vals.heap_bytes(),
+            Body::Branch { keys, children } => {
+                keys.heap_bytes() + children.capacity() * std::mem::size_of::<Link>()
+            }
+        };
+        std::mem::size_of::<Node>() + 16 + buffers
     }
 
     /// Its encoded length in bytes.
@@ -1329,6 +1354,21 @@ mod tests {
             wm[p] = Val::Stored(Arc::new(r));
             check(&waiting, &wm);
         }
+    }
+
+    /// The memory a node is counted at includes the room its buffers hold, not only what its
+    /// encoding uses: a right node given room by an append split counts that room.
+    #[test]
+    fn a_nodes_memory_counts_its_buffers_capacity() {
+        let full = leaf(&[(b"aaaa", &[1; 900]), (b"bbbb", &[2; 900]), (b"cccc", &[3; 900])]);
+        let Body::Leaf { keys: fk, vals: fv } = &full.body else { unreachable!() };
+        let mut empty = Node::empty_leaf();
+        let before = empty.heap_bytes();
+        let Body::Leaf { keys, vals } = &mut empty.body else { unreachable!() };
+        keys.reserve_like(fk);
+        vals.reserve_like(fv);
+        assert!(empty.heap_bytes() >= before + 2700, "{} -> {}", before, empty.heap_bytes());
+        assert!(full.heap_bytes() >= full.encoded_len());
     }
 
     #[test]
