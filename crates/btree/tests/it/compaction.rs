@@ -193,3 +193,51 @@ fn the_copy_keeps_the_files_permissions_and_a_link_stays_a_link() {
     check(&link, &model);
     check(&target, &model);
 }
+
+/// A database without a log is copied as well: its catalog says so, and it opens (without a
+/// log) with every entry.
+#[test]
+fn a_database_without_a_log_is_copied_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.bob");
+    let options = DbOptions { log: false, ..options() };
+    let db = Db::create_with(&path, &options).unwrap();
+    let mut model = Model::new();
+    let mut tx = db.begin_write().unwrap();
+    {
+        let mut t = tx.open_tree::<u64, Vec<u8>>("t").unwrap();
+        for k in 0..20_000u64 {
+            t.put(&k, &value(k)).unwrap();
+            model.insert(k, value(k));
+        }
+    }
+    tx.commit(Durability::Durable).unwrap();
+    let mut tx = db.begin_write().unwrap();
+    {
+        let mut t = tx.open_tree::<u64, Vec<u8>>("t").unwrap();
+        for k in (0..20_000u64).filter(|k| k % 8 != 0) {
+            t.delete(&k).unwrap();
+            model.remove(&k);
+        }
+    }
+    tx.commit(Durability::Durable).unwrap();
+    let before = std::fs::metadata(&path).unwrap().len();
+    db.close().unwrap();
+    assert!(std::fs::metadata(&path).unwrap().len() < before / 3);
+    assert!(!copy_path_of(&path).exists());
+    for _ in 0..3 {
+        let db = Db::open_with(&path, &options).unwrap();
+        let read = db.begin_read();
+        let found: Model = read
+            .open_tree::<u64, Vec<u8>>("t")
+            .unwrap()
+            .iter()
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(found, model);
+        drop(read);
+        assert!(db.verify().unwrap().is_clean());
+        db.close().unwrap();
+    }
+}
