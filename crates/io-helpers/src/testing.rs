@@ -1,8 +1,14 @@
-//! Test support, behind the `testing` feature: [`SimDisk`], seeds for randomized tests,
-//! deterministic payloads and image mutations for fuzzing.
+//! Test support, behind the `testing` feature: [`SimDisk`], [`Hooked`] (a backend that runs a
+//! test's hook before each operation of another), seeds for randomized tests, deterministic
+//! payloads and image mutations for fuzzing.
 //!
 //! Randomized tests take their seed from [`test_seed`], which prints it; setting `BOB_SEED`
 //! to that value replays the run.
+
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+
+use crate::FileBackend;
 
 pub use crate::sim::{
     CrashMode, FaultKind, FaultPlan, OpCounts, OpFilter, OpKind, PAGE_BYTES, Repeat, SimDisk,
@@ -112,5 +118,146 @@ mod tests {
         assert_eq!(parse_seed("42"), Some(42));
         assert_eq!(parse_seed(" 0x2A "), Some(42));
         assert_eq!(parse_seed("forty-two"), None);
+    }
+}
+
+/// What a [`Hooked`] backend is about to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookOp {
+    /// A read of `len` bytes at `offset`.
+    Read {
+        /// Where.
+        offset: u64,
+        /// How many bytes.
+        len: usize,
+    },
+    /// A write of `len` bytes at `offset` (a vectored write: its buffers together).
+    Write {
+        /// Where.
+        offset: u64,
+        /// How many bytes.
+        len: usize,
+    },
+    /// `set_len`.
+    SetLen(u64),
+    /// `allocate`.
+    Allocate(u64),
+    /// `sync_data` or `sync_all`.
+    Sync,
+}
+
+/// A hook a [`Hooked`] backend runs before each operation.
+pub type Hook = Arc<dyn Fn(HookOp) -> io::Result<()> + Send + Sync>;
+
+/// A backend that runs a hook before each operation of the one it wraps (reads, writes,
+/// length changes, syncs; not `len` or the cache hints), for tests that count, delay, gate or
+/// fail operations: an `Err` from the hook is the operation's result, and the wrapped backend
+/// is not called.
+#[derive(Clone)]
+pub struct Hooked<B> {
+    inner: B,
+    hook: Hook,
+}
+
+impl<B> Hooked<B> {
+    /// `inner`, with `hook` run before each of its operations.
+    pub fn new(inner: B, hook: impl Fn(HookOp) -> io::Result<()> + Send + Sync + 'static) -> Self {
+        Self { inner, hook: Arc::new(hook) }
+    }
+
+    /// The wrapped backend.
+    pub fn inner(&self) -> &B {
+        &self.inner
+    }
+}
+
+impl<B> std::fmt::Debug for Hooked<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooked").finish_non_exhaustive()
+    }
+}
+
+impl<B: FileBackend> FileBackend for Hooked<B> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        (self.hook)(HookOp::Read { offset, len: buf.len() })?;
+        self.inner.read_at(buf, offset)
+    }
+    fn read_to_vec(&self, buf: &mut Vec<u8>, len: usize, offset: u64) -> io::Result<()> {
+        (self.hook)(HookOp::Read { offset, len })?;
+        self.inner.read_to_vec(buf, len, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        (self.hook)(HookOp::Write { offset, len: buf.len() })?;
+        self.inner.write_at(buf, offset)
+    }
+    fn write_vectored_at(&self, bufs: &[IoSlice<'_>], offset: u64) -> io::Result<()> {
+        let len = bufs.iter().map(|b| b.len()).sum();
+        (self.hook)(HookOp::Write { offset, len })?;
+        self.inner.write_vectored_at(bufs, offset)
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        (self.hook)(HookOp::SetLen(len))?;
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        (self.hook)(HookOp::Sync)?;
+        self.inner.sync_data()
+    }
+    fn sync_all(&self) -> io::Result<()> {
+        (self.hook)(HookOp::Sync)?;
+        self.inner.sync_all()
+    }
+    fn drop_cache(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.inner.drop_cache(offset, len)
+    }
+    fn map_reads(&self, on: bool) {
+        self.inner.map_reads(on);
+    }
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        (self.hook)(HookOp::Allocate(len))?;
+        self.inner.allocate(len)
+    }
+}
+
+#[cfg(test)]
+mod hooked_tests {
+    use super::*;
+
+    /// The hook sees each operation with its extent before the wrapped backend does; its
+    /// error is the operation's, and the wrapped backend is then left alone.
+    #[test]
+    fn a_hook_sees_every_operation_and_its_error_stops_it() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        let disk = Hooked::new(SimDisk::new(), move |op| {
+            log.lock().unwrap().push(op);
+            match op {
+                HookOp::Write { offset: 4096, .. } => Err(io::Error::other("refused")),
+                _ => Ok(()),
+            }
+        });
+        disk.write_at(b"abc", 0).unwrap();
+        assert!(disk.write_at(b"xyz", 4096).is_err());
+        disk.write_vectored_at(&[IoSlice::new(b"de"), IoSlice::new(b"f")], 3).unwrap();
+        let mut buf = [0u8; 6];
+        disk.read_at(&mut buf, 0).unwrap();
+        disk.sync_data().unwrap();
+        disk.set_len(10).unwrap();
+        assert_eq!(&buf, b"abcdef");
+        assert_eq!(disk.inner().len().unwrap(), 10, "the refused write wrote nothing");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                HookOp::Write { offset: 0, len: 3 },
+                HookOp::Write { offset: 4096, len: 3 },
+                HookOp::Write { offset: 3, len: 3 },
+                HookOp::Read { offset: 0, len: 6 },
+                HookOp::Sync,
+                HookOp::SetLen(10),
+            ]
+        );
     }
 }

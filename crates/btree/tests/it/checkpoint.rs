@@ -1,14 +1,13 @@
 //! A checkpoint holds writers off only for its first phase (marking the changed nodes clean):
 //! while it rewrites and syncs, writers commit and readers read, and nothing is lost.
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use bob_alloc::BasicAllocator;
 use bob_btree::{Db, DbOptions, Durability};
-use bob_io_helpers::FileBackend;
-use bob_io_helpers::testing::SimDisk;
+use bob_io_helpers::testing::{HookOp, Hooked, SimDisk};
 use bob_store_concurrent::ConcurrentStore;
 use bob_store_core::{Store, StoreOptions};
 
@@ -22,26 +21,38 @@ struct Gate {
     fail: std::sync::atomic::AtomicBool,
 }
 
+impl Gate {
+    /// What a sync does first: fails if told to, else waits while the gate is closed.
+    fn wait_open(&self) -> io::Result<()> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(io::Error::other("injected sync failure"));
+        }
+        let mut state = self.state.lock().unwrap();
+        state.1 += 1;
+        self.changed.notify_all();
+        while state.0 {
+            state = self.changed.wait(state).unwrap();
+        }
+        state.1 -= 1;
+        Ok(())
+    }
+}
+
 /// A simulated disk whose syncs wait while its gate is closed.
 #[derive(Clone)]
 struct GateDisk {
-    disk: SimDisk,
+    disk: Hooked<SimDisk>,
     gate: Arc<Gate>,
 }
 
 impl GateDisk {
-    fn wait_open(&self) -> io::Result<()> {
-        if self.gate.fail.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(io::Error::other("injected sync failure"));
-        }
-        let mut state = self.gate.state.lock().unwrap();
-        state.1 += 1;
-        self.gate.changed.notify_all();
-        while state.0 {
-            state = self.gate.changed.wait(state).unwrap();
-        }
-        state.1 -= 1;
-        Ok(())
+    fn new() -> Self {
+        let gate = Arc::new(Gate::default());
+        let waits = Arc::clone(&gate);
+        let disk = Hooked::new(SimDisk::new(), move |op| {
+            if op == HookOp::Sync { waits.wait_open() } else { Ok(()) }
+        });
+        Self { disk, gate }
     }
 
     fn close(&self) {
@@ -62,32 +73,6 @@ impl GateDisk {
     }
 }
 
-impl FileBackend for GateDisk {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.disk.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.disk.write_at(buf, offset)
-    }
-    fn write_vectored_at(&self, bufs: &[IoSlice<'_>], offset: u64) -> io::Result<()> {
-        self.disk.write_vectored_at(bufs, offset)
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.disk.len()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.disk.set_len(len)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.wait_open()?;
-        self.disk.sync_data()
-    }
-    fn sync_all(&self) -> io::Result<()> {
-        self.wait_open()?;
-        self.disk.sync_all()
-    }
-}
-
 fn options() -> DbOptions {
     DbOptions {
         store: StoreOptions { journal_bytes: 16 * 4096, ..StoreOptions::default() },
@@ -96,14 +81,14 @@ fn options() -> DbOptions {
     }
 }
 
-type GateDb = Db<Store<BasicAllocator, GateDisk>>;
+type GateDb = Db<Store<BasicAllocator, Hooked<SimDisk>>>;
 
 /// The database on `disk` and `log`, created or reopened.
 fn open_db(disk: &GateDisk, log: &SimLogDir, create: bool) -> GateDb {
     let store = if create {
-        Store::<BasicAllocator, _>::create_with(disk.clone(), options().store)
+        Store::<BasicAllocator, _>::create_with(disk.disk.clone(), options().store)
     } else {
-        Store::<BasicAllocator, _>::open_with(disk.clone(), options().store)
+        Store::<BasicAllocator, _>::open_with(disk.disk.clone(), options().store)
     };
     Db::with_log(ConcurrentStore::new(store.unwrap(), 0), Box::new(log.clone()), &options())
         .unwrap()
@@ -118,7 +103,7 @@ fn entries(db: &GateDb) -> std::collections::BTreeMap<u64, Vec<u8>> {
 
 #[test]
 fn writers_and_readers_go_on_while_a_checkpoint_writes_and_syncs() {
-    let disk = GateDisk { disk: SimDisk::new(), gate: Arc::default() };
+    let disk = GateDisk::new();
     let log = SimLogDir::default();
     let db = open_db(&disk, &log, true);
     let mut tx = db.begin_write().unwrap();
@@ -202,7 +187,7 @@ fn writers_and_readers_go_on_while_a_checkpoint_writes_and_syncs() {
 /// acknowledged commit (from the log).
 #[test]
 fn after_a_failed_checkpoint_nothing_follows_it_and_the_log_keeps_every_commit() {
-    let disk = GateDisk { disk: SimDisk::new(), gate: Arc::default() };
+    let disk = GateDisk::new();
     let log = SimLogDir::default();
     let db = open_db(&disk, &log, true);
     let mut want = std::collections::BTreeMap::new();

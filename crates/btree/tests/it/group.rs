@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use bob_alloc::BasicAllocator;
 use bob_btree::{Db, Durability, LogDir, LogFile};
-use bob_io_helpers::FileBackend;
-use bob_io_helpers::testing::{CrashMode, SimDisk};
+use bob_io_helpers::testing::{CrashMode, HookOp, Hooked, SimDisk};
 use bob_store_concurrent::ConcurrentStore;
 use bob_store_core::Store;
 
@@ -26,46 +25,19 @@ struct SlowDir {
     fail_from: u64,
 }
 
-struct SlowFile {
-    disk: Arc<dyn FileBackend + Send + Sync>,
-    syncs: Arc<AtomicU64>,
-    fail_from: u64,
-}
-
-impl FileBackend for SlowFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.disk.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.disk.write_at(buf, offset)
-    }
-    fn write_vectored_at(&self, bufs: &[io::IoSlice<'_>], offset: u64) -> io::Result<()> {
-        self.disk.write_vectored_at(bufs, offset)
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.disk.len()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.disk.set_len(len)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        std::thread::sleep(Duration::from_millis(2));
-        if self.syncs.fetch_add(1, Ordering::SeqCst) + 1 >= self.fail_from {
-            return Err(io::Error::other("injected sync failure"));
-        }
-        self.disk.sync_data()
-    }
-    fn sync_all(&self) -> io::Result<()> {
-        self.sync_data()
-    }
-    fn allocate(&self, len: u64) -> io::Result<()> {
-        self.disk.allocate(len)
-    }
-}
-
 impl SlowDir {
+    /// `disk`, each sync of it taking 2 ms, and failing from the `fail_from`-th on.
     fn wrap(&self, disk: LogFile) -> LogFile {
-        Arc::new(SlowFile { disk, syncs: Arc::clone(&self.syncs), fail_from: self.fail_from })
+        let (syncs, fail_from) = (Arc::clone(&self.syncs), self.fail_from);
+        Arc::new(Hooked::new(disk, move |op| {
+            if op == HookOp::Sync {
+                std::thread::sleep(Duration::from_millis(2));
+                if syncs.fetch_add(1, Ordering::SeqCst) + 1 >= fail_from {
+                    return Err(io::Error::other("injected sync failure"));
+                }
+            }
+            Ok(())
+        }))
     }
 }
 

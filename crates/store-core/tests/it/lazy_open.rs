@@ -7,51 +7,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bob_alloc::{BasicAllocator, OmniBlockAllocator};
-use bob_io_helpers::FileBackend;
-use bob_io_helpers::testing::{CrashMode, FaultKind, FaultPlan, OpFilter, OpKind, Repeat, SimDisk};
+use bob_io_helpers::testing::{
+    CrashMode, FaultKind, FaultPlan, HookOp, Hooked, OpFilter, OpKind, Repeat, SimDisk,
+};
 use bob_store_core::{BaseStore, Error, ObjectId, SpaceAllocator, Store, StoreOptions, Storer};
 
 use crate::{Contents, bytes, options, put};
 
-/// A disk that counts the bytes read through it.
-#[derive(Clone)]
-struct Counting(SimDisk, Arc<AtomicU64>);
-
-impl Counting {
-    fn read(&self) -> u64 {
-        self.1.load(Ordering::Relaxed)
-    }
-}
-
-impl FileBackend for Counting {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        self.1.fetch_add(buf.len() as u64, Ordering::Relaxed);
-        self.0.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
-        self.0.write_at(buf, offset)
-    }
-    fn write_vectored_at(&self, bufs: &[std::io::IoSlice<'_>], offset: u64) -> std::io::Result<()> {
-        self.0.write_vectored_at(bufs, offset)
-    }
-    fn len(&self) -> std::io::Result<u64> {
-        self.0.len()
-    }
-    fn set_len(&self, len: u64) -> std::io::Result<()> {
-        self.0.set_len(len)
-    }
-    fn sync_data(&self) -> std::io::Result<()> {
-        self.0.sync_data()
-    }
-    fn sync_all(&self) -> std::io::Result<()> {
-        self.0.sync_all()
-    }
-    fn allocate(&self, len: u64) -> std::io::Result<()> {
-        self.0.allocate(len)
-    }
-    fn drop_cache(&self, offset: u64, len: u64) -> std::io::Result<()> {
-        self.0.drop_cache(offset, len)
-    }
+/// `disk`, and a count of the bytes read through it.
+fn counting(disk: SimDisk) -> (Hooked<SimDisk>, Arc<AtomicU64>) {
+    let read = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&read);
+    let disk = Hooked::new(disk, move |op| {
+        if let HookOp::Read { len, .. } = op {
+            count.fetch_add(len as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    });
+    (disk, read)
 }
 
 /// Open reads a bounded number of bytes whatever the table's size; one read reads one table
@@ -70,34 +43,35 @@ fn open_reads_the_header_root_and_journal_only() {
     }
     store.close().unwrap();
     let table_pages = 20_000 / 127;
-    let counter = Counting(disk.clone(), Arc::default());
+    let (counter, read) = counting(disk.clone());
+    let counter_read = || read.load(Ordering::Relaxed);
     let mut store = Store::<BasicAllocator, _>::open_with(counter.clone(), options()).unwrap();
     // Two header slots, a root of 16 bytes a page, the journal region (4 pages in these
     // tests) and its first page again from the device.
     let journal = 4 * 4096;
     let bound = 2 * 4096 + 16 + 16 * (table_pages + 1) + journal + 4096;
-    assert!(counter.read() <= bound, "open read {} bytes, bound {bound}", counter.read());
+    assert!(counter_read() <= bound, "open read {} bytes, bound {bound}", counter_read());
     assert_eq!(store.object_count(), 20_000);
-    let before = counter.read();
+    let before = counter_read();
     let id = ObjectId(10_000);
     assert_eq!(store.read_bytes_from_obj(id).unwrap(), model[&id]);
-    assert_eq!(counter.read() - before, 4096 + 24, "one table page and the object");
-    let before = counter.read();
+    assert_eq!(counter_read() - before, 4096 + 24, "one table page and the object");
+    let before = counter_read();
     assert_eq!(store.read_bytes_from_obj(ObjectId(10_001)).unwrap(), model[&ObjectId(10_001)]);
-    assert_eq!(counter.read() - before, 24, "the page is read once");
+    assert_eq!(counter_read() - before, 24, "the page is read once");
     // The first write reads every other page and rebuilds the allocator.
-    let before = counter.read();
+    let before = counter_read();
     let new = store.write_new_obj_from_bytes(b"after").unwrap();
-    assert!(counter.read() - before >= (table_pages - 1) * 4096);
+    assert!(counter_read() - before >= (table_pages - 1) * 4096);
     model.insert(new, b"after".to_vec());
     assert_eq!(crate::contents(&store).unwrap(), model);
     assert!(store.verify().unwrap().is_clean());
     store.close().unwrap();
     // A full open reads every page at once.
-    let counter = Counting(disk, Arc::default());
+    let (counter, read) = counting(disk);
     let full = StoreOptions { load_on_open: true, ..options() };
     let store = Store::<BasicAllocator, _>::open_with(counter.clone(), full).unwrap();
-    assert!(counter.read() >= bound + (table_pages - 1) * 4096);
+    assert!(read.load(Ordering::Relaxed) >= bound + (table_pages - 1) * 4096);
     assert_eq!(crate::contents(&store).unwrap(), model);
 }
 

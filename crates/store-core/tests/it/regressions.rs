@@ -2,7 +2,9 @@
 
 use bob_alloc::{BasicAllocator, OmniBlockAllocator};
 use bob_io_helpers::checksum;
-use bob_io_helpers::testing::{CrashMode, FaultKind, FaultPlan, OpFilter, OpKind, Repeat, SimDisk};
+use bob_io_helpers::testing::{
+    CrashMode, FaultKind, FaultPlan, HookOp, Hooked, OpFilter, OpKind, Repeat, SimDisk,
+};
 use bob_store_core::{
     BaseStore, Error, ObjectId, SpaceAllocator, SplitStore, Store, StoreOptions, Storer,
 };
@@ -146,41 +148,14 @@ fn regression_an_uncommitted_small_object_never_shares_a_page_with_committed_one
     small_objects_keep_to_pages_of_their_own::<OmniBlockAllocator>();
 }
 
-/// A disk one page of which cannot be read: every read that touches it fails.
-#[derive(Clone)]
-struct UnreadablePage(SimDisk, u64);
-
-impl bob_io_helpers::FileBackend for UnreadablePage {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        if offset < self.1 + PAGE && offset + buf.len() as u64 > self.1 {
-            return Err(std::io::Error::other("unreadable page"));
+/// `disk`, one page of which (at `page`) cannot be read: every read that touches it fails.
+fn unreadable_page(disk: SimDisk, page: u64) -> Hooked<SimDisk> {
+    Hooked::new(disk, move |op| match op {
+        HookOp::Read { offset, len } if offset < page + PAGE && offset + len as u64 > page => {
+            Err(std::io::Error::other("unreadable page"))
         }
-        self.0.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
-        self.0.write_at(buf, offset)
-    }
-    fn write_vectored_at(&self, bufs: &[std::io::IoSlice<'_>], offset: u64) -> std::io::Result<()> {
-        self.0.write_vectored_at(bufs, offset)
-    }
-    fn len(&self) -> std::io::Result<u64> {
-        self.0.len()
-    }
-    fn set_len(&self, len: u64) -> std::io::Result<()> {
-        self.0.set_len(len)
-    }
-    fn sync_data(&self) -> std::io::Result<()> {
-        self.0.sync_data()
-    }
-    fn sync_all(&self) -> std::io::Result<()> {
-        self.0.sync_all()
-    }
-    fn allocate(&self, len: u64) -> std::io::Result<()> {
-        self.0.allocate(len)
-    }
-    fn drop_cache(&self, offset: u64, len: u64) -> std::io::Result<()> {
-        self.0.drop_cache(offset, len)
-    }
+        _ => Ok(()),
+    })
 }
 
 /// Finding 8: both header slots were read with one read, so an unreadable older slot failed
@@ -192,7 +167,7 @@ fn regression_an_unreadable_older_header_slot_does_not_stop_open() {
     let image = disk.live_image();
     let (newest, _) = newest_slot(&image);
     let older_page = if newest == 0 { PAGE } else { 0 };
-    let disk = UnreadablePage(SimDisk::from_image(image), older_page);
+    let disk = unreadable_page(SimDisk::from_image(image), older_page);
     let store = Store::<BasicAllocator, _>::open_with(disk, options()).unwrap();
     assert_eq!(store.read_bytes_from_obj(old).unwrap(), bytes(1, 3000));
     assert_eq!(store.read_bytes_from_obj(new).unwrap(), bytes(2, 3000));
