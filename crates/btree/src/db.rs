@@ -158,9 +158,8 @@ impl StoreFiles<DefaultStore> for OsStoreFiles {
         let file =
             OsFile::create_new(&copy_path_of(&self.path)).map_err(bob_store_core::Error::from)?;
         let copy = file.file();
-        if copy.metadata().map_err(Error::Compaction)?.uid() != meta.uid()
-            || copy.metadata().map_err(Error::Compaction)?.gid() != meta.gid()
-        {
+        let made = copy.metadata().map_err(Error::Compaction)?;
+        if (made.uid(), made.gid()) != (meta.uid(), meta.gid()) {
             std::os::unix::fs::fchown(copy, Some(meta.uid()), Some(meta.gid()))
                 .map_err(Error::Compaction)?;
         }
@@ -212,6 +211,15 @@ struct Snapshot {
     lsn: u64,
     next_tree: u32,
     trees: BTreeMap<String, TreeState>,
+}
+
+impl Snapshot {
+    /// The epoch of the checkpoint that writes this snapshot.
+    fn next_epoch(&self) -> Result<u64> {
+        self.epoch
+            .checked_add(1)
+            .ok_or_else(|| Error::Corrupt("the checkpoint epoch is out of range".into()))
+    }
 }
 
 /// What committed transactions changed since the last checkpoint, besides their nodes.
@@ -962,26 +970,15 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         Ok(Some(hold))
     }
 
-    /// Writes `snapshot`'s trees and catalog into a new store from `files`, committed and
-    /// closed; returns the store's file (still locked) and the nodes and bytes written.
-    fn write_copy(
+    /// The catalog of a checkpoint at `epoch` of `snapshot`, whose trees have the given roots
+    /// (no deferred values yet).
+    fn catalog(
         &self,
-        files: &dyn StoreFiles<S>,
         snapshot: &Snapshot,
-    ) -> Result<(S::Io, (u64, u64))> {
-        let epoch = snapshot
-            .epoch
-            .checked_add(1)
-            .ok_or_else(|| Error::Corrupt("the checkpoint epoch is out of range".into()))?;
-        let mut copy = files.create_copy(self.store_options)?;
-        copy.prime_object(0)?;
-        let mut written = (0, 0);
-        let mut trees = BTreeMap::new();
-        for (name, state) in &snapshot.trees {
-            let root = self.copy_tree(&mut copy, state, epoch, &mut written)?;
-            trees.insert(name.clone(), StoredTree { id: state.id, root, len: state.len });
-        }
-        let catalog = Catalog {
+        epoch: u64,
+        trees: BTreeMap<String, StoredTree>,
+    ) -> Catalog {
+        Catalog {
             epoch,
             next_tree: snapshot.next_tree,
             logged: self.wal.is_some(),
@@ -990,7 +987,25 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             trees,
             deferred: Vec::new(),
         }
-        .encode();
+    }
+
+    /// Writes `snapshot`'s trees and catalog into a new store from `files`, committed and
+    /// closed; returns the store's file (still locked) and the nodes and bytes written.
+    fn write_copy(
+        &self,
+        files: &dyn StoreFiles<S>,
+        snapshot: &Snapshot,
+    ) -> Result<(S::Io, (u64, u64))> {
+        let epoch = snapshot.next_epoch()?;
+        let mut copy = files.create_copy(self.store_options)?;
+        copy.prime_object(0)?;
+        let mut written = (0, 0);
+        let mut trees = BTreeMap::new();
+        for (name, state) in &snapshot.trees {
+            let root = self.copy_tree(&mut copy, state, epoch, &mut written)?;
+            trees.insert(name.clone(), StoredTree { id: state.id, root, len: state.len });
+        }
+        let catalog = self.catalog(snapshot, epoch, trees).encode();
         written.1 += catalog.len() as u64;
         copy.replace_obj(PRIME_OBJECT_ID, &catalog)?;
         copy.commit()?;
@@ -1255,10 +1270,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             *self.committed.lock() = Arc::new(snapshot);
             return Ok(None);
         }
-        let epoch = snapshot
-            .epoch
-            .checked_add(1)
-            .ok_or_else(|| Error::Corrupt("the checkpoint epoch is out of range".into()))?;
+        let epoch = snapshot.next_epoch()?;
         let mut prepared = Prepared {
             epoch,
             started: std::time::Instant::now(),
@@ -1283,23 +1295,15 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             for tree in snapshot.trees.values_mut() {
                 self.collect_dirty(&mut tree.root, tree.id, epoch, &mut buf, 0, &mut prepared)?;
             }
-            let catalog = Catalog {
-                epoch,
-                next_tree: snapshot.next_tree,
-                logged: self.wal.is_some(),
-                log_id: self.log_id,
-                wal_lsn: snapshot.lsn,
-                trees: snapshot
-                    .trees
-                    .iter()
-                    .map(|(name, t)| {
-                        let root = t.root.node.get().map_or(t.root.id, |n| n.id);
-                        (name.clone(), StoredTree { id: t.id, root, len: t.len })
-                    })
-                    .collect(),
-                deferred: Vec::new(),
-            };
-            Ok(catalog)
+            let trees = snapshot
+                .trees
+                .iter()
+                .map(|(name, t)| {
+                    let root = t.root.node.get().map_or(t.root.id, |n| n.id);
+                    (name.clone(), StoredTree { id: t.id, root, len: t.len })
+                })
+                .collect();
+            Ok(self.catalog(&snapshot, epoch, trees))
         })();
         let mut catalog = match result {
             Ok(catalog) => catalog,

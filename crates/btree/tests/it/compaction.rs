@@ -14,6 +14,12 @@ use bob_store_core::StoreOptions;
 
 type Model = BTreeMap<u64, Vec<u8>>;
 
+/// The file's inode: a copy renamed over it has a new one, a compaction in place keeps it.
+fn inode(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().ino()
+}
+
 fn options() -> DbOptions {
     DbOptions { checkpoint_interval: None, compact_on_close_min_bytes: 0, ..DbOptions::default() }
 }
@@ -75,7 +81,9 @@ fn close_copies_a_sparse_store_into_a_new_file() {
     let db = Db::create_with(&path, &options()).unwrap();
     let model = fill_and_shrink(&db);
     let before = std::fs::metadata(&path).unwrap().len();
+    let old = inode(&path);
     db.close().unwrap();
+    assert_ne!(inode(&path), old, "not copied into a new file");
     let after = std::fs::metadata(&path).unwrap().len();
     let live: u64 = model.values().map(|v| 8 + v.len() as u64).sum();
     assert!(after < before / 3, "{before} -> {after} bytes");
@@ -141,7 +149,9 @@ fn a_copy_that_cannot_be_made_leaves_the_close_to_its_usual_path() {
     let db = open_failing(&path, true, false);
     let model = fill_and_shrink(&db);
     let before = std::fs::metadata(&path).unwrap().len();
+    let old = inode(&path);
     db.close().unwrap();
+    assert_eq!(inode(&path), old, "compacted in place");
     assert!(std::fs::metadata(&path).unwrap().len() < before);
     check(&path, &model);
 }
@@ -173,7 +183,9 @@ fn the_copy_keeps_the_files_permissions_and_a_link_stays_a_link() {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     let model = fill_and_shrink(&db);
     let before = std::fs::metadata(&path).unwrap().len();
+    let old = inode(&path);
     db.close().unwrap();
+    assert_ne!(inode(&path), old, "not copied into a new file");
     assert!(std::fs::metadata(&path).unwrap().len() < before / 3);
     assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     check(&path, &model);
@@ -187,7 +199,9 @@ fn the_copy_keeps_the_files_permissions_and_a_link_stays_a_link() {
     let db = Db::open_with(&link, &options()).unwrap();
     let model = fill_and_shrink(&db);
     let before = std::fs::metadata(&target).unwrap().len();
+    let old = inode(&target);
     db.close().unwrap();
+    assert_eq!(inode(&target), old, "compacted in place");
     assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
     assert!(std::fs::metadata(&target).unwrap().len() < before);
     check(&link, &model);
@@ -222,7 +236,9 @@ fn a_database_without_a_log_is_copied_too() {
     }
     tx.commit(Durability::Durable).unwrap();
     let before = std::fs::metadata(&path).unwrap().len();
+    let old = inode(&path);
     db.close().unwrap();
+    assert_ne!(inode(&path), old, "not copied into a new file");
     assert!(std::fs::metadata(&path).unwrap().len() < before / 3);
     assert!(!copy_path_of(&path).exists());
     for _ in 0..3 {
