@@ -1101,18 +1101,18 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
                     report.problems.push(format!("tree {name:?}: object {id} holds two nodes"));
                     continue;
                 }
-                let keys = match &node.body {
-                    Body::Leaf { keys, .. } | Body::Branch { keys, .. } => keys,
+                let outside =
+                    |k: &[u8]| lo.is_some_and(|lo| k < lo) || hi.is_some_and(|hi| k >= hi);
+                let out_of_bounds = match &node.body {
+                    Body::Leaf(entries) => entries.keys().any(outside),
+                    Body::Branch { keys, .. } => keys.iter().any(outside),
                 };
-                let out_of_bounds = keys
-                    .iter()
-                    .any(|k| lo.is_some_and(|lo| k < lo) || hi.is_some_and(|hi| k >= hi));
                 if out_of_bounds {
                     report.problems.push(format!("tree {name:?}: a key outside its separators"));
                 }
                 match &node.body {
-                    Body::Leaf { keys, vals } => {
-                        for r in vals.iter().filter_map(ValView::stored) {
+                    Body::Leaf(leaf) => {
+                        for r in leaf.vals().filter_map(ValView::stored) {
                             if !seen_ids.insert(r.id) {
                                 report
                                     .problems
@@ -1125,11 +1125,11 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
                                 Err(e) => report.problems.push(format!("tree {name:?}: {e}")),
                             }
                         }
-                        entries += keys.len() as u64;
+                        entries += leaf.len() as u64;
                         if *leaf_depth.get_or_insert(depth) != depth {
                             report.problems.push(format!("tree {name:?}: leaves at two depths"));
                         }
-                        if keys.is_empty() && depth > 0 {
+                        if leaf.is_empty() && depth > 0 {
                             report.problems.push(format!("tree {name:?}: an empty leaf"));
                         }
                     }
@@ -1445,10 +1445,10 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         if !node.dirty {
             return Ok(()); // only copied on the way to changes below: its object is current
         }
-        if let Body::Leaf { vals, .. } = &mut node.body {
+        if let Body::Leaf(vals) = &mut node.body {
             // Long values first, in objects of their own: the leaf names them.
             for i in 0..vals.len() {
-                let ValView::Pending(bytes) = vals.get(i) else { continue };
+                let ValView::Pending(bytes) = vals.val(i) else { continue };
                 node::encode_value(tree, epoch, bytes, buf);
                 prepared.written.1 += buf.len() as u64;
                 let id = self.store.write_new_obj_from_bytes(buf)?;
@@ -1584,11 +1584,11 @@ fn loaded_bytes(link: &Link, depth: usize) -> (u64, u64, u64) {
     let Some(node) = link.node.get() else { return (0, 0, 0) };
     let mut own = node.heap_bytes() as u64;
     let mut waiting = 0;
-    if let Body::Leaf { vals, .. } = &node.body
+    if let Body::Leaf(entries) = &node.body
         && node.dirty
     {
         // Values waiting for the checkpoint (only a dirty leaf holds them).
-        for val in vals.iter() {
+        for val in entries.vals() {
             if let ValView::Pending(bytes) = val {
                 own += bytes.len() as u64;
                 waiting += bytes.len() as u64;
@@ -1600,7 +1600,7 @@ fn loaded_bytes(link: &Link, depth: usize) -> (u64, u64, u64) {
             .iter()
             .map(|c| loaded_bytes(c, depth + 1))
             .fold((own, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2)),
-        Body::Leaf { .. } => (own, u64::from(!node.dirty && node.id.is_some()), waiting),
+        Body::Leaf(_) => (own, u64::from(!node.dirty && node.id.is_some()), waiting),
         Body::Branch { .. } => (own, 0, 0),
     }
 }
@@ -1619,7 +1619,7 @@ fn evict(link: &mut Link, epoch: u64, depth: usize) -> u64 {
     for child in children {
         let Some(loaded) = child.node.get() else { continue };
         match (&loaded.body, loaded.dirty, loaded.id) {
-            (Body::Leaf { .. }, false, Some(id)) => {
+            (Body::Leaf(_), false, Some(id)) => {
                 *child = Link::stored(id, epoch);
                 evicted += 1;
             }
@@ -1819,8 +1819,8 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
                 Body::Branch { children, .. } => {
                     stack.extend(children.iter().map(|c| (c, depth + 1)));
                 }
-                Body::Leaf { vals, .. } => {
-                    values.extend(vals.iter().filter_map(ValView::stored).copied())
+                Body::Leaf(entries) => {
+                    values.extend(entries.vals().filter_map(ValView::stored).copied())
                 }
             }
         }
@@ -1911,9 +1911,9 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
                 Body::Branch { children, .. } => {
                     stack.extend(children.iter().map(|c| (c, depth + 1)));
                 }
-                Body::Leaf { vals, .. } => {
+                Body::Leaf(entries) => {
                     // A crafted tree naming a value object twice: freed once.
-                    for r in vals.iter().filter_map(ValView::stored) {
+                    for r in entries.vals().filter_map(ValView::stored) {
                         if visited_values.insert(r.id) {
                             self.freed_values.push(*r);
                         }

@@ -151,13 +151,35 @@ impl<'a> ValView<'a> {
     }
 }
 
-/// Where one value of a leaf is (12 bytes: a scan reads a cache line per five values).
+/// Where one entry of a leaf is (16 bytes, four to a cache line): what a search reads, and
+/// where the entry's bytes are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Slot {
-    /// Its bytes are `data[start..start + len]` of its [`Vals`].
-    Inline { start: u32, len: u32 },
-    /// It is `big[i]` of its [`Vals`].
-    Big(u32),
+struct Head {
+    /// The key's first eight bytes as a big-endian integer (zero-padded; see [`Key`]).
+    prefix: u64,
+    /// Where the entry's bytes start in its leaf's buffer: the key, then an inline value.
+    off: u32,
+    /// The key's length.
+    klen: u16,
+    /// An inline value's length, or, with [`BIG`] set, the index of a long value in `big`.
+    vlen: u16,
+}
+
+/// In a [`Head`]'s `vlen`: the value is kept by reference.
+const BIG: u16 = 1 << 15;
+
+impl Head {
+    /// The index of its long value, if it has one.
+    #[inline]
+    fn big(self) -> Option<usize> {
+        (self.vlen & BIG != 0).then_some(usize::from(self.vlen & !BIG))
+    }
+
+    /// The bytes its entry takes in the buffer (a long value's key only).
+    #[inline]
+    fn span(self) -> usize {
+        usize::from(self.klen) + if self.vlen & BIG != 0 { 0 } else { usize::from(self.vlen) }
+    }
 }
 
 /// A value kept by reference.
@@ -167,236 +189,335 @@ enum Big {
     Stored(ValRef),
 }
 
-/// A leaf's values, in key order: the inline ones in one buffer, each new one appended (no
-/// bytes move when a value is inserted; what removals and replacements leave unused is
-/// reclaimed once it is half the buffer), the long ones by reference in another (in entry
-/// order). Copying a leaf copies these buffers (and a reference count per long value
-/// waiting for its object), dropping it frees them: no allocation, and no reference count,
-/// per inline value.
+/// A leaf's entries, in key order: a [`Head`] each in one array (what a search reads), and
+/// each entry's key and inline value side by side in one buffer, so a lookup's last compare
+/// and its value read touch the same cache lines and pages. A new entry is appended to the
+/// buffer (no bytes move when an entry is inserted; what removals and replacements leave
+/// unused is reclaimed once it is half the buffer); long values are kept by reference in a
+/// third array, in entry order. Copying a leaf copies these buffers (and a reference count
+/// per long value waiting for its object), dropping it frees them: no allocation, and no
+/// reference count, per entry.
 #[derive(Debug, Default)]
-pub(crate) struct Vals {
-    slots: Vec<Slot>,
+pub(crate) struct Entries {
+    heads: Vec<Head>,
     data: Vec<u8>,
-    /// Bytes of `data` no slot uses.
+    /// Bytes of `data` no entry uses.
     unused: usize,
     big: Vec<Big>,
 }
 
-impl Clone for Vals {
+impl Clone for Entries {
     /// With room for an entry or two more (see [`copy_with_room`]).
     fn clone(&self) -> Self {
-        let inline = self.data.len() - self.unused;
+        let live = self.data.len() - self.unused;
         Self {
-            slots: copy_with_room(&self.slots, 2),
-            data: copy_with_room(&self.data, 2 * inline.div_ceil(self.len().max(1))),
+            heads: copy_with_room(&self.heads, 2),
+            data: copy_with_room(&self.data, 2 * live.div_ceil(self.len().max(1))),
             unused: self.unused,
             big: self.big.clone(),
         }
     }
 }
 
-impl PartialEq for Vals {
+impl PartialEq for Entries {
     fn eq(&self, other: &Self) -> bool {
         self.len() == other.len() && self.iter().eq(other.iter())
     }
 }
 
-impl Eq for Vals {}
+impl Eq for Entries {}
 
-impl Vals {
+impl Entries {
     pub(crate) fn with_capacity(n: usize) -> Self {
-        Self { slots: Vec::with_capacity(n), data: Vec::new(), unused: 0, big: Vec::new() }
+        Self { heads: Vec::with_capacity(n), data: Vec::new(), unused: 0, big: Vec::new() }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.slots.len()
+        self.heads.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.heads.is_empty()
+    }
+
+    /// Key `i`.
+    #[inline]
+    pub(crate) fn key(&self, i: usize) -> &[u8] {
+        let h = self.heads[i];
+        &self.data[h.off as usize..h.off as usize + usize::from(h.klen)]
+    }
+
+    /// Key `i`, copied out.
+    pub(crate) fn key_owned(&self, i: usize) -> Key {
+        Key { prefix: self.heads[i].prefix, bytes: self.key(i).into() }
     }
 
     /// Value `i`.
     #[inline]
-    pub(crate) fn get(&self, i: usize) -> ValView<'_> {
-        match self.slots[i] {
-            Slot::Inline { start, len } => {
-                ValView::Inline(&self.data[start as usize..(start + len) as usize])
+    pub(crate) fn val(&self, i: usize) -> ValView<'_> {
+        let h = self.heads[i];
+        match h.big() {
+            None => {
+                let start = h.off as usize + usize::from(h.klen);
+                ValView::Inline(&self.data[start..start + usize::from(h.vlen)])
             }
-            Slot::Big(b) => match &self.big[b as usize] {
+            Some(b) => match &self.big[b] {
                 Big::Pending(bytes) => ValView::Pending(bytes),
                 Big::Stored(r) => ValView::Stored(r),
             },
         }
     }
 
+    /// Entry `i`.
+    #[inline]
+    pub(crate) fn entry(&self, i: usize) -> (&[u8], ValView<'_>) {
+        (self.key(i), self.val(i))
+    }
+
+    /// The entries in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], ValView<'_>)> {
+        (0..self.len()).map(|i| self.entry(i))
+    }
+
+    /// The keys in order.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.len()).map(|i| self.key(i))
+    }
+
     /// The values in order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = ValView<'_>> {
-        (0..self.len()).map(|i| self.get(i))
+    pub(crate) fn vals(&self) -> impl Iterator<Item = ValView<'_>> {
+        (0..self.len()).map(|i| self.val(i))
     }
 
-    /// The number of long values before value `i`.
+    /// The first index whose key is not less than (`strict`: greater than) the probe.
+    #[inline]
+    fn bound(&self, probe: &Probe<'_>, strict: bool) -> usize {
+        search_bound(self.len(), |i| self.heads[i].prefix, |i| self.key(i), probe, strict)
+    }
+
+    /// The number of keys `<=` the probe.
+    #[inline]
+    pub(crate) fn upper(&self, probe: &Probe<'_>) -> usize {
+        self.bound(probe, true)
+    }
+
+    /// The number of keys `<` the probe.
+    #[inline]
+    pub(crate) fn lower(&self, probe: &Probe<'_>) -> usize {
+        self.bound(probe, false)
+    }
+
+    /// Where the probe is (`Ok`) or would go (`Err`).
+    #[inline]
+    pub(crate) fn search(&self, probe: &Probe<'_>) -> Result<usize, usize> {
+        let i = self.lower(probe);
+        let found =
+            i < self.len() && self.heads[i].prefix == probe.prefix && self.key(i) == probe.bytes;
+        if found { Ok(i) } else { Err(i) }
+    }
+
+    /// The number of long values before entry `i`.
     fn big_before(&self, i: usize) -> usize {
-        self.slots[..i]
-            .iter()
-            .rev()
-            .find_map(|s| match s {
-                Slot::Big(b) => Some(*b as usize + 1),
-                Slot::Inline { .. } => None,
-            })
-            .unwrap_or(0)
+        self.heads[..i].iter().rev().find_map(|h| h.big().map(|b| b + 1)).unwrap_or(0)
     }
 
-    /// Shifts the long values' indices from slot `from` on by `delta`.
+    /// Shifts the long values' indices from entry `from` on by `delta`.
     fn shift_big(&mut self, from: usize, delta: isize) {
-        for slot in &mut self.slots[from..] {
-            if let Slot::Big(b) = slot {
-                *b = (*b as isize + delta) as u32;
+        for h in &mut self.heads[from..] {
+            if let Some(b) = h.big() {
+                h.vlen = BIG | (b as isize + delta) as u16;
             }
         }
     }
 
-    /// `bytes` appended to the buffer: their slot.
-    fn append_inline(&mut self, bytes: &[u8]) -> Slot {
-        let start = self.data.len();
-        self.data.extend_from_slice(bytes);
-        Slot::Inline {
-            start: u32::try_from(start).expect("a leaf's values fit in 4 GiB"),
-            len: bytes.len() as u32,
-        }
+    /// `key` and `inline` appended to the buffer: where they start.
+    fn append_bytes(&mut self, key: &[u8], inline: &[u8]) -> u32 {
+        let off = u32::try_from(self.data.len()).expect("a leaf's entries fit in 4 GiB");
+        self.data.extend_from_slice(key);
+        self.data.extend_from_slice(inline);
+        off
     }
 
-    /// Inserts `val` as value `i`.
-    pub(crate) fn insert(&mut self, i: usize, val: ValView<'_>) {
-        let slot = match val {
-            ValView::Inline(bytes) => self.append_inline(bytes),
-            ValView::Pending(bytes) => self.insert_big(i, Big::Pending(Arc::clone(bytes))),
-            ValView::Stored(r) => self.insert_big(i, Big::Stored(*r)),
+    /// Inserts `key` with `val` as entry `i`.
+    pub(crate) fn insert(&mut self, i: usize, key: &[u8], val: ValView<'_>) {
+        let klen = u16::try_from(key.len()).expect("keys are at most MAX_KEY_LEN bytes");
+        let (off, vlen) = match val {
+            ValView::Inline(bytes) => (self.append_bytes(key, bytes), bytes.len() as u16),
+            ValView::Pending(bytes) => {
+                (self.append_bytes(key, &[]), self.insert_big(i, Big::Pending(Arc::clone(bytes))))
+            }
+            ValView::Stored(r) => {
+                (self.append_bytes(key, &[]), self.insert_big(i, Big::Stored(*r)))
+            }
         };
-        self.slots.insert(i, slot);
+        self.heads.insert(i, Head { prefix: prefix_of(key), off, klen, vlen });
     }
 
-    fn insert_big(&mut self, i: usize, big: Big) -> Slot {
+    /// Makes `big` the long value of a new entry `i`: its `vlen`.
+    fn insert_big(&mut self, i: usize, big: Big) -> u16 {
         let at = self.big_before(i);
         self.big.insert(at, big);
         self.shift_big(i, 1);
-        Slot::Big(at as u32)
+        BIG | u16::try_from(at).expect("a leaf holds fewer than 32,768 long values")
     }
 
-    /// Appends `val`.
-    pub(crate) fn push(&mut self, val: ValView<'_>) {
-        self.insert(self.len(), val);
+    /// Appends `key` with `val`.
+    pub(crate) fn push(&mut self, key: &[u8], val: ValView<'_>) {
+        self.insert(self.len(), key, val);
     }
 
-    /// Removes value `i` and returns it (an inline one copied out).
+    /// Removes entry `i` and returns its value (an inline one copied out).
     pub(crate) fn remove(&mut self, i: usize) -> Val {
-        let old = self.get(i).to_val();
-        match self.slots.remove(i) {
-            Slot::Inline { len, .. } => {
-                self.unused += len as usize;
-                self.reclaim();
-            }
-            Slot::Big(b) => {
-                self.big.remove(b as usize);
-                self.shift_big(i, -1);
-            }
+        let old = self.val(i).to_val();
+        let h = self.heads.remove(i);
+        self.unused += h.span();
+        if let Some(b) = h.big() {
+            self.big.remove(b);
+            self.shift_big(i, -1);
         }
+        self.reclaim();
         old
     }
 
     /// Replaces value `i` with `val`; returns the old one (an inline one copied out).
     pub(crate) fn replace(&mut self, i: usize, val: ValView<'_>) -> Val {
-        if let (Slot::Inline { start, len }, ValView::Inline(bytes)) = (self.slots[i], val) {
-            let (start, end) = (start as usize, (start + len) as usize);
+        let h = self.heads[i];
+        if let (None, ValView::Inline(bytes)) = (h.big(), val) {
+            let start = h.off as usize + usize::from(h.klen);
+            let end = start + usize::from(h.vlen);
             let old = Val::Inline(self.data[start..end].into());
-            if bytes.len() == len as usize {
+            if bytes.len() == usize::from(h.vlen) {
                 self.data[start..end].copy_from_slice(bytes);
             } else {
-                self.unused += len as usize;
-                self.slots[i] = self.append_inline(bytes);
+                // The key moves with its value: the two stay side by side.
+                self.unused += h.span();
+                let key = h.off as usize..h.off as usize + usize::from(h.klen);
+                let off = u32::try_from(self.data.len()).expect("a leaf's entries fit in 4 GiB");
+                self.data.extend_from_within(key);
+                self.data.extend_from_slice(bytes);
+                self.heads[i].off = off;
+                self.heads[i].vlen = bytes.len() as u16;
                 self.reclaim();
             }
             return old;
         }
+        let key = self.key(i).to_vec();
         let old = self.remove(i);
-        self.insert(i, val);
+        self.insert(i, &key, val);
         old
     }
 
-    /// Lays the inline values out again, in order, once half the buffer is unused.
+    /// Lays the entries out again, in order, once half the buffer is unused.
     fn reclaim(&mut self) {
         if self.unused > 256 && self.unused * 2 > self.data.len() {
             self.compact();
         }
     }
 
-    /// The inline values laid out again in order, with no unused bytes.
+    /// The entries laid out again in order, with no unused bytes.
     fn compact(&mut self) {
         let mut data = Vec::with_capacity(self.data.len() - self.unused);
-        for slot in &mut self.slots {
-            if let Slot::Inline { start, len } = slot {
-                let from = *start as usize..(*start + *len) as usize;
-                *start = data.len() as u32;
-                data.extend_from_slice(&self.data[from]);
-            }
+        for h in &mut self.heads {
+            let from = h.off as usize..h.off as usize + h.span();
+            h.off = data.len() as u32;
+            data.extend_from_slice(&self.data[from]);
         }
         self.data = data;
         self.unused = 0;
     }
 
-    /// The bytes its buffers take (their capacities, unused bytes included; a value
-    /// waiting for its object is counted apart).
+    /// The bytes its buffers take (their capacities, unused bytes included; a value waiting
+    /// for its object is counted apart).
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<Slot>()
+        self.heads.capacity() * std::mem::size_of::<Head>()
             + self.data.capacity()
             + self.big.capacity() * std::mem::size_of::<Big>()
     }
 
-    /// Room for as many more values, and inline bytes, as `other` holds.
-    pub(crate) fn reserve_like(&mut self, other: &Vals) {
-        self.slots.reserve(other.len());
+    /// Room for as many more entries, and bytes, as `other` holds.
+    pub(crate) fn reserve_like(&mut self, other: &Entries) {
+        self.heads.reserve(other.len());
         self.data.reserve(other.data.len() - other.unused);
     }
 
     /// Marks value `i`, waiting for its object, as in object `r`.
     pub(crate) fn set_stored(&mut self, i: usize, r: ValRef) {
-        let Slot::Big(b) = self.slots[i] else { unreachable!("a value waiting for its object") };
-        self.big[b as usize] = Big::Stored(r);
+        let Some(b) = self.heads[i].big() else { unreachable!("a value waiting for its object") };
+        self.big[b] = Big::Stored(r);
     }
 
-    pub(crate) fn split_off(&mut self, at: usize) -> Vals {
+    /// Moves the entries from `at` on into a new leaf's entries.
+    pub(crate) fn split_off(&mut self, at: usize) -> Entries {
         let big = self.big_before(at);
-        let mut right = Vals {
-            slots: Vec::with_capacity(self.len() - at),
-            data: Vec::new(),
+        let heads = self.heads.split_off(at);
+        let mut right = Entries {
+            heads: Vec::with_capacity(heads.len()),
+            data: Vec::with_capacity(heads.iter().map(|h| h.span()).sum()),
             unused: 0,
             big: self.big.split_off(big),
         };
-        for slot in self.slots.drain(at..) {
-            let slot = match slot {
-                Slot::Inline { start, len } => {
-                    self.unused += len as usize;
-                    right.append_inline(&self.data[start as usize..(start + len) as usize])
-                }
-                Slot::Big(b) => Slot::Big(b - big as u32),
-            };
-            right.slots.push(slot);
+        for mut h in heads {
+            let from = h.off as usize..h.off as usize + h.span();
+            self.unused += from.len();
+            h.off = right.data.len() as u32;
+            right.data.extend_from_slice(&self.data[from]);
+            if let Some(b) = h.big() {
+                h.vlen = BIG | (b - big) as u16;
+            }
+            right.heads.push(h);
         }
         self.compact();
         right
     }
 
-    pub(crate) fn append(&mut self, other: &mut Vals) {
-        let (data, big) = (self.data.len() as u32, self.big.len() as u32);
-        self.slots.extend(other.slots.drain(..).map(|slot| match slot {
-            Slot::Inline { start, len } => Slot::Inline { start: start + data, len },
-            Slot::Big(b) => Slot::Big(b + big),
+    /// Moves `other`'s entries, all greater than this one's, after them.
+    pub(crate) fn append(&mut self, other: &mut Entries) {
+        let (data, big) = (self.data.len() as u32, self.big.len() as u16);
+        self.heads.extend(other.heads.drain(..).map(|mut h| {
+            h.off += data;
+            if h.big().is_some() {
+                h.vlen += big;
+            }
+            h
         }));
         self.data.append(&mut other.data);
         self.unused += std::mem::take(&mut other.unused);
         self.big.append(&mut other.big);
     }
 
-    /// The bytes the values take in their leaf's encoding.
+    /// The bytes the entries take in their leaf's encoding: each entry's 6 bytes of lengths,
+    /// its key, and its value (or reference).
     pub(crate) fn encoded_len(&self) -> usize {
-        self.data.len() - self.unused + REF_BYTES * self.big.len()
+        6 * self.len() + self.data.len() - self.unused + REF_BYTES * self.big.len()
     }
+}
+
+/// The first index in `0..len` whose key is not less than (`strict`: greater than) the
+/// probe, by a binary search on the prefixes, reading bytes only where a prefix ties.
+#[inline(always)]
+fn search_bound<'k>(
+    len: usize,
+    prefix: impl Fn(usize) -> u64,
+    bytes: impl Fn(usize) -> &'k [u8],
+    probe: &Probe<'_>,
+    strict: bool,
+) -> usize {
+    let (mut lo, mut hi) = (0, len);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let ord = prefix(mid).cmp(&probe.prefix).then_with(|| bytes(mid).cmp(probe.bytes));
+        let below = match ord {
+            std::cmp::Ordering::Less => true,
+            std::cmp::Ordering::Equal => strict,
+            std::cmp::Ordering::Greater => false,
+        };
+        if below {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
 }
 
 /// A key's bytes, with their first eight as a big-endian integer (zero-padded), so most
@@ -557,11 +678,6 @@ impl Keys {
         self.insert_bytes(i, key.prefix, &key.bytes);
     }
 
-    /// Inserts `bytes` as key `i`.
-    pub(crate) fn insert_slice(&mut self, i: usize, bytes: &[u8]) {
-        self.insert_bytes(i, prefix_of(bytes), bytes);
-    }
-
     fn insert_bytes(&mut self, i: usize, prefix: u64, bytes: &[u8]) {
         if i == self.len() {
             return self.push_bytes(prefix, bytes);
@@ -609,13 +725,6 @@ impl Keys {
         self.prefixes.capacity() * 8 + self.ends.capacity() * 4 + self.data.capacity()
     }
 
-    /// Room for as many more keys, and key bytes, as `other` holds.
-    pub(crate) fn reserve_like(&mut self, other: &Keys) {
-        self.prefixes.reserve(other.len());
-        self.ends.reserve(other.len());
-        self.data.reserve(other.data.len());
-    }
-
     /// The keys' lengths summed.
     pub(crate) fn total_len(&self) -> usize {
         self.data.len()
@@ -626,31 +735,10 @@ impl Keys {
         (0..self.len()).map(|i| self.get(i))
     }
 
-    /// How key `i` compares with the probe.
-    #[inline]
-    fn cmp_at(&self, i: usize, probe: &Probe<'_>) -> std::cmp::Ordering {
-        self.prefixes[i].cmp(&probe.prefix).then_with(|| self.get(i).cmp(probe.bytes))
-    }
-
     /// The first index whose key is not less than (`strict`: greater than) the probe.
     #[inline]
     fn bound(&self, probe: &Probe<'_>, strict: bool) -> usize {
-        // Binary search on the prefix array; bytes only where the prefix ties.
-        let (mut lo, mut hi) = (0, self.prefixes.len());
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            let below = match self.cmp_at(mid, probe) {
-                std::cmp::Ordering::Less => true,
-                std::cmp::Ordering::Equal => strict,
-                std::cmp::Ordering::Greater => false,
-            };
-            if below {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        lo
+        search_bound(self.len(), |i| self.prefixes[i], |i| self.get(i), probe, strict)
     }
 
     /// The number of keys `<=` the probe (the child a branch descends to).
@@ -663,13 +751,6 @@ impl Keys {
     #[inline]
     pub(crate) fn lower(&self, probe: &Probe<'_>) -> usize {
         self.bound(probe, false)
-    }
-
-    /// Where the probe is (`Ok`) or would go (`Err`).
-    #[inline]
-    pub(crate) fn search(&self, probe: &Probe<'_>) -> Result<usize, usize> {
-        let i = self.lower(probe);
-        if i < self.len() && self.cmp_at(i, probe).is_eq() { Ok(i) } else { Err(i) }
     }
 }
 
@@ -698,13 +779,8 @@ pub(crate) struct Node {
 /// A node's entries.
 #[derive(Clone, Debug)]
 pub(crate) enum Body {
-    /// Keys in order, each with its value.
-    Leaf {
-        /// The keys, strictly increasing.
-        keys: Keys,
-        /// Value `i` belongs to `keys[i]`.
-        vals: Vals,
-    },
+    /// Keys in order, each with its value (the keys strictly increasing).
+    Leaf(Entries),
     /// Separator keys and one child more than keys: `children[i]` holds the keys `k` with
     /// `keys[i - 1] <= k < keys[i]`.
     Branch {
@@ -748,12 +824,7 @@ impl Link {
 impl Node {
     /// An empty leaf that no checkpoint has written.
     pub(crate) fn empty_leaf() -> Self {
-        Self {
-            id: None,
-            dirty: true,
-            below: false,
-            body: Body::Leaf { keys: Keys::default(), vals: Vals::default() },
-        }
+        Self { id: None, dirty: true, below: false, body: Body::Leaf(Entries::default()) }
     }
 
     /// This node with its children as links to their objects, unloaded: `seen` is the
@@ -763,7 +834,7 @@ impl Node {
     /// saved node's own links, which may carry a later checkpoint).
     pub(crate) fn stored_copy(&self, seen: Option<u64>) -> Self {
         let body = match &self.body {
-            Body::Leaf { .. } => self.body.clone(),
+            Body::Leaf(_) => self.body.clone(),
             Body::Branch { keys, children } => Body::Branch {
                 keys: keys.clone(),
                 children: children
@@ -781,7 +852,8 @@ impl Node {
     /// The number of keys.
     pub(crate) fn len(&self) -> usize {
         match &self.body {
-            Body::Leaf { keys, .. } | Body::Branch { keys, .. } => keys.len(),
+            Body::Leaf(entries) => entries.len(),
+            Body::Branch { keys, .. } => keys.len(),
         }
     }
 
@@ -789,7 +861,7 @@ impl Node {
     /// at their capacities (what the memory budget counts).
     pub(crate) fn heap_bytes(&self) -> usize {
         let buffers = match &self.body {
-            Body::Leaf { keys, vals } => keys.heap_bytes() + vals.heap_bytes(),
+            Body::Leaf(entries) => entries.heap_bytes(),
             Body::Branch { keys, children } => {
                 keys.heap_bytes() + children.capacity() * std::mem::size_of::<Link>()
             }
@@ -800,9 +872,7 @@ impl Node {
     /// Its encoded length in bytes.
     pub(crate) fn encoded_len(&self) -> usize {
         match &self.body {
-            Body::Leaf { keys, vals } => {
-                HEADER + TRAILER + 6 * keys.len() + keys.total_len() + vals.encoded_len()
-            }
+            Body::Leaf(entries) => HEADER + TRAILER + entries.encoded_len(),
             Body::Branch { keys, .. } => HEADER + TRAILER + 8 + 10 * keys.len() + keys.total_len(),
         }
     }
@@ -816,7 +886,7 @@ impl Node {
         out.push(NODE_VERSION);
         let count = u16::try_from(self.len()).expect("a node holds fewer than 65,536 keys");
         match &self.body {
-            Body::Leaf { .. } => out.push(LEAF),
+            Body::Leaf(_) => out.push(LEAF),
             Body::Branch { .. } => out.push(BRANCH),
         }
         out.extend_from_slice(&count.to_le_bytes());
@@ -824,8 +894,8 @@ impl Node {
         out.extend_from_slice(&0u32.to_le_bytes());
         out.extend_from_slice(&written.to_le_bytes());
         match &self.body {
-            Body::Leaf { keys, vals } => {
-                for (k, v) in keys.iter().zip(vals.iter()) {
+            Body::Leaf(entries) => {
+                for (k, v) in entries.iter() {
                     out.extend_from_slice(&(k.len() as u16).to_le_bytes());
                     match v {
                         ValView::Inline(v) => {
@@ -896,12 +966,13 @@ impl Node {
         // Capacity for no more entries than the bytes can hold (6 bytes of lengths at
         // least each): a damaged count allocates nothing past the node's size.
         let count_cap = count.min(bytes.len() / 6);
-        let mut keys = Keys::with_capacity(count_cap);
-        let mut vals = Vals::default();
+        let mut keys = Keys::default();
+        let mut entries = Entries::default();
         let mut children = Vec::new();
         match kind {
             LEAF => {
-                vals = Vals::with_capacity(count_cap);
+                entries = Entries::with_capacity(count_cap);
+                entries.data.reserve(body.len() - HEADER);
                 for _ in 0..count {
                     let k = usize::from(r.u16()?);
                     let v = r.u32()?;
@@ -912,8 +983,8 @@ impl Node {
                         if v as usize > MAX_INLINE_VALUE_LEN {
                             return Err(corrupt(format!("an inline value of {v} bytes")));
                         }
-                        keys.push_slice(r.take(k)?);
-                        vals.push(ValView::Inline(r.take(v as usize)?));
+                        let key = r.take(k)?;
+                        entries.push(key, ValView::Inline(r.take(v as usize)?));
                         continue;
                     }
                     let len = v & !REF_FLAG;
@@ -923,14 +994,14 @@ impl Node {
                     {
                         return Err(corrupt(format!("a value object of {len} bytes")));
                     }
-                    keys.push_slice(r.take(k)?);
+                    let key = r.take(k)?;
                     let (raw, written) = (r.u64()?, r.u64()?);
                     if raw == 0 || written > node_written {
                         return Err(corrupt(format!(
                             "a value object {raw} written by checkpoint {written}"
                         )));
                     }
-                    vals.push(ValView::Stored(&ValRef { id: ObjectId(raw), written, len }));
+                    entries.push(key, ValView::Stored(&ValRef { id: ObjectId(raw), written, len }));
                 }
             }
             BRANCH => {
@@ -941,6 +1012,7 @@ impl Node {
                     }
                     Ok(Link::stored(ObjectId(raw), seen))
                 };
+                keys = Keys::with_capacity(count_cap);
                 children.reserve(count_cap + 1);
                 children.push(child(&mut r)?);
                 for _ in 0..count {
@@ -961,13 +1033,23 @@ impl Node {
         if r.at != body.len() {
             return Err(corrupt(format!("{} bytes past the last entry", body.len() - r.at)));
         }
-        if keys.iter().zip(keys.iter().skip(1)).any(|(a, b)| a >= b) {
+        let in_order = if kind == LEAF {
+            strictly_increasing(entries.keys())
+        } else {
+            strictly_increasing(keys.iter())
+        };
+        if !in_order {
             return Err(corrupt("keys out of order".into()));
         }
-        let body =
-            if kind == LEAF { Body::Leaf { keys, vals } } else { Body::Branch { keys, children } };
+        let body = if kind == LEAF { Body::Leaf(entries) } else { Body::Branch { keys, children } };
         Ok((Self { id: Some(id), dirty: false, below: false, body }, written))
     }
+}
+
+/// Whether `keys` are strictly increasing.
+fn strictly_increasing<'k>(keys: impl Iterator<Item = &'k [u8]>) -> bool {
+    let mut last: Option<&[u8]> = None;
+    keys.into_iter().all(|k| last.replace(k).is_none_or(|l| l < k))
 }
 
 /// Encodes a value object: the node header (kind [`VALUE`], no entries) with `written` as
@@ -1100,18 +1182,11 @@ mod tests {
             id: Some(ObjectId(9)),
             dirty: false,
             below: false,
-            body: Body::Leaf {
-                keys: {
-                    let mut keys = Keys::default();
-                    pairs.iter().for_each(|p| keys.push(Key::from(p.0)));
-                    keys
-                },
-                vals: {
-                    let mut vals = Vals::default();
-                    pairs.iter().for_each(|p| vals.push(Val::new(p.1).view()));
-                    vals
-                },
-            },
+            body: Body::Leaf({
+                let mut entries = Entries::default();
+                pairs.iter().for_each(|p| entries.push(p.0, Val::new(p.1).view()));
+                entries
+            }),
         }
     }
 
@@ -1123,9 +1198,9 @@ mod tests {
         assert_eq!(bytes.len(), node.encoded_len());
         let (back, written) = Node::decode(ObjectId(9), 3, 7, &bytes).unwrap();
         assert_eq!(written, 7);
-        let Body::Leaf { keys, vals } = back.body else { panic!("a leaf") };
-        assert_eq!(keys[1].as_ref(), b"bc");
-        assert_eq!(vals.get(2), ValView::Inline(b"xyz"));
+        let Body::Leaf(entries) = back.body else { panic!("a leaf") };
+        assert_eq!(entries.key(1), b"bc");
+        assert_eq!(entries.val(2), ValView::Inline(b"xyz"));
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x10;
@@ -1160,14 +1235,14 @@ mod tests {
     fn value_references_and_value_objects_round_trip() {
         let mut node = leaf(&[(b"a", b"1"), (b"b", b"2")]);
         let r = ValRef { id: ObjectId(44), written: 6, len: 5000 };
-        let Body::Leaf { vals, .. } = &mut node.body else { unreachable!() };
+        let Body::Leaf(vals) = &mut node.body else { unreachable!() };
         vals.replace(1, ValView::Stored(&r));
         let mut bytes = Vec::new();
         node.encode(3, 7, &mut bytes);
         assert_eq!(bytes.len(), node.encoded_len());
         let (back, _) = Node::decode(ObjectId(9), 3, 7, &bytes).unwrap();
-        let Body::Leaf { vals, .. } = back.body else { panic!("a leaf") };
-        assert_eq!(vals.get(1).stored(), Some(&r));
+        let Body::Leaf(vals) = back.body else { panic!("a leaf") };
+        assert_eq!(vals.val(1).stored(), Some(&r));
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x10;
@@ -1175,7 +1250,7 @@ mod tests {
         }
         // A reference written after the node that names it is corrupt.
         let late = ValRef { written: 8, ..r };
-        let Body::Leaf { vals, .. } = &mut node.body else { unreachable!() };
+        let Body::Leaf(vals) = &mut node.body else { unreachable!() };
         vals.replace(1, ValView::Stored(&late));
         node.encode(3, 7, &mut bytes);
         assert!(Node::decode(ObjectId(9), 3, 7, &bytes).is_err());
@@ -1246,24 +1321,27 @@ mod tests {
         assert_eq!(bytes.len(), node.encoded_len());
     }
 
-    /// Every change to a leaf's values keeps each inline value's bytes, and the encoded
-    /// length, as a plain vector of owned values would.
+    /// Every change to a leaf's entries keeps each key's and inline value's bytes, and the
+    /// encoded length, as a plain vector of owned entries would.
     #[test]
-    fn the_values_follow_every_change_as_a_vector_would() {
+    fn the_entries_follow_every_change_as_a_vector_would() {
         let inline = |n: usize| Val::Inline(vec![n as u8; n].into());
         let stored =
             |n: u64| Val::Stored(Arc::new(ValRef { id: ObjectId(n), written: 1, len: 2000 }));
         let pending = |n: usize| Val::Pending(vec![n as u8; 1500 + n].into());
-        let mut vals = Vals::default();
-        let mut model: Vec<Val> = Vec::new();
-        let check = |vals: &Vals, model: &[Val]| {
-            assert_eq!(vals.len(), model.len());
-            for (i, m) in model.iter().enumerate() {
-                assert_eq!(vals.get(i), m.view(), "value {i}");
+        let key =
+            |n: usize| vec![b'k'; 1 + n % 13].into_iter().chain([n as u8]).collect::<Vec<u8>>();
+        let mut entries = Entries::default();
+        let mut model: Vec<(Vec<u8>, Val)> = Vec::new();
+        let check = |entries: &Entries, model: &[(Vec<u8>, Val)]| {
+            assert_eq!(entries.len(), model.len());
+            for (i, (k, v)) in model.iter().enumerate() {
+                assert_eq!(entries.entry(i), (k.as_slice(), v.view()), "entry {i}");
+                assert_eq!(entries.key_owned(i), Key::from(k.as_slice()));
             }
             assert_eq!(
-                vals.encoded_len(),
-                model.iter().map(|v| v.view().encoded_len()).sum::<usize>()
+                entries.encoded_len(),
+                model.iter().map(|(k, v)| 6 + k.len() + v.view().encoded_len()).sum::<usize>()
             );
         };
         for (i, v) in [inline(3), stored(7), inline(0), pending(2), inline(5), inline(9)]
@@ -1271,88 +1349,97 @@ mod tests {
             .enumerate()
         {
             let at = i / 2;
-            vals.insert(at, v.view());
-            model.insert(at, v);
-            check(&vals, &model);
+            entries.insert(at, &key(i), v.view());
+            model.insert(at, (key(i), v));
+            check(&entries, &model);
         }
-        assert_eq!(
-            vals.replace(2, inline(11).view()),
-            std::mem::replace(&mut model[2], inline(11))
-        );
-        check(&vals, &model);
-        assert_eq!(vals.replace(0, stored(8).view()), std::mem::replace(&mut model[0], stored(8)));
-        check(&vals, &model);
-        assert_eq!(vals.remove(3), model.remove(3));
-        check(&vals, &model);
-        vals.set_stored(
-            model.iter().position(|v| matches!(v, Val::Pending(_))).unwrap(),
-            ValRef { id: ObjectId(99), written: 2, len: 1502 },
-        );
-        let p = model.iter().position(|v| matches!(v, Val::Pending(_))).unwrap();
-        model[p] = Val::Stored(Arc::new(ValRef { id: ObjectId(99), written: 2, len: 1502 }));
-        check(&vals, &model);
+        let swap = |model: &mut Vec<(Vec<u8>, Val)>, i: usize, v: Val| {
+            std::mem::replace(&mut model[i].1, v)
+        };
+        assert_eq!(entries.replace(2, inline(11).view()), swap(&mut model, 2, inline(11)));
+        check(&entries, &model);
+        assert_eq!(entries.replace(0, stored(8).view()), swap(&mut model, 0, stored(8)));
+        check(&entries, &model);
+        assert_eq!(entries.remove(3), model.remove(3).1);
+        check(&entries, &model);
+        let p = model.iter().position(|(_, v)| matches!(v, Val::Pending(_))).unwrap();
+        entries.set_stored(p, ValRef { id: ObjectId(99), written: 2, len: 1502 });
+        model[p].1 = Val::Stored(Arc::new(ValRef { id: ObjectId(99), written: 2, len: 1502 }));
+        check(&entries, &model);
         // Replacements of other lengths and removals leave bytes unused until they are
-        // reclaimed: the values stay what the vector holds.
+        // reclaimed: the entries stay what the vector holds.
         for round in 0..200usize {
             let i = round % model.len();
             let v = if round % 7 == 3 { pending(round % 5) } else { inline(round % 40) };
-            assert_eq!(vals.replace(i, v.view()), std::mem::replace(&mut model[i], v));
+            assert_eq!(entries.replace(i, v.view()), swap(&mut model, i, v));
             if round % 9 == 0 {
-                assert_eq!(vals.remove(i), model.remove(i));
-                vals.insert(0, inline(33).view());
-                model.insert(0, inline(33));
+                assert_eq!(entries.remove(i), model.remove(i).1);
+                entries.insert(0, &key(round), inline(33).view());
+                model.insert(0, (key(round), inline(33)));
             }
-            check(&vals, &model);
-            assert!(vals.unused <= 256 || vals.unused * 2 <= vals.data.len());
+            check(&entries, &model);
+            assert!(entries.unused <= 256 || entries.unused * 2 <= entries.data.len());
         }
         // The leaf's encoding is what a leaf built from the vector encodes, byte for byte.
-        let encoded = |vals: &Vals| {
-            let mut keys = Keys::default();
-            (0..vals.len()).for_each(|i| keys.push_slice(&(i as u32).to_be_bytes()));
+        let encoded = |entries: &Entries| {
             // Values waiting for their objects are given one (as a checkpoint does) first.
-            let mut stored = vals.clone();
+            let mut stored = entries.clone();
             for i in 0..stored.len() {
-                if let ValView::Pending(b) = stored.get(i) {
+                if let ValView::Pending(b) = stored.val(i) {
                     let r =
                         ValRef { id: ObjectId(1000 + i as u64), written: 1, len: b.len() as u32 };
                     stored.set_stored(i, r);
                 }
             }
             let mut node = Node::empty_leaf();
-            node.body = Body::Leaf { keys, vals: stored };
+            node.body = Body::Leaf(stored);
             let mut out = Vec::new();
             node.encode(1, 9, &mut out);
             assert_eq!(out.len(), node.encoded_len());
             out
         };
-        let mut rebuilt = Vals::default();
-        model.iter().for_each(|v| rebuilt.push(v.view()));
-        assert_eq!(encoded(&vals), encoded(&rebuilt));
-        for at in 0..=vals.len() {
-            let (mut left, mut m) = (vals.clone(), model.clone());
+        let mut rebuilt = Entries::default();
+        model.iter().for_each(|(k, v)| rebuilt.push(k, v.view()));
+        assert_eq!(encoded(&entries), encoded(&rebuilt));
+        for at in 0..=entries.len() {
+            let (mut left, mut m) = (entries.clone(), model.clone());
             let mut right = left.split_off(at);
             let rm = m.split_off(at);
             check(&left, &m);
             check(&right, &rm);
             left.append(&mut right);
             check(&left, &model);
-            assert_eq!(left, vals);
+            assert_eq!(left, entries);
             assert_eq!(encoded(&left), encoded(&rebuilt));
             // A value waiting for its object, moved by the split and the append, is still
             // the one `set_stored` marks.
             let mut waiting = left.clone();
             let mut wm = model.clone();
-            waiting.insert(at.min(waiting.len()), pending(7).view());
-            wm.insert(at.min(wm.len()), pending(7));
+            waiting.insert(at.min(waiting.len()), b"w", pending(7).view());
+            wm.insert(at.min(wm.len()), (b"w".to_vec(), pending(7)));
             let mut tail = waiting.split_off(waiting.len() / 2);
             let tm = wm.split_off(wm.len() / 2);
             waiting.append(&mut tail);
             wm.extend(tm);
-            let p = wm.iter().position(|v| matches!(v, Val::Pending(_))).unwrap();
+            let p = wm.iter().position(|(_, v)| matches!(v, Val::Pending(_))).unwrap();
             let r = ValRef { id: ObjectId(77), written: 3, len: 1507 };
             waiting.set_stored(p, r);
-            wm[p] = Val::Stored(Arc::new(r));
+            wm[p].1 = Val::Stored(Arc::new(r));
             check(&waiting, &wm);
+        }
+        // Searches find every key (the entries' keys sorted first).
+        let mut sorted = Entries::default();
+        let mut keys: Vec<Vec<u8>> = (0..300).map(key).collect();
+        keys.sort();
+        keys.dedup();
+        keys.iter().for_each(|k| sorted.push(k, ValView::Inline(b"v")));
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(sorted.search(&Probe::new(k)), Ok(i));
+            assert_eq!(sorted.lower(&Probe::new(k)), i);
+            assert_eq!(sorted.upper(&Probe::new(k)), i + 1);
+            let mut after = k.clone();
+            after.push(0);
+            assert_eq!(sorted.search(&Probe::new(&after)), Err(i + 1));
         }
     }
 
@@ -1361,12 +1448,11 @@ mod tests {
     #[test]
     fn a_nodes_memory_counts_its_buffers_capacity() {
         let full = leaf(&[(b"aaaa", &[1; 900]), (b"bbbb", &[2; 900]), (b"cccc", &[3; 900])]);
-        let Body::Leaf { keys: fk, vals: fv } = &full.body else { unreachable!() };
+        let Body::Leaf(full_entries) = &full.body else { unreachable!() };
         let mut empty = Node::empty_leaf();
         let before = empty.heap_bytes();
-        let Body::Leaf { keys, vals } = &mut empty.body else { unreachable!() };
-        keys.reserve_like(fk);
-        vals.reserve_like(fv);
+        let Body::Leaf(entries) = &mut empty.body else { unreachable!() };
+        entries.reserve_like(full_entries);
         assert!(empty.heap_bytes() >= before + 2700, "{} -> {}", before, empty.heap_bytes());
         assert!(full.heap_bytes() >= full.encoded_len());
     }

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use bob_store_core::ObjectId;
 
 use crate::node::{
-    Body, Key, Keys, Link, MAX_INLINE_VALUE_LEN, NODE_MIN, NODE_TARGET, Node, Probe, Val, ValRef,
-    ValView, Vals,
+    Body, Entries, Key, Keys, Link, MAX_INLINE_VALUE_LEN, NODE_MIN, NODE_TARGET, Node, Probe, Val,
+    ValRef, ValView,
 };
 use crate::{Error, Result};
 
@@ -69,8 +69,8 @@ pub(crate) fn get<'l>(
             Body::Branch { keys, children } => {
                 link = &children[keys.upper(&probe)];
             }
-            Body::Leaf { keys, vals } => {
-                return Ok(keys.search(&probe).ok().map(|i| vals.get(i)));
+            Body::Leaf(entries) => {
+                return Ok(entries.search(&probe).ok().map(|i| entries.val(i)));
             }
         }
     }
@@ -233,9 +233,9 @@ impl Edit<'_> {
         let (node, old) = if self.is_leaf(link)? {
             if self.read_old {
                 let leaf = link.node.get().expect("loaded");
-                if let Body::Leaf { keys, vals } = &leaf.body
-                    && let Ok(i) = keys.search(&probe)
-                    && let ValView::Stored(r) = vals.get(i)
+                if let Body::Leaf(entries) = &leaf.body
+                    && let Ok(i) = entries.search(&probe)
+                    && let ValView::Stored(r) = entries.val(i)
                 {
                     match self.ld.load_value(r) {
                         Ok(bytes) => self.old_bytes = Some(bytes),
@@ -247,13 +247,12 @@ impl Edit<'_> {
                 }
             }
             let node = self.node_mut(link)?;
-            let Body::Leaf { keys, vals } = &mut node.body else { unreachable!("a leaf") };
-            let old = match keys.search(&probe) {
-                Ok(i) => Some(vals.replace(i, val)),
+            let Body::Leaf(entries) = &mut node.body else { unreachable!("a leaf") };
+            let old = match entries.search(&probe) {
+                Ok(i) => Some(entries.replace(i, val)),
                 Err(i) => {
-                    at_end = i == keys.len();
-                    keys.insert_slice(i, key);
-                    vals.insert(i, val);
+                    at_end = i == entries.len();
+                    entries.insert(i, key, val);
                     None
                 }
             };
@@ -324,12 +323,9 @@ impl Edit<'_> {
         let probe = Probe::new(key);
         if self.is_leaf(link)? {
             let node = self.node_mut(link)?;
-            let Body::Leaf { keys, vals } = &mut node.body else { unreachable!("a leaf") };
-            return Ok(match keys.search(&probe) {
-                Ok(i) => {
-                    keys.delete(i);
-                    Some(vals.remove(i))
-                }
+            let Body::Leaf(entries) = &mut node.body else { unreachable!("a leaf") };
+            return Ok(match entries.search(&probe) {
+                Ok(i) => Some(entries.remove(i)),
                 Err(_) => None,
             });
         }
@@ -364,20 +360,17 @@ impl Edit<'_> {
         let below = left.below || right.below;
         left.below = below;
         right.below = below;
-        if matches!(left.body, Body::Leaf { .. }) != matches!(right.body, Body::Leaf { .. }) {
+        if matches!(left.body, Body::Leaf(_)) != matches!(right.body, Body::Leaf(_)) {
             return Err(Error::Corrupt("sibling B-tree nodes at different depths".into()));
         }
         let sep_len = match left.body {
             Body::Branch { .. } => 10 + keys[l].len(),
-            Body::Leaf { .. } => 0,
+            Body::Leaf(_) => 0,
         };
         if left.encoded_len() + right.encoded_len() + sep_len <= NODE_TARGET + 32 {
             let sep = keys.remove(l);
             match (&mut left.body, &mut right.body) {
-                (Body::Leaf { keys: lk, vals: lv }, Body::Leaf { keys: rk, vals: rv }) => {
-                    lk.append(rk);
-                    lv.append(rv);
-                }
+                (Body::Leaf(left), Body::Leaf(right)) => left.append(right),
                 (
                     Body::Branch { keys: lk, children: lc },
                     Body::Branch { keys: rk, children: rc },
@@ -394,15 +387,13 @@ impl Edit<'_> {
         }
         // Too much for one node: share the entries out again.
         match (&mut left.body, &mut right.body) {
-            (Body::Leaf { keys: lk, vals: lv }, Body::Leaf { keys: rk, vals: rv }) => {
-                lk.append(rk);
-                lv.append(rv);
+            (Body::Leaf(left), Body::Leaf(right)) => {
+                left.append(right);
                 let sizes: Vec<usize> =
-                    lk.iter().zip(lv.iter()).map(|(k, v)| 6 + k.len() + v.encoded_len()).collect();
+                    left.iter().map(|(k, v)| 6 + k.len() + v.encoded_len()).collect();
                 let m = split_point(&sizes, 1, sizes.len() - 1);
-                *rk = lk.split_off(m);
-                *rv = lv.split_off(m);
-                keys.set(l, rk.key(0));
+                *right = left.split_off(m);
+                keys.set(l, right.key_owned(0));
             }
             (Body::Branch { keys: lk, children: lc }, Body::Branch { keys: rk, children: rc }) => {
                 lk.push(keys.key(l));
@@ -450,22 +441,21 @@ fn fill_point(sizes: &[usize], lo: usize, hi: usize) -> usize {
 /// appends); returns the separator and the right half.
 fn split(node: &mut Node, at_end: bool) -> (Key, Node) {
     let body = match &mut node.body {
-        Body::Leaf { keys, vals } => {
+        Body::Leaf(entries) => {
             let sizes: Vec<usize> =
-                keys.iter().zip(vals.iter()).map(|(k, v)| 6 + k.len() + v.encoded_len()).collect();
+                entries.iter().map(|(k, v)| 6 + k.len() + v.encoded_len()).collect();
             let m = if at_end {
                 fill_point(&sizes, 1, sizes.len() - 1)
             } else {
                 split_point(&sizes, 1, sizes.len() - 1)
             };
-            let (mut right_keys, mut right_vals) = (keys.split_off(m), vals.split_off(m));
+            let mut right = entries.split_off(m);
             if at_end {
                 // Appends fill the right node next: room for as much as the left holds, so
                 // its buffers do not grow entry by entry.
-                right_keys.reserve_like(keys);
-                right_vals.reserve_like(vals);
+                right.reserve_like(entries);
             }
-            Body::Leaf { keys: right_keys, vals: right_vals }
+            Body::Leaf(right)
         }
         Body::Branch { keys, children } => {
             let sizes: Vec<usize> = keys.iter().map(|k| 10 + k.len()).collect();
@@ -486,8 +476,8 @@ fn split(node: &mut Node, at_end: bool) -> (Key, Node) {
             return (sep, right);
         }
     };
-    let Body::Leaf { keys, .. } = &body else { unreachable!("built as a leaf") };
-    let sep = keys.key(0);
+    let Body::Leaf(entries) = &body else { unreachable!("built as a leaf") };
+    let sep = entries.key_owned(0);
     (sep, Node { id: None, dirty: true, below: false, body })
 }
 
@@ -510,7 +500,7 @@ pub(crate) struct RawIter<'l> {
 fn key_at<'l>(path: &Path<'l>) -> Option<&'l [u8]> {
     let (leaf, i) = path.last()?;
     match &leaf.body {
-        Body::Leaf { keys, .. } => Some(&keys[*i]),
+        Body::Leaf(entries) => Some(entries.key(*i)),
         Body::Branch { .. } => None,
     }
 }
@@ -518,7 +508,7 @@ fn key_at<'l>(path: &Path<'l>) -> Option<&'l [u8]> {
 fn entry_at<'l>(path: &Path<'l>) -> Option<(&'l [u8], ValView<'l>)> {
     let (leaf, i) = path.last()?;
     match &leaf.body {
-        Body::Leaf { keys, vals } => Some((&keys[*i], vals.get(*i))),
+        Body::Leaf(entries) => Some(entries.entry(*i)),
         Body::Branch { .. } => None,
     }
 }
@@ -574,7 +564,7 @@ impl<'l> RawIter<'l> {
                     path.push((n, i));
                     link = &children[i];
                 }
-                Body::Leaf { keys, .. } => {
+                Body::Leaf(keys) => {
                     let i = match lower {
                         Bound::Unbounded => 0,
                         Bound::Included(p) => keys.lower(&p),
@@ -610,7 +600,7 @@ impl<'l> RawIter<'l> {
                     path.push((n, i));
                     link = &children[i];
                 }
-                Body::Leaf { keys, .. } => {
+                Body::Leaf(keys) => {
                     let p = match upper {
                         Bound::Unbounded => keys.len(),
                         Bound::Included(p) => keys.upper(&p),
@@ -642,8 +632,8 @@ impl<'l> RawIter<'l> {
                     path.push((c, 0));
                     match &c.body {
                         Body::Branch { children, .. } => link = &children[0],
-                        Body::Leaf { keys, .. } if keys.is_empty() => break,
-                        Body::Leaf { .. } => return Ok(()),
+                        Body::Leaf(keys) if keys.is_empty() => break,
+                        Body::Leaf(_) => return Ok(()),
                     }
                 }
                 path.pop(); // An empty leaf (a valid tree has none but the root).
@@ -670,8 +660,8 @@ impl<'l> RawIter<'l> {
                             path.push((c, children.len() - 1));
                             link = &children[children.len() - 1];
                         }
-                        Body::Leaf { keys, .. } if keys.is_empty() => break,
-                        Body::Leaf { keys, .. } => {
+                        Body::Leaf(keys) if keys.is_empty() => break,
+                        Body::Leaf(keys) => {
                             path.push((c, keys.len() - 1));
                             return Ok(());
                         }
@@ -832,8 +822,7 @@ pub(crate) struct Builder<'s, 'b> {
     sink: &'b mut Sink<'s>,
     /// The completed leaves: (link, first key).
     level: Vec<(Link, Key)>,
-    keys: Keys,
-    vals: Vals,
+    entries: Entries,
     bytes: usize,
     count: u64,
     /// The last key pushed (when `count > 0`).
@@ -845,8 +834,7 @@ impl<'s, 'b> Builder<'s, 'b> {
         Self {
             sink,
             level: Vec::new(),
-            keys: Keys::default(),
-            vals: Vals::default(),
+            entries: Entries::default(),
             bytes: 32,
             count: 0,
             last: Vec::new(),
@@ -859,17 +847,15 @@ impl<'s, 'b> Builder<'s, 'b> {
             return Err(Error::Unsorted);
         }
         let size = 6 + key.len() + val.encoded_len();
-        if !self.keys.is_empty() && self.bytes + size > BUILD_FILL {
-            let first = self.keys.key(0);
-            let keys = std::mem::take(&mut self.keys);
-            let vals = std::mem::take(&mut self.vals);
-            self.level.push(((self.sink)(Body::Leaf { keys, vals })?, first));
+        if !self.entries.is_empty() && self.bytes + size > BUILD_FILL {
+            let first = self.entries.key_owned(0);
+            let entries = std::mem::take(&mut self.entries);
+            self.level.push(((self.sink)(Body::Leaf(entries))?, first));
             self.bytes = 32;
         }
         self.last.clear();
         self.last.extend_from_slice(key);
-        self.keys.push_slice(key);
-        self.vals.push(val);
+        self.entries.push(key, val);
         self.bytes += size;
         self.count += 1;
         Ok(())
@@ -878,12 +864,10 @@ impl<'s, 'b> Builder<'s, 'b> {
     /// The root (`None`: no entry was pushed and `empty_root` is false) and the number of
     /// entries.
     fn finish_with(mut self, empty_root: bool) -> Result<(Option<Link>, u64)> {
-        if !self.keys.is_empty() || (self.level.is_empty() && empty_root) {
-            let first = if self.keys.is_empty() { Key::default() } else { self.keys.key(0) };
-            let body = Body::Leaf {
-                keys: std::mem::take(&mut self.keys),
-                vals: std::mem::take(&mut self.vals),
-            };
+        if !self.entries.is_empty() || (self.level.is_empty() && empty_root) {
+            let first =
+                if self.entries.is_empty() { Key::default() } else { self.entries.key_owned(0) };
+            let body = Body::Leaf(std::mem::take(&mut self.entries));
             self.level.push(((self.sink)(body)?, first));
         }
         let mut level = std::mem::take(&mut self.level);
@@ -965,8 +949,8 @@ pub(crate) fn for_each_entry(
             }
         };
         match &node.body {
-            Body::Leaf { keys, vals } => {
-                for (k, v) in keys.iter().zip(vals.iter()) {
+            Body::Leaf(entries) => {
+                for (k, v) in entries.iter() {
                     f(k, v)?;
                 }
             }
