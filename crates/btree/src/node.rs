@@ -342,7 +342,7 @@ impl Entries {
     pub(crate) fn insert(&mut self, i: usize, key: &[u8], val: ValView<'_>) {
         let klen = u16::try_from(key.len()).expect("keys are at most MAX_KEY_LEN bytes");
         let (off, vlen) = match val {
-            ValView::Inline(bytes) => (self.append_bytes(key, bytes), bytes.len() as u16),
+            ValView::Inline(bytes) => (self.append_bytes(key, bytes), inline_len(bytes)),
             ValView::Pending(bytes) => {
                 (self.append_bytes(key, &[]), self.insert_big(i, Big::Pending(Arc::clone(bytes))))
             }
@@ -355,6 +355,11 @@ impl Entries {
 
     /// Makes `big` the long value of a new entry `i`: its `vlen`.
     fn insert_big(&mut self, i: usize, big: Big) -> u16 {
+        // An index past 15 bits would wrap (a leaf splits at 4 KiB: about 190 at most).
+        assert!(
+            self.big.len() < usize::from(BIG - 1),
+            "a leaf holds fewer than 32,767 long values"
+        );
         let at = self.big_before(i);
         self.big.insert(at, big);
         self.shift_big(i, 1);
@@ -396,7 +401,7 @@ impl Entries {
                 self.data.extend_from_within(key);
                 self.data.extend_from_slice(bytes);
                 self.heads[i].off = off;
-                self.heads[i].vlen = bytes.len() as u16;
+                self.heads[i].vlen = inline_len(bytes);
                 self.reclaim();
             }
             return old;
@@ -472,6 +477,7 @@ impl Entries {
 
     /// Moves `other`'s entries, all greater than this one's, after them.
     pub(crate) fn append(&mut self, other: &mut Entries) {
+        assert!(self.big.len() + other.big.len() < usize::from(BIG), "too many long values");
         let (data, big) = (self.data.len() as u32, self.big.len() as u16);
         self.heads.extend(other.heads.drain(..).map(|mut h| {
             h.off += data;
@@ -483,6 +489,7 @@ impl Entries {
         self.data.append(&mut other.data);
         self.unused += std::mem::take(&mut other.unused);
         self.big.append(&mut other.big);
+        self.reclaim();
     }
 
     /// The bytes the entries take in their leaf's encoding: each entry's 6 bytes of lengths,
@@ -490,6 +497,12 @@ impl Entries {
     pub(crate) fn encoded_len(&self) -> usize {
         6 * self.len() + self.data.len() - self.unused + REF_BYTES * self.big.len()
     }
+}
+
+/// An inline value's length in a [`Head`] (at most [`MAX_INLINE_VALUE_LEN`], under [`BIG`]).
+fn inline_len(bytes: &[u8]) -> u16 {
+    debug_assert!(bytes.len() <= MAX_INLINE_VALUE_LEN, "a long value kept inline");
+    bytes.len() as u16
 }
 
 /// The first index in `0..len` whose key is not less than (`strict`: greater than) the
@@ -972,7 +985,9 @@ impl Node {
         match kind {
             LEAF => {
                 entries = Entries::with_capacity(count_cap);
-                entries.data.reserve(body.len() - HEADER);
+                // The entries' bytes: the body less each entry's 6 bytes of lengths (and a
+                // reference's 16, which the first long value's push makes room for).
+                entries.data.reserve((body.len() - HEADER).saturating_sub(6 * count));
                 for _ in 0..count {
                     let k = usize::from(r.u16()?);
                     let v = r.u32()?;
@@ -1427,20 +1442,51 @@ mod tests {
             wm[p].1 = Val::Stored(Arc::new(r));
             check(&waiting, &wm);
         }
-        // Searches find every key (the entries' keys sorted first).
-        let mut sorted = Entries::default();
-        let mut keys: Vec<Vec<u8>> = (0..300).map(key).collect();
+    }
+
+    /// Searches agree with a sorted vector's, for keys that tie on their first eight bytes,
+    /// are prefixes of each other, end in zero bytes, or are empty; and a leaf holds an empty
+    /// key with an empty value, and long keys through replacements that compact it.
+    #[test]
+    fn searches_agree_with_a_sorted_vector() {
+        let mut keys: Vec<Vec<u8>> = vec![vec![], vec![0], vec![0, 0], b"a".to_vec()];
+        for tail in [&b""[..], b"\0", b"\0\0", b"x", b"\xff", b"xy\0"] {
+            for head in
+                [&b"abcdefgh"[..], b"abcdefg", b"abcdefgi", b"\xff\xff\xff\xff\xff\xff\xff\xff"]
+            {
+                keys.push([head, tail].concat());
+            }
+        }
         keys.sort();
         keys.dedup();
-        keys.iter().for_each(|k| sorted.push(k, ValView::Inline(b"v")));
-        for (i, k) in keys.iter().enumerate() {
-            assert_eq!(sorted.search(&Probe::new(k)), Ok(i));
-            assert_eq!(sorted.lower(&Probe::new(k)), i);
-            assert_eq!(sorted.upper(&Probe::new(k)), i + 1);
-            let mut after = k.clone();
-            after.push(0);
-            assert_eq!(sorted.search(&Probe::new(&after)), Err(i + 1));
+        let mut entries = Entries::default();
+        keys.iter().for_each(|k| entries.push(k, ValView::Inline(b"")));
+        let mut probes = keys.clone();
+        probes.extend(keys.iter().map(|k| [k.as_slice(), &[0]].concat()));
+        probes.extend(keys.iter().filter(|k| !k.is_empty()).map(|k| k[..k.len() - 1].to_vec()));
+        probes.push(b"abcdefgh\0\0\0".to_vec());
+        for p in &probes {
+            let probe = Probe::new(p);
+            assert_eq!(entries.search(&probe), keys.binary_search(p), "{p:?}");
+            assert_eq!(entries.lower(&probe), keys.partition_point(|k| k < p), "{p:?}");
+            assert_eq!(entries.upper(&probe), keys.partition_point(|k| k <= p), "{p:?}");
         }
+        assert_eq!(entries.entry(0), (&b""[..], ValView::Inline(b"")));
+        // Long keys, with values of changing lengths: replacements move the key along, and
+        // compaction keeps every entry whole.
+        let mut long = Entries::default();
+        let key = |i: u8| vec![i; MAX_KEY_LEN];
+        for i in 0..4 {
+            long.push(&key(i), ValView::Inline(&[i]));
+        }
+        for round in 0..100usize {
+            let i = round % 4;
+            let v = vec![round as u8; round % 50];
+            long.replace(i, ValView::Inline(&v));
+            assert_eq!(long.entry(i), (key(i as u8).as_slice(), ValView::Inline(&v)));
+            assert!(long.unused <= 256 || long.unused * 2 <= long.data.len());
+        }
+        assert_eq!(long.keys().collect::<Vec<_>>(), (0..4).map(key).collect::<Vec<_>>());
     }
 
     /// The memory a node is counted at includes the room its buffers hold, not only what its

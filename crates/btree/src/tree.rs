@@ -564,13 +564,13 @@ impl<'l> RawIter<'l> {
                     path.push((n, i));
                     link = &children[i];
                 }
-                Body::Leaf(keys) => {
+                Body::Leaf(entries) => {
                     let i = match lower {
                         Bound::Unbounded => 0,
-                        Bound::Included(p) => keys.lower(&p),
-                        Bound::Excluded(p) => keys.upper(&p),
+                        Bound::Included(p) => entries.lower(&p),
+                        Bound::Excluded(p) => entries.upper(&p),
                     };
-                    if i == keys.len() {
+                    if i == entries.len() {
                         self.next_leaf_front(&mut path)?;
                     } else {
                         path.push((n, i));
@@ -600,11 +600,11 @@ impl<'l> RawIter<'l> {
                     path.push((n, i));
                     link = &children[i];
                 }
-                Body::Leaf(keys) => {
+                Body::Leaf(entries) => {
                     let p = match upper {
-                        Bound::Unbounded => keys.len(),
-                        Bound::Included(p) => keys.upper(&p),
-                        Bound::Excluded(p) => keys.lower(&p),
+                        Bound::Unbounded => entries.len(),
+                        Bound::Included(p) => entries.upper(&p),
+                        Bound::Excluded(p) => entries.lower(&p),
                     };
                     if p == 0 {
                         self.next_leaf_back(&mut path)?;
@@ -632,7 +632,7 @@ impl<'l> RawIter<'l> {
                     path.push((c, 0));
                     match &c.body {
                         Body::Branch { children, .. } => link = &children[0],
-                        Body::Leaf(keys) if keys.is_empty() => break,
+                        Body::Leaf(entries) if entries.is_empty() => break,
                         Body::Leaf(_) => return Ok(()),
                     }
                 }
@@ -660,9 +660,9 @@ impl<'l> RawIter<'l> {
                             path.push((c, children.len() - 1));
                             link = &children[children.len() - 1];
                         }
-                        Body::Leaf(keys) if keys.is_empty() => break,
-                        Body::Leaf(keys) => {
-                            path.push((c, keys.len() - 1));
+                        Body::Leaf(entries) if entries.is_empty() => break,
+                        Body::Leaf(entries) => {
+                            path.push((c, entries.len() - 1));
                             return Ok(());
                         }
                     }
