@@ -311,6 +311,17 @@ impl Entries {
     #[inline]
     pub(crate) fn search(&self, probe: &Probe<'_>) -> Result<usize, usize> {
         let i = self.lower(probe);
+        if i < self.len() && self.heads[i].prefix == probe.prefix {
+            // Start loading the entry's last cache lines (its value, read next) while its key
+            // is compared: the loads overlap instead of following one another.
+            let h = self.heads[i];
+            let (start, end) = (h.off as usize, h.off as usize + h.span());
+            let mut at = start + 64;
+            while at < end {
+                std::hint::black_box(self.data[at]);
+                at += 64;
+            }
+        }
         let found =
             i < self.len() && self.heads[i].prefix == probe.prefix && self.key(i) == probe.bytes;
         if found { Ok(i) } else { Err(i) }
