@@ -294,8 +294,6 @@ pub(crate) struct Core<S: SplitStore<Io: Clone> + PrimeStorer> {
     files: Option<Box<dyn StoreFiles<S>>>,
     /// [`StoreFiles::settle`] ran in this session.
     settled: AtomicBool,
-    /// A compacting copy replaced the store's file (the store's own file has no name left).
-    replaced: AtomicBool,
     /// The entries of every tree at the last checkpoint (or open), against which `close`
     /// estimates how much of the store its live entries fill before it checkpoints.
     checkpointed_entries: AtomicU64,
@@ -476,20 +474,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Sync + 'static> Db<S> {
         if let Some(mut manager) = manager {
             manager.stop();
         }
-        let result = core.close();
-        // Once a compacting copy replaced the file, the old one has no name: the last close
-        // of it has the kernel free its pages and blocks (about 40 ms for 150 MiB), which a
-        // thread of its own does, so that `close` does not wait for it.
-        if let Ok(core) = Arc::try_unwrap(core)
-            && core.replaced.load(Ordering::Acquire)
-        {
-            let Core { store, .. } = core;
-            // If no thread can be made, the store is dropped here, with the closure.
-            let _ = std::thread::Builder::new()
-                .name("bob-btree-release".into())
-                .spawn(move || drop(store));
-        }
-        result
+        core.close()
     }
 }
 
@@ -679,7 +664,6 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             store_options: options.store,
             files,
             settled: AtomicBool::new(false),
-            replaced: AtomicBool::new(false),
             checkpointed_entries: AtomicU64::new(catalog_entries),
             stats: Mutex::new(DbStats::default()),
             log_dir: log.map(|dir| (dir, options.segment_bytes)),
@@ -970,7 +954,6 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         // checkpoint): a failure here leaves the log as it is, and the database latched.
         self.latch(files.install_copy())?;
         self.failed.store(true, Ordering::Release);
-        self.replaced.store(true, Ordering::Release);
         let released = match &self.wal {
             Some(wal) => wal.lock().release(snapshot.lsn, appended),
             None => Ok(()),
