@@ -36,7 +36,7 @@ fn reads(
 
 fn bench_read_scaling(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("dir");
-    let store = ConcurrentStore::create_base(&dir.path().join("s"), StoreOptions::default(), 0)
+    let store = ConcurrentStore::create_base(dir.path().join("s"), StoreOptions::default(), 0)
         .expect("create");
     let ids: Vec<ObjectId> = (0..OBJECTS)
         .map(|i| store.write_new_obj_from_bytes(&payload(i as u64, OBJECT_BYTES)).expect("write"))
@@ -94,7 +94,7 @@ fn commits(
 
 fn bench_group_commit(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("dir");
-    let store = ConcurrentStore::create_base(&dir.path().join("c"), StoreOptions::default(), 0)
+    let store = ConcurrentStore::create_base(dir.path().join("c"), StoreOptions::default(), 0)
         .expect("create");
     let mut group = c.benchmark_group("concurrent_commit");
     group.throughput(Throughput::Elements(1));

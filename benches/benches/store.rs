@@ -79,7 +79,7 @@ fn bench_load(c: &mut Criterion) {
             (0..iters)
                 .map(|_| {
                     let dir = tempfile::tempdir().expect("dir");
-                    let store = BaseStore::create(&dir.path().join("s"), StoreOptions::default())
+                    let store = BaseStore::create(dir.path().join("s"), StoreOptions::default())
                         .expect("create");
                     store_load(store, &blobs)
                 })
@@ -91,7 +91,7 @@ fn bench_load(c: &mut Criterion) {
             (0..iters)
                 .map(|_| {
                     let dir = tempfile::tempdir().expect("dir");
-                    let store = MultiStore::create(&dir.path().join("s"), StoreOptions::default())
+                    let store = MultiStore::create(dir.path().join("s"), StoreOptions::default())
                         .expect("create");
                     store_load(store, &blobs)
                 })
@@ -165,7 +165,7 @@ fn bench_write_small(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let dir = tempfile::tempdir().expect("dir");
             let mut store =
-                BaseStore::create(&dir.path().join("s"), StoreOptions::default()).expect("create");
+                BaseStore::create(dir.path().join("s"), StoreOptions::default()).expect("create");
             let started = Instant::now();
             for _ in 0..iters {
                 store.write_new_obj_from_bytes(&data).expect("write");
@@ -177,7 +177,7 @@ fn bench_write_small(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let dir = tempfile::tempdir().expect("dir");
             let mut store =
-                MultiStore::create(&dir.path().join("s"), StoreOptions::default()).expect("create");
+                MultiStore::create(dir.path().join("s"), StoreOptions::default()).expect("create");
             let started = Instant::now();
             for _ in 0..iters {
                 store.write_new_obj_from_bytes(&data).expect("write");

@@ -23,7 +23,7 @@ fn setup_with(
     options: StoreOptions,
 ) -> (tempfile::TempDir, BaseStore, PersistentTreap<u64>) {
     let dir = tempfile::tempdir().expect("dir");
-    let store = BaseStore::create(&dir.path().join("t"), options).expect("create");
+    let store = BaseStore::create(dir.path().join("t"), options).expect("create");
     let mut tree = PersistentTreap::new();
     for k in 0..nodes {
         tree.insert(&store, k.wrapping_mul(0x9E37_79B9_7F4A_7C15), ()).expect("insert");

@@ -50,16 +50,17 @@ pub struct DbOptions {
     /// syncs once; checkpoints write the changed nodes now and then. Without it, every
     /// durable commit is a checkpoint.
     pub log: bool,
-    /// A commit runs a checkpoint once the log has grown this many bytes since the last.
+    /// A commit runs a checkpoint once the log has grown this many bytes since the last
+    /// (default 64 MiB).
     pub checkpoint_after_bytes: u64,
-    /// A log segment file is closed for appends past this many bytes.
+    /// A log segment file is closed for appends past this many bytes (default 32 MiB).
     pub segment_bytes: u64,
     /// How often the persistence thread checkpoints what changed (`None`: no thread; then
     /// checkpoints run only on `checkpoint`, `close` and when the log passes
-    /// `checkpoint_after_bytes`).
+    /// `checkpoint_after_bytes`). Default: 5 seconds.
     pub checkpoint_interval: Option<std::time::Duration>,
     /// Bytes of nodes kept in memory, about: the persistence thread unloads clean leaves
-    /// (every snapshot keeps what it holds) when the trees in memory pass it.
+    /// (every snapshot keeps what it holds) when the trees in memory pass it (default 1 GiB).
     pub memory_budget: u64,
     /// `close` compacts the store when a session that wrote leaves live objects filling
     /// less than this fraction of a file of [`compact_on_close_min_bytes`] or more (`None`:
@@ -550,13 +551,79 @@ where
 impl Db<DefaultStore> {
     /// A new database in a new file at `path` (an existing file is an error), with its log
     /// in the directory `<path>.wal`.
-    pub fn create(path: &Path) -> Result<Self> {
+    pub fn create(path: impl AsRef<Path>) -> Result<Self> {
         Self::create_with(path, &DbOptions::default())
     }
 
     /// [`create`](Self::create) with options.
-    pub fn create_with(path: &Path, options: &DbOptions) -> Result<Self> {
+    pub fn create_with(path: impl AsRef<Path>, options: &DbOptions) -> Result<Self> {
+        let path = path.as_ref();
         let store = ConcurrentStore::create_base(path, options.store, 0)?;
+        Self::start_new(path, store, options)
+    }
+
+    /// The database in the file at `path`, with its log in `<path>.wal`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, &DbOptions::default())
+    }
+
+    /// [`open`](Self::open) with options.
+    pub fn open_with(path: impl AsRef<Path>, options: &DbOptions) -> Result<Self> {
+        let path = path.as_ref();
+        let store = ConcurrentStore::open_base(path, options.store, 0)?;
+        Self::start(path, store, options)
+    }
+
+    /// The database in the file at `path`, created if there is none: what most programs
+    /// want at start-up. An empty file (a creation a crash cut short) is a new database.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), bob_btree::Error> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("app.bob");
+    /// let db = bob_btree::Db::open_or_create(&path)?; // created
+    /// db.close()?;
+    /// let db = bob_btree::Db::open_or_create(&path)?; // opened
+    /// # db.close()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn open_or_create(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_or_create_with(path, &DbOptions::default())
+    }
+
+    /// [`open_or_create`](Self::open_or_create) with options.
+    pub fn open_or_create_with(path: impl AsRef<Path>, options: &DbOptions) -> Result<Self> {
+        let path = path.as_ref();
+        let store = ConcurrentStore::open_or_create_base(path, options.store, 0)?;
+        match store.read_bytes_from_obj(PRIME_OBJECT_ID) {
+            // No catalog: a new store, whatever a log at this path holds is no one's.
+            Err(bob_store_core::Error::NotFound(_)) => Self::start_new(path, store, options),
+            _ => Self::start(path, store, options),
+        }
+    }
+
+    /// The database in `store`, opened at `path`, with its log in `<path>.wal`.
+    fn start(
+        path: &Path,
+        store: ConcurrentStore<DefaultStore>,
+        options: &DbOptions,
+    ) -> Result<Self> {
+        let log = if options.log {
+            Some(Box::new(OsLogDir::new(&log_dir_of(path))?) as Box<dyn LogDir>)
+        } else {
+            None
+        };
+        Self::with_files(store, log, Box::new(OsStoreFiles::new(path)), options)
+    }
+
+    /// A new database in `store`, just created at `path`: a log left at `<path>.wal` by an
+    /// earlier database is emptied first.
+    fn start_new(
+        path: &Path,
+        store: ConcurrentStore<DefaultStore>,
+        options: &DbOptions,
+    ) -> Result<Self> {
         let log_path = log_dir_of(path);
         if !options.log && log_path.exists() {
             // An earlier database's log would otherwise meet this one at a later open.
@@ -570,22 +637,6 @@ impl Db<DefaultStore> {
             }
             dir.sync()?;
             Some(Box::new(dir) as Box<dyn LogDir>)
-        } else {
-            None
-        };
-        Self::with_files(store, log, Box::new(OsStoreFiles::new(path)), options)
-    }
-
-    /// The database in the file at `path`, with its log in `<path>.wal`.
-    pub fn open(path: &Path) -> Result<Self> {
-        Self::open_with(path, &DbOptions::default())
-    }
-
-    /// [`open`](Self::open) with options.
-    pub fn open_with(path: &Path, options: &DbOptions) -> Result<Self> {
-        let store = ConcurrentStore::open_base(path, options.store, 0)?;
-        let log = if options.log {
-            Some(Box::new(OsLogDir::new(&log_dir_of(path))?) as Box<dyn LogDir>)
         } else {
             None
         };

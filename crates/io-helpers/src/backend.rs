@@ -218,6 +218,30 @@ impl OsFile {
         }
     }
 
+    /// Opens the file at `path` as [`open`](Self::open) does, or, if there is none, creates
+    /// it as [`create_new`](Self::create_new) does (an empty file, locked, its name durable).
+    /// Whether it was created shows in its length: a new file is empty.
+    pub fn open_or_create(path: &Path) -> Result<Self> {
+        let missing = |e: &Error, kind: std::io::ErrorKind| matches!(e, Error::File { source, .. } if source.kind() == kind);
+        // Another process may create or remove the file between the two attempts.
+        for _ in 0..8 {
+            match Self::create_new(path) {
+                Ok(file) => return Ok(file),
+                Err(e) if missing(&e, std::io::ErrorKind::AlreadyExists) => {}
+                Err(e) => return Err(e),
+            }
+            match Self::open(path) {
+                Err(e) if missing(&e, std::io::ErrorKind::NotFound) => continue,
+                opened => return opened,
+            }
+        }
+        Err(Error::File {
+            action: "open or create",
+            path: path.to_owned(),
+            source: std::io::Error::other("the file was created and removed eight times over"),
+        })
+    }
+
     /// Creates a new file (failing if it exists), locks it, and makes its directory entry
     /// durable. The lock is taken before anything is synced, so an opener that finds the new
     /// name gets [`Error::Locked`] until this handle is dropped.

@@ -127,35 +127,67 @@ impl<S: SplitStore<Io: Clone>> std::fmt::Debug for ConcurrentStore<S> {
 
 impl ConcurrentStore<Store<BasicAllocator, Arc<OsFile>>> {
     /// Creates a `BaseStore` file at `path`, wrapped; `max_disk_tokens` 0 = unlimited.
-    pub fn create_base(path: &Path, options: StoreOptions, max_disk_tokens: usize) -> Result<Self> {
-        Ok(Self::new(
-            Store::create_with(Arc::new(OsFile::create_new(path)?), options)?,
-            max_disk_tokens,
-        ))
+    pub fn create_base(
+        path: impl AsRef<Path>,
+        options: StoreOptions,
+        max_disk_tokens: usize,
+    ) -> Result<Self> {
+        let file = OsFile::create_new(path.as_ref())?;
+        Ok(Self::new(Store::create_with(Arc::new(file), options)?, max_disk_tokens))
     }
 
     /// Opens a `BaseStore` file at `path`, wrapped.
-    pub fn open_base(path: &Path, options: StoreOptions, max_disk_tokens: usize) -> Result<Self> {
-        Ok(Self::new(Store::open_with(Arc::new(OsFile::open(path)?), options)?, max_disk_tokens))
+    pub fn open_base(
+        path: impl AsRef<Path>,
+        options: StoreOptions,
+        max_disk_tokens: usize,
+    ) -> Result<Self> {
+        let file = OsFile::open(path.as_ref())?;
+        Ok(Self::new(Store::open_with(Arc::new(file), options)?, max_disk_tokens))
+    }
+
+    /// Opens a `BaseStore` file at `path`, or creates it if there is none (see
+    /// [`Store::open_or_create_with`]), wrapped.
+    pub fn open_or_create_base(
+        path: impl AsRef<Path>,
+        options: StoreOptions,
+        max_disk_tokens: usize,
+    ) -> Result<Self> {
+        let file = OsFile::open_or_create(path.as_ref())?;
+        Ok(Self::new(Store::open_or_create_with(Arc::new(file), options)?, max_disk_tokens))
     }
 }
 
 impl ConcurrentStore<Store<OmniBlockAllocator, Arc<OsFile>>> {
     /// Creates a `MultiStore` file at `path`, wrapped; `max_disk_tokens` 0 = unlimited.
     pub fn create_multi(
-        path: &Path,
+        path: impl AsRef<Path>,
         options: StoreOptions,
         max_disk_tokens: usize,
     ) -> Result<Self> {
-        Ok(Self::new(
-            Store::create_with(Arc::new(OsFile::create_new(path)?), options)?,
-            max_disk_tokens,
-        ))
+        let file = OsFile::create_new(path.as_ref())?;
+        Ok(Self::new(Store::create_with(Arc::new(file), options)?, max_disk_tokens))
     }
 
     /// Opens a `MultiStore` file at `path`, wrapped.
-    pub fn open_multi(path: &Path, options: StoreOptions, max_disk_tokens: usize) -> Result<Self> {
-        Ok(Self::new(Store::open_with(Arc::new(OsFile::open(path)?), options)?, max_disk_tokens))
+    pub fn open_multi(
+        path: impl AsRef<Path>,
+        options: StoreOptions,
+        max_disk_tokens: usize,
+    ) -> Result<Self> {
+        let file = OsFile::open(path.as_ref())?;
+        Ok(Self::new(Store::open_with(Arc::new(file), options)?, max_disk_tokens))
+    }
+
+    /// Opens a `MultiStore` file at `path`, or creates it if there is none (see
+    /// [`Store::open_or_create_with`]), wrapped.
+    pub fn open_or_create_multi(
+        path: impl AsRef<Path>,
+        options: StoreOptions,
+        max_disk_tokens: usize,
+    ) -> Result<Self> {
+        let file = OsFile::open_or_create(path.as_ref())?;
+        Ok(Self::new(Store::open_or_create_with(Arc::new(file), options)?, max_disk_tokens))
     }
 }
 

@@ -148,7 +148,7 @@ proptest! {
 #[test]
 fn limits_and_long_lookups() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::create(&dir.path().join("db.bob")).unwrap();
+    let db = Db::create(dir.path().join("db.bob")).unwrap();
     let mut tx = db.begin_write().unwrap();
     {
         let mut t = tx.open_tree::<Vec<u8>, Vec<u8>>("t").unwrap();
@@ -176,7 +176,7 @@ fn limits_and_long_lookups() {
 #[test]
 fn a_failed_change_fails_the_transaction() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::create(&dir.path().join("db.bob")).unwrap();
+    let db = Db::create(dir.path().join("db.bob")).unwrap();
     let mut tx = db.begin_write().unwrap();
     tx.open_tree::<u64, Postcard<String>>("t")
         .unwrap()

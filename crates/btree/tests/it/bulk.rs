@@ -161,7 +161,7 @@ fn a_logged_delete_replays_over_a_damaged_node() {
 fn sorted_inserts_fill_nodes_as_a_bulk_load_does() {
     let nodes = |sorted: bool, bulk: bool| {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::create(&dir.path().join("db.bob")).unwrap();
+        let db = Db::create(dir.path().join("db.bob")).unwrap();
         let mut keys: Vec<u64> = (0..20_000u64).map(|k| k * 3).collect();
         if !sorted {
             keys.sort_by_key(|k| k.wrapping_mul(0x9E37_79B9_7F4A_7C15));

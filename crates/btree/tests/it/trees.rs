@@ -195,7 +195,7 @@ fn the_persistence_thread_checkpoints_and_keeps_to_the_memory_budget() {
 fn a_change_rewrites_one_node() {
     let dir = tempfile::tempdir().unwrap();
     let options = bob_btree::DbOptions { checkpoint_interval: None, ..Default::default() };
-    let db = Db::create_with(&dir.path().join("db.bob"), &options).unwrap();
+    let db = Db::create_with(dir.path().join("db.bob"), &options).unwrap();
     let mut tx = db.begin_write().unwrap();
     {
         let mut t = tx.open_tree::<u64, u64>("t").unwrap();
@@ -323,7 +323,7 @@ fn close_drops_the_spares() {
 #[test]
 fn retain_and_drain_a_range() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::create(&dir.path().join("db.bob")).unwrap();
+    let db = Db::create(dir.path().join("db.bob")).unwrap();
     let mut tx = db.begin_write().unwrap();
     {
         let mut t = tx.open_tree::<u64, u64>("t").unwrap();
@@ -466,7 +466,7 @@ fn close_compacts_a_sparse_file_after_a_session_that_wrote() {
 #[test]
 fn writes_take_borrowed_values() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::create(&dir.path().join("db.bob")).unwrap();
+    let db = Db::create(dir.path().join("db.bob")).unwrap();
     let long = "x".repeat(5000);
     let mut tx = db.begin_write().unwrap();
     {
@@ -488,4 +488,55 @@ fn writes_take_borrowed_values() {
     let text = read.open_tree::<String, String>("text").unwrap();
     assert_eq!(text.get("a").unwrap().as_deref(), Some("again"));
     assert_eq!(text.get("b").unwrap(), Some(long));
+}
+
+/// `open_or_create` makes a new database, then opens it with everything committed, over
+/// three cycles; an empty file at the path is a new database; a log left by an earlier
+/// database whose file was removed is not replayed into the new one.
+#[test]
+fn open_or_create_makes_a_database_once_and_opens_it_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.bob");
+    for round in 0..3u64 {
+        let db = Db::open_or_create(&path).unwrap();
+        let mut tx = db.begin_write().unwrap();
+        tx.open_tree::<u64, u64>("rounds").unwrap().insert(&round, &(round * 10)).unwrap();
+        tx.commit(Durability::Durable).unwrap();
+        let read = db.begin_read();
+        let tree = read.open_tree::<u64, u64>("rounds").unwrap();
+        assert_eq!(tree.len(), round + 1);
+        for r in 0..=round {
+            assert_eq!(tree.get(&r).unwrap(), Some(r * 10));
+        }
+        drop(read);
+        if round == 1 {
+            drop(db); // no close: the log replays at the next open
+        } else {
+            db.close().unwrap();
+        }
+    }
+
+    // A durable commit left in the log, then the file removed: a new database at the path
+    // starts empty, whatever the old log holds.
+    let db = Db::open_or_create(&path).unwrap();
+    let mut tx = db.begin_write().unwrap();
+    tx.open_tree::<u64, u64>("old").unwrap().insert(&1, &1).unwrap();
+    tx.commit(Durability::Durable).unwrap();
+    drop(db);
+    std::fs::remove_file(&path).unwrap();
+    let db = Db::open_or_create(&path).unwrap();
+    assert!(db.begin_read().list_trees().is_empty());
+    db.close().unwrap();
+
+    // An empty file (a creation cut short) is a new database.
+    let empty = dir.path().join("empty.bob");
+    std::fs::File::create(&empty).unwrap();
+    let db = Db::open_or_create(&empty).unwrap();
+    let mut tx = db.begin_write().unwrap();
+    tx.open_tree::<u64, u64>("t").unwrap().insert(&7, &7).unwrap();
+    tx.commit(Durability::Durable).unwrap();
+    db.close().unwrap();
+    let db = Db::open(&empty).unwrap();
+    assert_eq!(db.begin_read().open_tree::<u64, u64>("t").unwrap().get(&7).unwrap(), Some(7));
+    db.close().unwrap();
 }

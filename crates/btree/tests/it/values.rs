@@ -267,7 +267,7 @@ fn deferred_values_are_deleted_once_their_reader_ends_without_more_writes() {
         checkpoint_interval: Some(std::time::Duration::from_millis(5)),
         ..DbOptions::default()
     };
-    let db = Db::create_with(&dir.path().join("db.bob"), &options).unwrap();
+    let db = Db::create_with(dir.path().join("db.bob"), &options).unwrap();
     let mut tx = db.begin_write().unwrap();
     tx.open_tree::<u64, Vec<u8>>("t").unwrap().insert(&1, &long(1, 9000)).unwrap();
     tx.commit(Durability::Durable).unwrap();

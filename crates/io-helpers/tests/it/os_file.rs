@@ -215,3 +215,25 @@ fn mapped_reads_while_truncating() {
     let reads: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
     assert!(reads > 0);
 }
+
+/// `open_or_create` makes a missing file (empty, locked), opens an existing one with its
+/// bytes, and is refused, as `open` is, while another handle owns the file.
+#[test]
+fn open_or_create_creates_a_missing_file_and_opens_an_existing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.bob");
+    let created = OsFile::open_or_create(&path).unwrap();
+    assert_eq!(created.len().unwrap(), 0);
+    assert!(path.exists());
+    assert!(matches!(OsFile::open_or_create(&path), Err(Error::Locked { .. })));
+    created.write_at(b"bob", 0).unwrap();
+    drop(created);
+    let opened = OsFile::open_or_create(&path).unwrap();
+    let mut buf = [0u8; 3];
+    opened.read_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf, b"bob");
+    assert_refused_until_dropped(&path, opened);
+    // A path whose directory is missing is an error naming the path, not a panic.
+    let err = OsFile::open_or_create(&dir.path().join("no/such/dir.bob")).unwrap_err();
+    assert!(err.to_string().contains("dir.bob"), "{err}");
+}

@@ -75,7 +75,7 @@ fn twenty_threads_write_their_own_objects() {
 #[test]
 fn readers_never_see_a_torn_object() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(ConcurrentStore::create_base(&dir.path().join("s"), opts(), 0).unwrap());
+    let store = Arc::new(ConcurrentStore::create_base(dir.path().join("s"), opts(), 0).unwrap());
     let ids: Vec<ObjectId> =
         (0..10).map(|i| store.write_new_obj_from_bytes(&[i as u8; 5000]).unwrap()).collect();
     store.commit().unwrap();
@@ -123,7 +123,7 @@ fn readers_never_see_a_torn_object() {
 #[test]
 fn two_disk_tokens_bound_twenty_threads() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(ConcurrentStore::create_base(&dir.path().join("s"), opts(), 2).unwrap());
+    let store = Arc::new(ConcurrentStore::create_base(dir.path().join("s"), opts(), 2).unwrap());
     let start = Arc::new(Barrier::new(20));
     let workers: Vec<_> = (0..20)
         .map(|t| {
@@ -200,7 +200,7 @@ fn mixed_creates_and_deletes_leave_a_clean_store() {
 #[test]
 fn a_delete_racing_readers_gives_old_bytes_or_not_found() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(ConcurrentStore::create_base(&dir.path().join("s"), opts(), 0).unwrap());
+    let store = Arc::new(ConcurrentStore::create_base(dir.path().join("s"), opts(), 0).unwrap());
     for round in 0..30u8 {
         let id = store.write_new_obj_from_bytes(&[round; 20_000]).unwrap();
         let readers: Vec<_> = (0..3)
@@ -286,7 +286,7 @@ fn the_storer_traits_work_through_the_wrapper() {
     }
 
     let dir = tempfile::tempdir().unwrap();
-    let mut store = ConcurrentStore::create_base(&dir.path().join("s"), opts(), 2).unwrap();
+    let mut store = ConcurrentStore::create_base(dir.path().join("s"), opts(), 2).unwrap();
     exercise(&mut store);
     assert!(store.verify().unwrap().is_clean());
     assert_eq!(store.locks_held(), 0);
@@ -297,7 +297,7 @@ fn the_storer_traits_work_through_the_wrapper() {
 #[test]
 fn overlapping_batches_do_not_deadlock() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(ConcurrentStore::create_base(&dir.path().join("s"), opts(), 1).unwrap());
+    let store = Arc::new(ConcurrentStore::create_base(dir.path().join("s"), opts(), 1).unwrap());
     let ids = store.allocate_run(6, 32).unwrap();
     let workers: Vec<_> = [0u8, 1]
         .into_iter()

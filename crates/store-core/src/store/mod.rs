@@ -48,17 +48,19 @@ const METADATA_BLOCK: u64 = 64 * PAGE;
 pub struct StoreOptions {
     /// The largest the file may grow, in bytes; allocations past it fail with `OutOfSpace`.
     /// Part of it is kept for the metadata of the next commit, so a commit of deletes always
-    /// fits. Opening a file that already uses more is `OptionsMismatch`.
+    /// fits. Opening a file that already uses more is `OptionsMismatch`. Default:
+    /// [`bob_alloc::DEFAULT_LIMIT`].
     pub max_file_bytes: u64,
     /// Bytes of new objects (each at most 64 KiB) `write_new_obj_from_bytes` may hold in
     /// memory until the next commit, or until the buffer fills, when they are written with as
     /// few positioned writes as their layout allows. 0 writes every object at once. Buffered
     /// objects are read from memory; like any uncommitted write, they are lost in a crash.
+    /// Default: 4 MiB.
     pub write_buffer_bytes: usize,
     /// Bytes of each of the two journal regions a new store gets (commits append records
     /// there; a checkpoint runs when one is full). Fixed at creation: rounded down to whole
     /// pages, at least 4 pages, at most 1 MiB and a sixty-fourth of `max_file_bytes`. Open
-    /// uses what the file says.
+    /// uses what the file says. Default: 1 MiB.
     pub journal_bytes: u64,
     /// Reads of up to 64 KiB copy out of a memory map of the file instead of a `pread`
     /// ([`FileBackend::map_reads`]): a cached 4 KiB read takes 0.58 µs instead of 1.06 µs.
@@ -77,6 +79,8 @@ pub struct StoreOptions {
 }
 
 impl Default for StoreOptions {
+    /// The defaults each field names: the allocator's size limit, a 4 MiB write buffer,
+    /// 1 MiB journal regions, reads through `pread`, a lazy open.
     fn default() -> Self {
         Self {
             max_file_bytes: bob_alloc::DEFAULT_LIMIT,
@@ -170,19 +174,37 @@ pub(crate) struct Deferred {
 impl<A: SpaceAllocator> Store<A, OsFile> {
     /// Creates a new store file at `path` (failing if it exists) and makes it durable. The
     /// file is locked: no other handle can open it while this store lives.
-    pub fn create(path: &Path, options: StoreOptions) -> Result<Self> {
-        Self::create_with(OsFile::create_new(path)?, options)
+    pub fn create(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
+        Self::create_with(OsFile::create_new(path.as_ref())?, options)
     }
 
     /// Opens the store file at `path`, recovering its last commit (see
     /// [`open_with`](Self::open_with)). The file is locked: a second open fails with
     /// `Locked` while this store lives.
-    pub fn open(path: &Path, options: StoreOptions) -> Result<Self> {
-        Self::open_with(OsFile::open(path)?, options)
+    pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
+        Self::open_with(OsFile::open(path.as_ref())?, options)
+    }
+
+    /// Opens the store file at `path`, or creates it if there is none (see
+    /// [`open_or_create_with`](Self::open_or_create_with)). The file is locked as by
+    /// [`open`](Self::open).
+    pub fn open_or_create(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
+        Self::open_or_create_with(OsFile::open_or_create(path.as_ref())?, options)
     }
 }
 
 impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
+    /// Opens the store on `backend`, or creates one if the backend is empty: a file just
+    /// made, or one whose creation a crash cut short before it wrote anything (a store that
+    /// wrote part of its first commit is reported as damaged, not created over).
+    pub fn open_or_create_with(backend: B, options: StoreOptions) -> Result<Self> {
+        if backend.len()? == 0 {
+            Self::create_with(backend, options)
+        } else {
+            Self::open_with(backend, options)
+        }
+    }
+
     /// Creates a store on an empty backend and commits its empty state.
     pub fn create_with(backend: B, options: StoreOptions) -> Result<Self> {
         if backend.len()? != 0 {

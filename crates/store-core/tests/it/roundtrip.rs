@@ -566,3 +566,34 @@ fn mapped_reads_round_trip_through_compaction_and_reopen() {
     assert_eq!(contents(&store).unwrap(), model);
     assert!(store.verify().unwrap().is_clean());
 }
+
+/// `open_or_create` creates a missing store, opens an existing one with its objects, and
+/// takes an empty file (a creation a crash cut short) for a new store; a file with bytes that
+/// are not a store is reported, never created over.
+#[test]
+fn open_or_create_creates_opens_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.bob");
+    let mut store = BaseStore::open_or_create(&path, options()).unwrap();
+    let id = put(&mut store, b"kept");
+    store.commit().unwrap();
+    drop(store);
+    for _ in 0..3 {
+        let store = BaseStore::open_or_create(&path, options()).unwrap();
+        assert_eq!(store.read_bytes_from_obj(id).unwrap(), b"kept");
+    }
+    let empty = dir.path().join("empty.bob");
+    std::fs::File::create(&empty).unwrap();
+    let mut store = BaseStore::open_or_create(&empty, options()).unwrap();
+    let id = put(&mut store, b"new");
+    store.commit().unwrap();
+    drop(store);
+    assert_eq!(
+        BaseStore::open(&empty, options()).unwrap().read_bytes_from_obj(id).unwrap(),
+        b"new"
+    );
+    let other = dir.path().join("notes.txt");
+    std::fs::write(&other, vec![7u8; 10_000]).unwrap();
+    assert!(BaseStore::open_or_create(&other, options()).is_err());
+    assert_eq!(std::fs::read(&other).unwrap(), vec![7u8; 10_000], "not created over");
+}

@@ -281,7 +281,7 @@ fn churn_keeps_objects_and_file_size_flat() {
 fn the_treap_works_over_a_concurrent_store() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = bob_store_concurrent::ConcurrentStore::create_multi(
-        &dir.path().join("s"),
+        dir.path().join("s"),
         StoreOptions::default(),
         2,
     )
