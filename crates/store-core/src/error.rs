@@ -131,7 +131,11 @@ pub enum Error {
     },
 
     /// The file holds a store of another kind (a `MultiStore` opened as a `BaseStore`, say).
-    #[error("the file holds a store of kind {found}, not the expected kind {expected}")]
+    #[error(
+        "the file holds a {} (store kind {found}), not a {} (kind {expected}): open it as a {0}",
+        kind_name(*found),
+        kind_name(*expected)
+    )]
     WrongKind {
         /// The kind in the file.
         found: u16,
@@ -247,6 +251,15 @@ impl From<bob_alloc::Error> for Error {
             bob_alloc::Error::NoRun { count, len, longest } => Error::NoRun { count, len, longest },
             other => Error::Alloc(other),
         }
+    }
+}
+
+/// The store type a file's kind number stands for (`SpaceAllocator::KIND`).
+fn kind_name(kind: u16) -> &'static str {
+    match kind {
+        1 => "BaseStore",
+        2 => "MultiStore",
+        _ => "store of an unknown kind",
     }
 }
 

@@ -12,6 +12,12 @@ pub trait TreapKey: Ord + Clone {
     fn encode(&self, out: &mut Vec<u8>);
     /// The key from exactly `bytes`.
     fn decode(bytes: &[u8]) -> Result<Self>;
+    /// The length of its encoding (by default found by encoding it).
+    fn encoded_len(&self) -> usize {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out.len()
+    }
 }
 
 /// A payload stored beside a key (`()` for sets).
@@ -20,12 +26,19 @@ pub trait TreapValue: Clone {
     fn encode(&self, out: &mut Vec<u8>) -> Result<()>;
     /// The value from exactly `bytes`.
     fn decode(bytes: &[u8]) -> Result<Self>;
+    /// The length of its encoding (by default found by encoding it); fails as `encode` does.
+    fn encoded_len(&self) -> Result<usize> {
+        let mut out = Vec::new();
+        self.encode(&mut out)?;
+        Ok(out.len())
+    }
 }
 
-fn fixed<const N: usize>(bytes: &[u8], what: &str) -> Result<[u8; N]> {
-    bytes
-        .try_into()
-        .map_err(|_| Error::Corrupt(format!("{what} needs {N} bytes, found {}", bytes.len())))
+fn fixed<const N: usize>(bytes: &[u8], what: &'static str) -> Result<[u8; N]> {
+    bytes.try_into().map_err(|_| Error::TypeMismatch {
+        what,
+        detail: format!("{N} bytes expected, {} found", bytes.len()),
+    })
 }
 
 macro_rules! unsigned {
@@ -37,6 +50,9 @@ macro_rules! unsigned {
             fn decode(bytes: &[u8]) -> Result<Self> {
                 Ok(<$t>::from_be_bytes(fixed(bytes, stringify!($t))?))
             }
+            fn encoded_len(&self) -> usize {
+                size_of::<$t>()
+            }
         }
         impl TreapValue for $t {
             fn encode(&self, out: &mut Vec<u8>) -> Result<()> {
@@ -45,6 +61,9 @@ macro_rules! unsigned {
             }
             fn decode(bytes: &[u8]) -> Result<Self> {
                 Ok(<$t>::from_le_bytes(fixed(bytes, stringify!($t))?))
+            }
+            fn encoded_len(&self) -> Result<usize> {
+                Ok(size_of::<$t>())
             }
         }
     )*};
@@ -68,6 +87,9 @@ impl TreapKey for Vec<u8> {
     fn decode(bytes: &[u8]) -> Result<Self> {
         Ok(bytes.to_vec())
     }
+    fn encoded_len(&self) -> usize {
+        self.len()
+    }
 }
 
 impl TreapValue for Vec<u8> {
@@ -78,15 +100,21 @@ impl TreapValue for Vec<u8> {
     fn decode(bytes: &[u8]) -> Result<Self> {
         Ok(bytes.to_vec())
     }
+    fn encoded_len(&self) -> Result<usize> {
+        Ok(self.len())
+    }
 }
 
 impl TreapKey for String {
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.as_bytes());
     }
+    fn encoded_len(&self) -> usize {
+        self.len()
+    }
     fn decode(bytes: &[u8]) -> Result<Self> {
         String::from_utf8(bytes.to_vec())
-            .map_err(|_| Error::Corrupt("a string key is not UTF-8".into()))
+            .map_err(|e| Error::TypeMismatch { what: "String", detail: format!("not UTF-8 ({e})") })
     }
 }
 
@@ -94,6 +122,9 @@ impl TreapValue for String {
     fn encode(&self, out: &mut Vec<u8>) -> Result<()> {
         out.extend_from_slice(self.as_bytes());
         Ok(())
+    }
+    fn encoded_len(&self) -> Result<usize> {
+        Ok(self.len())
     }
     fn decode(bytes: &[u8]) -> Result<Self> {
         <String as TreapKey>::decode(bytes)
@@ -114,9 +145,10 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned + Clone> TreapValue for P
     }
 
     fn decode(bytes: &[u8]) -> Result<Self> {
-        postcard::from_bytes(bytes)
-            .map(Postcard)
-            .map_err(|e| Error::Corrupt(format!("a postcard payload does not decode: {e}")))
+        postcard::from_bytes(bytes).map(Postcard).map_err(|e| Error::TypeMismatch {
+            what: std::any::type_name::<T>(),
+            detail: format!("postcard says: {e}"),
+        })
     }
 }
 
@@ -128,7 +160,10 @@ impl TreapValue for () {
         if bytes.is_empty() {
             Ok(())
         } else {
-            Err(Error::Corrupt("a set node carries a payload".into()))
+            Err(Error::TypeMismatch {
+                what: "set member (no value)",
+                detail: format!("a value of {} bytes is stored", bytes.len()),
+            })
         }
     }
 }

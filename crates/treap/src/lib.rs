@@ -132,6 +132,18 @@ pub enum Error {
     /// A value could not be encoded (a serde type postcard cannot represent).
     #[error("cannot encode a value: {0}")]
     Encode(String),
+    /// Stored bytes do not decode as the key or value type they were read as: the tree was
+    /// written with another type (nodes are checksummed, so the bytes are the ones written).
+    #[error(
+        "stored bytes do not decode as a {what}: {detail}; were they written with another key \
+         or value type?"
+    )]
+    TypeMismatch {
+        /// The type they were read as.
+        what: &'static str,
+        /// What did not fit.
+        detail: String,
+    },
     /// A key or value is larger than a node holds.
     #[error("a key or value of {len} bytes exceeds the {max}-byte limit")]
     TooLarge {

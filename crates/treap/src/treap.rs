@@ -377,8 +377,18 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
         right
     }
 
-    /// Inserts `key` with `value`, returning the value it replaces.
+    /// Inserts `key` with `value`, returning the value it replaces. A key or value whose
+    /// encoding is longer than [`MAX_FIELD_BYTES`](crate::MAX_FIELD_BYTES) is
+    /// [`Error::TooLarge`](crate::Error::TooLarge), and one that cannot be encoded
+    /// [`Error::Encode`](crate::Error::Encode), here rather than at `persist`.
     pub fn insert<S: Storer>(&mut self, store: &S, key: K, value: V) -> Result<Option<V>> {
+        let (k, v) = (key.encoded_len(), value.encoded_len()?);
+        if k.max(v) > crate::node::MAX_FIELD_BYTES {
+            return Err(crate::Error::TooLarge {
+                len: k.max(v),
+                max: crate::node::MAX_FIELD_BYTES,
+            });
+        }
         let old = self.insert_now(store, key, value);
         self.after_op();
         old

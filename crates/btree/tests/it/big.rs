@@ -187,7 +187,13 @@ fn a_failed_change_fails_the_transaction() {
     {
         // The stored value is not a u64: the replace happens, its old value does not decode.
         let mut t = tx.open_tree::<u64, u64>("t").unwrap();
-        assert!(t.insert(&1, &7).is_err());
+        // Told as a type mismatch, not as damage.
+        let err = t.insert(&1, &7).unwrap_err();
+        assert!(
+            matches!(&err, Error::Codec(bob_treap::Error::TypeMismatch { what: "u64", .. })),
+            "{err}"
+        );
+        assert!(err.to_string().contains("another key or value type"), "{err}");
         assert!(matches!(t.insert(&2, &8), Err(Error::TransactionFailed)));
     }
     assert!(matches!(tx.commit(Durability::Durable), Err(Error::TransactionFailed)));

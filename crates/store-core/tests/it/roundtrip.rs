@@ -233,10 +233,14 @@ fn files_that_are_not_stores_are_refused() {
     assert!(matches!(BaseStore::open_with(text, options()), Err(Error::NotAStore(_))));
     let disk = SimDisk::new();
     BaseStore::create_with(disk.clone(), options()).unwrap().close().unwrap();
-    assert!(matches!(
-        Multi::<SimDisk>::open_with(disk.clone(), options()),
-        Err(Error::WrongKind { found: 1, expected: 2 })
-    ));
+    let wrong = Multi::<SimDisk>::open_with(disk.clone(), options()).unwrap_err();
+    assert!(matches!(wrong, Error::WrongKind { found: 1, expected: 2 }));
+    // The message names the store types, and what to do.
+    assert_eq!(
+        wrong.to_string(),
+        "the file holds a BaseStore (store kind 1), not a MultiStore (kind 2): open it as a \
+         BaseStore"
+    );
     assert!(BaseStore::create_with(disk, options()).is_err(), "create refuses a non-empty file");
 }
 

@@ -663,3 +663,46 @@ fn get_cached_answers_only_from_memory_and_keys_can_be_borrowed() {
     assert!(matches!(tree.get_cached(&key[..]), None | Some(None)));
     assert_eq!(tree.get(&store, &key[..]).unwrap(), None);
 }
+
+/// A treap read with another key type than it was written with is told as a type mismatch
+/// naming the type, not as damage (a user's first-hour trap: "corrupt treap: u64 needs 8
+/// bytes").
+#[test]
+fn a_treap_read_with_another_key_type_is_a_type_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store =
+        bob_store_core::BaseStore::create(dir.path().join("s"), StoreOptions::default()).unwrap();
+    let mut tree: PersistentTreap<u64> = PersistentTreap::new();
+    for k in 0..20u64 {
+        tree.insert(&store, k, ()).unwrap();
+    }
+    let root = tree.persist(&mut store).unwrap().unwrap();
+    store.commit().unwrap();
+    let err = PersistentTreap::<u32>::load(&store, root)
+        .and_then(|mut t| t.to_vec(&store).map(|_| ()))
+        .unwrap_err();
+    assert!(matches!(&err, bob_treap::Error::TypeMismatch { what: "u32", .. }), "{err}");
+    assert!(err.to_string().contains("another key or value type"), "{err}");
+}
+
+/// A value too long for a node is refused by `insert`, not accepted and refused at `persist`;
+/// the treap is unchanged and persists.
+#[test]
+fn an_oversized_value_is_refused_at_insert() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store =
+        bob_store_core::BaseStore::create(dir.path().join("s"), StoreOptions::default()).unwrap();
+    let mut tree: PersistentTreap<u64, Vec<u8>> = PersistentTreap::new();
+    tree.insert(&store, 1, vec![1; 10]).unwrap();
+    let big = vec![0u8; bob_treap::MAX_FIELD_BYTES + 1];
+    let err = tree.insert(&store, 2, big).unwrap_err();
+    assert!(matches!(err, bob_treap::Error::TooLarge { .. }), "{err}");
+    let big = bob_treap::Postcard(vec![0u8; bob_treap::MAX_FIELD_BYTES]);
+    let mut serde_tree: PersistentTreap<u64, bob_treap::Postcard<Vec<u8>>> = PersistentTreap::new();
+    assert!(matches!(serde_tree.insert(&store, 2, big), Err(bob_treap::Error::TooLarge { .. })));
+    assert_eq!(tree.len(), 1);
+    let root = tree.persist(&mut store).unwrap().unwrap();
+    store.commit().unwrap();
+    let mut back: PersistentTreap<u64, Vec<u8>> = PersistentTreap::load(&store, root).unwrap();
+    assert_eq!(back.get(&store, &1).unwrap(), Some(vec![1; 10]));
+}
