@@ -591,6 +591,14 @@ impl<S: SplitStore<Io: Clone>> ConcurrentWriter<'_, S> {
     pub fn finish(self) -> Result<()> {
         self.inner.finish()
     }
+
+    /// Gives up: a new object is not created, a rewritten one keeps its old bytes (see
+    /// [`ObjectWrite::abort`]).
+    pub fn abort(self) -> Result<()> {
+        // The object's lock is released after the writer gives its space back.
+        let Self { inner, _lock } = self;
+        inner.abort()
+    }
 }
 
 impl<S: SplitStore<Io: Clone>> Write for ConcurrentWriter<'_, S> {
@@ -780,6 +788,10 @@ impl<S: SplitStore<Io: Clone>> bob_store_core::Storer for ConcurrentStore<S> {
 impl<S: SplitStore<Io: Clone>> ObjectWrite for ConcurrentWriter<'_, S> {
     fn finish(self) -> Result<()> {
         ConcurrentWriter::finish(self)
+    }
+
+    fn abort(self) -> Result<()> {
+        ConcurrentWriter::abort(self)
     }
 
     fn position(&self) -> u64 {

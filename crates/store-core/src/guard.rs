@@ -333,6 +333,13 @@ impl<X: Access> ObjectWrite for ObjectWriter<X> {
         self.complete()
     }
 
+    fn abort(mut self) -> Result<()> {
+        self.done = true;
+        let new_id = if self.old.is_none() { Some(self.id) } else { None };
+        let target = self.target;
+        self.access.with(|store| store.abandon(new_id, target))
+    }
+
     fn position(&self) -> u64 {
         self.position
     }

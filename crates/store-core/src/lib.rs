@@ -129,8 +129,13 @@ pub struct ObjectInfo {
 pub trait ObjectWrite: Write {
     /// Completes the object (bytes not written are zeros for a new object, or keep their old
     /// values for a rewrite) and records it. Dropping the writer does the same, but cannot
-    /// report an error (the store then refuses writes until reopened).
+    /// report an error (the store then refuses writes until reopened): a writer that should
+    /// not complete (its source failed) is given up with [`abort`](Self::abort).
     fn finish(self) -> Result<()>;
+
+    /// Gives up: a new object is not created (its id and space are given back), a rewritten
+    /// or replaced object keeps its old bytes. What was written is discarded.
+    fn abort(self) -> Result<()>;
 
     /// Bytes written so far.
     fn position(&self) -> u64;

@@ -381,3 +381,30 @@ fn objects_replaced_with_new_lengths_while_read_and_committed() {
         assert_eq!(store.read_bytes_from_obj(*id).unwrap(), version(i as u64, 39));
     }
 }
+
+/// A writer given up with `abort` creates nothing and keeps a rewritten object's bytes, and
+/// releases the object's lock: the next writer of the object goes on.
+#[test]
+fn an_aborted_writer_releases_its_lock_and_leaves_nothing() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let store = ConcurrentStore::create_base(dir.path().join("s"), opts(), 0).unwrap();
+    let id = store.write_new_obj_from_bytes(b"before").unwrap();
+    let mut writer = store.write_to_obj(id).unwrap();
+    writer.write_all(b"AFTER!").unwrap();
+    writer.abort().unwrap();
+    assert_eq!(store.locks_held(), 0);
+    assert_eq!(store.read_bytes_from_obj(id).unwrap(), b"before");
+    let mut writer = store.write_to_obj(id).unwrap();
+    writer.write_all(b"second").unwrap();
+    writer.finish().unwrap();
+    assert_eq!(store.read_bytes_from_obj(id).unwrap(), b"second");
+    let (new_id, mut writer) = store.late_write_new_obj(64).unwrap();
+    writer.write_all(&[1; 10]).unwrap();
+    writer.abort().unwrap();
+    assert!(matches!(store.read_bytes_from_obj(new_id), Err(Error::NotFound(_))));
+    store.commit().unwrap();
+    let report = store.verify().unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert_eq!(report.objects, 1);
+}

@@ -601,3 +601,42 @@ fn open_or_create_creates_opens_and_never_overwrites() {
     assert!(BaseStore::open_or_create(&other, options()).is_err());
     assert_eq!(std::fs::read(&other).unwrap(), vec![7u8; 10_000], "not created over");
 }
+
+/// A streaming writer given up with `abort` leaves nothing behind: a new object is never
+/// created (not even zero-filled, as a dropped writer's would be), a rewritten or replaced
+/// one keeps its bytes, through a commit and a reopen.
+#[test]
+fn an_aborted_writer_leaves_no_object_and_old_bytes_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.bob");
+    let mut store = BaseStore::create(&path, options()).unwrap();
+    let kept = put(&mut store, b"kept bytes");
+    store.commit().unwrap();
+    let count = store.object_count();
+
+    let (new_id, mut writer) = store.late_write_new_obj(1000).unwrap();
+    writer.write_all(&[9; 500]).unwrap();
+    writer.abort().unwrap();
+    assert!(matches!(store.read_bytes_from_obj(new_id), Err(Error::NotFound(_))));
+    // An aborted object holds no more space than one written and deleted.
+    let space = store.space_in_use().unwrap();
+    let (written, writer) = store.late_write_new_obj(1000).unwrap();
+    writer.finish().unwrap();
+    store.delete_obj(written).unwrap();
+    assert_eq!(store.space_in_use().unwrap(), space);
+    let mut writer = store.write_to_obj(kept).unwrap();
+    writer.write_all(b"LOST").unwrap();
+    writer.abort().unwrap();
+    let mut writer = store.late_replace_obj(kept, 3).unwrap();
+    writer.write_all(b"no").unwrap();
+    writer.abort().unwrap();
+    assert_eq!(store.space_in_use().unwrap(), space, "the reserved space was given back");
+    assert_eq!(store.read_bytes_from_obj(kept).unwrap(), b"kept bytes");
+    store.commit().unwrap();
+    assert_eq!(store.object_count(), count);
+    drop(store);
+    let store = BaseStore::open(&path, options()).unwrap();
+    assert_eq!(store.read_bytes_from_obj(kept).unwrap(), b"kept bytes");
+    assert!(matches!(store.read_bytes_from_obj(new_id), Err(Error::NotFound(_))));
+    store.verify().unwrap();
+}
