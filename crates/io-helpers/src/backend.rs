@@ -231,8 +231,21 @@ impl OsFile {
                 Err(e) => return Err(e),
             }
             match Self::open(path) {
-                Err(e) if missing(&e, std::io::ErrorKind::NotFound) => continue,
-                opened => return opened,
+                Err(e) if missing(&e, std::io::ErrorKind::NotFound) => {
+                    // A name that exists but opens to nothing: a dangling symbolic link.
+                    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+                        return Err(e);
+                    }
+                }
+                Ok(file) => {
+                    // An empty file may be one whose creator died before making its name
+                    // durable: made durable here, as `create_new` would have.
+                    if file.file_len() == 0 {
+                        crate::fs::sync_parent_dir(path)?;
+                    }
+                    return Ok(file);
+                }
+                Err(e) => return Err(e),
             }
         }
         Err(Error::File {

@@ -415,8 +415,10 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
     /// in place, to any length, and they are written back under the same id, all under the
     /// object's exclusive lock, so no other writer of the object comes between the read and
     /// the write (a counter, a serde value kept in an object). Returns what `change` returned.
-    /// Like every write, it is durable at the next commit. `change` must not use this store's
-    /// locking calls on the same object (its lock is held: they would wait for ever).
+    /// Like every write, it is durable at the next commit. `change` must not call this store
+    /// (its object lock is held): a read or write of the same object, `compact` or `verify`
+    /// would wait for ever, and an update of another object could deadlock against a thread
+    /// updating the two the other way round. Compute in `change`, call the store after.
     ///
     /// ```
     /// # fn main() -> Result<(), bob_store_core::Error> {
@@ -444,23 +446,21 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
         self.check_open()?;
         let _exclusive = self.locks.exclusive(&[id.0]);
         self.locks.forget(id.0);
-        let result = (|| {
-            let mut bytes = Vec::new();
-            self.reader(id, None)?.read_whole(&mut bytes)?;
-            let out = change(&mut bytes);
-            if !bytes.is_empty() && bytes.len() <= IN_LOCK_WRITE {
-                self.with_store(|store| store.replace_obj(id, &bytes))?;
-            } else {
-                let mut writer = ObjectWriter::replace(Shared(self), id, bytes.len() as u64)?;
-                writer.write_all(&bytes).map_err(Error::from_io)?;
-                writer.finish()?;
-            }
-            Ok(out)
-        })();
-        // The read cached the object's location, which the write then moved: forgotten while
-        // the lock is still held (a reader after it would otherwise read the old bytes).
-        self.locks.forget(id.0);
-        result
+        // Located without caching the location (`reader` would remember it): the write below
+        // moves the object, and a remembered old location would send later readers to the
+        // old bytes (a loom model caught it), even if the write panicked before a `forget`.
+        let located = self.with_store_shared(|store| Ok(store.locate(id)?.into_owned()))?;
+        let mut bytes = Vec::new();
+        ObjectReader::new(TokenIo(self), id, located).read_whole(&mut bytes)?;
+        let out = change(&mut bytes);
+        if !bytes.is_empty() && bytes.len() <= IN_LOCK_WRITE {
+            self.with_store(|store| store.replace_obj(id, &bytes))?;
+        } else {
+            let mut writer = ObjectWriter::replace(Shared(self), id, bytes.len() as u64)?;
+            writer.write_all(&bytes).map_err(Error::from_io)?;
+            writer.finish()?;
+        }
+        Ok(out)
     }
 
     /// Replaces the first `bytes.len()` bytes of an object.

@@ -236,4 +236,12 @@ fn open_or_create_creates_a_missing_file_and_opens_an_existing_one() {
     // A path whose directory is missing is an error naming the path, not a panic.
     let err = OsFile::open_or_create(&dir.path().join("no/such/dir.bob")).unwrap_err();
     assert!(err.to_string().contains("dir.bob"), "{err}");
+    // A dangling symbolic link: not found, said at once.
+    let link = dir.path().join("link.bob");
+    std::os::unix::fs::symlink(dir.path().join("gone.bob"), &link).unwrap();
+    let err = OsFile::open_or_create(&link).unwrap_err();
+    assert!(
+        matches!(&err, Error::File { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
+        "{err}"
+    );
 }

@@ -195,8 +195,10 @@ impl<A: SpaceAllocator> Store<A, OsFile> {
 
 impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// Opens the store on `backend`, or creates one if the backend is empty: a file just
-    /// made, or one whose creation a crash cut short before it wrote anything (a store that
-    /// wrote part of its first commit is reported as damaged, not created over).
+    /// made, or one whose creation a crash cut short before it wrote anything. A creation cut
+    /// short after it began writing (a few milliseconds, before the first header is durable)
+    /// leaves a file that opens as `NotAStore`: it is never created over, as damage to a
+    /// store is not; such a file holds no data and can be removed.
     pub fn open_or_create_with(backend: B, options: StoreOptions) -> Result<Self> {
         if backend.len()? == 0 {
             Self::create_with(backend, options)
