@@ -706,3 +706,48 @@ fn an_oversized_value_is_refused_at_insert() {
     let mut back: PersistentTreap<u64, Vec<u8>> = PersistentTreap::load(&store, root).unwrap();
     assert_eq!(back.get(&store, &1).unwrap(), Some(vec![1; 10]));
 }
+
+/// Treaps persist through a store shared between threads (`&ConcurrentStore` is a store):
+/// four threads each build a treap, persist it and commit through the same `Arc`; every
+/// tree reloads whole after a reopen.
+#[test]
+fn treaps_persist_through_a_shared_concurrent_store_from_four_threads() {
+    use bob_store_concurrent::ConcurrentStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let store = std::sync::Arc::new(
+        ConcurrentStore::create_base(&path, StoreOptions::default(), 2).unwrap(),
+    );
+    let roots: Vec<(u64, bob_store_core::ObjectId)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4u64)
+            .map(|t| {
+                let store = std::sync::Arc::clone(&store);
+                scope.spawn(move || {
+                    let mut shared = &*store;
+                    let mut tree: PersistentTreap<u64, Vec<u8>> = PersistentTreap::new();
+                    for k in 0..500u64 {
+                        tree.insert(&shared, k, vec![t as u8; (k % 40) as usize]).unwrap();
+                    }
+                    let root = if t % 2 == 0 {
+                        tree.persist(&mut shared).unwrap().unwrap()
+                    } else {
+                        tree.batch_persist(&mut shared).unwrap().root.unwrap()
+                    };
+                    shared.commit().unwrap();
+                    (t, root)
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    drop(store);
+    let store = ConcurrentStore::open_base(&path, StoreOptions::default(), 0).unwrap();
+    for (t, root) in roots {
+        let mut tree: PersistentTreap<u64, Vec<u8>> = PersistentTreap::load(&store, root).unwrap();
+        let entries = tree.to_vec(&store).unwrap();
+        assert_eq!(entries.len(), 500);
+        assert!(entries.iter().all(|(k, v)| *v == vec![t as u8; (k % 40) as usize]));
+        tree.check(&store).unwrap();
+    }
+    assert!(store.verify().unwrap().is_clean());
+}
