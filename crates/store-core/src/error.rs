@@ -186,6 +186,15 @@ pub enum Error {
     /// The store was closed.
     #[error("the store is closed")]
     Closed,
+
+    /// A batched write named an object that a commit made durable after it was allocated
+    /// (another thread's commit, in a shared store): batched writes fill only objects made
+    /// since the last commit. Nothing was written; write the objects one by one instead.
+    #[error(
+        "object {0} was committed before the batched write that was to fill it; batched writes \
+         fill objects made since the last commit"
+    )]
+    CommittedBeforeFilled(ObjectId),
 }
 
 impl Error {

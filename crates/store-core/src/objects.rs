@@ -336,9 +336,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             .map(|&(id, data)| {
                 let slot = self.slot(id)?;
                 if slot.born != pending {
-                    return Err(Error::InvalidArgument(format!(
-                        "object {id} is committed; batched writes fill objects made since the last commit"
-                    )));
+                    return Err(Error::CommittedBeforeFilled(id));
                 }
                 if data.len() as u64 > slot.entry.extent.len {
                     return Err(Error::WriteOutOfBounds {

@@ -127,7 +127,10 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
     /// (`allocate_run`), every node is encoded with its children's final ids, and each run is
     /// written with one `write_batched_objs`. When a group's full run is not available, it
     /// takes the shorter runs the store can give (grouped batching); when none is, that group
-    /// falls back to one write per node. A uniform tree is one run and one write. Like
+    /// falls back to one write per node, as every group does when another thread's commit of
+    /// a shared store makes the runs durable before they are filled (they are freed, and the
+    /// tree persisted as [`persist`](Self::persist) does). A uniform tree is one run and one
+    /// write. Like
     /// `persist`, it deletes nothing: see [`delete_replaced`](Self::delete_replaced) and
     /// [`batch_persist_with`](Self::batch_persist_with).
     pub fn batch_persist<S: BatchStorer>(&mut self, store: &mut S) -> Result<BatchReport> {
@@ -159,7 +162,16 @@ impl<K: TreapKey, V: TreapValue> PersistentTreap<K, V> {
         let plan = self.plan_batch(&mut kv)?;
         let mut created = Vec::new();
         let written = write_in_runs(store, &plan, &kv, &mut report, &mut created);
-        let ids = freeing_on_error(store, written, &created)?;
+        let ids = match freeing_on_error(store, written, &created) {
+            // Another thread's commit (a shared store) made the runs durable before they
+            // were filled: they are freed, and the nodes written one by one instead.
+            Err(Error::Store(bob_store_core::Error::CommittedBeforeFilled(_))) => {
+                let root = self.persist_now(store)?;
+                let nodes = plan.len() as u64;
+                return Ok(BatchReport { root, nodes, runs: 0, fallback_nodes: nodes });
+            }
+            other => other?,
+        };
         self.adopt(&plan, &ids);
         report.nodes = plan.len() as u64;
         report.root = self.root_id();

@@ -96,6 +96,8 @@ struct CommitsBetweenCalls {
     expected: Vec<Vec<(u64, Vec<u8>)>>,
     /// Cuts seen, by the index in `expected` of the tree each found.
     seen: Vec<usize>,
+    /// Also cut right after a run is allocated, before it is filled.
+    cut_in_runs: bool,
 }
 
 impl CommitsBetweenCalls {
@@ -164,12 +166,16 @@ impl Storer for CommitsBetweenCalls {
     }
 }
 
-/// No cuts while runs are allocated and filled: the store fills by batch only objects made
-/// since the last commit, so a commit there fails the batch (which then frees its runs), a
-/// limit of batched writes and not what these cuts check.
+/// With `cut_in_runs`, a cut between a run's allocation and its filling: the store fills by
+/// batch only objects made since the last commit, so the batch is refused
+/// (`CommittedBeforeFilled`) and `batch_persist` frees its runs and writes node by node.
 impl BatchStorer for CommitsBetweenCalls {
     fn allocate_run(&mut self, count: u64, size: u64) -> bob_store_core::Result<Vec<ObjectId>> {
-        self.store.allocate_run(count, size)
+        let run = self.store.allocate_run(count, size)?;
+        if self.cut_in_runs {
+            self.cut()?;
+        }
+        Ok(run)
     }
 
     fn allocate_runs(
@@ -178,7 +184,11 @@ impl BatchStorer for CommitsBetweenCalls {
         size: u64,
         min_run: u64,
     ) -> bob_store_core::Result<Vec<Vec<ObjectId>>> {
-        self.store.allocate_runs(count, size, min_run)
+        let runs = self.store.allocate_runs(count, size, min_run)?;
+        if self.cut_in_runs {
+            self.cut()?;
+        }
+        Ok(runs)
     }
 
     fn write_batched_objs(&mut self, objects: &[(ObjectId, &[u8])]) -> bob_store_core::Result<()> {
@@ -200,11 +210,19 @@ impl PrimeStorer for CommitsBetweenCalls {
 /// node or batched, finds a whole tree: the old one or the new one.
 #[test]
 fn regression_a_commit_at_any_point_of_a_save_finds_a_whole_tree() {
-    for batched in [false, true] {
+    // Batched: cuts between calls, then also between a run's allocation and its filling
+    // (another thread's commit there makes `batch_persist` write node by node).
+    for (batched, cut_in_runs) in [(false, false), (true, false), (true, true)] {
         let disk = SimDisk::new();
         let base = BaseStore::create_with(disk.clone(), StoreOptions::default()).unwrap();
         let store = Shared::new(base, 0);
-        let mut store = CommitsBetweenCalls { store, disk, expected: Vec::new(), seen: Vec::new() };
+        let mut store = CommitsBetweenCalls {
+            store,
+            disk,
+            expected: Vec::new(),
+            seen: Vec::new(),
+            cut_in_runs,
+        };
         let mut tree = Tree::new();
         let mut model = BTreeMap::new();
         for round in 0..3u8 {
@@ -225,7 +243,10 @@ fn regression_a_commit_at_any_point_of_a_save_finds_a_whole_tree() {
                 store.expected = vec![before, after];
             }
             if batched {
-                tree.batch_persist_with(&mut store, crate::publish).unwrap();
+                let report = tree.batch_persist_with(&mut store, crate::publish).unwrap();
+                if cut_in_runs && round > 0 {
+                    assert_eq!((report.runs, report.fallback_nodes), (0, report.nodes));
+                }
             } else {
                 tree.persist_with(&mut store, crate::publish).unwrap();
             }
