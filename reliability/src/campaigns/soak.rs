@@ -32,7 +32,7 @@ type Objects = Vec<(ObjectId, Vec<u8>)>;
 /// Whether `e` is the refusal of a batched write whose objects a commit made durable (empty)
 /// between their allocation and the write: the expected outcome of that race, not an error.
 fn refused_as_committed(e: &Error) -> bool {
-    matches!(e, Error::InvalidArgument(message) if message.contains("is committed"))
+    matches!(e, Error::CommittedBeforeFilled(_))
 }
 
 /// One batch: `count` objects of `size` bytes as one run (`allocate_run`) or several

@@ -198,7 +198,7 @@ fn verify_under_writers<A: SpaceAllocator + Sync + 'static>(runs: bool) {
                             match store.write_batched_objs(&batch) {
                                 Ok(()) => {}
                                 // A commit between the run and the batch makes them committed.
-                                Err(Error::InvalidArgument(_)) => {}
+                                Err(Error::CommittedBeforeFilled(_)) => {}
                                 Err(e) => panic!("batch: {e}"),
                             }
                             own.extend(ids);
