@@ -41,7 +41,7 @@ fn regression_batched_writes_racing_commits_never_damage_committed_objects() {
                 let fill = [(round as u8).wrapping_add(1); 300];
                 match store.write_batched_objs(&[(a, &fill), (b, &fill)]) {
                     // A commit came first: the objects are committed, a batch may not fill them.
-                    Ok(()) | Err(Error::InvalidArgument(_)) => {}
+                    Ok(()) | Err(Error::CommittedBeforeFilled(_)) => {}
                     Err(e) => panic!("{e}"),
                 }
             }
@@ -50,7 +50,8 @@ fn regression_batched_writes_racing_commits_never_damage_committed_objects() {
     };
     let mut images = Vec::new();
     let mut seed = 0;
-    while !done.load(Ordering::Acquire) {
+    // Until the writer is done, or has failed (its panic is reported by `join`).
+    while !done.load(Ordering::Acquire) && !writer.is_finished() {
         store.commit().unwrap();
         commits.fetch_add(1, Ordering::Release);
         seed += 1;
