@@ -49,7 +49,9 @@ impl Located<'_> {
 }
 
 /// A store whose write protocol a wrapper can split into metadata steps (under its lock) and
-/// data I/O (outside it); see [`crate::ObjectWriter`]. Implemented by [`Store`].
+/// data I/O (outside it); see [`crate::ObjectWriter`]. Implemented by [`Store`] (so by
+/// `BaseStore` and `MultiStore`); the implementation is hidden from `Store`'s documentation,
+/// which shows what users call. Only a wrapper such as `ConcurrentStore` needs this trait.
 pub trait SplitStore: Storer + BatchStorer + Send + Sized {
     /// The backend, for positioned I/O (a wrapper clones it to do I/O outside its lock).
     type Io: FileBackend;
@@ -122,6 +124,7 @@ pub trait SplitStore: Storer + BatchStorer + Send + Sized {
     fn space_in_use(&self) -> Result<Option<(u64, u64)>>;
 }
 
+#[doc(hidden)]
 impl<A: SpaceAllocator, B: FileBackend> SplitStore for Store<A, B> {
     type Io = B;
 

@@ -45,7 +45,9 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// already complete: nothing changed, or it was a checkpoint (made here, synced).
     ///
     /// Changes made between the two halves belong to the next commit. Space the commit frees
-    /// is reused only after `end_commit` saw its sync succeed.
+    /// is reused only after `end_commit` saw its sync succeed. A wrapper's protocol (group
+    /// commit), hidden from the documentation: users call [`commit`](crate::Storer::commit).
+    #[doc(hidden)]
     pub fn begin_commit(&mut self) -> Result<bool> {
         self.check_not_committing()?;
         if self.read_only && !self.dirty {
@@ -82,7 +84,9 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// The second half of a commit [`begin_commit`](Self::begin_commit) started: `synced` is
     /// the backend's sync. On `Ok` the commit is durable and the space it freed is free;
     /// on an error the store latches (the record may or may not be on the disk: only a reopen
-    /// can tell). Without a commit in flight this does nothing.
+    /// can tell). Without a commit in flight this does nothing. Hidden from the
+    /// documentation, as [`begin_commit`](Self::begin_commit) is.
+    #[doc(hidden)]
     pub fn end_commit(&mut self, synced: std::io::Result<()>) -> Result<()> {
         let Some(committing) = self.committing.take() else { return Ok(()) };
         if let Err(e) = synced {
