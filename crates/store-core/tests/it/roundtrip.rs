@@ -640,3 +640,36 @@ fn an_aborted_writer_leaves_no_object_and_old_bytes_intact() {
     assert!(matches!(store.read_bytes_from_obj(new_id), Err(Error::NotFound(_))));
     store.verify().unwrap();
 }
+
+/// `compact` converges in one call (a first user had to call it twice: 13.3 % over the data
+/// after one, 8.3 % after the second): after it, the file is within a few percent of what is
+/// in use, and a second call moves nothing.
+#[test]
+fn compact_converges_in_one_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = BaseStore::create(dir.path().join("s"), options()).unwrap();
+    let mut x = 7u64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let ids: Vec<ObjectId> = (0..4000u64)
+        .map(|i| put(&mut store, &vec![i as u8; 100 + (next() % 9000) as usize]))
+        .collect();
+    store.commit().unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        if next() % 2 == 0 || i % 7 == 0 {
+            store.delete_obj(*id).unwrap();
+        }
+    }
+    store.commit().unwrap();
+    let first = store.compact().unwrap();
+    let (used, len) = store.space_in_use().unwrap().unwrap();
+    assert!(first.moved > 0 && first.file_len_after < first.file_len_before / 2, "{first:?}");
+    assert!(len as f64 <= used as f64 * 1.05, "{len} bytes for {used} in use");
+    let second = store.compact().unwrap();
+    assert_eq!((second.moved, second.file_len_after), (0, len), "{second:?}");
+    assert!(store.verify().unwrap().is_clean());
+}
