@@ -340,9 +340,8 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
         if !bytes.is_empty() && bytes.len() <= IN_LOCK_WRITE {
             return self.with_store(|store| store.write_new_obj_from_bytes(bytes));
         }
-        let (id, mut writer) = self.late_write_new_obj(bytes.len() as u64)?;
-        writer.write_all(bytes).map_err(Error::from_io)?;
-        writer.finish()?;
+        let (id, writer) = self.late_write_new_obj(bytes.len() as u64)?;
+        writer.write_whole(bytes)?;
         Ok(id)
     }
 
@@ -406,9 +405,7 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
             self.locks.forget(id.0);
             return self.with_store(|store| store.replace_obj(id, bytes));
         }
-        let mut writer = self.late_replace_obj(id, bytes.len() as u64)?;
-        writer.write_all(bytes).map_err(Error::from_io)?;
-        writer.finish()
+        self.late_replace_obj(id, bytes.len() as u64)?.write_whole(bytes)
     }
 
     /// Read-modify-write of object `id`: `change` gets its bytes (checksum checked) to change
@@ -456,18 +453,14 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
         if !bytes.is_empty() && bytes.len() <= IN_LOCK_WRITE {
             self.with_store(|store| store.replace_obj(id, &bytes))?;
         } else {
-            let mut writer = ObjectWriter::replace(Shared(self), id, bytes.len() as u64)?;
-            writer.write_all(&bytes).map_err(Error::from_io)?;
-            writer.finish()?;
+            ObjectWriter::replace(Shared(self), id, bytes.len() as u64)?.write_whole(&bytes)?;
         }
         Ok(out)
     }
 
     /// Replaces the first `bytes.len()` bytes of an object.
     pub fn write_bytes_to_obj(&self, id: ObjectId, bytes: &[u8]) -> Result<()> {
-        let mut writer = self.write_to_obj(id)?;
-        writer.write_all(bytes).map_err(Error::from_io)?;
-        writer.finish()
+        self.write_to_obj(id)?.write_whole(bytes)
     }
 
     /// Makes every finished write durable, atomically. Callers committing at the same time

@@ -137,6 +137,21 @@ pub trait ObjectWrite: Write {
     /// or replaced object keeps its old bytes. What was written is discarded.
     fn abort(self) -> Result<()>;
 
+    /// Writes all of `bytes` and finishes; if the write fails, gives up (as
+    /// [`abort`](Self::abort)) and returns the write's error: nothing half-written is left.
+    fn write_whole(mut self, bytes: &[u8]) -> Result<()>
+    where
+        Self: Sized,
+    {
+        match self.write_all(bytes) {
+            Ok(()) => self.finish(),
+            Err(e) => {
+                let _ = self.abort();
+                Err(Error::from_io(e))
+            }
+        }
+    }
+
     /// Bytes written so far.
     fn position(&self) -> u64;
 
@@ -185,9 +200,7 @@ pub trait Storer {
     /// Replaces object `id`'s contents with `bytes`, of any length; see
     /// [`late_replace_obj`](Self::late_replace_obj).
     fn replace_obj(&mut self, id: ObjectId, bytes: &[u8]) -> Result<()> {
-        let mut writer = self.late_replace_obj(id, bytes.len() as u64)?;
-        writer.write_all(bytes).map_err(Error::from_io)?;
-        writer.finish()
+        self.late_replace_obj(id, bytes.len() as u64)?.write_whole(bytes)
     }
 
     /// Makes everything done so far durable, atomically.
@@ -222,17 +235,14 @@ pub trait Storer {
 
     /// A new object holding `bytes`.
     fn write_new_obj_from_bytes(&mut self, bytes: &[u8]) -> Result<ObjectId> {
-        let (id, mut writer) = self.late_write_new_obj(bytes.len() as u64)?;
-        writer.write_all(bytes).map_err(Error::from_io)?;
-        writer.finish()?;
+        let (id, writer) = self.late_write_new_obj(bytes.len() as u64)?;
+        writer.write_whole(bytes)?;
         Ok(id)
     }
 
     /// Replaces the first `bytes.len()` bytes of an object.
     fn write_bytes_to_obj(&mut self, id: ObjectId, bytes: &[u8]) -> Result<()> {
-        let mut writer = self.write_to_obj(id)?;
-        writer.write_all(bytes).map_err(Error::from_io)?;
-        writer.finish()
+        self.write_to_obj(id)?.write_whole(bytes)
     }
 }
 

@@ -2,7 +2,7 @@
 //! guards of `guard.rs` (the one write protocol); whole-object writes go through the write
 //! buffer.
 
-use std::io::{self, Write};
+use std::io;
 
 use bob_alloc::Extent;
 use bob_io_helpers::{
@@ -126,9 +126,8 @@ impl<A: SpaceAllocator, B: FileBackend> Storer for Store<A, B> {
         self.ready_to_write()?;
         let old = self.slot(id)?;
         if bytes.is_empty() || bytes.len() > MAX_STAGED_OBJECT.min(self.write_buffer_bytes()) {
-            let mut writer = self.late_replace_obj(id, bytes.len() as u64)?;
-            writer.write_all(bytes).map_err(Error::from_io)?;
-            return crate::ObjectWrite::finish(writer);
+            let writer = self.late_replace_obj(id, bytes.len() as u64)?;
+            return crate::ObjectWrite::write_whole(writer, bytes);
         }
         self.guarded(|store| {
             let target = store.reserve(bytes.len() as u64)?;
@@ -151,9 +150,8 @@ impl<A: SpaceAllocator, B: FileBackend> Storer for Store<A, B> {
         let staged_size =
             (old.entry.len as usize) <= MAX_STAGED_OBJECT.min(self.write_buffer_bytes());
         if old.born == self.pending_generation() || !staged_size || old.entry.len == 0 {
-            let mut writer = self.write_to_obj(id)?;
-            writer.write_all(bytes).map_err(Error::from_io)?;
-            return crate::ObjectWrite::finish(writer);
+            let writer = self.write_to_obj(id)?;
+            return crate::ObjectWrite::write_whole(writer, bytes);
         }
         // The new contents: `bytes`, then the old object's tail, read checked (a damaged
         // tail is an error, never copied under a fresh checksum).
