@@ -596,7 +596,8 @@ impl Db<DefaultStore> {
     pub fn open_or_create_with(path: impl AsRef<Path>, options: &DbOptions) -> Result<Self> {
         let path = path.as_ref();
         let store = ConcurrentStore::open_or_create_base(path, options.store, 0)?;
-        match store.read_bytes_from_obj(PRIME_OBJECT_ID) {
+        // Looked up, not read (opening reads the catalog once, in `build`).
+        match store.object_info(PRIME_OBJECT_ID) {
             // No catalog: a new store, whatever a log at this path holds is no one's.
             Err(bob_store_core::Error::NotFound(_)) => Self::start_new(path, store, options),
             _ => Self::start(path, store, options),

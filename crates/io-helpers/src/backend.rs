@@ -222,16 +222,16 @@ impl OsFile {
     /// it as [`create_new`](Self::create_new) does (an empty file, locked, its name durable).
     /// Whether it was created shows in its length: a new file is empty.
     pub fn open_or_create(path: &Path) -> Result<Self> {
-        let missing = |e: &Error, kind: std::io::ErrorKind| matches!(e, Error::File { source, .. } if source.kind() == kind);
+        let is_kind = |e: &Error, kind: std::io::ErrorKind| matches!(e, Error::File { source, .. } if source.kind() == kind);
         // Another process may create or remove the file between the two attempts.
         for _ in 0..8 {
             match Self::create_new(path) {
                 Ok(file) => return Ok(file),
-                Err(e) if missing(&e, std::io::ErrorKind::AlreadyExists) => {}
+                Err(e) if is_kind(&e, std::io::ErrorKind::AlreadyExists) => {}
                 Err(e) => return Err(e),
             }
             match Self::open(path) {
-                Err(e) if missing(&e, std::io::ErrorKind::NotFound) => {
+                Err(e) if is_kind(&e, std::io::ErrorKind::NotFound) => {
                     // A name that exists but opens to nothing: a dangling symbolic link.
                     if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
                         return Err(e);

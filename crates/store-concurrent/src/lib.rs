@@ -792,153 +792,133 @@ mod loom_tests {
 }
 
 /// The generic `Storer` API, for code written against it (each call takes the shared path).
-impl<S: SplitStore<Io: Clone>> bob_store_core::Storer for ConcurrentStore<S> {
-    type Reader<'a>
-        = ConcurrentReader<'a, S>
-    where
-        Self: 'a;
-    type Writer<'a>
-        = ConcurrentWriter<'a, S>
-    where
-        Self: 'a;
+/// The `Storer` trait family for `$target` (the store, or a reference to it), each method
+/// calling the inherent method of the same name. Guards borrow the store for `$lt` (the
+/// call's borrow of an owned store, the reference's lifetime otherwise); `$gat` is that
+/// lifetime as the associated types name it.
+macro_rules! storer_traits {
+    (
+        impl<$($generic:lifetime),*> $target:ty,
+        guards $gat:lifetime / $lt:lifetime,
+        close($store:ident) => $close:expr
+    ) => {
+        impl<$($generic,)* S: SplitStore<Io: Clone>> bob_store_core::Storer for $target {
+            type Reader<'a>
+                = ConcurrentReader<$gat, S>
+            where
+                Self: 'a;
+            type Writer<'a>
+                = ConcurrentWriter<$gat, S>
+            where
+                Self: 'a;
 
-    fn new_obj(&mut self, size: u64) -> Result<ObjectId> {
-        ConcurrentStore::new_obj(self, size)
-    }
+            fn new_obj(&mut self, size: u64) -> Result<ObjectId> {
+                ConcurrentStore::new_obj(self, size)
+            }
 
-    fn delete_obj(&mut self, id: ObjectId) -> Result<()> {
-        ConcurrentStore::delete_obj(self, id)
-    }
+            fn delete_obj(&mut self, id: ObjectId) -> Result<()> {
+                ConcurrentStore::delete_obj(self, id)
+            }
 
-    fn late_read_obj(&self, id: ObjectId) -> Result<ConcurrentReader<'_, S>> {
-        ConcurrentStore::late_read_obj(self, id)
-    }
+            fn late_read_obj(&self, id: ObjectId) -> Result<ConcurrentReader<$lt, S>> {
+                ConcurrentStore::late_read_obj(self, id)
+            }
 
-    fn late_write_new_obj(&mut self, size: u64) -> Result<(ObjectId, ConcurrentWriter<'_, S>)> {
-        ConcurrentStore::late_write_new_obj(self, size)
-    }
+            fn late_write_new_obj(
+                &mut self,
+                size: u64,
+            ) -> Result<(ObjectId, ConcurrentWriter<$lt, S>)> {
+                ConcurrentStore::late_write_new_obj(self, size)
+            }
 
-    fn write_to_obj(&mut self, id: ObjectId) -> Result<ConcurrentWriter<'_, S>> {
-        ConcurrentStore::write_to_obj(self, id)
-    }
+            fn write_to_obj(&mut self, id: ObjectId) -> Result<ConcurrentWriter<$lt, S>> {
+                ConcurrentStore::write_to_obj(self, id)
+            }
 
-    fn late_replace_obj(&mut self, id: ObjectId, size: u64) -> Result<ConcurrentWriter<'_, S>> {
-        ConcurrentStore::late_replace_obj(self, id, size)
-    }
+            fn late_replace_obj(
+                &mut self,
+                id: ObjectId,
+                size: u64,
+            ) -> Result<ConcurrentWriter<$lt, S>> {
+                ConcurrentStore::late_replace_obj(self, id, size)
+            }
 
-    fn replace_obj(&mut self, id: ObjectId, bytes: &[u8]) -> Result<()> {
-        ConcurrentStore::replace_obj(self, id, bytes)
-    }
+            fn replace_obj(&mut self, id: ObjectId, bytes: &[u8]) -> Result<()> {
+                ConcurrentStore::replace_obj(self, id, bytes)
+            }
 
-    fn commit(&mut self) -> Result<()> {
-        ConcurrentStore::commit(self)
-    }
+            fn commit(&mut self) -> Result<()> {
+                ConcurrentStore::commit(self)
+            }
 
-    fn close(self) -> Result<()> {
-        ConcurrentStore::close(&self)
-    }
+            fn close(self) -> Result<()> {
+                let $store = self;
+                $close
+            }
 
-    fn read_bytes_from_obj(&self, id: ObjectId) -> Result<Vec<u8>> {
-        ConcurrentStore::read_bytes_from_obj(self, id)
-    }
+            fn read_bytes_from_obj(&self, id: ObjectId) -> Result<Vec<u8>> {
+                ConcurrentStore::read_bytes_from_obj(self, id)
+            }
 
-    fn read_obj_into(&self, id: ObjectId, buf: &mut Vec<u8>) -> Result<()> {
-        ConcurrentStore::read_obj_into(self, id, buf)
-    }
+            fn read_obj_into(&self, id: ObjectId, buf: &mut Vec<u8>) -> Result<()> {
+                ConcurrentStore::read_obj_into(self, id, buf)
+            }
 
-    fn write_new_obj_from_bytes(&mut self, bytes: &[u8]) -> Result<ObjectId> {
-        ConcurrentStore::write_new_obj_from_bytes(self, bytes)
-    }
+            fn write_new_obj_from_bytes(&mut self, bytes: &[u8]) -> Result<ObjectId> {
+                ConcurrentStore::write_new_obj_from_bytes(self, bytes)
+            }
+        }
+
+        impl<$($generic,)* S: SplitStore<Io: Clone> + ObjectInfoStorer> ObjectInfoStorer
+            for $target
+        {
+            fn object_info(&self, id: ObjectId) -> Result<ObjectInfo> {
+                ConcurrentStore::object_info(self, id)
+            }
+        }
+
+        impl<$($generic,)* S: SplitStore<Io: Clone> + BatchStorer> BatchStorer for $target {
+            fn allocate_run(&mut self, count: u64, size: u64) -> Result<Vec<ObjectId>> {
+                ConcurrentStore::allocate_run(self, count, size)
+            }
+
+            fn allocate_runs(
+                &mut self,
+                count: u64,
+                size: u64,
+                min_run: u64,
+            ) -> Result<Vec<Vec<ObjectId>>> {
+                ConcurrentStore::allocate_runs(self, count, size, min_run)
+            }
+
+            fn write_batched_objs(&mut self, objects: &[(ObjectId, &[u8])]) -> Result<()> {
+                ConcurrentStore::write_batched_objs(self, objects)
+            }
+        }
+
+        impl<$($generic,)* S: SplitStore<Io: Clone> + PrimeStorer> PrimeStorer for $target {
+            fn prime_object(&mut self, size: u64) -> Result<ObjectId> {
+                ConcurrentStore::prime_object(self, size)
+            }
+        }
+    };
 }
 
-/// A shared store is a store too: structures that write through the `Storer` traits (a
-/// treap's `persist`, `batch_persist`) work through `&ConcurrentStore` (say `&*arc`) while
-/// other threads use the same store. `close` through a reference closes the store for every
-/// holder, as [`ConcurrentStore::close`] does.
-impl<'s, S: SplitStore<Io: Clone>> bob_store_core::Storer for &'s ConcurrentStore<S> {
-    type Reader<'a>
-        = ConcurrentReader<'s, S>
-    where
-        Self: 'a;
-    type Writer<'a>
-        = ConcurrentWriter<'s, S>
-    where
-        Self: 'a;
+storer_traits!(
+    impl<> ConcurrentStore<S>,
+    guards 'a / '_,
+    close(store) => ConcurrentStore::close(&store)
+);
 
-    fn new_obj(&mut self, size: u64) -> Result<ObjectId> {
-        ConcurrentStore::new_obj(self, size)
-    }
-
-    fn delete_obj(&mut self, id: ObjectId) -> Result<()> {
-        ConcurrentStore::delete_obj(self, id)
-    }
-
-    fn late_read_obj(&self, id: ObjectId) -> Result<ConcurrentReader<'s, S>> {
-        ConcurrentStore::late_read_obj(self, id)
-    }
-
-    fn late_write_new_obj(&mut self, size: u64) -> Result<(ObjectId, ConcurrentWriter<'s, S>)> {
-        ConcurrentStore::late_write_new_obj(self, size)
-    }
-
-    fn write_to_obj(&mut self, id: ObjectId) -> Result<ConcurrentWriter<'s, S>> {
-        ConcurrentStore::write_to_obj(self, id)
-    }
-
-    fn late_replace_obj(&mut self, id: ObjectId, size: u64) -> Result<ConcurrentWriter<'s, S>> {
-        ConcurrentStore::late_replace_obj(self, id, size)
-    }
-
-    fn replace_obj(&mut self, id: ObjectId, bytes: &[u8]) -> Result<()> {
-        ConcurrentStore::replace_obj(self, id, bytes)
-    }
-
-    fn commit(&mut self) -> Result<()> {
-        ConcurrentStore::commit(self)
-    }
-
-    fn close(self) -> Result<()> {
-        ConcurrentStore::close(self)
-    }
-
-    fn read_bytes_from_obj(&self, id: ObjectId) -> Result<Vec<u8>> {
-        ConcurrentStore::read_bytes_from_obj(self, id)
-    }
-
-    fn read_obj_into(&self, id: ObjectId, buf: &mut Vec<u8>) -> Result<()> {
-        ConcurrentStore::read_obj_into(self, id, buf)
-    }
-
-    fn write_new_obj_from_bytes(&mut self, bytes: &[u8]) -> Result<ObjectId> {
-        ConcurrentStore::write_new_obj_from_bytes(self, bytes)
-    }
-}
-
-impl<S: SplitStore<Io: Clone> + ObjectInfoStorer> ObjectInfoStorer for &ConcurrentStore<S> {
-    fn object_info(&self, id: ObjectId) -> Result<ObjectInfo> {
-        ConcurrentStore::object_info(self, id)
-    }
-}
-
-impl<S: SplitStore<Io: Clone> + BatchStorer> BatchStorer for &ConcurrentStore<S> {
-    fn allocate_run(&mut self, count: u64, size: u64) -> Result<Vec<ObjectId>> {
-        ConcurrentStore::allocate_run(self, count, size)
-    }
-
-    fn allocate_runs(&mut self, count: u64, size: u64, min_run: u64) -> Result<Vec<Vec<ObjectId>>> {
-        ConcurrentStore::allocate_runs(self, count, size, min_run)
-    }
-
-    fn write_batched_objs(&mut self, objects: &[(ObjectId, &[u8])]) -> Result<()> {
-        ConcurrentStore::write_batched_objs(self, objects)
-    }
-}
-
-impl<S: SplitStore<Io: Clone> + PrimeStorer> PrimeStorer for &ConcurrentStore<S> {
-    fn prime_object(&mut self, size: u64) -> Result<ObjectId> {
-        ConcurrentStore::prime_object(self, size)
-    }
-}
+// A shared store is a store too: structures that write through the `Storer` traits (a
+// treap's `persist`, `batch_persist`) work through `&ConcurrentStore` (say `&*arc`) while
+// other threads use the same store. `close` through a reference closes the store for every
+// holder, as `ConcurrentStore::close` does.
+storer_traits!(
+    impl<'s> &'s ConcurrentStore<S>,
+    guards 's / 's,
+    close(store) => ConcurrentStore::close(store)
+);
 
 /// A `BaseStore` file behind a `ConcurrentStore`: what [`ConcurrentStore::create_base`] and
 /// [`ConcurrentStore::open_base`] return.
@@ -963,31 +943,5 @@ impl<S: SplitStore<Io: Clone>> ObjectWrite for ConcurrentWriter<'_, S> {
 
     fn len(&self) -> u64 {
         self.inner.len()
-    }
-}
-
-impl<S: SplitStore<Io: Clone> + ObjectInfoStorer> ObjectInfoStorer for ConcurrentStore<S> {
-    fn object_info(&self, id: ObjectId) -> Result<ObjectInfo> {
-        ConcurrentStore::object_info(self, id)
-    }
-}
-
-impl<S: SplitStore<Io: Clone> + BatchStorer> BatchStorer for ConcurrentStore<S> {
-    fn allocate_run(&mut self, count: u64, size: u64) -> Result<Vec<ObjectId>> {
-        ConcurrentStore::allocate_run(self, count, size)
-    }
-
-    fn allocate_runs(&mut self, count: u64, size: u64, min_run: u64) -> Result<Vec<Vec<ObjectId>>> {
-        ConcurrentStore::allocate_runs(self, count, size, min_run)
-    }
-
-    fn write_batched_objs(&mut self, objects: &[(ObjectId, &[u8])]) -> Result<()> {
-        ConcurrentStore::write_batched_objs(self, objects)
-    }
-}
-
-impl<S: SplitStore<Io: Clone> + PrimeStorer> PrimeStorer for ConcurrentStore<S> {
-    fn prime_object(&mut self, size: u64) -> Result<ObjectId> {
-        ConcurrentStore::prime_object(self, size)
     }
 }

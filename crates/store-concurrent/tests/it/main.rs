@@ -463,7 +463,9 @@ fn update_obj_loses_no_update_under_contention() {
             .sum()
     };
     assert_eq!(total(&store), 800);
-    // A read right after an update sees it (the update's read cached the old location).
+    // A read right after an update sees it. (The race in which a reader waiting on the lock
+    // got the location the update's read had cached is the loom model's to catch:
+    // `loom_two_updates_of_one_object`.)
     for round in 0..3u8 {
         store.update_obj(counters[0], |bytes| bytes.push(b'0' + round)).unwrap();
         let read = store.read_bytes_from_obj(counters[0]).unwrap();
