@@ -206,13 +206,14 @@ fn bench_open(c: &mut Criterion) {
     // Fill the journal: the first commit after an open is a checkpoint, then 256 records of one
     // page each (100 entries) fill its 1 MiB; then a crash (a drop: no I/O).
     let mut store = MultiStore::open(&path, StoreOptions::default()).expect("open");
+    let ids = store.ids().expect("ids");
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     for round in 0..257u64 {
         for _ in 0..100 {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            let id = ObjectId(state % OBJECTS as u64);
+            let id = ids[(state % ids.len() as u64) as usize];
             store.write_bytes_to_obj(id, &round.to_le_bytes()).expect("overwrite");
         }
         store.commit().expect("commit");

@@ -1422,13 +1422,17 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             for &id in &prepared.freed {
                 match self.store.delete_obj(id) {
                     // Freed twice (a rebuild replayed over a missing node): already gone.
-                    Err(bob_store_core::Error::NotFound(_)) => {}
+                    Err(
+                        bob_store_core::Error::NotFound(_) | bob_store_core::Error::StaleId { .. },
+                    ) => {}
                     other => other?,
                 }
             }
             for &id in &prepared.delete_values {
                 match self.store.delete_obj(id) {
-                    Err(bob_store_core::Error::NotFound(_)) => {}
+                    Err(
+                        bob_store_core::Error::NotFound(_) | bob_store_core::Error::StaleId { .. },
+                    ) => {}
                     other => other?,
                 }
             }
@@ -1605,7 +1609,9 @@ fn is_damage(e: &Error) -> bool {
     match e {
         Error::Store(e) => matches!(
             e,
-            bob_store_core::Error::ChecksumMismatch { .. } | bob_store_core::Error::NotFound(_)
+            bob_store_core::Error::ChecksumMismatch { .. }
+                | bob_store_core::Error::NotFound(_)
+                | bob_store_core::Error::StaleId { .. }
         ),
         _ => true,
     }
@@ -1936,7 +1942,10 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
                     // missing one is gone already, one that is another tree's node is not
                     // ours, and a read error says nothing (it is returned).
                     let ours = match e {
-                        Error::Store(bob_store_core::Error::NotFound(_)) => false,
+                        Error::Store(
+                            bob_store_core::Error::NotFound(_)
+                            | bob_store_core::Error::StaleId { .. },
+                        ) => false,
                         Error::Store(
                             bob_store_core::Error::ChecksumMismatch { .. }
                             | bob_store_core::Error::Corrupt { .. },

@@ -59,6 +59,18 @@ pub enum Error {
     #[error("object {0} not found")]
     NotFound(ObjectId),
 
+    /// The id's object was deleted and its index now holds a newer object, `current`: the id
+    /// was kept past its object's deletion (a stale root, a stale reference).
+    #[error(
+        "object {id} is gone: it was deleted, and its place now holds object {current} (the id is stale)"
+    )]
+    StaleId {
+        /// The id asked for.
+        id: ObjectId,
+        /// The id of the object that holds its index now.
+        current: ObjectId,
+    },
+
     /// A write would pass the end of the object; nothing was written.
     #[error(
         "write of {len} bytes at position {position} passes the end of object {id} ({object_len} bytes)"

@@ -7,8 +7,10 @@
 use bob_alloc::Extent;
 use bob_io_helpers::checksum;
 
+#[cfg(doc)]
+use crate::ObjectId;
 use crate::error::Part;
-use crate::{Error, ObjectId, Result};
+use crate::{Error, Result};
 
 /// Bytes reserved at the start of the file for the two header slots.
 pub const HEADER_REGION: u64 = 2 * SLOT_BYTES as u64;
@@ -22,7 +24,7 @@ pub(crate) const FORMAT_1_SLOT_OFFSETS: [u64; 2] = [0, 512];
 
 pub(crate) const HEADER_MAGIC: [u8; 8] = *b"BOBSTORE";
 /// The store format version this build reads and writes.
-pub const FORMAT_VERSION: u16 = 3;
+pub const FORMAT_VERSION: u16 = 4;
 
 const H_MAGIC: usize = 0;
 const H_VERSION: usize = H_MAGIC + 8;
@@ -47,15 +49,17 @@ pub(crate) const HEADER_LEN: usize = H_CHECKSUM + 8;
 /// Bytes of a table page.
 pub(crate) const PAGE_BYTES: usize = 4096;
 /// Object table entries per page.
-pub(crate) const ENTRIES_PER_PAGE: u64 = 127;
+pub(crate) const ENTRIES_PER_PAGE: u64 = 112;
 const P_MAGIC: usize = 0;
 const P_VERSION: usize = P_MAGIC + 4;
 const P_RESERVED: usize = P_VERSION + 2;
 const P_INDEX: usize = P_RESERVED + 2;
 const P_PRESENT: usize = P_INDEX + 8;
 const P_ENTRIES: usize = P_PRESENT + 16;
-const ENTRY_BYTES: usize = 32;
-const _: () = assert!(P_ENTRIES + ENTRIES_PER_PAGE as usize * ENTRY_BYTES == PAGE_BYTES);
+const ENTRY_BYTES: usize = 36;
+/// Zero bytes after the last entry.
+const P_TAIL: usize = P_ENTRIES + ENTRIES_PER_PAGE as usize * ENTRY_BYTES;
+const _: () = assert!(P_TAIL <= PAGE_BYTES && PAGE_BYTES - P_TAIL < ENTRY_BYTES);
 const PAGE_MAGIC: [u8; 4] = *b"BOBT";
 
 const ROOT_MAGIC: [u8; 4] = *b"BOBR";
@@ -178,6 +182,8 @@ pub(crate) struct Entry {
     pub(crate) len: u64,
     /// xxh3-64 of the logical bytes.
     pub(crate) checksum: u64,
+    /// The tag of the object's id ([`ObjectId::tag`]); the table's index is the rest.
+    pub(crate) tag: u32,
 }
 
 /// The location and checksum of one table page.
@@ -203,6 +209,7 @@ pub(crate) fn encode_page(index: u64, entries: &[Option<Entry>]) -> Vec<u8> {
         put_u64(&mut page, at + 8, entry.len);
         put_u64(&mut page, at + 16, entry.extent.len);
         put_u64(&mut page, at + 24, entry.checksum);
+        page[at + 32..at + 36].copy_from_slice(&entry.tag.to_le_bytes());
     }
     put_u64(&mut page, P_PRESENT, present[0]);
     put_u64(&mut page, P_PRESENT + 8, present[1]);
@@ -239,6 +246,9 @@ pub(crate) fn decode_page_with(
     if present[1] >> (ENTRIES_PER_PAGE - 64) != 0 {
         return Err(corrupt("presence bits past the last entry".into()));
     }
+    if page[P_TAIL..].iter().any(|&b| b != 0) {
+        return Err(corrupt("bytes after the last entry are not zero".into()));
+    }
     for slot in 0..ENTRIES_PER_PAGE as usize {
         let at = P_ENTRIES + slot * ENTRY_BYTES;
         if present[slot / 64] & (1 << (slot % 64)) == 0 {
@@ -251,6 +261,7 @@ pub(crate) fn decode_page_with(
             extent: Extent::new(get_u64(page, at), get_u64(page, at + 16)),
             len: get_u64(page, at + 8),
             checksum: get_u64(page, at + 24),
+            tag: u32::from_le_bytes(page[at + 32..at + 36].try_into().expect("4 bytes")),
         };
         check_entry(&entry, file_len).map_err(|why| corrupt(format!("entry {slot}: {why}")))?;
         each(slot, entry);
@@ -326,9 +337,9 @@ pub(crate) fn decode_root(root: &[u8], file_len: u64) -> Result<Vec<Option<PageR
     Ok(pages)
 }
 
-/// The page holding `id`, and the slot in it.
-pub(crate) fn page_of(id: ObjectId) -> (u64, usize) {
-    (id.0 / ENTRIES_PER_PAGE, (id.0 % ENTRIES_PER_PAGE) as usize)
+/// The page holding index `index` ([`ObjectId::index`]), and the slot in it.
+pub(crate) fn page_of(index: u64) -> (u64, usize) {
+    (index / ENTRIES_PER_PAGE, (index % ENTRIES_PER_PAGE) as usize)
 }
 
 #[cfg(test)]
@@ -376,14 +387,15 @@ mod tests {
     fn pages_round_trip_and_check_bounds() {
         let mut entries = vec![None; ENTRIES_PER_PAGE as usize];
         let at = HEADER_REGION;
-        entries[0] = Some(Entry { extent: Extent::new(at, 100), len: 90, checksum: 5 });
-        entries[126] = Some(Entry { extent: Extent::new(0, 0), len: 0, checksum: 9 });
+        entries[0] = Some(Entry { extent: Extent::new(at, 100), len: 90, checksum: 5, tag: 7 });
+        entries[111] =
+            Some(Entry { extent: Extent::new(0, 0), len: 0, checksum: 9, tag: u32::MAX });
         let page = encode_page(3, &entries);
         assert_eq!(decode_page(3, &page, at + 10_000).unwrap(), entries);
         assert!(decode_page(4, &page, at + 10_000).is_err(), "misdirected page");
         assert!(decode_page(3, &page, at + 4).is_err(), "extent past the file end");
         let mut below = entries.clone();
-        below[0] = Some(Entry { extent: Extent::new(4096, 100), len: 90, checksum: 5 });
+        below[0] = Some(Entry { extent: Extent::new(4096, 100), len: 90, checksum: 5, tag: 7 });
         let page = encode_page(3, &below);
         assert!(decode_page(3, &page, at + 10_000).is_err(), "extent in the header slots");
     }

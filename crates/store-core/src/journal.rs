@@ -13,7 +13,7 @@ use crate::error::Part;
 use crate::format::{
     Entry, FORMAT_VERSION, MAX_OBJECTS, PAGE_BYTES, check_entry, get_u16, get_u64, put_u16, put_u64,
 };
-use crate::{Error, Result};
+use crate::{Error, ObjectId, Result};
 
 const MAGIC: [u8; 4] = *b"BOBJ";
 const J_MAGIC: usize = 0;
@@ -28,7 +28,7 @@ const J_PUTS: usize = 56;
 const J_REMOVES: usize = 60;
 /// Bytes before the entries.
 const J_HEAD: usize = 64;
-/// Bytes of a put: id, offset, len, alloc_len, checksum.
+/// Bytes of a put: id (tag and index), offset, len, alloc_len, checksum.
 const PUT_BYTES: usize = 40;
 /// Bytes of a remove: the id.
 const REMOVE_BYTES: usize = 8;
@@ -50,9 +50,10 @@ pub(crate) struct Record {
     pub(crate) object_count: u64,
     /// The allocator's end at the commit (informational).
     pub(crate) file_end: u64,
-    /// Objects written (created or replaced), by id.
+    /// Objects written (created or replaced), by index ([`ObjectId::index`]; the tag is in
+    /// the entry).
     pub(crate) puts: Vec<(u64, Entry)>,
-    /// Objects removed, by id.
+    /// Objects removed, by index.
     pub(crate) removes: Vec<u64>,
 }
 
@@ -88,7 +89,7 @@ impl Record {
         out[J_REMOVES..J_REMOVES + 4].copy_from_slice(&(self.removes.len() as u32).to_le_bytes());
         let mut at = J_HEAD;
         for (id, entry) in &self.puts {
-            put_u64(&mut out, at, *id);
+            put_u64(&mut out, at, ObjectId::from_parts(*id, entry.tag).0);
             put_u64(&mut out, at + 8, entry.extent.offset);
             put_u64(&mut out, at + 16, entry.len);
             put_u64(&mut out, at + 24, entry.extent.len);
@@ -215,11 +216,13 @@ pub(crate) fn decode(bytes: &[u8], salt: u64) -> Result<Found> {
     };
     let mut at = J_HEAD;
     for _ in 0..puts {
-        let id = get_u64(bytes, at);
+        let full = ObjectId(get_u64(bytes, at));
+        let id = full.index();
         let entry = Entry {
             extent: Extent::new(get_u64(bytes, at + 8), get_u64(bytes, at + 24)),
             len: get_u64(bytes, at + 16),
             checksum: get_u64(bytes, at + 32),
+            tag: full.tag(),
         };
         if id >= record.next_id {
             return Err(corrupt(format!("object {id} is past the next id {}", record.next_id)));
@@ -240,7 +243,7 @@ mod tests {
     use super::*;
 
     fn record() -> Record {
-        let entry = Entry { extent: Extent::new(1 << 20, 4096), len: 4000, checksum: 77 };
+        let entry = Entry { extent: Extent::new(1 << 20, 4096), len: 4000, checksum: 77, tag: 8 };
         Record {
             generation: 9,
             salt: 0x5A17,

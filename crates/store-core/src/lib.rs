@@ -104,12 +104,47 @@ pub use store::{CompactReport, Store, StoreOptions, VerifyReport};
 pub type BaseStore<B = OsFile> = Store<bob_alloc::BasicAllocator, B>;
 
 /// A stable handle to one object.
+///
+/// The low 32 bits are the object's *index*, its place in the object table; the high 32 bits
+/// its *tag*, the low 32 bits of the generation (commit number) in which the store handed the
+/// id out. An index is reused after the commit that deletes its object, always with a newer
+/// tag, so an id kept past its object's deletion is refused with [`Error::StaleId`] instead
+/// of naming whatever object took its place. (Tags wrap after 2^32 commits: an id kept across
+/// that many commits and an index reuse at exactly that distance would be accepted.)
+///
+/// The `u64` is what to persist (`id.0`, `ObjectId(raw)`); no id but 0
+/// ([`PRIME_OBJECT_ID`]) can be guessed, so ids are kept, not computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectId(pub u64);
 
+impl ObjectId {
+    /// The id of index `index` (below 2^32) with tag `tag`.
+    #[must_use]
+    pub const fn from_parts(index: u64, tag: u32) -> Self {
+        debug_assert!(index < MAX_OBJECTS);
+        Self(index | (tag as u64) << 32)
+    }
+
+    /// The object's place in the table: ids of one index name the same slot, one at a time.
+    #[must_use]
+    pub const fn index(self) -> u64 {
+        self.0 & 0xffff_ffff
+    }
+
+    /// The low 32 bits of the generation that handed the id out.
+    #[must_use]
+    pub const fn tag(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+}
+
 impl fmt::Display for ObjectId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}", self.0)
+        if self.tag() == 0 {
+            write!(f, "#{}", self.index())
+        } else {
+            write!(f, "#{}.{}", self.index(), self.tag())
+        }
     }
 }
 

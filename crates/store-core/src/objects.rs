@@ -58,7 +58,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         let mut sum = StreamingChecksum::new();
         hash_zeros(&mut sum, size);
         let born = self.pending_generation();
-        self.put(id, Entry { extent, len: size, checksum: sum.finish() }, born);
+        self.put(id, Entry { extent, len: size, checksum: sum.finish(), tag: id.tag() }, born);
         Ok(())
     }
 }
@@ -132,8 +132,12 @@ impl<A: SpaceAllocator, B: FileBackend> Storer for Store<A, B> {
         self.guarded(|store| {
             let target = store.reserve(bytes.len() as u64)?;
             store.stage_or_write(target.offset, bytes)?;
-            let entry =
-                Entry { extent: target, len: bytes.len() as u64, checksum: checksum(bytes) };
+            let entry = Entry {
+                extent: target,
+                len: bytes.len() as u64,
+                checksum: checksum(bytes),
+                tag: id.tag(),
+            };
             store.put(id, entry, store.pending_generation());
             store.release(old.entry.extent, old.born)
         })
@@ -165,7 +169,12 @@ impl<A: SpaceAllocator, B: FileBackend> Storer for Store<A, B> {
             }
             let target = store.reserve(old.entry.len)?;
             store.stage_or_write(target.offset, &content)?;
-            let entry = Entry { extent: target, len: old.entry.len, checksum: checksum(&content) };
+            let entry = Entry {
+                extent: target,
+                len: old.entry.len,
+                checksum: checksum(&content),
+                tag: id.tag(),
+            };
             store.put(id, entry, store.pending_generation());
             store.release(old.entry.extent, old.born)
         })
@@ -203,7 +212,8 @@ impl<A: SpaceAllocator, B: FileBackend> Storer for Store<A, B> {
             let (id, extent) = store.reserve_new(bytes.len() as u64)?;
             store.stage_or_write(extent.offset, bytes)?;
             let born = store.pending_generation();
-            let entry = Entry { extent, len: bytes.len() as u64, checksum: checksum(bytes) };
+            let entry =
+                Entry { extent, len: bytes.len() as u64, checksum: checksum(bytes), tag: id.tag() };
             store.put(id, entry, born);
             Ok(id)
         })
@@ -285,7 +295,12 @@ impl<A: SpaceAllocator, B: FileBackend> BatchStorer for Store<A, B> {
                 write_batched_sections(store.backend(), &sections)?;
             }
             for (&(id, data), &extent) in objects.iter().zip(&extents) {
-                let entry = Entry { extent, len: data.len() as u64, checksum: checksum(data) };
+                let entry = Entry {
+                    extent,
+                    len: data.len() as u64,
+                    checksum: checksum(data),
+                    tag: id.tag(),
+                };
                 store.put(id, entry, pending);
             }
             Ok(())

@@ -201,9 +201,13 @@ impl<A: SpaceAllocator, B: FileBackend> SplitStore for Store<A, B> {
                 // Still the object `begin_rewrite` saw: otherwise it was deleted meanwhile.
                 match store.slot(id) {
                     Ok(slot) if slot.entry.extent == old.extent => old_born = Some(slot.born),
-                    _ => {
+                    Ok(_) => {
                         store.abandon_reserved(None, extent)?;
                         return Err(Error::NotFound(id));
+                    }
+                    Err(e) => {
+                        store.abandon_reserved(None, extent)?;
+                        return Err(e);
                     }
                 }
             }
@@ -215,7 +219,7 @@ impl<A: SpaceAllocator, B: FileBackend> SplitStore for Store<A, B> {
             if let (Some(old), Some(born)) = (replaced, old_born) {
                 store.release(old.extent, born)?;
             }
-            store.put(id, Entry { extent, len, checksum }, pending);
+            store.put(id, Entry { extent, len, checksum, tag: id.tag() }, pending);
             Ok(())
         })
     }

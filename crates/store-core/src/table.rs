@@ -93,7 +93,7 @@ impl IdRanges {
 /// The object table; see the module docs.
 #[derive(Debug, Default)]
 pub(crate) struct Table {
-    /// Page `p` holds ids `127p .. 127p + 127`; `None` when it holds no object, unset while
+    /// Page `p` holds indexes `112p .. 112p + 112`; `None` when it holds no object, unset while
     /// not yet read (a lazily opened store; every page is set before anything changes but
     /// the journal's replay, which reads the pages it touches first).
     pages: Vec<PageCell>,
@@ -178,8 +178,8 @@ impl Table {
         self.free.insert_range(start.max(1), self.next_id);
     }
 
-    fn cell_mut(&mut self, id: ObjectId) -> &mut Option<Slot> {
-        let (page, k) = page_of(id);
+    fn cell_mut(&mut self, index: u64) -> &mut Option<Slot> {
+        let (page, k) = page_of(index);
         let page = page as usize;
         if page >= self.pages.len() {
             self.pages.resize_with(page + 1, empty_cell);
@@ -194,17 +194,42 @@ impl Table {
         self.pages.get_mut(page as usize)?.get_mut()?.as_mut()
     }
 
-    /// The slot of object `id`, if it exists, or `Err(page)` when its page has not been read
-    /// yet (a lazily opened store).
+    /// The slot of object `id`, if it exists (an object at its index with another tag is
+    /// not it: [`Table::missing`] tells), or `Err(page)` when its page has not been read yet
+    /// (a lazily opened store).
     #[inline]
     pub(crate) fn lookup(&self, id: ObjectId) -> std::result::Result<Option<Slot>, u64> {
-        let (page, k) = page_of(id);
+        Ok(self.lookup_index(id.index())?.filter(|slot| slot.entry.tag == id.tag()))
+    }
+
+    /// The slot at index `index`, whatever its tag, or `Err(page)` as for `lookup`.
+    #[inline]
+    pub(crate) fn lookup_index(&self, index: u64) -> std::result::Result<Option<Slot>, u64> {
+        let (page, k) = page_of(index);
         match self.pages.get(page as usize) {
             None => Ok(None),
             Some(cell) => match cell.get() {
                 None => Err(page),
                 Some(slots) => Ok(slots.as_ref().and_then(|s| s[k])),
             },
+        }
+    }
+
+    /// The slot at index `index`, whatever its tag (`None` on a page not yet read, as `get`).
+    pub(crate) fn at(&self, index: u64) -> Option<Slot> {
+        let found = self.lookup_index(index);
+        debug_assert!(found.is_ok(), "index {index}'s table page is not read");
+        found.ok().flatten()
+    }
+
+    /// The error for an id `lookup` did not find: [`Error::StaleId`] when its index holds an
+    /// object of another tag, else [`Error::NotFound`].
+    pub(crate) fn missing(&self, id: ObjectId) -> Error {
+        match self.lookup_index(id.index()) {
+            Ok(Some(slot)) if slot.entry.tag != id.tag() => {
+                Error::StaleId { id, current: ObjectId::from_parts(id.index(), slot.entry.tag) }
+            }
+            _ => Error::NotFound(id),
         }
     }
 
@@ -220,17 +245,24 @@ impl Table {
     /// Records `slot` as object `id` (an id from [`take_id`](Self::take_id) or an existing
     /// object); its page becomes dirty.
     pub(crate) fn put(&mut self, id: ObjectId, slot: Slot) {
-        debug_assert!(id.0 < self.next_id, "put of {id} past the next id {}", self.next_id);
-        if self.cell_mut(id).replace(slot).is_none() {
-            self.objects += 1;
+        let index = id.index();
+        debug_assert!(index < self.next_id, "put of {id} past the next id {}", self.next_id);
+        debug_assert_eq!(slot.entry.tag, id.tag(), "the entry of {id} carries its tag");
+        match self.cell_mut(index).replace(slot) {
+            None => self.objects += 1,
+            Some(old) => debug_assert_eq!(old.entry.tag, id.tag(), "{id} replaced another id"),
         }
-        self.dirty.insert(page_of(id).0);
-        self.changed.insert(id.0);
+        self.dirty.insert(page_of(index).0);
+        self.changed.insert(index);
     }
 
-    /// Removes object `id`; its id is reused after the next commit.
+    /// Removes object `id`; its index is reused, under a newer tag, after the next commit.
     pub(crate) fn remove(&mut self, id: ObjectId) -> Result<Slot> {
-        let (page, k) = page_of(id);
+        if self.get(id).is_none() {
+            return Err(self.missing(id));
+        }
+        let index = id.index();
+        let (page, k) = page_of(index);
         let slots = self.page_mut(page).ok_or(Error::NotFound(id))?;
         let slot = slots[k].take().ok_or(Error::NotFound(id))?;
         if slots.iter().all(Option::is_none) {
@@ -238,20 +270,20 @@ impl Table {
         }
         self.objects -= 1;
         self.dirty.insert(page);
-        self.changed.insert(id.0);
-        if id.0 != 0 {
-            self.pending_free.push(id.0);
+        self.changed.insert(index);
+        if index != 0 {
+            self.pending_free.push(index);
         }
         Ok(slot)
     }
 
-    /// What changed since the last commit: the entries written and the ids removed (ids
-    /// trimmed off the end included), ascending.
+    /// What changed since the last commit: the entries written and the indexes removed
+    /// (indexes trimmed off the end included), ascending by index.
     pub(crate) fn changes(&self) -> (Vec<(u64, Entry)>, Vec<u64>) {
         let mut puts = Vec::new();
         let mut removes = Vec::new();
         for &id in &self.changed {
-            match self.get(ObjectId(id)) {
+            match self.at(id) {
                 Some(slot) => puts.push((id, slot.entry)),
                 None => removes.push(id),
             }
@@ -270,7 +302,7 @@ impl Table {
     ) -> Result<()> {
         self.next_id = self.next_id.max(next_id);
         for &id in removes {
-            let (page, k) = page_of(ObjectId(id));
+            let (page, k) = page_of(id);
             debug_assert!(!self.is_unread(page), "page {page} is read before replay");
             let Some(slots) = self.page_mut(page) else { continue };
             if slots[k].take().is_some() {
@@ -287,13 +319,13 @@ impl Table {
             if id >= self.next_id {
                 return Err(Error::InvalidArgument(format!("object {id} is past the next id")));
             }
-            if self.cell_mut(ObjectId(id)).replace(Slot { entry, born: 0 }).is_none() {
+            if self.cell_mut(id).replace(Slot { entry, born: 0 }).is_none() {
                 self.objects = self.objects.wrapping_add(1);
             }
-            self.dirty.insert(page_of(ObjectId(id)).0);
+            self.dirty.insert(page_of(id).0);
         }
         if next_id < self.next_id {
-            if self.iter().any(|(id, _)| id.0 >= next_id) {
+            if self.iter().any(|(id, _)| id.index() >= next_id) {
                 return Err(Error::InvalidArgument(format!(
                     "an object is left past the next id {next_id}"
                 )));
@@ -304,10 +336,12 @@ impl Table {
         Ok(())
     }
 
-    /// A fresh id: the lowest one freed by an earlier commit, or the next new one.
-    pub(crate) fn take_id(&mut self) -> Result<ObjectId> {
-        if let Some(id) = self.free.pop_first() {
-            return Ok(ObjectId(id));
+    /// A fresh id, tagged `tag` (the pending generation's low bits): the lowest index freed
+    /// by an earlier commit, or the next new one. An index is handed out again only after
+    /// the commit that freed it, so its next tag is newer than any it had before.
+    pub(crate) fn take_id(&mut self, tag: u32) -> Result<ObjectId> {
+        if let Some(index) = self.free.pop_first() {
+            return Ok(ObjectId::from_parts(index, tag));
         }
         if self.next_id >= MAX_OBJECTS {
             return Err(Error::InvalidArgument(format!(
@@ -315,25 +349,25 @@ impl Table {
             )));
         }
         self.next_id += 1;
-        Ok(ObjectId(self.next_id - 1))
+        Ok(ObjectId::from_parts(self.next_id - 1, tag))
     }
 
     /// Gives back an id from [`take_id`](Self::take_id) that never held an object; reused
     /// after the next commit.
     pub(crate) fn untake_id(&mut self, id: ObjectId) {
-        if id.0 != 0 {
-            self.pending_free.push(id.0);
+        if id.index() != 0 {
+            self.pending_free.push(id.index());
         }
     }
 
     /// Marks `id` reserved for an object being written elsewhere.
     pub(crate) fn reserve_id(&mut self, id: ObjectId) {
-        self.reserved.insert(id.0);
+        self.reserved.insert(id.index());
     }
 
     /// Ends a reservation; false if `id` was not reserved.
     pub(crate) fn unreserve_id(&mut self, id: ObjectId) -> bool {
-        self.reserved.remove(&id.0)
+        self.reserved.remove(&id.index())
     }
 
     /// Objects in the table.
@@ -357,10 +391,9 @@ impl Table {
         self.pages.iter().enumerate().flat_map(|(index, page)| {
             let base = index as u64 * ENTRIES_PER_PAGE;
             page.get().and_then(Option::as_ref).into_iter().flat_map(move |slots| {
-                slots
-                    .iter()
-                    .enumerate()
-                    .filter_map(move |(k, s)| s.map(|slot| (ObjectId(base + k as u64), slot)))
+                slots.iter().enumerate().filter_map(move |(k, s)| {
+                    s.map(|slot| (ObjectId::from_parts(base + k as u64, slot.entry.tag), slot))
+                })
             })
         })
     }
@@ -397,7 +430,7 @@ impl Table {
         let floor = self.pending_free.iter().max().map_or(1, |&id| id + 1);
         let mut next_id = self.next_id;
         while next_id > floor
-            && self.get(ObjectId(next_id - 1)).is_none()
+            && self.at(next_id - 1).is_none()
             && !self.reserved.contains(&(next_id - 1))
         {
             next_id -= 1;
@@ -486,7 +519,7 @@ mod tests {
     fn a_huge_next_id_costs_nothing_until_pages_hold_objects() {
         let mut table = Table::with_next_id(MAX_OBJECTS - 1);
         table.loaded();
-        assert_eq!(table.take_id().unwrap(), ObjectId(1));
+        assert_eq!(table.take_id(5).unwrap(), ObjectId::from_parts(1, 5));
         assert!(table.pages.is_empty());
     }
 }

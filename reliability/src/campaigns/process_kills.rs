@@ -104,7 +104,10 @@ pub fn process_kills(budget: &Budget, seed: u64, exe: &Path) -> Figures {
             let got = store.read_bytes_from_obj(ObjectId(id));
             let matches = |want: &Option<(u64, usize)>| match (want, &got) {
                 (Some((s, len)), Ok(bytes_read)) => *bytes_read == bytes(*s, *len),
-                (None, Err(bob_store_core::Error::NotFound(_))) => true,
+                (
+                    None,
+                    Err(bob_store_core::Error::NotFound(_) | bob_store_core::Error::StaleId { .. }),
+                ) => true,
                 _ => false,
             };
             let acknowledged = expected.get(&id).copied().unwrap_or(None);

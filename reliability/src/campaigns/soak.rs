@@ -447,7 +447,7 @@ fn crash_round(rng: &mut fastrand::Rng, part: &mut CrashPart) -> Result<(), Stri
         part.objects_checked += 1;
         let found = match recovered.read_bytes_from_obj(*id) {
             Ok(data) => Some(data),
-            Err(Error::NotFound(_)) => None,
+            Err(Error::NotFound(_) | Error::StaleId { .. }) => None,
             Err(e) => {
                 part.lost_or_wrong += 1;
                 return Err(format!("object {id}: {e}"));

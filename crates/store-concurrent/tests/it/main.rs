@@ -488,3 +488,26 @@ fn update_obj_loses_no_update_under_contention() {
     assert!(store.update_obj(ObjectId(999_999), |_| ran = true).is_err());
     assert!(!ran);
 }
+
+/// A stale id through the wrapper: its location was cached by a read before the delete, and
+/// its index holds a newer object after the commit; every path refuses it.
+#[test]
+fn a_stale_id_is_refused_even_after_its_location_was_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ConcurrentStore::create_base(dir.path().join("s"), opts(), 0).unwrap();
+    let old = store.write_new_obj_from_bytes(b"old").unwrap();
+    store.commit().unwrap();
+    assert_eq!(store.read_bytes_from_obj(old).unwrap(), b"old");
+    store.delete_obj(old).unwrap();
+    store.commit().unwrap();
+    let new = store.write_new_obj_from_bytes(b"new").unwrap();
+    assert_eq!(new.index(), old.index());
+    fn stale<T>(r: Result<T, Error>) -> bool {
+        matches!(r, Err(Error::StaleId { .. }))
+    }
+    assert!(stale(store.read_bytes_from_obj(old)));
+    assert!(stale(store.replace_obj(old, b"x")));
+    assert!(stale(store.update_obj(old, |_| ())));
+    assert!(stale(store.delete_obj(old)));
+    assert_eq!(store.read_bytes_from_obj(new).unwrap(), b"new");
+}

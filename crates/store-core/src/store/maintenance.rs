@@ -130,8 +130,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
                 Ok(entries) if !self.table.is_dirty(index as u64) => {
                     for (i, entry) in entries.iter().enumerate() {
                         let id = index as u64 * ENTRIES_PER_PAGE + i as u64;
-                        let in_memory =
-                            self.table.lookup(ObjectId(id)).ok().flatten().map(|s| s.entry);
+                        let in_memory = self.table.lookup_index(id).ok().flatten().map(|s| s.entry);
                         if *entry != in_memory {
                             report
                                 .problems

@@ -397,9 +397,14 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         Some(&bytes[..(entry.len as usize).min(bytes.len())])
     }
 
-    /// A fresh id.
+    /// A fresh id, tagged with the pending generation.
     pub(crate) fn take_id(&mut self) -> Result<ObjectId> {
-        self.table.take_id()
+        self.table.take_id(self.id_tag())
+    }
+
+    /// The tag of ids handed out now: the pending generation's low 32 bits.
+    fn id_tag(&self) -> u32 {
+        self.pending_generation() as u32
     }
 
     /// Space for `len` bytes (nothing for 0 bytes), in no page a commit references.
@@ -611,7 +616,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         let empty = checksum(&[]);
         let mut ids = Vec::with_capacity(run.count as usize);
         for extent in run.extents() {
-            let id = match self.table.take_id() {
+            let id = match self.table.take_id(self.id_tag()) {
                 Ok(id) => id,
                 Err(e) => {
                     // The rest of the run's space goes back; the objects made stay.
@@ -621,7 +626,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
                     return Err(e);
                 }
             };
-            self.put(id, Entry { extent, len: 0, checksum: empty }, born);
+            self.put(id, Entry { extent, len: 0, checksum: empty, tag: id.tag() }, born);
             ids.push(id);
         }
         Ok(ids)
@@ -638,7 +643,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
                 self.table.lookup(id).ok().flatten()
             }
         };
-        found.ok_or(Error::NotFound(id))
+        found.ok_or_else(|| self.table.missing(id))
     }
 
     /// Records `entry` as object `id`; `born` is the pending generation for an extent written
@@ -667,7 +672,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         Ok(())
     }
 
-    /// Removes object `id` from the table; its id is reused after the next commit.
+    /// Removes object `id` from the table; its index is reused, under a newer tag, after the next commit.
     pub(crate) fn remove(&mut self, id: ObjectId) -> Result<Slot> {
         let slot = self.table.remove(id)?;
         self.dirty = true;
@@ -685,7 +690,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     ) -> Result<(Option<ObjectId>, Extent)> {
         let extent = if outside { self.reserve_apart(len)? } else { self.reserve(len)? };
         let id = if new_id {
-            match self.table.take_id() {
+            match self.table.take_id(self.id_tag()) {
                 Ok(id) => {
                     self.table.reserve_id(id);
                     Some(id)

@@ -16,7 +16,7 @@ use crate::format::{
 use crate::journal::{Chain, Record};
 use crate::space::SpaceAllocator;
 use crate::table::{PageSlots, Table};
-use crate::{Error, ObjectId, Result};
+use crate::{Error, Result};
 
 /// Generations stay below this (2^62: thousands of years of commits), so `generation + 1`
 /// never overflows.
@@ -584,7 +584,7 @@ fn previous_only_extents<B: FileBackend>(
         }
     }
     let differs = |id: u64, extent: Extent| {
-        extent.len > 0 && newest.get(ObjectId(id)).is_none_or(|slot| slot.entry.extent != extent)
+        extent.len > 0 && newest.at(id).is_none_or(|slot| slot.entry.extent != extent)
     };
     only.extend(state.into_iter().filter_map(|(id, extent)| extent.filter(|e| differs(id, *e))));
     only.sort_unstable();
@@ -763,6 +763,7 @@ mod tests {
     use bob_io_helpers::testing::SimDisk;
 
     use super::*;
+    use crate::ObjectId;
     use crate::format::Entry;
 
     /// Finding 11: a 1 MiB file whose root lists 65,000 pages, all absent but the last, opened
@@ -784,6 +785,7 @@ mod tests {
             extent: Extent::new(data_at, data.len() as u64),
             len: data.len() as u64,
             checksum: checksum(data),
+            tag: 0,
         };
         entries[ENTRIES_PER_PAGE as usize - 1] = Some(entry);
         let page = format::encode_page(page_count - 1, &entries);

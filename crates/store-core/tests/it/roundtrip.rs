@@ -81,7 +81,10 @@ fn four_sessions<A: SpaceAllocator>() {
         let mut store = Store::<A, OsFile>::open(&path, options()).unwrap();
         assert_eq!(contents(&store).unwrap(), expected, "session {session} sees the earlier ones");
         for id in &deleted {
-            assert!(matches!(store.read_bytes_from_obj(*id), Err(Error::NotFound(_))));
+            assert!(matches!(
+                store.read_bytes_from_obj(*id),
+                Err(Error::NotFound(_) | Error::StaleId { .. })
+            ));
         }
         for i in 0..10 {
             let data = bytes(session * 100 + i, (i as usize * 997) % 5000);
@@ -433,7 +436,18 @@ fn ids_freed_by_a_commit_are_reused_after_it() {
     let c = put(&mut store, b"c");
     assert_ne!(c, a, "not reused before the delete is committed");
     store.commit().unwrap();
-    assert_eq!(put(&mut store, b"d"), a);
+    let d = put(&mut store, b"d");
+    assert_eq!(d.index(), a.index(), "the index is reused");
+    assert_ne!(d, a, "under a newer tag");
+    match store.read_bytes_from_obj(a) {
+        Err(Error::StaleId { id, current }) => assert_eq!((id, current), (a, d)),
+        other => panic!("a stale id read {other:?}"),
+    }
+    assert!(matches!(store.delete_obj(a), Err(Error::StaleId { .. })));
+    assert!(matches!(store.replace_obj(a, b"x"), Err(Error::StaleId { .. })));
+    assert!(matches!(store.object_info(a), Err(Error::StaleId { .. })));
+    assert_eq!(store.read_bytes_from_obj(d).unwrap(), b"d");
+    store.close().unwrap();
 }
 
 #[test]
@@ -672,4 +686,30 @@ fn compact_converges_in_one_call() {
     let second = store.compact().unwrap();
     assert_eq!((second.moved, second.file_len_after), (0, len), "{second:?}");
     assert!(store.verify().unwrap().is_clean());
+}
+
+/// An id's tag survives both ways back from disk: the journal's replay (a crash after
+/// journaled commits) and a checkpoint's table pages (after `close`).
+#[test]
+fn a_stale_id_stays_stale_after_a_replay_and_after_a_checkpoint() {
+    let disk = SimDisk::new();
+    let mut store = BaseStore::create_with(disk.clone(), options()).unwrap();
+    let a = put(&mut store, b"a");
+    store.commit().unwrap();
+    store.delete_obj(a).unwrap();
+    store.commit().unwrap();
+    let d = put(&mut store, b"d");
+    store.commit().unwrap();
+    assert_eq!(d.index(), a.index());
+    assert!(store.journaled_commits() > 0, "the commits are journal records");
+    let image = disk.crash_image(bob_io_helpers::testing::CrashMode::PowerLoss, 3);
+    drop(store);
+    let disk = SimDisk::from_image(image);
+    for round in ["replayed", "checkpointed"] {
+        let store = BaseStore::open_with(disk.clone(), options()).unwrap();
+        assert!(matches!(store.read_bytes_from_obj(a), Err(Error::StaleId { .. })), "{round}");
+        assert_eq!(store.read_bytes_from_obj(d).unwrap(), b"d", "{round}");
+        assert_eq!(store.ids().unwrap(), vec![d], "{round}");
+        store.close().unwrap();
+    }
 }

@@ -751,3 +751,37 @@ fn treaps_persist_through_a_shared_concurrent_store_from_four_threads() {
     }
     assert!(store.verify().unwrap().is_clean());
 }
+
+/// The first user's trap (issue #18): a root id kept after the tree moved on. Its node was
+/// freed by a later save and its index reused by the nodes that followed, so before ids
+/// carried a tag it loaded part of the current tree (19 of 200 keys) with no error. Now the
+/// stale root is refused, as is every stale child on the path.
+#[test]
+fn a_stale_root_id_is_refused_not_read_as_another_tree() {
+    let mut store = BaseStore::create_with(SimDisk::new(), StoreOptions::default()).unwrap();
+    let mut tree = Tree::new();
+    for k in 0..200 {
+        tree.insert(&store, k, value(k, 1)).unwrap();
+    }
+    save(&mut tree, &mut store);
+    let saved_root = |store: &BaseStore<SimDisk>| {
+        let record = store.read_bytes_from_obj(PRIME_OBJECT_ID).unwrap();
+        ObjectId(u64::from_le_bytes(record[8..16].try_into().unwrap()))
+    };
+    let stale = saved_root(&store);
+    for round in 2..6u8 {
+        for k in 0..200 {
+            tree.insert(&store, k, value(k, round)).unwrap();
+        }
+        save(&mut tree, &mut store);
+    }
+    let root = saved_root(&store);
+    assert_eq!(stale.index(), root.index(), "the old root's index was reused (else pick again)");
+    let err = Tree::load(&store, stale).and_then(|mut t| t.to_vec(&store)).unwrap_err();
+    assert!(
+        matches!(err, bob_treap::Error::Store(bob_store_core::Error::StaleId { id, .. }) if id == stale),
+        "{err}"
+    );
+    let expected: Vec<_> = (0..200).map(|k| (k, value(k, 5))).collect();
+    assert_eq!(load(&store).to_vec(&store).unwrap(), expected);
+}
