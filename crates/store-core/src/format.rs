@@ -264,6 +264,9 @@ pub(crate) fn decode_page_with(
             tag: u32::from_le_bytes(page[at + 32..at + 36].try_into().expect("4 bytes")),
         };
         check_entry(&entry, file_len).map_err(|why| corrupt(format!("entry {slot}: {why}")))?;
+        if index == 0 && slot == 0 && entry.tag != 0 {
+            return Err(corrupt(format!("the prime object has tag {}, not 0", entry.tag)));
+        }
         each(slot, entry);
     }
     Ok(())

@@ -224,6 +224,9 @@ pub(crate) fn decode(bytes: &[u8], salt: u64) -> Result<Found> {
             checksum: get_u64(bytes, at + 32),
             tag: full.tag(),
         };
+        if id == 0 && full.tag() != 0 {
+            return Err(corrupt(format!("the prime object has tag {}, not 0", full.tag())));
+        }
         if id >= record.next_id {
             return Err(corrupt(format!("object {id} is past the next id {}", record.next_id)));
         }

@@ -336,7 +336,7 @@ impl<A: SpaceAllocator> Probe for Wrapped<A> {
         for raw in 0..4000u64 {
             let id = ObjectId(raw);
             if let Err(e) = self.read_bytes_from_obj(id) {
-                if !matches!(e, Error::NotFound(_)) {
+                if !matches!(e, Error::NotFound(_) | Error::StaleId { .. }) {
                     let info = self.object_info(id);
                     out.push_str(&format!("object {id}: {e} ({info:?}); "));
                 }

@@ -136,7 +136,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     }
 
     /// The checkpoint protocol, once staged bytes are written.
-    fn checkpoint_now(&mut self) -> Result<()> {
+    pub(super) fn checkpoint_now(&mut self) -> Result<()> {
         let plan = match self.plan_commit() {
             Ok(plan) => plan,
             Err(e) => {
@@ -235,10 +235,17 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         let mut low = self.metadata_low.then(|| FirstFit::new(self.alloc.claimable()));
         let root = self.allocate_metadata(&mut low, root_alloc)?;
         added.push(root);
-        // A checkpoint of nothing new names the last record's state under its generation
+        // A session's first checkpoint skips a generation: ids of an earlier session that
+        // never became durable may carry the next two (see `start_session`). Otherwise a
+        // checkpoint of nothing new names the last record's state under its generation
         // (still newer than the other slot's); one that commits changes is a commit.
-        let generation =
-            if self.dirty { self.pending_generation() } else { self.journal.generation };
+        let generation = if self.checkpoint_due {
+            self.journal.generation + 2
+        } else if self.dirty {
+            self.pending_generation()
+        } else {
+            self.journal.generation
+        };
         let root_checksum = checksum(&root_bytes);
         let header = Header {
             kind: A::KIND,

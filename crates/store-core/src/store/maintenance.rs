@@ -438,7 +438,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         self.table.object_count()
     }
 
-    /// The ids of every object, ascending. On a lazily opened store this reads every table
+    /// The ids of every object, by ascending index. On a lazily opened store this reads every table
     /// page not read yet: a damaged one is an error.
     pub fn ids(&self) -> Result<Vec<ObjectId>> {
         self.read_all_table_pages()?;

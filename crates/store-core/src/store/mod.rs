@@ -135,7 +135,8 @@ pub struct Store<A: SpaceAllocator, B: FileBackend> {
     checkpoints: u64,
     /// Journal records open dropped because their data had not reached the disk (0 or 1).
     dropped_records: u64,
-    /// Set by open: the next commit is a checkpoint (see `commit_now`).
+    /// Set by open: the next change starts the session with a checkpoint (see
+    /// `start_session`), and so does the next commit, should one come first.
     checkpoint_due: bool,
     /// Whether anything changed since the last commit.
     dirty: bool,
@@ -316,7 +317,23 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// lazy open (see [`StoreOptions::load_on_open`]).
     pub(crate) fn ready_to_write(&mut self) -> Result<()> {
         self.check_writable()?;
-        self.complete_open()
+        self.complete_open()?;
+        if self.checkpoint_due {
+            self.start_session()?;
+        }
+        Ok(())
+    }
+
+    /// Before a session's first change: a checkpoint of the state open chose, which skips a
+    /// generation (see `plan_root`), so the ids this session hands out are tagged with
+    /// generations no earlier session tagged an id with. An earlier session's ids carry at
+    /// most its last durable generation + 2 (a commit being synced, and the one after it),
+    /// and the generation open finds is at least that last durable one; the checkpoint is
+    /// at + 2, and this session's ids at + 3 and up. It is also the checkpoint the first
+    /// commit after an open has to be (see `begin_commit`), only earlier.
+    fn start_session(&mut self) -> Result<()> {
+        self.check_not_committing()?;
+        self.checkpoint_now()
     }
 
     /// Runs a mutating step; an error that [latches](Error::latches) makes the store refuse
@@ -766,7 +783,11 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     ) -> Result<()> {
         if self.end_reservation(new_id, extent) {
             if let Some(id) = new_id {
+                // Reused after the next commit, which must then be one that moves the
+                // generation on (a commit of nothing would not), so the id's next holder
+                // gets a newer tag.
                 self.table.untake_id(id);
+                self.dirty = true;
             }
         }
         if extent.len > 0 {

@@ -205,8 +205,11 @@ fn records_of_an_earlier_checkpoint_in_a_region_never_count() {
     assert_eq!(store.journaled_commits(), 1);
 }
 
+/// A session's first change starts it with a checkpoint (two syncs) that skips a
+/// generation, so its ids' tags are newer than any a session that lost its last commit can
+/// have handed out; its commits are journal records (one sync each).
 #[test]
-fn the_first_commit_after_an_open_is_a_checkpoint() {
+fn a_session_starts_with_a_checkpoint_at_its_first_change() {
     let disk = SimDisk::new();
     let mut store = BaseStore::create_with(disk.clone(), options()).unwrap();
     put(&mut store, &bytes(1, 100));
@@ -214,13 +217,49 @@ fn the_first_commit_after_an_open_is_a_checkpoint() {
     drop(store);
     let disk = SimDisk::from_image(image(&disk));
     let mut store = BaseStore::open_with(disk.clone(), options()).unwrap();
-    for (round, syncs) in [(0, 2), (1, 1), (2, 1)] {
-        put(&mut store, &bytes(10 + round, 100));
+    let generation = store.generation();
+    let before = disk.op_counts().syncs;
+    let first = put(&mut store, &bytes(10, 100));
+    assert_eq!(disk.op_counts().syncs - before, 2, "the first change checkpoints");
+    assert_eq!(store.generation(), generation + 2);
+    assert_eq!(first.tag() as u64, generation + 3);
+    for round in 0..3 {
+        put(&mut store, &bytes(11 + round, 100));
         let before = disk.op_counts().syncs;
         store.commit().unwrap();
-        assert_eq!(disk.op_counts().syncs - before, syncs, "commit {round} after the open");
+        assert_eq!(disk.op_counts().syncs - before, 1, "commit {round} after the open");
     }
     assert_eq!(store.checkpoints(), 1);
+}
+
+/// The reviewer's case: an id handed out in a session that never committed it is not
+/// handed out again, in the next session, with the same tag (it would name the new object).
+#[test]
+fn an_id_of_a_lost_session_never_names_a_later_object() {
+    for crash in [false, true] {
+        let disk = SimDisk::new();
+        let mut store = BaseStore::create_with(disk.clone(), options()).unwrap();
+        put(&mut store, &bytes(1, 100));
+        store.commit().unwrap();
+        let mut lost = Vec::new();
+        // Two sessions lose their work: a drop without a commit, or a power loss.
+        let mut disk = disk;
+        for session in 0..2 {
+            lost.push(put(&mut store, &bytes(20 + session, 100)));
+            let image =
+                if crash { disk.crash_image(CrashMode::PowerLoss, session) } else { image(&disk) };
+            drop(store);
+            disk = SimDisk::from_image(image);
+            store = BaseStore::open_with(disk.clone(), options()).unwrap();
+        }
+        let new = put(&mut store, &bytes(30, 100));
+        store.commit().unwrap();
+        for id in &lost {
+            assert_eq!(id.index(), new.index(), "the index is handed out again");
+            assert_ne!(*id, new, "under another tag");
+            assert!(matches!(store.read_bytes_from_obj(*id), Err(Error::StaleId { .. })));
+        }
+    }
 }
 
 /// A record whose checksum holds (xxh3 is not a defence against a crafted file) but whose

@@ -105,6 +105,11 @@ fn a_record_whose_sync_failed_is_not_replayed_from_the_page_cache() {
     assert_eq!(store.read_bytes_from_obj(b).unwrap(), bytes(2, 300));
     assert!(matches!(store.read_bytes_from_obj(c), Err(Error::NotFound(_))));
     let d = put(&mut store, &bytes(4, 300));
+    assert_eq!(d.index(), c.index(), "the lost object's index is handed out again");
+    assert!(
+        matches!(store.read_bytes_from_obj(c), Err(Error::StaleId { .. })),
+        "the lost object's id names no later object"
+    );
     store.commit().unwrap();
     drop(store);
     let image = disk.crash_image(CrashMode::PowerLoss, 7);
@@ -161,9 +166,10 @@ fn opened<A: SpaceAllocator>(image: &[u8], load_on_open: bool) -> Result<Content
         Store::<A, SimDisk>::open_with(SimDisk::from_image(image.to_vec()), opts).map_err(kind)?;
     // Reads before anything completes the lazy open, then the rest of the checks.
     let mut early = Contents::new();
-    for id in 0..64 {
-        if let Ok(data) = store.read_bytes_from_obj(ObjectId(id)) {
-            early.insert(ObjectId(id), data);
+    for (index, tag) in (0..64).flat_map(|index| (0..8).map(move |tag| (index, tag))) {
+        let id = ObjectId::from_parts(index, tag);
+        if let Ok(data) = store.read_bytes_from_obj(id) {
+            early.insert(id, data);
         }
     }
     store.complete_open().map_err(kind)?;

@@ -713,3 +713,19 @@ fn a_stale_id_stays_stale_after_a_replay_and_after_a_checkpoint() {
         store.close().unwrap();
     }
 }
+
+/// An aborted writer's id goes back to the table and is handed out after the next commit,
+/// under a newer tag, even when that commit is a checkpoint that changed nothing else.
+#[test]
+fn an_aborted_id_comes_back_under_a_newer_tag() {
+    let mut store = BaseStore::create_with(SimDisk::new(), options()).unwrap();
+    put(&mut store, b"x");
+    store.commit().unwrap();
+    let (aborted, writer) = store.late_write_new_obj(3).unwrap();
+    writer.abort().unwrap();
+    store.checkpoint().unwrap();
+    let y = put(&mut store, b"y");
+    assert_eq!(y.index(), aborted.index());
+    assert_ne!(y, aborted);
+    assert!(matches!(store.read_bytes_from_obj(aborted), Err(Error::StaleId { .. })));
+}
