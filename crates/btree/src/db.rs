@@ -12,7 +12,7 @@ use bob_alloc::BasicAllocator;
 use bob_io_helpers::OsFile;
 use bob_io_helpers::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use bob_io_helpers::sync::{Mutex, MutexGuard};
-use bob_store_concurrent::{ConcurrentStore, GroupCommit};
+use bob_store_concurrent::{CommitHold, ConcurrentStore, GroupCommit};
 use bob_store_core::{ObjectId, PRIME_OBJECT_ID, PrimeStorer, SplitStore, Store, StoreOptions};
 
 use crate::catalog::{Catalog, MAX_NAME_LEN, StoredTree};
@@ -1313,7 +1313,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         mut snapshot: Snapshot,
         always: bool,
         published: bool,
-    ) -> Result<Option<Prepared>> {
+    ) -> Result<Option<(Prepared, CommitHold<'_, S>)>> {
         // Checked under `ckpt`: a checkpoint whose second phase failed left its nodes marked
         // clean and published; none may follow it into the store.
         self.check_writable()?;
@@ -1322,6 +1322,10 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             *self.committed.lock() = Arc::new(snapshot);
             return Ok(None);
         }
+        // No other user of the store commits from the first node this checkpoint writes to
+        // its own commit: one between would make a part of the checkpoint durable (nodes
+        // rewritten under their ids with the old catalog, or new nodes no catalog names).
+        let hold = self.store.hold_commits()?;
         let epoch = snapshot.next_epoch()?;
         let mut prepared = Prepared {
             epoch,
@@ -1399,7 +1403,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         catalog.deferred = deferred.clone();
         drop(deferred);
         prepared.catalog = catalog.encode();
-        Ok(Some(prepared))
+        Ok(Some((prepared, hold)))
     }
 
     /// A checkpoint's second phase, without the writer lock when the first published: the
@@ -1408,7 +1412,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
     fn checkpoint_write(
         &self,
         _ckpt: &MutexGuard<'_, ()>,
-        mut prepared: Prepared,
+        (mut prepared, hold): (Prepared, CommitHold<'_, S>),
     ) -> Result<Option<Error>> {
         let epoch = prepared.epoch;
         let result = (|| {
@@ -1438,9 +1442,10 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             }
             prepared.written.1 += prepared.catalog.len() as u64;
             self.store.replace_obj(PRIME_OBJECT_ID, &prepared.catalog)?;
-            self.store.commit()?;
+            hold.commit()?;
             Ok(())
         })();
+        drop(hold);
         if let Err(e) = result {
             self.failed.store(true, Ordering::Release);
             return Err(e);

@@ -93,8 +93,16 @@ impl Default for GroupCommit {
     }
 }
 
+/// A hold on a [`GroupCommit`] ([`GroupCommit::hold`]); dropping it lets commits run again.
+#[derive(Debug)]
+#[must_use = "commits run again as soon as the hold is dropped"]
+pub struct GroupHold<'a> {
+    _leading: Leading<'a>,
+}
+
 /// Clears the leader's flag and wakes the waiters even if the commit panics (waiters then run
 /// a commit of their own).
+#[derive(Debug)]
 struct Leading<'a> {
     group: &'a GroupCommit,
     started: Instant,
@@ -174,6 +182,18 @@ impl GroupCommit {
     /// Runs `step` (a checkpoint, a compaction) alone: after the commit running now, before
     /// the next one. It counts as no commit for anyone waiting.
     pub fn exclusive<T, E>(&self, step: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        let hold = self.hold();
+        let result = step();
+        drop(hold);
+        result
+    }
+
+    /// [`exclusive`](Self::exclusive) as a guard: from when it returns (after the commit
+    /// running now) until it is dropped, no commit of the group starts; callers of `commit`
+    /// wait, and then run a round of their own. Its holder may commit for itself (outside
+    /// the group), and must not call `commit` or `exclusive` of this group: they would wait
+    /// for the hold.
+    pub fn hold(&self) -> GroupHold<'_> {
         let mut state = self.state.lock();
         state.exclusive_waiting += 1;
         while state.leading {
@@ -181,17 +201,16 @@ impl GroupCommit {
         }
         state.exclusive_waiting -= 1;
         state.leading = true;
-        let leading = Leading {
-            group: self,
-            started: Instant::now(),
-            through: 0,
-            durable: false,
-            round: false,
-        };
         drop(state);
-        let result = step();
-        drop(leading);
-        result
+        GroupHold {
+            _leading: Leading {
+                group: self,
+                started: Instant::now(),
+                through: 0,
+                durable: false,
+                round: false,
+            },
+        }
     }
 
     /// (callers, commits written) so far.
@@ -265,6 +284,45 @@ mod loom_tests {
             let (callers, rounds) = group.counts();
             assert_eq!(callers, 3);
             assert!((1..=3).contains(&rounds));
+        });
+    }
+
+    /// A hold and a committer: the committer's round never runs while the hold is held,
+    /// and still commits the committer's change once it is dropped.
+    #[test]
+    fn loom_no_round_runs_while_a_hold_is_held() {
+        loom::model(|| {
+            let group = Arc::new(GroupCommit::default());
+            let model = Arc::new(Model::default());
+            let held = Arc::new(Mutex::new(false));
+            let committer = {
+                let (group, model, held) = (group.clone(), model.clone(), held.clone());
+                thread::spawn(move || {
+                    let mine = {
+                        let mut published = model.published.lock();
+                        *published += 1;
+                        *published
+                    };
+                    group
+                        .commit(|| {
+                            assert!(!*held.lock(), "a round ran during a hold");
+                            let cut = *model.published.lock();
+                            let mut durable = model.durable.lock();
+                            *durable = (*durable).max(cut);
+                            Ok::<bool, Error>(true)
+                        })
+                        .unwrap();
+                    assert!(*model.durable.lock() >= mine);
+                })
+            };
+            {
+                let hold = group.hold();
+                *held.lock() = true;
+                thread::yield_now();
+                *held.lock() = false;
+                drop(hold);
+            }
+            committer.join().unwrap();
         });
     }
 

@@ -15,9 +15,12 @@
 //! Object locks (all of a call's ids at once), then the global lock (briefly; nothing is
 //! waited for while it is held except a disk token), then a disk token, held for exactly one
 //! backend call. Commits and `close`/`compact` also take the group commit's leadership (a flag
-//! under its mutex) before the global lock; its holder takes no object lock. A thread holding
-//! a token waits for nothing, and no thread holds some object locks while waiting for others,
-//! so no cycle of waiting threads can form. A thread may hold
+//! under its mutex) before the global lock; its holder takes no object lock, except a commit
+//! hold's ([`ConcurrentStore::hold_commits`]): that takes a pin first, which `compact` and
+//! `verify` (every object lock, then the leadership) wait for as for an object lock, and
+//! then locks only objects of its own. A thread holding a token waits for nothing, and no
+//! thread holds some object locks while waiting for others, so no cycle of waiting threads
+//! can form. (The loom models check each of these orders.) A thread may hold
 //! several reader guards at once. It must not hold a writer guard while opening another
 //! writer guard on a different object.
 //!
@@ -65,8 +68,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bob_alloc::{BasicAllocator, OmniBlockAllocator};
-use bob_io_helpers::sync::RwLock;
 use bob_io_helpers::sync::atomic::{AtomicBool, Ordering};
+use bob_io_helpers::sync::thread::{self, ThreadId};
+use bob_io_helpers::sync::{Mutex, RwLock};
 use bob_io_helpers::{DiskTokenManager, FileBackend, OsFile};
 use bob_store_core::{
     Access, BatchStorer, CompactReport, Located, ObjectInfo, ObjectInfoStorer, ObjectReader,
@@ -74,8 +78,8 @@ use bob_store_core::{
 };
 pub use bob_store_core::{Error, ObjectId, Result};
 
-pub use crate::group::GroupCommit;
-use crate::locks::{ExclusiveLock, LockTable, SharedLock};
+pub use crate::group::{GroupCommit, GroupHold};
+use crate::locks::{ExclusiveLock, LockTable, Pin, SharedLock};
 
 /// Whole-object writes from memory up to this many bytes run under the global lock through
 /// the store's write buffer (a copy into memory), instead of reserving space apart from every
@@ -90,6 +94,9 @@ pub struct ConcurrentStore<S: SplitStore<Io: Clone>> {
     tokens: DiskTokenManager,
     closed: AtomicBool,
     group: GroupCommit,
+    /// The thread holding the commits ([`ConcurrentStore::hold_commits`]), if any: its own
+    /// `commit`, `close`, `compact` or `verify` would wait for its hold, and is refused.
+    holder: Mutex<Option<ThreadId>>,
 }
 
 /// Ends a commit whose sync did not return (its thread unwinds) as a failed one.
@@ -101,6 +108,36 @@ impl<S: SplitStore> Drop for Ending<'_, S> {
             let _ =
                 inner.write().end_commit(Err(io::Error::other("the committing thread panicked")));
         }
+    }
+}
+
+/// A hold on a [`ConcurrentStore`]'s commits ([`ConcurrentStore::hold_commits`]); commits
+/// of other callers run again once it is dropped.
+#[must_use = "other callers' commits run again as soon as the hold is dropped"]
+pub struct CommitHold<'a, S: SplitStore<Io: Clone>> {
+    store: &'a ConcurrentStore<S>,
+    _hold: GroupHold<'a>,
+    _pin: Pin<'a>,
+}
+
+impl<S: SplitStore<Io: Clone>> CommitHold<'_, S> {
+    /// Makes every finished write durable, atomically (as [`ConcurrentStore::commit`], for
+    /// the holder alone: no other caller's commit is running or starts meanwhile).
+    pub fn commit(&self) -> Result<()> {
+        self.store.check_open()?;
+        self.store.commit_now().map(|_| ())
+    }
+}
+
+impl<S: SplitStore<Io: Clone>> Drop for CommitHold<'_, S> {
+    fn drop(&mut self) {
+        *self.store.holder.lock() = None;
+    }
+}
+
+impl<S: SplitStore<Io: Clone>> std::fmt::Debug for CommitHold<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommitHold").finish_non_exhaustive()
     }
 }
 
@@ -235,6 +272,7 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
             tokens: DiskTokenManager::new(max_disk_tokens),
             closed: AtomicBool::new(false),
             group: GroupCommit::default(),
+            holder: Mutex::new(None),
         }
     }
 
@@ -261,6 +299,17 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
 
     fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) { Err(Error::Closed) } else { Ok(()) }
+    }
+
+    /// Refuses a call that would wait for the calling thread's own commit hold.
+    fn check_not_holding(&self, what: &str) -> Result<()> {
+        if *self.holder.lock() == Some(thread::current().id()) {
+            return Err(Error::InvalidArgument(format!(
+                "{what} while this thread holds the store's commits would wait for ever: \
+                 commit through the CommitHold, or drop it first"
+            )));
+        }
+        Ok(())
     }
 
     /// Completes the store's lazy open now (reads and checks what open left, rebuilds the
@@ -468,28 +517,56 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
     /// once a commit that includes every write it finished before the call is durable.
     pub fn commit(&self) -> Result<()> {
         self.check_open()?;
-        self.group.commit(|| {
-            // The record is written under the global lock; the sync runs without it, so other
-            // threads' writes go on (into the next commit) while it runs.
-            let (sync, wrote) = self.with_store(|store| {
-                let before = store.generation();
-                let sync = store.begin_commit()?;
-                Ok((sync, store.generation() != before))
-            })?;
-            if !sync {
-                return Ok(wrote);
-            }
-            // Should this thread unwind before the commit ends, the store latches (it cannot
-            // know whether the record is durable), instead of refusing every later commit.
-            let mut ending = Ending(Some(&self.inner));
-            let synced = {
-                let _token = self.token();
-                self.io.sync_data()
-            };
-            ending.0 = None;
-            self.inner.write().end_commit(synced)?;
-            Ok(true)
-        })
+        self.check_not_holding("commit")?;
+        self.group.commit(|| self.commit_now())
+    }
+
+    /// One commit of the store, for the group's leader or a hold's owner; whether it wrote.
+    fn commit_now(&self) -> Result<bool> {
+        // The record is written under the global lock; the sync runs without it, so other
+        // threads' writes go on (into the next commit) while it runs.
+        let (sync, wrote) = self.with_store(|store| {
+            let before = store.generation();
+            let sync = store.begin_commit()?;
+            Ok((sync, store.generation() != before))
+        })?;
+        if !sync {
+            return Ok(wrote);
+        }
+        // Should this thread unwind before the commit ends, the store latches (it cannot
+        // know whether the record is durable), instead of refusing every later commit.
+        let mut ending = Ending(Some(&self.inner));
+        let synced = {
+            let _token = self.token();
+            self.io.sync_data()
+        };
+        ending.0 = None;
+        self.inner.write().end_commit(synced)?;
+        Ok(true)
+    }
+
+    /// Holds the store's commits for a change made of several writes that must become
+    /// durable together, while other threads go on using the store: until the returned
+    /// hold is dropped, no other caller's `commit` starts (each waits, then commits as
+    /// usual), and the holder commits with [`CommitHold::commit`]. bob-btree's checkpoint
+    /// takes one: it rewrites nodes under their ids and then its catalog, and a commit
+    /// between the two would make half of it durable.
+    ///
+    /// Other threads' writes go on during a hold, and its commit makes durable whatever
+    /// they finished, as any commit does. The holder's own `commit`, `close`, `compact` and
+    /// `verify` are refused (they would wait for the hold); a `compact` or `verify` of
+    /// another thread waits until the hold is dropped. Waits for the commit running now. A
+    /// hold must not wait for an object lock that a thread waiting to commit holds: lock
+    /// only objects that are the holder's own (as bob-btree's nodes are).
+    pub fn hold_commits(&self) -> Result<CommitHold<'_, S>> {
+        self.check_open()?;
+        self.check_not_holding("hold_commits")?;
+        // The pin first: `compact` and `verify` take every object lock and then the group,
+        // so the group is taken only where they cannot be waiting for the holder's locks.
+        let pin = self.locks.pin();
+        let hold = self.group.hold();
+        *self.holder.lock() = Some(thread::current().id());
+        Ok(CommitHold { store: self, _hold: hold, _pin: pin })
     }
 
     /// How many commits were asked for and how many commits of the store ran for them.
@@ -501,6 +578,7 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
     /// Commits by a checkpoint (see `Storer::checkpoint`), then refuses every later
     /// operation with `Error::Closed`.
     pub fn close(&self) -> Result<()> {
+        self.check_not_holding("close")?;
         self.group.exclusive(|| {
             let mut store = self.inner.write();
             if self.closed.swap(true, Ordering::AcqRel) {
@@ -543,6 +621,7 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
     /// Compacts the store (see `Store::compact`), with every object locked.
     pub fn compact(&self) -> Result<CompactReport> {
         self.check_open()?;
+        self.check_not_holding("compact")?;
         let _all = self.locks.all();
         self.locks.forget_all();
         self.group.exclusive(|| self.with_store(|store| SplitStore::compact(store)))
@@ -578,6 +657,7 @@ impl<A: bob_store_core::SpaceAllocator, B: FileBackend + Clone> ConcurrentStore<
     /// reserved for objects still being written counts as theirs.
     pub fn verify(&self) -> Result<VerifyReport> {
         self.check_open()?;
+        self.check_not_holding("verify")?;
         let _all = self.locks.all();
         self.with_store_shared(|store| store.verify())
     }
@@ -708,6 +788,69 @@ mod loom_tests {
             b.join().unwrap();
             assert_eq!(store.read_bytes_from_obj(id).unwrap(), [2]);
             assert_eq!(store.locks_held(), 0);
+        });
+    }
+
+    /// A commit hold (two writes that must become durable together, then its own commit)
+    /// races a compaction, which takes every object lock and then the group: no deadlock
+    /// (the hold's pin keeps `all` off until it is dropped), and both writes are there.
+    #[test]
+    fn loom_a_commit_hold_races_a_compaction() {
+        loom::model(|| {
+            let disk = SimDisk::new();
+            let store = bob_io_helpers::sync::Arc::new(new_store(&disk));
+            let node = store.write_new_obj_from_bytes(b"n0").unwrap();
+            store.prime_object(4).unwrap();
+            store.commit().unwrap();
+            let compactor = {
+                let store = store.clone();
+                thread::spawn(move || store.compact().map(|_| ()).unwrap())
+            };
+            {
+                let hold = store.hold_commits().unwrap();
+                assert!(store.commit().is_err(), "the holder's own commit is refused");
+                store.replace_obj(node, b"n1").unwrap();
+                store.replace_obj(bob_store_core::PRIME_OBJECT_ID, b"root").unwrap();
+                hold.commit().unwrap();
+            }
+            compactor.join().unwrap();
+            assert_eq!(store.read_bytes_from_obj(node).unwrap(), b"n1");
+            assert_eq!(
+                store.read_bytes_from_obj(bob_store_core::PRIME_OBJECT_ID).unwrap(),
+                b"root"
+            );
+            assert_eq!(store.locks_held(), 0);
+        });
+    }
+
+    /// A hold and another thread's commit: the commit waits for the hold and then commits
+    /// the other thread's write; the holder's commit made its own write durable.
+    #[test]
+    fn loom_a_commit_waits_for_a_hold() {
+        loom::model(|| {
+            let disk = SimDisk::new();
+            let store = bob_io_helpers::sync::Arc::new(new_store(&disk));
+            let other = {
+                let store = store.clone();
+                thread::spawn(move || {
+                    let id = store.write_new_obj_from_bytes(b"other").unwrap();
+                    store.commit().unwrap();
+                    id
+                })
+            };
+            let mine = {
+                let hold = store.hold_commits().unwrap();
+                let mine = store.write_new_obj_from_bytes(b"mine").unwrap();
+                hold.commit().unwrap();
+                mine
+            };
+            let theirs = other.join().unwrap();
+            drop(store);
+            let image = disk.crash_image(bob_io_helpers::testing::CrashMode::PowerLoss, 1);
+            let reopened =
+                Base::open_with(SimDisk::from_image(image), StoreOptions::default()).unwrap();
+            assert_eq!(reopened.read_bytes_from_obj(mine).unwrap(), b"mine");
+            assert_eq!(reopened.read_bytes_from_obj(theirs).unwrap(), b"other");
         });
     }
 

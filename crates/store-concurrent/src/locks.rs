@@ -33,6 +33,8 @@ struct Table {
     held: HashMap<u64, State>,
     /// Set while `all` waits or holds: no new lock is granted in this shard.
     draining: bool,
+    /// Pins held (`pin`; kept in shard 0 only): `all` waits for them as for object locks.
+    pins: usize,
     /// Threads waiting on this shard's condition variable: releases notify only if some.
     waiting: usize,
     /// Where recently read objects of this shard are. An entry changes only under the
@@ -158,7 +160,7 @@ impl LockTable {
         loop {
             let mut guards: Vec<MutexGuard<'_, Table>> =
                 self.shards.iter().map(|s| s.table.lock()).collect();
-            match guards.iter().position(|t| t.draining || !t.held.is_empty()) {
+            match guards.iter().position(|t| t.draining || !t.held.is_empty() || t.pins > 0) {
                 None => {
                     for table in &mut guards {
                         table.draining = true;
@@ -172,6 +174,27 @@ impl LockTable {
                 }
             }
         }
+    }
+
+    /// A lock on no object that `all` waits for as for an object lock (a commit hold, whose
+    /// holder takes object locks while other threads wait for the group commit it holds: a
+    /// compaction holding `all` while it waits for the group would otherwise wait for ever).
+    /// Waits while `all` is held or waited for.
+    pub(crate) fn pin(&self) -> Pin<'_> {
+        let shard = &self.shards[0];
+        let mut table = shard.table.lock();
+        while table.draining {
+            table = shard.wait(table);
+        }
+        table.pins += 1;
+        Pin { locks: self }
+    }
+
+    fn release_pin(&self) {
+        let shard = &self.shards[0];
+        let mut table = shard.table.lock();
+        table.pins -= 1;
+        shard.notify_if_waited(table);
     }
 
     /// Caches where `id` is, for a reader holding its shared lock (buffered objects are not
@@ -257,6 +280,18 @@ pub(crate) struct ExclusiveLock<'a> {
 impl Drop for ExclusiveLock<'_> {
     fn drop(&mut self) {
         self.locks.release_exclusive(&self.ids);
+    }
+}
+
+/// A pin ([`LockTable::pin`]), released on drop.
+#[derive(Debug)]
+pub(crate) struct Pin<'a> {
+    locks: &'a LockTable,
+}
+
+impl Drop for Pin<'_> {
+    fn drop(&mut self) {
+        self.locks.release_pin();
     }
 }
 

@@ -7,6 +7,7 @@ mod compaction;
 mod crash;
 mod group;
 mod model;
+mod shared;
 mod sim;
 mod trees;
 mod values;
