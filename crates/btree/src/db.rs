@@ -270,6 +270,8 @@ pub(crate) struct Core<S: SplitStore<Io: Clone> + PrimeStorer> {
     /// Held by a checkpoint through both its phases (taken after `writer`): one at a time,
     /// and the store commits of nothing else interleave with one.
     ckpt: Mutex<()>,
+    /// Set once [`Db::store`] handed the store out: it may hold other users' objects.
+    shared: AtomicBool,
     rewrites: Mutex<Rewrites>,
     /// Value objects no tree holds, not deleted yet, with the checkpoint that dropped them
     /// (kept in the catalog): deleted by the first checkpoint that publishes when no reader
@@ -480,11 +482,25 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Sync + 'static> Db<S> {
 }
 
 impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
-    /// The store underneath, to read and check it (`verify`, counts). Writing or committing
-    /// through it while the database is open breaks the database's checkpoints: use
-    /// [`Db::compact`] to compact it.
+    /// The store underneath: to read and check it (`verify`, counts), or to keep other
+    /// objects (a treap, blobs) in the same file. Other users may write and commit through
+    /// it while the database is open: a checkpoint holds their commits off from its first
+    /// write to its own commit ([`ConcurrentStore::hold_commits`]), so none makes half of
+    /// it durable. They must leave the prime object and the database's objects alone. Once
+    /// the store was handed out here, `close` compacts a sparse file in place, never by
+    /// copying the trees into a new file (the copy would leave the other objects behind).
+    /// Use [`Db::compact`] to compact it.
     pub fn store(&self) -> &ConcurrentStore<S> {
+        self.core.shared.store(true, Ordering::Relaxed);
         &self.core.store
+    }
+
+    /// The bytes live objects and metadata take and the store file's length
+    /// (`ConcurrentStore::space_in_use`; `None` until a lazy open is complete), without
+    /// handing the store out (which [`Db::store`] does, and a `close` then compacts in
+    /// place only).
+    pub fn space_in_use(&self) -> Result<Option<(u64, u64)>> {
+        Ok(self.core.store.space_in_use()?)
     }
 
     /// A write transaction; waits while another one (or a checkpoint) runs. Its changes are
@@ -704,6 +720,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             committed: Mutex::new(Arc::new(snapshot)),
             writer: Mutex::new(Pending::default()),
             ckpt: Mutex::new(()),
+            shared: AtomicBool::new(false),
             rewrites: Mutex::new(HashMap::new()),
             deferred: Mutex::new(deferred),
             readers: Mutex::new(BTreeMap::new()),
@@ -988,6 +1005,9 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
     /// database's no longer: the database refuses every write.
     fn compact_by_copy(&self) -> Result<Option<S::Io>> {
         let Some(files) = &self.files else { return Ok(None) };
+        if self.shared.load(Ordering::Relaxed) {
+            return Ok(None); // the store may hold objects that are not the database's
+        }
         let _pending = self.writer.lock();
         let _ckpt = self.ckpt.lock();
         self.check_writable()?;

@@ -18,11 +18,16 @@
 //! under its mutex) before the global lock; its holder takes no object lock, except a commit
 //! hold's ([`ConcurrentStore::hold_commits`]): that takes a pin first, which `compact` and
 //! `verify` (every object lock, then the leadership) wait for as for an object lock, and
-//! then locks only objects of its own. A thread holding a token waits for nothing, and no
-//! thread holds some object locks while waiting for others, so no cycle of waiting threads
-//! can form. (The loom models check each of these orders.) A thread may hold
-//! several reader guards at once. It must not hold a writer guard while opening another
-//! writer guard on a different object.
+//! then locks only objects of its own. A thread holding a token waits for nothing, and a
+//! thread that holds object locks waits for another only as a reader holding only readers,
+//! for a writer that waits for no object lock (the rule of `locks.rs`, enforced), so no
+//! cycle of waiting threads can form. (The loom models check each of these orders.)
+//!
+//! No rule is left to the caller: a thread may hold several guards at once and open more; a
+//! request that would have to wait while the thread holds a writer guard, a writer wanted
+//! while it holds any guard, or `compact`/`verify` while it holds one, returns
+//! `Error::WouldDeadlock` at once instead of waiting. Guards stay on the thread that opened
+//! them (they are not `Send`).
 //!
 //! # Guarantees
 //! - Rewrites are copy-on-write: a reader of an object never sees a half-written version, and
@@ -113,24 +118,43 @@ impl<S: SplitStore> Drop for Ending<'_, S> {
 
 /// A hold on a [`ConcurrentStore`]'s commits ([`ConcurrentStore::hold_commits`]); commits
 /// of other callers run again once it is dropped.
+///
+/// Dropping a hold that did not end with a successful [`commit`](CommitHold::commit) (an
+/// error, a panic) latches the store: the writes made under it may be half of a change, and
+/// the next commit of anyone would make that half durable; the store refuses writes until
+/// reopened, which recovers the last commit. A hold stays on the thread that took it.
 #[must_use = "other callers' commits run again as soon as the hold is dropped"]
 pub struct CommitHold<'a, S: SplitStore<Io: Clone>> {
     store: &'a ConcurrentStore<S>,
     _hold: GroupHold<'a>,
     _pin: Pin<'a>,
+    /// Whether the last thing the hold did was a successful commit.
+    committed: std::cell::Cell<bool>,
+    /// The holder is checked by thread: the hold must not move.
+    _thread: std::marker::PhantomData<*const ()>,
 }
 
 impl<S: SplitStore<Io: Clone>> CommitHold<'_, S> {
     /// Makes every finished write durable, atomically (as [`ConcurrentStore::commit`], for
     /// the holder alone: no other caller's commit is running or starts meanwhile).
     pub fn commit(&self) -> Result<()> {
+        self.committed.set(false);
         self.store.check_open()?;
-        self.store.commit_now().map(|_| ())
+        self.store.commit_now()?;
+        self.committed.set(true);
+        Ok(())
     }
 }
 
 impl<S: SplitStore<Io: Clone>> Drop for CommitHold<'_, S> {
     fn drop(&mut self) {
+        if !self.committed.get() {
+            self.store.inner.write().fail(
+                "a commit hold ended without its commit: what was written under it may be \
+                 half of a change"
+                    .into(),
+            );
+        }
         *self.store.holder.lock() = None;
     }
 }
@@ -367,7 +391,7 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
     /// The whole object into `buf`, checksum checked.
     pub fn read_obj_into(&self, id: ObjectId, buf: &mut Vec<u8>) -> Result<()> {
         self.check_open()?;
-        let (_shared, cached) = self.locks.shared_and_cached(id.0);
+        let (_shared, cached) = self.locks.shared_and_cached(id.0)?;
         self.reader(id, cached)?.read_whole(buf)
     }
 
@@ -404,7 +428,7 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
     /// Deletes an object once its readers and writers are done.
     pub fn delete_obj(&self, id: ObjectId) -> Result<()> {
         self.check_open()?;
-        let _exclusive = self.locks.exclusive(&[id.0]);
+        let _exclusive = self.locks.exclusive(&[id.0])?;
         self.locks.forget(id.0);
         self.with_store(|store| store.delete_obj(id))
     }
@@ -412,7 +436,7 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
     /// A reader over one object; it holds the object's shared lock until dropped.
     pub fn late_read_obj(&self, id: ObjectId) -> Result<ConcurrentReader<'_, S>> {
         self.check_open()?;
-        let (lock, cached) = self.locks.shared_and_cached(id.0);
+        let (lock, cached) = self.locks.shared_and_cached(id.0)?;
         let inner = self.reader(id, cached)?;
         Ok(ConcurrentReader { inner, _lock: lock, id })
     }
@@ -428,7 +452,7 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
     /// A writer over an existing object (copy-on-write); it holds the object's exclusive lock.
     pub fn write_to_obj(&self, id: ObjectId) -> Result<ConcurrentWriter<'_, S>> {
         self.check_open()?;
-        let lock = self.locks.exclusive(&[id.0]);
+        let lock = self.locks.exclusive(&[id.0])?;
         self.locks.forget(id.0);
         let inner = ObjectWriter::rewrite(Shared(self), id)?;
         Ok(ConcurrentWriter { inner, _lock: Some(lock) })
@@ -438,7 +462,7 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
     /// holds the object's exclusive lock. Bytes not written are zeros.
     pub fn late_replace_obj(&self, id: ObjectId, size: u64) -> Result<ConcurrentWriter<'_, S>> {
         self.check_open()?;
-        let lock = self.locks.exclusive(&[id.0]);
+        let lock = self.locks.exclusive(&[id.0])?;
         self.locks.forget(id.0);
         let inner = ObjectWriter::replace(Shared(self), id, size)?;
         Ok(ConcurrentWriter { inner, _lock: Some(lock) })
@@ -450,7 +474,7 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
     pub fn replace_obj(&self, id: ObjectId, bytes: &[u8]) -> Result<()> {
         if !bytes.is_empty() && bytes.len() <= IN_LOCK_WRITE {
             self.check_open()?;
-            let _exclusive = self.locks.exclusive(&[id.0]);
+            let _exclusive = self.locks.exclusive(&[id.0])?;
             self.locks.forget(id.0);
             return self.with_store(|store| store.replace_obj(id, bytes));
         }
@@ -461,10 +485,11 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
     /// in place, to any length, and they are written back under the same id, all under the
     /// object's exclusive lock, so no other writer of the object comes between the read and
     /// the write (a counter, a serde value kept in an object). Returns what `change` returned.
-    /// Like every write, it is durable at the next commit. `change` must not call this store
-    /// (its object lock is held): a read or write of the same object, `compact` or `verify`
-    /// would wait for ever, and an update of another object could deadlock against a thread
-    /// updating the two the other way round. Compute in `change`, call the store after.
+    /// Like every write, it is durable at the next commit. `change` runs with the object's
+    /// writer lock held, so a call of this store from inside it that would wait for a lock
+    /// (a read or write of the same object, `compact`, `verify`, another object some thread
+    /// holds) returns `Error::WouldDeadlock` rather than waiting: compute in `change`, call
+    /// the store after.
     ///
     /// ```
     /// # fn main() -> Result<(), bob_store_core::Error> {
@@ -490,7 +515,7 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
     /// ```
     pub fn update_obj<R>(&self, id: ObjectId, change: impl FnOnce(&mut Vec<u8>) -> R) -> Result<R> {
         self.check_open()?;
-        let _exclusive = self.locks.exclusive(&[id.0]);
+        let _exclusive = self.locks.exclusive(&[id.0])?;
         self.locks.forget(id.0);
         // Located without caching the location (`reader` would remember it): the write below
         // moves the object, and a remembered old location would send later readers to the
@@ -553,7 +578,8 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
     /// between the two would make half of it durable.
     ///
     /// Other threads' writes go on during a hold, and its commit makes durable whatever
-    /// they finished, as any commit does. The holder's own `commit`, `close`, `compact` and
+    /// they finished, as any commit does. A hold dropped without a successful commit latches
+    /// the store (see [`CommitHold`]). The holder's own `commit`, `close`, `compact` and
     /// `verify` are refused (they would wait for the hold); a `compact` or `verify` of
     /// another thread waits until the hold is dropped. Waits for the commit running now. A
     /// hold must not wait for an object lock that a thread waiting to commit holds: lock
@@ -566,7 +592,13 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
         let pin = self.locks.pin();
         let hold = self.group.hold();
         *self.holder.lock() = Some(thread::current().id());
-        Ok(CommitHold { store: self, _hold: hold, _pin: pin })
+        Ok(CommitHold {
+            store: self,
+            _hold: hold,
+            _pin: pin,
+            committed: std::cell::Cell::new(false),
+            _thread: std::marker::PhantomData,
+        })
     }
 
     /// How many commits were asked for and how many commits of the store ran for them.
@@ -606,7 +638,7 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
     pub fn write_batched_objs(&self, objects: &[(ObjectId, &[u8])]) -> Result<()> {
         self.check_open()?;
         let ids: Vec<u64> = objects.iter().map(|(id, _)| id.0).collect();
-        let _exclusive = self.locks.exclusive(&ids);
+        let _exclusive = self.locks.exclusive(&ids)?;
         for &id in &ids {
             self.locks.forget(id);
         }
@@ -622,7 +654,7 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
     pub fn compact(&self) -> Result<CompactReport> {
         self.check_open()?;
         self.check_not_holding("compact")?;
-        let _all = self.locks.all();
+        let _all = self.locks.all()?;
         self.locks.forget_all();
         self.group.exclusive(|| self.with_store(|store| SplitStore::compact(store)))
     }
@@ -646,7 +678,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> ConcurrentStore<S> {
     /// The prime object's id, creating it with `size` zero bytes if needed.
     pub fn prime_object(&self, size: u64) -> Result<ObjectId> {
         self.check_open()?;
-        let _exclusive = self.locks.exclusive(&[bob_store_core::PRIME_OBJECT_ID.0]);
+        let _exclusive = self.locks.exclusive(&[bob_store_core::PRIME_OBJECT_ID.0])?;
         self.locks.forget(bob_store_core::PRIME_OBJECT_ID.0);
         self.with_store(|store| store.prime_object(size))
     }
@@ -658,7 +690,7 @@ impl<A: bob_store_core::SpaceAllocator, B: FileBackend + Clone> ConcurrentStore<
     pub fn verify(&self) -> Result<VerifyReport> {
         self.check_open()?;
         self.check_not_holding("verify")?;
-        let _all = self.locks.all();
+        let _all = self.locks.all()?;
         self.with_store_shared(|store| store.verify())
     }
 

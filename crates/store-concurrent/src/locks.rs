@@ -7,16 +7,34 @@
 //!
 //! Deadlock freedom: an exclusive lock on several ids is taken all at once or not at all. The
 //! shards involved are locked in ascending order; if any id is busy, every shard is released
-//! before waiting on the busy one, so no thread holds some object locks while waiting for
-//! others. `all` (for compaction and verification) takes every shard at an instant when no
-//! lock is held. A thread therefore waits only for threads that hold a complete set of object
-//! locks and wait for nothing but the store's short global lock and disk tokens, which are
-//! never held while waiting for an object lock.
+//! before waiting on the busy one. `all` (for compaction and verification) takes every shard
+//! at an instant when no lock is held. And the table knows which locks each thread holds (a
+//! thread-local count per table; the guards cannot move to another thread), so the rule that
+//! makes waiting safe is enforced, not left to callers: a thread waits for an object lock only
+//! when it holds none, or when it holds only shared locks and asks for another shared one.
+//! Any other request that would wait (a second writer while holding a guard, a writer while
+//! holding a reader, a reader while holding a writer, `all` while holding anything) is
+//! refused with `Error::WouldDeadlock` instead. A thread that waits for a shared lock waits
+//! for a writer, which by that rule never waits for an object lock; the writers themselves
+//! wait only for the store's global lock, disk tokens and the group commit, whose holders
+//! wait for no object lock. No cycle of waiting threads can form.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::marker::PhantomData;
 
-use bob_io_helpers::sync::{Condvar, Mutex, MutexGuard};
-use bob_store_core::Located;
+use bob_io_helpers::sync::{Condvar, Mutex, MutexGuard, thread_local};
+use bob_store_core::{Error, Located, ObjectId};
+
+thread_local! {
+    /// The object locks this thread holds, per lock table (by address): (shared guards,
+    /// exclusive guards, `all` counted as exclusive).
+    #[allow(clippy::missing_const_for_thread_local, reason = "loom's thread_local! takes no const")]
+    static HELD: RefCell<Vec<(usize, u32, u32)>> = RefCell::new(Vec::new());
+}
+
+/// Keeps a guard on the thread that took it (the per-thread counts must see its release).
+type NotSend = PhantomData<*const ()>;
 
 const SHARDS: usize = 64;
 /// Cached object locations per shard; a full shard's cache is emptied.
@@ -85,32 +103,99 @@ fn shard_of(id: u64) -> usize {
 }
 
 impl LockTable {
+    fn key(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
+    /// (shared, exclusive) guards of this table the calling thread holds.
+    fn held_here(&self) -> (u32, u32) {
+        let key = self.key();
+        HELD.with(|held| {
+            held.borrow().iter().find(|e| e.0 == key).map_or((0, 0), |&(_, s, x)| (s, x))
+        })
+    }
+
+    /// Counts a guard taken (`+1`) or released (`-1`) by the calling thread.
+    fn note(&self, shared: i32, exclusive: i32) {
+        let key = self.key();
+        HELD.with(|held| {
+            let mut held = held.borrow_mut();
+            let at = match held.iter().position(|e| e.0 == key) {
+                Some(at) => at,
+                None => {
+                    held.push((key, 0, 0));
+                    held.len() - 1
+                }
+            };
+            let entry = &mut held[at];
+            entry.1 = entry.1.saturating_add_signed(shared);
+            entry.2 = entry.2.saturating_add_signed(exclusive);
+            if entry.1 == 0 && entry.2 == 0 {
+                held.swap_remove(at);
+            }
+        });
+    }
+
+    /// The refusal of a wait that could close a cycle.
+    fn would_deadlock(&self, asked: &str) -> Error {
+        let (shared, exclusive) = self.held_here();
+        Error::WouldDeadlock(format!(
+            "this thread holds {exclusive} writer and {shared} reader guard(s) of the store and \
+             asked for {asked}, which another thread holds: waiting could deadlock; drop the \
+             guards first (in update_obj's change, compute, and call the store after)"
+        ))
+    }
+
     /// Shared access to `id`: waits while a writer holds it.
     #[cfg(test)]
     pub(crate) fn shared(&self, id: u64) -> SharedLock<'_> {
-        self.shared_and_cached(id).0
+        self.shared_and_cached(id).expect("no wait that could deadlock").0
     }
 
     /// Shared access to `id` and, in the same visit to its shard, its cached location.
-    pub(crate) fn shared_and_cached(&self, id: u64) -> (SharedLock<'_>, Option<Located<'static>>) {
+    /// Waits while a writer holds it, unless this thread holds a writer guard itself
+    /// (`WouldDeadlock`).
+    pub(crate) fn shared_and_cached(
+        &self,
+        id: u64,
+    ) -> Result<(SharedLock<'_>, Option<Located<'static>>), Error> {
+        let may_wait = self.held_here().1 == 0;
         let shard = &self.shards[shard_of(id)];
         let mut table = shard.table.lock();
         while table.draining || table.held.get(&id).is_some_and(|s| s.writer) {
+            if !may_wait {
+                drop(table);
+                return Err(self.would_deadlock(&format!("a reader of object {}", ObjectId(id))));
+            }
             table = shard.wait(table);
         }
         table.held.entry(id).or_default().readers += 1;
         let located = table.located.get(&id).cloned();
-        (SharedLock { locks: self, id }, located)
+        drop(table);
+        self.note(1, 0);
+        Ok((SharedLock { locks: self, id, _thread: PhantomData }, located))
     }
 
-    /// Exclusive access to every id in `ids` (duplicates allowed), all at once.
-    pub(crate) fn exclusive(&self, ids: &[u64]) -> ExclusiveLock<'_> {
+    /// Exclusive access to every id in `ids` (duplicates allowed), all at once. Waits while
+    /// any is held, unless this thread holds a guard itself (`WouldDeadlock`).
+    pub(crate) fn exclusive(&self, ids: &[u64]) -> Result<ExclusiveLock<'_>, Error> {
+        let may_wait = self.held_here() == (0, 0);
         let mut ids = ids.to_vec();
         ids.sort_unstable_by_key(|&id| (shard_of(id), id));
         ids.dedup();
         loop {
             match self.try_exclusive(&ids) {
-                Ok(()) => return ExclusiveLock { locks: self, ids },
+                Ok(()) => {
+                    self.note(0, 1);
+                    return Ok(ExclusiveLock { locks: self, ids, _thread: PhantomData });
+                }
+                Err(_) if !may_wait => {
+                    let which = match ids.as_slice() {
+                        [id] => format!("a writer of object {}", ObjectId(*id)),
+                        _ => format!("writers of {} objects", ids.len()),
+                    };
+                    return Err(self.would_deadlock(&which));
+                }
                 Err(busy) => {
                     // Holding nothing, wait for the busy shard to change, then retry.
                     let shard = &self.shards[busy];
@@ -155,8 +240,12 @@ impl LockTable {
     /// Every object, exclusively. With every shard locked (in order) it checks that no lock
     /// is held and only then marks every shard draining, so no thread that already holds a
     /// guard can be left waiting behind it (a reader opening a second guard is safe). Under
-    /// load that never leaves a quiet instant it waits.
-    pub(crate) fn all(&self) -> AllLock<'_> {
+    /// load that never leaves a quiet instant it waits. A thread that holds a guard of this
+    /// table would wait for itself: `WouldDeadlock`.
+    pub(crate) fn all(&self) -> Result<AllLock<'_>, Error> {
+        if self.held_here() != (0, 0) {
+            return Err(self.would_deadlock("every object (a compaction or a verify)"));
+        }
         loop {
             let mut guards: Vec<MutexGuard<'_, Table>> =
                 self.shards.iter().map(|s| s.table.lock()).collect();
@@ -165,7 +254,9 @@ impl LockTable {
                     for table in &mut guards {
                         table.draining = true;
                     }
-                    return AllLock { locks: self };
+                    drop(guards);
+                    self.note(0, 1);
+                    return Ok(AllLock { locks: self, _thread: PhantomData });
                 }
                 Some(busy) => {
                     let table = guards.swap_remove(busy);
@@ -179,7 +270,7 @@ impl LockTable {
     /// A lock on no object that `all` waits for as for an object lock (a commit hold, whose
     /// holder takes object locks while other threads wait for the group commit it holds: a
     /// compaction holding `all` while it waits for the group would otherwise wait for ever).
-    /// Waits while `all` is held or waited for.
+    /// Waits while `all` is held.
     pub(crate) fn pin(&self) -> Pin<'_> {
         let shard = &self.shards[0];
         let mut table = shard.table.lock();
@@ -228,6 +319,7 @@ impl LockTable {
     }
 
     fn release_shared(&self, id: u64) {
+        self.note(-1, 0);
         let shard = &self.shards[shard_of(id)];
         let mut table = shard.table.lock();
         if let Some(state) = table.held.get_mut(&id) {
@@ -240,6 +332,7 @@ impl LockTable {
     }
 
     fn release_exclusive(&self, ids: &[u64]) {
+        self.note(0, -1);
         for &id in ids {
             let shard = &self.shards[shard_of(id)];
             let mut table = shard.table.lock();
@@ -249,6 +342,7 @@ impl LockTable {
     }
 
     fn release_all(&self) {
+        self.note(0, -1);
         for shard in &self.shards {
             let mut table = shard.table.lock();
             table.draining = false;
@@ -262,6 +356,7 @@ impl LockTable {
 pub(crate) struct SharedLock<'a> {
     locks: &'a LockTable,
     id: u64,
+    _thread: NotSend,
 }
 
 impl Drop for SharedLock<'_> {
@@ -275,6 +370,7 @@ impl Drop for SharedLock<'_> {
 pub(crate) struct ExclusiveLock<'a> {
     locks: &'a LockTable,
     ids: Vec<u64>,
+    _thread: NotSend,
 }
 
 impl Drop for ExclusiveLock<'_> {
@@ -299,6 +395,7 @@ impl Drop for Pin<'_> {
 #[derive(Debug)]
 pub(crate) struct AllLock<'a> {
     locks: &'a LockTable,
+    _thread: NotSend,
 }
 
 impl Drop for AllLock<'_> {
@@ -321,7 +418,7 @@ mod tests {
         assert_eq!(locks.held(), 2);
         drop((a, b, c));
         assert_eq!(locks.held(), 0);
-        let w = locks.exclusive(&[3, 1, 3]);
+        let w = locks.exclusive(&[3, 1, 3]).unwrap();
         assert_eq!(locks.held(), 2);
         drop(w);
         assert_eq!(locks.held(), 0);
@@ -337,7 +434,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for _ in 0..300 {
                         if i % 2 == 0 {
-                            let _w = locks.exclusive(&[7, 8]);
+                            let _w = locks.exclusive(&[7, 8]).unwrap();
                             assert_eq!(inside.fetch_add(100, Ordering::SeqCst), 0);
                             inside.fetch_sub(100, Ordering::SeqCst);
                         } else {
@@ -362,7 +459,7 @@ mod tests {
         let waiter = {
             let locks = locks.clone();
             std::thread::spawn(move || {
-                let _all = locks.all();
+                let _all = locks.all().unwrap();
                 locks.held()
             })
         };
@@ -370,6 +467,71 @@ mod tests {
         drop(reader);
         assert_eq!(waiter.join().unwrap(), 0);
         let _again = locks.shared(5);
+    }
+
+    /// Two threads each hold a writer and ask for the other's object: the classic deadlock.
+    /// Both requests are refused at once (neither may wait while holding a writer), and
+    /// both objects are free again afterwards.
+    #[test]
+    fn crossed_writers_are_refused_not_deadlocked() {
+        let locks = Arc::new(LockTable::default());
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let cross = |mine: u64, theirs: u64| {
+            let (locks, barrier) = (locks.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let _held = locks.exclusive(&[mine]).unwrap();
+                barrier.wait();
+                let refused = matches!(locks.exclusive(&[theirs]), Err(Error::WouldDeadlock(_)));
+                barrier.wait();
+                refused
+            })
+        };
+        let (a, b) = (cross(1, 2), cross(2, 1));
+        assert!(a.join().unwrap() && b.join().unwrap());
+        assert_eq!(locks.held(), 0);
+        drop(locks.exclusive(&[1, 2]).unwrap());
+    }
+
+    /// Every request that could close a cycle is refused while it would wait, and allowed
+    /// when it need not wait; a reader holding readers waits for a writer as before.
+    #[test]
+    fn what_a_holder_may_wait_for() {
+        let locks = LockTable::default();
+        // Holding a writer: a reader of the same object (an update's change reading its own
+        // object), an upgrade, `all`.
+        let w = locks.exclusive(&[1]).unwrap();
+        assert!(matches!(locks.shared_and_cached(1), Err(Error::WouldDeadlock(_))));
+        assert!(matches!(locks.exclusive(&[1]), Err(Error::WouldDeadlock(_))));
+        assert!(matches!(locks.all(), Err(Error::WouldDeadlock(_))));
+        // Free objects are granted even so.
+        let r = locks.shared(2);
+        let w2 = locks.exclusive(&[3]).unwrap();
+        drop((w, r, w2));
+        // Holding a reader: a writer of a busy object is refused; another reader is fine.
+        let r = locks.shared(1);
+        let r_again = locks.shared(1);
+        assert!(matches!(locks.exclusive(&[1]), Err(Error::WouldDeadlock(_))));
+        drop((r, r_again));
+        assert_eq!(locks.held(), 0);
+        assert_eq!(locks.held_here(), (0, 0), "the thread's counts are back to zero");
+    }
+
+    /// A thread holding only readers waits for another thread's writer, as before.
+    #[test]
+    fn a_reader_holding_readers_waits_for_a_writer() {
+        let locks = Arc::new(LockTable::default());
+        let writer = locks.exclusive(&[9]).unwrap();
+        let reader = {
+            let locks = locks.clone();
+            std::thread::spawn(move || {
+                let _first = locks.shared(8);
+                let _second = locks.shared(9); // waits for the writer
+                locks.held()
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        drop(writer);
+        assert_eq!(reader.join().unwrap(), 2);
     }
 }
 
@@ -389,7 +551,7 @@ mod loom_tests {
             let inside = Arc::new(AtomicUsize::new(0));
             let batch = |ids: [u64; 2], locks: Arc<LockTable>, inside: Arc<AtomicUsize>| {
                 thread::spawn(move || {
-                    let _w = locks.exclusive(&ids);
+                    let _w = locks.exclusive(&ids).unwrap();
                     assert_eq!(inside.fetch_add(100, Ordering::SeqCst), 0);
                     inside.fetch_sub(100, Ordering::SeqCst);
                 })
@@ -401,6 +563,34 @@ mod loom_tests {
                 let _r = locks.shared(66);
                 assert!(inside.fetch_add(1, Ordering::SeqCst) < 100);
                 inside.fetch_sub(1, Ordering::SeqCst);
+            }
+            a.join().unwrap();
+            b.join().unwrap();
+            assert_eq!(locks.held(), 0);
+        });
+    }
+
+    /// Two threads each hold a writer and ask for the other's object, and a third holds a
+    /// reader of one and asks for the other: no interleaving deadlocks; a refused request
+    /// is `WouldDeadlock`, and every lock is released at the end.
+    #[test]
+    fn loom_crossed_requests_never_deadlock() {
+        loom::model(|| {
+            let locks = Arc::new(LockTable::default());
+            let cross = |mine: u64, theirs: u64, locks: Arc<LockTable>| {
+                thread::spawn(move || {
+                    let _held = locks.exclusive(&[mine]).unwrap();
+                    match locks.exclusive(&[theirs]) {
+                        Ok(_) | Err(Error::WouldDeadlock(_)) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                })
+            };
+            let a = cross(1, 2, locks.clone());
+            let b = cross(2, 1, locks.clone());
+            {
+                let _r = locks.shared_and_cached(1).unwrap();
+                let _r2 = locks.shared_and_cached(2).unwrap();
             }
             a.join().unwrap();
             b.join().unwrap();
@@ -421,7 +611,7 @@ mod nesting_tests {
         let first = locks.shared(1);
         let waiter = {
             let locks = locks.clone();
-            std::thread::spawn(move || drop(locks.all()))
+            std::thread::spawn(move || drop(locks.all().unwrap()))
         };
         std::thread::sleep(std::time::Duration::from_millis(20));
         let second = locks.shared(2); // would deadlock if `all` drained shard 2 already

@@ -59,6 +59,14 @@ pub enum Error {
     #[error("object {0} not found")]
     NotFound(ObjectId),
 
+    /// A call on a shared store would wait for an object lock while the calling thread holds
+    /// a lock that the other holder may in turn be waiting for (a writer guard kept open while
+    /// opening a second guard, a store call from inside `update_obj`'s `change`): refused
+    /// instead of risking a deadlock. Nothing was done; drop the guards this thread holds,
+    /// then try again.
+    #[error("would deadlock: {0}")]
+    WouldDeadlock(String),
+
     /// The id's object was deleted and its index now holds a newer object, `current`: the id
     /// was kept past its object's deletion (a stale root, a stale reference).
     #[error(

@@ -87,7 +87,7 @@ fn a_crash_at_every_operation_of_a_compacting_close_loses_nothing() {
     let mut machine = Machine::new();
     let (clock, before) = machine.create_then_close(&options, u64::MAX, |db| {
         shrink(db, &mut allowed)?;
-        Ok(db.store().space_in_use()?.expect("a complete open").1)
+        Ok(db.space_in_use()?.expect("a complete open").1)
     });
     let before = before.unwrap();
     let last = allowed.last().unwrap().clone();

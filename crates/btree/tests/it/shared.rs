@@ -131,3 +131,37 @@ fn a_btree_a_treap_and_objects_share_one_store_across_four_threads_and_power_los
         assert!(store.verify().unwrap().is_clean(), "image {i}: the store does not verify");
     }
 }
+
+/// A database whose store was handed out (other users may keep objects in it) is never
+/// compacted on close by copying its trees into a new file: the copy would leave the other
+/// objects behind. It compacts in place, and the other objects survive.
+#[test]
+fn close_never_copies_a_shared_store_away_from_its_other_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let options = bob_btree::DbOptions { compact_on_close_min_bytes: 0, ..Default::default() };
+    let db = Db::create_with(&path, &options).unwrap();
+    let mut txn = db.begin_write().unwrap();
+    {
+        let mut tree = txn.open_tree::<u64, Vec<u8>>("t").unwrap();
+        for k in 0..2_000u64 {
+            tree.insert(&k, &vec![7u8; 200]).unwrap();
+        }
+    }
+    txn.commit(Durability::Durable).unwrap();
+    let theirs = db.store().write_new_obj_from_bytes(b"not the database's").unwrap();
+    db.store().commit().unwrap();
+    let mut txn = db.begin_write().unwrap();
+    {
+        let mut tree = txn.open_tree::<u64, Vec<u8>>("t").unwrap();
+        for k in 0..1_990u64 {
+            tree.remove(&k).unwrap();
+        }
+    }
+    txn.commit(Durability::Durable).unwrap();
+    db.close().unwrap();
+    let db = Db::open_with(&path, &options).unwrap();
+    assert_eq!(db.store().read_bytes_from_obj(theirs).unwrap(), b"not the database's");
+    assert_eq!(db.begin_read().open_tree::<u64, Vec<u8>>("t").unwrap().len(), 10);
+    db.close().unwrap();
+}

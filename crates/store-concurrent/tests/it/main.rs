@@ -511,3 +511,65 @@ fn a_stale_id_is_refused_even_after_its_location_was_cached() {
     assert!(stale(store.delete_obj(old)));
     assert_eq!(store.read_bytes_from_obj(new).unwrap(), b"new");
 }
+
+/// The lock-ordering traps of the first user's hour are errors now, not hangs: an update
+/// whose `change` reads its own object, and two threads each holding a writer guard and
+/// opening one on the other's object.
+#[test]
+fn lock_order_traps_are_errors_not_deadlocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ConcurrentStore::create_base(dir.path().join("s"), opts(), 0).unwrap();
+    let a = store.write_new_obj_from_bytes(b"a").unwrap();
+    let b = store.write_new_obj_from_bytes(b"b").unwrap();
+    let inner = store.update_obj(a, |_| store.read_bytes_from_obj(a)).unwrap();
+    assert!(matches!(inner, Err(Error::WouldDeadlock(_))), "{inner:?}");
+    let inner = store.update_obj(a, |_| store.compact().map(|_| ())).unwrap();
+    assert!(matches!(inner, Err(Error::WouldDeadlock(_))), "{inner:?}");
+    let barrier = Barrier::new(2);
+    let refused = thread::scope(|scope| {
+        let cross = |mine: ObjectId, theirs: ObjectId| {
+            let (store, barrier) = (&store, &barrier);
+            scope.spawn(move || {
+                let held = store.write_to_obj(mine).unwrap();
+                barrier.wait();
+                let second = store.write_to_obj(theirs).map(drop);
+                barrier.wait();
+                drop(held);
+                matches!(second, Err(Error::WouldDeadlock(_)))
+            })
+        };
+        let (x, y) = (cross(a, b), cross(b, a));
+        (x.join().unwrap(), y.join().unwrap())
+    });
+    assert_eq!(refused, (true, true));
+    assert_eq!(store.locks_held(), 0);
+    assert_eq!(store.read_bytes_from_obj(a).unwrap(), b"a");
+    store.commit().unwrap();
+}
+
+/// A commit hold that ends without its commit (an error or a panic half way through a
+/// change) latches the store: no later commit, of anyone, makes half the change durable.
+#[test]
+fn a_hold_dropped_without_its_commit_latches_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let store = ConcurrentStore::create_base(&path, opts(), 0).unwrap();
+    let node = store.write_new_obj_from_bytes(b"old").unwrap();
+    store.commit().unwrap();
+    {
+        let hold = store.hold_commits().unwrap();
+        store.replace_obj(node, b"new, half a change").unwrap();
+        drop(hold);
+    }
+    assert!(matches!(store.commit(), Err(Error::Failed(_))));
+    drop(store);
+    let store = ConcurrentStore::open_base(&path, opts(), 0).unwrap();
+    assert_eq!(store.read_bytes_from_obj(node).unwrap(), b"old");
+    // A hold that commits leaves the store usable.
+    let hold = store.hold_commits().unwrap();
+    store.replace_obj(node, b"whole").unwrap();
+    hold.commit().unwrap();
+    drop(hold);
+    store.commit().unwrap();
+    assert_eq!(store.read_bytes_from_obj(node).unwrap(), b"whole");
+}

@@ -136,7 +136,7 @@ pub struct Store<A: SpaceAllocator, B: FileBackend> {
     /// Journal records open dropped because their data had not reached the disk (0 or 1).
     dropped_records: u64,
     /// Set by open: the next change starts the session with a checkpoint (see
-    /// `start_session`), and so does the next commit, should one come first.
+    /// `start_session`); a checkpoint before any change (`checkpoint`, `close`) is that one.
     checkpoint_due: bool,
     /// Whether anything changed since the last commit.
     dirty: bool,

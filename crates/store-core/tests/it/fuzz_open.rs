@@ -34,7 +34,7 @@ fn seed_images() -> Vec<Vec<u8>> {
 /// Ids to read before the open completes: the first indexes under the first tags (the seed
 /// images' objects carry small tags: their stores made few commits).
 fn early_ids() -> impl Iterator<Item = ObjectId> {
-    (0..40).flat_map(|index| (0..6).map(move |tag| ObjectId::from_parts(index, tag)))
+    (0..40).flat_map(|index| (0..10).map(move |tag| ObjectId::from_parts(index, tag)))
 }
 
 #[test]

@@ -166,7 +166,7 @@ fn opened<A: SpaceAllocator>(image: &[u8], load_on_open: bool) -> Result<Content
         Store::<A, SimDisk>::open_with(SimDisk::from_image(image.to_vec()), opts).map_err(kind)?;
     // Reads before anything completes the lazy open, then the rest of the checks.
     let mut early = Contents::new();
-    for (index, tag) in (0..64).flat_map(|index| (0..8).map(move |tag| (index, tag))) {
+    for (index, tag) in (0..64).flat_map(|index| (0..16).map(move |tag| (index, tag))) {
         let id = ObjectId::from_parts(index, tag);
         if let Ok(data) = store.read_bytes_from_obj(id) {
             early.insert(id, data);
