@@ -9,9 +9,9 @@ use bob_store_core::ObjectId;
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 4] = b"BOBC";
-/// The catalog layout version this build writes (it reads 1 and 2: version 2 adds the
-/// value objects waiting to be freed).
-pub(crate) const CATALOG_VERSION: u8 = 2;
+/// The catalog layout version this build writes (it reads 1 to 3: version 2 adds the value
+/// objects waiting to be freed, version 3 the named treaps).
+pub(crate) const CATALOG_VERSION: u8 = 3;
 /// The longest tree name, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
 
@@ -45,6 +45,12 @@ pub(crate) struct Catalog {
     /// could still read them when they left), with the checkpoint that dropped them: the
     /// first checkpoint after the next open deletes them.
     pub deferred: Vec<(u64, ObjectId)>,
+    /// Treaps (bob-treap) kept by name: each one's root node (`None`: saved empty).
+    pub treaps: BTreeMap<String, Option<ObjectId>>,
+    /// The store holds objects that are not the database's (it was handed out to other
+    /// users, or held objects when the database was made in it): never compacted by copying
+    /// the trees into a new file. Once set, it stays.
+    pub shared: bool,
 }
 
 impl Catalog {
@@ -53,7 +59,8 @@ impl Catalog {
         out.extend_from_slice(MAGIC);
         out.push(CATALOG_VERSION);
         out.push(u8::from(self.logged));
-        out.extend_from_slice(&[0; 2]);
+        out.push(u8::from(self.shared));
+        out.push(0);
         out.extend_from_slice(&self.epoch.to_le_bytes());
         out.extend_from_slice(&self.log_id.to_le_bytes());
         out.extend_from_slice(&self.wal_lsn.to_le_bytes());
@@ -70,6 +77,12 @@ impl Catalog {
         for (epoch, id) in &self.deferred {
             out.extend_from_slice(&epoch.to_le_bytes());
             out.extend_from_slice(&id.0.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.treaps.len() as u32).to_le_bytes());
+        for (name, root) in &self.treaps {
+            out.push(name.len() as u8);
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(&root.map_or(0, |r| r.0).to_le_bytes());
         }
         let sum = checksum(&out);
         out.extend_from_slice(&sum.to_le_bytes());
@@ -100,10 +113,12 @@ impl Catalog {
         if checksum(body).to_le_bytes() != sum {
             return Err(corrupt("checksum mismatch"));
         }
-        if body[5] > 1 || body[6..8] != [0; 2] {
+        let flags_allowed = if version >= 3 { 1 } else { 0 };
+        if body[5] > 1 || body[6] > flags_allowed || body[7] != 0 {
             return Err(corrupt("reserved bytes are not zero"));
         }
         let logged = body[5] == 1;
+        let shared = body[6] == 1;
         let u32_at = |at: usize| u32::from_le_bytes(body[at..at + 4].try_into().expect("4 bytes"));
         let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
         let epoch = u64_at(8);
@@ -152,12 +167,38 @@ impl Catalog {
                 at += 16;
             }
         }
+        let mut treaps = BTreeMap::new();
+        if version >= 3 {
+            let count = body.get(at..at + 4).ok_or_else(|| corrupt("ends before its treaps"))?;
+            let count = u32::from_le_bytes(count.try_into().expect("4 bytes")) as usize;
+            at += 4;
+            if count > (body.len() - at) / 9 {
+                return Err(corrupt("ends in its treaps"));
+            }
+            for _ in 0..count {
+                let name_len =
+                    usize::from(*body.get(at).ok_or_else(|| corrupt("ends in a treap"))?);
+                let end = at + 1 + name_len + 8;
+                if end > body.len() {
+                    return Err(corrupt("ends in a treap"));
+                }
+                let name = std::str::from_utf8(&body[at + 1..at + 1 + name_len])
+                    .map_err(|_| corrupt("a treap name is not UTF-8"))?
+                    .to_owned();
+                let root = u64_at(at + 1 + name_len);
+                at = end;
+                if treaps.insert(name, (root != 0).then_some(ObjectId(root))).is_some() {
+                    return Err(corrupt("a treap name twice"));
+                }
+            }
+        }
         if at != body.len() {
             return Err(corrupt("bytes past the last tree"));
         }
         // A deferred object is deleted by the next checkpoint: never a root, never twice.
         let mut named: Vec<u64> = deferred.iter().map(|d| d.1.0).collect();
         named.extend(trees.values().filter_map(|t| t.root).map(|r| r.0));
+        named.extend(treaps.values().flatten().map(|r| r.0));
         named.sort_unstable();
         if named.windows(2).any(|w| w[0] == w[1]) {
             return Err(corrupt("a deferred object twice, or a tree's root"));
@@ -167,7 +208,7 @@ impl Catalog {
         if ids.windows(2).any(|w| w[0] == w[1]) {
             return Err(corrupt("two trees with one id"));
         }
-        Ok(Self { epoch, next_tree, logged, log_id, wal_lsn, trees, deferred })
+        Ok(Self { epoch, next_tree, logged, log_id, wal_lsn, trees, deferred, treaps, shared })
     }
 }
 
@@ -185,8 +226,12 @@ mod tests {
             wal_lsn: 77,
             trees: BTreeMap::new(),
             deferred: vec![(11, ObjectId(40)), (12, ObjectId(41))],
+            treaps: BTreeMap::new(),
+            shared: true,
         };
         cat.trees.insert("users".into(), StoredTree { id: 0, root: Some(ObjectId(7)), len: 99 });
+        cat.treaps.insert("names".into(), Some(ObjectId(9)));
+        cat.treaps.insert("empty".into(), None);
         cat.trees.insert("é".into(), StoredTree { id: 2, root: None, len: 0 });
         let bytes = cat.encode();
         assert_eq!(Catalog::decode(&bytes).unwrap(), cat);
@@ -203,16 +248,35 @@ mod tests {
         assert!(Catalog::decode(&twice.encode()).is_err());
         let root = Catalog { deferred: vec![(1, ObjectId(7))], ..cat.clone() };
         assert!(Catalog::decode(&root.encode()).is_err());
+        let mut treap_root = cat.clone();
+        treap_root.treaps.insert("n2".into(), Some(ObjectId(7)));
+        assert!(Catalog::decode(&treap_root.encode()).is_err(), "a treap's root is a tree's");
 
-        // Version 1: no deferred list.
-        let v1 = Catalog { deferred: Vec::new(), ..cat.clone() };
+        // Version 2: no treaps, no flags.
+        let v2 = Catalog { treaps: BTreeMap::new(), shared: false, ..cat.clone() };
+        let mut bytes = v2.encode();
+        bytes.truncate(bytes.len() - 12); // the checksum and the treap count
+        bytes[4] = 2;
+        let sum = checksum(&bytes);
+        bytes.extend_from_slice(&sum.to_le_bytes());
+        assert_eq!(Catalog::decode(&bytes).unwrap(), v2);
+        // Version 1: no deferred list either.
+        let v1 = Catalog { deferred: Vec::new(), ..v2.clone() };
         let mut bytes = v1.encode();
-        bytes.truncate(bytes.len() - 12); // the checksum and the deferred count
+        bytes.truncate(bytes.len() - 16); // the checksum and the two counts
         bytes[4] = 1;
         let sum = checksum(&bytes);
         bytes.extend_from_slice(&sum.to_le_bytes());
         assert_eq!(Catalog::decode(&bytes).unwrap(), v1);
-        bytes[4] = 3;
+        bytes[4] = 4;
         assert!(matches!(Catalog::decode(&bytes), Err(Error::UnsupportedVersion { .. })));
+        // A version 2 catalog with the shared flag set is damage.
+        let mut bytes = v2.encode();
+        bytes.truncate(bytes.len() - 12);
+        bytes[4] = 2;
+        bytes[6] = 1;
+        let sum = checksum(&bytes);
+        bytes.extend_from_slice(&sum.to_le_bytes());
+        assert!(Catalog::decode(&bytes).is_err());
     }
 }

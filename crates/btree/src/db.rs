@@ -14,6 +14,7 @@ use bob_io_helpers::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use bob_io_helpers::sync::{Mutex, MutexGuard};
 use bob_store_concurrent::{CommitHold, ConcurrentStore, GroupCommit};
 use bob_store_core::{ObjectId, PRIME_OBJECT_ID, PrimeStorer, SplitStore, Store, StoreOptions};
+use bob_treap::{PersistentTreap, TreapKey, TreapValue};
 
 use crate::catalog::{Catalog, MAX_NAME_LEN, StoredTree};
 use crate::node::{
@@ -270,8 +271,13 @@ pub(crate) struct Core<S: SplitStore<Io: Clone> + PrimeStorer> {
     /// Held by a checkpoint through both its phases (taken after `writer`): one at a time,
     /// and the store commits of nothing else interleave with one.
     ckpt: Mutex<()>,
-    /// Set once [`Db::store`] handed the store out: it may hold other users' objects.
+    /// The catalog's `shared` flag, as the last durable catalog holds it: set once
+    /// [`Db::shared_store`] handed the store out, or when the database was made in a store
+    /// holding objects. Such a store is never compacted by copying the trees away.
     shared: AtomicBool,
+    /// The named treaps' roots as the last durable catalog holds them (changed only under
+    /// `ckpt`, by `save_treap`); every checkpoint writes them into its catalog.
+    treaps: Mutex<BTreeMap<String, Option<ObjectId>>>,
     rewrites: Mutex<Rewrites>,
     /// Value objects no tree holds, not deleted yet, with the checkpoint that dropped them
     /// (kept in the catalog): deleted by the first checkpoint that publishes when no reader
@@ -482,17 +488,26 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Sync + 'static> Db<S> {
 }
 
 impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
-    /// The store underneath: to read and check it (`verify`, counts), or to keep other
-    /// objects (a treap, blobs) in the same file. Other users may write and commit through
-    /// it while the database is open: a checkpoint holds their commits off from its first
-    /// write to its own commit ([`ConcurrentStore::hold_commits`]), so none makes half of
-    /// it durable. They must leave the prime object and the database's objects alone. Once
-    /// the store was handed out here, `close` compacts a sparse file in place, never by
-    /// copying the trees into a new file (the copy would leave the other objects behind).
-    /// Use [`Db::compact`] to compact it.
-    pub fn store(&self) -> &ConcurrentStore<S> {
-        self.core.shared.store(true, Ordering::Relaxed);
-        &self.core.store
+    /// The store underneath, to read and check it (`verify`, counts, reads); writing
+    /// through it takes [`Db::shared_store`].
+    pub fn store(&self) -> StoreView<'_, S> {
+        StoreView(&self.core.store)
+    }
+
+    /// The store underneath, to keep other objects (blobs, a treap of your own) in the same
+    /// file, written and committed from any thread while the database is open: a checkpoint
+    /// holds other commits off from its first write to its own commit
+    /// ([`ConcurrentStore::hold_commits`]), so none makes half of it durable. Other users
+    /// must leave the prime object and the database's objects alone, and must not keep a
+    /// reader or writer guard of the store open across a call of the database (its
+    /// compaction waits for every object lock while it holds the database's writer lock).
+    ///
+    /// The first call marks the database shared, durably (one small commit of the catalog,
+    /// once in the file's life): from then on a sparse file is compacted in place, never by
+    /// copying the trees into a new file, which would leave the other objects behind.
+    pub fn shared_store(&self) -> Result<&ConcurrentStore<S>> {
+        self.core.mark_shared()?;
+        Ok(&self.core.store)
     }
 
     /// The bytes live objects and metadata take and the store file's length
@@ -501,6 +516,42 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
     /// place only).
     pub fn space_in_use(&self) -> Result<Option<(u64, u64)>> {
         Ok(self.core.store.space_in_use()?)
+    }
+
+    /// The treap (bob-treap) kept under `name` in the catalog, loaded lazily (its nodes are
+    /// read as they are used), or a new, empty one when there is none yet: a treap in the
+    /// database's file whose root is never handled by hand. Treaps have names of their own,
+    /// apart from the B-trees'. Change it in memory, then [`Db::save_treap`] it.
+    pub fn open_treap<K: TreapKey, V: TreapValue>(
+        &self,
+        name: &str,
+    ) -> Result<PersistentTreap<K, V>> {
+        check_name(name)?;
+        let root = self.core.treaps.lock().get(name).copied().flatten();
+        match root {
+            Some(root) => PersistentTreap::load(&self.core.store, root).map_err(from_treap),
+            None => Ok(PersistentTreap::new()),
+        }
+    }
+
+    /// Saves `treap` under `name`: its changed nodes, its root in the catalog, and the
+    /// release of the nodes it replaced, in one commit of the store, durable when this
+    /// returns (a crash leaves the treap as it was saved last, or as it is now). Waits for a
+    /// checkpoint running now, and holds the next one off meanwhile; write transactions go
+    /// on. A failure latches the database (reopen it). Keep one treap per name: saving two
+    /// under one name frees the first's nodes the second does not share.
+    pub fn save_treap<K: TreapKey, V: TreapValue>(
+        &self,
+        name: &str,
+        treap: &mut PersistentTreap<K, V>,
+    ) -> Result<()> {
+        check_name(name)?;
+        self.core.save_treap(name, treap)
+    }
+
+    /// The names of the treaps in the catalog, in order.
+    pub fn treap_names(&self) -> Vec<String> {
+        self.core.treaps.lock().keys().cloned().collect()
     }
 
     /// A write transaction; waits while another one (or a checkpoint) runs. Its changes are
@@ -674,6 +725,8 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
                 let catalog = Catalog {
                     logged: log.is_some(),
                     log_id: crate::wal::fresh_salt(0),
+                    // Made in a store that holds objects already: they are not its own.
+                    shared: store.object_count()? > 0,
                     ..Catalog::default()
                 };
                 store.prime_object(0)?;
@@ -701,6 +754,8 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         };
         let epoch = catalog.epoch;
         let deferred = catalog.deferred.clone();
+        let treaps = catalog.treaps.clone();
+        let catalog_shared = catalog.shared;
         let catalog_entries = catalog.trees.values().map(|t| t.len).sum();
         let trees = catalog
             .trees
@@ -720,7 +775,8 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             committed: Mutex::new(Arc::new(snapshot)),
             writer: Mutex::new(Pending::default()),
             ckpt: Mutex::new(()),
-            shared: AtomicBool::new(false),
+            shared: AtomicBool::new(catalog_shared),
+            treaps: Mutex::new(treaps),
             rewrites: Mutex::new(HashMap::new()),
             deferred: Mutex::new(deferred),
             readers: Mutex::new(BTreeMap::new()),
@@ -846,6 +902,57 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// [`Db::shared_store`]: the catalog's `shared` flag set and committed, once.
+    fn mark_shared(&self) -> Result<()> {
+        if self.shared.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _ckpt = self.ckpt.lock();
+        if self.shared.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.check_writable()?;
+        let mut catalog = Catalog::decode(&self.store.read_bytes_from_obj(PRIME_OBJECT_ID)?)?;
+        catalog.shared = true;
+        let hold = self.store.hold_commits()?;
+        let result =
+            self.store.replace_obj(PRIME_OBJECT_ID, &catalog.encode()).and_then(|()| hold.commit());
+        if let Err(e) = result {
+            self.failed.store(true, Ordering::Release);
+            return Err(e.into());
+        }
+        self.shared.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// [`Db::save_treap`]: under `ckpt`, so the prime object holds the last checkpoint's
+    /// catalog and no checkpoint writes one meanwhile.
+    fn save_treap<K: TreapKey, V: TreapValue>(
+        &self,
+        name: &str,
+        treap: &mut PersistentTreap<K, V>,
+    ) -> Result<()> {
+        let _ckpt = self.ckpt.lock();
+        self.check_writable()?;
+        let mut catalog = Catalog::decode(&self.store.read_bytes_from_obj(PRIME_OBJECT_ID)?)?;
+        let hold = self.store.hold_commits()?;
+        let mut store = &self.store;
+        let saved = treap.persist_with(&mut store, |store, root| {
+            catalog.treaps.insert(name.to_owned(), root);
+            store.replace_obj(PRIME_OBJECT_ID, &catalog.encode())?;
+            Ok(())
+        });
+        let result = saved.map_err(from_treap).and_then(|_| Ok(hold.commit()?));
+        if let Err(e) = result {
+            // Half a save may be in the store (it latched when the hold ended uncommitted).
+            self.failed.store(true, Ordering::Release);
+            return Err(e);
+        }
+        *self.treaps.lock() = catalog.treaps;
+        self.wrote.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Whether a deferred value object could be deleted now: no reader older than the
@@ -1005,8 +1112,10 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
     /// database's no longer: the database refuses every write.
     fn compact_by_copy(&self) -> Result<Option<S::Io>> {
         let Some(files) = &self.files else { return Ok(None) };
-        if self.shared.load(Ordering::Relaxed) {
-            return Ok(None); // the store may hold objects that are not the database's
+        if self.shared.load(Ordering::Relaxed) || !self.treaps.lock().is_empty() {
+            // The store may hold objects that are not the database's trees' (another
+            // user's, a treap's): a copy of the trees would leave them behind.
+            return Ok(None);
         }
         let _pending = self.writer.lock();
         let _ckpt = self.ckpt.lock();
@@ -1058,6 +1167,8 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             wal_lsn: snapshot.lsn,
             trees,
             deferred: Vec::new(),
+            treaps: self.treaps.lock().clone(),
+            shared: self.shared.load(Ordering::Relaxed),
         }
     }
 
@@ -1462,10 +1573,10 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             }
             prepared.written.1 += prepared.catalog.len() as u64;
             self.store.replace_obj(PRIME_OBJECT_ID, &prepared.catalog)?;
-            hold.commit()?;
             Ok(())
         })();
-        drop(hold);
+        // A hold dropped uncommitted (an error above) latches the store as well.
+        let result = result.and_then(|()| Ok(hold.commit()?));
         if let Err(e) = result {
             self.failed.store(true, Ordering::Release);
             return Err(e);
@@ -1810,6 +1921,66 @@ impl<'a> OpReader<'a> {
 impl<S: SplitStore<Io: Clone> + PrimeStorer> std::fmt::Debug for WriteTxn<'_, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WriteTxn").field("changed", &self.changed).finish_non_exhaustive()
+    }
+}
+
+/// A read-only view of a database's store ([`Db::store`]): reads and checks; writing
+/// through the store takes [`Db::shared_store`].
+pub struct StoreView<'a, S: SplitStore<Io: Clone>>(&'a ConcurrentStore<S>);
+
+impl<S: SplitStore<Io: Clone>> std::fmt::Debug for StoreView<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("StoreView").field(self.0).finish()
+    }
+}
+
+impl<S: SplitStore<Io: Clone>> StoreView<'_, S> {
+    /// The whole object, checksum checked (`ConcurrentStore::read_bytes_from_obj`).
+    pub fn read_bytes_from_obj(&self, id: ObjectId) -> Result<Vec<u8>> {
+        Ok(self.0.read_bytes_from_obj(id)?)
+    }
+
+    /// Objects in the store.
+    pub fn object_count(&self) -> Result<u64> {
+        Ok(self.0.object_count()?)
+    }
+
+    /// The bytes live objects and metadata take and the file's length (`None` until a lazy
+    /// open is complete).
+    pub fn space_in_use(&self) -> Result<Option<(u64, u64)>> {
+        Ok(self.0.space_in_use()?)
+    }
+
+    /// Completes the store's lazy open now (`ConcurrentStore::complete_open`).
+    pub fn complete_open(&self) -> Result<()> {
+        Ok(self.0.complete_open()?)
+    }
+
+    /// How commits through the store were grouped.
+    pub fn commit_stats(&self) -> bob_store_concurrent::CommitStats {
+        self.0.commit_stats()
+    }
+}
+
+impl<A: bob_store_core::SpaceAllocator, B: bob_io_helpers::FileBackend + Clone>
+    StoreView<'_, Store<A, B>>
+{
+    /// Checks the whole store (`ConcurrentStore::verify`).
+    pub fn verify(&self) -> Result<bob_store_core::VerifyReport> {
+        Ok(self.0.verify()?)
+    }
+
+    /// Checkpoints made by this handle, and journaled commits since the last one.
+    pub fn journal_counts(&self) -> (u64, u64) {
+        self.0.journal_counts()
+    }
+}
+
+/// A treap's error as the database's: the store's own errors stay store errors.
+fn from_treap(e: bob_treap::Error) -> Error {
+    match e {
+        bob_treap::Error::Store(e) => Error::Store(e),
+        e => Error::Codec(e),
     }
 }
 

@@ -132,7 +132,7 @@ pub use bob_treap::{Postcard, TreapKey as Key, TreapValue as Value};
 pub use catalog::MAX_NAME_LEN;
 pub use db::{
     Db, DbOptions, DbReport, DbStats, DefaultStore, Durability, OsStoreFiles, Range, RangeBytes,
-    ReadTxn, StoreFiles, Tree, TreeMut, WriteTxn, copy_path_of, log_dir_of,
+    ReadTxn, StoreFiles, StoreView, Tree, TreeMut, WriteTxn, copy_path_of, log_dir_of,
 };
 pub use node::{MAX_INLINE_VALUE_LEN, MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use wal::{LogDir, LogFile, OsLogDir};

@@ -51,6 +51,8 @@ struct State {
     gathering: bool,
     /// Callers of `exclusive` waiting: no new round starts before they ran.
     exclusive_waiting: u64,
+    /// A hold (or `exclusive`) is leading: its holder may take object locks.
+    held: bool,
 }
 
 /// The longest a leader gathers.
@@ -100,6 +102,12 @@ pub struct GroupHold<'a> {
     _leading: Leading<'a>,
 }
 
+impl Drop for GroupHold<'_> {
+    fn drop(&mut self) {
+        self._leading.group.state.lock().held = false;
+    }
+}
+
 /// Clears the leader's flag and wakes the waiters even if the commit panics (waiters then run
 /// a commit of their own).
 #[derive(Debug)]
@@ -137,6 +145,25 @@ impl GroupCommit {
     /// A failed commit marks nothing durable: its leader gets the error, and each caller it
     /// would have covered runs a commit of its own.
     pub fn commit<E>(&self, commit: impl FnOnce() -> Result<bool, E>) -> Result<(), E> {
+        self.commit_or(commit, None::<fn() -> E>)
+    }
+
+    /// [`commit`](Self::commit) for a caller that holds locks a hold's holder may wait for:
+    /// where it would wait for a hold (or for one to start), it returns `refused()` instead.
+    /// Waiting for an ordinary round is still allowed (its leader takes no such lock).
+    pub fn commit_unless_held<E>(
+        &self,
+        commit: impl FnOnce() -> Result<bool, E>,
+        refused: impl FnOnce() -> E,
+    ) -> Result<(), E> {
+        self.commit_or(commit, Some(refused))
+    }
+
+    fn commit_or<E, R: FnOnce() -> E>(
+        &self,
+        commit: impl FnOnce() -> Result<bool, E>,
+        refused: Option<R>,
+    ) -> Result<(), E> {
         let mut state = self.state.lock();
         state.issued += 1;
         let ticket = state.issued;
@@ -144,7 +171,15 @@ impl GroupCommit {
             self.arrived.notify_one();
         }
         state.waiting += 1;
+        let mut refused = refused;
         while (state.leading || state.exclusive_waiting > 0) && state.durable < ticket {
+            if (state.held || state.exclusive_waiting > 0)
+                && let Some(refused) = refused.take()
+            {
+                state.waiting -= 1;
+                drop(state);
+                return Err(refused());
+            }
             state = self.done.wait(state);
         }
         state.waiting -= 1;
@@ -201,6 +236,7 @@ impl GroupCommit {
         }
         state.exclusive_waiting -= 1;
         state.leading = true;
+        state.held = true;
         drop(state);
         GroupHold {
             _leading: Leading {

@@ -128,7 +128,7 @@ pub struct CommitHold<'a, S: SplitStore<Io: Clone>> {
     store: &'a ConcurrentStore<S>,
     _hold: GroupHold<'a>,
     _pin: Pin<'a>,
-    /// Whether the last thing the hold did was a successful commit.
+    /// Whether the hold ended with a successful commit.
     committed: std::cell::Cell<bool>,
     /// The holder is checked by thread: the hold must not move.
     _thread: std::marker::PhantomData<*const ()>,
@@ -136,9 +136,9 @@ pub struct CommitHold<'a, S: SplitStore<Io: Clone>> {
 
 impl<S: SplitStore<Io: Clone>> CommitHold<'_, S> {
     /// Makes every finished write durable, atomically (as [`ConcurrentStore::commit`], for
-    /// the holder alone: no other caller's commit is running or starts meanwhile).
-    pub fn commit(&self) -> Result<()> {
-        self.committed.set(false);
+    /// the holder alone: no other caller's commit is running or starts meanwhile), and ends
+    /// the hold. On an error the store latches (see [`CommitHold`]).
+    pub fn commit(self) -> Result<()> {
         self.store.check_open()?;
         self.store.commit_now()?;
         self.committed.set(true);
@@ -323,6 +323,18 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
 
     fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) { Err(Error::Closed) } else { Ok(()) }
+    }
+
+    /// Refuses a call that waits for the group commit (a hold may be leading it, and wait for
+    /// this thread's guards) while the calling thread holds a guard.
+    fn check_no_guards(&self, what: &str) -> Result<()> {
+        if self.locks.holds_any() {
+            return Err(Error::WouldDeadlock(format!(
+                "{what} while this thread holds a reader or writer guard could wait for a \
+                 commit hold that needs it: drop the guards first"
+            )));
+        }
+        Ok(())
     }
 
     /// Refuses a call that would wait for the calling thread's own commit hold.
@@ -543,6 +555,19 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
     pub fn commit(&self) -> Result<()> {
         self.check_open()?;
         self.check_not_holding("commit")?;
+        if self.locks.holds_any() {
+            // A hold's holder may wait for this thread's guards: never wait for a hold.
+            return self.group.commit_unless_held(
+                || self.commit_now(),
+                || {
+                    Error::WouldDeadlock(
+                        "a commit while this thread holds a guard would wait for a commit hold \
+                         (a checkpoint) that may need it: drop the guards, then commit"
+                            .into(),
+                    )
+                },
+            );
+        }
         self.group.commit(|| self.commit_now())
     }
 
@@ -581,12 +606,15 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
     /// they finished, as any commit does. A hold dropped without a successful commit latches
     /// the store (see [`CommitHold`]). The holder's own `commit`, `close`, `compact` and
     /// `verify` are refused (they would wait for the hold); a `compact` or `verify` of
-    /// another thread waits until the hold is dropped. Waits for the commit running now. A
-    /// hold must not wait for an object lock that a thread waiting to commit holds: lock
-    /// only objects that are the holder's own (as bob-btree's nodes are).
+    /// another thread waits until the hold is dropped. Waits for the commit running now.
+    /// A thread holding a reader or writer guard never waits for a hold, whose holder may
+    /// need that guard's object: its `commit` then returns `Error::WouldDeadlock` (it may
+    /// retry once it dropped its guards), and `hold_commits` and `close` with a guard open
+    /// are refused the same way.
     pub fn hold_commits(&self) -> Result<CommitHold<'_, S>> {
         self.check_open()?;
         self.check_not_holding("hold_commits")?;
+        self.check_no_guards("hold_commits")?;
         // The pin first: `compact` and `verify` take every object lock and then the group,
         // so the group is taken only where they cannot be waiting for the holder's locks.
         let pin = self.locks.pin();
@@ -611,6 +639,7 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
     /// operation with `Error::Closed`.
     pub fn close(&self) -> Result<()> {
         self.check_not_holding("close")?;
+        self.check_no_guards("close")?;
         self.group.exclusive(|| {
             let mut store = self.inner.write();
             if self.closed.swap(true, Ordering::AcqRel) {
@@ -657,6 +686,11 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
         let _all = self.locks.all()?;
         self.locks.forget_all();
         self.group.exclusive(|| self.with_store(|store| SplitStore::compact(store)))
+    }
+
+    /// Objects in the store (see `Store::object_count`).
+    pub fn object_count(&self) -> Result<u64> {
+        self.with_store_shared(|store| Ok(store.object_count()))
     }
 
     /// The bytes live objects and metadata take and the file's length (see
@@ -852,6 +886,37 @@ mod loom_tests {
                 b"root"
             );
             assert_eq!(store.locks_held(), 0);
+        });
+    }
+
+    /// A thread holding a reader commits while another takes a hold and rewrites that very
+    /// object: the commit never waits for the hold (it commits before it, or is refused with
+    /// `WouldDeadlock`), so the holder's rewrite gets the object once the reader is dropped.
+    #[test]
+    fn loom_a_commit_by_a_guard_holder_never_waits_for_a_hold() {
+        loom::model(|| {
+            let disk = SimDisk::new();
+            let store = bob_io_helpers::sync::Arc::new(new_store(&disk));
+            let id = store.write_new_obj_from_bytes(b"v0").unwrap();
+            store.commit().unwrap();
+            let holder = {
+                let store = store.clone();
+                thread::spawn(move || {
+                    let hold = store.hold_commits().unwrap();
+                    store.replace_obj(id, b"v1").unwrap();
+                    hold.commit().unwrap();
+                })
+            };
+            {
+                let reader = store.late_read_obj(id).unwrap();
+                match store.commit() {
+                    Ok(()) | Err(Error::WouldDeadlock(_)) => {}
+                    Err(e) => panic!("{e}"),
+                }
+                drop(reader);
+            }
+            holder.join().unwrap();
+            assert_eq!(store.read_bytes_from_obj(id).unwrap(), b"v1");
         });
     }
 

@@ -110,15 +110,23 @@ impl LockTable {
     /// (shared, exclusive) guards of this table the calling thread holds.
     fn held_here(&self) -> (u32, u32) {
         let key = self.key();
-        HELD.with(|held| {
+        HELD.try_with(|held| {
             held.borrow().iter().find(|e| e.0 == key).map_or((0, 0), |&(_, s, x)| (s, x))
         })
+        .unwrap_or((0, 0))
+    }
+
+    /// Whether the calling thread holds any guard of this table.
+    pub(crate) fn holds_any(&self) -> bool {
+        self.held_here() != (0, 0)
     }
 
     /// Counts a guard taken (`+1`) or released (`-1`) by the calling thread.
     fn note(&self, shared: i32, exclusive: i32) {
         let key = self.key();
-        HELD.with(|held| {
+        // `try_with`: a guard dropped while the thread's locals are torn down must still
+        // release its lock (the count goes with the thread anyway).
+        let _ = HELD.try_with(|held| {
             let mut held = held.borrow_mut();
             let at = match held.iter().position(|e| e.0 == key) {
                 Some(at) => at,

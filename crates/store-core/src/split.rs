@@ -122,6 +122,9 @@ pub trait SplitStore: Storer + BatchStorer + Send + Sized {
     /// The bytes live objects and metadata take and the file's length; see
     /// [`Store::space_in_use`].
     fn space_in_use(&self) -> Result<Option<(u64, u64)>>;
+
+    /// Objects in the store; see [`Store::object_count`].
+    fn object_count(&self) -> u64;
 }
 
 #[doc(hidden)]
@@ -254,6 +257,10 @@ impl<A: SpaceAllocator, B: FileBackend> SplitStore for Store<A, B> {
 
     fn compact(&mut self) -> Result<crate::CompactReport> {
         Store::compact(self)
+    }
+
+    fn object_count(&self) -> u64 {
+        Store::object_count(self)
     }
 
     fn space_in_use(&self) -> Result<Option<(u64, u64)>> {

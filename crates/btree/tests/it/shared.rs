@@ -1,9 +1,9 @@
-//! A B-tree database, a treap and plain objects in one shared `ConcurrentStore`, from four
+//! A B-tree database, treaps and plain objects in one shared `ConcurrentStore`, from four
 //! threads (issue #18): the database's checkpoints rewrite nodes under their ids and then the
 //! catalog, and another thread's commit in between would make half a checkpoint durable;
-//! `ConcurrentStore::hold_commits` keeps them out. Power-loss images taken while the four
-//! threads run must each open to a database that verifies, a treap that loads whole, and
-//! objects that read back.
+//! `ConcurrentStore::hold_commits` keeps them out. Power-loss images taken while the threads
+//! run must each open to a database that verifies, treaps that load whole (one named in the
+//! catalog, one whose root a user keeps), and objects that read back.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,10 +36,12 @@ fn a_btree_a_treap_and_objects_share_one_store_across_four_threads_and_power_los
     let disk = SimDisk::new();
     let store = SimStore::create_with(disk.clone(), StoreOptions::default()).unwrap();
     let db = Db::new(ConcurrentStore::new(store, 2)).unwrap();
-    // The treap's root lives in an object of its own: the prime object is the database's.
-    let holder = db.store().write_new_obj_from_bytes(&0u64.to_le_bytes()).unwrap();
-    let blob = db.store().write_new_obj_from_bytes(&0u64.to_le_bytes()).unwrap();
-    db.store().commit().unwrap();
+    let shared = db.shared_store().unwrap();
+    // A user's own treap keeps its root in an object of its own (the prime object is the
+    // database's); the named treap keeps it in the catalog.
+    let holder = shared.write_new_obj_from_bytes(&0u64.to_le_bytes()).unwrap();
+    let blob = shared.write_new_obj_from_bytes(&0u64.to_le_bytes()).unwrap();
+    shared.commit().unwrap();
     let done = AtomicBool::new(false);
     let images = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
@@ -60,22 +62,25 @@ fn a_btree_a_treap_and_objects_share_one_store_across_four_threads_and_power_los
             })
             .collect();
         let treap = scope.spawn(|| {
-            let mut shared = db.store();
-            let mut tree: PersistentTreap<u64, u64> = PersistentTreap::new();
+            let mut store = shared;
+            let mut own: PersistentTreap<u64, u64> = PersistentTreap::new();
+            let mut named: PersistentTreap<u64, u64> = db.open_treap("named").unwrap();
             for k in 0..200u64 {
-                tree.insert(&shared, k, k * 3).unwrap();
+                own.insert(&store, k, k * 3).unwrap();
+                named.insert(&store, k, k * 5).unwrap();
                 if k % 20 == 19 {
-                    tree.persist_with(&mut shared, |store, root| {
+                    own.persist_with(&mut store, |store, root| {
                         let raw = root.map_or(0, |r| r.0);
                         Ok(store.replace_obj(holder, &raw.to_le_bytes())?)
                     })
                     .unwrap();
-                    shared.commit().unwrap();
+                    store.commit().unwrap();
+                    db.save_treap("named", &mut named).unwrap();
                 }
             }
         });
         let objects = scope.spawn(|| {
-            let store = db.store();
+            let store = shared;
             for n in 1..=150u64 {
                 store.update_obj(blob, |b| b.copy_from_slice(&n.to_le_bytes())).unwrap();
                 let scratch = store.write_new_obj_from_bytes(&[n as u8; 300]).unwrap();
@@ -116,7 +121,11 @@ fn a_btree_a_treap_and_objects_share_one_store_across_four_threads_and_power_los
             }
         }
         drop(read);
-        let store = db.store();
+        let mut named: PersistentTreap<u64, u64> = db.open_treap("named").unwrap();
+        let entries = named.to_vec(db.shared_store().unwrap()).unwrap();
+        assert!(entries.iter().all(|&(k, v)| v == k * 5), "image {i}");
+        assert_eq!(prefix_len(entries.iter().map(|e| e.0)) % 20, 0, "image {i}");
+        let store = db.shared_store().unwrap();
         let raw =
             u64::from_le_bytes(store.read_bytes_from_obj(holder).unwrap()[..8].try_into().unwrap());
         if raw != 0 {
@@ -133,35 +142,71 @@ fn a_btree_a_treap_and_objects_share_one_store_across_four_threads_and_power_los
 }
 
 /// A database whose store was handed out (other users may keep objects in it) is never
-/// compacted on close by copying its trees into a new file: the copy would leave the other
-/// objects behind. It compacts in place, and the other objects survive.
+/// compacted on close by copying its trees into a new file, in that session or any later
+/// one (the flag is in the catalog): the copy would leave the other objects behind. It
+/// compacts in place, and the other objects survive.
 #[test]
 fn close_never_copies_a_shared_store_away_from_its_other_objects() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let options = bob_btree::DbOptions { compact_on_close_min_bytes: 0, ..Default::default() };
+    let fill = |db: &Db, from: u64, to: u64, remove: bool| {
+        let mut txn = db.begin_write().unwrap();
+        {
+            let mut tree = txn.open_tree::<u64, Vec<u8>>("t").unwrap();
+            for k in from..to {
+                if remove {
+                    tree.remove(&k).unwrap();
+                } else {
+                    tree.insert(&k, &vec![7u8; 200]).unwrap();
+                }
+            }
+        }
+        txn.commit(Durability::Durable).unwrap();
+    };
     let db = Db::create_with(&path, &options).unwrap();
-    let mut txn = db.begin_write().unwrap();
-    {
-        let mut tree = txn.open_tree::<u64, Vec<u8>>("t").unwrap();
-        for k in 0..2_000u64 {
-            tree.insert(&k, &vec![7u8; 200]).unwrap();
-        }
-    }
-    txn.commit(Durability::Durable).unwrap();
-    let theirs = db.store().write_new_obj_from_bytes(b"not the database's").unwrap();
-    db.store().commit().unwrap();
-    let mut txn = db.begin_write().unwrap();
-    {
-        let mut tree = txn.open_tree::<u64, Vec<u8>>("t").unwrap();
-        for k in 0..1_990u64 {
-            tree.remove(&k).unwrap();
-        }
-    }
-    txn.commit(Durability::Durable).unwrap();
+    fill(&db, 0, 2_000, false);
+    let store = db.shared_store().unwrap();
+    let theirs = store.write_new_obj_from_bytes(b"not the database's").unwrap();
+    store.commit().unwrap();
+    db.close().unwrap();
+    // A later session that never asks for the store makes the file sparse and closes.
+    let db = Db::open_with(&path, &options).unwrap();
+    fill(&db, 0, 1_990, true);
     db.close().unwrap();
     let db = Db::open_with(&path, &options).unwrap();
     assert_eq!(db.store().read_bytes_from_obj(theirs).unwrap(), b"not the database's");
     assert_eq!(db.begin_read().open_tree::<u64, Vec<u8>>("t").unwrap().len(), 10);
+    db.close().unwrap();
+}
+
+/// A named treap through the catalog: opened by name, saved atomically, found again after a
+/// reopen with every entry; its root is never handled by the caller.
+#[test]
+fn a_named_treap_is_kept_in_the_catalog_across_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Db::create(&path).unwrap();
+    let mut names: PersistentTreap<String, u64> = db.open_treap("names").unwrap();
+    let store = db.shared_store().unwrap();
+    for i in 0..500u64 {
+        names.insert(&store, format!("file-{i:04}"), i).unwrap();
+    }
+    db.save_treap("names", &mut names).unwrap();
+    for i in 0..250u64 {
+        names.delete(&store, &format!("file-{i:04}")).unwrap();
+    }
+    db.save_treap("names", &mut names).unwrap();
+    assert_eq!(db.treap_names(), vec!["names".to_string()]);
+    db.close().unwrap();
+    let db = Db::open(&path).unwrap();
+    let mut names: PersistentTreap<String, u64> = db.open_treap("names").unwrap();
+    let entries = names.to_vec(db.shared_store().unwrap()).unwrap();
+    assert_eq!(entries.len(), 250);
+    assert!(entries.iter().all(|(k, v)| *k == format!("file-{v:04}") && *v >= 250));
+    let fresh: PersistentTreap<String, u64> = db.open_treap("other").unwrap();
+    assert_eq!(fresh.len(), 0);
+    assert!(db.verify().unwrap().is_clean());
+    assert!(db.store().verify().unwrap().is_clean());
     db.close().unwrap();
 }

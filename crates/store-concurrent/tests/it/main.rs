@@ -569,7 +569,6 @@ fn a_hold_dropped_without_its_commit_latches_the_store() {
     let hold = store.hold_commits().unwrap();
     store.replace_obj(node, b"whole").unwrap();
     hold.commit().unwrap();
-    drop(hold);
     store.commit().unwrap();
     assert_eq!(store.read_bytes_from_obj(node).unwrap(), b"whole");
 }
