@@ -118,7 +118,9 @@ impl Catalog {
             return Err(corrupt("reserved bytes are not zero"));
         }
         let logged = body[5] == 1;
-        let shared = body[6] == 1;
+        // Before version 3 a store could be handed out with no trace in the catalog: such a
+        // store may hold other objects, so it is taken as shared.
+        let shared = version < 3 || body[6] == 1;
         let u32_at = |at: usize| u32::from_le_bytes(body[at..at + 4].try_into().expect("4 bytes"));
         let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
         let epoch = u64_at(8);
@@ -187,6 +189,9 @@ impl Catalog {
                     .to_owned();
                 let root = u64_at(at + 1 + name_len);
                 at = end;
+                if treaps.last_key_value().is_some_and(|(last, _)| *last >= name) {
+                    return Err(corrupt("treap names out of order, or twice"));
+                }
                 if treaps.insert(name, (root != 0).then_some(ObjectId(root))).is_some() {
                     return Err(corrupt("a treap name twice"));
                 }
@@ -252,9 +257,9 @@ mod tests {
         treap_root.treaps.insert("n2".into(), Some(ObjectId(7)));
         assert!(Catalog::decode(&treap_root.encode()).is_err(), "a treap's root is a tree's");
 
-        // Version 2: no treaps, no flags.
-        let v2 = Catalog { treaps: BTreeMap::new(), shared: false, ..cat.clone() };
-        let mut bytes = v2.encode();
+        // Version 2: no treaps, no flags (and taken as shared).
+        let v2 = Catalog { treaps: BTreeMap::new(), shared: true, ..cat.clone() };
+        let mut bytes = Catalog { shared: false, ..v2.clone() }.encode();
         bytes.truncate(bytes.len() - 12); // the checksum and the treap count
         bytes[4] = 2;
         let sum = checksum(&bytes);
@@ -262,7 +267,7 @@ mod tests {
         assert_eq!(Catalog::decode(&bytes).unwrap(), v2);
         // Version 1: no deferred list either.
         let v1 = Catalog { deferred: Vec::new(), ..v2.clone() };
-        let mut bytes = v1.encode();
+        let mut bytes = Catalog { shared: false, ..v1.clone() }.encode();
         bytes.truncate(bytes.len() - 16); // the checksum and the two counts
         bytes[4] = 1;
         let sum = checksum(&bytes);
@@ -270,8 +275,8 @@ mod tests {
         assert_eq!(Catalog::decode(&bytes).unwrap(), v1);
         bytes[4] = 4;
         assert!(matches!(Catalog::decode(&bytes), Err(Error::UnsupportedVersion { .. })));
-        // A version 2 catalog with the shared flag set is damage.
-        let mut bytes = v2.encode();
+        // A version 2 catalog with the shared byte set is damage.
+        let mut bytes = Catalog { shared: false, ..v2.clone() }.encode();
         bytes.truncate(bytes.len() - 12);
         bytes[4] = 2;
         bytes[6] = 1;

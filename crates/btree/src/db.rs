@@ -278,6 +278,8 @@ pub(crate) struct Core<S: SplitStore<Io: Clone> + PrimeStorer> {
     /// The named treaps' roots as the last durable catalog holds them (changed only under
     /// `ckpt`, by `save_treap`); every checkpoint writes them into its catalog.
     treaps: Mutex<BTreeMap<String, Option<ObjectId>>>,
+    /// The treaps in use, by name: one per name, each used by one caller at a time.
+    named: Mutex<HashMap<String, Arc<NamedTreap<S>>>>,
     rewrites: Mutex<Rewrites>,
     /// Value objects no tree holds, not deleted yet, with the checkpoint that dropped them
     /// (kept in the catalog): deleted by the first checkpoint that publishes when no reader
@@ -518,35 +520,61 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
         Ok(self.core.store.space_in_use()?)
     }
 
-    /// The treap (bob-treap) kept under `name` in the catalog, loaded lazily (its nodes are
-    /// read as they are used), or a new, empty one when there is none yet: a treap in the
-    /// database's file whose root is never handled by hand. Treaps have names of their own,
-    /// apart from the B-trees'. Change it in memory, then [`Db::save_treap`] it.
-    pub fn open_treap<K: TreapKey, V: TreapValue>(
+    /// Runs `change` on the treap (bob-treap) kept under `name` in the catalog, with the
+    /// store its nodes are read from and written to: the normal way to keep a treap in a
+    /// database file, its root never handled by hand. The database holds one treap per
+    /// name, loaded lazily at its first use (its nodes are read as they are used), or new
+    /// and empty when the catalog has none; changes stay in memory until
+    /// [`Db::save_treap`]. Calls for one name run one at a time (a save included), from
+    /// any thread; treaps have names of their own, apart from the B-trees'.
+    ///
+    /// A name held with other key or value types is [`Error::Codec`] (a type mismatch).
+    /// `change` must use the store for this treap only, and must not call this database's
+    /// treap methods for the same name (that is refused: it would wait for itself).
+    pub fn with_treap<K, V, R>(
         &self,
         name: &str,
-    ) -> Result<PersistentTreap<K, V>> {
+        change: impl FnOnce(&mut PersistentTreap<K, V>, &ConcurrentStore<S>) -> R,
+    ) -> Result<R>
+    where
+        K: TreapKey + Send + 'static,
+        V: TreapValue + Send + 'static,
+    {
         check_name(name)?;
-        let root = self.core.treaps.lock().get(name).copied().flatten();
-        match root {
-            Some(root) => PersistentTreap::load(&self.core.store, root).map_err(from_treap),
-            None => Ok(PersistentTreap::new()),
+        let entry = self.core.named_treap(name);
+        let mut held = entry.enter()?;
+        if held.is_none() {
+            let root = self.core.treaps.lock().get(name).copied().flatten();
+            let treap: PersistentTreap<K, V> = match root {
+                Some(root) => PersistentTreap::load(&self.core.store, root).map_err(from_treap)?,
+                None => PersistentTreap::new(),
+            };
+            *held = Some(Box::new(treap));
         }
+        let any = held.as_mut().expect("set above").as_any();
+        let Some(treap) = any.downcast_mut::<PersistentTreap<K, V>>() else {
+            return Err(Error::Codec(bob_treap::Error::TypeMismatch {
+                what: std::any::type_name::<PersistentTreap<K, V>>(),
+                detail: format!("treap {name:?} is held with other key or value types"),
+            }));
+        };
+        Ok(change(treap, &self.core.store))
     }
 
-    /// Saves `treap` under `name`: its changed nodes, its root in the catalog, and the
-    /// release of the nodes it replaced, in one commit of the store, durable when this
-    /// returns (a crash leaves the treap as it was saved last, or as it is now). Waits for a
-    /// checkpoint running now, and holds the next one off meanwhile; write transactions go
-    /// on. A failure latches the database (reopen it). Keep one treap per name: saving two
-    /// under one name frees the first's nodes the second does not share.
-    pub fn save_treap<K: TreapKey, V: TreapValue>(
-        &self,
-        name: &str,
-        treap: &mut PersistentTreap<K, V>,
-    ) -> Result<()> {
+    /// Saves the treap under `name` ([`Db::with_treap`]): its changed nodes, its root in
+    /// the catalog, and the release of the nodes it replaced, in one commit of the store,
+    /// durable when this returns (a crash leaves the treap as it was saved last, or as it
+    /// is now). Nothing to do when the treap was not used since the database opened. Waits
+    /// for a checkpoint running now and holds the next one off meanwhile (logged write
+    /// transactions go on). Any failure latches the database and its store (reopen them).
+    pub fn save_treap(&self, name: &str) -> Result<()> {
         check_name(name)?;
-        self.core.save_treap(name, treap)
+        let entry = self.core.named_treap(name);
+        let mut held = entry.enter()?;
+        match held.as_mut() {
+            Some(treap) => self.core.save_treap(name, treap.as_mut()),
+            None => Ok(()),
+        }
     }
 
     /// The names of the treaps in the catalog, in order.
@@ -777,6 +805,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             ckpt: Mutex::new(()),
             shared: AtomicBool::new(catalog_shared),
             treaps: Mutex::new(treaps),
+            named: Mutex::new(HashMap::new()),
             rewrites: Mutex::new(HashMap::new()),
             deferred: Mutex::new(deferred),
             readers: Mutex::new(BTreeMap::new()),
@@ -927,19 +956,22 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         Ok(())
     }
 
+    /// The held treap of `name` (created empty, unloaded, at its first use).
+    fn named_treap(&self, name: &str) -> Arc<NamedTreap<S>> {
+        let mut named = self.named.lock();
+        Arc::clone(named.entry(name.to_owned()).or_default())
+    }
+
     /// [`Db::save_treap`]: under `ckpt`, so the prime object holds the last checkpoint's
     /// catalog and no checkpoint writes one meanwhile.
-    fn save_treap<K: TreapKey, V: TreapValue>(
-        &self,
-        name: &str,
-        treap: &mut PersistentTreap<K, V>,
-    ) -> Result<()> {
+    fn save_treap(&self, name: &str, treap: &mut dyn HeldTreap<S>) -> Result<()> {
         let _ckpt = self.ckpt.lock();
         self.check_writable()?;
+        self.settle_files()?;
         let mut catalog = Catalog::decode(&self.store.read_bytes_from_obj(PRIME_OBJECT_ID)?)?;
         let hold = self.store.hold_commits()?;
         let mut store = &self.store;
-        let saved = treap.persist_with(&mut store, |store, root| {
+        let saved = treap.persist_into(&mut store, &mut |store, root| {
             catalog.treaps.insert(name.to_owned(), root);
             store.replace_obj(PRIME_OBJECT_ID, &catalog.encode())?;
             Ok(())
@@ -1921,6 +1953,96 @@ impl<'a> OpReader<'a> {
 impl<S: SplitStore<Io: Clone> + PrimeStorer> std::fmt::Debug for WriteTxn<'_, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WriteTxn").field("changed", &self.changed).finish_non_exhaustive()
+    }
+}
+
+/// Publishes a persisted treap's root (writes it where it is kept) through the store.
+type Publish<'p, 's, S> =
+    dyn FnMut(&mut &'s ConcurrentStore<S>, Option<ObjectId>) -> bob_treap::Result<()> + 'p;
+
+/// A treap the database holds for [`Db::with_treap`], its types erased.
+trait HeldTreap<S: SplitStore<Io: Clone>>: Send {
+    fn as_any(&mut self) -> &mut dyn std::any::Any;
+
+    /// `persist_with` through the shared store: persist, `publish` the root, free the
+    /// nodes the persisted tree no longer holds.
+    fn persist_into<'s>(
+        &mut self,
+        store: &mut &'s ConcurrentStore<S>,
+        publish: &mut Publish<'_, 's, S>,
+    ) -> bob_treap::Result<Option<ObjectId>>;
+}
+
+impl<S, K, V> HeldTreap<S> for PersistentTreap<K, V>
+where
+    S: SplitStore<Io: Clone>,
+    K: TreapKey + Send + 'static,
+    V: TreapValue + Send + 'static,
+{
+    fn as_any(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
+    fn persist_into<'s>(
+        &mut self,
+        store: &mut &'s ConcurrentStore<S>,
+        publish: &mut Publish<'_, 's, S>,
+    ) -> bob_treap::Result<Option<ObjectId>> {
+        self.persist_with(store, |store, root| publish(store, root))
+    }
+}
+
+/// One name's treap: its user (a thread: a second use from it would wait for itself) and
+/// the treap, once loaded.
+struct NamedTreap<S: SplitStore<Io: Clone>> {
+    user: Mutex<Option<std::thread::ThreadId>>,
+    treap: Mutex<Option<Box<dyn HeldTreap<S>>>>,
+}
+
+impl<S: SplitStore<Io: Clone>> Default for NamedTreap<S> {
+    fn default() -> Self {
+        Self { user: Mutex::new(None), treap: Mutex::new(None) }
+    }
+}
+
+/// The treap of a [`NamedTreap`], taken by one caller; the user is cleared on drop.
+struct HeldGuard<'a, S: SplitStore<Io: Clone>> {
+    entry: &'a NamedTreap<S>,
+    treap: MutexGuard<'a, Option<Box<dyn HeldTreap<S>>>>,
+}
+
+impl<S: SplitStore<Io: Clone>> NamedTreap<S> {
+    /// Takes the treap, waiting for another thread using it; refused from the thread that
+    /// uses it already.
+    fn enter(&self) -> Result<HeldGuard<'_, S>> {
+        let me = std::thread::current().id();
+        if *self.user.lock() == Some(me) {
+            return Err(Error::Store(bob_store_core::Error::WouldDeadlock(
+                "a treap's change called the database's treap methods for the same name".into(),
+            )));
+        }
+        let treap = self.treap.lock();
+        *self.user.lock() = Some(me);
+        Ok(HeldGuard { entry: self, treap })
+    }
+}
+
+impl<S: SplitStore<Io: Clone>> std::ops::Deref for HeldGuard<'_, S> {
+    type Target = Option<Box<dyn HeldTreap<S>>>;
+    fn deref(&self) -> &Self::Target {
+        &self.treap
+    }
+}
+
+impl<S: SplitStore<Io: Clone>> std::ops::DerefMut for HeldGuard<'_, S> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.treap
+    }
+}
+
+impl<S: SplitStore<Io: Clone>> Drop for HeldGuard<'_, S> {
+    fn drop(&mut self) {
+        *self.entry.user.lock() = None;
     }
 }
 

@@ -64,10 +64,13 @@ fn a_btree_a_treap_and_objects_share_one_store_across_four_threads_and_power_los
         let treap = scope.spawn(|| {
             let mut store = shared;
             let mut own: PersistentTreap<u64, u64> = PersistentTreap::new();
-            let mut named: PersistentTreap<u64, u64> = db.open_treap("named").unwrap();
             for k in 0..200u64 {
                 own.insert(&store, k, k * 3).unwrap();
-                named.insert(&store, k, k * 5).unwrap();
+                db.with_treap("named", |named: &mut PersistentTreap<u64, u64>, store| {
+                    named.insert(&store, k, k * 5)
+                })
+                .unwrap()
+                .unwrap();
                 if k % 20 == 19 {
                     own.persist_with(&mut store, |store, root| {
                         let raw = root.map_or(0, |r| r.0);
@@ -75,7 +78,7 @@ fn a_btree_a_treap_and_objects_share_one_store_across_four_threads_and_power_los
                     })
                     .unwrap();
                     store.commit().unwrap();
-                    db.save_treap("named", &mut named).unwrap();
+                    db.save_treap("named").unwrap();
                 }
             }
         });
@@ -121,8 +124,10 @@ fn a_btree_a_treap_and_objects_share_one_store_across_four_threads_and_power_los
             }
         }
         drop(read);
-        let mut named: PersistentTreap<u64, u64> = db.open_treap("named").unwrap();
-        let entries = named.to_vec(db.shared_store().unwrap()).unwrap();
+        let entries = db
+            .with_treap("named", |named: &mut PersistentTreap<u64, u64>, store| named.to_vec(store))
+            .unwrap()
+            .unwrap();
         assert!(entries.iter().all(|&(k, v)| v == k * 5), "image {i}");
         assert_eq!(prefix_len(entries.iter().map(|e| e.0)) % 20, 0, "image {i}");
         let store = db.shared_store().unwrap();
@@ -180,32 +185,47 @@ fn close_never_copies_a_shared_store_away_from_its_other_objects() {
     db.close().unwrap();
 }
 
-/// A named treap through the catalog: opened by name, saved atomically, found again after a
-/// reopen with every entry; its root is never handled by the caller.
+/// A named treap through the catalog: used by name, saved atomically, found again after a
+/// reopen with every entry; its root is never handled by the caller. One treap per name:
+/// other types are refused, and so is a save from inside its own change.
 #[test]
 fn a_named_treap_is_kept_in_the_catalog_across_reopens() {
+    type Names = PersistentTreap<String, u64>;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let db = Db::create(&path).unwrap();
-    let mut names: PersistentTreap<String, u64> = db.open_treap("names").unwrap();
-    let store = db.shared_store().unwrap();
-    for i in 0..500u64 {
-        names.insert(&store, format!("file-{i:04}"), i).unwrap();
-    }
-    db.save_treap("names", &mut names).unwrap();
-    for i in 0..250u64 {
-        names.delete(&store, &format!("file-{i:04}")).unwrap();
-    }
-    db.save_treap("names", &mut names).unwrap();
+    db.with_treap("names", |names: &mut Names, store| {
+        for i in 0..500u64 {
+            names.insert(&store, format!("file-{i:04}"), i)?;
+        }
+        Ok::<_, bob_treap::Error>(())
+    })
+    .unwrap()
+    .unwrap();
+    db.save_treap("names").unwrap();
+    db.with_treap("names", |names: &mut Names, store| {
+        for i in 0..250u64 {
+            names.delete(&store, &format!("file-{i:04}"))?;
+        }
+        Ok::<_, bob_treap::Error>(())
+    })
+    .unwrap()
+    .unwrap();
+    db.save_treap("names").unwrap();
     assert_eq!(db.treap_names(), vec!["names".to_string()]);
+    let other_types = db.with_treap("names", |_: &mut PersistentTreap<u64, u64>, _| ());
+    assert!(matches!(other_types, Err(bob_btree::Error::Codec(_))), "{other_types:?}");
+    let nested = db.with_treap("names", |_: &mut Names, _| db.save_treap("names")).unwrap();
+    assert!(nested.is_err(), "a save from inside the treap's own change would wait for itself");
     db.close().unwrap();
     let db = Db::open(&path).unwrap();
-    let mut names: PersistentTreap<String, u64> = db.open_treap("names").unwrap();
-    let entries = names.to_vec(db.shared_store().unwrap()).unwrap();
+    let entries =
+        db.with_treap("names", |names: &mut Names, store| names.to_vec(store)).unwrap().unwrap();
     assert_eq!(entries.len(), 250);
     assert!(entries.iter().all(|(k, v)| *k == format!("file-{v:04}") && *v >= 250));
-    let fresh: PersistentTreap<String, u64> = db.open_treap("other").unwrap();
-    assert_eq!(fresh.len(), 0);
+    assert_eq!(db.with_treap("other", |fresh: &mut Names, _| fresh.len()).unwrap(), 0);
+    db.save_treap("never-used").unwrap();
+    assert_eq!(db.treap_names(), vec!["names".to_string()]);
     assert!(db.verify().unwrap().is_clean());
     assert!(db.store().verify().unwrap().is_clean());
     db.close().unwrap();
