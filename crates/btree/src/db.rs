@@ -479,7 +479,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Sync + 'static> Db<S> {
     /// wrote, a file whose live objects fill less than
     /// [`DbOptions::compact_on_close_below`] of it is compacted first. Dropping a `Db`
     /// without `close` stops the thread and loses nothing durable: the next open replays the
-    /// log.
+    /// log. Changes of named treaps not saved ([`Db::save_treap`]) are dropped.
     pub fn close(self) -> Result<()> {
         let Db { manager, core } = self;
         if let Some(mut manager) = manager {
@@ -528,9 +528,23 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
     /// [`Db::save_treap`]. Calls for one name run one at a time (a save included), from
     /// any thread; treaps have names of their own, apart from the B-trees'.
     ///
-    /// A name held with other key or value types is [`Error::Codec`] (a type mismatch).
-    /// `change` must use the store for this treap only, and must not call this database's
-    /// treap methods for the same name (that is refused: it would wait for itself).
+    /// What `change` may do: read and change the treap, through the store it is given (for
+    /// this treap only). Calls of this database from inside it that could wait for another
+    /// thread (`begin_write`, `checkpoint`, `sync`, `compact`, any treap method) are refused
+    /// with a `WouldDeadlock` store error; reads (`begin_read`) are fine. It must not
+    /// persist the treap itself or put another treap in its place (`save_treap` does the
+    /// one, and the other would leave the saved nodes unreachable).
+    ///
+    /// A change that panics is dropped: the treap is read again from its last save. One
+    /// that returns an error part way keeps what it did, which the next save makes durable:
+    /// [`Db::discard_treap`] goes back to the last save. Unsaved changes are lost at
+    /// `close` (or a crash). The treap's nodes stay in memory once read, until the database
+    /// closes (bound them with the treap's `set_memory_budget` and `flush`).
+    ///
+    /// The key and value types are the caller's to keep: a name held with other types is
+    /// [`Error::Codec`] (a type mismatch), but the first use after an open decodes with the
+    /// types it is given, and the node format checks lengths, not types (a treap of `u64`
+    /// keys read as `i64` reads other numbers).
     pub fn with_treap<K, V, R>(
         &self,
         name: &str,
@@ -541,6 +555,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
         V: TreapValue + Send + 'static,
     {
         check_name(name)?;
+        self.check_not_in_change("with_treap")?;
         let entry = self.core.named_treap(name);
         let mut held = entry.enter()?;
         if held.is_none() {
@@ -558,7 +573,46 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
                 detail: format!("treap {name:?} is held with other key or value types"),
             }));
         };
-        Ok(change(treap, &self.core.store))
+        let _in_change = InChange::enter(self.core_key());
+        let store = &self.core.store;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| change(treap, store))) {
+            Ok(result) => Ok(result),
+            Err(panic) => {
+                // Whatever the change did is dropped: the treap is read again from its last
+                // save at its next use.
+                *held = None;
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
+
+    /// Drops the changes made to the treap under `name` since its last save (it is read
+    /// again from the catalog at its next use): the way back from a change that failed part
+    /// way, whose edits would otherwise be saved by the next [`Db::save_treap`].
+    pub fn discard_treap(&self, name: &str) -> Result<()> {
+        check_name(name)?;
+        self.check_not_in_change("discard_treap")?;
+        if let Some(entry) = self.core.named.lock().get(name).cloned() {
+            *entry.enter()? = None;
+        }
+        Ok(())
+    }
+
+    fn core_key(&self) -> usize {
+        Arc::as_ptr(&self.core) as usize
+    }
+
+    /// Refuses a call from inside a treap's change ([`Db::with_treap`]), which holds the
+    /// treap while it runs: a call that waits for the database's locks (or another treap)
+    /// could wait for a thread that waits for this treap.
+    fn check_not_in_change(&self, what: &str) -> Result<()> {
+        if InChange::active(self.core_key()) {
+            return Err(Error::Store(bob_store_core::Error::WouldDeadlock(format!(
+                "{what} from inside a treap's change (Db::with_treap): return from the change \
+                 first"
+            ))));
+        }
+        Ok(())
     }
 
     /// Saves the treap under `name` ([`Db::with_treap`]): its changed nodes, its root in
@@ -566,10 +620,13 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
     /// durable when this returns (a crash leaves the treap as it was saved last, or as it
     /// is now). Nothing to do when the treap was not used since the database opened. Waits
     /// for a checkpoint running now and holds the next one off meanwhile (logged write
-    /// transactions go on). Any failure latches the database and its store (reopen them).
+    /// transactions go on). A failure once the save began writing latches the database and
+    /// its store (reopen them); one before (the catalog unreadable, a commit hold refused)
+    /// changes nothing.
     pub fn save_treap(&self, name: &str) -> Result<()> {
         check_name(name)?;
-        let entry = self.core.named_treap(name);
+        self.check_not_in_change("save_treap")?;
+        let Some(entry) = self.core.named.lock().get(name).cloned() else { return Ok(()) };
         let mut held = entry.enter()?;
         match held.as_mut() {
             Some(treap) => self.core.save_treap(name, treap.as_mut()),
@@ -585,6 +642,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
     /// A write transaction; waits while another one (or a checkpoint) runs. Its changes are
     /// its own until [`WriteTxn::commit`]; dropping it (or [`WriteTxn::abort`]) discards them.
     pub fn begin_write(&self) -> Result<WriteTxn<'_, S>> {
+        self.check_not_in_change("begin_write")?;
         self.core.begin_write()
     }
 
@@ -598,11 +656,13 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
     /// in one store commit, and releases the log it covers. Waits for an open write
     /// transaction to end.
     pub fn checkpoint(&self) -> Result<()> {
+        self.check_not_in_change("checkpoint")?;
         self.core.checkpoint()
     }
 
     /// Makes every buffered commit durable: syncs the log (a checkpoint, without one).
     pub fn sync(&self) -> Result<()> {
+        self.check_not_in_change("sync")?;
         self.core.sync()
     }
 
@@ -630,6 +690,7 @@ where
     /// Checkpoints, then compacts the store (objects moved down, the file shortened; ids
     /// keep their meaning), with writers and checkpoints held off meanwhile.
     pub fn compact(&self) -> Result<()> {
+        self.check_not_in_change("compact")?;
         let core = &self.core;
         core.check_writable()?;
         let mut pending = core.writer.lock();
@@ -1953,6 +2014,36 @@ impl<'a> OpReader<'a> {
 impl<S: SplitStore<Io: Clone> + PrimeStorer> std::fmt::Debug for WriteTxn<'_, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WriteTxn").field("changed", &self.changed).finish_non_exhaustive()
+    }
+}
+
+std::thread_local! {
+    /// The databases (by `Core` address) whose treap change runs on this thread.
+    static IN_CHANGE: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Marks a treap change of one database running on this thread, until dropped.
+struct InChange(usize);
+
+impl InChange {
+    fn enter(core: usize) -> Self {
+        IN_CHANGE.with(|c| c.borrow_mut().push(core));
+        Self(core)
+    }
+
+    fn active(core: usize) -> bool {
+        IN_CHANGE.with(|c| c.borrow().contains(&core))
+    }
+}
+
+impl Drop for InChange {
+    fn drop(&mut self) {
+        let _ = IN_CHANGE.try_with(|c| {
+            let mut c = c.borrow_mut();
+            if let Some(at) = c.iter().rposition(|&k| k == self.0) {
+                c.remove(at);
+            }
+        });
     }
 }
 

@@ -230,3 +230,51 @@ fn a_named_treap_is_kept_in_the_catalog_across_reopens() {
     assert!(db.store().verify().unwrap().is_clean());
     db.close().unwrap();
 }
+
+/// Inside a treap's change nothing that could wait for another thread is allowed (it holds
+/// the treap): a write transaction, a checkpoint, another treap. A panicking change is
+/// dropped, and `discard_treap` drops the changes since the last save.
+#[test]
+fn a_treap_change_is_refused_what_could_deadlock_and_can_be_undone() {
+    type T = PersistentTreap<u64, u64>;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::create(dir.path().join("db")).unwrap();
+    let would_deadlock = |r: &bob_btree::Result<()>| {
+        matches!(r, Err(bob_btree::Error::Store(bob_store_core::Error::WouldDeadlock(_))))
+    };
+    let inner = db
+        .with_treap("a", |_: &mut T, _| {
+            [
+                db.begin_write().map(drop),
+                db.checkpoint(),
+                db.with_treap("b", |_: &mut T, _| ()),
+                db.save_treap("b"),
+            ]
+        })
+        .unwrap();
+    assert!(inner.iter().all(would_deadlock), "{inner:?}");
+    assert!(db.begin_read().list_trees().is_empty(), "reads are fine, and nothing was made");
+    // Saved: 1..=10. Then a change that fails part way, undone by discard_treap.
+    db.with_treap("a", |t: &mut T, store| {
+        (1..=10).try_for_each(|k| t.insert(&store, k, k).map(drop))
+    })
+    .unwrap()
+    .unwrap();
+    db.save_treap("a").unwrap();
+    db.with_treap("a", |t: &mut T, store| t.insert(&store, 99, 99)).unwrap().unwrap();
+    db.discard_treap("a").unwrap();
+    let len = |db: &Db| db.with_treap("a", |t: &mut T, _| t.len()).unwrap();
+    assert_eq!(len(&db), 10);
+    // A change that panics leaves nothing behind either.
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        db.with_treap("a", |t: &mut T, store| {
+            t.insert(&store, 100, 100).unwrap();
+            panic!("a change fails");
+        })
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(len(&db), 10);
+    db.save_treap("never-used").unwrap();
+    assert_eq!(db.treap_names(), vec!["a".to_string()]);
+    db.close().unwrap();
+}
