@@ -1,8 +1,53 @@
-//! Batched and buffered I/O on top of bob's stores.
+//! Batched and buffered I/O on top of bob's file backends.
 //!
-//! This crate will own write buffering (sorted, neighbours merged, one sync per flush), merged
-//! batch reads with checksum checks returned in request order, a keyed disk cache
-//! (`store_buffered`, `flush_writes`, `lookup_batch`, `stats`, LRU and TTL eviction) and
-//! `BatchWriter` (bounded parallel writes with one result per item).
+//! - [`WriteBuffer`]: positioned writes held in memory; a flush sorts them, merges only truly
+//!   contiguous bytes into one vectored write per run, and syncs **once**. Gaps between
+//!   buffered writes are never written; overlapping buffered writes are last-wins; reads see
+//!   what is buffered. Flushes by operation count (default 32), bytes (default 4 MiB), an
+//!   optional interval, or by hand.
+//! - [`read_batch`]: reads sorted by offset, neighbours within a gap (default 64 KiB) read
+//!   with one positioned read and split, each checked against its checksum, results in
+//!   **request** order, duplicate requests read once.
 //!
-//! Not built yet: a later issue builds it.
+//! Invariants: nothing buffered is durable before a flush returns `Ok`; a failed flush
+//! latches the buffer ([`Error::Failed`]: a failed sync is never retried); a read never
+//! returns bytes whose checksum does not match the one its request carried
+//! ([`Error::ChecksumMismatch`]), and one bad request never fails another.
+//!
+//! Not built yet (issue #16): the keyed disk cache (`DiskCache`) and `BatchWriter`.
+//!
+//! # Example
+//! ```
+//! use bob_batch_io::{BatchReadOptions, ReadRequest, WriteBuffer, WriteBufferOptions};
+//! use bob_io_helpers::checksum;
+//!
+//! # fn main() -> bob_batch_io::Result<()> {
+//! let disk = bob_io_helpers::testing::SimDisk::new();
+//! let mut buffer = WriteBuffer::new(disk.clone(), WriteBufferOptions::default());
+//! for i in 0..8u64 {
+//!     buffer.write(i * 4096, &[i as u8; 4096])?;
+//! }
+//! let report = buffer.flush()?; // one run, one vectored write, one sync
+//! assert_eq!((report.runs, report.syncs), (1, 1));
+//!
+//! // Out of order, one twice: one read, results in request order.
+//! let requests = [
+//!     ReadRequest::checked(5 * 4096, 4096, checksum(&[5; 4096])),
+//!     ReadRequest::checked(1 * 4096, 4096, checksum(&[1; 4096])),
+//!     ReadRequest::checked(5 * 4096, 4096, checksum(&[5; 4096])),
+//! ];
+//! let (results, report) = bob_batch_io::read_batch(&disk, &requests, &BatchReadOptions::default());
+//! assert_eq!(results[0].as_ref().unwrap()[0], 5);
+//! assert_eq!(results[1].as_ref().unwrap()[0], 1);
+//! assert_eq!((report.distinct, report.reads), (2, 1));
+//! # Ok(())
+//! # }
+//! ```
+
+mod buffer;
+mod error;
+mod reads;
+
+pub use buffer::{FlushReport, WriteBuffer, WriteBufferOptions, WriteBufferStats};
+pub use error::{Error, Result};
+pub use reads::{BatchReadOptions, BatchReadReport, ReadRequest, read_batch};

@@ -1,0 +1,59 @@
+//! The crate's one error type.
+
+use std::io;
+use std::sync::Arc;
+
+/// Everything that can go wrong in batched I/O. Cloneable, so that one failed read can be
+/// the result of every request it served.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The backend failed (or an injected fault).
+    #[error("I/O error: {0}")]
+    Io(Arc<io::Error>),
+
+    /// Bytes read do not match the checksum the request carried: reported, never returned.
+    #[error(
+        "{len} bytes at {offset} are corrupt: checksum {computed:#018x}, expected {expected:#018x}"
+    )]
+    ChecksumMismatch {
+        /// Where the request starts.
+        offset: u64,
+        /// Its length.
+        len: u64,
+        /// The checksum the request expected.
+        expected: u64,
+        /// The checksum of what was read.
+        computed: u64,
+    },
+
+    /// A read asked for bytes past the end of the file (and of every buffered write).
+    #[error("{len} bytes at {offset} pass the end of the file ({file_len} bytes)")]
+    OutOfRange {
+        /// Where the read starts.
+        offset: u64,
+        /// Its length.
+        len: u64,
+        /// The file's length, buffered writes included.
+        file_len: u64,
+    },
+
+    /// A flush failed: what the buffer held may or may not be on the disk, and a failed sync
+    /// is never retried (the kernel may have dropped those writes), so the buffer refuses
+    /// every later call. Reopen the file and check what it holds.
+    #[error("a flush failed earlier ({0}); the buffer refuses every call")]
+    Failed(String),
+
+    /// An argument is out of range (a write past `u64::MAX`, an option of 0).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(Arc::new(e))
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

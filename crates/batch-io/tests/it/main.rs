@@ -1,0 +1,234 @@
+//! Integration tests for bob-batch-io (one binary, house style).
+
+use bob_batch_io::{
+    BatchReadOptions, Error, ReadRequest, WriteBuffer, WriteBufferOptions, read_batch,
+};
+use bob_io_helpers::FileBackend;
+use bob_io_helpers::checksum;
+use bob_io_helpers::testing::{CrashMode, FaultKind, FaultPlan, OpFilter, OpKind, Repeat, SimDisk};
+use proptest::prelude::*;
+
+/// A disk holding `len` bytes of a pattern, so that a byte nobody wrote is recognisable.
+fn patterned(len: usize) -> SimDisk {
+    let disk = SimDisk::new();
+    let pattern: Vec<u8> = (0..len).map(|i| (i % 251) as u8 | 0x80).collect();
+    disk.write_at(&pattern, 0).unwrap();
+    disk.sync_data().unwrap();
+    disk
+}
+
+fn never_by_itself() -> WriteBufferOptions {
+    WriteBufferOptions { max_ops: usize::MAX, max_bytes: usize::MAX, interval: None }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Write(u64, usize, u8),
+    Read(u64, usize),
+    Batch(Vec<(u64, usize)>),
+    Flush,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..24_000u64, 0..3_000usize, any::<u8>()).prop_map(|(o, l, b)| Op::Write(o, l, b)),
+        2 => (0..26_000u64, 0..3_000usize).prop_map(|(o, l)| Op::Read(o, l)),
+        1 => prop::collection::vec((0..26_000u64, 0..2_000usize), 1..8).prop_map(Op::Batch),
+        1 => Just(Op::Flush),
+    ]
+}
+
+/// The buffer against a model: the bytes a reader should see (the file with every write
+/// applied in order), and the bytes on the disk (the same, as of the last flush). Reads past
+/// the model's end fail; after a flush the disk holds exactly the model, so a gap between
+/// buffered writes kept the file's own bytes, and overlaps were last-wins.
+fn run(ops: Vec<Op>, max_ops: usize) {
+    let disk = patterned(16_384);
+    let mut model = disk.live_image();
+    let mut flushed = model.clone();
+    let options = WriteBufferOptions { max_ops, ..never_by_itself() };
+    let mut buffer = WriteBuffer::new(disk.clone(), options);
+    for op in ops {
+        match op {
+            Op::Write(offset, len, byte) => {
+                let bytes = vec![byte; len];
+                let flushed_now = buffer.write(offset, &bytes).unwrap();
+                let end = offset as usize + len;
+                if len > 0 {
+                    if model.len() < end {
+                        model.resize(end, 0);
+                    }
+                    model[offset as usize..end].copy_from_slice(&bytes);
+                }
+                if flushed_now.is_some() {
+                    flushed = model.clone();
+                }
+            }
+            Op::Read(offset, len) => {
+                let mut buf = vec![0u8; len];
+                let got = buffer.read_at(&mut buf, offset);
+                let end = offset as usize + len;
+                if end <= model.len() {
+                    got.unwrap();
+                    assert_eq!(buf, model[offset as usize..end], "read {len} at {offset}");
+                } else {
+                    assert!(matches!(got, Err(Error::OutOfRange { .. })), "{got:?}");
+                }
+            }
+            Op::Batch(ranges) => {
+                let requests: Vec<ReadRequest> =
+                    ranges.iter().map(|&(o, l)| ReadRequest::unchecked(o, l as u64)).collect();
+                let (results, report) =
+                    buffer.read_batch(&requests, &BatchReadOptions::default()).unwrap();
+                assert!(report.reads <= report.distinct.max(1) + report.distinct);
+                for (&(offset, len), result) in ranges.iter().zip(results) {
+                    let end = offset as usize + len;
+                    if end <= model.len() {
+                        assert_eq!(result.unwrap(), model[offset as usize..end]);
+                    } else {
+                        assert!(matches!(result, Err(Error::OutOfRange { .. })), "{result:?}");
+                    }
+                }
+            }
+            Op::Flush => {
+                buffer.flush().unwrap();
+                flushed = model.clone();
+            }
+        }
+        let on_disk = disk.live_image();
+        assert_eq!(on_disk.len(), flushed.len(), "the file's length");
+        assert!(on_disk == flushed, "the disk holds exactly what was flushed");
+    }
+    buffer.flush().unwrap();
+    assert!(disk.live_image() == model);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(if std::env::var_os("CI").is_some() { 256 } else { 64 }))]
+
+    #[test]
+    fn the_buffer_matches_a_model(ops in prop::collection::vec(op(), 1..60)) {
+        run(ops, usize::MAX);
+    }
+
+    #[test]
+    fn the_buffer_matches_a_model_flushing_every_few_writes(
+        ops in prop::collection::vec(op(), 1..60),
+        every in 1..6usize,
+    ) {
+        run(ops, every);
+    }
+}
+
+/// A flush writes each run of contiguous bytes with one vectored write and syncs once; a
+/// gap between runs is never written.
+#[test]
+fn a_flush_is_one_write_per_run_and_one_sync() {
+    let disk = patterned(32_768);
+    let gap_before = disk.live_image()[8192..10_000].to_vec();
+    let mut buffer = WriteBuffer::new(disk.clone(), never_by_itself());
+    buffer.write(4096, &[2; 4096]).unwrap();
+    buffer.write(0, &[1; 4096]).unwrap(); // out of order: sorted at the flush
+    buffer.write(10_000, &[3; 1000]).unwrap();
+    buffer.write(10_500, &[4; 100]).unwrap(); // inside the last: last wins
+    let before = disk.op_counts();
+    let report = buffer.flush().unwrap();
+    let after = disk.op_counts();
+    assert_eq!((report.writes, report.runs, report.syncs), (4, 2, 1));
+    assert_eq!((after.writes - before.writes, after.syncs - before.syncs), (2, 1));
+    let image = disk.live_image();
+    assert!(image[..4096].iter().all(|&b| b == 1) && image[4096..8192].iter().all(|&b| b == 2));
+    assert_eq!(image[8192..10_000], gap_before[..], "the gap kept its bytes");
+    assert!(image[10_500..10_600].iter().all(|&b| b == 4));
+    assert!(image[10_600..11_000].iter().all(|&b| b == 3));
+    assert_eq!(buffer.flush().unwrap().syncs, 0, "nothing buffered: no sync");
+    assert_eq!(buffer.stats().flushes, 1);
+}
+
+/// The triggers: the count of writes, the bytes.
+#[test]
+fn a_buffer_flushes_by_itself_at_its_limits() {
+    let disk = SimDisk::new();
+    let options = WriteBufferOptions { max_ops: 4, max_bytes: 10_000, interval: None };
+    let mut buffer = WriteBuffer::new(disk.clone(), options);
+    for i in 0..3 {
+        assert!(buffer.write(i * 10, b"0123456789").unwrap().is_none());
+    }
+    assert!(buffer.write(30, b"0123456789").unwrap().is_some(), "the fourth write flushes");
+    assert_eq!(buffer.stats().pending_writes, 0);
+    assert!(buffer.write(0, &[7; 12_000]).unwrap().is_some(), "past max_bytes");
+    assert_eq!(disk.op_counts().syncs, 2);
+}
+
+/// What a flush wrote survives a power loss; what was only buffered does not.
+#[test]
+fn a_flushed_write_survives_a_power_loss_and_a_buffered_one_is_gone() {
+    let disk = SimDisk::new();
+    let mut buffer = WriteBuffer::new(disk.clone(), never_by_itself());
+    buffer.write(0, &[1; 8192]).unwrap();
+    buffer.flush().unwrap();
+    buffer.write(8192, &[2; 4096]).unwrap();
+    for seed in 0..8 {
+        let image = disk.crash_image(CrashMode::PowerLoss, seed);
+        assert!(image.len() >= 8192 && image[..8192].iter().all(|&b| b == 1), "seed {seed}");
+        assert!(image.len() <= 8192, "a write never flushed reached the disk (seed {seed})");
+    }
+}
+
+/// A flush whose sync fails latches the buffer: no retry, every later call refused.
+#[test]
+fn a_failed_flush_latches_the_buffer() {
+    let disk = SimDisk::new();
+    let mut buffer = WriteBuffer::new(disk.clone(), never_by_itself());
+    buffer.write(0, b"data").unwrap();
+    let syncs = disk.op_counts().syncs;
+    disk.set_fault(FaultPlan {
+        at: syncs,
+        on: OpFilter::Only(OpKind::Sync),
+        kind: FaultKind::Io,
+        repeat: Repeat::Once,
+    });
+    assert!(matches!(buffer.flush(), Err(Error::Io(_))));
+    disk.clear_fault();
+    assert!(matches!(buffer.flush(), Err(Error::Failed(_))));
+    assert!(matches!(buffer.write(0, b"x"), Err(Error::Failed(_))));
+    let mut buf = [0u8; 4];
+    assert!(matches!(buffer.read_at(&mut buf, 0), Err(Error::Failed(_))));
+}
+
+/// Batch reads: out of order and duplicated requests come back in request order, read once;
+/// neighbours within the gap share one read, far ones do not; a corrupt item fails alone,
+/// and so does one past the end.
+#[test]
+fn batch_reads_merge_neighbours_and_answer_in_request_order() {
+    let disk = SimDisk::new();
+    let blocks: Vec<Vec<u8>> = (0..16u8).map(|i| vec![i; 4096]).collect();
+    for (i, block) in blocks.iter().enumerate() {
+        disk.write_at(block, i as u64 * 4096).unwrap();
+    }
+    disk.write_at(&[9; 4096], 1 << 20).unwrap(); // far away
+    let req = |i: u64| ReadRequest::checked(i * 4096, 4096, checksum(&blocks[i as usize]));
+    let requests =
+        [req(7), req(2), req(7), req(3), ReadRequest::checked(1 << 20, 4096, checksum(&[9; 4096]))];
+    let before = disk.op_counts().reads;
+    let (results, report) = read_batch(&disk, &requests, &BatchReadOptions::default());
+    assert_eq!(disk.op_counts().reads - before, 2, "one read for 2..8, one for the far block");
+    assert_eq!((report.requests, report.distinct, report.reads), (5, 4, 2));
+    let firsts: Vec<u8> = results.iter().map(|r| r.as_ref().unwrap()[0]).collect();
+    assert_eq!(firsts, vec![7, 2, 7, 3, 9]);
+
+    // A flipped byte in block 2: its request fails, its neighbours do not.
+    disk.write_at(&[0xFF], 2 * 4096 + 100).unwrap();
+    let past_end = ReadRequest::unchecked(2 << 20, 10);
+    let (results, _) = read_batch(&disk, &[req(3), req(2), past_end], &BatchReadOptions::default());
+    assert_eq!(results[0].as_ref().unwrap()[0], 3);
+    assert!(matches!(results[1], Err(Error::ChecksumMismatch { offset: 8192, .. })));
+    assert!(matches!(results[2], Err(Error::OutOfRange { .. })));
+
+    // With no gap allowed, blocks 2 and 7 are apart: two reads.
+    let options = BatchReadOptions { gap: 0, ..BatchReadOptions::default() };
+    let (_, report) = read_batch(&disk, &[req(7), req(3)], &options);
+    assert_eq!(report.reads, 2);
+    let (_, report) = read_batch(&disk, &[req(4), req(3)], &options);
+    assert_eq!(report.reads, 1, "touching blocks merge even with no gap");
+}
