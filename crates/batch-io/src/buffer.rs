@@ -17,7 +17,7 @@ pub struct WriteBufferOptions {
     pub max_ops: usize,
     /// Flush once the buffered bytes reach this. Default 4 MiB.
     pub max_bytes: usize,
-    /// Flush at a write when the last flush (or the first buffered write) is this old.
+    /// Flush at a write when the first write buffered since the last flush is this old.
     /// Checked at each write: no thread flushes an idle buffer. Default none.
     pub interval: Option<Duration>,
 }
@@ -134,8 +134,10 @@ impl<B: FileBackend> WriteBuffer<B> {
     pub fn write(&mut self, offset: u64, bytes: &[u8]) -> Result<Option<FlushReport>> {
         self.check()?;
         let len = bytes.len() as u64;
-        let Some(end) = offset.checked_add(len) else {
-            return Err(Error::InvalidArgument(format!("{len} bytes at {offset} overflow")));
+        // A file offset is an `off_t`: a write past it would only fail at the flush, and
+        // take every other buffered write down with it.
+        let Some(end) = offset.checked_add(len).filter(|&end| end <= i64::MAX as u64) else {
+            return Err(Error::InvalidArgument(format!("{len} bytes at {offset} pass 2^63")));
         };
         if len > 0 {
             self.carve(offset, end);
@@ -229,9 +231,12 @@ impl<B: FileBackend> WriteBuffer<B> {
     /// ends later.
     pub fn len(&self) -> Result<u64> {
         self.check()?;
-        let file = self.backend.len()?;
-        let buffered = self.pending.iter().next_back().map_or(0, |(&o, b)| o + b.len() as u64);
-        Ok(file.max(buffered))
+        Ok(self.backend.len()?.max(self.buffered_end()))
+    }
+
+    /// Where the last buffered write ends (0 when none is buffered).
+    fn buffered_end(&self) -> u64 {
+        self.pending.iter().next_back().map_or(0, |(&at, bytes)| at + bytes.len() as u64)
     }
 
     /// Whether [`len`](Self::len) is 0.
@@ -249,7 +254,7 @@ impl<B: FileBackend> WriteBuffer<B> {
             .checked_add(len)
             .ok_or_else(|| Error::InvalidArgument(format!("{len} bytes at {offset} overflow")))?;
         let file_len = self.backend.len()?;
-        let logical = self.len()?;
+        let logical = file_len.max(self.buffered_end());
         if end > logical {
             return Err(Error::OutOfRange { offset, len, file_len: logical });
         }
@@ -286,7 +291,8 @@ impl<B: FileBackend> WriteBuffer<B> {
         options: &BatchReadOptions,
     ) -> Result<(Vec<Result<Vec<u8>>>, BatchReadReport)> {
         self.check()?;
-        Ok(read_batch_with(requests, options, |offset, len| {
+        let file_len = self.len()?;
+        Ok(read_batch_with(requests, options, file_len, |offset, len| {
             let mut buf = vec![0u8; len as usize];
             self.read_at(&mut buf, offset)?;
             Ok(buf)

@@ -44,7 +44,7 @@ pub enum Error {
     #[error("a flush failed earlier ({0}); the buffer refuses every call")]
     Failed(String),
 
-    /// An argument is out of range (a write past `u64::MAX`, an option of 0).
+    /// An argument is out of range (a write ending past 2^63, the largest file offset).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 }

@@ -62,10 +62,13 @@ pub struct BatchReadReport {
     pub bytes_read: u64,
 }
 
-/// Runs a batch of `requests` through `read_range(offset, len)`; results in request order.
+/// Runs a batch of `requests` through `read_range(offset, len)` over a file of `file_len`
+/// bytes; results in request order. A request past `file_len` is `OutOfRange` alone, before
+/// anything is allocated for it.
 pub(crate) fn read_batch_with(
     requests: &[ReadRequest],
     options: &BatchReadOptions,
+    file_len: u64,
     read_range: impl Fn(u64, u64) -> Result<Vec<u8>>,
 ) -> (Vec<Result<Vec<u8>>>, BatchReadReport) {
     let mut report = BatchReadReport { requests: requests.len(), ..BatchReadReport::default() };
@@ -74,11 +77,8 @@ pub(crate) fn read_batch_with(
     let mut index: HashMap<(u64, u64), usize> = HashMap::new();
     let mut bad = vec![None; requests.len()];
     for (i, r) in requests.iter().enumerate() {
-        if r.offset.checked_add(r.len).is_none() {
-            bad[i] = Some(Error::InvalidArgument(format!(
-                "{} bytes at {} pass the end of the address space",
-                r.len, r.offset
-            )));
+        if r.offset.checked_add(r.len).is_none_or(|end| end > file_len) {
+            bad[i] = Some(Error::OutOfRange { offset: r.offset, len: r.len, file_len });
             continue;
         }
         index.entry((r.offset, r.len)).or_insert_with(|| {
@@ -123,14 +123,17 @@ pub(crate) fn read_batch_with(
                 }
                 Err(e) if group.len() == 1 => fetched[group[0]] = Some(Err(e)),
                 Err(_) => {
-                    // One bad range (past the end, say) must not fail its neighbours: each
-                    // is read alone.
+                    // A failed read of one range must not fail its neighbours: each is read
+                    // again alone.
                     for &d in group {
                         let (offset, len) = distinct[d];
-                        report.reads += 1;
-                        report.bytes_read += len;
-                        fetched[d] =
-                            Some(if len == 0 { Ok(Vec::new()) } else { read_range(offset, len) });
+                        fetched[d] = Some(if len == 0 {
+                            Ok(Vec::new())
+                        } else {
+                            report.reads += 1;
+                            report.bytes_read += len;
+                            read_range(offset, len)
+                        });
                     }
                 }
             }
@@ -167,21 +170,25 @@ pub(crate) fn read_batch_with(
 }
 
 /// Reads a batch from `backend`: see [`BatchReadOptions`] for the merging; results in the
-/// order of `requests`, duplicates read once, each checked against its checksum.
+/// order of `requests`, duplicates read once, each checked against its checksum, a request
+/// past the file's end [`Error::OutOfRange`] alone. If the file's length cannot be read,
+/// every request gets that error.
 pub fn read_batch<B: bob_io_helpers::FileBackend + ?Sized>(
     backend: &B,
     requests: &[ReadRequest],
     options: &BatchReadOptions,
 ) -> (Vec<Result<Vec<u8>>>, BatchReadReport) {
-    read_batch_with(requests, options, |offset, len| {
+    let file_len = match backend.len() {
+        Ok(len) => len,
+        Err(e) => {
+            let e = Error::from(e);
+            let report = BatchReadReport { requests: requests.len(), ..BatchReadReport::default() };
+            return (requests.iter().map(|_| Err(e.clone())).collect(), report);
+        }
+    };
+    read_batch_with(requests, options, file_len, |offset, len| {
         let mut buf = Vec::new();
-        backend.read_to_vec(&mut buf, len as usize, offset).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                Error::OutOfRange { offset, len, file_len: backend.len().unwrap_or(0) }
-            } else {
-                Error::from(e)
-            }
-        })?;
+        backend.read_to_vec(&mut buf, len as usize, offset)?;
         Ok(buf)
     })
 }
