@@ -44,6 +44,10 @@ pub enum Error {
     #[error("a flush failed earlier ({0}); the buffer refuses every call")]
     Failed(String),
 
+    /// The store a [`crate::BatchWriter`] writes into refused a write or a commit.
+    #[error("store: {0}")]
+    Store(Arc<bob_store_core::Error>),
+
     /// An argument is out of range (a write ending past 2^63, the largest file offset).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -52,6 +56,12 @@ pub enum Error {
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Self {
         Error::Io(Arc::new(e))
+    }
+}
+
+impl From<bob_store_core::Error> for Error {
+    fn from(e: bob_store_core::Error) -> Self {
+        Error::Store(Arc::new(e))
     }
 }
 

@@ -14,7 +14,12 @@
 //! returns bytes whose checksum does not match the one its request carried
 //! ([`Error::ChecksumMismatch`]), and one bad request never fails another.
 //!
-//! Not built yet (issue #16): the keyed disk cache (`DiskCache`) and `BatchWriter`.
+//! - [`BatchWriter`]: bounded parallel writes into a [`Sink`] (a `ConcurrentStore` is one):
+//!   a permit is taken before each write starts, one result per item in input order, the
+//!   same key twice in a batch resolves to the last, one commit per batch; `stats` with a
+//!   latency histogram.
+//!
+//! Not built yet (issue #16): the keyed disk cache (`DiskCache`).
 //!
 //! # Example
 //! ```
@@ -47,7 +52,9 @@
 mod buffer;
 mod error;
 mod reads;
+mod writer;
 
 pub use buffer::{FlushReport, WriteBuffer, WriteBufferOptions, WriteBufferStats};
 pub use error::{Error, Result};
 pub use reads::{BatchReadOptions, BatchReadReport, ReadRequest, read_batch};
+pub use writer::{BatchWriter, BatchWriterOptions, BatchWriterStats, LATENCY_BUCKETS_MICROS, Sink};

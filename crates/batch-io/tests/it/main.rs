@@ -261,3 +261,127 @@ fn batch_reads_merge_neighbours_and_answer_in_request_order() {
     let (_, report) = read_batch(&disk, &[req(4), req(3)], &options);
     assert_eq!(report.reads, 1, "touching blocks merge even with no gap");
 }
+
+mod writer {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use bob_batch_io::{BatchWriter, BatchWriterOptions, Error, Result, Sink};
+    use bob_store_concurrent::ConcurrentStore;
+    use bob_store_core::StoreOptions;
+
+    /// A sink that records what it holds, how many writes ran at once, and fails where told.
+    #[derive(Default)]
+    struct Model {
+        written: Mutex<HashMap<u32, Vec<u8>>>,
+        durable: Mutex<HashMap<u32, Vec<u8>>>,
+        running: AtomicUsize,
+        peak: AtomicUsize,
+        fail_key: Option<u32>,
+        fail_commit: AtomicBool,
+    }
+
+    impl Sink<u32> for Model {
+        type Output = usize;
+
+        fn write(&self, key: &u32, bytes: &[u8]) -> Result<usize> {
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.peak.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            if self.fail_key == Some(*key) {
+                return Err(Error::InvalidArgument(format!("key {key} refused")));
+            }
+            self.written.lock().unwrap().insert(*key, bytes.to_vec());
+            Ok(bytes.len())
+        }
+
+        fn commit(&self) -> Result<()> {
+            if self.fail_commit.load(Ordering::SeqCst) {
+                return Err(Error::InvalidArgument("commit refused".into()));
+            }
+            let written = self.written.lock().unwrap().clone();
+            *self.durable.lock().unwrap() = written;
+            Ok(())
+        }
+    }
+
+    /// One result per item in input order; a key twice: the last wins and both items get its
+    /// result; at most `permits` writes at once; a failed write fails its item alone; the
+    /// batch is durable (committed) when it returns.
+    #[test]
+    fn a_batch_gives_one_result_per_item_in_order_and_never_exceeds_its_permits() {
+        let sink = Model { fail_key: Some(13), ..Model::default() };
+        let writer = BatchWriter::new(sink, BatchWriterOptions { permits: 3 });
+        let payloads: Vec<Vec<u8>> = (0..40u32).map(|i| vec![i as u8; i as usize + 1]).collect();
+        let mut items: Vec<(u32, &[u8])> =
+            payloads.iter().enumerate().map(|(i, p)| (i as u32 % 30, &p[..])).collect();
+        items.swap(0, 39); // out of order
+        let results = writer.write_batch(&items);
+        assert_eq!(results.len(), items.len());
+        for (i, ((key, _), result)) in items.iter().zip(&results).enumerate() {
+            let last = items.iter().rposition(|(k, _)| k == key).unwrap();
+            match key {
+                13 => assert!(result.is_err(), "item {i}"),
+                _ => assert_eq!(*result.as_ref().unwrap(), items[last].1.len(), "item {i}"),
+            }
+        }
+        let sink = writer.sink();
+        let durable = sink.durable.lock().unwrap();
+        for (key, _) in &items {
+            let last = items.iter().rev().find(|(k, _)| k == key).unwrap().1;
+            if *key != 13 {
+                assert_eq!(durable[key], last, "key {key}: the last item wins");
+            }
+        }
+        assert!(sink.peak.load(Ordering::SeqCst) <= 3);
+        let stats = writer.stats();
+        assert!(stats.peak_in_flight <= 3, "{stats:?}");
+        assert_eq!((stats.in_flight, stats.available_permits, stats.commits), (0, 3, 1));
+        assert_eq!(stats.completed + stats.failed, 30, "one write per distinct key");
+        assert_eq!(stats.latency_micros.iter().sum::<u64>(), 30);
+    }
+
+    /// A failed commit fails every item: nothing it returns `Ok` for is not durable.
+    #[test]
+    fn a_failed_commit_fails_every_item() {
+        let sink = Model::default();
+        sink.fail_commit.store(true, Ordering::SeqCst);
+        let writer = BatchWriter::new(sink, BatchWriterOptions::default());
+        let results = writer.write_batch(&[(1, &b"a"[..]), (2, &b"b"[..])]);
+        assert!(results.iter().all(Result::is_err));
+        assert!(writer.write_one(&3, b"c").is_err());
+        assert_eq!(writer.stats().failed_commits, 2);
+    }
+
+    /// Into a shared store: new objects all written, a replaced id twice resolves to the last,
+    /// and everything is there after a reopen (one durable commit per batch).
+    #[test]
+    fn a_batch_into_a_concurrent_store_is_durable_and_last_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let store = ConcurrentStore::create_base(&path, StoreOptions::default(), 0).unwrap();
+        let kept = store.write_new_obj_from_bytes(b"first").unwrap();
+        store.commit().unwrap();
+        let writer = BatchWriter::new(store, BatchWriterOptions { permits: 8 });
+        let blobs: Vec<Vec<u8>> = (0..64u8).map(|i| vec![i; 3000 + i as usize]).collect();
+        let mut items: Vec<(Option<bob_store_core::ObjectId>, &[u8])> =
+            blobs.iter().map(|b| (None, &b[..])).collect();
+        items.push((Some(kept), b"second"));
+        items.push((Some(kept), b"third, the last"));
+        let results = writer.write_batch(&items);
+        let ids: Vec<_> = results.into_iter().map(|r| r.unwrap()).collect();
+        assert_eq!(ids[64], kept);
+        assert_eq!(ids[65], kept);
+        let distinct: std::collections::HashSet<_> = ids[..64].iter().collect();
+        assert_eq!(distinct.len(), 64, "new objects are never merged");
+        assert_eq!(writer.sink().commit_stats().commits, 2, "one commit for the batch");
+        drop(writer);
+        let store = ConcurrentStore::open_base(&path, StoreOptions::default(), 0).unwrap();
+        for (id, blob) in ids[..64].iter().zip(&blobs) {
+            assert_eq!(&store.read_bytes_from_obj(*id).unwrap(), blob);
+        }
+        assert_eq!(store.read_bytes_from_obj(kept).unwrap(), b"third, the last");
+    }
+}
