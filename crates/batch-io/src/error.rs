@@ -48,6 +48,10 @@ pub enum Error {
     #[error("store: {0}")]
     Store(Arc<bob_store_core::Error>),
 
+    /// A [`crate::Sink`]'s write panicked (its message): that item failed, the batch went on.
+    #[error("the sink panicked: {0}")]
+    SinkPanicked(String),
+
     /// An argument is out of range (a write ending past 2^63, the largest file offset).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

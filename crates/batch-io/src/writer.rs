@@ -9,7 +9,7 @@ use bob_io_helpers::DiskTokenManager;
 use bob_io_helpers::sync::Mutex;
 use bob_io_helpers::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// Where a [`BatchWriter`] writes: items, then a commit that makes every finished write
 /// durable. `write` is called from several threads at once.
@@ -22,6 +22,13 @@ pub trait Sink<K>: Sync {
 
     /// Makes every finished write durable.
     fn commit(&self) -> Result<()>;
+
+    /// Called on the caller's thread before a batch's writes start on other threads: a sink
+    /// refuses here what would make those threads wait for the caller (a `ConcurrentStore`
+    /// refuses a caller holding one of its guards). Default: nothing.
+    fn before_batch(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// Whether `key` names one target, so that a later item of a batch with the same key
     /// replaces an earlier one (last wins). Keys that do not (a new object each time) are
@@ -63,7 +70,7 @@ pub struct BatchWriterStats {
     pub completed: u64,
     /// Writes that failed.
     pub failed: u64,
-    /// Commits made, and how many failed.
+    /// Commits made.
     pub commits: u64,
     /// Commits that failed.
     pub failed_commits: u64,
@@ -151,7 +158,16 @@ impl<S> BatchWriter<S> {
         let now = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
         self.peak.fetch_max(now, Ordering::AcqRel);
         let started = Instant::now();
-        let result = write();
+        // A sink that panics fails its item, not the batch (nor the counters).
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(write)).unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                Err(Error::SinkPanicked(what))
+            });
         let took = started.elapsed();
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.record(took);
@@ -193,13 +209,18 @@ impl<S> BatchWriter<S> {
     /// Writes `items` with up to `permits` writes at once, then commits once. One result per
     /// item, in input order; every `Ok` is durable. An item whose key names one target
     /// ([`Sink::names_one_target`]) and comes again later in the batch is not written: the
-    /// last one wins, and the earlier ones get its result. A failed write fails its item
-    /// (and every item it stood for) alone; a failed commit fails every item.
+    /// last one wins, and the earlier ones get its result. A failed (or panicking) write
+    /// fails its item (and every item it stood for) alone; a failed commit fails every item,
+    /// though the writes stay in the sink, and a later commit of anyone may make them
+    /// durable. A sink may refuse the whole batch before it starts ([`Sink::before_batch`]).
     pub fn write_batch<K>(&self, items: &[(K, &[u8])]) -> Vec<Result<S::Output>>
     where
         S: Sink<K>,
         K: Hash + Eq + Sync,
     {
+        if let Err(e) = self.sink.before_batch() {
+            return items.iter().map(|_| Err(e.clone())).collect();
+        }
         // The item that is written for each item: itself, or the last with its key.
         let mut last: HashMap<&K, usize> = HashMap::new();
         for (i, (key, _)) in items.iter().enumerate() {
@@ -267,6 +288,18 @@ impl<S: bob_store_core::SplitStore<Io: Clone> + Send + Sync> Sink<Option<bob_sto
 
     fn commit(&self) -> Result<()> {
         Ok(bob_store_concurrent::ConcurrentStore::commit(self)?)
+    }
+
+    fn before_batch(&self) -> Result<()> {
+        if self.thread_holds_guards() {
+            return Err(bob_store_core::Error::WouldDeadlock(
+                "a batch written while this thread holds a guard of the store could wait for \
+                 it on another thread: drop the guards first"
+                    .into(),
+            )
+            .into());
+        }
+        Ok(())
     }
 
     fn names_one_target(key: &Option<bob_store_core::ObjectId>) -> bool {

@@ -688,6 +688,12 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
         self.group.exclusive(|| self.with_store(|store| SplitStore::compact(store)))
     }
 
+    /// Whether the calling thread holds a reader or writer guard of this store (work it
+    /// hands to other threads must not wait for them).
+    pub fn thread_holds_guards(&self) -> bool {
+        self.locks.holds_any()
+    }
+
     /// Objects in the store (see `Store::object_count`).
     pub fn object_count(&self) -> Result<u64> {
         self.with_store_shared(|store| Ok(store.object_count()))

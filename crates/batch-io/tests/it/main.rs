@@ -385,3 +385,56 @@ mod writer {
         assert_eq!(store.read_bytes_from_obj(kept).unwrap(), b"third, the last");
     }
 }
+
+mod writer_edges {
+    use bob_batch_io::{BatchWriter, BatchWriterOptions, Error, Result, Sink};
+    use bob_store_concurrent::ConcurrentStore;
+    use bob_store_core::StoreOptions;
+
+    struct Panicky;
+
+    impl Sink<u32> for Panicky {
+        type Output = u32;
+        fn write(&self, key: &u32, _: &[u8]) -> Result<u32> {
+            assert!(*key != 3, "the sink fails on key 3");
+            Ok(*key)
+        }
+        fn commit(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A panicking write fails its item only; the counters stay right; an empty batch is
+    /// nothing, not even a commit.
+    #[test]
+    fn a_panicking_sink_fails_one_item_and_an_empty_batch_does_nothing() {
+        let writer = BatchWriter::new(Panicky, BatchWriterOptions { permits: 2 });
+        let items: Vec<(u32, &[u8])> = (0..6).map(|k| (k, &b"x"[..])).collect();
+        let results = writer.write_batch(&items);
+        assert!(matches!(results[3], Err(Error::SinkPanicked(_))));
+        assert!(results.iter().enumerate().all(|(i, r)| i == 3 || r.is_ok()));
+        let stats = writer.stats();
+        assert_eq!((stats.in_flight, stats.completed, stats.failed), (0, 5, 1));
+        assert!(writer.write_batch(&[]).is_empty());
+        assert_eq!(writer.stats().commits, 1);
+    }
+
+    /// A caller holding a guard of the store: the batch is refused, not left waiting for
+    /// the caller on another thread.
+    #[test]
+    fn a_batch_from_a_thread_holding_a_guard_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            ConcurrentStore::create_base(dir.path().join("s"), StoreOptions::default(), 0).unwrap();
+        let id = store.write_new_obj_from_bytes(b"x").unwrap();
+        let writer = BatchWriter::new(store, BatchWriterOptions::default());
+        let guard = writer.sink().late_read_obj(id).unwrap();
+        let results = writer.write_batch(&[(Some(id), &b"y"[..])]);
+        assert!(
+            matches!(&results[0], Err(Error::Store(e)) if matches!(**e, bob_store_core::Error::WouldDeadlock(_)))
+        );
+        drop(guard);
+        assert!(writer.write_batch(&[(Some(id), &b"y"[..])])[0].is_ok());
+        assert_eq!(writer.sink().read_bytes_from_obj(id).unwrap(), b"y");
+    }
+}
