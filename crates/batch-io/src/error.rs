@@ -52,6 +52,18 @@ pub enum Error {
     #[error("the sink panicked: {0}")]
     SinkPanicked(String),
 
+    /// The disk cache's database (bob-btree) failed.
+    #[error("database: {0}")]
+    Db(Arc<bob_btree::Error>),
+
+    /// The disk cache's index (a bob-treap) failed.
+    #[error("index: {0}")]
+    Index(Arc<bob_treap::Error>),
+
+    /// Something read back is not what was written: reported, never returned.
+    #[error("corrupt: {0}")]
+    Corrupt(String),
+
     /// An argument is out of range (a write ending past 2^63, the largest file offset).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -66,6 +78,24 @@ impl From<io::Error> for Error {
 impl From<bob_store_core::Error> for Error {
     fn from(e: bob_store_core::Error) -> Self {
         Error::Store(Arc::new(e))
+    }
+}
+
+impl From<bob_btree::Error> for Error {
+    fn from(e: bob_btree::Error) -> Self {
+        match e {
+            bob_btree::Error::Store(e) => Error::Store(Arc::new(e)),
+            e => Error::Db(Arc::new(e)),
+        }
+    }
+}
+
+impl From<bob_treap::Error> for Error {
+    fn from(e: bob_treap::Error) -> Self {
+        match e {
+            bob_treap::Error::Store(e) => Error::Store(Arc::new(e)),
+            e => Error::Index(Arc::new(e)),
+        }
     }
 }
 

@@ -19,7 +19,9 @@
 //!   same key twice in a batch resolves to the last, one commit per batch; `stats` with a
 //!   latency histogram.
 //!
-//! Not built yet (issue #16): the keyed disk cache (`DiskCache`).
+//! - [`DiskCache`]: keyed blobs in one bob database file, the index a treap in its catalog
+//!   committed with the data in one store commit; buffered stores, LRU eviction under a
+//!   capacity, TTL.
 //!
 //! # Example
 //! ```
@@ -50,11 +52,13 @@
 //! ```
 
 mod buffer;
+mod cache;
 mod error;
 mod reads;
 mod writer;
 
 pub use buffer::{FlushReport, WriteBuffer, WriteBufferOptions, WriteBufferStats};
+pub use cache::{DiskCache, DiskCacheOptions, DiskCacheStats};
 pub use error::{Error, Result};
 pub use reads::{BatchReadOptions, BatchReadReport, ReadRequest, read_batch};
 pub use writer::{BatchWriter, BatchWriterOptions, BatchWriterStats, LATENCY_BUCKETS_MICROS, Sink};

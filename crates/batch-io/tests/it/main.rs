@@ -438,3 +438,96 @@ mod writer_edges {
         assert_eq!(writer.sink().read_bytes_from_obj(id).unwrap(), b"y");
     }
 }
+
+mod cache {
+    use bob_batch_io::{DiskCache, DiskCacheOptions};
+
+    fn blob(i: u8, len: usize) -> Vec<u8> {
+        (0..len).map(|j| i.wrapping_add(j as u8)).collect()
+    }
+
+    /// Stores, overwrites, removes and buffered stores, across reopens: every flushed entry
+    /// comes back, a buffered one only once flushed, an overwrite frees the old blob (the
+    /// store holds one object per entry, plus its database's).
+    #[test]
+    fn entries_survive_reopens_and_overwrites_free_their_old_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache");
+        let cache = DiskCache::open(&path, DiskCacheOptions::default()).unwrap();
+        for round in 0..5u8 {
+            for k in 0..20u8 {
+                cache.store(&[k], &blob(k ^ round, 1000 + k as usize)).unwrap();
+            }
+        }
+        assert!(cache.remove(&[3]).unwrap());
+        assert!(!cache.remove(&[200]).unwrap());
+        cache.store_buffered(b"buffered", b"kept once flushed").unwrap();
+        assert_eq!(cache.lookup(b"buffered").unwrap().unwrap(), b"kept once flushed");
+        assert_eq!(cache.stats().pending_writes, 1);
+        cache.flush_writes().unwrap();
+        cache.store_buffered(b"lost", b"never flushed").unwrap();
+        let stats = cache.stats();
+        assert_eq!((stats.entries, stats.pending_writes), (20, 1));
+        drop(cache); // no close: the buffered store is lost, the flushed ones are not
+        let cache = DiskCache::open(&path, DiskCacheOptions::default()).unwrap();
+        for k in 0..20u8 {
+            let got = cache.lookup(&[k]).unwrap();
+            if k == 3 {
+                assert!(got.is_none());
+            } else {
+                assert_eq!(got.unwrap(), blob(k ^ 4, 1000 + k as usize), "key {k}");
+            }
+        }
+        assert_eq!(cache.lookup(b"buffered").unwrap().unwrap(), b"kept once flushed");
+        assert!(cache.lookup(b"lost").unwrap().is_none());
+        assert_eq!(cache.stats().entries, 20);
+        cache.close().unwrap();
+        let db = bob_btree::Db::open(&path).unwrap();
+        let objects = db.store().object_count().unwrap();
+        // 20 blobs, 20 index nodes (a treap node per key) and the catalog: the 80 blobs
+        // overwritten and the one removed were freed.
+        assert_eq!(objects, 20 + 20 + 1, "old blobs were freed");
+        db.close().unwrap();
+    }
+
+    /// Past the capacity the least recently used entry goes first; a lookup makes an entry
+    /// recent; lookup_batch answers in request order.
+    #[test]
+    fn the_least_recently_used_entry_is_evicted_and_batches_answer_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = DiskCacheOptions { capacity_bytes: 10_000, ..DiskCacheOptions::default() };
+        let cache = DiskCache::open(dir.path().join("cache"), options).unwrap();
+        for k in 0..3u8 {
+            cache.store(&[k], &blob(k, 3000)).unwrap();
+        }
+        cache.lookup(&[0]).unwrap().unwrap(); // 0 is now more recent than 1
+        cache.store(&[9], &blob(9, 3000)).unwrap(); // 12,000 bytes: one must go
+        let stats = cache.stats();
+        assert_eq!((stats.entries, stats.bytes, stats.evictions), (3, 9000, 1));
+        let keys: [&[u8]; 5] = [&[9], &[1], &[0], &[9], &[2]];
+        let got = cache.lookup_batch(&keys);
+        assert_eq!(got[0].as_ref().unwrap().as_deref(), Some(&blob(9, 3000)[..]));
+        assert!(got[1].as_ref().unwrap().is_none(), "1 was the least recently used");
+        assert_eq!(got[2].as_ref().unwrap().as_deref(), Some(&blob(0, 3000)[..]));
+        assert_eq!(got[3].as_ref().unwrap().as_deref(), Some(&blob(9, 3000)[..]));
+        assert_eq!(got[4].as_ref().unwrap().as_deref(), Some(&blob(2, 3000)[..]));
+        cache.close().unwrap();
+    }
+
+    /// An entry past its time is a miss.
+    #[test]
+    fn an_expired_entry_is_a_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = DiskCacheOptions {
+            ttl: Some(std::time::Duration::from_millis(1)),
+            ..DiskCacheOptions::default()
+        };
+        let cache = DiskCache::open(dir.path().join("cache"), options).unwrap();
+        cache.store(b"k", b"v").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(cache.lookup(b"k").unwrap().is_none());
+        let stats = cache.stats();
+        assert_eq!((stats.misses, stats.expirations), (1, 1));
+        cache.close().unwrap();
+    }
+}
