@@ -60,6 +60,28 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// What a commit's index changes add up to, and the blobs they free.
+struct Tally {
+    entries: u64,
+    bytes: u64,
+    free: Vec<ObjectId>,
+}
+
+/// Drops `key` from the index, listing its blob to free; its entry, if there was one.
+fn drop_key<S: bob_store_core::Storer>(
+    index: &mut Index,
+    store: &S,
+    key: &[u8],
+    tally: &mut Tally,
+) -> Result<Option<Entry>> {
+    let Some(old) = index.delete(store, key)? else { return Ok(None) };
+    let old = Entry::decode(&old)?;
+    tally.free.push(old.id);
+    tally.entries -= 1;
+    tally.bytes -= old.len;
+    Ok(Some(old))
+}
+
 /// How a [`DiskCache`] behaves.
 #[derive(Debug, Clone)]
 pub struct DiskCacheOptions {
@@ -154,7 +176,10 @@ impl State {
 /// - TTL: an entry past its time is a miss; its space goes when the capacity needs it, or
 ///   when its key is stored again or removed.
 ///
-/// Calls take `&self` and may come from several threads; they run one at a time.
+/// Calls take `&self` and may come from several threads; they run one at a time. Dropping
+/// the cache without [`close`](Self::close) loses what is buffered (never what was flushed).
+/// A crash between a store's blob writes and its commit can leave those blobs' space
+/// unreachable (never an entry without its blob).
 pub struct DiskCache {
     db: Db,
     state: Mutex<State>,
@@ -180,7 +205,8 @@ impl DiskCache {
         let mut state = State::default();
         let mut decoded = Vec::with_capacity(entries.len());
         for (key, value) in entries {
-            decoded.push((Entry::decode(&value)?.stored_ms, key, Entry::decode(&value)?.len));
+            let entry = Entry::decode(&value)?;
+            decoded.push((entry.stored_ms, key, entry.len));
         }
         decoded.sort();
         for (_, key, len) in decoded {
@@ -236,8 +262,14 @@ impl DiskCache {
         }
         let items: Vec<(Vec<u8>, Vec<u8>)> =
             std::mem::take(&mut state.pending).into_iter().collect();
-        state.pending_bytes = 0;
-        self.commit(state, items, &[])
+        let pending_bytes = std::mem::take(&mut state.pending_bytes);
+        let result = self.commit(state, items.clone(), &[]);
+        if result.is_err() {
+            // Still buffered: a failed flush loses nothing a lookup saw.
+            state.pending = items.into_iter().collect();
+            state.pending_bytes = pending_bytes;
+        }
+        result
     }
 
     /// Removes `key`, durably; whether it was there.
@@ -293,8 +325,12 @@ impl DiskCache {
         Ok(Some(bytes))
     }
 
-    /// Writes `puts` (new blobs), drops `removes`, expired entries and, past the capacity,
-    /// the least recently used ones, and commits it all at once with the index.
+    /// Writes `puts` (new blobs), drops `removes` and, past the capacity, the least recently
+    /// used entries (expired ones first), and commits it all at once: the index and the
+    /// freeing of the blobs it no longer names happen inside the save's commit hold
+    /// ([`Db::save_treap_with`]), so no other commit makes a blob's release durable before
+    /// the index that stops naming it. On an error nothing changes (the index goes back to
+    /// its last save, new blobs are given back, buffered stores stay buffered).
     fn commit(
         &self,
         state: &mut State,
@@ -303,8 +339,15 @@ impl DiskCache {
     ) -> Result<()> {
         let store = self.db.shared_store()?;
         let now = now_ms();
-        let expires = self.options.ttl.map_or(0, |ttl| now + ttl.as_millis() as u64);
+        let expires = self.options.ttl.map_or(0, |ttl| {
+            now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+        });
         let mut written = Vec::with_capacity(puts.len());
+        let give_back = |written: &[(Vec<u8>, Entry)]| {
+            for (_, entry) in written {
+                let _ = store.delete_obj(entry.id);
+            }
+        };
         for (key, bytes) in &puts {
             match store.write_new_obj_from_bytes(bytes) {
                 Ok(id) => written.push((
@@ -312,89 +355,80 @@ impl DiskCache {
                     Entry { id, len: bytes.len() as u64, stored_ms: now, expires_ms: expires },
                 )),
                 Err(e) => {
-                    for (_, entry) in written {
-                        let _ = store.delete_obj(entry.id);
-                    }
+                    give_back(&written);
                     return Err(e.into());
                 }
             }
         }
         let capacity = self.options.capacity_bytes;
-        let mut counts = (state.entries, state.bytes, 0u64, 0u64);
-        let changed =
-            self.db.with_treap(INDEX, |index: &mut Index, store| -> Result<Vec<Vec<u8>>> {
-                let mut gone = Vec::new();
-                let drop_key = |index: &mut Index,
-                                    key: &[u8],
-                                    counts: &mut (u64, u64, u64, u64)|
-                 -> Result<bool> {
-                    match index.delete(store, key)? {
-                        Some(old) => {
-                            let old = Entry::decode(&old)?;
-                            store.delete_obj(old.id)?;
-                            counts.0 -= 1;
-                            counts.1 -= old.len;
-                            Ok(true)
-                        }
-                        None => Ok(false),
-                    }
-                };
-                for key in removes {
-                    drop_key(index, key, &mut counts)?;
-                    gone.push(key.clone());
-                }
-                for (key, entry) in &written {
-                    drop_key(index, key, &mut counts)?;
-                    index.insert(store, key.clone(), entry.encode())?;
-                    counts.0 += 1;
-                    counts.1 += entry.len;
-                }
-                // Past the capacity: the least recently used first (what this commit stored
+        let mut tally = Tally { entries: state.entries, bytes: state.bytes, free: Vec::new() };
+        let (mut evicted, mut expired) = (0u64, 0u64);
+        let by_use = &state.by_use;
+        // The index changes here; the blobs it stops naming are only listed, and freed in
+        // the save's commit.
+        let changed = self.db.with_treap(INDEX, |index: &mut Index, store| -> Result<_> {
+            let mut gone = Vec::new();
+            for key in removes {
+                drop_key(index, store, key, &mut tally)?;
+                gone.push(key.clone());
+            }
+            for (key, entry) in &written {
+                drop_key(index, store, key, &mut tally)?;
+                index.insert(store, key.clone(), entry.encode())?;
+                tally.entries += 1;
+                tally.bytes += entry.len;
+            }
+            if tally.bytes > capacity {
+                // The least recently used first, expired or not (what this commit stored
                 // counts as used now).
                 let fresh: std::collections::HashSet<&Vec<u8>> =
                     written.iter().map(|(k, _)| k).collect();
-                let mut by_use = state
-                    .by_use
-                    .values()
-                    .filter(|k| !fresh.contains(k))
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .into_iter();
-                while counts.1 > capacity {
-                    let Some(key) = by_use.next() else { break };
-                    if let Some(value) = index.get(store, &key)? {
-                        let expired = Entry::decode(&value)?.expired(now);
-                        drop_key(index, &key, &mut counts)?;
-                        if expired {
-                            counts.3 += 1
+                for key in by_use.values().filter(|k| !fresh.contains(k)) {
+                    if tally.bytes <= capacity {
+                        break;
+                    }
+                    if let Some(old) = drop_key(index, store, key, &mut tally)? {
+                        if old.expired(now) {
+                            expired += 1;
                         } else {
-                            counts.2 += 1
+                            evicted += 1;
                         }
-                        gone.push(key);
+                        gone.push(key.clone());
                     }
                 }
-                Ok(gone)
-            });
+            }
+            Ok(gone)
+        });
         let gone = match changed.map_err(Error::from).and_then(|inner| inner) {
-            Ok(gone) => gone,
+            Ok(changed) => changed,
             Err(e) => {
                 let _ = self.db.discard_treap(INDEX);
-                for (_, entry) in &written {
-                    let _ = store.delete_obj(entry.id);
-                }
+                give_back(&written);
                 return Err(e);
             }
         };
-        self.db.save_treap(INDEX)?;
+        let saved = self.db.save_treap_with(INDEX, |store| {
+            for id in &tally.free {
+                store.delete_obj(*id)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = saved {
+            // Failed before writing: nothing changed, and the index goes back. Failed after:
+            // the database refuses every write from now on (reopen it).
+            let _ = self.db.discard_treap(INDEX);
+            give_back(&written);
+            return Err(e.into());
+        }
         for key in &gone {
             state.forget(key);
         }
         for (key, _) in &written {
             state.touch(key);
         }
-        (state.entries, state.bytes) = (counts.0, counts.1);
-        self.evictions.fetch_add(counts.2, Ordering::Relaxed);
-        self.expirations.fetch_add(counts.3, Ordering::Relaxed);
+        (state.entries, state.bytes) = (tally.entries, tally.bytes);
+        self.evictions.fetch_add(evicted, Ordering::Relaxed);
+        self.expirations.fetch_add(expired, Ordering::Relaxed);
         Ok(())
     }
 

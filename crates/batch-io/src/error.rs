@@ -44,7 +44,7 @@ pub enum Error {
     #[error("a flush failed earlier ({0}); the buffer refuses every call")]
     Failed(String),
 
-    /// The store a [`crate::BatchWriter`] writes into refused a write or a commit.
+    /// The store underneath (a [`crate::BatchWriter`]'s, a [`crate::DiskCache`]'s) failed.
     #[error("store: {0}")]
     Store(Arc<bob_store_core::Error>),
 
@@ -60,7 +60,8 @@ pub enum Error {
     #[error("index: {0}")]
     Index(Arc<bob_treap::Error>),
 
-    /// Something read back is not what was written: reported, never returned.
+    /// Something read back is not what was written (a damaged index entry or blob): the
+    /// error is returned, never the bytes.
     #[error("corrupt: {0}")]
     Corrupt(String),
 

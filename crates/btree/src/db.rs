@@ -624,13 +624,29 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
     /// its store (reopen them); one before (the catalog unreadable, a commit hold refused)
     /// changes nothing.
     pub fn save_treap(&self, name: &str) -> Result<()> {
+        self.save_treap_with(name, |_| Ok(()))
+    }
+
+    /// [`Db::save_treap`], with `also` run on the store inside the save's commit hold, after
+    /// the treap's nodes and root are written and before the commit: changes `also` makes
+    /// (deleting the objects an updated index no longer names, say) become durable in the
+    /// same commit as the treap, never earlier. An error from `also` fails the save (and
+    /// latches, as any failure once the save began writing).
+    pub fn save_treap_with(
+        &self,
+        name: &str,
+        also: impl FnOnce(&ConcurrentStore<S>) -> Result<()>,
+    ) -> Result<()> {
         check_name(name)?;
         self.check_not_in_change("save_treap")?;
-        let Some(entry) = self.core.named.lock().get(name).cloned() else { return Ok(()) };
+        let Some(entry) = self.core.named.lock().get(name).cloned() else {
+            // No treap in use: `also` still commits under a hold.
+            return self.core.commit_held(also);
+        };
         let mut held = entry.enter()?;
         match held.as_mut() {
-            Some(treap) => self.core.save_treap(name, treap.as_mut()),
-            None => Ok(()),
+            Some(treap) => self.core.save_treap(name, treap.as_mut(), also),
+            None => self.core.commit_held(also),
         }
     }
 
@@ -994,6 +1010,19 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         }
     }
 
+    /// `also`, then a commit of the store, under a commit hold and the checkpoint lock.
+    fn commit_held(&self, also: impl FnOnce(&ConcurrentStore<S>) -> Result<()>) -> Result<()> {
+        let _ckpt = self.ckpt.lock();
+        self.check_writable()?;
+        let hold = self.store.hold_commits()?;
+        let result = also(&self.store).and_then(|()| Ok(hold.commit()?));
+        if let Err(e) = result {
+            self.failed.store(true, Ordering::Release);
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// [`Db::shared_store`]: the catalog's `shared` flag set and committed, once.
     fn mark_shared(&self) -> Result<()> {
         if self.shared.load(Ordering::Acquire) {
@@ -1025,7 +1054,12 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
 
     /// [`Db::save_treap`]: under `ckpt`, so the prime object holds the last checkpoint's
     /// catalog and no checkpoint writes one meanwhile.
-    fn save_treap(&self, name: &str, treap: &mut dyn HeldTreap<S>) -> Result<()> {
+    fn save_treap(
+        &self,
+        name: &str,
+        treap: &mut dyn HeldTreap<S>,
+        also: impl FnOnce(&ConcurrentStore<S>) -> Result<()>,
+    ) -> Result<()> {
         let _ckpt = self.ckpt.lock();
         self.check_writable()?;
         self.settle_files()?;
@@ -1037,7 +1071,10 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             store.replace_obj(PRIME_OBJECT_ID, &catalog.encode())?;
             Ok(())
         });
-        let result = saved.map_err(from_treap).and_then(|_| Ok(hold.commit()?));
+        let result = saved
+            .map_err(from_treap)
+            .and_then(|_| also(&self.store))
+            .and_then(|()| Ok(hold.commit()?));
         if let Err(e) = result {
             // Half a save may be in the store (it latched when the hold ended uncommitted).
             self.failed.store(true, Ordering::Release);

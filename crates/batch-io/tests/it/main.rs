@@ -514,6 +514,30 @@ mod cache {
         cache.close().unwrap();
     }
 
+    /// A flush that fails half way (a key too long for the index, after an overwrite of
+    /// another key was applied) changes nothing: the old entry still reads, nothing buffered
+    /// is lost, and once the bad key is gone the flush goes through.
+    #[test]
+    fn a_failed_flush_changes_nothing_and_keeps_what_is_buffered() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = DiskCache::open(dir.path().join("cache"), DiskCacheOptions::default()).unwrap();
+        cache.store(b"a", b"old").unwrap();
+        cache.store_buffered(b"a", b"new").unwrap();
+        let too_long = vec![b'k'; bob_treap::MAX_FIELD_BYTES + 1];
+        cache.store_buffered(&too_long, b"x").unwrap();
+        assert!(cache.flush_writes().is_err());
+        assert_eq!(cache.stats().pending_writes, 2, "still buffered");
+        assert_eq!(cache.lookup(b"a").unwrap().unwrap(), b"new", "lookups see the buffer");
+        assert!(cache.remove(&too_long).unwrap());
+        cache.flush_writes().unwrap();
+        let stats = cache.stats();
+        assert_eq!((stats.entries, stats.pending_writes), (1, 0));
+        cache.close().unwrap();
+        let cache = DiskCache::open(dir.path().join("cache"), DiskCacheOptions::default()).unwrap();
+        assert_eq!(cache.lookup(b"a").unwrap().unwrap(), b"new");
+        cache.close().unwrap();
+    }
+
     /// An entry past its time is a miss.
     #[test]
     fn an_expired_entry_is_a_miss() {
