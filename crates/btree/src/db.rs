@@ -747,7 +747,8 @@ impl Db<DefaultStore> {
     }
 
     /// The database in the file at `path`, created if there is none: what most programs
-    /// want at start-up. An empty file (a creation a crash cut short) is a new database.
+    /// want at start-up. An empty file, or one of zeros a creation cut short by a crash left
+    /// (see `Store::open_or_create_with`), is a new database.
     ///
     /// ```
     /// # fn main() -> Result<(), bob_btree::Error> {

@@ -195,17 +195,41 @@ impl<A: SpaceAllocator> Store<A, OsFile> {
 }
 
 impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
-    /// Opens the store on `backend`, or creates one if the backend is empty: a file just
-    /// made, or one whose creation a crash cut short before it wrote anything. A creation cut
-    /// short after it began writing (a few milliseconds, before the first header is durable)
-    /// leaves a file that opens as `NotAStore`: it is never created over, as damage to a
-    /// store is not; such a file holds no data and can be removed.
+    /// Opens the store on `backend`, or creates one if the backend holds no store yet: an
+    /// empty file (just made, or one whose creation a crash cut short before it wrote
+    /// anything), or a file of zeros no longer than a creation writes (a creation cut short
+    /// before its first header was durable: it holds no data). Anything else that is not a
+    /// store is `NotAStore` and is never created over, as damage to a store is not.
     pub fn open_or_create_with(backend: B, options: StoreOptions) -> Result<Self> {
-        if backend.len()? == 0 {
-            Self::create_with(backend, options)
-        } else {
-            Self::open_with(backend, options)
+        let len = backend.len()?;
+        if len == 0 {
+            return Self::create_with(backend, options);
         }
+        if Self::is_unfinished_creation(&backend, len)? {
+            backend.set_len(0)?;
+            backend.sync_data()?;
+            return Self::create_with(backend, options);
+        }
+        Self::open_with(backend, options)
+    }
+
+    /// Whether `backend` (of `len` bytes) is what a creation cut short leaves: no longer than
+    /// the header slots and the largest journal regions, and zeros throughout.
+    fn is_unfinished_creation(backend: &B, len: u64) -> Result<bool> {
+        if len > HEADER_REGION + 2 * journal::MAX_JOURNAL_BYTES {
+            return Ok(false);
+        }
+        let mut buf = vec![0u8; 64 << 10];
+        let mut at = 0;
+        while at < len {
+            let n = (len - at).min(buf.len() as u64) as usize;
+            backend.read_at(&mut buf[..n], at)?;
+            if buf[..n].iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            at += n as u64;
+        }
+        Ok(true)
     }
 
     /// Creates a store on an empty backend and commits its empty state.
