@@ -500,9 +500,11 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
     /// file, written and committed from any thread while the database is open: a checkpoint
     /// holds other commits off from its first write to its own commit
     /// ([`ConcurrentStore::hold_commits`]), so none makes half of it durable. Other users
-    /// must leave the prime object and the database's objects alone, and must not keep a
-    /// reader or writer guard of the store open across a call of the database (its
-    /// compaction waits for every object lock while it holds the database's writer lock).
+    /// must leave the prime object and the database's objects alone. A call of the database
+    /// that could wait for its writer lock (`begin_write`, `checkpoint`, `sync`, `compact`,
+    /// the treap methods) is refused with `WouldDeadlock` while the calling thread holds a
+    /// reader or writer guard of this store (a compaction holding that lock waits for every
+    /// object lock).
     ///
     /// The first call marks the database shared, durably (one small commit of the catalog,
     /// once in the file's life): from then on a sparse file is compacted in place, never by
@@ -605,11 +607,21 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
     /// Refuses a call from inside a treap's change ([`Db::with_treap`]), which holds the
     /// treap while it runs: a call that waits for the database's locks (or another treap)
     /// could wait for a thread that waits for this treap.
+    ///
+    /// Also refuses a caller holding a reader or writer guard of the shared store
+    /// ([`Db::shared_store`]): the call may wait for the database's writer lock, whose holder
+    /// (a compaction) may wait for every object lock, that guard's included.
     fn check_not_in_change(&self, what: &str) -> Result<()> {
         if InChange::active(self.core_key()) {
             return Err(Error::Store(bob_store_core::Error::WouldDeadlock(format!(
                 "{what} from inside a treap's change (Db::with_treap): return from the change \
                  first"
+            ))));
+        }
+        if self.core.store.thread_holds_guards() {
+            return Err(Error::Store(bob_store_core::Error::WouldDeadlock(format!(
+                "{what} while this thread holds a reader or writer guard of the database's \
+                 store: drop the guard first"
             ))));
         }
         Ok(())

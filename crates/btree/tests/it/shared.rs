@@ -278,3 +278,28 @@ fn a_treap_change_is_refused_what_could_deadlock_and_can_be_undone() {
     assert_eq!(db.treap_names(), vec!["a".to_string()]);
     db.close().unwrap();
 }
+
+/// A thread holding a guard of the shared store cannot call what may wait for the database's
+/// writer lock (a compaction holding it waits for every object lock): refused, not hung.
+#[test]
+fn a_database_call_while_holding_a_store_guard_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::create(dir.path().join("db")).unwrap();
+    let store = db.shared_store().unwrap();
+    let id = store.write_new_obj_from_bytes(b"blob").unwrap();
+    store.commit().unwrap();
+    let reader = store.late_read_obj(id).unwrap();
+    let would_deadlock = |r: bob_btree::Result<()>| {
+        matches!(r, Err(bob_btree::Error::Store(bob_store_core::Error::WouldDeadlock(_))))
+    };
+    assert!(would_deadlock(db.begin_write().map(drop)));
+    assert!(would_deadlock(db.checkpoint()));
+    assert!(would_deadlock(db.compact()));
+    assert!(would_deadlock(db.save_treap("t")));
+    assert!(db.begin_read().list_trees().is_empty(), "reads are fine");
+    drop(reader);
+    let mut txn = db.begin_write().unwrap();
+    txn.open_tree::<u64, u64>("t").unwrap().insert(&1, &1).unwrap();
+    txn.commit(Durability::Durable).unwrap();
+    db.close().unwrap();
+}
