@@ -67,6 +67,11 @@ pub struct WriteBufferStats {
 /// - Overlapping buffered writes are last-wins: a later write replaces the bytes it covers.
 /// - Reads ([`read_at`](Self::read_at), [`read_batch`](Self::read_batch)) see buffered
 ///   writes over the file's bytes.
+/// - A flush writes the 4 KiB pages its runs touch. On a medium that damages whole pages
+///   (bob's model: `docs/format.md`, "Assumptions about the medium"), a power loss during a
+///   flush may also damage bytes that share a page with a buffered write, flushed before or
+///   not: keep writes page-aligned, or keep what must survive off the pages later writes
+///   touch. (bob's stores do; this buffer writes where it is told.)
 /// - Nothing is durable before a flush returns `Ok`. A failed flush latches the buffer: what
 ///   it held may or may not be on the disk, and since the kernel may drop the writes of a
 ///   failed sync, it is not retried; every later call is [`Error::Failed`].

@@ -276,9 +276,15 @@ impl DiskCache {
     pub fn remove(&self, key: &[u8]) -> Result<bool> {
         let mut state = self.state.lock();
         let buffered = state.pending.remove(key).map(|old| state.pending_bytes -= old.len());
-        let before = state.entries;
-        self.commit(&mut state, Vec::new(), &[key.to_vec()])?;
-        Ok(buffered.is_some() || state.entries < before)
+        let key_owned = key.to_vec();
+        let indexed = self
+            .db
+            .with_treap(INDEX, |index: &mut Index, store| index.get(store, &key_owned))??;
+        if indexed.is_some() {
+            // Only a key the index holds costs a commit (and its sync).
+            self.commit(&mut state, Vec::new(), &[key_owned])?;
+        }
+        Ok(buffered.is_some() || indexed.is_some())
     }
 
     /// The blob under `key`, if a live one is there.

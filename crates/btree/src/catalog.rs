@@ -90,7 +90,6 @@ impl Catalog {
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self> {
-        let corrupt = |why: &str| Error::Corrupt(format!("B-tree catalog: {why}"));
         if bytes.len() < 48 {
             return Err(if bytes.is_empty() {
                 Error::NotADatabase
@@ -131,19 +130,9 @@ impl Catalog {
         let mut at = 40;
         let mut trees = BTreeMap::new();
         for _ in 0..count {
-            let name_len = usize::from(*body.get(at).ok_or_else(|| corrupt("ends in a tree"))?);
-            let end = at + 1 + name_len + 20;
-            if end > body.len() {
-                return Err(corrupt("ends in a tree"));
-            }
-            let name = std::str::from_utf8(&body[at + 1..at + 1 + name_len])
-                .map_err(|_| corrupt("a tree name is not UTF-8"))?
-                .to_owned();
-            at += 1 + name_len;
-            let id = u32_at(at);
-            let root = u64::from_le_bytes(body[at + 4..at + 12].try_into().expect("8 bytes"));
-            let len = u64::from_le_bytes(body[at + 12..at + 20].try_into().expect("8 bytes"));
-            at = end;
+            let name = named(body, &mut at, 20, "tree")?;
+            let (id, root, len) = (u32_at(at), u64_at(at + 4), u64_at(at + 12));
+            at += 20;
             if id >= next_tree {
                 return Err(corrupt("a tree id at or past the next id"));
             }
@@ -154,12 +143,7 @@ impl Catalog {
         }
         let mut deferred = Vec::new();
         if version >= 2 {
-            let count = body.get(at..at + 4).ok_or_else(|| corrupt("ends before its deferred"))?;
-            let count = u32::from_le_bytes(count.try_into().expect("4 bytes")) as usize;
-            at += 4;
-            if count > (body.len() - at) / 16 {
-                return Err(corrupt("ends in its deferred"));
-            }
+            let count = counted(body, &mut at, 16, "deferred")?;
             for _ in 0..count {
                 let (dropped, id) = (u64_at(at), u64_at(at + 8));
                 if id == 0 || dropped > epoch {
@@ -171,24 +155,11 @@ impl Catalog {
         }
         let mut treaps = BTreeMap::new();
         if version >= 3 {
-            let count = body.get(at..at + 4).ok_or_else(|| corrupt("ends before its treaps"))?;
-            let count = u32::from_le_bytes(count.try_into().expect("4 bytes")) as usize;
-            at += 4;
-            if count > (body.len() - at) / 9 {
-                return Err(corrupt("ends in its treaps"));
-            }
+            let count = counted(body, &mut at, 9, "treaps")?;
             for _ in 0..count {
-                let name_len =
-                    usize::from(*body.get(at).ok_or_else(|| corrupt("ends in a treap"))?);
-                let end = at + 1 + name_len + 8;
-                if end > body.len() {
-                    return Err(corrupt("ends in a treap"));
-                }
-                let name = std::str::from_utf8(&body[at + 1..at + 1 + name_len])
-                    .map_err(|_| corrupt("a treap name is not UTF-8"))?
-                    .to_owned();
-                let root = u64_at(at + 1 + name_len);
-                at = end;
+                let name = named(body, &mut at, 8, "treap")?;
+                let root = u64_at(at);
+                at += 8;
                 if treaps.last_key_value().is_some_and(|(last, _)| *last >= name) {
                     return Err(corrupt("treap names out of order, or twice"));
                 }
@@ -215,6 +186,38 @@ impl Catalog {
         }
         Ok(Self { epoch, next_tree, logged, log_id, wal_lsn, trees, deferred, treaps, shared })
     }
+}
+
+fn corrupt(why: &str) -> Error {
+    Error::Corrupt(format!("B-tree catalog: {why}"))
+}
+
+/// A count (u32) at `*at`, moved past; bounded by the entries of at least `least` bytes each
+/// that the rest of `body` could hold.
+fn counted(body: &[u8], at: &mut usize, least: usize, what: &str) -> Result<usize> {
+    let bytes =
+        body.get(*at..*at + 4).ok_or_else(|| corrupt(&format!("ends before its {what}")))?;
+    let count = u32::from_le_bytes(bytes.try_into().expect("4 bytes")) as usize;
+    *at += 4;
+    if count > (body.len() - *at) / least {
+        return Err(corrupt(&format!("ends in its {what}")));
+    }
+    Ok(count)
+}
+
+/// A name (length u8, UTF-8) at `*at` followed by `rest` bytes of its entry, all inside
+/// `body`; `*at` moves past the name.
+fn named(body: &[u8], at: &mut usize, rest: usize, what: &str) -> Result<String> {
+    let ends = || corrupt(&format!("ends in a {what}"));
+    let len = usize::from(*body.get(*at).ok_or_else(ends)?);
+    if *at + 1 + len + rest > body.len() {
+        return Err(ends());
+    }
+    let name = std::str::from_utf8(&body[*at + 1..*at + 1 + len])
+        .map_err(|_| corrupt(&format!("a {what} name is not UTF-8")))?
+        .to_owned();
+    *at += 1 + len;
+    Ok(name)
 }
 
 #[cfg(test)]
