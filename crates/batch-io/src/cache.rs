@@ -3,12 +3,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bob_btree::{Db, DbOptions};
+use bob_btree::{Db, DbOptions, DefaultStore};
 use bob_io_helpers::sync::Mutex;
-use bob_io_helpers::sync::atomic::{AtomicU64, Ordering};
-use bob_store_core::ObjectId;
+use bob_io_helpers::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use bob_store_core::{ObjectId, PrimeStorer, SplitStore};
 use bob_treap::PersistentTreap;
 
 use crate::{Error, Result};
@@ -19,36 +19,57 @@ const INDEX: &str = "bob-batch-io/disk-cache";
 /// The index: key → encoded [`Entry`].
 type Index = PersistentTreap<Vec<u8>, Vec<u8>>;
 
-/// One cached blob as the index keeps it (24 + 8 bytes, little-endian).
+/// How a blob's bytes are kept.
+const RAW: u64 = 0;
+/// An LZ4 block, its uncompressed length in front (`lz4_flex::compress_prepend_size`).
+const LZ4: u64 = 1;
+
+/// One cached blob as the index keeps it: five little-endian `u64`s (id, length, time
+/// stored, expiry, codec); entries of four (no codec: stored as is) are read too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
     /// The blob's object.
     id: ObjectId,
-    /// Its length.
+    /// Its length in the store (compressed, if it is).
     len: u64,
     /// When it was stored, in milliseconds since the Unix epoch (seeds recency at open).
     stored_ms: u64,
     /// When it expires, in milliseconds since the Unix epoch (0: never).
     expires_ms: u64,
+    /// How its bytes are kept ([`RAW`] or [`LZ4`]).
+    codec: u64,
 }
 
 impl Entry {
-    const BYTES: usize = 32;
+    const BYTES: usize = 40;
 
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(Self::BYTES);
-        for v in [self.id.0, self.len, self.stored_ms, self.expires_ms] {
+        for v in [self.id.0, self.len, self.stored_ms, self.expires_ms, self.codec] {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out
     }
 
     fn decode(bytes: &[u8]) -> Result<Self> {
-        if bytes.len() != Self::BYTES {
+        if bytes.len() != Self::BYTES && bytes.len() != 32 {
             return Err(Error::Corrupt(format!("a cache entry of {} bytes", bytes.len())));
         }
         let at = |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8"));
-        Ok(Self { id: ObjectId(at(0)), len: at(1), stored_ms: at(2), expires_ms: at(3) })
+        let codec = if bytes.len() == Self::BYTES { at(4) } else { RAW };
+        if codec != RAW && codec != LZ4 {
+            return Err(Error::Corrupt(format!("a cache entry with codec {codec}")));
+        }
+        Ok(Self { id: ObjectId(at(0)), len: at(1), stored_ms: at(2), expires_ms: at(3), codec })
+    }
+
+    /// The value from the blob's bytes as stored.
+    fn value(&self, stored: Vec<u8>) -> Result<Vec<u8>> {
+        match self.codec {
+            LZ4 => lz4_flex::decompress_size_prepended(&stored)
+                .map_err(|e| Error::Corrupt(format!("a compressed blob does not decode: {e}"))),
+            _ => Ok(stored),
+        }
     }
 
     fn expired(&self, now_ms: u64) -> bool {
@@ -56,8 +77,8 @@ impl Entry {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+fn millis(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// What a commit's index changes add up to, and the blobs they free.
@@ -94,6 +115,19 @@ pub struct DiskCacheOptions {
     pub max_buffered: usize,
     /// ... or once this many bytes are. Default 4 MiB.
     pub max_buffered_bytes: usize,
+    /// Threads that read a [`lookup_batch`](DiskCache::lookup_batch)'s blobs at once when
+    /// they come from the device (the caller's included; 1: the caller reads them all).
+    /// Default 16.
+    pub read_threads: usize,
+    /// A blob read that takes this long came from the device, and brings in the other read
+    /// threads. Default (`None`): 20 µs plus 1 µs per 2 KiB of the blob.
+    pub device_read: Option<Duration>,
+    /// Compress values with LZ4 (a value that does not shrink is kept as it is). Every read
+    /// path decompresses; the capacity counts the bytes kept. Default off.
+    pub compress: bool,
+    /// The clock that stamps entries and expires them (for tests and simulations).
+    /// Default `SystemTime::now`.
+    pub now: fn() -> SystemTime,
     /// The database file's options.
     pub db: DbOptions,
 }
@@ -105,6 +139,10 @@ impl Default for DiskCacheOptions {
             ttl: None,
             max_buffered: 32,
             max_buffered_bytes: 4 << 20,
+            read_threads: 16,
+            device_read: None,
+            compress: false,
+            now: SystemTime::now,
             db: DbOptions::default(),
         }
     }
@@ -180,8 +218,8 @@ impl State {
 /// the cache without [`close`](Self::close) loses what is buffered (never what was flushed).
 /// A crash between a store's blob writes and its commit can leave those blobs' space
 /// unreachable (never an entry without its blob).
-pub struct DiskCache {
-    db: Db,
+pub struct DiskCache<S: SplitStore<Io: Clone> + PrimeStorer = DefaultStore> {
+    db: Db<S>,
     state: Mutex<State>,
     options: DiskCacheOptions,
     hits: AtomicU64,
@@ -190,7 +228,9 @@ pub struct DiskCache {
     expirations: AtomicU64,
 }
 
-impl std::fmt::Debug for DiskCache {
+impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> std::fmt::Debug
+    for DiskCache<S>
+{
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DiskCache").field("stats", &self.stats()).finish_non_exhaustive()
     }
@@ -200,7 +240,14 @@ impl DiskCache {
     /// Opens the cache in the database file at `path`, or creates it. Reads the whole index
     /// once (to count bytes and seed recency).
     pub fn open(path: impl AsRef<Path>, options: DiskCacheOptions) -> Result<Self> {
-        let db = Db::open_or_create_with(path, &options.db)?;
+        Self::with_db(Db::open_or_create_with(path, &options.db)?, options)
+    }
+}
+
+impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S> {
+    /// The cache in `db` (its index a treap of the catalog, created on the first store),
+    /// which it owns from now on (`options.db` is not used). Reads the whole index once.
+    pub fn with_db(db: Db<S>, options: DiskCacheOptions) -> Result<Self> {
         let entries = db.with_treap(INDEX, |index: &mut Index, store| index.to_vec(store))??;
         let mut state = State::default();
         let mut decoded = Vec::with_capacity(entries.len());
@@ -293,10 +340,166 @@ impl DiskCache {
         self.lookup_locked(&mut state, key)
     }
 
-    /// [`lookup`](Self::lookup) for each key; results in the order of `keys`.
+    /// [`lookup`](Self::lookup) for each key, results in the order of `keys` (a key asked
+    /// for twice is looked up and read once, and counted as two lookups).
+    ///
+    /// The keys the buffer does not hold are looked up in the index in one pass, in key
+    /// order; the blobs are then read starting on the caller's thread, and once one read
+    /// takes as long as a device read (so the blobs are not in the OS page cache), up to
+    /// [`DiskCacheOptions::read_threads`] threads read the rest at once: on a device that
+    /// serves several reads together, a batch of cold reads costs a few reads' time, while a
+    /// batch of cached ones starts no thread.
     pub fn lookup_batch(&self, keys: &[&[u8]]) -> Vec<Result<Option<Vec<u8>>>> {
         let mut state = self.state.lock();
-        keys.iter().map(|key| self.lookup_locked(&mut state, key)).collect()
+        let mut out: Vec<Option<Result<Option<Vec<u8>>>>> = (0..keys.len()).map(|_| None).collect();
+        // The first request of each distinct key the buffer does not hold, in key order.
+        let mut first: Vec<usize> = Vec::new();
+        let mut seen: HashMap<&[u8], usize> = HashMap::new();
+        for (i, key) in keys.iter().enumerate() {
+            if let Some(bytes) = state.pending.get(*key) {
+                out[i] = Some(Ok(Some(bytes.clone())));
+            } else if let std::collections::hash_map::Entry::Vacant(slot) = seen.entry(key) {
+                slot.insert(i);
+                first.push(i);
+            }
+        }
+        first.sort_by_key(|&i| keys[i]);
+        let wanted: Vec<Vec<u8>> = first.iter().map(|&i| keys[i].to_vec()).collect();
+        let found = self.db.with_treap(INDEX, |index: &mut Index, store| {
+            wanted.iter().map(|key| index.get(store, key).map_err(Error::from)).collect::<Vec<_>>()
+        });
+        let found = match found {
+            Ok(found) => found,
+            Err(e) => {
+                let e = Error::from(e);
+                for &i in &first {
+                    out[i] = Some(Err(e.clone()));
+                }
+                return self.finish_batch(&mut state, keys, out, &seen);
+            }
+        };
+        let now = self.now_ms();
+        let mut reads: Vec<(usize, Entry)> = Vec::new();
+        for (&i, value) in first.iter().zip(found) {
+            match value.and_then(|v| v.map(|v| Entry::decode(&v)).transpose()) {
+                Ok(Some(entry)) if !entry.expired(now) => reads.push((i, entry)),
+                Ok(Some(_)) => {
+                    self.expirations.fetch_add(1, Ordering::Relaxed);
+                    out[i] = Some(Ok(None));
+                }
+                Ok(None) => out[i] = Some(Ok(None)),
+                Err(e) => out[i] = Some(Err(e)),
+            }
+        }
+        for ((i, _), bytes) in reads.iter().zip(self.read_blobs(&reads)) {
+            out[*i] = Some(bytes.map(Some));
+        }
+        self.finish_batch(&mut state, keys, out, &seen)
+    }
+
+    /// Fills the duplicates from their first request, counts hits and misses per request,
+    /// and marks the keys found as used, in request order.
+    fn finish_batch(
+        &self,
+        state: &mut State,
+        keys: &[&[u8]],
+        mut out: Vec<Option<Result<Option<Vec<u8>>>>>,
+        seen: &HashMap<&[u8], usize>,
+    ) -> Vec<Result<Option<Vec<u8>>>> {
+        for i in 0..keys.len() {
+            if out[i].is_none() {
+                let j = seen[keys[i]];
+                out[i] = Some(match &out[j] {
+                    Some(Ok(found)) => Ok(found.clone()),
+                    Some(Err(e)) => Err(e.clone()),
+                    None => unreachable!("a first request is always answered"),
+                });
+            }
+        }
+        let out: Vec<Result<Option<Vec<u8>>>> =
+            out.into_iter().map(|r| r.expect("every request answered")).collect();
+        for (key, result) in keys.iter().zip(&out) {
+            match result {
+                Ok(Some(_)) => {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    if !state.pending.contains_key(*key) {
+                        state.touch(key);
+                    }
+                }
+                Ok(None) => {
+                    self.misses.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {}
+            }
+        }
+        out
+    }
+
+    /// Reads the blobs of `reads` (in their order), checking each one's length: on the
+    /// caller's thread until a read takes as long as a device read, then with up to
+    /// `read_threads` threads in all.
+    fn read_blobs(&self, reads: &[(usize, Entry)]) -> Vec<Result<Vec<u8>>> {
+        let slots: Vec<std::sync::OnceLock<Result<Vec<u8>>>> =
+            reads.iter().map(|_| std::sync::OnceLock::new()).collect();
+        let next = AtomicUsize::new(0);
+        let work = || loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some((_, entry)) = reads.get(i) else { return };
+            let _ = slots[i].set(self.read_blob(entry));
+        };
+        std::thread::scope(|scope| {
+            let mut helpers = false;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((_, entry)) = reads.get(i) else { break };
+                let started = Instant::now();
+                let _ = slots[i].set(self.read_blob(entry));
+                // A cached 4 KiB read takes a few microseconds, a device read tens.
+                let device = self
+                    .options
+                    .device_read
+                    .unwrap_or_else(|| Duration::from_micros(20 + entry.len / 2048));
+                let left = reads.len() - i - 1;
+                if !helpers && left > 0 && started.elapsed() >= device {
+                    helpers = true;
+                    for _ in 1..self.options.read_threads.min(left + 1) {
+                        scope.spawn(work);
+                    }
+                }
+            }
+        });
+        slots
+            .into_iter()
+            .map(|slot| slot.into_inner().expect("every read done before the scope ends"))
+            .collect()
+    }
+
+    /// One value: its blob, checked against the index's length, decompressed.
+    fn read_blob(&self, entry: &Entry) -> Result<Vec<u8>> {
+        let bytes = self.db.store().read_bytes_from_obj(entry.id)?;
+        if bytes.len() as u64 != entry.len {
+            return Err(Error::Corrupt(format!(
+                "a cached blob of {} bytes, not {}",
+                bytes.len(),
+                entry.len
+            )));
+        }
+        entry.value(bytes)
+    }
+
+    fn now_ms(&self) -> u64 {
+        millis((self.options.now)())
+    }
+
+    /// A value as it is kept: (bytes, codec).
+    fn encode_value<'v>(&self, value: &'v [u8]) -> (std::borrow::Cow<'v, [u8]>, u64) {
+        if self.options.compress {
+            let packed = lz4_flex::compress_prepend_size(value);
+            if packed.len() < value.len() {
+                return (std::borrow::Cow::Owned(packed), LZ4);
+            }
+        }
+        (std::borrow::Cow::Borrowed(value), RAW)
     }
 
     fn lookup_locked(&self, state: &mut State, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -309,7 +512,7 @@ impl DiskCache {
             .db
             .with_treap(INDEX, |index: &mut Index, store| index.get(store, &key_owned))??;
         let entry = match found.map(|v| Entry::decode(&v)).transpose()? {
-            Some(entry) if !entry.expired(now_ms()) => entry,
+            Some(entry) if !entry.expired(self.now_ms()) => entry,
             expired => {
                 if expired.is_some() {
                     self.expirations.fetch_add(1, Ordering::Relaxed);
@@ -318,14 +521,7 @@ impl DiskCache {
                 return Ok(None);
             }
         };
-        let bytes = self.db.store().read_bytes_from_obj(entry.id)?;
-        if bytes.len() as u64 != entry.len {
-            return Err(Error::Corrupt(format!(
-                "a cached blob of {} bytes, not {}",
-                bytes.len(),
-                entry.len
-            )));
-        }
+        let bytes = self.read_blob(&entry)?;
         state.touch(key);
         self.hits.fetch_add(1, Ordering::Relaxed);
         Ok(Some(bytes))
@@ -344,7 +540,7 @@ impl DiskCache {
         removes: &[Vec<u8>],
     ) -> Result<()> {
         let store = self.db.shared_store()?;
-        let now = now_ms();
+        let now = self.now_ms();
         let expires = self.options.ttl.map_or(0, |ttl| {
             now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
         });
@@ -354,11 +550,18 @@ impl DiskCache {
                 let _ = store.delete_obj(entry.id);
             }
         };
-        for (key, bytes) in &puts {
-            match store.write_new_obj_from_bytes(bytes) {
+        for (key, value) in &puts {
+            let (bytes, codec) = self.encode_value(value);
+            match store.write_new_obj_from_bytes(&bytes) {
                 Ok(id) => written.push((
                     key.clone(),
-                    Entry { id, len: bytes.len() as u64, stored_ms: now, expires_ms: expires },
+                    Entry {
+                        id,
+                        len: bytes.len() as u64,
+                        stored_ms: now,
+                        expires_ms: expires,
+                        codec,
+                    },
                 )),
                 Err(e) => {
                     give_back(&written);

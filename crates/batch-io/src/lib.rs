@@ -21,7 +21,10 @@
 //!
 //! - [`DiskCache`]: keyed blobs in one bob database file, the index a treap in its catalog
 //!   committed with the data in one store commit; buffered stores, LRU eviction under a
-//!   capacity, TTL.
+//!   capacity, TTL, optional LZ4 compression (decoded on every read path); `lookup_batch`
+//!   looks the keys up in one pass and, when the blobs come from the device, reads them
+//!   with several threads at once. Over any store of the right kind (`DiskCache::with_db`),
+//!   so that tests can crash it on simulated disks.
 //!
 //! # Example
 //! ```

@@ -268,6 +268,27 @@ impl<S> BatchWriter<S> {
     }
 }
 
+/// A reference to a sink is a sink (so a `BatchWriter` can borrow a store it does not own).
+impl<K, S: Sink<K> + ?Sized> Sink<K> for &S {
+    type Output = S::Output;
+
+    fn write(&self, key: &K, bytes: &[u8]) -> Result<Self::Output> {
+        (**self).write(key, bytes)
+    }
+
+    fn commit(&self) -> Result<()> {
+        (**self).commit()
+    }
+
+    fn before_batch(&self) -> Result<()> {
+        (**self).before_batch()
+    }
+
+    fn names_one_target(key: &K) -> bool {
+        S::names_one_target(key)
+    }
+}
+
 /// Writes into a shared store: `None` writes a new object (its id is the output), `Some(id)`
 /// replaces object `id` (any length; the id is the output). New objects are never merged;
 /// two replacements of one id in a batch: the last wins.

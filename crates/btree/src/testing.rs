@@ -300,6 +300,19 @@ impl Machine {
         self.run_closing(options, crash_at, false, true, work)
     }
 
+    /// Runs `work` on the database on this machine (created when `create`, else opened) with a
+    /// clock that stops at `crash_at`, handing it the database to keep, close or drop (for
+    /// a layer that owns its database, as a disk cache does).
+    pub fn run_owned<T>(
+        &mut self,
+        options: &DbOptions,
+        crash_at: u64,
+        create: bool,
+        work: impl FnOnce(SimDb) -> Result<T>,
+    ) -> (Arc<Clock>, Result<T>) {
+        self.run_with(options, crash_at, create, work)
+    }
+
     fn run<T>(
         &mut self,
         options: &DbOptions,
@@ -317,6 +330,22 @@ impl Machine {
         create: bool,
         close: bool,
         work: impl FnOnce(&SimDb) -> Result<T>,
+    ) -> (Arc<Clock>, Result<T>) {
+        self.run_with(options, crash_at, create, |db| {
+            let done = work(&db)?;
+            if close {
+                db.close()?;
+            }
+            Ok(done)
+        })
+    }
+
+    fn run_with<T>(
+        &mut self,
+        options: &DbOptions,
+        crash_at: u64,
+        create: bool,
+        work: impl FnOnce(SimDb) -> Result<T>,
     ) -> (Arc<Clock>, Result<T>) {
         let clock = Clock::new(crash_at);
         let (disk, dir) = self.attach(&clock);
@@ -336,11 +365,7 @@ impl Machine {
                 Box::new(files.clone()),
                 options,
             )?;
-            let done = work(&db)?;
-            if close {
-                db.close()?;
-            }
-            Ok(done)
+            work(db)
         });
         self.store = files.slots().clone();
         self.log = dir.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();

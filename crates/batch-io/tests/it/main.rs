@@ -175,6 +175,78 @@ fn a_flushed_write_survives_a_power_loss_and_a_buffered_one_is_gone() {
     }
 }
 
+/// A crash at every operation of three flushes (unaligned writes, gaps, an overwrite of
+/// flushed bytes, overlapping buffered writes): after a power loss or a process crash, every
+/// page the interrupted flush did not touch holds exactly what the flushes that returned
+/// `Ok` left (gaps keep their old bytes); a page it touched may hold anything (the fault
+/// model: an unsynced page is new, old, zeroed or garbage, whole).
+#[test]
+fn a_crash_at_every_operation_of_a_flush_keeps_every_acknowledged_byte() {
+    const LEN: usize = 64 << 10;
+    const PAGE: usize = 4096;
+    type Round = Vec<(u64, usize, u8)>;
+    let rounds: Vec<Round> = vec![
+        vec![(0, 4096, 1), (8192, 100, 2), (4196, 50, 3)],
+        vec![(0, 10, 4), (20_000, 3000, 5), (21_000, 10, 6)],
+        vec![(40_000, 5000, 7), (45_000, 1, 8)],
+    ];
+    // The image after each acknowledged flush, and the pages each flush touches.
+    let pattern: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8 | 0x80).collect();
+    let mut images = vec![pattern];
+    let mut touched: Vec<Vec<usize>> = Vec::new();
+    for round in &rounds {
+        let mut image = images.last().unwrap().clone();
+        let mut pages = Vec::new();
+        for &(offset, len, byte) in round {
+            image[offset as usize..offset as usize + len].fill(byte);
+            pages.extend(offset as usize / PAGE..=(offset as usize + len - 1) / PAGE);
+        }
+        images.push(image);
+        touched.push(pages);
+    }
+    let run = |disk: &SimDisk| -> usize {
+        let mut buffer = WriteBuffer::new(disk.clone(), never_by_itself());
+        let mut acked = 0;
+        for round in &rounds {
+            for &(offset, len, byte) in round {
+                if buffer.write(offset, &vec![byte; len]).is_err() {
+                    return acked;
+                }
+            }
+            if buffer.flush().is_err() {
+                return acked;
+            }
+            acked += 1;
+        }
+        acked
+    };
+    let clean = patterned(LEN);
+    let base = clean.op_counts().total();
+    assert_eq!(run(&clean), rounds.len());
+    let total = clean.op_counts().total() - base;
+    assert!(total >= 9, "three flushes of runs and syncs: {total} operations");
+    for crash_at in 0..=total {
+        let disk = patterned(LEN);
+        disk.set_fault(FaultPlan::crash_at(base + crash_at));
+        let acked = run(&disk);
+        let expected = &images[acked];
+        let unsure = touched.get(acked).cloned().unwrap_or_default();
+        for (what, image) in (0..6)
+            .map(|seed| ("power loss", disk.crash_image(CrashMode::PowerLoss, seed)))
+            .chain([("process crash", disk.crash_image(CrashMode::ProcessCrash, 0))])
+        {
+            assert!(image.len() >= LEN, "{what} at {crash_at}: the file shrank");
+            for page in (0..LEN / PAGE).filter(|p| !unsure.contains(p)) {
+                let range = page * PAGE..(page + 1) * PAGE;
+                assert!(
+                    image[range.clone()] == expected[range],
+                    "{what} at operation {crash_at} ({acked} flushes acknowledged): page {page}"
+                );
+            }
+        }
+    }
+}
+
 /// A flush whose sync fails latches the buffer: no retry, every later call refused.
 #[test]
 fn a_failed_flush_latches_the_buffer() {
@@ -538,6 +610,89 @@ mod cache {
         cache.close().unwrap();
     }
 
+    /// lookup_batch with every kind of key at once (found, buffered, missing, repeated, out
+    /// of order), read by the caller alone and by helper threads from the first blob on:
+    /// the same answers as one lookup per key, in request order, counted per request.
+    #[test]
+    fn a_batch_answers_like_single_lookups_whoever_reads_it() {
+        for (threads, device_read) in [(1, None), (4, Some(std::time::Duration::ZERO))] {
+            let dir = tempfile::tempdir().unwrap();
+            let options = DiskCacheOptions {
+                read_threads: threads,
+                device_read,
+                ..DiskCacheOptions::default()
+            };
+            let cache = DiskCache::open(dir.path().join("cache"), options).unwrap();
+            for k in 0..40u8 {
+                cache.store_buffered(&[k], &blob(k, 500 + k as usize * 10)).unwrap();
+            }
+            cache.flush_writes().unwrap();
+            cache.store_buffered(&[200], b"only buffered").unwrap();
+            let keys: Vec<Vec<u8>> =
+                [39u8, 3, 200, 3, 77, 0, 39, 17, 200, 250].iter().map(|k| vec![*k]).collect();
+            let asked: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+            let before = cache.stats();
+            let batch = cache.lookup_batch(&asked);
+            let after = cache.stats();
+            assert_eq!(after.hits - before.hits, 8, "threads {threads}");
+            assert_eq!(after.misses - before.misses, 2, "threads {threads}");
+            for (key, got) in asked.iter().zip(batch) {
+                let got = got.unwrap();
+                assert_eq!(got, cache.lookup(key).unwrap(), "key {key:?}, threads {threads}");
+                match key[0] {
+                    200 => assert_eq!(got.as_deref(), Some(&b"only buffered"[..])),
+                    k @ 0..40 => assert_eq!(got, Some(blob(k, 500 + k as usize * 10))),
+                    _ => assert!(got.is_none()),
+                }
+            }
+            assert!(cache.lookup_batch(&[]).is_empty());
+            cache.close().unwrap();
+        }
+    }
+
+    /// With compression on, a value that shrinks is kept compressed (the capacity counts the
+    /// bytes kept) and comes back whole on every read path, before and after a reopen; one
+    /// that does not shrink is kept as it is.
+    #[test]
+    fn compressed_values_come_back_whole_on_every_read_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache");
+        let options = || DiskCacheOptions { compress: true, ..DiskCacheOptions::default() };
+        let cache = DiskCache::open(&path, options()).unwrap();
+        let text: Vec<u8> = b"a value that repeats itself. ".repeat(400);
+        let noise: Vec<u8> = bob_io_helpers::testing::payload(9, 3000);
+        cache.store(b"text", &text).unwrap();
+        cache.store(b"noise", &noise).unwrap();
+        cache.store_buffered(b"text2", &text).unwrap();
+        cache.flush_writes().unwrap();
+        let bytes = cache.stats().bytes;
+        assert!(
+            bytes < 2 * 1000 + 3000,
+            "kept compressed: {bytes} bytes for two 11,600s and 3,000"
+        );
+        assert!(bytes >= 3000, "the noise is kept as it is");
+        let check = |cache: &DiskCache| {
+            assert_eq!(cache.lookup(b"text").unwrap().unwrap(), text);
+            assert_eq!(cache.lookup(b"noise").unwrap().unwrap(), noise);
+            let got = cache.lookup_batch(&[b"noise", b"text2", b"text"]);
+            assert_eq!(got[0].as_ref().unwrap().as_deref(), Some(&noise[..]));
+            assert_eq!(got[1].as_ref().unwrap().as_deref(), Some(&text[..]));
+            assert_eq!(got[2].as_ref().unwrap().as_deref(), Some(&text[..]));
+        };
+        check(&cache);
+        cache.close().unwrap();
+        let cache = DiskCache::open(&path, options()).unwrap();
+        check(&cache);
+        cache.close().unwrap();
+        // Read by a cache that does not compress: the entries say how they are kept.
+        let plain = DiskCache::open(&path, DiskCacheOptions::default()).unwrap();
+        assert_eq!(plain.lookup(b"text").unwrap().unwrap(), text);
+        let got = plain.lookup_batch(&[b"text2", b"noise"]);
+        assert_eq!(got[0].as_ref().unwrap().as_deref(), Some(&text[..]));
+        assert_eq!(got[1].as_ref().unwrap().as_deref(), Some(&noise[..]));
+        plain.close().unwrap();
+    }
+
     /// An entry past its time is a miss.
     #[test]
     fn an_expired_entry_is_a_miss() {
@@ -555,3 +710,5 @@ mod cache {
         cache.close().unwrap();
     }
 }
+mod cache_crash;
+mod cache_model;

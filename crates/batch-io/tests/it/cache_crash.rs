@@ -1,0 +1,176 @@
+//! The disk cache crashed at every operation of a workload of stores, buffered stores,
+//! flushes, an overwrite, a remove and an eviction: after a power loss (or a process crash)
+//! the reopened cache holds exactly the last acknowledged state or the one the interrupted
+//! call was making, never a mix, never an entry without its bytes, and goes on working.
+
+use std::collections::BTreeMap;
+
+use bob_batch_io::{DiskCache, DiskCacheOptions, Result};
+use bob_btree::testing::{Machine, crash_options};
+
+/// Keys to values, and the keys from least to most recently used.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Model {
+    entries: BTreeMap<Vec<u8>, Vec<u8>>,
+    recency: Vec<Vec<u8>>,
+}
+
+const CAPACITY: u64 = 12_000;
+
+impl Model {
+    /// A commit of `puts` (in order) and `removes`, then eviction of the least recently used
+    /// entries not just written while the bytes pass the capacity (the cache's rule).
+    fn commit(&self, puts: &[(&[u8], Vec<u8>)], removes: &[&[u8]]) -> Model {
+        let mut next = self.clone();
+        for key in removes {
+            next.entries.remove(*key);
+            next.recency.retain(|k| k != key);
+        }
+        for (key, value) in puts {
+            next.entries.insert(key.to_vec(), value.clone());
+            next.recency.retain(|k| k != key);
+            next.recency.push(key.to_vec());
+        }
+        let fresh: Vec<&[u8]> = puts.iter().map(|(k, _)| *k).collect();
+        let mut bytes: u64 = next.entries.values().map(|v| v.len() as u64).sum();
+        for key in next.recency.clone() {
+            if bytes <= CAPACITY {
+                break;
+            }
+            if !fresh.contains(&key.as_slice()) {
+                bytes -= next.entries.remove(&key).expect("listed").len() as u64;
+                next.recency.retain(|k| *k != key);
+            }
+        }
+        next
+    }
+}
+
+fn value(tag: u8, len: usize) -> Vec<u8> {
+    (0..len).map(|i| tag.wrapping_mul(31).wrapping_add(i as u8)).collect()
+}
+
+fn options() -> DiskCacheOptions {
+    DiskCacheOptions { capacity_bytes: CAPACITY, max_buffered: 3, ..DiskCacheOptions::default() }
+}
+
+/// Every state the workload makes durable, in order (the first: empty).
+fn states() -> Vec<Model> {
+    let mut states = vec![Model::default()];
+    let mut step = |puts: &[(&[u8], Vec<u8>)], removes: &[&[u8]]| {
+        let next = states.last().expect("one").commit(puts, removes);
+        states.push(next);
+    };
+    step(&[(b"a", value(1, 3000))], &[]);
+    step(&[(b"b", value(2, 3000))], &[]);
+    step(&[(b"c", value(3, 2000)), (b"d", value(4, 2000)), (b"e", value(5, 1000))], &[]);
+    step(&[(b"a", value(6, 3500))], &[]);
+    step(&[], &[b"c"]);
+    step(&[(b"f", value(7, 4000))], &[]); // evicts b
+    step(&[(b"g", value(8, 500))], &[]);
+    states
+}
+
+/// The workload; `acked` counts the durable steps that returned `Ok`.
+fn workload<S>(cache: &DiskCache<S>, acked: &mut usize) -> Result<()>
+where
+    S: bob_store_core::SplitStore<Io: Clone> + bob_store_core::PrimeStorer + Send + Sync + 'static,
+{
+    cache.store(b"a", &value(1, 3000))?;
+    *acked += 1;
+    cache.store(b"b", &value(2, 3000))?;
+    *acked += 1;
+    cache.store_buffered(b"c", &value(3, 2000))?;
+    cache.store_buffered(b"d", &value(4, 2000))?;
+    cache.store_buffered(b"e", &value(5, 1000))?; // the third: a flush
+    *acked += 1;
+    cache.store(b"a", &value(6, 3500))?;
+    *acked += 1;
+    assert!(cache.remove(b"c")?);
+    *acked += 1;
+    cache.store(b"f", &value(7, 4000))?;
+    *acked += 1;
+    cache.flush_writes()?; // nothing buffered: no commit
+    cache.store_buffered(b"g", &value(8, 500))?;
+    cache.flush_writes()?;
+    *acked += 1;
+    Ok(())
+}
+
+/// What the reopened cache holds, checked against `allowed`; then it takes one more store.
+fn check<S>(cache: &DiskCache<S>, allowed: &[&Model], context: &str)
+where
+    S: bob_store_core::SplitStore<Io: Clone> + bob_store_core::PrimeStorer + Send + Sync + 'static,
+{
+    let keys: Vec<&[u8]> = vec![b"a", b"b", b"c", b"d", b"e", b"f", b"g"];
+    let got = cache.lookup_batch(&keys);
+    let mut found = BTreeMap::new();
+    for (key, result) in keys.iter().zip(got) {
+        let value = result.unwrap_or_else(|e| panic!("{context}: {key:?} fails: {e}"));
+        if let Some(value) = value {
+            found.insert(key.to_vec(), value);
+        }
+    }
+    assert!(
+        allowed.iter().any(|m| m.entries == found),
+        "{context}: the cache holds {:?}, not one of {:?}",
+        found.keys().collect::<Vec<_>>(),
+        allowed.iter().map(|m| m.entries.keys().collect::<Vec<_>>()).collect::<Vec<_>>()
+    );
+    let stats = cache.stats();
+    assert_eq!(stats.entries, found.len() as u64, "{context}: counted entries");
+    let bytes: u64 = found.values().map(|v| v.len() as u64).sum();
+    assert_eq!(stats.bytes, bytes, "{context}: counted bytes");
+    cache.store(b"after", b"the cache works after the crash").unwrap();
+    assert_eq!(cache.lookup(b"after").unwrap().unwrap(), b"the cache works after the crash");
+}
+
+#[test]
+fn a_crash_at_every_operation_leaves_an_acknowledged_state_or_the_next() {
+    let states = states();
+    let db_options = crash_options();
+    // A run without a crash: every step acknowledged, and how many operations it takes.
+    let mut machine = Machine::new();
+    let (clock, done) = machine.run_owned(&db_options, u64::MAX, true, |db| {
+        let cache = DiskCache::with_db(db, options()).map_err(to_db)?;
+        let mut acked = 0;
+        workload(&cache, &mut acked).map_err(to_db)?;
+        cache.close().map_err(to_db)?;
+        Ok(acked)
+    });
+    assert_eq!(done.unwrap(), states.len() - 1);
+    let total = clock.ops();
+    assert!(total > 50, "the workload runs {total} operations");
+    for crash_at in 0..total {
+        let mut machine = Machine::new();
+        let (mut acked, mut opened) = (0, false);
+        let _ = machine.run_owned(&db_options, crash_at, true, |db| {
+            let cache = DiskCache::with_db(db, options()).map_err(to_db)?;
+            opened = true;
+            workload(&cache, &mut acked).map_err(to_db)?;
+            cache.close().map_err(to_db)
+        });
+        let allowed: Vec<&Model> = states[acked..].iter().take(2).collect();
+        for (what, mut after) in [
+            ("power loss", machine.crashed(crash_at.wrapping_mul(0x9E37_79B9))),
+            ("process crash", machine.copy()),
+        ] {
+            let context =
+                format!("{what} at operation {crash_at} of {total} ({acked} acknowledged)");
+            let (_, reopened) = after.run_owned(&db_options, u64::MAX, false, |db| {
+                let cache = DiskCache::with_db(db, options()).map_err(to_db)?;
+                check(&cache, &allowed, &context);
+                cache.close().map_err(to_db)
+            });
+            match reopened {
+                Ok(()) => {}
+                // Only a store whose creation never finished may fail to open.
+                Err(e) => assert!(!opened, "{context}: the reopen failed: {e}"),
+            }
+        }
+    }
+}
+
+fn to_db(e: bob_batch_io::Error) -> bob_btree::Error {
+    bob_btree::Error::Corrupt(e.to_string())
+}
