@@ -95,6 +95,9 @@ pub trait KvEngine: Send + Sync {
 pub enum Promise {
     /// On the device: survives a power cut (the engine synced before returning).
     Synced,
+    /// On the device once the batch it belongs to is flushed or committed (one sync per
+    /// batch); a crash before then loses the whole batch, never part of an item.
+    SyncedPerBatch,
     /// In the operating system's hands: survives a crash of the process, not a power cut.
     ProcessCrash,
     /// In the process only: lost if the process dies before the next sync.
@@ -106,6 +109,7 @@ impl Promise {
     pub fn describe(self) -> &'static str {
         match self {
             Promise::Synced => "synced",
+            Promise::SyncedPerBatch => "synced once per batch",
             Promise::ProcessCrash => "survives a process crash",
             Promise::Nothing => "lost in a process crash",
         }

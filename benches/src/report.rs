@@ -41,7 +41,11 @@ pub struct Syncs {
 
 /// The bob engine the peers are compared with in `suite`.
 pub fn bob_engine(suite: &str) -> &'static str {
-    if suite == "kv" { "bob-btree" } else { "bob-base" }
+    match suite {
+        "kv" => "bob-btree",
+        "batch-io" => "bob-batch-io",
+        _ => "bob-base",
+    }
 }
 
 /// A (suite, engine, row) key.
@@ -111,6 +115,9 @@ fn engine_rank(engine: &str) -> usize {
         "lmdb",
         "fjall",
         "sled",
+        "bob-batch-io",
+        "plain-path",
+        "cacache",
     ]
     .iter()
     .position(|e| *e == engine)
@@ -123,7 +130,9 @@ fn ratio(unit: &str, bob: f64, peer: f64) -> f64 {
 }
 
 fn fmt_value(unit: &str, value: f64) -> String {
-    if unit == "s" {
+    if unit == "%" {
+        format!("{value:.1}%")
+    } else if unit == "s" {
         if value < 1e-6 {
             format!("{:.0} ns", value * 1e9)
         } else if value < 1e-3 {

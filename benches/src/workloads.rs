@@ -20,6 +20,8 @@ use crate::engines::{self, KvEngine, ObjectEngine, Promise, Settings};
 use crate::measure::{self, Space};
 use crate::payload;
 
+pub mod batch_io;
+
 /// The sizes of a run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Profile {
@@ -291,7 +293,7 @@ impl RunResult {
 }
 
 /// The suites.
-pub const SUITES: &[&str] = &["objects", "kv"];
+pub const SUITES: &[&str] = &["objects", "kv", "batch-io"];
 
 /// Opens `engine` for `suite` in `dir` and makes `commits` durable single-object (or
 /// single-put) commits: run under `strace -c` at two counts, the difference gives the
@@ -318,7 +320,11 @@ pub fn commits_only(suite: &str, engine: &str, dir: &Path, commits: usize) -> Re
 pub fn run(suite: &str, engine: &str, dir: &Path, profile: &Profile) -> Result<RunResult> {
     let mut result = RunResult::new(engine, suite);
     let settings = profile.settings();
-    result.configuration = engines::configuration(suite, engine, &settings);
+    result.configuration = if suite == "batch-io" {
+        batch_io::configuration(engine)
+    } else {
+        engines::configuration(suite, engine, &settings)
+    };
     measure::watch_device(dir);
     let device_before = measure::device_write_bytes();
     match suite {
@@ -327,6 +333,7 @@ pub fn run(suite: &str, engine: &str, dir: &Path, profile: &Profile) -> Result<R
             objects(&open, dir, profile, &mut result)?
         }
         "kv" => kv(&|at| engines::open_kv(engine, at, &settings), dir, profile, &mut result)?,
+        "batch-io" => batch_io::run(engine, dir, profile, &mut result)?,
         other => anyhow::bail!("no suite named {other}"),
     }
     result.device_bytes = match (device_before, measure::device_write_bytes()) {

@@ -177,6 +177,20 @@ fn ci() -> TaskResult {
     test.arg("test").args(locked);
     run_tests("test", test, &mut counts)?;
 
+    // The examples of the crates, run as a user runs them, each on a file of its own and
+    // twice (the second run opens what the first left).
+    let scratch = workspace_root().join("target").join("examples-ci");
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).map_err(|e| format!("examples: {e}"))?;
+    for example in ["cache_in_front", "bulk_ingest"] {
+        for pass in 1..=2 {
+            let mut command = cargo();
+            command.args(["run", "--quiet", "--package", "bob-batch-io", "--example", example]);
+            command.args(locked).arg("--").arg(scratch.join(format!("{example}.bob")));
+            run(&format!("example {example} (run {pass})"), command)?;
+        }
+    }
+
     let mut doc = cargo();
     doc.args(["doc", "--no-deps", "--all-features", "--workspace", "--exclude", "bob-benches"]);
     doc.args(locked);

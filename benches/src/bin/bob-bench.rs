@@ -31,7 +31,7 @@ enum Cmd {
         /// `smoke` (a tenth of the default, for CI), `default` or `full`.
         #[arg(long, default_value = "default")]
         profile: String,
-        /// Only these suites (`objects`, `kv`); all when absent.
+        /// Only these suites (`objects`, `kv`, `batch-io`); all when absent.
         #[arg(long)]
         suite: Vec<String>,
         /// Only these engines (bob's are always run); all when absent.
@@ -93,8 +93,11 @@ fn main() -> Result<()> {
 }
 
 fn engines_of(suite: &str, only: &[String]) -> Vec<String> {
-    let all: Vec<&str> =
-        if suite == "kv" { engines::kv_engines() } else { engines::OBJECT_ENGINES.to_vec() };
+    let all: Vec<&str> = match suite {
+        "kv" => engines::kv_engines(),
+        "batch-io" => workloads::batch_io::ENGINES.to_vec(),
+        _ => engines::OBJECT_ENGINES.to_vec(),
+    };
     all.into_iter()
         .filter(|e| only.is_empty() || e.starts_with("bob") || only.iter().any(|o| o == e))
         .map(String::from)
@@ -229,7 +232,7 @@ fn compare(
     }
     let mut syncs = Vec::new();
     if Command::new("strace").arg("-V").output().is_ok_and(|o| o.status.success()) {
-        for (suite, engine) in &plan {
+        for (suite, engine) in plan.iter().filter(|(suite, _)| suite != "batch-io") {
             bar.set_message(format!("syncs per commit: {suite} on {engine}"));
             if let Some(per_commit) = syncs_per_commit(suite, engine, &scratch) {
                 syncs.push(report::Syncs {
