@@ -1,13 +1,13 @@
 //! `DiskCache`: keyed blobs in a bob database file, with LRU eviction under a capacity, TTL
 //! expiry, buffered stores, and an index that commits atomically with the data.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bob_btree::{Db, DbOptions, DefaultStore};
 use bob_io_helpers::sync::Mutex;
-use bob_io_helpers::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use bob_io_helpers::sync::atomic::{AtomicU64, Ordering};
 use bob_store_core::{ObjectId, PrimeStorer, SplitStore};
 use bob_treap::PersistentTreap;
 
@@ -24,8 +24,9 @@ const RAW: u64 = 0;
 /// An LZ4 block, its uncompressed length in front (`lz4_flex::compress_prepend_size`).
 const LZ4: u64 = 1;
 
-/// One cached blob as the index keeps it: five little-endian `u64`s (id, length, time
-/// stored, expiry, codec); entries of four (no codec: stored as is) are read too.
+/// One cached blob as the index keeps it: little-endian `u64`s, four for a value kept as it
+/// is (id, length, time stored, expiry: version 1, which older readers read too), six for a
+/// compressed one (then codec and the value's length).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
     /// The blob's object.
@@ -38,37 +39,64 @@ struct Entry {
     expires_ms: u64,
     /// How its bytes are kept ([`RAW`] or [`LZ4`]).
     codec: u64,
+    /// The value's length (`len` for a raw one).
+    value_len: u64,
 }
 
 impl Entry {
-    const BYTES: usize = 40;
-
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(Self::BYTES);
-        for v in [self.id.0, self.len, self.stored_ms, self.expires_ms, self.codec] {
-            out.extend_from_slice(&v.to_le_bytes());
+        let mut fields = vec![self.id.0, self.len, self.stored_ms, self.expires_ms];
+        if self.codec != RAW {
+            fields.extend([self.codec, self.value_len]);
         }
-        out
+        fields.iter().flat_map(|v| v.to_le_bytes()).collect()
     }
 
     fn decode(bytes: &[u8]) -> Result<Self> {
-        if bytes.len() != Self::BYTES && bytes.len() != 32 {
+        if bytes.len() != 32 && bytes.len() != 48 {
             return Err(Error::Corrupt(format!("a cache entry of {} bytes", bytes.len())));
         }
         let at = |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8"));
-        let codec = if bytes.len() == Self::BYTES { at(4) } else { RAW };
-        if codec != RAW && codec != LZ4 {
-            return Err(Error::Corrupt(format!("a cache entry with codec {codec}")));
+        let (codec, value_len) = if bytes.len() == 48 { (at(4), at(5)) } else { (RAW, at(1)) };
+        // LZ4 expands a value at most 255 times; a length past that is damage.
+        let plausible = value_len <= at(1).saturating_mul(255).saturating_add(16);
+        if codec != LZ4 && bytes.len() == 48 || !plausible || value_len > u64::from(u32::MAX) {
+            return Err(Error::Corrupt(format!(
+                "a cache entry with codec {codec} and value length {value_len}"
+            )));
         }
-        Ok(Self { id: ObjectId(at(0)), len: at(1), stored_ms: at(2), expires_ms: at(3), codec })
+        Ok(Self {
+            id: ObjectId(at(0)),
+            len: at(1),
+            stored_ms: at(2),
+            expires_ms: at(3),
+            codec,
+            value_len,
+        })
     }
 
-    /// The value from the blob's bytes as stored.
+    /// The value from the blob's bytes as stored: a compressed block must name the value's
+    /// length the entry gives and decode to exactly that many bytes.
     fn value(&self, stored: Vec<u8>) -> Result<Vec<u8>> {
-        match self.codec {
-            LZ4 => lz4_flex::decompress_size_prepended(&stored)
-                .map_err(|e| Error::Corrupt(format!("a compressed blob does not decode: {e}"))),
-            _ => Ok(stored),
+        if self.codec == RAW {
+            return Ok(stored);
+        }
+        let corrupt = |what: String| Error::Corrupt(format!("a compressed blob {what}"));
+        let Some((prefix, block)) = stored.split_first_chunk::<4>() else {
+            return Err(corrupt(format!("of {} bytes", stored.len())));
+        };
+        if u64::from(u32::from_le_bytes(*prefix)) != self.value_len {
+            return Err(corrupt(format!(
+                "names {} bytes, not {}",
+                u32::from_le_bytes(*prefix),
+                self.value_len
+            )));
+        }
+        let mut value = vec![0; self.value_len as usize];
+        match lz4_flex::block::decompress_into(block, &mut value) {
+            Ok(n) if n == value.len() => Ok(value),
+            Ok(n) => Err(corrupt(format!("decodes to {n} bytes, not {}", value.len()))),
+            Err(e) => Err(corrupt(format!("does not decode: {e}"))),
         }
     }
 
@@ -181,6 +209,9 @@ struct State {
     /// Bytes of the indexed entries.
     bytes: u64,
     entries: u64,
+    /// Expiry of each indexed entry that has one, and the entries by expiry.
+    expiry: HashMap<Vec<u8>, u64>,
+    by_expiry: BTreeSet<(u64, Vec<u8>)>,
 }
 
 impl State {
@@ -195,6 +226,20 @@ impl State {
     fn forget(&mut self, key: &[u8]) {
         if let Some(old) = self.last_use.remove(key) {
             self.by_use.remove(&old);
+        }
+        if let Some(old) = self.expiry.remove(key) {
+            self.by_expiry.remove(&(old, key.to_vec()));
+        }
+    }
+
+    /// Records an indexed entry's expiry (0: none).
+    fn expires(&mut self, key: &[u8], expires_ms: u64) {
+        if let Some(old) = self.expiry.remove(key) {
+            self.by_expiry.remove(&(old, key.to_vec()));
+        }
+        if expires_ms != 0 {
+            self.expiry.insert(key.to_vec(), expires_ms);
+            self.by_expiry.insert((expires_ms, key.to_vec()));
         }
     }
 }
@@ -211,8 +256,8 @@ impl State {
 /// - Capacity: past `capacity_bytes` the least recently used entries are evicted in the same
 ///   commit (recency is kept in memory; after a reopen it starts from the time each entry
 ///   was stored).
-/// - TTL: an entry past its time is a miss; its space goes when the capacity needs it, or
-///   when its key is stored again or removed.
+/// - TTL: an entry past its time is a miss; its space goes when the capacity needs it
+///   (expired entries go before live ones), or when its key is stored again or removed.
 ///
 /// Calls take `&self` and may come from several threads; they run one at a time. Dropping
 /// the cache without [`close`](Self::close) loses what is buffered (never what was flushed).
@@ -253,13 +298,14 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
         let mut decoded = Vec::with_capacity(entries.len());
         for (key, value) in entries {
             let entry = Entry::decode(&value)?;
-            decoded.push((entry.stored_ms, key, entry.len));
+            decoded.push((entry.stored_ms, key, entry.len, entry.expires_ms));
         }
         decoded.sort();
-        for (_, key, len) in decoded {
+        for (_, key, len, expires_ms) in decoded {
             state.bytes += len;
             state.entries += 1;
             state.touch(&key);
+            state.expires(&key, expires_ms);
         }
         Ok(Self {
             db,
@@ -275,10 +321,12 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
     /// Stores `bytes` under `key`, durably (replacing what the key held).
     pub fn store(&self, key: &[u8], bytes: &[u8]) -> Result<()> {
         let mut state = self.state.lock();
+        self.commit(&mut state, vec![(key.to_vec(), bytes.to_vec())], &[])?;
+        // Only now: a failed store leaves a buffered value of the key as it was.
         if let Some(old) = state.pending.remove(key) {
             state.pending_bytes -= old.len();
         }
-        self.commit(&mut state, vec![(key.to_vec(), bytes.to_vec())], &[])
+        Ok(())
     }
 
     /// Buffers `bytes` under `key` (last wins; lookups see it), flushed with the others by
@@ -322,7 +370,6 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
     /// Removes `key`, durably; whether it was there.
     pub fn remove(&self, key: &[u8]) -> Result<bool> {
         let mut state = self.state.lock();
-        let buffered = state.pending.remove(key).map(|old| state.pending_bytes -= old.len());
         let key_owned = key.to_vec();
         let indexed = self
             .db
@@ -331,6 +378,8 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
             // Only a key the index holds costs a commit (and its sync).
             self.commit(&mut state, Vec::new(), &[key_owned])?;
         }
+        // Only now: a failed remove leaves a buffered value of the key as it was.
+        let buffered = state.pending.remove(key).map(|old| state.pending_bytes -= old.len());
         Ok(buffered.is_some() || indexed.is_some())
     }
 
@@ -352,6 +401,8 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
     pub fn lookup_batch(&self, keys: &[&[u8]]) -> Vec<Result<Option<Vec<u8>>>> {
         let mut state = self.state.lock();
         let mut out: Vec<Option<Result<Option<Vec<u8>>>>> = (0..keys.len()).map(|_| None).collect();
+        // The first requests that found an entry past its time.
+        let mut expired = vec![false; keys.len()];
         // The first request of each distinct key the buffer does not hold, in key order.
         let mut first: Vec<usize> = Vec::new();
         let mut seen: HashMap<&[u8], usize> = HashMap::new();
@@ -375,7 +426,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
                 for &i in &first {
                     out[i] = Some(Err(e.clone()));
                 }
-                return self.finish_batch(&mut state, keys, out, &seen);
+                return self.finish_batch(&mut state, keys, out, &expired, &seen);
             }
         };
         let now = self.now_ms();
@@ -384,7 +435,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
             match value.and_then(|v| v.map(|v| Entry::decode(&v)).transpose()) {
                 Ok(Some(entry)) if !entry.expired(now) => reads.push((i, entry)),
                 Ok(Some(_)) => {
-                    self.expirations.fetch_add(1, Ordering::Relaxed);
+                    expired[i] = true;
                     out[i] = Some(Ok(None));
                 }
                 Ok(None) => out[i] = Some(Ok(None)),
@@ -394,19 +445,26 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
         for ((i, _), bytes) in reads.iter().zip(self.read_blobs(&reads)) {
             out[*i] = Some(bytes.map(Some));
         }
-        self.finish_batch(&mut state, keys, out, &seen)
+        self.finish_batch(&mut state, keys, out, &expired, &seen)
     }
 
-    /// Fills the duplicates from their first request, counts hits and misses per request,
-    /// and marks the keys found as used, in request order.
+    /// Fills the duplicates from their first request, counts hits, misses and expired
+    /// entries per request, and marks the keys found as used, in request order.
     fn finish_batch(
         &self,
         state: &mut State,
         keys: &[&[u8]],
         mut out: Vec<Option<Result<Option<Vec<u8>>>>>,
+        expired: &[bool],
         seen: &HashMap<&[u8], usize>,
     ) -> Vec<Result<Option<Vec<u8>>>> {
         for i in 0..keys.len() {
+            if state.pending.contains_key(keys[i]) {
+                continue;
+            }
+            if expired[seen[keys[i]]] {
+                self.expirations.fetch_add(1, Ordering::Relaxed);
+            }
             if out[i].is_none() {
                 let j = seen[keys[i]];
                 out[i] = Some(match &out[j] {
@@ -438,32 +496,42 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
     /// Reads the blobs of `reads` (in their order), checking each one's length: on the
     /// caller's thread until a read takes as long as a device read, then with up to
     /// `read_threads` threads in all.
+    ///
+    /// The work is shared through real threads (not a lock protocol of the crate), so this
+    /// uses `std`'s atomics and cells, not the loom facade.
     fn read_blobs(&self, reads: &[(usize, Entry)]) -> Vec<Result<Vec<u8>>> {
+        use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
         let slots: Vec<std::sync::OnceLock<Result<Vec<u8>>>> =
             reads.iter().map(|_| std::sync::OnceLock::new()).collect();
-        let next = AtomicUsize::new(0);
+        let next = StdAtomicUsize::new(0);
         let work = || loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
+            let i = next.fetch_add(1, StdOrdering::Relaxed);
             let Some((_, entry)) = reads.get(i) else { return };
-            let _ = slots[i].set(self.read_blob(entry));
+            let _ = slots[i].set(self.read_stored(entry).and_then(|b| entry.value(b)));
         };
         std::thread::scope(|scope| {
             let mut helpers = false;
             loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
+                let i = next.fetch_add(1, StdOrdering::Relaxed);
                 let Some((_, entry)) = reads.get(i) else { break };
+                // Only the store's read is timed (not the decoding).
                 let started = Instant::now();
-                let _ = slots[i].set(self.read_blob(entry));
+                let stored = self.read_stored(entry);
+                let took = started.elapsed();
+                let _ = slots[i].set(stored.and_then(|b| entry.value(b)));
                 // A cached 4 KiB read takes a few microseconds, a device read tens.
                 let device = self
                     .options
                     .device_read
                     .unwrap_or_else(|| Duration::from_micros(20 + entry.len / 2048));
                 let left = reads.len() - i - 1;
-                if !helpers && left > 0 && started.elapsed() >= device {
+                if !helpers && left > 0 && took >= device {
                     helpers = true;
                     for _ in 1..self.options.read_threads.min(left + 1) {
-                        scope.spawn(work);
+                        // A thread the system refuses leaves the work to the others.
+                        if std::thread::Builder::new().spawn_scoped(scope, work).is_err() {
+                            break;
+                        }
                     }
                 }
             }
@@ -476,6 +544,11 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
 
     /// One value: its blob, checked against the index's length, decompressed.
     fn read_blob(&self, entry: &Entry) -> Result<Vec<u8>> {
+        entry.value(self.read_stored(entry)?)
+    }
+
+    /// An entry's blob as stored, checked against the index's length.
+    fn read_stored(&self, entry: &Entry) -> Result<Vec<u8>> {
         let bytes = self.db.store().read_bytes_from_obj(entry.id)?;
         if bytes.len() as u64 != entry.len {
             return Err(Error::Corrupt(format!(
@@ -484,16 +557,17 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
                 entry.len
             )));
         }
-        entry.value(bytes)
+        Ok(bytes)
     }
 
     fn now_ms(&self) -> u64 {
         millis((self.options.now)())
     }
 
-    /// A value as it is kept: (bytes, codec).
+    /// A value as it is kept: (bytes, codec). A value longer than 4 GiB - 1 (what the
+    /// block's length prefix holds) is kept as it is.
     fn encode_value<'v>(&self, value: &'v [u8]) -> (std::borrow::Cow<'v, [u8]>, u64) {
-        if self.options.compress {
+        if self.options.compress && u32::try_from(value.len()).is_ok() {
             let packed = lz4_flex::compress_prepend_size(value);
             if packed.len() < value.len() {
                 return (std::borrow::Cow::Owned(packed), LZ4);
@@ -527,8 +601,8 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
         Ok(Some(bytes))
     }
 
-    /// Writes `puts` (new blobs), drops `removes` and, past the capacity, the least recently
-    /// used entries (expired ones first), and commits it all at once: the index and the
+    /// Writes `puts` (new blobs), drops `removes` and, past the capacity, expired entries and
+    /// then the least recently used ones, and commits it all at once: the index and the
     /// freeing of the blobs it no longer names happen inside the save's commit hold
     /// ([`Db::save_treap_with`]), so no other commit makes a blob's release durable before
     /// the index that stops naming it. On an error nothing changes (the index goes back to
@@ -561,6 +635,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
                         stored_ms: now,
                         expires_ms: expires,
                         codec,
+                        value_len: value.len() as u64,
                     },
                 )),
                 Err(e) => {
@@ -572,7 +647,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
         let capacity = self.options.capacity_bytes;
         let mut tally = Tally { entries: state.entries, bytes: state.bytes, free: Vec::new() };
         let (mut evicted, mut expired) = (0u64, 0u64);
-        let by_use = &state.by_use;
+        let (by_use, by_expiry) = (&state.by_use, &state.by_expiry);
         // The index changes here; the blobs it stops naming are only listed, and freed in
         // the save's commit.
         let changed = self.db.with_treap(INDEX, |index: &mut Index, store| -> Result<_> {
@@ -588,11 +663,12 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
                 tally.bytes += entry.len;
             }
             if tally.bytes > capacity {
-                // The least recently used first, expired or not (what this commit stored
-                // counts as used now).
+                // Expired entries first (soonest expired first), then the least recently
+                // used; what this commit stored is neither.
                 let fresh: std::collections::HashSet<&Vec<u8>> =
                     written.iter().map(|(k, _)| k).collect();
-                for key in by_use.values().filter(|k| !fresh.contains(k)) {
+                let past = by_expiry.iter().take_while(|(at, _)| *at <= now).map(|(_, k)| k);
+                for key in past.chain(by_use.values()).filter(|k| !fresh.contains(k)) {
                     if tally.bytes <= capacity {
                         break;
                     }
@@ -632,8 +708,9 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
         for key in &gone {
             state.forget(key);
         }
-        for (key, _) in &written {
+        for (key, entry) in &written {
             state.touch(key);
+            state.expires(key, entry.expires_ms);
         }
         (state.entries, state.bytes) = (tally.entries, tally.bytes);
         self.evictions.fetch_add(evicted, Ordering::Relaxed);
@@ -660,5 +737,68 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
     pub fn close(self) -> Result<()> {
         self.flush_writes()?;
         Ok(self.db.close()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lz4_entry(value_len: u64, stored: &[u8]) -> Entry {
+        Entry {
+            id: ObjectId(1),
+            len: stored.len() as u64,
+            stored_ms: 0,
+            expires_ms: 0,
+            codec: LZ4,
+            value_len,
+        }
+    }
+
+    /// Entries round-trip; a raw one is written in the 32 bytes older readers know.
+    #[test]
+    fn entries_round_trip_and_raw_ones_keep_the_first_layout() {
+        let raw = Entry {
+            id: ObjectId(7),
+            len: 10,
+            stored_ms: 1,
+            expires_ms: 2,
+            codec: RAW,
+            value_len: 10,
+        };
+        assert_eq!(raw.encode().len(), 32);
+        assert_eq!(Entry::decode(&raw.encode()).unwrap(), raw);
+        let packed = lz4_entry(1000, &[0; 20]);
+        assert_eq!(packed.encode().len(), 48);
+        assert_eq!(Entry::decode(&packed.encode()).unwrap(), packed);
+        for bad in [&raw.encode()[..31], &[0; 40][..], &[0; 49][..]] {
+            assert!(matches!(Entry::decode(bad), Err(Error::Corrupt(_))));
+        }
+        let mut unknown = packed.encode();
+        unknown[32] = 9; // codec 9
+        assert!(matches!(Entry::decode(&unknown), Err(Error::Corrupt(_))));
+        let implausible = lz4_entry(20 * 255 + 17, &[0; 20]).encode();
+        assert!(matches!(Entry::decode(&implausible), Err(Error::Corrupt(_))), "no 4 GiB alloc");
+    }
+
+    /// A compressed blob whose prefix or decoded length disagrees with its entry is
+    /// `Corrupt`, never a shorter or longer value.
+    #[test]
+    fn a_compressed_blob_that_disagrees_with_its_entry_is_corrupt() {
+        let value = b"abcabcabcabcabcabcabcabcabcabcabcabc".repeat(10);
+        let packed = lz4_flex::compress_prepend_size(&value);
+        assert_eq!(lz4_entry(value.len() as u64, &packed).value(packed.clone()).unwrap(), value);
+        // The entry says one byte more than the block holds (the prefix disagrees).
+        let wrong = lz4_entry(value.len() as u64 + 1, &packed);
+        assert!(matches!(wrong.value(packed.clone()), Err(Error::Corrupt(_))));
+        // Prefix and entry agree, but the block decodes to fewer bytes.
+        let mut short = packed.clone();
+        short[..4].copy_from_slice(&(value.len() as u32 + 5).to_le_bytes());
+        let entry = lz4_entry(value.len() as u64 + 5, &short);
+        assert!(matches!(entry.value(short), Err(Error::Corrupt(_))));
+        // A blob too short to hold a prefix, and one that is not a block.
+        assert!(matches!(lz4_entry(3, &[1, 2]).value(vec![1, 2]), Err(Error::Corrupt(_))));
+        let garbage = [3, 0, 0, 0, 0xFF, 0xFF, 0xFF].to_vec();
+        assert!(matches!(lz4_entry(3, &garbage).value(garbage), Err(Error::Corrupt(_))));
     }
 }

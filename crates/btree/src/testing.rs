@@ -301,8 +301,10 @@ impl Machine {
     }
 
     /// Runs `work` on the database on this machine (created when `create`, else opened) with a
-    /// clock that stops at `crash_at`, handing it the database to keep, close or drop (for
-    /// a layer that owns its database, as a disk cache does).
+    /// clock that stops at `crash_at`, handing the database over (for a layer that owns its
+    /// database, as a disk cache does). `work` must close or drop it before it returns: the
+    /// machine takes its files' state then, and a database kept past that point would write
+    /// files the machine no longer follows.
     pub fn run_owned<T>(
         &mut self,
         options: &DbOptions,

@@ -20,7 +20,7 @@ const CAPACITY: u64 = 12_000;
 impl Model {
     /// A commit of `puts` (in order) and `removes`, then eviction of the least recently used
     /// entries not just written while the bytes pass the capacity (the cache's rule).
-    fn commit(&self, puts: &[(&[u8], Vec<u8>)], removes: &[&[u8]]) -> Model {
+    fn commit(&self, puts: &[(&[u8], Vec<u8>)], removes: &[&[u8]], capacity: u64) -> Model {
         let mut next = self.clone();
         for key in removes {
             next.entries.remove(*key);
@@ -34,7 +34,7 @@ impl Model {
         let fresh: Vec<&[u8]> = puts.iter().map(|(k, _)| *k).collect();
         let mut bytes: u64 = next.entries.values().map(|v| v.len() as u64).sum();
         for key in next.recency.clone() {
-            if bytes <= CAPACITY {
+            if bytes <= capacity {
                 break;
             }
             if !fresh.contains(&key.as_slice()) {
@@ -50,15 +50,26 @@ fn value(tag: u8, len: usize) -> Vec<u8> {
     (0..len).map(|i| tag.wrapping_mul(31).wrapping_add(i as u8)).collect()
 }
 
-fn options() -> DiskCacheOptions {
-    DiskCacheOptions { capacity_bytes: CAPACITY, max_buffered: 3, ..DiskCacheOptions::default() }
+/// Raw values under a capacity (one store evicts), or compressed ones (LZ4 entries) with
+/// no capacity to speak of (the model counts raw bytes).
+fn options(compress: bool) -> DiskCacheOptions {
+    DiskCacheOptions {
+        capacity_bytes: capacity(compress),
+        max_buffered: 3,
+        compress,
+        ..DiskCacheOptions::default()
+    }
+}
+
+fn capacity(compress: bool) -> u64 {
+    if compress { u64::MAX } else { CAPACITY }
 }
 
 /// Every state the workload makes durable, in order (the first: empty).
-fn states() -> Vec<Model> {
+fn states(capacity: u64) -> Vec<Model> {
     let mut states = vec![Model::default()];
     let mut step = |puts: &[(&[u8], Vec<u8>)], removes: &[&[u8]]| {
-        let next = states.last().expect("one").commit(puts, removes);
+        let next = states.last().expect("one").commit(puts, removes, capacity);
         states.push(next);
     };
     step(&[(b"a", value(1, 3000))], &[]);
@@ -66,7 +77,7 @@ fn states() -> Vec<Model> {
     step(&[(b"c", value(3, 2000)), (b"d", value(4, 2000)), (b"e", value(5, 1000))], &[]);
     step(&[(b"a", value(6, 3500))], &[]);
     step(&[], &[b"c"]);
-    step(&[(b"f", value(7, 4000))], &[]); // evicts b
+    step(&[(b"f", value(7, 4000))], &[]); // evicts b (under the capacity)
     step(&[(b"g", value(8, 500))], &[]);
     states
 }
@@ -98,7 +109,7 @@ where
 }
 
 /// What the reopened cache holds, checked against `allowed`; then it takes one more store.
-fn check<S>(cache: &DiskCache<S>, allowed: &[&Model], context: &str)
+fn check<S>(cache: &DiskCache<S>, allowed: &[&Model], compress: bool, context: &str)
 where
     S: bob_store_core::SplitStore<Io: Clone> + bob_store_core::PrimeStorer + Send + Sync + 'static,
 {
@@ -119,7 +130,12 @@ where
     );
     let stats = cache.stats();
     assert_eq!(stats.entries, found.len() as u64, "{context}: counted entries");
-    let bytes: u64 = found.values().map(|v| v.len() as u64).sum();
+    // The bytes kept: compressed where that is shorter.
+    let kept = |v: &Vec<u8>| {
+        let packed = lz4_flex::compress_prepend_size(v).len();
+        if compress && packed < v.len() { packed as u64 } else { v.len() as u64 }
+    };
+    let bytes: u64 = found.values().map(kept).sum();
     assert_eq!(stats.bytes, bytes, "{context}: counted bytes");
     cache.store(b"after", b"the cache works after the crash").unwrap();
     assert_eq!(cache.lookup(b"after").unwrap().unwrap(), b"the cache works after the crash");
@@ -127,12 +143,21 @@ where
 
 #[test]
 fn a_crash_at_every_operation_leaves_an_acknowledged_state_or_the_next() {
-    let states = states();
+    crash_everywhere(false);
+}
+
+#[test]
+fn a_crash_at_every_operation_with_compressed_values_leaves_an_acknowledged_state() {
+    crash_everywhere(true);
+}
+
+fn crash_everywhere(compress: bool) {
+    let states = states(capacity(compress));
     let db_options = crash_options();
     // A run without a crash: every step acknowledged, and how many operations it takes.
     let mut machine = Machine::new();
     let (clock, done) = machine.run_owned(&db_options, u64::MAX, true, |db| {
-        let cache = DiskCache::with_db(db, options()).map_err(to_db)?;
+        let cache = DiskCache::with_db(db, options(compress)).map_err(to_db)?;
         let mut acked = 0;
         workload(&cache, &mut acked).map_err(to_db)?;
         cache.close().map_err(to_db)?;
@@ -145,21 +170,21 @@ fn a_crash_at_every_operation_leaves_an_acknowledged_state_or_the_next() {
         let mut machine = Machine::new();
         let (mut acked, mut opened) = (0, false);
         let _ = machine.run_owned(&db_options, crash_at, true, |db| {
-            let cache = DiskCache::with_db(db, options()).map_err(to_db)?;
+            let cache = DiskCache::with_db(db, options(compress)).map_err(to_db)?;
             opened = true;
             workload(&cache, &mut acked).map_err(to_db)?;
             cache.close().map_err(to_db)
         });
         let allowed: Vec<&Model> = states[acked..].iter().take(2).collect();
-        for (what, mut after) in [
-            ("power loss", machine.crashed(crash_at.wrapping_mul(0x9E37_79B9))),
-            ("process crash", machine.copy()),
-        ] {
+        let images = (0..3u64)
+            .map(|seed| ("power loss", machine.crashed(crash_at.wrapping_mul(0x9E37_79B9) ^ seed)))
+            .chain([("process crash", machine.copy())]);
+        for (what, mut after) in images {
             let context =
                 format!("{what} at operation {crash_at} of {total} ({acked} acknowledged)");
             let (_, reopened) = after.run_owned(&db_options, u64::MAX, false, |db| {
-                let cache = DiskCache::with_db(db, options()).map_err(to_db)?;
-                check(&cache, &allowed, &context);
+                let cache = DiskCache::with_db(db, options(compress)).map_err(to_db)?;
+                check(&cache, &allowed, compress, &context);
                 cache.close().map_err(to_db)
             });
             match reopened {

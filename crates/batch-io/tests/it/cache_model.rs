@@ -1,6 +1,7 @@
 //! The disk cache against a model (a `BTreeMap` with the cache's LRU and TTL rules) under
 //! random stores, buffered stores, flushes, lookups, batches, removes, a clock that moves
-//! and reopens.
+//! and reopens, with compression off and on: the answers, the entries, the bytes kept and
+//! every counter.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,13 +21,14 @@ const CAPACITY: u64 = 8_000;
 const TTL_MS: u64 = 1_000;
 const MAX_BUFFERED: usize = 3;
 
-fn options() -> DiskCacheOptions {
+fn options(compress: bool) -> DiskCacheOptions {
     DiskCacheOptions {
+        compress,
         capacity_bytes: CAPACITY,
         ttl: Some(Duration::from_millis(TTL_MS)),
         max_buffered: MAX_BUFFERED,
         now,
-        // Half the batches read with helper threads from the first blob on.
+        // Every batch of two blobs or more reads with helper threads.
         device_read: Some(Duration::ZERO),
         read_threads: 3,
         ..DiskCacheOptions::default()
@@ -66,14 +68,27 @@ fn value(len: usize, tag: u8) -> Vec<u8> {
 /// The cache's rules, on a map.
 #[derive(Debug, Default)]
 struct Model {
+    compress: bool,
     /// key → (value, time stored, expiry).
     entries: BTreeMap<Vec<u8>, (Vec<u8>, u64, u64)>,
     pending: BTreeMap<Vec<u8>, Vec<u8>>,
     /// Least recently used first.
     recency: Vec<Vec<u8>>,
+    /// (hits, misses, evictions, expirations) since the last open.
+    counters: (u64, u64, u64, u64),
 }
 
 impl Model {
+    /// The bytes a value takes in the cache: compressed when that makes it shorter.
+    fn kept(&self, value: &[u8]) -> u64 {
+        let packed = lz4_flex::compress_prepend_size(value).len();
+        if self.compress && packed < value.len() { packed as u64 } else { value.len() as u64 }
+    }
+
+    fn bytes(&self) -> u64 {
+        self.entries.values().map(|(v, ..)| self.kept(v)).sum()
+    }
+
     fn touch(&mut self, key: &[u8]) {
         self.recency.retain(|k| k != key);
         self.recency.push(key.to_vec());
@@ -89,16 +104,29 @@ impl Model {
         for (key, value) in &puts {
             self.entries.insert(key.clone(), (value.clone(), now, now + TTL_MS));
         }
-        let mut bytes: u64 = self.entries.values().map(|(v, ..)| v.len() as u64).sum();
-        for key in before {
+        let mut bytes = self.bytes();
+        // Expired entries first, soonest expired first; then the least recently used.
+        let mut past: Vec<(u64, Vec<u8>)> = self
+            .entries
+            .iter()
+            .filter(|(_, (_, _, expires))| *expires <= now)
+            .map(|(k, (_, _, expires))| (*expires, k.clone()))
+            .collect();
+        past.sort();
+        for key in past.into_iter().map(|(_, k)| k).chain(before) {
             if bytes <= CAPACITY {
                 break;
             }
             if puts.iter().any(|(k, _)| *k == key) {
                 continue;
             }
-            if let Some((v, ..)) = self.entries.remove(&key) {
-                bytes -= v.len() as u64;
+            if let Some((v, _, expires)) = self.entries.remove(&key) {
+                bytes -= self.kept(&v);
+                if expires <= now {
+                    self.counters.3 += 1;
+                } else {
+                    self.counters.2 += 1;
+                }
                 gone.push(key);
             }
         }
@@ -117,15 +145,25 @@ impl Model {
 
     fn lookup(&mut self, key: &[u8], now: u64) -> Option<Vec<u8>> {
         if let Some(v) = self.pending.get(key) {
+            self.counters.0 += 1;
             return Some(v.clone());
         }
         match self.entries.get(key) {
             Some((v, _, expires)) if now < *expires => {
                 let v = v.clone();
                 self.touch(key);
+                self.counters.0 += 1;
                 Some(v)
             }
-            _ => None,
+            Some(_) => {
+                self.counters.1 += 1;
+                self.counters.3 += 1;
+                None
+            }
+            None => {
+                self.counters.1 += 1;
+                None
+            }
         }
     }
 
@@ -135,15 +173,16 @@ impl Model {
             self.entries.iter().map(|(k, (_, stored, _))| (*stored, k.clone())).collect();
         order.sort();
         self.recency = order.into_iter().map(|(_, k)| k).collect();
+        self.counters = (0, 0, 0, 0);
     }
 }
 
-fn run(ops: Vec<Op>) {
+fn run(ops: Vec<Op>, compress: bool) {
     NOW_MS.store(1_000_000, Ordering::SeqCst);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cache");
-    let mut cache = DiskCache::open(&path, options()).unwrap();
-    let mut model = Model::default();
+    let mut cache = DiskCache::open(&path, options(compress)).unwrap();
+    let mut model = Model { compress, ..Model::default() };
     for (step, op) in ops.into_iter().enumerate() {
         let now = NOW_MS.load(Ordering::SeqCst);
         match &op {
@@ -192,22 +231,26 @@ fn run(ops: Vec<Op>) {
             Op::Reopen => {
                 cache.close().unwrap();
                 model.reopen(now);
-                cache = DiskCache::open(&path, options()).unwrap();
+                cache = DiskCache::open(&path, options(compress)).unwrap();
             }
         }
         let stats = cache.stats();
-        let bytes: u64 = model.entries.values().map(|(v, ..)| v.len() as u64).sum();
         assert_eq!(
             (stats.entries, stats.bytes, stats.pending_writes),
-            (model.entries.len() as u64, bytes, model.pending.len()),
+            (model.entries.len() as u64, model.bytes(), model.pending.len()),
             "step {step}: {op:?}"
+        );
+        let counters = (stats.hits, stats.misses, stats.evictions, stats.expirations);
+        assert_eq!(
+            counters, model.counters,
+            "step {step}: {op:?}: hits, misses, evictions, expirations"
         );
     }
     // Everything, after a last reopen.
     cache.close().unwrap();
     let now = NOW_MS.load(Ordering::SeqCst);
     model.reopen(now);
-    let cache = DiskCache::open(&path, options()).unwrap();
+    let cache = DiskCache::open(&path, options(compress)).unwrap();
     for k in 0u8..6 {
         assert_eq!(cache.lookup(&[k]).unwrap(), model.lookup(&[k], now), "key {k} at the end");
     }
@@ -218,7 +261,10 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
-    fn the_cache_matches_a_model_with_lru_and_ttl(ops in prop::collection::vec(op(), 1..50)) {
-        run(ops);
+    fn the_cache_matches_a_model_with_lru_and_ttl(
+        ops in prop::collection::vec(op(), 1..50),
+        compress in any::<bool>(),
+    ) {
+        run(ops, compress);
     }
 }
