@@ -14,7 +14,8 @@
 //! returns bytes whose checksum does not match the one its request carried
 //! ([`Error::ChecksumMismatch`]), and one bad request never fails another.
 //!
-//! - [`BatchWriter`]: bounded parallel writes into a [`Sink`] (a `ConcurrentStore` is one):
+//! - [`BatchWriter`]: bounded parallel writes into a [`Sink`] (a `ConcurrentStore`, a
+//!   bob-btree tree through [`TreeSink`], a [`DiskCache`]):
 //!   a permit is taken before each write starts, one result per item in input order, the
 //!   same key twice in a batch resolves to the last, one commit per batch; `stats` with a
 //!   latency histogram.
@@ -64,4 +65,6 @@ pub use buffer::{FlushReport, WriteBuffer, WriteBufferOptions, WriteBufferStats}
 pub use cache::{DiskCache, DiskCacheOptions, DiskCacheStats};
 pub use error::{Error, Result};
 pub use reads::{BatchReadOptions, BatchReadReport, ReadRequest, read_batch};
-pub use writer::{BatchWriter, BatchWriterOptions, BatchWriterStats, LATENCY_BUCKETS_MICROS, Sink};
+pub use writer::{
+    BatchWriter, BatchWriterOptions, BatchWriterStats, LATENCY_BUCKETS_MICROS, Sink, TreeSink,
+};

@@ -327,3 +327,77 @@ impl<S: bob_store_core::SplitStore<Io: Clone> + Send + Sync> Sink<Option<bob_sto
         key.is_some()
     }
 }
+
+/// A [`Sink`] into a named tree of a bob-btree [`Db`](bob_btree::Db), keys and values byte
+/// strings: each item is a commit of its own that the write-ahead log holds but has not
+/// synced ([`Durability::Buffered`](bob_btree::Durability::Buffered)), and the batch's
+/// commit is one [`Db::sync`](bob_btree::Db::sync): one durable group commit per batch. The
+/// items' commits take the database's writer lock one at a time, so the permits bound memory
+/// and the work around the writes, not the tree's writes themselves. Two items of one key in
+/// a batch: the last wins.
+#[derive(Debug)]
+pub struct TreeSink<'db, S = bob_btree::DefaultStore>
+where
+    S: bob_store_core::SplitStore<Io: Clone> + bob_store_core::PrimeStorer,
+{
+    db: &'db bob_btree::Db<S>,
+    tree: String,
+}
+
+impl<'db, S> TreeSink<'db, S>
+where
+    S: bob_store_core::SplitStore<Io: Clone> + bob_store_core::PrimeStorer,
+{
+    /// A sink into the tree `tree` of `db` (created by the first write if it is not there).
+    pub fn new(db: &'db bob_btree::Db<S>, tree: impl Into<String>) -> Self {
+        Self { db, tree: tree.into() }
+    }
+}
+
+impl<S> Sink<Vec<u8>> for TreeSink<'_, S>
+where
+    S: bob_store_core::SplitStore<Io: Clone> + bob_store_core::PrimeStorer + Send + Sync + 'static,
+{
+    type Output = ();
+
+    fn write(&self, key: &Vec<u8>, bytes: &[u8]) -> Result<()> {
+        let mut txn = self.db.begin_write()?;
+        txn.open_tree::<Vec<u8>, Vec<u8>>(&self.tree)?.put(key.as_slice(), bytes)?;
+        Ok(txn.commit(bob_btree::Durability::Buffered)?)
+    }
+
+    fn commit(&self) -> Result<()> {
+        Ok(self.db.sync()?)
+    }
+
+    fn before_batch(&self) -> Result<()> {
+        if self.db.thread_holds_write() {
+            return Err(bob_store_core::Error::WouldDeadlock(
+                "a batch into a tree written from a thread that holds a write transaction of \
+                 its database would wait for it: commit or drop it first"
+                    .into(),
+            )
+            .into());
+        }
+        Ok(())
+    }
+}
+
+/// Writes into a [`DiskCache`](crate::DiskCache): each item a buffered store
+/// ([`store_buffered`](crate::DiskCache::store_buffered), flushed on its own at the buffer's
+/// limits), the batch's commit one [`flush_writes`](crate::DiskCache::flush_writes). Two
+/// items of one key in a batch: the last wins.
+impl<S> Sink<Vec<u8>> for crate::DiskCache<S>
+where
+    S: bob_store_core::SplitStore<Io: Clone> + bob_store_core::PrimeStorer + Send + Sync + 'static,
+{
+    type Output = ();
+
+    fn write(&self, key: &Vec<u8>, bytes: &[u8]) -> Result<()> {
+        self.store_buffered(key, bytes)
+    }
+
+    fn commit(&self) -> Result<()> {
+        self.flush_writes()
+    }
+}

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use bob_alloc::BasicAllocator;
 use bob_io_helpers::OsFile;
 use bob_io_helpers::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use bob_io_helpers::sync::thread::{self, ThreadId};
 use bob_io_helpers::sync::{Mutex, MutexGuard};
 use bob_store_concurrent::{CommitHold, ConcurrentStore, GroupCommit};
 use bob_store_core::{ObjectId, PRIME_OBJECT_ID, PrimeStorer, SplitStore, Store, StoreOptions};
@@ -268,6 +269,9 @@ pub(crate) struct Core<S: SplitStore<Io: Clone> + PrimeStorer> {
     store: ConcurrentStore<S>,
     committed: Mutex<Arc<Snapshot>>,
     writer: Mutex<Pending>,
+    /// The thread whose [`WriteTxn`] holds `writer` (a call from it that waits for `writer`
+    /// would wait for itself).
+    writer_thread: Mutex<Option<ThreadId>>,
     /// Held by a checkpoint through both its phases (taken after `writer`): one at a time,
     /// and the store commits of nothing else interleave with one.
     ckpt: Mutex<()>,
@@ -674,6 +678,13 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
         self.core.begin_write()
     }
 
+    /// Whether the calling thread holds a write transaction of this database (then
+    /// `begin_write`, `checkpoint`, `sync` and `compact` from it are refused with
+    /// `WouldDeadlock`: they would wait for that transaction).
+    pub fn thread_holds_write(&self) -> bool {
+        self.core.thread_holds_write()
+    }
+
     /// A read snapshot of the last commit: later commits do not change what it sees. It
     /// waits for nothing.
     pub fn begin_read(&self) -> ReadTxn<'_, S> {
@@ -685,12 +696,14 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
     /// transaction to end.
     pub fn checkpoint(&self) -> Result<()> {
         self.check_not_in_change("checkpoint")?;
+        self.core.check_not_writing("checkpoint")?;
         self.core.checkpoint()
     }
 
     /// Makes every buffered commit durable: syncs the log (a checkpoint, without one).
     pub fn sync(&self) -> Result<()> {
         self.check_not_in_change("sync")?;
+        self.core.check_not_writing("sync")?;
         self.core.sync()
     }
 
@@ -719,6 +732,7 @@ where
     /// keep their meaning), with writers and checkpoints held off meanwhile.
     pub fn compact(&self) -> Result<()> {
         self.check_not_in_change("compact")?;
+        self.core.check_not_writing("compact")?;
         let core = &self.core;
         core.check_writable()?;
         let mut pending = core.writer.lock();
@@ -892,6 +906,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             store,
             committed: Mutex::new(Arc::new(snapshot)),
             writer: Mutex::new(Pending::default()),
+            writer_thread: Mutex::new(None),
             ckpt: Mutex::new(()),
             shared: AtomicBool::new(catalog_shared),
             treaps: Mutex::new(treaps),
@@ -958,12 +973,16 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             self.latch(self.store.complete_open().map_err(Error::from))?;
             self.store_complete.store(true, Ordering::Release);
         }
+        self.check_not_writing("begin_write")?;
         self.wrote.store(true, Ordering::Relaxed);
         self.activity.fetch_add(1, Ordering::Relaxed);
         let pending = self.writer.lock();
+        let me = thread::current().id();
+        *self.writer_thread.lock() = Some(me);
         let snapshot = Snapshot::clone(&self.committed.lock());
         Ok(WriteTxn {
             db: self,
+            _writer: WriterMark(&self.writer_thread, me),
             pending,
             snapshot,
             superseded: Vec::new(),
@@ -1547,6 +1566,23 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         Ok(())
     }
 
+    /// Refuses `what` from the thread whose [`WriteTxn`] holds the writer lock: it would
+    /// wait for that transaction, which cannot end while its thread waits.
+    fn check_not_writing(&self, what: &str) -> Result<()> {
+        if self.thread_holds_write() {
+            return Err(Error::Store(bob_store_core::Error::WouldDeadlock(format!(
+                "{what} from the thread that holds a write transaction of this database: \
+                 commit or drop it first"
+            ))));
+        }
+        Ok(())
+    }
+
+    /// Whether the calling thread holds a write transaction.
+    fn thread_holds_write(&self) -> bool {
+        *self.writer_thread.lock() == Some(thread::current().id())
+    }
+
     fn check_writable(&self) -> Result<()> {
         if self.failed.load(Ordering::Acquire) {
             return Err(Error::Failed);
@@ -1995,6 +2031,8 @@ impl DbReport {
 /// A write transaction: see [`Db::begin_write`].
 pub struct WriteTxn<'db, S: SplitStore<Io: Clone> + PrimeStorer = DefaultStore> {
     db: &'db Core<S>,
+    /// Which thread holds `pending` (for `WouldDeadlock`).
+    _writer: WriterMark<'db>,
     pending: MutexGuard<'db, Pending>,
     snapshot: Snapshot,
     superseded: Vec<(ObjectId, Arc<Node>)>,
@@ -2007,6 +2045,20 @@ pub struct WriteTxn<'db, S: SplitStore<Io: Clone> + PrimeStorer = DefaultStore> 
     failed: bool,
     /// Nodes this transaction made dirty.
     dirtied: u64,
+}
+
+/// Marks the thread holding the writer lock through a [`WriteTxn`] (which is not `Send`:
+/// it ends on that thread); cleared on drop, unless the next writer's mark is there
+/// already (the lock may be released before the mark is dropped).
+struct WriterMark<'db>(&'db Mutex<Option<ThreadId>>, ThreadId);
+
+impl Drop for WriterMark<'_> {
+    fn drop(&mut self) {
+        let mut mark = self.0.lock();
+        if *mark == Some(self.1) {
+            *mark = None;
+        }
+    }
 }
 
 /// Records shorter than this are always logged.
@@ -2539,6 +2591,7 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
     pub fn commit(self, durability: Durability) -> Result<()> {
         let WriteTxn {
             db,
+            _writer,
             mut pending,
             mut snapshot,
             superseded,

@@ -729,3 +729,4 @@ mod cache {
 }
 mod cache_crash;
 mod cache_model;
+mod sinks;

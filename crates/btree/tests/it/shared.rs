@@ -303,3 +303,41 @@ fn a_database_call_while_holding_a_store_guard_is_refused() {
     txn.commit(Durability::Durable).unwrap();
     db.close().unwrap();
 }
+
+/// The thread holding a write transaction cannot call what waits for it (a second
+/// transaction, a checkpoint, a sync, a compaction): refused, not hung; other threads wait
+/// as before, and once the transaction ends the thread may write again.
+#[test]
+fn a_call_that_would_wait_for_the_callers_own_write_transaction_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::create(dir.path().join("db")).unwrap();
+    let would_deadlock = |r: bob_btree::Result<()>| {
+        matches!(r, Err(bob_btree::Error::Store(bob_store_core::Error::WouldDeadlock(_))))
+    };
+    let mut txn = db.begin_write().unwrap();
+    txn.open_tree::<u64, u64>("t").unwrap().insert(&1, &1).unwrap();
+    assert!(db.thread_holds_write());
+    assert!(would_deadlock(db.begin_write().map(drop)));
+    assert!(would_deadlock(db.checkpoint()));
+    assert!(would_deadlock(db.sync()));
+    assert!(would_deadlock(db.compact()));
+    std::thread::scope(|scope| {
+        let other = scope.spawn(|| {
+            assert!(!db.thread_holds_write());
+            let mut txn = db.begin_write().unwrap(); // waits for the first one
+            txn.open_tree::<u64, u64>("t").unwrap().insert(&2, &2).unwrap();
+            txn.commit(Durability::Durable).unwrap();
+        });
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        txn.commit(Durability::Durable).unwrap();
+        other.join().unwrap();
+    });
+    assert!(!db.thread_holds_write());
+    db.checkpoint().unwrap();
+    let mut txn = db.begin_write().unwrap();
+    txn.open_tree::<u64, u64>("t").unwrap().insert(&3, &3).unwrap();
+    txn.abort();
+    assert!(!db.thread_holds_write(), "an aborted transaction clears the mark");
+    assert_eq!(db.begin_read().open_tree::<u64, u64>("t").unwrap().len(), 2);
+    db.close().unwrap();
+}
