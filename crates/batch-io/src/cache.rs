@@ -330,7 +330,8 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
     }
 
     /// Buffers `bytes` under `key` (last wins; lookups see it), flushed with the others by
-    /// [`flush_writes`](Self::flush_writes) or at the buffer's limits.
+    /// [`flush_writes`](Self::flush_writes) or at the buffer's limits. A flush at the limits
+    /// that fails returns its error and leaves everything buffered (this store included).
     pub fn store_buffered(&self, key: &[u8], bytes: &[u8]) -> Result<()> {
         let mut state = self.state.lock();
         if let Some(old) = state.pending.insert(key.to_vec(), bytes.to_vec()) {
@@ -343,6 +344,16 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
             self.flush_locked(&mut state)?;
         }
         Ok(())
+    }
+
+    /// [`store_buffered`](Self::store_buffered) for a batch: a flush at the buffer's limits
+    /// that fails leaves this store buffered (with every other), so it is `Ok` (the batch's
+    /// `flush_writes` decides what is durable); any other failure is this store's.
+    pub(crate) fn buffer_for_batch(&self, key: &[u8], bytes: &[u8]) -> Result<()> {
+        match self.store_buffered(key, bytes) {
+            Err(_) if self.state.lock().pending.get(key).is_some_and(|v| v == bytes) => Ok(()),
+            done => done,
+        }
     }
 
     /// Writes every buffered store, in one commit.

@@ -330,11 +330,15 @@ impl<S: bob_store_core::SplitStore<Io: Clone> + Send + Sync> Sink<Option<bob_sto
 
 /// A [`Sink`] into a named tree of a bob-btree [`Db`](bob_btree::Db), keys and values byte
 /// strings: each item is a commit of its own that the write-ahead log holds but has not
-/// synced ([`Durability::Buffered`](bob_btree::Durability::Buffered)), and the batch's
-/// commit is one [`Db::sync`](bob_btree::Db::sync): one durable group commit per batch. The
-/// items' commits take the database's writer lock one at a time, so the permits bound memory
-/// and the work around the writes, not the tree's writes themselves. Two items of one key in
-/// a batch: the last wins.
+/// synced ([`Durability::Buffered`](bob_btree::Durability::Buffered)), and the batch ends
+/// with one [`Db::sync`](bob_btree::Db::sync), which makes every item durable. (The log may
+/// also sync by itself within a batch: when a segment fills, every 1 MiB of records, or when
+/// an item's commit runs a checkpoint, as a very large record or a full log makes it do.)
+/// The items' commits take the database's writer lock one at a time, so the permits bound
+/// memory and the work around the writes, not the tree's writes themselves. Two items of one
+/// key in a batch: the last wins. An item reported `Err` because the batch's sync failed may
+/// still be visible to readers (its commit was made); reopen the database to see what is
+/// durable.
 #[derive(Debug)]
 pub struct TreeSink<'db, S = bob_btree::DefaultStore>
 where
@@ -370,22 +374,17 @@ where
         Ok(self.db.sync()?)
     }
 
+    /// Refuses a batch from a thread the workers would wait for: one holding a write
+    /// transaction of the database, inside a treap's change, or holding a store guard.
     fn before_batch(&self) -> Result<()> {
-        if self.db.thread_holds_write() {
-            return Err(bob_store_core::Error::WouldDeadlock(
-                "a batch into a tree written from a thread that holds a write transaction of \
-                 its database would wait for it: commit or drop it first"
-                    .into(),
-            )
-            .into());
-        }
-        Ok(())
+        Ok(self.db.check_may_wait("a batch into a tree")?)
     }
 }
 
 /// Writes into a [`DiskCache`](crate::DiskCache): each item a buffered store
 /// ([`store_buffered`](crate::DiskCache::store_buffered), flushed on its own at the buffer's
-/// limits), the batch's commit one [`flush_writes`](crate::DiskCache::flush_writes). Two
+/// limits; an item whose flush there fails stays buffered and is `Ok`: the batch's flush
+/// decides), the batch's commit one [`flush_writes`](crate::DiskCache::flush_writes). Two
 /// items of one key in a batch: the last wins.
 impl<S> Sink<Vec<u8>> for crate::DiskCache<S>
 where
@@ -394,7 +393,7 @@ where
     type Output = ();
 
     fn write(&self, key: &Vec<u8>, bytes: &[u8]) -> Result<()> {
-        self.store_buffered(key, bytes)
+        self.buffer_for_batch(key, bytes)
     }
 
     fn commit(&self) -> Result<()> {

@@ -685,6 +685,16 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
         self.core.thread_holds_write()
     }
 
+    /// `Ok` if the calling thread may wait for the database's writer lock: it holds no write
+    /// transaction, is not inside a treap's change ([`Db::with_treap`]) and holds no guard
+    /// of its store; else `WouldDeadlock`, naming `what`. For code that hands database work
+    /// to other threads and waits for them (a batch writer), which would otherwise wait for
+    /// what the caller holds.
+    pub fn check_may_wait(&self, what: &str) -> Result<()> {
+        self.check_not_in_change(what)?;
+        self.core.check_not_writing(what)
+    }
+
     /// A read snapshot of the last commit: later commits do not change what it sees. It
     /// waits for nothing.
     pub fn begin_read(&self) -> ReadTxn<'_, S> {
@@ -977,12 +987,12 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         self.wrote.store(true, Ordering::Relaxed);
         self.activity.fetch_add(1, Ordering::Relaxed);
         let pending = self.writer.lock();
-        let me = thread::current().id();
-        *self.writer_thread.lock() = Some(me);
+        // Made at once, so an unwind from here on clears the mark (before the lock goes).
+        let mark = WriterMark::set(&self.writer_thread);
         let snapshot = Snapshot::clone(&self.committed.lock());
         Ok(WriteTxn {
             db: self,
-            _writer: WriterMark(&self.writer_thread, me),
+            _writer: mark,
             pending,
             snapshot,
             superseded: Vec::new(),
@@ -2029,6 +2039,15 @@ impl DbReport {
 }
 
 /// A write transaction: see [`Db::begin_write`].
+///
+/// A transaction stays on the thread that began it:
+/// ```compile_fail
+/// fn send<T: Send>(_: &T) {}
+/// fn check(db: &bob_btree::Db) {
+///     let txn = db.begin_write().unwrap();
+///     send(&txn); // a WriteTxn is not Send
+/// }
+/// ```
 pub struct WriteTxn<'db, S: SplitStore<Io: Clone> + PrimeStorer = DefaultStore> {
     db: &'db Core<S>,
     /// Which thread holds `pending` (for `WouldDeadlock`).
@@ -2047,10 +2066,20 @@ pub struct WriteTxn<'db, S: SplitStore<Io: Clone> + PrimeStorer = DefaultStore> 
     dirtied: u64,
 }
 
-/// Marks the thread holding the writer lock through a [`WriteTxn`] (which is not `Send`:
-/// it ends on that thread); cleared on drop, unless the next writer's mark is there
-/// already (the lock may be released before the mark is dropped).
-struct WriterMark<'db>(&'db Mutex<Option<ThreadId>>, ThreadId);
+/// Marks the thread holding the writer lock through a [`WriteTxn`]; cleared on drop, unless
+/// the next writer's mark is there already (the lock may be released before the mark is
+/// dropped). Not `Send` (whatever the lock's guard is), so a transaction ends on the thread
+/// its mark names.
+struct WriterMark<'db>(&'db Mutex<Option<ThreadId>>, ThreadId, PhantomData<*const ()>);
+
+impl<'db> WriterMark<'db> {
+    /// Marks the calling thread (which has just taken the writer lock).
+    fn set(slot: &'db Mutex<Option<ThreadId>>) -> Self {
+        let me = thread::current().id();
+        *slot.lock() = Some(me);
+        Self(slot, me, PhantomData)
+    }
+}
 
 impl Drop for WriterMark<'_> {
     fn drop(&mut self) {

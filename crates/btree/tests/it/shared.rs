@@ -321,15 +321,27 @@ fn a_call_that_would_wait_for_the_callers_own_write_transaction_is_refused() {
     assert!(would_deadlock(db.checkpoint()));
     assert!(would_deadlock(db.sync()));
     assert!(would_deadlock(db.compact()));
+    let (acquired, first_done) = (AtomicBool::new(false), AtomicBool::new(false));
     std::thread::scope(|scope| {
         let other = scope.spawn(|| {
             assert!(!db.thread_holds_write());
             let mut txn = db.begin_write().unwrap(); // waits for the first one
+            acquired.store(true, Ordering::SeqCst);
+            while !first_done.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+            // The first transaction's end (its commit went on after releasing the lock)
+            // did not clear this thread's mark.
+            assert!(db.thread_holds_write());
+            assert!(would_deadlock(db.sync()));
             txn.open_tree::<u64, u64>("t").unwrap().insert(&2, &2).unwrap();
             txn.commit(Durability::Durable).unwrap();
         });
         std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(!acquired.load(Ordering::SeqCst), "the other thread waits for the first");
         txn.commit(Durability::Durable).unwrap();
+        assert!(!db.thread_holds_write());
+        first_done.store(true, Ordering::SeqCst);
         other.join().unwrap();
     });
     assert!(!db.thread_holds_write());
