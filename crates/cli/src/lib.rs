@@ -1,0 +1,1036 @@
+//! `bob`, the command-line tool for bob files: create a store or a database, look into one
+//! (`stat`, `obj ls`, `tree scan`), check it (`verify`), compact it, and move trees in and out
+//! as JSON lines or CSV (`import`, `export`).
+//!
+//! The binary (`src/main.rs`) parses the command line into a [`Cli`] and calls [`run`]; this
+//! library holds everything else, so tests and other tools can run a command in-process.
+//!
+//! Invariants:
+//! - A bad file (missing, locked, truncated, corrupt, not a bob file) is an [`Error`] with a
+//!   clear message and its own exit code ([`Error::exit_code`]), never a panic and never data
+//!   that failed its checksum.
+//! - Commands that only read (`stat`, `verify`, `obj get|ls`, `tree ls|get|scan|count`,
+//!   `export`) never change a store's objects; opening a database may replay its write-ahead
+//!   log into a checkpoint, as any open of it does.
+//! - Objects of a database file belong to its trees: `obj put` and `obj del` refuse such a
+//!   file.
+//! - `export` writes one JSON object per line in key order, `{"key":…,"value":…}` (a field
+//!   that is not UTF-8 is `key_hex`/`value_hex`); importing those lines into an empty tree and
+//!   exporting again gives the same bytes.
+//!
+//! # Example
+//! ```
+//! use bob_cli::{Cli, run};
+//! use clap::Parser;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let file = dir.path().join("data.bob");
+//! let file = file.to_str().unwrap();
+//! let mut out = Vec::new();
+//! run(Cli::parse_from(["bob", "create", file]), &mut out)?;
+//! run(Cli::parse_from(["bob", "tree", "put", file, "users", "ada", "lovelace"]), &mut out)?;
+//! out.clear();
+//! run(Cli::parse_from(["bob", "--json", "tree", "count", file, "users"]), &mut out)?;
+//! assert_eq!(String::from_utf8(out)?.trim(), r#"{"count":1,"tree":"users"}"#);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use bob_btree::{Db, Durability};
+use bob_store_core::{BaseStore, ObjectId, ObjectInfoStorer, PRIME_OBJECT_ID, Storer};
+use bob_store_multi::MultiStore;
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+mod import;
+
+/// Success.
+pub const EXIT_OK: i32 = 0;
+/// An I/O error, or another failure not named below.
+pub const EXIT_FAILED: i32 = 1;
+/// Bad arguments (also what clap exits with for a usage error).
+pub const EXIT_USAGE: i32 = 2;
+/// A file, object, tree or key that is not there.
+pub const EXIT_NOT_FOUND: i32 = 3;
+/// A corrupt or truncated file, a file that is not a bob file, or `verify` found damage.
+pub const EXIT_CORRUPT: i32 = 4;
+/// The file is open in another process (or another handle of this one).
+pub const EXIT_LOCKED: i32 = 5;
+
+/// What went wrong; each kind has its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad arguments.
+    #[error("{0}")]
+    Usage(String),
+    /// Something named is not there.
+    #[error("{0}")]
+    NotFound(String),
+    /// The file is damaged, truncated or not a bob file (or `verify` found damage).
+    #[error("{0}")]
+    Corrupt(String),
+    /// Another process (or handle) holds the file.
+    #[error("{0}")]
+    Locked(String),
+    /// Anything else (I/O errors among them).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl Error {
+    /// The process's exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) => EXIT_USAGE,
+            Error::NotFound(_) => EXIT_NOT_FOUND,
+            Error::Corrupt(_) => EXIT_CORRUPT,
+            Error::Locked(_) => EXIT_LOCKED,
+            Error::Failed(_) => EXIT_FAILED,
+        }
+    }
+
+    /// A store error about `path`, sorted into its kind.
+    fn store(path: &Path, e: bob_store_core::Error) -> Self {
+        use bob_store_core::Error as E;
+        let message = format!("{}: {e}", path.display());
+        match e {
+            E::Locked { .. } => Error::Locked(message),
+            E::NotFound(_) | E::StaleId { .. } => Error::NotFound(message),
+            E::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
+                Error::NotFound(format!("{}: no such file", path.display()))
+            }
+            E::ChecksumMismatch { .. }
+            | E::Corrupt { .. }
+            | E::NewestCommitDamaged { .. }
+            | E::NotAStore(_)
+            | E::UnsupportedVersion { .. } => Error::Corrupt(message),
+            E::InvalidArgument(_) => Error::Usage(message),
+            _ => Error::Failed(message),
+        }
+    }
+
+    /// A database error about `path`, sorted into its kind.
+    fn db(path: &Path, e: bob_btree::Error) -> Self {
+        use bob_btree::Error as E;
+        match e {
+            E::Store(e) => Self::store(path, e),
+            E::Log(io) if io.kind() == std::io::ErrorKind::NotFound => {
+                Error::NotFound(format!("{}: the database's log is missing: {io}", path.display()))
+            }
+            e @ (E::Corrupt(_) | E::UnsupportedVersion { .. } | E::NotADatabase) => {
+                Error::Corrupt(format!("{}: {e}", path.display()))
+            }
+            e => Error::Failed(format!("{}: {e}", path.display())),
+        }
+    }
+
+    fn io(what: &str, e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::NotFound(format!("{what}: no such file"))
+        } else {
+            Error::Failed(format!("{what}: {e}"))
+        }
+    }
+}
+
+/// The result of a command.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// `bob`: look into, check and change bob files.
+///
+/// Exit codes: 0 success, 1 failure (I/O and others), 2 bad arguments, 3 not found, 4 corrupt
+/// or not a bob file (or `verify` found damage), 5 locked by another process.
+#[derive(Debug, Parser)]
+#[command(name = "bob", version, about, long_about = None)]
+pub struct Cli {
+    /// Print JSON (one object per command; `export` prints JSON lines either way).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The kinds of file `bob create` makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    /// A database: named B-trees (and a write-ahead log beside the file, `FILE.wal`).
+    Db,
+    /// An object store with a first-fit allocator (bob-store-core's `BaseStore`).
+    Base,
+    /// An object store that allocates by size class (bob-store-multi's `MultiStore`).
+    Multi,
+}
+
+/// A command.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Creates a new file (it must not exist).
+    Create {
+        /// What kind of file.
+        #[arg(long, value_enum, default_value = "db")]
+        kind: Kind,
+        /// The file.
+        file: PathBuf,
+    },
+    /// Shows what a file holds: its kind, format, generation, objects, space, and a
+    /// database's trees.
+    Stat {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Reads and checks everything; exits 4 if anything is damaged.
+    Verify {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Moves objects down and shortens the file.
+    Compact {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Objects of a store.
+    #[command(subcommand)]
+    Obj(ObjCommand),
+    /// Trees of a database.
+    #[command(subcommand)]
+    Tree(TreeCommand),
+    /// Puts the lines of a JSON-lines or CSV file into a tree, in durable batches.
+    Import {
+        /// The database file.
+        file: PathBuf,
+        /// The tree (created if it is not there).
+        tree: String,
+        /// A file of lines `{"key":…,"value":…}` (or `key_hex`/`value_hex`).
+        #[arg(long, conflicts_with = "csv", required_unless_present = "csv")]
+        jsonl: Option<PathBuf>,
+        /// A CSV file of records `key,value` (no header).
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// Entries per durable commit.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+        batch: u64,
+    },
+    /// Writes a tree as JSON lines, in key order.
+    Export {
+        /// The database file.
+        file: PathBuf,
+        /// The tree.
+        tree: String,
+        /// Where (standard output when absent).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// `bob obj …`.
+#[derive(Debug, Subcommand)]
+pub enum ObjCommand {
+    /// Writes a new object (or replaces `--id`) from VALUE, `--from FILE`, or standard input;
+    /// prints its id.
+    Put {
+        /// The store file.
+        file: PathBuf,
+        /// The bytes, as text.
+        value: Option<String>,
+        /// Read the bytes from this file.
+        #[arg(long, conflicts_with = "value")]
+        from: Option<PathBuf>,
+        /// Replace this object instead of writing a new one.
+        #[arg(long, value_parser = parse_id)]
+        id: Option<ObjectId>,
+    },
+    /// Writes an object's bytes to standard output (or `--out`).
+    Get {
+        /// The store file.
+        file: PathBuf,
+        /// The object's id (`INDEX.TAG` as `bob obj ls` shows it, or the raw `u64`).
+        #[arg(value_parser = parse_id)]
+        id: ObjectId,
+        /// Write the bytes here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Deletes an object.
+    Del {
+        /// The store file.
+        file: PathBuf,
+        /// The object's id (`INDEX.TAG` as `bob obj ls` shows it, or the raw `u64`).
+        #[arg(value_parser = parse_id)]
+        id: ObjectId,
+    },
+    /// Lists the objects and their lengths.
+    Ls {
+        /// The store file.
+        file: PathBuf,
+    },
+}
+
+/// `bob tree …` (keys and values are taken and shown as text).
+#[derive(Debug, Subcommand)]
+pub enum TreeCommand {
+    /// Lists the trees and their entry counts.
+    Ls {
+        /// The database file.
+        file: PathBuf,
+    },
+    /// Creates an empty tree.
+    Create {
+        /// The database file.
+        file: PathBuf,
+        /// The tree.
+        tree: String,
+    },
+    /// Deletes a tree and everything in it.
+    Drop {
+        /// The database file.
+        file: PathBuf,
+        /// The tree.
+        tree: String,
+    },
+    /// Puts KEY → VALUE (one durable commit).
+    Put {
+        /// The database file.
+        file: PathBuf,
+        /// The tree (created if it is not there).
+        tree: String,
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Prints the value of KEY.
+    Get {
+        /// The database file.
+        file: PathBuf,
+        /// The tree.
+        tree: String,
+        /// The key.
+        key: String,
+    },
+    /// Deletes KEY.
+    Del {
+        /// The database file.
+        file: PathBuf,
+        /// The tree.
+        tree: String,
+        /// The key.
+        key: String,
+    },
+    /// Prints the entries from `--from` (included) to `--to` (excluded), in key order.
+    Scan {
+        /// The database file.
+        file: PathBuf,
+        /// The tree.
+        tree: String,
+        /// The first key.
+        #[arg(long)]
+        from: Option<String>,
+        /// The key the scan stops before.
+        #[arg(long)]
+        to: Option<String>,
+        /// At most this many entries.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+    /// Prints how many entries the tree holds.
+    Count {
+        /// The database file.
+        file: PathBuf,
+        /// The tree.
+        tree: String,
+    },
+}
+
+/// An object store of either kind.
+enum AnyStore {
+    Base(BaseStore),
+    Multi(MultiStore),
+}
+
+/// Runs `$body` with `$s` bound to the store, whichever kind it is.
+macro_rules! with_store {
+    ($store:expr, $s:ident => $body:expr) => {
+        match $store {
+            AnyStore::Base($s) => $body,
+            AnyStore::Multi($s) => $body,
+        }
+    };
+}
+
+impl AnyStore {
+    /// Opens `path` as whichever kind of store it is.
+    fn open(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::NotFound(format!("{}: no such file", path.display())));
+        }
+        let options = bob_store_core::StoreOptions::default();
+        match BaseStore::open(path, options) {
+            Ok(store) => Ok(AnyStore::Base(store)),
+            Err(bob_store_core::Error::WrongKind { .. }) => Ok(AnyStore::Multi(
+                MultiStore::open(path, options).map_err(|e| Error::store(path, e))?,
+            )),
+            Err(e) => Err(Error::store(path, e)),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            AnyStore::Base(_) => "base",
+            AnyStore::Multi(_) => "multi",
+        }
+    }
+
+    /// Whether the store holds a bob-btree database (its prime object is a catalog).
+    fn is_database(&self) -> bool {
+        with_store!(self, s => s
+            .read_bytes_from_obj(PRIME_OBJECT_ID)
+            .is_ok_and(|bytes| bytes.starts_with(b"BOBC")))
+    }
+}
+
+/// An object id as the tool shows it: `INDEX.TAG` (`INDEX` when the tag is 0).
+fn show_id(id: ObjectId) -> String {
+    if id.tag() == 0 { id.index().to_string() } else { format!("{}.{}", id.index(), id.tag()) }
+}
+
+/// Parses an object id: `INDEX.TAG`, `INDEX` (tag 0), either after a `#`, or the raw `u64`
+/// (any number of 2^32 or more).
+pub fn parse_id(text: &str) -> std::result::Result<ObjectId, String> {
+    let text = text.strip_prefix('#').unwrap_or(text);
+    let bad = || format!("{text:?} is not an object id (INDEX.TAG, as `bob obj ls` shows)");
+    match text.split_once('.') {
+        Some((index, tag)) => {
+            let index: u64 = index.parse().map_err(|_| bad())?;
+            let tag: u32 = tag.parse().map_err(|_| bad())?;
+            if index >= bob_store_core::MAX_OBJECTS {
+                return Err(bad());
+            }
+            Ok(ObjectId::from_parts(index, tag))
+        }
+        None => {
+            let raw: u64 = text.parse().map_err(|_| bad())?;
+            Ok(if raw < bob_store_core::MAX_OBJECTS {
+                ObjectId::from_parts(raw, 0)
+            } else {
+                ObjectId(raw)
+            })
+        }
+    }
+}
+
+/// A value as text if it is UTF-8, else as `0x…` hex.
+fn show(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_string(),
+        Err(_) => format!("0x{}", hex(bytes)),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// A JSON field pair for bytes: `name` with the text, or `name_hex` with hex.
+fn field(object: &mut serde_json::Map<String, Value>, name: &str, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => object.insert(name.into(), Value::String(text.into())),
+        Err(_) => object.insert(format!("{name}_hex"), Value::String(hex(bytes))),
+    };
+}
+
+/// What a command prints: JSON with `--json`, else the human text.
+fn report(out: &mut dyn Write, json_mode: bool, json: Value, human: String) -> Result<()> {
+    let text = if json_mode { json.to_string() } else { human };
+    writeln!(out, "{text}").map_err(|e| Error::io("standard output", e))
+}
+
+fn open_db(path: &Path) -> Result<Db> {
+    if !path.exists() {
+        return Err(Error::NotFound(format!("{}: no such file", path.display())));
+    }
+    // A plain store is not a database: say so, rather than let the open make it one.
+    {
+        let store = AnyStore::open(path)?;
+        if !store.is_database() {
+            return Err(Error::Usage(format!(
+                "{}: a {} object store, not a database (trees live in files made by `bob create`)",
+                path.display(),
+                store.kind()
+            )));
+        }
+    }
+    Db::open(path).map_err(|e| Error::db(path, e))
+}
+
+fn close_db(path: &Path, db: Db) -> Result<()> {
+    db.close().map_err(|e| Error::db(path, e))
+}
+
+/// Runs one command, printing to `out` (standard output in the binary).
+pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
+    let json_mode = cli.json;
+    match cli.command {
+        Command::Create { kind, file } => create(&file, kind, json_mode, out),
+        Command::Stat { file } => stat(&file, json_mode, out),
+        Command::Verify { file } => verify(&file, json_mode, out),
+        Command::Compact { file } => compact(&file, json_mode, out),
+        Command::Obj(command) => obj(command, json_mode, out),
+        Command::Tree(command) => tree(command, json_mode, out),
+        Command::Import { file, tree, jsonl, csv, batch } => {
+            let (source, format) = match (jsonl, csv) {
+                (Some(path), None) => (path, import::Format::JsonLines),
+                (None, Some(path)) => (path, import::Format::Csv),
+                _ => return Err(Error::Usage("give one of --jsonl FILE or --csv FILE".into())),
+            };
+            let db = open_db(&file)?;
+            let done = import::import(&db, &tree, &source, format, batch);
+            let closed = close_db(&file, db);
+            let stats = done?;
+            closed?;
+            report(
+                out,
+                json_mode,
+                json!({ "tree": tree, "imported": stats.entries, "commits": stats.commits }),
+                format!(
+                    "imported {} entries into {tree} in {} commits",
+                    stats.entries, stats.commits
+                ),
+            )
+        }
+        Command::Export { file, tree, out: to } => {
+            let db = open_db(&file)?;
+            let done = match &to {
+                Some(path) => {
+                    let target = std::fs::File::create(path)
+                        .map_err(|e| Error::io(&path.display().to_string(), e))?;
+                    let mut writer = std::io::BufWriter::new(target);
+                    export(&db, &file, &tree, &mut writer).and_then(|n| {
+                        writer.flush().map(|()| n).map_err(|e| Error::io("export", e))
+                    })
+                }
+                None => export(&db, &file, &tree, out),
+            };
+            let closed = close_db(&file, db);
+            let count = done?;
+            closed?;
+            if to.is_some() {
+                report(
+                    out,
+                    json_mode,
+                    json!({ "tree": tree, "exported": count }),
+                    format!("exported {count} entries of {tree}"),
+                )?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn create(path: &Path, kind: Kind, json_mode: bool, out: &mut dyn Write) -> Result<()> {
+    if path.exists() {
+        return Err(Error::Usage(format!("{}: already exists", path.display())));
+    }
+    let options = bob_store_core::StoreOptions::default();
+    match kind {
+        Kind::Db => close_db(path, Db::create(path).map_err(|e| Error::db(path, e))?)?,
+        Kind::Base => BaseStore::create(path, options)
+            .and_then(Storer::close)
+            .map_err(|e| Error::store(path, e))?,
+        Kind::Multi => MultiStore::create(path, options)
+            .and_then(Storer::close)
+            .map_err(|e| Error::store(path, e))?,
+    }
+    let kind = format!("{kind:?}").to_lowercase();
+    report(
+        out,
+        json_mode,
+        json!({ "created": path, "kind": kind }),
+        format!("created {} ({kind})", path.display()),
+    )
+}
+
+fn stat(path: &Path, json_mode: bool, out: &mut dyn Write) -> Result<()> {
+    let mut store = AnyStore::open(path)?;
+    let database = store.is_database();
+    let kind = store.kind();
+    let (generation, objects, space, file_len) = with_store!(&mut store, s => {
+        s.complete_open().map_err(|e| Error::store(path, e))?;
+        let space = s.space_in_use().map_err(|e| Error::store(path, e))?;
+        (s.generation(), s.object_count(), space, s.file_len().map_err(|e| Error::store(path, e))?)
+    });
+    drop(store);
+    let live = space.map_or(0, |(live, _)| live);
+    let mut info = json!({
+        "file": path,
+        "kind": if database { "database" } else { kind },
+        "store": kind,
+        "format_version": bob_store_core::FORMAT_VERSION,
+        "generation": generation,
+        "objects": objects,
+        "file_bytes": file_len,
+        "live_bytes": live,
+        "free_bytes": file_len.saturating_sub(live),
+        "amplification": if live == 0 { Value::Null } else { json!(file_len as f64 / live as f64) },
+    });
+    let mut human = format!(
+        "{}: {} ({} store, format {})\ngeneration {generation}, {objects} objects\n\
+         {file_len} bytes in the file, {live} live, {} free{}",
+        path.display(),
+        if database { "database" } else { "object store" },
+        kind,
+        bob_store_core::FORMAT_VERSION,
+        file_len.saturating_sub(live),
+        if live == 0 {
+            String::new()
+        } else {
+            format!(" (amplification {:.2})", file_len as f64 / live as f64)
+        }
+    );
+    if database {
+        let db = open_db(path)?;
+        let read = db.begin_read();
+        let mut trees = Vec::new();
+        for name in read.list_trees() {
+            let len = read.open_tree::<Vec<u8>, Vec<u8>>(&name).map_or(0, |t| t.len());
+            human.push_str(&format!("\ntree {name}: {len} entries"));
+            trees.push(json!({ "name": name, "entries": len }));
+        }
+        drop(read);
+        let log_bytes = db.stats().log_bytes;
+        human.push_str(&format!("\nwrite-ahead log: {log_bytes} bytes since the last checkpoint"));
+        info["trees"] = Value::Array(trees);
+        info["log_bytes"] = json!(log_bytes);
+        close_db(path, db)?;
+    }
+    report(out, json_mode, info, human)
+}
+
+fn verify(path: &Path, json_mode: bool, out: &mut dyn Write) -> Result<()> {
+    let store = match AnyStore::open(path) {
+        Ok(store) => store,
+        Err(Error::Corrupt(why)) => {
+            // What is still readable: the commit before the newest, if it opens.
+            let previous = BaseStore::open_previous_commit(
+                bob_io_helpers_file(path)?,
+                bob_store_core::StoreOptions::default(),
+            )
+            .ok()
+            .map(|s| s.object_count());
+            let readable = match previous {
+                Some(n) => {
+                    format!("; the commit before the newest opens read-only with {n} objects")
+                }
+                None => "; no earlier commit opens either".into(),
+            };
+            let problems = vec![format!("{why}{readable}")];
+            report(
+                out,
+                json_mode,
+                json!({ "file": path, "clean": false, "problems": problems, "previous_commit_objects": previous }),
+                format!("{}: damaged\n  {}", path.display(), problems[0]),
+            )?;
+            return Err(Error::Corrupt(format!("{}: damaged", path.display())));
+        }
+        Err(e) => return Err(e),
+    };
+    let database = store.is_database();
+    let checked = with_store!(&store, s => s.verify().map_err(|e| Error::store(path, e))?);
+    drop(store);
+    let mut problems = checked.problems.clone();
+    let mut trees = None;
+    if database && problems.is_empty() {
+        let db = open_db(path)?;
+        let report = db.verify().map_err(|e| Error::db(path, e));
+        close_db(path, db)?;
+        let report = report?;
+        problems.extend(report.problems.iter().cloned());
+        trees = Some(
+            json!({ "trees": report.trees, "nodes": report.nodes, "entries": report.entries }),
+        );
+    }
+    let clean = problems.is_empty();
+    let mut human = format!(
+        "{}: {} ({} objects, {} bytes of object data, {} table pages, {} journal records checked)",
+        path.display(),
+        if clean { "clean" } else { "damaged" },
+        checked.objects,
+        checked.object_bytes,
+        checked.table_pages,
+        checked.journal_records
+    );
+    for problem in &problems {
+        human.push_str(&format!("\n  {problem}"));
+    }
+    report(
+        out,
+        json_mode,
+        json!({
+            "file": path, "clean": clean, "objects": checked.objects,
+            "object_bytes": checked.object_bytes, "problems": problems, "database": trees,
+        }),
+        human,
+    )?;
+    if clean { Ok(()) } else { Err(Error::Corrupt(format!("{}: damaged", path.display()))) }
+}
+
+/// The file at `path`, opened for a read-only look at an earlier commit.
+fn bob_io_helpers_file(path: &Path) -> Result<bob_store_core::OsFile> {
+    bob_store_core::OsFile::open(path)
+        .map_err(|e| Error::Failed(format!("{}: {e}", path.display())))
+}
+
+fn compact(path: &Path, json_mode: bool, out: &mut dyn Write) -> Result<()> {
+    let mut store = AnyStore::open(path)?;
+    if store.is_database() {
+        drop(store);
+        let db = open_db(path)?;
+        let before = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let done = db.compact().map_err(|e| Error::db(path, e));
+        close_db(path, db)?;
+        done?;
+        let after = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        return report(
+            out,
+            json_mode,
+            json!({ "file": path, "file_bytes_before": before, "file_bytes_after": after }),
+            format!("{}: {before} bytes before, {after} after", path.display()),
+        );
+    }
+    let done = with_store!(&mut store, s => s.compact().map_err(|e| Error::store(path, e))?);
+    with_store!(store, s => s.close().map_err(|e| Error::store(path, e))?);
+    report(
+        out,
+        json_mode,
+        json!({ "file": path, "moved": done.moved, "file_bytes_before": done.file_len_before, "file_bytes_after": done.file_len_after }),
+        format!(
+            "{}: {} objects moved, {} bytes before, {} after",
+            path.display(),
+            done.moved,
+            done.file_len_before,
+            done.file_len_after
+        ),
+    )
+}
+
+fn obj(command: ObjCommand, json_mode: bool, out: &mut dyn Write) -> Result<()> {
+    match command {
+        ObjCommand::Put { file, value, from, id } => {
+            let bytes = match (value, from) {
+                (Some(text), _) => text.into_bytes(),
+                (None, Some(path)) => {
+                    std::fs::read(&path).map_err(|e| Error::io(&path.display().to_string(), e))?
+                }
+                (None, None) => {
+                    let mut bytes = Vec::new();
+                    std::io::stdin()
+                        .read_to_end(&mut bytes)
+                        .map_err(|e| Error::io("standard input", e))?;
+                    bytes
+                }
+            };
+            let mut store = writable_store(&file)?;
+            let id = with_store!(&mut store, s => {
+                let id = match id {
+                    Some(id) => {
+                        s.replace_obj(id, &bytes).map_err(|e| Error::store(&file, e))?;
+                        id
+                    }
+                    None => s.write_new_obj_from_bytes(&bytes).map_err(|e| Error::store(&file, e))?,
+                };
+                s.commit().map_err(|e| Error::store(&file, e))?;
+                id
+            });
+            with_store!(store, s => s.close().map_err(|e| Error::store(&file, e))?);
+            report(
+                out,
+                json_mode,
+                json!({ "id": show_id(id), "raw_id": id.0, "len": bytes.len() }),
+                show_id(id),
+            )
+        }
+        ObjCommand::Get { file, id, out: to } => {
+            let store = AnyStore::open(&file)?;
+            let bytes = with_store!(&store, s => s.read_bytes_from_obj(id).map_err(|e| Error::store(&file, e))?);
+            drop(store);
+            if let Some(path) = to {
+                std::fs::write(&path, &bytes)
+                    .map_err(|e| Error::io(&path.display().to_string(), e))?;
+                return report(
+                    out,
+                    json_mode,
+                    json!({ "id": show_id(id), "len": bytes.len(), "out": path }),
+                    format!("{} bytes to {}", bytes.len(), path.display()),
+                );
+            }
+            if json_mode {
+                let mut object = serde_json::Map::new();
+                object.insert("id".into(), json!(show_id(id)));
+                object.insert("len".into(), json!(bytes.len()));
+                field(&mut object, "value", &bytes);
+                return report(out, true, Value::Object(object), String::new());
+            }
+            out.write_all(&bytes).map_err(|e| Error::io("standard output", e))
+        }
+        ObjCommand::Del { file, id } => {
+            let mut store = writable_store(&file)?;
+            with_store!(&mut store, s => {
+                s.delete_obj(id).map_err(|e| Error::store(&file, e))?;
+                s.commit().map_err(|e| Error::store(&file, e))?;
+            });
+            with_store!(store, s => s.close().map_err(|e| Error::store(&file, e))?);
+            report(
+                out,
+                json_mode,
+                json!({ "deleted": show_id(id) }),
+                format!("deleted {}", show_id(id)),
+            )
+        }
+        ObjCommand::Ls { file } => {
+            let store = AnyStore::open(&file)?;
+            let listed: Vec<(ObjectId, u64)> = with_store!(&store, s => {
+                let ids = s.ids().map_err(|e| Error::store(&file, e))?;
+                let mut listed = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let info = s.object_info(id).map_err(|e| Error::store(&file, e))?;
+                    listed.push((id, info.len));
+                }
+                listed
+            });
+            let human = listed
+                .iter()
+                .map(|(id, len)| format!("{}\t{len}", show_id(*id)))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let json = Value::Array(
+                listed
+                    .iter()
+                    .map(|(id, len)| json!({ "id": show_id(*id), "raw_id": id.0, "len": len }))
+                    .collect(),
+            );
+            if !json_mode && listed.is_empty() {
+                return Ok(());
+            }
+            report(out, json_mode, json!({ "objects": json }), human)
+        }
+    }
+}
+
+/// A store to write objects into: refused for a database's file (its objects are its
+/// trees').
+fn writable_store(path: &Path) -> Result<AnyStore> {
+    let store = AnyStore::open(path)?;
+    if store.is_database() {
+        return Err(Error::Usage(format!(
+            "{}: a database; its objects belong to its trees (use `bob tree`)",
+            path.display()
+        )));
+    }
+    Ok(store)
+}
+
+type Tree<'a> = bob_btree::Tree<'a, Vec<u8>, Vec<u8>>;
+
+fn tree_of<'r>(read: &'r bob_btree::ReadTxn<'_>, path: &Path, name: &str) -> Result<Tree<'r>> {
+    read.open_tree::<Vec<u8>, Vec<u8>>(name)
+        .ok_or_else(|| Error::NotFound(format!("{}: no tree named {name:?}", path.display())))
+}
+
+fn tree(command: TreeCommand, json_mode: bool, out: &mut dyn Write) -> Result<()> {
+    let file = match &command {
+        TreeCommand::Ls { file }
+        | TreeCommand::Create { file, .. }
+        | TreeCommand::Drop { file, .. }
+        | TreeCommand::Put { file, .. }
+        | TreeCommand::Get { file, .. }
+        | TreeCommand::Del { file, .. }
+        | TreeCommand::Scan { file, .. }
+        | TreeCommand::Count { file, .. } => file.clone(),
+    };
+    let db = open_db(&file)?;
+    let done = tree_on(&db, &file, command, json_mode, out);
+    let closed = close_db(&file, db);
+    done?;
+    closed
+}
+
+fn tree_on(
+    db: &Db,
+    file: &Path,
+    command: TreeCommand,
+    json_mode: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let failed = |e: bob_btree::Error| Error::db(file, e);
+    match command {
+        TreeCommand::Ls { .. } => {
+            let read = db.begin_read();
+            let mut trees = Vec::new();
+            for name in read.list_trees() {
+                let len = tree_of(&read, file, &name)?.len();
+                trees.push((name, len));
+            }
+            let human =
+                trees.iter().map(|(n, l)| format!("{n}\t{l}")).collect::<Vec<_>>().join("\n");
+            let json = trees.iter().map(|(n, l)| json!({ "name": n, "entries": l })).collect();
+            if !json_mode && trees.is_empty() {
+                return Ok(());
+            }
+            report(out, json_mode, json!({ "trees": Value::Array(json) }), human)
+        }
+        TreeCommand::Create { tree, .. } => {
+            if db.begin_read().open_tree::<Vec<u8>, Vec<u8>>(&tree).is_some() {
+                return Err(Error::Usage(format!(
+                    "{}: a tree named {tree:?} exists",
+                    file.display()
+                )));
+            }
+            let mut txn = db.begin_write().map_err(failed)?;
+            txn.open_tree::<Vec<u8>, Vec<u8>>(&tree).map_err(failed)?;
+            txn.commit(Durability::Durable).map_err(failed)?;
+            report(out, json_mode, json!({ "created": tree }), format!("created tree {tree}"))
+        }
+        TreeCommand::Drop { tree, .. } => {
+            let mut txn = db.begin_write().map_err(failed)?;
+            if !txn.delete_tree(&tree).map_err(failed)? {
+                return Err(Error::NotFound(format!("{}: no tree named {tree:?}", file.display())));
+            }
+            txn.commit(Durability::Durable).map_err(failed)?;
+            report(out, json_mode, json!({ "dropped": tree }), format!("dropped tree {tree}"))
+        }
+        TreeCommand::Put { tree, key, value, .. } => {
+            let mut txn = db.begin_write().map_err(failed)?;
+            let replaced = txn
+                .open_tree::<Vec<u8>, Vec<u8>>(&tree)
+                .map_err(failed)?
+                .put(key.as_bytes(), value.as_bytes())
+                .map_err(failed)?;
+            txn.commit(Durability::Durable).map_err(failed)?;
+            report(
+                out,
+                json_mode,
+                json!({ "tree": tree, "key": key, "replaced": replaced }),
+                format!("{} {key}", if replaced { "replaced" } else { "put" }),
+            )
+        }
+        TreeCommand::Get { tree, key, .. } => {
+            let read = db.begin_read();
+            let value = tree_of(&read, file, &tree)?
+                .get(key.as_bytes())
+                .map_err(failed)?
+                .ok_or_else(|| Error::NotFound(format!("no key {key:?} in tree {tree:?}")))?;
+            let mut object = serde_json::Map::new();
+            object.insert("key".into(), Value::String(key));
+            field(&mut object, "value", &value);
+            report(out, json_mode, Value::Object(object), show(&value))
+        }
+        TreeCommand::Del { tree, key, .. } => {
+            if db.begin_read().open_tree::<Vec<u8>, Vec<u8>>(&tree).is_none() {
+                return Err(Error::NotFound(format!("{}: no tree named {tree:?}", file.display())));
+            }
+            let mut txn = db.begin_write().map_err(failed)?;
+            let removed = txn
+                .open_tree::<Vec<u8>, Vec<u8>>(&tree)
+                .map_err(failed)?
+                .delete(key.as_bytes())
+                .map_err(failed)?;
+            if !removed {
+                return Err(Error::NotFound(format!("no key {key:?} in tree {tree:?}")));
+            }
+            txn.commit(Durability::Durable).map_err(failed)?;
+            report(
+                out,
+                json_mode,
+                json!({ "tree": tree, "deleted": key }),
+                format!("deleted {key}"),
+            )
+        }
+        TreeCommand::Scan { tree, from, to, limit, .. } => {
+            let read = db.begin_read();
+            let t = tree_of(&read, file, &tree)?;
+            use std::ops::Bound;
+            let start = from.as_deref().map_or(Bound::Unbounded, |k| Bound::Included(k.as_bytes()));
+            let end = to.as_deref().map_or(Bound::Unbounded, |k| Bound::Excluded(k.as_bytes()));
+            let mut entries = Vec::new();
+            for entry in t.range::<[u8], _>((start, end)).map_err(failed)? {
+                if limit.is_some_and(|l| entries.len() as u64 >= l) {
+                    break;
+                }
+                entries.push(entry.map_err(failed)?);
+            }
+            let human = entries
+                .iter()
+                .map(|(k, v)| format!("{}\t{}", show(k), show(v)))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let json = entries
+                .iter()
+                .map(|(k, v)| {
+                    let mut object = serde_json::Map::new();
+                    field(&mut object, "key", k);
+                    field(&mut object, "value", v);
+                    Value::Object(object)
+                })
+                .collect();
+            if !json_mode && entries.is_empty() {
+                return Ok(());
+            }
+            report(out, json_mode, json!({ "tree": tree, "entries": Value::Array(json) }), human)
+        }
+        TreeCommand::Count { tree, .. } => {
+            let read = db.begin_read();
+            let count = tree_of(&read, file, &tree)?.len();
+            report(out, json_mode, json!({ "tree": tree, "count": count }), count.to_string())
+        }
+    }
+}
+
+/// Writes every entry of `tree` as a JSON line; how many.
+fn export(db: &Db, file: &Path, tree: &str, out: &mut dyn Write) -> Result<u64> {
+    let read = db.begin_read();
+    let t = tree_of(&read, file, tree)?;
+    let mut count = 0;
+    for entry in t.iter().map_err(|e| Error::db(file, e))? {
+        let (key, value) = entry.map_err(|e| Error::db(file, e))?;
+        writeln!(out, "{}", export_line(&key, &value)).map_err(|e| Error::io("export", e))?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// One entry as its JSON line: `{"key":…,"value":…}`, in that order whatever map order
+/// serde_json is built with (a field that is not UTF-8 is `key_hex`/`value_hex`).
+pub fn export_line(key: &[u8], value: &[u8]) -> String {
+    let part = |name: &str, bytes: &[u8]| match std::str::from_utf8(bytes) {
+        Ok(text) => format!("\"{name}\":{}", Value::String(text.into())),
+        Err(_) => format!("\"{name}_hex\":\"{}\"", hex(bytes)),
+    };
+    format!("{{{},{}}}", part("key", key), part("value", value))
+}
+
+/// Reads one JSON line's entry (`key` or `key_hex`, `value` or `value_hex`).
+pub fn parse_line(line: &str) -> std::result::Result<(Vec<u8>, Vec<u8>), String> {
+    let object: serde_json::Map<String, Value> =
+        serde_json::from_str(line).map_err(|e| format!("not a JSON object: {e}"))?;
+    let bytes = |name: &str| -> std::result::Result<Vec<u8>, String> {
+        match (object.get(name), object.get(&format!("{name}_hex"))) {
+            (Some(Value::String(text)), None) => Ok(text.clone().into_bytes()),
+            (None, Some(Value::String(text))) => {
+                unhex(text).ok_or(format!("{name}_hex is not hex"))
+            }
+            _ => Err(format!("needs one string field `{name}` (or `{name}_hex`)")),
+        }
+    };
+    Ok((bytes("key")?, bytes("value")?))
+}

@@ -1,0 +1,265 @@
+//! The `bob` binary driven as a user drives it: every subcommand, human and `--json` output,
+//! and the files a user may point it at by mistake (missing, not a bob file, truncated,
+//! corrupt, locked by another process), each with its exit code and never a panic.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+fn bob() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_bob"))
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 temporary path")
+}
+
+/// Runs `bob --json ARGS`, expecting success, and parses what it printed.
+fn json(args: &[&str]) -> Value {
+    let output = bob().arg("--json").args(args).assert().success().get_output().stdout.clone();
+    serde_json::from_slice(&output).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e})"))
+}
+
+/// Runs `bob ARGS`, expecting exit `code` and no panic; returns standard error.
+fn fails(args: &[&str], code: i32) -> String {
+    let output = bob().args(args).assert().code(code).get_output().clone();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(!stderr.contains("panicked") && !stderr.contains("internal error"), "{stderr}");
+    assert!(stderr.starts_with("bob: ") || code == 2, "a clear message: {stderr}");
+    stderr
+}
+
+fn stdout(args: &[&str]) -> String {
+    String::from_utf8(bob().args(args).assert().success().get_output().stdout.clone()).unwrap()
+}
+
+struct Dir {
+    dir: tempfile::TempDir,
+}
+
+impl Dir {
+    fn new() -> Self {
+        Self { dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+#[test]
+fn trees_from_create_to_drop() {
+    let dir = Dir::new();
+    let db = dir.file("data.bob");
+    let db = path(&db);
+    assert_eq!(json(&["create", db])["kind"], "db");
+    assert_eq!(json(&["tree", "create", db, "users"])["created"], "users");
+    fails(&["tree", "create", db, "users"], 2); // exists
+    for (k, v) in
+        [("ada", "lovelace"), ("alan", "turing"), ("grace", "hopper"), ("edsger", "dijkstra")]
+    {
+        bob().args(["tree", "put", db, "users", k, v]).assert().success();
+    }
+    assert_eq!(json(&["tree", "put", db, "users", "ada", "byron"])["replaced"], true);
+    assert_eq!(stdout(&["tree", "get", db, "users", "ada"]).trim(), "byron");
+    assert_eq!(json(&["tree", "get", db, "users", "alan"])["value"], "turing");
+    fails(&["tree", "get", db, "users", "nobody"], 3);
+    fails(&["tree", "get", db, "nothing", "ada"], 3);
+    assert_eq!(json(&["tree", "count", db, "users"])["count"], 4);
+    let scan =
+        json(&["tree", "scan", db, "users", "--from", "alan", "--to", "grace", "--limit", "5"]);
+    let keys: Vec<&str> =
+        scan["entries"].as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["alan", "edsger"]);
+    assert_eq!(stdout(&["tree", "scan", db, "users", "--limit", "1"]), "ada\tbyron\n");
+    assert_eq!(json(&["tree", "del", db, "users", "edsger"])["deleted"], "edsger");
+    fails(&["tree", "del", db, "users", "edsger"], 3);
+    assert_eq!(json(&["tree", "ls", db])["trees"][0]["entries"], 3);
+    let stat = json(&["stat", db]);
+    assert_eq!(stat["kind"], "database");
+    assert_eq!(stat["trees"][0]["name"], "users");
+    assert_eq!(json(&["verify", db])["clean"], true);
+    json(&["compact", db]);
+    assert_eq!(json(&["tree", "drop", db, "users"])["dropped"], "users");
+    fails(&["tree", "drop", db, "users"], 3);
+    assert!(json(&["tree", "ls", db])["trees"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn objects_of_both_store_kinds() {
+    let dir = Dir::new();
+    for kind in ["base", "multi"] {
+        let file = dir.file(&format!("{kind}.bob"));
+        let file = path(&file);
+        json(&["create", "--kind", kind, file]);
+        let first = json(&["obj", "put", file, "first object"]);
+        let id = first["id"].as_str().unwrap().to_string();
+        let payload = dir.file("payload");
+        std::fs::write(&payload, [0u8, 159, 146, 150]).unwrap(); // not UTF-8
+        let second = json(&["obj", "put", file, "--from", path(&payload)]);
+        let id2 = second["id"].as_str().unwrap().to_string();
+        let from_stdin =
+            bob().args(["obj", "put", file]).write_stdin("from stdin").assert().success();
+        let id3 =
+            String::from_utf8(from_stdin.get_output().stdout.clone()).unwrap().trim().to_string();
+        assert_eq!(stdout(&["obj", "get", file, &id]), "first object");
+        assert_eq!(stdout(&["obj", "get", file, &format!("#{id3}")]), "from stdin");
+        assert_eq!(json(&["obj", "get", file, &id2])["value_hex"], "009f9296");
+        let raw = first["raw_id"].as_u64().unwrap().to_string();
+        assert_eq!(stdout(&["obj", "get", file, &raw]), "first object", "the raw u64 works too");
+        json(&["obj", "put", file, "--id", &id, "replaced"]);
+        let out = dir.file("out");
+        json(&["obj", "get", file, &id, "--out", path(&out)]);
+        assert_eq!(std::fs::read(&out).unwrap(), b"replaced");
+        let listed = json(&["obj", "ls", file]);
+        assert_eq!(listed["objects"].as_array().unwrap().len(), 3, "{kind}");
+        json(&["obj", "del", file, &id2]);
+        fails(&["obj", "get", file, &id2], 3);
+        fails(&["obj", "del", file, &id2], 3);
+        fails(&["obj", "get", file, "not-an-id"], 2);
+        let stat = json(&["stat", file]);
+        assert_eq!((stat["kind"].as_str(), stat["objects"].as_u64()), (Some(kind), Some(2)));
+        assert_eq!(json(&["verify", file])["clean"], true);
+        json(&["compact", file]);
+        assert_eq!(stdout(&["obj", "get", file, &id]), "replaced");
+        // A store is not a database, and a database's objects are its trees'.
+        fails(&["tree", "ls", file], 2);
+    }
+    let db = dir.file("db.bob");
+    json(&["create", path(&db)]);
+    fails(&["obj", "put", path(&db), "x"], 2);
+    assert!(!json(&["obj", "ls", path(&db)])["objects"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn import_then_export_gives_the_same_bytes() {
+    let dir = Dir::new();
+    let db = dir.file("db.bob");
+    json(&["create", path(&db)]);
+    // Sorted by key, as export writes them; one key that is not UTF-8.
+    let mut lines = String::new();
+    for i in 0..2_500u32 {
+        lines.push_str(&format!("{{\"key\":\"k{i:05}\",\"value\":\"v \\\"{i}\\\" é\"}}\n"));
+    }
+    lines.push_str("{\"key_hex\":\"ff01\",\"value\":\"bytes\"}\n");
+    let jsonl = dir.file("in.jsonl");
+    std::fs::write(&jsonl, &lines).unwrap();
+    let done = json(&["import", path(&db), "t", "--jsonl", path(&jsonl), "--batch", "1000"]);
+    assert_eq!((done["imported"].as_u64(), done["commits"].as_u64()), (Some(2_501), Some(3)));
+    assert_eq!(stdout(&["export", path(&db), "t"]), lines);
+    let out = dir.file("out.jsonl");
+    assert_eq!(json(&["export", path(&db), "t", "--out", path(&out)])["exported"], 2_501);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), lines);
+    // CSV, quoted fields included.
+    let csv = dir.file("in.csv");
+    std::fs::write(&csv, "a,1\n\"b,c\",\"say \"\"hi\"\"\"\n").unwrap();
+    assert_eq!(json(&["import", path(&db), "c", "--csv", path(&csv)])["imported"], 2);
+    assert_eq!(json(&["tree", "get", path(&db), "c", "b,c"])["value"], "say \"hi\"");
+    // A bad line stops the import with its number; a missing input is not found.
+    std::fs::write(&jsonl, "{\"key\":\"x\",\"value\":\"y\"}\nnot json\n").unwrap();
+    assert!(fails(&["import", path(&db), "bad", "--jsonl", path(&jsonl)], 2).contains("line 2"));
+    fails(&["import", path(&db), "bad", "--jsonl", path(&dir.file("none"))], 3);
+    fails(&["import", path(&db), "bad"], 2); // neither --jsonl nor --csv
+}
+
+#[test]
+fn files_a_user_points_at_by_mistake() {
+    let dir = Dir::new();
+    let missing = dir.file("missing.bob");
+    for args in [
+        vec!["stat", path(&missing)],
+        vec!["verify", path(&missing)],
+        vec!["compact", path(&missing)],
+        vec!["obj", "ls", path(&missing)],
+        vec!["tree", "ls", path(&missing)],
+        vec!["export", path(&missing), "t"],
+    ] {
+        assert!(fails(&args, 3).contains("no such file"), "{args:?}");
+    }
+    let text = dir.file("notes.txt");
+    std::fs::write(&text, "this is not a bob file, it is a grocery list\n".repeat(300)).unwrap();
+    for command in ["stat", "verify", "compact"] {
+        fails(&[command, path(&text)], 4);
+    }
+    fails(&["tree", "ls", path(&text)], 4);
+    let empty = dir.file("empty.bob");
+    std::fs::write(&empty, b"").unwrap();
+    fails(&["stat", path(&empty)], 4);
+    fails(&["create", path(&text)], 2); // exists
+    fails(&["tree"], 2);
+    fails(&["no-such-command"], 2);
+}
+
+#[test]
+fn a_truncated_or_corrupt_file_is_reported_not_read() {
+    let dir = Dir::new();
+    let file = dir.file("store.bob");
+    let file_s = path(&file);
+    json(&["create", "--kind", "base", file_s]);
+    let blob = "a blob that will be damaged ".repeat(400);
+    let id = json(&["obj", "put", file_s, &blob])["id"].as_str().unwrap().to_string();
+    // Corrupt: flip bytes in the middle of the object's data.
+    let bytes = std::fs::read(&file).unwrap();
+    let at = bytes
+        .windows(28)
+        .position(|w| w == b"a blob that will be damaged ")
+        .expect("the blob is in the file");
+    let mut damaged = bytes.clone();
+    damaged[at + 100] ^= 0xFF;
+    std::fs::write(&file, &damaged).unwrap();
+    let stderr = fails(&["obj", "get", file_s, &id], 4);
+    assert!(stderr.contains("checksum"), "{stderr}");
+    let report =
+        bob().args(["--json", "verify", file_s]).assert().code(4).get_output().stdout.clone();
+    let report: Value = serde_json::from_slice(&report).unwrap();
+    assert_eq!(report["clean"], false);
+    assert!(!report["problems"].as_array().unwrap().is_empty());
+    // Truncated: half the file.
+    std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+    fails(&["stat", file_s], 4);
+    let report =
+        bob().args(["--json", "verify", file_s]).assert().code(4).get_output().stdout.clone();
+    let report: Value = serde_json::from_slice(&report).unwrap();
+    assert_eq!(report["clean"], false, "{report}");
+}
+
+#[test]
+fn a_file_locked_by_another_process_is_refused() {
+    let dir = Dir::new();
+    let file = dir.file("store.bob");
+    json(&["create", "--kind", "base", path(&file)]);
+    // This test's process holds the store open; `bob` is another process.
+    let held = bob_store_core::BaseStore::open(&file, Default::default()).unwrap();
+    for args in [vec!["stat", path(&file)], vec!["obj", "put", path(&file), "x"]] {
+        assert!(fails(&args, 5).contains("open in another"), "{args:?}");
+    }
+    drop(held);
+    json(&["stat", path(&file)]);
+    let db = dir.file("db.bob");
+    json(&["create", path(&db)]);
+    let held = bob_btree::Db::open(&db).unwrap();
+    fails(&["tree", "ls", path(&db)], 5);
+    held.close().unwrap();
+}
+
+/// A million lines, imported in durable batches; the counts come back in `--json`.
+#[test]
+fn an_import_of_a_million_lines() {
+    let dir = Dir::new();
+    let db = dir.file("db.bob");
+    json(&["create", path(&db)]);
+    let jsonl = dir.file("million.jsonl");
+    let mut lines = String::with_capacity(40 << 20);
+    for i in 0..1_000_000u32 {
+        lines.push_str(&format!("{{\"key\":\"{i:08}\",\"value\":\"{}\"}}\n", i % 977));
+    }
+    std::fs::write(&jsonl, &lines).unwrap();
+    let done = json(&["import", path(&db), "big", "--jsonl", path(&jsonl), "--batch", "50000"]);
+    assert_eq!((done["imported"].as_u64(), done["commits"].as_u64()), (Some(1_000_000), Some(20)));
+    assert_eq!(json(&["tree", "count", path(&db), "big"])["count"], 1_000_000);
+    assert_eq!(
+        json(&["tree", "get", path(&db), "big", "00999999"])["value"],
+        (999_999 % 977).to_string()
+    );
+}
