@@ -250,6 +250,7 @@ impl RunResult {
 
     /// A throughput row.
     fn rate(&mut self, name: &str, category: Category, ops: usize, took: Duration) {
+        row_done(name);
         let value = ops as f64 / took.as_secs_f64().max(1e-9);
         self.rows.push(Row {
             name: name.into(),
@@ -280,6 +281,7 @@ impl RunResult {
 
     /// A time row (lower is better).
     fn seconds(&mut self, name: &str, category: Category, took: Duration) {
+        row_done(name);
         self.rows.push(Row {
             name: name.into(),
             unit: "s".into(),
@@ -289,6 +291,14 @@ impl RunResult {
             category,
             promise: None,
         });
+    }
+}
+
+/// Tells the orchestrator (`BOB_BENCH_ROWS` set: it reads this process's standard error) that
+/// a row is done, for its progress display.
+fn row_done(name: &str) {
+    if std::env::var_os("BOB_BENCH_ROWS").is_some() {
+        eprintln!("bob-bench row done: {name}");
     }
 }
 

@@ -104,21 +104,51 @@ fn engines_of(suite: &str, only: &[String]) -> Vec<String> {
         .collect()
 }
 
-fn run_child(suite: &str, engine: &str, profile: &Profile, scratch: &Path) -> Result<RunResult> {
+/// What a child prints on standard error when it finished a row (see `workloads`).
+const ROW_DONE: &str = "bob-bench row done: ";
+
+/// Runs one (suite, engine) pair in a child process; `row` hears the name of each row the
+/// child finishes.
+fn run_child(
+    suite: &str,
+    engine: &str,
+    profile: &Profile,
+    scratch: &Path,
+    row: &dyn Fn(&str),
+) -> Result<RunResult> {
+    use std::io::{BufRead, Read};
     let dir = tempfile::tempdir_in(scratch)?;
-    let output = Command::new(std::env::current_exe()?)
+    let mut child = Command::new(std::env::current_exe()?)
         .args(["run", "--suite", suite, "--engine", engine, "--profile", &profile.name, "--dir"])
         .arg(dir.path())
-        .output()
+        .env("BOB_BENCH_ROWS", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .context("starting a bench process")?;
-    if !output.status.success() {
-        bail!(
-            "{suite} on {engine} failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
+    let mut stdout = child.stdout.take().context("the child's output")?;
+    let reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        stdout.read_to_end(&mut bytes).map(|_| bytes)
+    });
+    let mut stderr_text = String::new();
+    for line in std::io::BufReader::new(child.stderr.take().context("the child's errors")?).lines()
+    {
+        let line = line?;
+        match line.strip_prefix(ROW_DONE) {
+            Some(name) => row(name),
+            None => {
+                stderr_text.push_str(&line);
+                stderr_text.push('\n');
+            }
+        }
     }
-    Ok(serde_json::from_slice(&output.stdout)?)
+    let status = child.wait()?;
+    let stdout = reader.join().map_err(|_| anyhow::anyhow!("the output reader panicked"))??;
+    if !status.success() {
+        bail!("{suite} on {engine} failed ({status}): {stderr_text}");
+    }
+    Ok(serde_json::from_slice(&stdout)?)
 }
 
 /// Syscalls that make data durable.
@@ -206,11 +236,17 @@ fn compare(
         .iter()
         .flat_map(|s| engines_of(s, only).into_iter().map(move |e| (s.clone(), e)))
         .collect();
+    // On a terminal a bar (with the time left, from the runs so far); elsewhere (CI, a
+    // pipe) a plain line per run, which the bar would hide.
     let bar = ProgressBar::new((plan.len() * profile.repetitions) as u64);
     bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")?
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} (about {eta} left) {msg}",
+        )?
+        .progress_chars("=> "),
     );
+    let plain = !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let started = std::time::Instant::now();
     let mut runs = Vec::new();
     let mut state = seed;
     for rep in 0..profile.repetitions {
@@ -219,12 +255,26 @@ fn compare(
         let mut order = plan.clone();
         shuffle(&mut order, &mut state);
         for (suite, engine) in &order {
-            bar.set_message(format!(
-                "run {}/{}: {suite} on {engine}",
-                rep + 1,
-                profile.repetitions
-            ));
-            let mut run = run_child(suite, engine, profile, &scratch)?;
+            let what =
+                format!("repetition {}/{}: {suite} on {engine}", rep + 1, profile.repetitions);
+            bar.set_message(what.clone());
+            if plain {
+                let done = bar.position();
+                let left = if done == 0 {
+                    String::new()
+                } else {
+                    let per = started.elapsed().as_secs_f64() / done as f64;
+                    format!(", about {:.0} s left", per * (bar.length().unwrap_or(0) - done) as f64)
+                };
+                eprintln!(
+                    "bob-bench: [{}/{}] {what} ({:.0} s{left})",
+                    done + 1,
+                    bar.length().unwrap_or(0),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            let row = |name: &str| bar.set_message(format!("{what}: {name} done"));
+            let mut run = run_child(suite, engine, profile, &scratch, &row)?;
             run.repetition = rep;
             runs.push(run);
             bar.inc(1);

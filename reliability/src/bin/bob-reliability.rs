@@ -104,12 +104,35 @@ fn main() -> ExitCode {
                 ("btree", Box::new(|| campaigns::btree(&budget, seed))),
             ];
             let chosen = |name: &str| only.as_deref().is_none_or(|only| name.contains(only));
-            for (name, step) in steps.into_iter().filter(|(name, _)| chosen(name)) {
+            let steps: Vec<_> = steps.into_iter().filter(|(name, _)| chosen(name)).collect();
+            // On a terminal a bar (campaign, elapsed, time left from the campaigns so far);
+            // elsewhere the plain lines below, which the bar would hide.
+            let bar = indicatif::ProgressBar::new(steps.len() as u64);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:20}] {pos}/{len} (about {eta} left) {msg}",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.enable_steady_tick(std::time::Duration::from_millis(500));
+            let total = steps.len();
+            for (k, (name, step)) in steps.into_iter().enumerate() {
+                bar.set_message(format!("campaign: {name}"));
+                if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                    eprintln!(
+                        "reliability: [{}/{total}] {name} ({:.0} s so far)",
+                        k + 1,
+                        started.elapsed().as_secs_f64()
+                    );
+                }
                 let at = Instant::now();
                 let figures = step();
-                eprintln!("reliability: {name} done in {:.1} s", at.elapsed().as_secs_f64());
+                bar.suspend(|| {
+                    eprintln!("reliability: {name} done in {:.1} s", at.elapsed().as_secs_f64())
+                });
+                bar.inc(1);
                 all.push(figures);
             }
+            bar.finish_and_clear();
             let header = format!(
                 "# bob reliability campaigns\n\nMode `{mode}`, BOB_SEED={seed}, {:.0} s.",
                 started.elapsed().as_secs_f64()

@@ -243,3 +243,55 @@ fn spawn_child(
 fn scratch_dir(figures: &mut Figures) -> Option<tempfile::TempDir> {
     tempfile::tempdir().map_err(|e| figures.zero(&format!("setup failures ({e})"), 1)).ok()
 }
+
+/// An image of one fixture of the campaigns (see [`fixture_images`]).
+#[derive(Debug, Clone)]
+pub struct FixtureImage {
+    /// The fixture and what was done to it.
+    pub name: String,
+    /// Whether the store allocates by size class (`MultiStore`), else first-fit (`BaseStore`).
+    pub multi: bool,
+    /// The file's bytes.
+    pub image: Vec<u8>,
+}
+
+/// Images of every fixture kind of the bit-flip campaign: closed cleanly, crashed by a power
+/// loss at `crashes` random operations, `flips` single-bit flips at random bytes, and cut at
+/// every page boundary: for tools that check files (the `bob` tool's `verify` is tested
+/// against `Store::verify` on them).
+pub fn fixture_images(seed: u64, crashes: usize, flips: usize) -> Vec<FixtureImage> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut images = Vec::new();
+    for kind in fixtures::kinds() {
+        let multi = kind.name == "store/multi";
+        let Ok(closed) = kind.closed() else { continue };
+        let total = kind.dry_run().total_ops.max(1);
+        for i in 0..crashes {
+            let at = rng.u64(..total);
+            let fixture = kind.crashed(CrashPoint::Op(at), seed ^ i as u64);
+            let name = format!("{} crashed at operation {at}", kind.name);
+            images.push(FixtureImage { name, multi, image: fixture.image });
+        }
+        let len = closed.image.len();
+        for _ in 0..flips {
+            let at = rng.usize(..len);
+            let mut image = closed.image.clone();
+            image[at] ^= 1 << rng.u8(..8);
+            images.push(FixtureImage {
+                name: format!("{} flipped at {at}", kind.name),
+                multi,
+                image,
+            });
+        }
+        for at in (0..len).step_by(4096) {
+            let image = closed.image[..at].to_vec();
+            images.push(FixtureImage { name: format!("{} cut at {at}", kind.name), multi, image });
+        }
+        images.push(FixtureImage {
+            name: format!("{} closed", kind.name),
+            multi,
+            image: closed.image,
+        });
+    }
+    images
+}
