@@ -83,13 +83,23 @@ pub(crate) fn import(
     };
     match format {
         Format::JsonLines => {
-            for (n, line) in reader.lines().enumerate() {
-                let line = line.map_err(|e| Error::io(&name, e))?;
+            let mut reader = reader;
+            let mut bytes = Vec::new();
+            for n in 1.. {
+                bytes.clear();
+                if reader.read_until(b'\n', &mut bytes).map_err(|e| Error::io(&name, e))? == 0 {
+                    break;
+                }
+                let bad = |why: String| Error::Usage(format!("{name}, line {n}: {why}"));
+                let mut line =
+                    std::str::from_utf8(&bytes).map_err(|e| bad(format!("not UTF-8: {e}")))?;
+                if n == 1 {
+                    line = line.strip_prefix('\u{feff}').unwrap_or(line); // a byte-order mark
+                }
                 if line.trim().is_empty() {
                     continue;
                 }
-                let entry = parse_line(&line)
-                    .map_err(|why| Error::Usage(format!("{name}, line {}: {why}", n + 1)))?;
+                let entry = parse_line(line.trim_end_matches(['\n', '\r'])).map_err(bad)?;
                 pending.push(entry);
                 if pending.len() as u64 >= batch {
                     commit(&mut pending, &mut done)?;
@@ -108,6 +118,8 @@ pub(crate) fn import(
                         record.len()
                     )));
                 }
+                crate::check_entry(&record[0], &record[1])
+                    .map_err(|why| Error::Usage(format!("{name}, record {}: {why}", n + 1)))?;
                 pending.push((record[0].to_vec(), record[1].to_vec()));
                 if pending.len() as u64 >= batch {
                     commit(&mut pending, &mut done)?;

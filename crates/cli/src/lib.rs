@@ -124,6 +124,9 @@ impl Error {
             e @ (E::Corrupt(_) | E::UnsupportedVersion { .. } | E::NotADatabase) => {
                 Error::Corrupt(format!("{}: {e}", path.display()))
             }
+            e @ (E::TooLarge { .. } | E::TreeExists(_)) => {
+                Error::Usage(format!("{}: {e}", path.display()))
+            }
             e => Error::Failed(format!("{}: {e}", path.display())),
         }
     }
@@ -365,9 +368,7 @@ macro_rules! with_store {
 impl AnyStore {
     /// Opens `path` as whichever kind of store it is.
     fn open(path: &Path) -> Result<Self> {
-        if !path.exists() {
-            return Err(Error::NotFound(format!("{}: no such file", path.display())));
-        }
+        check_file(path)?;
         let options = bob_store_core::StoreOptions::default();
         match BaseStore::open(path, options) {
             Ok(store) => Ok(AnyStore::Base(store)),
@@ -387,10 +388,53 @@ impl AnyStore {
 
     /// Whether the store holds a bob-btree database (its prime object is a catalog).
     fn is_database(&self) -> bool {
+        self.catalog().is_some()
+    }
+
+    /// A database's catalog (the prime object, when it starts with the catalog's magic).
+    fn catalog(&self) -> Option<Vec<u8>> {
         with_store!(self, s => s
             .read_bytes_from_obj(PRIME_OBJECT_ID)
-            .is_ok_and(|bytes| bytes.starts_with(b"BOBC")))
+            .ok()
+            .filter(|bytes| bytes.starts_with(b"BOBC")))
     }
+
+    /// Whether the store has a prime object (whatever it holds: a damaged catalog too).
+    fn has_prime(&self) -> bool {
+        with_store!(self, s => !matches!(
+            s.object_info(PRIME_OBJECT_ID),
+            Err(bob_store_core::Error::NotFound(_))
+        ))
+    }
+
+    /// The commit before the newest of the file, read-only, as this kind of store: how many
+    /// objects it holds, if it opens.
+    fn previous_commit_objects(path: &Path, multi: bool) -> Option<u64> {
+        let file = bob_store_core::OsFile::open(path).ok()?;
+        let options = bob_store_core::StoreOptions::default();
+        if multi {
+            MultiStore::open_previous_commit(file, options).ok().map(|s| s.object_count())
+        } else {
+            BaseStore::open_previous_commit(file, options).ok().map(|s| s.object_count())
+        }
+    }
+}
+
+/// `Ok` if `path` is a file to open; not found, unreachable, or a directory otherwise.
+fn check_file(path: &Path) -> Result<()> {
+    match path.try_exists() {
+        Ok(false) => Err(Error::NotFound(format!("{}: no such file", path.display()))),
+        Err(e) => Err(Error::Failed(format!("{}: cannot be reached: {e}", path.display()))),
+        Ok(true) if path.is_dir() => {
+            Err(Error::Corrupt(format!("{}: a directory, not a bob file", path.display())))
+        }
+        Ok(true) => Ok(()),
+    }
+}
+
+/// A path as JSON text (lossy where it is not UTF-8).
+fn pstr(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
 }
 
 /// An object id as the tool shows it: `INDEX.TAG` (`INDEX` when the tag is 0).
@@ -439,6 +483,9 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
     if text.len() % 2 != 0 {
         return None;
     }
+    if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
     (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
 }
 
@@ -456,22 +503,44 @@ fn report(out: &mut dyn Write, json_mode: bool, json: Value, human: String) -> R
     writeln!(out, "{text}").map_err(|e| Error::io("standard output", e))
 }
 
+/// Opens the database at `path` as it was made (with or without a write-ahead log), never
+/// compacting it by copying at close: the tool changes a file only as its command says.
 fn open_db(path: &Path) -> Result<Db> {
-    if !path.exists() {
-        return Err(Error::NotFound(format!("{}: no such file", path.display())));
-    }
     // A plain store is not a database: say so, rather than let the open make it one.
-    {
+    let logged = {
         let store = AnyStore::open(path)?;
-        if !store.is_database() {
+        let Some(catalog) = store.catalog() else {
+            if store.has_prime() {
+                return Err(Error::Corrupt(format!(
+                    "{}: its prime object is not a database's catalog (damaged, or a store of \
+                     another program)",
+                    path.display()
+                )));
+            }
             return Err(Error::Usage(format!(
                 "{}: a {} object store, not a database (trees live in files made by `bob create`)",
                 path.display(),
                 store.kind()
             )));
-        }
+        };
+        catalog.get(5) == Some(&1)
+    };
+    let log = bob_btree::log_dir_of(path);
+    if logged && !log.is_dir() {
+        return Err(Error::Corrupt(format!(
+            "{}: the database keeps a write-ahead log, and {} is {}",
+            path.display(),
+            log.display(),
+            if log.exists() { "not a directory" } else { "missing" }
+        )));
     }
-    Db::open(path).map_err(|e| Error::db(path, e))
+    let options = bob_btree::DbOptions {
+        log: logged,
+        compact_on_close_below: None,
+        checkpoint_interval: None,
+        ..bob_btree::DbOptions::default()
+    };
+    Db::open_with(path, &options).map_err(|e| Error::db(path, e))
 }
 
 fn close_db(path: &Path, db: Db) -> Result<()> {
@@ -510,16 +579,12 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             )
         }
         Command::Export { file, tree, out: to } => {
+            if let Some(target) = &to {
+                refuse_overwriting_the_database(&file, target)?;
+            }
             let db = open_db(&file)?;
             let done = match &to {
-                Some(path) => {
-                    let target = std::fs::File::create(path)
-                        .map_err(|e| Error::io(&path.display().to_string(), e))?;
-                    let mut writer = std::io::BufWriter::new(target);
-                    export(&db, &file, &tree, &mut writer).and_then(|n| {
-                        writer.flush().map(|()| n).map_err(|e| Error::io("export", e))
-                    })
-                }
+                Some(path) => export_to_file(&db, &file, &tree, path),
                 None => export(&db, &file, &tree, out),
             };
             let closed = close_db(&file, db);
@@ -539,24 +604,39 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
 }
 
 fn create(path: &Path, kind: Kind, json_mode: bool, out: &mut dyn Write) -> Result<()> {
-    if path.exists() {
-        return Err(Error::Usage(format!("{}: already exists", path.display())));
+    if path.try_exists().unwrap_or(true) {
+        return Err(Error::Usage(format!(
+            "{}: already exists (or cannot be reached)",
+            path.display()
+        )));
     }
+    let log = bob_btree::log_dir_of(path);
+    let log_was_there = log.exists();
     let options = bob_store_core::StoreOptions::default();
-    match kind {
-        Kind::Db => close_db(path, Db::create(path).map_err(|e| Error::db(path, e))?)?,
+    let made = match kind {
+        Kind::Db => {
+            Db::create(path).map_err(|e| Error::db(path, e)).and_then(|db| close_db(path, db))
+        }
         Kind::Base => BaseStore::create(path, options)
             .and_then(Storer::close)
-            .map_err(|e| Error::store(path, e))?,
+            .map_err(|e| Error::store(path, e)),
         Kind::Multi => MultiStore::create(path, options)
             .and_then(Storer::close)
-            .map_err(|e| Error::store(path, e))?,
+            .map_err(|e| Error::store(path, e)),
+    };
+    if let Err(e) = made {
+        // Nothing half made is left behind (the file did not exist before).
+        let _ = std::fs::remove_file(path);
+        if !log_was_there {
+            let _ = std::fs::remove_dir_all(&log);
+        }
+        return Err(e);
     }
     let kind = format!("{kind:?}").to_lowercase();
     report(
         out,
         json_mode,
-        json!({ "created": path, "kind": kind }),
+        json!({ "created": pstr(path), "kind": kind }),
         format!("created {} ({kind})", path.display()),
     )
 }
@@ -573,7 +653,7 @@ fn stat(path: &Path, json_mode: bool, out: &mut dyn Write) -> Result<()> {
     drop(store);
     let live = space.map_or(0, |(live, _)| live);
     let mut info = json!({
-        "file": path,
+        "file": pstr(path),
         "kind": if database { "database" } else { kind },
         "store": kind,
         "format_version": bob_store_core::FORMAT_VERSION,
@@ -621,13 +701,10 @@ fn verify(path: &Path, json_mode: bool, out: &mut dyn Write) -> Result<()> {
     let store = match AnyStore::open(path) {
         Ok(store) => store,
         Err(Error::Corrupt(why)) => {
-            // What is still readable: the commit before the newest, if it opens.
-            let previous = BaseStore::open_previous_commit(
-                bob_io_helpers_file(path)?,
-                bob_store_core::StoreOptions::default(),
-            )
-            .ok()
-            .map(|s| s.object_count());
+            // What is still readable: the commit before the newest, if it opens (as either
+            // kind of store).
+            let previous = AnyStore::previous_commit_objects(path, false)
+                .or_else(|| AnyStore::previous_commit_objects(path, true));
             let readable = match previous {
                 Some(n) => {
                     format!("; the commit before the newest opens read-only with {n} objects")
@@ -638,7 +715,7 @@ fn verify(path: &Path, json_mode: bool, out: &mut dyn Write) -> Result<()> {
             report(
                 out,
                 json_mode,
-                json!({ "file": path, "clean": false, "problems": problems, "previous_commit_objects": previous }),
+                json!({ "file": pstr(path), "clean": false, "problems": problems, "previous_commit_objects": previous }),
                 format!("{}: damaged\n  {}", path.display(), problems[0]),
             )?;
             return Err(Error::Corrupt(format!("{}: damaged", path.display())));
@@ -651,14 +728,28 @@ fn verify(path: &Path, json_mode: bool, out: &mut dyn Write) -> Result<()> {
     let mut problems = checked.problems.clone();
     let mut trees = None;
     if database && problems.is_empty() {
-        let db = open_db(path)?;
-        let report = db.verify().map_err(|e| Error::db(path, e));
-        close_db(path, db)?;
-        let report = report?;
-        problems.extend(report.problems.iter().cloned());
-        trees = Some(
-            json!({ "trees": report.trees, "nodes": report.nodes, "entries": report.entries }),
-        );
+        // A database that does not open (its catalog or log damaged) is a problem found,
+        // reported like the others.
+        match open_db(path) {
+            Ok(db) => {
+                let checked = db.verify().map_err(|e| Error::db(path, e));
+                let closed = close_db(path, db);
+                match checked {
+                    Ok(report) => {
+                        problems.extend(report.problems.iter().cloned());
+                        trees = Some(json!({
+                            "trees": report.trees, "nodes": report.nodes, "entries": report.entries
+                        }));
+                    }
+                    Err(e) => problems.push(format!("the database's trees: {e}")),
+                }
+                if let Err(e) = closed {
+                    problems.push(format!("closing the database: {e}"));
+                }
+            }
+            Err(Error::Locked(why)) => return Err(Error::Locked(why)),
+            Err(e) => problems.push(format!("the database does not open: {e}")),
+        }
     }
     let clean = problems.is_empty();
     let mut human = format!(
@@ -677,18 +768,12 @@ fn verify(path: &Path, json_mode: bool, out: &mut dyn Write) -> Result<()> {
         out,
         json_mode,
         json!({
-            "file": path, "clean": clean, "objects": checked.objects,
+            "file": pstr(path), "clean": clean, "objects": checked.objects,
             "object_bytes": checked.object_bytes, "problems": problems, "database": trees,
         }),
         human,
     )?;
     if clean { Ok(()) } else { Err(Error::Corrupt(format!("{}: damaged", path.display()))) }
-}
-
-/// The file at `path`, opened for a read-only look at an earlier commit.
-fn bob_io_helpers_file(path: &Path) -> Result<bob_store_core::OsFile> {
-    bob_store_core::OsFile::open(path)
-        .map_err(|e| Error::Failed(format!("{}: {e}", path.display())))
 }
 
 fn compact(path: &Path, json_mode: bool, out: &mut dyn Write) -> Result<()> {
@@ -698,13 +783,14 @@ fn compact(path: &Path, json_mode: bool, out: &mut dyn Write) -> Result<()> {
         let db = open_db(path)?;
         let before = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         let done = db.compact().map_err(|e| Error::db(path, e));
-        close_db(path, db)?;
-        done?;
+        let closed = close_db(path, db);
+        done?; // the compaction's own error first
+        closed?;
         let after = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         return report(
             out,
             json_mode,
-            json!({ "file": path, "file_bytes_before": before, "file_bytes_after": after }),
+            json!({ "file": pstr(path), "file_bytes_before": before, "file_bytes_after": after }),
             format!("{}: {before} bytes before, {after} after", path.display()),
         );
     }
@@ -713,7 +799,7 @@ fn compact(path: &Path, json_mode: bool, out: &mut dyn Write) -> Result<()> {
     report(
         out,
         json_mode,
-        json!({ "file": path, "moved": done.moved, "file_bytes_before": done.file_len_before, "file_bytes_after": done.file_len_after }),
+        json!({ "file": pstr(path), "moved": done.moved, "file_bytes_before": done.file_len_before, "file_bytes_after": done.file_len_after }),
         format!(
             "{}: {} objects moved, {} bytes before, {} after",
             path.display(),
@@ -770,7 +856,7 @@ fn obj(command: ObjCommand, json_mode: bool, out: &mut dyn Write) -> Result<()> 
                 return report(
                     out,
                     json_mode,
-                    json!({ "id": show_id(id), "len": bytes.len(), "out": path }),
+                    json!({ "id": show_id(id), "len": bytes.len(), "out": pstr(&path) }),
                     format!("{} bytes to {}", bytes.len(), path.display()),
                 );
             }
@@ -831,10 +917,13 @@ fn obj(command: ObjCommand, json_mode: bool, out: &mut dyn Write) -> Result<()> 
 /// trees').
 fn writable_store(path: &Path) -> Result<AnyStore> {
     let store = AnyStore::open(path)?;
-    if store.is_database() {
+    if store.has_prime() {
+        // A database (or a store whose prime object another program keeps): its objects
+        // are not the tool's to write, even when the catalog is damaged.
         return Err(Error::Usage(format!(
-            "{}: a database; its objects belong to its trees (use `bob tree`)",
-            path.display()
+            "{}: {}; its objects belong to it (use `bob tree` for a database's trees)",
+            path.display(),
+            if store.is_database() { "a database" } else { "a store with a prime object" }
         )));
     }
     Ok(store)
@@ -996,6 +1085,57 @@ fn tree_on(
     }
 }
 
+/// Refuses an export's output that is the database's file or inside its log directory.
+fn refuse_overwriting_the_database(file: &Path, target: &Path) -> Result<()> {
+    let resolve = |p: &Path| -> Option<PathBuf> {
+        match p.canonicalize() {
+            Ok(p) => Some(p),
+            // Not there yet: its directory resolved, and its name.
+            Err(_) => {
+                let parent =
+                    p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                Some(parent.canonicalize().ok()?.join(p.file_name()?))
+            }
+        }
+    };
+    let (Some(db), Some(out)) = (resolve(file), resolve(target)) else { return Ok(()) };
+    let log = bob_btree::log_dir_of(&db);
+    if out == db || out.starts_with(&log) {
+        return Err(Error::Usage(format!(
+            "{}: the export would overwrite the database it reads",
+            target.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Exports into `path` through a file beside it, renamed over `path` once whole: a failed
+/// export (a missing tree, a read error) leaves what was at `path` as it was.
+fn export_to_file(db: &Db, file: &Path, tree: &str, path: &Path) -> Result<u64> {
+    {
+        // The tree first, so a missing one touches nothing.
+        let read = db.begin_read();
+        tree_of(&read, file, tree)?;
+    }
+    let name = path.display().to_string();
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let written = (|| {
+        let target = std::fs::File::create(&partial).map_err(|e| Error::io(&name, e))?;
+        let mut writer = std::io::BufWriter::new(target);
+        let count = export(db, file, tree, &mut writer)?;
+        let target = writer.into_inner().map_err(|e| Error::io(&name, e.into_error()))?;
+        target.sync_all().map_err(|e| Error::io(&name, e))?;
+        std::fs::rename(&partial, path).map_err(|e| Error::io(&name, e))?;
+        Ok(count)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written
+}
+
 /// Writes every entry of `tree` as a JSON line; how many.
 fn export(db: &Db, file: &Path, tree: &str, out: &mut dyn Write) -> Result<u64> {
     let read = db.begin_read();
@@ -1021,16 +1161,38 @@ pub fn export_line(key: &[u8], value: &[u8]) -> String {
 
 /// Reads one JSON line's entry (`key` or `key_hex`, `value` or `value_hex`).
 pub fn parse_line(line: &str) -> std::result::Result<(Vec<u8>, Vec<u8>), String> {
-    let object: serde_json::Map<String, Value> =
-        serde_json::from_str(line).map_err(|e| format!("not a JSON object: {e}"))?;
-    let bytes = |name: &str| -> std::result::Result<Vec<u8>, String> {
-        match (object.get(name), object.get(&format!("{name}_hex"))) {
-            (Some(Value::String(text)), None) => Ok(text.clone().into_bytes()),
-            (None, Some(Value::String(text))) => {
-                unhex(text).ok_or(format!("{name}_hex is not hex"))
-            }
-            _ => Err(format!("needs one string field `{name}` (or `{name}_hex`)")),
-        }
+    /// A line's fields: no others, none twice (serde refuses a repeated field).
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Line {
+        key: Option<String>,
+        key_hex: Option<String>,
+        value: Option<String>,
+        value_hex: Option<String>,
+    }
+    let line: Line = serde_json::from_str(line).map_err(|e| format!("not an entry: {e}"))?;
+    let bytes = |name: &str, text: Option<String>, hex: Option<String>| match (text, hex) {
+        (Some(text), None) => Ok(text.into_bytes()),
+        (None, Some(hex)) => unhex(&hex).ok_or(format!("{name}_hex is not hex")),
+        _ => Err(format!("needs one of `{name}` or `{name}_hex`")),
     };
-    Ok((bytes("key")?, bytes("value")?))
+    let key = bytes("key", line.key, line.key_hex)?;
+    let value = bytes("value", line.value, line.value_hex)?;
+    check_entry(&key, &value)?;
+    Ok((key, value))
+}
+
+/// Refuses a key or value longer than a tree takes (so an import names the line).
+pub fn check_entry(key: &[u8], value: &[u8]) -> std::result::Result<(), String> {
+    if key.len() > bob_btree::MAX_KEY_LEN {
+        return Err(format!("a key of {} bytes (at most {})", key.len(), bob_btree::MAX_KEY_LEN));
+    }
+    if value.len() > bob_btree::MAX_VALUE_LEN {
+        return Err(format!(
+            "a value of {} bytes (at most {})",
+            value.len(),
+            bob_btree::MAX_VALUE_LEN
+        ));
+    }
+    Ok(())
 }

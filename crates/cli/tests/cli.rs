@@ -263,3 +263,117 @@ fn an_import_of_a_million_lines() {
         (999_999 % 977).to_string()
     );
 }
+
+/// What a review found: an export never overwrites its database nor empties a file when it
+/// fails; a database keeps the log setting it was made with; a missing log directory is
+/// damage, not recreated; a store with a prime object is not the tool's to write.
+#[test]
+fn the_tool_changes_only_what_its_command_says() {
+    let dir = Dir::new();
+    let db = dir.file("db.bob");
+    let db_s = path(&db);
+    json(&["create", db_s]);
+    json(&["tree", "put", db_s, "t", "k", "v"]);
+    let before = std::fs::read(&db).unwrap();
+    fails(&["export", db_s, "t", "--out", db_s], 2);
+    fails(&["export", db_s, "t", "--out", path(&dir.file("db.bob.wal/x"))], 2);
+    assert_eq!(std::fs::read(&db).unwrap(), before, "the database is as it was");
+    let keep = dir.file("keep.jsonl");
+    std::fs::write(&keep, "precious\n").unwrap();
+    fails(&["export", db_s, "no-such-tree", "--out", path(&keep)], 3);
+    assert_eq!(std::fs::read_to_string(&keep).unwrap(), "precious\n");
+    json(&["export", db_s, "t", "--out", path(&keep)]);
+    assert_eq!(std::fs::read_to_string(&keep).unwrap(), "{\"key\":\"k\",\"value\":\"v\"}\n");
+
+    // A database made without a log stays without one.
+    let quiet = dir.file("quiet.bob");
+    let options = bob_btree::DbOptions { log: false, ..bob_btree::DbOptions::default() };
+    bob_btree::Db::create_with(&quiet, &options).unwrap().close().unwrap();
+    json(&["tree", "put", path(&quiet), "t", "k", "v"]);
+    json(&["stat", path(&quiet)]);
+    assert!(!bob_btree::log_dir_of(&quiet).exists(), "no log directory made");
+    bob_btree::Db::open_with(&quiet, &options).unwrap().close().unwrap();
+
+    // A logged database whose log directory is gone is damaged: reported, not recreated.
+    let log = bob_btree::log_dir_of(&db);
+    std::fs::remove_dir_all(&log).unwrap();
+    assert!(fails(&["stat", db_s], 4).contains("missing"));
+    let report =
+        bob().args(["--json", "verify", db_s]).assert().code(4).get_output().stdout.clone();
+    let report: Value = serde_json::from_slice(&report).unwrap();
+    assert_eq!(report["clean"], false);
+    assert!(!log.exists(), "the log directory is not recreated");
+
+    // A store whose prime object is not a catalog: not a database, and not writable here.
+    let other = dir.file("other.bob");
+    {
+        use bob_store_core::{PrimeStorer, Storer};
+        let mut store = bob_store_core::BaseStore::create(&other, Default::default()).unwrap();
+        let prime = store.prime_object(5).unwrap();
+        store.write_bytes_to_obj(prime, b"hello").unwrap();
+        store.close().unwrap();
+    }
+    fails(&["obj", "put", path(&other), "x"], 2);
+    fails(&["obj", "del", path(&other), "0"], 2);
+    fails(&["tree", "ls", path(&other)], 4);
+    assert_eq!(stdout(&["obj", "get", path(&other), "0"]), "hello");
+}
+
+#[test]
+fn bad_input_is_refused_with_its_line() {
+    let dir = Dir::new();
+    let db = dir.file("db.bob");
+    let db_s = path(&db);
+    json(&["create", db_s]);
+    fails(&["tree", "create", db_s, &"n".repeat(300)], 2);
+    fails(&["tree", "put", db_s, "t", &"k".repeat(5000), "v"], 2);
+    let input = dir.file("in.jsonl");
+    let cases: [(&[u8], &str); 5] = [
+        (
+            b"{\"key\":\"a\",\"value\":\"1\"}\n{\"key\":\"b\",\"key\":\"c\",\"value\":\"2\"}\n",
+            "line 2",
+        ),
+        (b"{\"key\":\"a\",\"value\":\"1\"}\n{\"key\":\"\xff\",\"value\":\"2\"}\n", "line 2"),
+        (b"{\"key_hex\":\"+f+f\",\"value\":\"1\"}\n", "line 1"),
+        (b"{\"key\":\"a\",\"value\":\"1\",\"extra\":1}\n", "line 1"),
+        (b"{\"key\":\"a\"}\n", "line 1"),
+    ];
+    for (lines, at) in cases {
+        std::fs::write(&input, lines).unwrap();
+        let stderr = fails(&["import", db_s, "t", "--jsonl", path(&input)], 2);
+        assert!(stderr.contains(at), "{stderr}");
+    }
+    let long_key = format!("{{\"key\":\"{}\",\"value\":\"1\"}}\n", "k".repeat(5000));
+    std::fs::write(&input, format!("{{\"key\":\"a\",\"value\":\"1\"}}\n{long_key}")).unwrap();
+    assert!(fails(&["import", db_s, "t", "--jsonl", path(&input)], 2).contains("line 2"));
+    // A byte-order mark and CRLF line ends are fine.
+    std::fs::write(
+        &input,
+        "\u{feff}{\"key\":\"a\",\"value\":\"1\"}\r\n{\"key\":\"b\",\"value\":\"2\"}\r\n",
+    )
+    .unwrap();
+    assert_eq!(json(&["import", db_s, "bom", "--jsonl", path(&input)])["imported"], 2);
+    assert_eq!(json(&["tree", "get", db_s, "bom", "a"])["value"], "1");
+    // A directory is not a bob file; a create that fails leaves nothing behind.
+    fails(&["stat", path(dir.dir.path())], 4);
+    let blocked = dir.file("blocked.bob");
+    std::fs::write(bob_btree::log_dir_of(&blocked), b"a file where the log directory goes")
+        .unwrap();
+    fails(&["create", path(&blocked)], 1);
+    assert!(!blocked.exists(), "no half-made database");
+}
+
+/// A path that is not UTF-8 is shown lossily, never a panic.
+#[cfg(unix)]
+#[test]
+fn a_path_that_is_not_utf8_works() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = Dir::new();
+    let odd = dir.dir.path().join(std::ffi::OsStr::from_bytes(b"\xff.bob"));
+    let output =
+        bob().arg("--json").arg("create").arg(&odd).assert().success().get_output().clone();
+    let created: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(created["created"].as_str().unwrap().ends_with("\u{fffd}.bob"));
+    bob().arg("stat").arg(&odd).assert().success();
+    bob().arg("--json").arg("verify").arg(&odd).assert().success();
+}
