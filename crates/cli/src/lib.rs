@@ -650,6 +650,13 @@ fn stat(path: &Path, json_mode: bool, out: &mut dyn Write) -> Result<()> {
         let space = s.space_in_use().map_err(|e| Error::store(path, e))?;
         (s.generation(), s.object_count(), space, s.file_len().map_err(|e| Error::store(path, e))?)
     });
+    // Commits in the journal since the last checkpoint, and records open dropped (a commit
+    // in flight at a crash); a multi store's size classes.
+    let journal = with_store!(&store, s => (s.journaled_commits(), s.dropped_records()));
+    let classes = match &store {
+        AnyStore::Multi(s) => Some(s.allocator().classes()),
+        AnyStore::Base(_) => None,
+    };
     drop(store);
     let live = space.map_or(0, |(live, _)| live);
     let mut info = json!({
@@ -678,6 +685,22 @@ fn stat(path: &Path, json_mode: bool, out: &mut dyn Write) -> Result<()> {
             format!(" (amplification {:.2})", file_len as f64 / live as f64)
         }
     );
+    info["journal_commits_since_checkpoint"] = json!(journal.0);
+    info["journal_records_dropped_at_open"] = json!(journal.1);
+    human.push_str(&format!(
+        "\njournal: {} commits since the last checkpoint{}",
+        journal.0,
+        if journal.1 > 0 {
+            format!(", {} unfinished record dropped at open", journal.1)
+        } else {
+            String::new()
+        }
+    ));
+    if let Some(classes) = classes {
+        let shown: Vec<String> = classes.iter().map(u64::to_string).collect();
+        human.push_str(&format!("\nsize classes (bytes): {}", shown.join(", ")));
+        info["size_classes"] = json!(classes);
+    }
     if database {
         let db = open_db(path)?;
         let read = db.begin_read();

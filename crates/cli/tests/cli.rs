@@ -120,6 +120,8 @@ fn objects_of_both_store_kinds() {
         fails(&["obj", "get", file, "not-an-id"], 2);
         let stat = json(&["stat", file]);
         assert_eq!((stat["kind"].as_str(), stat["objects"].as_u64()), (Some(kind), Some(2)));
+        assert!(stat["journal_commits_since_checkpoint"].as_u64().is_some());
+        assert_eq!(stat["size_classes"].as_array().is_some_and(|c| !c.is_empty()), kind == "multi");
         assert_eq!(json(&["verify", file])["clean"], true);
         json(&["compact", file]);
         assert_eq!(stdout(&["obj", "get", file, &id]), "replaced");

@@ -482,4 +482,10 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     pub fn backend(&self) -> &B {
         &self.backend
     }
+
+    /// The space allocator, for tools that show how space is kept (a multi store's size
+    /// classes, say); read only.
+    pub fn allocator(&self) -> &A {
+        &self.alloc
+    }
 }
