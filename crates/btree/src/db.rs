@@ -94,7 +94,8 @@ impl Default for DbOptions {
     }
 }
 
-/// The log directory of the database file at `path`: `<path>.wal`.
+/// The log directory of the database file at `path`: `<path>.wal`, where `path` is the
+/// file's real path (symbolic links resolved, as `Db::open` resolves them).
 pub fn log_dir_of(path: &Path) -> std::path::PathBuf {
     let mut dir = path.as_os_str().to_owned();
     dir.push(".wal");
@@ -133,8 +134,9 @@ pub trait StoreFiles<S>: Send + Sync {
 
 /// [`StoreFiles`] for a database file at a path: the copy is [`copy_path_of`] the path,
 /// given the file's permissions and owner, and installed by a rename and a sync of the
-/// directory. A path that is a symbolic link, or a file with other hard links, is not copied
-/// (a rename would replace the link, or leave the other names on the old file): the store is
+/// directory. A file with other hard links, or a path that is a symbolic link (`Db` resolves
+/// links before it makes these, so only another user of this type passes one), is not copied
+/// (a rename would leave the other names on the old file, or replace the link): the store is
 /// compacted within its file instead.
 #[derive(Debug, Clone)]
 pub struct OsStoreFiles {
@@ -813,12 +815,15 @@ impl Db<DefaultStore> {
         }
     }
 
-    /// The database in `store`, opened at `path`, with its log in `<path>.wal`.
+    /// The database in `store`, opened at `path`, with its log in `<path>.wal` (`path` with
+    /// its symbolic links resolved, so that every name of the file finds one log, and a
+    /// compaction's copy replaces the file, not a link to it).
     fn start(
         path: &Path,
         store: ConcurrentStore<DefaultStore>,
         options: &DbOptions,
     ) -> Result<Self> {
+        let path = &std::fs::canonicalize(path)?;
         let log = if options.log {
             Some(Box::new(OsLogDir::new(&log_dir_of(path))?) as Box<dyn LogDir>)
         } else {
@@ -834,6 +839,7 @@ impl Db<DefaultStore> {
         store: ConcurrentStore<DefaultStore>,
         options: &DbOptions,
     ) -> Result<Self> {
+        let path = &std::fs::canonicalize(path)?; // as in `start`
         let log_path = log_dir_of(path);
         if !options.log && log_path.exists() {
             // An earlier database's log would otherwise meet this one at a later open.

@@ -525,7 +525,8 @@ fn open_db(path: &Path) -> Result<Db> {
         };
         catalog.get(5) == Some(&1)
     };
-    let log = bob_btree::log_dir_of(path);
+    let real = path.canonicalize().map_err(|e| Error::io(&path.display().to_string(), e))?;
+    let log = bob_btree::log_dir_of(&real);
     if logged && !log.is_dir() {
         return Err(Error::Corrupt(format!(
             "{}: the database keeps a write-ahead log, and {} is {}",

@@ -353,3 +353,26 @@ fn a_call_that_would_wait_for_the_callers_own_write_transaction_is_refused() {
     assert_eq!(db.begin_read().open_tree::<u64, u64>("t").unwrap().len(), 2);
     db.close().unwrap();
 }
+
+/// A database opened through a symbolic link keeps its log beside the real file, so every
+/// name of the file finds the same log.
+#[cfg(unix)]
+#[test]
+fn a_database_opened_through_a_link_uses_the_real_files_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real.bob");
+    let link = dir.path().join("link.bob");
+    Db::create(&real).unwrap().close().unwrap();
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let db = Db::open(&link).unwrap();
+    let mut txn = db.begin_write().unwrap();
+    txn.open_tree::<u64, u64>("t").unwrap().insert(&1, &1).unwrap();
+    txn.commit(Durability::Durable).unwrap();
+    assert!(bob_btree::log_dir_of(&real).is_dir());
+    assert!(!bob_btree::log_dir_of(&link).exists(), "no second log beside the link");
+    db.close().unwrap();
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "still a link");
+    let db = Db::open(&real).unwrap();
+    assert_eq!(db.begin_read().open_tree::<u64, u64>("t").unwrap().len(), 1);
+    db.close().unwrap();
+}
