@@ -729,6 +729,14 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
         Ok(())
     }
 
+    /// The store underneath, to keep other objects in the same file ([`Db::shared_store`]):
+    /// their commits may run at any time, and never make half of a cache commit durable (a
+    /// cache commit holds other commits off from its first index write to its own commit).
+    /// Leave the cache's objects (its blobs, its index's nodes) alone.
+    pub fn shared_store(&self) -> Result<&bob_store_concurrent::ConcurrentStore<S>> {
+        Ok(self.db.shared_store()?)
+    }
+
     /// The counters.
     pub fn stats(&self) -> DiskCacheStats {
         let state = self.state.lock();

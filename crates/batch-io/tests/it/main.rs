@@ -729,4 +729,5 @@ mod cache {
 }
 mod cache_crash;
 mod cache_model;
+mod cache_shared;
 mod sinks;
