@@ -282,18 +282,34 @@ mod bob {
     /// Keys per chunk of the key → object id map (4 KiB of ids).
     const KEYS_PER_CHUNK: usize = 512;
 
+    /// Bytes of map changes kept as deltas before they are folded into the chunks.
+    const FOLD_DELTA_BYTES: usize = 256 << 10;
+
     /// A bob store, with the key → object id map a user would keep in it: the map in chunk
-    /// objects of 512 ids, a directory object listing the chunks, and the prime object
-    /// pointing at the directory. Each batch rewrites the chunks it changed in the same commit
-    /// as its objects, so after a crash every key whose batch returned is found, as with the
-    /// peers. Reads use the map in memory.
+    /// objects of 512 ids and a directory object listing them, plus a chain of delta objects
+    /// (the (key, id) pairs each batch changed, an id of 0 for a deleted key, each naming the
+    /// one before), the prime object naming the directory and the newest delta. A batch that
+    /// only changes keys the chunks cover writes one delta in the same commit as its objects;
+    /// past 256 KiB of deltas, or when the map grows, the changed chunks are rewritten and
+    /// the deltas deleted, in the batch's commit. After a crash every key whose batch
+    /// returned is found, as with the peers. Reads use the map in memory.
     pub(super) struct Objects<A: SpaceAllocator> {
         store: Store<A, bob_io_helpers::OsFile>,
         ids: Vec<Option<ObjectId>>,
         /// The chunk objects, chunk `i` holding keys `512i..512i + 512`.
         chunks: Vec<ObjectId>,
-        /// Chunks changed since the last commit.
+        /// Chunks whose keys changed since the chunks were last written.
         dirty: std::collections::BTreeSet<usize>,
+        /// Keys the current batch changed.
+        changed: std::collections::BTreeSet<usize>,
+        /// The delta objects since the chunks were last written, oldest first, and their
+        /// bytes.
+        deltas: Vec<ObjectId>,
+        delta_bytes: usize,
+    }
+
+    fn le(bytes: &[u8], at: usize) -> Result<u64> {
+        Ok(u64::from_le_bytes(bytes.get(at..at + 8).context("a short map object")?.try_into()?))
     }
 
     impl<A: SpaceAllocator + Send> Objects<A> {
@@ -301,30 +317,56 @@ mod bob {
         pub(super) fn open(dir: &Path, mapped: bool) -> Result<Self> {
             let path = dir.join("objects.bob");
             let options = StoreOptions { mapped_reads: mapped, ..StoreOptions::default() };
+            let empty = |store| Self {
+                store,
+                ids: Vec::new(),
+                chunks: Vec::new(),
+                dirty: std::collections::BTreeSet::new(),
+                changed: std::collections::BTreeSet::new(),
+                deltas: Vec::new(),
+                delta_bytes: 0,
+            };
             if !path.exists() {
                 let mut store = Store::create(&path, options)?;
-                store.prime_object(8)?;
+                store.prime_object(16)?;
                 store.commit()?;
-                let dirty = std::collections::BTreeSet::new();
-                return Ok(Self { store, ids: Vec::new(), chunks: Vec::new(), dirty });
+                return Ok(empty(store));
             }
-            let store = Store::open(&path, options)?;
-            let pointer = store.read_bytes_from_obj(PRIME_OBJECT_ID)?;
-            let directory = u64::from_le_bytes(pointer[..8].try_into()?);
-            let mut chunks = Vec::new();
-            let mut ids = Vec::new();
+            let mut map = empty(Store::open(&path, options)?);
+            let pointer = map.store.read_bytes_from_obj(PRIME_OBJECT_ID)?;
+            let directory = le(&pointer, 0)?;
             if directory != 0 {
-                let list = store.read_bytes_from_obj(ObjectId(directory))?;
+                let list = map.store.read_bytes_from_obj(ObjectId(directory))?;
                 for raw in list.chunks_exact(8) {
                     let chunk = ObjectId(u64::from_le_bytes(raw.try_into()?));
-                    chunks.push(chunk);
-                    for c in store.read_bytes_from_obj(chunk)?.chunks_exact(8) {
+                    map.chunks.push(chunk);
+                    for c in map.store.read_bytes_from_obj(chunk)?.chunks_exact(8) {
                         let id = u64::from_le_bytes(c.try_into()?);
-                        ids.push((id != 0).then_some(ObjectId(id)));
+                        map.ids.push((id != 0).then_some(ObjectId(id)));
                     }
                 }
             }
-            Ok(Self { store, ids, chunks, dirty: std::collections::BTreeSet::new() })
+            // The deltas, newest first along the chain: the first value seen for a key is its
+            // last.
+            let mut next = if pointer.len() >= 16 { le(&pointer, 8)? } else { 0 };
+            let mut seen = std::collections::HashSet::new();
+            while next != 0 {
+                let bytes = map.store.read_bytes_from_obj(ObjectId(next))?;
+                map.deltas.push(ObjectId(next));
+                map.delta_bytes += bytes.len();
+                for pair in bytes.get(8..).unwrap_or_default().chunks_exact(16) {
+                    let key = usize::try_from(le(pair, 0)?)?;
+                    anyhow::ensure!(key < map.ids.len(), "a delta names key {key} past the map");
+                    if seen.insert(key) {
+                        let id = le(pair, 8)?;
+                        map.ids[key] = (id != 0).then_some(ObjectId(id));
+                        map.dirty.insert(key / KEYS_PER_CHUNK);
+                    }
+                }
+                next = le(&bytes, 0)?;
+            }
+            map.deltas.reverse(); // oldest first
+            Ok(map)
         }
 
         fn chunk_bytes(&self, chunk: usize) -> Vec<u8> {
@@ -337,9 +379,41 @@ mod bob {
             bytes
         }
 
-        /// Writes the changed chunks (new ones, and a new directory, where the map grew) and
-        /// commits them with the batch.
+        fn point(&mut self, directory: u64, delta: u64) -> Result<()> {
+            let bytes: Vec<u8> = [directory, delta].iter().flat_map(|v| v.to_le_bytes()).collect();
+            Ok(self.store.replace_obj(PRIME_OBJECT_ID, &bytes)?)
+        }
+
+        /// Records the batch's map changes (a delta, or the chunks rewritten) and commits
+        /// them with the batch.
         fn commit(&mut self) -> Result<()> {
+            let changed = std::mem::take(&mut self.changed);
+            let pointer = self.store.read_bytes_from_obj(PRIME_OBJECT_ID)?;
+            let directory = le(&pointer, 0)?;
+            let grows = changed.last().is_some_and(|&k| k / KEYS_PER_CHUNK >= self.chunks.len());
+            self.dirty.extend(changed.iter().map(|k| k / KEYS_PER_CHUNK));
+            if !changed.is_empty() && !grows && self.delta_bytes < FOLD_DELTA_BYTES {
+                let prev = self.deltas.last().map_or(0, |d| d.0);
+                let mut bytes = Vec::with_capacity(8 + changed.len() * 16);
+                bytes.extend_from_slice(&prev.to_le_bytes());
+                for &key in &changed {
+                    bytes.extend_from_slice(&(key as u64).to_le_bytes());
+                    bytes.extend_from_slice(&self.ids[key].map_or(0, |id| id.0).to_le_bytes());
+                }
+                let delta = self.store.write_new_obj_from_bytes(&bytes)?;
+                self.deltas.push(delta);
+                self.delta_bytes += bytes.len();
+                self.point(directory, delta.0)?;
+            } else if !changed.is_empty() {
+                self.fold(directory)?;
+            }
+            COMMITS.fetch_add(1, Relaxed);
+            Ok(self.store.commit()?)
+        }
+
+        /// Rewrites the chunks changed since they were last written (new ones, and a new
+        /// directory, where the map grew) and deletes the deltas.
+        fn fold(&mut self, mut directory: u64) -> Result<()> {
             let dirty = std::mem::take(&mut self.dirty);
             let highest = dirty.last().copied();
             for &chunk in dirty.iter().filter(|&&c| c < self.chunks.len()) {
@@ -352,16 +426,17 @@ mod bob {
                     self.chunks.push(self.store.write_new_obj_from_bytes(&bytes)?);
                 }
                 let list: Vec<u8> = self.chunks.iter().flat_map(|c| c.0.to_le_bytes()).collect();
-                let pointer = self.store.read_bytes_from_obj(PRIME_OBJECT_ID)?;
-                let old = u64::from_le_bytes(pointer[..8].try_into()?);
-                let directory = self.store.write_new_obj_from_bytes(&list)?;
-                self.store.write_bytes_to_obj(PRIME_OBJECT_ID, &directory.0.to_le_bytes())?;
+                let old = directory;
+                directory = self.store.write_new_obj_from_bytes(&list)?.0;
                 if old != 0 {
                     self.store.delete_obj(ObjectId(old))?;
                 }
             }
-            COMMITS.fetch_add(1, Relaxed);
-            Ok(self.store.commit()?)
+            for delta in std::mem::take(&mut self.deltas) {
+                self.store.delete_obj(delta)?;
+            }
+            self.delta_bytes = 0;
+            self.point(directory, 0)
         }
     }
 
@@ -385,7 +460,7 @@ mod bob {
                     Some(id) => self.store.write_bytes_to_obj(id, bytes)?,
                     None => {
                         self.ids[key] = Some(self.store.write_new_obj_from_bytes(bytes)?);
-                        self.dirty.insert(key / KEYS_PER_CHUNK);
+                        self.changed.insert(key);
                     }
                 }
             }
@@ -396,7 +471,7 @@ mod bob {
             for &key in keys {
                 if let Some(id) = self.ids.get_mut(key as usize).and_then(Option::take) {
                     self.store.delete_obj(id)?;
-                    self.dirty.insert(key as usize / KEYS_PER_CHUNK);
+                    self.changed.insert(key as usize);
                 }
             }
             self.commit()
