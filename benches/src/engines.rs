@@ -298,6 +298,8 @@ mod bob {
         ids: Vec<Option<ObjectId>>,
         /// The chunk objects, chunk `i` holding keys `512i..512i + 512`.
         chunks: Vec<ObjectId>,
+        /// The object listing the chunks (0: none yet), as the prime object names it.
+        directory: u64,
         /// Chunks whose keys changed since the chunks were last written.
         dirty: std::collections::BTreeSet<usize>,
         /// Keys the current batch changed.
@@ -321,6 +323,7 @@ mod bob {
                 store,
                 ids: Vec::new(),
                 chunks: Vec::new(),
+                directory: 0,
                 dirty: std::collections::BTreeSet::new(),
                 changed: std::collections::BTreeSet::new(),
                 deltas: Vec::new(),
@@ -334,9 +337,9 @@ mod bob {
             }
             let mut map = empty(Store::open(&path, options)?);
             let pointer = map.store.read_bytes_from_obj(PRIME_OBJECT_ID)?;
-            let directory = le(&pointer, 0)?;
-            if directory != 0 {
-                let list = map.store.read_bytes_from_obj(ObjectId(directory))?;
+            map.directory = le(&pointer, 0)?;
+            if map.directory != 0 {
+                let list = map.store.read_bytes_from_obj(ObjectId(map.directory))?;
                 for raw in list.chunks_exact(8) {
                     let chunk = ObjectId(u64::from_le_bytes(raw.try_into()?));
                     map.chunks.push(chunk);
@@ -379,8 +382,9 @@ mod bob {
             bytes
         }
 
-        fn point(&mut self, directory: u64, delta: u64) -> Result<()> {
-            let bytes: Vec<u8> = [directory, delta].iter().flat_map(|v| v.to_le_bytes()).collect();
+        fn point(&mut self, delta: u64) -> Result<()> {
+            let bytes: Vec<u8> =
+                [self.directory, delta].iter().flat_map(|v| v.to_le_bytes()).collect();
             Ok(self.store.replace_obj(PRIME_OBJECT_ID, &bytes)?)
         }
 
@@ -388,8 +392,6 @@ mod bob {
         /// them with the batch.
         fn commit(&mut self) -> Result<()> {
             let changed = std::mem::take(&mut self.changed);
-            let pointer = self.store.read_bytes_from_obj(PRIME_OBJECT_ID)?;
-            let directory = le(&pointer, 0)?;
             let grows = changed.last().is_some_and(|&k| k / KEYS_PER_CHUNK >= self.chunks.len());
             self.dirty.extend(changed.iter().map(|k| k / KEYS_PER_CHUNK));
             if !changed.is_empty() && !grows && self.delta_bytes < FOLD_DELTA_BYTES {
@@ -403,9 +405,9 @@ mod bob {
                 let delta = self.store.write_new_obj_from_bytes(&bytes)?;
                 self.deltas.push(delta);
                 self.delta_bytes += bytes.len();
-                self.point(directory, delta.0)?;
+                self.point(delta.0)?;
             } else if !changed.is_empty() {
-                self.fold(directory)?;
+                self.fold()?;
             }
             COMMITS.fetch_add(1, Relaxed);
             Ok(self.store.commit()?)
@@ -413,7 +415,7 @@ mod bob {
 
         /// Rewrites the chunks changed since they were last written (new ones, and a new
         /// directory, where the map grew) and deletes the deltas.
-        fn fold(&mut self, mut directory: u64) -> Result<()> {
+        fn fold(&mut self) -> Result<()> {
             let dirty = std::mem::take(&mut self.dirty);
             let highest = dirty.last().copied();
             for &chunk in dirty.iter().filter(|&&c| c < self.chunks.len()) {
@@ -426,8 +428,8 @@ mod bob {
                     self.chunks.push(self.store.write_new_obj_from_bytes(&bytes)?);
                 }
                 let list: Vec<u8> = self.chunks.iter().flat_map(|c| c.0.to_le_bytes()).collect();
-                let old = directory;
-                directory = self.store.write_new_obj_from_bytes(&list)?.0;
+                let old = self.directory;
+                self.directory = self.store.write_new_obj_from_bytes(&list)?.0;
                 if old != 0 {
                     self.store.delete_obj(ObjectId(old))?;
                 }
@@ -436,7 +438,7 @@ mod bob {
                 self.store.delete_obj(delta)?;
             }
             self.delta_bytes = 0;
-            self.point(directory, 0)
+            self.point(0)
         }
     }
 

@@ -278,12 +278,8 @@ fn writes(
         file.read_at(&mut head, *offset)?;
         ensure!(head[..] == bytes[..], "the write at {offset} is not in the file");
     }
-    let (name, promise) = if sequential {
-        ("4 KiB writes, sequential", batched)
-    } else {
-        ("4 KiB writes, random offsets", batched)
-    };
-    let promise = if promise { Promise::SyncedPerBatch } else { Promise::Synced };
+    let name = if sequential { "4 KiB writes, sequential" } else { "4 KiB writes, random offsets" };
+    let promise = if batched { Promise::SyncedPerBatch } else { Promise::Synced };
     result.write_rate(name, Category::Commits, (writes, took), None, promise);
     result.user_bytes += (writes * PAGE) as u64;
     drop(file);

@@ -300,21 +300,6 @@ impl Machine {
         self.run_closing(options, crash_at, false, true, work)
     }
 
-    /// Runs `work` on the database on this machine (created when `create`, else opened) with a
-    /// clock that stops at `crash_at`, handing the database over (for a layer that owns its
-    /// database, as a disk cache does). `work` must close or drop it before it returns: the
-    /// machine takes its files' state then, and a database kept past that point would write
-    /// files the machine no longer follows.
-    pub fn run_owned<T>(
-        &mut self,
-        options: &DbOptions,
-        crash_at: u64,
-        create: bool,
-        work: impl FnOnce(SimDb) -> Result<T>,
-    ) -> (Arc<Clock>, Result<T>) {
-        self.run_with(options, crash_at, create, work)
-    }
-
     fn run<T>(
         &mut self,
         options: &DbOptions,
@@ -333,7 +318,7 @@ impl Machine {
         close: bool,
         work: impl FnOnce(&SimDb) -> Result<T>,
     ) -> (Arc<Clock>, Result<T>) {
-        self.run_with(options, crash_at, create, |db| {
+        self.run_owned(options, crash_at, create, |db| {
             let done = work(&db)?;
             if close {
                 db.close()?;
@@ -342,7 +327,12 @@ impl Machine {
         })
     }
 
-    fn run_with<T>(
+    /// Runs `work` on the database on this machine (created when `create`, else opened) with a
+    /// clock that stops at `crash_at`, handing the database over (for a layer that owns its
+    /// database, as a disk cache does). `work` must close or drop it before it returns: the
+    /// machine takes its files' state then, and a database kept past that point would write
+    /// files the machine no longer follows.
+    pub fn run_owned<T>(
         &mut self,
         options: &DbOptions,
         crash_at: u64,

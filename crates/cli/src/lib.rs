@@ -506,9 +506,14 @@ fn report(out: &mut dyn Write, json_mode: bool, json: Value, human: String) -> R
 /// Opens the database at `path` as it was made (with or without a write-ahead log), never
 /// compacting it by copying at close: the tool changes a file only as its command says.
 fn open_db(path: &Path) -> Result<Db> {
+    open_db_from(path, AnyStore::open(path)?)
+}
+
+/// [`open_db`] for a caller that has the file open as a store already (closed here, before
+/// the database opens it).
+fn open_db_from(path: &Path, store: AnyStore) -> Result<Db> {
     // A plain store is not a database: say so, rather than let the open make it one.
     let logged = {
-        let store = AnyStore::open(path)?;
         let Some(catalog) = store.catalog() else {
             if store.has_prime() {
                 return Err(Error::Corrupt(format!(
@@ -525,6 +530,7 @@ fn open_db(path: &Path) -> Result<Db> {
         };
         catalog.get(5) == Some(&1)
     };
+    drop(store);
     let real = path.canonicalize().map_err(|e| Error::io(&path.display().to_string(), e))?;
     let log = bob_btree::log_dir_of(&real);
     if logged && !log.is_dir() {
@@ -658,7 +664,7 @@ fn stat(path: &Path, json_mode: bool, out: &mut dyn Write) -> Result<()> {
         AnyStore::Multi(s) => Some(s.allocator().classes()),
         AnyStore::Base(_) => None,
     };
-    drop(store);
+    let db = if database { Some(open_db_from(path, store)?) } else { None };
     let live = space.map_or(0, |(live, _)| live);
     let mut info = json!({
         "file": pstr(path),
@@ -702,8 +708,7 @@ fn stat(path: &Path, json_mode: bool, out: &mut dyn Write) -> Result<()> {
         human.push_str(&format!("\nsize classes (bytes): {}", shown.join(", ")));
         info["size_classes"] = json!(classes);
     }
-    if database {
-        let db = open_db(path)?;
+    if let Some(db) = db {
         let read = db.begin_read();
         let mut trees = Vec::new();
         for name in read.list_trees() {
@@ -748,13 +753,12 @@ fn verify(path: &Path, json_mode: bool, out: &mut dyn Write) -> Result<()> {
     };
     let database = store.is_database();
     let checked = with_store!(&store, s => s.verify().map_err(|e| Error::store(path, e))?);
-    drop(store);
     let mut problems = checked.problems.clone();
     let mut trees = None;
     if database && problems.is_empty() {
         // A database that does not open (its catalog or log damaged) is a problem found,
         // reported like the others.
-        match open_db(path) {
+        match open_db_from(path, store) {
             Ok(db) => {
                 let checked = db.verify().map_err(|e| Error::db(path, e));
                 let closed = close_db(path, db);
@@ -803,8 +807,7 @@ fn verify(path: &Path, json_mode: bool, out: &mut dyn Write) -> Result<()> {
 fn compact(path: &Path, json_mode: bool, out: &mut dyn Write) -> Result<()> {
     let mut store = AnyStore::open(path)?;
     if store.is_database() {
-        drop(store);
-        let db = open_db(path)?;
+        let db = open_db_from(path, store)?;
         let before = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         let done = db.compact().map_err(|e| Error::db(path, e));
         let closed = close_db(path, db);
@@ -1133,8 +1136,9 @@ fn refuse_overwriting_the_database(file: &Path, target: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Exports into `path` through a file beside it, renamed over `path` once whole: a failed
-/// export (a missing tree, a read error) leaves what was at `path` as it was.
+/// Exports into `path` through a file beside it, synced and renamed over `path` once whole
+/// (the directory synced after): a failed export (a missing tree, a read error) or a power
+/// loss leaves what was at `path`, or the whole new export.
 fn export_to_file(db: &Db, file: &Path, tree: &str, path: &Path) -> Result<u64> {
     {
         // The tree first, so a missing one touches nothing.
@@ -1152,6 +1156,8 @@ fn export_to_file(db: &Db, file: &Path, tree: &str, path: &Path) -> Result<u64> 
         let target = writer.into_inner().map_err(|e| Error::io(&name, e.into_error()))?;
         target.sync_all().map_err(|e| Error::io(&name, e))?;
         std::fs::rename(&partial, path).map_err(|e| Error::io(&name, e))?;
+        // The rename is durable once the directory is synced.
+        bob_io_helpers::sync_parent_dir(path).map_err(|e| Error::Failed(format!("{name}: {e}")))?;
         Ok(count)
     })();
     if written.is_err() {

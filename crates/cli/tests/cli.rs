@@ -30,6 +30,13 @@ fn fails(args: &[&str], code: i32) -> String {
     stderr
 }
 
+/// Runs `bob --json verify FILE`, expecting exit 4 (damage), and parses its report.
+fn damaged_report(file: &str) -> Value {
+    let output =
+        bob().args(["--json", "verify", file]).assert().code(4).get_output().stdout.clone();
+    serde_json::from_slice(&output).unwrap_or_else(|e| panic!("verify {file}: not JSON ({e})"))
+}
+
 fn stdout(args: &[&str]) -> String {
     String::from_utf8(bob().args(args).assert().success().get_output().stdout.clone()).unwrap()
 }
@@ -212,17 +219,13 @@ fn a_truncated_or_corrupt_file_is_reported_not_read() {
     std::fs::write(&file, &damaged).unwrap();
     let stderr = fails(&["obj", "get", file_s, &id], 4);
     assert!(stderr.contains("checksum"), "{stderr}");
-    let report =
-        bob().args(["--json", "verify", file_s]).assert().code(4).get_output().stdout.clone();
-    let report: Value = serde_json::from_slice(&report).unwrap();
+    let report = damaged_report(file_s);
     assert_eq!(report["clean"], false);
     assert!(!report["problems"].as_array().unwrap().is_empty());
     // Truncated: half the file.
     std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
     fails(&["stat", file_s], 4);
-    let report =
-        bob().args(["--json", "verify", file_s]).assert().code(4).get_output().stdout.clone();
-    let report: Value = serde_json::from_slice(&report).unwrap();
+    let report = damaged_report(file_s);
     assert_eq!(report["clean"], false, "{report}");
 }
 
@@ -300,9 +303,7 @@ fn the_tool_changes_only_what_its_command_says() {
     let log = bob_btree::log_dir_of(&db);
     std::fs::remove_dir_all(&log).unwrap();
     assert!(fails(&["stat", db_s], 4).contains("missing"));
-    let report =
-        bob().args(["--json", "verify", db_s]).assert().code(4).get_output().stdout.clone();
-    let report: Value = serde_json::from_slice(&report).unwrap();
+    let report = damaged_report(db_s);
     assert_eq!(report["clean"], false);
     assert!(!log.exists(), "the log directory is not recreated");
 
