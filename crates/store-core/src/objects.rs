@@ -190,7 +190,9 @@ impl<A: SpaceAllocator, B: FileBackend> Storer for Store<A, B> {
 
     /// Commits by a checkpoint: a store closed cleanly opens with no journal to replay.
     fn close(mut self) -> Result<()> {
-        self.checkpoint()
+        self.checkpoint()?;
+        self.trim_file_len();
+        Ok(())
     }
 
     /// Reads the whole object with one positioned read and checks its checksum.

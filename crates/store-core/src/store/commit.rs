@@ -337,26 +337,47 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         self.return_unheld(unheld);
     }
 
-    /// Sets the file's length to the allocator's end plus the room for the next commit's
-    /// metadata, reserved on the device; a file longer than that by less than a growth step
-    /// stays, unless `exact`. Failures are not errors: the length is settled again later.
+    /// Sets the file's length to at least the allocator's end plus the room for the next
+    /// commit's metadata, reserved on the device. Unless `exact`, the length moves in growth
+    /// steps: it grows a step past that, and shrinks only when it is more than two steps
+    /// past it (each length change costs the file system a metadata commit at the next
+    /// sync: a length that followed the reserve, which grows by a page for each table page
+    /// a commit dirties, made every small commit pay one). `exact` (compaction, `close`)
+    /// sets it to that. Failures are not errors: the length is settled again later.
     pub(super) fn settle_file_len(&mut self, exact: bool) {
         let end = self.alloc.file_end().max(self.data_start).next_multiple_of(PAGE);
         // Whole pages, within the size limit (but never below what the data needs).
-        let want = (end + self.commit_reserve()).min(self.limit_floor()).max(end);
+        let floor = self.limit_floor();
+        let want = (end + self.commit_reserve()).min(floor).max(end);
+        let step = if exact { 0 } else { self.grow_step() };
         match self.backend.len() {
             Ok(len) if len < want => {
-                if self.backend.allocate(want).is_ok() {
-                    self.room = want;
+                let stepped = (want + step).min(floor).max(want);
+                for target in [stepped, want] {
+                    if self.backend.allocate(target).is_ok() {
+                        self.room = target;
+                        break;
+                    }
                 }
             }
-            Ok(len) if len > want && (exact || len > want + super::GROW_STEP) => {
-                if self.backend.set_len(want).is_ok() {
-                    self.room = want;
+            Ok(len) if len > want + 2 * step => {
+                let target = want + step;
+                if self.backend.set_len(target).is_ok() {
+                    self.room = target;
                 }
             }
             Ok(len) => self.room = len,
             Err(_) => {}
+        }
+    }
+
+    /// Sets the file's length to what the data and the next commit's room need, no more
+    /// (at `close`: the growth steps kept ahead while the store was written give back).
+    /// Only once the open is complete: before, the allocator knows only what was read, and
+    /// its end says nothing about where the committed data ends.
+    pub(crate) fn trim_file_len(&mut self) {
+        if !self.read_only && self.deferred.is_none() && self.check_writable().is_ok() {
+            self.settle_file_len(true);
         }
     }
 

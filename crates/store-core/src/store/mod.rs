@@ -28,9 +28,8 @@ use placement::Placement;
 /// Objects larger than this are never staged in the write buffer.
 pub(crate) const MAX_STAGED_OBJECT: usize = 64 * 1024;
 
-/// The least the file grows by when objects need room (see `ensure_file_room`; a large file
-/// grows by a sixteenth of itself), and how far past what it needs a commit lets it stay
-/// before shrinking it.
+/// The least the file grows by (see `Store::grow_step`: a large file grows by a sixteenth of
+/// itself).
 pub(crate) const GROW_STEP: u64 = 64 << 10;
 
 /// Table pages a commit may need beyond those already changed (deletes made after the last
@@ -566,7 +565,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         if needed <= self.room {
             return Ok(());
         }
-        let step = GROW_STEP.max(self.room / 16).next_multiple_of(PAGE);
+        let step = self.grow_step();
         let stepped = (self.room + step).next_multiple_of(PAGE).min(self.limit_floor()).max(needed);
         for target in [stepped, needed] {
             match self.backend.allocate(target) {
@@ -579,6 +578,13 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             }
         }
         Err(Error::OutOfSpace { len: needed - self.room, limit: self.room })
+    }
+
+    /// How much the file grows by at a time: a sixteenth of its room, at least [`GROW_STEP`].
+    /// Each change of the file's length (or of its blocks) costs the file system a metadata
+    /// commit at the next sync, so the length moves in steps, never a page per commit.
+    pub(crate) fn grow_step(&self) -> u64 {
+        GROW_STEP.max(self.room / 16).next_multiple_of(PAGE)
     }
 
     /// Runs of `count` extents of `len` bytes, each run in pages no commit references.
