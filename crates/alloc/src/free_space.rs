@@ -27,6 +27,8 @@ const BUCKETS: usize = SUBS + (64 - SUB_BITS as usize) * SUBS;
 const BUCKET_WORDS: usize = BUCKETS.div_ceil(64);
 /// Own-bucket holes tried before looking in bigger buckets.
 pub(crate) const OWN_BUCKET_PEEK: usize = 8;
+/// Holes an aligned request scans, past the peeked ones, before growing the file.
+pub(crate) const ALIGNED_SCAN: usize = 1024;
 
 fn bucket_of(len: u64) -> usize {
     if len < 2 * SUBS as u64 {
@@ -196,6 +198,53 @@ impl FreeSpace {
         let (start, _) = self.find_fit(len)?;
         self.carve_at(start, len);
         Some(start)
+    }
+
+    /// Takes `len` bytes starting at a multiple of `align` (a power of two) from a hole that
+    /// holds them there, leaving the bytes before and after free; returns the start. Holes
+    /// that fit once aligned are looked for in the buckets that may hold them (the newest
+    /// [`OWN_BUCKET_PEEK`] of each), then in the lowest bucket whose every hole fits, then in
+    /// the rest of those buckets, up to [`ALIGNED_SCAN`] holes: a request may grow the file
+    /// though a fitting hole lies deeper, so that a bucket of holes that never fit cannot
+    /// make every request a linear scan.
+    pub(crate) fn carve_aligned(&mut self, len: u64, align: u64) -> Option<u64> {
+        let (start, hole_len) = self.find_aligned_fit(len, align)?;
+        let at = start.next_multiple_of(align);
+        let end = start + hole_len;
+        if at == start {
+            self.carve_at(start, len);
+        } else {
+            self.replace(start, start, at - start);
+            if at + len < end {
+                self.insert(at + len, end - at - len);
+            }
+        }
+        Some(at)
+    }
+
+    /// A hole that holds `len` bytes from a multiple of `align`, as `(start, hole length)`.
+    fn find_aligned_fit(&self, len: u64, align: u64) -> Option<(u64, u64)> {
+        let fits = |&&(start, hole_len): &&(u64, u64)| {
+            start.next_multiple_of(align) + len <= start + hole_len
+        };
+        // Holes of `len` to `len + align - 2` bytes fit or not by where they start; from
+        // `len + align - 1` bytes on, every hole fits.
+        let (own, sure) = (bucket_of(len), bucket_of(len + align - 1));
+        let peeked = (own..=sure)
+            .filter(|&b| self.nonempty[b / 64] & (1 << (b % 64)) != 0)
+            .find_map(|b| self.buckets[b].iter().rev().take(OWN_BUCKET_PEEK).find(fits).copied());
+        peeked
+            .or_else(|| self.nonempty_above(sure).and_then(|b| self.buckets[b].last().copied()))
+            .or_else(|| {
+                (own..=sure)
+                    .flat_map(|b| {
+                        let holes = &self.buckets[b];
+                        holes[..holes.len().saturating_sub(OWN_BUCKET_PEEK)].iter()
+                    })
+                    .take(ALIGNED_SCAN)
+                    .find(fits)
+                    .copied()
+            })
     }
 
     /// Takes `len` bytes from the front of the hole starting at `start` (the caller checked it

@@ -2,6 +2,14 @@
 
 use bob_alloc::{BasicAllocator, Extent, OmniBlockAllocator, RunAllocator};
 
+use crate::format::PAGE_BYTES;
+
+const PAGE: u64 = PAGE_BYTES as u64;
+
+/// Objects up to this many pages are rounded up to whole pages (see
+/// `BasicAllocator`'s `placed_len`).
+const ROUNDED_PAGES: u64 = 4;
+
 /// An allocator a store can own: it can be made empty and rebuilt from live extents, and it
 /// has a kind number recorded in the file header so a file is always opened with the
 /// allocator that wrote it.
@@ -26,17 +34,33 @@ pub trait SpaceAllocator: RunAllocator + Send + Sized {
     fn claim(&mut self, extent: Extent) -> bob_alloc::Result<()> {
         Err(bob_alloc::Error::InvalidExtent { extent, reason: "this allocator cannot claim" })
     }
+
+    /// The space an object of `len` bytes is given (its allocated length, at least `len`).
+    fn placed_len(len: u64) -> u64 {
+        len
+    }
 }
 
 impl SpaceAllocator for BasicAllocator {
     const KIND: u16 = 1;
 
     fn empty(start: u64, limit: u64) -> Self {
-        BasicAllocator::with_limit(start, limit)
+        BasicAllocator::with_limit(start, limit).with_page_alignment(PAGE)
     }
 
     fn rebuild(start: u64, limit: u64, extents: Vec<Extent>) -> bob_alloc::Result<Self> {
-        BasicAllocator::rebuild_from(start, limit, extents)
+        Ok(BasicAllocator::rebuild_from(start, limit, extents)?.with_page_alignment(PAGE))
+    }
+
+    /// An object within an eighth of a whole number of pages gets those pages, from a page
+    /// boundary (the allocator places whole pages aligned): when it is freed its pages are
+    /// whole and free, so the page-granular invariant lets the next commit's objects use them
+    /// at once. Packed at its own length it would share its first and last pages with its
+    /// neighbours, and its space would be held back until they were gone too. Smaller
+    /// objects, and those further from a page multiple, pack at their own length.
+    fn placed_len(len: u64) -> u64 {
+        let pages = len.next_multiple_of(PAGE);
+        if pages <= ROUNDED_PAGES * PAGE && pages - len <= pages / 8 { pages } else { len }
     }
 
     fn claimable(&self) -> Vec<Extent> {

@@ -76,6 +76,91 @@ impl Harness for BasicAllocator {
     }
 }
 
+/// A `BasicAllocator` with page-aligned placement, pages of [`TEST_PAGE`] bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PageAligned(BasicAllocator);
+
+const TEST_PAGE: u64 = 256;
+
+impl Allocator for PageAligned {
+    fn allocate(&mut self, len: u64) -> bob_alloc::Result<Extent> {
+        self.0.allocate(len)
+    }
+    fn free(&mut self, extent: Extent) -> bob_alloc::Result<()> {
+        self.0.free(extent)
+    }
+    fn stats(&self) -> bob_alloc::AllocStats {
+        self.0.stats()
+    }
+    fn live_extents(&self) -> Vec<Extent> {
+        self.0.live_extents()
+    }
+    fn file_end(&self) -> u64 {
+        self.0.file_end()
+    }
+    fn verify(&self) -> bob_alloc::Result<()> {
+        self.0.verify()
+    }
+    fn encode(&self) -> Vec<u8> {
+        self.0.encode()
+    }
+}
+
+impl RunAllocator for PageAligned {
+    fn allocate_run(&mut self, count: u64, len: u64) -> bob_alloc::Result<bob_alloc::Run> {
+        self.0.allocate_run(count, len)
+    }
+    fn allocate_runs(
+        &mut self,
+        count: u64,
+        len: u64,
+        min_run: u64,
+    ) -> bob_alloc::Result<Vec<bob_alloc::Run>> {
+        self.0.allocate_runs(count, len, min_run)
+    }
+}
+
+impl Harness for PageAligned {
+    fn decode(bytes: &[u8]) -> bob_alloc::Result<Self> {
+        Ok(PageAligned(BasicAllocator::decode(bytes)?.with_page_alignment(TEST_PAGE)))
+    }
+    fn rebuild(&self, live: Vec<Extent>) -> bob_alloc::Result<Self> {
+        let rebuilt = BasicAllocator::rebuild_from(self.0.start(), self.0.limit(), live)?;
+        Ok(PageAligned(rebuilt.with_page_alignment(TEST_PAGE)))
+    }
+    /// A whole number of pages fits a gap where it can start on a page boundary.
+    fn must_fit(&self, model: &Model, len: u64) -> bool {
+        let aligned = len % TEST_PAGE == 0;
+        model.gaps(self.file_end()).iter().any(|gap| {
+            let at = if aligned { gap.offset.next_multiple_of(TEST_PAGE) } else { gap.offset };
+            at + len <= gap.end()
+        })
+    }
+    /// As for `BasicAllocator`, and every extent of whole pages starts on a page boundary.
+    fn check_more(&self, model: &Model) -> Result<(), TestCaseError> {
+        self.0.check_more(model)?;
+        for extent in model.live.values().filter(|e| e.len % TEST_PAGE == 0) {
+            prop_assert_eq!(extent.offset % TEST_PAGE, 0, "{:?} is not page-aligned", extent);
+        }
+        Ok(())
+    }
+}
+
+/// `ops`, with every even length rounded up to whole pages of [`TEST_PAGE`] bytes.
+fn paged_ops(max_len: u64) -> impl Strategy<Value = Vec<Op>> {
+    let page = |len: u64| if len % 2 == 0 { len.next_multiple_of(TEST_PAGE) } else { len };
+    ops(max_len).prop_map(move |ops| {
+        ops.into_iter()
+            .map(|op| match op {
+                Op::Allocate(len) => Op::Allocate(page(len)),
+                Op::Run(count, len) => Op::Run(count, page(len)),
+                Op::Runs(count, len, min_run) => Op::Runs(count, page(len), min_run),
+                other => other,
+            })
+            .collect()
+    })
+}
+
 impl Harness for BlockAllocator {
     fn decode(bytes: &[u8]) -> bob_alloc::Result<Self> {
         BlockAllocator::decode(bytes)
@@ -292,6 +377,17 @@ proptest! {
     #[test]
     fn basic_allocator_with_a_limit_matches_the_model(ops in ops(5000)) {
         run_model(BasicAllocator::with_limit(START, START + 40_000), ops)?;
+    }
+
+    #[test]
+    fn page_aligned_basic_allocator_matches_the_model(ops in paged_ops(3000)) {
+        run_model(PageAligned(BasicAllocator::new(START).with_page_alignment(TEST_PAGE)), ops)?;
+    }
+
+    #[test]
+    fn page_aligned_basic_allocator_with_a_limit_matches_the_model(ops in paged_ops(3000)) {
+        let limited = BasicAllocator::with_limit(START, START + 40_000);
+        run_model(PageAligned(limited.with_page_alignment(TEST_PAGE)), ops)?;
     }
 
     #[test]

@@ -452,7 +452,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         if len == 0 {
             return Ok(Extent::new(0, 0));
         }
-        self.take_space(len, Purpose::Object)
+        self.take_space(A::placed_len(len), Purpose::Object)
     }
 
     /// Bytes objects leave free below the size limit: room for a commit that rewrites every
@@ -589,6 +589,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
 
     /// Runs of `count` extents of `len` bytes, each run in pages no commit references.
     pub(crate) fn reserve_runs(&mut self, count: u64, len: u64, min_run: u64) -> Result<Vec<Run>> {
+        let len = A::placed_len(len);
         let end_before = self.alloc.file_end();
         let mut runs = Vec::new();
         let mut left = count;
@@ -620,6 +621,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
 
     /// One run of `count` extents of `len` bytes.
     pub(crate) fn reserve_run(&mut self, count: u64, len: u64) -> Result<Run> {
+        let len = A::placed_len(len);
         let end_before = self.alloc.file_end();
         loop {
             let run = self.alloc.allocate_run(count, len)?;
