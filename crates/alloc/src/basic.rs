@@ -173,10 +173,10 @@ impl BasicAllocator {
         self.live.get(&extent.offset) == Some(&extent.len)
     }
 
-    /// Takes `total` bytes from the front of a hole that fits, or from the end; returns the
-    /// offset. Registers nothing as live.
-    fn carve(&mut self, total: u64) -> Result<u64> {
-        let align = self.alignment(total);
+    /// Takes `total` bytes from a hole that fits, or from the end; returns the offset.
+    /// Registers nothing as live.
+    /// Takes `total` bytes starting at a multiple of `align` (1: anywhere).
+    fn carve(&mut self, total: u64, align: u64) -> Result<u64> {
         let found =
             if align > 1 { self.free.carve_aligned(total, align) } else { self.free.carve(total) };
         if let Some(offset) = found {
@@ -196,6 +196,14 @@ impl BasicAllocator {
             }
             None => Err(Error::OutOfSpace { len: total, file_end: self.end, limit: self.limit }),
         }
+    }
+
+    /// How many extents of `len` bytes the largest hole holds, laid from its first multiple
+    /// of `align`.
+    fn largest_hole_holds(&self, len: u64, align: u64) -> u64 {
+        self.free.largest_hole().map_or(0, |(start, hole_len)| {
+            (start + hole_len).saturating_sub(start.next_multiple_of(align)) / len
+        })
     }
 
     fn add_live(&mut self, offset: u64, len: u64) {
@@ -240,7 +248,7 @@ impl Allocator for BasicAllocator {
         if len == 0 {
             return Err(Error::ZeroLength);
         }
-        let offset = self.carve(len)?;
+        let offset = self.carve(len, self.alignment(len))?;
         self.add_live(offset, len);
         Ok(Extent::new(offset, len))
     }
@@ -327,11 +335,16 @@ impl RunAllocator for BasicAllocator {
         }
         let total =
             count.checked_mul(len).ok_or(Error::TooLarge { len: u64::MAX, max: self.limit })?;
-        let offset = match self.carve(total) {
+        // Each extent of whole pages starts on a boundary, so the run does.
+        let align = self.alignment(len);
+        let offset = match self.carve(total, align) {
             Ok(offset) => offset,
             Err(Error::OutOfSpace { .. }) => {
-                let room = self.stats().largest_free.max(self.limit - self.end);
-                return Err(Error::NoRun { count, len, longest: room / len });
+                let tail = self.limit.saturating_sub(self.end.next_multiple_of(align)) / len;
+                let longest = self.largest_hole_holds(len, align).max(tail);
+                // A hole that held them all would have been found.
+                let longest = longest.min(count - 1);
+                return Err(Error::NoRun { count, len, longest });
             }
             Err(other) => return Err(other),
         };
@@ -350,11 +363,11 @@ impl RunAllocator for BasicAllocator {
         let mut runs = Vec::new();
         let mut left = count;
         let mut failed = None;
-        // The largest hole first, while it holds at least `min_run` extents (an aligned run
-        // may lose up to an alignment's bytes at the hole's front).
-        let skip = self.alignment(len) - 1;
+        // The largest hole first, while it holds at least `min_run` extents (from a page
+        // boundary, for extents of whole pages).
+        let align = self.alignment(len);
         while left > 0 {
-            let fits = (self.free.largest().saturating_sub(skip) / len).min(left);
+            let fits = self.largest_hole_holds(len, align).min(left);
             if fits == 0 || fits < min_run.min(left) {
                 break;
             }
@@ -415,6 +428,54 @@ mod tests {
         assert_eq!((runs[0].offset, runs[0].count), (800, 1));
         a.verify().unwrap();
         assert!(matches!(a.allocate_runs(0, 100, 1), Err(Error::ZeroLength)));
+    }
+
+    /// Found in review: a run counted a page lost at the front of every hole, so holes of
+    /// exactly whole, aligned pages (what freed page-sized extents leave) were never filled.
+    #[test]
+    fn page_aligned_runs_fill_holes_of_whole_pages() {
+        let mut a = BasicAllocator::new(0).with_page_alignment(4096);
+        let pages: Vec<Extent> = (0..6).map(|_| a.allocate(4096).unwrap()).collect();
+        a.free(pages[1]).unwrap();
+        a.free(pages[2]).unwrap();
+        let runs = a.allocate_runs(4, 4096, 2).unwrap();
+        let taken: Vec<(u64, u64)> = runs.iter().map(|r| (r.offset, r.count)).collect();
+        assert_eq!(taken, vec![(4096, 2), (24_576, 2)]);
+        a.free(pages[4]).unwrap();
+        let runs = a.allocate_runs(1, 4096, 1).unwrap();
+        assert_eq!((runs[0].offset, runs[0].count), (16_384, 1));
+        a.verify().unwrap();
+    }
+
+    /// Found in review: a run was aligned by its total length, so extents of 2,048 bytes,
+    /// two to a page's worth, skipped a hole that holds them unaligned.
+    #[test]
+    fn a_run_is_aligned_by_its_extents_not_its_total() {
+        let mut a = BasicAllocator::with_limit(0, 10_000).with_page_alignment(4096);
+        a.allocate(1000).unwrap();
+        let middle = a.allocate(4200).unwrap();
+        a.allocate(100).unwrap();
+        a.free(middle).unwrap();
+        let runs = a.allocate_runs(2, 2048, 2).unwrap();
+        assert_eq!((runs[0].offset, runs[0].count), (1000, 2));
+        a.verify().unwrap();
+    }
+
+    /// Found in review: `NoRun` counted the largest hole and the room before the limit
+    /// unaligned, so it could name a run of whole pages that does not fit (`longest >=
+    /// count`), and a caller retrying with it failed again.
+    #[test]
+    fn no_run_counts_what_fits_aligned() {
+        let mut a = BasicAllocator::with_limit(0, 10_000).with_page_alignment(4096);
+        a.allocate(100).unwrap();
+        let middle = a.allocate(4196).unwrap();
+        a.allocate(100).unwrap();
+        a.free(middle).unwrap(); // a hole of 4,196 bytes at 100: no aligned page in it
+        match a.allocate_run(1, 4096) {
+            Err(Error::NoRun { longest, .. }) => assert_eq!(longest, 0),
+            other => panic!("expected NoRun, got {other:?}"),
+        }
+        a.verify().unwrap();
     }
 
     /// Found by the allocator model test: a partial failure kept the runs it had taken.

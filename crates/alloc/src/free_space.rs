@@ -11,6 +11,9 @@
 //! bucket (a tight fit, often exact), then the most recent hole of the lowest non-empty bucket
 //! above it, then the rest of its own bucket. Only if all fail does the file grow, so a hole
 //! that fits is always reused. Ties go to the most recently freed hole (it is likely cached).
+//! An aligned request (`carve_aligned`) scans at most [`ALIGNED_SCAN`] holes past the peeked
+//! ones before growing the file, so it may miss a fitting hole deep in a bucket of holes that
+//! do not fit once aligned (every hole of `len + align - 1` bytes or more fits, and is found).
 
 use std::collections::HashMap;
 
@@ -106,11 +109,14 @@ impl FreeSpace {
 
     /// The longest free extent (scans the highest non-empty bucket).
     pub(crate) fn largest(&self) -> u64 {
-        let top = (0..BUCKET_WORDS).rev().find(|&w| self.nonempty[w] != 0);
-        top.map_or(0, |word| {
-            let bucket = word * 64 + 63 - self.nonempty[word].leading_zeros() as usize;
-            self.buckets[bucket].iter().map(|&(_, len)| len).max().unwrap_or(0)
-        })
+        self.largest_hole().map_or(0, |(_, len)| len)
+    }
+
+    /// The longest free extent as `(start, length)` (scans the highest non-empty bucket).
+    pub(crate) fn largest_hole(&self) -> Option<(u64, u64)> {
+        let word = (0..BUCKET_WORDS).rev().find(|&w| self.nonempty[w] != 0)?;
+        let bucket = word * 64 + 63 - self.nonempty[word].leading_zeros() as usize;
+        self.buckets[bucket].iter().copied().max_by_key(|&(_, len)| len)
     }
 
     pub(crate) fn insert(&mut self, start: u64, len: u64) {

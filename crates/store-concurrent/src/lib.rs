@@ -645,7 +645,9 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
             if self.closed.swap(true, Ordering::AcqRel) {
                 return Err(Error::Closed);
             }
-            store.checkpoint()
+            store.checkpoint()?;
+            store.trim_file();
+            Ok(())
         })
     }
 

@@ -131,7 +131,7 @@ impl<A: SpaceAllocator, B: FileBackend> Storer for Store<A, B> {
         }
         self.guarded(|store| {
             let target = store.reserve(bytes.len() as u64)?;
-            store.stage_or_write(target.offset, bytes)?;
+            store.stage_or_write(target, bytes)?;
             let entry = Entry {
                 extent: target,
                 len: bytes.len() as u64,
@@ -168,7 +168,7 @@ impl<A: SpaceAllocator, B: FileBackend> Storer for Store<A, B> {
                 content.extend_from_slice(bytes);
             }
             let target = store.reserve(old.entry.len)?;
-            store.stage_or_write(target.offset, &content)?;
+            store.stage_or_write(target, &content)?;
             let entry = Entry {
                 extent: target,
                 len: old.entry.len,
@@ -212,7 +212,7 @@ impl<A: SpaceAllocator, B: FileBackend> Storer for Store<A, B> {
     fn write_new_obj_from_bytes(&mut self, bytes: &[u8]) -> Result<ObjectId> {
         self.guarded(|store| {
             let (id, extent) = store.reserve_new(bytes.len() as u64)?;
-            store.stage_or_write(extent.offset, bytes)?;
+            store.stage_or_write(extent, bytes)?;
             let born = store.pending_generation();
             let entry =
                 Entry { extent, len: bytes.len() as u64, checksum: checksum(bytes), tag: id.tag() };
@@ -289,7 +289,7 @@ impl<A: SpaceAllocator, B: FileBackend> BatchStorer for Store<A, B> {
                     padded.clear();
                     padded.extend_from_slice(data);
                     padded.resize(extent.len as usize, 0);
-                    store.stage_or_write(extent.offset, &padded)?;
+                    store.stage_or_write(*extent, &padded)?;
                 }
             } else {
                 let sections =

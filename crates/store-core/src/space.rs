@@ -59,8 +59,11 @@ impl SpaceAllocator for BasicAllocator {
     /// neighbours, and its space would be held back until they were gone too. Smaller
     /// objects, and those further from a page multiple, pack at their own length.
     fn placed_len(len: u64) -> u64 {
+        if len > ROUNDED_PAGES * PAGE {
+            return len;
+        }
         let pages = len.next_multiple_of(PAGE);
-        if pages <= ROUNDED_PAGES * PAGE && pages - len <= pages / 8 { pages } else { len }
+        if pages - len <= pages / 8 { pages } else { len }
     }
 
     fn claimable(&self) -> Vec<Extent> {

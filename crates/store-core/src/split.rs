@@ -125,6 +125,11 @@ pub trait SplitStore: Storer + BatchStorer + Send + Sized {
 
     /// Objects in the store; see [`Store::object_count`].
     fn object_count(&self) -> u64;
+
+    /// Sets the file's length to what the data and the next commit need, giving back the
+    /// growth steps kept past them while the store was written (a closing wrapper calls it
+    /// after its last checkpoint, as [`Storer::close`] does).
+    fn trim_file(&mut self);
 }
 
 #[doc(hidden)]
@@ -261,6 +266,10 @@ impl<A: SpaceAllocator, B: FileBackend> SplitStore for Store<A, B> {
 
     fn object_count(&self) -> u64 {
         Store::object_count(self)
+    }
+
+    fn trim_file(&mut self) {
+        self.trim_file_len();
     }
 
     fn space_in_use(&self) -> Result<Option<(u64, u64)>> {

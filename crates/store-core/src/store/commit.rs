@@ -4,7 +4,7 @@
 use bob_alloc::Extent;
 use bob_io_helpers::{FileBackend, Section, checksum, write_batched_sections};
 
-use super::{PAGE, Purpose, Store};
+use super::{PAGE, Purpose, Store, grow_step_for};
 use crate::firstfit::FirstFit;
 use crate::format::{self, Header, PageRef, SLOT_OFFSETS};
 use crate::space::SpaceAllocator;
@@ -345,23 +345,30 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// a commit dirties, made every small commit pay one). `exact` (compaction, `close`)
     /// sets it to that. Failures are not errors: the length is settled again later.
     pub(super) fn settle_file_len(&mut self, exact: bool) {
+        // Before a lazy open completes, the allocator knows only what was read: its end says
+        // nothing about where the committed data ends.
+        if self.deferred.is_some() {
+            return;
+        }
         let end = self.alloc.file_end().max(self.data_start).next_multiple_of(PAGE);
         // Whole pages, within the size limit (but never below what the data needs).
         let floor = self.limit_floor();
         let want = (end + self.commit_reserve()).min(floor).max(end);
-        let step = if exact { 0 } else { self.grow_step() };
+        let stepped = |step: u64| (want + step).min(floor).max(want);
         match self.backend.len() {
             Ok(len) if len < want => {
-                let stepped = (want + step).min(floor).max(want);
-                for target in [stepped, want] {
+                let step = if exact { 0 } else { self.grow_step() };
+                for target in [stepped(step), want] {
                     if self.backend.allocate(target).is_ok() {
                         self.room = target;
                         break;
                     }
                 }
             }
-            Ok(len) if len > want + 2 * step => {
-                let target = want + step;
+            // A shrink's step follows what the file needs now, not what it held: a file that
+            // lost most of its data settles in one change.
+            Ok(len) if len > want + 2 * (if exact { 0 } else { grow_step_for(want) }) => {
+                let target = stepped(if exact { 0 } else { grow_step_for(want) });
                 if self.backend.set_len(target).is_ok() {
                     self.room = target;
                 }
@@ -376,7 +383,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// Only once the open is complete: before, the allocator knows only what was read, and
     /// its end says nothing about where the committed data ends.
     pub(crate) fn trim_file_len(&mut self) {
-        if !self.read_only && self.deferred.is_none() && self.check_writable().is_ok() {
+        if self.check_writable().is_ok() {
             self.settle_file_len(true);
         }
     }

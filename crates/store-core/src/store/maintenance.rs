@@ -249,14 +249,23 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     }
 
     fn compact_inner(&mut self) -> Result<CompactReport> {
+        const SKIP_COMPACTION_FROM: u64 = 1 << 20;
         self.commit_now()?;
         let mut report =
             CompactReport { file_len_before: self.backend.len()?, ..Default::default() };
-        // A file with next to no free space (a thirty-second of it, at most 64 KiB or so of
-        // slack) has nothing to give back that moving every object would buy: done.
-        let slack = report.file_len_before.saturating_sub(self.alloc.stats().bytes_in_use);
-        if slack <= (report.file_len_before / 32).max(16 * PAGE_BYTES as u64) {
-            report.file_len_after = report.file_len_before;
+        // A file with next to no free space among its data (a thirty-second of it) has
+        // nothing to give back that moving every object would buy (under 1 MiB of data the
+        // whole compaction is cheap, and moves the metadata down to the last page): its
+        // length is settled exactly (the growth steps kept past the data go), and
+        // that is all. The slack is measured between the journal regions and the data's
+        // end, not over the file: the file keeps up to two growth steps past the data while
+        // it is written, and the regions (up to 2 MiB) are no one's free space.
+        let stats = self.alloc.stats();
+        let data = stats.file_end.saturating_sub(self.data_start);
+        let slack = data.saturating_sub(stats.bytes_in_use);
+        if slack <= data / 32 && data >= SKIP_COMPACTION_FROM {
+            self.settle_file_len(true);
+            report.file_len_after = self.backend.len()?;
             return Ok(report);
         }
         // A hole beside a committed object shares its page and cannot be written (page

@@ -32,6 +32,12 @@ pub(crate) const MAX_STAGED_OBJECT: usize = 64 * 1024;
 /// itself).
 pub(crate) const GROW_STEP: u64 = 64 << 10;
 
+/// The growth step of a file of `len` bytes: a sixteenth of it, at least [`GROW_STEP`], in
+/// whole pages.
+pub(crate) fn grow_step_for(len: u64) -> u64 {
+    GROW_STEP.max(len / 16).next_multiple_of(PAGE)
+}
+
 /// Table pages a commit may need beyond those already changed (deletes made after the last
 /// allocation), kept free below the size limit so a commit of deletes succeeds at the limit.
 const COMMIT_SLACK_PAGES: u64 = 16;
@@ -382,20 +388,33 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         self.write_buffer_bytes
     }
 
-    /// Writes `bytes` at `offset` (a fresh extent), or keeps them in the write buffer.
-    pub(crate) fn stage_or_write(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
+    /// Writes `bytes` at the start of `extent` (fresh space), or keeps them in the write
+    /// buffer. Bytes rounded onto whole pages (`SpaceAllocator::placed_len`: less than a
+    /// page) are written as zeros to the extent's end, so the write covers its pages whole
+    /// (the kernel need not read a page it only partly overwrites) and neighbours stay one
+    /// contiguous write.
+    pub(crate) fn stage_or_write(&mut self, extent: Extent, bytes: &[u8]) -> Result<()> {
         if bytes.is_empty() {
             return Ok(());
         }
-        if bytes.len() > MAX_STAGED_OBJECT || bytes.len() > self.write_buffer_bytes {
-            self.backend.write_at(bytes, offset)?;
+        let offset = extent.offset;
+        let rounding = extent.len.saturating_sub(bytes.len() as u64);
+        let pad = if rounding < PAGE && extent.end() % PAGE == 0 { rounding as usize } else { 0 };
+        let padded_len = bytes.len() + pad;
+        if padded_len > MAX_STAGED_OBJECT || padded_len > self.write_buffer_bytes {
+            let zeros = [0u8; PAGE as usize];
+            let parts = [std::io::IoSlice::new(bytes), std::io::IoSlice::new(&zeros[..pad])];
+            self.backend.write_vectored_at(&parts, offset)?;
             return Ok(());
         }
-        if self.staged_bytes + bytes.len() > self.write_buffer_bytes {
+        if self.staged_bytes + padded_len > self.write_buffer_bytes {
             self.flush_staged()?;
         }
-        self.staged_bytes += bytes.len();
-        if let Some(old) = self.staged.insert(offset, bytes.to_vec()) {
+        let mut staged = Vec::with_capacity(padded_len);
+        staged.extend_from_slice(bytes);
+        staged.resize(padded_len, 0);
+        self.staged_bytes += padded_len;
+        if let Some(old) = self.staged.insert(offset, staged) {
             self.staged_bytes -= old.len();
         }
         Ok(())
@@ -584,7 +603,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// Each change of the file's length (or of its blocks) costs the file system a metadata
     /// commit at the next sync, so the length moves in steps, never a page per commit.
     pub(crate) fn grow_step(&self) -> u64 {
-        GROW_STEP.max(self.room / 16).next_multiple_of(PAGE)
+        grow_step_for(self.room)
     }
 
     /// Runs of `count` extents of `len` bytes, each run in pages no commit references.

@@ -482,3 +482,48 @@ fn regression_page_sized_objects_free_whole_pages() {
     let reopened = BaseStore::open_with(disk, StoreOptions::default()).unwrap();
     assert_eq!(contents(&reopened).unwrap().len(), 64);
 }
+
+/// Found in review: objects rounded onto whole pages were staged at their own length, so
+/// neighbours 4,096 bytes apart were 96 bytes short of touching and the write buffer wrote
+/// each with a call of its own (and each only partly covered its last page, which the kernel
+/// must read first when it is not cached). Now they are staged padded to their pages.
+#[test]
+fn regression_staged_page_sized_objects_coalesce() {
+    let disk = SimDisk::new();
+    let mut store = BaseStore::create_with(disk.clone(), StoreOptions::default()).unwrap();
+    store.commit().unwrap();
+    let writes = || disk.op_counts().matching(OpFilter::Only(OpKind::Write));
+    let before = writes();
+    for i in 0..100 {
+        store.write_new_obj_from_bytes(&bytes(i, 4_000)).unwrap();
+    }
+    store.commit().unwrap();
+    let made = writes() - before;
+    assert!(made <= 30, "100 staged 4,000 B objects took {made} writes");
+    let reopened = {
+        store.close().unwrap();
+        BaseStore::open_with(disk, StoreOptions::default()).unwrap()
+    };
+    let objects = contents(&reopened).unwrap();
+    assert_eq!(objects.len(), 100);
+    assert!(objects.values().all(|bytes| bytes.len() == 4_000));
+}
+
+/// Found in review: compaction skipped a file with next to no free space by comparing its
+/// length with the bytes in use, and the file now keeps up to two growth steps past its
+/// data while written, so a tight file of a few MiB looked worth moving every object for.
+#[test]
+fn regression_compacting_a_tight_file_moves_nothing() {
+    let disk = SimDisk::new();
+    let mut store = BaseStore::create_with(disk.clone(), StoreOptions::default()).unwrap();
+    for round in 0..20u64 {
+        for i in 0..100 {
+            store.write_new_obj_from_bytes(&bytes(round * 100 + i, 4_000)).unwrap();
+        }
+        store.commit().unwrap();
+    }
+    let report = store.compact().unwrap();
+    assert_eq!(report.moved, 0, "a tight file's objects were moved: {report:?}");
+    assert!(report.file_len_after <= report.file_len_before);
+    assert_eq!(contents(&store).unwrap().len(), 2_000);
+}
