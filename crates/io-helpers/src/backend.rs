@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::mapped::MapSlot;
-use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::{Error, Result};
 
 /// The most buffers passed to one `pwritev` (Linux's `IOV_MAX`).
@@ -159,19 +159,7 @@ pub struct OsFile {
     map: MapSlot<memmap2::Mmap>,
     /// Whether reads go through a mapping (`map_reads`).
     mapped: AtomicBool,
-    /// The file's length as this handle last set or extended it ([`UNKNOWN_LEN`] until a
-    /// `stat` tells, and after a change that failed part way). `len` answers from it, never
-    /// with a `stat` on a commit's path: since Linux 6.13 a `stat` marks the file's
-    /// timestamps as queried, so the next write gives them a fine-grained time; the inode
-    /// then changes at every write, and an `fdatasync` on ext4 without a journal writes the
-    /// inode's block too (a third 4 KiB write per one-page commit: 104 µs and 8.3 KiB a
-    /// commit became 167 µs and 12.3 KiB on this machine's disk). The file has one owner
-    /// (the lock, or the caller of [`OsFile::new`]), so no one else changes its length.
-    known_len: AtomicU64,
 }
-
-/// [`OsFile::known_len`] when the length is not known.
-const UNKNOWN_LEN: u64 = u64::MAX;
 
 /// The least address space a mapping takes (the file grows into it without a remap).
 const MIN_MAPPING: u64 = 1 << 30;
@@ -195,12 +183,7 @@ impl OsFile {
     /// Wraps an open file; it must have been opened for reading and writing. No lock is taken:
     /// the caller answers for the file having one owner.
     pub fn new(file: File) -> Self {
-        Self {
-            file,
-            map: MapSlot::new(),
-            mapped: AtomicBool::new(false),
-            known_len: AtomicU64::new(UNKNOWN_LEN),
-        }
+        Self { file, map: MapSlot::new(), mapped: AtomicBool::new(false) }
     }
 
     /// Opens an existing file for reading and writing and locks it; [`Error::Locked`] if
@@ -296,36 +279,18 @@ impl OsFile {
     }
 
     fn file_len(&self) -> u64 {
-        self.stat_len().unwrap_or(0)
+        self.end().unwrap_or(0)
     }
 
-    /// The file's length: the one this handle knows, or a `stat`'s (then known).
-    fn stat_len(&self) -> io::Result<u64> {
-        let known = self.known_len.load(Ordering::Acquire);
-        if known != UNKNOWN_LEN {
-            return Ok(known);
-        }
-        let len = self.file.metadata()?.len();
-        // Unless a change came in between (it knows better, or made it unknown again).
-        let _ =
-            self.known_len.compare_exchange(UNKNOWN_LEN, len, Ordering::AcqRel, Ordering::Acquire);
-        Ok(len)
-    }
-
-    /// After a write through this handle: the length it knows covers `end`, or is unknown
-    /// if the write failed (it may have extended the file part way).
-    fn wrote(&self, end: u64, ok: bool) {
-        if ok {
-            // `UNKNOWN_LEN` is the largest value, so it stays unknown.
-            self.known_len.fetch_max(end, Ordering::AcqRel);
-        } else {
-            self.known_len.store(UNKNOWN_LEN, Ordering::Release);
-        }
-    }
-
-    /// After a length change through this handle: `len`, or unknown if it failed.
-    fn resized(&self, len: u64, ok: bool) {
-        self.known_len.store(if ok { len } else { UNKNOWN_LEN }, Ordering::Release);
+    /// The file's length, by `lseek(SEEK_END)` (the handle does only positioned I/O, so its
+    /// offset means nothing), never by `stat` on a commit's path: since Linux 6.13 a `stat`
+    /// marks the file's timestamps as queried, so the next write gives them a fine-grained
+    /// time; the inode then changes at every write, and an `fdatasync` on ext4 without a
+    /// journal writes the inode's block too (a third 4 KiB write per one-page commit:
+    /// 8.3 KiB and 104-136 µs a commit became 12.3 KiB and 167 µs on this machine's disk;
+    /// `lseek` left it at 8.3 KiB).
+    fn end(&self) -> io::Result<u64> {
+        Ok(rustix::fs::seek(&self.file, rustix::fs::SeekFrom::End(0))?)
     }
 
     /// After the file grew through this handle: mapped reads may reach its new length, and
@@ -400,9 +365,7 @@ impl FileBackend for OsFile {
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         // `write_all_at` retries short writes and `Interrupted`.
-        let written = self.file.write_all_at(buf, offset);
-        self.wrote(offset + buf.len() as u64, written.is_ok());
-        written?;
+        self.file.write_all_at(buf, offset)?;
         if self.map.beyond(offset + buf.len() as u64) {
             self.grew();
         }
@@ -410,31 +373,23 @@ impl FileBackend for OsFile {
     }
 
     fn write_vectored_at(&self, bufs: &[IoSlice<'_>], offset: u64) -> io::Result<()> {
-        let written = write_all_vectored_with(bufs, offset, |chunk, position| {
+        write_all_vectored_with(bufs, offset, |chunk, position| {
             rustix::io::pwritev(&self.file, chunk, position).map_err(io::Error::from)
-        });
+        })?;
         let len: u64 = bufs.iter().map(|b| b.len() as u64).sum();
-        self.wrote(offset + len, written.is_ok());
-        written?;
         if self.map.beyond(offset + len) {
             self.grew();
         }
         Ok(())
     }
 
-    /// The length this handle knows (see [`OsFile`]'s `known_len`): a `stat` only the first
-    /// time and after a change that failed.
+    /// By `lseek`, not `stat` (see `OsFile::end`).
     fn len(&self) -> io::Result<u64> {
-        self.stat_len()
+        self.end()
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        let set = || {
-            let result = self.file.set_len(len);
-            self.resized(len, result.is_ok());
-            result
-        };
-        self.map.shrink(len, set, || self.file_len())?;
+        self.map.shrink(len, || self.file.set_len(len), || self.file_len())?;
         self.grew();
         Ok(())
     }
@@ -462,20 +417,18 @@ impl FileBackend for OsFile {
     /// `fallocate` from the current end to `len` (blocks reserved, the size extended); where
     /// the file system has no `fallocate`, `set_len`.
     fn allocate(&self, len: u64) -> io::Result<()> {
-        let current = self.stat_len()?;
+        let current = self.end()?;
         if current >= len {
             return Ok(());
         }
         let flags = rustix::fs::FallocateFlags::empty();
-        let result = match rustix::fs::fallocate(&self.file, flags, current, len - current) {
-            Ok(()) => Ok(()),
+        match rustix::fs::fallocate(&self.file, flags, current, len - current) {
+            Ok(()) => {}
             Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
-                self.file.set_len(len)
+                self.file.set_len(len)?
             }
-            Err(e) => Err(e.into()),
-        };
-        self.resized(len, result.is_ok());
-        result?;
+            Err(e) => return Err(e.into()),
+        }
         self.grew();
         Ok(())
     }

@@ -260,10 +260,14 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         // that is all. The slack is measured between the journal regions and the data's
         // end, not over the file: the file keeps up to two growth steps past the data while
         // it is written, and the regions (up to 2 MiB) are no one's free space.
+        // Space held back beside committed bytes is allocated but free in truth: past an
+        // eighth of the data it is worth a compaction of its own (a compaction leaves some,
+        // beside the objects its last pass moved, which a second call need not chase).
         let stats = self.alloc.stats();
         let data = stats.file_end.saturating_sub(self.data_start);
         let slack = data.saturating_sub(stats.bytes_in_use);
-        if slack <= data / 32 && data >= SKIP_COMPACTION_FROM {
+        let held = self.placement.held_bytes();
+        if slack <= data / 32 && held <= data / 8 && data >= SKIP_COMPACTION_FROM {
             self.settle_file_len(true);
             report.file_len_after = self.backend.len()?;
             return Ok(report);

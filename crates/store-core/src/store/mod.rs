@@ -402,9 +402,13 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         let pad = if rounding < PAGE && extent.end() % PAGE == 0 { rounding as usize } else { 0 };
         let padded_len = bytes.len() + pad;
         if padded_len > MAX_STAGED_OBJECT || padded_len > self.write_buffer_bytes {
-            let zeros = [0u8; PAGE as usize];
-            let parts = [std::io::IoSlice::new(bytes), std::io::IoSlice::new(&zeros[..pad])];
-            self.backend.write_vectored_at(&parts, offset)?;
+            if pad == 0 {
+                self.backend.write_at(bytes, offset)?;
+            } else {
+                let zeros = [0u8; PAGE as usize];
+                let parts = [std::io::IoSlice::new(bytes), std::io::IoSlice::new(&zeros[..pad])];
+                self.backend.write_vectored_at(&parts, offset)?;
+            }
             return Ok(());
         }
         if self.staged_bytes + padded_len > self.write_buffer_bytes {

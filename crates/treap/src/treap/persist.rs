@@ -365,9 +365,11 @@ fn allocate_runs<S: BatchStorer>(
         while !rest.is_empty() {
             let take = match store.allocate_run(rest.len() as u64, len as u64) {
                 Ok(run) => Some((rest.len(), run)),
+                // The allocator's longest run may still be refused by the store (its reserve,
+                // or pages a commit holds): single nodes then.
                 Err(bob_store_core::Error::NoRun { longest, .. }) if longest > 0 => {
                     let take = (longest as usize).min(rest.len());
-                    Some((take, store.allocate_run(take as u64, len as u64)?))
+                    store.allocate_run(take as u64, len as u64).ok().map(|run| (take, run))
                 }
                 Err(_) => None,
             };
