@@ -363,9 +363,16 @@ impl FileBackend for OsFile {
         self.file.read_exact_at(buf, offset)
     }
 
+    /// In pieces that end at multiples of [`WRITE_CHUNK`] (see there).
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        // `write_all_at` retries short writes and `Interrupted`.
-        self.file.write_all_at(buf, offset)?;
+        let mut done = 0;
+        while done < buf.len() {
+            let at = offset + done as u64;
+            let piece = (chunk_end(at) - at).min((buf.len() - done) as u64) as usize;
+            // `write_all_at` retries short writes and `Interrupted`.
+            self.file.write_all_at(&buf[done..done + piece], at)?;
+            done += piece;
+        }
         if self.map.beyond(offset + buf.len() as u64) {
             self.grew();
         }
@@ -373,8 +380,20 @@ impl FileBackend for OsFile {
     }
 
     fn write_vectored_at(&self, bufs: &[IoSlice<'_>], offset: u64) -> io::Result<()> {
+        // Each call stops at the next multiple of `WRITE_CHUNK` (a short write, which the
+        // loop continues).
         write_all_vectored_with(bufs, offset, |chunk, position| {
-            rustix::io::pwritev(&self.file, chunk, position).map_err(io::Error::from)
+            let mut room = (chunk_end(position) - position) as usize;
+            let mut bounded: Vec<IoSlice<'_>> = Vec::with_capacity(chunk.len().min(16));
+            for buf in chunk {
+                if room == 0 {
+                    break;
+                }
+                let take = buf.len().min(room);
+                bounded.push(IoSlice::new(&buf[..take]));
+                room -= take;
+            }
+            rustix::io::pwritev(&self.file, &bounded, position).map_err(io::Error::from)
         })?;
         let len: u64 = bufs.iter().map(|b| b.len() as u64).sum();
         if self.map.beyond(offset + len) {
@@ -432,6 +451,19 @@ impl FileBackend for OsFile {
         self.grew();
         Ok(())
     }
+}
+
+/// The most one write system call of [`OsFile`] covers, ending at a multiple of it: 64 KiB.
+/// Linux (6.x) caches a file in folios as large as the writes that filled them, up to 2 MiB,
+/// and ext4 then walks every 4 KiB block of a folio on each small write into it and again at
+/// writeback. Measured here (128 MiB written, then 512 random 4 KiB writes and a sync): in
+/// 4 MiB writes, 365 ms to write it and 4.8 + 12.5 ms for the random batch; in 64 KiB
+/// writes, 65 ms and 1.4 + 6.0 ms; in 4 KiB writes, 166 ms and 0.8 + 5.0 ms.
+pub(crate) const WRITE_CHUNK: u64 = 64 << 10;
+
+/// Where a write starting at `at` stops: the next multiple of [`WRITE_CHUNK`] after it.
+fn chunk_end(at: u64) -> u64 {
+    (at / WRITE_CHUNK + 1) * WRITE_CHUNK
 }
 
 /// Writes every byte of `bufs` starting at `offset` through `write`, a vectored positioned
@@ -561,6 +593,28 @@ mod tests {
         file.sync_all().unwrap();
         assert_eq!(file.len().unwrap(), 8);
         assert!(!file.is_empty().unwrap());
+    }
+
+    /// Writes past `WRITE_CHUNK` go in pieces ending at its multiples (see there); the
+    /// bytes land where they belong, from any offset, whole or vectored in slices that
+    /// straddle the piece boundaries.
+    #[test]
+    fn os_file_writes_in_pieces_land_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = OsFile::create_new(&dir.path().join("f")).unwrap();
+        let whole: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        file.write_at(&whole, 5_000).unwrap();
+        let mut back = vec![0u8; whole.len()];
+        file.read_at(&mut back, 5_000).unwrap();
+        assert_eq!(back, whole);
+        let parts: Vec<IoSlice<'_>> = whole.chunks(7_001).map(IoSlice::new).collect();
+        file.write_vectored_at(&parts, 1_000_003).unwrap();
+        file.read_at(&mut back, 1_000_003).unwrap();
+        assert_eq!(back, whole);
+        assert_eq!(file.len().unwrap(), 1_000_003 + whole.len() as u64);
+        assert_eq!(chunk_end(0), WRITE_CHUNK);
+        assert_eq!(chunk_end(WRITE_CHUNK - 1), WRITE_CHUNK);
+        assert_eq!(chunk_end(WRITE_CHUNK), 2 * WRITE_CHUNK);
     }
 
     #[test]
