@@ -363,7 +363,7 @@ impl FileBackend for OsFile {
         self.file.read_exact_at(buf, offset)
     }
 
-    /// In pieces that end at multiples of [`WRITE_CHUNK`] (see there).
+    /// In pieces of at most 64 KiB, each ending at a multiple of 64 KiB (`WRITE_CHUNK`).
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let mut done = 0;
         while done < buf.len() {
