@@ -207,6 +207,14 @@ fn ci() -> TaskResult {
     run_tests("bench harness tests", harness, &mut counts)?;
     run("bench smoke", compare_command("smoke", &[]))?;
 
+    // The criterion benchmarks, each run once in criterion's test mode: their setup and the
+    // assertions in it run (a journal-filling setup rotted unseen while only timings ran
+    // them), no timing is taken.
+    let mut criterion = cargo();
+    criterion.args(["bench", "--package", "bob-benches", "--benches"]).args(locked);
+    criterion.args(["--", "--test"]);
+    run("criterion benches, once each", criterion)?;
+
     // The reliability campaigns, short: crash points, random crashes, process kills, bit
     // flips, fuzzed open, faults, a soak, crash-recover-crash cycles and two handles on one
     // file, each with figures that must be zero.
