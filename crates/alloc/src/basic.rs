@@ -152,9 +152,26 @@ impl BasicAllocator {
 
     /// Allocates exactly `extent`, which must begin a free extent (one of
     /// [`free_extents`](Self::free_extents), or what is left of one after an earlier
-    /// `allocate_at` at its start) and fit inside it. For compaction, which picks where
-    /// objects go; O(1).
+    /// `allocate_at` at its start) and fit inside it, or start at or past the file's end
+    /// (the file grows to its end, within the limit; bytes skipped past the old end become a
+    /// hole). For callers that pick where space goes (compaction, appending); O(1).
     pub fn allocate_at(&mut self, extent: Extent) -> Result<()> {
+        if extent.len > 0 && extent.offset >= self.end {
+            let Some(new_end) = extent.checked_end().filter(|&e| e <= self.limit) else {
+                return Err(Error::OutOfSpace {
+                    len: extent.len,
+                    file_end: self.end,
+                    limit: self.limit,
+                });
+            };
+            if extent.offset > self.end {
+                // A hole never ends at the file's end, so the old end starts a new one.
+                self.free.insert(self.end, extent.offset - self.end);
+            }
+            self.end = new_end;
+            self.add_live(extent.offset, extent.len);
+            return Ok(());
+        }
         match self.free.starting_at(extent.offset) {
             Some(hole_len) if extent.len > 0 && extent.len <= hole_len => {
                 self.free.carve_at(extent.offset, extent.len);
@@ -166,6 +183,22 @@ impl BasicAllocator {
                 reason: "it does not begin a free extent that holds it",
             }),
         }
+    }
+
+    /// A free extent of at least `len` bytes below the file end, if there is one (the one
+    /// [`allocate`](Allocator::allocate) would take from for an unaligned request).
+    pub fn hole_of_at_least(&self, len: u64) -> Option<Extent> {
+        self.free.fit(len).map(|(start, hole_len)| Extent::new(start, hole_len))
+    }
+
+    /// Bytes free in holes below the file end (O(1)).
+    pub fn bytes_free(&self) -> u64 {
+        self.free.bytes()
+    }
+
+    /// Bytes in live extents (O(1)).
+    pub fn bytes_in_use(&self) -> u64 {
+        self.bytes_in_use
     }
 
     /// Whether `extent` is live exactly as given.
@@ -410,6 +443,32 @@ mod tests {
         assert_eq!(first.offset, 100);
         a.free(middle).unwrap();
         assert_eq!(a.allocate(20).unwrap(), middle);
+        a.verify().unwrap();
+    }
+
+    #[test]
+    fn allocate_at_takes_the_front_of_a_hole_or_space_past_the_end() {
+        let mut a = BasicAllocator::with_limit(0, 10_000);
+        let blocks: Vec<Extent> = (0..4).map(|_| a.allocate(100).unwrap()).collect();
+        a.free(blocks[1]).unwrap();
+        a.free(blocks[2]).unwrap();
+        assert_eq!(a.hole_of_at_least(200), Some(Extent::new(100, 200)));
+        assert_eq!(a.hole_of_at_least(201), None);
+        // Inside a hole: only its front.
+        assert!(a.allocate_at(Extent::new(150, 10)).is_err());
+        a.allocate_at(Extent::new(100, 50)).unwrap();
+        a.allocate_at(Extent::new(150, 150)).unwrap();
+        assert!(a.allocate_at(Extent::new(300, 10)).is_err(), "live");
+        // At the end, and past it (the gap becomes a hole).
+        a.allocate_at(Extent::new(400, 100)).unwrap();
+        a.allocate_at(Extent::new(600, 100)).unwrap();
+        assert_eq!(a.free_extents(), vec![Extent::new(500, 100)]);
+        assert_eq!((a.bytes_free(), a.bytes_in_use(), a.file_end()), (100, 600, 700));
+        assert!(matches!(a.allocate_at(Extent::new(9_950, 100)), Err(Error::OutOfSpace { .. })));
+        assert!(a.allocate_at(Extent::new(u64::MAX - 10, 100)).is_err());
+        a.verify().unwrap();
+        a.free(Extent::new(600, 100)).unwrap();
+        assert_eq!(a.file_end(), 500, "freeing the tail takes the hole before it too");
         a.verify().unwrap();
     }
 

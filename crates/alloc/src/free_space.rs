@@ -266,6 +266,11 @@ impl FreeSpace {
     }
 
     /// A hole of at least `len` bytes, as `(start, hole length)`.
+    pub(crate) fn fit(&self, len: u64) -> Option<(u64, u64)> {
+        self.find_fit(len)
+    }
+
+    /// A hole of at least `len` bytes, as `(start, hole length)`.
     fn find_fit(&self, len: u64) -> Option<(u64, u64)> {
         let own = bucket_of(len);
         let holes = &self.buckets[own];

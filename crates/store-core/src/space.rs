@@ -1,6 +1,6 @@
 //! `SpaceAllocator`: what the store needs from an allocator, for each kind it can use.
 
-use bob_alloc::{BasicAllocator, Extent, OmniBlockAllocator, RunAllocator};
+use bob_alloc::{Allocator, BasicAllocator, Extent, OmniBlockAllocator, RunAllocator};
 
 use crate::format::PAGE_BYTES;
 
@@ -39,10 +39,29 @@ pub trait SpaceAllocator: RunAllocator + Send + Sized {
     fn placed_len(len: u64) -> u64 {
         len
     }
+
+    /// Whether the store may append objects one after another through
+    /// [`append_start`](Self::append_start) and [`claim`](Self::claim) (the store's append
+    /// placement, see `StoreOptions::append_room_percent`). False (the default) when this
+    /// allocator decides where everything goes (size classes).
+    const APPENDS: bool = false;
+
+    /// Where objects laid one after another may begin: the start of a hole of at least
+    /// `min_hole` bytes, else the file's end. `None` when this allocator cannot append.
+    fn append_start(&self, _min_hole: u64) -> Option<u64> {
+        None
+    }
+
+    /// `(bytes free in holes below the file end, bytes in live extents)`.
+    fn usage(&self) -> (u64, u64) {
+        let stats = self.stats();
+        (stats.bytes_free, stats.bytes_in_use)
+    }
 }
 
 impl SpaceAllocator for BasicAllocator {
     const KIND: u16 = 1;
+    const APPENDS: bool = true;
 
     fn empty(start: u64, limit: u64) -> Self {
         BasicAllocator::with_limit(start, limit).with_page_alignment(PAGE)
@@ -72,6 +91,14 @@ impl SpaceAllocator for BasicAllocator {
 
     fn claim(&mut self, extent: Extent) -> bob_alloc::Result<()> {
         self.allocate_at(extent)
+    }
+
+    fn append_start(&self, min_hole: u64) -> Option<u64> {
+        Some(self.hole_of_at_least(min_hole).map_or(self.file_end(), |hole| hole.offset))
+    }
+
+    fn usage(&self) -> (u64, u64) {
+        (self.bytes_free(), self.bytes_in_use())
     }
 }
 

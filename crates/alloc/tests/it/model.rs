@@ -26,6 +26,9 @@ enum Op {
     Run(u64, u64),
     /// `allocate_runs(count, len, min_run)`.
     Runs(u64, u64, u64),
+    /// `allocate_at` of `len` bytes at the front of the gap at this index (mod the gaps,
+    /// the last being past the file end), `skip` bytes past the end when it is the end.
+    At(usize, u64, u64),
     Reencode,
     Rebuild,
 }
@@ -37,6 +40,7 @@ fn ops(max_len: u64) -> impl Strategy<Value = Vec<Op>> {
         2 => any::<usize>().prop_map(Op::FreeRealloc),
         2 => (1u64..40, 1..=max_len).prop_map(|(c, l)| Op::Run(c, l)),
         2 => (1u64..40, 1..=max_len, 1u64..8).prop_map(|(c, l, m)| Op::Runs(c, l, m)),
+        2 => (any::<usize>(), 1..=max_len, 0u64..300).prop_map(|(g, l, s)| Op::At(g, l, s)),
         1 => Just(Op::Reencode),
         1 => Just(Op::Rebuild),
     ];
@@ -50,6 +54,10 @@ trait Harness: Allocator + RunAllocator + Sized + PartialEq + std::fmt::Debug {
     /// Whether a request of `len` bytes must be met without growing the file, judged from
     /// the model's live extents.
     fn must_fit(&self, model: &Model, len: u64) -> bool;
+    /// `allocate_at(extent)`, for the kinds that have it.
+    fn allocate_at(&mut self, _extent: Extent) -> Option<bob_alloc::Result<()>> {
+        None
+    }
     /// Checks particular to the kind.
     fn check_more(&self, _model: &Model) -> Result<(), TestCaseError> {
         Ok(())
@@ -65,6 +73,9 @@ impl Harness for BasicAllocator {
     }
     fn must_fit(&self, model: &Model, len: u64) -> bool {
         model.gaps(self.file_end()).iter().any(|gap| gap.len >= len)
+    }
+    fn allocate_at(&mut self, extent: Extent) -> Option<bob_alloc::Result<()>> {
+        Some(BasicAllocator::allocate_at(self, extent))
     }
     /// Free space is exactly the gaps between live extents, each gap one coalesced extent,
     /// and nothing free at the end.
@@ -128,6 +139,9 @@ impl Harness for PageAligned {
         let rebuilt = BasicAllocator::rebuild_from(self.0.start(), self.0.limit(), live)?;
         Ok(PageAligned(rebuilt.with_page_alignment(TEST_PAGE)))
     }
+    fn allocate_at(&mut self, extent: Extent) -> Option<bob_alloc::Result<()>> {
+        Some(self.0.allocate_at(extent))
+    }
     /// A whole number of pages fits a gap where it can start on a page boundary.
     fn must_fit(&self, model: &Model, len: u64) -> bool {
         let aligned = len % TEST_PAGE == 0;
@@ -155,6 +169,9 @@ fn paged_ops(max_len: u64) -> impl Strategy<Value = Vec<Op>> {
                 Op::Allocate(len) => Op::Allocate(page(len)),
                 Op::Run(count, len) => Op::Run(count, page(len)),
                 Op::Runs(count, len, min_run) => Op::Runs(count, page(len), min_run),
+                // `allocate_at` places where it is told: an odd length is never whole pages,
+                // which must be aligned.
+                Op::At(gap, len, skip) => Op::At(gap, len | 1, skip),
                 other => other,
             })
             .collect()
@@ -347,6 +364,27 @@ fn run_model<A: Harness>(mut a: A, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     other
                 ),
             },
+            Op::At(index, len, skip) => {
+                let end = a.file_end();
+                let gaps = model.gaps(end);
+                let gap = gaps.get(index % (gaps.len() + 1)).copied();
+                // The front of a gap, whole or in part, or past the end.
+                let extent = match gap {
+                    Some(gap) => Extent::new(gap.offset, len),
+                    None => Extent::new(end + skip, len),
+                };
+                let fits = gap.is_none_or(|g| len <= g.len);
+                match a.allocate_at(extent) {
+                    None => {}
+                    Some(Ok(())) => {
+                        prop_assert!(fits, "allocate_at({:?}) took more than the gap", extent);
+                        model.insert(extent)?;
+                    }
+                    Some(Err(Error::OutOfSpace { .. })) if gap.is_none() => {}
+                    Some(Err(Error::InvalidExtent { .. })) if !fits => {}
+                    Some(Err(e)) => prop_assert!(false, "allocate_at({:?}): {}", extent, e),
+                }
+            }
             Op::Reencode => {
                 let bytes = a.encode();
                 let decoded = A::decode(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;

@@ -38,6 +38,13 @@ pub(crate) fn grow_step_for(len: u64) -> u64 {
     GROW_STEP.max(len / 16).next_multiple_of(PAGE)
 }
 
+/// The least hole a new append frontier starts in (else it starts at the file's end): a
+/// commit's objects then stay one run for at least this many bytes.
+const APPEND_HOLE: u64 = 1 << 20;
+
+/// Objects of the pending generation placed in holes before the rest are appended.
+const APPEND_AFTER: usize = 4;
+
 /// Table pages a commit may need beyond those already changed (deletes made after the last
 /// allocation), kept free below the size limit so a commit of deletes succeeds at the limit.
 const COMMIT_SLACK_PAGES: u64 = 16;
@@ -81,11 +88,22 @@ pub struct StoreOptions {
     /// at open (`NewestCommitDamaged` when an older commit exists), and the store refuses
     /// writes; nothing unchecked is ever returned.
     pub load_on_open: bool,
+    /// Objects of up to 64 KiB are *appended* (past a commit's first four, which fill holes):
+    /// each goes right after the one before, at the start of a hole of 1 MiB or more or at
+    /// the file's end, so a commit's objects are one run on the device (one write, not one
+    /// per object) — while the free space among the
+    /// data is at most this percentage of the live bytes. Past it, objects fill the holes
+    /// that freed and rewritten objects left (scattered writes, no growth), until
+    /// [`compact`](Store::compact) or deletes bring the file back under. So rewrites cost a
+    /// file of up to `1 + append_room_percent / 100` times its live bytes. 0 always fills
+    /// holes. Default: 100.
+    pub append_room_percent: u32,
 }
 
 impl Default for StoreOptions {
     /// The defaults each field names: the allocator's size limit, a 4 MiB write buffer,
-    /// 1 MiB journal regions, reads through `pread`, a lazy open.
+    /// 1 MiB journal regions, reads through `pread`, a lazy open, appends while the free
+    /// space is at most the live bytes.
     fn default() -> Self {
         Self {
             max_file_bytes: bob_alloc::DEFAULT_LIMIT,
@@ -93,6 +111,7 @@ impl Default for StoreOptions {
             journal_bytes: journal::MAX_JOURNAL_BYTES,
             mapped_reads: false,
             load_on_open: false,
+            append_room_percent: 100,
         }
     }
 }
@@ -164,6 +183,11 @@ pub struct Store<A: SpaceAllocator, B: FileBackend> {
     deferred: Option<Box<Deferred>>,
     /// `StoreOptions::mapped_reads`.
     mapped_reads: bool,
+    /// Where the next appended object goes (see `append`): the front of a hole or the file's
+    /// end; `None` until one is chosen.
+    frontier: Option<u64>,
+    /// `StoreOptions::append_room_percent`.
+    append_room_percent: u32,
 }
 
 /// What a lazy open leaves for [`Store::complete_open`].
@@ -323,6 +347,8 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             room: 0,
             deferred: None,
             mapped_reads: options.mapped_reads,
+            frontier: None,
+            append_room_percent: options.append_room_percent,
         }
     }
 
@@ -470,12 +496,116 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         self.pending_generation() as u32
     }
 
-    /// Space for `len` bytes (nothing for 0 bytes), in no page a commit references.
+    /// Space for `len` bytes (nothing for 0 bytes), in no page a commit references: appended
+    /// while the file has room for it (see [`append`](Self::append)), else where the allocator
+    /// puts it.
     pub(crate) fn reserve(&mut self, len: u64) -> Result<Extent> {
         if len == 0 {
             return Ok(Extent::new(0, 0));
         }
+        let placed = A::placed_len(len);
+        // The first objects of a commit fill holes: a commit of a few objects gains nothing
+        // from a run, and appending past the data costs it the file system's metadata (the
+        // first write into space reserved past the data converts it, written at the sync).
+        if placed <= MAX_STAGED_OBJECT as u64 && self.fresh.len() >= APPEND_AFTER {
+            if let Some(extent) = self.append(placed)? {
+                return Ok(extent);
+            }
+        }
+        self.take_space(placed, Purpose::Object)
+    }
+
+    /// Space for `len` bytes where the allocator puts it (never appended).
+    fn reserve_placed(&mut self, len: u64) -> Result<Extent> {
+        if len == 0 {
+            return Ok(Extent::new(0, 0));
+        }
         self.take_space(A::placed_len(len), Purpose::Object)
+    }
+
+    /// Whether objects may be appended: the allocator can be told where, and the free space
+    /// among the data is within `StoreOptions::append_room_percent` of the live bytes.
+    fn may_append(&self) -> bool {
+        if !A::APPENDS || self.append_room_percent == 0 || self.metadata_low {
+            return false;
+        }
+        let (free, used) = self.alloc.usage();
+        free as u128 * 100 <= used as u128 * u128::from(self.append_room_percent)
+    }
+
+    /// Appends `placed` bytes at the frontier: right after the last appended object, at the
+    /// front of a hole of [`APPEND_HOLE`] bytes or more, or at the file's end, so the objects
+    /// of a commit (and of commits in a row) are one run on the device. `None` when objects
+    /// are not appended now (see [`may_append`](Self::may_append)). Whole pages start on a
+    /// page boundary (the bytes skipped stay free); a partial first page that holds committed
+    /// bytes is held back (`Placement`), as `take_space` does.
+    fn append(&mut self, placed: u64) -> Result<Option<Extent>> {
+        if !self.may_append() {
+            self.frontier = None;
+            return Ok(None);
+        }
+        // A few tries: the frontier's hole may have been used up, or taken by another
+        // allocation, since the last append; then a new frontier is picked.
+        for _ in 0..4 {
+            let end = self.alloc.file_end();
+            let at = match self.frontier {
+                Some(at) if at < end => at,
+                // At or past the end (which may have moved down): append at the end.
+                Some(_) => end,
+                None => match self.alloc.append_start(APPEND_HOLE) {
+                    Some(at) => at,
+                    None => return Ok(None),
+                },
+            };
+            let start = if placed % PAGE == 0 { at.next_multiple_of(PAGE) } else { at };
+            let extent = Extent::new(start, placed);
+            if let Some(page) = self.placement.blocking_page(extent) {
+                // The first page holds committed bytes: hold back what is left of it and
+                // go on from its end. A blocked last page ends the hole: pick another.
+                let page_end = (page + 1) * PAGE;
+                let head = Extent::new(at, page_end.saturating_sub(at));
+                if page == at / PAGE && head.len > 0 && self.alloc.claim(head).is_ok() {
+                    self.placement.hold(page, head);
+                    self.frontier = Some(page_end);
+                } else {
+                    self.frontier = None;
+                }
+                continue;
+            }
+            let end_before = self.alloc.file_end();
+            let gap = Extent::new(at, start - at);
+            if gap.len > 0 && at < end_before {
+                // The bytes before the page boundary are claimed only to reach it, and
+                // freed at once (a hole of their own).
+                if self.alloc.claim(gap).is_err() {
+                    self.frontier = None;
+                    continue;
+                }
+            }
+            let claimed = self.alloc.claim(extent);
+            if gap.len > 0 && at < end_before {
+                self.free_space(gap)?;
+            }
+            match claimed {
+                Ok(()) => {}
+                // Past the size limit: holes may still have room.
+                Err(bob_alloc::Error::OutOfSpace { .. }) => break,
+                Err(_) => {
+                    self.frontier = None;
+                    continue;
+                }
+            }
+            match self.check_reserve(Purpose::Object, placed, end_before, &[extent]) {
+                Ok(()) => {}
+                // Growth the limit or the disk refuses: holes may still have room.
+                Err(Error::OutOfSpace { .. }) => break,
+                Err(e) => return Err(e),
+            }
+            self.frontier = Some(extent.end());
+            return Ok(Some(extent));
+        }
+        self.frontier = None;
+        Ok(None)
     }
 
     /// Bytes objects leave free below the size limit: room for a commit that rewrites every
@@ -798,7 +928,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     fn reserve_apart(&mut self, len: u64) -> Result<Extent> {
         let mut beside_fresh = Vec::new();
         let result = loop {
-            match self.reserve(len) {
+            match self.reserve_placed(len) {
                 Ok(extent) if extent.len > 0 && self.beside_fresh(extent) => {
                     beside_fresh.push(extent);
                 }

@@ -2,6 +2,7 @@
 //! Both allocators are covered: `BaseStore` (basic) and `Store<OmniBlockAllocator, _>`, the
 //! store `bob-store-multi` names `MultiStore`.
 
+mod append;
 mod corruption;
 mod crash;
 mod fuzz_open;

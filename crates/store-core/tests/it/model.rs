@@ -45,12 +45,22 @@ fn write_buffer() -> impl Strategy<Value = usize> {
     prop_oneof![Just(0usize), Just(5000), Just(4 << 20)]
 }
 
+/// Objects that always fill holes, that append until a fifth of the data is free, the
+/// default (until as much is free as is live), and that always append.
+fn append_room() -> impl Strategy<Value = u32> {
+    prop_oneof![Just(0u32), Just(20), Just(100), Just(u32::MAX)]
+}
+
 fn nth(model: &Contents, index: usize) -> Option<ObjectId> {
     (!model.is_empty()).then(|| *model.keys().nth(index % model.len()).unwrap_or(&ObjectId(0)))
 }
 
-fn run<A: SpaceAllocator>(ops: Vec<Op>, write_buffer_bytes: usize) -> Result<(), TestCaseError> {
-    let options = || StoreOptions { write_buffer_bytes, ..crate::options() };
+fn run<A: SpaceAllocator>(
+    ops: Vec<Op>,
+    write_buffer_bytes: usize,
+    append_room_percent: u32,
+) -> Result<(), TestCaseError> {
+    let options = || StoreOptions { write_buffer_bytes, append_room_percent, ..crate::options() };
     let mut disk = SimDisk::new();
     let mut store = Store::<A, SimDisk>::create_with(disk.clone(), options()).unwrap();
     let mut current = Contents::new();
@@ -133,12 +143,12 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
-    fn base_store_matches_the_model_through_commits_reopens_and_crashes(ops in prop::collection::vec(op(), 1..60), buffer in write_buffer()) {
-        run::<BasicAllocator>(ops, buffer)?;
+    fn base_store_matches_the_model_through_commits_reopens_and_crashes(ops in prop::collection::vec(op(), 1..60), buffer in write_buffer(), room in append_room()) {
+        run::<BasicAllocator>(ops, buffer, room)?;
     }
 
     #[test]
     fn multi_store_matches_the_model_through_commits_reopens_and_crashes(ops in prop::collection::vec(op(), 1..60), buffer in write_buffer()) {
-        run::<OmniBlockAllocator>(ops, buffer)?;
+        run::<OmniBlockAllocator>(ops, buffer, 100)?;
     }
 }

@@ -1,0 +1,114 @@
+//! Append placement (`StoreOptions::append_room_percent`): a commit's small objects are laid
+//! one after another, so they reach the device as one run, until the free space among the
+//! data reaches the bound; then they fill holes.
+
+use bob_alloc::Allocator as _;
+use bob_io_helpers::testing::SimDisk;
+use bob_store_core::{BaseStore, ObjectId, StoreOptions, Storer};
+
+use crate::{bytes, contents, put};
+
+const OBJECT: usize = 4_000;
+
+/// A store of `count` committed 4,000-byte objects.
+fn filled(append_room_percent: u32, count: u64) -> (SimDisk, BaseStore<SimDisk>, Vec<ObjectId>) {
+    let disk = SimDisk::new();
+    let options = StoreOptions { append_room_percent, ..crate::options() };
+    let mut store = BaseStore::create_with(disk.clone(), options).unwrap();
+    let ids = (0..count).map(|i| put(&mut store, &bytes(i, OBJECT))).collect();
+    store.commit().unwrap();
+    (disk, store, ids)
+}
+
+/// Writes issued by a commit of rewrites of every `step`-th object, after `rounds` such
+/// commits (so the holes the first rounds left are there to be filled).
+fn writes_of_scattered_rewrites(append_room_percent: u32, rounds: u64) -> u64 {
+    let (disk, mut store, ids) = filled(append_room_percent, 512);
+    let mut writes = 0;
+    for round in 0..rounds {
+        for (i, &id) in ids.iter().enumerate().skip(round as usize).step_by(7) {
+            store.write_bytes_to_obj(id, &bytes(round << 32 | i as u64, OBJECT)).unwrap();
+        }
+        let before = disk.op_counts().writes;
+        store.commit().unwrap();
+        writes = disk.op_counts().writes - before;
+    }
+    let found = contents(&store).unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        let last = (0..rounds).rev().find(|&r| i >= r as usize && (i - r as usize) % 7 == 0);
+        let seed = last.map_or(i as u64, |r| r << 32 | i as u64);
+        assert_eq!(found[id], bytes(seed, OBJECT), "object {i}");
+    }
+    assert!(store.verify().unwrap().is_clean());
+    writes
+}
+
+#[test]
+fn a_commit_of_scattered_rewrites_is_one_run_while_appending() {
+    // 73 rewrites a commit: the first four fill holes (a small commit is not worth a run),
+    // the rest are appended, one write, and the journal record one more (a checkpoint,
+    // every few commits with the tests' small journal, writes table pages and a header
+    // besides: the last round is a journaled commit).
+    let appended = writes_of_scattered_rewrites(100, 3);
+    assert!(appended <= 4 + 2, "{appended} writes");
+    // Filling holes, the same commit writes into the pages the rounds before it freed.
+    let filling = writes_of_scattered_rewrites(0, 3);
+    assert!(filling > 20, "{filling} writes");
+}
+
+#[test]
+fn appends_stop_at_the_bound_and_the_file_stays_within_it() {
+    let live = 256 * 4096;
+    let (_, mut store, ids) = filled(50, 256);
+    let mut largest = 0;
+    for round in 0..12u64 {
+        for (i, &id) in ids.iter().enumerate() {
+            store.write_bytes_to_obj(id, &bytes(round << 32 | i as u64, OBJECT)).unwrap();
+        }
+        store.commit().unwrap();
+        largest = largest.max(store.allocator().file_end());
+        let free = store.allocator().bytes_free();
+        // A round of rewrites may pass the bound by what it appends before a commit frees
+        // the versions it replaced (and the table pages of a checkpoint).
+        assert!(free <= live / 2 + live + 128 * 4096, "round {round}: {free} bytes free");
+    }
+    assert!(largest > 3 * live / 2, "appends happened: the file reached {largest}");
+    // The bound, a round appended before the commit that frees what it replaced, the
+    // metadata and the journal regions.
+    let bound = live / 2 + live + live + (1 << 20);
+    assert!(largest < bound, "the file stayed bounded: {largest} bytes, bound {bound}");
+    let found = contents(&store).unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(found[id], bytes(11 << 32 | i as u64, OBJECT));
+    }
+    assert!(store.verify().unwrap().is_clean());
+}
+
+/// Objects of odd sizes appended over many commits share pages with the commit before (its
+/// last object's page); those pages are held back, never written, and everything reads back
+/// across reopens.
+#[test]
+fn odd_sized_appends_across_commits_reopen_intact() {
+    let disk = SimDisk::new();
+    let mut store = BaseStore::create_with(disk.clone(), crate::options()).unwrap();
+    let mut model = std::collections::BTreeMap::new();
+    for round in 0..40u64 {
+        for i in 0..5u64 {
+            let seed = round * 10 + i;
+            let data = bytes(seed, [100, 3_000, 5_000, 1][(seed % 4) as usize]);
+            model.insert(put(&mut store, &data), data);
+        }
+        if let Some((&id, _)) = model.iter().nth(round as usize % model.len()) {
+            let data = bytes(round << 40, 2_500);
+            store.replace_obj(id, &data).unwrap();
+            model.insert(id, data);
+        }
+        store.commit().unwrap();
+        if round % 10 == 9 {
+            store.close().unwrap();
+            store = BaseStore::open_with(disk.clone(), crate::options()).unwrap();
+        }
+    }
+    assert!(contents(&store).unwrap() == model, "the objects read back");
+    assert!(store.verify().unwrap().is_clean());
+}
