@@ -92,6 +92,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         if let Err(e) = synced {
             // What it would have freed stays accounted (a latched store's `verify` sees no
             // leak); only a reopen can tell whether the record is durable.
+            self.pending_free_bytes += committing.releasing.iter().map(|e| e.len).sum::<u64>();
             self.pending_free.extend(committing.releasing);
             let e = Error::from_io(e);
             self.fail(e.to_string());
@@ -315,6 +316,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             self.placement.committed(extent);
         }
         let released: Vec<Extent> = self.pending_free.drain(..).chain(replaced).collect();
+        self.pending_free_bytes = 0;
         self.release_durable(released);
         self.dirty = false;
         // Past the allocator's end the file keeps room, reserved on the device, for the next

@@ -196,7 +196,10 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             self.placement.committed(extent);
         }
         self.committing = Some(Committing {
-            releasing: std::mem::take(&mut self.pending_free),
+            releasing: {
+                self.pending_free_bytes = 0;
+                std::mem::take(&mut self.pending_free)
+            },
             freed_ids: self.table.seal(),
         });
         self.dirty = false;

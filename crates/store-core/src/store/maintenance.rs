@@ -206,6 +206,13 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         if let Some(pair) = expected.windows(2).find(|w| w[0].overlaps(&w[1])) {
             report.problems.push(format!("extents overlap: {:?} and {:?}", pair[0], pair[1]));
         }
+        let pending: u64 = self.pending_free.iter().map(|e| e.len).sum();
+        if pending != self.pending_free_bytes {
+            report.problems.push(format!(
+                "{pending} bytes wait for the next commit to free them, {} counted",
+                self.pending_free_bytes
+            ));
+        }
         let live = self.alloc.live_extents();
         if live != expected {
             report.problems.push(format!(

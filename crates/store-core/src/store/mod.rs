@@ -92,11 +92,12 @@ pub struct StoreOptions {
     /// each goes right after the one before, at the start of a hole of 1 MiB or more or at
     /// the file's end, so a commit's objects are one run on the device (one write, not one
     /// per object) — while the free space among the
-    /// data is at most this percentage of the live bytes. Past it, objects fill the holes
-    /// that freed and rewritten objects left (scattered writes, no growth), until
-    /// [`compact`](Store::compact) or deletes bring the file back under. So rewrites cost a
-    /// file of up to `1 + append_room_percent / 100` times its live bytes. 0 always fills
-    /// holes. Default: 100.
+    /// data (counting what the pending commit replaced) is at most this percentage of the
+    /// live bytes. Past it, objects fill the holes that freed and rewritten objects left
+    /// (scattered writes, no growth), until [`compact`](Store::compact) or deletes bring the
+    /// file back under. So rewrites cost a file of up to `1 + append_room_percent / 100`
+    /// times its live bytes (or its live bytes and one commit's new versions, if a commit
+    /// rewrites more than that). 0 always fills holes. Default: 100.
     pub append_room_percent: u32,
 }
 
@@ -138,6 +139,9 @@ pub struct Store<A: SpaceAllocator, B: FileBackend> {
     /// Extents the last commit references but the pending generation no longer needs:
     /// returned to the allocator only once the next commit is durable.
     pending_free: Vec<Extent>,
+    /// Bytes in `pending_free` (free once the next commit is durable: the append bound counts
+    /// them free).
+    pending_free_bytes: u64,
     /// Extents born in the pending generation and still live, by offset: the next commit
     /// makes them committed.
     fresh: BTreeMap<u64, Extent>,
@@ -325,6 +329,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             limit: options.max_file_bytes,
             table,
             pending_free: Vec::new(),
+            pending_free_bytes: 0,
             fresh: BTreeMap::new(),
             in_flight: BTreeMap::new(),
             pages,
@@ -524,13 +529,17 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     }
 
     /// Whether objects may be appended: the allocator can be told where, and the free space
-    /// among the data is within `StoreOptions::append_room_percent` of the live bytes.
+    /// among the data is within `StoreOptions::append_room_percent` of the live bytes. Space
+    /// the next commit frees (what this one replaced) and space held back beside committed
+    /// bytes count as free: a commit's rewrites must not make room for its own appends.
     fn may_append(&self) -> bool {
         if !A::APPENDS || self.append_room_percent == 0 || self.metadata_low {
             return false;
         }
         let (free, used) = self.alloc.usage();
-        free as u128 * 100 <= used as u128 * u128::from(self.append_room_percent)
+        let soon_free = self.pending_free_bytes + self.placement.held_bytes();
+        let (free, live) = (free + soon_free, used.saturating_sub(soon_free));
+        free as u128 * 100 <= live as u128 * u128::from(self.append_room_percent)
     }
 
     /// Appends `placed` bytes at the frontier: right after the last appended object, at the
@@ -550,9 +559,10 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             let end = self.alloc.file_end();
             let at = match self.frontier {
                 Some(at) if at < end => at,
-                // At or past the end (which may have moved down): append at the end.
-                Some(_) => end,
-                None => match self.alloc.append_start(APPEND_HOLE) {
+                // None, or at the end or past it (which may have moved down): a hole of
+                // `APPEND_HOLE` bytes or more if one has appeared (deletes, compaction), else
+                // the end.
+                _ => match self.alloc.append_start(APPEND_HOLE) {
                     Some(at) => at,
                     None => return Ok(None),
                 },
@@ -870,6 +880,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             self.free_space(extent)?;
         } else {
             self.pending_free.push(extent);
+            self.pending_free_bytes += extent.len;
         }
         Ok(())
     }

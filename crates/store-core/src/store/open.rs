@@ -297,6 +297,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         self.table.loaded();
         self.alloc = alloc;
         self.placement = placement;
+        self.pending_free_bytes = protected.iter().map(|e| e.len).sum();
         self.pending_free = protected;
         debug_assert_eq!(self.room, file_len);
         Ok(())

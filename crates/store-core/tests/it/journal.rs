@@ -358,9 +358,9 @@ impl bob_io_helpers::FileBackend for CachedDisk {
 fn the_previous_commit_stays_protected_when_its_journal_reused_its_own_space() {
     use bob_io_helpers::testing::{FaultKind, FaultPlan, OpFilter, OpKind, Repeat};
     let disk = SimDisk::new();
-    // Objects fill holes (never appended), so an object takes a freed place at once.
-    let filling = StoreOptions { append_room_percent: 0, ..options() };
-    let mut store = BaseStore::create_with(disk.clone(), filling).unwrap();
+    // One object a commit: it fills a hole (a commit's first objects are never appended), so
+    // an object takes a freed place at once.
+    let mut store = BaseStore::create_with(disk.clone(), options()).unwrap();
     let mut model = crate::Contents::new();
     for i in 0..40u64 {
         let data = bytes(i, 8192);
