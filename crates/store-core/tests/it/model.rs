@@ -19,6 +19,9 @@ enum Op {
     Replace(usize, usize, u64, bool),
     Delete(usize),
     Batch(u64, u64, u64),
+    /// Rewrite (replace) `n` objects from an index on, and write as many new ones, of
+    /// lengths from the seed: a commit of many small objects, which are appended.
+    Burst(usize, usize, u64),
     Commit,
     Reopen,
     Crash(bool, u64),
@@ -33,6 +36,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(i, l, s, streamed)| Op::Replace(i, l, s, streamed)),
         4 => any::<usize>().prop_map(Op::Delete),
         1 => (1u64..20, 1u64..300, any::<u64>()).prop_map(|(c, l, s)| Op::Batch(c, l, s)),
+        2 => (2usize..12, any::<usize>(), any::<u64>()).prop_map(|(n, i, s)| Op::Burst(n, i, s)),
         3 => Just(Op::Commit),
         1 => Just(Op::Reopen),
         2 => (any::<bool>(), any::<u64>()).prop_map(|(p, s)| Op::Crash(p, s)),
@@ -108,6 +112,18 @@ fn run<A: SpaceAllocator>(
                     ids.iter().copied().zip(data.iter().map(Vec::as_slice)).collect();
                 store.write_batched_objs(&batch).unwrap();
                 current.extend(ids.into_iter().zip(data));
+            }
+            Op::Burst(n, index, seed) => {
+                let len = |i: usize| [1usize, 100, 3_000, 4_000, 4_096, 5_000, 9_000][i % 7];
+                for i in 0..n {
+                    if let Some(id) = nth(&current, index.wrapping_add(i * 7)) {
+                        let data = bytes(seed ^ i as u64, len(i + seed as usize));
+                        store.replace_obj(id, &data).unwrap();
+                        current.insert(id, data);
+                    }
+                    let data = bytes(!seed ^ i as u64, len(i + 3));
+                    current.insert(store.write_new_obj_from_bytes(&data).unwrap(), data);
+                }
             }
             Op::Commit => {
                 store.commit().unwrap();
