@@ -11,7 +11,9 @@
 //!   that failed its checksum.
 //! - Commands that only read (`stat`, `verify`, `obj get|ls`, `tree ls|get|scan|count`,
 //!   `export`) never change a store's objects; opening a database may replay its write-ahead
-//!   log into a checkpoint, as any open of it does.
+//!   log into a checkpoint, as any open of it does. `stat`, `verify` and `obj get|ls` open a
+//!   store read-only (a shared lock; not a byte written): they work on a file the user may
+//!   not write, and beside other readers.
 //! - Objects of a database file belong to its trees: `obj put` and `obj del` refuse such a
 //!   file.
 //! - `export` writes one JSON object per line in key order, `{"key":…,"value":…}` (a field
@@ -368,13 +370,34 @@ macro_rules! with_store {
 impl AnyStore {
     /// Opens `path` as whichever kind of store it is.
     fn open(path: &Path) -> Result<Self> {
+        Self::open_as(path, false)
+    }
+
+    /// Opens `path` read-only (a shared lock; nothing is written, not even by `close`), for
+    /// the commands that only look: they work on a file this user may not write, and beside
+    /// other readers.
+    fn open_read_only(path: &Path) -> Result<Self> {
+        Self::open_as(path, true)
+    }
+
+    fn open_as(path: &Path, read_only: bool) -> Result<Self> {
         check_file(path)?;
         let options = bob_store_core::StoreOptions::default();
-        match BaseStore::open(path, options) {
+        let base = if read_only {
+            BaseStore::open_read_only(path, options)
+        } else {
+            BaseStore::open(path, options)
+        };
+        match base {
             Ok(store) => Ok(AnyStore::Base(store)),
-            Err(bob_store_core::Error::WrongKind { .. }) => Ok(AnyStore::Multi(
-                MultiStore::open(path, options).map_err(|e| Error::store(path, e))?,
-            )),
+            Err(bob_store_core::Error::WrongKind { .. }) => {
+                let multi = if read_only {
+                    MultiStore::open_read_only(path, options)
+                } else {
+                    MultiStore::open(path, options)
+                };
+                Ok(AnyStore::Multi(multi.map_err(|e| Error::store(path, e))?))
+            }
             Err(e) => Err(Error::store(path, e)),
         }
     }
@@ -410,7 +433,7 @@ impl AnyStore {
     /// The commit before the newest of the file, read-only, as this kind of store: how many
     /// objects it holds, if it opens.
     fn previous_commit_objects(path: &Path, multi: bool) -> Option<u64> {
-        let file = bob_store_core::OsFile::open(path).ok()?;
+        let file = bob_store_core::OsFile::open_read_only(path).ok()?;
         let options = bob_store_core::StoreOptions::default();
         if multi {
             MultiStore::open_previous_commit(file, options).ok().map(|s| s.object_count())
@@ -649,7 +672,7 @@ fn create(path: &Path, kind: Kind, json_mode: bool, out: &mut dyn Write) -> Resu
 }
 
 fn stat(path: &Path, json_mode: bool, out: &mut dyn Write) -> Result<()> {
-    let mut store = AnyStore::open(path)?;
+    let mut store = AnyStore::open_read_only(path)?;
     let database = store.is_database();
     let kind = store.kind();
     let (generation, objects, space, file_len) = with_store!(&mut store, s => {
@@ -727,7 +750,7 @@ fn stat(path: &Path, json_mode: bool, out: &mut dyn Write) -> Result<()> {
 }
 
 fn verify(path: &Path, json_mode: bool, out: &mut dyn Write) -> Result<()> {
-    let store = match AnyStore::open(path) {
+    let store = match AnyStore::open_read_only(path) {
         Ok(store) => store,
         Err(Error::Corrupt(why)) => {
             // What is still readable: the commit before the newest, if it opens (as either
@@ -874,7 +897,7 @@ fn obj(command: ObjCommand, json_mode: bool, out: &mut dyn Write) -> Result<()> 
             )
         }
         ObjCommand::Get { file, id, out: to } => {
-            let store = AnyStore::open(&file)?;
+            let store = AnyStore::open_read_only(&file)?;
             let bytes = with_store!(&store, s => s.read_bytes_from_obj(id).map_err(|e| Error::store(&file, e))?);
             drop(store);
             if let Some(path) = to {
@@ -911,7 +934,7 @@ fn obj(command: ObjCommand, json_mode: bool, out: &mut dyn Write) -> Result<()> 
             )
         }
         ObjCommand::Ls { file } => {
-            let store = AnyStore::open(&file)?;
+            let store = AnyStore::open_read_only(&file)?;
             let listed: Vec<(ObjectId, u64)> = with_store!(&store, s => {
                 let ids = s.ids().map_err(|e| Error::store(&file, e))?;
                 let mut listed = Vec::with_capacity(ids.len());

@@ -248,6 +248,31 @@ fn a_file_locked_by_another_process_is_refused() {
     held.close().unwrap();
 }
 
+/// The commands that only look open the file read-only, with a shared lock: they run beside
+/// another reader, and change nothing (a store left with journaled commits is not
+/// checkpointed by a `stat`); a writer is still refused while a reader holds the file.
+#[test]
+fn looking_commands_read_only_beside_other_readers() {
+    use bob_store_core::Storer;
+    let dir = Dir::new();
+    let file = dir.file("store.bob");
+    let mut store = bob_store_core::BaseStore::create(&file, Default::default()).unwrap();
+    let id = store.write_new_obj_from_bytes(b"kept").unwrap();
+    store.commit().unwrap();
+    assert!(store.journaled_commits() > 0, "the scenario: a journal to replay");
+    drop(store); // no close: the commit stays in the journal
+    let before = std::fs::read(&file).unwrap();
+    let held = bob_store_core::BaseStore::open_read_only(&file, Default::default()).unwrap();
+    let id = id.0.to_string();
+    assert_eq!(json(&["stat", path(&file)])["objects"], 1);
+    assert_eq!(json(&["verify", path(&file)])["clean"], true);
+    assert_eq!(stdout(&["obj", "get", path(&file), &id]), "kept");
+    assert!(stdout(&["obj", "ls", path(&file)]).contains("\t4"));
+    assert!(fails(&["obj", "put", path(&file), "x"], 5).contains("open in another"));
+    drop(held);
+    assert!(std::fs::read(&file).unwrap() == before, "the file is as it was");
+}
+
 /// A million lines, imported in durable batches; the counts come back in `--json`.
 #[test]
 fn an_import_of_a_million_lines() {

@@ -194,14 +194,27 @@ impl OsFile {
     /// releasing the lock, the old file is let go and the path opened again, so this never
     /// holds a file no path leads to any more.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_locked(path, true)
+    }
+
+    /// Opens an existing file for reading only and takes a *shared* lock on it: other
+    /// read-only handles may hold it too, a handle of [`open`](Self::open) may not (either
+    /// waits for the other, then gets [`Error::Locked`]). Every write through it fails
+    /// (the descriptor is not open for writing). For looking into a file one may not write,
+    /// or must not change.
+    pub fn open_read_only(path: &Path) -> Result<Self> {
+        Self::open_locked(path, false)
+    }
+
+    fn open_locked(path: &Path, write: bool) -> Result<Self> {
         use std::os::unix::fs::MetadataExt;
         let mut attempts = 0;
         loop {
             let file =
-                File::options().read(true).write(true).open(path).map_err(|source| {
+                File::options().read(true).write(write).open(path).map_err(|source| {
                     Error::File { action: "open", path: path.to_owned(), source }
                 })?;
-            lock_exclusive(&file, path)?;
+            lock(&file, path, write)?;
             let stat = |m: std::io::Result<std::fs::Metadata>| m.map(|m| (m.dev(), m.ino()));
             let held = stat(file.metadata()).map_err(|source| Error::File {
                 action: "stat",
@@ -259,7 +272,7 @@ impl OsFile {
     /// durable. The lock is taken before anything is synced, so an opener that finds the new
     /// name gets [`Error::Locked`] until this handle is dropped.
     pub fn create_new(path: &Path) -> Result<Self> {
-        crate::fs::create_new_durable_with(path, |file| lock_exclusive(file, path)).map(Self::new)
+        crate::fs::create_new_durable_with(path, |file| lock(file, path, true)).map(Self::new)
     }
 
     /// The underlying file.
@@ -311,24 +324,30 @@ impl OsFile {
     }
 }
 
-/// How long [`lock_exclusive`] keeps trying while the lock is held, in all.
+/// How long [`lock`] keeps trying while the lock is held, in all.
 const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// Takes an exclusive `flock` on `file`: [`Error::Locked`] if another open file holds one.
-/// `flock` locks belong to the open file description, so a second `open` of the same path in
-/// this process is refused as surely as one in another process.
+/// Takes an exclusive `flock` on `file` (a shared one if not `exclusive`): [`Error::Locked`]
+/// if another open file holds one that conflicts (any, for an exclusive lock; an exclusive
+/// one, for a shared lock). `flock` locks belong to the open file description, so a second
+/// `open` of the same path in this process is refused as surely as one in another process.
 ///
 /// A held lock is retried for up to 50 ms before that answer. A child process that another
 /// thread is starting holds a copy of every descriptor, and so of the lock of a handle just
 /// dropped, between its `fork` and its `exec` (which closes them: Rust opens files
 /// close-on-exec): a drop and reopen must not fail because some thread ran a command.
-fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
+fn lock(file: &File, path: &Path, exclusive: bool) -> Result<()> {
     use rustix::fs::{FlockOperation, flock};
     use rustix::io::Errno;
     let started = std::time::Instant::now();
     let mut pause = std::time::Duration::from_micros(100);
+    let operation = if exclusive {
+        FlockOperation::NonBlockingLockExclusive
+    } else {
+        FlockOperation::NonBlockingLockShared
+    };
     let errno = loop {
-        match flock(file, FlockOperation::NonBlockingLockExclusive) {
+        match flock(file, operation) {
             Ok(()) => return Ok(()),
             Err(Errno::INTR) => {}
             Err(Errno::WOULDBLOCK) if started.elapsed() < LOCK_PATIENCE => {
@@ -571,6 +590,30 @@ mod tests {
         })
         .unwrap();
         assert!(calls.len() >= 2, "{calls:?}");
+    }
+
+    #[test]
+    fn read_only_handles_share_their_lock_and_never_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let writer = OsFile::create_new(&path).unwrap();
+        writer.write_at(b"hello", 0).unwrap();
+        assert!(matches!(OsFile::open_read_only(&path), Err(Error::Locked { .. })));
+        drop(writer);
+        let first = OsFile::open_read_only(&path).unwrap();
+        let second = OsFile::open_read_only(&path).unwrap();
+        let mut buf = [0u8; 5];
+        second.read_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"hello");
+        assert!(first.write_at(b"x", 0).is_err(), "not open for writing");
+        assert!(first.set_len(1).is_err());
+        assert!(matches!(OsFile::open(&path), Err(Error::Locked { .. })), "readers hold it");
+        first.map_reads(true);
+        first.read_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"hello", "through a read-only map");
+        drop((first, second));
+        let writer = OsFile::open(&path).unwrap();
+        assert_eq!(writer.file_len(), 5);
     }
 
     #[test]

@@ -212,6 +212,14 @@ impl<A: SpaceAllocator> Store<A, OsFile> {
         Self::create_with(OsFile::create_new(path.as_ref())?, options)
     }
 
+    /// Opens the store file at `path` read-only, with a shared lock (other read-only handles
+    /// may open it too, a writer may not while they hold it): for a file this process may not
+    /// write, or must not change. Every write returns `ReadOnly`; nothing is written to the
+    /// file, not even by `close`. See [`open_read_only_with`](Self::open_read_only_with).
+    pub fn open_read_only(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
+        Self::open_read_only_with(OsFile::open_read_only(path.as_ref())?, options)
+    }
+
     /// Opens the store file at `path`, recovering its last commit (see
     /// [`open_with`](Self::open_with)). The file is locked: a second open fails with
     /// `Locked` while this store lives.

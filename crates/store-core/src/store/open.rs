@@ -40,6 +40,8 @@ enum SlotState {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Which {
     Newest,
+    /// The newest, read-only.
+    NewestReadOnly,
     Previous,
 }
 
@@ -65,6 +67,14 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// never as data.
     pub fn open_previous_commit(backend: B, options: StoreOptions) -> Result<Self> {
         Self::open_which(backend, options, Which::Previous)
+    }
+
+    /// Opens the store on `backend` as [`open_with`](Self::open_with) does, read-only: every
+    /// write returns `ReadOnly`, and nothing is written to the backend, not even by `close`
+    /// (a journal is replayed in memory; a record dropped because its data never reached the
+    /// disk is dropped in memory only). See [`Store::open_read_only`] for a file.
+    pub fn open_read_only_with(backend: B, options: StoreOptions) -> Result<Self> {
+        Self::open_which(backend, options, Which::NewestReadOnly)
     }
 
     fn open_which(backend: B, options: StoreOptions, which: Which) -> Result<Self> {
@@ -112,19 +122,19 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             }
         }
         let (header, slot) = match which {
-            Which::Newest => valid[0],
+            Which::Newest | Which::NewestReadOnly => valid[0],
             Which::Previous => *valid.get(1).ok_or_else(|| {
                 Error::InvalidArgument("the file holds no intact older commit".into())
             })?,
         };
         // The other intact slot's commit, protected while the newest might not be durable.
         let previous = match which {
-            Which::Newest => valid.get(1).map(|(h, _)| *h),
+            Which::Newest | Which::NewestReadOnly => valid.get(1).map(|(h, _)| *h),
             Which::Previous => None,
         };
         match Self::load(backend, header, slot, previous, file_len, options) {
             Ok(mut store) => {
-                store.read_only = which == Which::Previous;
+                store.read_only = which != Which::Newest;
                 if !store.read_only && store.dropped_records > 0 {
                     // The dropped record must never count later (its data could check out
                     // after this session writes there): its first page is zeroed, durably.
@@ -135,7 +145,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
                 Ok(store)
             }
             Err(e @ (Error::Corrupt { .. } | Error::Alloc(_)))
-                if which == Which::Newest && valid.len() == 2 =>
+                if which != Which::Previous && valid.len() == 2 =>
             {
                 Err(Error::NewestCommitDamaged {
                     generation: header.generation,

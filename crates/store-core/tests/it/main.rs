@@ -9,6 +9,7 @@ mod fuzz_open;
 mod journal;
 mod lazy_open;
 mod model;
+mod read_only;
 mod regressions;
 mod review;
 mod roundtrip;
