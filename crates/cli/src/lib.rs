@@ -11,9 +11,10 @@
 //!   that failed its checksum.
 //! - Commands that only read (`stat`, `verify`, `obj get|ls`, `tree ls|get|scan|count`,
 //!   `export`) never change a store's objects; opening a database may replay its write-ahead
-//!   log into a checkpoint, as any open of it does. `stat`, `verify` and `obj get|ls` open a
-//!   store read-only (a shared lock; not a byte written): they work on a file the user may
-//!   not write, and beside other readers.
+//!   log into a checkpoint, as any open of it does. `stat`, `verify` and `obj get|ls` open an
+//!   object store read-only (a shared lock; not a byte written): they work on a file the
+//!   user may not write, and beside other readers. A database's trees are read through its
+//!   log, so `stat` and `verify` of a database open it for writing.
 //! - Objects of a database file belong to its trees: `obj put` and `obj del` refuse such a
 //!   file.
 //! - `export` writes one JSON object per line in key order, `{"key":…,"value":…}` (a field
@@ -798,7 +799,10 @@ fn verify(path: &Path, json_mode: bool, out: &mut dyn Write) -> Result<()> {
                     problems.push(format!("closing the database: {e}"));
                 }
             }
-            Err(Error::Locked(why)) => return Err(Error::Locked(why)),
+            // Not damage: another holder, or an I/O error (a file this user may read but
+            // not write: a database's trees are read through its log, which needs it
+            // writable).
+            Err(e @ (Error::Locked(_) | Error::Failed(_) | Error::Usage(_))) => return Err(e),
             Err(e) => problems.push(format!("the database does not open: {e}")),
         }
     }

@@ -140,7 +140,8 @@ forward_backend!(&B, Box<B>, Arc<B>);
 /// [`OsFile::open`] and [`OsFile::create_new`] take an exclusive advisory lock on the file
 /// (`flock(LOCK_EX | LOCK_NB)`): a bob file has one owner at a time, because two handles
 /// committing to one file destroy each other's commits. A second opener, in this process or
-/// another, gets [`Error::Locked`]. The lock belongs to the open file and is released when the
+/// another, gets [`Error::Locked`]; so does a reader of [`OsFile::open_read_only`], whose
+/// handles share a shared lock (many readers, no writer). The lock belongs to the open file and is released when the
 /// last handle to it is closed: when the `OsFile` is dropped, or when the `File` from
 /// [`OsFile::into_inner`] is. The lock is advisory: it stops other bob handles, not a process
 /// that writes the file without asking for it.

@@ -19,8 +19,10 @@
 //! - Frame decoding bounds every length by the bytes available, never allocates, and
 //!   reports truncation and checksum mismatches as errors, never as data.
 //! - A thread never waits for a disk token while it holds one, so tokens cannot deadlock.
-//! - A file has one owner: [`OsFile::open`] and [`OsFile::create_new`] take an exclusive
-//!   `flock`, and a second opener gets [`Error::Locked`] until the owner is dropped.
+//! - A file has one writer: [`OsFile::open`] and [`OsFile::create_new`] take an exclusive
+//!   `flock`, and a second opener gets [`Error::Locked`] until the owner is dropped; handles
+//!   of [`OsFile::open_read_only`] share a shared `flock` among themselves, never with a
+//!   writer.
 //!
 //! # Limits
 //! Unix only (`pread`/`pwrite`/`pwritev`). A frame payload is at most `u32::MAX` bytes.

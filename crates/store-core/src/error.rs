@@ -199,7 +199,8 @@ pub enum Error {
     )]
     Failed(String),
 
-    /// The store was opened read-only (an older commit, see `Store::open_previous_commit`).
+    /// The store was opened read-only (`Store::open_read_only`, or an older commit: see
+    /// `Store::open_previous_commit`).
     #[error("the store is open read-only")]
     ReadOnly,
 

@@ -170,7 +170,7 @@ pub struct Store<A: SpaceAllocator, B: FileBackend> {
     dirty: bool,
     /// Set by a failed write path: the store refuses writes until reopened.
     failed: Option<String>,
-    /// Opened on an older commit, for reading only.
+    /// Opened for reading only (`open_read_only`, or on an older commit).
     read_only: bool,
     /// New objects' bytes not yet written, by offset (all in extents born in the pending
     /// generation).
