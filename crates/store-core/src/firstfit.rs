@@ -2,6 +2,10 @@
 
 use bob_alloc::Extent;
 
+/// Holes that hold a request but not once aligned, skipped before an aligned request settles
+/// for the lowest hole that holds it wherever it starts.
+const ALIGNED_TRIES: usize = 64;
+
 /// Free extents in ascending order under a max-segment tree of their lengths.
 #[derive(Debug)]
 pub(crate) struct FirstFit {
@@ -27,29 +31,82 @@ impl FirstFit {
 
     /// Takes `len` bytes from the front of the lowest hole that holds them, if that space
     /// ends at or before `below`.
+    #[cfg(test)]
     pub(crate) fn take(&mut self, len: u64, below: u64) -> Option<Extent> {
-        if self.holes.is_empty() || self.tree[1] < len {
+        self.take_aligned(len, below, 1).map(|(taken, _)| taken)
+    }
+
+    /// Takes `len` bytes starting at a multiple of `align` (a power of two) from the lowest
+    /// hole that holds them so (among the first [`ALIGNED_TRIES`] holes of `len` bytes or
+    /// more; past them, the lowest that holds them wherever it starts), if they end at or
+    /// before `below`. Returns the extent and how many bytes before it, at the hole's front,
+    /// were skipped to reach the boundary: they stay free, but this pass no longer offers
+    /// them.
+    pub(crate) fn take_aligned(
+        &mut self,
+        len: u64,
+        below: u64,
+        align: u64,
+    ) -> Option<(Extent, u64)> {
+        let fits = |hole: &Extent| hole.offset.next_multiple_of(align) + len <= hole.end();
+        let mut leaf = self.first_at_least(len, 0)?;
+        let mut tries = 0;
+        while !fits(&self.holes[leaf - self.size]) {
+            tries += 1;
+            let next =
+                if tries < ALIGNED_TRIES { self.first_at_least(len, leaf + 1) } else { None };
+            leaf = match next {
+                Some(next) => next,
+                // Every hole of `len + align - 1` bytes holds them, wherever it starts.
+                None => self.first_at_least(len + align - 1, 0)?,
+            };
+        }
+        let hole = &mut self.holes[leaf - self.size];
+        let at = hole.offset.next_multiple_of(align);
+        if at + len > below {
+            return None; // the lowest fit is not below: nothing lower is
+        }
+        let skipped = at - hole.offset;
+        let end = hole.end();
+        *hole = Extent::new(at + len, end - at - len);
+        let mut node = leaf;
+        self.tree[node] = hole.len;
+        while node > 1 {
+            node /= 2;
+            self.tree[node] = self.tree[2 * node].max(self.tree[2 * node + 1]);
+        }
+        Some((Extent::new(at, len), skipped))
+    }
+
+    /// The leaf (tree index) of the lowest hole of at least `len` bytes whose index is
+    /// `from` or more (a tree index, or 0 for the first).
+    fn first_at_least(&self, len: u64, from: usize) -> Option<usize> {
+        if self.holes.is_empty() {
             return None;
         }
-        let mut node = 1;
+        let from = from.max(self.size);
+        if from >= 2 * self.size {
+            return None;
+        }
+        if self.tree[from] >= len {
+            return Some(from);
+        }
+        // Up until a right sibling holds one, then down its leftmost fit.
+        let mut node = from;
+        loop {
+            if node == 1 {
+                return None;
+            }
+            if node % 2 == 0 && self.tree[node + 1] >= len {
+                node += 1;
+                break;
+            }
+            node /= 2;
+        }
         while node < self.size {
             node = if self.tree[2 * node] >= len { 2 * node } else { 2 * node + 1 };
         }
-        let index = node - self.size;
-        let hole = &mut self.holes[index];
-        if hole.offset + len > below {
-            return None; // the lowest fit is not below: nothing lower is
-        }
-        let taken = Extent::new(hole.offset, len);
-        hole.offset += len;
-        hole.len -= len;
-        let mut at = node;
-        self.tree[at] = hole.len;
-        while at > 1 {
-            at /= 2;
-            self.tree[at] = self.tree[2 * at].max(self.tree[2 * at + 1]);
-        }
-        Some(taken)
+        Some(node)
     }
 }
 
@@ -89,6 +146,44 @@ mod tests {
                         taken
                     });
                 prop_assert_eq!(fast.take(len, below), expected);
+            }
+        }
+
+        /// Aligned takes agree with a linear scan for the first hole that holds the request
+        /// from a multiple of the alignment (fewer holes than the tries bound).
+        #[test]
+        fn aligned_takes_match_a_linear_scan(
+            lens in proptest::collection::vec(1u64..50, 0..40),
+            gaps in proptest::collection::vec(1u64..9, 40),
+            asks in proptest::collection::vec((1u64..40, 0u64..3000, 0u32..4), 0..60),
+        ) {
+            let mut offset = 0;
+            let holes: Vec<Extent> = lens
+                .iter()
+                .zip(&gaps)
+                .map(|(&len, &gap)| {
+                    offset += gap;
+                    let hole = Extent::new(offset, len);
+                    offset += len;
+                    hole
+                })
+                .collect();
+            let mut fast = FirstFit::new(holes.clone());
+            let mut slow = holes;
+            for (len, below, shift) in asks {
+                let align = 1u64 << shift;
+                let expected = slow
+                    .iter_mut()
+                    .find(|h| h.offset.next_multiple_of(align) + len <= h.end())
+                    .filter(|h| h.offset.next_multiple_of(align) + len <= below)
+                    .map(|h| {
+                        let at = h.offset.next_multiple_of(align);
+                        let skipped = at - h.offset;
+                        let end = h.end();
+                        *h = Extent::new(at + len, end - at - len);
+                        (Extent::new(at, len), skipped)
+                    });
+                prop_assert_eq!(fast.take_aligned(len, below, align), expected);
             }
         }
     }

@@ -406,8 +406,8 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// compacting, the lowest free extent that holds it (first fit), so the metadata moves
     /// down and the file can shrink past it. `low` is the free space as this step began.
     fn allocate_metadata(&mut self, low: &mut Option<FirstFit>, len: u64) -> Result<Extent> {
-        while let Some(extent) = low.as_mut().and_then(|holes| holes.take(len, u64::MAX)) {
-            self.alloc.claim(extent).map_err(Error::from)?;
+        while let Some(holes) = low.as_mut() {
+            let Some(extent) = self.claim_lowest(holes, len, u64::MAX)? else { break };
             if let Some(page) = self.placement.blocking_page(extent) {
                 self.placement.hold(page, extent);
                 continue;

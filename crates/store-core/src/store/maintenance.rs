@@ -411,14 +411,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     ) -> Result<Option<Extent>> {
         if let Some(holes) = holes {
             loop {
-                let Some(target) = holes.take(len, below) else { return Ok(None) };
-                self.alloc.claim(target).map_err(|e| {
-                    Error::corrupt(
-                        Part::Space,
-                        Some(target.offset),
-                        format!("claiming a hole: {e}"),
-                    )
-                })?;
+                let Some(target) = self.claim_lowest(holes, len, below)? else { return Ok(None) };
                 match self.placement.blocking_page(target) {
                     Some(page) => self.placement.hold(page, target),
                     None => return Ok(Some(target)),
@@ -436,6 +429,35 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             self.free_space(target)?;
             Ok(None)
         }
+    }
+
+    /// Claims the lowest space of `holes` that holds `len` bytes ending at or before `below`,
+    /// a whole number of pages starting on a page boundary (as the allocator places them, so
+    /// compaction keeps page-sized objects and table pages on pages of their own).
+    pub(super) fn claim_lowest(
+        &mut self,
+        holes: &mut crate::firstfit::FirstFit,
+        len: u64,
+        below: u64,
+    ) -> Result<Option<Extent>> {
+        let align = if len % PAGE_BYTES as u64 == 0 { PAGE_BYTES as u64 } else { 1 };
+        let Some((target, skipped)) = holes.take_aligned(len, below, align) else {
+            return Ok(None);
+        };
+        let corrupt = |e: bob_alloc::Error| {
+            Error::corrupt(Part::Space, Some(target.offset), format!("claiming a hole: {e}"))
+        };
+        // Space claims only from a hole's front: the bytes skipped to the boundary are
+        // claimed first, and given back once the target is.
+        let skipped = Extent::new(target.offset - skipped, skipped);
+        if skipped.len > 0 {
+            self.alloc.claim(skipped).map_err(corrupt)?;
+        }
+        self.alloc.claim(target).map_err(corrupt)?;
+        if skipped.len > 0 {
+            self.free_space(skipped)?;
+        }
+        Ok(Some(target))
     }
 
     /// Copies object `id` (checking its checksum) into `target` and records the move.
