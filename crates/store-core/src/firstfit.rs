@@ -64,7 +64,10 @@ impl FirstFit {
         let hole = &mut self.holes[leaf - self.size];
         let at = hole.offset.next_multiple_of(align);
         if at + len > below {
-            return None; // the lowest fit is not below: nothing lower is
+            // The lowest fit found is not below: nothing lower is, among the holes looked at
+            // (an aligned request past `ALIGNED_TRIES` misses settles for the lowest hole
+            // that holds it anywhere, and may pass over a lower one that holds it aligned).
+            return None;
         }
         let skipped = at - hole.offset;
         let end = hole.end();
@@ -146,6 +149,33 @@ mod tests {
                         taken
                     });
                 prop_assert_eq!(fast.take(len, below), expected);
+            }
+        }
+
+        /// Past `ALIGNED_TRIES` holes that do not hold an aligned request, it takes the lowest
+        /// hole that holds the request wherever it starts (aligned), if below.
+        #[test]
+        fn aligned_takes_settle_after_the_tries(
+            misses in 65usize..90,
+            below in prop_oneof![Just(u64::MAX), 0u64..2_000_000],
+        ) {
+            // `misses` holes of 6,000 B at 1 mod 4096 (an aligned page does not fit), then
+            // three that hold one aligned, then one of 8,191 B (holds one anywhere).
+            let mut holes: Vec<Extent> =
+                (0..misses as u64).map(|i| Extent::new(i * 16_384 + 1, 6_000)).collect();
+            let base = misses as u64 * 16_384;
+            holes.extend((0..3u64).map(|i| Extent::new(base + i * 16_384, 4_096)));
+            holes.push(Extent::new(base + 3 * 16_384 + 5, 8_191));
+            let mut fast = FirstFit::new(holes.clone());
+            let got = fast.take_aligned(4_096, below, 4_096);
+            // The tries are spent on the misses; the fallback is the 8,191 B hole.
+            let fallback = (base + 3 * 16_384 + 5).next_multiple_of(4_096);
+            let expected = (fallback + 4_096 <= below)
+                .then(|| (Extent::new(fallback, 4_096), fallback - (base + 3 * 16_384 + 5)));
+            prop_assert_eq!(got, expected);
+            if let Some((taken, _)) = got {
+                prop_assert_eq!(taken.offset % 4_096, 0);
+                prop_assert!(holes.iter().any(|h| h.offset <= taken.offset && taken.end() <= h.end()));
             }
         }
 

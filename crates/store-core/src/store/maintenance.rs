@@ -444,19 +444,26 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         let Some((target, skipped)) = holes.take_aligned(len, below, align) else {
             return Ok(None);
         };
+        // The pass's view of the free space disagrees with the allocator's: a bug, never the
+        // disk's damage, but the store's state is then not to be trusted (it latches).
         let corrupt = |e: bob_alloc::Error| {
-            Error::corrupt(Part::Space, Some(target.offset), format!("claiming a hole: {e}"))
+            Error::corrupt(
+                Part::Space,
+                Some(target.offset),
+                format!("compaction's view of free space disagrees with the allocator: {e}"),
+            )
         };
         // Space claims only from a hole's front: the bytes skipped to the boundary are
-        // claimed first, and given back once the target is.
+        // claimed first, and given back whether or not the target's claim succeeds.
         let skipped = Extent::new(target.offset - skipped, skipped);
         if skipped.len > 0 {
             self.alloc.claim(skipped).map_err(corrupt)?;
         }
-        self.alloc.claim(target).map_err(corrupt)?;
+        let claimed = self.alloc.claim(target).map_err(corrupt);
         if skipped.len > 0 {
             self.free_space(skipped)?;
         }
+        claimed?;
         Ok(Some(target))
     }
 
