@@ -118,6 +118,20 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Holes of `lens` bytes, each `gap` bytes past the end of the one before.
+    fn laid_out(lens: &[u64], gaps: impl IntoIterator<Item = u64>) -> Vec<Extent> {
+        let mut offset = 0;
+        lens.iter()
+            .zip(gaps)
+            .map(|(&len, gap)| {
+                offset += gap;
+                let hole = Extent::new(offset, len);
+                offset += len;
+                hole
+            })
+            .collect()
+    }
+
     proptest! {
         /// Agrees with a linear first-fit scan.
         #[test]
@@ -125,16 +139,7 @@ mod tests {
             lens in proptest::collection::vec(1u64..50, 0..40),
             asks in proptest::collection::vec((1u64..60, 0u64..3000), 0..60),
         ) {
-            let mut offset = 0;
-            let holes: Vec<Extent> = lens
-                .iter()
-                .map(|&len| {
-                    offset += 7;
-                    let hole = Extent::new(offset, len);
-                    offset += len;
-                    hole
-                })
-                .collect();
+            let holes = laid_out(&lens, std::iter::repeat(7));
             let mut fast = FirstFit::new(holes.clone());
             let mut slow = holes;
             for (len, below) in asks {
@@ -187,17 +192,7 @@ mod tests {
             gaps in proptest::collection::vec(1u64..9, 40),
             asks in proptest::collection::vec((1u64..40, 0u64..3000, 0u32..4), 0..60),
         ) {
-            let mut offset = 0;
-            let holes: Vec<Extent> = lens
-                .iter()
-                .zip(&gaps)
-                .map(|(&len, &gap)| {
-                    offset += gap;
-                    let hole = Extent::new(offset, len);
-                    offset += len;
-                    hole
-                })
-                .collect();
+            let holes = laid_out(&lens, gaps.iter().copied());
             let mut fast = FirstFit::new(holes.clone());
             let mut slow = holes;
             for (len, below, shift) in asks {
