@@ -185,6 +185,32 @@ impl BasicAllocator {
         }
     }
 
+    /// Allocates exactly `extent`, which lies inside the free extent that starts at `hole`
+    /// (the bytes between `hole` and `extent` stay free, a hole of their own), or, when `hole`
+    /// is at or past the file's end, starts at or past it (as [`allocate_at`](Self::allocate_at)).
+    /// For a caller that places an extent on a boundary inside a hole it chose; O(1).
+    pub fn allocate_within(&mut self, hole: u64, extent: Extent) -> Result<()> {
+        if hole >= self.end || extent.offset == hole {
+            return self.allocate_at(extent);
+        }
+        match (self.free.starting_at(hole), extent.checked_end()) {
+            (Some(hole_len), Some(end))
+                if extent.len > 0 && extent.offset > hole && end <= hole + hole_len =>
+            {
+                self.free.replace(hole, hole, extent.offset - hole);
+                if end < hole + hole_len {
+                    self.free.insert(end, hole + hole_len - end);
+                }
+                self.add_live(extent.offset, extent.len);
+                Ok(())
+            }
+            _ => Err(Error::InvalidExtent {
+                extent,
+                reason: "it does not lie inside the free extent named",
+            }),
+        }
+    }
+
     /// A free extent of at least `len` bytes below the file end, if there is one (the one
     /// [`allocate`](Allocator::allocate) would take from for an unaligned request).
     pub fn hole_of_at_least(&self, len: u64) -> Option<Extent> {
@@ -469,6 +495,15 @@ mod tests {
         a.verify().unwrap();
         a.free(Extent::new(600, 100)).unwrap();
         assert_eq!(a.file_end(), 500, "freeing the tail takes the hole before it too");
+        a.verify().unwrap();
+        // Inside a hole: the bytes before and after stay free.
+        a.free(Extent::new(100, 50)).unwrap();
+        a.free(Extent::new(150, 150)).unwrap();
+        assert!(a.allocate_within(100, Extent::new(120, 300)).is_err(), "past the hole");
+        assert!(a.allocate_within(110, Extent::new(120, 10)).is_err(), "no hole starts there");
+        a.allocate_within(100, Extent::new(120, 30)).unwrap();
+        assert_eq!(a.free_extents(), vec![Extent::new(100, 20), Extent::new(150, 150)]);
+        a.allocate_within(a.file_end(), Extent::new(a.file_end() + 8, 10)).unwrap();
         a.verify().unwrap();
     }
 

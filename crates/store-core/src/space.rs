@@ -46,6 +46,15 @@ pub trait SpaceAllocator: RunAllocator + Send + Sized {
     /// allocator decides where everything goes (size classes).
     const APPENDS: bool = false;
 
+    /// Allocates exactly `extent`, inside the free extent that starts at `hole` (the bytes
+    /// before it stay free), or at or past the file's end when `hole` is there.
+    fn claim_within(&mut self, hole: u64, extent: Extent) -> bob_alloc::Result<()> {
+        if hole == extent.offset {
+            return self.claim(extent);
+        }
+        Err(bob_alloc::Error::InvalidExtent { extent, reason: "this allocator cannot claim" })
+    }
+
     /// Where objects laid one after another may begin: the start of a hole of at least
     /// `min_hole` bytes, else the file's end. `None` when this allocator cannot append.
     fn append_start(&self, _min_hole: u64) -> Option<u64> {
@@ -91,6 +100,10 @@ impl SpaceAllocator for BasicAllocator {
 
     fn claim(&mut self, extent: Extent) -> bob_alloc::Result<()> {
         self.allocate_at(extent)
+    }
+
+    fn claim_within(&mut self, hole: u64, extent: Extent) -> bob_alloc::Result<()> {
+        self.allocate_within(hole, extent)
     }
 
     fn append_start(&self, min_hole: u64) -> Option<u64> {

@@ -453,17 +453,8 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
                 format!("compaction's view of free space disagrees with the allocator: {e}"),
             )
         };
-        // Space claims only from a hole's front: the bytes skipped to the boundary are
-        // claimed first, and given back whether or not the target's claim succeeds.
-        let skipped = Extent::new(target.offset - skipped, skipped);
-        if skipped.len > 0 {
-            self.alloc.claim(skipped).map_err(corrupt)?;
-        }
-        let claimed = self.alloc.claim(target).map_err(corrupt);
-        if skipped.len > 0 {
-            self.free_space(skipped)?;
-        }
-        claimed?;
+        // The bytes skipped to the boundary stay free.
+        self.alloc.claim_within(target.offset - skipped, target).map_err(corrupt)?;
         Ok(Some(target))
     }
 

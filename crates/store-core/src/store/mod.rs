@@ -513,19 +513,16 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// while the file has room for it (see [`append`](Self::append)), else where the allocator
     /// puts it.
     pub(crate) fn reserve(&mut self, len: u64) -> Result<Extent> {
-        if len == 0 {
-            return Ok(Extent::new(0, 0));
-        }
         let placed = A::placed_len(len);
         // The first objects of a commit fill holes: a commit of a few objects gains nothing
         // from a run, and appending past the data costs it the file system's metadata (the
         // first write into space reserved past the data converts it, written at the sync).
-        if placed <= MAX_STAGED_OBJECT as u64 && self.fresh.len() >= APPEND_AFTER {
+        if len > 0 && placed <= MAX_STAGED_OBJECT as u64 && self.fresh.len() >= APPEND_AFTER {
             if let Some(extent) = self.append(placed)? {
                 return Ok(extent);
             }
         }
-        self.take_space(placed, Purpose::Object)
+        self.reserve_placed(len)
     }
 
     /// Space for `len` bytes where the allocator puts it (never appended).
@@ -590,21 +587,8 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
                 }
                 continue;
             }
-            let end_before = self.alloc.file_end();
-            let gap = Extent::new(at, start - at);
-            if gap.len > 0 && at < end_before {
-                // The bytes before the page boundary are claimed only to reach it, and
-                // freed at once (a hole of their own).
-                if self.alloc.claim(gap).is_err() {
-                    self.frontier = None;
-                    continue;
-                }
-            }
-            let claimed = self.alloc.claim(extent);
-            if gap.len > 0 && at < end_before {
-                self.free_space(gap)?;
-            }
-            match claimed {
+            // The bytes skipped to reach a page boundary stay free.
+            match self.alloc.claim_within(at, extent) {
                 Ok(()) => {}
                 // Past the size limit: holes may still have room.
                 Err(bob_alloc::Error::OutOfSpace { .. }) => break,
@@ -613,7 +597,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
                     continue;
                 }
             }
-            match self.check_reserve(Purpose::Object, placed, end_before, &[extent]) {
+            match self.check_reserve(Purpose::Object, placed, end, &[extent]) {
                 Ok(()) => {}
                 // Growth the limit or the disk refuses: holes may still have room.
                 Err(Error::OutOfSpace { .. }) => break,
