@@ -118,7 +118,7 @@ impl Promise {
 
 /// The object engines, by name.
 pub const OBJECT_ENGINES: &[&str] =
-    &["bob-base", "bob-multi", "bob-mapped", "marble", "redb", "lmdb", "fjall"];
+    &["bob-base", "bob-multi", "bob-pread", "marble", "redb", "lmdb", "fjall"];
 
 /// The key-value engines, by name (`sled` only with the `sled` feature).
 pub fn kv_engines() -> Vec<&'static str> {
@@ -134,13 +134,13 @@ pub fn configuration(suite: &str, name: &str, settings: &Settings) -> String {
     let cache = format!("{} MiB", settings.cache_bytes >> 20);
     match (suite, name) {
         (_, "bob-base" | "bob-multi") => {
-            "default options; reads through the OS page cache; key -> id map in the store, \
-             committed with each batch"
+            "default options; reads of up to 64 KiB copy out of a memory map of the file \
+             (a device read error is contained and returned as an error); key -> id map in \
+             the store, committed with each batch"
                 .into()
         }
-        (_, "bob-mapped") => "as bob-base, with `StoreOptions::mapped_reads`: reads up to \
-             64 KiB copy out of a memory map of the file (a device read error then kills the \
-             process, as with LMDB)"
+        (_, "bob-pread") => "as bob-base, with `StoreOptions::mapped_reads` off: every read \
+             is a `pread` through the OS page cache"
             .into(),
         (_, "bob-btree") => "named B+tree (`bob_btree::Db`), 4 KiB nodes, write-ahead log \
              (a durable commit appends one record and syncs once; non-durable commits are \
@@ -169,9 +169,9 @@ pub fn configuration(suite: &str, name: &str, settings: &Settings) -> String {
 pub fn open_objects(name: &str, dir: &Path, settings: &Settings) -> Result<Box<dyn ObjectEngine>> {
     std::fs::create_dir_all(dir)?;
     Ok(match name {
-        "bob-base" => Box::new(bob::Objects::<bob_alloc::BasicAllocator>::open(dir, false)?),
-        "bob-multi" => Box::new(bob::Objects::<bob_alloc::OmniBlockAllocator>::open(dir, false)?),
-        "bob-mapped" => Box::new(bob::Objects::<bob_alloc::BasicAllocator>::open(dir, true)?),
+        "bob-base" => Box::new(bob::Objects::<bob_alloc::BasicAllocator>::open(dir, true)?),
+        "bob-multi" => Box::new(bob::Objects::<bob_alloc::OmniBlockAllocator>::open(dir, true)?),
+        "bob-pread" => Box::new(bob::Objects::<bob_alloc::BasicAllocator>::open(dir, false)?),
         "marble" => Box::new(marble_engine::Objects::open(dir)?),
         // The key-value peers store an object under its key, big-endian.
         "redb" => Box::new(KvObjects(Box::new(redb_engine::Kv::open(dir, settings)?))),
@@ -315,7 +315,7 @@ mod bob {
     }
 
     impl<A: SpaceAllocator + Send> Objects<A> {
-        /// Opens the store (reads mapped if `mapped`) and reads its map back.
+        /// Opens the store (reads mapped if `mapped`, as by default) and reads its map back.
         pub(super) fn open(dir: &Path, mapped: bool) -> Result<Self> {
             let path = dir.join("objects.bob");
             let options = StoreOptions { mapped_reads: mapped, ..StoreOptions::default() };
@@ -1286,7 +1286,7 @@ mod tests {
     fn bob_objects_find_every_key_after_a_drop_without_close() {
         let dir = std::env::temp_dir().join(format!("bob-bench-map-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        for engine in ["bob-base", "bob-multi", "bob-mapped"] {
+        for engine in ["bob-base", "bob-multi", "bob-pread"] {
             let at = dir.join(engine);
             let mut objects = open_objects(engine, &at, &SETTINGS).unwrap();
             let data: Vec<Vec<u8>> = (0..1_500u64).map(|k| vec![k as u8; 100]).collect();

@@ -107,7 +107,7 @@ fn engine_rank(engine: &str) -> usize {
     [
         "bob-base",
         "bob-multi",
-        "bob-mapped",
+        "bob-pread",
         "bob-btree",
         "bob-treap",
         "marble",

@@ -9,7 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::mapped::MapSlot;
+use crate::mapped::{GuardedMap, MapSlot, Mapped};
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::{Error, Result};
 
@@ -76,8 +76,8 @@ pub trait FileBackend: Send + Sync {
     }
 
     /// Turns reads through a memory map of the file on or off where the backend has them
-    /// ([`OsFile::map_reads`]: faster reads, but a device read error kills the process);
-    /// the default has none and does nothing.
+    /// ([`OsFile`]'s: faster reads, a device read error still an error); the default has
+    /// none and does nothing.
     fn map_reads(&self, on: bool) {
         let _ = on;
     }
@@ -150,14 +150,17 @@ forward_backend!(&B, Box<B>, Arc<B>);
 /// to 64 KiB out of a read-only memory map of the file (no system call: 1.8 times as fast for
 /// a cached 4 KiB read). Mapped reads stay below the file's length as this handle last set it;
 /// a truncation waits for the readers copying at that moment (see `mapped.rs`), so no read
-/// touches a mapped page past the end of the file. The price of the mapping, as for every memory-mapped
-/// store: a device read error while a read faults a page in, or another process that ignores
-/// the lock and truncates the file, kills the process (`SIGBUS`) instead of returning an
-/// error. Off by default.
+/// touches a mapped page past the end of the file. A device read error while a read faults a
+/// page in, or another process that ignores the lock and truncates the file, raises `SIGBUS`,
+/// which kills a process reading through a map (LMDB's hazard); here it is contained (see
+/// `fault_guard.rs`): that read is done again with `pread`, which returns the error, and the
+/// mapping is made again. The first mapping installs a process-wide `SIGBUS` handler for this,
+/// which passes every other `SIGBUS` on to the handler it replaced. Off by default for an
+/// `OsFile` (bob's stores turn it on: `StoreOptions::mapped_reads`).
 #[derive(Debug)]
 pub struct OsFile {
     file: File,
-    map: MapSlot<memmap2::Mmap>,
+    map: MapSlot<GuardedMap>,
     /// Whether reads go through a mapping (`map_reads`).
     mapped: AtomicBool,
 }
@@ -168,7 +171,7 @@ const MIN_MAPPING: u64 = 1 << 30;
 /// A read-only mapping of `file` for a file of `len` bytes: twice that, at least 1 GiB, so the
 /// file can grow under it (`None` if the system refuses: reads then use `pread`). Reads stay
 /// below the file's length (see `mapped.rs`).
-fn map_file(file: &File, len: u64) -> Option<memmap2::Mmap> {
+fn map_file(file: &File, len: u64) -> Option<GuardedMap> {
     let len =
         usize::try_from(len.saturating_mul(2).max(MIN_MAPPING).next_multiple_of(4096)).ok()?;
     // SAFETY: the mapping is read-only. Reads through it stay below the file's length as this
@@ -176,8 +179,11 @@ fn map_file(file: &File, len: u64) -> Option<memmap2::Mmap> {
     // once the readers copying now are done, and the file is locked against other bob handles.
     // The bytes may change under the mapping (writes through this handle); readers copy them
     // out and check their checksums, never hold references into the mapping. Exercised by the
-    // tests `mapped_reads_across_length_changes` and `mapped_reads_while_truncating`.
-    unsafe { memmap2::MmapOptions::new().len(len).map(file) }.ok()
+    // tests `mapped_reads_across_length_changes` and `mapped_reads_while_truncating`. A read
+    // that faults all the same (a device error, a truncation by a process that ignores the
+    // lock) is contained by the fault guard: the mapping is used only once registered with
+    // it (test `a_truncation_behind_the_lock_is_an_error_not_a_crash`).
+    GuardedMap::new(unsafe { memmap2::MmapOptions::new().len(len).map(file) }.ok()?)
 }
 
 impl OsFile {
@@ -315,6 +321,16 @@ impl OsFile {
         }
     }
 
+    /// After a read through the mapping faulted: the mapping is made again (the page of zeros
+    /// the fault guard put in it goes with it), at the file's length now.
+    fn remap_faulted(&self) {
+        let on = self.mapped.load(Ordering::Acquire);
+        self.map.replace_faulted(|| {
+            let len = self.file_len();
+            if on { (map_file(&self.file, len), len) } else { (None, 0) }
+        });
+    }
+
     /// Maps the file again (or takes the mapping away, if reads are not mapped).
     fn remap(&self) {
         let on = self.mapped.load(Ordering::Acquire);
@@ -366,8 +382,10 @@ fn lock(file: &File, path: &Path, exclusive: bool) -> Result<()> {
 
 impl FileBackend for OsFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        if self.map.read(buf, offset) {
-            return Ok(());
+        match self.map.read(buf, offset) {
+            Mapped::Copied => return Ok(()),
+            Mapped::Faulted => self.remap_faulted(),
+            Mapped::No => {}
         }
         // `read_exact_at` retries short reads and `Interrupted`.
         self.file.read_exact_at(buf, offset)
@@ -376,8 +394,10 @@ impl FileBackend for OsFile {
     /// Through the mapping, a copy with no zero-fill first.
     fn read_to_vec(&self, buf: &mut Vec<u8>, len: usize, offset: u64) -> io::Result<()> {
         buf.clear();
-        if self.map.read_to_vec(buf, len, offset) {
-            return Ok(());
+        match self.map.read_to_vec(buf, len, offset) {
+            Mapped::Copied => return Ok(()),
+            Mapped::Faulted => self.remap_faulted(),
+            Mapped::No => {}
         }
         buf.resize(len, 0);
         self.file.read_exact_at(buf, offset)

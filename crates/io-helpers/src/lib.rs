@@ -60,6 +60,7 @@
 mod backend;
 mod batch;
 mod error;
+mod fault_guard;
 mod frame;
 mod fs;
 mod mapped;
@@ -74,6 +75,7 @@ mod token;
 pub use backend::{FileBackend, OsFile};
 pub use batch::{BatchReport, Section, write_batched_sections, write_zeros};
 pub use error::{Error, Result};
+pub use fault_guard::mapped_read_faults;
 pub use frame::{
     FRAME_HEADER_LEN, MAX_FRAME_PAYLOAD, StreamingChecksum, checksum, decode_frame, encode_frame,
     frame_len,

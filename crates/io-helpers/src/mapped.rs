@@ -22,9 +22,12 @@
 //!
 //! Writes through `pwrite` are seen through the mapping (one page cache).
 //!
-//! What this cannot prevent: another process that ignores the file's lock and truncates the
-//! file, or a device read error while a read faults a page in, makes that read fault (the
-//! hazard every memory-mapped store, LMDB included, has). So mapped reads are opt-in.
+//! What the protocol cannot prevent: another process that ignores the file's lock and
+//! truncates the file, or a device read error while a read faults a page in, makes that read
+//! fault (`SIGBUS`, the hazard of every memory-mapped store, LMDB included). `fault_guard.rs`
+//! contains that fault: the copy finishes reading zeros for the page, the mapping reports
+//! [`MapBytes::faulted`], and the read is done again with `pread` (which returns the error)
+//! while the mapping is made again ([`MapSlot::replace_faulted`]).
 
 use crate::sync::RwLock;
 use crate::sync::atomic::{AtomicU64, Ordering};
@@ -38,15 +41,58 @@ pub(crate) trait MapBytes {
     fn slice(&self, start: usize, end: usize) -> Option<&[u8]>;
     /// Bytes of address space mapped.
     fn mapped(&self) -> usize;
+    /// Whether a read through the mapping faulted since it was made (see `fault_guard.rs`):
+    /// then a copy made before this call may hold zeros where the file's bytes were not to be
+    /// had. A mapping that cannot fault says `false`.
+    fn faulted(&self) -> bool {
+        false
+    }
 }
 
-impl MapBytes for memmap2::Mmap {
+/// What a read through the mapping did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mapped {
+    /// The bytes were copied.
+    Copied,
+    /// Not served by the mapping (too long, past the known length, or no mapping): nothing
+    /// copied.
+    No,
+    /// The copy faulted (a device error, or a page past the end of a file truncated behind
+    /// this handle's back): nothing copied; read with `pread` instead, and make the mapping
+    /// again ([`MapSlot::replace_faulted`]).
+    Faulted,
+}
+
+/// A read-only mapping of a file, registered with the fault guard (`fault_guard.rs`), so a
+/// read of it that faults is contained and reported by [`MapBytes::faulted`].
+#[derive(Debug)]
+pub(crate) struct GuardedMap {
+    // Fields drop in order: the registration goes before the mapping, so a registered range
+    // is always one of bob's mappings (the guard never maps its zero page over memory the
+    // system has given to something else since). Nothing reads the mapping by then.
+    registration: crate::fault_guard::Registration,
+    map: memmap2::Mmap,
+}
+
+impl GuardedMap {
+    /// Registers `map`; `None` (the map is dropped) if it cannot be, and so must not be read.
+    pub(crate) fn new(map: memmap2::Mmap) -> Option<Self> {
+        let registration = crate::fault_guard::register(map.as_ptr(), map.len())?;
+        Some(Self { registration, map })
+    }
+}
+
+impl MapBytes for GuardedMap {
     fn slice(&self, start: usize, end: usize) -> Option<&[u8]> {
-        self.get(start..end)
+        self.map.get(start..end)
     }
 
     fn mapped(&self) -> usize {
-        self.len()
+        self.map.len()
+    }
+
+    fn faulted(&self) -> bool {
+        self.registration.faulted()
     }
 }
 
@@ -65,53 +111,61 @@ impl<M: MapBytes> MapSlot<M> {
         Self { slot: RwLock::new(None), valid: AtomicU64::new(0) }
     }
 
-    /// Copies the bytes at `offset` into `buf` from the mapping; `false` (nothing copied) when
-    /// the read is too long for the mapping path, or reaches past the file's known length or
-    /// the mapping.
-    pub(crate) fn read(&self, buf: &mut [u8], offset: u64) -> bool {
+    /// Copies the bytes at `offset` into `buf` from the mapping; [`Mapped::No`] when the read
+    /// is too long for the mapping path, or reaches past the file's known length or the
+    /// mapping; [`Mapped::Faulted`] when the copy faulted (`buf`'s contents are then
+    /// unspecified).
+    pub(crate) fn read(&self, buf: &mut [u8], offset: u64) -> Mapped {
         self.with_slice(buf.len(), offset, |source| buf.copy_from_slice(source))
     }
 
-    /// Appends the `len` bytes at `offset` to `buf` from the mapping; `false` (nothing
-    /// appended) as for [`read`](Self::read).
-    pub(crate) fn read_to_vec(&self, buf: &mut Vec<u8>, len: usize, offset: u64) -> bool {
-        self.with_slice(len, offset, |source| buf.extend_from_slice(source))
+    /// Appends the `len` bytes at `offset` to `buf` from the mapping; as for
+    /// [`read`](Self::read), and unless [`Mapped::Copied`], `buf` is left as it was.
+    pub(crate) fn read_to_vec(&self, buf: &mut Vec<u8>, len: usize, offset: u64) -> Mapped {
+        let before = buf.len();
+        let done = self.with_slice(len, offset, |source| buf.extend_from_slice(source));
+        if done != Mapped::Copied {
+            buf.truncate(before);
+        }
+        done
     }
 
     /// Runs `copy` on the mapped bytes `offset..offset + len` under the read lock, if the
-    /// mapping path may serve them.
-    fn with_slice(&self, len: usize, offset: u64, copy: impl FnOnce(&[u8])) -> bool {
+    /// mapping path may serve them; then checks that the copy did not fault.
+    fn with_slice(&self, len: usize, offset: u64, copy: impl FnOnce(&[u8])) -> Mapped {
         if len > MAX_MAPPED_READ {
-            return false;
+            return Mapped::No;
         }
-        let Some(end) = offset.checked_add(len as u64) else { return false };
+        let Some(end) = offset.checked_add(len as u64) else { return Mapped::No };
         // Without a mapping `valid` is 0: the default (unmapped) path returns here, with one
         // load and no lock, so `pread` readers share no lock word.
         if end > self.valid.load(Ordering::Acquire) {
-            return false;
+            return Mapped::No;
         }
         let slot = self.slot.read();
-        let Some(map) = slot.as_ref() else { return false };
+        let Some(map) = slot.as_ref() else { return Mapped::No };
         if end > self.valid.load(Ordering::Acquire) {
-            return false;
+            return Mapped::No;
         }
         match map.slice(offset as usize, end as usize) {
             Some(source) => {
                 copy(source);
-                true
+                if map.faulted() { Mapped::Faulted } else { Mapped::Copied }
             }
-            None => false,
+            None => Mapped::No,
         }
     }
 
     /// The file grew through this handle: `actual` gives its length now (read under the
     /// slot's lock, so no truncation runs between it and raising `valid`). Returns whether the
-    /// file now passes the mapping, which should then be made again.
+    /// file now passes the mapping, or there is none, so it should be made (again).
     pub(crate) fn grown(&self, actual: impl FnOnce() -> u64) -> bool {
         let slot = self.slot.read();
         let len = actual();
         self.valid.fetch_max(len, Ordering::AcqRel);
-        slot.as_ref().is_some_and(|m| len > m.mapped() as u64)
+        // No mapping (the last attempt failed, e.g. every fault-guard slot was taken): try
+        // again now.
+        slot.as_ref().is_none_or(|m| len > m.mapped() as u64)
     }
 
     /// Runs `shrink` (a truncation to `len` bytes) once no read through the mapping can reach
@@ -141,6 +195,18 @@ impl<M: MapBytes> MapSlot<M> {
         self.valid.store(len, Ordering::Release);
     }
 
+    /// As [`replace`](Self::replace), if the current mapping has faulted (once its readers
+    /// are done; a mapping another caller already replaced is kept).
+    pub(crate) fn replace_faulted(&self, make: impl FnOnce() -> (Option<M>, u64)) {
+        let mut slot = self.slot.write();
+        if slot.as_ref().is_some_and(|m| m.faulted()) {
+            *slot = None;
+            let (map, len) = make();
+            *slot = map;
+            self.valid.store(len, Ordering::Release);
+        }
+    }
+
     /// Whether a write ending at `end` reaches past the length mapped reads may reach now
     /// (then the caller reports the growth with [`grown`](Self::grown)). Cheap: one load.
     pub(crate) fn beyond(&self, end: u64) -> bool {
@@ -156,7 +222,7 @@ impl<M: MapBytes> MapSlot<M> {
 
 #[cfg(all(test, loom))]
 mod loom_tests {
-    use super::{MapBytes, MapSlot};
+    use super::{MapBytes, MapSlot, Mapped};
     use crate::sync::atomic::{AtomicU64, Ordering};
     use crate::sync::{Arc, thread};
 
@@ -191,7 +257,7 @@ mod loom_tests {
                 let slot = slot.clone();
                 thread::spawn(move || {
                     let mut buf = [0u8; 4];
-                    if slot.read(&mut buf, 4) {
+                    if slot.read(&mut buf, 4) == Mapped::Copied {
                         assert_eq!(buf, [7; 4]);
                     }
                 })
@@ -204,7 +270,8 @@ mod loom_tests {
             reader.join().unwrap();
             assert_eq!(slot.mapped_len(), 4);
             let mut buf = [0u8; 4];
-            assert!(!slot.read(&mut buf, 4), "past the end: pread's error, not the mapping");
+            let read = slot.read(&mut buf, 4);
+            assert_eq!(read, Mapped::No, "past the end: pread's error, not the mapping");
         });
     }
 

@@ -245,3 +245,147 @@ fn open_or_create_creates_a_missing_file_and_opens_an_existing_one() {
         "{err}"
     );
 }
+
+/// Another process (here, a handle that ignores the lock) truncates a mapped file while two
+/// threads read it: a read past the new end faults (`SIGBUS`), which the fault guard contains.
+/// Every read returns the file's bytes or an error, never the zeros the guard maps over a
+/// faulting page, and the process lives; reads below the new end keep working.
+#[test]
+fn a_truncation_behind_the_lock_is_an_error_not_a_crash() {
+    use std::os::unix::fs::FileExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    const LEN: u64 = 4 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t");
+    let file = Arc::new(OsFile::create_new(&path).unwrap());
+    file.write_at(&patterned(0, LEN as usize), 0).unwrap();
+    file.map_reads(true);
+    let faults_before = bob_io_helpers::mapped_read_faults();
+    // One read maps the pages below 1 MiB, then the file is cut to 64 KiB behind the lock.
+    let intruder = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let mut buf = vec![0u8; 4096];
+    file.read_at(&mut buf, 1 << 20).unwrap();
+    assert_eq!(buf, patterned(1 << 20, 4096));
+    intruder.set_len(64 << 10).unwrap();
+    let err = file.read_at(&mut buf, 1 << 20).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
+    assert!(bob_io_helpers::mapped_read_faults() > faults_before, "the read went through the map");
+    file.read_at(&mut buf, 4096).unwrap();
+    assert_eq!(buf, patterned(4096, 4096));
+    // Grown again behind the lock: reads past the length this handle knows take `pread`.
+    intruder.write_all_at(&patterned(64 << 10, (LEN - (64 << 10)) as usize), 64 << 10).unwrap();
+    file.read_at(&mut buf, 1 << 20).unwrap();
+    assert_eq!(buf, patterned(1 << 20, 4096));
+
+    // Readers race a truncation from the tail, a page at a time, behind the lock.
+    file.set_len(0).unwrap();
+    file.write_at(&patterned(0, LEN as usize), 0).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicU64::new(0));
+    let readers: Vec<_> = (0..2u64)
+        .map(|t| {
+            let (file, stop, failed) = (file.clone(), stop.clone(), failed.clone());
+            std::thread::spawn(move || {
+                let (mut state, mut ok, mut buf) = (t + 7, 0u64, vec![0u8; 4000]);
+                while !stop.load(Ordering::Relaxed) {
+                    state =
+                        state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    let at = (state >> 16) % (LEN - 4000);
+                    match file.read_at(&mut buf, at) {
+                        Ok(()) => {
+                            assert!(buf == patterned(at, 4000), "wrong bytes at {at}");
+                            ok += 1;
+                        }
+                        Err(_) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    let mut len = LEN;
+    while len > 64 << 10 {
+        len -= 16 << 10;
+        intruder.set_len(len).unwrap();
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let reads: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    assert!(reads > 0 && failed.load(Ordering::Relaxed) > 0);
+}
+
+/// The fault guard keeps to bob's own mappings: a `SIGBUS` anywhere else (a fault in a mapping
+/// of the application's, or the signal sent by a process) ends as it would without bob's
+/// guard: the fault kills the process, and the sent signal goes to the handler that was there
+/// before (Rust's own, which lets a sent `SIGBUS` pass), after which bob's guard still
+/// contains a fault in its mapping. Run in child processes (this test binary, the test
+/// below), with the guard installed and without.
+#[test]
+fn a_sigbus_outside_bob_mappings_ends_as_without_the_guard() {
+    use std::os::unix::process::ExitStatusExt;
+    let run = |how: &str, guard: bool| {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "os_file::sigbus_child", "--nocapture", "--test-threads=1"])
+            .env("BOB_SIGBUS_CHILD", how)
+            .env("BOB_SIGBUS_GUARD", if guard { "1" } else { "0" })
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+    };
+    let fault = run("fault", true);
+    assert_eq!(fault.signal(), Some(libc::SIGBUS), "{fault:?}");
+    assert_eq!(run("fault", false).signal(), Some(libc::SIGBUS));
+    let (with, without) = (run("raise", true), run("raise", false));
+    assert_eq!((with.code(), with.signal()), (without.code(), without.signal()));
+}
+
+/// The child of the test above (does nothing unless `BOB_SIGBUS_CHILD` is set): installs
+/// bob's guard through a mapped read, then takes a `SIGBUS` outside bob's mappings.
+#[test]
+fn sigbus_child() {
+    let Ok(how) = std::env::var("BOB_SIGBUS_CHILD") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let file = OsFile::create_new(&dir.path().join("bob")).unwrap();
+    file.write_at(&[1u8; 8192], 0).unwrap();
+    let guard = std::env::var("BOB_SIGBUS_GUARD").is_ok_and(|g| g == "1");
+    if guard {
+        file.map_reads(true);
+        let mut buf = [0u8; 16];
+        file.read_at(&mut buf, 0).unwrap();
+        assert!(file.mapped_len() > 0);
+    }
+    if how == "raise" {
+        // SAFETY: `raise` has no preconditions.
+        unsafe { libc::raise(libc::SIGBUS) };
+        if guard {
+            // The guard outlived the signal: a fault in bob's mapping is still contained.
+            file.write_at(&[1u8; 1 << 20], 0).unwrap();
+            let mut buf = [0u8; 16];
+            file.read_at(&mut buf, 512 << 10).unwrap();
+            let intruder =
+                std::fs::OpenOptions::new().write(true).open(dir.path().join("bob")).unwrap();
+            intruder.set_len(4096).unwrap();
+            let err = file.read_at(&mut buf, 512 << 10).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+        }
+        std::process::exit(3);
+    } else {
+        let theirs = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.path().join("theirs"))
+            .unwrap();
+        theirs.set_len(1 << 20).unwrap();
+        // SAFETY: the test's own file; the read below faults on purpose (past the end after
+        // the truncation), which is what this child is for.
+        let map = unsafe { memmap2::Mmap::map(&theirs) }.unwrap();
+        theirs.set_len(0).unwrap();
+        std::hint::black_box(map[512 << 10]);
+    }
+    std::process::exit(4); // not reached: the fault kills the process
+}

@@ -78,6 +78,10 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     }
 
     fn open_which(backend: B, options: StoreOptions, which: Which) -> Result<Self> {
+        // Open's checks read from the device, their cached pages dropped first: pages a
+        // memory map of the file holds (a backend an earlier store left mapped) cannot be
+        // dropped, so the mapping goes until open is done (`from_parts` maps again).
+        backend.map_reads(false);
         backend.sync_data()?;
         // A header write that a failed sync dropped may still sit in the page cache, marked
         // clean: read the slots from the device. (Advisory: if the system keeps the pages,

@@ -585,6 +585,42 @@ fn mapped_reads_round_trip_through_compaction_and_reopen() {
     assert!(store.verify().unwrap().is_clean());
 }
 
+/// Mapped reads are the default, and a store file cut short behind the lock (another process
+/// that ignores it) does not kill the reader with `SIGBUS`: every object reads back whole
+/// or as an error, never as the zeros the fault guard maps over the faulting page, and the
+/// store still reads what the file kept. A device read error takes the same path.
+#[test]
+fn a_store_file_truncated_behind_the_lock_gives_errors_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cut.bob");
+    let mut store = BaseStore::create(&path, bob_store_core::StoreOptions::default()).unwrap();
+    assert!(store.backend().mapped_len() > 0, "reads are mapped by default");
+    let mut model = std::collections::BTreeMap::new();
+    for i in 0..2000u64 {
+        let data = bytes(i, 4000);
+        model.insert(put(&mut store, &data), data);
+    }
+    store.commit().unwrap();
+    assert_eq!(contents(&store).unwrap(), model);
+    let faults = bob_io_helpers::mapped_read_faults();
+    let len = store.backend().len().unwrap();
+    let intruder = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    intruder.set_len(len / 2).unwrap();
+    let (mut read, mut failed) = (0, 0);
+    for (id, data) in &model {
+        match store.read_bytes_from_obj(*id) {
+            Ok(got) => {
+                assert!(got == *data, "{id:?} read back wrong bytes");
+                read += 1;
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    assert!(read > 0 && failed > 0, "{read} read, {failed} failed");
+    assert!(bob_io_helpers::mapped_read_faults() > faults, "the reads went through the map");
+    drop(store);
+}
+
 /// `open_or_create` creates a missing store, opens an existing one with its objects, and
 /// takes an empty file (a creation a crash cut short) for a new store; a file with bytes that
 /// are not a store is reported, never created over.
