@@ -23,8 +23,19 @@ pub(crate) const SLOT_OFFSETS: [u64; 2] = [0, SLOT_BYTES as u64];
 pub(crate) const FORMAT_1_SLOT_OFFSETS: [u64; 2] = [0, 512];
 
 pub(crate) const HEADER_MAGIC: [u8; 8] = *b"BOBSTORE";
-/// The store format version this build reads and writes.
-pub const FORMAT_VERSION: u16 = 4;
+/// The store format version this build writes. It reads this one and every version from
+/// [`OLDEST_READ_VERSION`] on: version 4 differs only in allowing journal regions of at most
+/// 1 MiB (version 5: 8 MiB), so a version 4 file opens as it is, and what a writer rewrites
+/// (header, table pages, root, journal records) is written as version 5.
+pub const FORMAT_VERSION: u16 = 5;
+
+/// The oldest store format version this build reads.
+pub const OLDEST_READ_VERSION: u16 = 4;
+
+/// Whether this build reads structures of store format `version`.
+pub(crate) fn readable_version(version: u16) -> bool {
+    (OLDEST_READ_VERSION..=FORMAT_VERSION).contains(&version)
+}
 
 const H_MAGIC: usize = 0;
 const H_VERSION: usize = H_MAGIC + 8;
@@ -154,7 +165,7 @@ impl Header {
             return Ok(None);
         }
         let version = get_u16(slot, H_VERSION);
-        if version != FORMAT_VERSION {
+        if !readable_version(version) {
             return Err(Error::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
         }
         Ok(Some(Header {
@@ -235,7 +246,7 @@ pub(crate) fn decode_page_with(
     if page.len() != PAGE_BYTES || page[P_MAGIC..P_VERSION] != PAGE_MAGIC {
         return Err(corrupt("bad magic or length".into()));
     }
-    if get_u16(page, P_VERSION) != FORMAT_VERSION || get_u64(page, P_INDEX) != index {
+    if !readable_version(get_u16(page, P_VERSION)) || get_u64(page, P_INDEX) != index {
         return Err(corrupt(format!(
             "holds page {} of version {}",
             get_u64(page, P_INDEX),
@@ -311,7 +322,7 @@ pub(crate) fn encode_root(pages: &[Option<PageRef>]) -> Vec<u8> {
 
 pub(crate) fn decode_root(root: &[u8], file_len: u64) -> Result<Vec<Option<PageRef>>> {
     let corrupt = |what: String| Error::corrupt(Part::Root, None, what);
-    if root.len() < R_HEADER || root[..4] != ROOT_MAGIC || get_u16(root, 4) != FORMAT_VERSION {
+    if root.len() < R_HEADER || root[..4] != ROOT_MAGIC || !readable_version(get_u16(root, 4)) {
         return Err(corrupt("bad magic, version or length".into()));
     }
     let count = get_u64(root, 8);

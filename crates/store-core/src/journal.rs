@@ -178,7 +178,7 @@ impl Iterator for Chain<'_> {
 pub(crate) fn decode(bytes: &[u8], salt: u64) -> Result<Found> {
     if bytes.len() < J_HEAD + TRAILER
         || bytes[J_MAGIC..J_VERSION] != MAGIC
-        || get_u16(bytes, J_VERSION) != FORMAT_VERSION
+        || !crate::format::readable_version(get_u16(bytes, J_VERSION))
         || get_u64(bytes, J_SALT) != salt
     {
         return Ok(Found::Nothing);

@@ -93,7 +93,7 @@ use std::io::{Read, Write};
 
 pub use bob_io_helpers::{FileBackend, OsFile};
 pub use error::{Error, Part, Result};
-pub use format::{FORMAT_VERSION, HEADER_REGION, MAX_OBJECTS};
+pub use format::{FORMAT_VERSION, HEADER_REGION, MAX_OBJECTS, OLDEST_READ_VERSION};
 pub use guard::{Access, ObjectReader, ObjectWriter, ReadAt};
 pub use objects::Direct;
 pub use space::SpaceAllocator;

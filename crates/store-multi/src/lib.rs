@@ -54,7 +54,7 @@ mod tests {
         // Header region, one 8-slot block of 112 bytes, one 4 KiB page class block (8 pages),
         // a root slot, the room kept for the next commit's metadata (17 pages and a root) and
         // at most one growth step of 64 KiB: below the Go original's 262 KB, besides the two
-        // journal regions (1 MiB each by default, `StoreOptions::journal_bytes`).
+        // journal regions (2 MiB each by default, `StoreOptions::journal_bytes`).
         let len = store.file_len().unwrap();
         let journals = 2 * StoreOptions::default().journal_bytes;
         assert!(len - journals < 256 * 1024, "{len} bytes");

@@ -13,11 +13,14 @@ use crate::space::SpaceAllocator;
 use crate::table::Table;
 use crate::{Error, Result};
 
-/// The most bytes a journal region takes (each of the two).
-pub(crate) const MAX_JOURNAL_BYTES: u64 = 1 << 20;
+/// The most bytes a journal region takes (each of the two; format 4 allowed 1 MiB).
+pub(crate) const MAX_JOURNAL_BYTES: u64 = 8 << 20;
+
+/// The journal region length a new store gets by default (each of the two).
+pub(crate) const DEFAULT_JOURNAL_BYTES: u64 = 2 << 20;
 
 /// The journal region length a new store gets when asked for `wanted` bytes under the size
-/// limit `limit`: whole pages, at most 1 MiB and a sixty-fourth of the limit, at least 4 pages.
+/// limit `limit`: whole pages, at most 8 MiB and a sixty-fourth of the limit, at least 4 pages.
 pub(crate) fn journal_len_for(wanted: u64, limit: u64) -> u64 {
     (wanted.min(limit / 64).min(MAX_JOURNAL_BYTES) / PAGE * PAGE).max(4 * PAGE)
 }

@@ -457,7 +457,7 @@ fn decode_slots(
 }
 
 /// Checks the journal regions a header names: two regions of whole pages, between 4 pages
-/// and 1 MiB each, right after the header slots, inside the file. Returns where the
+/// and 8 MiB each, right after the header slots, inside the file. Returns where the
 /// allocator's space begins.
 fn check_journal_regions(header: &Header, slot: usize, file_len: u64) -> Result<u64> {
     let len = header.journal_len;

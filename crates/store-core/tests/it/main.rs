@@ -29,7 +29,7 @@ pub(crate) fn contents<A: SpaceAllocator, B: FileBackend>(store: &Store<A, B>) -
 
 /// The tests' options: a journal of 4 pages per region, so workloads checkpoint every few
 /// commits (crash sweeps cover both kinds of commit) and byte-by-byte sweeps of an image stay
-/// small. `journal.rs` also runs the default 1 MiB journal.
+/// small. `journal.rs` also runs the default 2 MiB journal.
 pub(crate) fn options() -> StoreOptions {
     StoreOptions { journal_bytes: 4 * 4096, ..StoreOptions::default() }
 }

@@ -776,7 +776,7 @@ fn open_or_create_finishes_a_creation_a_crash_cut_short() {
     let id = put(&mut store, b"after");
     store.commit().unwrap();
     assert_eq!(store.read_bytes_from_obj(id).unwrap(), b"after");
-    let too_long = vec![0u8; 8192 + 2 * (1 << 20) + 4096];
+    let too_long = vec![0u8; 8192 + 2 * (8 << 20) + 4096]; // past the largest journals
     let got = BaseStore::open_or_create_with(SimDisk::from_image(too_long), options());
     assert!(matches!(got, Err(Error::NotAStore(_))));
     let mut one_byte = vec![0u8; 16_384];
