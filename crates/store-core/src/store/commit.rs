@@ -357,6 +357,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         let floor = self.limit_floor();
         let want = (end + self.commit_reserve()).min(floor).max(end);
         let stepped = |step: u64| (want + step).min(floor).max(want);
+        let shrink_step = grow_step_for(want.saturating_sub(self.data_start));
         match self.backend.len() {
             Ok(len) if len < want => {
                 let step = if exact { 0 } else { self.grow_step() };
@@ -369,8 +370,8 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             }
             // A shrink's step follows what the file needs now, not what it held: a file that
             // lost most of its data settles in one change.
-            Ok(len) if len > want + 2 * (if exact { 0 } else { grow_step_for(want) }) => {
-                let target = stepped(if exact { 0 } else { grow_step_for(want) });
+            Ok(len) if len > want + 2 * (if exact { 0 } else { shrink_step }) => {
+                let target = stepped(if exact { 0 } else { shrink_step });
                 if self.backend.set_len(target).is_ok() {
                     self.room = target;
                 }

@@ -743,11 +743,12 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         Err(Error::OutOfSpace { len: needed - self.room, limit: self.room })
     }
 
-    /// How much the file grows by at a time: a sixteenth of its room, at least [`GROW_STEP`].
-    /// Each change of the file's length (or of its blocks) costs the file system a metadata
-    /// commit at the next sync, so the length moves in steps, never a page per commit.
+    /// How much the file grows by at a time: a sixteenth of its room past the journal regions,
+    /// at least [`GROW_STEP`]. Each change of the file's length (or of its blocks) costs the
+    /// file system a metadata commit at the next sync, so the length moves in steps, never a
+    /// page per commit.
     pub(crate) fn grow_step(&self) -> u64 {
-        grow_step_for(self.room)
+        grow_step_for(self.room.saturating_sub(self.data_start))
     }
 
     /// Runs of `count` extents of `len` bytes, each run in pages no commit references.
