@@ -203,13 +203,15 @@ fn bench_open(c: &mut Criterion) {
     group.bench_function(format!("multi_store/objects={OBJECTS}"), |b| {
         b.iter(|| MultiStore::open(&path, StoreOptions::default()).expect("open"))
     });
-    // Fill the journal: the session's first change is a checkpoint, then 256 records of one
-    // page each (100 entries) fill its 1 MiB; then a crash (a drop: no I/O).
+    // Fill the journal: the session's first change is a checkpoint, then records of one page
+    // each (100 entries) fill it (512 of them, 2 MiB by default); then a crash (a drop: no
+    // I/O).
+    let records = StoreOptions::default().journal_bytes / 4096;
     let mut store = MultiStore::open(&path, StoreOptions::default()).expect("open");
     let ids = store.ids().expect("ids");
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let mut round = 0u64;
-    while store.journaled_commits() < 256 && round < 300 {
+    while store.journaled_commits() < records && round < records + 50 {
         round += 1;
         for _ in 0..100 {
             state ^= state << 13;
@@ -220,7 +222,7 @@ fn bench_open(c: &mut Criterion) {
         }
         store.commit().expect("commit");
     }
-    assert_eq!((store.checkpoints(), store.journaled_commits()), (1, 256), "a full journal");
+    assert_eq!((store.checkpoints(), store.journaled_commits()), (1, records), "a full journal");
     drop(store);
     group.bench_function(format!("multi_store/objects={OBJECTS}/crashed_full_journal"), |b| {
         b.iter(|| MultiStore::open(&path, StoreOptions::default()).expect("open"))

@@ -681,6 +681,7 @@ fn stat(path: &Path, json_mode: bool, out: &mut dyn Write) -> Result<()> {
         let space = s.space_in_use().map_err(|e| Error::store(path, e))?;
         (s.generation(), s.object_count(), space, s.file_len().map_err(|e| Error::store(path, e))?)
     });
+    let version = with_store!(&store, s => s.format_version());
     // Commits in the journal since the last checkpoint, and records open dropped (a commit
     // in flight at a crash); a multi store's size classes.
     let journal = with_store!(&store, s => (s.journaled_commits(), s.dropped_records()));
@@ -694,7 +695,7 @@ fn stat(path: &Path, json_mode: bool, out: &mut dyn Write) -> Result<()> {
         "file": pstr(path),
         "kind": if database { "database" } else { kind },
         "store": kind,
-        "format_version": bob_store_core::FORMAT_VERSION,
+        "format_version": version,
         "generation": generation,
         "objects": objects,
         "file_bytes": file_len,
@@ -708,7 +709,7 @@ fn stat(path: &Path, json_mode: bool, out: &mut dyn Write) -> Result<()> {
         path.display(),
         if database { "database" } else { "object store" },
         kind,
-        bob_store_core::FORMAT_VERSION,
+        version,
         file_len.saturating_sub(live),
         if live == 0 {
             String::new()

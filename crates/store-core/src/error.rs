@@ -140,8 +140,10 @@ pub enum Error {
 
     /// The file was written by a format version this build cannot read.
     #[error(
-        "store format version {found} is not supported: this build reads version {supported} \
-         only (a file of another version must be copied out with the build that wrote it)"
+        "store format version {found} is not supported: this build reads versions {} to \
+         {supported} (a file of another version must be copied out with the build that wrote \
+         it)",
+        crate::OLDEST_READ_VERSION
     )]
     UnsupportedVersion {
         /// The version in the file.

@@ -107,6 +107,8 @@ pub(crate) fn get_u16(bytes: &[u8], at: usize) -> u16 {
 /// One committed state, as a header slot names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Header {
+    /// The format version the slot was written in (`encode` writes [`FORMAT_VERSION`]).
+    pub(crate) version: u16,
     pub(crate) kind: u16,
     pub(crate) generation: u64,
     /// The root's allocated extent.
@@ -169,6 +171,7 @@ impl Header {
             return Err(Error::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
         }
         Ok(Some(Header {
+            version,
             kind: get_u16(slot, H_KIND),
             generation: get_u64(slot, H_GENERATION),
             root: Extent::new(get_u64(slot, H_ROOT_OFFSET), get_u64(slot, H_ROOT_ALLOC_LEN)),
@@ -362,6 +365,7 @@ mod tests {
 
     fn header() -> Header {
         Header {
+            version: FORMAT_VERSION,
             kind: 1,
             generation: 7,
             root: Extent::new(8192, 64),
@@ -390,11 +394,26 @@ mod tests {
 
     #[test]
     fn a_newer_version_is_an_error_not_a_skip() {
-        let mut slot = header().encode();
-        put_u16(&mut slot, H_VERSION, FORMAT_VERSION + 1);
-        let sum = checksum(&slot[..H_CHECKSUM]);
-        put_u64(&mut slot, H_CHECKSUM, sum);
-        assert!(matches!(Header::decode(&slot), Err(Error::UnsupportedVersion { .. })));
+        let with_version = |version: u16| {
+            let mut slot = header().encode();
+            put_u16(&mut slot, H_VERSION, version);
+            let sum = checksum(&slot[..H_CHECKSUM]);
+            put_u64(&mut slot, H_CHECKSUM, sum);
+            Header::decode(&slot)
+        };
+        for version in [FORMAT_VERSION + 1, OLDEST_READ_VERSION - 1, 1] {
+            let got = with_version(version);
+            assert!(
+                matches!(got, Err(Error::UnsupportedVersion { found, .. }) if found == version),
+                "{version}: {got:?}"
+            );
+        }
+        // Version 4 is read (and says so); what this build writes is version 5.
+        assert_eq!(with_version(4).unwrap().unwrap().version, 4);
+        assert_eq!(Header::decode(&header().encode()).unwrap().unwrap().version, FORMAT_VERSION);
+        // A table page, root or journal record of an unread version is refused too.
+        assert!(!readable_version(3) && readable_version(4) && readable_version(5));
+        assert!(!readable_version(FORMAT_VERSION + 1));
     }
 
     #[test]

@@ -249,6 +249,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         };
         let root_checksum = checksum(&root_bytes);
         let header = Header {
+            version: crate::format::FORMAT_VERSION,
             kind: A::KIND,
             generation,
             root,

@@ -266,7 +266,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         // length is settled exactly (the growth steps kept past the data go), and
         // that is all. The slack is measured between the journal regions and the data's
         // end, not over the file: the file keeps up to two growth steps past the data while
-        // it is written, and the regions (up to 2 MiB) are no one's free space.
+        // it is written, and the regions (up to 16 MiB) are no one's free space.
         // Space held back beside committed bytes is allocated but free in truth: past an
         // eighth of the data it is worth a compaction of its own (a compaction leaves some,
         // beside the objects its last pass moved, which a second call need not chase).
@@ -489,6 +489,13 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// (reused once those bytes are released; see `docs/format.md`, "Page granularity").
     pub fn held_back_bytes(&self) -> u64 {
         self.placement.held_bytes()
+    }
+
+    /// The format version of the file's current header: [`FORMAT_VERSION`](crate::FORMAT_VERSION)
+    /// once this build has written a checkpoint, else the version of the file as it was opened
+    /// (a version 4 file opened read-only says 4).
+    pub fn format_version(&self) -> u16 {
+        self.header.version
     }
 
     /// The generation of the last commit (1 after `create`). Between

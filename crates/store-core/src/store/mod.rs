@@ -29,11 +29,11 @@ use placement::Placement;
 pub(crate) const MAX_STAGED_OBJECT: usize = 64 * 1024;
 
 /// The least the file grows by (see `Store::grow_step`: a large file grows by a sixteenth of
-/// itself).
+/// itself past its journal regions).
 pub(crate) const GROW_STEP: u64 = 64 << 10;
 
-/// The growth step of a file of `len` bytes: a sixteenth of it, at least [`GROW_STEP`], in
-/// whole pages.
+/// The growth step for `len` bytes of data space (the file past its journal regions): a
+/// sixteenth of it, at least [`GROW_STEP`], in whole pages.
 pub(crate) fn grow_step_for(len: u64) -> u64 {
     GROW_STEP.max(len / 16).next_multiple_of(PAGE)
 }
@@ -246,7 +246,7 @@ impl<A: SpaceAllocator> Store<A, OsFile> {
 impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// Opens the store on `backend`, or creates one if the backend holds no store yet: an
     /// empty file (just made, or one whose creation a crash cut short before it wrote
-    /// anything), or a file of zeros no longer than a creation writes (a creation cut short
+    /// anything), or a file of zeros no longer than a creation with `options` writes (a creation cut short
     /// before its first header was durable: it holds no data). Anything else that is not a
     /// store is `NotAStore` and is never created over, as damage to a store is not.
     pub fn open_or_create_with(backend: B, options: StoreOptions) -> Result<Self> {
@@ -254,7 +254,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         if len == 0 {
             return Self::create_with(backend, options);
         }
-        if Self::is_unfinished_creation(&backend, len)? {
+        if Self::is_unfinished_creation(&backend, len, &options)? {
             backend.set_len(0)?;
             backend.sync_data()?;
             return Self::create_with(backend, options);
@@ -262,10 +262,13 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         Self::open_with(backend, options)
     }
 
-    /// Whether `backend` (of `len` bytes) is what a creation cut short leaves: no longer than
-    /// the header slots and the largest journal regions, and zeros throughout.
-    fn is_unfinished_creation(backend: &B, len: u64) -> Result<bool> {
-        if len > HEADER_REGION + 2 * journal::MAX_JOURNAL_BYTES {
+    /// Whether `backend` (of `len` bytes) is what a creation with `options` cut short leaves:
+    /// no longer than the header slots and the journal regions it writes, and zeros
+    /// throughout. (A creation with other options left a file this does not take for one:
+    /// it is `NotAStore`, never created over.)
+    fn is_unfinished_creation(backend: &B, len: u64, options: &StoreOptions) -> Result<bool> {
+        let journal_len = journal::journal_len_for(options.journal_bytes, options.max_file_bytes);
+        if len > HEADER_REGION + 2 * journal_len {
             return Ok(false);
         }
         let mut buf = vec![0u8; 64 << 10];
@@ -299,6 +302,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         backend.set_len(data_start)?;
         bob_io_helpers::write_zeros(&backend, HEADER_REGION, 2 * journal_len)?;
         let header = Header {
+            version: crate::format::FORMAT_VERSION,
             kind: A::KIND,
             generation: 0,
             root: Extent::new(0, 0),

@@ -576,7 +576,8 @@ fn previous_only_extents<B: FileBackend>(
     // written while the newest checkpoint's journal is in use): the chain up to its first
     // break, the last record dropped when its data is not on the device.
     let region = older.journal_region(older_slot);
-    if region.len <= super::journal::MAX_JOURNAL_BYTES {
+    let inside = region.offset.checked_add(region.len).is_some_and(|end| end <= file_len);
+    if region.len <= super::journal::MAX_JOURNAL_BYTES && inside {
         if let Ok(bytes) = read_journal(backend, region, older.salt, older.generation) {
             let mut records: Vec<Record> = Chain::new(&bytes, older.salt, older.generation)
                 .map_while(|item| item.ok().map(|(record, _, _)| record))
@@ -808,6 +809,7 @@ mod tests {
             Some(PageRef { offset: page_at, checksum: checksum(&page) });
         let root = format::encode_root(&pages);
         let header = Header {
+            version: crate::format::FORMAT_VERSION,
             kind: 1,
             generation: 1,
             root: Extent::new(root_at, (root.len() as u64).next_multiple_of(PAGE)),

@@ -504,15 +504,17 @@ fn a_commit_split_around_its_sync_leaves_window_changes_to_the_next() {
     assert!(store.verify().unwrap().is_clean(), "a latched store accounts for all its space");
 }
 
-/// A format 4 store (`tests/fixtures/format4.bob`, written by the build before format 5: 20
-/// objects checkpointed, then five one-object commits, a rewrite and a delete left in its
-/// journal by a drop without `close`; generator in the commit that added it) opens with
-/// every object and every journal record, verifies clean, and takes new commits, which it
-/// writes as format 5. Format 5 only allows larger journal regions, so nothing is lost by
-/// reading 4: a reader that took a version 4 record for the end of the journal would roll
-/// back acknowledged commits.
+/// A format 4 store (`tests/fixtures/format4.bob`, written by the build before format 5: 200
+/// objects over two table pages checkpointed, then three rewrites and a delete of objects on
+/// the first page, four one-object commits left in its journal by a drop without `close`;
+/// the generator is in the commit that added the fixture) opens with every object and every
+/// journal record, read-only and for writing, verifies clean, and takes new commits, which it
+/// writes as format 5 while the untouched second table page stays version 4. Format 5 only
+/// allows larger journal regions, so nothing is lost by reading 4; a reader that took a
+/// version 4 record for the end of the journal would roll back acknowledged commits.
 #[test]
 fn a_format_4_store_opens_with_its_journal_and_goes_on_as_format_5() {
+    use bob_store_core::{ObjectId, StoreOptions};
     fn data(i: u64, len: usize) -> Vec<u8> {
         (0..len).map(|k| (i as usize * 31 + k * 7) as u8).collect()
     }
@@ -520,30 +522,37 @@ fn a_format_4_store_opens_with_its_journal_and_goes_on_as_format_5() {
     let path = dir.path().join("format4.bob");
     let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format4.bob");
     std::fs::copy(fixture, &path).unwrap();
-    let version = |path: &std::path::Path| {
+    let slot_versions = |path: &std::path::Path| {
         let bytes = std::fs::read(path).unwrap();
-        u16::from_le_bytes([bytes[8], bytes[9]])
+        [0, 4096].map(|at| u16::from_le_bytes([bytes[at + 8], bytes[at + 9]]))
     };
-    assert_eq!(version(&path), 4);
+    assert_eq!(slot_versions(&path), [4, 4]);
+    let id = |i: u64| ObjectId(2 << 32 | (i + 1)); // the ids the generator handed out
     let mut model = std::collections::BTreeMap::new();
-    for i in 0..25u64 {
-        let tag = if i < 20 { 2 } else { i - 17 }; // the ids the generator printed
-        let id = bob_store_core::ObjectId(tag << 32 | (i + 1));
-        let len = if i < 20 { 100 + i as usize * 50 } else { 4000 };
-        model.insert(id, data(i, len));
+    for i in 0..200u64 {
+        model.insert(id(i), data(i, 40 + (i as usize % 7) * 30));
     }
-    let ids: Vec<bob_store_core::ObjectId> = model.keys().copied().collect();
-    model.insert(ids[3], data(1003, 777));
-    model.remove(&ids[5]);
-    let mut store = BaseStore::open(&path, bob_store_core::StoreOptions::default()).unwrap();
+    for (n, k) in [3u64, 7, 9].into_iter().enumerate() {
+        model.insert(id(k), data(1000 + n as u64, 300 + n * 100));
+    }
+    model.remove(&id(5));
+    let read_only = BaseStore::open_read_only(&path, StoreOptions::default()).unwrap();
+    assert_eq!((read_only.format_version(), read_only.journaled_commits()), (4, 4));
+    assert_eq!(contents(&read_only).unwrap(), model);
+    drop(read_only);
+    let mut store = BaseStore::open(&path, StoreOptions::default()).unwrap();
     assert_eq!(contents(&store).unwrap(), model);
     assert!(store.verify().unwrap().is_clean());
-    let id = store.write_new_obj_from_bytes(b"written by format 5").unwrap();
-    model.insert(id, b"written by format 5".to_vec());
+    store.write_bytes_to_obj(id(10), b"format 5").unwrap();
+    model.get_mut(&id(10)).unwrap()[..8].copy_from_slice(b"format 5");
     store.commit().unwrap();
+    assert_eq!(store.format_version(), bob_store_core::FORMAT_VERSION);
     store.close().unwrap();
-    assert_eq!(version(&path), bob_store_core::FORMAT_VERSION);
-    let store = BaseStore::open(&path, bob_store_core::StoreOptions::default()).unwrap();
-    assert_eq!(contents(&store).unwrap(), model);
-    assert!(store.verify().unwrap().is_clean());
+    assert!(slot_versions(&path).contains(&bob_store_core::FORMAT_VERSION));
+    for _ in 0..2 {
+        let store = BaseStore::open(&path, StoreOptions::default()).unwrap();
+        assert_eq!(contents(&store).unwrap(), model);
+        assert!(store.verify().unwrap().is_clean());
+        store.close().unwrap();
+    }
 }

@@ -771,12 +771,12 @@ fn an_aborted_id_comes_back_under_a_newer_tag() {
 /// with any other byte, is not a store and is never created over.
 #[test]
 fn open_or_create_finishes_a_creation_a_crash_cut_short() {
-    let zeros = vec![0u8; 8192 + 2 * (1 << 20)];
+    let zeros = vec![0u8; 8192 + 2 * options().journal_bytes as usize];
     let mut store = BaseStore::open_or_create_with(SimDisk::from_image(zeros), options()).unwrap();
     let id = put(&mut store, b"after");
     store.commit().unwrap();
     assert_eq!(store.read_bytes_from_obj(id).unwrap(), b"after");
-    let too_long = vec![0u8; 8192 + 2 * (8 << 20) + 4096]; // past the largest journals
+    let too_long = vec![0u8; 8192 + 2 * options().journal_bytes as usize + 4096];
     let got = BaseStore::open_or_create_with(SimDisk::from_image(too_long), options());
     assert!(matches!(got, Err(Error::NotAStore(_))));
     let mut one_byte = vec![0u8; 16_384];
