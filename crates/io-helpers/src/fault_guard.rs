@@ -21,10 +21,11 @@
 //!   and the mapping is made again (the zero page goes with the old one).
 //!
 //! A reader that copies a zero page another thread's fault put there sees the flag too: the
-//! handler sets the flag (a sequentially consistent store) before the `mmap` system call that
-//! maps the page (a system call orders the thread's earlier stores before the page-table
-//! change it makes), a reader can only see the page once that call has mapped it, and the
-//! reader's acquire fence keeps its copy's loads before its load of the flag.
+//! handler sets the flag before the `mmap` system call that maps the page; that call takes
+//! and releases the process's memory-map lock, and another reader reaches the new page only
+//! through a page fault of its own, which takes that lock after it; so the flag's store comes
+//! before the reader's copy, and the reader's acquire fence keeps its copy's loads before its
+//! load of the flag.
 //!
 //! Tested by truncating a mapped file from another handle while threads read it
 //! (`tests/it/os_file.rs`): reads return the bytes or an error, and the process lives; a
@@ -153,6 +154,8 @@ pub(crate) fn register(start: *const u8, len: usize) -> Option<Registration> {
         let claimed = next(state, CLAIMED);
         if slot.state.compare_exchange(state, claimed, Ordering::AcqRel, Ordering::Relaxed).is_ok()
         {
+            // The claim is seen before the new range (a sequence lock's writer).
+            fence(Ordering::Release);
             slot.start.store(start, Ordering::Relaxed);
             slot.end.store(end, Ordering::Relaxed);
             slot.faulted.store(false, Ordering::Relaxed);
@@ -277,7 +280,14 @@ fn contain(address: usize) -> bool {
 /// # Safety
 /// The arguments are those of the handler's call.
 unsafe fn forward(signal: c_int, code: c_int, info: *mut libc::siginfo_t, context: *mut c_void) {
-    let sent = code <= 0; // SI_USER, SI_QUEUE, SI_TKILL, ...: not a fault
+    // A fault of the interrupted instruction (it runs again when the handler returns), or
+    // anything else: a signal a process sent (`SI_USER`, `SI_TKILL`, ...), or the kernel's
+    // asynchronous report of memory poisoned in the background (`BUS_MCEERR_AO`).
+    let synchronous = matches!(
+        code,
+        libc::BUS_ADRALN | libc::BUS_ADRERR | libc::BUS_OBJERR | libc::BUS_MCEERR_AR
+    );
+    let sent = !synchronous;
     let Some(previous) = PREVIOUS.get() else {
         return restore_default(signal, sent);
     };
@@ -300,12 +310,33 @@ unsafe fn forward(signal: c_int, code: c_int, info: *mut libc::siginfo_t, contex
         call(signal);
     }
     if sent {
-        // The process lives on, but the handler called may have put its own action (Rust's
-        // sets the default and returns): bob's goes back, or a later fault in a mapping
-        // would kill the process. (After a fault it must not: the faulting instruction runs
-        // again and must meet the action the previous handler chose.)
-        // SAFETY: installs bob's action, as `installed` did.
-        unsafe { libc::sigaction(libc::SIGBUS, &action(), std::ptr::null_mut()) };
+        reinstall_after(signal);
+    }
+}
+
+/// After the previous handler returned from a signal that was not a fault: the process lives
+/// on, but that handler may have put the default action back (Rust's does, and returns), and
+/// a later fault in a mapping would then kill the process; so bob's action goes back, but
+/// only if the action now is the default and no `SIGBUS` is pending. A handler that chose
+/// another action keeps it, and one that put the default back and sent the signal again
+/// (a crash reporter does, to die once it has reported) gets its way: the pending signal
+/// meets the default action. (After a fault nothing is put back: the faulting instruction
+/// runs again and must meet the action the previous handler chose.)
+fn reinstall_after(signal: c_int) {
+    // SAFETY: `sigaction` (no new action), `sigpending` and `sigismember` only write or read
+    // the structs passed, which are valid; installing bob's action is what `installed` did.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(signal, std::ptr::null(), &mut current) != 0
+            || current.sa_sigaction != libc::SIG_DFL
+        {
+            return;
+        }
+        let mut pending: libc::sigset_t = std::mem::zeroed();
+        if libc::sigpending(&mut pending) != 0 || libc::sigismember(&pending, signal) != 0 {
+            return;
+        }
+        libc::sigaction(signal, &action(), std::ptr::null_mut());
     }
 }
 

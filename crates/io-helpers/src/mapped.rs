@@ -158,14 +158,18 @@ impl<M: MapBytes> MapSlot<M> {
 
     /// The file grew through this handle: `actual` gives its length now (read under the
     /// slot's lock, so no truncation runs between it and raising `valid`). Returns whether the
-    /// file now passes the mapping, or there is none, so it should be made (again).
+    /// file now passes the mapping (or, with none, has doubled), so it should be made again.
     pub(crate) fn grown(&self, actual: impl FnOnce() -> u64) -> bool {
         let slot = self.slot.read();
         let len = actual();
-        self.valid.fetch_max(len, Ordering::AcqRel);
-        // No mapping (the last attempt failed, e.g. every fault-guard slot was taken): try
-        // again now.
-        slot.as_ref().is_none_or(|m| len > m.mapped() as u64)
+        let before = self.valid.fetch_max(len, Ordering::AcqRel);
+        match slot.as_ref() {
+            Some(map) => len > map.mapped() as u64,
+            // No mapping (the last attempt failed, e.g. every fault-guard slot was taken, or
+            // the application replaced the guard's handler): tried again each time the file
+            // doubles, not at every write past the end.
+            None => len.max(1).ilog2() > before.max(1).ilog2(),
+        }
     }
 
     /// Runs `shrink` (a truncation to `len` bytes) once no read through the mapping can reach

@@ -34,6 +34,8 @@ use bob_io_helpers::sync::{Condvar, Mutex};
 struct State {
     /// Tickets issued (the last one's number).
     issued: u64,
+    /// Tickets of callers refused (`commit_unless_held`): not counted as callers.
+    refused: u64,
     /// Every ticket up to this one is in a durable commit.
     durable: u64,
     /// A leader is committing.
@@ -177,6 +179,7 @@ impl GroupCommit {
                 && let Some(refused) = refused.take()
             {
                 state.waiting -= 1;
+                state.refused += 1;
                 drop(state);
                 return Err(refused());
             }
@@ -249,10 +252,37 @@ impl GroupCommit {
         }
     }
 
-    /// (callers, commits written) so far.
+    /// (callers, commits written) so far. A caller `commit_unless_held` refused is not
+    /// counted.
     pub fn counts(&self) -> (u64, u64) {
         let state = self.state.lock();
-        (state.issued, state.rounds)
+        (state.issued - state.refused, state.rounds)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::GroupCommit;
+
+    /// A caller refused while a hold is held is not counted as a caller (its ticket used to
+    /// inflate the count of commit calls).
+    #[test]
+    fn a_refused_caller_is_not_counted() {
+        let group = GroupCommit::default();
+        let hold = group.hold();
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let got = group.commit_unless_held(|| Ok::<bool, &str>(true), || "refused");
+                    assert_eq!(got, Err("refused"));
+                })
+                .join()
+                .unwrap();
+        });
+        drop(hold);
+        assert_eq!(group.counts(), (0, 0));
+        group.commit(|| Ok::<bool, &str>(true)).unwrap();
+        assert_eq!(group.counts(), (1, 1));
     }
 }
 

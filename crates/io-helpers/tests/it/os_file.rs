@@ -341,6 +341,25 @@ fn a_sigbus_outside_bob_mappings_ends_as_without_the_guard() {
     assert_eq!(run("fault", false).signal(), Some(libc::SIGBUS));
     let (with, without) = (run("raise", true), run("raise", false));
     assert_eq!((with.code(), with.signal()), (without.code(), without.signal()));
+    // A crash reporter's handler, installed first, puts the default action back and sends the
+    // signal again to die once it has reported: it dies, guard or not (the guard put its own
+    // handler back after such a signal once, and the process went round forever).
+    for guard in [true, false] {
+        let status = run("reporter", guard);
+        assert_eq!(status.signal(), Some(libc::SIGBUS), "guard {guard}: {status:?}");
+    }
+}
+
+/// A crash reporter's `SIGBUS` handler: the default action back, the signal sent again.
+extern "C" fn reporter(signal: std::ffi::c_int, _: *mut libc::siginfo_t, _: *mut std::ffi::c_void) {
+    // SAFETY: `sigaction` with a zeroed action (the default) and `raise` are async-signal-safe
+    // and take valid arguments.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(signal, &action, std::ptr::null_mut());
+        libc::raise(signal);
+    }
 }
 
 /// The child of the test above (does nothing unless `BOB_SIGBUS_CHILD` is set): installs
@@ -352,11 +371,25 @@ fn sigbus_child() {
     let file = OsFile::create_new(&dir.path().join("bob")).unwrap();
     file.write_at(&[1u8; 8192], 0).unwrap();
     let guard = std::env::var("BOB_SIGBUS_GUARD").is_ok_and(|g| g == "1");
+    if how == "reporter" {
+        // SAFETY: installs `reporter`, an `extern "C"` handler of the `SA_SIGINFO` signature.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = reporter as *const () as libc::sighandler_t;
+            action.sa_flags = libc::SA_SIGINFO;
+            libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut());
+        }
+    }
     if guard {
         file.map_reads(true);
         let mut buf = [0u8; 16];
         file.read_at(&mut buf, 0).unwrap();
         assert!(file.mapped_len() > 0);
+    }
+    if how == "reporter" {
+        // SAFETY: `raise` has no preconditions.
+        unsafe { libc::raise(libc::SIGBUS) };
+        std::process::exit(5); // not reached: the reporter's second signal kills the process
     }
     if how == "raise" {
         // SAFETY: `raise` has no preconditions.
