@@ -282,7 +282,10 @@ mod bob {
     /// Keys per chunk of the key → object id map (4 KiB of ids).
     const KEYS_PER_CHUNK: usize = 512;
 
-    /// Bytes of map changes kept as deltas before they are folded into the chunks.
+    /// Bytes of map changes kept as deltas before they are folded into the chunks: at least
+    /// this, and at least half the chunks' bytes, so a fold (which rewrites every chunk a
+    /// delta touched) costs the same per change at any map size, as a log-structured map's
+    /// compaction does.
     const FOLD_DELTA_BYTES: usize = 256 << 10;
 
     /// A bob store, with the key → object id map a user would keep in it: the map in chunk
@@ -394,7 +397,8 @@ mod bob {
             let changed = std::mem::take(&mut self.changed);
             let grows = changed.last().is_some_and(|&k| k / KEYS_PER_CHUNK >= self.chunks.len());
             self.dirty.extend(changed.iter().map(|k| k / KEYS_PER_CHUNK));
-            if !changed.is_empty() && !grows && self.delta_bytes < FOLD_DELTA_BYTES {
+            let fold_at = FOLD_DELTA_BYTES.max(self.chunks.len() * KEYS_PER_CHUNK * 8 / 2);
+            if !changed.is_empty() && !grows && self.delta_bytes < fold_at {
                 let prev = self.deltas.last().map_or(0, |d| d.0);
                 let mut bytes = Vec::with_capacity(8 + changed.len() * 16);
                 bytes.extend_from_slice(&prev.to_le_bytes());
