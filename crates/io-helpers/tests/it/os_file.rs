@@ -422,3 +422,37 @@ fn sigbus_child() {
     }
     std::process::exit(4); // not reached: the fault kills the process
 }
+
+/// More mapped files than the fault guard has slots (256): the files past them are not mapped
+/// (a mapping is read only while the guard covers it) and read through `pread`, each read
+/// right; once the others are dropped, a file that grows is mapped again.
+#[test]
+fn files_past_the_guards_slots_read_through_pread() {
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<OsFile> = (0..300u64)
+        .map(|i| {
+            let file = OsFile::create_new(&dir.path().join(format!("f{i}"))).unwrap();
+            file.write_at(&patterned(i, 8192), 0).unwrap();
+            file.map_reads(true);
+            file
+        })
+        .collect();
+    let unmapped = files.iter().filter(|f| f.mapped_len() == 0).count();
+    assert!(unmapped >= 300 - 256, "{unmapped} of 300 files unmapped");
+    let mut buf = vec![0u8; 4096];
+    for (i, file) in files.iter().enumerate() {
+        file.read_at(&mut buf, 1000).unwrap();
+        assert_eq!(buf, patterned(i as u64 + 1000, 4096), "file {i}");
+    }
+    let mut files = files;
+    let last = files.pop().unwrap();
+    let last_unmapped = last.mapped_len() == 0;
+    drop(files);
+    if last_unmapped {
+        // The other files are gone: growth past a doubling maps it again.
+        last.write_at(&patterned(299 + 8192, 3 * 8192), 8192).unwrap();
+        assert!(last.mapped_len() > 0, "mapped again once slots were free");
+        last.read_at(&mut buf, 20_000).unwrap();
+        assert_eq!(buf, patterned(299 + 20_000, 4096));
+    }
+}
