@@ -127,6 +127,8 @@ fn objects_of_both_store_kinds() {
         fails(&["obj", "get", file, "not-an-id"], 2);
         let stat = json(&["stat", file]);
         assert_eq!((stat["kind"].as_str(), stat["objects"].as_u64()), (Some(kind), Some(2)));
+        let version = u64::from(bob_store_core::FORMAT_VERSION);
+        assert_eq!(stat["format_version"].as_u64(), Some(version));
         assert!(stat["journal_commits_since_checkpoint"].as_u64().is_some());
         assert_eq!(stat["size_classes"].as_array().is_some_and(|c| !c.is_empty()), kind == "multi");
         assert_eq!(json(&["verify", file])["clean"], true);
@@ -404,4 +406,20 @@ fn a_path_that_is_not_utf8_works() {
     assert!(created["created"].as_str().unwrap().ends_with("\u{fffd}.bob"));
     bob().arg("stat").arg(&odd).assert().success();
     bob().arg("--json").arg("verify").arg(&odd).assert().success();
+}
+
+/// `stat` shows the file's format version, not the build's: a version 4 store (store-core's
+/// fixture) says 4, read-only (nothing is rewritten), and 5 once a write checkpointed it.
+#[test]
+fn stat_shows_the_files_format_version() {
+    let dir = Dir::new();
+    let file = dir.file("format4.bob");
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../store-core/tests/fixtures/format4.bob");
+    std::fs::copy(fixture, &file).unwrap();
+    let file = path(&file);
+    assert_eq!(json(&["stat", file])["format_version"].as_u64(), Some(4));
+    assert_eq!(json(&["stat", file])["format_version"].as_u64(), Some(4), "stat wrote nothing");
+    json(&["obj", "put", file, "written by format 5"]);
+    let version = u64::from(bob_store_core::FORMAT_VERSION);
+    assert_eq!(json(&["stat", file])["format_version"].as_u64(), Some(version));
 }
