@@ -425,9 +425,25 @@ fn sigbus_child() {
 
 /// More mapped files than the fault guard has slots (256): the files past them are not mapped
 /// (a mapping is read only while the guard covers it) and read through `pread`, each read
-/// right; once the others are dropped, a file that grows is mapped again.
+/// right; once the others are dropped, a file that grows is mapped again. In a child process
+/// (the test below): taking every slot would leave the other tests of this binary, running
+/// beside it, unmapped.
 #[test]
 fn files_past_the_guards_slots_read_through_pread() {
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "os_file::slots_child", "--nocapture", "--test-threads=1"])
+        .env("BOB_SLOTS_CHILD", "1")
+        .status()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+/// The child of the test above (does nothing unless `BOB_SLOTS_CHILD` is set).
+#[test]
+fn slots_child() {
+    if std::env::var("BOB_SLOTS_CHILD").is_err() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let files: Vec<OsFile> = (0..300u64)
         .map(|i| {
@@ -448,11 +464,10 @@ fn files_past_the_guards_slots_read_through_pread() {
     let last = files.pop().unwrap();
     let last_unmapped = last.mapped_len() == 0;
     drop(files);
-    if last_unmapped {
-        // The other files are gone: growth past a doubling maps it again.
-        last.write_at(&patterned(299 + 8192, 3 * 8192), 8192).unwrap();
-        assert!(last.mapped_len() > 0, "mapped again once slots were free");
-        last.read_at(&mut buf, 20_000).unwrap();
-        assert_eq!(buf, patterned(299 + 20_000, 4096));
-    }
+    assert!(last_unmapped, "the last of 300 files found no slot");
+    // The other files are gone: growth past a doubling maps it again.
+    last.write_at(&patterned(299 + 8192, 3 * 8192), 8192).unwrap();
+    assert!(last.mapped_len() > 0, "mapped again once slots were free");
+    last.read_at(&mut buf, 20_000).unwrap();
+    assert_eq!(buf, patterned(299 + 20_000, 4096));
 }
