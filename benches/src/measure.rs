@@ -82,9 +82,47 @@ pub fn device_write_bytes() -> Option<u64> {
     Some(written.saturating_sub(cancelled))
 }
 
-/// This process's peak resident set, in KiB (`VmHWM`).
+/// This process's peak resident set, in KiB (`VmHWM`). It counts pages of files the process
+/// maps and has touched (the page cache's, shared and reclaimable) beside its own memory: see
+/// [`AnonPeak`] for the latter.
 pub fn peak_rss_kib() -> Option<u64> {
     proc_field("/proc/self/status", "VmHWM:")
+}
+
+/// The peak of this process's anonymous resident memory (`RssAnon`: heap, stacks; not the
+/// pages of mapped files), sampled every 5 ms by a thread until [`AnonPeak::stop`]. The kernel
+/// keeps no peak of it, so a spike shorter than the period may be missed.
+#[derive(Debug)]
+pub struct AnonPeak {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sampler: std::thread::JoinHandle<Option<u64>>,
+}
+
+impl AnonPeak {
+    /// Starts sampling.
+    pub fn start() -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let sampler = std::thread::spawn(move || {
+            let mut peak = None;
+            loop {
+                if let Some(kib) = proc_field("/proc/self/status", "RssAnon:") {
+                    peak = Some(peak.map_or(kib, |p: u64| p.max(kib)));
+                }
+                if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    return peak;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        });
+        Self { stop, sampler }
+    }
+
+    /// Stops sampling; the peak in KiB, if `/proc` has it.
+    pub fn stop(self) -> Option<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.sampler.join().ok().flatten()
+    }
 }
 
 /// The machine, as far as storage goes.

@@ -490,10 +490,13 @@ fn resources_table(out: &mut String, report: &Report) {
     let _ = writeln!(
         out,
         "\n## Resources\n\nWrite amplification = bytes written to the device during the run \
-         (its sectors-written count) / user bytes written; peak memory = `VmHWM`. \
-         Medians.\n\n\
-         | suite | engine | user MiB | device MiB | write amplification | peak memory MiB |\n\
-         |---|---|---:|---:|---:|---:|"
+         (its sectors-written count) / user bytes written; peak memory = `VmHWM`, which \
+         counts the touched pages of memory-mapped files (the page cache's, shared and \
+         reclaimable: LMDB's and bob's mapped reads) beside the process's own; peak anonymous \
+         = the process's own memory (`RssAnon`, sampled every 5 ms). Medians.\n\n\
+         | suite | engine | user MiB | device MiB | write amplification | peak memory MiB | \
+         peak anonymous MiB |\n\
+         |---|---|---:|---:|---:|---:|---:|"
     );
     let mut resources: BTreeMap<(String, String), Vec<&RunResult>> = BTreeMap::new();
     for run in &report.runs {
@@ -510,9 +513,17 @@ fn resources_table(out: &mut String, report: &Report) {
             let d = median(device) as u64;
             (mib(d), format!("{:.2}", d as f64 / user.max(1) as f64))
         };
-        let rss =
-            if rss.is_empty() { "n/a".into() } else { format!("{:.0}", median(rss) / 1024.0) };
-        let _ = writeln!(out, "| {suite} | {engine} | {} | {device} | {amp} | {rss} |", mib(user));
+        let anon: Vec<f64> =
+            runs.iter().filter_map(|r| r.peak_anon_kib).map(|k| k as f64).collect();
+        let show = |kib: Vec<f64>| -> String {
+            if kib.is_empty() { "n/a".into() } else { format!("{:.0}", median(kib) / 1024.0) }
+        };
+        let (rss, anon) = (show(rss), show(anon));
+        let _ = writeln!(
+            out,
+            "| {suite} | {engine} | {} | {device} | {amp} | {rss} | {anon} |",
+            mib(user)
+        );
     }
 }
 
@@ -672,6 +683,7 @@ mod tests {
             user_bytes: 100,
             device_bytes: Some(200),
             peak_rss_kib: Some(2048),
+            peak_anon_kib: Some(1024),
             unsupported: Vec::new(),
             commits_and_checkpoints: engine.starts_with("bob").then_some((1000, 4)),
         }

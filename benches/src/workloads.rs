@@ -220,8 +220,11 @@ pub struct RunResult {
     pub user_bytes: u64,
     /// Bytes written to the device during the run (see [`measure::device_write_bytes`]).
     pub device_bytes: Option<u64>,
-    /// Peak resident memory in KiB (`VmHWM`), if known.
+    /// Peak resident memory in KiB (`VmHWM`, mapped file pages included), if known.
     pub peak_rss_kib: Option<u64>,
+    /// Peak anonymous resident memory in KiB (`RssAnon`, sampled: [`measure::AnonPeak`]).
+    #[serde(default)]
+    pub peak_anon_kib: Option<u64>,
     /// Rows the engine has no operation for.
     #[serde(default)]
     pub unsupported: Vec<String>,
@@ -243,6 +246,7 @@ impl RunResult {
             user_bytes: 0,
             device_bytes: None,
             peak_rss_kib: None,
+            peak_anon_kib: None,
             unsupported: Vec::new(),
             commits_and_checkpoints: None,
         }
@@ -337,6 +341,7 @@ pub fn run(suite: &str, engine: &str, dir: &Path, profile: &Profile) -> Result<R
     };
     measure::watch_device(dir);
     let device_before = measure::device_write_bytes();
+    let anon = measure::AnonPeak::start();
     match suite {
         "objects" => {
             let open = |at: &Path| engines::open_objects(engine, at, &settings);
@@ -351,6 +356,7 @@ pub fn run(suite: &str, engine: &str, dir: &Path, profile: &Profile) -> Result<R
         _ => None,
     };
     result.peak_rss_kib = measure::peak_rss_kib();
+    result.peak_anon_kib = anon.stop();
     if engine.starts_with("bob") {
         result.commits_and_checkpoints = Some(engines::bob_commit_counts());
     }
