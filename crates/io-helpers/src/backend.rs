@@ -324,20 +324,22 @@ impl OsFile {
     /// After a read through the mapping faulted: the mapping is made again (the page of zeros
     /// the fault guard put in it goes with it), at the file's length now.
     fn remap_faulted(&self) {
-        let on = self.mapped.load(Ordering::Acquire);
-        self.map.replace_faulted(|| {
-            let len = self.file_len();
-            if on { (map_file(&self.file, len), len) } else { (None, 0) }
-        });
+        self.map.replace_faulted(|| self.new_map());
     }
 
     /// Maps the file again (or takes the mapping away, if reads are not mapped).
     fn remap(&self) {
-        let on = self.mapped.load(Ordering::Acquire);
-        self.map.replace(|| {
-            let len = self.file_len();
-            if on { (map_file(&self.file, len), len) } else { (None, 0) }
-        });
+        self.map.replace(|| self.new_map());
+    }
+
+    /// A mapping of the file at its length now, and that length; none (and no `lseek`) if
+    /// reads are not mapped.
+    fn new_map(&self) -> (Option<GuardedMap>, u64) {
+        if !self.mapped.load(Ordering::Acquire) {
+            return (None, 0);
+        }
+        let len = self.file_len();
+        (map_file(&self.file, len), len)
     }
 }
 

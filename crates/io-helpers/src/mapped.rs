@@ -192,11 +192,7 @@ impl<M: MapBytes> MapSlot<M> {
     /// Puts the mapping `make` returns, with the file's length, in place of the current one
     /// (once its readers are done; `make` runs under the lock).
     pub(crate) fn replace(&self, make: impl FnOnce() -> (Option<M>, u64)) {
-        let mut slot = self.slot.write();
-        *slot = None;
-        let (map, len) = make();
-        *slot = map;
-        self.valid.store(len, Ordering::Release);
+        self.install(&mut self.slot.write(), make);
     }
 
     /// As [`replace`](Self::replace), if the current mapping has faulted (once its readers
@@ -204,11 +200,16 @@ impl<M: MapBytes> MapSlot<M> {
     pub(crate) fn replace_faulted(&self, make: impl FnOnce() -> (Option<M>, u64)) {
         let mut slot = self.slot.write();
         if slot.as_ref().is_some_and(|m| m.faulted()) {
-            *slot = None;
-            let (map, len) = make();
-            *slot = map;
-            self.valid.store(len, Ordering::Release);
+            self.install(&mut slot, make);
         }
+    }
+
+    /// Under the write lock: drops the current mapping, then puts `make`'s in its place.
+    fn install(&self, slot: &mut Option<M>, make: impl FnOnce() -> (Option<M>, u64)) {
+        *slot = None;
+        let (map, len) = make();
+        *slot = map;
+        self.valid.store(len, Ordering::Release);
     }
 
     /// Whether a write ending at `end` reaches past the length mapped reads may reach now

@@ -287,11 +287,9 @@ fn a_truncation_behind_the_lock_is_an_error_not_a_crash() {
         .map(|t| {
             let (file, stop, failed) = (file.clone(), stop.clone(), failed.clone());
             std::thread::spawn(move || {
-                let (mut state, mut ok, mut buf) = (t + 7, 0u64, vec![0u8; 4000]);
+                let (mut rng, mut ok, mut buf) = (fastrand::Rng::with_seed(t), 0u64, vec![0; 4000]);
                 while !stop.load(Ordering::Relaxed) {
-                    state =
-                        state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    let at = (state >> 16) % (LEN - 4000);
+                    let at = rng.u64(..LEN - 4000);
                     match file.read_at(&mut buf, at) {
                         Ok(()) => {
                             assert!(buf == patterned(at, 4000), "wrong bytes at {at}");
