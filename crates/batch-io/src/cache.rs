@@ -16,6 +16,10 @@ use crate::{Error, Result};
 /// The treap, in the database's catalog, that maps keys to entries.
 const INDEX: &str = "bob-batch-io/disk-cache";
 
+/// Reads in a row, each as long as a device read, after which `lookup_batch` brings in its
+/// helper threads.
+const SLOW_READS_FOR_HELPERS: u32 = 2;
+
 /// The index: key → encoded [`Entry`].
 type Index = PersistentTreap<Vec<u8>, Vec<u8>>;
 
@@ -404,8 +408,9 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
     /// for twice is looked up and read once, and counted as two lookups).
     ///
     /// The keys the buffer does not hold are looked up in the index in one pass, in key
-    /// order; the blobs are then read starting on the caller's thread, and once one read
-    /// takes as long as a device read (so the blobs are not in the OS page cache), up to
+    /// order; the blobs are then read starting on the caller's thread, and once two reads in
+    /// a row take as long as a device read (so the blobs are not in the OS page cache; one
+    /// alone may be a thread the system paused), up to
     /// [`DiskCacheOptions::read_threads`] threads read the rest at once: on a device that
     /// serves several reads together, a batch of cold reads costs a few reads' time, while a
     /// batch of cached ones starts no thread.
@@ -505,8 +510,8 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
     }
 
     /// Reads the blobs of `reads` (in their order), checking each one's length: on the
-    /// caller's thread until a read takes as long as a device read, then with up to
-    /// `read_threads` threads in all.
+    /// caller's thread until [`SLOW_READS_FOR_HELPERS`] reads in a row take as long as a
+    /// device read, then with up to `read_threads` threads in all.
     ///
     /// The work is shared through real threads (not a lock protocol of the crate), so this
     /// uses `std`'s atomics and cells, not the loom facade.
@@ -522,6 +527,10 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
         };
         std::thread::scope(|scope| {
             let mut helpers = false;
+            // Reads in a row that took as long as a device read: one alone is no evidence
+            // (a thread preempted during a cached read takes as long, and the helpers cost
+            // a thread start each).
+            let mut slow = 0;
             loop {
                 let i = next.fetch_add(1, StdOrdering::Relaxed);
                 let Some((_, entry)) = reads.get(i) else { break };
@@ -535,8 +544,9 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
                     .options
                     .device_read
                     .unwrap_or_else(|| Duration::from_micros(20 + entry.len / 2048));
+                slow = if took >= device { slow + 1 } else { 0 };
                 let left = reads.len() - i - 1;
-                if !helpers && left > 0 && took >= device {
+                if !helpers && left > 0 && slow >= SLOW_READS_FOR_HELPERS {
                     helpers = true;
                     for _ in 1..self.options.read_threads.min(left + 1) {
                         // A thread the system refuses leaves the work to the others.

@@ -613,7 +613,7 @@ mod cache {
     }
 
     /// lookup_batch with every kind of key at once (found, buffered, missing, repeated, out
-    /// of order), read by the caller alone and by helper threads from the first blob on:
+    /// of order), read by the caller alone and by helper threads from the third blob on:
     /// the same answers as one lookup per key, in request order, counted per request.
     #[test]
     fn a_batch_answers_like_single_lookups_whoever_reads_it() {
