@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bob_btree::{Db, DbOptions, DefaultStore};
+use bob_btree::{Db, DbOptions, DefaultStore, Durability, TreeMut};
 use bob_io_helpers::sync::Mutex;
 use bob_io_helpers::sync::atomic::{AtomicU64, Ordering};
 use bob_store_core::{ObjectId, PrimeStorer, SplitStore};
@@ -13,15 +13,31 @@ use bob_treap::PersistentTreap;
 
 use crate::{Error, Result};
 
-/// The treap, in the database's catalog, that maps keys to entries.
-const INDEX: &str = "bob-batch-io/disk-cache";
+/// The tree that maps keys to encoded [`Entry`]s.
+const INDEX: &str = "bob-batch-io/disk-cache/index";
+
+/// The tree of blobs to delete (key: the object id, big-endian; no value): blobs a durable
+/// commit dropped from the index, deleted by the next commit (see [`DiskCache::commit`]).
+const FREES: &str = "bob-batch-io/disk-cache/frees";
+
+/// The treap that held the index until 2026-12-02: an open moves its entries into [`INDEX`]
+/// and empties it.
+const OLD_INDEX: &str = "bob-batch-io/disk-cache";
 
 /// Reads in a row, each as long as a device read, after which `lookup_batch` brings in its
 /// helper threads.
 const SLOW_READS_FOR_HELPERS: u32 = 2;
 
-/// The index: key → encoded [`Entry`].
-type Index = PersistentTreap<Vec<u8>, Vec<u8>>;
+/// The index as it was kept until 2026-12-02: key → encoded [`Entry`].
+type OldIndex = PersistentTreap<Vec<u8>, Vec<u8>>;
+
+/// A tree of the cache's, open in a write transaction.
+type TreeOf<'t> = TreeMut<'t, Vec<u8>, Vec<u8>>;
+
+/// The key under which [`FREES`] lists a blob.
+fn free_key(id: ObjectId) -> [u8; 8] {
+    id.0.to_be_bytes()
+}
 
 /// How a blob's bytes are kept.
 const RAW: u64 = 0;
@@ -121,13 +137,8 @@ struct Tally {
 }
 
 /// Drops `key` from the index, listing its blob to free; its entry, if there was one.
-fn drop_key<S: bob_store_core::Storer>(
-    index: &mut Index,
-    store: &S,
-    key: &[u8],
-    tally: &mut Tally,
-) -> Result<Option<Entry>> {
-    let Some(old) = index.delete(store, key)? else { return Ok(None) };
+fn drop_key(index: &mut TreeOf<'_>, key: &[u8], tally: &mut Tally) -> Result<Option<Entry>> {
+    let Some(old) = index.remove(key)? else { return Ok(None) };
     let old = Entry::decode(&old)?;
     tally.free.push(old.id);
     tally.entries -= 1;
@@ -249,10 +260,12 @@ impl State {
 }
 
 /// Keyed blobs in one bob database file: each blob an object of the store, the index
-/// (key → object, length, time stored, expiry) a treap kept by name in the database's
-/// catalog. A store writes the blob, updates the index and frees an overwritten blob in
-/// **one** commit of the store ([`Db::save_treap`]): after a crash every flushed entry is
-/// there whole, and no entry names a blob that is not. Every read is checked by the store.
+/// (key → object, length, time stored, expiry) a named B-tree of the database. A commit
+/// makes its new blobs durable (a store commit) before the index names them (the index's
+/// commit, in the database's log), and deletes a blob only once a durable commit no longer
+/// names it (the blobs to delete are listed in a second tree, and deleted by the next
+/// commit): after a crash every flushed entry is there whole, and no entry names a blob
+/// that is not. Every read is checked by the store.
 ///
 /// - `store` is durable when it returns; `store_buffered` keeps the blob in memory (lookups
 ///   see it) until `flush_writes`, or until 32 stores or 4 MiB are buffered; a buffered entry
@@ -265,8 +278,9 @@ impl State {
 ///
 /// Calls take `&self` and may come from several threads; they run one at a time. Dropping
 /// the cache without [`close`](Self::close) loses what is buffered (never what was flushed).
-/// A crash between a store's blob writes and its commit can leave those blobs' space
-/// unreachable (never an entry without its blob).
+/// A crash between a commit's blob writes and its index commit can leave those blobs' space
+/// unreachable (never an entry without its blob). Blobs a commit drops are deleted by the
+/// next one: a cache that is only read after it keeps their space until then.
 pub struct DiskCache<S: SplitStore<Io: Clone> + PrimeStorer = DefaultStore> {
     db: Db<S>,
     state: Mutex<State>,
@@ -294,10 +308,19 @@ impl DiskCache {
 }
 
 impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S> {
-    /// The cache in `db` (its index a treap of the catalog, created on the first store),
-    /// which it owns from now on (`options.db` is not used). Reads the whole index once.
+    /// The cache in `db` (its index a named tree, created on the first store), which it
+    /// owns from now on (`options.db` is not used). Reads the whole index once. A cache
+    /// written before the index moved to a tree (2026-12-02: a treap) has its entries moved
+    /// into the tree first, in one commit, and the treap emptied after it.
     pub fn with_db(db: Db<S>, options: DiskCacheOptions) -> Result<Self> {
-        let entries = db.with_treap(INDEX, |index: &mut Index, store| index.to_vec(store))??;
+        Self::move_old_index(&db)?;
+        let entries: Vec<(Vec<u8>, Vec<u8>)> = {
+            let read = db.begin_read();
+            match read.open_tree::<Vec<u8>, Vec<u8>>(INDEX) {
+                Some(tree) => tree.iter()?.collect::<std::result::Result<_, _>>()?,
+                None => Vec::new(),
+            }
+        };
         let mut state = State::default();
         let mut decoded = Vec::with_capacity(entries.len());
         for (key, value) in entries {
@@ -320,6 +343,60 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
             evictions: AtomicU64::new(0),
             expirations: AtomicU64::new(0),
         })
+    }
+
+    /// Moves the entries of a treap index (the layout before 2026-12-02) into the tree, in
+    /// one commit, then empties the treap (freeing its nodes). A crash between the two
+    /// leaves both holding the same entries: the next open moves them again.
+    fn move_old_index(db: &Db<S>) -> Result<()> {
+        if !db.treap_names().iter().any(|name| name == OLD_INDEX) {
+            return Ok(());
+        }
+        let entries = db.with_treap(OLD_INDEX, |old: &mut OldIndex, store| old.to_vec(store))??;
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut tx = db.begin_write()?;
+        {
+            let mut index = tx.open_tree::<Vec<u8>, Vec<u8>>(INDEX)?;
+            for (key, entry) in &entries {
+                Entry::decode(entry)?;
+                index.put(key.as_slice(), entry.as_slice())?;
+            }
+        }
+        tx.commit(Durability::Durable)?;
+        db.with_treap(OLD_INDEX, |old: &mut OldIndex, store| -> Result<()> {
+            for (key, _) in &entries {
+                old.delete(store, key)?;
+            }
+            Ok(())
+        })??;
+        db.save_treap(OLD_INDEX)?;
+        Ok(())
+    }
+
+    /// The entry of `key` in the index, encoded, if there is one.
+    fn indexed(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let read = self.db.begin_read();
+        match read.open_tree::<Vec<u8>, Vec<u8>>(INDEX) {
+            Some(index) => Ok(index.get(key)?),
+            None => Ok(None),
+        }
+    }
+
+    /// The blobs [`FREES`] lists.
+    fn listed_frees(&self) -> Result<Vec<ObjectId>> {
+        let read = self.db.begin_read();
+        let Some(frees) = read.open_tree::<Vec<u8>, Vec<u8>>(FREES) else { return Ok(Vec::new()) };
+        let mut ids = Vec::new();
+        for listed in frees.iter()? {
+            let (key, _) = listed?;
+            let bytes: [u8; 8] = key.as_slice().try_into().map_err(|_| {
+                Error::Corrupt(format!("a blob to free named by {} bytes", key.len()))
+            })?;
+            ids.push(ObjectId(u64::from_be_bytes(bytes)));
+        }
+        Ok(ids)
     }
 
     /// Stores `bytes` under `key`, durably (replacing what the key held).
@@ -385,13 +462,10 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
     /// Removes `key`, durably; whether it was there.
     pub fn remove(&self, key: &[u8]) -> Result<bool> {
         let mut state = self.state.lock();
-        let key_owned = key.to_vec();
-        let indexed = self
-            .db
-            .with_treap(INDEX, |index: &mut Index, store| index.get(store, &key_owned))??;
+        let indexed = self.indexed(key)?;
         if indexed.is_some() {
             // Only a key the index holds costs a commit (and its sync).
-            self.commit(&mut state, Vec::new(), &[key_owned])?;
+            self.commit(&mut state, Vec::new(), &[key.to_vec()])?;
         }
         // Only now: a failed remove leaves a buffered value of the key as it was.
         let buffered = state.pending.remove(key).map(|old| state.pending_bytes -= old.len());
@@ -431,19 +505,16 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
             }
         }
         first.sort_by_key(|&i| keys[i]);
-        let wanted: Vec<Vec<u8>> = first.iter().map(|&i| keys[i].to_vec()).collect();
-        let found = self.db.with_treap(INDEX, |index: &mut Index, store| {
-            wanted.iter().map(|key| index.get(store, key).map_err(Error::from)).collect::<Vec<_>>()
-        });
-        let found = match found {
-            Ok(found) => found,
-            Err(e) => {
-                let e = Error::from(e);
-                for &i in &first {
-                    out[i] = Some(Err(e.clone()));
-                }
-                return self.finish_batch(&mut state, keys, out, &expired, &seen);
-            }
+        let found: Vec<Result<Option<Vec<u8>>>> = {
+            let read = self.db.begin_read();
+            let index = read.open_tree::<Vec<u8>, Vec<u8>>(INDEX);
+            first
+                .iter()
+                .map(|&i| match &index {
+                    Some(index) => index.get(keys[i]).map_err(Error::from),
+                    None => Ok(None),
+                })
+                .collect()
         };
         let now = self.now_ms();
         let mut reads: Vec<(usize, Entry)> = Vec::new();
@@ -602,10 +673,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(bytes.clone()));
         }
-        let key_owned = key.to_vec();
-        let found = self
-            .db
-            .with_treap(INDEX, |index: &mut Index, store| index.get(store, &key_owned))??;
+        let found = self.indexed(key)?;
         let entry = match found.map(|v| Entry::decode(&v)).transpose()? {
             Some(entry) if !entry.expired(self.now_ms()) => entry,
             expired => {
@@ -623,11 +691,21 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
     }
 
     /// Writes `puts` (new blobs), drops `removes` and, past the capacity, expired entries and
-    /// then the least recently used ones, and commits it all at once: the index and the
-    /// freeing of the blobs it no longer names happen inside the save's commit hold
-    /// ([`Db::save_treap_with`]), so no other commit makes a blob's release durable before
-    /// the index that stops naming it. On an error nothing changes (the index goes back to
-    /// its last save, new blobs are given back, buffered stores stay buffered).
+    /// then the least recently used ones, in three steps:
+    ///
+    /// 1. the blobs [`FREES`] lists (dropped from the index by an earlier, durable commit)
+    ///    are deleted, the new blobs written, and the store committed: the blobs are durable
+    ///    before any index entry names them;
+    /// 2. one write transaction puts the new entries and drops the old ones in the index,
+    ///    takes the deleted blobs off [`FREES`] and lists there the blobs it drops;
+    /// 3. it commits, durably (the database's log, synced).
+    ///
+    /// So a blob is deleted only once a durable commit no longer names it, and a crash at
+    /// any point leaves every indexed entry with its blob: at worst a blob of step 1 that no
+    /// entry names (its space is lost), or a listed blob deleted twice (the second time
+    /// finds it gone). On an error before step 3, nothing the index holds changes and the
+    /// new blobs are given back; if step 3's commit fails, its outcome is unknown (a failed
+    /// sync), so they are kept (the database refuses writes until it is reopened).
     fn commit(
         &self,
         state: &mut State,
@@ -639,6 +717,16 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
         let expires = self.options.ttl.map_or(0, |ttl| {
             now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
         });
+        let freeing = self.listed_frees()?;
+        for &id in &freeing {
+            match store.delete_obj(id) {
+                // Deleted by a commit a crash cut off before it cleared the list.
+                Ok(())
+                | Err(bob_store_core::Error::NotFound(_) | bob_store_core::Error::StaleId { .. }) =>
+                    {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         let mut written = Vec::with_capacity(puts.len());
         let give_back = |written: &[(Vec<u8>, Entry)]| {
             for (_, entry) in written {
@@ -665,21 +753,33 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
                 }
             }
         }
+        if !written.is_empty() || !freeing.is_empty() {
+            if let Err(e) = store.commit() {
+                give_back(&written);
+                return Err(e.into());
+            }
+        }
         let capacity = self.options.capacity_bytes;
         let mut tally = Tally { entries: state.entries, bytes: state.bytes, free: Vec::new() };
         let (mut evicted, mut expired) = (0u64, 0u64);
         let (by_use, by_expiry) = (&state.by_use, &state.by_expiry);
-        // The index changes here; the blobs it stops naming are only listed, and freed in
-        // the save's commit.
-        let changed = self.db.with_treap(INDEX, |index: &mut Index, store| -> Result<_> {
+        let mut tx = match self.db.begin_write() {
+            Ok(tx) => tx,
+            Err(e) => {
+                give_back(&written);
+                return Err(e.into());
+            }
+        };
+        let changed = (|| -> Result<Vec<Vec<u8>>> {
             let mut gone = Vec::new();
+            let mut index = tx.open_tree::<Vec<u8>, Vec<u8>>(INDEX)?;
             for key in removes {
-                drop_key(index, store, key, &mut tally)?;
+                drop_key(&mut index, key, &mut tally)?;
                 gone.push(key.clone());
             }
             for (key, entry) in &written {
-                drop_key(index, store, key, &mut tally)?;
-                index.insert(store, key.clone(), entry.encode())?;
+                drop_key(&mut index, key, &mut tally)?;
+                index.put(key.as_slice(), entry.encode().as_slice())?;
                 tally.entries += 1;
                 tally.bytes += entry.len;
             }
@@ -693,7 +793,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
                     if tally.bytes <= capacity {
                         break;
                     }
-                    if let Some(old) = drop_key(index, store, key, &mut tally)? {
+                    if let Some(old) = drop_key(&mut index, key, &mut tally)? {
                         if old.expired(now) {
                             expired += 1;
                         } else {
@@ -703,29 +803,25 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
                     }
                 }
             }
+            let mut frees = tx.open_tree::<Vec<u8>, Vec<u8>>(FREES)?;
+            for &id in &freeing {
+                frees.delete(&free_key(id)[..])?;
+            }
+            for &id in &tally.free {
+                frees.put(&free_key(id)[..], &[][..])?;
+            }
             Ok(gone)
-        });
-        let gone = match changed.map_err(Error::from).and_then(|inner| inner) {
-            Ok(changed) => changed,
+        })();
+        let gone = match changed {
+            Ok(gone) => gone,
             Err(e) => {
-                let _ = self.db.discard_treap(INDEX);
+                drop(tx);
                 give_back(&written);
                 return Err(e);
             }
         };
-        let saved = self.db.save_treap_with(INDEX, |store| {
-            for id in &tally.free {
-                store.delete_obj(*id)?;
-            }
-            Ok(())
-        });
-        if let Err(e) = saved {
-            // Failed before writing: nothing changed, and the index goes back. Failed after:
-            // the database refuses every write from now on (reopen it).
-            let _ = self.db.discard_treap(INDEX);
-            give_back(&written);
-            return Err(e.into());
-        }
+        // A failed durable commit's outcome is unknown: the new blobs stay.
+        tx.commit(Durability::Durable)?;
         for key in &gone {
             state.forget(key);
         }
@@ -740,9 +836,10 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
     }
 
     /// The store underneath, to keep other objects in the same file ([`Db::shared_store`]):
-    /// their commits may run at any time, and never make half of a cache commit durable (a
-    /// cache commit holds other commits off from its first index write to its own commit).
-    /// Leave the cache's objects (its blobs, its index's nodes) alone.
+    /// their commits may run at any time (a cache commit's blobs are durable before its
+    /// index names them, and a blob is deleted only once no durable index names it, so no
+    /// other commit makes half of a cache commit durable). Leave the cache's objects (its
+    /// blobs, its trees' nodes) alone.
     pub fn shared_store(&self) -> Result<&bob_store_concurrent::ConcurrentStore<S>> {
         Ok(self.db.shared_store()?)
     }

@@ -199,3 +199,79 @@ fn crash_everywhere(compress: bool) {
 fn to_db(e: bob_batch_io::Error) -> bob_btree::Error {
     bob_btree::Error::Corrupt(e.to_string())
 }
+
+/// A cache whose index is still the treap of the layout before 2026-12-02, built with the
+/// database's own calls: blobs in the shared store, 32-byte raw entries in the named treap.
+fn old_layout(
+    db: &bob_btree::testing::SimDb,
+    entries: &[(Vec<u8>, Vec<u8>)],
+) -> bob_btree::Result<()> {
+    let store = db.shared_store()?;
+    let mut encoded = Vec::new();
+    for (key, value) in entries {
+        let id = store.write_new_obj_from_bytes(value)?;
+        let entry: Vec<u8> =
+            [id.0, value.len() as u64, 1, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        encoded.push((key.clone(), entry));
+    }
+    db.with_treap(
+        "bob-batch-io/disk-cache",
+        |index: &mut bob_treap::PersistentTreap<Vec<u8>, Vec<u8>>, store| {
+            for (key, entry) in encoded {
+                index.insert(store, key, entry)?;
+            }
+            Ok::<(), bob_treap::Error>(())
+        },
+    )??;
+    db.save_treap("bob-batch-io/disk-cache")
+}
+
+/// The move of a treap index into the tree (the first open of a cache written before
+/// 2026-12-02) crashed at every operation: every reopen, after a power loss or a process
+/// crash, finds every entry with its value.
+#[test]
+fn a_crash_while_the_old_index_moves_into_the_tree_loses_no_entry() {
+    let entries: Vec<(Vec<u8>, Vec<u8>)> =
+        (0..12u8).map(|k| (vec![b'k', k], value(k, 300 + 97 * k as usize))).collect();
+    let db_options = crash_options();
+    let mut base = Machine::new();
+    let (_, made) = base.run_owned(&db_options, u64::MAX, true, |db| {
+        old_layout(&db, &entries)?;
+        db.close()
+    });
+    made.unwrap();
+    let check = |cache: &DiskCache<_>, context: &str| {
+        assert_eq!(cache.stats().entries, entries.len() as u64, "{context}");
+        for (key, value) in &entries {
+            let got = cache.lookup(key).unwrap_or_else(|e| panic!("{context}: {key:?}: {e}"));
+            assert_eq!(got.as_ref(), Some(value), "{context}: {key:?}");
+        }
+    };
+    let (clock, done) = base.copy().run_owned(&db_options, u64::MAX, false, |db| {
+        let cache = DiskCache::with_db(db, options(false)).map_err(to_db)?;
+        check(&cache, "no crash");
+        cache.close().map_err(to_db)
+    });
+    done.unwrap();
+    let total = clock.ops();
+    assert!(total > 10, "the move runs {total} operations");
+    for crash_at in 0..total {
+        let mut machine = base.copy();
+        let _ = machine.run_owned(&db_options, crash_at, false, |db| {
+            let cache = DiskCache::with_db(db, options(false)).map_err(to_db)?;
+            cache.close().map_err(to_db)
+        });
+        let images = (0..3u64)
+            .map(|seed| ("power loss", machine.crashed(crash_at.wrapping_mul(0x9E37_79B9) ^ seed)))
+            .chain([("process crash", machine.copy())]);
+        for (what, mut after) in images {
+            let context = format!("{what} at operation {crash_at} of {total}");
+            let (_, reopened) = after.run_owned(&db_options, u64::MAX, false, |db| {
+                let cache = DiskCache::with_db(db, options(false)).map_err(to_db)?;
+                check(&cache, &context);
+                cache.close().map_err(to_db)
+            });
+            reopened.unwrap_or_else(|e| panic!("{context}: the reopen failed: {e}"));
+        }
+    }
+}

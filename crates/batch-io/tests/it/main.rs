@@ -558,9 +558,10 @@ mod cache {
         cache.close().unwrap();
         let db = bob_btree::Db::open(&path).unwrap();
         let objects = db.store().object_count().unwrap();
-        // 20 blobs, 20 index nodes (a treap node per key) and the catalog: the 80 blobs
+        // 20 blobs, a leaf of the index tree, one of the list of blobs to free (empty: the
+        // last flush deleted what the removal listed) and the catalog: the 80 blobs
         // overwritten and the one removed were freed.
-        assert_eq!(objects, 20 + 20 + 1, "old blobs were freed");
+        assert_eq!(objects, 20 + 1 + 1 + 1, "old blobs were freed");
         db.close().unwrap();
     }
 
@@ -597,7 +598,7 @@ mod cache {
         let cache = DiskCache::open(dir.path().join("cache"), DiskCacheOptions::default()).unwrap();
         cache.store(b"a", b"old").unwrap();
         cache.store_buffered(b"a", b"new").unwrap();
-        let too_long = vec![b'k'; bob_treap::MAX_FIELD_BYTES + 1];
+        let too_long = vec![b'k'; bob_btree::MAX_KEY_LEN + 1];
         cache.store_buffered(&too_long, b"x").unwrap();
         assert!(cache.flush_writes().is_err());
         assert_eq!(cache.stats().pending_writes, 2, "still buffered");
@@ -700,7 +701,7 @@ mod cache {
     fn a_failed_store_keeps_the_buffered_value_of_its_key() {
         let dir = tempfile::tempdir().unwrap();
         let cache = DiskCache::open(dir.path().join("cache"), DiskCacheOptions::default()).unwrap();
-        let too_long = vec![b'k'; bob_treap::MAX_FIELD_BYTES + 1];
+        let too_long = vec![b'k'; bob_btree::MAX_KEY_LEN + 1];
         cache.store_buffered(&too_long, b"buffered").unwrap();
         assert!(cache.store(&too_long, b"durable").is_err());
         assert_eq!(cache.lookup(&too_long).unwrap().unwrap(), b"buffered");
@@ -708,6 +709,56 @@ mod cache {
         assert!(cache.remove(&too_long).unwrap());
         assert!(cache.lookup(&too_long).unwrap().is_none());
         cache.close().unwrap();
+    }
+
+    /// A cache written when the index was a treap (`tests/fixtures/cache-treap-index.bob`,
+    /// made by the build before the B-tree index with 40 stores, some compressed, an
+    /// overwrite and a removal) opens with every entry; they are in the tree from then on,
+    /// through more changes and reopens.
+    #[test]
+    fn a_cache_with_the_treap_index_opens_with_its_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.bob");
+        let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cache-treap-index.bob");
+        std::fs::copy(fixture, &path).unwrap();
+        let expected = |i: u32| -> Option<Vec<u8>> {
+            match i {
+                1 => Some(b"overwritten".to_vec()),
+                2 => None,
+                i if i % 4 == 0 => {
+                    Some(format!("a value that repeats itself {i}. ").repeat(50).into_bytes())
+                }
+                i => Some((0..(100 + i * 37)).map(|j| (j.wrapping_mul(31) ^ i) as u8).collect()),
+            }
+        };
+        let options = || DiskCacheOptions { compress: true, ..DiskCacheOptions::default() };
+        for round in 0..3u32 {
+            let cache = DiskCache::open(&path, options()).unwrap();
+            assert_eq!(cache.stats().entries, 39 + u64::from(round.min(1)), "round {round}");
+            for i in 0..40u32 {
+                let got = cache.lookup(format!("key-{i:03}").as_bytes()).unwrap();
+                assert_eq!(got, expected(i), "key {i}, round {round}");
+            }
+            let keys: Vec<String> = (0..40u32).rev().map(|i| format!("key-{i:03}")).collect();
+            let asked: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+            for (got, i) in cache.lookup_batch(&asked).into_iter().zip((0..40u32).rev()) {
+                assert_eq!(got.unwrap(), expected(i), "batch, key {i}, round {round}");
+            }
+            if round == 0 {
+                cache.store(b"new", b"stored after the move").unwrap();
+            }
+            assert_eq!(
+                cache.lookup(b"new").unwrap().as_deref(),
+                Some(&b"stored after the move"[..])
+            );
+            cache.close().unwrap();
+        }
+        let db = bob_btree::Db::open(&path).unwrap();
+        assert!(db.store().verify().unwrap().is_clean());
+        // 40 blobs, a leaf of the index, one of the (empty) list of blobs to free and the
+        // catalog: the treap's 39 nodes were freed when it was emptied.
+        assert_eq!(db.store().object_count().unwrap(), 40 + 1 + 1 + 1);
+        db.close().unwrap();
     }
 
     /// An entry past its time is a miss.
