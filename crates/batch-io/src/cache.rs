@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bob_btree::{Db, DbOptions, DefaultStore, Durability, TreeMut};
 use bob_io_helpers::sync::Mutex;
-use bob_io_helpers::sync::atomic::{AtomicU64, Ordering};
+use bob_io_helpers::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use bob_store_core::{ObjectId, PrimeStorer, SplitStore};
 use bob_treap::PersistentTreap;
 
@@ -289,6 +289,9 @@ pub struct DiskCache<S: SplitStore<Io: Clone> + PrimeStorer = DefaultStore> {
     misses: AtomicU64,
     evictions: AtomicU64,
     expirations: AtomicU64,
+    /// An index commit failed (its outcome unknown): every later commit is refused, since
+    /// the index a commit reads (the blobs to delete) may hold that commit, durable or not.
+    failed: AtomicBool,
 }
 
 impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> std::fmt::Debug
@@ -342,6 +345,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
             misses: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
             expirations: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
         })
     }
 
@@ -357,11 +361,24 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
             return Ok(());
         }
         let mut tx = db.begin_write()?;
+        let mut displaced = Vec::new();
         {
             let mut index = tx.open_tree::<Vec<u8>, Vec<u8>>(INDEX)?;
             for (key, entry) in &entries {
-                Entry::decode(entry)?;
-                index.put(key.as_slice(), entry.as_slice())?;
+                let id = Entry::decode(entry)?.id;
+                // An entry the tree holds already names another blob only if the treap was
+                // written again after a move (by a build that knows no tree): that blob is
+                // listed to free, as an overwrite's would be.
+                if let Some(old) = index.insert(key.as_slice(), entry.as_slice())? {
+                    let old = Entry::decode(&old)?.id;
+                    if old != id {
+                        displaced.push(old);
+                    }
+                }
+            }
+            let mut frees = tx.open_tree::<Vec<u8>, Vec<u8>>(FREES)?;
+            for id in displaced {
+                frees.put(&free_key(id)[..], &[][..])?;
             }
         }
         tx.commit(Durability::Durable)?;
@@ -712,6 +729,12 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
         puts: Vec<(Vec<u8>, Vec<u8>)>,
         removes: &[Vec<u8>],
     ) -> Result<()> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(Error::Failed(
+                "an earlier index commit failed (it may or may not be durable); reopen the cache"
+                    .into(),
+            ));
+        }
         let store = self.db.shared_store()?;
         let now = self.now_ms();
         let expires = self.options.ttl.map_or(0, |ttl| {
@@ -820,8 +843,13 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
                 return Err(e);
             }
         };
-        // A failed durable commit's outcome is unknown: the new blobs stay.
-        tx.commit(Durability::Durable)?;
+        // A failed durable commit's outcome is unknown: the new blobs stay, and no later
+        // commit runs (it would read the blobs to delete from an index that may hold this
+        // commit's list, durable or not, and delete blobs the durable index still names).
+        if let Err(e) = tx.commit(Durability::Durable) {
+            self.failed.store(true, Ordering::Release);
+            return Err(e.into());
+        }
         for key in &gone {
             state.forget(key);
         }

@@ -40,7 +40,8 @@ pub enum Error {
 
     /// A flush failed: what the buffer held may or may not be on the disk, and a failed sync
     /// is never retried (the kernel may have dropped those writes), so the buffer refuses
-    /// every later call. Reopen the file and check what it holds.
+    /// every later call (a [`crate::DiskCache`] whose index commit failed refuses every
+    /// later commit, for the same reason). Reopen the file and check what it holds.
     #[error("a flush failed earlier ({0}); the buffer refuses every call")]
     Failed(String),
 

@@ -5,8 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use bob_batch_io::{DiskCache, DiskCacheOptions, Result};
+use bob_batch_io::{DiskCache, DiskCacheOptions, Error, Result};
 use bob_btree::testing::{Machine, crash_options};
+use bob_io_helpers::FileBackend;
+use bob_io_helpers::testing::{CrashMode, FaultKind, FaultPlan, OpFilter, OpKind, Repeat, SimDisk};
 
 /// Keys to values, and the keys from least to most recently used.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -269,9 +271,135 @@ fn a_crash_while_the_old_index_moves_into_the_tree_loses_no_entry() {
             let (_, reopened) = after.run_owned(&db_options, u64::MAX, false, |db| {
                 let cache = DiskCache::with_db(db, options(false)).map_err(to_db)?;
                 check(&cache, &context);
+                // The moved entries change like any other, and stay changed.
+                cache.store(&entries[0].0, b"changed").map_err(to_db)?;
+                assert!(cache.remove(&entries[1].0).map_err(to_db)?, "{context}");
                 cache.close().map_err(to_db)
             });
             reopened.unwrap_or_else(|e| panic!("{context}: the reopen failed: {e}"));
+            let (_, again) = after.run_owned(&db_options, u64::MAX, false, |db| {
+                let cache = DiskCache::with_db(db, options(false)).map_err(to_db)?;
+                assert_eq!(cache.stats().entries, entries.len() as u64 - 1, "{context}");
+                let first = cache.lookup(&entries[0].0).map_err(to_db)?;
+                assert_eq!(first.as_deref(), Some(&b"changed"[..]), "{context}");
+                assert!(cache.lookup(&entries[1].0).map_err(to_db)?.is_none(), "{context}");
+                for (key, value) in &entries[2..] {
+                    let got = cache.lookup(key).map_err(to_db)?;
+                    assert_eq!(got.as_ref(), Some(value), "{context}: {key:?}");
+                }
+                cache.close().map_err(to_db)
+            });
+            again.unwrap_or_else(|e| panic!("{context}: the second reopen failed: {e}"));
         }
     }
+}
+
+/// A log directory of simulated disks whose next sync can be made to fail once.
+#[derive(Clone, Default)]
+struct FaultyLog {
+    files: std::sync::Arc<std::sync::Mutex<BTreeMap<u64, SimDisk>>>,
+}
+
+impl FaultyLog {
+    /// The next sync of every segment fails (once).
+    fn fail_next_sync(&self) {
+        for disk in self.files.lock().unwrap().values() {
+            let at = disk.op_counts().syncs;
+            disk.set_fault(FaultPlan {
+                at,
+                on: OpFilter::Only(OpKind::Sync),
+                kind: FaultKind::Io,
+                repeat: Repeat::Once,
+            });
+        }
+    }
+
+    /// The segments as a power loss leaves them.
+    fn crashed(&self, seed: u64) -> Self {
+        let files = self.files.lock().unwrap();
+        let files = files
+            .iter()
+            .map(|(&seq, disk)| (seq, disk.crashed(CrashMode::PowerLoss, seed ^ seq)))
+            .collect();
+        Self { files: std::sync::Arc::new(std::sync::Mutex::new(files)) }
+    }
+}
+
+impl bob_btree::LogDir for FaultyLog {
+    fn list(&self) -> std::io::Result<Vec<u64>> {
+        Ok(self.files.lock().unwrap().keys().copied().collect())
+    }
+
+    fn create(&self, seq: u64, header: &[u8]) -> std::io::Result<bob_btree::LogFile> {
+        let disk = SimDisk::new();
+        disk.write_at(header, 0)?;
+        disk.sync_all()?;
+        self.files.lock().unwrap().insert(seq, disk.clone());
+        Ok(std::sync::Arc::new(disk))
+    }
+
+    fn open(&self, seq: u64) -> std::io::Result<bob_btree::LogFile> {
+        let files = self.files.lock().unwrap();
+        let disk =
+            files.get(&seq).ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
+        Ok(std::sync::Arc::new(disk.clone()))
+    }
+
+    fn remove(&self, seq: u64) -> std::io::Result<()> {
+        self.files.lock().unwrap().remove(&seq);
+        Ok(())
+    }
+
+    fn sync(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+type SimCache = DiskCache<bob_store_core::BaseStore<SimDisk>>;
+
+fn cache_on(store: SimDisk, log: &FaultyLog, create: bool) -> SimCache {
+    let options = bob_btree::DbOptions { checkpoint_interval: None, ..crash_options() };
+    let store = if create {
+        bob_store_core::BaseStore::create_with(store, options.store)
+    } else {
+        bob_store_core::BaseStore::open_with(store, options.store)
+    }
+    .unwrap();
+    let db = bob_btree::Db::with_log(
+        bob_store_concurrent::ConcurrentStore::new(store, 0),
+        Box::new(log.clone()),
+        &options,
+    )
+    .unwrap();
+    DiskCache::with_db(db, DiskCacheOptions::default()).unwrap()
+}
+
+/// Found in review: an overwrite whose log sync failed is visible in the index (its list of
+/// blobs to delete included), durable or not; a later commit that read that list deleted the
+/// overwritten blob and committed the store, so after a power loss that dropped the record
+/// the durable index named a deleted blob. Now every commit after a failed index commit is
+/// refused, and each power-loss image opens to the old value or the new one.
+#[test]
+fn a_failed_index_commit_stops_later_commits_from_deleting_what_it_dropped() {
+    let store = SimDisk::new();
+    let log = FaultyLog::default();
+    let cache = cache_on(store.clone(), &log, true);
+    cache.store(b"a", &value(1, 500)).unwrap();
+    log.fail_next_sync();
+    assert!(cache.store(b"a", &value(2, 500)).is_err(), "the overwrite's sync failed");
+    let refused = cache.store(b"b", &value(3, 500));
+    let removed = cache.remove(b"a");
+    assert!(cache.lookup(b"a").unwrap().is_some(), "reads go on");
+    for seed in 0..16u64 {
+        let image = cache_on(store.crashed(CrashMode::PowerLoss, seed), &log.crashed(seed), false);
+        let got = image.lookup(b"a").unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert!(
+            got == Some(value(1, 500)) || got == Some(value(2, 500)),
+            "seed {seed}: the old value or the new one"
+        );
+        assert!(image.lookup(b"b").unwrap().is_none(), "seed {seed}: b was refused");
+    }
+    assert!(matches!(refused, Err(Error::Failed(_))), "{refused:?}");
+    assert!(matches!(removed, Err(Error::Failed(_))), "{removed:?}");
+    drop(cache);
 }

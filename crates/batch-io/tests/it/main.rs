@@ -721,10 +721,13 @@ mod cache {
         let path = dir.path().join("cache.bob");
         let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cache-treap-index.bob");
         std::fs::copy(fixture, &path).unwrap();
-        let expected = |i: u32| -> Option<Vec<u8>> {
+        // Round 0 overwrites key 3 and removes key 5 once the entries moved.
+        let expected = |i: u32, round: u32| -> Option<Vec<u8>> {
             match i {
                 1 => Some(b"overwritten".to_vec()),
                 2 => None,
+                3 if round > 0 => Some(b"changed after the move".to_vec()),
+                5 if round > 0 => None,
                 i if i % 4 == 0 => {
                     Some(format!("a value that repeats itself {i}. ").repeat(50).into_bytes())
                 }
@@ -734,18 +737,21 @@ mod cache {
         let options = || DiskCacheOptions { compress: true, ..DiskCacheOptions::default() };
         for round in 0..3u32 {
             let cache = DiskCache::open(&path, options()).unwrap();
-            assert_eq!(cache.stats().entries, 39 + u64::from(round.min(1)), "round {round}");
+            // 39 moved; then one new, one removed.
+            assert_eq!(cache.stats().entries, 39, "round {round}");
             for i in 0..40u32 {
                 let got = cache.lookup(format!("key-{i:03}").as_bytes()).unwrap();
-                assert_eq!(got, expected(i), "key {i}, round {round}");
+                assert_eq!(got, expected(i, round), "key {i}, round {round}");
             }
             let keys: Vec<String> = (0..40u32).rev().map(|i| format!("key-{i:03}")).collect();
             let asked: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
             for (got, i) in cache.lookup_batch(&asked).into_iter().zip((0..40u32).rev()) {
-                assert_eq!(got.unwrap(), expected(i), "batch, key {i}, round {round}");
+                assert_eq!(got.unwrap(), expected(i, round), "batch, key {i}, round {round}");
             }
             if round == 0 {
                 cache.store(b"new", b"stored after the move").unwrap();
+                cache.store(b"key-003", b"changed after the move").unwrap();
+                assert!(cache.remove(b"key-005").unwrap());
             }
             assert_eq!(
                 cache.lookup(b"new").unwrap().as_deref(),
@@ -755,9 +761,11 @@ mod cache {
         }
         let db = bob_btree::Db::open(&path).unwrap();
         assert!(db.store().verify().unwrap().is_clean());
-        // 40 blobs, a leaf of the index, one of the (empty) list of blobs to free and the
-        // catalog: the treap's 39 nodes were freed when it was emptied.
-        assert_eq!(db.store().object_count().unwrap(), 40 + 1 + 1 + 1);
+        // 39 live blobs (38 moved, one new), key-005's blob (listed to free: the next
+        // commit deletes it), a leaf of the index, one of the list, and the catalog: the
+        // treap's 39 nodes were freed when it was emptied, key-003's old blob by the
+        // removal's commit.
+        assert_eq!(db.store().object_count().unwrap(), 39 + 1 + 1 + 1 + 1);
         db.close().unwrap();
     }
 
