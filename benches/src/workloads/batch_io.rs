@@ -36,12 +36,14 @@ pub const ENGINES: &[&str] = &["bob-batch-io", "plain-path", "cacache"];
 pub fn configuration(engine: &str) -> String {
     match engine {
         "bob-batch-io" => "WriteBuffer (256 writes, one flush); BatchWriter (8 permits, one \
-             commit per batch of 256); DiskCache (`store_buffered`, flushed every 32 stores; \
+             commit per batch of 256); DiskCache (`store_buffered`, flushed every 32 stores, \
+             a flush two syncs: the blobs' store commit, the index's log record; \
              `lookup_batch`; capacity a quarter of the Zipf key space)"
             .into(),
         "plain-path" => "the same files through bob without batching: `write_at` + \
-             `sync_data` per write; `write` + `commit` per object; `DiskCache::store` (one \
-             commit, one sync, per entry); one `lookup` per key"
+             `sync_data` per write; `write` + `commit` per object; `DiskCache::store` (a \
+             durable commit per entry: its blob's store commit and its index's log record, two \
+             syncs); one `lookup` per key"
             .into(),
         "cacache" => "cacache 13, `write_sync`/`read_sync` (it never syncs: a write survives \
              a process crash, not a power cut; no capacity: it never evicts, so its Zipf hit \
