@@ -232,9 +232,15 @@ struct State {
 impl State {
     fn touch(&mut self, key: &[u8]) {
         self.tick += 1;
-        if let Some(old) = self.last_use.insert(key.to_vec(), self.tick) {
-            self.by_use.remove(&old);
+        // A key used again moves in `by_use` with the bytes it has there: no allocation.
+        if let Some(last) = self.last_use.get_mut(key) {
+            if let Some(kept) = self.by_use.remove(last) {
+                *last = self.tick;
+                self.by_use.insert(self.tick, kept);
+                return;
+            }
         }
+        self.last_use.insert(key.to_vec(), self.tick);
         self.by_use.insert(self.tick, key.to_vec());
     }
 
