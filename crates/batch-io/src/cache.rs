@@ -286,7 +286,7 @@ impl State {
 /// the cache without [`close`](Self::close) loses what is buffered (never what was flushed).
 /// A crash between a commit's blob writes and its index commit can leave those blobs' space
 /// unreachable (never an entry without its blob). Blobs a commit drops are deleted by the
-/// next one: a cache that is only read after it keeps their space until then.
+/// next commit, or by `close`, or at the next open after a crash.
 pub struct DiskCache<S: SplitStore<Io: Clone> + PrimeStorer = DefaultStore> {
     db: Db<S>,
     state: Mutex<State>,
@@ -343,7 +343,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
             state.touch(&key);
             state.expires(&key, expires_ms);
         }
-        Ok(Self {
+        let cache = Self {
             db,
             state: Mutex::new(state),
             options,
@@ -352,7 +352,21 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
             evictions: AtomicU64::new(0),
             expirations: AtomicU64::new(0),
             failed: AtomicBool::new(false),
-        })
+        };
+        // Blobs a commit before a crash dropped (the next commit would have deleted them). A
+        // failure here leaves them listed and the cache readable; the next commit meets the
+        // same failure (a latched store or database, a damaged list) and reports it.
+        let _ = cache.delete_listed();
+        Ok(cache)
+    }
+
+    /// Deletes the blobs [`FREES`] lists, if any, in a commit of nothing else (two syncs).
+    fn delete_listed(&self) -> Result<()> {
+        let mut state = self.state.lock();
+        if self.listed_frees()?.is_empty() {
+            return Ok(());
+        }
+        self.commit(&mut state, Vec::new(), &[])
     }
 
     /// Moves the entries of a treap index (the layout before 2026-12-02) into the tree, in
@@ -893,9 +907,11 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
         }
     }
 
-    /// Flushes what is buffered and closes the database.
+    /// Flushes what is buffered, deletes the blobs the last commit dropped, and closes the
+    /// database.
     pub fn close(self) -> Result<()> {
         self.flush_writes()?;
+        self.delete_listed()?;
         Ok(self.db.close()?)
     }
 }
