@@ -227,6 +227,9 @@ struct State {
     /// Expiry of each indexed entry that has one, and the entries by expiry.
     expiry: HashMap<Vec<u8>, u64>,
     by_expiry: BTreeSet<(u64, Vec<u8>)>,
+    /// The blobs [`FREES`] lists as of the last durable commit (read at open, then what each
+    /// commit listed): never a list a commit whose outcome is unknown wrote.
+    listed: Vec<ObjectId>,
 }
 
 impl State {
@@ -295,8 +298,9 @@ pub struct DiskCache<S: SplitStore<Io: Clone> + PrimeStorer = DefaultStore> {
     misses: AtomicU64,
     evictions: AtomicU64,
     expirations: AtomicU64,
-    /// An index commit failed (its outcome unknown): every later commit is refused, since
-    /// the index a commit reads (the blobs to delete) may hold that commit, durable or not.
+    /// An index commit failed (its outcome unknown): every later commit is refused before it
+    /// touches the store (the database would refuse its index commit anyway), since the
+    /// index may hold that commit, durable or not.
     failed: AtomicBool,
 }
 
@@ -330,7 +334,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
                 None => Vec::new(),
             }
         };
-        let mut state = State::default();
+        let mut state = State { listed: Self::listed_frees(&db)?, ..State::default() };
         let mut decoded = Vec::with_capacity(entries.len());
         for (key, value) in entries {
             let entry = Entry::decode(&value)?;
@@ -363,7 +367,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
     /// Deletes the blobs [`FREES`] lists, if any, in a commit of nothing else (two syncs).
     fn delete_listed(&self) -> Result<()> {
         let mut state = self.state.lock();
-        if self.listed_frees()?.is_empty() {
+        if state.listed.is_empty() {
             return Ok(());
         }
         self.commit(&mut state, Vec::new(), &[])
@@ -422,8 +426,8 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
     }
 
     /// The blobs [`FREES`] lists.
-    fn listed_frees(&self) -> Result<Vec<ObjectId>> {
-        let read = self.db.begin_read();
+    fn listed_frees(db: &Db<S>) -> Result<Vec<ObjectId>> {
+        let read = db.begin_read();
         let Some(frees) = read.open_tree::<Vec<u8>, Vec<u8>>(FREES) else { return Ok(Vec::new()) };
         let mut ids = Vec::new();
         for listed in frees.iter()? {
@@ -760,7 +764,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
         let expires = self.options.ttl.map_or(0, |ttl| {
             now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
         });
-        let freeing = self.listed_frees()?;
+        let freeing = state.listed.clone();
         for &id in &freeing {
             match store.delete_obj(id) {
                 // Deleted by a commit a crash cut off before it cleared the list.
@@ -863,13 +867,14 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
                 return Err(e);
             }
         };
-        // A failed durable commit's outcome is unknown: the new blobs stay, and no later
-        // commit runs (it would read the blobs to delete from an index that may hold this
-        // commit's list, durable or not, and delete blobs the durable index still names).
+        // A failed durable commit's outcome is unknown: the new blobs stay, the blobs it
+        // listed are not taken as listed (only a durable commit's list is deleted), and no
+        // later commit runs.
         if let Err(e) = tx.commit(Durability::Durable) {
             self.failed.store(true, Ordering::Release);
             return Err(e.into());
         }
+        state.listed = std::mem::take(&mut tally.free);
         for key in &gone {
             state.forget(key);
         }
