@@ -62,7 +62,8 @@ pub struct DbOptions {
     /// `checkpoint_after_bytes`). Default: 5 seconds.
     pub checkpoint_interval: Option<std::time::Duration>,
     /// Bytes of nodes kept in memory, about: the persistence thread unloads clean leaves
-    /// (every snapshot keeps what it holds) when the trees in memory pass it (default 1 GiB).
+    /// (every snapshot keeps what it holds) when the trees in memory pass it, and checkpoints
+    /// early when changed nodes pass half of it (default 1 GiB).
     pub memory_budget: u64,
     /// `close` compacts the store when a session that wrote leaves live objects filling
     /// less than this fraction of a file of [`compact_on_close_min_bytes`] or more (`None`:
@@ -357,6 +358,13 @@ pub struct DbStats {
     pub log_syncs: u64,
     /// Nodes unloaded from memory to keep to the memory budget.
     pub evicted_nodes: u64,
+    /// Nodes changed (or made) since the last checkpoint, and 4 KiB pages of long values
+    /// waiting for one, about: what the next checkpoint writes. A gauge, not a count.
+    pub dirty_nodes: u64,
+    /// Checkpoints the persistence thread brought forward because the changed nodes in
+    /// memory passed half of [`DbOptions::memory_budget`] (a changed node cannot be
+    /// unloaded until a checkpoint has written it).
+    pub budget_checkpoints: u64,
 }
 
 impl<S: SplitStore<Io: Clone> + PrimeStorer> std::fmt::Debug for Db<S> {
@@ -975,7 +983,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         pending.freed.extend(freed);
         pending.freed_values.extend(freed_values);
         pending.changed = true;
-        *self.committed.lock() = Arc::new(snapshot);
+        self.publish(Arc::new(snapshot));
         Ok(())
     }
 
@@ -1552,14 +1560,17 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         }
         // Measured on the committed trees without holding writers off.
         let committed = Arc::clone(&self.committed.lock());
-        let (loaded, evictable, waiting) = committed
+        let (loaded, evictable, dirty) = committed
             .trees
             .values()
             .map(|t| loaded_bytes(&t.root, 0))
             .fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2));
         drop(committed);
-        if waiting > budget / 2 {
-            // Long values waiting for a checkpoint cannot be unloaded: writing them frees them.
+        if dirty > budget / 2 {
+            // Changed nodes (and the long values waiting with them) cannot be unloaded until
+            // a checkpoint writes them: without one they would grow past the budget for as
+            // long as the interval lasts.
+            self.stats.lock().budget_checkpoints += 1;
             return self.checkpoint_if(false);
         }
         // Nothing to gain when only branches and changed leaves are in memory.
@@ -1577,9 +1588,17 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         let mut snapshot = Snapshot::clone(&self.committed.lock());
         let epoch = snapshot.epoch;
         let evicted: u64 = snapshot.trees.values_mut().map(|t| evict(&mut t.root, epoch, 0)).sum();
-        *self.committed.lock() = Arc::new(snapshot);
+        self.publish(Arc::new(snapshot));
         self.stats.lock().evicted_nodes += evicted;
         Ok(())
+    }
+
+    /// Makes `snapshot` the one new readers get. The snapshot it replaces is dropped once
+    /// the lock is released: freeing the node versions only it held takes a while, and
+    /// [`Db::begin_read`] must not wait for that.
+    fn publish(&self, snapshot: Arc<Snapshot>) {
+        let replaced = std::mem::replace(&mut *self.committed.lock(), snapshot);
+        drop(replaced);
     }
 
     /// Refuses `what` from the thread whose [`WriteTxn`] holds the writer lock: it would
@@ -1645,7 +1664,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         self.check_writable()?;
         self.activity.fetch_add(1, Ordering::Relaxed);
         if !pending.changed && !always {
-            *self.committed.lock() = Arc::new(snapshot);
+            self.publish(Arc::new(snapshot));
             return Ok(None);
         }
         // No other user of the store commits from the first node this checkpoint writes to
@@ -1697,6 +1716,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         snapshot.epoch = epoch;
         pending.changed = false;
         pending.dirtied = 0;
+        self.stats.lock().dirty_nodes = 0;
         #[cfg(debug_assertions)]
         for tree in snapshot.trees.values() {
             assert_written(&tree.root, 0);
@@ -1792,7 +1812,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             stats.checkpoint_bytes += prepared.written.1;
         }
         if let Some(snapshot) = prepared.unpublished.take() {
-            *self.committed.lock() = Arc::new(snapshot);
+            self.publish(Arc::new(snapshot));
         }
         self.prune_rewrites();
         Ok(self.latch(released).err())
@@ -1967,12 +1987,12 @@ fn assert_written(link: &Link, depth: usize) {
 }
 
 /// Bytes the nodes in memory under `link` take, about (their encoding and bookkeeping), how
-/// many of them are clean leaves that could be unloaded, and the bytes of long values waiting
-/// for a checkpoint (counted in the first too).
+/// many of them are clean leaves that could be unloaded, and the bytes of the changed nodes
+/// a checkpoint has not written yet, with the long values waiting in them (counted in the
+/// first too).
 fn loaded_bytes(link: &Link, depth: usize) -> (u64, u64, u64) {
     let Some(node) = link.node.get() else { return (0, 0, 0) };
     let mut own = node.heap_bytes() as u64;
-    let mut waiting = 0;
     if let Body::Leaf(entries) = &node.body
         && node.dirty
     {
@@ -1980,17 +2000,17 @@ fn loaded_bytes(link: &Link, depth: usize) -> (u64, u64, u64) {
         for val in entries.vals() {
             if let ValView::Pending(bytes) = val {
                 own += bytes.len() as u64;
-                waiting += bytes.len() as u64;
             }
         }
     }
+    let dirty = if node.dirty { own } else { 0 };
     match &node.body {
         Body::Branch { children, .. } if depth < tree::MAX_DEPTH => children
             .iter()
             .map(|c| loaded_bytes(c, depth + 1))
-            .fold((own, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2)),
-        Body::Leaf(_) => (own, u64::from(!node.dirty && node.id.is_some()), waiting),
-        Body::Branch { .. } => (own, 0, 0),
+            .fold((own, 0, dirty), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2)),
+        Body::Leaf(_) => (own, u64::from(!node.dirty && node.id.is_some()), dirty),
+        Body::Branch { .. } => (own, 0, dirty),
     }
 }
 
@@ -2643,6 +2663,7 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
         db.check_writable()?;
         let durable = durability == Durability::Durable;
         pending.dirtied += dirtied;
+        db.stats.lock().dirty_nodes = pending.dirtied;
         // A record about as large as the nodes the next checkpoint writes anyway (a load in
         // big commits) is not logged: the commit is a checkpoint, so its bytes are written
         // once. (Commits of scattered changes log far fewer bytes than the nodes they dirty.)
@@ -2674,7 +2695,7 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
                     .checkpoint_locked(&mut pending, &ckpt, snapshot, false, false)
                     .map(|_| ());
             }
-            *db.committed.lock() = Arc::new(snapshot);
+            db.publish(Arc::new(snapshot));
             return Ok(());
         };
         // The record is written here, under the writer lock; a durable commit syncs it after
@@ -2699,7 +2720,7 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
         pending.freed_values.extend(freed_values);
         pending.changed |= changed;
         let snapshot = Arc::new(snapshot);
-        *db.committed.lock() = Arc::clone(&snapshot);
+        db.publish(Arc::clone(&snapshot));
         let mut checkpointed = None;
         // A checkpoint already between its phases releases the log once written: this
         // commit does not wait for it (holding writers off) to start another.

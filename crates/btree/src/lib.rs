@@ -41,8 +41,10 @@
 //! Unless [`DbOptions::checkpoint_interval`] is `None`, a thread checkpoints what changed at
 //! that interval, prepares a spare log segment when the log will need one, and unloads clean
 //! leaves when the nodes in memory pass [`DbOptions::memory_budget`] (a snapshot keeps what it
-//! holds; long values waiting for a checkpoint past half the budget bring one forward).
-//! [`Db::stats`] counts what it and the commits did.
+//! holds). A changed node cannot be unloaded before a checkpoint writes it, so changed nodes
+//! (with the long values waiting in them) past half the budget bring a checkpoint forward:
+//! memory stays near the budget however long the interval. [`Db::stats`] counts what it and
+//! the commits did, and how many nodes wait for the next checkpoint.
 //!
 //! A checkpoint runs in two phases. The first, under the writer lock (after any open write
 //! transaction), marks the changed nodes clean with their ids (writing the new ones, which

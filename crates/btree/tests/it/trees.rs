@@ -189,6 +189,78 @@ fn the_persistence_thread_checkpoints_and_keeps_to_the_memory_budget() {
     assert!(t.iter().unwrap().all(|e| e.unwrap().1 == 59));
 }
 
+/// Writes 20,000 keys (one checkpoint: a load), then 200 commits of 10 scattered changes:
+/// most leaves changed, none written, the log far below its checkpoint threshold.
+fn scatter_changes(db: &Db) {
+    let value = [7u8; 100];
+    let mut tx = db.begin_write().unwrap();
+    {
+        let mut t = tx.open_tree::<u64, Vec<u8>>("t").unwrap();
+        for k in 0..20_000u64 {
+            t.insert(&k, &value.to_vec()).unwrap();
+        }
+    }
+    tx.commit(Durability::Durable).unwrap();
+    let mut k = 0u64;
+    for _ in 0..200 {
+        let mut tx = db.begin_write().unwrap();
+        {
+            let mut t = tx.open_tree::<u64, Vec<u8>>("t").unwrap();
+            for _ in 0..10 {
+                k = (k + 7919) % 20_000;
+                t.insert(&k, &vec![9u8; 100]).unwrap();
+            }
+        }
+        tx.commit(Durability::Buffered).unwrap();
+    }
+}
+
+/// `stats().dirty_nodes` says what the next checkpoint writes, and a checkpoint clears it.
+#[test]
+fn stats_count_the_nodes_waiting_for_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = DbOptions { checkpoint_interval: None, ..DbOptions::default() };
+    let db = Db::create_with(dir.path().join("db.bob"), &options).unwrap();
+    scatter_changes(&db);
+    let before = db.stats();
+    assert!(before.dirty_nodes > 100, "{before:?}");
+    db.checkpoint().unwrap();
+    let after = db.stats();
+    assert_eq!(after.dirty_nodes, 0, "{after:?}");
+    assert_eq!(after.checkpoints, before.checkpoints + 1);
+    assert!(after.nodes_written >= before.nodes_written + 100, "{after:?}");
+}
+
+/// Changed nodes cannot be unloaded, so once they pass half the memory budget the
+/// persistence thread checkpoints without waiting for its interval (an hour here) or for the
+/// log's threshold (64 MiB, far off); the leaves it wrote are then unloaded.
+#[test]
+fn changed_nodes_past_half_the_budget_bring_a_checkpoint_forward() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = DbOptions {
+        checkpoint_interval: Some(std::time::Duration::from_secs(3600)),
+        memory_budget: 512 << 10,
+        ..DbOptions::default()
+    };
+    let db = Db::create_with(dir.path().join("db.bob"), &options).unwrap();
+    scatter_changes(&db);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let stats = loop {
+        let stats = db.stats();
+        if stats.budget_checkpoints > 0 && stats.dirty_nodes == 0 && stats.evicted_nodes > 0 {
+            break stats;
+        }
+        assert!(std::time::Instant::now() < deadline, "no checkpoint came: {stats:?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(stats.checkpoints >= 2, "the load's and the budget's: {stats:?}");
+    let read = db.begin_read();
+    let t = read.open_tree::<u64, Vec<u8>>("t").unwrap();
+    assert_eq!(t.len(), 20_000);
+    assert_eq!(t.get(&7919).unwrap(), Some(vec![9u8; 100]));
+    assert_eq!(t.get(&1).unwrap(), Some(vec![7u8; 100]));
+}
+
 /// A change rewrites the node it changes, not the path to the root: one insert that splits
 /// nothing costs one node at the next checkpoint.
 #[test]
