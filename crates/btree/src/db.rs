@@ -19,7 +19,7 @@ use bob_treap::{PersistentTreap, TreapKey, TreapValue};
 
 use crate::catalog::{Catalog, MAX_NAME_LEN, StoredTree};
 use crate::node::{
-    self, Body, Link, MAX_KEY_LEN, MAX_VALUE_LEN, NODE_TARGET, Node, Val, ValRef, ValView,
+    self, Body, Link, MAX_KEY_LEN, MAX_VALUE_LEN, NODE_TARGET, Node, Touched, Val, ValRef, ValView,
 };
 use crate::tree::{self, Edit, Load, RawIter};
 use crate::wal::{LogDir, OsLogDir, Wal};
@@ -61,8 +61,9 @@ pub struct DbOptions {
     /// checkpoints run only on `checkpoint`, `close` and when the log passes
     /// `checkpoint_after_bytes`). Default: 5 seconds.
     pub checkpoint_interval: Option<std::time::Duration>,
-    /// Bytes of nodes kept in memory, about: the persistence thread unloads clean leaves
-    /// (every snapshot keeps what it holds) when the trees in memory pass it, and checkpoints
+    /// Bytes of nodes kept in memory, about: when the trees in memory pass it, the
+    /// persistence thread unloads the clean leaves not used since its last round until they
+    /// are under three quarters of it (every snapshot keeps what it holds), and it checkpoints
     /// early when changed nodes pass half of it (default 1 GiB).
     pub memory_budget: u64,
     /// `close` compacts the store when a session that wrote leaves live objects filling
@@ -327,6 +328,10 @@ pub(crate) struct Core<S: SplitStore<Io: Clone> + PrimeStorer> {
     /// equal, its round skips the walk over the loaded nodes.
     activity: AtomicU64,
     idle_at: AtomicU64,
+    /// Nodes read from the store (for [`DbStats::nodes_loaded`]).
+    loads: AtomicU64,
+    /// Bytes of the nodes in memory when the persistence thread last looked.
+    node_bytes: AtomicU64,
     /// Durable commits share the log's syncs through it.
     group: GroupCommit,
     /// The store's lazy open is complete (every check a full open makes has passed): the
@@ -365,6 +370,12 @@ pub struct DbStats {
     /// memory passed half of [`DbOptions::memory_budget`] (a changed node cannot be
     /// unloaded until a checkpoint has written it).
     pub budget_checkpoints: u64,
+    /// Nodes read from the store: first uses, and uses after an unload (the node cache's
+    /// misses).
+    pub nodes_loaded: u64,
+    /// Bytes of the nodes in memory (the committed trees'), about, when the persistence
+    /// thread last looked: what [`DbOptions::memory_budget`] bounds.
+    pub node_bytes: u64,
 }
 
 impl<S: SplitStore<Io: Clone> + PrimeStorer> std::fmt::Debug for Db<S> {
@@ -735,6 +746,8 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
     /// What the database did since it was opened.
     pub fn stats(&self) -> DbStats {
         let mut stats = *self.core.stats.lock();
+        stats.nodes_loaded = self.core.loads.load(Ordering::Relaxed);
+        stats.node_bytes = self.core.node_bytes.load(Ordering::Relaxed);
         if let Some(wal) = &self.core.wal {
             stats.log_bytes = wal.lock().since_release();
         }
@@ -954,6 +967,8 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             prepare_failed: AtomicBool::new(false),
             activity: AtomicU64::new(1),
             idle_at: AtomicU64::new(0),
+            loads: AtomicU64::new(0),
+            node_bytes: AtomicU64::new(0),
             group: GroupCommit::default(),
             store_complete: AtomicBool::new(false),
         };
@@ -1399,7 +1414,8 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         let tree = state.id;
         let out = std::cell::RefCell::new((copy, Vec::new(), written));
         let mut sink = |body: Body| -> Result<Link> {
-            let node = Node { id: None, dirty: false, below: false, body };
+            let node =
+                Node { id: None, dirty: false, below: false, body, touched: Touched::default() };
             let (copy, buf, written) = &mut *out.borrow_mut();
             node.encode(tree, epoch, buf);
             written.0 += 1;
@@ -1566,6 +1582,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             .map(|t| loaded_bytes(&t.root, 0))
             .fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2));
         drop(committed);
+        self.node_bytes.store(loaded, Ordering::Relaxed);
         if dirty > budget / 2 {
             // Changed nodes (and the long values waiting with them) cannot be unloaded until
             // a checkpoint writes them: without one they would grow past the budget for as
@@ -1587,7 +1604,22 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         }
         let mut snapshot = Snapshot::clone(&self.committed.lock());
         let epoch = snapshot.epoch;
-        let evicted: u64 = snapshot.trees.values_mut().map(|t| evict(&mut t.root, epoch, 0)).sum();
+        // Down to three quarters of the budget, so that the next rounds have room to load.
+        let mut need = loaded - budget / 4 * 3;
+        let wanted = need;
+        let mut evicted = 0;
+        // A second pass when the first falls short (every leaf used since the last round):
+        // the leaves not used since the first cleared their marks go, so memory comes down
+        // even while readers use every leaf (as a clock's hand sweeps twice at most).
+        for _ in 0..2 {
+            if need == 0 {
+                break;
+            }
+            for tree in snapshot.trees.values_mut() {
+                evicted += evict(&mut tree.root, epoch, 0, &mut need);
+            }
+        }
+        self.node_bytes.store(loaded - (wanted - need), Ordering::Relaxed);
         self.publish(Arc::new(snapshot));
         self.stats.lock().evicted_nodes += evicted;
         Ok(())
@@ -1929,6 +1961,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Load for Core<S> {
 
     fn load(&self, tree: u32, link: &Link) -> Result<Arc<Node>> {
         self.activity.fetch_add(1, Ordering::Relaxed);
+        self.loads.fetch_add(1, Ordering::Relaxed);
         let id = link.id.ok_or_else(|| Error::Corrupt("a B-tree link names no node".into()))?;
         let read = self
             .store
@@ -2014,28 +2047,66 @@ fn loaded_bytes(link: &Link, depth: usize) -> (u64, u64, u64) {
     }
 }
 
-/// Unloads the clean, stored leaves under `link` (the branches on their paths are copied;
-/// a snapshot holding the old ones keeps what it loaded). Returns how many.
-fn evict(link: &mut Link, epoch: u64, depth: usize) -> u64 {
+/// Unloads clean, stored leaves under `link` not used since the last round, until `need`
+/// bytes are freed; a used one is kept and its mark cleared (second chance: the leaves
+/// readers keep using stay). The branches on the way to an unloaded leaf are copied; a
+/// snapshot holding the old ones keeps what it loaded. Returns how many were unloaded.
+fn evict(link: &mut Link, epoch: u64, depth: usize, need: &mut u64) -> u64 {
     let Some(node) = link.node.get() else { return 0 };
     let Body::Branch { children, .. } = &node.body else { return 0 };
-    if depth >= tree::MAX_DEPTH || children.iter().all(|c| c.node.get().is_none()) {
+    if depth >= tree::MAX_DEPTH {
+        return 0;
+    }
+    if *need == 0 {
+        age(link, depth);
+        return 0;
+    }
+    // Looked at through the shared node first: marks cleared, and the leaves that may go.
+    let mut unused = vec![false; children.len()];
+    let mut descend = false;
+    for (i, child) in children.iter().enumerate() {
+        let Some(loaded) = child.node.get() else { continue };
+        match (&loaded.body, loaded.dirty, loaded.id) {
+            (Body::Leaf(_), false, Some(_)) => unused[i] = !loaded.touched.take(),
+            (Body::Branch { .. }, _, _) => descend = true,
+            _ => {}
+        }
+    }
+    if !descend && !unused.contains(&true) {
         return 0;
     }
     let node = Arc::make_mut(link.node.get_mut().expect("loaded"));
     let Body::Branch { children, .. } = &mut node.body else { return 0 };
     let mut evicted = 0;
-    for child in children {
+    for (child, unused) in children.iter_mut().zip(unused) {
         let Some(loaded) = child.node.get() else { continue };
         match (&loaded.body, loaded.dirty, loaded.id) {
-            (Body::Leaf(_), false, Some(id)) => {
+            // Unless used since the look above.
+            (Body::Leaf(_), false, Some(id)) if unused && *need > 0 && !loaded.touched.take() => {
+                *need = need.saturating_sub(loaded.heap_bytes() as u64);
                 *child = Link::stored(id, epoch);
                 evicted += 1;
             }
-            _ => evicted += evict(child, epoch, depth + 1),
+            (Body::Branch { .. }, _, _) => evicted += evict(child, epoch, depth + 1, need),
+            _ => {}
         }
     }
     evicted
+}
+
+/// Clears the use marks of the leaves under `link` (nothing is unloaded: a leaf not used
+/// before the next round goes first then).
+fn age(link: &Link, depth: usize) {
+    let Some(node) = link.node.get() else { return };
+    let Body::Branch { children, .. } = &node.body else {
+        node.touched.take();
+        return;
+    };
+    if depth < tree::MAX_DEPTH {
+        for child in children {
+            age(child, depth + 1);
+        }
+    }
 }
 
 /// What [`Db::verify`] found.

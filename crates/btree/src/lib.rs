@@ -39,9 +39,10 @@
 //!
 //! # The persistence thread and memory
 //! Unless [`DbOptions::checkpoint_interval`] is `None`, a thread checkpoints what changed at
-//! that interval, prepares a spare log segment when the log will need one, and unloads clean
-//! leaves when the nodes in memory pass [`DbOptions::memory_budget`] (a snapshot keeps what it
-//! holds). A changed node cannot be unloaded before a checkpoint writes it, so changed nodes
+//! that interval, prepares a spare log segment when the log will need one, and, when the
+//! nodes in memory pass [`DbOptions::memory_budget`], unloads the clean leaves nobody used
+//! since its last round (second chance: the leaves in use stay, a leaf a scan read once goes
+//! first) until they are back under three quarters of it (a snapshot keeps what it holds). A changed node cannot be unloaded before a checkpoint writes it, so changed nodes
 //! (with the long values waiting in them) past half the budget bring a checkpoint forward:
 //! memory stays near the budget however long the interval. [`Db::stats`] counts what it and
 //! the commits did, and how many nodes wait for the next checkpoint.

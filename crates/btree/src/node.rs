@@ -798,6 +798,39 @@ pub(crate) struct Node {
     pub below: bool,
     /// Its entries.
     pub body: Body,
+    /// Used again (after its load) since the persistence thread last looked: a clean leaf
+    /// that was is kept and the mark cleared, one that was not is unloaded first (second
+    /// chance, an approximation of least recently used that a scan, using each leaf once,
+    /// does not defeat).
+    pub touched: Touched,
+}
+
+/// A node's use mark (see [`Node::touched`]). Set with a load first, so that a node every
+/// reader uses (the root) is written once, not on every read.
+#[derive(Debug, Default)]
+pub(crate) struct Touched(std::sync::atomic::AtomicBool);
+
+impl Touched {
+    /// Marks the node used.
+    #[inline]
+    pub(crate) fn set(&self) {
+        if !self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the node was used since the last call, clearing the mark.
+    pub(crate) fn take(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+            && self.0.swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Clone for Touched {
+    /// A copy made for a change was just used.
+    fn clone(&self) -> Self {
+        Self(std::sync::atomic::AtomicBool::new(true))
+    }
 }
 
 /// A node's entries.
@@ -848,7 +881,13 @@ impl Link {
 impl Node {
     /// An empty leaf that no checkpoint has written.
     pub(crate) fn empty_leaf() -> Self {
-        Self { id: None, dirty: true, below: false, body: Body::Leaf(Entries::default()) }
+        Self {
+            id: None,
+            dirty: true,
+            below: false,
+            body: Body::Leaf(Entries::default()),
+            touched: Touched::default(),
+        }
     }
 
     /// This node with its children as links to their objects, unloaded: `seen` is the
@@ -870,7 +909,7 @@ impl Node {
                     .collect(),
             },
         };
-        Self { id: self.id, dirty: false, below: false, body }
+        Self { id: self.id, dirty: false, below: false, body, touched: Touched::default() }
     }
 
     /// The number of keys.
@@ -1068,7 +1107,10 @@ impl Node {
             return Err(corrupt("keys out of order".into()));
         }
         let body = if kind == LEAF { Body::Leaf(entries) } else { Body::Branch { keys, children } };
-        Ok((Self { id: Some(id), dirty: false, below: false, body }, written))
+        Ok((
+            Self { id: Some(id), dirty: false, below: false, body, touched: Touched::default() },
+            written,
+        ))
     }
 }
 
@@ -1208,6 +1250,7 @@ mod tests {
             id: Some(ObjectId(9)),
             dirty: false,
             below: false,
+            touched: Touched::default(),
             body: Body::Leaf({
                 let mut entries = Entries::default();
                 pairs.iter().for_each(|p| entries.push(p.0, Val::new(p.1).view()));
@@ -1238,6 +1281,7 @@ mod tests {
             id: None,
             dirty: true,
             below: false,
+            touched: Touched::default(),
             body: Body::Branch {
                 keys: {
                     let mut keys = Keys::default();
@@ -1335,6 +1379,7 @@ mod tests {
             id: None,
             dirty: true,
             below: false,
+            touched: Touched::default(),
             body: Body::Branch {
                 children: (0..=keys.len())
                     .map(|i| Link::stored(ObjectId(i as u64 + 1), 1))

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use bob_store_core::ObjectId;
 
 use crate::node::{
-    Body, Entries, Key, Keys, Link, MAX_INLINE_VALUE_LEN, NODE_MIN, NODE_TARGET, Node, Probe, Val,
-    ValRef, ValView,
+    Body, Entries, Key, Keys, Link, MAX_INLINE_VALUE_LEN, NODE_MIN, NODE_TARGET, Node, Probe,
+    Touched, Val, ValRef, ValView,
 };
 use crate::{Error, Result};
 
@@ -41,9 +41,11 @@ pub(crate) fn value<'l>(ld: &dyn Load, val: ValView<'l>) -> Result<Cow<'l, [u8]>
 }
 
 /// The node behind `link`, loading it on first use. Readers loading at once each read it;
-/// the first to finish is kept.
+/// the first to finish is kept. A use of a node already in memory marks it used (a load
+/// does not: a leaf a scan reads once is the first to be unloaded, see [`Node::touched`]).
 pub(crate) fn node<'l>(ld: &dyn Load, tree: u32, link: &'l Link) -> Result<&'l Node> {
     if let Some(node) = link.node.get() {
+        node.touched.set();
         return Ok(node);
     }
     let loaded = ld.load(tree, link)?;
@@ -207,6 +209,7 @@ impl Edit<'_> {
                         },
                         children: vec![left, right],
                     },
+                    touched: Touched::default(),
                 },
                 seen,
             );
@@ -472,13 +475,14 @@ fn split(node: &mut Node, at_end: bool) -> (Key, Node) {
                 dirty: true,
                 below: true,
                 body: Body::Branch { keys: right_keys, children: right_children },
+                touched: Touched::default(),
             };
             return (sep, right);
         }
     };
     let Body::Leaf(entries) = &body else { unreachable!("built as a leaf") };
     let sep = entries.key_owned(0);
-    (sep, Node { id: None, dirty: true, below: false, body })
+    (sep, Node { id: None, dirty: true, below: false, body, touched: Touched::default() })
 }
 
 /// A position in the tree: the path of nodes from the root and the index taken in each.
@@ -794,7 +798,10 @@ pub(crate) fn build(
 ) -> Result<(Link, u64)> {
     let mut sink = |body: Body| {
         *dirtied += 1;
-        Ok(Link::loaded(Node { id: None, dirty: true, below: true, body }, seen))
+        Ok(Link::loaded(
+            Node { id: None, dirty: true, below: true, body, touched: Touched::default() },
+            seen,
+        ))
     };
     let mut builder = Builder::new(&mut sink);
     let mut pending = 0;

@@ -261,6 +261,68 @@ fn changed_nodes_past_half_the_budget_bring_a_checkpoint_forward() {
     assert_eq!(t.get(&1).unwrap(), Some(vec![7u8; 100]));
 }
 
+/// Over its memory budget, the persistence thread unloads first the leaves nobody used since
+/// its last round: a hot set read all along stays in memory while a scan keeps loading cold
+/// leaves past the budget (unloading every clean leaf reloaded the hot set every round).
+#[test]
+fn unloading_keeps_the_leaves_in_use() {
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let budget = 512 << 10;
+    let options = DbOptions {
+        checkpoint_interval: Some(Duration::from_millis(50)),
+        memory_budget: budget,
+        ..DbOptions::default()
+    };
+    let db = Db::create_with(dir.path().join("db.bob"), &options).unwrap();
+    // About 570 leaves (2.3 MB in memory, 4 MB with their buffers' room) against a budget of
+    // about 60, the 20 hot ones and the branches taking about 190 KB of it.
+    let n = 20_000u64;
+    let mut tx = db.begin_write().unwrap();
+    {
+        let mut t = tx.open_tree::<u64, Vec<u8>>("t").unwrap();
+        for k in 0..n {
+            t.insert(&k, &vec![k as u8; 100]).unwrap();
+        }
+    }
+    tx.commit(Durability::Durable).unwrap();
+    let hot: Vec<u64> = (0..n).step_by(1000).collect(); // 20 leaves
+    let read_hot = || {
+        let read = db.begin_read();
+        let t = read.open_tree::<u64, Vec<u8>>("t").unwrap();
+        for &k in &hot {
+            assert_eq!(t.get(&k).unwrap(), Some(vec![k as u8; 100]));
+        }
+    };
+    let (mut hot_misses, mut scanned, mut cursor) = (0, 0, 0u64);
+    let evicted_before = db.stats().evicted_nodes;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1500) {
+        let loads = db.stats().nodes_loaded;
+        read_hot();
+        if started.elapsed() > Duration::from_millis(200) {
+            hot_misses += db.stats().nodes_loaded - loads;
+        }
+        // A scan over the cold keys: a few leaves loaded an iteration, past the budget.
+        let read = db.begin_read();
+        let t = read.open_tree::<u64, Vec<u8>>("t").unwrap();
+        for entry in t.range(cursor..cursor + 200).unwrap() {
+            entry.unwrap();
+            scanned += 1;
+        }
+        cursor = (cursor + 200) % n;
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let stats = db.stats();
+    let rounds_of_eviction = (stats.evicted_nodes - evicted_before) / 60;
+    assert!(rounds_of_eviction >= 3, "the scan kept memory past the budget: {stats:?}");
+    assert!(scanned > 0);
+    // Unloading every clean leaf misses the 20 hot leaves after each of those rounds.
+    assert!(hot_misses < 20, "{hot_misses} hot leaves reloaded: {stats:?}");
+    assert!(stats.node_bytes < 2 * budget, "{stats:?}");
+}
+
 /// A change rewrites the node it changes, not the path to the root: one insert that splits
 /// nothing costs one node at the next checkpoint.
 #[test]
