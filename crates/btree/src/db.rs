@@ -332,6 +332,8 @@ pub(crate) struct Core<S: SplitStore<Io: Clone> + PrimeStorer> {
     loads: AtomicU64,
     /// Bytes of the nodes in memory when the persistence thread last looked.
     node_bytes: AtomicU64,
+    /// Where each tree's eviction walk stopped (a child of its root): the next starts there.
+    hand: Mutex<HashMap<String, usize>>,
     /// Durable commits share the log's syncs through it.
     group: GroupCommit,
     /// The store's lazy open is complete (every check a full open makes has passed): the
@@ -364,7 +366,9 @@ pub struct DbStats {
     /// Nodes unloaded from memory to keep to the memory budget.
     pub evicted_nodes: u64,
     /// Nodes changed (or made) since the last checkpoint, and 4 KiB pages of long values
-    /// waiting for one, about: what the next checkpoint writes. A gauge, not a count.
+    /// waiting for one: what the next checkpoint writes, about (a long value replaced
+    /// before it counts each time; a node changed then dropped still counts). A gauge, set
+    /// by each commit and cleared by each checkpoint.
     pub dirty_nodes: u64,
     /// Checkpoints the persistence thread brought forward because the changed nodes in
     /// memory passed half of [`DbOptions::memory_budget`] (a changed node cannot be
@@ -969,6 +973,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             idle_at: AtomicU64::new(0),
             loads: AtomicU64::new(0),
             node_bytes: AtomicU64::new(0),
+            hand: Mutex::new(HashMap::new()),
             group: GroupCommit::default(),
             store_complete: AtomicBool::new(false),
         };
@@ -1048,12 +1053,13 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
     /// off only while it marks the changed nodes clean (and writes the new ones), not while
     /// it rewrites the changed ones and syncs.
     pub(crate) fn checkpoint(&self) -> Result<()> {
-        self.checkpoint_if(true)
+        self.checkpoint_if(true).map(|_| ())
     }
 
     /// A checkpoint, if anything changed or `always`; if not `always` and another checkpoint
-    /// is writing, none (that one releases the log, and the next round comes soon).
-    fn checkpoint_if(&self, always: bool) -> Result<()> {
+    /// is writing, none (that one releases the log, and the next round comes soon). Whether
+    /// one ran.
+    fn checkpoint_if(&self, always: bool) -> Result<bool> {
         self.check_writable()?;
         // Waits for a checkpoint in its second phase before taking the writer lock, so as
         // not to hold writers off meanwhile.
@@ -1065,11 +1071,11 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             || pending.changed
             || (self.wrote.load(Ordering::Relaxed) && self.deferred_deletable());
         if !due {
-            return Ok(());
+            return Ok(false);
         }
         let ckpt = match self.ckpt.try_lock() {
             Some(ckpt) => ckpt,
-            None if !always => return Ok(()),
+            None if !always => return Ok(false),
             None => self.ckpt.lock(),
         };
         let snapshot = Snapshot::clone(&self.committed.lock());
@@ -1077,7 +1083,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         drop(pending);
         match prepared.map(|p| self.checkpoint_write(&ckpt, p)).transpose()?.flatten() {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => Ok(true),
         }
     }
 
@@ -1561,8 +1567,24 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         Ok(crate::node::intact_tree_of(&bytes).is_some_and(|t| t != tree))
     }
 
-    /// The persistence thread's round: a checkpoint if `due` and anything changed, then
-    /// unloading clean leaves if the trees in memory pass `budget` bytes.
+    /// The bytes of the nodes in memory under the committed trees, the clean leaves that could
+    /// be unloaded, and the bytes of the changed nodes (see [`loaded_bytes`]), measured
+    /// without holding writers off; the first is kept for [`DbStats::node_bytes`].
+    fn measure(&self) -> (u64, u64, u64) {
+        let committed = Arc::clone(&self.committed.lock());
+        let measured = committed
+            .trees
+            .values()
+            .map(|t| loaded_bytes(&t.root, 0))
+            .fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2));
+        drop(committed);
+        self.node_bytes.store(measured.0, Ordering::Relaxed);
+        measured
+    }
+
+    /// The persistence thread's round: a checkpoint if `due` and anything changed, or if
+    /// the changed nodes pass half of `budget` bytes; then unloading clean leaves if the
+    /// trees in memory pass `budget`.
     fn maintain(&self, due: bool, budget: u64) -> Result<()> {
         if self.failed.load(Ordering::Acquire) {
             return Ok(());
@@ -1574,21 +1596,15 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         if activity == self.idle_at.load(Ordering::Relaxed) {
             return Ok(()); // nothing loaded, written or checkpointed since the last walk
         }
-        // Measured on the committed trees without holding writers off.
-        let committed = Arc::clone(&self.committed.lock());
-        let (loaded, evictable, dirty) = committed
-            .trees
-            .values()
-            .map(|t| loaded_bytes(&t.root, 0))
-            .fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2));
-        drop(committed);
-        self.node_bytes.store(loaded, Ordering::Relaxed);
+        let (mut loaded, mut evictable, dirty) = self.measure();
         if dirty > budget / 2 {
             // Changed nodes (and the long values waiting with them) cannot be unloaded until
             // a checkpoint writes them: without one they would grow past the budget for as
-            // long as the interval lasts.
-            self.stats.lock().budget_checkpoints += 1;
-            return self.checkpoint_if(false);
+            // long as the interval lasts. Then the leaves it wrote may go.
+            if self.checkpoint_if(false)? {
+                self.stats.lock().budget_checkpoints += 1;
+            }
+            (loaded, evictable, _) = self.measure();
         }
         // Nothing to gain when only branches and changed leaves are in memory.
         if loaded <= budget || evictable == 0 {
@@ -1610,15 +1626,22 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         let mut evicted = 0;
         // A second pass when the first falls short (every leaf used since the last round):
         // the leaves not used since the first cleared their marks go, so memory comes down
-        // even while readers use every leaf (as a clock's hand sweeps twice at most).
+        // even while readers use every leaf (as a clock's hand sweeps twice at most). Each
+        // tree's walk starts where the last round's stopped (the hand: a child of the root),
+        // so no part of the key space is always looked at first.
+        let mut hand = self.hand.lock();
         for _ in 0..2 {
             if need == 0 {
                 break;
             }
-            for tree in snapshot.trees.values_mut() {
-                evicted += evict(&mut tree.root, epoch, 0, &mut need);
+            for (name, tree) in &mut snapshot.trees {
+                let from = hand.get(name).copied().unwrap_or(0);
+                let (n, stopped) = evict(&mut tree.root, epoch, 0, &mut need, from);
+                evicted += n;
+                hand.insert(name.clone(), stopped);
             }
         }
+        drop(hand);
         self.node_bytes.store(loaded - (wanted - need), Ordering::Relaxed);
         self.publish(Arc::new(snapshot));
         self.stats.lock().evicted_nodes += evicted;
@@ -1753,6 +1776,9 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         for tree in snapshot.trees.values() {
             assert_written(&tree.root, 0);
         }
+        // The snapshot this one replaces, dropped once the locks below are released: freeing
+        // the node versions only it held takes a while, and readers must not wait for it.
+        let mut replaced = None;
         let mut deferred = self.deferred.lock();
         deferred.extend(pending.freed_values.drain(..).map(|r| (epoch, r.id)));
         // A value dropped by checkpoint `c` may be read by a reader of a snapshot older than
@@ -1763,7 +1789,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             let mut committed = self.committed.lock();
             let oldest = self.readers.lock().keys().next().copied().unwrap_or(u64::MAX);
             if published {
-                *committed = Arc::new(snapshot);
+                replaced = Some(std::mem::replace(&mut *committed, Arc::new(snapshot)));
                 oldest
             } else {
                 prepared.unpublished = Some(snapshot);
@@ -1780,6 +1806,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         });
         catalog.deferred = deferred.clone();
         drop(deferred);
+        drop(replaced);
         prepared.catalog = catalog.encode();
         Ok(Some((prepared, hold)))
     }
@@ -2050,19 +2077,24 @@ fn loaded_bytes(link: &Link, depth: usize) -> (u64, u64, u64) {
 /// Unloads clean, stored leaves under `link` not used since the last round, until `need`
 /// bytes are freed; a used one is kept and its mark cleared (second chance: the leaves
 /// readers keep using stay). The branches on the way to an unloaded leaf are copied; a
-/// snapshot holding the old ones keeps what it loaded. Returns how many were unloaded.
-fn evict(link: &mut Link, epoch: u64, depth: usize, need: &mut u64) -> u64 {
-    let Some(node) = link.node.get() else { return 0 };
-    let Body::Branch { children, .. } = &node.body else { return 0 };
+/// snapshot holding the old ones keeps what it loaded. The children of the node at `link`
+/// are walked from `from` on, round the end and back; returns how many leaves went, and the
+/// child where `need` was met (`from` if it never was).
+fn evict(link: &mut Link, epoch: u64, depth: usize, need: &mut u64, from: usize) -> (u64, usize) {
+    let Some(node) = link.node.get() else { return (0, from) };
+    let Body::Branch { children, .. } = &node.body else { return (0, from) };
     if depth >= tree::MAX_DEPTH {
-        return 0;
+        return (0, from);
     }
     if *need == 0 {
         age(link, depth);
-        return 0;
+        return (0, from);
     }
+    let len = children.len();
+    let from = from % len.max(1);
+    let order = (from..len).chain(0..from);
     // Looked at through the shared node first: marks cleared, and the leaves that may go.
-    let mut unused = vec![false; children.len()];
+    let mut unused = vec![false; len];
     let mut descend = false;
     for (i, child) in children.iter().enumerate() {
         let Some(loaded) = child.node.get() else { continue };
@@ -2073,25 +2105,32 @@ fn evict(link: &mut Link, epoch: u64, depth: usize, need: &mut u64) -> u64 {
         }
     }
     if !descend && !unused.contains(&true) {
-        return 0;
+        return (0, from);
     }
     let node = Arc::make_mut(link.node.get_mut().expect("loaded"));
-    let Body::Branch { children, .. } = &mut node.body else { return 0 };
-    let mut evicted = 0;
-    for (child, unused) in children.iter_mut().zip(unused) {
+    let Body::Branch { children, .. } = &mut node.body else { return (0, from) };
+    let (mut evicted, mut stopped) = (0, from);
+    for i in order {
+        if *need == 0 {
+            // Met: the rest are only aged (their marks cleared), through the shared nodes.
+            age(&children[i], depth + 1);
+            continue;
+        }
+        stopped = i;
+        let child = &mut children[i];
         let Some(loaded) = child.node.get() else { continue };
         match (&loaded.body, loaded.dirty, loaded.id) {
             // Unless used since the look above.
-            (Body::Leaf(_), false, Some(id)) if unused && *need > 0 && !loaded.touched.take() => {
+            (Body::Leaf(_), false, Some(id)) if unused[i] && !loaded.touched.take() => {
                 *need = need.saturating_sub(loaded.heap_bytes() as u64);
                 *child = Link::stored(id, epoch);
                 evicted += 1;
             }
-            (Body::Branch { .. }, _, _) => evicted += evict(child, epoch, depth + 1, need),
+            (Body::Branch { .. }, _, _) => evicted += evict(child, epoch, depth + 1, need, 0).0,
             _ => {}
         }
     }
-    evicted
+    (evicted, stopped)
 }
 
 /// Clears the use marks of the leaves under `link` (nothing is unloaded: a leaf not used
@@ -2734,7 +2773,6 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
         db.check_writable()?;
         let durable = durability == Durability::Durable;
         pending.dirtied += dirtied;
-        db.stats.lock().dirty_nodes = pending.dirtied;
         // A record about as large as the nodes the next checkpoint writes anyway (a load in
         // big commits) is not logged: the commit is a checkpoint, so its bytes are written
         // once. (Commits of scattered changes log far fewer bytes than the nodes they dirty.)
@@ -2766,6 +2804,7 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
                     .checkpoint_locked(&mut pending, &ckpt, snapshot, false, false)
                     .map(|_| ());
             }
+            db.stats.lock().dirty_nodes = pending.dirtied;
             db.publish(Arc::new(snapshot));
             return Ok(());
         };
@@ -2782,9 +2821,13 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
             db.latch(appended).map(|lsn| (lsn, wal.since_release()))
         };
         let (lsn, log_bytes) = logged?;
-        if let Some(lsn) = lsn {
-            snapshot.lsn = lsn;
-            db.stats.lock().logged_commits += 1;
+        {
+            let mut stats = db.stats.lock();
+            if let Some(lsn) = lsn {
+                snapshot.lsn = lsn;
+                stats.logged_commits += 1;
+            }
+            stats.dirty_nodes = pending.dirtied;
         }
         pending.superseded.extend(superseded);
         pending.freed.extend(freed);
