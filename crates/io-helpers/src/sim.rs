@@ -274,6 +274,21 @@ impl SimDisk {
         Self { state: Arc::new(Mutex::new(state)) }
     }
 
+    /// A disk of its own with this one's images and writes in flight (the page cache and the
+    /// device as they are now, a failed sync's pages included), no fault armed and its
+    /// counts from zero: to try several futures of one moment.
+    pub fn fork(&self) -> Self {
+        let state = self.state.lock();
+        let copy = State {
+            live: state.live.clone(),
+            durable: state.durable.clone(),
+            pending: state.pending.clone(),
+            space_limit: state.space_limit,
+            ..State::default()
+        };
+        Self { state: Arc::new(Mutex::new(copy)) }
+    }
+
     /// Arms `plan`, replacing any earlier one. Counting is over all operations so far, so
     /// `FaultPlan { at: disk.op_counts().matching(on) + 2, .. }` fails the second one from now.
     pub fn set_fault(&self, plan: FaultPlan) {

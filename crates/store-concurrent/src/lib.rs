@@ -647,7 +647,7 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
             }
             store.checkpoint()?;
             store.trim_file();
-            Ok(())
+            store.seal()
         })
     }
 

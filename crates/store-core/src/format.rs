@@ -40,8 +40,11 @@ pub(crate) fn readable_version(version: u16) -> bool {
 const H_MAGIC: usize = 0;
 const H_VERSION: usize = H_MAGIC + 8;
 const H_KIND: usize = H_VERSION + 2;
-const H_RESERVED: usize = H_KIND + 2;
-const H_GENERATION: usize = H_RESERVED + 4;
+const H_FLAGS: usize = H_KIND + 2;
+const H_GENERATION: usize = H_FLAGS + 4;
+/// Header flag: the slot was written by a clean close once everything its state names was
+/// durable (see [`Header::sealed`]).
+const FLAG_SEALED: u32 = 1;
 const H_ROOT_OFFSET: usize = H_GENERATION + 8;
 const H_ROOT_LEN: usize = H_ROOT_OFFSET + 8;
 const H_ROOT_ALLOC_LEN: usize = H_ROOT_LEN + 8;
@@ -126,6 +129,11 @@ pub(crate) struct Header {
     pub(crate) journal_len: u64,
     /// Salts this checkpoint's journal records (chosen afresh at every checkpoint).
     pub(crate) salt: u64,
+    /// Written by a clean close after a checkpoint of the same state was durable, the
+    /// state's data with it: open may trust what the page cache shows of this slot (no sync,
+    /// no reads from the device), see `docs/format.md`, "Open rules". Older builds ignore
+    /// the flag and never write it.
+    pub(crate) sealed: bool,
 }
 
 impl Header {
@@ -139,6 +147,8 @@ impl Header {
         slot[H_MAGIC..H_VERSION].copy_from_slice(&HEADER_MAGIC);
         put_u16(&mut slot, H_VERSION, FORMAT_VERSION);
         put_u16(&mut slot, H_KIND, self.kind);
+        let flags = if self.sealed { FLAG_SEALED } else { 0 };
+        slot[H_FLAGS..H_FLAGS + 4].copy_from_slice(&flags.to_le_bytes());
         put_u64(&mut slot, H_GENERATION, self.generation);
         put_u64(&mut slot, H_ROOT_OFFSET, self.root.offset);
         put_u64(&mut slot, H_ROOT_LEN, self.root_len);
@@ -183,6 +193,9 @@ impl Header {
             journal: [get_u64(slot, H_JOURNAL_0), get_u64(slot, H_JOURNAL_1)],
             journal_len: get_u64(slot, H_JOURNAL_LEN),
             salt: get_u64(slot, H_SALT),
+            sealed: u32::from_le_bytes(slot[H_FLAGS..H_FLAGS + 4].try_into().expect("4 bytes"))
+                & FLAG_SEALED
+                != 0,
         }))
     }
 }
@@ -377,6 +390,7 @@ mod tests {
             journal: [8192, 8192 + 65536],
             journal_len: 65536,
             salt: 0xFEED,
+            sealed: false,
         }
     }
 

@@ -188,11 +188,12 @@ impl<A: SpaceAllocator, B: FileBackend> Storer for Store<A, B> {
         Store::checkpoint(self)
     }
 
-    /// Commits by a checkpoint: a store closed cleanly opens with no journal to replay.
+    /// Commits by a checkpoint, then seals the file (see `docs/format.md`, "Open rules"): a
+    /// store closed cleanly opens with no journal to replay, no sync and no device reads.
     fn close(mut self) -> Result<()> {
         self.checkpoint()?;
         self.trim_file_len();
-        Ok(())
+        self.seal()
     }
 
     /// Reads the whole object with one positioned read and checks its checksum.

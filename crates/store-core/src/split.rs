@@ -130,6 +130,10 @@ pub trait SplitStore: Storer + BatchStorer + Send + Sized {
     /// growth steps kept past them while the store was written (a closing wrapper calls it
     /// after its last checkpoint, as [`Storer::close`] does).
     fn trim_file(&mut self);
+
+    /// Seals the file at a clean close, after `checkpoint` and `trim_file` (see
+    /// `Store::seal`).
+    fn seal(&mut self) -> Result<()>;
 }
 
 #[doc(hidden)]
@@ -270,6 +274,10 @@ impl<A: SpaceAllocator, B: FileBackend> SplitStore for Store<A, B> {
 
     fn trim_file(&mut self) {
         self.trim_file_len();
+    }
+
+    fn seal(&mut self) -> Result<()> {
+        Store::seal(self)
     }
 
     fn space_in_use(&self) -> Result<Option<(u64, u64)>> {

@@ -173,3 +173,21 @@ fn regression_close_gives_back_the_growth_steps() {
     reopened.close().unwrap();
     assert_eq!(disk.len().unwrap(), closed, "ConcurrentStore::close left growth steps");
 }
+
+/// `ConcurrentStore::close` seals the file as `Storer::close` does: the next open makes no
+/// sync and finds every committed object.
+#[test]
+fn a_concurrent_store_closed_cleanly_opens_without_a_sync() {
+    let disk = SimDisk::new();
+    let store = ConcurrentStore::new(Base::create_with(disk.clone(), unbuffered()).unwrap(), 0);
+    let ids: Vec<_> =
+        (0..20u8).map(|i| store.write_new_obj_from_bytes(&[i; 1000]).unwrap()).collect();
+    store.commit().unwrap();
+    store.close().unwrap();
+    let before = disk.op_counts().syncs;
+    let reopened = Base::open_with(disk.clone(), unbuffered()).unwrap();
+    assert_eq!(disk.op_counts().syncs, before, "a sealed store is opened without a sync");
+    for (i, id) in ids.into_iter().enumerate() {
+        assert_eq!(reopened.read_bytes_from_obj(id).unwrap(), vec![i as u8; 1000]);
+    }
+}

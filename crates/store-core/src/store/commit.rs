@@ -261,6 +261,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             journal: self.header.journal,
             journal_len: self.header.journal_len,
             salt: super::journal::new_salt(self.journal.salt, generation, root_checksum),
+            sealed: false,
         };
         writes.push((root.offset, root_bytes));
         Ok(Plan { writes, header, replaced, added: Vec::new() })
@@ -276,6 +277,57 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         let slot = 1 - self.active_slot;
         self.backend.write_at(&plan.header.encode(), SLOT_OFFSETS[slot])?;
         self.backend.sync_data()?;
+        Ok(())
+    }
+
+    /// Seals the store at a clean close, once a checkpoint made everything durable: the
+    /// same state again in the other header slot (generation + 1, a new salt, so its journal
+    /// is empty), flagged sealed, and a sync. Open then trusts what the page cache shows of
+    /// a sealed newest slot: no sync and no reads from the device (`docs/format.md`, "Open
+    /// rules"). Nothing is sealed by a read-only store, a failed one, one with anything not
+    /// in its last checkpoint, or one whose session has not yet checkpointed (its state is
+    /// the one open chose, which the page cache may have shown without the device holding
+    /// it); a sealed one is left as it is. A failure latches and is returned: the state is
+    /// durable (the last checkpoint), the seal perhaps not.
+    pub(crate) fn seal(&mut self) -> Result<()> {
+        if self.read_only
+            || self.failed.is_some()
+            || self.checkpoint_due
+            || self.header.sealed
+            || self.dirty
+            || self.journal.records > 0
+            || self.committing.is_some()
+            || !self.staged.is_empty()
+        {
+            return Ok(());
+        }
+        let generation = self.header.generation + 1;
+        let header = Header {
+            generation,
+            salt: super::journal::new_salt(
+                self.journal.salt,
+                generation,
+                self.header.root_checksum,
+            ),
+            sealed: true,
+            ..self.header
+        };
+        let slot = 1 - self.active_slot;
+        let written = self
+            .backend
+            .write_at(&header.encode(), SLOT_OFFSETS[slot])
+            .and_then(|()| self.backend.sync_data());
+        if let Err(e) = written {
+            self.fail(format!("sealing at close: {e}"));
+            return Err(e.into());
+        }
+        self.header = header;
+        self.active_slot = slot;
+        self.journal = super::journal::Journal::fresh(&self.header, slot);
+        // A change after the seal (a caller of `SplitStore::seal` that goes on) starts with a
+        // checkpoint, as after an open: a record in the sealed slot's journal would be lost,
+        // since open loads the older slot of a sealed pair and never reads that journal.
+        self.checkpoint_due = true;
         Ok(())
     }
 

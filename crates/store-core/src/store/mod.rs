@@ -316,6 +316,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             journal: [HEADER_REGION, HEADER_REGION + journal_len],
             journal_len,
             salt: 0,
+            sealed: false,
         };
         let mut store = Self::from_parts(
             backend,

@@ -56,7 +56,8 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// damage itself when there is no older commit); [`open_previous_commit`](Self::open_previous_commit)
     /// opens the older one read-only. Options that do not fit the file are `OptionsMismatch`.
     /// Open first syncs the file, so a header a crashed process left in the page cache is
-    /// durable before anything acts on it.
+    /// durable before anything acts on it; a file sealed by a clean close is opened from the
+    /// page cache, with no sync and no device reads (`docs/format.md`, "Open rules", 1).
     pub fn open_with(backend: B, options: StoreOptions) -> Result<Self> {
         Self::open_which(backend, options, Which::Newest)
     }
@@ -82,18 +83,35 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         // memory map of the file holds (a backend an earlier store left mapped) cannot be
         // dropped, so the mapping goes until open is done (`from_parts` maps again).
         backend.map_reads(false);
-        backend.sync_data()?;
-        // A header write that a failed sync dropped may still sit in the page cache, marked
-        // clean: read the slots from the device. (Advisory: if the system keeps the pages,
-        // the previous commit's space is still protected below.)
-        let _ = backend.drop_cache(0, HEADER_REGION);
-        let file_len = backend.len()?;
-        if file_len < SLOT_BYTES as u64 {
-            return Err(Error::NotAStore(format!(
-                "the file is {file_len} bytes, shorter than a store header"
-            )));
-        }
-        let states = read_slots(&backend, file_len)?;
+        // A store sealed by a clean close is opened from what the page cache shows (rule 1):
+        // its older slot's checkpoint was durable before the seal was written, nothing was
+        // written after the seal, and a later session's first write is a checkpoint over
+        // the sealed slot.
+        let cached = match backend.len()? {
+            len if which != Which::Previous && len >= HEADER_REGION => {
+                // Any error here is left to the full rules below, which read the device.
+                read_slots(&backend, len).ok().filter(sealed_pair)
+            }
+            _ => None,
+        };
+        let sealed = cached.is_some();
+        let (file_len, states) = match cached {
+            Some(states) => (backend.len()?, states),
+            None => {
+                backend.sync_data()?;
+                // A header write that a failed sync dropped may still sit in the page cache,
+                // marked clean: read the slots from the device. (Advisory: if the system
+                // keeps the pages, the previous commit's space is still protected below.)
+                let _ = backend.drop_cache(0, HEADER_REGION);
+                let file_len = backend.len()?;
+                if file_len < SLOT_BYTES as u64 {
+                    return Err(Error::NotAStore(format!(
+                        "the file is {file_len} bytes, shorter than a store header"
+                    )));
+                }
+                (file_len, read_slots(&backend, file_len)?)
+            }
+        };
         let mut valid: Vec<(Header, usize)> = states
             .iter()
             .enumerate()
@@ -126,6 +144,10 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             }
         }
         let (header, slot) = match which {
+            // Sealed: the older slot, the same state as the seal's and surely durable (the
+            // seal's own sync may have failed, its page marked clean but still cached). The
+            // session's first checkpoint then goes over the sealed slot, never over it.
+            _ if sealed => valid[1],
             Which::Newest | Which::NewestReadOnly => valid[0],
             Which::Previous => *valid.get(1).ok_or_else(|| {
                 Error::InvalidArgument("the file holds no intact older commit".into())
@@ -133,10 +155,11 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         };
         // The other intact slot's commit, protected while the newest might not be durable.
         let previous = match which {
+            _ if sealed => Some(valid[0].0),
             Which::Newest | Which::NewestReadOnly => valid.get(1).map(|(h, _)| *h),
             Which::Previous => None,
         };
-        match Self::load(backend, header, slot, previous, file_len, options) {
+        match Self::load(backend, header, slot, previous, file_len, options, sealed) {
             Ok(mut store) => {
                 store.read_only = which != Which::Newest;
                 if !store.read_only && store.dropped_records > 0 {
@@ -148,8 +171,9 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
                 }
                 Ok(store)
             }
+            // A sealed pair holds one state twice: no older commit to look at.
             Err(e @ (Error::Corrupt { .. } | Error::Alloc(_)))
-                if which != Which::Previous && valid.len() == 2 =>
+                if which != Which::Previous && valid.len() == 2 && !sealed =>
             {
                 Err(Error::NewestCommitDamaged {
                     generation: header.generation,
@@ -172,6 +196,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         previous: Option<Header>,
         file_len: u64,
         options: StoreOptions,
+        sealed: bool,
     ) -> Result<Self> {
         let data_start = check_journal_regions(&header, slot, file_len)?;
         let pages = read_root(&backend, &header, file_len)?;
@@ -181,7 +206,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         // pages read first). The last record's data is checked: a record whose data did not
         // reach the disk was never acknowledged (its sync did not return), so it is dropped.
         let journal = super::journal::Journal::fresh(&header, slot);
-        let bytes = read_journal(&backend, journal.region, header.salt, header.generation)?;
+        let bytes = read_journal(&backend, journal.region, header.salt, header.generation, sealed)?;
         let mut data_ok = |record: &Record| record_data_intact(&backend, record);
         let mut read_pages = |table: &mut Table, record: &Record| {
             for page in record_pages(table, record) {
@@ -490,11 +515,17 @@ fn read_journal<B: FileBackend>(
     region: Extent,
     salt: u64,
     generation: u64,
+    sealed: bool,
 ) -> Result<Vec<u8>> {
     let mut bytes = vec![0u8; region.len as usize];
     backend.read_at(&mut bytes, region.offset)?;
     let mut chain = Chain::new(&bytes, salt, generation);
     let broken = chain.by_ref().any(|item| item.is_err());
+    if sealed && !broken && chain.end == 0 {
+        // A sealed checkpoint's journal is empty, and nothing later writes it while the
+        // slot is the newest: the cache shows what the device holds.
+        return Ok(bytes);
+    }
     let device = if broken { bytes.len() } else { (chain.end + PAGE_BYTES).min(bytes.len()) };
     let _ = backend.drop_cache(region.offset, device as u64);
     backend.read_at(&mut bytes[..device], region.offset)?;
@@ -578,7 +609,7 @@ fn previous_only_extents<B: FileBackend>(
     let region = older.journal_region(older_slot);
     let inside = region.offset.checked_add(region.len).is_some_and(|end| end <= file_len);
     if region.len <= super::journal::MAX_JOURNAL_BYTES && inside {
-        if let Ok(bytes) = read_journal(backend, region, older.salt, older.generation) {
+        if let Ok(bytes) = read_journal(backend, region, older.salt, older.generation, false) {
             let mut records: Vec<Record> = Chain::new(&bytes, older.salt, older.generation)
                 .map_while(|item| item.ok().map(|(record, _, _)| record))
                 .collect();
@@ -626,6 +657,18 @@ fn read_slots<B: FileBackend>(backend: &B, file_len: u64) -> Result<[SlotState; 
         }
     }
     Ok([read_slot(backend, 0, file_len)?, read_slot(backend, 1, file_len)?])
+}
+
+/// Whether both slots are intact, the newer one sealed (see `Store::seal`) and naming the
+/// older one's state one generation later: open may then trust what the page cache shows.
+fn sealed_pair(states: &[SlotState; 2]) -> bool {
+    let [SlotState::Valid(a), SlotState::Valid(b)] = states else { return false };
+    let (seal, older) = if a.generation > b.generation { (a, b) } else { (b, a) };
+    seal.sealed
+        && !older.sealed
+        && older.generation.checked_add(1) == Some(seal.generation)
+        && Header { generation: older.generation, salt: older.salt, sealed: false, ..*seal }
+            == *older
 }
 
 /// Reads and decodes header slot `index` alone (its own page), so damage to one slot's page
@@ -821,6 +864,7 @@ mod tests {
             journal: [HEADER_REGION, HEADER_REGION + journal_len],
             journal_len,
             salt: 7,
+            sealed: false,
         };
         let mut image = vec![0u8; (data_at + PAGE) as usize];
         image[..SLOT_BYTES].copy_from_slice(&header.encode());

@@ -13,6 +13,7 @@ mod read_only;
 mod regressions;
 mod review;
 mod roundtrip;
+mod seal;
 
 use std::collections::BTreeMap;
 
