@@ -1237,15 +1237,6 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
                     }
                 }
             }
-            if copied.is_none() {
-                // One more small commit (the catalog again) before the store's closing
-                // checkpoint: the first write after the next open checks the data of the
-                // commit before the newest header's, and that is then a page, not every
-                // node the last checkpoint wrote.
-                let catalog = self.store.read_bytes_from_obj(PRIME_OBJECT_ID)?;
-                self.store.replace_obj(PRIME_OBJECT_ID, &catalog)?;
-                self.store.commit()?;
-            }
         }
         if copied.is_none() {
             self.store.close()?;
@@ -1397,10 +1388,6 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         }
         let catalog = self.catalog(snapshot, epoch, trees).encode();
         written.1 += catalog.len() as u64;
-        copy.replace_obj(PRIME_OBJECT_ID, &catalog)?;
-        copy.commit()?;
-        // One more small commit, as `close` makes one (the next open checks the data of the
-        // commit before the newest header's).
         copy.replace_obj(PRIME_OBJECT_ID, &catalog)?;
         copy.commit()?;
         let file = copy.io().clone();
