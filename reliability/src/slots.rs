@@ -9,7 +9,9 @@ pub const SLOT_STRIDE: usize = 4096;
 /// Where the journal regions begin: after the two header slots.
 pub const HEADER_REGION: usize = 2 * SLOT_STRIDE;
 const MAGIC: &[u8; 8] = b"BOBSTORE";
+const FLAGS: usize = 12;
 const GENERATION: usize = 16;
+const SALT: usize = 104;
 const CHECKSUM: usize = 112;
 
 /// What one header slot of an image holds.
@@ -121,8 +123,35 @@ pub fn active_journal(image: &[u8]) -> Option<ActiveJournal> {
     Some(journal)
 }
 
-/// The generation of the newest intact slot of `image`, if any: the commit a strict open must
-/// take (or refuse as damaged), never an older one.
+/// The generation of the commit a strict open of `image` must take (or refuse as damaged),
+/// never an older one: the newest intact slot's, but for a sealed pair (both slots intact,
+/// the newer sealed, one generation later, and the older's fields otherwise, `docs/format.md`,
+/// "Open rules", 1) the older slot's, which names the same state.
+pub fn expected_open(image: &[u8]) -> Option<u64> {
+    let newest = newest_intact(image)?;
+    Some(sealed_pair(image).map_or(newest, |(older, _)| older))
+}
+
+/// The generations (older, sealed) of `image`'s slots when they are a sealed pair.
+pub fn sealed_pair(image: &[u8]) -> Option<(u64, u64)> {
+    let (Slot::Intact(a), Slot::Intact(b)) = (slot(image, 0), slot(image, 1)) else {
+        return None;
+    };
+    let (seal, older) = if a > b { (0, 1) } else { (1, 0) };
+    let fields = |i: usize| &image[i * SLOT_STRIDE..i * SLOT_STRIDE + CHECKSUM];
+    let flags = |i: usize| u32_at(fields(i), FLAGS) & 1;
+    let (s, o) = (fields(seal), fields(older));
+    // Equal but for the flags, the generation and the salt.
+    let same = |range: std::ops::Range<usize>| s[range.clone()] == o[range];
+    let pair = flags(seal) == 1
+        && flags(older) == 0
+        && u64_at(s, GENERATION) == u64_at(o, GENERATION) + 1
+        && same(0..FLAGS)
+        && same(GENERATION + 8..SALT);
+    pair.then(|| (u64_at(o, GENERATION), u64_at(s, GENERATION)))
+}
+
+/// The generation of the newest intact slot of `image`, if any.
 pub fn newest_intact(image: &[u8]) -> Option<u64> {
     (0..2)
         .filter_map(|i| match slot(image, i) {
@@ -159,5 +188,26 @@ mod tests {
         torn[newest * SLOT_STRIDE + 40] ^= 1;
         assert_eq!(slot(&torn, newest), Slot::Torn);
         assert_eq!(newest_intact(&torn), Some(generation - 1));
+    }
+
+    /// A clean close seals: the pair is found, and open is expected to take the older slot.
+    #[test]
+    fn a_sealed_pair_expects_the_older_slot() {
+        let disk = SimDisk::new();
+        let options = StoreOptions { journal_bytes: 4 * 4096, ..StoreOptions::default() };
+        let mut store =
+            Store::<BasicAllocator, SimDisk>::create_with(disk.clone(), options).expect("create");
+        store.write_new_obj_from_bytes(b"x").expect("write");
+        store.checkpoint().expect("checkpoint");
+        let generation = store.generation();
+        assert_eq!(sealed_pair(&disk.live_image()), None);
+        store.close().expect("close");
+        let image = disk.live_image();
+        assert_eq!(sealed_pair(&image), Some((generation, generation + 1)));
+        assert_eq!(expected_open(&image), Some(generation));
+        assert_eq!(newest_intact(&image), Some(generation + 1));
+        let reopened =
+            Store::<BasicAllocator, SimDisk>::open_with(disk.clone(), options).expect("open");
+        assert_eq!(reopened.generation(), generation);
     }
 }

@@ -49,8 +49,8 @@ impl Damage {
     /// `unflipped` is the generation the undamaged image opens at, when it has a journal.
     fn try_image(&mut self, fixture: &Fixture, image: Vec<u8>, what: &str, unflipped: Option<u64>) {
         self.tried += 1;
-        let newest = slots::newest_intact(&image);
-        let undamaged = slots::newest_intact(&fixture.image);
+        let newest = slots::expected_open(&image);
+        let undamaged = slots::expected_open(&fixture.image);
         let recovered =
             catch_unwind(AssertUnwindSafe(|| (fixture.recover)(SimDisk::from_image(image))));
         match recovered {

@@ -114,7 +114,14 @@ impl Kind {
         self.fixture(disk.crash_image(CrashMode::PowerLoss, seed), generations)
     }
 
-    fn fixture(&self, image: Vec<u8>, generations: Generations) -> Fixture {
+    fn fixture(&self, image: Vec<u8>, mut generations: Generations) -> Fixture {
+        // A clean close seals: the sealed slot names its older slot's state one generation
+        // later (opened when the older slot is damaged).
+        if let Some((older, sealed)) = crate::slots::sealed_pair(&image)
+            && let Some(state) = generations.states.get(&older).cloned()
+        {
+            generations.states.entry(sealed).or_insert(state);
+        }
         Fixture {
             name: self.name,
             image,

@@ -173,7 +173,7 @@ impl Tally {
     /// recovery, if the store opened.
     fn check(&mut self, scenario: &Scenario, image: Vec<u8>, log: &Log) -> Option<Recovered> {
         self.states += 1;
-        let newest = crate::slots::newest_intact(&image);
+        let newest = crate::slots::expected_open(&image);
         match catch_unwind(AssertUnwindSafe(|| (scenario.recover)(SimDisk::from_image(image)))) {
             Err(_) => self.panics += 1,
             Ok(Err(_)) if log.acknowledged == 0 => self.before_first_commit += 1,
