@@ -343,15 +343,16 @@ impl OsFile {
     }
 }
 
-/// How long [`lock`] keeps trying while the lock is held, in all.
-const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(50);
+/// How long [`lock`] keeps trying while the lock is held, in all. (50 ms was once too short
+/// on a loaded two-core CI machine: a child took longer between its `fork` and `exec`.)
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Takes an exclusive `flock` on `file` (a shared one if not `exclusive`): [`Error::Locked`]
 /// if another open file holds one that conflicts (any, for an exclusive lock; an exclusive
 /// one, for a shared lock). `flock` locks belong to the open file description, so a second
 /// `open` of the same path in this process is refused as surely as one in another process.
 ///
-/// A held lock is retried for up to 50 ms before that answer. A child process that another
+/// A held lock is retried for up to 500 ms before that answer. A child process that another
 /// thread is starting holds a copy of every descriptor, and so of the lock of a handle just
 /// dropped, between its `fork` and its `exec` (which closes them: Rust opens files
 /// close-on-exec): a drop and reopen must not fail because some thread ran a command.

@@ -51,7 +51,7 @@ fn the_lock_stays_with_the_file_taken_out_of_its_handle() {
 
 /// The bench harness's drop-and-reopen failed with `Locked` while another thread ran `sync`:
 /// the child held a copy of the dropped handle's descriptor, and so its lock, until its
-/// `exec`. Open now waits out such a window (up to 50 ms) instead of refusing.
+/// `exec`. Open now waits out such a window (up to 500 ms) instead of refusing.
 #[test]
 fn regression_a_reopen_while_other_threads_start_processes_is_not_refused() {
     let dir = tempfile::tempdir().unwrap();
