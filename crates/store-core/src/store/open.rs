@@ -87,16 +87,17 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         // its older slot's checkpoint was durable before the seal was written, nothing was
         // written after the seal, and a later session's first write is a checkpoint over
         // the sealed slot.
-        let cached = match backend.len()? {
+        let len = backend.len()?;
+        let cached = match len {
+            // Any error here is left to the full rules below, which read the device.
             len if which != Which::Previous && len >= HEADER_REGION => {
-                // Any error here is left to the full rules below, which read the device.
                 read_slots(&backend, len).ok().filter(sealed_pair)
             }
             _ => None,
         };
         let sealed = cached.is_some();
         let (file_len, states) = match cached {
-            Some(states) => (backend.len()?, states),
+            Some(states) => (len, states),
             None => {
                 backend.sync_data()?;
                 // A header write that a failed sync dropped may still sit in the page cache,

@@ -11,11 +11,12 @@ use bob_store_core::{BatchStorer, ObjectId, ObjectWrite, Result, SpaceAllocator,
 
 use crate::{Contents, bytes, contents, options};
 
-/// What a workload committed: the state each commit call named, and how many returned `Ok`.
+/// What a workload committed: the state each commit (or close) named, and how many returned
+/// `Ok`.
 #[derive(Debug, Default)]
-struct Log {
-    states: Vec<Contents>,
-    acknowledged: usize,
+pub(crate) struct Log {
+    pub(crate) states: Vec<Contents>,
+    pub(crate) acknowledged: usize,
 }
 
 impl Log {
@@ -24,15 +25,24 @@ impl Log {
         store: &mut Store<A, SimDisk>,
         model: &Contents,
     ) -> Result<()> {
+        self.step(model, || store.commit())
+    }
+
+    /// Logs `model` as the state `step` names, then runs it.
+    pub(crate) fn step(
+        &mut self,
+        model: &Contents,
+        step: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
         self.states.push(model.clone());
-        store.commit()?;
+        step()?;
         self.acknowledged += 1;
         Ok(())
     }
 
     /// The states a recovered store may hold: the last acknowledged one, or the one whose
     /// commit was in flight.
-    fn allowed(&self) -> Vec<Contents> {
+    pub(crate) fn allowed(&self) -> Vec<Contents> {
         let last =
             self.acknowledged.checked_sub(1).map_or_else(Contents::new, |i| self.states[i].clone());
         let mut allowed = vec![last];

@@ -8,6 +8,7 @@ use bob_io_helpers::testing::{
 };
 use bob_store_core::{Result, SpaceAllocator, Store, Storer};
 
+use crate::crash::Log;
 use crate::{Contents, bytes, contents, options};
 
 /// Syncs an open makes.
@@ -56,32 +57,6 @@ fn sealed_open<A: SpaceAllocator>() {
 fn a_store_closed_cleanly_opens_without_a_sync() {
     sealed_open::<BasicAllocator>();
     sealed_open::<OmniBlockAllocator>();
-}
-
-/// The states a workload's commits and closes named, and how many returned `Ok`.
-#[derive(Debug, Default)]
-struct Log {
-    states: Vec<Contents>,
-    acknowledged: usize,
-}
-
-impl Log {
-    fn step(&mut self, model: &Contents, step: impl FnOnce() -> Result<()>) -> Result<()> {
-        self.states.push(model.clone());
-        step()?;
-        self.acknowledged += 1;
-        Ok(())
-    }
-
-    fn allowed(&self) -> Vec<Contents> {
-        let last =
-            self.acknowledged.checked_sub(1).map_or_else(Contents::new, |i| self.states[i].clone());
-        let mut allowed = vec![last];
-        if self.states.len() > self.acknowledged {
-            allowed.push(self.states[self.acknowledged].clone());
-        }
-        allowed
-    }
 }
 
 /// Three sessions on one disk: writes, a commit and a close (sealed); an open of the sealed
