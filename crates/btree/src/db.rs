@@ -246,7 +246,7 @@ struct Pending {
 }
 
 /// A record buffer up to this capacity is kept for the next transaction.
-const LOG_BUF_KEEP: usize = 8 << 20;
+const LOG_BUF_KEEP: usize = 1 << 20;
 
 /// Nodes as their objects held them before checkpoint `c` rewrote or freed them, kept while
 /// a reader of a snapshot older than `c` is open.

@@ -972,6 +972,11 @@ impl Children {
             self.hint = 0;
             return &mut held[i];
         }
+        if self.base.len() > MARKED_MAX {
+            // Too many to mark: an array of this copy's own.
+            self.base = Arc::from(self.take_links());
+            return &mut Arc::get_mut(&mut self.base).expect("just made")[i];
+        }
         let (found, full) = {
             let over = self.over.get_or_insert_with(|| {
                 Box::new(Overrides { marks: [0; MARKED_MAX / 64], links: Vec::new() })
@@ -981,7 +986,7 @@ impl Children {
         if let Some(r) = found {
             return &mut self.over.as_mut().expect("made").links[r];
         }
-        if full || self.base.len() > MARKED_MAX {
+        if full {
             // An array of this copy's own.
             self.base = Arc::from(self.take_links());
             return &mut Arc::get_mut(&mut self.base).expect("just made")[i];
@@ -1679,8 +1684,6 @@ mod tests {
         assert_eq!(bytes.len(), node.encoded_len());
     }
 
-    /// Every change to a leaf's entries keeps each key's and inline value's bytes, and the
-    /// encoded length, as a plain vector of owned entries would.
     #[derive(Clone, Debug)]
     enum ChildOp {
         /// Replace child `i`'s link (its id).
@@ -1715,6 +1718,38 @@ mod tests {
         by_iter
     }
 
+    /// A copy that replaces more than [`OVERRIDES_MAX`] children of a shared array gets an
+    /// array of its own with every replacement in it; the copy it shared with sees none of
+    /// them; each then changes its own array in place.
+    #[test]
+    fn a_copy_replacing_many_children_gets_an_array_of_its_own() {
+        for len in [40, 130, 300, 512, 513, 700] {
+            let ids: Vec<u64> = (0..len as u64).map(|i| 1000 + i).collect();
+            let old = Children::from(
+                ids.iter().map(|&id| Link::stored(ObjectId(id), 1)).collect::<Vec<_>>(),
+            );
+            let mut new = old.clone();
+            let mut model = ids.clone();
+            // Every seventh child, in an order that is not the index order.
+            let mut replaced: Vec<usize> = (0..len).step_by(7).collect();
+            replaced.reverse();
+            for (n, &i) in replaced.iter().enumerate() {
+                new[i].id = Some(ObjectId(5_000_000 + i as u64));
+                model[i] = 5_000_000 + i as u64;
+                assert_eq!(child_ids(&new), model, "len {len}, after {} replacements", n + 1);
+                assert_eq!(child_ids(&old), ids, "len {len}: the old copy changed");
+                let held = Arc::strong_count(&new.base) == 1;
+                assert_eq!(held, n >= OVERRIDES_MAX || len > MARKED_MAX, "len {len}, {n}");
+                assert!(new.over.as_ref().is_none_or(|o| o.links.len() <= OVERRIDES_MAX));
+            }
+            // Held alone now (or never shared past the marks): changed in place.
+            new[0].id = Some(ObjectId(7));
+            model[0] = 7;
+            assert_eq!(child_ids(&new), model);
+            assert_eq!(child_ids(&old), ids);
+        }
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
         /// A branch's children follow every change as a vector would, whichever of their
@@ -1722,7 +1757,7 @@ mod tests {
         /// past the children the marks cover; a copy kept aside never sees a later change.
         #[test]
         fn children_follow_every_change_as_a_vector_would(
-            len in proptest::prop_oneof![1..80usize, 500..530usize],
+            len in proptest::prop_oneof![1..140usize, 120..600usize],
             ops in proptest::collection::vec(child_op(), 1..200),
         ) {
             let mut model: Vec<u64> = (0..len as u64).map(|i| 5000 + i).collect();
@@ -1760,6 +1795,8 @@ mod tests {
         }
     }
 
+    /// Every change to a leaf's entries keeps each key's and inline value's bytes, and the
+    /// encoded length, as a plain vector of owned entries would.
     #[test]
     fn the_entries_follow_every_change_as_a_vector_would() {
         let inline = |n: usize| Val::Inline(vec![n as u8; n].into());
