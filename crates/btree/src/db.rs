@@ -240,13 +240,7 @@ struct Pending {
     changed: bool,
     /// Nodes commits made dirty since the last checkpoint, about.
     dirtied: u64,
-    /// The last commit's record buffer, emptied, for the next transaction's record: a big
-    /// commit's record would otherwise grow a new buffer, page by page, every time.
-    log_buf: Vec<u8>,
 }
-
-/// A record buffer up to this capacity is kept for the next transaction.
-const LOG_BUF_KEEP: usize = 1 << 20;
 
 /// Nodes as their objects held them before checkpoint `c` rewrote or freed them, kept while
 /// a reader of a snapshot older than `c` is open.
@@ -1026,10 +1020,9 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         self.check_not_writing("begin_write")?;
         self.wrote.store(true, Ordering::Relaxed);
         self.activity.fetch_add(1, Ordering::Relaxed);
-        let mut pending = self.writer.lock();
+        let pending = self.writer.lock();
         // Made at once, so an unwind from here on clears the mark (before the lock goes).
         let mark = WriterMark::set(&self.writer_thread);
-        let log = std::mem::take(&mut pending.log_buf);
         let snapshot = Snapshot::clone(&self.committed.lock());
         Ok(WriteTxn {
             db: self,
@@ -1040,7 +1033,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             freed: Vec::new(),
             freed_values: Vec::new(),
             changed: false,
-            log,
+            log: Vec::new(),
             failed: false,
             dirtied: 0,
         })
@@ -1897,15 +1890,9 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         if (node.below || node.dirty)
             && let Body::Branch { children, .. } = &mut node.body
         {
-            for i in 0..children.len() {
-                // A clean child is left as it is (its link is not replaced in this copy).
-                if children[i].node.get().is_some_and(|n| n.dirty || n.below) {
-                    self.collect_dirty(&mut children[i], tree, epoch, buf, depth + 1, prepared)?;
-                }
+            for child in children {
+                self.collect_dirty(child, tree, epoch, buf, depth + 1, prepared)?;
             }
-            // Links of its own: an array it shared with older copies holds the node versions
-            // its changes replaced, which go once those copies do.
-            children.own();
         }
         node.below = false;
         if !node.dirty {
@@ -2040,8 +2027,6 @@ fn assert_written(link: &Link, depth: usize) {
     if let Body::Branch { children, .. } = &node.body
         && depth < tree::MAX_DEPTH
     {
-        // The checkpoint gave every branch it wrote links of its own.
-        assert!(!children.has_replaced(), "a written branch still shares its children's array");
         for child in children {
             assert_written(child, depth + 1);
         }
@@ -2111,7 +2096,7 @@ fn evict(link: &mut Link, epoch: u64, depth: usize, need: &mut u64, from: usize)
     }
     let node = Arc::make_mut(link.node.get_mut().expect("loaded"));
     let Body::Branch { children, .. } = &mut node.body else { return (0, from) };
-    let (mut evicted, mut stopped, mut changed) = (0, from, false);
+    let (mut evicted, mut stopped) = (0, from);
     for i in order {
         if *need == 0 {
             // Met: the rest are only aged (their marks cleared), through the shared nodes.
@@ -2119,28 +2104,18 @@ fn evict(link: &mut Link, epoch: u64, depth: usize, need: &mut u64, from: usize)
             continue;
         }
         stopped = i;
-        // Looked at through the shared array: a link is replaced in this copy only when it
-        // changes.
-        let Some(loaded) = children[i].node.get() else { continue };
+        let child = &mut children[i];
+        let Some(loaded) = child.node.get() else { continue };
         match (&loaded.body, loaded.dirty, loaded.id) {
             // Unless used since the look above.
             (Body::Leaf(_), false, Some(id)) if unused[i] && !loaded.touched.take() => {
                 *need = need.saturating_sub(loaded.heap_bytes() as u64);
-                children[i] = Link::stored(id, epoch);
+                *child = Link::stored(id, epoch);
                 evicted += 1;
-                changed = true;
             }
-            (Body::Branch { .. }, _, _) => {
-                evicted += evict(&mut children[i], epoch, depth + 1, need, 0).0;
-                changed = true;
-            }
+            (Body::Branch { .. }, _, _) => evicted += evict(child, epoch, depth + 1, need, 0).0,
             _ => {}
         }
-    }
-    if changed {
-        // Links of its own: the array it shared with the older copy still holds the nodes
-        // replaced here (the leaves unloaded), which go once that copy does.
-        children.own();
     }
     (evicted, stopped)
 }
@@ -2833,11 +2808,6 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
             db.latch(appended).map(|lsn| (lsn, wal.since_release()))
         };
         let (lsn, log_bytes) = logged?;
-        if log.capacity() <= LOG_BUF_KEEP {
-            let mut log = log;
-            log.clear();
-            pending.log_buf = log;
-        }
         {
             let mut stats = db.stats.lock();
             if let Some(lsn) = lsn {

@@ -10,8 +10,7 @@
 //!
 //! # Transactions and snapshots
 //! [`Db::begin_write`] gives the one writer a private copy of the trees: nodes are shared
-//! with the last commit and copied the first time the writer changes them (a branch's copy
-//! shares its children's array and keeps the few links it replaced), so
+//! with the last commit and copied the first time the writer changes them, so
 //! [`WriteTxn::abort`] (or a drop) costs nothing and readers never wait for it.
 //! [`Db::begin_read`] gives a snapshot of the last commit that later commits do not change,
 //! from any thread. A checkpoint may rewrite a node a snapshot still names: the node as its

@@ -844,292 +844,9 @@ pub(crate) enum Body {
         /// The separators, strictly increasing.
         keys: Keys,
         /// The subtrees.
-        children: Children,
+        children: Vec<Link>,
     },
 }
-
-/// Children a copy of a branch may replace before its links are copied into an array of
-/// its own.
-const OVERRIDES_MAX: usize = 24;
-/// Children past this many are never replaced one by one (the marks cover this many).
-const MARKED_MAX: usize = 512;
-
-/// A branch's children: an array shared between the branch's copies, and the few links
-/// this copy replaced (a commit changes a handful of a branch's ~130 children).
-///
-/// Copying a branch (the first change a writer makes below it) would otherwise copy every
-/// link, one reference count per child, each in a cache line of its own: most of a commit's
-/// work when its changes are scattered. A copy shares the array and copies only the
-/// replaced links; once more than [`OVERRIDES_MAX`] are replaced, the links are copied into
-/// an array of the copy's own. A copy that holds its array alone changes it in place. A
-/// lookup reads the array as it read a vector (the links inline after the counts), after
-/// one test for replaced links.
-#[derive(Debug)]
-pub(crate) struct Children {
-    base: Arc<[Link]>,
-    /// Bit `i % 128` is set for every replaced child `i`: a lookup of a child whose bit is
-    /// clear reads the array without going through `over`.
-    hint: u128,
-    over: Option<Box<Overrides>>,
-}
-
-/// The links a copy of a branch replaced.
-#[derive(Debug)]
-struct Overrides {
-    /// Bit `i`: child `i` is replaced.
-    marks: [u64; MARKED_MAX / 64],
-    /// The replaced links, in the order of their indexes.
-    links: Vec<Link>,
-}
-
-impl Overrides {
-    /// Where child `i`'s link is in `links`, if it is replaced.
-    #[inline]
-    fn find(&self, i: usize) -> Option<usize> {
-        if i >= MARKED_MAX || self.marks[i / 64] & (1 << (i % 64)) == 0 {
-            return None;
-        }
-        Some(self.rank(i))
-    }
-
-    /// How many replaced children come before child `i`.
-    #[inline]
-    fn rank(&self, i: usize) -> usize {
-        let w = i / 64;
-        let below: u32 = self.marks[..w].iter().map(|m| m.count_ones()).sum();
-        (below + (self.marks[w] & ((1u64 << (i % 64)) - 1)).count_ones()) as usize
-    }
-
-    /// Puts the replaced links in their places in `links` (the array's links, in order).
-    fn apply(self, links: &mut [Link]) {
-        let mut replaced = self.links.into_iter();
-        for (w, &word) in self.marks.iter().enumerate() {
-            let mut bits = word;
-            while bits != 0 {
-                let i = w * 64 + bits.trailing_zeros() as usize;
-                links[i] = replaced.next().expect("a link for each mark");
-                bits &= bits - 1;
-            }
-        }
-    }
-}
-
-impl Clone for Overrides {
-    /// A copy made to be changed: room for a few more replaced links.
-    fn clone(&self) -> Self {
-        let mut links = Vec::with_capacity(self.links.len() + 4);
-        links.extend(self.links.iter().cloned());
-        Self { marks: self.marks, links }
-    }
-}
-
-impl Clone for Children {
-    fn clone(&self) -> Self {
-        Self { base: Arc::clone(&self.base), hint: self.hint, over: self.over.clone() }
-    }
-}
-
-impl From<Vec<Link>> for Children {
-    fn from(links: Vec<Link>) -> Self {
-        Self { base: Arc::from(links), hint: 0, over: None }
-    }
-}
-
-impl Children {
-    /// How many.
-    #[inline]
-    pub(crate) fn len(&self) -> usize {
-        self.base.len()
-    }
-
-    /// Child `i`'s link.
-    #[inline]
-    pub(crate) fn get(&self, i: usize) -> &Link {
-        if self.hint & (1 << (i % 128)) != 0
-            && let Some(over) = &self.over
-            && let Some(r) = over.find(i)
-        {
-            return &over.links[r];
-        }
-        &self.base[i]
-    }
-
-    /// The links in order.
-    pub(crate) fn iter(&self) -> ChildIter<'_> {
-        ChildIter { children: self, range: 0..self.len() }
-    }
-
-    /// Child `i`'s link, to change: replaced in this copy alone (the array stays shared),
-    /// unless this copy holds the array alone or has replaced too many.
-    pub(crate) fn get_mut(&mut self, i: usize) -> &mut Link {
-        assert!(i < self.len(), "child {i} of {}", self.len());
-        if Arc::get_mut(&mut self.base).is_some() {
-            // Held alone: changed in place (replaced links, if any, put back first).
-            let held = Arc::get_mut(&mut self.base).expect("held alone");
-            if let Some(over) = self.over.take() {
-                over.apply(held);
-            }
-            self.hint = 0;
-            return &mut held[i];
-        }
-        if self.base.len() > MARKED_MAX {
-            // Too many to mark: an array of this copy's own.
-            self.base = Arc::from(self.take_links());
-            return &mut Arc::get_mut(&mut self.base).expect("just made")[i];
-        }
-        let (found, full) = {
-            let over = self.over.get_or_insert_with(|| {
-                Box::new(Overrides { marks: [0; MARKED_MAX / 64], links: Vec::new() })
-            });
-            (over.find(i), over.links.len() >= OVERRIDES_MAX)
-        };
-        if let Some(r) = found {
-            return &mut self.over.as_mut().expect("made").links[r];
-        }
-        if full {
-            // An array of this copy's own.
-            self.base = Arc::from(self.take_links());
-            return &mut Arc::get_mut(&mut self.base).expect("just made")[i];
-        }
-        let link = self.base[i].clone();
-        let over = self.over.as_mut().expect("made");
-        let r = over.rank(i);
-        over.links.insert(r, link);
-        over.marks[i / 64] |= 1 << (i % 64);
-        self.hint |= 1 << (i % 128);
-        &mut over.links[r]
-    }
-
-    /// The links as a vector, to change (add, remove, move links): put back into an array
-    /// when the returned guard is dropped.
-    pub(crate) fn vec_mut(&mut self) -> ChildrenMut<'_> {
-        let links = self.take_links();
-        ChildrenMut { children: self, links }
-    }
-
-    /// Makes the array this copy's own, with its replaced links in place (nothing to do if
-    /// it is already): an array shared with older copies keeps the nodes their links name.
-    pub(crate) fn own(&mut self) {
-        if self.over.is_some() || Arc::get_mut(&mut self.base).is_none() {
-            drop(self.vec_mut());
-        }
-    }
-
-    /// The links, in order, taken out of this copy: moved out of an array it holds alone,
-    /// copied from a shared one (the replaced ones moved from `over`).
-    fn take_links(&mut self) -> Vec<Link> {
-        let over = self.over.take();
-        self.hint = 0;
-        let replaced = |i: usize| over.as_ref().is_some_and(|o| o.find(i).is_some());
-        let mut links = Vec::with_capacity(self.len() + 2);
-        match Arc::get_mut(&mut self.base) {
-            Some(held) => {
-                links.extend(held.iter_mut().map(|l| std::mem::replace(l, Link::vacant())));
-            }
-            None => links.extend(
-                self.base
-                    .iter()
-                    .enumerate()
-                    .map(|(i, l)| if replaced(i) { Link::vacant() } else { l.clone() }),
-            ),
-        }
-        if let Some(over) = over {
-            over.apply(&mut links);
-        }
-        links
-    }
-
-    /// Whether this copy replaced links of a shared array.
-    #[cfg(debug_assertions)]
-    pub(crate) fn has_replaced(&self) -> bool {
-        self.over.is_some()
-    }
-
-    /// The memory its links take (the shared array counted whole).
-    pub(crate) fn heap_bytes(&self) -> usize {
-        let over = self.over.as_ref().map_or(0, |o| {
-            std::mem::size_of::<Overrides>() + o.links.capacity() * std::mem::size_of::<Link>()
-        });
-        16 + self.base.len() * std::mem::size_of::<Link>() + over
-    }
-}
-
-/// A branch's links as a vector, to change (see [`Children::vec_mut`]).
-pub(crate) struct ChildrenMut<'a> {
-    children: &'a mut Children,
-    links: Vec<Link>,
-}
-
-impl std::ops::Deref for ChildrenMut<'_> {
-    type Target = Vec<Link>;
-
-    fn deref(&self) -> &Vec<Link> {
-        &self.links
-    }
-}
-
-impl std::ops::DerefMut for ChildrenMut<'_> {
-    fn deref_mut(&mut self) -> &mut Vec<Link> {
-        &mut self.links
-    }
-}
-
-impl Drop for ChildrenMut<'_> {
-    fn drop(&mut self) {
-        self.children.base = Arc::from(std::mem::take(&mut self.links));
-    }
-}
-
-impl std::ops::Index<usize> for Children {
-    type Output = Link;
-
-    #[inline]
-    fn index(&self, i: usize) -> &Link {
-        self.get(i)
-    }
-}
-
-impl std::ops::IndexMut<usize> for Children {
-    fn index_mut(&mut self, i: usize) -> &mut Link {
-        self.get_mut(i)
-    }
-}
-
-impl<'a> IntoIterator for &'a Children {
-    type Item = &'a Link;
-    type IntoIter = ChildIter<'a>;
-
-    fn into_iter(self) -> ChildIter<'a> {
-        self.iter()
-    }
-}
-
-/// The links of a branch's [`Children`], in order.
-pub(crate) struct ChildIter<'a> {
-    children: &'a Children,
-    range: std::ops::Range<usize>,
-}
-
-impl<'a> Iterator for ChildIter<'a> {
-    type Item = &'a Link;
-
-    #[inline]
-    fn next(&mut self) -> Option<&'a Link> {
-        self.range.next().map(|i| self.children.get(i))
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        self.range.size_hint()
-    }
-}
-
-impl DoubleEndedIterator for ChildIter<'_> {
-    fn next_back(&mut self) -> Option<Self::Item> {
-        self.range.next_back().map(|i| self.children.get(i))
-    }
-}
-
-impl ExactSizeIterator for ChildIter<'_> {}
 
 /// A reference to a child node: in memory, or only its object id.
 #[derive(Clone, Debug)]
@@ -1158,11 +875,6 @@ impl Link {
     /// A link to a node that is only on disk.
     pub(crate) fn stored(id: ObjectId, seen: u64) -> Self {
         Self { id: Some(id), seen, node: NodeCell::new() }
-    }
-
-    /// A link to nothing, in the place of one moved out (see [`Children::vec_mut`]).
-    fn vacant() -> Self {
-        Self { id: None, seen: 0, node: NodeCell::new() }
     }
 }
 
@@ -1194,8 +906,7 @@ impl Node {
                         Some(id) => Link::stored(id, seen.unwrap_or(c.seen)),
                         None => c.clone(), // not reached: a new child makes its parent dirty
                     })
-                    .collect::<Vec<_>>()
-                    .into(),
+                    .collect(),
             },
         };
         Self { id: self.id, dirty: false, below: false, body, touched: Touched::default() }
@@ -1214,7 +925,9 @@ impl Node {
     pub(crate) fn heap_bytes(&self) -> usize {
         let buffers = match &self.body {
             Body::Leaf(entries) => entries.heap_bytes(),
-            Body::Branch { keys, children } => keys.heap_bytes() + children.heap_bytes(),
+            Body::Branch { keys, children } => {
+                keys.heap_bytes() + children.capacity() * std::mem::size_of::<Link>()
+            }
         };
         std::mem::size_of::<Node>() + 16 + buffers
     }
@@ -1268,7 +981,7 @@ impl Node {
             Body::Branch { keys, children } => {
                 let id = |link: &Link| link.id.expect("children are written before parents").0;
                 out.extend_from_slice(&id(&children[0]).to_le_bytes());
-                for (k, child) in keys.iter().zip(children.iter().skip(1)) {
+                for (k, child) in keys.iter().zip(&children[1..]) {
                     out.extend_from_slice(&(k.len() as u16).to_le_bytes());
                     out.extend_from_slice(k);
                     out.extend_from_slice(&id(child).to_le_bytes());
@@ -1393,11 +1106,7 @@ impl Node {
         if !in_order {
             return Err(corrupt("keys out of order".into()));
         }
-        let body = if kind == LEAF {
-            Body::Leaf(entries)
-        } else {
-            Body::Branch { keys, children: children.into() }
-        };
+        let body = if kind == LEAF { Body::Leaf(entries) } else { Body::Branch { keys, children } };
         Ok((
             Self { id: Some(id), dirty: false, below: false, body, touched: Touched::default() },
             written,
@@ -1579,7 +1288,7 @@ mod tests {
                     keys.push(Key::from(b"m".as_slice()));
                     keys
                 },
-                children: vec![Link::stored(ObjectId(5), 1), Link::stored(ObjectId(6), 1)].into(),
+                children: vec![Link::stored(ObjectId(5), 1), Link::stored(ObjectId(6), 1)],
             },
         };
         branch.encode(3, 8, &mut bytes);
@@ -1674,125 +1383,13 @@ mod tests {
             body: Body::Branch {
                 children: (0..=keys.len())
                     .map(|i| Link::stored(ObjectId(i as u64 + 1), 1))
-                    .collect::<Vec<_>>()
-                    .into(),
+                    .collect(),
                 keys,
             },
         };
         let mut bytes = Vec::new();
         node.encode(1, 1, &mut bytes);
         assert_eq!(bytes.len(), node.encoded_len());
-    }
-
-    #[derive(Clone, Debug)]
-    enum ChildOp {
-        /// Replace child `i`'s link (its id).
-        Set(usize, u64),
-        /// Keep a copy of the branch's children as they are.
-        Copy,
-        /// Drop the oldest copy kept (the array may then be held alone).
-        DropCopy,
-        Insert(usize, u64),
-        Remove(usize),
-    }
-
-    fn child_op() -> impl proptest::strategy::Strategy<Value = ChildOp> {
-        use proptest::prelude::*;
-        prop_oneof![
-            6 => (any::<usize>(), 1..1000u64).prop_map(|(i, id)| ChildOp::Set(i, id)),
-            2 => Just(ChildOp::Copy),
-            1 => Just(ChildOp::DropCopy),
-            1 => (any::<usize>(), 1..1000u64).prop_map(|(i, id)| ChildOp::Insert(i, id)),
-            1 => any::<usize>().prop_map(ChildOp::Remove),
-        ]
-    }
-
-    fn child_ids(children: &Children) -> Vec<u64> {
-        let by_iter: Vec<u64> = children.iter().map(|l| l.id.expect("stored").0).collect();
-        let by_index: Vec<u64> =
-            (0..children.len()).map(|i| children[i].id.expect("stored").0).collect();
-        assert_eq!(by_iter, by_index);
-        let mut back: Vec<u64> = children.iter().rev().map(|l| l.id.expect("stored").0).collect();
-        back.reverse();
-        assert_eq!(by_iter, back);
-        by_iter
-    }
-
-    /// A copy that replaces more than [`OVERRIDES_MAX`] children of a shared array gets an
-    /// array of its own with every replacement in it; the copy it shared with sees none of
-    /// them; each then changes its own array in place.
-    #[test]
-    fn a_copy_replacing_many_children_gets_an_array_of_its_own() {
-        for len in [40, 130, 300, 512, 513, 700] {
-            let ids: Vec<u64> = (0..len as u64).map(|i| 1000 + i).collect();
-            let old = Children::from(
-                ids.iter().map(|&id| Link::stored(ObjectId(id), 1)).collect::<Vec<_>>(),
-            );
-            let mut new = old.clone();
-            let mut model = ids.clone();
-            // Every seventh child, in an order that is not the index order.
-            let mut replaced: Vec<usize> = (0..len).step_by(7).collect();
-            replaced.reverse();
-            for (n, &i) in replaced.iter().enumerate() {
-                new[i].id = Some(ObjectId(5_000_000 + i as u64));
-                model[i] = 5_000_000 + i as u64;
-                assert_eq!(child_ids(&new), model, "len {len}, after {} replacements", n + 1);
-                assert_eq!(child_ids(&old), ids, "len {len}: the old copy changed");
-                let held = Arc::strong_count(&new.base) == 1;
-                assert_eq!(held, n >= OVERRIDES_MAX || len > MARKED_MAX, "len {len}, {n}");
-                assert!(new.over.as_ref().is_none_or(|o| o.links.len() <= OVERRIDES_MAX));
-            }
-            // Held alone now (or never shared past the marks): changed in place.
-            new[0].id = Some(ObjectId(7));
-            model[0] = 7;
-            assert_eq!(child_ids(&new), model);
-            assert_eq!(child_ids(&old), ids);
-        }
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
-        /// A branch's children follow every change as a vector would, whichever of their
-        /// links are replaced in a copy or in the shared array, across the marks' words and
-        /// past the children the marks cover; a copy kept aside never sees a later change.
-        #[test]
-        fn children_follow_every_change_as_a_vector_would(
-            len in proptest::prop_oneof![1..140usize, 120..600usize],
-            ops in proptest::collection::vec(child_op(), 1..200),
-        ) {
-            let mut model: Vec<u64> = (0..len as u64).map(|i| 5000 + i).collect();
-            let mut children =
-                Children::from(model.iter().map(|&id| Link::stored(ObjectId(id), 1)).collect::<Vec<_>>());
-            let mut kept: std::collections::VecDeque<(Children, Vec<u64>)> = Default::default();
-            for op in ops {
-                match op {
-                    ChildOp::Set(i, id) => {
-                        let i = i % model.len();
-                        children[i].id = Some(ObjectId(id));
-                        model[i] = id;
-                    }
-                    ChildOp::Copy => kept.push_back((children.clone(), model.clone())),
-                    ChildOp::DropCopy => drop(kept.pop_front()),
-                    ChildOp::Insert(i, id) => {
-                        let i = i % (model.len() + 1);
-                        children.vec_mut().insert(i, Link::stored(ObjectId(id), 1));
-                        model.insert(i, id);
-                    }
-                    ChildOp::Remove(i) if model.len() > 1 => {
-                        let i = i % model.len();
-                        children.vec_mut().remove(i);
-                        model.remove(i);
-                    }
-                    ChildOp::Remove(_) => {}
-                }
-                proptest::prop_assert_eq!(children.len(), model.len());
-                proptest::prop_assert_eq!(child_ids(&children), model.clone());
-                proptest::prop_assert!(children.over.as_ref().is_none_or(|o| o.links.len() <= OVERRIDES_MAX));
-            }
-            for (copy, model) in &kept {
-                proptest::prop_assert_eq!(&child_ids(copy), model);
-            }
-        }
     }
 
     /// Every change to a leaf's entries keeps each key's and inline value's bytes, and the

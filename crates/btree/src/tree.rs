@@ -207,7 +207,7 @@ impl Edit<'_> {
                             keys.push(sep);
                             keys
                         },
-                        children: vec![left, right].into(),
+                        children: vec![left, right],
                     },
                     touched: Touched::default(),
                 },
@@ -270,7 +270,7 @@ impl Edit<'_> {
                 let Body::Branch { keys, children } = &mut node.body else { unreachable!() };
                 at_end = i + 1 == children.len();
                 keys.insert(i, sep);
-                children.vec_mut().insert(i + 1, right);
+                children.insert(i + 1, right);
             }
             (node, old)
         };
@@ -309,7 +309,7 @@ impl Edit<'_> {
         if collapse {
             let node = self.node_mut(root)?;
             let Body::Branch { children, .. } = &mut node.body else { unreachable!("a branch") };
-            let only = children.vec_mut().pop().expect("a branch has a child");
+            let only = children.pop().expect("a branch has a child");
             let old_root = std::mem::replace(root, only);
             self.free(old_root.node.get().expect("loaded"));
         }
@@ -336,17 +336,23 @@ impl Edit<'_> {
         let Body::Branch { keys, children } = &mut node.body else { unreachable!("a branch") };
         let i = keys.upper(&probe);
         let old = self.remove_at(&mut children[i], key, depth + 1)?;
-        if old.is_some() && needs_rebalance(&children[i], children.len()) {
+        if old.is_some() && self.needs_rebalance(children, i) {
             self.dirty(node);
             let Body::Branch { keys, children } = &mut node.body else { unreachable!() };
-            self.rebalance(keys, &mut children.vec_mut(), i)?;
+            self.rebalance(keys, children, i)?;
         }
         Ok(old)
     }
 
+    /// Whether child `i` fell under the minimum and has a sibling to merge with.
+    fn needs_rebalance(&self, children: &[Link], i: usize) -> bool {
+        let child = children[i].node.get().expect("the removal loaded it");
+        children.len() >= 2 && (child.encoded_len() < NODE_MIN || child.len() == 0)
+    }
+
     /// Merges child `i` with a sibling, or refills it from one, if it is under the minimum.
     fn rebalance(&mut self, keys: &mut Keys, children: &mut Vec<Link>, i: usize) -> Result<()> {
-        if !needs_rebalance(&children[i], children.len()) {
+        if !self.needs_rebalance(children, i) {
             return Ok(());
         }
         let l = if i + 1 < children.len() { i } else { i - 1 };
@@ -374,7 +380,7 @@ impl Edit<'_> {
                 ) => {
                     lk.push(sep);
                     lk.append(rk);
-                    lc.vec_mut().append(&mut rc.vec_mut());
+                    lc.append(rc);
                 }
                 _ => return Err(Error::Corrupt("sibling B-tree nodes at different depths".into())),
             }
@@ -395,25 +401,17 @@ impl Edit<'_> {
             (Body::Branch { keys: lk, children: lc }, Body::Branch { keys: rk, children: rc }) => {
                 lk.push(keys.key(l));
                 lk.append(rk);
-                let mut lc = lc.vec_mut();
-                lc.append(&mut rc.vec_mut());
+                lc.append(rc);
                 let sizes: Vec<usize> = lk.iter().map(|k| 10 + k.len()).collect();
                 let m = split_point(&sizes, 1, sizes.len() - 2);
                 *rk = lk.split_off(m + 1);
                 keys.set(l, lk.pop().expect("m + 1 keys stay on the left"));
-                *rc = lc.split_off(m + 1).into();
+                *rc = lc.split_off(m + 1);
             }
             _ => return Err(Error::Corrupt("sibling B-tree nodes at different depths".into())),
         }
         Ok(())
     }
-}
-
-/// Whether a child (of a branch with `siblings` children) fell under the minimum and has a
-/// sibling to merge with.
-fn needs_rebalance(child: &Link, siblings: usize) -> bool {
-    let child = child.node.get().expect("the removal loaded it");
-    siblings >= 2 && (child.encoded_len() < NODE_MIN || child.len() == 0)
 }
 
 /// The index in `lo..=hi` where the running total of `sizes` first reaches half the sum.
@@ -470,13 +468,13 @@ fn split(node: &mut Node, at_end: bool) -> (Key, Node) {
                 split_point(&sizes, 1, sizes.len() - 2)
             };
             let right_keys = keys.split_off(m + 1);
-            let right_children = children.vec_mut().split_off(m + 1);
+            let right_children = children.split_off(m + 1);
             let sep = keys.pop().expect("m + 1 keys on the left");
             let right = Node {
                 id: None,
                 dirty: true,
                 below: true,
-                body: Body::Branch { keys: right_keys, children: right_children.into() },
+                body: Body::Branch { keys: right_keys, children: right_children },
                 touched: Touched::default(),
             };
             return (sep, right);
@@ -928,7 +926,7 @@ fn branch(group: Vec<(Link, Key)>, sink: &mut Sink<'_>) -> Result<(Link, Key)> {
         }
         children.push(link);
     }
-    Ok((sink(Body::Branch { keys, children: children.into() })?, first))
+    Ok((sink(Body::Branch { keys, children })?, first))
 }
 
 /// Calls `f` with every entry of the tree under `root`, in key order, reading the nodes not
