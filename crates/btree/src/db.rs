@@ -240,7 +240,13 @@ struct Pending {
     changed: bool,
     /// Nodes commits made dirty since the last checkpoint, about.
     dirtied: u64,
+    /// The last commit's record buffer, emptied, for the next transaction's record: a big
+    /// commit's record would otherwise grow a new buffer, page by page, every time.
+    log_buf: Vec<u8>,
 }
+
+/// A record buffer up to this capacity is kept for the next transaction.
+const LOG_BUF_KEEP: usize = 1 << 20;
 
 /// Nodes as their objects held them before checkpoint `c` rewrote or freed them, kept while
 /// a reader of a snapshot older than `c` is open.
@@ -1020,9 +1026,10 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         self.check_not_writing("begin_write")?;
         self.wrote.store(true, Ordering::Relaxed);
         self.activity.fetch_add(1, Ordering::Relaxed);
-        let pending = self.writer.lock();
+        let mut pending = self.writer.lock();
         // Made at once, so an unwind from here on clears the mark (before the lock goes).
         let mark = WriterMark::set(&self.writer_thread);
+        let log = std::mem::take(&mut pending.log_buf);
         let snapshot = Snapshot::clone(&self.committed.lock());
         Ok(WriteTxn {
             db: self,
@@ -1033,7 +1040,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             freed: Vec::new(),
             freed_values: Vec::new(),
             changed: false,
-            log: Vec::new(),
+            log,
             failed: false,
             dirtied: 0,
         })
@@ -1638,9 +1645,17 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
     /// Makes `snapshot` the one new readers get. The snapshot it replaces is dropped once
     /// the lock is released: freeing the node versions only it held takes a while, and
     /// [`Db::begin_read`] must not wait for that.
-    fn publish(&self, snapshot: Arc<Snapshot>) {
-        let replaced = std::mem::replace(&mut *self.committed.lock(), snapshot);
+    ///
+    /// Returns whether a reader was open when it was published (a reader registers under
+    /// the same lock, so one that is not open then takes this snapshot or a later one).
+    fn publish(&self, snapshot: Arc<Snapshot>) -> bool {
+        let (replaced, readers) = {
+            let mut committed = self.committed.lock();
+            let readers = !self.readers.lock().is_empty();
+            (std::mem::replace(&mut *committed, snapshot), readers)
+        };
         drop(replaced);
+        readers
     }
 
     /// Refuses `what` from the thread whose [`WriteTxn`] holds the writer lock: it would
@@ -2808,6 +2823,11 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
             db.latch(appended).map(|lsn| (lsn, wal.since_release()))
         };
         let (lsn, log_bytes) = logged?;
+        if log.capacity() <= LOG_BUF_KEEP {
+            let mut log = log;
+            log.clear();
+            pending.log_buf = log;
+        }
         {
             let mut stats = db.stats.lock();
             if let Some(lsn) = lsn {
@@ -2816,12 +2836,20 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
             }
             stats.dirty_nodes = pending.dirtied;
         }
-        pending.superseded.extend(superseded);
         pending.freed.extend(freed);
         pending.freed_values.extend(freed_values);
         pending.changed |= changed;
         let snapshot = Arc::new(snapshot);
-        db.publish(Arc::clone(&snapshot));
+        if db.publish(Arc::clone(&snapshot)) {
+            pending.superseded.extend(superseded);
+        } else {
+            // No reader was open when this commit was published: none can ever load a node
+            // as its object held it before a commit up to this one (a reader from now on
+            // takes this snapshot or a later one, which name the new versions), so the saved
+            // versions go now rather than at the next checkpoint.
+            pending.superseded.clear();
+            drop(superseded);
+        }
         let mut checkpointed = None;
         // A checkpoint already between its phases releases the log once written: this
         // commit does not wait for it (holding writers off) to start another.

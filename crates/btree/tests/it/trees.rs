@@ -88,6 +88,77 @@ fn a_snapshot_reads_nodes_a_later_checkpoint_rewrote_as_they_were() {
     assert_eq!(t.get(&8).unwrap(), None);
 }
 
+/// A commit published while no reader is open drops the node versions its changes replaced
+/// at once (no later reader can need them); one published while a reader is open keeps them
+/// until a checkpoint no longer needs them, so that reader still reads, after a checkpoint
+/// rewrote them, the nodes it had not loaded as they were.
+#[test]
+fn replaced_node_versions_are_kept_only_while_a_reader_may_need_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.bob");
+    let db = Db::create(&path).unwrap();
+    let put_all = |db: &Db, round: u8, step: usize| {
+        let mut tx = db.begin_write().unwrap();
+        {
+            let mut t = tx.open_tree::<u64, Vec<u8>>("t").unwrap();
+            for i in (0..6000u64).step_by(step) {
+                t.insert(&i, &vec![round; 120]).unwrap();
+            }
+        }
+        tx.commit(Durability::Durable).unwrap();
+    };
+    put_all(&db, 1, 1);
+    db.close().unwrap();
+    // Nothing but the catalog is loaded after open.
+    let db = Db::open(&path).unwrap();
+    // No reader open: the versions this commit replaces go at once.
+    put_all(&db, 2, 500);
+    // A reader that begins and ends while a writer works is gone by its commit.
+    let mut tx = db.begin_write().unwrap();
+    drop(db.begin_read());
+    tx.open_tree::<u64, Vec<u8>>("t").unwrap().insert(&1, &vec![3; 120]).unwrap();
+    tx.commit(Durability::Durable).unwrap();
+    let expect = |i: u64| {
+        if i == 1 {
+            3
+        } else if i % 500 == 0 {
+            2
+        } else {
+            1
+        }
+    };
+    // This reader's snapshot has most nodes unloaded; the commits after it rewrite them.
+    let read = db.begin_read();
+    for round in 4..7u8 {
+        put_all(&db, round, 3);
+        db.checkpoint().unwrap();
+    }
+    let t = read.open_tree::<u64, Vec<u8>>("t").unwrap();
+    assert_eq!(t.len(), 6000);
+    for (i, entry) in t.iter().unwrap().enumerate() {
+        let (k, v) = entry.unwrap();
+        assert_eq!((k, v), (i as u64, vec![expect(i as u64); 120]));
+    }
+    drop(read);
+    put_all(&db, 7, 2);
+    db.checkpoint().unwrap();
+    let now = db.begin_read();
+    let t = now.open_tree::<u64, Vec<u8>>("t").unwrap();
+    for i in [0u64, 1, 3, 5, 9, 5999] {
+        let round = if i % 2 == 0 {
+            7
+        } else if i % 3 == 0 {
+            6
+        } else {
+            expect(i)
+        };
+        assert_eq!(t.get(&i).unwrap(), Some(vec![round; 120]), "key {i}");
+    }
+    drop(now);
+    db.close().unwrap();
+    assert!(Db::open(&path).unwrap().verify().unwrap().is_clean());
+}
+
 #[test]
 fn damage_to_a_node_is_an_error_never_data() {
     let dir = tempfile::tempdir().unwrap();
