@@ -7,6 +7,13 @@
 //! names deleted, and no checkpoint follows one whose second phase failed (leaving nodes
 //! marked clean that its store commit never wrote) into the store.
 //!
+//!
+//! A second model follows one node: a commit replaces it (a new version, in memory) and
+//! saves the version its object held only if a reader is registered as it publishes (under
+//! `committed`, which readers register under); a checkpoint moves the saved versions into
+//! `rewrites` and rewrites the object. Checked: a reader whose snapshot has the node
+//! unloaded always finds the version it names, on disk or saved.
+//!
 //! The model mirrors `Core::checkpoint_if`, `Core::checkpoint_prepare`,
 //! `Core::checkpoint_write`, `WriteTxn::commit` and `Core::begin_read` step by step; the
 //! store is a set of object ids.
@@ -198,5 +205,127 @@ fn loom_no_checkpoint_follows_a_failed_one_into_the_store() {
         };
         model.checkpoint_failing(1, true);
         other.join().expect("no panic");
+    });
+}
+
+/// One node as a snapshot names it: the version, and whether it is clean (its object holds
+/// it as of the snapshot's epoch: a reader loads it from there) or changed (in memory).
+#[derive(Clone, Copy, Debug)]
+struct NodeSnap {
+    epoch: u64,
+    version: u64,
+    clean: bool,
+}
+
+/// The node's model: `Core::publish`'s reader check, `WriteTxn::commit`'s saved versions,
+/// `checkpoint_prepare` moving them into `rewrites`, `Load::load`'s fallback.
+struct NodeModel {
+    writer: Mutex<Vec<u64>>,
+    committed: Mutex<NodeSnap>,
+    readers: Mutex<BTreeMap<u64, usize>>,
+    /// The node's object: the epoch that wrote it and the version it holds.
+    object: Mutex<(u64, u64)>,
+    /// Saved versions by the epoch of the checkpoint that rewrote the object.
+    rewrites: Mutex<Vec<(u64, u64)>>,
+}
+
+impl NodeModel {
+    fn new() -> Self {
+        Self {
+            writer: Mutex::new(Vec::new()),
+            committed: Mutex::new(NodeSnap { epoch: 1, version: 1, clean: true }),
+            readers: Mutex::new(BTreeMap::new()),
+            object: Mutex::new((1, 1)),
+            rewrites: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A commit that changes the node: saves the clean version it replaces only if a reader
+    /// is registered when it publishes.
+    fn commit(&self) {
+        let mut superseded = self.writer.lock();
+        let old = *self.committed.lock();
+        let new = NodeSnap { epoch: old.epoch, version: old.version + 1, clean: false };
+        let readers = {
+            let mut committed = self.committed.lock();
+            let readers = !self.readers.lock().is_empty();
+            *committed = new;
+            readers
+        };
+        if readers {
+            if old.clean {
+                superseded.push(old.version);
+            }
+        } else {
+            superseded.clear();
+        }
+    }
+
+    /// A checkpoint (both phases under the writer lock, as a commit that is its own): the
+    /// saved versions go to `rewrites`, the object is rewritten, the clean state published.
+    fn checkpoint(&self) {
+        let mut superseded = self.writer.lock();
+        let snap = *self.committed.lock();
+        if snap.clean {
+            return;
+        }
+        let epoch = snap.epoch + 1;
+        {
+            let mut rewrites = self.rewrites.lock();
+            for version in superseded.drain(..) {
+                rewrites.push((epoch, version));
+            }
+        }
+        *self.object.lock() = (epoch, snap.version);
+        *self.committed.lock() = NodeSnap { epoch, version: snap.version, clean: true };
+    }
+
+    /// `begin_read`, a load of the node if the snapshot has it unloaded, and the end.
+    fn read(&self) {
+        let snap = {
+            let committed = self.committed.lock();
+            let snap = *committed;
+            *self.readers.lock().entry(snap.epoch).or_default() += 1;
+            snap
+        };
+        thread::yield_now();
+        if snap.clean {
+            let (written, version) = *self.object.lock();
+            let found = if written <= snap.epoch {
+                Some(version)
+            } else {
+                let rewrites = self.rewrites.lock();
+                rewrites
+                    .iter()
+                    .filter(|(e, _)| *e > snap.epoch)
+                    .min_by_key(|(e, _)| *e)
+                    .map(|r| r.1)
+            };
+            assert_eq!(found, Some(snap.version), "a reader could not load its node version");
+        }
+        let mut readers = self.readers.lock();
+        let count = readers.get_mut(&snap.epoch).expect("registered");
+        *count -= 1;
+        if *count == 0 {
+            readers.remove(&snap.epoch);
+        }
+    }
+}
+
+#[test]
+fn loom_a_reader_finds_the_node_version_it_names() {
+    loom::model(|| {
+        let model = Arc::new(NodeModel::new());
+        let writer = {
+            let m = Arc::clone(&model);
+            thread::spawn(move || {
+                m.commit();
+                m.checkpoint();
+                m.commit();
+                m.checkpoint();
+            })
+        };
+        model.read();
+        writer.join().expect("no panic");
     });
 }
