@@ -5,18 +5,19 @@
 //! while a writer commits (and, past the log's bound, tries a checkpoint of its own) and a
 //! reader reads. Checked: no deadlock, no reader ever finds the value object its snapshot
 //! names deleted, and no checkpoint follows one whose second phase failed (leaving nodes
-//! marked clean that its store commit never wrote) into the store.
-//!
+//! marked clean that its store commit never wrote) into the store. It mirrors
+//! `Core::checkpoint_if`, `Core::checkpoint_prepare`, `Core::checkpoint_write`,
+//! `WriteTxn::commit` and `Core::begin_read` step by step; the store is a set of object ids.
 //!
 //! A second model follows one node: a commit replaces it (a new version, in memory) and
-//! saves the version its object held only if a reader is registered as it publishes (under
-//! `committed`, which readers register under); a checkpoint moves the saved versions into
-//! `rewrites` and rewrites the object. Checked: a reader whose snapshot has the node
-//! unloaded always finds the version it names, on disk or saved.
-//!
-//! The model mirrors `Core::checkpoint_if`, `Core::checkpoint_prepare`,
-//! `Core::checkpoint_write`, `WriteTxn::commit` and `Core::begin_read` step by step; the
-//! store is a set of object ids.
+//! keeps the versions replaced since the last checkpoint only if a reader is registered
+//! once it has published (under `committed`, which readers register under: a reader that
+//! registers later takes the new snapshot); with none, it drops them all, its own and
+//! earlier commits'. A checkpoint moves the kept versions into `rewrites` and rewrites the
+//! object. Checked: a reader whose snapshot has the node unloaded always finds the version
+//! it names, on disk or saved, with two commits between checkpoints. Not modelled: the
+//! checkpoint's two phases (here both run under the writer lock, as for a commit that is its
+//! own checkpoint), `prune_rewrites`, eviction.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -319,6 +320,7 @@ fn loom_a_reader_finds_the_node_version_it_names() {
         let writer = {
             let m = Arc::clone(&model);
             thread::spawn(move || {
+                m.commit();
                 m.commit();
                 m.checkpoint();
                 m.commit();

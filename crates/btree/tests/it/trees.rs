@@ -113,23 +113,20 @@ fn replaced_node_versions_are_kept_only_while_a_reader_may_need_them() {
     let db = Db::open(&path).unwrap();
     // No reader open: the versions this commit replaces go at once.
     put_all(&db, 2, 500);
-    // A reader that begins and ends while a writer works is gone by its commit.
+    // A reader that begins and ends while a writer works is gone by its commit; one that
+    // begins then and stays open is not.
     let mut tx = db.begin_write().unwrap();
     drop(db.begin_read());
+    let inside = db.begin_read();
     tx.open_tree::<u64, Vec<u8>>("t").unwrap().insert(&1, &vec![3; 120]).unwrap();
     tx.commit(Durability::Durable).unwrap();
-    let expect = |i: u64| {
-        if i == 1 {
-            3
-        } else if i % 500 == 0 {
-            2
-        } else {
-            1
-        }
-    };
-    // This reader's snapshot has most nodes unloaded; the commits after it rewrite them.
+    let before = |i: u64| if i % 500 == 0 { 2 } else { 1 };
+    let expect = |i: u64| if i == 1 { 3 } else { before(i) };
+    // This reader's snapshot has most nodes unloaded (as the inside one's); the commits
+    // after it rewrite them, two between checkpoints (the second keeps what the first kept).
     let read = db.begin_read();
     for round in 4..7u8 {
+        put_all(&db, round, 3);
         put_all(&db, round, 3);
         db.checkpoint().unwrap();
     }
@@ -139,6 +136,12 @@ fn replaced_node_versions_are_kept_only_while_a_reader_may_need_them() {
         let (k, v) = entry.unwrap();
         assert_eq!((k, v), (i as u64, vec![expect(i as u64); 120]));
     }
+    let t = inside.open_tree::<u64, Vec<u8>>("t").unwrap();
+    for (i, entry) in t.iter().unwrap().enumerate() {
+        let (k, v) = entry.unwrap();
+        assert_eq!((k, v), (i as u64, vec![before(i as u64); 120]), "the inside reader");
+    }
+    drop(inside);
     drop(read);
     put_all(&db, 7, 2);
     db.checkpoint().unwrap();
