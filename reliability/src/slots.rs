@@ -83,14 +83,17 @@ fn u32_at(bytes: &[u8], at: usize) -> usize {
         as usize
 }
 
-/// The active journal of `image` (its newest intact slot's), if it has an intact slot.
+/// The active journal of `image`, if it has an intact slot: the journal of the slot open
+/// takes ([`expected_open`]: the newest intact slot, or the older slot of a sealed pair, whose
+/// salt the journal's records carry).
 pub fn active_journal(image: &[u8]) -> Option<ActiveJournal> {
+    let expected = expected_open(image)?;
     let (index, generation) = (0..2)
         .filter_map(|i| match slot(image, i) {
             Slot::Intact(generation) => Some((i, generation)),
             _ => None,
         })
-        .max_by_key(|&(_, generation)| generation)?;
+        .find(|&(_, generation)| generation == expected)?;
     let header = &image[index * SLOT_STRIDE..];
     let region = (u64_at(header, 80 + 8 * index) as usize, u64_at(header, 96) as usize);
     let salt = u64_at(header, 104);
@@ -206,6 +209,8 @@ mod tests {
         assert_eq!(sealed_pair(&image), Some((generation, generation + 1)));
         assert_eq!(expected_open(&image), Some(generation));
         assert_eq!(newest_intact(&image), Some(generation + 1));
+        // The journal the campaigns look at is the one open reads: the older slot's.
+        assert_eq!(active_journal(&image).map(|j| j.generation), Some(generation));
         let reopened =
             Store::<BasicAllocator, SimDisk>::open_with(disk.clone(), options).expect("open");
         assert_eq!(reopened.generation(), generation);
