@@ -87,13 +87,8 @@ fn u32_at(bytes: &[u8], at: usize) -> usize {
 /// takes ([`expected_open`]: the newest intact slot, or the older slot of a sealed pair, whose
 /// salt the journal's records carry).
 pub fn active_journal(image: &[u8]) -> Option<ActiveJournal> {
-    let expected = expected_open(image)?;
-    let (index, generation) = (0..2)
-        .filter_map(|i| match slot(image, i) {
-            Slot::Intact(generation) => Some((i, generation)),
-            _ => None,
-        })
-        .find(|&(_, generation)| generation == expected)?;
+    let generation = expected_open(image)?;
+    let index = (0..2).find(|&i| slot(image, i) == Slot::Intact(generation))?;
     let header = &image[index * SLOT_STRIDE..];
     let region = (u64_at(header, 80 + 8 * index) as usize, u64_at(header, 96) as usize);
     let salt = u64_at(header, 104);

@@ -15,8 +15,8 @@
 //! [`Db::begin_read`] gives a snapshot of the last commit that later commits do not change,
 //! from any thread. A checkpoint may rewrite a node a snapshot still names: the node as its
 //! object held it is kept in memory (if a reader was open when the commit replacing it was
-//! published) until every older snapshot has ended, and a node loaded
-//! from disk is checked to belong to the snapshot's checkpoint.
+//! published) until every older snapshot has ended, and a node loaded from disk is checked
+//! to belong to the snapshot's checkpoint.
 //!
 //! # Durability: the write-ahead log and checkpoints
 //! A commit appends one checksummed record of its changes to the write-ahead log (segment

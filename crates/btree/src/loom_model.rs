@@ -36,6 +36,29 @@ struct Pending {
     freed: Vec<u64>,
 }
 
+/// `Core::begin_read`: the committed snapshot, its epoch registered in `readers` under the
+/// `committed` lock.
+fn begin_read<T: Copy>(
+    committed: &Mutex<T>,
+    readers: &Mutex<BTreeMap<u64, usize>>,
+    epoch: impl Fn(&T) -> u64,
+) -> T {
+    let committed = committed.lock();
+    let snapshot = *committed;
+    *readers.lock().entry(epoch(&snapshot)).or_default() += 1;
+    snapshot
+}
+
+/// `ReadTxn`'s drop: the reader's epoch unregistered.
+fn end_read(readers: &Mutex<BTreeMap<u64, usize>>, epoch: u64) {
+    let mut readers = readers.lock();
+    let count = readers.get_mut(&epoch).expect("registered");
+    *count -= 1;
+    if *count == 0 {
+        readers.remove(&epoch);
+    }
+}
+
 struct Model {
     writer: Mutex<Pending>,
     ckpt: Mutex<()>,
@@ -151,20 +174,10 @@ impl Model {
 
     /// `begin_read`, a read of the snapshot's value, and the reader's end.
     fn read(&self) {
-        let snapshot = {
-            let committed = self.committed.lock();
-            let snapshot = *committed;
-            *self.readers.lock().entry(snapshot.epoch).or_default() += 1;
-            snapshot
-        };
+        let snapshot = begin_read(&self.committed, &self.readers, |s| s.epoch);
         thread::yield_now();
         assert!(self.store.lock().contains(&snapshot.value), "a reader's value was deleted");
-        let mut readers = self.readers.lock();
-        let count = readers.get_mut(&snapshot.epoch).expect("registered");
-        *count -= 1;
-        if *count == 0 {
-            readers.remove(&snapshot.epoch);
-        }
+        end_read(&self.readers, snapshot.epoch);
     }
 }
 
@@ -283,12 +296,7 @@ impl NodeModel {
 
     /// `begin_read`, a load of the node if the snapshot has it unloaded, and the end.
     fn read(&self) {
-        let snap = {
-            let committed = self.committed.lock();
-            let snap = *committed;
-            *self.readers.lock().entry(snap.epoch).or_default() += 1;
-            snap
-        };
+        let snap = begin_read(&self.committed, &self.readers, |s| s.epoch);
         thread::yield_now();
         if snap.clean {
             let (written, version) = *self.object.lock();
@@ -304,12 +312,7 @@ impl NodeModel {
             };
             assert_eq!(found, Some(snap.version), "a reader could not load its node version");
         }
-        let mut readers = self.readers.lock();
-        let count = readers.get_mut(&snap.epoch).expect("registered");
-        *count -= 1;
-        if *count == 0 {
-            readers.remove(&snap.epoch);
-        }
+        end_read(&self.readers, snap.epoch);
     }
 }
 

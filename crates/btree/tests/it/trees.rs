@@ -336,6 +336,16 @@ fn changed_nodes_past_half_the_budget_bring_a_checkpoint_forward() {
     assert_eq!(t.get(&1).unwrap(), Some(vec![7u8; 100]));
 }
 
+/// Waits (up to 60 s, then fails) for the persistence thread to bring the nodes in memory
+/// under `budget`.
+fn wait_under_budget(db: &Db, budget: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while db.stats().node_bytes > budget {
+        assert!(std::time::Instant::now() < deadline, "{:?}", db.stats());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// While writers keep changing nodes past half the budget, each round's checkpoint is
 /// followed by unloading what it wrote: memory stays near the budget during the writes, not
 /// only after them.
@@ -380,11 +390,7 @@ fn steady_writes_keep_to_the_memory_budget() {
         std::thread::sleep(Duration::from_millis(1));
     }
     // Once the writes stop, a round brings the nodes under the budget.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while db.stats().node_bytes > budget {
-        assert!(Instant::now() < deadline, "{:?}", db.stats());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_under_budget(&db, budget);
     let read = db.begin_read();
     let t = read.open_tree::<u64, Vec<u8>>("t").unwrap();
     assert_eq!(t.len(), 20_000);
@@ -453,11 +459,7 @@ fn unloading_keeps_the_leaves_in_use() {
     // (0-1 here, 27 once on a loaded CI machine).
     assert!(hot_misses < 200, "{hot_misses} hot leaves reloaded: {stats:?}");
     // Once the scan stops, a round brings the nodes under the budget.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while db.stats().node_bytes > budget {
-        assert!(Instant::now() < deadline, "{:?}", db.stats());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_under_budget(&db, budget);
 }
 
 /// A change rewrites the node it changes, not the path to the root: one insert that splits
