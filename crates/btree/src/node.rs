@@ -834,7 +834,7 @@ impl Clone for Touched {
 }
 
 /// A node's entries.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) enum Body {
     /// Keys in order, each with its value (the keys strictly increasing).
     Leaf(Entries),
@@ -846,6 +846,30 @@ pub(crate) enum Body {
         /// The subtrees.
         children: Vec<Link>,
     },
+}
+
+impl Clone for Body {
+    /// A branch's copy takes a reference to each loaded child: the count of each is in a
+    /// line of its own, most of them not cached (a leaf's, below a branch of a hundred), and
+    /// each locked increment waits for its line before the next starts. Asking for all the
+    /// lines first lets their misses overlap: single-put commits 1.14-1.20x, 1,000-put
+    /// commits 1.07-1.08x in phase-synced A/B runs (docs/benchmarks.md).
+    fn clone(&self) -> Self {
+        match self {
+            Body::Leaf(entries) => Body::Leaf(entries.clone()),
+            Body::Branch { keys, children } => {
+                for child in children {
+                    if let Some(node) = child.node.get() {
+                        // `Arc` keeps its counts just before the value; if a later `std` did
+                        // not, this would only ask for a line nearby.
+                        let counts = Arc::as_ptr(node).cast::<u8>().wrapping_sub(16);
+                        bob_io_helpers::prefetch(counts);
+                    }
+                }
+                Body::Branch { keys: keys.clone(), children: children.clone() }
+            }
+        }
+    }
 }
 
 /// A reference to a child node: in memory, or only its object id.

@@ -10,6 +10,7 @@
 //!   checksummed frame used by bob's on-disk formats (`docs/format.md`).
 //! - [`create_new_durable`] and [`sync_dir`]: file creation that survives a power loss.
 //! - [`sync`]: the one module that picks `parking_lot`/`std` or loom primitives.
+//! - [`prefetch`]: a cache-line hint for runs of independent accesses to cold memory.
 //!
 //! # Invariants
 //! - A [`FileBackend`] read or write is whole or an error; short transfers and `Interrupted`
@@ -63,6 +64,7 @@ mod error;
 mod fault_guard;
 mod frame;
 mod fs;
+mod hint;
 mod mapped;
 mod section;
 #[cfg(any(test, feature = "testing"))]
@@ -81,5 +83,6 @@ pub use frame::{
     frame_len,
 };
 pub use fs::{create_new_durable, create_new_durable_with, sync_dir, sync_parent_dir};
+pub use hint::prefetch;
 pub use section::{SectionReader, SectionWriter};
 pub use token::{DiskToken, DiskTokenManager};
