@@ -13,8 +13,8 @@ use std::sync::Arc;
 use bob_store_core::ObjectId;
 
 use crate::node::{
-    Body, Entries, Key, Keys, Link, MAX_INLINE_VALUE_LEN, NODE_MIN, NODE_TARGET, Node, Probe,
-    Touched, Val, ValRef, ValView,
+    Body, Entries, Key, KeyList, Keys, Link, MAX_INLINE_VALUE_LEN, NODE_MIN, NODE_TARGET, Node,
+    Probe, Touched, Val, ValRef, ValView,
 };
 use crate::{Error, Result};
 
@@ -918,7 +918,7 @@ impl<'s, 'b> Builder<'s, 'b> {
 
 fn branch(group: Vec<(Link, Key)>, sink: &mut Sink<'_>) -> Result<(Link, Key)> {
     let first = group[0].1.clone();
-    let mut keys = Keys::with_capacity(group.len() - 1);
+    let mut keys = KeyList::with_capacity(group.len() - 1);
     let mut children = Vec::with_capacity(group.len());
     for (i, (link, key)) in group.into_iter().enumerate() {
         if i > 0 {
@@ -926,7 +926,7 @@ fn branch(group: Vec<(Link, Key)>, sink: &mut Sink<'_>) -> Result<(Link, Key)> {
         }
         children.push(link);
     }
-    Ok((sink(Body::Branch { keys, children })?, first))
+    Ok((sink(Body::Branch { keys: keys.freeze(), children })?, first))
 }
 
 /// Calls `f` with every entry of the tree under `root`, in key order, reading the nodes not
