@@ -683,21 +683,6 @@ impl KeyList {
         Some(self.remove(last))
     }
 
-    pub(crate) fn insert(&mut self, i: usize, key: Key) {
-        self.insert_bytes(i, key.prefix, &key.bytes);
-    }
-
-    fn insert_bytes(&mut self, i: usize, prefix: u64, bytes: &[u8]) {
-        if i == self.len() {
-            return self.push_bytes(prefix, bytes);
-        }
-        let start = self.start(i);
-        splice_bytes(&mut self.data, start..start, bytes);
-        self.prefixes.insert(i, prefix);
-        self.ends.insert(i, start as u32);
-        self.shift(i, bytes.len() as isize);
-    }
-
     pub(crate) fn remove(&mut self, i: usize) -> Key {
         let key = self.key(i);
         self.delete(i);
@@ -735,7 +720,9 @@ impl KeyList {
     /// offsets (4 bytes each), then the keys' bytes.
     pub(crate) fn freeze(&self) -> Keys {
         let mut rest = Vec::with_capacity(4 * self.len() + self.data.len());
-        rest.extend(self.ends.iter().flat_map(|e| e.to_le_bytes()));
+        for end in &self.ends {
+            rest.extend_from_slice(&end.to_le_bytes());
+        }
         rest.extend_from_slice(&self.data);
         Keys { prefixes: self.prefixes.as_slice().into(), rest: rest.into() }
     }
@@ -813,8 +800,30 @@ impl Keys {
         self.change(KeyList::pop)
     }
 
+    /// Inserts `key` as key `i` (a child split: the one change most writes make), laid out
+    /// in one pass.
     pub(crate) fn insert(&mut self, i: usize, key: Key) {
-        self.change(|l| l.insert(i, key));
+        let (n, added) = (self.len(), key.bytes.len());
+        let start = if i == 0 { 0 } else { self.end(i - 1) };
+        let prefixes = self.prefixes[..i]
+            .iter()
+            .copied()
+            .chain(std::iter::once(key.prefix))
+            .chain(self.prefixes[i..].iter().copied())
+            .collect();
+        let data = &self.rest[4 * n..];
+        let mut rest = Vec::with_capacity(4 * (n + 1) + data.len() + added);
+        rest.extend_from_slice(&self.rest[..4 * i]);
+        rest.extend_from_slice(
+            &u32::try_from(start + added).expect("a node's keys fit in 4 GiB").to_le_bytes(),
+        );
+        for j in i..n {
+            rest.extend_from_slice(&((self.end(j) + added) as u32).to_le_bytes());
+        }
+        rest.extend_from_slice(&data[..start]);
+        rest.extend_from_slice(&key.bytes);
+        rest.extend_from_slice(&data[start..]);
+        *self = Keys { prefixes, rest: rest.into() };
     }
 
     pub(crate) fn remove(&mut self, i: usize) -> Key {
@@ -1513,6 +1522,11 @@ mod tests {
         assert_eq!(keys.pop(), model.pop().map(|k| Key::from(k.as_slice())));
         keys.push(Key::from(key(99).as_slice()));
         model.push(key(99));
+        keys.insert(0, Key::from(key(0).as_slice()));
+        model.insert(0, key(0));
+        keys.insert(keys.len(), Key::from(key(100).as_slice()));
+        model.push(key(100));
+        check(&keys, &model);
         let mut right = keys.split_off(10);
         let mut right_model = model.split_off(10);
         check(&keys, &model);
