@@ -827,6 +827,9 @@ impl Keys {
 
     #[inline]
     fn get(&self, i: usize) -> &[u8] {
+        // The end offsets are followed by the keys' bytes: an index past them would read
+        // bytes as an offset.
+        assert!(i < self.len(), "key {i} of a branch's {}", self.len());
         let base = 4 * self.len();
         let start = if i == 0 { 0 } else { self.end(i - 1) };
         &self.rest[base + start..base + self.end(i)]
@@ -875,7 +878,8 @@ impl Keys {
             &u32::try_from(start + added).expect("a node's keys fit in 4 GiB").to_le_bytes(),
         );
         for j in i..n {
-            rest.extend_from_slice(&((self.end(j) + added) as u32).to_le_bytes());
+            let end = u32::try_from(self.end(j) + added).expect("a node's keys fit in 4 GiB");
+            rest.extend_from_slice(&end.to_le_bytes());
         }
         rest.extend_from_slice(&data[..start]);
         rest.extend_from_slice(&key.bytes);
@@ -1206,7 +1210,7 @@ impl Node {
         // Capacity for no more entries than the bytes can hold (6 bytes of lengths at
         // least each): a damaged count allocates nothing past the node's size.
         let count_cap = count.min(bytes.len() / 6);
-        let mut keys = KeyList::default();
+        let mut keys = None;
         let mut entries = Entries::default();
         let mut children = Vec::new();
         match kind {
@@ -1254,7 +1258,7 @@ impl Node {
                     }
                     Ok(Link::stored(ObjectId(raw), seen))
                 };
-                keys = KeyList::with_capacity(count_cap);
+                let mut list = KeyList::with_capacity(count_cap);
                 children.reserve(count_cap + 1);
                 children.push(child(&mut r)?);
                 for _ in 0..count {
@@ -1262,9 +1266,10 @@ impl Node {
                     if k > MAX_KEY_LEN {
                         return Err(corrupt(format!("a key of {k} bytes is too long")));
                     }
-                    keys.push_slice(r.take(k)?);
+                    list.push_slice(r.take(k)?);
                     children.push(child(&mut r)?);
                 }
+                keys = Some(list.freeze());
                 if count == 0 {
                     return Err(corrupt("a branch without keys".into()));
                 }
@@ -1275,16 +1280,17 @@ impl Node {
         if r.at != body.len() {
             return Err(corrupt(format!("{} bytes past the last entry", body.len() - r.at)));
         }
-        let keys = keys.freeze();
-        let in_order = if kind == LEAF {
-            strictly_increasing(entries.keys())
-        } else {
-            strictly_increasing(keys.iter())
+        let in_order = match &keys {
+            None => strictly_increasing(entries.keys()),
+            Some(keys) => strictly_increasing(keys.iter()),
         };
         if !in_order {
             return Err(corrupt("keys out of order".into()));
         }
-        let body = if kind == LEAF { Body::Leaf(entries) } else { Body::Branch { keys, children } };
+        let body = match keys {
+            None => Body::Leaf(entries),
+            Some(keys) => Body::Branch { keys, children },
+        };
         Ok((
             Self { id: Some(id), dirty: false, below: false, body, touched: Touched::default() },
             written,
@@ -1593,10 +1599,131 @@ mod tests {
         model.append(&mut right_model);
         check(&keys, &model);
         check(&right, &[]);
+        // Splits at either end, appends into and of no keys, an insert into no keys.
+        copies.push((keys.clone(), model.clone()));
+        let mut all = keys.split_off(0);
+        check(&keys, &[]);
+        check(&all, &model);
+        let mut none = all.split_off(all.len());
+        check(&none, &[]);
+        none.append(&mut all);
+        check(&none, &model);
+        check(&all, &[]);
+        none.append(&mut all);
+        check(&none, &model);
+        let mut one = Keys::default();
+        one.insert(0, Key::from(model[0].as_slice()));
+        check(&one, &model[..1]);
         for (copy, its_model) in &copies {
             check(copy, its_model);
         }
-        assert_eq!(KeyList::from(&keys).freeze(), keys);
+        assert_eq!(KeyList::from(&none).freeze(), none);
+    }
+
+    /// Set keys change the bytes the rest of the keys sit at: each key reads back as set.
+    #[test]
+    fn a_branch_key_set_shorter_or_longer_moves_the_rest() {
+        let key = |n: usize| Key::from(vec![b'a' + n as u8; 1 + n].as_slice());
+        let mut keys = Keys::default();
+        (0..8).for_each(|n| keys.push(key(n)));
+        let copy = keys.clone();
+        keys.set(2, Key::from(&b"c"[..]));
+        keys.set(5, Key::from(vec![b'f'; 30].as_slice()));
+        let expect: Vec<Vec<u8>> = (0..8)
+            .map(|n| match n {
+                2 => b"c".to_vec(),
+                5 => vec![b'f'; 30],
+                n => vec![b'a' + n as u8; 1 + n],
+            })
+            .collect();
+        assert!(keys.iter().eq(expect.iter().map(Vec::as_slice)));
+        assert!(
+            copy.iter().eq((0..8)
+                .map(|n| vec![b'a' + n as u8; 1 + n])
+                .collect::<Vec<_>>()
+                .iter()
+                .map(Vec::as_slice))
+        );
+    }
+
+    /// A leaf's copies share their bytes: a merge of two siblings that each have a base of
+    /// their own, an entry of no bytes at a base's end, replacements of a value in the base
+    /// and in the tail, and a split of the merged leaf all keep each copy what its vector
+    /// says.
+    #[test]
+    fn leaf_copies_with_bases_merge_replace_and_split_as_vectors_do() {
+        type Model = Vec<(Vec<u8>, Vec<u8>)>;
+        let check = |entries: &Entries, model: &Model| {
+            assert_eq!(entries.len(), model.len());
+            for (i, (k, v)) in model.iter().enumerate() {
+                assert_eq!(entries.entry(i), (k.as_slice(), ValView::Inline(v)), "entry {i}");
+            }
+            let encoded = model.iter().map(|(k, v)| 6 + k.len() + v.len()).sum::<usize>();
+            assert_eq!(entries.encoded_len(), encoded);
+        };
+        // Keys lo..hi with 100-byte values: past the fold point, so a first copy folds.
+        let build = |lo: u32, hi: u32| {
+            let (mut entries, mut model) = (Entries::default(), Model::new());
+            for n in lo..hi {
+                let (k, v) = (n.to_be_bytes().to_vec(), vec![n as u8; 100]);
+                entries.push(&k, ValView::Inline(&v));
+                model.push((k, v));
+            }
+            (entries, model)
+        };
+        let (left_first, left_model) = build(1, 30);
+        let (right_first, right_model) = build(100, 130);
+        let (left_folded, right_folded) = (left_first.clone(), right_first.clone());
+        for folded in [&left_folded, &right_folded] {
+            assert!(folded.tail.is_empty() && !folded.base.is_empty(), "folded");
+        }
+        let (mut left, mut right) = (left_folded.clone(), right_folded.clone());
+        assert!(Arc::ptr_eq(&left.base, &left_folded.base), "shared");
+        let (mut lm, mut rm) = (left_model.clone(), right_model.clone());
+
+        // An entry of no bytes, at the base's end.
+        left.insert(0, b"", ValView::Inline(b""));
+        lm.insert(0, (Vec::new(), Vec::new()));
+        let total = left.total_len();
+        left.replace(0, ValView::Inline(b""));
+        assert_eq!(left.total_len(), total);
+        // A same-length value in the base moves into the tail; one in the tail is written
+        // over in place.
+        left.replace(5, ValView::Inline(&[0xEE; 100]));
+        lm[5].1 = vec![0xEE; 100];
+        assert_eq!(left.total_len(), total + 4 + 100);
+        left.replace(5, ValView::Inline(&[0xDD; 100]));
+        lm[5].1 = vec![0xDD; 100];
+        assert_eq!(left.total_len(), total + 4 + 100);
+        left.replace(6, ValView::Inline(&[0xCC; 7]));
+        lm[6].1 = vec![0xCC; 7];
+        right.replace(2, ValView::Inline(&[0xBB; 100]));
+        rm[2].1 = vec![0xBB; 100];
+        check(&left, &lm);
+        check(&right, &rm);
+        check(&left_folded, &left_model);
+
+        // A merge of the two, each with a base and a tail.
+        left.append(&mut right);
+        lm.append(&mut rm);
+        check(&left, &lm);
+        check(&right, &rm);
+        let merged = left.clone();
+        check(&merged, &lm);
+        let mut upper = left.split_off(lm.len() / 2);
+        let upper_model = lm.split_off(lm.len() / 2);
+        check(&left, &lm);
+        check(&upper, &upper_model);
+        upper.remove(0);
+        check(&merged, &[lm.clone(), upper_model.clone()].concat());
+        for (copy, model) in [
+            (&left_first, &left_model),
+            (&left_folded, &left_model),
+            (&right_first, &right_model),
+            (&right_folded, &right_model),
+        ] {
+            check(copy, model);
+        }
     }
 
     /// The keys' summed length follows every change (a node's encoded length reads it).
@@ -1847,5 +1974,26 @@ mod tests {
         let unordered = leaf(&[(b"b", b"1"), (b"a", b"2")]);
         unordered.encode(1, 1, &mut bytes);
         assert!(matches!(Node::decode(ObjectId(9), 1, 1, &bytes), Err(Error::Corrupt(_))));
+        // A branch whose separators are out of order, or repeat one.
+        for seps in [&[&b"b"[..], b"a"][..], &[b"a", b"a"], &[b"a", b"c", b"b"]] {
+            let mut keys = KeyList::default();
+            seps.iter().for_each(|k| keys.push_slice(k));
+            let branch = Node {
+                id: Some(ObjectId(9)),
+                dirty: false,
+                below: false,
+                touched: Touched::default(),
+                body: Body::Branch {
+                    keys: keys.freeze(),
+                    children: (0..=seps.len())
+                        .map(|i| Link::stored(ObjectId(i as u64 + 20), 1))
+                        .collect(),
+                },
+            };
+            bytes.clear();
+            branch.encode(1, 1, &mut bytes);
+            let decoded = Node::decode(ObjectId(9), 1, 1, &bytes);
+            assert!(matches!(decoded, Err(Error::Corrupt(_))), "{seps:?}");
+        }
     }
 }
