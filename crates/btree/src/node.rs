@@ -190,53 +190,29 @@ enum Big {
 }
 
 /// A leaf's entries, in key order: a [`Head`] each in one array (what a search reads), and
-/// each entry's key and inline value side by side, so a lookup's last compare and its value
-/// read touch the same cache lines and pages; long values are kept by reference in a third
-/// array, in entry order. A new entry is appended (no bytes move when an entry is inserted;
-/// what removals and replacements leave unused is reclaimed once it is half the bytes).
-///
-/// The bytes are in two parts, one offset space: `base`, shared by the leaf's copies and
-/// never written once shared, then `tail`, this copy's own. A writer's copy of a leaf (one
-/// put) takes a reference to the base and copies the heads and the tail, not the whole leaf;
-/// a copy whose tail has passed [`FOLD_AT`] bytes folds it into a new base. An entry is never
-/// split between the two. Phase-synced A/B against copying the whole leaf: 1,000-put commits
-/// 1.05-1.09x, single puts 1.06-1.12x, removals 1.05-1.10x, gets 0.97-1.00x (a 1 KiB fold
-/// point gained less, 4 KiB lost on single puts).
+/// each entry's key and inline value side by side in one buffer, so a lookup's last compare
+/// and its value read touch the same cache lines and pages. A new entry is appended to the
+/// buffer (no bytes move when an entry is inserted; what removals and replacements leave
+/// unused is reclaimed once it is half the buffer); long values are kept by reference in a
+/// third array, in entry order. Copying a leaf copies these buffers (and a reference count
+/// per long value waiting for its object), dropping it frees them: no allocation, and no
+/// reference count, per entry.
 #[derive(Debug, Default)]
 pub(crate) struct Entries {
     heads: Vec<Head>,
-    /// The first bytes, shared with the leaf's other copies.
-    base: Arc<[u8]>,
-    /// The bytes after `base`: offset `base.len() + j` is `tail[j]`.
-    tail: Vec<u8>,
-    /// Bytes of `base` and `tail` no entry uses.
+    data: Vec<u8>,
+    /// Bytes of `data` no entry uses.
     unused: usize,
     big: Vec<Big>,
 }
 
-/// A leaf copy folds its tail into a new base once the tail passes this many bytes: the
-/// bytes a copy copies stay under it, and a fold (one copy of the whole leaf) comes after a
-/// few changes to the leaf, not after each.
-const FOLD_AT: usize = 2048;
-
 impl Clone for Entries {
-    /// With room for an entry or two more in the tail (see [`copy_with_room`]).
+    /// With room for an entry or two more (see [`copy_with_room`]).
     fn clone(&self) -> Self {
-        let live = self.total_len() - self.unused;
-        let room = 2 * live.div_ceil(self.len().max(1));
-        let (base, tail) = if self.tail.len() <= FOLD_AT {
-            (Arc::clone(&self.base), copy_with_room(&self.tail, room))
-        } else {
-            // The offsets stay: the new base is the old one and the tail end to end.
-            let mut all = Vec::with_capacity(self.total_len());
-            all.extend_from_slice(&self.base);
-            all.extend_from_slice(&self.tail);
-            (all.into(), Vec::with_capacity(room))
-        };
+        let live = self.data.len() - self.unused;
         Self {
             heads: copy_with_room(&self.heads, 2),
-            base,
-            tail,
+            data: copy_with_room(&self.data, 2 * live.div_ceil(self.len().max(1))),
             unused: self.unused,
             big: self.big.clone(),
         }
@@ -253,7 +229,7 @@ impl Eq for Entries {}
 
 impl Entries {
     pub(crate) fn with_capacity(n: usize) -> Self {
-        Self { heads: Vec::with_capacity(n), ..Self::default() }
+        Self { heads: Vec::with_capacity(n), data: Vec::new(), unused: 0, big: Vec::new() }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -264,28 +240,11 @@ impl Entries {
         self.heads.is_empty()
     }
 
-    /// The bytes before the tail's end.
-    fn total_len(&self) -> usize {
-        self.base.len() + self.tail.len()
-    }
-
-    /// `len` bytes at offset `off` (within the base or within the tail).
-    #[inline]
-    fn bytes(&self, off: usize, len: usize) -> &[u8] {
-        // Chosen without a branch: a lookup finds entries in both parts in no order a
-        // processor could predict.
-        let shared = self.base.len();
-        let in_tail = off >= shared;
-        let part = [&self.base[..], &self.tail[..]][usize::from(in_tail)];
-        let at = off - shared * usize::from(in_tail);
-        &part[at..at + len]
-    }
-
     /// Key `i`.
     #[inline]
     pub(crate) fn key(&self, i: usize) -> &[u8] {
         let h = self.heads[i];
-        self.bytes(h.off as usize, usize::from(h.klen))
+        &self.data[h.off as usize..h.off as usize + usize::from(h.klen)]
     }
 
     /// Key `i`, copied out.
@@ -298,9 +257,10 @@ impl Entries {
     pub(crate) fn val(&self, i: usize) -> ValView<'_> {
         let h = self.heads[i];
         match h.big() {
-            None => ValView::Inline(
-                self.bytes(h.off as usize + usize::from(h.klen), usize::from(h.vlen)),
-            ),
+            None => {
+                let start = h.off as usize + usize::from(h.klen);
+                ValView::Inline(&self.data[start..start + usize::from(h.vlen)])
+            }
             Some(b) => match &self.big[b] {
                 Big::Pending(bytes) => ValView::Pending(bytes),
                 Big::Stored(r) => ValView::Stored(r),
@@ -355,10 +315,10 @@ impl Entries {
             // Start loading the entry's last cache lines (its value, read next) while its key
             // is compared: the loads overlap instead of following one another.
             let h = self.heads[i];
-            let entry = self.bytes(h.off as usize, h.span());
-            let mut at = 64;
-            while at < entry.len() {
-                std::hint::black_box(entry[at]);
+            let (start, end) = (h.off as usize, h.off as usize + h.span());
+            let mut at = start + 64;
+            while at < end {
+                std::hint::black_box(self.data[at]);
                 at += 64;
             }
         }
@@ -383,9 +343,9 @@ impl Entries {
 
     /// `key` and `inline` appended to the buffer: where they start.
     fn append_bytes(&mut self, key: &[u8], inline: &[u8]) -> u32 {
-        let off = u32::try_from(self.total_len()).expect("a leaf's entries fit in 4 GiB");
-        self.tail.extend_from_slice(key);
-        self.tail.extend_from_slice(inline);
+        let off = u32::try_from(self.data.len()).expect("a leaf's entries fit in 4 GiB");
+        self.data.extend_from_slice(key);
+        self.data.extend_from_slice(inline);
         off
     }
 
@@ -440,24 +400,17 @@ impl Entries {
         let h = self.heads[i];
         if let (None, ValView::Inline(bytes)) = (h.big(), val) {
             let start = h.off as usize + usize::from(h.klen);
-            let old = Val::Inline(self.bytes(start, usize::from(h.vlen)).into());
-            let shared = self.base.len();
-            if bytes.len() == usize::from(h.vlen) && start >= shared {
-                // In this copy's own bytes: written over.
-                self.tail[start - shared..start - shared + bytes.len()].copy_from_slice(bytes);
+            let end = start + usize::from(h.vlen);
+            let old = Val::Inline(self.data[start..end].into());
+            if bytes.len() == usize::from(h.vlen) {
+                self.data[start..end].copy_from_slice(bytes);
             } else {
-                // The key moves with its value (the two stay side by side), out of the shared
-                // base if it was there.
+                // The key moves with its value: the two stay side by side.
                 self.unused += h.span();
-                let off = u32::try_from(self.total_len()).expect("a leaf's entries fit in 4 GiB");
-                let key_at = h.off as usize;
-                if key_at >= shared {
-                    let key = key_at - shared..key_at - shared + usize::from(h.klen);
-                    self.tail.extend_from_within(key);
-                } else {
-                    self.tail.extend_from_slice(&self.base[key_at..key_at + usize::from(h.klen)]);
-                }
-                self.tail.extend_from_slice(bytes);
+                let key = h.off as usize..h.off as usize + usize::from(h.klen);
+                let off = u32::try_from(self.data.len()).expect("a leaf's entries fit in 4 GiB");
+                self.data.extend_from_within(key);
+                self.data.extend_from_slice(bytes);
                 self.heads[i].off = off;
                 self.heads[i].vlen = inline_len(bytes);
                 self.reclaim();
@@ -472,26 +425,20 @@ impl Entries {
 
     /// Lays the entries out again, in order, once half the buffer is unused.
     fn reclaim(&mut self) {
-        if self.unused > 256 && self.unused * 2 > self.total_len() {
+        if self.unused > 256 && self.unused * 2 > self.data.len() {
             self.compact();
         }
     }
 
-    /// The entries laid out again in order, with no unused bytes, all in the tail (this
-    /// copy's own; its next copy folds them into a base).
+    /// The entries laid out again in order, with no unused bytes.
     fn compact(&mut self) {
-        let mut data = Vec::with_capacity(self.total_len() - self.unused);
-        for i in 0..self.heads.len() {
-            let h = self.heads[i];
-            data.extend_from_slice(self.bytes(h.off as usize, h.span()));
-        }
-        let mut at = 0;
+        let mut data = Vec::with_capacity(self.data.len() - self.unused);
         for h in &mut self.heads {
-            h.off = at;
-            at += h.span() as u32;
+            let from = h.off as usize..h.off as usize + h.span();
+            h.off = data.len() as u32;
+            data.extend_from_slice(&self.data[from]);
         }
-        self.base = Arc::default();
-        self.tail = data;
+        self.data = data;
         self.unused = 0;
     }
 
@@ -499,15 +446,14 @@ impl Entries {
     /// for its object is counted apart).
     pub(crate) fn heap_bytes(&self) -> usize {
         self.heads.capacity() * std::mem::size_of::<Head>()
-            + if self.base.is_empty() { 0 } else { 16 + self.base.len() }
-            + self.tail.capacity()
+            + self.data.capacity()
             + self.big.capacity() * std::mem::size_of::<Big>()
     }
 
     /// Room for as many more entries, and bytes, as `other` holds.
     pub(crate) fn reserve_like(&mut self, other: &Entries) {
         self.heads.reserve(other.len());
-        self.tail.reserve(other.total_len() - other.unused);
+        self.data.reserve(other.data.len() - other.unused);
     }
 
     /// Marks value `i`, waiting for its object, as in object `r`.
@@ -522,16 +468,15 @@ impl Entries {
         let heads = self.heads.split_off(at);
         let mut right = Entries {
             heads: Vec::with_capacity(heads.len()),
-            base: Arc::default(),
-            tail: Vec::with_capacity(heads.iter().map(|h| h.span()).sum()),
+            data: Vec::with_capacity(heads.iter().map(|h| h.span()).sum()),
             unused: 0,
             big: self.big.split_off(big),
         };
         for mut h in heads {
-            let off = right.tail.len() as u32;
-            right.tail.extend_from_slice(self.bytes(h.off as usize, h.span()));
-            self.unused += h.span();
-            h.off = off;
+            let from = h.off as usize..h.off as usize + h.span();
+            self.unused += from.len();
+            h.off = right.data.len() as u32;
+            right.data.extend_from_slice(&self.data[from]);
             if let Some(b) = h.big() {
                 h.vlen = BIG | (b - big) as u16;
             }
@@ -544,7 +489,7 @@ impl Entries {
     /// Moves `other`'s entries, all greater than this one's, after them.
     pub(crate) fn append(&mut self, other: &mut Entries) {
         assert!(self.big.len() + other.big.len() < usize::from(BIG), "too many long values");
-        let (data, big) = (self.total_len() as u32, self.big.len() as u16);
+        let (data, big) = (self.data.len() as u32, self.big.len() as u16);
         self.heads.extend(other.heads.drain(..).map(|mut h| {
             h.off += data;
             if h.big().is_some() {
@@ -552,9 +497,7 @@ impl Entries {
             }
             h
         }));
-        self.tail.extend_from_slice(&other.base);
-        self.tail.append(&mut other.tail);
-        other.base = Arc::default();
+        self.data.append(&mut other.data);
         self.unused += std::mem::take(&mut other.unused);
         self.big.append(&mut other.big);
         self.reclaim();
@@ -563,7 +506,7 @@ impl Entries {
     /// The bytes the entries take in their leaf's encoding: each entry's 6 bytes of lengths,
     /// its key, and its value (or reference).
     pub(crate) fn encoded_len(&self) -> usize {
-        6 * self.len() + self.total_len() - self.unused + REF_BYTES * self.big.len()
+        6 * self.len() + self.data.len() - self.unused + REF_BYTES * self.big.len()
     }
 }
 
@@ -1218,7 +1161,7 @@ impl Node {
                 entries = Entries::with_capacity(count_cap);
                 // The entries' bytes: the body less each entry's 6 bytes of lengths (and a
                 // reference's 16, which the first long value's push makes room for).
-                entries.tail.reserve((body.len() - HEADER).saturating_sub(6 * count));
+                entries.data.reserve((body.len() - HEADER).saturating_sub(6 * count));
                 for _ in 0..count {
                     let k = usize::from(r.u16()?);
                     let v = r.u32()?;
@@ -1646,12 +1589,11 @@ mod tests {
         );
     }
 
-    /// A leaf's copies share their bytes: a merge of two siblings that each have a base of
-    /// their own, an entry of no bytes at a base's end, replacements of a value in the base
-    /// and in the tail, and a split of the merged leaf all keep each copy what its vector
-    /// says.
+    /// A merge of two copied siblings, an entry of no bytes at the end of the bytes,
+    /// replacements of the same length (written over) and of another, and a split of the
+    /// merged leaf keep each copy what its vector says.
     #[test]
-    fn leaf_copies_with_bases_merge_replace_and_split_as_vectors_do() {
+    fn leaf_copies_merge_replace_and_split_as_vectors_do() {
         type Model = Vec<(Vec<u8>, Vec<u8>)>;
         let check = |entries: &Entries, model: &Model| {
             assert_eq!(entries.len(), model.len());
@@ -1661,7 +1603,7 @@ mod tests {
             let encoded = model.iter().map(|(k, v)| 6 + k.len() + v.len()).sum::<usize>();
             assert_eq!(entries.encoded_len(), encoded);
         };
-        // Keys lo..hi with 100-byte values: past the fold point, so a first copy folds.
+        // Keys lo..hi with 100-byte values.
         let build = |lo: u32, hi: u32| {
             let (mut entries, mut model) = (Entries::default(), Model::new());
             for n in lo..hi {
@@ -1674,27 +1616,21 @@ mod tests {
         let (left_first, left_model) = build(1, 30);
         let (right_first, right_model) = build(100, 130);
         let (left_folded, right_folded) = (left_first.clone(), right_first.clone());
-        for folded in [&left_folded, &right_folded] {
-            assert!(folded.tail.is_empty() && !folded.base.is_empty(), "folded");
-        }
         let (mut left, mut right) = (left_folded.clone(), right_folded.clone());
-        assert!(Arc::ptr_eq(&left.base, &left_folded.base), "shared");
         let (mut lm, mut rm) = (left_model.clone(), right_model.clone());
 
-        // An entry of no bytes, at the base's end.
+        // An entry of no bytes, at the end of the bytes.
         left.insert(0, b"", ValView::Inline(b""));
         lm.insert(0, (Vec::new(), Vec::new()));
-        let total = left.total_len();
+        let total = left.data.len();
         left.replace(0, ValView::Inline(b""));
-        assert_eq!(left.total_len(), total);
-        // A same-length value in the base moves into the tail; one in the tail is written
-        // over in place.
+        assert_eq!(left.data.len(), total);
+        // A same-length value is written over in place.
         left.replace(5, ValView::Inline(&[0xEE; 100]));
         lm[5].1 = vec![0xEE; 100];
-        assert_eq!(left.total_len(), total + 4 + 100);
         left.replace(5, ValView::Inline(&[0xDD; 100]));
         lm[5].1 = vec![0xDD; 100];
-        assert_eq!(left.total_len(), total + 4 + 100);
+        assert_eq!(left.data.len(), total);
         left.replace(6, ValView::Inline(&[0xCC; 7]));
         lm[6].1 = vec![0xCC; 7];
         right.replace(2, ValView::Inline(&[0xBB; 100]));
@@ -1703,7 +1639,7 @@ mod tests {
         check(&right, &rm);
         check(&left_folded, &left_model);
 
-        // A merge of the two, each with a base and a tail.
+        // A merge of the two copies.
         left.append(&mut right);
         lm.append(&mut rm);
         check(&left, &lm);
@@ -1807,31 +1743,12 @@ mod tests {
         model[p].1 = Val::Stored(Arc::new(ValRef { id: ObjectId(99), written: 2, len: 1502 }));
         check(&entries, &model);
         // Replacements of other lengths and removals leave bytes unused until they are
-        // reclaimed: the entries stay what the vector holds. Copies made along the way share
-        // their bytes with the entries (folded into a new base once the tail is long) and
-        // keep what they held, whatever changes the entries go through after them; a
-        // replacement of the same length writes over a value of the copy's own bytes and
-        // moves one out of the shared base.
-        for n in 100..140 {
-            let k = key(n);
-            if let Err(at) = model.binary_search_by(|(m, _)| m.as_slice().cmp(&k)) {
-                entries.insert(at, &k, inline(80).view());
-                model.insert(at, (k, inline(80)));
-            }
-        }
-        check(&entries, &model);
+        // reclaimed: the entries stay what the vector holds. Copies made along the way keep
+        // what they held, whatever changes the entries go through after them.
         let mut copies = Vec::new();
-        let (mut shared, mut folded) = (0, 0);
-        for round in 0..400usize {
+        for round in 0..200usize {
             let i = round % model.len();
-            let v = match round % 7 {
-                3 => pending(round % 5),
-                5 => match entries.val(i) {
-                    ValView::Inline(bytes) => Val::Inline(vec![round as u8; bytes.len()].into()),
-                    _ => inline(4),
-                },
-                _ => inline(round % 40),
-            };
+            let v = if round % 7 == 3 { pending(round % 5) } else { inline(round % 40) };
             assert_eq!(entries.replace(i, v.view()), swap(&mut model, i, v));
             if round % 9 == 0 {
                 assert_eq!(entries.remove(i), model.remove(i).1);
@@ -1839,19 +1756,13 @@ mod tests {
                 model.insert(0, (key(round), inline(33)));
             }
             check(&entries, &model);
-            assert!(entries.unused <= 256 || entries.unused * 2 <= entries.total_len());
+            assert!(entries.unused <= 256 || entries.unused * 2 <= entries.data.len());
             if round % 3 == 1 {
                 let copy = entries.clone();
                 check(&copy, &model);
-                if copy.tail.is_empty() && !copy.base.is_empty() {
-                    folded += 1;
-                } else if !copy.base.is_empty() && Arc::ptr_eq(&copy.base, &entries.base) {
-                    shared += 1;
-                }
                 copies.push((std::mem::replace(&mut entries, copy), model.clone()));
             }
         }
-        assert!(shared > 10 && folded > 5, "{shared} copies shared a base, {folded} folded");
         for (copy, its_model) in &copies {
             check(copy, its_model);
         }
@@ -1944,7 +1855,7 @@ mod tests {
             let v = vec![round as u8; round % 50];
             long.replace(i, ValView::Inline(&v));
             assert_eq!(long.entry(i), (key(i as u8).as_slice(), ValView::Inline(&v)));
-            assert!(long.unused <= 256 || long.unused * 2 <= long.total_len());
+            assert!(long.unused <= 256 || long.unused * 2 <= long.data.len());
         }
         assert_eq!(long.keys().collect::<Vec<_>>(), (0..4).map(key).collect::<Vec<_>>());
     }
