@@ -753,6 +753,18 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
         self.core.verify()
     }
 
+    /// Runs one round of the persistence thread's work now, in the calling thread: a
+    /// checkpoint if `due`, one if the changed nodes pass half of `budget`, then unloading
+    /// clean leaves past `budget`. For tests, which otherwise depend on that thread's timing
+    /// (open with `checkpoint_interval: None` to have no thread).
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn maintenance_round(&self, due: bool, budget: u64) -> Result<()> {
+        self.check_not_in_change("maintenance_round")?;
+        self.core.check_not_writing("maintenance_round")?;
+        self.core.maintain(due, budget)
+    }
+
     /// What the database did since it was opened.
     pub fn stats(&self) -> DbStats {
         let mut stats = *self.core.stats.lock();

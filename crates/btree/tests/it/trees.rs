@@ -346,6 +346,50 @@ fn wait_under_budget(db: &Db, budget: u64) {
     }
 }
 
+/// One round of the persistence thread, run by hand (no thread, so nothing else runs one),
+/// with the changed nodes past half the budget: it checkpoints them, then unloads leaves that
+/// checkpoint wrote, in the same round, down under the budget (a round that measured only
+/// before its checkpoint found nothing it could unload).
+#[test]
+fn one_round_past_the_budget_checkpoints_then_unloads_what_it_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget = 512 << 10;
+    let options =
+        DbOptions { checkpoint_interval: None, memory_budget: budget, ..DbOptions::default() };
+    let db = Db::create_with(dir.path().join("db.bob"), &options).unwrap();
+    // Every leaf changed, none written (commits far below the log's checkpoint threshold):
+    // before the round's checkpoint there is no leaf it could unload.
+    for chunk in 0..20u64 {
+        let mut tx = db.begin_write().unwrap();
+        {
+            let mut t = tx.open_tree::<u64, Vec<u8>>("t").unwrap();
+            for k in chunk * 1_000..(chunk + 1) * 1_000 {
+                let k = k * 7919 % 20_000;
+                t.insert(&k, &vec![(k % 7) as u8; 100]).unwrap();
+            }
+        }
+        tx.commit(Durability::Buffered).unwrap();
+    }
+    let before = db.stats();
+    assert_eq!(before.checkpoints, 0, "{before:?}");
+    assert!(before.dirty_nodes > 100, "{before:?}");
+    db.maintenance_round(false, budget).unwrap();
+    let after = db.stats();
+    assert_eq!(after.budget_checkpoints, before.budget_checkpoints + 1, "{after:?}");
+    assert_eq!(after.dirty_nodes, 0, "{after:?}");
+    assert!(after.evicted_nodes > before.evicted_nodes, "{after:?}");
+    assert!(after.node_bytes <= budget, "{after:?}");
+    // A second round finds nothing to do; the entries are all there, read back from disk.
+    db.maintenance_round(false, budget).unwrap();
+    assert_eq!(db.stats().checkpoints, after.checkpoints);
+    let read = db.begin_read();
+    let t = read.open_tree::<u64, Vec<u8>>("t").unwrap();
+    assert_eq!(t.len(), 20_000);
+    for k in [0, 1, 7919, 19_999] {
+        assert_eq!(t.get(&k).unwrap(), Some(vec![(k % 7) as u8; 100]));
+    }
+}
+
 /// While writers keep changing nodes past half the budget, each round's checkpoint is
 /// followed by unloading what it wrote: memory stays near the budget during the writes, not
 /// only after them.
