@@ -603,7 +603,7 @@ impl<'a> Probe<'a> {
 /// Keys being laid out, for a branch's [`Keys`]: their 8-byte prefixes in one array, their
 /// bytes end to end in another, with each key's end offset. What a decode or a bulk load
 /// pushes keys into, and what a change to a branch's keys is made in, before
-/// [`freeze`](Self::freeze) lays them out in one shared buffer.
+/// [`freeze`](Self::freeze) lays them out in the buffers a branch's copies share.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct KeyList {
     prefixes: Vec<u64>,
@@ -713,11 +713,9 @@ impl KeyList {
         self.ends.extend(other.ends.drain(..).map(|end| end + base));
         self.data.append(&mut other.data);
     }
-}
 
-impl KeyList {
-    /// The keys laid out in one buffer: the prefixes (8 bytes each, little-endian), the end
-    /// offsets (4 bytes each), then the keys' bytes.
+    /// The keys laid out as a branch keeps them: the prefixes in one buffer, the end offsets
+    /// (4 bytes each, little-endian) and then the keys' bytes in another.
     pub(crate) fn freeze(&self) -> Keys {
         let mut rest = Vec::with_capacity(4 * self.len() + self.data.len());
         for end in &self.ends {
@@ -803,8 +801,8 @@ impl Keys {
         self.change(KeyList::pop)
     }
 
-    /// Inserts `key` as key `i` (a child split: the one change most writes make), laid out
-    /// in one pass.
+    /// Inserts `key` as key `i` (a child split, the change to a branch's keys that writes
+    /// make most often), laid out in one pass.
     pub(crate) fn insert(&mut self, i: usize, key: Key) {
         let (n, added) = (self.len(), key.bytes.len());
         let start = if i == 0 { 0 } else { self.end(i - 1) };
