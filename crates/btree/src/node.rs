@@ -958,9 +958,11 @@ impl Clone for Body {
             Body::Branch { keys, children } => {
                 for child in children {
                     if let Some(node) = child.node.get() {
-                        // `Arc` keeps its counts just before the value; if a later `std` did
-                        // not, this would only ask for a line nearby.
-                        let counts = Arc::as_ptr(node).cast::<u8>().wrapping_sub(16);
+                        // `Arc` keeps its two counts just before the value; if a later `std`
+                        // did not, this would only ask for a line nearby.
+                        let counts = Arc::as_ptr(node)
+                            .cast::<u8>()
+                            .wrapping_sub(2 * std::mem::size_of::<usize>());
                         bob_io_helpers::prefetch(counts);
                     }
                 }
