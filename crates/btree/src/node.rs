@@ -229,7 +229,17 @@ impl Eq for Entries {}
 
 impl Entries {
     pub(crate) fn with_capacity(n: usize) -> Self {
-        Self { heads: Vec::with_capacity(n), data: Vec::new(), unused: 0, big: Vec::new() }
+        Self::with_room(n, 0)
+    }
+
+    /// No entries, with room for `n` of them and `bytes` of their keys and inline values.
+    pub(crate) fn with_room(n: usize, bytes: usize) -> Self {
+        Self {
+            heads: Vec::with_capacity(n),
+            data: Vec::with_capacity(bytes),
+            unused: 0,
+            big: Vec::new(),
+        }
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -856,7 +856,10 @@ impl<'s, 'b> Builder<'s, 'b> {
         let size = 6 + key.len() + val.encoded_len();
         if !self.entries.is_empty() && self.bytes + size > BUILD_FILL {
             let first = self.entries.key_owned(0);
-            let entries = std::mem::take(&mut self.entries);
+            // The next leaf holds about as many entries: room for them from the start (grown
+            // one doubling at a time, it would be reallocated and copied about ten times).
+            let room = Entries::with_room(self.entries.len() + 2, BUILD_FILL);
+            let entries = std::mem::replace(&mut self.entries, room);
             self.level.push(((self.sink)(Body::Leaf(entries))?, first));
             self.bytes = 32;
         }
