@@ -67,7 +67,8 @@ pub struct StoreOptions {
     /// memory until the next commit, or until the buffer fills, when they are written with as
     /// few positioned writes as their layout allows. 0 writes every object at once. Buffered
     /// objects are read from memory; like any uncommitted write, they are lost in a crash.
-    /// Default: 4 MiB.
+    /// The buffer is one allocation, grown as needed up to this size and kept while the
+    /// store is open. Default: 4 MiB.
     pub write_buffer_bytes: usize,
     /// Bytes of each of the two journal regions a new store gets (commits append records
     /// there; a checkpoint runs when one is full). Fixed at creation: rounded down to whole
@@ -183,9 +184,14 @@ pub struct Store<A: SpaceAllocator, B: FileBackend> {
     /// Opened for reading only (`open_read_only`, or on an older commit).
     read_only: bool,
     /// New objects' bytes not yet written, by offset (all in extents born in the pending
-    /// generation).
-    staged: BTreeMap<u64, Vec<u8>>,
-    staged_bytes: usize,
+    /// generation): where they are in `staging`.
+    staged: BTreeMap<u64, std::ops::Range<usize>>,
+    /// The staged bytes, end to end (with the bytes of objects staged again or dropped since
+    /// the last flush, which no range names). Kept across flushes, so a commit's objects are
+    /// copied into memory already mapped rather than each into an allocation of its own (a
+    /// large commit's thousands of 4 KiB allocations had the kernel map and zero fresh pages
+    /// at every commit); its length is bounded by `write_buffer_bytes`.
+    staging: Vec<u8>,
     write_buffer_bytes: usize,
     /// Set while compaction rewrites the metadata: pages and root go to the lowest space.
     metadata_low: bool,
@@ -368,7 +374,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             failed: None,
             read_only: false,
             staged: BTreeMap::new(),
-            staged_bytes: 0,
+            staging: Vec::new(),
             write_buffer_bytes: options.write_buffer_bytes,
             metadata_low: false,
             placement: Placement::default(),
@@ -465,44 +471,52 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             }
             return Ok(());
         }
-        if self.staged_bytes + padded_len > self.write_buffer_bytes {
+        if self.staging.len() + padded_len > self.write_buffer_bytes {
             self.flush_staged()?;
         }
-        let mut staged = Vec::with_capacity(padded_len);
-        staged.extend_from_slice(bytes);
-        staged.resize(padded_len, 0);
-        self.staged_bytes += padded_len;
-        if let Some(old) = self.staged.insert(offset, staged) {
-            self.staged_bytes -= old.len();
+        let start = self.staging.len();
+        let need = start + padded_len;
+        if need > self.staging.capacity() {
+            // Doubling, but never past the buffer's bound (it is kept).
+            let want = (self.staging.capacity() * 2).clamp(need, self.write_buffer_bytes.max(need));
+            self.staging.reserve_exact(want - start);
         }
+        self.staging.extend_from_slice(bytes);
+        self.staging.resize(start + padded_len, 0);
+        // A range staged before at this offset is dropped: its bytes stay unnamed.
+        self.staged.insert(offset, start..start + padded_len);
         Ok(())
     }
 
     /// Writes every buffered object, coalescing neighbours into single writes.
     pub(crate) fn flush_staged(&mut self) -> Result<()> {
         if self.staged.is_empty() {
+            // Bytes named by no range (unstaged since): nothing to write.
+            self.staging.clear();
             return Ok(());
         }
-        let sections: Vec<Section<'_>> =
-            self.staged.iter().map(|(&offset, bytes)| Section::new(offset, bytes)).collect();
+        let sections: Vec<Section<'_>> = self
+            .staged
+            .iter()
+            .map(|(&offset, range)| Section::new(offset, &self.staging[range.clone()]))
+            .collect();
         write_batched_sections(&self.backend, &sections)?;
         self.staged.clear();
-        self.staged_bytes = 0;
+        self.staging.clear();
         Ok(())
     }
 
-    /// Drops the buffered bytes of the object at `offset`, if any, returning them.
-    pub(crate) fn unstage(&mut self, offset: u64) -> Option<Vec<u8>> {
-        let bytes = self.staged.remove(&offset)?;
-        self.staged_bytes -= bytes.len();
-        Some(bytes)
+    /// Drops the buffered bytes of the object at `offset`, if any: where they were in
+    /// `staging` (they stay there, named by no range, until the next flush).
+    pub(crate) fn unstage(&mut self, offset: u64) -> Option<std::ops::Range<usize>> {
+        self.staged.remove(&offset)
     }
 
     /// Writes the buffered bytes of the object at `offset` now, if any (before its extent is
     /// read from disk or rewritten in place).
     pub(crate) fn flush_one(&mut self, offset: u64) -> Result<()> {
-        if let Some(bytes) = self.unstage(offset) {
-            self.backend.write_at(&bytes, offset)?;
+        if let Some(range) = self.unstage(offset) {
+            self.backend.write_at(&self.staging[range], offset)?;
         }
         Ok(())
     }
@@ -510,7 +524,8 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// The buffered bytes of the object `entry` describes, if any (a batch buffers objects
     /// padded to their extents: the object is the first `entry.len` bytes).
     pub(crate) fn staged_at(&self, entry: &Entry) -> Option<&[u8]> {
-        let bytes = self.staged.get(&entry.extent.offset)?;
+        let range = self.staged.get(&entry.extent.offset)?;
+        let bytes = &self.staging[range.clone()];
         Some(&bytes[..(entry.len as usize).min(bytes.len())])
     }
 
@@ -1003,5 +1018,68 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     /// Whether the store is open read-only.
     pub fn is_read_only(&self) -> bool {
         self.read_only
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bob_alloc::BasicAllocator;
+    use bob_io_helpers::testing::SimDisk;
+
+    use super::*;
+    use crate::Storer;
+
+    fn bytes(seed: u8, len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
+    }
+
+    /// The write buffer is one allocation kept across flushes: objects staged and then
+    /// deleted or staged again leave bytes no range names, which neither grow it past
+    /// `write_buffer_bytes` nor are ever written; what is staged reads back, before and after
+    /// the commit and a reopen.
+    #[test]
+    fn the_write_buffer_stays_within_its_bound_and_writes_only_what_is_named() {
+        let bound = 16 << 10;
+        let options = StoreOptions { write_buffer_bytes: bound, ..StoreOptions::default() };
+        let disk = SimDisk::new();
+        let mut store =
+            Store::<BasicAllocator, SimDisk>::create_with(disk.clone(), options).unwrap();
+        let mut kept = Vec::new();
+        for round in 0..200u32 {
+            let seed = round as u8;
+            // Staged, then deleted while fresh: unstaged, its bytes left unnamed.
+            let gone = store.write_new_obj_from_bytes(&bytes(seed, 3000)).unwrap();
+            // Staged, then replaced in the same generation with as many bytes.
+            let id = store.write_new_obj_from_bytes(&bytes(seed, 2000)).unwrap();
+            store.replace_obj(id, &bytes(seed ^ 0x55, 2000)).unwrap();
+            store.delete_obj(gone).unwrap();
+            assert!(store.staging.len() <= bound, "round {round}: {} bytes", store.staging.len());
+            assert!(
+                store.staging.capacity() <= bound,
+                "round {round}: {}",
+                store.staging.capacity()
+            );
+            assert_eq!(store.read_bytes_from_obj(id).unwrap(), bytes(seed ^ 0x55, 2000));
+            kept.push((id, bytes(seed ^ 0x55, 2000)));
+            if round % 50 == 49 {
+                store.commit().unwrap();
+                assert!(store.staged.is_empty() && store.staging.is_empty());
+            }
+        }
+        // Only deleted objects staged since the last flush: a flush writes nothing, and empties
+        // the buffer.
+        let gone = store.write_new_obj_from_bytes(&bytes(1, 4000)).unwrap();
+        store.delete_obj(gone).unwrap();
+        store.flush_staged().unwrap();
+        assert!(store.staging.is_empty());
+        store.commit().unwrap();
+        for (id, data) in &kept {
+            assert_eq!(&store.read_bytes_from_obj(*id).unwrap(), data);
+        }
+        store.close().unwrap();
+        let store = Store::<BasicAllocator, SimDisk>::open_with(disk, options).unwrap();
+        for (id, data) in &kept {
+            assert_eq!(&store.read_bytes_from_obj(*id).unwrap(), data);
+        }
     }
 }
