@@ -127,11 +127,11 @@ pub trait StoreFiles<S>: Send + Sync {
     fn remove_copy(&self) -> Result<()>;
     /// Makes durable a rename of a copy over the store that an earlier session may have left
     /// undurable (its directory's sync failed, or the process died before it): a power loss
-    /// must not undo it once the log after it is released. Called before a session first
-    /// releases the log.
-    fn settle(&self) -> Result<()> {
-        Ok(())
-    }
+    /// must not undo it once a later session acknowledged a change (then released the log
+    /// after it). Called once a session, before it first makes a change durable. Required:
+    /// a no-op is right only for files whose replacement is durable when `install_copy`
+    /// returns and at every crash after it.
+    fn settle(&self) -> Result<()>;
 }
 
 /// [`StoreFiles`] for a database file at a path: the copy is [`copy_path_of`] the path,
@@ -488,14 +488,15 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Sync + 'static> Db<S> {
     /// The database in `store`, with its log in `log` (if it keeps one) and the files
     /// around its store in `files`: `close` then compacts a sparse store by copying the
     /// trees into a new file (see [`StoreFiles`]); a copy an unfinished compaction left is
-    /// removed first.
+    /// removed first, if it can be (the copy is never read: one left in place, say for want
+    /// of permission, fails only the next compaction, which then checkpoints in place).
     pub fn with_files(
         store: ConcurrentStore<S>,
         log: Option<Box<dyn LogDir>>,
         files: Box<dyn StoreFiles<S>>,
         options: &DbOptions,
     ) -> Result<Self> {
-        files.remove_copy()?;
+        let _ = files.remove_copy();
         Self::build(store, log, Some(files), options)
     }
 
@@ -1035,6 +1036,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             self.latch(self.store.complete_open().map_err(Error::from))?;
             self.store_complete.store(true, Ordering::Release);
         }
+        self.settle_files()?;
         self.check_not_writing("begin_write")?;
         self.wrote.store(true, Ordering::Relaxed);
         self.activity.fetch_add(1, Ordering::Relaxed);
@@ -1110,6 +1112,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
     fn commit_held(&self, also: impl FnOnce(&ConcurrentStore<S>) -> Result<()>) -> Result<()> {
         let _ckpt = self.ckpt.lock();
         self.check_writable()?;
+        self.settle_files()?;
         let hold = self.store.hold_commits()?;
         let result = also(&self.store).and_then(|()| Ok(hold.commit()?));
         if let Err(e) = result {
@@ -1129,6 +1132,7 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             return Ok(());
         }
         self.check_writable()?;
+        self.settle_files()?;
         let mut catalog = Catalog::decode(&self.store.read_bytes_from_obj(PRIME_OBJECT_ID)?)?;
         catalog.shared = true;
         let hold = self.store.hold_commits()?;
@@ -1269,13 +1273,17 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
         Ok(())
     }
 
-    /// Before this session first releases the log: a copy an earlier session renamed over
-    /// the store is made durable first (see [`StoreFiles::settle`]).
+    /// Before this session first makes a change durable (its first write transaction, a
+    /// commit of the store, a release of the log): a copy an earlier session renamed over the
+    /// store is made durable first (see [`StoreFiles::settle`]), or a power loss could bring
+    /// the old file back under what this session acknowledged. A failure latches the
+    /// database: a failed sync is never tried again (it may report success without having
+    /// written anything).
     fn settle_files(&self) -> Result<()> {
         if let Some(files) = &self.files
             && !self.settled.load(Ordering::Acquire)
         {
-            files.settle()?;
+            self.latch(files.settle())?;
             self.settled.store(true, Ordering::Release);
         }
         Ok(())

@@ -129,6 +129,9 @@ impl StoreFiles<DefaultStore> for Failing {
     fn remove_copy(&self) -> bob_btree::Result<()> {
         self.inner.remove_copy()
     }
+    fn settle(&self) -> bob_btree::Result<()> {
+        self.inner.settle()
+    }
 }
 
 fn open_failing(path: &Path, create: bool, install: bool) -> Db<DefaultStore> {

@@ -121,6 +121,74 @@ fn a_crash_at_every_operation_of_a_compacting_close_loses_nothing() {
 }
 
 /// A compacting close cut short at every operation (the rename perhaps made but not yet
+/// durable), then a session whose one durable commit is logged (no checkpoint, so no release
+/// of the log) and which is not closed, then a power loss: the commit survives (the session
+/// made the rename durable before its first write; else the old file came back, and the
+/// log's records after the copy's checkpoint no longer followed the old file's).
+#[test]
+fn a_durable_commit_after_a_rename_left_undurable_survives_a_power_loss() {
+    let options = shrink_options();
+    let (clock, _) =
+        Machine::new().create_then_close(&options, u64::MAX, |db| shrink(db, &mut Vec::new()));
+    let total = clock.ops();
+    let (opened, _) = Machine::new().create(&options, u64::MAX, |db| shrink(db, &mut Vec::new()));
+    for k in opened.ops()..total {
+        let mut machine = Machine::new();
+        let mut allowed = Vec::new();
+        let _ = machine.create_then_close(&options, k, |db| shrink(db, &mut allowed));
+        let mut next = machine.copy();
+        let (_, found) = next.open(&options, u64::MAX, |db| {
+            let found = state(db)?;
+            let mut tx = db.begin_write()?;
+            tx.open_tree::<u64, u64>("t")?.put(&1_000_000, &1)?;
+            tx.commit(bob_btree::Durability::Durable)?;
+            Ok(found)
+        });
+        let mut found = found.unwrap_or_else(|e| panic!("op {k}: the second session failed: {e}"));
+        assert!(allowed.contains(&found), "op {k}: the second session opened another state");
+        found.entry("t".into()).or_default().insert(1_000_000, 1);
+        for seed in [k, k + 1] {
+            check(
+                &next.crashed(seed),
+                std::slice::from_ref(&found),
+                &format!("op {k}, seed {seed}"),
+            );
+        }
+    }
+}
+
+/// As above, with the second session's one durable change an object committed through the
+/// store it shares (`Db::shared_store`): no write transaction, no log; the object survives.
+#[test]
+fn a_shared_store_commit_after_a_rename_left_undurable_survives_a_power_loss() {
+    let options = shrink_options();
+    let (clock, _) =
+        Machine::new().create_then_close(&options, u64::MAX, |db| shrink(db, &mut Vec::new()));
+    let total = clock.ops();
+    let (opened, _) = Machine::new().create(&options, u64::MAX, |db| shrink(db, &mut Vec::new()));
+    for k in opened.ops()..total {
+        let mut machine = Machine::new();
+        let _ = machine.create_then_close(&options, k, |db| shrink(db, &mut Vec::new()));
+        let mut next = machine.copy();
+        let (_, written) = next.open(&options, u64::MAX, |db| {
+            let store = db.shared_store()?;
+            let id = store.write_new_obj_from_bytes(b"kept")?;
+            store.commit()?;
+            Ok(id)
+        });
+        let id = written.unwrap_or_else(|e| panic!("op {k}: the second session failed: {e}"));
+        for seed in [k, k + 1] {
+            let (_, read) = next
+                .crashed(seed)
+                .copy()
+                .open(&options, u64::MAX, |db| Ok(db.shared_store()?.read_bytes_from_obj(id)?));
+            let read = read.unwrap_or_else(|e| panic!("op {k}, seed {seed}: {e}"));
+            assert_eq!(read, b"kept", "op {k}, seed {seed}");
+        }
+    }
+}
+
+/// A compacting close cut short at every operation (the rename perhaps made but not yet
 /// durable), then a session that commits and checkpoints (releasing the log) and is not
 /// closed, then a power loss: the rename the first session left is made durable before the second releases the
 /// log, so the power loss cannot bring the old file back without the log it needs.
