@@ -281,7 +281,9 @@ impl State {
 ///   is in the index only with its blob.
 /// - Capacity: past `capacity_bytes` the least recently used entries are evicted in the same
 ///   commit (recency is kept in memory; after a reopen it starts from the time each entry
-///   was stored).
+///   was stored). What a commit stores is never evicted by it, so one commit storing more
+///   than the capacity leaves the cache over it until the next store or remove; `close` and
+///   `open` evict nothing.
 /// - TTL: an entry past its time is a miss; its space goes when the capacity needs it
 ///   (expired entries go before live ones), or when its key is stored again or removed.
 ///
@@ -830,7 +832,10 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
                 tally.entries += 1;
                 tally.bytes += entry.len;
             }
-            if tally.bytes > capacity {
+            // A commit that stores and removes nothing (the one `close`, or an open after a
+            // crash, runs to delete the blobs the last commit dropped) changes no entry: the
+            // capacity is kept by the next commit that does.
+            if tally.bytes > capacity && !(written.is_empty() && removes.is_empty()) {
                 // Expired entries first (soonest expired first), then the least recently
                 // used; what this commit stored is neither.
                 let fresh: std::collections::HashSet<&Vec<u8>> =

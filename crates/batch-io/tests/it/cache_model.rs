@@ -268,3 +268,22 @@ proptest! {
         run(ops, compress);
     }
 }
+
+/// Found by the model test (the case proptest shrank it to): a flush whose stores add up to
+/// more than the capacity keeps them all (a commit never evicts what it stores); `close`
+/// then ran a commit of nothing but the deletion of the blobs the flush dropped, which
+/// evicted the least recently used entry (key 0, just stored), so the reopened cache had
+/// lost it. Such a commit now changes no entry.
+#[test]
+fn regression_a_close_evicts_nothing_after_a_flush_past_the_capacity() {
+    run(
+        vec![
+            Op::Store(0, 0, 0),
+            Op::Buffered(0, 2473, 0),
+            Op::Buffered(1, 2813, 0),
+            Op::Buffered(2, 2715, 0),
+            Op::Advance(0),
+        ],
+        false,
+    );
+}
