@@ -1199,6 +1199,8 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
     /// Makes every buffered commit durable: syncs the log (a checkpoint, without one).
     pub(crate) fn sync(&self) -> Result<()> {
         self.check_writable()?;
+        // What this session saw (an earlier one's commits) is durable only with the file.
+        self.settle_files()?;
         match &self.wal {
             Some(wal) => {
                 let _writer = self.writer.lock();
@@ -1274,11 +1276,14 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
     }
 
     /// Before this session first makes a change durable (its first write transaction, a
-    /// commit of the store, a release of the log): a copy an earlier session renamed over the
-    /// store is made durable first (see [`StoreFiles::settle`]), or a power loss could bring
-    /// the old file back under what this session acknowledged. A failure latches the
-    /// database: a failed sync is never tried again (it may report success without having
-    /// written anything).
+    /// checkpoint, a sync, a commit of the store, a release of the log): a copy an earlier
+    /// session renamed over the store is made durable first (see [`StoreFiles::settle`]), or
+    /// a power loss could bring the old file back under what this session acknowledged. One
+    /// directory sync a session that writes; a failure latches the database (a failed sync is
+    /// never tried again: it may report success without having written anything), so a
+    /// database in a directory that cannot be synced is read-only. A shared database is
+    /// never replaced by a copy (`compact_by_copy`), so `mark_shared` may skip this once the
+    /// flag is set.
     fn settle_files(&self) -> Result<()> {
         if let Some(files) = &self.files
             && !self.settled.load(Ordering::Acquire)
@@ -1843,6 +1848,9 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
     ) -> Result<Option<Error>> {
         let epoch = prepared.epoch;
         let result = (|| {
+            // A checkpoint acknowledges what it writes (and, without a log, the commits
+            // before it) as durable: only with the file it is written to.
+            self.settle_files()?;
             let mut buf = Vec::new();
             for (tree, node) in &prepared.rewrites {
                 node.encode(*tree, epoch, &mut buf);

@@ -157,6 +157,38 @@ fn a_durable_commit_after_a_rename_left_undurable_survives_a_power_loss() {
     }
 }
 
+/// As above, with a second session that writes nothing and calls `Db::sync`: the commits
+/// it saw (the first session's last, a buffered one, in the copy) are durable once `sync`
+/// returns, so the rename under them must be.
+#[test]
+fn a_sync_after_a_rename_left_undurable_makes_what_it_saw_durable() {
+    let options = shrink_options();
+    let (clock, _) =
+        Machine::new().create_then_close(&options, u64::MAX, |db| shrink(db, &mut Vec::new()));
+    let total = clock.ops();
+    let (opened, _) = Machine::new().create(&options, u64::MAX, |db| shrink(db, &mut Vec::new()));
+    for k in opened.ops()..total {
+        let mut machine = Machine::new();
+        let mut allowed = Vec::new();
+        let _ = machine.create_then_close(&options, k, |db| shrink(db, &mut allowed));
+        let mut next = machine.copy();
+        let (_, found) = next.open(&options, u64::MAX, |db| {
+            let found = state(db)?;
+            db.sync()?;
+            Ok(found)
+        });
+        let found = found.unwrap_or_else(|e| panic!("op {k}: the second session failed: {e}"));
+        assert!(allowed.contains(&found), "op {k}: the second session opened another state");
+        for seed in [k, k + 1] {
+            check(
+                &next.crashed(seed),
+                std::slice::from_ref(&found),
+                &format!("op {k}, seed {seed}"),
+            );
+        }
+    }
+}
+
 /// As above, with the second session's one durable change an object committed through the
 /// store it shares (`Db::shared_store`): no write transaction, no log; the object survives.
 #[test]
