@@ -10,8 +10,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bob_batch_io::{DiskCache, DiskCacheOptions};
 use proptest::prelude::*;
 
-/// The test's clock, in milliseconds since the epoch (only this test reads it).
+/// The tests' clock, in milliseconds since the epoch (only this module's tests read it; each
+/// holds `CLOCK` while it runs, so two running at once do not move each other's clock).
 static NOW_MS: AtomicU64 = AtomicU64::new(0);
+static CLOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn now() -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(NOW_MS.load(Ordering::SeqCst))
@@ -178,6 +180,7 @@ impl Model {
 }
 
 fn run(ops: Vec<Op>, compress: bool) {
+    let _clock = CLOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     NOW_MS.store(1_000_000, Ordering::SeqCst);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cache");
