@@ -33,8 +33,14 @@ fn cache_commits_and_foreign_commits_in_one_store_survive_power_losses() {
     let cache = DiskCache::with_db(db, options()).unwrap();
     let done = AtomicBool::new(false);
     let images = Mutex::new(Vec::new());
+    let taken = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
         let writer = scope.spawn(|| {
+            // Not before the camera runs: on a fast machine the writes can all be done in the
+            // time a thread takes to start, and the run would see no image taken meanwhile.
+            while taken.load(Ordering::Acquire) == 0 {
+                std::thread::yield_now();
+            }
             for v in 0..12u64 {
                 for k in 0..10u64 {
                     if (k + v) % 3 == 0 {
@@ -62,7 +68,10 @@ fn cache_commits_and_foreign_commits_in_one_store_survive_power_losses() {
             while !done.load(Ordering::Acquire) {
                 images.lock().unwrap().push(disk.crash_image(CrashMode::PowerLoss, seed));
                 seed += 1;
-                std::thread::sleep(std::time::Duration::from_millis(1));
+                // The first images back to back, then one a millisecond.
+                if taken.fetch_add(1, Ordering::AcqRel) >= 8 {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
             }
         });
         writer.join().unwrap();
