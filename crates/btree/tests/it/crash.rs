@@ -120,13 +120,10 @@ fn a_crash_at_every_operation_of_a_compacting_close_loses_nothing() {
     }
 }
 
-/// A compacting close cut short at every operation (the rename perhaps made but not yet
-/// durable), then a session whose one durable commit is logged (no checkpoint, so no release
-/// of the log) and which is not closed, then a power loss: the commit survives (the session
-/// made the rename durable before its first write; else the old file came back, and the
-/// log's records after the copy's checkpoint no longer followed the old file's).
-#[test]
-fn a_durable_commit_after_a_rename_left_undurable_survives_a_power_loss() {
+/// For every operation of a compacting close (the rename perhaps made but not yet durable):
+/// the machine the close cut short there, as a second session finds it, with the states the
+/// first session may have left.
+fn after_each_cut_close(mut then: impl FnMut(u64, Machine, &[State])) {
     let options = shrink_options();
     let (clock, _) =
         Machine::new().create_then_close(&options, u64::MAX, |db| shrink(db, &mut Vec::new()));
@@ -136,25 +133,49 @@ fn a_durable_commit_after_a_rename_left_undurable_survives_a_power_loss() {
         let mut machine = Machine::new();
         let mut allowed = Vec::new();
         let _ = machine.create_then_close(&options, k, |db| shrink(db, &mut allowed));
-        let mut next = machine.copy();
-        let (_, found) = next.open(&options, u64::MAX, |db| {
-            let found = state(db)?;
+        then(k, machine.copy(), &allowed);
+    }
+}
+
+/// A second session (not closed: a close that compacts again would settle the rename
+/// itself) that reads the state, does `work`, and must leave `found` plus `add` durable
+/// through a power loss after it.
+fn second_session_survives(
+    k: u64,
+    mut next: Machine,
+    allowed: &[State],
+    work: impl FnOnce(&bob_btree::testing::SimDb) -> bob_btree::Result<()>,
+    add: Option<(u64, u64)>,
+) {
+    let (_, found) = next.open(&shrink_options(), u64::MAX, |db| {
+        let found = state(db)?;
+        work(db)?;
+        Ok(found)
+    });
+    let mut found = found.unwrap_or_else(|e| panic!("op {k}: the second session failed: {e}"));
+    assert!(allowed.contains(&found), "op {k}: the second session opened another state");
+    if let Some((key, value)) = add {
+        found.entry("t".into()).or_default().insert(key, value);
+    }
+    for seed in [k, k + 1] {
+        check(&next.crashed(seed), std::slice::from_ref(&found), &format!("op {k}, seed {seed}"));
+    }
+}
+
+/// A compacting close cut short at every operation, then a session whose one durable commit
+/// is logged (no checkpoint, so no release of the log), then a power loss: the commit
+/// survives (the session made the rename durable before its first write; else the old file
+/// came back, and the log's records after the copy's checkpoint no longer followed it).
+#[test]
+fn a_durable_commit_after_a_rename_left_undurable_survives_a_power_loss() {
+    after_each_cut_close(|k, next, allowed| {
+        let commit = |db: &bob_btree::testing::SimDb| {
             let mut tx = db.begin_write()?;
             tx.open_tree::<u64, u64>("t")?.put(&1_000_000, &1)?;
-            tx.commit(bob_btree::Durability::Durable)?;
-            Ok(found)
-        });
-        let mut found = found.unwrap_or_else(|e| panic!("op {k}: the second session failed: {e}"));
-        assert!(allowed.contains(&found), "op {k}: the second session opened another state");
-        found.entry("t".into()).or_default().insert(1_000_000, 1);
-        for seed in [k, k + 1] {
-            check(
-                &next.crashed(seed),
-                std::slice::from_ref(&found),
-                &format!("op {k}, seed {seed}"),
-            );
-        }
-    }
+            tx.commit(bob_btree::Durability::Durable)
+        };
+        second_session_survives(k, next, allowed, commit, Some((1_000_000, 1)));
+    });
 }
 
 /// As above, with a second session that writes nothing and calls `Db::sync`: the commits
@@ -162,31 +183,9 @@ fn a_durable_commit_after_a_rename_left_undurable_survives_a_power_loss() {
 /// returns, so the rename under them must be.
 #[test]
 fn a_sync_after_a_rename_left_undurable_makes_what_it_saw_durable() {
-    let options = shrink_options();
-    let (clock, _) =
-        Machine::new().create_then_close(&options, u64::MAX, |db| shrink(db, &mut Vec::new()));
-    let total = clock.ops();
-    let (opened, _) = Machine::new().create(&options, u64::MAX, |db| shrink(db, &mut Vec::new()));
-    for k in opened.ops()..total {
-        let mut machine = Machine::new();
-        let mut allowed = Vec::new();
-        let _ = machine.create_then_close(&options, k, |db| shrink(db, &mut allowed));
-        let mut next = machine.copy();
-        let (_, found) = next.open(&options, u64::MAX, |db| {
-            let found = state(db)?;
-            db.sync()?;
-            Ok(found)
-        });
-        let found = found.unwrap_or_else(|e| panic!("op {k}: the second session failed: {e}"));
-        assert!(allowed.contains(&found), "op {k}: the second session opened another state");
-        for seed in [k, k + 1] {
-            check(
-                &next.crashed(seed),
-                std::slice::from_ref(&found),
-                &format!("op {k}, seed {seed}"),
-            );
-        }
-    }
+    after_each_cut_close(|k, next, allowed| {
+        second_session_survives(k, next, allowed, |db| db.sync(), None);
+    });
 }
 
 /// As above, with the second session's one durable change an object committed through the
@@ -194,14 +193,7 @@ fn a_sync_after_a_rename_left_undurable_makes_what_it_saw_durable() {
 #[test]
 fn a_shared_store_commit_after_a_rename_left_undurable_survives_a_power_loss() {
     let options = shrink_options();
-    let (clock, _) =
-        Machine::new().create_then_close(&options, u64::MAX, |db| shrink(db, &mut Vec::new()));
-    let total = clock.ops();
-    let (opened, _) = Machine::new().create(&options, u64::MAX, |db| shrink(db, &mut Vec::new()));
-    for k in opened.ops()..total {
-        let mut machine = Machine::new();
-        let _ = machine.create_then_close(&options, k, |db| shrink(db, &mut Vec::new()));
-        let mut next = machine.copy();
+    after_each_cut_close(|k, mut next, _| {
         let (_, written) = next.open(&options, u64::MAX, |db| {
             let store = db.shared_store()?;
             let id = store.write_new_obj_from_bytes(b"kept")?;
@@ -217,44 +209,22 @@ fn a_shared_store_commit_after_a_rename_left_undurable_survives_a_power_loss() {
             let read = read.unwrap_or_else(|e| panic!("op {k}, seed {seed}: {e}"));
             assert_eq!(read, b"kept", "op {k}, seed {seed}");
         }
-    }
+    });
 }
 
-/// A compacting close cut short at every operation (the rename perhaps made but not yet
-/// durable), then a session that commits and checkpoints (releasing the log) and is not
-/// closed, then a power loss: the rename the first session left is made durable before the second releases the
-/// log, so the power loss cannot bring the old file back without the log it needs.
+/// A compacting close cut short at every operation, then a session that commits and
+/// checkpoints (releasing the log) and is not closed, then a power loss: the rename the first
+/// session left is made durable before the second releases the log, so the power loss cannot
+/// bring the old file back without the log it needs.
 #[test]
 fn a_rename_left_undurable_is_settled_before_a_later_session_releases_the_log() {
-    let options = shrink_options();
-    let (clock, _) =
-        Machine::new().create_then_close(&options, u64::MAX, |db| shrink(db, &mut Vec::new()));
-    let total = clock.ops();
-    let (opened, _) = Machine::new().create(&options, u64::MAX, |db| shrink(db, &mut Vec::new()));
-    for k in opened.ops()..total {
-        let mut machine = Machine::new();
-        let mut allowed = Vec::new();
-        let _ = machine.create_then_close(&options, k, |db| shrink(db, &mut allowed));
-        let mut next = machine.copy();
-        // Not closed: a close that compacts again would settle the rename itself.
-        let (_, found) = next.open(&options, u64::MAX, |db| {
-            let found = state(db)?;
+    after_each_cut_close(|k, next, allowed| {
+        let commit_and_checkpoint = |db: &bob_btree::testing::SimDb| {
             let mut tx = db.begin_write()?;
             tx.open_tree::<u64, u64>("t")?.put(&1_000_000, &1)?;
             tx.commit(bob_btree::Durability::Durable)?;
-            db.checkpoint()?;
-            Ok(found)
-        });
-        let mut found = found.unwrap_or_else(|e| panic!("op {k}: the second session failed: {e}"));
-        assert!(allowed.contains(&found), "op {k}: the second session opened another state");
-        found.entry("t".into()).or_default().insert(1_000_000, 1);
-
-        for seed in [k, k + 1] {
-            check(
-                &next.crashed(seed),
-                std::slice::from_ref(&found),
-                &format!("op {k}, seed {seed}"),
-            );
-        }
-    }
+            db.checkpoint()
+        };
+        second_session_survives(k, next, allowed, commit_and_checkpoint, Some((1_000_000, 1)));
+    });
 }
