@@ -1885,11 +1885,10 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Core<S> {
             self.failed.store(true, Ordering::Release);
             return Err(e);
         }
-        // Durable from here: published whatever happens to the log's release.
+        // Durable from here: published whatever happens to the log's release (the files
+        // were settled above, before the commit).
         let released = match &self.wal {
-            Some(wal) => self
-                .settle_files()
-                .and_then(|()| wal.lock().release(prepared.lsn, prepared.appended)),
+            Some(wal) => wal.lock().release(prepared.lsn, prepared.appended),
             None => Ok(()),
         };
         self.checkpointed_entries.store(prepared.entries, Ordering::Relaxed);

@@ -1034,9 +1034,9 @@ mod tests {
     }
 
     /// The write buffer is one allocation kept across flushes: objects staged and then
-    /// deleted or staged again leave bytes no range names, which neither grow it past
-    /// `write_buffer_bytes` nor are ever written; what is staged reads back, before and after
-    /// the commit and a reopen.
+    /// deleted or staged again leave bytes no range names, which never grow it past
+    /// `write_buffer_bytes`; a flush of nothing but such bytes empties it; what is staged
+    /// reads back, before and after the commit and a reopen.
     #[test]
     fn the_write_buffer_stays_within_its_bound_and_writes_only_what_is_named() {
         let bound = 16 << 10;
