@@ -2954,6 +2954,69 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> ReadTxn<'_, S> {
     }
 }
 
+impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> ReadTxn<'db, S> {
+    /// The tree `name` of this snapshot, as a handle that owns the snapshot: what a reader
+    /// keeps for many lookups, each then without [`open_tree`](Self::open_tree)'s lookup by
+    /// name. `Ok(None)` if there is no such tree; an error if its root node cannot be read
+    /// (it is loaded here).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use bob_btree::{Db, Durability};
+    ///
+    /// let db = Db::create(dir.path().join("kv.bob"))?;
+    /// let mut tx = db.begin_write()?;
+    /// tx.open_tree::<String, u64>("counts")?.insert("apples", &3)?;
+    /// tx.commit(Durability::Durable)?;
+    ///
+    /// let counts = db.begin_read().into_tree::<String, u64>("counts")?.expect("created above");
+    /// for _ in 0..3 {
+    ///     assert_eq!(counts.tree().get("apples")?, Some(3));
+    /// }
+    /// # Ok::<(), bob_btree::Error>(())
+    /// ```
+    pub fn into_tree<K: Key, V: Value>(self, name: &str) -> Result<Option<ReadTree<'db, K, V, S>>> {
+        let Some(state) = self.snapshot.trees.get(name) else { return Ok(None) };
+        // Loaded through the snapshot's own link first, so that the handle's copy of the
+        // link shares the root (and every node below it) with the snapshot instead of
+        // loading a copy of its own.
+        tree::node(self.db, state.id, &state.root)?;
+        let state = state.clone();
+        Ok(Some(ReadTree { txn: self, state, _types: PhantomData }))
+    }
+}
+
+/// A tree of a read snapshot that owns the snapshot: see [`ReadTxn::into_tree`]. It holds
+/// the snapshot (and what the snapshot keeps from reuse) until it is dropped, as the
+/// [`ReadTxn`] it came from would.
+pub struct ReadTree<'db, K, V, S: SplitStore<Io: Clone> + PrimeStorer = DefaultStore> {
+    txn: ReadTxn<'db, S>,
+    state: TreeState,
+    _types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V, S: SplitStore<Io: Clone> + PrimeStorer> std::fmt::Debug for ReadTree<'_, K, V, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadTree")
+            .field("epoch", &self.txn.snapshot.epoch)
+            .field("id", &self.state.id)
+            .field("len", &self.state.len)
+            .finish()
+    }
+}
+
+impl<'db, K: Key, V: Value, S: SplitStore<Io: Clone> + PrimeStorer> ReadTree<'db, K, V, S> {
+    /// The tree, for lookups and ranges (made without a lookup: as cheap as a reference).
+    pub fn tree(&self) -> Tree<'_, K, V> {
+        Tree { ld: self.txn.db, state: &self.state, _types: PhantomData }
+    }
+
+    /// The snapshot it reads.
+    pub fn txn(&self) -> &ReadTxn<'db, S> {
+        &self.txn
+    }
+}
+
 /// A key's encoding (of any length: lookups and bounds may be longer than a stored key).
 fn encode_key<K: Key, Q: KeyLike<K> + ?Sized>(key: &Q) -> Result<Vec<u8>> {
     let mut out = Vec::new();

@@ -13,7 +13,8 @@
 //! with the last commit and copied the first time the writer changes them, so
 //! [`WriteTxn::abort`] (or a drop) costs nothing and readers never wait for it.
 //! [`Db::begin_read`] gives a snapshot of the last commit that later commits do not change,
-//! from any thread. A checkpoint may rewrite a node a snapshot still names: the node as its
+//! from any thread; [`ReadTxn::into_tree`] makes one tree of it a handle that owns the
+//! snapshot ([`ReadTree`]), for a reader that keeps a tree for many lookups. A checkpoint may rewrite a node a snapshot still names: the node as its
 //! object held it is kept in memory (if a reader was open when the commit replacing it was
 //! published) until every older snapshot has ended, and a node loaded from disk is checked
 //! to belong to the snapshot's checkpoint.
@@ -136,7 +137,7 @@ pub use bob_treap::{Postcard, TreapKey as Key, TreapValue as Value};
 pub use catalog::MAX_NAME_LEN;
 pub use db::{
     Db, DbOptions, DbReport, DbStats, DefaultStore, Durability, OsStoreFiles, Range, RangeBytes,
-    ReadTxn, StoreFiles, StoreView, Tree, TreeMut, WriteTxn, copy_path_of, log_dir_of,
+    ReadTree, ReadTxn, StoreFiles, StoreView, Tree, TreeMut, WriteTxn, copy_path_of, log_dir_of,
 };
 pub use node::{MAX_INLINE_VALUE_LEN, MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use wal::{LogDir, LogFile, OsLogDir};

@@ -88,6 +88,70 @@ fn a_snapshot_reads_nodes_a_later_checkpoint_rewrote_as_they_were() {
     assert_eq!(t.get(&8).unwrap(), None);
 }
 
+/// A tree handle that owns its snapshot (`ReadTxn::into_tree`) reads that snapshot, from
+/// several threads at once, across later commits and checkpoints, the root included when it
+/// was only on disk when the handle was made; a name not in the snapshot gives `None`.
+#[test]
+fn an_owned_tree_handle_reads_its_snapshot_across_commits_and_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.bob");
+    let db = Db::create(&path).unwrap();
+    let mut tx = db.begin_write().unwrap();
+    let mut t = tx.open_tree::<u64, Vec<u8>>("t").unwrap();
+    for i in 0..5000u64 {
+        t.insert(&i, &vec![1; 100]).unwrap();
+    }
+    tx.commit(Durability::Durable).unwrap();
+    db.close().unwrap();
+
+    for _ in 0..3 {
+        // After open nothing but the catalog is loaded: the handle loads the root.
+        let db = Db::open(&path).unwrap();
+        assert!(db.begin_read().into_tree::<u64, Vec<u8>>("nope").unwrap().is_none());
+        let first = db.begin_read().into_tree::<u64, Vec<u8>>("t").unwrap().unwrap();
+        let before: Vec<_> = first.tree().iter().unwrap().map(Result::unwrap).collect();
+        assert_eq!(before.len(), 5000);
+        for round in 2..5u8 {
+            let mut tx = db.begin_write().unwrap();
+            let mut t = tx.open_tree::<u64, Vec<u8>>("t").unwrap();
+            for i in (0..5000u64).step_by(3) {
+                t.insert(&i, &vec![round; 100]).unwrap();
+            }
+            t.remove(&(round as u64)).unwrap();
+            tx.commit(Durability::Durable).unwrap();
+            db.checkpoint().unwrap();
+        }
+        std::thread::scope(|s| {
+            for part in 0..2u64 {
+                let (first, before) = (&first, &before);
+                s.spawn(move || {
+                    let tree = first.tree();
+                    assert_eq!(tree.len(), 5000);
+                    for i in (part..5000).step_by(2) {
+                        assert_eq!(tree.get(&i).unwrap().as_ref(), Some(&before[i as usize].1));
+                    }
+                });
+            }
+        });
+        let got: Vec<_> = first.tree().iter().unwrap().map(Result::unwrap).collect();
+        assert_eq!(got, before, "the handle's snapshot moved");
+        drop(first);
+        let now = db.begin_read().into_tree::<u64, Vec<u8>>("t").unwrap().unwrap();
+        assert_eq!(now.tree().get(&3).unwrap(), Some(vec![4; 100]));
+        assert_eq!(now.tree().get(&4).unwrap(), None);
+        assert!(now.txn().list_trees() == ["t"]);
+        drop(now);
+        // Put back what the rounds removed, so that every cycle starts from 5,000 entries.
+        let mut tx = db.begin_write().unwrap();
+        let mut t = tx.open_tree::<u64, Vec<u8>>("t").unwrap();
+        for i in 2..5u64 {
+            t.insert(&i, &vec![1; 100]).unwrap();
+        }
+        tx.commit(Durability::Durable).unwrap();
+        db.close().unwrap();
+    }
+}
+
 /// A commit published while no reader is open drops the node versions its changes replaced
 /// at once (no later reader can need them); one published while a reader is open keeps them
 /// until a checkpoint no longer needs them, so that reader still reads, after a checkpoint
