@@ -14,10 +14,10 @@
 //! [`WriteTxn::abort`] (or a drop) costs nothing and readers never wait for it.
 //! [`Db::begin_read`] gives a snapshot of the last commit that later commits do not change,
 //! from any thread; [`ReadTxn::into_tree`] makes one tree of it a handle that owns the
-//! snapshot ([`ReadTree`]), for a reader that keeps a tree for many lookups. A checkpoint may rewrite a node a snapshot still names: the node as its
-//! object held it is kept in memory (if a reader was open when the commit replacing it was
-//! published) until every older snapshot has ended, and a node loaded from disk is checked
-//! to belong to the snapshot's checkpoint.
+//! snapshot ([`ReadTree`]), for a reader that keeps a tree for many lookups. A checkpoint may
+//! rewrite a node a snapshot still names: the node as its object held it is kept in memory (if
+//! a reader was open when the commit replacing it was published) until every older snapshot
+//! has ended, and a node loaded from disk is checked to belong to the snapshot's checkpoint.
 //!
 //! # Durability: the write-ahead log and checkpoints
 //! A commit appends one checksummed record of its changes to the write-ahead log (segment

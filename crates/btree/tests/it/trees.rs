@@ -89,8 +89,10 @@ fn a_snapshot_reads_nodes_a_later_checkpoint_rewrote_as_they_were() {
 }
 
 /// A tree handle that owns its snapshot (`ReadTxn::into_tree`) reads that snapshot, from
-/// several threads at once, across later commits and checkpoints, the root included when it
-/// was only on disk when the handle was made; a name not in the snapshot gives `None`.
+/// several threads at once, across later commits and checkpoints that rewrite its nodes: the
+/// handle loads the root (only on disk after an open) through the snapshot, so a second
+/// handle on the same snapshot loads nothing, and every other node it reads is loaded only
+/// after the checkpoints rewrote its object. A name not in the snapshot gives `None`.
 #[test]
 fn an_owned_tree_handle_reads_its_snapshot_across_commits_and_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
@@ -103,14 +105,21 @@ fn an_owned_tree_handle_reads_its_snapshot_across_commits_and_checkpoints() {
     }
     tx.commit(Durability::Durable).unwrap();
     db.close().unwrap();
+    let before: Vec<(u64, Vec<u8>)> = (0..5000).map(|i| (i, vec![1; 100])).collect();
 
     for _ in 0..3 {
-        // After open nothing but the catalog is loaded: the handle loads the root.
+        // After open nothing but the catalog is loaded.
         let db = Db::open(&path).unwrap();
         assert!(db.begin_read().into_tree::<u64, Vec<u8>>("nope").unwrap().is_none());
-        let first = db.begin_read().into_tree::<u64, Vec<u8>>("t").unwrap().unwrap();
-        let before: Vec<_> = first.tree().iter().unwrap().map(Result::unwrap).collect();
-        assert_eq!(before.len(), 5000);
+        let loads = db.stats().nodes_loaded;
+        let read = db.begin_read();
+        let same = db.begin_read();
+        let first = read.into_tree::<u64, Vec<u8>>("t").unwrap().unwrap();
+        assert_eq!(db.stats().nodes_loaded, loads + 1, "the handle loads the root");
+        let second = same.into_tree::<u64, Vec<u8>>("t").unwrap().unwrap();
+        assert_eq!(db.stats().nodes_loaded, loads + 1, "the root is shared, not loaded twice");
+        drop(second);
+        // Every leaf is still only on disk: the rounds rewrite most of them.
         for round in 2..5u8 {
             let mut tx = db.begin_write().unwrap();
             let mut t = tx.open_tree::<u64, Vec<u8>>("t").unwrap();
@@ -121,6 +130,7 @@ fn an_owned_tree_handle_reads_its_snapshot_across_commits_and_checkpoints() {
             tx.commit(Durability::Durable).unwrap();
             db.checkpoint().unwrap();
         }
+        let after_rounds = db.stats().nodes_loaded;
         std::thread::scope(|s| {
             for part in 0..2u64 {
                 let (first, before) = (&first, &before);
@@ -133,6 +143,7 @@ fn an_owned_tree_handle_reads_its_snapshot_across_commits_and_checkpoints() {
                 });
             }
         });
+        assert!(db.stats().nodes_loaded > after_rounds + 10, "the handle's leaves were loaded");
         let got: Vec<_> = first.tree().iter().unwrap().map(Result::unwrap).collect();
         assert_eq!(got, before, "the handle's snapshot moved");
         drop(first);
@@ -141,11 +152,11 @@ fn an_owned_tree_handle_reads_its_snapshot_across_commits_and_checkpoints() {
         assert_eq!(now.tree().get(&4).unwrap(), None);
         assert!(now.txn().list_trees() == ["t"]);
         drop(now);
-        // Put back what the rounds removed, so that every cycle starts from 5,000 entries.
+        // Back to the first contents, so that every cycle starts from them.
         let mut tx = db.begin_write().unwrap();
         let mut t = tx.open_tree::<u64, Vec<u8>>("t").unwrap();
-        for i in 2..5u64 {
-            t.insert(&i, &vec![1; 100]).unwrap();
+        for (i, v) in &before {
+            t.insert(i, v).unwrap();
         }
         tx.commit(Durability::Durable).unwrap();
         db.close().unwrap();
