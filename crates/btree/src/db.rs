@@ -2958,7 +2958,7 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> ReadTxn<'db, S> {
     /// The tree `name` of this snapshot, as a handle that owns the snapshot: what a reader
     /// keeps for many lookups, each then without [`open_tree`](Self::open_tree)'s lookup by
     /// name. `Ok(None)` if there is no such tree; an error if its root node cannot be read
-    /// (it is loaded here).
+    /// (it is loaded here; the snapshot is dropped with the error).
     ///
     /// ```
     /// # let dir = tempfile::tempdir()?;
