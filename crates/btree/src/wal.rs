@@ -12,7 +12,9 @@
 //! each group at the end of the previous one or on the next page). The chain ends at the
 //! first group that does not verify: a torn tail, dropped. A group past that point that does
 //! verify and says the missing LSN had been synced means a durable record was damaged: an
-//! error, never a silent rollback.
+//! error, never a silent rollback. A break inside the checkpoint (a damaged group whose
+//! record the checkpoint holds) is stepped over: the chain resumes at the group holding the
+//! checkpoint's LSN + 1, wherever in the segment it starts.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -328,6 +330,48 @@ fn read_group(
     Ok(Some(Group { len: GROUP_HEADER as u64 + len, first_lsn, durable_lsn: u64_at(16), count }))
 }
 
+/// The first group from byte `from` on that verifies for `salt` and holds record `lsn`:
+/// where it starts and its first LSN. Every byte offset is tried (groups written without a
+/// sync between them are packed, not page-aligned); read only when the chain broke on a
+/// damaged group, so the cost falls on a damaged log alone. A salt is one segment's, and a
+/// segment holds each LSN once, so the group found is the one that was appended.
+fn find_group_holding(
+    file: &LogFile,
+    file_len: u64,
+    from: u64,
+    salt: u64,
+    lsn: u64,
+) -> Result<Option<(u64, u64)>> {
+    let mut chunk = Vec::new();
+    let mut body = Vec::new();
+    let mut at = from;
+    while at.saturating_add(GROUP_HEADER as u64) <= file_len {
+        // Chunks overlap by a header, so a header across a chunk's end is seen whole.
+        let n = (file_len - at).min(SCAN_CHUNK);
+        file.read_to_vec(&mut chunk, n as usize, at)?;
+        let mut i = 0;
+        while i + GROUP_HEADER <= chunk.len() {
+            let head = &chunk[i..];
+            if &head[..4] == GROUP_MAGIC && head[24..32] == salt.to_le_bytes() {
+                let pos = at + i as u64;
+                if let Some(g) = read_group(file, file_len, pos, salt, &mut body)?
+                    && g.count > 0
+                    && g.first_lsn <= lsn
+                    && lsn - g.first_lsn < u64::from(g.count)
+                {
+                    return Ok(Some((pos, g.first_lsn)));
+                }
+            }
+            i += 1;
+        }
+        if at + n >= file_len {
+            break;
+        }
+        at += n - GROUP_HEADER as u64 + 1;
+    }
+    Ok(None)
+}
+
 /// The segment appended to.
 struct Active {
     seq: u64,
@@ -487,42 +531,59 @@ impl Wal {
             let mut want = start;
             let mut pos = PAGE;
             loop {
-                let mut found =
-                    read_group(&file, file_len, pos, header.salt, &mut body)?.map(|g| (g, pos));
-                let page = round_up(pos);
-                if found.is_none() && page != pos {
-                    found = read_group(&file, file_len, page, header.salt, &mut body)?
-                        .map(|g| (g, page));
-                }
-                // A group that is not the next one ends the chain as a torn one does (a
-                // group after a torn one may start on the page boundary the torn one ended
-                // at); the scan below decides whether a synced record went missing.
-                let Some((group, at)) = found.filter(|(g, _)| g.first_lsn == want && g.count > 0)
-                else {
-                    break;
-                };
-                let mut off = 0usize;
-                for k in 0..u64::from(group.count) {
-                    let len = body
-                        .get(off..off + 4)
-                        .map(|b| u32::from_le_bytes(b.try_into().expect("4")) as usize)
-                        .filter(|&len| off + 4 + len <= body.len())
-                        .ok_or_else(|| {
-                            Error::Corrupt(format!(
-                                "log segment {seq}: a group's records overrun it"
-                            ))
-                        })?;
-                    let lsn = group.first_lsn + k;
-                    if lsn > after_lsn {
-                        records.push((lsn, body[off + 4..off + 4 + len].to_vec()));
+                loop {
+                    let mut found =
+                        read_group(&file, file_len, pos, header.salt, &mut body)?.map(|g| (g, pos));
+                    let page = round_up(pos);
+                    if found.is_none() && page != pos {
+                        found = read_group(&file, file_len, page, header.salt, &mut body)?
+                            .map(|g| (g, page));
                     }
-                    off += 4 + len;
+                    // A group that is not the next one ends the chain as a torn one does (a
+                    // group after a torn one may start on the page boundary the torn one ended
+                    // at); the scan below decides whether a synced record went missing.
+                    let Some((group, at)) =
+                        found.filter(|(g, _)| g.first_lsn == want && g.count > 0)
+                    else {
+                        break;
+                    };
+                    let mut off = 0usize;
+                    for k in 0..u64::from(group.count) {
+                        let len = body
+                            .get(off..off + 4)
+                            .map(|b| u32::from_le_bytes(b.try_into().expect("4")) as usize)
+                            .filter(|&len| off + 4 + len <= body.len())
+                            .ok_or_else(|| {
+                                Error::Corrupt(format!(
+                                    "log segment {seq}: a group's records overrun it"
+                                ))
+                            })?;
+                        let lsn = group.first_lsn + k;
+                        if lsn > after_lsn {
+                            records.push((lsn, body[off + 4..off + 4 + len].to_vec()));
+                        }
+                        off += 4 + len;
+                    }
+                    want = group.first_lsn + u64::from(group.count);
+                    pos = at + group.len;
                 }
-                want = group.first_lsn + u64::from(group.count);
-                pos = at + group.len;
+                // The chain broke inside the checkpoint (a damaged group whose record the
+                // checkpoint holds): the records after the checkpoint may follow the damage, and
+                // the chain goes on from the group holding the first of them.
+                if want <= after_lsn
+                    && let Some((at, first)) =
+                        find_group_holding(&file, file_len, pos, header.salt, after_lsn + 1)?
+                {
+                    want = first;
+                    pos = at;
+                    continue;
+                }
+                break;
             }
-            // The chain ended: nothing after it may say a missing record had been synced.
-            if want > after_lsn {
+            // The chain ended: nothing after it may say a missing record past the checkpoint
+            // had been synced.
+            let missing = want.max(after_lsn + 1);
+            {
                 // Pages are read in chunks and only those starting with a group of this
                 // segment's salt are read whole (a reused segment holds old groups to its end).
                 let mut chunk = Vec::new();
@@ -539,11 +600,11 @@ impl Wal {
                         if candidate
                             && let Some(g) =
                                 read_group(&file, file_len, page, header.salt, &mut body)?
-                            && g.durable_lsn >= want
+                            && g.durable_lsn >= missing
                         {
                             return Err(Error::Corrupt(format!(
-                                "log segment {seq}: the group of LSN {want} is damaged, and a \
-                                 later group says it had been synced"
+                                "log segment {seq}: the group of LSN {missing} is damaged, and \
+                                 a later group says it had been synced"
                             )));
                         }
                     }
@@ -817,6 +878,50 @@ mod tests {
         // Inside the checkpoint, the same damage costs nothing.
         let (_, records) = Wal::open(Arc::new(dir), 7, 2, 1 << 20).unwrap();
         assert!(records.is_empty());
+    }
+
+    /// A damaged group whose record a checkpoint holds, with synced records after the
+    /// checkpoint in the same segment: the chain goes on past the damage and those records
+    /// come back (the review's silent rollback: they were dropped, and the open said `Ok`).
+    #[test]
+    fn damage_inside_the_checkpoint_does_not_hide_the_records_after_it() {
+        let dir = Dir::default();
+        let (mut wal, _) = Wal::open(Arc::new(dir.clone()), 7, 0, 1 << 20).unwrap();
+        for record in [&b"one"[..], b"two", b"three"] {
+            wal.append(record, true).unwrap();
+        }
+        // Each synced group has a page of its own: damage the first.
+        segment(&dir, 1).write_at(&[0xEE; 64], PAGE).unwrap();
+        let (wal, records) = Wal::open(Arc::new(dir.clone()), 7, 1, 1 << 20).unwrap();
+        assert_eq!(records, [(2, b"two".to_vec()), (3, b"three".to_vec())]);
+        assert_eq!(wal.next_lsn, 4);
+        // The second damaged too: record 2 is lost, and group 3 says it was synced.
+        segment(&dir, 1).write_at(&[0xEE; 64], 2 * PAGE).unwrap();
+        let err = Wal::open(Arc::new(dir.clone()), 7, 1, 1 << 20).err().expect("an error");
+        assert!(matches!(err, Error::Corrupt(ref why) if why.contains("LSN 2")), "{err}");
+        // With the checkpoint at 2, only record 3 is needed, and it is found.
+        let (_, records) = Wal::open(Arc::new(dir), 7, 2, 1 << 20).unwrap();
+        assert_eq!(records, [(3, b"three".to_vec())]);
+    }
+
+    /// Groups appended without a sync between them are packed, not page-aligned: the group
+    /// after a damaged one inside the checkpoint is found at any byte offset.
+    #[test]
+    fn the_chain_resumes_at_a_packed_group_after_damage_inside_the_checkpoint() {
+        let dir = Dir::default();
+        let (mut wal, _) = Wal::open(Arc::new(dir.clone()), 7, 0, 1 << 20).unwrap();
+        for record in [&b"one"[..], b"two", b"three"] {
+            wal.append(record, false).unwrap();
+        }
+        wal.sync().unwrap();
+        wal.append(b"four", true).unwrap();
+        segment(&dir, 1).write_at(&[0xEE; 8], PAGE + 16).unwrap();
+        let (_, records) = Wal::open(Arc::new(dir.clone()), 7, 1, 1 << 20).unwrap();
+        let lsns: Vec<u64> = records.iter().map(|r| r.0).collect();
+        assert_eq!(lsns, [2, 3, 4]);
+        assert_eq!(records[0].1, b"two");
+        // Past the checkpoint the same damage is an error: group 4 says 1 was synced.
+        assert!(matches!(Wal::open(Arc::new(dir), 7, 0, 1 << 20), Err(Error::Corrupt(_))));
     }
 
     /// A last segment whose creation a crash cut short is removed, so that it never stands
