@@ -128,8 +128,12 @@ impl LogDir for OsLogDir {
         let path = self.path(seq);
         if let Some(spare) = self.spares()?.pop() {
             // Header first, synced, under the spare's name (which no recovery reads); then
-            // the new name, made durable with the directory.
-            let file = OsFile::open(&spare).map_err(io::Error::other)?;
+            // the new name, made durable with the directory. Opened without a lock: a
+            // retired segment's old handle may still be alive (a group commit's sync that
+            // began before the release), and its lock would refuse this open; the database
+            // file's lock already gives the directory one owner.
+            let file = std::fs::File::options().read(true).write(true).open(&spare)?;
+            let file = OsFile::new(file);
             file.write_at(header, 0)?;
             file.sync_data()?;
             std::fs::rename(&spare, &path)?;
@@ -968,6 +972,25 @@ mod tests {
         assert!(wal.begin_sync().is_err());
         assert!(wal.append(b"three", false).is_err());
         assert_eq!(wal.durable_lsn, 1);
+    }
+
+    /// A spare is reused while a handle to it as a retired segment is still alive (a group
+    /// commit's sync that began before the release): the reuse must not wait on that
+    /// handle (it did, on its lock, and the commit failed with `Locked` after 500 ms).
+    #[test]
+    fn a_spare_is_reused_while_its_old_handle_is_alive() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = OsLogDir::new(tmp.path()).unwrap();
+        assert!(dir.prepare_spare(8 * PAGE).unwrap());
+        let header = vec![0u8; PAGE as usize];
+        let first = dir.create(1, &header).unwrap();
+        dir.retire(1).unwrap();
+        dir.sync().unwrap();
+        let second = dir.create(2, &header).unwrap();
+        first.sync_data().unwrap();
+        second.write_at(b"group", PAGE).unwrap();
+        second.sync_data().unwrap();
+        assert_eq!(dir.list().unwrap(), [2]);
     }
 
     /// A read error is an error, never the end of the log.
