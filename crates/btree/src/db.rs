@@ -2781,7 +2781,9 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
     /// made durable by the checkpoint it runs (past [`DbOptions::checkpoint_after_bytes`])
     /// returns `Ok` even if releasing the log after it fails; that failure latches the
     /// database, and the next write reports it. A failed checkpoint fails a durable commit
-    /// (its record may not be synced) and latches the database.
+    /// (its record may not be synced) and latches the database. A thread holding a guard of
+    /// the shared store ([`Db::shared_store`]) runs no checkpoint (it could not hold the
+    /// store's commits): its commit syncs the record, and a later one checkpoints.
     pub fn commit(self, durability: Durability) -> Result<()> {
         let WriteTxn {
             db,
@@ -2879,8 +2881,13 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
         }
         let mut checkpointed = None;
         // A checkpoint already between its phases releases the log once written: this
-        // commit does not wait for it (holding writers off) to start another.
+        // commit does not wait for it (holding writers off) to start another. Nor does a
+        // thread holding a guard of the shared store start one: the checkpoint's hold on the
+        // store's commits would be refused (`WouldDeadlock`), and the commit, published,
+        // would report an error; its record is synced below instead, and a later commit or
+        // the persistence thread checkpoints.
         if log_bytes >= db.checkpoint_after_bytes
+            && !db.store.thread_holds_guards()
             && let Some(ckpt) = db.ckpt.try_lock()
         {
             // The commit is visible; a failure here latches the database. Writers go on

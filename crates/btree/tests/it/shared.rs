@@ -304,6 +304,37 @@ fn a_database_call_while_holding_a_store_guard_is_refused() {
     db.close().unwrap();
 }
 
+/// A guard taken after the write transaction began, held through its durable commit, with
+/// the log past the checkpoint bound: the commit cannot checkpoint (the store's commits
+/// cannot be held while this thread holds a guard) and syncs its record instead. It returns
+/// `Ok` (it returned `WouldDeadlock` though published, as a helper's review found), the
+/// database stays usable, and the change survives a reopen.
+#[test]
+fn a_durable_commit_with_a_store_guard_held_syncs_instead_of_checkpointing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let options = bob_btree::DbOptions { checkpoint_after_bytes: 1, ..Default::default() };
+    let db = Db::create_with(&path, &options).unwrap();
+    let store = db.shared_store().unwrap();
+    let id = store.write_new_obj_from_bytes(b"blob").unwrap();
+    store.commit().unwrap();
+    let mut txn = db.begin_write().unwrap();
+    txn.open_tree::<u64, u64>("t").unwrap().insert(&1, &10).unwrap();
+    let reader = store.late_read_obj(id).unwrap();
+    txn.commit(Durability::Durable).unwrap();
+    drop(reader);
+    let mut txn = db.begin_write().unwrap();
+    txn.open_tree::<u64, u64>("t").unwrap().insert(&2, &20).unwrap();
+    txn.commit(Durability::Durable).unwrap();
+    drop(db);
+    let db = Db::open_with(&path, &options).unwrap();
+    let read = db.begin_read();
+    let tree = read.open_tree::<u64, u64>("t").unwrap();
+    assert_eq!((tree.get(&1).unwrap(), tree.get(&2).unwrap()), (Some(10), Some(20)));
+    drop(read);
+    db.close().unwrap();
+}
+
 /// The thread holding a write transaction cannot call what waits for it (a second
 /// transaction, a checkpoint, a sync, a compaction): refused, not hung; other threads wait
 /// as before, and once the transaction ends the thread may write again.
