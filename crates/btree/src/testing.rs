@@ -81,14 +81,42 @@ impl FileBackend for ClockDisk {
     }
 }
 
-/// Log segments as simulated disks on a clock; names are durable at once. Retired segments
-/// are kept as spares (two at most) and reused, old groups and all, as a directory on a
-/// file system does.
+/// A change to the log directory's names that no sync of the directory has made durable: a
+/// power loss may undo it ([`Machine::crashed`] undoes each with even odds).
+#[derive(Clone, Debug)]
+enum Unsynced {
+    /// Segment `seq` was removed.
+    Removed(u64, SimDisk),
+    /// Segment `seq` was retired, and kept as spare `i` if `Some(i)`.
+    Retired(u64, SimDisk, Option<usize>),
+}
+
+impl Unsynced {
+    fn map(&self, f: impl Fn(&SimDisk) -> SimDisk) -> Self {
+        match self {
+            Self::Removed(seq, disk) => Self::Removed(*seq, f(disk)),
+            Self::Retired(seq, disk, spare) => Self::Retired(*seq, f(disk), *spare),
+        }
+    }
+}
+
+/// Log segments as simulated disks on a clock. Retired segments are kept as spares (two at
+/// most) and reused, old groups and all, as a directory on a file system does. A removal or
+/// retirement is durable only once the directory is synced (or a segment created, which
+/// syncs the directory as `OsLogDir` does): until then a power loss may bring the segment
+/// back under its name, each one on its own.
 #[derive(Clone, Debug)]
 pub struct ClockDir {
     files: Arc<Mutex<BTreeMap<u64, SimDisk>>>,
     spares: Arc<Mutex<Vec<SimDisk>>>,
+    unsynced: Arc<Mutex<Vec<Unsynced>>>,
     clock: Arc<Clock>,
+}
+
+impl ClockDir {
+    fn unsynced(&self) -> std::sync::MutexGuard<'_, Vec<Unsynced>> {
+        self.unsynced.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl LogDir for ClockDir {
@@ -111,6 +139,9 @@ impl LogDir for ClockDir {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(seq, disk.clone());
+        // The new name is made durable with a sync of the directory, which takes every
+        // earlier change of it along.
+        self.unsynced().clear();
         Ok(Arc::new(ClockDisk { disk, clock: self.clock.clone() }))
     }
     fn open(&self, seq: u64) -> io::Result<LogFile> {
@@ -120,19 +151,29 @@ impl LogDir for ClockDir {
     }
     fn remove(&self, seq: u64) -> io::Result<()> {
         self.clock.tick()?;
-        self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&seq);
+        let disk =
+            self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&seq);
+        if let Some(disk) = disk {
+            self.unsynced().push(Unsynced::Removed(seq, disk));
+        }
         Ok(())
     }
     fn sync(&self) -> io::Result<()> {
-        self.clock.tick()
+        self.clock.tick()?;
+        self.unsynced().clear();
+        Ok(())
     }
     fn retire(&self, seq: u64) -> io::Result<()> {
         self.clock.tick()?;
         let disk =
             self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&seq);
         let mut spares = self.spares.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(disk) = disk.filter(|_| spares.len() < 2) {
-            spares.push(disk);
+        if let Some(disk) = disk {
+            let kept = (spares.len() < 2).then(|| {
+                spares.push(disk.clone());
+                spares.len() - 1
+            });
+            self.unsynced().push(Unsynced::Retired(seq, disk, kept));
         }
         Ok(())
     }
@@ -208,6 +249,8 @@ pub struct Machine {
     store: StoreSlots,
     log: BTreeMap<u64, SimDisk>,
     spares: Vec<SimDisk>,
+    /// Changes of the log directory's names no sync made durable.
+    unsynced: Vec<Unsynced>,
 }
 
 impl StoreSlots {
@@ -232,28 +275,50 @@ impl Machine {
             store: self.store.map(SimDisk::after_process_crash),
             log: self.log.iter().map(|(&s, d)| (s, d.after_process_crash())).collect(),
             spares: self.spares.iter().map(SimDisk::after_process_crash).collect(),
+            unsynced: self.unsynced.iter().map(|u| u.map(SimDisk::after_process_crash)).collect(),
         }
     }
 
-    /// The files as a power loss leaves them; `seed` picks each unsynced page's fate.
+    /// The files as a power loss leaves them; `seed` picks each unsynced page's fate and
+    /// which unsynced changes of the log directory's names come undone.
     pub fn crashed(&self, seed: u64) -> Machine {
         // A rename not made durable by its directory's sync may be undone.
         let mut store = self.store.clone();
         if let Some(old) = store.replaced.take().filter(|_| seed % 2 == 0) {
             store.copy = Some(std::mem::replace(&mut store.current, old));
         }
+        // So may a removal or retirement of a log segment: each comes undone on its own.
+        let mut log = self.log.clone();
+        let mut spares: Vec<Option<&SimDisk>> = self.spares.iter().map(Some).collect();
+        for (j, change) in self.unsynced.iter().enumerate() {
+            let mixed = seed.wrapping_add(j as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            if mixed >> 63 == 0 {
+                continue;
+            }
+            match change {
+                Unsynced::Removed(seq, disk) => {
+                    log.insert(*seq, disk.clone());
+                }
+                Unsynced::Retired(seq, disk, kept) => {
+                    log.insert(*seq, disk.clone());
+                    if let Some(slot) = kept.and_then(|i| spares.get_mut(i)) {
+                        *slot = None;
+                    }
+                }
+            }
+        }
         Machine {
             store: store.map(|d| d.crashed(CrashMode::PowerLoss, seed ^ 0xC0)),
-            log: self
-                .log
+            log: log
                 .iter()
                 .map(|(&s, d)| (s, d.crashed(CrashMode::PowerLoss, seed ^ s.wrapping_mul(0x9E37))))
                 .collect(),
-            spares: self
-                .spares
-                .iter()
+            spares: spares
+                .into_iter()
+                .flatten()
                 .map(|d| d.crashed(CrashMode::PowerLoss, seed ^ 0x5A))
                 .collect(),
+            unsynced: Vec::new(),
         }
     }
 
@@ -362,6 +427,7 @@ impl Machine {
         self.store = files.slots().clone();
         self.log = dir.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         self.spares = dir.spares.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        self.unsynced = dir.unsynced().clone();
         (clock, result)
     }
 
@@ -370,6 +436,7 @@ impl Machine {
         let dir = ClockDir {
             files: Arc::new(Mutex::new(self.log.clone())),
             spares: Arc::new(Mutex::new(self.spares.clone())),
+            unsynced: Arc::new(Mutex::new(self.unsynced.clone())),
             clock: clock.clone(),
         };
         (disk, dir)
