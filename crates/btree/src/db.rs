@@ -245,8 +245,9 @@ struct Pending {
     log_buf: Vec<u8>,
 }
 
-/// A record buffer up to this capacity is kept for the next transaction.
-const LOG_BUF_KEEP: usize = 1 << 20;
+/// A record buffer up to this capacity is kept for the next transaction: a load in commits
+/// of a few megabytes then builds each record in the buffer the last one left.
+const LOG_BUF_KEEP: usize = 4 << 20;
 
 /// Nodes as their objects held them before checkpoint `c` rewrote or freed them, kept while
 /// a reader of a snapshot older than `c` is open.
@@ -2817,6 +2818,11 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
             pending.freed.extend(freed);
             pending.freed_values.extend(freed_values);
             pending.changed = true;
+            if log.capacity() <= LOG_BUF_KEEP {
+                let mut log = log;
+                log.clear();
+                pending.log_buf = log;
+            }
             // Durable once the checkpoint's store commit is: a failure after it latches.
             let ckpt = db.ckpt.lock();
             return db.checkpoint_locked(&mut pending, &ckpt, snapshot, true, false).map(|_| ());

@@ -460,12 +460,6 @@ impl Entries {
             + self.big.capacity() * std::mem::size_of::<Big>()
     }
 
-    /// Room for as many more entries, and bytes, as `other` holds.
-    pub(crate) fn reserve_like(&mut self, other: &Entries) {
-        self.heads.reserve(other.len());
-        self.data.reserve(other.data.len() - other.unused);
-    }
-
     /// Marks value `i`, waiting for its object, as in object `r`.
     pub(crate) fn set_stored(&mut self, i: usize, r: ValRef) {
         let Some(b) = self.heads[i].big() else { unreachable!("a value waiting for its object") };
@@ -474,11 +468,25 @@ impl Entries {
 
     /// Moves the entries from `at` on into a new leaf's entries.
     pub(crate) fn split_off(&mut self, at: usize) -> Entries {
+        self.split_off_room(at, false)
+    }
+
+    /// [`split_off`](Self::split_off), the new entries with room for as many more entries
+    /// and bytes as stay here: appends fill the right node next, and its buffers then do not
+    /// grow (reallocate) entry by entry.
+    pub(crate) fn split_off_with_room(&mut self, at: usize) -> Entries {
+        self.split_off_room(at, true)
+    }
+
+    fn split_off_room(&mut self, at: usize, room: bool) -> Entries {
         let big = self.big_before(at);
         let heads = self.heads.split_off(at);
+        let moved: usize = heads.iter().map(|h| h.span()).sum();
+        let (more_heads, more_bytes) =
+            if room { (self.heads.len(), self.data.len() - self.unused - moved) } else { (0, 0) };
         let mut right = Entries {
-            heads: Vec::with_capacity(heads.len()),
-            data: Vec::with_capacity(heads.iter().map(|h| h.span()).sum()),
+            heads: Vec::with_capacity(heads.len() + more_heads),
+            data: Vec::with_capacity(moved + more_bytes),
             unused: 0,
             big: self.big.split_off(big),
         };
@@ -492,7 +500,12 @@ impl Entries {
             }
             right.heads.push(h);
         }
-        self.compact();
+        // A split at the end (a sorted load) moves a few entries: the left keeps their bytes
+        // unused rather than being copied into a new buffer per split; a split in the middle
+        // frees about half, and is laid out again.
+        if self.unused * 4 > self.data.len() {
+            self.compact();
+        }
         right
     }
 
@@ -1875,13 +1888,15 @@ mod tests {
     #[test]
     fn a_nodes_memory_counts_its_buffers_capacity() {
         let full = leaf(&[(b"aaaa", &[1; 900]), (b"bbbb", &[2; 900]), (b"cccc", &[3; 900])]);
-        let Body::Leaf(full_entries) = &full.body else { unreachable!() };
-        let mut empty = Node::empty_leaf();
-        let before = empty.heap_bytes();
-        let Body::Leaf(entries) = &mut empty.body else { unreachable!() };
-        entries.reserve_like(full_entries);
-        assert!(empty.heap_bytes() >= before + 2700, "{} -> {}", before, empty.heap_bytes());
         assert!(full.heap_bytes() >= full.encoded_len());
+        let mut left = full.clone();
+        let Body::Leaf(entries) = &mut left.body else { unreachable!() };
+        // One entry moves; the new node has room for the two that stay.
+        let right = entries.split_off_with_room(2);
+        assert_eq!(right.len(), 1);
+        assert!(right.heap_bytes() >= 2700, "{}", right.heap_bytes());
+        let Body::Leaf(entries) = &mut left.body else { unreachable!() };
+        assert!(entries.split_off(1).heap_bytes() < 1000);
     }
 
     #[test]

@@ -452,12 +452,8 @@ fn split(node: &mut Node, at_end: bool) -> (Key, Node) {
             } else {
                 split_point(&sizes, 1, sizes.len() - 1)
             };
-            let mut right = entries.split_off(m);
-            if at_end {
-                // Appends fill the right node next: room for as much as the left holds, so
-                // its buffers do not grow entry by entry.
-                right.reserve_like(entries);
-            }
+            // Appends fill the right node next: room for as much as the left holds.
+            let right = if at_end { entries.split_off_with_room(m) } else { entries.split_off(m) };
             Body::Leaf(right)
         }
         Body::Branch { keys, children } => {
