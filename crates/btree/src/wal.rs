@@ -13,8 +13,9 @@
 //! first group that does not verify: a torn tail, dropped. A group past that point that does
 //! verify and says the missing LSN had been synced means a durable record was damaged: an
 //! error, never a silent rollback. A break inside the checkpoint (a damaged group whose
-//! record the checkpoint holds) is stepped over: the chain resumes at the group holding the
-//! checkpoint's LSN + 1, wherever in the segment it starts.
+//! record the checkpoint holds) is stepped over when a later group witnesses the
+//! checkpoint's LSN + 1 as synced: the chain resumes at the group holding it, wherever in
+//! the segment it starts.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -334,11 +335,41 @@ fn read_group(
     Ok(Some(Group { len: GROUP_HEADER as u64 + len, first_lsn, durable_lsn: u64_at(16), count }))
 }
 
+/// Whether a group at a page boundary from `from` (page-aligned) on verifies for `salt`
+/// and says every LSN up to `lsn` had been synced (its `durable_lsn`): the first group after
+/// each sync starts on a page. Pages are read in chunks, and only those starting with a
+/// group header of this salt are read whole (a reused segment holds old groups to its end).
+fn has_witness(file: &LogFile, file_len: u64, from: u64, salt: u64, lsn: u64) -> Result<bool> {
+    let mut chunk = Vec::new();
+    let mut body = Vec::new();
+    let mut at = from;
+    while at.saturating_add(GROUP_HEADER as u64) <= file_len {
+        let n = (file_len - at).min(SCAN_CHUNK);
+        file.read_to_vec(&mut chunk, n as usize, at)?;
+        for start in (0..chunk.len()).step_by(PAGE as usize) {
+            let head = &chunk[start..];
+            let candidate = head.len() >= GROUP_HEADER
+                && &head[..4] == GROUP_MAGIC
+                && head[24..32] == salt.to_le_bytes();
+            if candidate
+                && let Some(g) = read_group(file, file_len, at + start as u64, salt, &mut body)?
+                && g.durable_lsn >= lsn
+            {
+                return Ok(true);
+            }
+        }
+        at += n;
+    }
+    Ok(false)
+}
+
 /// The first group from byte `from` on that verifies for `salt` and holds record `lsn`:
 /// where it starts and its first LSN. Every byte offset is tried (groups written without a
-/// sync between them are packed, not page-aligned); read only when the chain broke on a
-/// damaged group, so the cost falls on a damaged log alone. A salt is one segment's, and a
-/// segment holds each LSN once, so the group found is the one that was appended.
+/// sync between them are packed, not page-aligned); read only after a witness said `lsn`
+/// had been synced in this segment (see [`has_witness`]), so the cost falls on a damaged
+/// log alone. A salt is one segment's, and a segment holds each LSN once; the witness is
+/// of the history that synced `lsn` (a history an earlier open rolled back never synced its
+/// lost LSN, and its witnesses stay below it), so the group found is that history's.
 fn find_group_holding(
     file: &LogFile,
     file_len: u64,
@@ -350,7 +381,8 @@ fn find_group_holding(
     let mut body = Vec::new();
     let mut at = from;
     while at.saturating_add(GROUP_HEADER as u64) <= file_len {
-        // Chunks overlap by a header, so a header across a chunk's end is seen whole.
+        // Chunks overlap by a header less one byte, so a header across a chunk's end is
+        // seen whole.
         let n = (file_len - at).min(SCAN_CHUNK);
         file.read_to_vec(&mut chunk, n as usize, at)?;
         let mut i = 0;
@@ -572,9 +604,14 @@ impl Wal {
                     pos = at + group.len;
                 }
                 // The chain broke inside the checkpoint (a damaged group whose record the
-                // checkpoint holds): the records after the checkpoint may follow the damage, and
-                // the chain goes on from the group holding the first of them.
+                // checkpoint holds, or a torn tail the checkpoint covered). If a later group
+                // says the checkpoint's LSN + 1 was synced, that record is in this segment
+                // past the break, and the chain goes on from it. Without such a witness the
+                // groups past the break may be a history an earlier open rolled back (their
+                // LSNs reused since in a later segment, which a power loss may have removed
+                // while this one's removal was undone): none is read.
                 if want <= after_lsn
+                    && has_witness(&file, file_len, round_up(pos), header.salt, after_lsn + 1)?
                     && let Some((at, first)) =
                         find_group_holding(&file, file_len, pos, header.salt, after_lsn + 1)?
                 {
@@ -587,33 +624,11 @@ impl Wal {
             // The chain ended: nothing after it may say a missing record past the checkpoint
             // had been synced.
             let missing = want.max(after_lsn + 1);
-            {
-                // Pages are read in chunks and only those starting with a group of this
-                // segment's salt are read whole (a reused segment holds old groups to its end).
-                let mut chunk = Vec::new();
-                let mut at = round_up(pos);
-                while at.saturating_add(GROUP_HEADER as u64) <= file_len {
-                    let n = (file_len - at).min(SCAN_CHUNK);
-                    file.read_to_vec(&mut chunk, n as usize, at)?;
-                    for start in (0..chunk.len()).step_by(PAGE as usize) {
-                        let head = &chunk[start..];
-                        let candidate = head.len() >= GROUP_HEADER
-                            && &head[..4] == GROUP_MAGIC
-                            && head[24..32] == header.salt.to_le_bytes();
-                        let page = at + start as u64;
-                        if candidate
-                            && let Some(g) =
-                                read_group(&file, file_len, page, header.salt, &mut body)?
-                            && g.durable_lsn >= missing
-                        {
-                            return Err(Error::Corrupt(format!(
-                                "log segment {seq}: the group of LSN {missing} is damaged, and \
-                                 a later group says it had been synced"
-                            )));
-                        }
-                    }
-                    at += n;
-                }
+            if has_witness(&file, file_len, round_up(pos), header.salt, missing)? {
+                return Err(Error::Corrupt(format!(
+                    "log segment {seq}: the group of LSN {missing} is damaged, and a later \
+                     group says it had been synced"
+                )));
             }
             expected = Some(want);
         }
@@ -885,27 +900,63 @@ mod tests {
     }
 
     /// A damaged group whose record a checkpoint holds, with synced records after the
-    /// checkpoint in the same segment: the chain goes on past the damage and those records
-    /// come back (the review's silent rollback: they were dropped, and the open said `Ok`).
+    /// checkpoint in the same segment: the chain goes on past the damage when a later group
+    /// witnesses the first record past the checkpoint (the review's silent rollback: they were
+    /// dropped, and the open said `Ok`).
     #[test]
     fn damage_inside_the_checkpoint_does_not_hide_the_records_after_it() {
         let dir = Dir::default();
         let (mut wal, _) = Wal::open(Arc::new(dir.clone()), 7, 0, 1 << 20).unwrap();
-        for record in [&b"one"[..], b"two", b"three"] {
+        for record in [&b"one"[..], b"two", b"three", b"four"] {
             wal.append(record, true).unwrap();
         }
         // Each synced group has a page of its own: damage the first.
         segment(&dir, 1).write_at(&[0xEE; 64], PAGE).unwrap();
         let (wal, records) = Wal::open(Arc::new(dir.clone()), 7, 1, 1 << 20).unwrap();
-        assert_eq!(records, [(2, b"two".to_vec()), (3, b"three".to_vec())]);
-        assert_eq!(wal.next_lsn, 4);
+        let lsns: Vec<u64> = records.iter().map(|r| r.0).collect();
+        assert_eq!(lsns, [2, 3, 4]);
+        assert_eq!(records[0].1, b"two");
+        assert_eq!(wal.next_lsn, 5);
         // The second damaged too: record 2 is lost, and group 3 says it was synced.
         segment(&dir, 1).write_at(&[0xEE; 64], 2 * PAGE).unwrap();
         let err = Wal::open(Arc::new(dir.clone()), 7, 1, 1 << 20).err().expect("an error");
         assert!(matches!(err, Error::Corrupt(ref why) if why.contains("LSN 2")), "{err}");
-        // With the checkpoint at 2, only record 3 is needed, and it is found.
-        let (_, records) = Wal::open(Arc::new(dir), 7, 2, 1 << 20).unwrap();
-        assert_eq!(records, [(3, b"three".to_vec())]);
+        // With the checkpoint at 2, records 3 and 4 are needed; group 4 witnesses 3.
+        let (_, records) = Wal::open(Arc::new(dir.clone()), 7, 2, 1 << 20).unwrap();
+        assert_eq!(records.iter().map(|r| r.0).collect::<Vec<_>>(), [3, 4]);
+        // With the checkpoint at 3, nothing witnesses record 4 (the last sync): past a break
+        // it cannot be told from a history an earlier open rolled back, and is not read (the
+        // witness's documented blind spot).
+        let (wal, records) = Wal::open(Arc::new(dir), 7, 3, 1 << 20).unwrap();
+        assert!(records.is_empty());
+        assert_eq!(wal.next_lsn, 4);
+    }
+
+    /// A helper's review of the resume: an open rolls back a tail (its first group lost, the
+    /// rest unsynced and intact), the next session reuses those LSNs in a new segment and a
+    /// checkpoint releases both segments; a power loss undoes the old segment's removal
+    /// only. The old segment's intact groups past the checkpoint are not replayed.
+    #[test]
+    fn a_rolled_back_tail_is_not_replayed_past_a_later_checkpoint() {
+        let dir = Dir::default();
+        let (mut wal, _) = Wal::open(Arc::new(dir.clone()), 7, 0, 1 << 20).unwrap();
+        for i in 1..=5u8 {
+            wal.append(&[i; 5000], false).unwrap();
+        }
+        drop(wal);
+        segment(&dir, 1).write_at(&[0xEE; PAGE as usize], PAGE).unwrap();
+        let old = segment(&dir, 1);
+        let (mut wal, records) = Wal::open(Arc::new(dir.clone()), 7, 0, 1 << 20).unwrap();
+        assert!(records.is_empty());
+        for record in [&b"new1"[..], b"new2", b"new3"] {
+            wal.append(record, true).unwrap();
+        }
+        wal.release(3, wal.appended()).unwrap();
+        assert!(dir.list().unwrap().is_empty());
+        dir.0.lock().unwrap().insert(1, old);
+        let (wal, records) = Wal::open(Arc::new(dir), 7, 3, 1 << 20).unwrap();
+        assert!(records.is_empty(), "{:?}", records.iter().map(|r| r.0).collect::<Vec<_>>());
+        assert_eq!(wal.next_lsn, 4);
     }
 
     /// Groups appended without a sync between them are packed, not page-aligned: the group

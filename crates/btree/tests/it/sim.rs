@@ -52,10 +52,21 @@ impl SimLogDir {
             .map(|(&seq, disk)| (seq, disk.crashed(mode, seed ^ seq.wrapping_mul(0x9E37))))
             .collect();
         let spares = spares.iter().flatten().map(|d| d.crashed(mode, seed ^ 0x5A5A)).collect();
+        // After a process crash the kernel still holds the unsynced changes as they were.
+        let unsynced = match mode {
+            CrashMode::PowerLoss => Vec::new(),
+            CrashMode::ProcessCrash => self
+                .unsynced
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(s, d, k)| (*s, d.crashed(mode, seed), *k))
+                .collect(),
+        };
         Self {
             files: Arc::new(Mutex::new(files)),
             spares: Arc::new(Mutex::new(spares)),
-            unsynced: Arc::default(),
+            unsynced: Arc::new(Mutex::new(unsynced)),
         }
     }
 
@@ -86,13 +97,13 @@ impl LogDir for SimLogDir {
     }
 
     fn create(&self, seq: u64, header: &[u8]) -> io::Result<LogFile> {
+        if self.files.lock().unwrap().contains_key(&seq) {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "segment exists"));
+        }
         let disk = self.spares.lock().unwrap().pop().unwrap_or_default();
         disk.write_at(header, 0)?;
         disk.sync_all()?;
         let mut files = self.files.lock().unwrap();
-        if files.contains_key(&seq) {
-            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "segment exists"));
-        }
         files.insert(seq, disk.clone());
         self.unsynced.lock().unwrap().clear();
         Ok(Arc::new(disk))
