@@ -2783,8 +2783,11 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
     /// returns `Ok` even if releasing the log after it fails; that failure latches the
     /// database, and the next write reports it. A failed checkpoint fails a durable commit
     /// (its record may not be synced) and latches the database. A thread holding a guard of
-    /// the shared store ([`Db::shared_store`]) runs no checkpoint (it could not hold the
-    /// store's commits): its commit syncs the record, and a later one checkpoints.
+    /// the shared store ([`Db::shared_store`]), or its commits
+    /// ([`ConcurrentStore::hold_commits`]), runs no checkpoint (it could not hold the store's
+    /// commits): its commit is logged and synced, and a later one (or the persistence
+    /// thread) checkpoints; a commit only a checkpoint could make (durable without a log, or
+    /// a record too long for the log) is refused with `WouldDeadlock`, nothing of it made.
     pub fn commit(self, durability: Durability) -> Result<()> {
         let WriteTxn {
             db,
@@ -2804,15 +2807,33 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
         }
         db.check_writable()?;
         let durable = durability == Durability::Durable;
+        // A thread holding a guard of the shared store, or the store's commits, cannot run a
+        // checkpoint: its hold on the store's commits would be refused. A commit that could
+        // only be made by one (durable without a log, or a record too long for the log) is
+        // refused here, before anything of it is handed on; any other is logged, and a later
+        // commit or the persistence thread checkpoints. (A refusal after the changes' freed
+        // nodes went to `pending` left the next checkpoint deleting nodes the committed
+        // trees still held: a helper's review.)
+        let no_checkpoint = db.store.thread_holds_guards() || db.store.thread_holds_commits();
+        let log_refuses = db.wal.is_some() && Wal::check_len(&log).is_err();
+        if no_checkpoint && ((db.wal.is_none() && durable) || log_refuses) {
+            return Err(Error::Store(bob_store_core::Error::WouldDeadlock(
+                "a commit that must run a checkpoint (durable without a log, or a record too \
+                 long for the log) while this thread holds a guard or the commits of the \
+                 database's store: drop them first"
+                    .into(),
+            )));
+        }
         pending.dirtied += dirtied;
         // A record about as large as the nodes the next checkpoint writes anyway (a load in
         // big commits) is not logged: the commit is a checkpoint, so its bytes are written
         // once. (Commits of scattered changes log far fewer bytes than the nodes they dirty.)
         // A record too long for the log (long values) is never logged either.
         if db.wal.is_some()
+            && !no_checkpoint
             && ((log.len() >= BYPASS_MIN
                 && log.len() as u64 >= pending.dirtied * NODE_TARGET as u64 / 2)
-                || Wal::check_len(&log).is_err())
+                || log_refuses)
         {
             pending.superseded.extend(superseded);
             pending.freed.extend(freed);
@@ -2888,12 +2909,10 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
         let mut checkpointed = None;
         // A checkpoint already between its phases releases the log once written: this
         // commit does not wait for it (holding writers off) to start another. Nor does a
-        // thread holding a guard of the shared store start one: the checkpoint's hold on the
-        // store's commits would be refused (`WouldDeadlock`), and the commit, published,
-        // would report an error; its record is synced below instead, and a later commit or
-        // the persistence thread checkpoints.
+        // thread that cannot run one (`no_checkpoint`): the commit, published, would report
+        // the refusal; its record is synced below instead.
         if log_bytes >= db.checkpoint_after_bytes
-            && !db.store.thread_holds_guards()
+            && !no_checkpoint
             && let Some(ckpt) = db.ckpt.try_lock()
         {
             // The commit is visible; a failure here latches the database. Writers go on

@@ -696,6 +696,13 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
         self.locks.holds_any()
     }
 
+    /// Whether the calling thread holds the store's commits
+    /// ([`hold_commits`](Self::hold_commits)): its own `commit` and `hold_commits` are then
+    /// refused.
+    pub fn thread_holds_commits(&self) -> bool {
+        *self.holder.lock() == Some(thread::current().id())
+    }
+
     /// Objects in the store (see `Store::object_count`).
     pub fn object_count(&self) -> Result<u64> {
         self.with_store_shared(|store| Ok(store.object_count()))

@@ -407,3 +407,139 @@ fn a_database_opened_through_a_link_uses_the_real_files_log() {
     assert_eq!(db.begin_read().open_tree::<u64, u64>("t").unwrap().len(), 1);
     db.close().unwrap();
 }
+
+/// A tree of 5,000 entries, and a blob in the shared store to hold a guard on.
+fn five_thousand(path: &std::path::Path, options: &bob_btree::DbOptions) -> (Db, ObjectId) {
+    let db = Db::create_with(path, options).unwrap();
+    let store = db.shared_store().unwrap();
+    let id = store.write_new_obj_from_bytes(b"blob").unwrap();
+    store.commit().unwrap();
+    let mut txn = db.begin_write().unwrap();
+    {
+        let mut t = txn.open_tree::<u64, u64>("t").unwrap();
+        for k in 0..5000u64 {
+            t.insert(&k, &(k * 10)).unwrap();
+        }
+    }
+    txn.commit(Durability::Durable).unwrap();
+    (db, id)
+}
+
+/// Reopens the database at `path` and checks it verifies clean and holds `t` whole
+/// (`t_kept`) or not at all.
+fn reopened_holds(path: &std::path::Path, options: &bob_btree::DbOptions, t_kept: bool) {
+    let db = Db::open_with(path, options).unwrap();
+    let report = db.verify().unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    let read = db.begin_read();
+    match read.open_tree::<u64, u64>("t") {
+        Some(t) => {
+            assert!(t_kept, "the deleted tree came back");
+            for k in (0..5000u64).step_by(97) {
+                assert_eq!(t.get(&k).unwrap(), Some(k * 10), "key {k}");
+            }
+        }
+        None => assert!(!t_kept, "the tree was lost"),
+    }
+    drop(read);
+    db.close().unwrap();
+}
+
+/// Without a log, a durable commit is a checkpoint, which a thread holding a guard of the
+/// store cannot run: refused before anything of it is handed on. (It was refused after the
+/// deleted tree's nodes had been queued for freeing, and the next checkpoint deleted nodes
+/// the committed tree still held: a helper's review found `verify` failing after a reopen.)
+#[test]
+fn a_durable_unlogged_commit_under_a_store_guard_is_refused_and_frees_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let options = bob_btree::DbOptions {
+        log: false,
+        checkpoint_interval: None,
+        compact_on_close_below: None,
+        ..Default::default()
+    };
+    let (db, id) = five_thousand(&path, &options);
+    let store = db.shared_store().unwrap();
+    let mut txn = db.begin_write().unwrap();
+    assert!(txn.delete_tree("t").unwrap());
+    let reader = store.late_read_obj(id).unwrap();
+    let refused = txn.commit(Durability::Durable);
+    drop(reader);
+    assert!(
+        matches!(refused, Err(bob_btree::Error::Store(bob_store_core::Error::WouldDeadlock(_)))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        db.begin_read().open_tree::<u64, u64>("t").unwrap().get(&1234).unwrap(),
+        Some(12340)
+    );
+    let mut txn = db.begin_write().unwrap();
+    txn.open_tree::<u64, u64>("u").unwrap().insert(&1, &1).unwrap();
+    txn.commit(Durability::Durable).unwrap();
+    db.close().unwrap();
+    reopened_holds(&path, &options, true);
+}
+
+/// With the log, a commit big enough to be a checkpoint of its own is logged instead when
+/// its thread holds a guard of the store, and stands (it was refused after its freed nodes
+/// were queued, as above).
+#[test]
+fn a_big_commit_under_a_store_guard_is_logged_instead_of_checkpointed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let options = bob_btree::DbOptions {
+        checkpoint_interval: None,
+        compact_on_close_below: None,
+        ..Default::default()
+    };
+    let (db, id) = five_thousand(&path, &options);
+    db.checkpoint().unwrap();
+    let store = db.shared_store().unwrap();
+    let mut txn = db.begin_write().unwrap();
+    assert!(txn.delete_tree("t").unwrap());
+    {
+        // A load large enough that its commit would bypass the log.
+        let mut big = txn.open_tree::<u64, Vec<u8>>("big").unwrap();
+        for k in 0..3000u64 {
+            big.insert(&k, &vec![7u8; 1000]).unwrap();
+        }
+    }
+    let reader = store.late_read_obj(id).unwrap();
+    let logged_before = db.stats().logged_commits;
+    txn.commit(Durability::Durable).unwrap();
+    drop(reader);
+    assert_eq!(db.stats().logged_commits, logged_before + 1, "logged, not a checkpoint");
+    assert!(db.begin_read().open_tree::<u64, u64>("t").is_none());
+    let mut txn = db.begin_write().unwrap();
+    txn.open_tree::<u64, u64>("u").unwrap().insert(&1, &1).unwrap();
+    txn.commit(Durability::Durable).unwrap();
+    db.checkpoint().unwrap();
+    drop(db);
+    reopened_holds(&path, &options, false);
+}
+
+/// The thread holding the store's commits (`hold_commits`) commits past the checkpoint
+/// bound: no checkpoint is tried (it was, and refused after the commit was published, so a
+/// commit that stood reported `Err`), the record is synced, and it survives a reopen.
+#[test]
+fn a_commit_under_the_threads_own_commit_hold_is_logged_and_stands() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let options = bob_btree::DbOptions {
+        checkpoint_after_bytes: 1,
+        checkpoint_interval: None,
+        ..Default::default()
+    };
+    let db = Db::create_with(&path, &options).unwrap();
+    let store = db.shared_store().unwrap();
+    let hold = store.hold_commits().unwrap();
+    let mut txn = db.begin_write().unwrap();
+    txn.open_tree::<u64, u64>("t").unwrap().insert(&1, &10).unwrap();
+    txn.commit(Durability::Durable).unwrap();
+    hold.commit().unwrap();
+    drop(db);
+    let db = Db::open_with(&path, &options).unwrap();
+    assert_eq!(db.begin_read().open_tree::<u64, u64>("t").unwrap().get(&1).unwrap(), Some(10));
+    db.close().unwrap();
+}
