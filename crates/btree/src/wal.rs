@@ -528,6 +528,14 @@ impl Wal {
         }
         let first_lsns: Vec<Option<u64>> =
             opened.iter().map(|o| o.3.as_ref().ok().map(|h| h.first_lsn)).collect();
+        // Each segment's successor, to read its first group's witness: a roll to a new
+        // segment syncs the old one first, and the new one's first group says so.
+        let successors: Vec<Option<(LogFile, u64, u64)>> = (0..opened.len())
+            .map(|i| {
+                let (_, file, len, header) = opened.get(i + 1)?;
+                Some((Arc::clone(file), *len, header.as_ref().ok()?.salt))
+            })
+            .collect();
         let next_seq = seqs.last().map_or(1, |s| s + 1);
         for (i, (seq, file, file_len, header)) in opened.into_iter().enumerate() {
             let header = header?;
@@ -605,13 +613,20 @@ impl Wal {
                 }
                 // The chain broke inside the checkpoint (a damaged group whose record the
                 // checkpoint holds, or a torn tail the checkpoint covered). If a later group
-                // says the checkpoint's LSN + 1 was synced, that record is in this segment
-                // past the break, and the chain goes on from it. Without such a witness the
-                // groups past the break may be a history an earlier open rolled back (their
-                // LSNs reused since in a later segment, which a power loss may have removed
-                // while this one's removal was undone): none is read.
+                // (of this segment, or the next segment's first) says the checkpoint's LSN + 1
+                // was synced, that record is in this segment past the break, and the chain
+                // goes on from it. Without such a witness the groups past the break may be a
+                // history an earlier open rolled back (their LSNs reused since in a later
+                // segment, which a power loss may have removed while this one's removal was
+                // undone): none is read.
+                let witnessed_next = || -> Result<bool> {
+                    let Some((next, len, salt)) = &successors[i] else { return Ok(false) };
+                    let first = read_group(next, *len, PAGE, *salt, &mut Vec::new())?;
+                    Ok(first.is_some_and(|g| g.durable_lsn > after_lsn))
+                };
                 if want <= after_lsn
-                    && has_witness(&file, file_len, round_up(pos), header.salt, after_lsn + 1)?
+                    && (has_witness(&file, file_len, round_up(pos), header.salt, after_lsn + 1)?
+                        || witnessed_next()?)
                     && let Some((at, first)) =
                         find_group_holding(&file, file_len, pos, header.salt, after_lsn + 1)?
                 {
@@ -957,6 +972,36 @@ mod tests {
         let (wal, records) = Wal::open(Arc::new(dir), 7, 3, 1 << 20).unwrap();
         assert!(records.is_empty(), "{:?}", records.iter().map(|r| r.0).collect::<Vec<_>>());
         assert_eq!(wal.next_lsn, 4);
+    }
+
+    /// Damage inside the checkpoint, and the records past it packed in the rest of the
+    /// segment with no sync between them: the roll to the next segment synced them, and that
+    /// segment's first group is their witness (helper-49's review: the resume looked for a
+    /// witness in the damaged segment only, and the next segment's start then failed the
+    /// continuity check with `Corrupt`, every record past the checkpoint intact).
+    #[test]
+    fn the_next_segments_first_group_witnesses_the_records_past_a_break() {
+        let dir = Dir::default();
+        let limit = 4 * PAGE;
+        let (mut wal, _) = Wal::open(Arc::new(dir.clone()), 7, 0, limit).unwrap();
+        wal.append(b"one", true).unwrap();
+        wal.append(b"two", true).unwrap();
+        wal.append(b"three", false).unwrap();
+        wal.append(b"four", false).unwrap();
+        // Too long for segment 1: it is synced, and segment 2's first group says so.
+        wal.append(&[5u8; 4000], true).unwrap();
+        assert_eq!(dir.list().unwrap(), [1, 2]);
+        drop(wal);
+        let lsns = |after: u64| -> Result<Vec<u64>> {
+            let (_, records) = Wal::open(Arc::new(dir.clone()), 7, after, limit)?;
+            Ok(records.iter().map(|r| r.0).collect())
+        };
+        assert_eq!(lsns(2).unwrap(), [3, 4, 5]);
+        segment(&dir, 1).write_at(&[0xEE; 64], PAGE).unwrap();
+        assert_eq!(lsns(2).unwrap(), [3, 4, 5]);
+        assert_eq!(lsns(1).unwrap(), [2, 3, 4, 5]);
+        // Past the checkpoint the damage is an error.
+        assert!(matches!(lsns(0), Err(Error::Corrupt(_))));
     }
 
     /// Groups appended without a sync between them are packed, not page-aligned: the group
