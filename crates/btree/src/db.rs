@@ -541,7 +541,8 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
     /// that could wait for its writer lock (`begin_write`, `checkpoint`, `sync`, `compact`,
     /// the treap methods) is refused with `WouldDeadlock` while the calling thread holds a
     /// reader or writer guard of this store (a compaction holding that lock waits for every
-    /// object lock).
+    /// object lock), or holds its commits (a checkpoint holding that lock waits for the
+    /// hold): a hold taken inside a write transaction is fine.
     ///
     /// The first call marks the database shared, durably (one small commit of the catalog,
     /// once in the file's life): from then on a sparse file is compacted in place, never by
@@ -648,6 +649,11 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
     /// Also refuses a caller holding a reader or writer guard of the shared store
     /// ([`Db::shared_store`]): the call may wait for the database's writer lock, whose holder
     /// (a compaction) may wait for every object lock, that guard's included.
+    ///
+    /// And a caller holding the store's commits ([`ConcurrentStore::hold_commits`]): the
+    /// call may wait for the writer lock, whose holder (a checkpoint: writer lock, then a
+    /// hold of the commits) may wait for that hold. Taking the hold inside a write
+    /// transaction keeps that order and is allowed.
     fn check_not_in_change(&self, what: &str) -> Result<()> {
         if InChange::active(self.core_key()) {
             return Err(Error::Store(bob_store_core::Error::WouldDeadlock(format!(
@@ -659,6 +665,14 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer> Db<S> {
             return Err(Error::Store(bob_store_core::Error::WouldDeadlock(format!(
                 "{what} while this thread holds a reader or writer guard of the database's \
                  store: drop the guard first"
+            ))));
+        }
+        if self.core.store.thread_holds_commits() {
+            return Err(Error::Store(bob_store_core::Error::WouldDeadlock(format!(
+                "{what} while this thread holds the commits of the database's store \
+                 (ConcurrentStore::hold_commits): a checkpoint holding the database's writer \
+                 lock may be waiting for that hold; commit or drop the hold first, or take it \
+                 inside the write transaction"
             ))));
         }
         Ok(())
@@ -2816,7 +2830,9 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
         // trees still held: a helper's review.)
         let no_checkpoint = db.store.thread_holds_guards() || db.store.thread_holds_commits();
         let log_refuses = db.wal.is_some() && Wal::check_len(&log).is_err();
-        if no_checkpoint && ((db.wal.is_none() && durable) || log_refuses) {
+        // (With nothing to write, a durable commit without a log runs no checkpoint.)
+        let unlogged_checkpoint = db.wal.is_none() && durable && (changed || pending.changed);
+        if no_checkpoint && (unlogged_checkpoint || log_refuses) {
             return Err(Error::Store(bob_store_core::Error::WouldDeadlock(
                 "a commit that must run a checkpoint (durable without a log, or a record too \
                  long for the log) while this thread holds a guard or the commits of the \

@@ -519,9 +519,10 @@ fn a_big_commit_under_a_store_guard_is_logged_instead_of_checkpointed() {
     reopened_holds(&path, &options, false);
 }
 
-/// The thread holding the store's commits (`hold_commits`) commits past the checkpoint
-/// bound: no checkpoint is tried (it was, and refused after the commit was published, so a
-/// commit that stood reported `Err`), the record is synced, and it survives a reopen.
+/// The thread holding the store's commits (`hold_commits`, taken inside its write
+/// transaction) commits past the checkpoint bound: no checkpoint is tried (it was, and
+/// refused after the commit was published, so a commit that stood reported `Err`), the
+/// record is synced, and it survives a reopen.
 #[test]
 fn a_commit_under_the_threads_own_commit_hold_is_logged_and_stands() {
     let dir = tempfile::tempdir().unwrap();
@@ -533,13 +534,87 @@ fn a_commit_under_the_threads_own_commit_hold_is_logged_and_stands() {
     };
     let db = Db::create_with(&path, &options).unwrap();
     let store = db.shared_store().unwrap();
-    let hold = store.hold_commits().unwrap();
     let mut txn = db.begin_write().unwrap();
+    let hold = store.hold_commits().unwrap();
     txn.open_tree::<u64, u64>("t").unwrap().insert(&1, &10).unwrap();
     txn.commit(Durability::Durable).unwrap();
     hold.commit().unwrap();
     drop(db);
     let db = Db::open_with(&path, &options).unwrap();
     assert_eq!(db.begin_read().open_tree::<u64, u64>("t").unwrap().get(&1).unwrap(), Some(10));
+    db.close().unwrap();
+}
+
+/// A thread holding the store's commits asked for a write transaction while another
+/// thread's commit ran a checkpoint, which holds the writer lock and waits for that hold:
+/// both waited for ever (helper-52's review of d7901e4). `begin_write` (and every call that
+/// may wait for the writer lock) is now refused under the thread's own hold; the hold's
+/// commit then lets the checkpoint go on, and both commits stand.
+#[test]
+fn regression_a_write_under_the_threads_commit_hold_is_refused_not_a_deadlock() {
+    use std::sync::{Arc, mpsc};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let options = bob_btree::DbOptions {
+        checkpoint_after_bytes: 1,
+        checkpoint_interval: None,
+        ..Default::default()
+    };
+    let db = Arc::new(Db::create_with(&path, &options).unwrap());
+    let store = db.shared_store().unwrap();
+    let hold = store.hold_commits().unwrap();
+    let (done_tx, done_rx) = mpsc::channel();
+    let writer = Arc::clone(&db);
+    let committer = std::thread::spawn(move || {
+        let mut txn = writer.begin_write().unwrap();
+        txn.open_tree::<u64, u64>("u").unwrap().insert(&2, &20).unwrap();
+        // Past the bound: its checkpoint waits for the hold, the writer lock held.
+        let committed = txn.commit(Durability::Durable);
+        done_tx.send(()).unwrap();
+        committed
+    });
+    // Until the checkpoint waits (nothing shows it; the test passes either way).
+    std::thread::sleep(Duration::from_millis(200));
+    for refused in [db.begin_write().err(), db.checkpoint().err(), db.sync().err()] {
+        let refused = refused.expect("refused under the thread's own hold");
+        assert!(refused.to_string().contains("holds the commits"), "{refused}");
+    }
+    hold.commit().unwrap();
+    done_rx.recv_timeout(Duration::from_secs(10)).expect("the other commit finished");
+    committer.join().unwrap().unwrap();
+    let mut txn = db.begin_write().unwrap();
+    txn.open_tree::<u64, u64>("t").unwrap().insert(&1, &10).unwrap();
+    txn.commit(Durability::Durable).unwrap();
+    let db = Arc::into_inner(db).unwrap();
+    drop(db);
+    let db = Db::open_with(&path, &options).unwrap();
+    let read = db.begin_read();
+    assert_eq!(read.open_tree::<u64, u64>("u").unwrap().get(&2).unwrap(), Some(20));
+    assert_eq!(read.open_tree::<u64, u64>("t").unwrap().get(&1).unwrap(), Some(10));
+    drop(read);
+    db.close().unwrap();
+}
+
+/// Without a log, a durable commit with nothing to write runs no checkpoint, so a thread
+/// holding a store guard may make one: it is `Ok`, as before d7901e4 refused it
+/// (helper-52's review).
+#[test]
+fn an_empty_durable_unlogged_commit_under_a_store_guard_is_ok() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let options = bob_btree::DbOptions {
+        log: false,
+        checkpoint_interval: None,
+        compact_on_close_below: None,
+        ..Default::default()
+    };
+    let (db, id) = five_thousand(&path, &options);
+    let store = db.shared_store().unwrap();
+    let txn = db.begin_write().unwrap();
+    let reader = store.late_read_obj(id).unwrap();
+    let result = txn.commit(Durability::Durable);
+    drop(reader);
+    result.unwrap();
     db.close().unwrap();
 }
