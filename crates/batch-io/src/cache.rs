@@ -24,9 +24,9 @@ const FREES: &str = "bob-batch-io/disk-cache/frees";
 /// and empties it.
 const OLD_INDEX: &str = "bob-batch-io/disk-cache";
 
-/// Reads in a row, each as long as a device read, after which `lookup_batch` brings in its
-/// helper threads.
-const SLOW_READS_FOR_HELPERS: u32 = 2;
+/// Reads in a row, each as long as a device read, after which `lookup_batch` tells the store
+/// which blobs it reads next.
+const SLOW_READS_FOR_PREFETCH: u32 = 2;
 
 /// The index as it was kept until 2026-12-02: key → encoded [`Entry`].
 type OldIndex = PersistentTreap<Vec<u8>, Vec<u8>>;
@@ -158,12 +158,11 @@ pub struct DiskCacheOptions {
     pub max_buffered: usize,
     /// ... or once this many bytes are. Default 4 MiB.
     pub max_buffered_bytes: usize,
-    /// Threads that read a [`lookup_batch`](DiskCache::lookup_batch)'s blobs at once when
-    /// they come from the device (the caller's included; 1: the caller reads them all).
-    /// Default 16.
-    pub read_threads: usize,
-    /// A blob read that takes this long came from the device, and brings in the other read
-    /// threads. Default (`None`): 20 µs plus 1 µs per 2 KiB of the blob.
+    /// How far ahead of its reads a [`lookup_batch`](DiskCache::lookup_batch) whose blobs
+    /// come from the device asks for the next ones, in blob bytes (0: never). Default 8 MiB.
+    pub prefetch_bytes: u64,
+    /// A blob read that takes this long came from the device; two in a row start a
+    /// batch's prefetch. Default (`None`): 20 µs plus 1 µs per 2 KiB of the blob.
     pub device_read: Option<Duration>,
     /// Compress values with LZ4 (a value that does not shrink is kept as it is). Every read
     /// path decompresses; the capacity counts the bytes kept. Default off.
@@ -182,7 +181,7 @@ impl Default for DiskCacheOptions {
             ttl: None,
             max_buffered: 32,
             max_buffered_bytes: 4 << 20,
-            read_threads: 16,
+            prefetch_bytes: 8 << 20,
             device_read: None,
             compress: false,
             now: SystemTime::now,
@@ -525,12 +524,12 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
     /// for twice is looked up and read once, and counted as two lookups).
     ///
     /// The keys the buffer does not hold are looked up in the index in one pass, in key
-    /// order; the blobs are then read starting on the caller's thread, and once two reads in
-    /// a row take as long as a device read (so the blobs are not in the OS page cache; one
-    /// alone may be a thread the system paused), up to
-    /// [`DiskCacheOptions::read_threads`] threads read the rest at once: on a device that
-    /// serves several reads together, a batch of cold reads costs a few reads' time, while a
-    /// batch of cached ones starts no thread.
+    /// order; the blobs are then read, and once two reads in a row take as long as a device
+    /// read (so the blobs are not in the OS page cache; one alone may be a thread the system
+    /// paused), the store is asked to read the next ones ahead
+    /// ([`DiskCacheOptions::prefetch_bytes`]): on a device that serves several reads
+    /// together, a batch of cold reads costs a few reads' time, while a batch of cached ones
+    /// asks nothing.
     pub fn lookup_batch(&self, keys: &[&[u8]]) -> Vec<Result<Option<Vec<u8>>>> {
         let mut state = self.state.lock();
         let mut out: Vec<Option<Result<Option<Vec<u8>>>>> = (0..keys.len()).map(|_| None).collect();
@@ -623,58 +622,53 @@ impl<S: SplitStore<Io: Clone> + PrimeStorer + Send + Sync + 'static> DiskCache<S
         out
     }
 
-    /// Reads the blobs of `reads` (in their order), checking each one's length: on the
-    /// caller's thread until [`SLOW_READS_FOR_HELPERS`] reads in a row take as long as a
-    /// device read, then with up to `read_threads` threads in all.
-    ///
-    /// The work is shared through real threads (not a lock protocol of the crate), so this
-    /// uses `std`'s atomics and cells, not the loom facade.
+    /// Reads the blobs of `reads` (in their order), checking each one's length. Once
+    /// [`SLOW_READS_FOR_PREFETCH`] reads in a row take as long as a device read (the blobs
+    /// are not in the OS page cache), the store is told which blobs come next, up to
+    /// [`DiskCacheOptions::prefetch_bytes`] ahead of the read
+    /// ([`StoreView::prefetch_objs`](bob_btree::StoreView::prefetch_objs)): the device then
+    /// reads them together, at its queue depth, while this thread copies them one by one.
     fn read_blobs(&self, reads: &[(usize, Entry)]) -> Vec<Result<Vec<u8>>> {
-        use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
-        let slots: Vec<std::sync::OnceLock<Result<Vec<u8>>>> =
-            reads.iter().map(|_| std::sync::OnceLock::new()).collect();
-        let next = StdAtomicUsize::new(0);
-        let work = || loop {
-            let i = next.fetch_add(1, StdOrdering::Relaxed);
-            let Some((_, entry)) = reads.get(i) else { return };
-            let _ = slots[i].set(self.read_stored(entry).and_then(|b| entry.value(b)));
-        };
-        std::thread::scope(|scope| {
-            let mut helpers = false;
-            // Reads in a row that took as long as a device read: one alone is no evidence
-            // (a thread preempted during a cached read takes as long, and the helpers cost
-            // a thread start each).
-            let mut slow = 0;
-            loop {
-                let i = next.fetch_add(1, StdOrdering::Relaxed);
-                let Some((_, entry)) = reads.get(i) else { break };
-                // Only the store's read is timed (not the decoding).
-                let started = Instant::now();
-                let stored = self.read_stored(entry);
-                let took = started.elapsed();
-                let _ = slots[i].set(stored.and_then(|b| entry.value(b)));
-                // A cached 4 KiB read takes a few microseconds, a device read tens.
+        let mut out = Vec::with_capacity(reads.len());
+        let mut slow = 0;
+        // Once prefetching: the blobs before `ahead` were hinted, and `pending` bytes of
+        // them are not read yet.
+        let mut prefetching = false;
+        let (mut ahead, mut pending) = (0usize, 0u64);
+        for (i, (_, entry)) in reads.iter().enumerate() {
+            if prefetching {
+                let mut ids = Vec::new();
+                while ahead < reads.len() && pending < self.options.prefetch_bytes {
+                    ids.push(reads[ahead].1.id);
+                    pending += reads[ahead].1.len;
+                    ahead += 1;
+                }
+                if !ids.is_empty() {
+                    self.db.store().prefetch_objs(&ids);
+                }
+                pending -= entry.len.min(pending);
+            }
+            // Only the store's read is timed (not the decoding).
+            let started = Instant::now();
+            let stored = self.read_stored(entry);
+            let took = started.elapsed();
+            out.push(stored.and_then(|b| entry.value(b)));
+            if !prefetching && self.options.prefetch_bytes > 0 {
+                // A cached 4 KiB read takes a few microseconds, a device read tens; one
+                // slow read alone is no evidence (a thread preempted during a cached read
+                // takes as long).
                 let device = self
                     .options
                     .device_read
                     .unwrap_or_else(|| Duration::from_micros(20 + entry.len / 2048));
                 slow = if took >= device { slow + 1 } else { 0 };
-                let left = reads.len() - i - 1;
-                if !helpers && left > 0 && slow >= SLOW_READS_FOR_HELPERS {
-                    helpers = true;
-                    for _ in 1..self.options.read_threads.min(left + 1) {
-                        // A thread the system refuses leaves the work to the others.
-                        if std::thread::Builder::new().spawn_scoped(scope, work).is_err() {
-                            break;
-                        }
-                    }
+                if slow >= SLOW_READS_FOR_PREFETCH {
+                    prefetching = true;
+                    ahead = i + 1;
                 }
             }
-        });
-        slots
-            .into_iter()
-            .map(|slot| slot.into_inner().expect("every read done before the scope ends"))
-            .collect()
+        }
+        out
     }
 
     /// One value: its blob, checked against the index's length, decompressed.

@@ -2464,6 +2464,12 @@ impl<S: SplitStore<Io: Clone>> StoreView<'_, S> {
         Ok(self.0.read_bytes_from_obj(id)?)
     }
 
+    /// Starts reading objects `ids` from the device in the background, for a caller about to
+    /// read them all (`ConcurrentStore::prefetch_objs`); a hint that changes no result.
+    pub fn prefetch_objs(&self, ids: &[ObjectId]) {
+        self.0.prefetch_objs(ids)
+    }
+
     /// Objects in the store.
     pub fn object_count(&self) -> Result<u64> {
         Ok(self.0.object_count()?)

@@ -75,6 +75,15 @@ pub trait FileBackend: Send + Sync {
         Ok(())
     }
 
+    /// Tells the system the range will be read soon, so it can start reading it from the
+    /// device now, in the background (`posix_fadvise(WILLNEED)`): many ranges hinted at once
+    /// are read together, at the device's queue depth, where one read after another waits for
+    /// each. A hint: it never changes what a read returns. The default does nothing.
+    fn will_need(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
+
     /// Turns reads through a memory map of the file on or off where the backend has them
     /// ([`OsFile`]'s: faster reads, a device read error still an error); the default has
     /// none and does nothing.
@@ -122,6 +131,9 @@ macro_rules! forward_backend {
             }
             fn drop_cache(&self, offset: u64, len: u64) -> io::Result<()> {
                 (**self).drop_cache(offset, len)
+            }
+            fn will_need(&self, offset: u64, len: u64) -> io::Result<()> {
+                (**self).will_need(offset, len)
             }
             fn map_reads(&self, on: bool) {
                 (**self).map_reads(on)
@@ -473,6 +485,13 @@ impl FileBackend for OsFile {
     /// `posix_fadvise(DONTNEED)`: clean cached pages of the range are dropped.
     fn drop_cache(&self, offset: u64, len: u64) -> io::Result<()> {
         let advice = rustix::fs::Advice::DontNeed;
+        Ok(rustix::fs::fadvise(&self.file, offset, std::num::NonZeroU64::new(len), advice)?)
+    }
+
+    /// `posix_fadvise(WILLNEED)`: the kernel starts reading the range's pages that are not
+    /// cached into the page cache (which mapped reads then find too), and returns.
+    fn will_need(&self, offset: u64, len: u64) -> io::Result<()> {
+        let advice = rustix::fs::Advice::WillNeed;
         Ok(rustix::fs::fadvise(&self.file, offset, std::num::NonZeroU64::new(len), advice)?)
     }
 

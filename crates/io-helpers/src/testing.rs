@@ -213,6 +213,9 @@ impl<B: FileBackend> FileBackend for Hooked<B> {
     fn drop_cache(&self, offset: u64, len: u64) -> io::Result<()> {
         self.inner.drop_cache(offset, len)
     }
+    fn will_need(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.inner.will_need(offset, len)
+    }
     fn map_reads(&self, on: bool) {
         self.inner.map_reads(on);
     }

@@ -407,6 +407,26 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
         self.reader(id, cached)?.read_whole(buf)
     }
 
+    /// Starts reading objects `ids` from the device in the background, for a caller about to
+    /// read them all ([`FileBackend::will_need`] on each one's bytes): the reads that follow
+    /// find them in the OS page cache, read together at the device's queue depth where one
+    /// read after another would wait for each in turn. A hint: it changes no read's result,
+    /// and an object that is not there (or any error) is skipped, for its read to report.
+    pub fn prefetch_objs(&self, ids: &[ObjectId]) {
+        if self.check_open().is_err() {
+            return;
+        }
+        for &id in ids {
+            let Ok((_shared, cached)) = self.locks.shared_and_cached(id.0) else { continue };
+            let Ok(located) = self.locate(id, cached) else { continue };
+            if located.is_staged() || located.object_len() == 0 {
+                continue;
+            }
+            let _token = self.token();
+            let _ = self.io.will_need(located.offset(), located.object_len());
+        }
+    }
+
     /// Where `id` is, for a caller holding its shared lock: the lock table's cached location,
     /// or the store's (then cached).
     fn locate(&self, id: ObjectId, cached: Option<Located<'static>>) -> Result<Located<'static>> {

@@ -36,6 +36,11 @@ impl Located<'_> {
         self.extent.offset
     }
 
+    /// The object's length in bytes (what a read of it returns).
+    pub fn object_len(&self) -> u64 {
+        self.len
+    }
+
     /// The object's allocated length in bytes.
     pub fn allocated_len(&self) -> u64 {
         self.extent.len

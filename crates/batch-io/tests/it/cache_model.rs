@@ -30,9 +30,9 @@ fn options(compress: bool) -> DiskCacheOptions {
         ttl: Some(Duration::from_millis(TTL_MS)),
         max_buffered: MAX_BUFFERED,
         now,
-        // Every batch of two blobs or more reads with helper threads.
+        // Every batch of three blobs or more prefetches, about three blobs ahead.
         device_read: Some(Duration::ZERO),
-        read_threads: 3,
+        prefetch_bytes: 1_500,
         ..DiskCacheOptions::default()
     }
 }

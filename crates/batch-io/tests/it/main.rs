@@ -614,17 +614,15 @@ mod cache {
     }
 
     /// lookup_batch with every kind of key at once (found, buffered, missing, repeated, out
-    /// of order), read by the caller alone and by helper threads from the third blob on:
-    /// the same answers as one lookup per key, in request order, counted per request.
+    /// of order), read with no prefetch and with one from the third blob on, its window
+    /// about two blobs: the same answers as one lookup per key, in request order, counted
+    /// per request.
     #[test]
     fn a_batch_answers_like_single_lookups_whoever_reads_it() {
-        for (threads, device_read) in [(1, None), (4, Some(std::time::Duration::ZERO))] {
+        for (prefetch_bytes, device_read) in [(0, None), (1_200, Some(std::time::Duration::ZERO))] {
             let dir = tempfile::tempdir().unwrap();
-            let options = DiskCacheOptions {
-                read_threads: threads,
-                device_read,
-                ..DiskCacheOptions::default()
-            };
+            let options =
+                DiskCacheOptions { prefetch_bytes, device_read, ..DiskCacheOptions::default() };
             let cache = DiskCache::open(dir.path().join("cache"), options).unwrap();
             for k in 0..40u8 {
                 cache.store_buffered(&[k], &blob(k, 500 + k as usize * 10)).unwrap();
@@ -637,11 +635,15 @@ mod cache {
             let before = cache.stats();
             let batch = cache.lookup_batch(&asked);
             let after = cache.stats();
-            assert_eq!(after.hits - before.hits, 8, "threads {threads}");
-            assert_eq!(after.misses - before.misses, 2, "threads {threads}");
+            assert_eq!(after.hits - before.hits, 8, "prefetch {prefetch_bytes}");
+            assert_eq!(after.misses - before.misses, 2, "prefetch {prefetch_bytes}");
             for (key, got) in asked.iter().zip(batch) {
                 let got = got.unwrap();
-                assert_eq!(got, cache.lookup(key).unwrap(), "key {key:?}, threads {threads}");
+                assert_eq!(
+                    got,
+                    cache.lookup(key).unwrap(),
+                    "key {key:?}, prefetch {prefetch_bytes}"
+                );
                 match key[0] {
                     200 => assert_eq!(got.as_deref(), Some(&b"only buffered"[..])),
                     k @ 0..40 => assert_eq!(got, Some(blob(k, 500 + k as usize * 10))),

@@ -469,3 +469,25 @@ fn slots_child() {
     last.read_at(&mut buf, 20_000).unwrap();
     assert_eq!(buf, patterned(299 + 20_000, 4096));
 }
+
+/// `will_need` is a hint: after the range's pages are dropped and hinted again (part of it
+/// past the end of the file), plain and mapped reads return the file's bytes.
+#[test]
+fn a_hinted_range_reads_as_the_file_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.bob");
+    let bytes: Vec<u8> = (0..64 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&path, &bytes).unwrap();
+    let file = OsFile::open(&path).unwrap();
+    for mapped in [false, true] {
+        file.map_reads(mapped);
+        file.drop_cache(0, bytes.len() as u64).unwrap();
+        file.will_need(4096, 8192).unwrap();
+        file.will_need(60 * 1024, 1 << 20).unwrap();
+        let mut buf = vec![0; 8192];
+        file.read_at(&mut buf, 4096).unwrap();
+        assert_eq!(buf, bytes[4096..12288], "mapped {mapped}");
+        file.read_at(&mut buf[..4096], 60 * 1024).unwrap();
+        assert_eq!(buf[..4096], bytes[60 * 1024..], "mapped {mapped}");
+    }
+}

@@ -572,3 +572,30 @@ fn a_hold_dropped_without_its_commit_latches_the_store() {
     store.commit().unwrap();
     assert_eq!(store.read_bytes_from_obj(node).unwrap(), b"whole");
 }
+
+/// `prefetch_objs` is a hint: committed, uncommitted, deleted and never-made objects may be
+/// named (in any order, twice), on an open and a closed store, and nothing read changes; it
+/// holds no lock or disk token afterwards.
+#[test]
+fn a_prefetch_changes_no_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ConcurrentStore::create_multi(dir.path().join("s"), opts(), 1).unwrap();
+    let committed: Vec<ObjectId> =
+        (0..20).map(|o| store.write_new_obj_from_bytes(&own_bytes(1, o)).unwrap()).collect();
+    store.commit().unwrap();
+    let fresh = store.write_new_obj_from_bytes(&own_bytes(2, 0)).unwrap();
+    store.delete_obj(committed[3]).unwrap();
+    let mut named: Vec<ObjectId> = committed.iter().rev().copied().collect();
+    named.extend([fresh, committed[0], ObjectId(1 << 40)]);
+    store.prefetch_objs(&named);
+    assert_eq!((store.locks_held(), store.disk_tokens().in_use()), (0, 0));
+    for (o, &id) in committed.iter().enumerate() {
+        match store.read_bytes_from_obj(id) {
+            Ok(bytes) => assert_eq!(bytes, own_bytes(1, o)),
+            Err(e) => assert!(o == 3 && matches!(e, Error::NotFound(_)), "object {o}: {e}"),
+        }
+    }
+    assert_eq!(store.read_bytes_from_obj(fresh).unwrap(), own_bytes(2, 0));
+    store.close().unwrap();
+    store.prefetch_objs(&named);
+}
