@@ -2836,15 +2836,31 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
         // trees still held: a helper's review.)
         let no_checkpoint = db.store.thread_holds_guards() || db.store.thread_holds_commits();
         let log_refuses = db.wal.is_some() && Wal::check_len(&log).is_err();
-        // (With nothing to write, a durable commit without a log runs no checkpoint.)
-        let unlogged_checkpoint = db.wal.is_none() && durable && (changed || pending.changed);
-        if no_checkpoint && (unlogged_checkpoint || log_refuses) {
-            return Err(Error::Store(bob_store_core::Error::WouldDeadlock(
+        let refuse = || {
+            Err(Error::Store(bob_store_core::Error::WouldDeadlock(
                 "a commit that must run a checkpoint (durable without a log, or a record too \
                  long for the log) while this thread holds a guard or the commits of the \
                  database's store: drop them first"
                     .into(),
-            )));
+            )))
+        };
+        // A durable commit without a log with nothing to write runs no checkpoint, but waits
+        // for the one running now (it is a barrier for earlier unsynced commits); a thread
+        // that cannot run one does not wait, since that checkpoint (or a treap's save, which
+        // takes the same lock before the store's commits) may be waiting for this thread's
+        // hold or guard (a helper's review).
+        let mut ckpt_held = None;
+        if no_checkpoint && db.wal.is_none() && durable {
+            if changed || pending.changed {
+                return refuse();
+            }
+            match db.ckpt.try_lock() {
+                Some(ckpt) => ckpt_held = Some(ckpt),
+                None => return refuse(),
+            }
+        }
+        if no_checkpoint && log_refuses {
+            return refuse();
         }
         pending.dirtied += dirtied;
         // A record about as large as the nodes the next checkpoint writes anyway (a load in
@@ -2879,7 +2895,7 @@ impl<'db, S: SplitStore<Io: Clone> + PrimeStorer> WriteTxn<'db, S> {
             pending.freed_values.extend(freed_values);
             pending.changed |= changed;
             if durable {
-                let ckpt = db.ckpt.lock();
+                let ckpt = ckpt_held.unwrap_or_else(|| db.ckpt.lock());
                 return db
                     .checkpoint_locked(&mut pending, &ckpt, snapshot, false, false)
                     .map(|_| ());

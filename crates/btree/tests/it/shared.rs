@@ -618,3 +618,66 @@ fn an_empty_durable_unlogged_commit_under_a_store_guard_is_ok() {
     result.unwrap();
     db.close().unwrap();
 }
+
+/// An empty durable commit without a log, from a thread holding the store's commits (taken
+/// inside its transaction) or a reader guard, while a treap's save holds the checkpoint
+/// lock and waits for that hold or guard: the commit waited for the checkpoint lock, and
+/// both waited for ever (helper-53's review of 1a9b61a). It now returns at once (`Ok`, or
+/// `WouldDeadlock` while the lock is taken), and the save goes on once the hold or guard is
+/// gone.
+#[test]
+fn regression_an_empty_unlogged_commit_never_waits_for_a_save_that_waits_for_it() {
+    use std::sync::{Arc, mpsc};
+    use std::time::Duration;
+    for guard in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let options = bob_btree::DbOptions {
+            log: false,
+            checkpoint_interval: None,
+            compact_on_close_below: None,
+            ..Default::default()
+        };
+        let (db, id) = five_thousand(&path, &options);
+        let db = Arc::new(db);
+        let (held_tx, held_rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel();
+        let a = Arc::clone(&db);
+        let holder = std::thread::spawn(move || {
+            let store = a.shared_store().unwrap();
+            let txn = a.begin_write().unwrap();
+            let (hold, reader) = if guard {
+                (None, Some(store.late_read_obj(id).unwrap()))
+            } else {
+                (Some(store.hold_commits().unwrap()), None)
+            };
+            held_tx.send(()).unwrap();
+            // Until the save holds the checkpoint lock and waits (the test passes either way).
+            std::thread::sleep(Duration::from_millis(300));
+            let committed = txn.commit(Durability::Durable);
+            done_tx.send(()).unwrap();
+            drop(reader);
+            if let Some(hold) = hold {
+                hold.commit().unwrap();
+            }
+            committed
+        });
+        held_rx.recv().unwrap();
+        let c = Arc::clone(&db);
+        let saver = std::thread::spawn(move || {
+            c.save_treap_with("x", |store| {
+                if guard {
+                    store.delete_obj(id)?;
+                }
+                Ok(())
+            })
+        });
+        done_rx.recv_timeout(Duration::from_secs(10)).expect("the commit returned");
+        match holder.join().unwrap() {
+            Ok(()) => {}
+            Err(e) => assert!(e.to_string().contains("drop them first"), "guard {guard}: {e}"),
+        }
+        saver.join().unwrap().unwrap();
+        Arc::into_inner(db).unwrap().close().unwrap();
+    }
+}
