@@ -159,7 +159,9 @@ pub struct DiskCacheOptions {
     /// ... or once this many bytes are. Default 4 MiB.
     pub max_buffered_bytes: usize,
     /// How far ahead of its reads a [`lookup_batch`](DiskCache::lookup_batch) whose blobs
-    /// come from the device asks for the next ones, in blob bytes (0: never). Default 8 MiB.
+    /// come from the device asks for the next ones, in blob bytes (0: never): the most it
+    /// has the device read ahead at once, past any disk token bound. Default 8 MiB. (On a
+    /// store whose file backend takes no hints, the blobs are read one after another.)
     pub prefetch_bytes: u64,
     /// A blob read that takes this long came from the device; two in a row start a
     /// batch's prefetch. Default (`None`): 20 µs plus 1 µs per 2 KiB of the blob.

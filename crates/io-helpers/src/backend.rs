@@ -488,11 +488,22 @@ impl FileBackend for OsFile {
         Ok(rustix::fs::fadvise(&self.file, offset, std::num::NonZeroU64::new(len), advice)?)
     }
 
-    /// `posix_fadvise(WILLNEED)`: the kernel starts reading the range's pages that are not
-    /// cached into the page cache (which mapped reads then find too), and returns.
+    /// `posix_fadvise(WILLNEED)`, one call per MiB of the range: the kernel starts reading
+    /// the range's pages that are not cached into the page cache (which mapped reads then
+    /// find too), and returns. (Linux reads at most about the device's largest request, 1.25
+    /// MiB with default settings, for one call: a longer range in one call would be read
+    /// only in part.)
     fn will_need(&self, offset: u64, len: u64) -> io::Result<()> {
+        const CALL: u64 = 1 << 20;
         let advice = rustix::fs::Advice::WillNeed;
-        Ok(rustix::fs::fadvise(&self.file, offset, std::num::NonZeroU64::new(len), advice)?)
+        let end = offset.saturating_add(len);
+        let mut at = offset;
+        while at < end {
+            let piece = (end - at).min(CALL);
+            rustix::fs::fadvise(&self.file, at, std::num::NonZeroU64::new(piece), advice)?;
+            at += piece;
+        }
+        Ok(())
     }
 
     /// `fallocate` from the current end to `len` (blocks reserved, the size extended); where

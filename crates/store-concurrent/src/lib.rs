@@ -412,6 +412,9 @@ impl<S: SplitStore<Io: Clone>> ConcurrentStore<S> {
     /// find them in the OS page cache, read together at the device's queue depth where one
     /// read after another would wait for each in turn. A hint: it changes no read's result,
     /// and an object that is not there (or any error) is skipped, for its read to report.
+    /// A disk token covers each hint's call, not the device reads it starts, which the
+    /// token bound does not count: the caller bounds those by what it names. With a
+    /// backend that takes no hints (the default `will_need`), it does nothing.
     pub fn prefetch_objs(&self, ids: &[ObjectId]) {
         if self.check_open().is_err() {
             return;

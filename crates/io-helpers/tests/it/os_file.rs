@@ -491,3 +491,38 @@ fn a_hinted_range_reads_as_the_file_holds_it() {
         assert_eq!(buf[..4096], bytes[60 * 1024..], "mapped {mapped}");
     }
 }
+
+/// A hint longer than one call of the kernel reads (about the device's largest request:
+/// 1.25 MiB with default settings, 8 MiB on the CI machine) is given a MiB at a time: after
+/// the pages of a 24 MiB file are dropped and the whole file hinted, all of it is read into
+/// the page cache (`fincore`, util-linux, counts the file's cached bytes; without it the
+/// test has nothing to look with and says so).
+#[test]
+fn a_long_hinted_range_is_read_to_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.bob");
+    let len = 24u64 << 20;
+    std::fs::write(&path, vec![7u8; len as usize]).unwrap();
+    let file = OsFile::open(&path).unwrap();
+    file.sync_data().unwrap();
+    let cached = || -> Option<u64> {
+        let out = std::process::Command::new("fincore")
+            .args(["--bytes", "--noheadings", "--output", "RES"])
+            .arg(&path)
+            .output()
+            .ok()?;
+        String::from_utf8(out.stdout).ok()?.trim().parse().ok()
+    };
+    file.drop_cache(0, len).unwrap();
+    let Some(before) = cached() else {
+        eprintln!("no fincore here: the cached bytes cannot be counted");
+        return;
+    };
+    assert!(before < len, "the pages were not dropped ({before} bytes cached)");
+    file.will_need(0, len).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while cached() != Some(len) {
+        assert!(std::time::Instant::now() < deadline, "{:?} of {len} bytes read ahead", cached());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
