@@ -23,8 +23,9 @@
 //! - [`DiskCache`]: keyed blobs in one bob database file, the index a named B-tree that
 //!   names a blob only once it is durable and stops naming it before it is deleted;
 //!   buffered stores, LRU eviction under a capacity, TTL, optional LZ4 compression (decoded on every read path); `lookup_batch`
-//!   looks the keys up in one pass and, when the blobs come from the device, reads them
-//!   with several threads at once. Over any store of the right kind (`DiskCache::with_db`),
+//!   looks the keys up in one pass and, when the blobs come from the device, has the
+//!   store read the next ones ahead, so the device serves them together. Over any store of
+//!   the right kind (`DiskCache::with_db`),
 //!   so that tests can crash it on simulated disks.
 //!
 //! # Example
