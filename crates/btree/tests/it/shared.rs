@@ -408,6 +408,27 @@ fn a_database_opened_through_a_link_uses_the_real_files_log() {
     db.close().unwrap();
 }
 
+/// Options without a log (a durable commit is a checkpoint), and nothing in the background:
+/// no persistence thread, no compaction at close.
+fn unlogged() -> bob_btree::DbOptions {
+    bob_btree::DbOptions {
+        log: false,
+        checkpoint_interval: None,
+        compact_on_close_below: None,
+        ..Default::default()
+    }
+}
+
+/// Options under which every logged commit is past the checkpoint bound, with no
+/// persistence thread.
+fn checkpoint_at_every_commit() -> bob_btree::DbOptions {
+    bob_btree::DbOptions {
+        checkpoint_after_bytes: 1,
+        checkpoint_interval: None,
+        ..Default::default()
+    }
+}
+
 /// A tree of 5,000 entries, and a blob in the shared store to hold a guard on.
 fn five_thousand(path: &std::path::Path, options: &bob_btree::DbOptions) -> (Db, ObjectId) {
     let db = Db::create_with(path, options).unwrap();
@@ -453,12 +474,7 @@ fn reopened_holds(path: &std::path::Path, options: &bob_btree::DbOptions, t_kept
 fn a_durable_unlogged_commit_under_a_store_guard_is_refused_and_frees_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    let options = bob_btree::DbOptions {
-        log: false,
-        checkpoint_interval: None,
-        compact_on_close_below: None,
-        ..Default::default()
-    };
+    let options = unlogged();
     let (db, id) = five_thousand(&path, &options);
     let store = db.shared_store().unwrap();
     let mut txn = db.begin_write().unwrap();
@@ -527,11 +543,7 @@ fn a_big_commit_under_a_store_guard_is_logged_instead_of_checkpointed() {
 fn a_commit_under_the_threads_own_commit_hold_is_logged_and_stands() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    let options = bob_btree::DbOptions {
-        checkpoint_after_bytes: 1,
-        checkpoint_interval: None,
-        ..Default::default()
-    };
+    let options = checkpoint_at_every_commit();
     let db = Db::create_with(&path, &options).unwrap();
     let store = db.shared_store().unwrap();
     let mut txn = db.begin_write().unwrap();
@@ -556,11 +568,7 @@ fn regression_a_write_under_the_threads_commit_hold_is_refused_not_a_deadlock() 
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    let options = bob_btree::DbOptions {
-        checkpoint_after_bytes: 1,
-        checkpoint_interval: None,
-        ..Default::default()
-    };
+    let options = checkpoint_at_every_commit();
     let db = Arc::new(Db::create_with(&path, &options).unwrap());
     let store = db.shared_store().unwrap();
     let hold = store.hold_commits().unwrap();
@@ -603,12 +611,7 @@ fn regression_a_write_under_the_threads_commit_hold_is_refused_not_a_deadlock() 
 fn an_empty_durable_unlogged_commit_under_a_store_guard_is_ok() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    let options = bob_btree::DbOptions {
-        log: false,
-        checkpoint_interval: None,
-        compact_on_close_below: None,
-        ..Default::default()
-    };
+    let options = unlogged();
     let (db, id) = five_thousand(&path, &options);
     let store = db.shared_store().unwrap();
     let txn = db.begin_write().unwrap();
@@ -632,12 +635,7 @@ fn regression_an_empty_unlogged_commit_never_waits_for_a_save_that_waits_for_it(
     for guard in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
-        let options = bob_btree::DbOptions {
-            log: false,
-            checkpoint_interval: None,
-            compact_on_close_below: None,
-            ..Default::default()
-        };
+        let options = unlogged();
         let (db, id) = five_thousand(&path, &options);
         let db = Arc::new(db);
         let (held_tx, held_rx) = mpsc::channel();
