@@ -19,7 +19,8 @@ use bob_treap::{PersistentTreap, TreapKey, TreapValue};
 
 use crate::catalog::{Catalog, MAX_NAME_LEN, StoredTree};
 use crate::node::{
-    self, Body, Link, MAX_KEY_LEN, MAX_VALUE_LEN, NODE_TARGET, Node, Touched, Val, ValRef, ValView,
+    self, Body, Link, MAX_INLINE_VALUE_LEN, MAX_KEY_LEN, MAX_VALUE_LEN, NODE_TARGET, Node, Touched,
+    Val, ValRef, ValView,
 };
 use crate::tree::{self, Edit, Load, RawIter};
 use crate::wal::{LogDir, OsLogDir, Wal};
@@ -3370,6 +3371,11 @@ impl<K: Key, V: Value> TreeMut<'_, K, V> {
         check_key_len(&key)?;
         let value = value.encoded_value()?;
         check_value_len(&value)?;
+        // The value's bytes are copied into the leaf at the end of the descent: fetched from
+        // memory meanwhile, not once each level's copy-on-write check (an atomic operation,
+        // which waits for earlier loads) has waited for the last put's. A sorted load of
+        // 150-byte values from a shuffled heap: puts 1.25-1.4x faster (docs/benchmarks.md).
+        node::prefetch(&value[..value.len().min(MAX_INLINE_VALUE_LEN)]);
         let (mut edit, root) = self.edit(read_old);
         let result = edit.insert(root, &key, &value);
         let (untouched, bytes) = (edit.untouched, edit.old_bytes.take());

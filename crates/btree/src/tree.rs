@@ -189,7 +189,8 @@ impl Edit<'_> {
             pending = val.into();
             ValView::Pending(&pending)
         };
-        let (old, split) = self.insert_at(root, key, val, 0)?;
+        let (mut old, mut split) = (None, None);
+        self.insert_at(root, key, val, 0, &mut old, &mut split)?;
         if let Some(old) = &old {
             self.free_value(old);
         }
@@ -217,14 +218,18 @@ impl Edit<'_> {
         Ok(old)
     }
 
-    #[allow(clippy::type_complexity)]
+    /// Inserts under `link`: the replaced value goes to `old`, and if the node split, the
+    /// separator and the new right node to `split`. (Out-parameters rather than a returned
+    /// tuple: moving it up through each level's return cost about 5% of a sorted load.)
     fn insert_at(
         &mut self,
         link: &mut Link,
         key: &[u8],
         val: ValView<'_>,
         depth: usize,
-    ) -> Result<(Option<Val>, Option<(Key, Link)>)> {
+        old: &mut Option<Val>,
+        split_out: &mut Option<(Key, Link)>,
+    ) -> Result<()> {
         if depth >= MAX_DEPTH {
             return Err(too_deep());
         }
@@ -233,7 +238,7 @@ impl Edit<'_> {
         // The change is at the node's end (a key past its last, or a split of its last
         // child): a split then keeps the left node full, as a sorted load would want.
         let mut at_end = false;
-        let (node, old) = if self.is_leaf(link)? {
+        let node = if self.is_leaf(link)? {
             if self.read_old {
                 let leaf = link.node.get().expect("loaded");
                 if let Body::Leaf(entries) = &leaf.body
@@ -251,35 +256,36 @@ impl Edit<'_> {
             }
             let node = self.node_mut(link)?;
             let Body::Leaf(entries) = &mut node.body else { unreachable!("a leaf") };
-            let old = match entries.search(&probe) {
-                Ok(i) => Some(entries.replace(i, val)),
+            match entries.search(&probe) {
+                Ok(i) => *old = Some(entries.replace(i, val)),
                 Err(i) => {
                     at_end = i == entries.len();
                     entries.insert(i, key, val);
-                    None
                 }
-            };
-            (node, old)
+            }
+            node
         } else {
             let node = self.node_path(link)?;
             let Body::Branch { keys, children } = &mut node.body else { unreachable!("a branch") };
             let i = keys.upper(&probe);
-            let (old, split) = self.insert_at(&mut children[i], key, val, depth + 1)?;
-            if let Some((sep, right)) = split {
+            let mut below = None;
+            self.insert_at(&mut children[i], key, val, depth + 1, old, &mut below)?;
+            if let Some((sep, right)) = below {
                 self.dirty(node);
                 let Body::Branch { keys, children } = &mut node.body else { unreachable!() };
                 at_end = i + 1 == children.len();
                 keys.insert(i, sep);
                 children.insert(i + 1, right);
             }
-            (node, old)
+            node
         };
         if !node.dirty || node.encoded_len() <= NODE_TARGET {
-            return Ok((old, None));
+            return Ok(());
         }
         let (sep, right) = split(node, at_end);
         *self.dirtied += 1;
-        Ok((old, Some((sep, Link::loaded(right, seen)))))
+        *split_out = Some((sep, Link::loaded(right, seen)));
+        Ok(())
     }
 
     /// Removes `key` from the tree under `root`; returns its value.
