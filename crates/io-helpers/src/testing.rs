@@ -216,6 +216,9 @@ impl<B: FileBackend> FileBackend for Hooked<B> {
     fn will_need(&self, offset: u64, len: u64) -> io::Result<()> {
         self.inner.will_need(offset, len)
     }
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.inner.start_writeback(offset, len)
+    }
     fn map_reads(&self, on: bool) {
         self.inner.map_reads(on);
     }

@@ -492,6 +492,35 @@ fn a_hinted_range_reads_as_the_file_holds_it() {
     }
 }
 
+/// Starting the writeback of a range (`sync_file_range`) changes no byte a read returns,
+/// before or after a later write to the same pages and a sync; ranges past the end, empty
+/// ones and offsets past what the system takes are accepted as hints.
+#[test]
+fn a_range_whose_writeback_started_reads_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.bob");
+    let file = OsFile::create_new(&path).unwrap();
+    let mut bytes: Vec<u8> = (0..256 * 1024u32).map(|i| (i * 13 % 251) as u8).collect();
+    file.write_at(&bytes, 0).unwrap();
+    file.start_writeback(0, 128 * 1024).unwrap();
+    file.start_writeback(4096 + 17, 3 * 4096).unwrap();
+    file.start_writeback(200 * 1024, 1 << 30).unwrap();
+    file.start_writeback(0, 0).unwrap();
+    file.start_writeback(u64::MAX - 10, 5).unwrap();
+    // Pages under writeback written again.
+    bytes[5000..9000].fill(0xAB);
+    file.write_at(&bytes[5000..9000], 5000).unwrap();
+    for mapped in [false, true] {
+        file.map_reads(mapped);
+        let mut buf = vec![0; bytes.len()];
+        file.read_at(&mut buf, 0).unwrap();
+        assert!(buf == bytes, "mapped {mapped}");
+    }
+    file.sync_data().unwrap();
+    drop(file);
+    assert!(std::fs::read(&path).unwrap() == bytes);
+}
+
 /// A hint longer than one call of the kernel reads (about the device's largest request:
 /// 1.25 MiB with default settings, 8 MiB on the CI machine) is given a MiB at a time: after
 /// the pages of a 24 MiB file are dropped and the whole file hinted, all of it is read into

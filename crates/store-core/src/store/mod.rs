@@ -68,7 +68,10 @@ pub struct StoreOptions {
     /// few positioned writes as their layout allows. 0 writes every object at once. Buffered
     /// objects are read from memory; like any uncommitted write, they are lost in a crash.
     /// The buffer is one allocation, grown as needed up to this size and kept while the
-    /// store is open. Default: 4 MiB.
+    /// store is open. When it fills, its bytes are written and the system is asked to start
+    /// writing them to the device ([`FileBackend::start_writeback`]), so the commit's sync
+    /// waits for less. Default: 512 KiB (a load in commits of 10,000 B-tree entries: commits
+    /// 1.25-1.6x faster than with 4 MiB, which starts the device only at the sync).
     pub write_buffer_bytes: usize,
     /// Bytes of each of the two journal regions a new store gets (commits append records
     /// there; a checkpoint runs when one is full). Fixed at creation: rounded down to whole
@@ -113,13 +116,13 @@ pub struct StoreOptions {
 }
 
 impl Default for StoreOptions {
-    /// The defaults each field names: the allocator's size limit, a 4 MiB write buffer,
+    /// The defaults each field names: the allocator's size limit, a 512 KiB write buffer,
     /// 2 MiB journal regions, reads through a memory map, a lazy open, appends while the free
     /// space is at most the live bytes.
     fn default() -> Self {
         Self {
             max_file_bytes: bob_alloc::DEFAULT_LIMIT,
-            write_buffer_bytes: 4 << 20,
+            write_buffer_bytes: 512 << 10,
             journal_bytes: journal::DEFAULT_JOURNAL_BYTES,
             mapped_reads: true,
             load_on_open: false,
@@ -472,7 +475,18 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             return Ok(());
         }
         if self.staging.len() + padded_len > self.write_buffer_bytes {
+            let span = self.staged_span();
             self.flush_staged()?;
+            // The commit's sync will wait for these bytes to reach the device: they start on
+            // their way now, while the caller makes the next ones (a load in commits of
+            // 10,000: commits 1.25-1.6x faster). Whole pages only: the last, partly filled,
+            // is written again by the next flush. A hint; its failure is the sync's to report.
+            if let Some((start, end)) = span {
+                let (start, end) = (start.next_multiple_of(PAGE), end / PAGE * PAGE);
+                if start < end {
+                    let _ = self.backend.start_writeback(start, end - start);
+                }
+            }
         }
         let start = self.staging.len();
         let need = start + padded_len;
@@ -486,6 +500,13 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         // A range staged before at this offset is dropped: its bytes stay unnamed.
         self.staged.insert(offset, start..start + padded_len);
         Ok(())
+    }
+
+    /// Where the buffered objects lie: from the first one's start to the last one's end.
+    fn staged_span(&self) -> Option<(u64, u64)> {
+        let (&first, _) = self.staged.first_key_value()?;
+        let (&last, range) = self.staged.last_key_value()?;
+        Some((first, last + range.len() as u64))
     }
 
     /// Writes every buffered object, coalescing neighbours into single writes.

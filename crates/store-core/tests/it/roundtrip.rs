@@ -103,6 +103,33 @@ fn four_sessions<A: SpaceAllocator>() {
     assert_eq!(contents(&store).unwrap(), expected);
 }
 
+/// New objects past the write buffer's size (so it fills, is written, and the writeback of
+/// its whole pages is started before the commit) read back, before and after a commit and a
+/// reopen, each as written: objects of odd sizes, so page and buffer boundaries fall inside
+/// them.
+#[test]
+fn objects_past_a_full_write_buffer_read_back_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let opts = bob_store_core::StoreOptions { write_buffer_bytes: 64 << 10, ..options() };
+    let mut store = Store::<bob_alloc::BasicAllocator, OsFile>::create(&path, opts).unwrap();
+    let objects: Vec<(ObjectId, Vec<u8>)> = (0..150u64)
+        .map(|i| {
+            let data = bytes(i, 3_000 + (i as usize * 37) % 1_500);
+            (store.write_new_obj_from_bytes(&data).unwrap(), data)
+        })
+        .collect();
+    for (id, data) in &objects {
+        assert_eq!(&store.read_bytes_from_obj(*id).unwrap(), data, "before the commit");
+    }
+    store.commit().unwrap();
+    store.close().unwrap();
+    let store = Store::<bob_alloc::BasicAllocator, OsFile>::open(&path, opts).unwrap();
+    for (id, data) in &objects {
+        assert_eq!(&store.read_bytes_from_obj(*id).unwrap(), data, "after a reopen");
+    }
+}
+
 #[test]
 fn four_sessions_each_verify_add_and_delete() {
     four_sessions::<bob_alloc::BasicAllocator>();
