@@ -467,7 +467,9 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         if computed != slot.entry.checksum {
             return Err(Error::ChecksumMismatch { id, stored: slot.entry.checksum, computed });
         }
-        self.backend.write_at(buffer, target.offset)?;
+        // Through the write buffer: the objects a pass moves into one run of free space are
+        // written together (evacuated objects are all one run), not a write each.
+        self.stage_or_write(target, buffer)?;
         let pending = self.pending_generation();
         self.put(id, Entry { extent: target, ..slot.entry }, pending);
         self.release(slot.entry.extent, slot.born)
