@@ -86,8 +86,9 @@ pub trait FileBackend: Send + Sync {
 
     /// Asks the system to start writing the range's cached changes to the device now, in the
     /// background (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), so a later sync finds less to
-    /// write and wait for. A hint: it makes nothing durable and never changes what a read
-    /// returns. The default does nothing.
+    /// write and wait for. It makes nothing durable and never changes what a read returns;
+    /// an error means what a failed write means (the range's changes may be lost). The
+    /// default does nothing.
     fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
         let _ = (offset, len);
         Ok(())
@@ -501,7 +502,11 @@ impl FileBackend for OsFile {
     }
 
     /// `sync_file_range(SYNC_FILE_RANGE_WRITE)` on Linux: writeback of the range's dirty
-    /// pages starts, without waiting for it. Elsewhere nothing.
+    /// pages starts, without waiting for it. Elsewhere nothing. An error of the call itself
+    /// (not one the device reports later, which the next sync reports) may mean the kernel
+    /// dropped pages it could not start writing (ext4's failed delayed allocation): it is
+    /// returned, unless it only says there is no such hint (`ENOSYS`, `EINVAL`, `ESPIPE`,
+    /// `EOPNOTSUPP`).
     fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
         #[cfg(target_os = "linux")]
         {
@@ -520,7 +525,13 @@ impl FileBackend for OsFile {
                 )
             };
             if done != 0 {
-                return Err(io::Error::last_os_error());
+                let error = io::Error::last_os_error();
+                // No hint to give (no such call, or not for this file): nothing was started.
+                let unsupported = [libc::ENOSYS, libc::EINVAL, libc::ESPIPE, libc::EOPNOTSUPP];
+                if error.raw_os_error().is_some_and(|code| unsupported.contains(&code)) {
+                    return Ok(());
+                }
+                return Err(error);
             }
         }
         #[cfg(not(target_os = "linux"))]

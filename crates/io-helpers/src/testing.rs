@@ -144,6 +144,13 @@ pub enum HookOp {
     Allocate(u64),
     /// `sync_data` or `sync_all`.
     Sync,
+    /// `start_writeback` of `len` bytes at `offset`.
+    Writeback {
+        /// Where.
+        offset: u64,
+        /// How many bytes.
+        len: u64,
+    },
 }
 
 /// A hook a [`Hooked`] backend runs before each operation.
@@ -217,6 +224,7 @@ impl<B: FileBackend> FileBackend for Hooked<B> {
         self.inner.will_need(offset, len)
     }
     fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        (self.hook)(HookOp::Writeback { offset, len })?;
         self.inner.start_writeback(offset, len)
     }
     fn map_reads(&self, on: bool) {

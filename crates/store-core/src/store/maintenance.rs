@@ -280,9 +280,10 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             return Ok(report);
         }
         // A hole beside a committed object shares its page and cannot be written (page
-        // granularity), so objects past the first hole first move out, together, into fresh
-        // space; once that commit is durable the space they left is whole free pages, and
-        // the passes below move them back down into it.
+        // granularity), so the objects in the space past the first hole that the live
+        // objects will be packed into first move out, together, into fresh space; once that
+        // commit is durable that space is whole free pages, and the passes below move every
+        // object past the hole down into it (those it held move twice, the others once).
         let evacuated = self.guarded(|store| store.evacuate())?;
         if evacuated > 0 {
             self.commit_now()?;
@@ -365,9 +366,11 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         Ok(moved)
     }
 
-    /// Moves every object that lies past the first gap in the file (the first byte neither
-    /// the header nor a live object's) into fresh space, in offset order; returns how many
-    /// moved.
+    /// Empties the space the objects past the first gap in the file (the first byte neither
+    /// the header nor a live object's) will be packed into: from the gap, as long as their
+    /// extents and a sixteenth more. The objects that lie in it move into fresh space, in
+    /// offset order; those past it stay, and the passes move them straight down, once.
+    /// Returns how many moved.
     fn evacuate(&mut self) -> Result<u64> {
         let mut order: Vec<(u64, u64, u64)> = self
             .table
@@ -385,9 +388,18 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
                 gap
             })
             .unwrap_or(order.len());
+        let gap = match first_mover.checked_sub(1) {
+            Some(before) => order[before].0 + order[before].1,
+            None => self.data_start,
+        };
+        let packed: u64 = order[first_mover..].iter().map(|&(_, len, _)| len).sum();
+        let region_end = gap.saturating_add(packed + packed / 16);
         let mut buffer = Vec::new();
         let mut moved = 0;
-        for &(_, len, id) in &order[first_mover..] {
+        for &(offset, len, id) in &order[first_mover..] {
+            if offset >= region_end {
+                break;
+            }
             let target = match self.take_space(len, Purpose::Object) {
                 Ok(target) => target,
                 Err(Error::OutOfSpace { .. }) => break, // no room to move out: compact in place

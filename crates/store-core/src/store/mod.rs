@@ -480,11 +480,12 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             // The commit's sync will wait for these bytes to reach the device: they start on
             // their way now, while the caller makes the next ones (a load in commits of
             // 10,000: commits 1.25-1.6x faster). Whole pages only: the last, partly filled,
-            // is written again by the next flush. A hint; its failure is the sync's to report.
+            // is written again by the next flush. An error here is a failed write (the
+            // kernel may have dropped pages it could not start writing).
             if let Some((start, end)) = span {
                 let (start, end) = (start.next_multiple_of(PAGE), end / PAGE * PAGE);
                 if start < end {
-                    let _ = self.backend.start_writeback(start, end - start);
+                    self.backend.start_writeback(start, end - start)?;
                 }
             }
         }

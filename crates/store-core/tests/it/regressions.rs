@@ -597,3 +597,33 @@ fn regression_compaction_keeps_whole_pages_on_page_boundaries() {
     assert!(contents(&store).unwrap() == model);
     assert!(store.verify().unwrap().is_clean());
 }
+
+/// A review of the writeback hint (helper-54): an error of `sync_file_range` starting the
+/// writeback of a full write buffer may mean the kernel dropped those pages (ext4's failed
+/// delayed allocation), so the commit's sync would find nothing left to write and succeed.
+/// Now it is a failed write: the store latches, the commit fails, and a reopen finds the
+/// last commit, whole.
+#[test]
+fn regression_a_failed_writeback_start_fails_the_write_and_latches() {
+    let disk = SimDisk::new();
+    let hooked = Hooked::new(disk.clone(), |op| match op {
+        HookOp::Writeback { .. } => Err(std::io::Error::other("writeback not started")),
+        _ => Ok(()),
+    });
+    let opts = StoreOptions { write_buffer_bytes: 16 << 10, ..options() };
+    let mut store = Store::<BasicAllocator, _>::create_with(hooked, opts).unwrap();
+    let kept = store.write_new_obj_from_bytes(&bytes(1, 3000)).unwrap();
+    store.commit().unwrap();
+    let committed = contents(&store).unwrap();
+    let failed =
+        (0..20u64).find_map(|i| store.write_new_obj_from_bytes(&bytes(100 + i, 3000)).err());
+    assert!(failed.is_some(), "a full buffer's writeback was never started");
+    assert!(store.is_failed());
+    assert!(store.commit().is_err());
+    drop(store);
+    let reopened =
+        Store::<BasicAllocator, SimDisk>::open_with(SimDisk::from_image(disk.live_image()), opts)
+            .unwrap();
+    assert_eq!(contents(&reopened).unwrap(), committed);
+    assert_eq!(reopened.read_bytes_from_obj(kept).unwrap(), bytes(1, 3000));
+}
