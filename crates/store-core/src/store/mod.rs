@@ -108,10 +108,15 @@ pub struct StoreOptions {
     /// per object) — while the free space among the
     /// data (counting what the pending commit replaced) is at most this percentage of the
     /// live bytes. Past it, objects fill the holes that freed and rewritten objects left
-    /// (scattered writes, no growth), until [`compact`](Store::compact) or deletes bring the
+    /// (no growth, but for the one run below), until [`compact`](Store::compact) or deletes bring the
     /// file back under. So rewrites cost a file of up to `1 + append_room_percent / 100`
     /// times its live bytes (or its live bytes and one commit's new versions, if a commit
-    /// rewrites more than that). 0 always fills holes. Default: 100.
+    /// rewrites more than that). Filling holes, a commit's small objects still form runs
+    /// where the holes allow (each right after the one before when that space is free), and
+    /// such a run may start at the file's end while the free space is within the bound plus
+    /// the commit before's small objects (at most 1 MiB): so the file stays within the bound
+    /// plus one commit's run. 0 always fills holes and never grows the file for a run.
+    /// Default: 100.
     pub append_room_percent: u32,
 }
 
@@ -211,6 +216,22 @@ pub struct Store<A: SpaceAllocator, B: FileBackend> {
     frontier: Option<u64>,
     /// `StoreOptions::append_room_percent`.
     append_room_percent: u32,
+    /// Where the pending commit's small objects placed in holes lie (see `place_in_run`).
+    run: SmallRun,
+}
+
+/// The run a commit's small objects form when they fill holes (see `Store::place_in_run`).
+#[derive(Debug, Default, Clone, Copy)]
+struct SmallRun {
+    /// The generation the run belongs to (any other: no run yet in the pending one).
+    generation: u64,
+    /// Where its last object ends: the next one goes there if that space is free.
+    end: u64,
+    /// Bytes of small objects placed in the generation.
+    bytes: u64,
+    /// Bytes of small objects the generation before placed: what this one is expected to
+    /// place, for which its first object looks for a hole.
+    expected: u64,
 }
 
 /// What a lazy open leaves for [`Store::complete_open`].
@@ -386,6 +407,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             mapped_reads: options.mapped_reads,
             frontier: None,
             append_room_percent: options.append_room_percent,
+            run: SmallRun::default(),
         }
     }
 
@@ -569,12 +591,72 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         // The first objects of a commit fill holes: a commit of a few objects gains nothing
         // from a run, and appending past the data costs it the file system's metadata (the
         // first write into space reserved past the data converts it, written at the sync).
-        if len > 0 && placed <= MAX_STAGED_OBJECT as u64 && self.fresh.len() >= APPEND_AFTER {
-            if let Some(extent) = self.append(placed)? {
-                return Ok(extent);
-            }
+        if len == 0 || placed > MAX_STAGED_OBJECT as u64 {
+            return self.reserve_placed(len);
         }
-        self.reserve_placed(len)
+        let generation = self.pending_generation();
+        if self.run.generation != generation {
+            let expected = if self.run.generation + 1 == generation { self.run.bytes } else { 0 };
+            self.run = SmallRun { generation, end: u64::MAX, bytes: 0, expected };
+        }
+        let appended = if self.fresh.len() >= APPEND_AFTER { self.append(placed)? } else { None };
+        let extent = match appended {
+            Some(extent) => extent,
+            None => match self.place_in_run(placed)? {
+                Some(extent) => extent,
+                None => self.reserve_placed(len)?,
+            },
+        };
+        self.run.end = extent.end();
+        self.run.bytes += placed;
+        Ok(extent)
+    }
+
+    /// Places a small object of the pending commit so that its small objects form one run
+    /// on the device (one write at the commit, not one per object) where the holes allow,
+    /// without growing the file: right after the commit's last small object if that space is
+    /// free; for its first, at the start of the lowest hole that holds as many bytes as the
+    /// commit before placed (commits that come together, as a group commit's, are alike).
+    /// Otherwise `None` (the allocator's fit). Without it, concurrent one-object commits
+    /// settle into every other page (each round fills the pages the round before last freed,
+    /// between those of the last round): eight writes and a sync of 160-260 µs a round on
+    /// this machine's disk, where one run of 32 KiB syncs in about 185.
+    fn place_in_run(&mut self, placed: u64) -> Result<Option<Extent>> {
+        if !A::APPENDS || self.metadata_low || self.may_append() {
+            return Ok(None);
+        }
+        let end = self.alloc.file_end();
+        // The run goes on (`hole`: none, the space must start a free extent), or begins.
+        let (hole, candidate) = if self.run.end != u64::MAX {
+            (None, Extent::new(self.run.end, placed))
+        } else {
+            let want = self.run.expected.min(APPEND_HOLE);
+            if want <= placed {
+                return Ok(None);
+            }
+            // The start of a hole with room for the run and an alignment, else the file's end.
+            let Some(hole) = self.alloc.append_start(want + PAGE) else { return Ok(None) };
+            let start = if placed % PAGE == 0 { hole.next_multiple_of(PAGE) } else { hole };
+            (Some(hole), Extent::new(start, placed))
+        };
+        if (placed % PAGE == 0 && candidate.offset % PAGE != 0)
+            || (candidate.end() > end && !self.may_grow_for_run())
+            || self.placement.blocking_page(candidate).is_some()
+        {
+            return Ok(None);
+        }
+        let claimed = match hole {
+            Some(hole) => self.alloc.claim_within(hole, candidate),
+            None => self.alloc.claim(candidate),
+        };
+        if claimed.is_err() {
+            return Ok(None);
+        }
+        match self.check_reserve(Purpose::Object, placed, end, &[candidate]) {
+            Ok(()) => Ok(Some(candidate)),
+            Err(Error::OutOfSpace { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Space for `len` bytes where the allocator puts it (never appended).
@@ -593,10 +675,30 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         if !A::APPENDS || self.append_room_percent == 0 || self.metadata_low {
             return false;
         }
+        let (free, live) = self.free_and_live();
+        free as u128 * 100 <= live as u128 * u128::from(self.append_room_percent)
+    }
+
+    /// `(free, live)` bytes among the data, counting as free the space the next commit frees
+    /// (what this one replaced) and space held back beside committed bytes.
+    fn free_and_live(&self) -> (u64, u64) {
         let (free, used) = self.alloc.usage();
         let soon_free = self.pending_free_bytes + self.placement.held_bytes();
-        let (free, live) = (free + soon_free, used.saturating_sub(soon_free));
-        free as u128 * 100 <= live as u128 * u128::from(self.append_room_percent)
+        (free + soon_free, used.saturating_sub(soon_free))
+    }
+
+    /// Whether a run of small objects may begin (or go on) past the file's end when no hole
+    /// holds it: while the free space among the data (as [`may_append`](Self::may_append)
+    /// counts it) is at most the append room plus one commit's run (what the commit before
+    /// placed, at most [`APPEND_HOLE`]); never with an append room of 0. Past it, they fill
+    /// holes: the file does not grow while holes could take them.
+    fn may_grow_for_run(&self) -> bool {
+        if self.append_room_percent == 0 {
+            return false;
+        }
+        let (free, live) = self.free_and_live();
+        let room = live as u128 * u128::from(self.append_room_percent) / 100;
+        u128::from(free) <= room + u128::from(self.run.expected.min(APPEND_HOLE))
     }
 
     /// Appends `placed` bytes at the frontier: right after the last appended object, at the
