@@ -612,12 +612,14 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         Ok(extent)
     }
 
-    /// Places a small object of the pending commit so that its small objects form one run
-    /// on the device (one write at the commit, not one per object) where the holes allow,
-    /// without growing the file: right after the commit's last small object if that space is
-    /// free; for its first, at the start of the lowest hole that holds as many bytes as the
-    /// commit before placed (commits that come together, as a group commit's, are alike).
-    /// Otherwise `None` (the allocator's fit). Without it, concurrent one-object commits
+    /// Places a small object of the pending commit, while objects fill holes (appending is
+    /// off or past its bound), so that its small objects form one run on the device (one
+    /// write at the commit, not one per object) where the holes allow: right after the
+    /// commit's last small object if that space is free; for its first, at the start of a
+    /// hole that holds as many bytes as the commit before placed (commits that come
+    /// together, as a group commit's, are alike; the allocator picks the hole). Past the
+    /// file's end only as [`may_grow_for_run`](Self::may_grow_for_run) allows. Otherwise
+    /// `None` (the allocator's fit). Without it, concurrent one-object commits
     /// settle into every other page (each round fills the pages the round before last freed,
     /// between those of the last round): eight writes and a sync of 160-260 µs a round on
     /// this machine's disk, where one run of 32 KiB syncs in about 185.
@@ -626,6 +628,11 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             return Ok(None);
         }
         let end = self.alloc.file_end();
+        if self.run.end != u64::MAX && self.run.end > end {
+            // The run's last object is gone (given back in this commit) and the file's end
+            // moved down past it: going on from there would leave a gap (helper-55).
+            self.run.end = u64::MAX;
+        }
         // The run goes on (`hole`: none, the space must start a free extent), or begins.
         let (hole, candidate) = if self.run.end != u64::MAX {
             (None, Extent::new(self.run.end, placed))

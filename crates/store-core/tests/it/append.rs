@@ -224,3 +224,37 @@ fn a_group_of_one_page_objects_reaches_the_device_as_one_run() {
     let store = BaseStore::open_with(disk, StoreOptions::default()).unwrap();
     assert!(contents(&store).unwrap() == model, "the objects read back after a reopen");
 }
+
+/// Found in review (helper-55): a run's end outlived the object that ended it. An object put
+/// and deleted in the same commit gives its space back at once, and the file's end moves
+/// back down; the next object then went at the old run's end, past the file's end, leaving a
+/// gap of one object behind; a thousand such pairs in one commit grew the file by 4 MiB.
+#[test]
+fn objects_put_and_deleted_within_a_commit_do_not_push_a_run_past_the_file_end() {
+    let options = StoreOptions { append_room_percent: 10, ..StoreOptions::default() };
+    let mut store = BaseStore::create_with(SimDisk::new(), options).unwrap();
+    let page = vec![7u8; 4096];
+    let ids: Vec<ObjectId> = (0..100).map(|_| put(&mut store, &page)).collect();
+    store.commit().unwrap();
+    // Single-page holes: more free space than the append room, so objects fill holes.
+    for &id in ids.iter().step_by(7) {
+        store.delete_obj(id).unwrap();
+    }
+    store.commit().unwrap();
+    // A commit of four objects: the next one expects a run of four.
+    for _ in 0..4 {
+        put(&mut store, &page);
+    }
+    store.commit().unwrap();
+    let end = store.allocator().file_end();
+    for _ in 0..1_000 {
+        let id = put(&mut store, &page);
+        store.delete_obj(id).unwrap();
+    }
+    let kept = put(&mut store, &page);
+    store.commit().unwrap();
+    let grown = store.allocator().file_end().saturating_sub(end);
+    assert!(grown <= 16 * 4096, "the file grew by {grown} bytes for one object");
+    assert_eq!(contents(&store).unwrap()[&kept], page);
+    assert!(store.verify().unwrap().is_clean());
+}
