@@ -92,7 +92,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         if let Err(e) = synced {
             // What it would have freed stays accounted (a latched store's `verify` sees no
             // leak); only a reopen can tell whether the record is durable.
-            self.pending_free_bytes += committing.releasing.iter().map(|e| e.len).sum::<u64>();
+            self.pending_free_bytes += committing.releasing_bytes;
             self.pending_free.extend(committing.releasing);
             let e = Error::from_io(e);
             self.fail(e.to_string());

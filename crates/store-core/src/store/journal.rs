@@ -75,6 +75,8 @@ pub(crate) fn new_salt(previous: u64, generation: u64, root_checksum: u64) -> u6
 pub(crate) struct Committing {
     /// Space the state before it needed and it does not: free once it is durable.
     pub(crate) releasing: Vec<Extent>,
+    /// The bytes of `releasing`.
+    pub(crate) releasing_bytes: u64,
     /// Ids it removed: reusable once it is durable.
     pub(crate) freed_ids: Vec<u64>,
 }
@@ -199,10 +201,8 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             self.placement.committed(extent);
         }
         self.committing = Some(Committing {
-            releasing: {
-                self.pending_free_bytes = 0;
-                std::mem::take(&mut self.pending_free)
-            },
+            releasing: std::mem::take(&mut self.pending_free),
+            releasing_bytes: std::mem::take(&mut self.pending_free_bytes),
             freed_ids: self.table.seal(),
         });
         self.dirty = false;

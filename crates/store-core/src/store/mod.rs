@@ -687,10 +687,12 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
     }
 
     /// `(free, live)` bytes among the data, counting as free the space the next commit frees
-    /// (what this one replaced) and space held back beside committed bytes.
+    /// (what this one replaced), the space a commit whose sync runs now frees, and space held
+    /// back beside committed bytes.
     fn free_and_live(&self) -> (u64, u64) {
         let (free, used) = self.alloc.usage();
-        let soon_free = self.pending_free_bytes + self.placement.held_bytes();
+        let committing = self.committing.as_ref().map_or(0, |c| c.releasing_bytes);
+        let soon_free = self.pending_free_bytes + committing + self.placement.held_bytes();
         (free + soon_free, used.saturating_sub(soon_free))
     }
 
