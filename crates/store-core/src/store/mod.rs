@@ -225,8 +225,9 @@ pub struct Store<A: SpaceAllocator, B: FileBackend> {
 struct SmallRun {
     /// The generation the run belongs to (any other: no run yet in the pending one).
     generation: u64,
-    /// Where its last object ends: the next one goes there if that space is free.
-    end: u64,
+    /// Where its last object ends (`None`: no object yet): the next one goes there if that
+    /// space is free.
+    end: Option<u64>,
     /// Bytes of small objects placed in the generation.
     bytes: u64,
     /// Bytes of small objects the generation before placed: what this one is expected to
@@ -597,7 +598,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
         let generation = self.pending_generation();
         if self.run.generation != generation {
             let expected = if self.run.generation + 1 == generation { self.run.bytes } else { 0 };
-            self.run = SmallRun { generation, end: u64::MAX, bytes: 0, expected };
+            self.run = SmallRun { generation, end: None, bytes: 0, expected };
         }
         let appended = if self.fresh.len() >= APPEND_AFTER { self.append(placed)? } else { None };
         let extent = match appended {
@@ -607,7 +608,7 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
                 None => self.reserve_placed(len)?,
             },
         };
-        self.run.end = extent.end();
+        self.run.end = Some(extent.end());
         self.run.bytes += placed;
         Ok(extent)
     }
@@ -628,14 +629,11 @@ impl<A: SpaceAllocator, B: FileBackend> Store<A, B> {
             return Ok(None);
         }
         let end = self.alloc.file_end();
-        if self.run.end != u64::MAX && self.run.end > end {
-            // The run's last object is gone (given back in this commit) and the file's end
-            // moved down past it: going on from there would leave a gap (helper-55).
-            self.run.end = u64::MAX;
-        }
-        // The run goes on (`hole`: none, the space must start a free extent), or begins.
-        let (hole, candidate) = if self.run.end != u64::MAX {
-            (None, Extent::new(self.run.end, placed))
+        // The run goes on (`hole`: none, the space must start a free extent), or begins. Not
+        // from past the file's end: the run's last object is gone (given back in this
+        // commit) and the end moved down past it; going on would leave a gap (helper-55).
+        let (hole, candidate) = if let Some(at) = self.run.end.filter(|&at| at <= end) {
+            (None, Extent::new(at, placed))
         } else {
             let want = self.run.expected.min(APPEND_HOLE);
             if want <= placed {
