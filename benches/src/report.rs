@@ -248,6 +248,25 @@ fn category_cell(m: &Medians, suite: &str, peer: &str, category: Option<Category
     format!("{} ({}–{})", fmt_ratio(mid), fmt_ratio(low), fmt_ratio(high))
 }
 
+/// What touching freed memory cost, and whether the run held the host's reclaim of it.
+fn memory_line(out: &mut String, b: &Banner) {
+    let Some(freed) = b.freed_memory_mib_s else { return };
+    let _ = match b.held_memory_mib_s {
+        Some(held) => writeln!(
+            out,
+            "Memory freed 2 s earlier is touched again at {freed:.0} MiB/s on this machine (the \
+             host takes freed memory back); the run held that off (the guest's page reporting \
+             delay raised for its length): {held:.0} MiB/s under the hold.\n"
+        ),
+        None => writeln!(
+            out,
+            "Memory freed 2 s earlier is touched again at {freed:.0} MiB/s; no hold on the \
+             host's reclaim was taken (no such setting, or not writable), so rows that grow \
+             files may carry the host's cost.\n"
+        ),
+    };
+}
+
 /// The markdown report.
 pub fn markdown(report: &Report) -> String {
     let m = medians(report);
@@ -269,6 +288,7 @@ pub fn markdown(report: &Report) -> String {
         report.seed,
         report.profile.cache_mib,
     );
+    memory_line(&mut out, b);
     configurations(&mut out, report);
     for (suite, engines) in &m.engines {
         suite_tables(&mut out, report, &m, suite, engines);
@@ -691,7 +711,14 @@ mod tests {
 
     fn report(runs: Vec<RunResult>) -> Report {
         Report {
-            banner: Banner { fsync_us: 1.0, cached_read_us: 1.0, seq_write_mib_s: 1.0, cores: 2 },
+            banner: Banner {
+                fsync_us: 1.0,
+                cached_read_us: 1.0,
+                seq_write_mib_s: 1.0,
+                cores: 2,
+                freed_memory_mib_s: None,
+                held_memory_mib_s: None,
+            },
             profile: Profile::named("smoke").unwrap(),
             seed: 7,
             runs,
