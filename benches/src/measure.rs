@@ -177,8 +177,8 @@ const PAGE_REPORTING_DELAY: &str = "/sys/module/page_reporting/parameters/min_fr
 /// On a virtual machine with free page reporting, memory the guest frees (a deleted file's
 /// page cache, a freed heap) goes back to the host about a second later, and the next touch
 /// of that memory waits for the host to back it again: measured on this project's machines,
-/// 1 GiB touched again 2 s after it was freed took 1.5-4.9 s, against 0.6 s when touched at
-/// once (100-200 MiB/s against 1,700). An engine that grows its files (new page cache)
+/// 1 GiB touched again 1-10 s after it was freed took 1.5-4.9 s, against 0.6 s when touched
+/// at once (210-680 MiB/s against 1,700). An engine that grows its files (new page cache)
 /// then pays the host, not its own code, and how much depends on what ran a second before:
 /// the objects suite's overwrite row moved from 24-31 K/s to 166-187 K/s for bob-base, and
 /// from 36-49 K/s to 36-144 K/s for marble, with the hold. The hold raises the reporting
