@@ -298,7 +298,8 @@ mod bob {
     /// returned is found, as with the peers. Reads use the map in memory.
     pub(super) struct Objects<A: SpaceAllocator> {
         store: Store<A, bob_io_helpers::OsFile>,
-        ids: Vec<Option<ObjectId>>,
+        /// Key `k`'s object id, 0 for none (0 is the prime object, never a key's).
+        ids: Vec<u64>,
         /// The chunk objects, chunk `i` holding keys `512i..512i + 512`.
         chunks: Vec<ObjectId>,
         /// The object listing the chunks (0: none yet), as the prime object names it.
@@ -306,7 +307,7 @@ mod bob {
         /// Chunks whose keys changed since the chunks were last written.
         dirty: std::collections::BTreeSet<usize>,
         /// Keys the current batch changed.
-        changed: std::collections::BTreeSet<usize>,
+        changed: Vec<usize>,
         /// The delta objects since the chunks were last written, oldest first, and their
         /// bytes.
         deltas: Vec<ObjectId>,
@@ -328,7 +329,7 @@ mod bob {
                 chunks: Vec::new(),
                 directory: 0,
                 dirty: std::collections::BTreeSet::new(),
-                changed: std::collections::BTreeSet::new(),
+                changed: Vec::new(),
                 deltas: Vec::new(),
                 delta_bytes: 0,
             };
@@ -348,7 +349,7 @@ mod bob {
                     map.chunks.push(chunk);
                     for c in map.store.read_bytes_from_obj(chunk)?.chunks_exact(8) {
                         let id = u64::from_le_bytes(c.try_into()?);
-                        map.ids.push((id != 0).then_some(ObjectId(id)));
+                        map.ids.push(id);
                     }
                 }
             }
@@ -364,8 +365,7 @@ mod bob {
                     let key = usize::try_from(le(pair, 0)?)?;
                     anyhow::ensure!(key < map.ids.len(), "a delta names key {key} past the map");
                     if seen.insert(key) {
-                        let id = le(pair, 8)?;
-                        map.ids[key] = (id != 0).then_some(ObjectId(id));
+                        map.ids[key] = le(pair, 8)?;
                         map.dirty.insert(key / KEYS_PER_CHUNK);
                     }
                 }
@@ -380,7 +380,7 @@ mod bob {
             let first = chunk * KEYS_PER_CHUNK;
             let keys = self.ids.get(first..).unwrap_or_default().iter().take(KEYS_PER_CHUNK);
             for (slot, id) in bytes.chunks_exact_mut(8).zip(keys) {
-                slot.copy_from_slice(&id.map_or(0, |id| id.0).to_le_bytes());
+                slot.copy_from_slice(&id.to_le_bytes());
             }
             bytes
         }
@@ -394,9 +394,13 @@ mod bob {
         /// Records the batch's map changes (a delta, or the chunks rewritten) and commits
         /// them with the batch.
         fn commit(&mut self) -> Result<()> {
-            let changed = std::mem::take(&mut self.changed);
+            let mut changed = std::mem::take(&mut self.changed);
+            changed.sort_unstable();
+            changed.dedup();
             let grows = changed.last().is_some_and(|&k| k / KEYS_PER_CHUNK >= self.chunks.len());
-            self.dirty.extend(changed.iter().map(|k| k / KEYS_PER_CHUNK));
+            let mut chunks: Vec<usize> = changed.iter().map(|k| k / KEYS_PER_CHUNK).collect();
+            chunks.dedup();
+            self.dirty.extend(chunks);
             let fold_at = FOLD_DELTA_BYTES.max(self.chunks.len() * KEYS_PER_CHUNK * 8 / 2);
             if !changed.is_empty() && !grows && self.delta_bytes < fold_at {
                 let prev = self.deltas.last().map_or(0, |d| d.0);
@@ -404,7 +408,7 @@ mod bob {
                 bytes.extend_from_slice(&prev.to_le_bytes());
                 for &key in &changed {
                     bytes.extend_from_slice(&(key as u64).to_le_bytes());
-                    bytes.extend_from_slice(&self.ids[key].map_or(0, |id| id.0).to_le_bytes());
+                    bytes.extend_from_slice(&self.ids[key].to_le_bytes());
                 }
                 let delta = self.store.write_new_obj_from_bytes(&bytes)?;
                 self.deltas.push(delta);
@@ -448,9 +452,9 @@ mod bob {
 
     impl<A: SpaceAllocator + Send> ObjectReads for Objects<A> {
         fn read(&self, key: u64) -> Result<Option<Vec<u8>>> {
-            match self.ids.get(key as usize).copied().flatten() {
-                Some(id) => Ok(Some(self.store.read_bytes_from_obj(id)?)),
-                None => Ok(None),
+            match self.ids.get(key as usize).copied().unwrap_or(0) {
+                0 => Ok(None),
+                id => Ok(Some(self.store.read_bytes_from_obj(ObjectId(id))?)),
             }
         }
     }
@@ -460,9 +464,9 @@ mod bob {
             for &(key, bytes) in objects {
                 let key = key as usize;
                 if key >= self.ids.len() {
-                    self.ids.resize(key + 1, None);
+                    self.ids.resize(key + 1, 0);
                 }
-                match self.ids[key] {
+                match Some(ObjectId(self.ids[key])).filter(|id| id.0 != 0) {
                     // Same length: rewritten in place of its bytes; another length: replaced
                     // (a rewrite keeps bytes it does not cover, so a shorter value would
                     // read back with the old one's tail).
@@ -474,8 +478,8 @@ mod bob {
                     }
                     Some(id) => self.store.replace_obj(id, bytes)?,
                     None => {
-                        self.ids[key] = Some(self.store.write_new_obj_from_bytes(bytes)?);
-                        self.changed.insert(key);
+                        self.ids[key] = self.store.write_new_obj_from_bytes(bytes)?.0;
+                        self.changed.push(key);
                     }
                 }
             }
@@ -484,9 +488,11 @@ mod bob {
 
         fn delete_batch(&mut self, keys: &[u64]) -> Result<()> {
             for &key in keys {
-                if let Some(id) = self.ids.get_mut(key as usize).and_then(Option::take) {
-                    self.store.delete_obj(id)?;
-                    self.changed.insert(key as usize);
+                let Some(slot) = self.ids.get_mut(key as usize) else { continue };
+                let id = std::mem::take(slot);
+                if id != 0 {
+                    self.store.delete_obj(ObjectId(id))?;
+                    self.changed.push(key as usize);
                 }
             }
             self.commit()
