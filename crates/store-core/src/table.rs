@@ -219,8 +219,13 @@ impl ChangeLog {
         ids
     }
 
+    /// Empties the log; a log a big commit grew past 64 Ki ids gives its memory back.
     fn clear(&mut self) {
-        self.ids.clear();
+        if self.ids.capacity() > 1 << 16 {
+            self.ids = Vec::new();
+        } else {
+            self.ids.clear();
+        }
         self.compact_at = 0;
     }
 }
