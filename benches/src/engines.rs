@@ -375,6 +375,11 @@ mod bob {
             Ok(map)
         }
 
+        /// Key `key`'s object, if it has one.
+        fn id(&self, key: usize) -> Option<ObjectId> {
+            self.ids.get(key).copied().filter(|&id| id != 0).map(ObjectId)
+        }
+
         fn chunk_bytes(&self, chunk: usize) -> Vec<u8> {
             let mut bytes = vec![0u8; KEYS_PER_CHUNK * 8];
             let first = chunk * KEYS_PER_CHUNK;
@@ -452,9 +457,9 @@ mod bob {
 
     impl<A: SpaceAllocator + Send> ObjectReads for Objects<A> {
         fn read(&self, key: u64) -> Result<Option<Vec<u8>>> {
-            match self.ids.get(key as usize).copied().unwrap_or(0) {
-                0 => Ok(None),
-                id => Ok(Some(self.store.read_bytes_from_obj(ObjectId(id))?)),
+            match self.id(key as usize) {
+                Some(id) => Ok(Some(self.store.read_bytes_from_obj(id)?)),
+                None => Ok(None),
             }
         }
     }
@@ -466,7 +471,7 @@ mod bob {
                 if key >= self.ids.len() {
                     self.ids.resize(key + 1, 0);
                 }
-                match Some(ObjectId(self.ids[key])).filter(|id| id.0 != 0) {
+                match self.id(key) {
                     // Same length: rewritten in place of its bytes; another length: replaced
                     // (a rewrite keeps bytes it does not cover, so a shorter value would
                     // read back with the old one's tail).

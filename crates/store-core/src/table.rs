@@ -103,10 +103,9 @@ impl IdRanges {
 
     /// Removes and returns the lowest id.
     pub(crate) fn pop_first(&mut self) -> Option<u64> {
-        let word = self.first_word();
-        let single = word.map(|w| w as u64 * 64 + u64::from(self.words[w].trailing_zeros()));
         let range = self.ranges.first_key_value().map(|(&start, _)| start);
-        if let (Some(w), Some(single)) = (word, single) {
+        if let Some(w) = self.first_word() {
+            let single = w as u64 * 64 + u64::from(self.words[w].trailing_zeros());
             if range.is_none_or(|start| single < start) {
                 let bits = &mut self.words[w];
                 *bits &= *bits - 1;
